@@ -1,0 +1,13 @@
+//! The ledger core: money, accounts, transfers and their invariants (`domain`,
+//! `state`), the durable event encoding (`codec`) and hash chain (`chain`), the
+//! `EventStore` port and its embedded backend (`store`), the single writer of a ledger
+//! partition (`writer`), snapshots and the auditor.
+
+pub mod chain;
+pub mod codec;
+pub mod domain;
+pub mod money;
+pub mod state;
+pub mod store;
+pub mod snapshot;
+pub mod writer;

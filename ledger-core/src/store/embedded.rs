@@ -1,0 +1,508 @@
+//! The embedded event store: segmented append-only files in one directory.
+//!
+//! One committer thread owns the files. It takes every append queued since its last
+//! sync as one group, writes their frames with one `write`, makes them durable with one
+//! `fdatasync`, and only then updates the read index and answers (group commit). The
+//! first failed write or sync poisons the store: it is never retried, because the
+//! kernel may already have dropped the dirty pages; the store must be reopened, which
+//! recovers from what is really on disk.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use super::format::{self, Location, TornTail, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use super::*;
+use crate::chain::{chain_hash, Hash, GENESIS_HASH};
+
+/// A segment is closed once it would grow past this; one frame never spans two.
+pub const SEGMENT_BYTES_MAX: u64 = 256 << 20;
+/// Largest group the committer writes with one sync.
+const GROUP_BYTES_MAX: usize = 64 << 20;
+
+/// Options of [`EmbeddedStore::open`].
+#[derive(Clone, Debug)]
+pub struct EmbeddedOptions {
+    pub segment_bytes_max: u64,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions { segment_bytes_max: SEGMENT_BYTES_MAX }
+    }
+}
+
+/// What opening found on disk.
+#[derive(Clone, Debug)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    pub records: u64,
+    /// A torn tail that was cut off.
+    pub torn_tail: Option<TornTail>,
+}
+
+struct StreamIndex {
+    locations: Vec<Location>,
+}
+
+#[derive(Default)]
+struct Index {
+    all: Vec<Location>,
+    streams: HashMap<String, StreamIndex>,
+    heads: HashMap<String, StreamHead>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    index: RwLock<Index>,
+    segments: RwLock<Vec<Arc<File>>>,
+    poisoned: AtomicBool,
+    poison_reason: Mutex<String>,
+    head: tokio::sync::watch::Sender<Position>,
+}
+
+enum Request {
+    Append { stream: String, expected: ExpectedRevision, events: Vec<EventData>, bytes: usize, done: AppendCallback },
+    Flush { done: FlushCallback },
+}
+
+/// The embedded store. Cheap to share behind an `Arc`; closes when dropped.
+pub struct EmbeddedStore {
+    shared: Arc<Shared>,
+    sender: Mutex<Option<Sender<Request>>>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn io_error(operation: &'static str, path: &Path, error: std::io::Error) -> StoreError {
+    StoreError::Io { operation, path: path.to_path_buf(), message: error.to_string() }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error("fsync directory", dir, e))
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `dir`: scans every segment, checks every record
+    /// and hash link, cuts a torn tail, and refuses to open on corruption elsewhere.
+    pub fn open(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<(EmbeddedStore, RecoveryReport), StoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| io_error("create_dir", &dir, e))?;
+        let mut index = Index::default();
+        let report = format::scan(&dir, |record, location| {
+            index.all.push(location);
+            let stream = index.streams.entry(record.stream.clone()).or_insert_with(|| StreamIndex { locations: Vec::new() });
+            stream.locations.push(location);
+        })?;
+        for (stream, (revision, hash)) in &report.heads {
+            index.heads.insert(stream.clone(), StreamHead { revision: *revision, hash: *hash });
+        }
+        let mut segment_paths = report.segments.clone();
+        if let Some(torn) = &report.torn_tail {
+            tracing::warn!(file = %torn.file.display(), offset = torn.offset, bytes = torn.bytes, reason = %torn.reason, "cutting a torn tail");
+            if torn.offset == 0 {
+                fs::remove_file(&torn.file).map_err(|e| io_error("remove", &torn.file, e))?;
+                segment_paths.pop();
+            } else {
+                let file = OpenOptions::new().write(true).open(&torn.file).map_err(|e| io_error("open", &torn.file, e))?;
+                file.set_len(torn.offset).map_err(|e| io_error("truncate", &torn.file, e))?;
+                file.sync_all().map_err(|e| io_error("fsync", &torn.file, e))?;
+            }
+            sync_dir(&dir)?;
+        }
+        let mut segments = Vec::new();
+        for (_, path) in &segment_paths {
+            let file = OpenOptions::new().read(true).append(true).open(path).map_err(|e| io_error("open", path, e))?;
+            segments.push(Arc::new(file));
+        }
+        let records = index.all.len() as u64;
+        let (head, _) = tokio::sync::watch::channel(records);
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            index: RwLock::new(index),
+            segments: RwLock::new(segments),
+            poisoned: AtomicBool::new(false),
+            poison_reason: Mutex::new(String::new()),
+            head,
+        });
+        let mut committer = Committer::new(shared.clone(), options, records)?;
+        let (sender, receiver) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("store-committer".into())
+            .spawn(move || committer.run(receiver))
+            .map_err(|e| io_error("spawn committer", &dir, e))?;
+        let recovery = RecoveryReport { segments: segment_paths.len(), records, torn_tail: report.torn_tail };
+        let store = EmbeddedStore { shared, sender: Mutex::new(Some(sender)), committer: Mutex::new(Some(thread)) };
+        Ok((store, recovery))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Stops accepting appends, lets the committer finish what is queued, and waits.
+    pub fn close(&self) {
+        drop(self.sender.lock().map(|mut sender| sender.take()));
+        if let Ok(mut committer) = self.committer.lock() {
+            if let Some(thread) = committer.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    fn check_poisoned(&self) -> Result<(), StoreError> {
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            let reason = self.shared.poison_reason.lock().map(|r| r.clone()).unwrap_or_default();
+            return Err(StoreError::Poisoned(reason));
+        }
+        Ok(())
+    }
+
+    fn send(&self, request: Request) -> Result<(), Request> {
+        let sender = match self.sender.lock() {
+            Ok(sender) => sender.clone(),
+            Err(_) => None,
+        };
+        match sender {
+            Some(sender) => sender.send(request).map_err(|error| error.0),
+            None => Err(request),
+        }
+    }
+
+    fn read_at(&self, location: Location) -> Result<RecordedEvent, StoreError> {
+        let file = {
+            let segments = self.shared.segments.read().map_err(|_| StoreError::Closed)?;
+            segments.get(location.segment as usize).cloned().ok_or(StoreError::Closed)?
+        };
+        let path = || self.shared.dir.join(format::segment_file_name(location.segment));
+        let mut header = [0u8; RECORD_HEADER_BYTES];
+        file.read_exact_at(&mut header, u64::from(location.offset)).map_err(|e| io_error("read", &path(), e))?;
+        let body_len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let mut bytes = vec![0u8; RECORD_HEADER_BYTES + body_len];
+        file.read_exact_at(&mut bytes, u64::from(location.offset)).map_err(|e| io_error("read", &path(), e))?;
+        let (event, _) = format::parse_record(&bytes)
+            .map_err(|reason| StoreError::Corrupt { file: path(), offset: u64::from(location.offset), reason: reason.to_string() })?;
+        Ok(event)
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl EventStore for EmbeddedStore {
+    fn append_with(&self, stream: &str, expected: ExpectedRevision, events: Vec<EventData>, done: AppendCallback) {
+        if let Err(error) = self.check_poisoned() {
+            return done(Err(error));
+        }
+        let bytes = match check_append(stream, &events) {
+            Ok(bytes) => bytes,
+            Err(error) => return done(Err(error)),
+        };
+        let request = Request::Append { stream: stream.to_string(), expected, events, bytes, done };
+        if let Err(Request::Append { done, .. }) = self.send(request) {
+            done(Err(StoreError::Closed));
+        }
+    }
+
+    fn flush_with(&self, done: FlushCallback) {
+        if let Err(Request::Flush { done }) = self.send(Request::Flush { done }) {
+            done(Err(StoreError::Closed));
+        }
+    }
+
+    fn read_stream(&self, stream: &str, from: Revision, direction: Direction, max_count: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.check_poisoned()?;
+        let locations: Vec<Location> = {
+            let index = self.shared.index.read().map_err(|_| StoreError::Closed)?;
+            let Some(stream) = index.streams.get(stream) else { return Ok(Vec::new()) };
+            let all = &stream.locations;
+            match direction {
+                Direction::Forwards => all.iter().skip(from.min(all.len() as u64) as usize).take(max_count).copied().collect(),
+                Direction::Backwards => {
+                    let end = (from.saturating_add(1)).min(all.len() as u64) as usize;
+                    all[..end].iter().rev().take(max_count).copied().collect()
+                }
+            }
+        };
+        locations.into_iter().map(|location| self.read_at(location)).collect()
+    }
+
+    fn read_all(&self, from: Position, max_count: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.check_poisoned()?;
+        let locations: Vec<Location> = {
+            let index = self.shared.index.read().map_err(|_| StoreError::Closed)?;
+            index.all.iter().skip(from.min(index.all.len() as u64) as usize).take(max_count).copied().collect()
+        };
+        locations.into_iter().map(|location| self.read_at(location)).collect()
+    }
+
+    fn stream_head(&self, stream: &str) -> Result<Option<StreamHead>, StoreError> {
+        self.check_poisoned()?;
+        let index = self.shared.index.read().map_err(|_| StoreError::Closed)?;
+        Ok(index.heads.get(stream).copied())
+    }
+
+    fn watch_head(&self) -> tokio::sync::watch::Receiver<Position> {
+        self.shared.head.subscribe()
+    }
+}
+
+/// The single owner of the segment files.
+struct Committer {
+    shared: Arc<Shared>,
+    options: EmbeddedOptions,
+    file: Arc<File>,
+    segment: u32,
+    segment_len: u64,
+    next_position: Position,
+    /// Heads including appends written but not yet synced in the current group.
+    heads: HashMap<String, StreamHead>,
+    buffer: Vec<u8>,
+}
+
+struct Pending {
+    done: Completion,
+    stream: String,
+    locations: Vec<Location>,
+    outcome: AppendOutcome,
+}
+
+enum Completion {
+    Append(AppendCallback),
+    Flush(FlushCallback),
+}
+
+impl Committer {
+    fn new(shared: Arc<Shared>, options: EmbeddedOptions, next_position: Position) -> Result<Committer, StoreError> {
+        let heads = shared.index.read().map_err(|_| StoreError::Closed)?.heads.clone();
+        let existing = shared.segments.read().map_err(|_| StoreError::Closed)?.last().cloned();
+        let segment_count = shared.segments.read().map_err(|_| StoreError::Closed)?.len() as u32;
+        let mut committer = match existing {
+            Some(file) => {
+                let segment_len = file.metadata().map_err(|e| io_error("stat", &shared.dir, e))?.len();
+                Committer { shared, options, file, segment: segment_count - 1, segment_len, next_position, heads, buffer: Vec::new() }
+            }
+            None => {
+                let placeholder = Arc::new(File::open(&shared.dir).map_err(|e| io_error("open", &shared.dir, e))?);
+                Committer { shared, options, file: placeholder, segment: u32::MAX, segment_len: 0, next_position, heads, buffer: Vec::new() }
+            }
+        };
+        if committer.segment == u32::MAX {
+            committer.roll()?;
+        }
+        Ok(committer)
+    }
+
+    /// Creates the next segment, durable with its header and its directory entry.
+    fn roll(&mut self) -> Result<(), StoreError> {
+        let segment = self.segment.wrapping_add(1);
+        let path = self.shared.dir.join(format::segment_file_name(segment));
+        let mut file = OpenOptions::new().read(true).append(true).create_new(true).open(&path).map_err(|e| io_error("create", &path, e))?;
+        file.write_all(&format::segment_header(segment)).map_err(|e| io_error("write", &path, e))?;
+        file.sync_all().map_err(|e| io_error("fsync", &path, e))?;
+        sync_dir(&self.shared.dir)?;
+        let file = Arc::new(file);
+        self.shared.segments.write().map_err(|_| StoreError::Closed)?.push(file.clone());
+        self.file = file;
+        self.segment = segment;
+        self.segment_len = SEGMENT_HEADER_BYTES as u64;
+        Ok(())
+    }
+
+    fn run(&mut self, receiver: Receiver<Request>) {
+        while let Ok(first) = receiver.recv() {
+            let mut group = vec![first];
+            let mut bytes = 0usize;
+            while bytes < GROUP_BYTES_MAX {
+                match receiver.try_recv() {
+                    Ok(request) => {
+                        if let Request::Append { bytes: b, .. } = &request {
+                            bytes += b;
+                        }
+                        group.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<Request>) {
+        let _span = tracing::debug_span!("commit_group", requests = group.len()).entered();
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            let reason = self.shared.poison_reason.lock().map(|r| r.clone()).unwrap_or_default();
+            return fail_all(group.into_iter().map(completion_of).collect(), StoreError::Poisoned(reason));
+        }
+        let committed_heads = self.heads.clone();
+        let committed_position = self.next_position;
+        let mut pending = Vec::with_capacity(group.len());
+        let mut result = Ok(());
+        for request in group {
+            match request {
+                Request::Flush { done } => pending.push(Pending {
+                    done: Completion::Flush(done),
+                    stream: String::new(),
+                    locations: Vec::new(),
+                    outcome: AppendOutcome { first_revision: None, last_revision: None, first_position: 0, last_hash: GENESIS_HASH },
+                }),
+                Request::Append { stream, expected, events, bytes, done } => {
+                    if result.is_err() {
+                        pending.push(Pending { done: Completion::Append(done), stream, locations: Vec::new(), outcome: empty_outcome() });
+                        continue;
+                    }
+                    let head = self.heads.get(&stream).copied();
+                    if !expected_matches(expected, head) {
+                        let actual = head.map(|h| h.revision);
+                        done(Err(StoreError::WrongExpectedRevision { stream, expected, actual }));
+                        continue;
+                    }
+                    match self.encode(&stream, head, &events, bytes) {
+                        Ok((locations, outcome)) => pending.push(Pending { done: Completion::Append(done), stream, locations, outcome }),
+                        Err(error) => {
+                            result = Err(error);
+                            pending.push(Pending { done: Completion::Append(done), stream, locations: Vec::new(), outcome: empty_outcome() });
+                        }
+                    }
+                }
+            }
+        }
+        if result.is_ok() {
+            result = self.write_buffer().and_then(|()| self.sync());
+        }
+        match result {
+            Ok(()) => self.publish(pending),
+            Err(error) => {
+                self.heads = committed_heads;
+                self.next_position = committed_position;
+                self.poison(&error);
+                fail_all(pending.into_iter().map(|p| p.done).collect(), error);
+            }
+        }
+    }
+
+    /// Encodes one append as a frame into the buffer, rolling the segment first if the
+    /// frame would not fit.
+    fn encode(&mut self, stream: &str, head: Option<StreamHead>, events: &[EventData], bytes: usize) -> Result<(Vec<Location>, AppendOutcome), StoreError> {
+        let frame_bytes = (format::FRAME_HEADER_BYTES + bytes) as u64;
+        let used = self.segment_len + self.buffer.len() as u64;
+        if used + frame_bytes > self.options.segment_bytes_max && used > SEGMENT_HEADER_BYTES as u64 {
+            self.write_buffer()?;
+            self.sync()?;
+            self.roll()?;
+        }
+        let first_position = self.next_position;
+        let (mut revision, mut hash) = match head {
+            Some(head) => (head.revision + 1, head.hash),
+            None => (0, GENESIS_HASH),
+        };
+        let first_revision = revision;
+        let mut locations = Vec::with_capacity(events.len());
+        let frame_start = format::begin_frame(&mut self.buffer);
+        for event in events {
+            hash = chain_hash(&hash, revision, &event.payload);
+            let offset = self.segment_len + self.buffer.len() as u64;
+            locations.push(Location { segment: self.segment, offset: offset as u32 });
+            format::put_record(&mut self.buffer, self.next_position, revision, &hash, stream, &event.event_type, &event.payload);
+            self.next_position += 1;
+            revision += 1;
+        }
+        format::finish_frame(&mut self.buffer, frame_start, events.len() as u32);
+        let last_revision = if events.is_empty() { head.map(|h| h.revision) } else { Some(revision - 1) };
+        if let Some(last) = last_revision {
+            self.heads.insert(stream.to_string(), StreamHead { revision: last, hash });
+        }
+        let first_revision = (!events.is_empty()).then_some(first_revision);
+        Ok((locations, AppendOutcome { first_revision, last_revision, first_position, last_hash: hash }))
+    }
+
+    fn write_buffer(&mut self) -> Result<(), StoreError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let path = self.shared.dir.join(format::segment_file_name(self.segment));
+        (&*self.file).write_all(&self.buffer).map_err(|e| io_error("write", &path, e))?;
+        self.segment_len += self.buffer.len() as u64;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        let path = self.shared.dir.join(format::segment_file_name(self.segment));
+        self.file.sync_data().map_err(|e| io_error("fdatasync", &path, e))
+    }
+
+    fn poison(&self, error: &StoreError) {
+        tracing::error!(%error, "event store poisoned; reopen to recover");
+        if let Ok(mut reason) = self.shared.poison_reason.lock() {
+            *reason = error.to_string();
+        }
+        self.shared.poisoned.store(true, Ordering::Release);
+    }
+
+    /// Makes a durable group visible to readers, then answers its requests in order.
+    fn publish(&mut self, pending: Vec<Pending>) {
+        if let Ok(mut index) = self.shared.index.write() {
+            for p in &pending {
+                if p.locations.is_empty() {
+                    continue;
+                }
+                index.all.extend_from_slice(&p.locations);
+                let stream = index.streams.entry(p.stream.clone()).or_insert_with(|| StreamIndex { locations: Vec::new() });
+                stream.locations.extend_from_slice(&p.locations);
+                if let Some(last_revision) = p.outcome.last_revision {
+                    index.heads.insert(p.stream.clone(), StreamHead { revision: last_revision, hash: p.outcome.last_hash });
+                }
+            }
+        }
+        self.shared.head.send_replace(self.next_position);
+        for p in pending {
+            match p.done {
+                Completion::Append(done) => done(Ok(p.outcome)),
+                Completion::Flush(done) => done(Ok(())),
+            }
+        }
+    }
+}
+
+fn empty_outcome() -> AppendOutcome {
+    AppendOutcome { first_revision: None, last_revision: None, first_position: 0, last_hash: GENESIS_HASH }
+}
+
+fn expected_matches(expected: ExpectedRevision, head: Option<StreamHead>) -> bool {
+    match expected {
+        ExpectedRevision::Any => true,
+        ExpectedRevision::NoStream => head.is_none(),
+        ExpectedRevision::Exact(revision) => head.map(|h| h.revision) == Some(revision),
+    }
+}
+
+fn completion_of(request: Request) -> Completion {
+    match request {
+        Request::Append { done, .. } => Completion::Append(done),
+        Request::Flush { done } => Completion::Flush(done),
+    }
+}
+
+fn fail_all(completions: Vec<Completion>, error: StoreError) {
+    for completion in completions {
+        match completion {
+            Completion::Append(done) => done(Err(error.clone())),
+            Completion::Flush(done) => done(Err(error.clone())),
+        }
+    }
+}
+
+/// Hash of `stream`'s event at `revision`, for checking a snapshot against the log.
+pub fn hash_at(store: &dyn EventStore, stream: &str, revision: Revision) -> Result<Option<Hash>, StoreError> {
+    let events = store.read_stream(stream, revision, Direction::Forwards, 1)?;
+    Ok(events.first().filter(|event| event.revision == revision).map(|event| event.hash))
+}

@@ -1,0 +1,383 @@
+//! The single writer of a ledger partition.
+//!
+//! Requests queue to one thread that owns the partition's [`LedgerState`]. It takes
+//! everything queued as one batch, runs it against the state, and hands the batch's
+//! events to the store as one atomic append with the exact expected revision. Replies
+//! are held until that append is durable, so no caller ever sees an effect that a
+//! crash could take back. While the store syncs one batch, the writer already runs the
+//! next against the state that includes the first (pipelining); if an append fails,
+//! the writer stops serving and must be reopened, which rebuilds the state from disk.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::codec;
+use crate::domain::*;
+use crate::money::Currency;
+use crate::snapshot;
+use crate::state::{CurrencyTotals, LedgerState, ReplayError};
+use crate::store::{Direction, EventData, EventStore, ExpectedRevision, StoreError};
+
+/// Most items (transfers or account commands) in one request.
+pub const REQUEST_ITEMS_MAX: usize = 10_000;
+/// Most items the writer takes into one batch (one append) from the queue.
+pub const BATCH_ITEMS_MAX: usize = 32_768;
+/// Most requests waiting for the writer; past it callers get `Overloaded`.
+pub const QUEUE_REQUESTS_MAX: usize = 4_096;
+/// Events read per step when replaying the log at start-up.
+const REPLAY_CHUNK_EVENTS: usize = 8_192;
+
+/// Errors of the ledger as a whole (not of one item in a batch).
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("event store: {0}")]
+    Store(#[from] StoreError),
+    #[error("the log holds an event the engine rejects at stream {stream} revision {revision}: {reason}")]
+    Replay { stream: String, revision: u64, reason: String },
+    #[error("request has {count} items; at most {max} are allowed")]
+    TooManyItems { count: usize, max: usize },
+    #[error("request has no items")]
+    Empty,
+    #[error("the writer's queue is full; retry later")]
+    Overloaded,
+    #[error("the ledger writer stopped after an append failed ({0}); restart to recover from disk")]
+    Failed(String),
+    #[error("the ledger is shut down")]
+    Closed,
+}
+
+/// Settings of a ledger partition.
+#[derive(Clone, Debug)]
+pub struct LedgerConfig {
+    pub partition: u32,
+    /// Where snapshots go; `None` disables them.
+    pub snapshot_dir: Option<PathBuf>,
+    /// A snapshot is taken after every this many events.
+    pub snapshot_interval_events: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig { partition: 0, snapshot_dir: None, snapshot_interval_events: 4_000_000 }
+    }
+}
+
+pub fn stream_name(partition: u32) -> String {
+    format!("ledger-{partition}")
+}
+
+type Reply<T> = Box<dyn FnOnce(Result<T, LedgerError>) + Send>;
+
+enum Request {
+    Accounts(Vec<AccountCommand>, Reply<Vec<AccountResult>>),
+    Transfers(Vec<NewTransfer>, Reply<Vec<TransferResult>>),
+    LookupAccounts(Vec<AccountId>, Reply<Vec<Option<Account>>>),
+    LookupTransfers(Vec<TransferId>, Reply<Vec<Option<Transfer>>>),
+    Totals(Reply<BTreeMap<Currency, CurrencyTotals>>),
+}
+
+impl Request {
+    fn items(&self) -> usize {
+        match self {
+            Request::Accounts(items, _) => items.len(),
+            Request::Transfers(items, _) => items.len(),
+            Request::LookupAccounts(items, _) => items.len(),
+            Request::LookupTransfers(items, _) => items.len(),
+            Request::Totals(_) => 1,
+        }
+    }
+
+    fn fail(self, error: LedgerError) {
+        match self {
+            Request::Accounts(_, reply) => reply(Err(error)),
+            Request::Transfers(_, reply) => reply(Err(error)),
+            Request::LookupAccounts(_, reply) => reply(Err(error)),
+            Request::LookupTransfers(_, reply) => reply(Err(error)),
+            Request::Totals(reply) => reply(Err(error)),
+        }
+    }
+}
+
+/// A reply computed from the working state, sent once the batch is durable.
+type Deferred = Box<dyn FnOnce(Result<(), LedgerError>) + Send>;
+
+fn defer<T: Send + 'static>(reply: Reply<T>, value: T) -> Deferred {
+    Box::new(move |outcome| reply(outcome.map(|()| value)))
+}
+
+/// A handle to a running ledger partition. Cloning shares the same writer.
+#[derive(Clone)]
+pub struct Ledger {
+    sender: Arc<Mutex<Option<SyncSender<Request>>>>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Ledger {
+    /// Loads the newest valid snapshot, replays the rest of the partition's stream, and
+    /// starts the writer.
+    pub fn open(store: Arc<dyn EventStore>, config: LedgerConfig) -> Result<Ledger, LedgerError> {
+        let stream = stream_name(config.partition);
+        let state = recover_state(store.as_ref(), &stream, config.snapshot_dir.as_deref())?;
+        let (sender, receiver) = mpsc::sync_channel(QUEUE_REQUESTS_MAX);
+        let writer = Writer { store, stream, config, state, failed: Arc::new(Mutex::new(None)), events_since_snapshot: 0 };
+        let thread = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|e| LedgerError::Failed(format!("cannot start the writer thread: {e}")))?;
+        Ok(Ledger { sender: Arc::new(Mutex::new(Some(sender))), thread: Arc::new(Mutex::new(Some(thread))) })
+    }
+
+    fn submit(&self, request: Request, block: bool) {
+        let sender = self.sender.lock().ok().and_then(|sender| sender.clone());
+        let Some(sender) = sender else { return request.fail(LedgerError::Closed) };
+        if block {
+            if let Err(error) = sender.send(request) {
+                error.0.fail(LedgerError::Closed);
+            }
+            return;
+        }
+        match sender.try_send(request) {
+            Ok(()) => {}
+            Err(TrySendError::Full(request)) => request.fail(LedgerError::Overloaded),
+            Err(TrySendError::Disconnected(request)) => request.fail(LedgerError::Closed),
+        }
+    }
+
+    fn check_items(count: usize) -> Result<(), LedgerError> {
+        match count {
+            0 => Err(LedgerError::Empty),
+            count if count > REQUEST_ITEMS_MAX => Err(LedgerError::TooManyItems { count, max: REQUEST_ITEMS_MAX }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn call<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, LedgerError> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        self.submit(make(Box::new(move |result| drop(sender.send(result)))), false);
+        receiver.await.unwrap_or(Err(LedgerError::Closed))
+    }
+
+    fn call_blocking<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, LedgerError> {
+        let (sender, receiver) = mpsc::sync_channel(1);
+        self.submit(make(Box::new(move |result| drop(sender.send(result)))), true);
+        receiver.recv().unwrap_or(Err(LedgerError::Closed))
+    }
+
+    pub async fn create_accounts(&self, commands: Vec<AccountCommand>) -> Result<Vec<AccountResult>, LedgerError> {
+        Self::check_items(commands.len())?;
+        self.call(|reply| Request::Accounts(commands, reply)).await
+    }
+
+    pub async fn create_transfers(&self, transfers: Vec<NewTransfer>) -> Result<Vec<TransferResult>, LedgerError> {
+        Self::check_items(transfers.len())?;
+        self.call(|reply| Request::Transfers(transfers, reply)).await
+    }
+
+    pub async fn lookup_accounts(&self, ids: Vec<AccountId>) -> Result<Vec<Option<Account>>, LedgerError> {
+        Self::check_items(ids.len())?;
+        self.call(|reply| Request::LookupAccounts(ids, reply)).await
+    }
+
+    pub async fn lookup_transfers(&self, ids: Vec<TransferId>) -> Result<Vec<Option<Transfer>>, LedgerError> {
+        Self::check_items(ids.len())?;
+        self.call(|reply| Request::LookupTransfers(ids, reply)).await
+    }
+
+    pub fn create_accounts_blocking(&self, commands: Vec<AccountCommand>) -> Result<Vec<AccountResult>, LedgerError> {
+        Self::check_items(commands.len())?;
+        self.call_blocking(|reply| Request::Accounts(commands, reply))
+    }
+
+    pub fn create_transfers_blocking(&self, transfers: Vec<NewTransfer>) -> Result<Vec<TransferResult>, LedgerError> {
+        Self::check_items(transfers.len())?;
+        self.call_blocking(|reply| Request::Transfers(transfers, reply))
+    }
+
+    /// Starts a batch of transfers without waiting; `done` runs once it is durable.
+    pub fn submit_transfers(&self, transfers: Vec<NewTransfer>, done: impl FnOnce(Result<Vec<TransferResult>, LedgerError>) + Send + 'static) {
+        if let Err(error) = Self::check_items(transfers.len()) {
+            return done(Err(error));
+        }
+        self.submit(Request::Transfers(transfers, Box::new(done)), true);
+    }
+
+    pub fn lookup_accounts_blocking(&self, ids: Vec<AccountId>) -> Result<Vec<Option<Account>>, LedgerError> {
+        Self::check_items(ids.len())?;
+        self.call_blocking(|reply| Request::LookupAccounts(ids, reply))
+    }
+
+    pub fn lookup_transfers_blocking(&self, ids: Vec<TransferId>) -> Result<Vec<Option<Transfer>>, LedgerError> {
+        Self::check_items(ids.len())?;
+        self.call_blocking(|reply| Request::LookupTransfers(ids, reply))
+    }
+
+    /// Debit and credit totals per currency over the whole partition.
+    pub fn totals_blocking(&self) -> Result<BTreeMap<Currency, CurrencyTotals>, LedgerError> {
+        self.call_blocking(Request::Totals)
+    }
+
+    /// Stops taking requests, finishes every queued and in-flight batch (all replies
+    /// are sent), and waits for the writer to end.
+    pub fn close(&self) {
+        drop(self.sender.lock().map(|mut sender| sender.take()));
+        if let Ok(mut thread) = self.thread.lock() {
+            if let Some(thread) = thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// Rebuilds the partition state: newest snapshot that matches the log, then replay.
+pub fn recover_state(store: &dyn EventStore, stream: &str, snapshot_dir: Option<&std::path::Path>) -> Result<LedgerState, LedgerError> {
+    let mut state = match snapshot_dir {
+        Some(dir) => snapshot::load_newest(dir, store, stream)?.unwrap_or_default(),
+        None => LedgerState::new(),
+    };
+    let mut next = state.events_applied();
+    loop {
+        let events = store.read_stream(stream, next, Direction::Forwards, REPLAY_CHUNK_EVENTS)?;
+        if events.is_empty() {
+            break;
+        }
+        for recorded in &events {
+            let replay_error = |reason: String| LedgerError::Replay { stream: stream.to_string(), revision: recorded.revision, reason };
+            let event = codec::decode_event(&recorded.payload).map_err(|e| replay_error(e.to_string()))?;
+            state.check_and_evolve(&event).map_err(|e: ReplayError| replay_error(e.to_string()))?;
+        }
+        next += events.len() as u64;
+    }
+    tracing::info!(stream, events = next, accounts = state.account_count(), transfers = state.transfer_count(), "ledger state recovered");
+    Ok(state)
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+struct Writer {
+    store: Arc<dyn EventStore>,
+    stream: String,
+    config: LedgerConfig,
+    state: LedgerState,
+    failed: Arc<Mutex<Option<String>>>,
+    events_since_snapshot: u64,
+}
+
+impl Writer {
+    fn run(mut self, receiver: Receiver<Request>) {
+        let mut events = Vec::new();
+        loop {
+            let timeout = self.state.next_expiry_ns().map(|at| Duration::from_nanos(at.saturating_sub(now_ns())));
+            let first = match timeout {
+                Some(timeout) => match receiver.recv_timeout(timeout) {
+                    Ok(request) => Some(request),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match receiver.recv() {
+                    Ok(request) => Some(request),
+                    Err(_) => break,
+                },
+            };
+            let mut batch = Vec::new();
+            let mut items = 0;
+            if let Some(first) = first {
+                items += first.items();
+                batch.push(first);
+            }
+            while items < BATCH_ITEMS_MAX {
+                let Ok(request) = receiver.try_recv() else { break };
+                items += request.items();
+                batch.push(request);
+            }
+            self.process(batch, &mut events);
+        }
+        // Wait until everything handed to the store has its outcome (and replies sent).
+        let (sender, receiver) = mpsc::sync_channel(1);
+        self.store.flush_with(Box::new(move |_| {
+            let _ = sender.send(());
+        }));
+        let _ = receiver.recv();
+    }
+
+    fn process(&mut self, batch: Vec<Request>, events: &mut Vec<crate::domain::Event>) {
+        if let Some(reason) = self.failed.lock().ok().and_then(|failed| failed.clone()) {
+            for request in batch {
+                request.fail(LedgerError::Failed(reason.clone()));
+            }
+            return;
+        }
+        let _span = tracing::debug_span!("ledger_batch", requests = batch.len()).entered();
+        let now = now_ns();
+        events.clear();
+        self.state.expire_due(now, events);
+        let mut deferred = Vec::with_capacity(batch.len());
+        for request in batch {
+            let reply = match request {
+                Request::Accounts(commands, reply) => defer(reply, self.state.execute_accounts(&commands, now, events)),
+                Request::Transfers(transfers, reply) => defer(reply, self.state.execute_transfers(&transfers, now, events)),
+                Request::LookupAccounts(ids, reply) => defer(reply, ids.iter().map(|id| self.state.account(*id).cloned()).collect()),
+                Request::LookupTransfers(ids, reply) => defer(reply, ids.iter().map(|id| self.state.transfer(*id).cloned()).collect()),
+                Request::Totals(reply) => defer(reply, self.state.totals().clone()),
+            };
+            deferred.push(reply);
+        }
+        let failed = self.failed.clone();
+        let answer = move |outcome: Result<(), LedgerError>| {
+            if let Err(error) = &outcome {
+                if let Ok(mut failed) = failed.lock() {
+                    failed.get_or_insert_with(|| error.to_string());
+                }
+            }
+            for reply in deferred {
+                reply(outcome.clone());
+            }
+        };
+        if events.is_empty() {
+            self.store.flush_with(Box::new(move |result| answer(result.map_err(LedgerError::from))));
+            return;
+        }
+        let data: Vec<EventData> = events
+            .iter()
+            .map(|event| {
+                let mut payload = Vec::with_capacity(96);
+                codec::encode_event(event, &mut payload);
+                EventData { event_type: Cow::Borrowed(event.kind.type_name()), payload }
+            })
+            .collect();
+        let applied_before = self.state.events_applied() - events.len() as u64;
+        let expected = match applied_before {
+            0 => ExpectedRevision::NoStream,
+            count => ExpectedRevision::Exact(count - 1),
+        };
+        let snapshot = self.snapshot_due(events.len() as u64);
+        self.store.append_with(
+            &self.stream,
+            expected,
+            data,
+            Box::new(move |result| {
+                if let (Ok(outcome), Some(snapshot)) = (&result, snapshot) {
+                    snapshot.write_in_background(outcome.last_hash);
+                }
+                answer(result.map(|_| ()).map_err(LedgerError::from))
+            }),
+        );
+    }
+
+    /// Serializes the state if a snapshot is due after this batch.
+    fn snapshot_due(&mut self, appended: u64) -> Option<snapshot::PendingSnapshot> {
+        let dir = self.config.snapshot_dir.clone()?;
+        self.events_since_snapshot += appended;
+        if self.events_since_snapshot < self.config.snapshot_interval_events {
+            return None;
+        }
+        self.events_since_snapshot = 0;
+        snapshot::PendingSnapshot::capture(dir, &self.stream, &self.state)
+    }
+}

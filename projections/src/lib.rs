@@ -1,0 +1,1 @@
+//! Read models built from the ledger event log. See ARCHITECTURE.md.
