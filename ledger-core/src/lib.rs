@@ -4,6 +4,7 @@
 //! partition (`writer`), snapshots and the auditor.
 
 pub mod chain;
+pub mod audit;
 pub mod codec;
 pub mod domain;
 pub mod money;

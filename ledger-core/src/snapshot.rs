@@ -96,21 +96,27 @@ fn list(dir: &Path, stream: &str) -> Vec<(u64, PathBuf)> {
 
 /// Loads the newest snapshot of `stream` that matches the log.
 pub fn load_newest(dir: &Path, store: &dyn EventStore, stream: &str) -> Result<Option<LedgerState>, LedgerError> {
+    Ok(load_newest_matching(dir, stream, |revision| hash_at(store, stream, revision).map_err(|e| e.to_string())))
+}
+
+/// Loads the newest snapshot of `stream` whose last hash equals what `hash_at` says
+/// the log holds at that revision.
+pub fn load_newest_matching(dir: &Path, stream: &str, hash_at: impl Fn(u64) -> Result<Option<Hash>, String>) -> Option<LedgerState> {
     let mut snapshots = list(dir, stream);
     snapshots.sort();
     for (events, path) in snapshots.into_iter().rev() {
-        match load(&path, events, store, stream) {
+        match load(&path, events, &hash_at) {
             Ok(state) => {
                 tracing::info!(file = %path.display(), events, "snapshot loaded");
-                return Ok(Some(state));
+                return Some(state);
             }
             Err(reason) => tracing::warn!(file = %path.display(), reason, "snapshot discarded"),
         }
     }
-    Ok(None)
+    None
 }
 
-fn load(path: &Path, events: u64, store: &dyn EventStore, stream: &str) -> Result<LedgerState, String> {
+fn load(path: &Path, events: u64, hash_at: &impl Fn(u64) -> Result<Option<Hash>, String>) -> Result<LedgerState, String> {
     let bytes = fs::read(path).map_err(|e| e.to_string())?;
     if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
         return Err("not a snapshot".into());
@@ -123,10 +129,9 @@ fn load(path: &Path, events: u64, store: &dyn EventStore, stream: &str) -> Resul
     if header_events != events || events == 0 || body.len() != body_len || *blake3::hash(body).as_bytes() != checksum {
         return Err("checksum or length mismatch".into());
     }
-    match hash_at(store, stream, events - 1) {
-        Ok(Some(hash)) if hash == last_hash => {}
-        Ok(_) => return Err("the log does not have this snapshot's last event".into()),
-        Err(error) => return Err(error.to_string()),
+    match hash_at(events - 1)? {
+        Some(hash) if hash == last_hash => {}
+        _ => return Err("the log does not have this snapshot's last event".into()),
     }
     let (state, _): (LedgerState, usize) = bincode::serde::decode_from_slice(body, bincode::config::standard()).map_err(|e| e.to_string())?;
     if state.events_applied() != events {

@@ -26,11 +26,18 @@ impl CurrencyTotals {
     }
 }
 
+/// Maps keyed by caller-chosen ids: foldhash is several times faster than SipHash on
+/// 16-byte keys and still seeded per process.
+type IdMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The in-memory state of one ledger partition.
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct LedgerState {
-    accounts: HashMap<AccountId, Account>,
-    transfers: HashMap<TransferId, Transfer>,
+    accounts: IdMap<AccountId, Account>,
+    /// Committed transfers in commit order, found through `transfer_index`. Kept apart
+    /// so that growing the index moves 32-byte slots, not whole transfers.
+    transfers: Vec<Transfer>,
+    transfer_index: IdMap<TransferId, u64>,
     /// Holds with a timeout, by expiry time.
     expiries: BTreeSet<(u64, TransferId)>,
     totals: BTreeMap<Currency, CurrencyTotals>,
@@ -79,7 +86,11 @@ impl LedgerState {
     }
 
     pub fn transfer(&self, id: TransferId) -> Option<&Transfer> {
-        self.transfers.get(&id)
+        self.transfer_index.get(&id).map(|index| &self.transfers[*index as usize])
+    }
+
+    fn transfer_mut(&mut self, id: TransferId) -> Option<&mut Transfer> {
+        self.transfer_index.get(&id).map(|index| &mut self.transfers[*index as usize])
     }
 
     pub fn accounts(&self) -> impl Iterator<Item = &Account> {
@@ -185,7 +196,7 @@ impl LedgerState {
         if command.id.0 == u128::MAX {
             return Err(TransferError::IdMustNotBeMax);
         }
-        if let Some(existing) = self.transfers.get(&command.id) {
+        if let Some(existing) = self.transfer(command.id) {
             return if same_transfer(existing, command) {
                 Ok(None)
             } else {
@@ -274,7 +285,7 @@ impl LedgerState {
         if pending_id == command.id {
             return Err(TransferError::PendingIdMustBeDifferent);
         }
-        let pending = self.transfers.get(&pending_id).ok_or(TransferError::PendingTransferNotFound)?;
+        let pending = self.transfer(pending_id).ok_or(TransferError::PendingTransferNotFound)?;
         match pending.pending_status {
             None => return Err(TransferError::PendingTransferNotPending),
             Some(PendingStatus::Pending) => {}
@@ -398,6 +409,10 @@ impl LedgerState {
         }
     }
 
+    fn journaling(&self) -> bool {
+        self.journal.is_some()
+    }
+
     fn record(&mut self, undo: Undo) {
         if let Some(journal) = self.journal.as_mut() {
             journal.push(undo);
@@ -416,20 +431,24 @@ impl LedgerState {
     fn insert_transfer(&mut self, movement: &Movement, kind: TransferKind, timestamp_ns: u64, expires_at_ns: u64, pending_status: Option<PendingStatus>) {
         self.record(Undo::Transfer(movement.id, None));
         let transfer = Transfer { movement: movement.clone(), kind, timestamp_ns, expires_at_ns, pending_status };
-        let previous = self.transfers.insert(movement.id, transfer);
+        let previous = self.transfer_index.insert(movement.id, self.transfers.len() as u64);
         assert!(previous.is_none(), "transfer id committed twice");
+        self.transfers.push(transfer);
     }
 
     fn resolve_pending(&mut self, pending_id: TransferId, status: PendingStatus) {
-        let previous = self.transfers.get(&pending_id).cloned();
-        let Some(previous) = previous else { panic!("resolution of a missing pending transfer") };
+        let Some(previous) = self.transfer(pending_id) else { panic!("resolution of a missing pending transfer") };
         assert_eq!(previous.pending_status, Some(PendingStatus::Pending), "pending resolved twice");
-        if previous.expires_at_ns != 0 {
-            self.record(Undo::ExpiryRemoved(previous.expires_at_ns, pending_id));
-            self.expiries.remove(&(previous.expires_at_ns, pending_id));
+        let expires_at_ns = previous.expires_at_ns;
+        if self.journaling() {
+            let previous = previous.clone();
+            self.record(Undo::Transfer(pending_id, Some(previous)));
         }
-        self.record(Undo::Transfer(pending_id, Some(previous)));
-        if let Some(transfer) = self.transfers.get_mut(&pending_id) {
+        if expires_at_ns != 0 {
+            self.record(Undo::ExpiryRemoved(expires_at_ns, pending_id));
+            self.expiries.remove(&(expires_at_ns, pending_id));
+        }
+        if let Some(transfer) = self.transfer_mut(pending_id) {
             transfer.pending_status = Some(status);
         }
     }
@@ -439,11 +458,13 @@ impl LedgerState {
     fn move_balances(&mut self, debit_id: AccountId, credit_id: AccountId, currency: Currency, change: impl FnOnce(&mut BalanceChange)) {
         let mut delta = BalanceChange::default();
         change(&mut delta);
-        let debit_before = self.accounts.get(&debit_id).cloned();
-        let credit_before = self.accounts.get(&credit_id).cloned();
-        self.record(Undo::Account(debit_id, debit_before));
-        self.record(Undo::Account(credit_id, credit_before));
-        self.record(Undo::Totals(currency, self.totals.get(&currency).copied()));
+        if self.journaling() {
+            let debit_before = self.accounts.get(&debit_id).cloned();
+            let credit_before = self.accounts.get(&credit_id).cloned();
+            self.record(Undo::Account(debit_id, debit_before));
+            self.record(Undo::Account(credit_id, credit_before));
+            self.record(Undo::Totals(currency, self.totals.get(&currency).copied()));
+        }
         let debit = self.accounts.get_mut(&debit_id).expect("decided transfers name existing accounts");
         debit.debits_pending = apply_delta(debit.debits_pending, &delta, Side::Pending);
         debit.debits_posted = apply_delta(debit.debits_posted, &delta, Side::Posted);
@@ -468,10 +489,15 @@ impl LedgerState {
                     self.accounts.remove(&id);
                 }
                 Undo::Transfer(id, Some(transfer)) => {
-                    self.transfers.insert(id, transfer);
+                    if let Some(slot) = self.transfer_mut(id) {
+                        *slot = transfer;
+                    }
                 }
                 Undo::Transfer(id, None) => {
-                    self.transfers.remove(&id);
+                    // Undo runs newest first, so the transfer inserted is the last one.
+                    self.transfer_index.remove(&id);
+                    let removed = self.transfers.pop();
+                    assert_eq!(removed.map(|t| t.movement.id), Some(id), "undo out of order");
                 }
                 Undo::ExpiryInserted(at, id) => {
                     self.expiries.remove(&(at, id));
@@ -501,7 +527,7 @@ impl LedgerState {
             if expires_at_ns > now_ns {
                 break;
             }
-            let held = &self.transfers[&pending_id].movement;
+            let held = &self.transfer(pending_id).expect("every expiry names a held transfer").movement;
             let kind = EventKind::PendingExpired {
                 pending_id,
                 debit_account_id: held.debit_account_id,
@@ -593,7 +619,7 @@ impl LedgerState {
                 events.push(event);
                 Ok(Outcome::Created { timestamp_ns })
             }
-            None => Ok(Outcome::AlreadyExists { timestamp_ns: self.transfers[&command.id].timestamp_ns }),
+            None => Ok(Outcome::AlreadyExists { timestamp_ns: self.transfer(command.id).map_or(0, |t| t.timestamp_ns) }),
         }
     }
 
@@ -615,7 +641,7 @@ impl LedgerState {
             EventKind::PendingPosted { movement, pending_id, .. } => self.redecide(movement, TransferKind::PostPending { pending_id: *pending_id }, event.timestamp_ns)?,
             EventKind::PendingVoided { movement, pending_id } => self.redecide(movement, TransferKind::VoidPending { pending_id: *pending_id }, event.timestamp_ns)?,
             EventKind::PendingExpired { pending_id, .. } => {
-                let transfer = self.transfers.get(pending_id).ok_or(ReplayError::BadExpiry(*pending_id))?;
+                let transfer = self.transfer(*pending_id).ok_or(ReplayError::BadExpiry(*pending_id))?;
                 let due = transfer.expires_at_ns != 0 && transfer.expires_at_ns <= event.timestamp_ns;
                 if !due || transfer.pending_status != Some(PendingStatus::Pending) {
                     return Err(ReplayError::BadExpiry(*pending_id));

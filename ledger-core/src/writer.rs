@@ -21,7 +21,7 @@ use crate::domain::*;
 use crate::money::Currency;
 use crate::snapshot;
 use crate::state::{CurrencyTotals, LedgerState, ReplayError};
-use crate::store::{Direction, EventData, EventStore, ExpectedRevision, StoreError};
+use crate::store::{Direction, EventBatch, EventStore, ExpectedRevision, StoreError};
 
 /// Most items (transfers or account commands) in one request.
 pub const REQUEST_ITEMS_MAX: usize = 10_000;
@@ -29,6 +29,8 @@ pub const REQUEST_ITEMS_MAX: usize = 10_000;
 pub const BATCH_ITEMS_MAX: usize = 32_768;
 /// Most requests waiting for the writer; past it callers get `Overloaded`.
 pub const QUEUE_REQUESTS_MAX: usize = 4_096;
+/// Typical size of an encoded transfer event, for sizing buffers.
+const ENCODED_EVENT_BYTES_TYPICAL: usize = 96;
 /// Events read per step when replaying the log at start-up.
 const REPLAY_CHUNK_EVENTS: usize = 8_192;
 
@@ -343,14 +345,10 @@ impl Writer {
             self.store.flush_with(Box::new(move |result| answer(result.map_err(LedgerError::from))));
             return;
         }
-        let data: Vec<EventData> = events
-            .iter()
-            .map(|event| {
-                let mut payload = Vec::with_capacity(96);
-                codec::encode_event(event, &mut payload);
-                EventData { event_type: Cow::Borrowed(event.kind.type_name()), payload }
-            })
-            .collect();
+        let mut data = EventBatch::with_capacity(events.len(), events.len() * ENCODED_EVENT_BYTES_TYPICAL);
+        for event in events.iter() {
+            data.push_with(Cow::Borrowed(event.kind.type_name()), |bytes| codec::encode_event(event, bytes));
+        }
         let applied_before = self.state.events_applied() - events.len() as u64;
         let expected = match applied_before {
             0 => ExpectedRevision::NoStream,

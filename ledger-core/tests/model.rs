@@ -200,7 +200,7 @@ impl Model {
                 let c = self.accounts.get_mut(&t.credit_account_id).expect("credit");
                 if pending { c.cp += t.amount } else { c.cpost += t.amount }
                 let expires_at = match t.kind {
-                    TransferKind::Pending { timeout_ns } if timeout_ns > 0 => timestamp.expect("created transfers have a timestamp") + timeout_ns,
+                    TransferKind::Pending { timeout_ns } if timeout_ns > 0 => timestamp.unwrap_or(0) + timeout_ns,
                     _ => 0,
                 };
                 self.transfers.insert(t.id, ModelTransfer {

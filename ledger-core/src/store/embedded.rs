@@ -68,7 +68,7 @@ struct Shared {
 }
 
 enum Request {
-    Append { stream: String, expected: ExpectedRevision, events: Vec<EventData>, bytes: usize, done: AppendCallback },
+    Append { stream: String, expected: ExpectedRevision, events: EventBatch, bytes: usize, done: AppendCallback },
     Flush { done: FlushCallback },
 }
 
@@ -198,7 +198,7 @@ impl Drop for EmbeddedStore {
 }
 
 impl EventStore for EmbeddedStore {
-    fn append_with(&self, stream: &str, expected: ExpectedRevision, events: Vec<EventData>, done: AppendCallback) {
+    fn append_with(&self, stream: &str, expected: ExpectedRevision, events: EventBatch, done: AppendCallback) {
         if let Err(error) = self.check_poisoned() {
             return done(Err(error));
         }
@@ -391,7 +391,7 @@ impl Committer {
 
     /// Encodes one append as a frame into the buffer, rolling the segment first if the
     /// frame would not fit.
-    fn encode(&mut self, stream: &str, head: Option<StreamHead>, events: &[EventData], bytes: usize) -> Result<(Vec<Location>, AppendOutcome), StoreError> {
+    fn encode(&mut self, stream: &str, head: Option<StreamHead>, events: &EventBatch, bytes: usize) -> Result<(Vec<Location>, AppendOutcome), StoreError> {
         let frame_bytes = (format::FRAME_HEADER_BYTES + bytes) as u64;
         let used = self.segment_len + self.buffer.len() as u64;
         if used + frame_bytes > self.options.segment_bytes_max && used > SEGMENT_HEADER_BYTES as u64 {
@@ -407,11 +407,12 @@ impl Committer {
         let first_revision = revision;
         let mut locations = Vec::with_capacity(events.len());
         let frame_start = format::begin_frame(&mut self.buffer);
-        for event in events {
-            hash = chain_hash(&hash, revision, &event.payload);
+        self.buffer.reserve(bytes);
+        for (event_type, payload) in events.iter() {
+            hash = chain_hash(&hash, revision, payload);
             let offset = self.segment_len + self.buffer.len() as u64;
             locations.push(Location { segment: self.segment, offset: offset as u32 });
-            format::put_record(&mut self.buffer, self.next_position, revision, &hash, stream, &event.event_type, &event.payload);
+            format::put_record(&mut self.buffer, self.next_position, revision, &hash, stream, event_type, payload);
             self.next_position += 1;
             revision += 1;
         }

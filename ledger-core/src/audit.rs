@@ -1,0 +1,158 @@
+//! The auditor: replays a data directory from nothing and checks everything an outside
+//! party can check. Every record's checksum, position and revision; every stream's
+//! hash chain; every ledger event against the engine's own rules (through
+//! `LedgerState::check_and_evolve`); debits equal credits per currency after every
+//! event; and the state the server would serve (newest valid snapshot plus the tail)
+//! equals the state rebuilt from nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use crate::chain::Hash;
+use crate::codec;
+use crate::money::Currency;
+use crate::snapshot;
+use crate::state::{CurrencyTotals, LedgerState};
+use crate::store::format::{self, TornTail};
+use crate::store::StoreError;
+
+/// What a successful audit checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditReport {
+    pub events_checked: u64,
+    pub streams: usize,
+    pub ledger_partitions: usize,
+    pub accounts: usize,
+    pub transfers: usize,
+    pub totals: BTreeMap<Currency, CurrencyTotals>,
+    /// Chain head per stream: an auditor keeps these to detect a rewritten history.
+    pub heads: BTreeMap<String, (u64, Hash)>,
+}
+
+/// The first thing found wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuditFailure {
+    #[error("{0}")]
+    Store(StoreError),
+    #[error("the last frame of {} at offset {} ({} bytes) is torn or damaged: {}", .0.file.display(), .0.offset, .0.bytes, .0.reason)]
+    TornTail(TornTail),
+    #[error("stream {stream} revision {revision}: {reason}")]
+    Event { stream: String, revision: u64, reason: String },
+    #[error("stream {stream}: debits differ from credits in {currency} after revision {revision}")]
+    Unbalanced { stream: String, revision: u64, currency: Currency },
+    #[error("stream {stream}: the state the server would serve (snapshot plus tail) differs from a replay from nothing")]
+    ServedStateDiffers { stream: String },
+}
+
+impl AuditFailure {
+    /// The stream and revision of the failure, where there is one.
+    pub fn place(&self) -> Option<(String, u64)> {
+        match self {
+            AuditFailure::Store(StoreError::ChainBroken { stream, revision, .. }) => Some((stream.clone(), *revision)),
+            AuditFailure::Event { stream, revision, .. } | AuditFailure::Unbalanced { stream, revision, .. } => Some((stream.clone(), *revision)),
+            _ => None,
+        }
+    }
+}
+
+fn is_ledger_stream(stream: &str) -> bool {
+    stream.strip_prefix("ledger-").is_some_and(|p| p.parse::<u32>().is_ok())
+}
+
+/// Audits the store in `data_dir`; snapshots are looked for in `snapshot_dir`.
+pub fn verify(data_dir: &Path, snapshot_dir: Option<&Path>) -> Result<AuditReport, AuditFailure> {
+    let mut states: HashMap<String, LedgerState> = HashMap::new();
+    let mut hashes: HashMap<String, Vec<Hash>> = HashMap::new();
+    let mut failure: Option<AuditFailure> = None;
+    let report = format::scan(data_dir, |record, _| {
+        if failure.is_some() || !is_ledger_stream(&record.stream) {
+            return;
+        }
+        let fail = |reason: String| AuditFailure::Event { stream: record.stream.clone(), revision: record.revision, reason };
+        let state = states.entry(record.stream.clone()).or_default();
+        hashes.entry(record.stream.clone()).or_default().push(record.hash);
+        let event = match codec::decode_event(&record.payload) {
+            Ok(event) => event,
+            Err(error) => return failure = Some(fail(error.to_string())),
+        };
+        if event.kind.type_name() != record.event_type {
+            return failure = Some(fail(format!("stored type {} but the event is {}", record.event_type, event.kind.type_name())));
+        }
+        if let Err(error) = state.check_and_evolve(&event) {
+            return failure = Some(fail(error.to_string()));
+        }
+        if let Some((currency, _)) = state.totals().iter().find(|(_, totals)| !totals.is_balanced()) {
+            failure = Some(AuditFailure::Unbalanced { stream: record.stream.clone(), revision: record.revision, currency: *currency });
+        }
+    })
+    .map_err(AuditFailure::Store)?;
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    if let Some(torn) = report.torn_tail {
+        return Err(AuditFailure::TornTail(torn));
+    }
+    if let Some(dir) = snapshot_dir {
+        compare_served_state(data_dir, dir, &states, &hashes)?;
+    }
+    let mut totals: BTreeMap<Currency, CurrencyTotals> = BTreeMap::new();
+    for state in states.values() {
+        for (currency, t) in state.totals() {
+            let sum = totals.entry(*currency).or_default();
+            sum.debits_posted += t.debits_posted;
+            sum.credits_posted += t.credits_posted;
+            sum.debits_pending += t.debits_pending;
+            sum.credits_pending += t.credits_pending;
+        }
+    }
+    Ok(AuditReport {
+        events_checked: report.records,
+        streams: report.heads.len(),
+        ledger_partitions: states.len(),
+        accounts: states.values().map(LedgerState::account_count).sum(),
+        transfers: states.values().map(LedgerState::transfer_count).sum(),
+        totals,
+        heads: report.heads.into_iter().collect(),
+    })
+}
+
+/// Rebuilds each partition the way the server starts (newest snapshot that matches the
+/// chain, then the tail) and compares it with the replay from nothing.
+fn compare_served_state(data_dir: &Path, snapshot_dir: &Path, replayed: &HashMap<String, LedgerState>, hashes: &HashMap<String, Vec<Hash>>) -> Result<(), AuditFailure> {
+    let mut served: HashMap<String, LedgerState> = HashMap::new();
+    for (stream, stream_hashes) in hashes {
+        let hash_at = |revision: u64| Ok(stream_hashes.get(revision as usize).copied());
+        if let Some(state) = snapshot::load_newest_matching(snapshot_dir, stream, hash_at) {
+            served.insert(stream.clone(), state);
+        } else {
+            served.insert(stream.clone(), LedgerState::new());
+        }
+    }
+    let mut failure = None;
+    format::scan(data_dir, |record, _| {
+        let Some(state) = served.get_mut(&record.stream) else { return };
+        if failure.is_some() || record.revision < state.events_applied() {
+            return;
+        }
+        match codec::decode_event(&record.payload).map_err(|e| e.to_string()).and_then(|event| state.check_and_evolve(&event).map_err(|e| e.to_string())) {
+            Ok(()) => {}
+            Err(reason) => failure = Some(AuditFailure::Event { stream: record.stream.clone(), revision: record.revision, reason }),
+        }
+    })
+    .map_err(AuditFailure::Store)?;
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    for (stream, state) in &served {
+        if replayed.get(stream) != Some(state) {
+            return Err(AuditFailure::ServedStateDiffers { stream: stream.clone() });
+        }
+    }
+    Ok(())
+}
+
+/// The default layout of a data directory: the log in `log/`, snapshots in
+/// `snapshots/`.
+pub fn data_dir_layout(data_dir: &Path) -> (PathBuf, PathBuf) {
+    (data_dir.join("log"), data_dir.join("snapshots"))
+}

@@ -1,0 +1,162 @@
+//! `ledgerctl bench`: TigerBeetle's canonical workload (uniformly random accounts,
+//! durable batches) in process against the embedded store.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use ledger_core::domain::*;
+use ledger_core::money::Currency;
+use ledger_core::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use ledger_core::writer::{Ledger, LedgerConfig};
+
+/// Batches the benchmark keeps in flight, so the writer validates one while the store
+/// syncs another.
+const IN_FLIGHT_BATCHES: usize = 3;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value_t = 10_000)]
+    accounts: u64,
+    #[arg(long, default_value_t = 1_000_000)]
+    transfers: u64,
+    #[arg(long, default_value_t = 8189)]
+    batch: usize,
+    /// Where to put the store; by default a fresh directory in the current directory,
+    /// removed afterwards (not /tmp, which may be memory and make syncs free).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Print exactly one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// xorshift64*: a fast, deterministic generator; quality is ample for picking accounts.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+pub fn run(args: BenchArgs) -> ExitCode {
+    if args.accounts < 2 || args.batch == 0 || args.batch > ledger_core::writer::REQUEST_ITEMS_MAX || args.transfers == 0 {
+        eprintln!("error: need --accounts >= 2, --transfers >= 1 and 1 <= --batch <= {}", ledger_core::writer::REQUEST_ITEMS_MAX);
+        return ExitCode::from(2);
+    }
+    let (dir, remove) = match &args.data_dir {
+        Some(dir) => (dir.clone(), false),
+        None => (PathBuf::from(format!("ledger-bench-{}", std::process::id())), true),
+    };
+    let result = run_in(&args, &dir);
+    if remove {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_in(args: &BenchArgs, dir: &std::path::Path) -> Result<(), String> {
+    let (store, _) = EmbeddedStore::open(dir.join("log"), EmbeddedOptions::default()).map_err(|e| e.to_string())?;
+    let config = LedgerConfig { snapshot_dir: Some(dir.join("snapshots")), ..LedgerConfig::default() };
+    let ledger = Ledger::open(Arc::new(store), config).map_err(|e| e.to_string())?;
+    let usd = Currency::parse("USD").map_err(|e| e.to_string())?;
+    let account_base = 1u128 << 64;
+    let accounts: Vec<AccountCommand> = (0..args.accounts)
+        .map(|n| AccountCommand::Open(NewAccount { id: AccountId(account_base + u128::from(n)), currency: usd, code: 1, flags: AccountFlags(0), owner_id: 0 }))
+        .collect();
+    for chunk in accounts.chunks(ledger_core::writer::REQUEST_ITEMS_MAX) {
+        let results = ledger.create_accounts_blocking(chunk.to_vec()).map_err(|e| e.to_string())?;
+        if let Some(error) = results.iter().find_map(|r| r.err()) {
+            return Err(format!("creating accounts: {error}"));
+        }
+    }
+    let mut random = Random(0x9E37_79B9_7F4A_7C15);
+    let transfer_base = u128::from(std::process::id()) << 64 | u128::from(random.next() >> 16) << 32;
+    let mut batches: Vec<Vec<NewTransfer>> = Vec::new();
+    let mut made = 0u64;
+    while made < args.transfers {
+        let size = (args.transfers - made).min(args.batch as u64);
+        let batch = (0..size)
+            .map(|n| {
+                let debit = random.next() % args.accounts;
+                let credit = (debit + 1 + random.next() % (args.accounts - 1)) % args.accounts;
+                NewTransfer {
+                    id: TransferId(transfer_base + u128::from(made + n + 1)),
+                    debit_account_id: AccountId(account_base + u128::from(debit)),
+                    credit_account_id: AccountId(account_base + u128::from(credit)),
+                    amount: u128::from(1 + random.next() % 1000),
+                    currency: Some(usd),
+                    code: 1,
+                    metadata: String::new(),
+                    linked: false,
+                    kind: TransferKind::Posted,
+                }
+            })
+            .collect();
+        batches.push(batch);
+        made += size;
+    }
+    let total_batches = batches.len();
+    let (done_sender, done_receiver) = mpsc::channel::<(Duration, Result<usize, String>)>();
+    let mut latencies = Vec::with_capacity(total_batches);
+    let mut in_flight = 0usize;
+    let mut pending = batches.into_iter();
+    let start = Instant::now();
+    let mut failures = 0usize;
+    loop {
+        while in_flight < IN_FLIGHT_BATCHES {
+            let Some(batch) = pending.next() else { break };
+            let sender = done_sender.clone();
+            let submitted = Instant::now();
+            ledger.submit_transfers(batch, move |result| {
+                let result = result.map(|r| r.iter().filter(|r| r.is_err()).count()).map_err(|e| e.to_string());
+                let _ = sender.send((submitted.elapsed(), result));
+            });
+            in_flight += 1;
+        }
+        if in_flight == 0 {
+            break;
+        }
+        let (latency, result) = done_receiver.recv().map_err(|e| e.to_string())?;
+        in_flight -= 1;
+        failures += result?;
+        latencies.push(latency);
+    }
+    let elapsed = start.elapsed();
+    ledger.close();
+    if failures > 0 {
+        return Err(format!("{failures} transfers were rejected"));
+    }
+    latencies.sort();
+    let percentile = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1].as_secs_f64() * 1e3;
+    let transfers_per_sec = args.transfers as f64 / elapsed.as_secs_f64();
+    let (p50, p99, p100) = (percentile(0.50), percentile(0.99), percentile(1.0));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "transfers_per_sec": transfers_per_sec.round(),
+                "p50_ms": p50, "p99_ms": p99, "p100_ms": p100,
+                "batch_size": args.batch, "transfers": args.transfers,
+            })
+        );
+    } else {
+        println!("{} transfers in batches of {} over {} accounts: {:.2} s", args.transfers, args.batch, args.accounts, elapsed.as_secs_f64());
+        println!("throughput: {transfers_per_sec:.0} durable transfers/s");
+        println!("batch latency: p50 {p50:.2} ms, p99 {p99:.2} ms, max {p100:.2} ms");
+    }
+    Ok(())
+}
