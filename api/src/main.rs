@@ -28,19 +28,27 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), String> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let args = Args::parse();
     let (log_dir, snapshot_dir) = data_dir_layout(&args.data_dir);
-    let (store, recovery) = EmbeddedStore::open(&log_dir, EmbeddedOptions::default()).map_err(|e| e.to_string())?;
+    let (store, recovery) =
+        EmbeddedStore::open(&log_dir, EmbeddedOptions::default()).map_err(|e| e.to_string())?;
     tracing::info!(data_dir = %args.data_dir.display(), segments = recovery.segments, events = recovery.records, torn_tail = recovery.torn_tail.is_some(), "event log opened");
-    let config = LedgerConfig { snapshot_dir: Some(snapshot_dir), ..LedgerConfig::default() };
+    let config = LedgerConfig {
+        snapshot_dir: Some(snapshot_dir),
+        ..LedgerConfig::default()
+    };
     let ledger = Ledger::open(Arc::new(store), config).map_err(|e| e.to_string())?;
     let totals = ledger.totals_blocking().map_err(|e| e.to_string())?;
     tracing::info!(currencies = totals.len(), listen = %args.listen, "ledger ready");
     wait_for_shutdown().await;
     tracing::info!("shutting down: finishing batches in flight");
-    tokio::task::spawn_blocking(move || ledger.close()).await.map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || ledger.close())
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -49,14 +57,15 @@ async fn wait_for_shutdown() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::warn!(%error, "no SIGTERM handler; stopping on SIGINT only");
-                let _ = interrupt.await;
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(%error, "no SIGTERM handler; stopping on SIGINT only");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}

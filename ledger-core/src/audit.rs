@@ -37,9 +37,17 @@ pub enum AuditFailure {
     #[error("the last frame of {} at offset {} ({} bytes) is torn or damaged: {}", .0.file.display(), .0.offset, .0.bytes, .0.reason)]
     TornTail(TornTail),
     #[error("stream {stream} revision {revision}: {reason}")]
-    Event { stream: String, revision: u64, reason: String },
+    Event {
+        stream: String,
+        revision: u64,
+        reason: String,
+    },
     #[error("stream {stream}: debits differ from credits in {currency} after revision {revision}")]
-    Unbalanced { stream: String, revision: u64, currency: Currency },
+    Unbalanced {
+        stream: String,
+        revision: u64,
+        currency: Currency,
+    },
     #[error("stream {stream}: the state the server would serve (snapshot plus tail) differs from a replay from nothing")]
     ServedStateDiffers { stream: String },
 }
@@ -48,15 +56,24 @@ impl AuditFailure {
     /// The stream and revision of the failure, where there is one.
     pub fn place(&self) -> Option<(String, u64)> {
         match self {
-            AuditFailure::Store(StoreError::ChainBroken { stream, revision, .. }) => Some((stream.clone(), *revision)),
-            AuditFailure::Event { stream, revision, .. } | AuditFailure::Unbalanced { stream, revision, .. } => Some((stream.clone(), *revision)),
+            AuditFailure::Store(StoreError::ChainBroken {
+                stream, revision, ..
+            }) => Some((stream.clone(), *revision)),
+            AuditFailure::Event {
+                stream, revision, ..
+            }
+            | AuditFailure::Unbalanced {
+                stream, revision, ..
+            } => Some((stream.clone(), *revision)),
             _ => None,
         }
     }
 }
 
 fn is_ledger_stream(stream: &str) -> bool {
-    stream.strip_prefix("ledger-").is_some_and(|p| p.parse::<u32>().is_ok())
+    stream
+        .strip_prefix("ledger-")
+        .is_some_and(|p| p.parse::<u32>().is_ok())
 }
 
 /// Audits the store in `data_dir`; snapshots are looked for in `snapshot_dir`.
@@ -68,21 +85,40 @@ pub fn verify(data_dir: &Path, snapshot_dir: Option<&Path>) -> Result<AuditRepor
         if failure.is_some() || !is_ledger_stream(&record.stream) {
             return;
         }
-        let fail = |reason: String| AuditFailure::Event { stream: record.stream.clone(), revision: record.revision, reason };
+        let fail = |reason: String| AuditFailure::Event {
+            stream: record.stream.clone(),
+            revision: record.revision,
+            reason,
+        };
         let state = states.entry(record.stream.clone()).or_default();
-        hashes.entry(record.stream.clone()).or_default().push(record.hash);
+        hashes
+            .entry(record.stream.clone())
+            .or_default()
+            .push(record.hash);
         let event = match codec::decode_event(&record.payload) {
             Ok(event) => event,
             Err(error) => return failure = Some(fail(error.to_string())),
         };
         if event.kind.type_name() != record.event_type {
-            return failure = Some(fail(format!("stored type {} but the event is {}", record.event_type, event.kind.type_name())));
+            return failure = Some(fail(format!(
+                "stored type {} but the event is {}",
+                record.event_type,
+                event.kind.type_name()
+            )));
         }
         if let Err(error) = state.check_and_evolve(&event) {
             return failure = Some(fail(error.to_string()));
         }
-        if let Some((currency, _)) = state.totals().iter().find(|(_, totals)| !totals.is_balanced()) {
-            failure = Some(AuditFailure::Unbalanced { stream: record.stream.clone(), revision: record.revision, currency: *currency });
+        if let Some((currency, _)) = state
+            .totals()
+            .iter()
+            .find(|(_, totals)| !totals.is_balanced())
+        {
+            failure = Some(AuditFailure::Unbalanced {
+                stream: record.stream.clone(),
+                revision: record.revision,
+                currency: *currency,
+            });
         }
     })
     .map_err(AuditFailure::Store)?;
@@ -118,7 +154,12 @@ pub fn verify(data_dir: &Path, snapshot_dir: Option<&Path>) -> Result<AuditRepor
 
 /// Rebuilds each partition the way the server starts (newest snapshot that matches the
 /// chain, then the tail) and compares it with the replay from nothing.
-fn compare_served_state(data_dir: &Path, snapshot_dir: &Path, replayed: &HashMap<String, LedgerState>, hashes: &HashMap<String, Vec<Hash>>) -> Result<(), AuditFailure> {
+fn compare_served_state(
+    data_dir: &Path,
+    snapshot_dir: &Path,
+    replayed: &HashMap<String, LedgerState>,
+    hashes: &HashMap<String, Vec<Hash>>,
+) -> Result<(), AuditFailure> {
     let mut served: HashMap<String, LedgerState> = HashMap::new();
     for (stream, stream_hashes) in hashes {
         let hash_at = |revision: u64| Ok(stream_hashes.get(revision as usize).copied());
@@ -130,13 +171,24 @@ fn compare_served_state(data_dir: &Path, snapshot_dir: &Path, replayed: &HashMap
     }
     let mut failure = None;
     format::scan(data_dir, |record, _| {
-        let Some(state) = served.get_mut(&record.stream) else { return };
+        let Some(state) = served.get_mut(&record.stream) else {
+            return;
+        };
         if failure.is_some() || record.revision < state.events_applied() {
             return;
         }
-        match codec::decode_event(&record.payload).map_err(|e| e.to_string()).and_then(|event| state.check_and_evolve(&event).map_err(|e| e.to_string())) {
+        match codec::decode_event(&record.payload)
+            .map_err(|e| e.to_string())
+            .and_then(|event| state.check_and_evolve(&event).map_err(|e| e.to_string()))
+        {
             Ok(()) => {}
-            Err(reason) => failure = Some(AuditFailure::Event { stream: record.stream.clone(), revision: record.revision, reason }),
+            Err(reason) => {
+                failure = Some(AuditFailure::Event {
+                    stream: record.stream.clone(),
+                    revision: record.revision,
+                    reason,
+                })
+            }
         }
     })
     .map_err(AuditFailure::Store)?;
@@ -145,7 +197,9 @@ fn compare_served_state(data_dir: &Path, snapshot_dir: &Path, replayed: &HashMap
     }
     for (stream, state) in &served {
         if replayed.get(stream) != Some(state) {
-            return Err(AuditFailure::ServedStateDiffers { stream: stream.clone() });
+            return Err(AuditFailure::ServedStateDiffers {
+                stream: stream.clone(),
+            });
         }
     }
     Ok(())

@@ -166,11 +166,21 @@ pub enum EventKind {
     AccountUnfrozen(AccountId),
     AccountClosed(AccountId),
     TransferPosted(Movement),
-    TransferPending { movement: Movement, timeout_ns: u64 },
+    TransferPending {
+        movement: Movement,
+        timeout_ns: u64,
+    },
     /// `movement.amount` is the posted amount; the rest of `pending_amount` is released.
-    PendingPosted { movement: Movement, pending_id: TransferId, pending_amount: u128 },
+    PendingPosted {
+        movement: Movement,
+        pending_id: TransferId,
+        pending_amount: u128,
+    },
     /// `movement.amount` is the released pending amount.
-    PendingVoided { movement: Movement, pending_id: TransferId },
+    PendingVoided {
+        movement: Movement,
+        pending_id: TransferId,
+    },
     PendingExpired {
         pending_id: TransferId,
         debit_account_id: AccountId,

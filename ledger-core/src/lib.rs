@@ -3,12 +3,12 @@
 //! `EventStore` port and its embedded backend (`store`), the single writer of a ledger
 //! partition (`writer`), snapshots and the auditor.
 
-pub mod chain;
 pub mod audit;
+pub mod chain;
 pub mod codec;
 pub mod domain;
 pub mod money;
+pub mod snapshot;
 pub mod state;
 pub mod store;
-pub mod snapshot;
 pub mod writer;

@@ -18,7 +18,11 @@ pub enum MoneyError {
     #[error("amount {text:?} is not a decimal number")]
     NotANumber { text: String },
     #[error("amount {text:?} has more than {exponent} fraction digits allowed for {currency}")]
-    TooManyDecimals { text: String, currency: Currency, exponent: u8 },
+    TooManyDecimals {
+        text: String,
+        currency: Currency,
+        exponent: u8,
+    },
     #[error("amount must be greater than zero, got {text:?}")]
     NotPositive { text: String },
     #[error("amount {text:?} is too large")]
@@ -28,30 +32,173 @@ pub enum MoneyError {
 /// ISO 4217 currencies in circulation with their minor-unit exponents. Precious metals,
 /// testing and special codes without a minor unit (XAU, XDR, XTS, XXX, ...) are left out.
 const CURRENCIES: &[(&str, u8)] = &[
-    ("AED", 2), ("AFN", 2), ("ALL", 2), ("AMD", 2), ("ANG", 2), ("AOA", 2), ("ARS", 2),
-    ("AUD", 2), ("AWG", 2), ("AZN", 2), ("BAM", 2), ("BBD", 2), ("BDT", 2), ("BGN", 2),
-    ("BHD", 3), ("BIF", 0), ("BMD", 2), ("BND", 2), ("BOB", 2), ("BOV", 2), ("BRL", 2),
-    ("BSD", 2), ("BTN", 2), ("BWP", 2), ("BYN", 2), ("BZD", 2), ("CAD", 2), ("CDF", 2),
-    ("CHE", 2), ("CHF", 2), ("CHW", 2), ("CLF", 4), ("CLP", 0), ("CNY", 2), ("COP", 2),
-    ("COU", 2), ("CRC", 2), ("CUP", 2), ("CVE", 2), ("CZK", 2), ("DJF", 0), ("DKK", 2),
-    ("DOP", 2), ("DZD", 2), ("EGP", 2), ("ERN", 2), ("ETB", 2), ("EUR", 2), ("FJD", 2),
-    ("FKP", 2), ("GBP", 2), ("GEL", 2), ("GHS", 2), ("GIP", 2), ("GMD", 2), ("GNF", 0),
-    ("GTQ", 2), ("GYD", 2), ("HKD", 2), ("HNL", 2), ("HTG", 2), ("HUF", 2), ("IDR", 2),
-    ("ILS", 2), ("INR", 2), ("IQD", 3), ("IRR", 2), ("ISK", 0), ("JMD", 2), ("JOD", 3),
-    ("JPY", 0), ("KES", 2), ("KGS", 2), ("KHR", 2), ("KMF", 0), ("KPW", 2), ("KRW", 0),
-    ("KWD", 3), ("KYD", 2), ("KZT", 2), ("LAK", 2), ("LBP", 2), ("LKR", 2), ("LRD", 2),
-    ("LSL", 2), ("LYD", 3), ("MAD", 2), ("MDL", 2), ("MGA", 2), ("MKD", 2), ("MMK", 2),
-    ("MNT", 2), ("MOP", 2), ("MRU", 2), ("MUR", 2), ("MVR", 2), ("MWK", 2), ("MXN", 2),
-    ("MXV", 2), ("MYR", 2), ("MZN", 2), ("NAD", 2), ("NGN", 2), ("NIO", 2), ("NOK", 2),
-    ("NPR", 2), ("NZD", 2), ("OMR", 3), ("PAB", 2), ("PEN", 2), ("PGK", 2), ("PHP", 2),
-    ("PKR", 2), ("PLN", 2), ("PYG", 0), ("QAR", 2), ("RON", 2), ("RSD", 2), ("RUB", 2),
-    ("RWF", 0), ("SAR", 2), ("SBD", 2), ("SCR", 2), ("SDG", 2), ("SEK", 2), ("SGD", 2),
-    ("SHP", 2), ("SLE", 2), ("SOS", 2), ("SRD", 2), ("SSP", 2), ("STN", 2), ("SVC", 2),
-    ("SYP", 2), ("SZL", 2), ("THB", 2), ("TJS", 2), ("TMT", 2), ("TND", 3), ("TOP", 2),
-    ("TRY", 2), ("TTD", 2), ("TWD", 2), ("TZS", 2), ("UAH", 2), ("UGX", 0), ("USD", 2),
-    ("USN", 2), ("UYI", 0), ("UYU", 2), ("UYW", 4), ("UZS", 2), ("VED", 2), ("VES", 2),
-    ("VND", 0), ("VUV", 0), ("WST", 2), ("XAF", 0), ("XCD", 2), ("XCG", 2), ("XOF", 0),
-    ("XPF", 0), ("YER", 2), ("ZAR", 2), ("ZMW", 2), ("ZWG", 2), ("ZWL", 2),
+    ("AED", 2),
+    ("AFN", 2),
+    ("ALL", 2),
+    ("AMD", 2),
+    ("ANG", 2),
+    ("AOA", 2),
+    ("ARS", 2),
+    ("AUD", 2),
+    ("AWG", 2),
+    ("AZN", 2),
+    ("BAM", 2),
+    ("BBD", 2),
+    ("BDT", 2),
+    ("BGN", 2),
+    ("BHD", 3),
+    ("BIF", 0),
+    ("BMD", 2),
+    ("BND", 2),
+    ("BOB", 2),
+    ("BOV", 2),
+    ("BRL", 2),
+    ("BSD", 2),
+    ("BTN", 2),
+    ("BWP", 2),
+    ("BYN", 2),
+    ("BZD", 2),
+    ("CAD", 2),
+    ("CDF", 2),
+    ("CHE", 2),
+    ("CHF", 2),
+    ("CHW", 2),
+    ("CLF", 4),
+    ("CLP", 0),
+    ("CNY", 2),
+    ("COP", 2),
+    ("COU", 2),
+    ("CRC", 2),
+    ("CUP", 2),
+    ("CVE", 2),
+    ("CZK", 2),
+    ("DJF", 0),
+    ("DKK", 2),
+    ("DOP", 2),
+    ("DZD", 2),
+    ("EGP", 2),
+    ("ERN", 2),
+    ("ETB", 2),
+    ("EUR", 2),
+    ("FJD", 2),
+    ("FKP", 2),
+    ("GBP", 2),
+    ("GEL", 2),
+    ("GHS", 2),
+    ("GIP", 2),
+    ("GMD", 2),
+    ("GNF", 0),
+    ("GTQ", 2),
+    ("GYD", 2),
+    ("HKD", 2),
+    ("HNL", 2),
+    ("HTG", 2),
+    ("HUF", 2),
+    ("IDR", 2),
+    ("ILS", 2),
+    ("INR", 2),
+    ("IQD", 3),
+    ("IRR", 2),
+    ("ISK", 0),
+    ("JMD", 2),
+    ("JOD", 3),
+    ("JPY", 0),
+    ("KES", 2),
+    ("KGS", 2),
+    ("KHR", 2),
+    ("KMF", 0),
+    ("KPW", 2),
+    ("KRW", 0),
+    ("KWD", 3),
+    ("KYD", 2),
+    ("KZT", 2),
+    ("LAK", 2),
+    ("LBP", 2),
+    ("LKR", 2),
+    ("LRD", 2),
+    ("LSL", 2),
+    ("LYD", 3),
+    ("MAD", 2),
+    ("MDL", 2),
+    ("MGA", 2),
+    ("MKD", 2),
+    ("MMK", 2),
+    ("MNT", 2),
+    ("MOP", 2),
+    ("MRU", 2),
+    ("MUR", 2),
+    ("MVR", 2),
+    ("MWK", 2),
+    ("MXN", 2),
+    ("MXV", 2),
+    ("MYR", 2),
+    ("MZN", 2),
+    ("NAD", 2),
+    ("NGN", 2),
+    ("NIO", 2),
+    ("NOK", 2),
+    ("NPR", 2),
+    ("NZD", 2),
+    ("OMR", 3),
+    ("PAB", 2),
+    ("PEN", 2),
+    ("PGK", 2),
+    ("PHP", 2),
+    ("PKR", 2),
+    ("PLN", 2),
+    ("PYG", 0),
+    ("QAR", 2),
+    ("RON", 2),
+    ("RSD", 2),
+    ("RUB", 2),
+    ("RWF", 0),
+    ("SAR", 2),
+    ("SBD", 2),
+    ("SCR", 2),
+    ("SDG", 2),
+    ("SEK", 2),
+    ("SGD", 2),
+    ("SHP", 2),
+    ("SLE", 2),
+    ("SOS", 2),
+    ("SRD", 2),
+    ("SSP", 2),
+    ("STN", 2),
+    ("SVC", 2),
+    ("SYP", 2),
+    ("SZL", 2),
+    ("THB", 2),
+    ("TJS", 2),
+    ("TMT", 2),
+    ("TND", 3),
+    ("TOP", 2),
+    ("TRY", 2),
+    ("TTD", 2),
+    ("TWD", 2),
+    ("TZS", 2),
+    ("UAH", 2),
+    ("UGX", 0),
+    ("USD", 2),
+    ("USN", 2),
+    ("UYI", 0),
+    ("UYU", 2),
+    ("UYW", 4),
+    ("UZS", 2),
+    ("VED", 2),
+    ("VES", 2),
+    ("VND", 0),
+    ("VUV", 0),
+    ("WST", 2),
+    ("XAF", 0),
+    ("XCD", 2),
+    ("XCG", 2),
+    ("XOF", 0),
+    ("XPF", 0),
+    ("YER", 2),
+    ("ZAR", 2),
+    ("ZMW", 2),
+    ("ZWG", 2),
+    ("ZWL", 2),
 ];
 
 /// A currency in circulation: an index into the ISO 4217 table. `Copy` and two bytes,
@@ -112,10 +259,16 @@ pub fn parse_amount(text: &str, currency: Currency) -> Result<u128, MoneyError> 
     let exponent = currency.exponent();
     let normalized = decimal.normalize();
     if normalized.scale() > u32::from(exponent) {
-        return Err(MoneyError::TooManyDecimals { text: text.to_string(), currency, exponent });
+        return Err(MoneyError::TooManyDecimals {
+            text: text.to_string(),
+            currency,
+            exponent,
+        });
     }
     if normalized.is_sign_negative() || normalized.is_zero() {
-        return Err(MoneyError::NotPositive { text: text.to_string() });
+        return Err(MoneyError::NotPositive {
+            text: text.to_string(),
+        });
     }
     // The mantissa at the currency's scale is the count of minor units. The rescale
     // only adds trailing zeros (the scale check above rules out rounding); if the value
@@ -123,9 +276,13 @@ pub fn parse_amount(text: &str, currency: Currency) -> Result<u128, MoneyError> 
     let mut scaled = normalized;
     scaled.rescale(u32::from(exponent));
     if scaled.scale() != u32::from(exponent) || scaled != normalized {
-        return Err(MoneyError::Overflow { text: text.to_string() });
+        return Err(MoneyError::Overflow {
+            text: text.to_string(),
+        });
     }
-    u128::try_from(scaled.mantissa()).map_err(|_| MoneyError::Overflow { text: text.to_string() })
+    u128::try_from(scaled.mantissa()).map_err(|_| MoneyError::Overflow {
+        text: text.to_string(),
+    })
 }
 
 /// Prints minor units as a decimal with the currency's exponent ("1234" USD -> "12.34").
@@ -162,9 +319,18 @@ mod tests {
         assert_eq!(exponent("JPY"), Ok(0));
         assert_eq!(exponent("BHD"), Ok(3));
         assert_eq!(exponent("CLF"), Ok(4));
-        assert!(matches!(Currency::parse("usd"), Err(MoneyError::UnknownCurrency(_))));
-        assert!(matches!(Currency::parse("XXX"), Err(MoneyError::UnknownCurrency(_))));
-        assert!(matches!(Currency::parse(""), Err(MoneyError::UnknownCurrency(_))));
+        assert!(matches!(
+            Currency::parse("usd"),
+            Err(MoneyError::UnknownCurrency(_))
+        ));
+        assert!(matches!(
+            Currency::parse("XXX"),
+            Err(MoneyError::UnknownCurrency(_))
+        ));
+        assert!(matches!(
+            Currency::parse(""),
+            Err(MoneyError::UnknownCurrency(_))
+        ));
     }
 
     #[test]
@@ -181,14 +347,35 @@ mod tests {
 
     #[test]
     fn rejects_bad_amounts_without_rounding() {
-        assert!(matches!(parse_amount("12.345", usd()), Err(MoneyError::TooManyDecimals { .. })));
+        assert!(matches!(
+            parse_amount("12.345", usd()),
+            Err(MoneyError::TooManyDecimals { .. })
+        ));
         let jpy = Currency::parse("JPY").expect("JPY");
-        assert!(matches!(parse_amount("1.5", jpy), Err(MoneyError::TooManyDecimals { .. })));
-        assert!(matches!(parse_amount("0", usd()), Err(MoneyError::NotPositive { .. })));
-        assert!(matches!(parse_amount("0.00", usd()), Err(MoneyError::NotPositive { .. })));
-        assert!(matches!(parse_amount("-1", usd()), Err(MoneyError::NotPositive { .. })));
-        assert!(matches!(parse_amount("abc", usd()), Err(MoneyError::NotANumber { .. })));
-        assert!(matches!(parse_amount("1e5", usd()), Err(MoneyError::NotANumber { .. })));
+        assert!(matches!(
+            parse_amount("1.5", jpy),
+            Err(MoneyError::TooManyDecimals { .. })
+        ));
+        assert!(matches!(
+            parse_amount("0", usd()),
+            Err(MoneyError::NotPositive { .. })
+        ));
+        assert!(matches!(
+            parse_amount("0.00", usd()),
+            Err(MoneyError::NotPositive { .. })
+        ));
+        assert!(matches!(
+            parse_amount("-1", usd()),
+            Err(MoneyError::NotPositive { .. })
+        ));
+        assert!(matches!(
+            parse_amount("abc", usd()),
+            Err(MoneyError::NotANumber { .. })
+        ));
+        assert!(matches!(
+            parse_amount("1e5", usd()),
+            Err(MoneyError::NotANumber { .. })
+        ));
         assert!(parse_amount("79228162514264337593543950335", usd()).is_err());
     }
 
@@ -196,8 +383,14 @@ mod tests {
     fn formats_amounts() {
         assert_eq!(format_amount(1234, usd()), "12.34");
         assert_eq!(format_amount(5, usd()), "0.05");
-        assert_eq!(format_amount(500, Currency::parse("JPY").expect("JPY")), "500");
-        assert_eq!(format_amount(1005, Currency::parse("BHD").expect("BHD")), "1.005");
+        assert_eq!(
+            format_amount(500, Currency::parse("JPY").expect("JPY")),
+            "500"
+        );
+        assert_eq!(
+            format_amount(1005, Currency::parse("BHD").expect("BHD")),
+            "1.005"
+        );
     }
 
     proptest::proptest! {

@@ -36,7 +36,12 @@ pub struct PendingSnapshot {
 impl PendingSnapshot {
     pub fn capture(dir: PathBuf, stream: &str, state: &LedgerState) -> Option<PendingSnapshot> {
         match bincode::serde::encode_to_vec(state, bincode::config::standard()) {
-            Ok(body) => Some(PendingSnapshot { dir, stream: stream.to_string(), events: state.events_applied(), body }),
+            Ok(body) => Some(PendingSnapshot {
+                dir,
+                stream: stream.to_string(),
+                events: state.events_applied(),
+                body,
+            }),
             Err(error) => {
                 tracing::warn!(%error, "snapshot not taken: state did not serialize");
                 None
@@ -46,11 +51,13 @@ impl PendingSnapshot {
 
     /// Writes the file from another thread; a failure only costs a longer replay.
     pub fn write_in_background(self, last_hash: Hash) {
-        let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
-            if let Err(error) = self.write(last_hash) {
-                tracing::warn!(%error, "snapshot not written");
-            }
-        });
+        let spawned = std::thread::Builder::new()
+            .name("snapshot".into())
+            .spawn(move || {
+                if let Err(error) = self.write(last_hash) {
+                    tracing::warn!(%error, "snapshot not written");
+                }
+            });
         if let Err(error) = spawned {
             tracing::warn!(%error, "snapshot thread not started");
         }
@@ -83,25 +90,41 @@ impl PendingSnapshot {
 
 fn list(dir: &Path, stream: &str) -> Vec<(u64, PathBuf)> {
     let prefix = format!("{stream}-");
-    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
     entries
         .filter_map(Result::ok)
         .filter_map(|entry| {
             let name = entry.file_name().to_str()?.to_string();
-            let events = name.strip_prefix(&prefix)?.strip_suffix(".snap")?.parse().ok()?;
+            let events = name
+                .strip_prefix(&prefix)?
+                .strip_suffix(".snap")?
+                .parse()
+                .ok()?;
             Some((events, entry.path()))
         })
         .collect()
 }
 
 /// Loads the newest snapshot of `stream` that matches the log.
-pub fn load_newest(dir: &Path, store: &dyn EventStore, stream: &str) -> Result<Option<LedgerState>, LedgerError> {
-    Ok(load_newest_matching(dir, stream, |revision| hash_at(store, stream, revision).map_err(|e| e.to_string())))
+pub fn load_newest(
+    dir: &Path,
+    store: &dyn EventStore,
+    stream: &str,
+) -> Result<Option<LedgerState>, LedgerError> {
+    Ok(load_newest_matching(dir, stream, |revision| {
+        hash_at(store, stream, revision).map_err(|e| e.to_string())
+    }))
 }
 
 /// Loads the newest snapshot of `stream` whose last hash equals what `hash_at` says
 /// the log holds at that revision.
-pub fn load_newest_matching(dir: &Path, stream: &str, hash_at: impl Fn(u64) -> Result<Option<Hash>, String>) -> Option<LedgerState> {
+pub fn load_newest_matching(
+    dir: &Path,
+    stream: &str,
+    hash_at: impl Fn(u64) -> Result<Option<Hash>, String>,
+) -> Option<LedgerState> {
     let mut snapshots = list(dir, stream);
     snapshots.sort();
     for (events, path) in snapshots.into_iter().rev() {
@@ -116,7 +139,11 @@ pub fn load_newest_matching(dir: &Path, stream: &str, hash_at: impl Fn(u64) -> R
     None
 }
 
-fn load(path: &Path, events: u64, hash_at: &impl Fn(u64) -> Result<Option<Hash>, String>) -> Result<LedgerState, String> {
+fn load(
+    path: &Path,
+    events: u64,
+    hash_at: &impl Fn(u64) -> Result<Option<Hash>, String>,
+) -> Result<LedgerState, String> {
     let bytes = fs::read(path).map_err(|e| e.to_string())?;
     if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
         return Err("not a snapshot".into());
@@ -126,14 +153,20 @@ fn load(path: &Path, events: u64, hash_at: &impl Fn(u64) -> Result<Option<Hash>,
     let checksum: Hash = bytes[48..80].try_into().map_err(|_| "header")?;
     let body_len = u64::from_le_bytes(bytes[80..88].try_into().map_err(|_| "header")?) as usize;
     let body = &bytes[HEADER_BYTES..];
-    if header_events != events || events == 0 || body.len() != body_len || *blake3::hash(body).as_bytes() != checksum {
+    if header_events != events
+        || events == 0
+        || body.len() != body_len
+        || *blake3::hash(body).as_bytes() != checksum
+    {
         return Err("checksum or length mismatch".into());
     }
     match hash_at(events - 1)? {
         Some(hash) if hash == last_hash => {}
         _ => return Err("the log does not have this snapshot's last event".into()),
     }
-    let (state, _): (LedgerState, usize) = bincode::serde::decode_from_slice(body, bincode::config::standard()).map_err(|e| e.to_string())?;
+    let (state, _): (LedgerState, usize) =
+        bincode::serde::decode_from_slice(body, bincode::config::standard())
+            .map_err(|e| e.to_string())?;
     if state.events_applied() != events {
         return Err("state does not match its header".into());
     }

@@ -26,7 +26,7 @@ use crate::store::{Direction, EventBatch, EventStore, ExpectedRevision, StoreErr
 /// Most items (transfers or account commands) in one request.
 pub const REQUEST_ITEMS_MAX: usize = 10_000;
 /// Most items the writer takes into one batch (one append) from the queue.
-pub const BATCH_ITEMS_MAX: usize = 32_768;
+pub const BATCH_ITEMS_MAX: usize = 8_192;
 /// Most requests waiting for the writer; past it callers get `Overloaded`.
 pub const QUEUE_REQUESTS_MAX: usize = 4_096;
 /// Typical size of an encoded transfer event, for sizing buffers.
@@ -40,14 +40,20 @@ pub enum LedgerError {
     #[error("event store: {0}")]
     Store(#[from] StoreError),
     #[error("the log holds an event the engine rejects at stream {stream} revision {revision}: {reason}")]
-    Replay { stream: String, revision: u64, reason: String },
+    Replay {
+        stream: String,
+        revision: u64,
+        reason: String,
+    },
     #[error("request has {count} items; at most {max} are allowed")]
     TooManyItems { count: usize, max: usize },
     #[error("request has no items")]
     Empty,
     #[error("the writer's queue is full; retry later")]
     Overloaded,
-    #[error("the ledger writer stopped after an append failed ({0}); restart to recover from disk")]
+    #[error(
+        "the ledger writer stopped after an append failed ({0}); restart to recover from disk"
+    )]
     Failed(String),
     #[error("the ledger is shut down")]
     Closed,
@@ -65,7 +71,11 @@ pub struct LedgerConfig {
 
 impl Default for LedgerConfig {
     fn default() -> Self {
-        LedgerConfig { partition: 0, snapshot_dir: None, snapshot_interval_events: 4_000_000 }
+        LedgerConfig {
+            partition: 0,
+            snapshot_dir: None,
+            snapshot_interval_events: 4_000_000,
+        }
     }
 }
 
@@ -126,17 +136,29 @@ impl Ledger {
         let stream = stream_name(config.partition);
         let state = recover_state(store.as_ref(), &stream, config.snapshot_dir.as_deref())?;
         let (sender, receiver) = mpsc::sync_channel(QUEUE_REQUESTS_MAX);
-        let writer = Writer { store, stream, config, state, failed: Arc::new(Mutex::new(None)), events_since_snapshot: 0 };
+        let writer = Writer {
+            store,
+            stream,
+            config,
+            state,
+            failed: Arc::new(Mutex::new(None)),
+            events_since_snapshot: 0,
+        };
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|e| LedgerError::Failed(format!("cannot start the writer thread: {e}")))?;
-        Ok(Ledger { sender: Arc::new(Mutex::new(Some(sender))), thread: Arc::new(Mutex::new(Some(thread))) })
+        Ok(Ledger {
+            sender: Arc::new(Mutex::new(Some(sender))),
+            thread: Arc::new(Mutex::new(Some(thread))),
+        })
     }
 
     fn submit(&self, request: Request, block: bool) {
         let sender = self.sender.lock().ok().and_then(|sender| sender.clone());
-        let Some(sender) = sender else { return request.fail(LedgerError::Closed) };
+        let Some(sender) = sender else {
+            return request.fail(LedgerError::Closed);
+        };
         if block {
             if let Err(error) = sender.send(request) {
                 error.0.fail(LedgerError::Closed);
@@ -153,67 +175,112 @@ impl Ledger {
     fn check_items(count: usize) -> Result<(), LedgerError> {
         match count {
             0 => Err(LedgerError::Empty),
-            count if count > REQUEST_ITEMS_MAX => Err(LedgerError::TooManyItems { count, max: REQUEST_ITEMS_MAX }),
+            count if count > REQUEST_ITEMS_MAX => Err(LedgerError::TooManyItems {
+                count,
+                max: REQUEST_ITEMS_MAX,
+            }),
             _ => Ok(()),
         }
     }
 
-    async fn call<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, LedgerError> {
+    async fn call<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Request,
+    ) -> Result<T, LedgerError> {
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        self.submit(make(Box::new(move |result| drop(sender.send(result)))), false);
+        self.submit(
+            make(Box::new(move |result| drop(sender.send(result)))),
+            false,
+        );
         receiver.await.unwrap_or(Err(LedgerError::Closed))
     }
 
-    fn call_blocking<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, LedgerError> {
+    fn call_blocking<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Request,
+    ) -> Result<T, LedgerError> {
         let (sender, receiver) = mpsc::sync_channel(1);
-        self.submit(make(Box::new(move |result| drop(sender.send(result)))), true);
+        self.submit(
+            make(Box::new(move |result| drop(sender.send(result)))),
+            true,
+        );
         receiver.recv().unwrap_or(Err(LedgerError::Closed))
     }
 
-    pub async fn create_accounts(&self, commands: Vec<AccountCommand>) -> Result<Vec<AccountResult>, LedgerError> {
+    pub async fn create_accounts(
+        &self,
+        commands: Vec<AccountCommand>,
+    ) -> Result<Vec<AccountResult>, LedgerError> {
         Self::check_items(commands.len())?;
         self.call(|reply| Request::Accounts(commands, reply)).await
     }
 
-    pub async fn create_transfers(&self, transfers: Vec<NewTransfer>) -> Result<Vec<TransferResult>, LedgerError> {
+    pub async fn create_transfers(
+        &self,
+        transfers: Vec<NewTransfer>,
+    ) -> Result<Vec<TransferResult>, LedgerError> {
         Self::check_items(transfers.len())?;
-        self.call(|reply| Request::Transfers(transfers, reply)).await
+        self.call(|reply| Request::Transfers(transfers, reply))
+            .await
     }
 
-    pub async fn lookup_accounts(&self, ids: Vec<AccountId>) -> Result<Vec<Option<Account>>, LedgerError> {
+    pub async fn lookup_accounts(
+        &self,
+        ids: Vec<AccountId>,
+    ) -> Result<Vec<Option<Account>>, LedgerError> {
         Self::check_items(ids.len())?;
         self.call(|reply| Request::LookupAccounts(ids, reply)).await
     }
 
-    pub async fn lookup_transfers(&self, ids: Vec<TransferId>) -> Result<Vec<Option<Transfer>>, LedgerError> {
+    pub async fn lookup_transfers(
+        &self,
+        ids: Vec<TransferId>,
+    ) -> Result<Vec<Option<Transfer>>, LedgerError> {
         Self::check_items(ids.len())?;
-        self.call(|reply| Request::LookupTransfers(ids, reply)).await
+        self.call(|reply| Request::LookupTransfers(ids, reply))
+            .await
     }
 
-    pub fn create_accounts_blocking(&self, commands: Vec<AccountCommand>) -> Result<Vec<AccountResult>, LedgerError> {
+    pub fn create_accounts_blocking(
+        &self,
+        commands: Vec<AccountCommand>,
+    ) -> Result<Vec<AccountResult>, LedgerError> {
         Self::check_items(commands.len())?;
         self.call_blocking(|reply| Request::Accounts(commands, reply))
     }
 
-    pub fn create_transfers_blocking(&self, transfers: Vec<NewTransfer>) -> Result<Vec<TransferResult>, LedgerError> {
+    pub fn create_transfers_blocking(
+        &self,
+        transfers: Vec<NewTransfer>,
+    ) -> Result<Vec<TransferResult>, LedgerError> {
         Self::check_items(transfers.len())?;
         self.call_blocking(|reply| Request::Transfers(transfers, reply))
     }
 
     /// Starts a batch of transfers without waiting; `done` runs once it is durable.
-    pub fn submit_transfers(&self, transfers: Vec<NewTransfer>, done: impl FnOnce(Result<Vec<TransferResult>, LedgerError>) + Send + 'static) {
+    pub fn submit_transfers(
+        &self,
+        transfers: Vec<NewTransfer>,
+        done: impl FnOnce(Result<Vec<TransferResult>, LedgerError>) + Send + 'static,
+    ) {
         if let Err(error) = Self::check_items(transfers.len()) {
             return done(Err(error));
         }
         self.submit(Request::Transfers(transfers, Box::new(done)), true);
     }
 
-    pub fn lookup_accounts_blocking(&self, ids: Vec<AccountId>) -> Result<Vec<Option<Account>>, LedgerError> {
+    pub fn lookup_accounts_blocking(
+        &self,
+        ids: Vec<AccountId>,
+    ) -> Result<Vec<Option<Account>>, LedgerError> {
         Self::check_items(ids.len())?;
         self.call_blocking(|reply| Request::LookupAccounts(ids, reply))
     }
 
-    pub fn lookup_transfers_blocking(&self, ids: Vec<TransferId>) -> Result<Vec<Option<Transfer>>, LedgerError> {
+    pub fn lookup_transfers_blocking(
+        &self,
+        ids: Vec<TransferId>,
+    ) -> Result<Vec<Option<Transfer>>, LedgerError> {
         Self::check_items(ids.len())?;
         self.call_blocking(|reply| Request::LookupTransfers(ids, reply))
     }
@@ -236,7 +303,11 @@ impl Ledger {
 }
 
 /// Rebuilds the partition state: newest snapshot that matches the log, then replay.
-pub fn recover_state(store: &dyn EventStore, stream: &str, snapshot_dir: Option<&std::path::Path>) -> Result<LedgerState, LedgerError> {
+pub fn recover_state(
+    store: &dyn EventStore,
+    stream: &str,
+    snapshot_dir: Option<&std::path::Path>,
+) -> Result<LedgerState, LedgerError> {
     let mut state = match snapshot_dir {
         Some(dir) => snapshot::load_newest(dir, store, stream)?.unwrap_or_default(),
         None => LedgerState::new(),
@@ -248,18 +319,33 @@ pub fn recover_state(store: &dyn EventStore, stream: &str, snapshot_dir: Option<
             break;
         }
         for recorded in &events {
-            let replay_error = |reason: String| LedgerError::Replay { stream: stream.to_string(), revision: recorded.revision, reason };
-            let event = codec::decode_event(&recorded.payload).map_err(|e| replay_error(e.to_string()))?;
-            state.check_and_evolve(&event).map_err(|e: ReplayError| replay_error(e.to_string()))?;
+            let replay_error = |reason: String| LedgerError::Replay {
+                stream: stream.to_string(),
+                revision: recorded.revision,
+                reason,
+            };
+            let event =
+                codec::decode_event(&recorded.payload).map_err(|e| replay_error(e.to_string()))?;
+            state
+                .check_and_evolve(&event)
+                .map_err(|e: ReplayError| replay_error(e.to_string()))?;
         }
         next += events.len() as u64;
     }
-    tracing::info!(stream, events = next, accounts = state.account_count(), transfers = state.transfer_count(), "ledger state recovered");
+    tracing::info!(
+        stream,
+        events = next,
+        accounts = state.account_count(),
+        transfers = state.transfer_count(),
+        "ledger state recovered"
+    );
     Ok(state)
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 struct Writer {
@@ -275,7 +361,10 @@ impl Writer {
     fn run(mut self, receiver: Receiver<Request>) {
         let mut events = Vec::new();
         loop {
-            let timeout = self.state.next_expiry_ns().map(|at| Duration::from_nanos(at.saturating_sub(now_ns())));
+            let timeout = self
+                .state
+                .next_expiry_ns()
+                .map(|at| Duration::from_nanos(at.saturating_sub(now_ns())));
             let first = match timeout {
                 Some(timeout) => match receiver.recv_timeout(timeout) {
                     Ok(request) => Some(request),
@@ -294,7 +383,9 @@ impl Writer {
                 batch.push(first);
             }
             while items < BATCH_ITEMS_MAX {
-                let Ok(request) = receiver.try_recv() else { break };
+                let Ok(request) = receiver.try_recv() else {
+                    break;
+                };
                 items += request.items();
                 batch.push(request);
             }
@@ -322,10 +413,24 @@ impl Writer {
         let mut deferred = Vec::with_capacity(batch.len());
         for request in batch {
             let reply = match request {
-                Request::Accounts(commands, reply) => defer(reply, self.state.execute_accounts(&commands, now, events)),
-                Request::Transfers(transfers, reply) => defer(reply, self.state.execute_transfers(&transfers, now, events)),
-                Request::LookupAccounts(ids, reply) => defer(reply, ids.iter().map(|id| self.state.account(*id).cloned()).collect()),
-                Request::LookupTransfers(ids, reply) => defer(reply, ids.iter().map(|id| self.state.transfer(*id).cloned()).collect()),
+                Request::Accounts(commands, reply) => {
+                    defer(reply, self.state.execute_accounts(&commands, now, events))
+                }
+                Request::Transfers(transfers, reply) => {
+                    defer(reply, self.state.execute_transfers(&transfers, now, events))
+                }
+                Request::LookupAccounts(ids, reply) => defer(
+                    reply,
+                    ids.iter()
+                        .map(|id| self.state.account(*id).cloned())
+                        .collect(),
+                ),
+                Request::LookupTransfers(ids, reply) => defer(
+                    reply,
+                    ids.iter()
+                        .map(|id| self.state.transfer(*id).cloned())
+                        .collect(),
+                ),
                 Request::Totals(reply) => defer(reply, self.state.totals().clone()),
             };
             deferred.push(reply);
@@ -342,12 +447,17 @@ impl Writer {
             }
         };
         if events.is_empty() {
-            self.store.flush_with(Box::new(move |result| answer(result.map_err(LedgerError::from))));
+            self.store.flush_with(Box::new(move |result| {
+                answer(result.map_err(LedgerError::from))
+            }));
             return;
         }
-        let mut data = EventBatch::with_capacity(events.len(), events.len() * ENCODED_EVENT_BYTES_TYPICAL);
+        let mut data =
+            EventBatch::with_capacity(events.len(), events.len() * ENCODED_EVENT_BYTES_TYPICAL);
         for event in events.iter() {
-            data.push_with(Cow::Borrowed(event.kind.type_name()), |bytes| codec::encode_event(event, bytes));
+            data.push_with(Cow::Borrowed(event.kind.type_name()), |bytes| {
+                codec::encode_event(event, bytes)
+            });
         }
         let applied_before = self.state.events_applied() - events.len() as u64;
         let expected = match applied_before {

@@ -28,7 +28,12 @@ fn currency(index: u8) -> Currency {
 }
 
 fn flags(index: u8) -> AccountFlags {
-    [AccountFlags(0), AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS, AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS, AccountFlags(3)][index as usize % 4]
+    [
+        AccountFlags(0),
+        AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+        AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
+        AccountFlags(3),
+    ][index as usize % 4]
 }
 
 fn account_command() -> impl Strategy<Value = AccountCommand> {
@@ -50,17 +55,41 @@ fn transfer() -> impl Strategy<Value = NewTransfer> {
         2 => (1..=TRANSFER_IDS).prop_map(|id| TransferKind::PostPending { pending_id: TransferId(id) }),
         1 => (1..=TRANSFER_IDS).prop_map(|id| TransferKind::VoidPending { pending_id: TransferId(id) }),
     ];
-    (0..=TRANSFER_IDS, 0..=ACCOUNT_IDS + 1, 0..=ACCOUNT_IDS + 1, prop_oneof![Just(0u128), 1u128..60], prop::option::weighted(0.9, 0u8..2), kind, prop::bool::weighted(0.2), 0u16..2)
+    (
+        0..=TRANSFER_IDS,
+        0..=ACCOUNT_IDS + 1,
+        0..=ACCOUNT_IDS + 1,
+        prop_oneof![Just(0u128), 1u128..60],
+        prop::option::weighted(0.9, 0u8..2),
+        kind,
+        prop::bool::weighted(0.2),
+        0u16..2,
+    )
         .prop_map(|(id, debit, credit, amount, c, kind, linked, code)| {
-            let resolving = matches!(kind, TransferKind::PostPending { .. } | TransferKind::VoidPending { .. });
+            let resolving = matches!(
+                kind,
+                TransferKind::PostPending { .. } | TransferKind::VoidPending { .. }
+            );
             NewTransfer {
                 id: TransferId(id),
-                debit_account_id: AccountId(if resolving && debit % 2 == 0 { 0 } else { debit }),
-                credit_account_id: AccountId(if resolving && credit % 2 == 0 { 0 } else { credit }),
+                debit_account_id: AccountId(if resolving && debit % 2 == 0 {
+                    0
+                } else {
+                    debit
+                }),
+                credit_account_id: AccountId(if resolving && credit % 2 == 0 {
+                    0
+                } else {
+                    credit
+                }),
                 amount,
                 currency: if resolving { None } else { c.map(currency) },
                 code,
-                metadata: if code == 1 { "memo".into() } else { String::new() },
+                metadata: if code == 1 {
+                    "memo".into()
+                } else {
+                    String::new()
+                },
                 linked,
                 kind,
             }
@@ -114,7 +143,9 @@ impl Model {
         let due: Vec<TransferId> = self
             .transfers
             .iter()
-            .filter(|(_, t)| t.status == Some("pending") && t.expires_at != 0 && t.expires_at <= now)
+            .filter(|(_, t)| {
+                t.status == Some("pending") && t.expires_at != 0 && t.expires_at <= now
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in due {
@@ -133,16 +164,36 @@ impl Model {
                     return false;
                 }
                 if let Some(existing) = self.accounts.get(&new.id) {
-                    return existing.currency == new.currency && existing.code == new.code && existing.flags == new.flags;
+                    return existing.currency == new.currency
+                        && existing.code == new.code
+                        && existing.flags == new.flags;
                 }
-                let account = ModelAccount { currency: new.currency, code: new.code, flags: new.flags, state: AccountState::Open, dp: 0, dpost: 0, cp: 0, cpost: 0 };
+                let account = ModelAccount {
+                    currency: new.currency,
+                    code: new.code,
+                    flags: new.flags,
+                    state: AccountState::Open,
+                    dp: 0,
+                    dpost: 0,
+                    cp: 0,
+                    cpost: 0,
+                };
                 self.accounts.insert(new.id, account);
                 true
             }
-            AccountCommand::Freeze(id) => self.set_state(*id, AccountState::Open, AccountState::Frozen),
-            AccountCommand::Unfreeze(id) => self.set_state(*id, AccountState::Frozen, AccountState::Open),
+            AccountCommand::Freeze(id) => {
+                self.set_state(*id, AccountState::Open, AccountState::Frozen)
+            }
+            AccountCommand::Unfreeze(id) => {
+                self.set_state(*id, AccountState::Frozen, AccountState::Open)
+            }
             AccountCommand::Close(id) => match self.accounts.get_mut(id) {
-                Some(a) if a.state != AccountState::Closed && a.dp == 0 && a.cp == 0 && a.dpost == a.cpost => {
+                Some(a)
+                    if a.state != AccountState::Closed
+                        && a.dp == 0
+                        && a.cp == 0
+                        && a.dpost == a.cpost =>
+                {
                     a.state = AccountState::Closed;
                     true
                 }
@@ -167,10 +218,15 @@ impl Model {
             return false;
         }
         if let Some(existing) = self.transfers.get(&t.id) {
-            let resolving = matches!(t.kind, TransferKind::PostPending { .. } | TransferKind::VoidPending { .. });
+            let resolving = matches!(
+                t.kind,
+                TransferKind::PostPending { .. } | TransferKind::VoidPending { .. }
+            );
             return existing.kind == t.kind
-                && (t.debit_account_id == existing.debit || (resolving && t.debit_account_id.0 == 0))
-                && (t.credit_account_id == existing.credit || (resolving && t.credit_account_id.0 == 0))
+                && (t.debit_account_id == existing.debit
+                    || (resolving && t.debit_account_id.0 == 0))
+                && (t.credit_account_id == existing.credit
+                    || (resolving && t.credit_account_id.0 == 0))
                 && (t.amount == existing.amount || (resolving && t.amount == 0))
                 && (t.currency == Some(existing.currency) || (resolving && t.currency.is_none()))
                 && t.code == existing.code
@@ -179,44 +235,80 @@ impl Model {
         }
         match t.kind {
             TransferKind::Posted | TransferKind::Pending { .. } => {
-                let (Some(d), Some(c), Some(cur)) = (self.accounts.get(&t.debit_account_id), self.accounts.get(&t.credit_account_id), t.currency) else {
+                let (Some(d), Some(c), Some(cur)) = (
+                    self.accounts.get(&t.debit_account_id),
+                    self.accounts.get(&t.credit_account_id),
+                    t.currency,
+                ) else {
                     return false;
                 };
-                if t.debit_account_id == t.credit_account_id || t.amount == 0 || d.currency != cur || c.currency != cur {
+                if t.debit_account_id == t.credit_account_id
+                    || t.amount == 0
+                    || d.currency != cur
+                    || c.currency != cur
+                {
                     return false;
                 }
                 if d.state != AccountState::Open || c.state != AccountState::Open {
                     return false;
                 }
-                if d.flags == AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS && d.dpost + d.dp + t.amount > d.cpost {
+                if d.flags == AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS
+                    && d.dpost + d.dp + t.amount > d.cpost
+                {
                     return false;
                 }
-                if c.flags == AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS && c.cpost + c.cp + t.amount > c.dpost {
+                if c.flags == AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS
+                    && c.cpost + c.cp + t.amount > c.dpost
+                {
                     return false;
                 }
                 let pending = matches!(t.kind, TransferKind::Pending { .. });
                 let d = self.accounts.get_mut(&t.debit_account_id).expect("debit");
-                if pending { d.dp += t.amount } else { d.dpost += t.amount }
+                if pending {
+                    d.dp += t.amount
+                } else {
+                    d.dpost += t.amount
+                }
                 let c = self.accounts.get_mut(&t.credit_account_id).expect("credit");
-                if pending { c.cp += t.amount } else { c.cpost += t.amount }
+                if pending {
+                    c.cp += t.amount
+                } else {
+                    c.cpost += t.amount
+                }
                 let expires_at = match t.kind {
-                    TransferKind::Pending { timeout_ns } if timeout_ns > 0 => timestamp.unwrap_or(0) + timeout_ns,
+                    TransferKind::Pending { timeout_ns } if timeout_ns > 0 => {
+                        timestamp.unwrap_or(0) + timeout_ns
+                    }
                     _ => 0,
                 };
-                self.transfers.insert(t.id, ModelTransfer {
-                    kind: t.kind, debit: t.debit_account_id, credit: t.credit_account_id, amount: t.amount, currency: cur,
-                    code: t.code, metadata: t.metadata.clone(), linked: t.linked, expires_at,
-                    status: pending.then_some("pending"),
-                });
+                self.transfers.insert(
+                    t.id,
+                    ModelTransfer {
+                        kind: t.kind,
+                        debit: t.debit_account_id,
+                        credit: t.credit_account_id,
+                        amount: t.amount,
+                        currency: cur,
+                        code: t.code,
+                        metadata: t.metadata.clone(),
+                        linked: t.linked,
+                        expires_at,
+                        status: pending.then_some("pending"),
+                    },
+                );
                 true
             }
             TransferKind::PostPending { pending_id } | TransferKind::VoidPending { pending_id } => {
                 let post = matches!(t.kind, TransferKind::PostPending { .. });
-                let Some(p) = self.transfers.get(&pending_id).cloned() else { return false };
+                let Some(p) = self.transfers.get(&pending_id).cloned() else {
+                    return false;
+                };
                 if pending_id == t.id || p.status != Some("pending") {
                     return false;
                 }
-                if (t.debit_account_id.0 != 0 && t.debit_account_id != p.debit) || (t.credit_account_id.0 != 0 && t.credit_account_id != p.credit) {
+                if (t.debit_account_id.0 != 0 && t.debit_account_id != p.debit)
+                    || (t.credit_account_id.0 != 0 && t.credit_account_id != p.credit)
+                {
                     return false;
                 }
                 if t.currency.is_some_and(|c| c != p.currency) {
@@ -224,7 +316,10 @@ impl Model {
                 }
                 let amount = if t.amount == 0 { p.amount } else { t.amount };
                 if post {
-                    let open = |id| self.accounts.get(&id).map(|a: &ModelAccount| a.state) == Some(AccountState::Open);
+                    let open = |id| {
+                        self.accounts.get(&id).map(|a: &ModelAccount| a.state)
+                            == Some(AccountState::Open)
+                    };
                     if amount > p.amount || !open(p.debit) || !open(p.credit) {
                         return false;
                     }
@@ -238,12 +333,24 @@ impl Model {
                 let c = self.accounts.get_mut(&p.credit).expect("credit");
                 c.cp -= p.amount;
                 c.cpost += posted;
-                self.transfers.get_mut(&pending_id).expect("pending").status = Some(if post { "posted" } else { "voided" });
+                self.transfers.get_mut(&pending_id).expect("pending").status =
+                    Some(if post { "posted" } else { "voided" });
                 let recorded_amount = if post { amount } else { p.amount };
-                self.transfers.insert(t.id, ModelTransfer {
-                    kind: t.kind, debit: p.debit, credit: p.credit, amount: recorded_amount, currency: p.currency,
-                    code: t.code, metadata: t.metadata.clone(), linked: t.linked, expires_at: 0, status: None,
-                });
+                self.transfers.insert(
+                    t.id,
+                    ModelTransfer {
+                        kind: t.kind,
+                        debit: p.debit,
+                        credit: p.credit,
+                        amount: recorded_amount,
+                        currency: p.currency,
+                        code: t.code,
+                        metadata: t.metadata.clone(),
+                        linked: t.linked,
+                        expires_at: 0,
+                        status: None,
+                    },
+                );
                 true
             }
         }
@@ -278,21 +385,55 @@ impl Model {
 fn check_engine(engine: &LedgerState, model: &Model) -> Result<(), TestCaseError> {
     for id in 0..=ACCOUNT_IDS + 1 {
         let id = AccountId(id);
-        let ours = engine.account(id).map(|a| (a.state, a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted));
-        let theirs = model.accounts.get(&id).map(|a| (a.state, a.dp, a.dpost, a.cp, a.cpost));
+        let ours = engine.account(id).map(|a| {
+            (
+                a.state,
+                a.debits_pending,
+                a.debits_posted,
+                a.credits_pending,
+                a.credits_posted,
+            )
+        });
+        let theirs = model
+            .accounts
+            .get(&id)
+            .map(|a| (a.state, a.dp, a.dpost, a.cp, a.cpost));
         prop_assert_eq!(ours, theirs, "account {:?}", id);
         if let Some(a) = engine.account(id) {
-            if a.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) {
-                prop_assert!(a.debits_posted + a.debits_pending <= a.credits_posted, "overdrawn {:?}", a);
+            if a.flags
+                .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+            {
+                prop_assert!(
+                    a.debits_posted + a.debits_pending <= a.credits_posted,
+                    "overdrawn {:?}",
+                    a
+                );
             }
-            if a.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS) {
-                prop_assert!(a.credits_posted + a.credits_pending <= a.debits_posted, "over-credited {:?}", a);
+            if a.flags
+                .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+            {
+                prop_assert!(
+                    a.credits_posted + a.credits_pending <= a.debits_posted,
+                    "over-credited {:?}",
+                    a
+                );
             }
         }
     }
     for (currency, totals) in engine.totals() {
-        prop_assert!(totals.is_balanced(), "debits differ from credits in {}: {:?}", currency, totals);
-        let sum = |f: fn(&Account) -> u128| engine.accounts().filter(|a| a.currency == *currency).map(f).sum::<u128>();
+        prop_assert!(
+            totals.is_balanced(),
+            "debits differ from credits in {}: {:?}",
+            currency,
+            totals
+        );
+        let sum = |f: fn(&Account) -> u128| {
+            engine
+                .accounts()
+                .filter(|a| a.currency == *currency)
+                .map(f)
+                .sum::<u128>()
+        };
         prop_assert_eq!(sum(|a| a.debits_posted), totals.debits_posted);
         prop_assert_eq!(sum(|a| a.credits_posted), totals.credits_posted);
         prop_assert_eq!(sum(|a| a.debits_pending), totals.debits_pending);

@@ -14,9 +14,12 @@ use ledger_core::domain::TransferId;
 use ledger_core::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use ledger_core::writer::{Ledger, LedgerConfig};
 
+/// A batch of transfer ids, first and last.
+type Range = (u128, u128);
+
 /// Runs the writer until it has had `acks` batches acknowledged, then kills it.
 /// Returns (submitted batches, acknowledged batches).
-fn run_and_kill(dir: &std::path::Path, base: u128, acks: usize) -> (Vec<(u128, u128)>, Vec<(u128, u128)>) {
+fn run_and_kill(dir: &std::path::Path, base: u128, acks: usize) -> (Vec<Range>, Vec<Range>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_crash-writer"))
         .arg(dir)
         .arg(base.to_string())
@@ -33,7 +36,12 @@ fn run_and_kill(dir: &std::path::Path, base: u128, acks: usize) -> (Vec<(u128, u
         assert!(Instant::now() < deadline, "writer made too little progress");
         let line = lines.next().expect("writer still running").expect("line");
         let parts: Vec<&str> = line.split(' ').collect();
-        let range = |p: &[&str]| (p[1].parse::<u128>().expect("first"), p[2].parse::<u128>().expect("last"));
+        let range = |p: &[&str]| {
+            (
+                p[1].parse::<u128>().expect("first"),
+                p[2].parse::<u128>().expect("last"),
+            )
+        };
         match parts[0] {
             "SUBMIT" => submitted.push(range(&parts)),
             "ACK" => acknowledged.push(range(&parts)),
@@ -46,7 +54,10 @@ fn run_and_kill(dir: &std::path::Path, base: u128, acks: usize) -> (Vec<(u128, u
     for line in lines.map_while(Result::ok) {
         let parts: Vec<&str> = line.split(' ').collect();
         if parts.len() == 3 {
-            let range = (parts[1].parse().expect("first"), parts[2].parse().expect("last"));
+            let range = (
+                parts[1].parse().expect("first"),
+                parts[2].parse().expect("last"),
+            );
             match parts[0] {
                 "SUBMIT" => submitted.push(range),
                 "ACK" => acknowledged.push(range),
@@ -70,11 +81,22 @@ fn killed_writer_loses_nothing_acknowledged_and_leaves_nothing_partial() {
         all_acknowledged.extend(acknowledged);
 
         let (log_dir, snapshot_dir) = audit::data_dir_layout(dir.path());
-        let report = audit::verify(&log_dir, Some(&snapshot_dir)).unwrap_or_else(|e| panic!("round {round}: audit failed: {e}"));
+        let report = audit::verify(&log_dir, Some(&snapshot_dir))
+            .unwrap_or_else(|e| panic!("round {round}: audit failed: {e}"));
         assert!(report.events_checked > 0);
 
-        let (store, _) = EmbeddedStore::open(&log_dir, EmbeddedOptions { segment_bytes_max: 1 << 20 }).expect("reopen after kill");
-        let config = LedgerConfig { snapshot_dir: Some(snapshot_dir.clone()), snapshot_interval_events: 3_000, ..LedgerConfig::default() };
+        let (store, _) = EmbeddedStore::open(
+            &log_dir,
+            EmbeddedOptions {
+                segment_bytes_max: 1 << 20,
+            },
+        )
+        .expect("reopen after kill");
+        let config = LedgerConfig {
+            snapshot_dir: Some(snapshot_dir.clone()),
+            snapshot_interval_events: 3_000,
+            ..LedgerConfig::default()
+        };
         let ledger = Ledger::open(Arc::new(store), config).expect("recover ledger");
         let mut presence: BTreeMap<(u128, u128), usize> = BTreeMap::new();
         for &(first, last) in &all_submitted {
@@ -83,11 +105,18 @@ fn killed_writer_loses_nothing_acknowledged_and_leaves_nothing_partial() {
             presence.insert((first, last), found.iter().filter(|t| t.is_some()).count());
         }
         for range in &all_acknowledged {
-            assert_eq!(presence.get(range), Some(&((range.1 - range.0 + 1) as usize)), "round {round}: acknowledged batch {range:?} lost");
+            assert_eq!(
+                presence.get(range),
+                Some(&((range.1 - range.0 + 1) as usize)),
+                "round {round}: acknowledged batch {range:?} lost"
+            );
         }
         for (range, present) in &presence {
             let size = (range.1 - range.0 + 1) as usize;
-            assert!(*present == 0 || *present == size, "round {round}: batch {range:?} partly present ({present} of {size})");
+            assert!(
+                *present == 0 || *present == size,
+                "round {round}: batch {range:?} partly present ({present} of {size})"
+            );
         }
         let totals = ledger.totals_blocking().expect("totals");
         assert!(totals.values().all(|t| t.is_balanced()));

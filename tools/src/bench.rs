@@ -13,9 +13,10 @@ use ledger_core::money::Currency;
 use ledger_core::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use ledger_core::writer::{Ledger, LedgerConfig};
 
-/// Batches the benchmark keeps in flight, so the writer validates one while the store
-/// syncs another.
-const IN_FLIGHT_BATCHES: usize = 3;
+/// Transfers the benchmark keeps in flight (at least three batches), so the writer
+/// validates one batch while the store syncs another, whatever the batch size.
+const IN_FLIGHT_TRANSFERS: usize = 2 * ledger_core::writer::BATCH_ITEMS_MAX;
+const IN_FLIGHT_BATCHES_MIN: usize = 3;
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -47,13 +48,23 @@ impl Random {
 }
 
 pub fn run(args: BenchArgs) -> ExitCode {
-    if args.accounts < 2 || args.batch == 0 || args.batch > ledger_core::writer::REQUEST_ITEMS_MAX || args.transfers == 0 {
-        eprintln!("error: need --accounts >= 2, --transfers >= 1 and 1 <= --batch <= {}", ledger_core::writer::REQUEST_ITEMS_MAX);
+    if args.accounts < 2
+        || args.batch == 0
+        || args.batch > ledger_core::writer::REQUEST_ITEMS_MAX
+        || args.transfers == 0
+    {
+        eprintln!(
+            "error: need --accounts >= 2, --transfers >= 1 and 1 <= --batch <= {}",
+            ledger_core::writer::REQUEST_ITEMS_MAX
+        );
         return ExitCode::from(2);
     }
     let (dir, remove) = match &args.data_dir {
         Some(dir) => (dir.clone(), false),
-        None => (PathBuf::from(format!("ledger-bench-{}", std::process::id())), true),
+        None => (
+            PathBuf::from(format!("ledger-bench-{}", std::process::id())),
+            true,
+        ),
     };
     let result = run_in(&args, &dir);
     if remove {
@@ -69,22 +80,37 @@ pub fn run(args: BenchArgs) -> ExitCode {
 }
 
 fn run_in(args: &BenchArgs, dir: &std::path::Path) -> Result<(), String> {
-    let (store, _) = EmbeddedStore::open(dir.join("log"), EmbeddedOptions::default()).map_err(|e| e.to_string())?;
-    let config = LedgerConfig { snapshot_dir: Some(dir.join("snapshots")), ..LedgerConfig::default() };
+    let (store, _) = EmbeddedStore::open(dir.join("log"), EmbeddedOptions::default())
+        .map_err(|e| e.to_string())?;
+    let config = LedgerConfig {
+        snapshot_dir: Some(dir.join("snapshots")),
+        ..LedgerConfig::default()
+    };
     let ledger = Ledger::open(Arc::new(store), config).map_err(|e| e.to_string())?;
     let usd = Currency::parse("USD").map_err(|e| e.to_string())?;
     let account_base = 1u128 << 64;
     let accounts: Vec<AccountCommand> = (0..args.accounts)
-        .map(|n| AccountCommand::Open(NewAccount { id: AccountId(account_base + u128::from(n)), currency: usd, code: 1, flags: AccountFlags(0), owner_id: 0 }))
+        .map(|n| {
+            AccountCommand::Open(NewAccount {
+                id: AccountId(account_base + u128::from(n)),
+                currency: usd,
+                code: 1,
+                flags: AccountFlags(0),
+                owner_id: 0,
+            })
+        })
         .collect();
     for chunk in accounts.chunks(ledger_core::writer::REQUEST_ITEMS_MAX) {
-        let results = ledger.create_accounts_blocking(chunk.to_vec()).map_err(|e| e.to_string())?;
+        let results = ledger
+            .create_accounts_blocking(chunk.to_vec())
+            .map_err(|e| e.to_string())?;
         if let Some(error) = results.iter().find_map(|r| r.err()) {
             return Err(format!("creating accounts: {error}"));
         }
     }
     let mut random = Random(0x9E37_79B9_7F4A_7C15);
-    let transfer_base = u128::from(std::process::id()) << 64 | u128::from(random.next() >> 16) << 32;
+    let transfer_base =
+        u128::from(std::process::id()) << 64 | u128::from(random.next() >> 16) << 32;
     let mut batches: Vec<Vec<NewTransfer>> = Vec::new();
     let mut made = 0u64;
     while made < args.transfers {
@@ -112,17 +138,20 @@ fn run_in(args: &BenchArgs, dir: &std::path::Path) -> Result<(), String> {
     let total_batches = batches.len();
     let (done_sender, done_receiver) = mpsc::channel::<(Duration, Result<usize, String>)>();
     let mut latencies = Vec::with_capacity(total_batches);
+    let in_flight_max = (IN_FLIGHT_TRANSFERS / args.batch).max(IN_FLIGHT_BATCHES_MIN);
     let mut in_flight = 0usize;
     let mut pending = batches.into_iter();
     let start = Instant::now();
     let mut failures = 0usize;
     loop {
-        while in_flight < IN_FLIGHT_BATCHES {
+        while in_flight < in_flight_max {
             let Some(batch) = pending.next() else { break };
             let sender = done_sender.clone();
             let submitted = Instant::now();
             ledger.submit_transfers(batch, move |result| {
-                let result = result.map(|r| r.iter().filter(|r| r.is_err()).count()).map_err(|e| e.to_string());
+                let result = result
+                    .map(|r| r.iter().filter(|r| r.is_err()).count())
+                    .map_err(|e| e.to_string());
                 let _ = sender.send((submitted.elapsed(), result));
             });
             in_flight += 1;
@@ -141,7 +170,11 @@ fn run_in(args: &BenchArgs, dir: &std::path::Path) -> Result<(), String> {
         return Err(format!("{failures} transfers were rejected"));
     }
     latencies.sort();
-    let percentile = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1].as_secs_f64() * 1e3;
+    let percentile = |p: f64| {
+        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
+            .as_secs_f64()
+            * 1e3
+    };
     let transfers_per_sec = args.transfers as f64 / elapsed.as_secs_f64();
     let (p50, p99, p100) = (percentile(0.50), percentile(0.99), percentile(1.0));
     if args.json {
@@ -154,7 +187,13 @@ fn run_in(args: &BenchArgs, dir: &std::path::Path) -> Result<(), String> {
             })
         );
     } else {
-        println!("{} transfers in batches of {} over {} accounts: {:.2} s", args.transfers, args.batch, args.accounts, elapsed.as_secs_f64());
+        println!(
+            "{} transfers in batches of {} over {} accounts: {:.2} s",
+            args.transfers,
+            args.batch,
+            args.accounts,
+            elapsed.as_secs_f64()
+        );
         println!("throughput: {transfers_per_sec:.0} durable transfers/s");
         println!("batch latency: p50 {p50:.2} ms, p99 {p99:.2} ms, max {p100:.2} ms");
     }

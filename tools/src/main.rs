@@ -13,7 +13,11 @@ use ledger_core::chain::to_hex;
 use ledger_core::money::format_amount;
 
 #[derive(Parser)]
-#[command(name = "ledgerctl", version, about = "Ledger client, auditor and benchmark")]
+#[command(
+    name = "ledgerctl",
+    version,
+    about = "Ledger client, auditor and benchmark"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,9 +49,14 @@ enum AuditCommand {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
-        Command::Audit { command: AuditCommand::Verify { data_dir, json } } => audit_verify(&data_dir, json),
+        Command::Audit {
+            command: AuditCommand::Verify { data_dir, json },
+        } => audit_verify(&data_dir, json),
         Command::Bench(args) => bench::run(args),
     }
 }
@@ -55,7 +64,10 @@ fn main() -> ExitCode {
 fn audit_verify(data_dir: &std::path::Path, json: bool) -> ExitCode {
     let (log_dir, snapshot_dir) = audit::data_dir_layout(data_dir);
     if !log_dir.is_dir() {
-        eprintln!("error: {} has no log/ directory: not a ledger data directory", data_dir.display());
+        eprintln!(
+            "error: {} has no log/ directory: not a ledger data directory",
+            data_dir.display()
+        );
         return ExitCode::from(2);
     }
     match audit::verify(&log_dir, Some(&snapshot_dir)) {
@@ -65,18 +77,26 @@ fn audit_verify(data_dir: &std::path::Path, json: bool) -> ExitCode {
                     .totals
                     .iter()
                     .map(|(currency, t)| {
-                        (currency.code().to_string(), serde_json::json!({
-                            "debits_posted": t.debits_posted.to_string(),
-                            "credits_posted": t.credits_posted.to_string(),
-                            "debits_pending": t.debits_pending.to_string(),
-                            "credits_pending": t.credits_pending.to_string(),
-                        }))
+                        (
+                            currency.code().to_string(),
+                            serde_json::json!({
+                                "debits_posted": t.debits_posted.to_string(),
+                                "credits_posted": t.credits_posted.to_string(),
+                                "debits_pending": t.debits_pending.to_string(),
+                                "credits_pending": t.credits_pending.to_string(),
+                            }),
+                        )
                     })
                     .collect();
                 let heads: serde_json::Map<String, serde_json::Value> = report
                     .heads
                     .iter()
-                    .map(|(stream, (revision, hash))| (stream.clone(), serde_json::json!({"revision": revision, "hash": to_hex(hash)})))
+                    .map(|(stream, (revision, hash))| {
+                        (
+                            stream.clone(),
+                            serde_json::json!({"revision": revision, "hash": to_hex(hash)}),
+                        )
+                    })
                     .collect();
                 let out = serde_json::json!({
                     "ok": true,
@@ -89,7 +109,10 @@ fn audit_verify(data_dir: &std::path::Path, json: bool) -> ExitCode {
                 });
                 println!("{out}");
             } else {
-                println!("OK: {} events checked in {} streams; {} accounts, {} transfers", report.events_checked, report.streams, report.accounts, report.transfers);
+                println!(
+                    "OK: {} events checked in {} streams; {} accounts, {} transfers",
+                    report.events_checked, report.streams, report.accounts, report.transfers
+                );
                 for (currency, t) in &report.totals {
                     println!(
                         "  {currency}: debits posted {} = credits posted {}; pending {} = {}",

@@ -14,11 +14,33 @@ use ledger_core::store::{format, RecordedEvent};
 use ledger_core::writer::{Ledger, LedgerConfig};
 
 fn populate(data_dir: &Path) {
-    let (store, _) = EmbeddedStore::open(data_dir.join("log"), EmbeddedOptions::default()).expect("open");
-    let ledger = Ledger::open(Arc::new(store), LedgerConfig { snapshot_dir: Some(data_dir.join("snapshots")), ..LedgerConfig::default() }).expect("ledger");
+    let (store, _) =
+        EmbeddedStore::open(data_dir.join("log"), EmbeddedOptions::default()).expect("open");
+    let ledger = Ledger::open(
+        Arc::new(store),
+        LedgerConfig {
+            snapshot_dir: Some(data_dir.join("snapshots")),
+            ..LedgerConfig::default()
+        },
+    )
+    .expect("ledger");
     let usd = Currency::parse("USD").expect("USD");
-    let accounts = (1..=3).map(|id| AccountCommand::Open(NewAccount { id: AccountId(id), currency: usd, code: 1, flags: AccountFlags(0), owner_id: 0 })).collect();
-    assert!(ledger.create_accounts_blocking(accounts).expect("accounts").iter().all(Result::is_ok));
+    let accounts = (1..=3)
+        .map(|id| {
+            AccountCommand::Open(NewAccount {
+                id: AccountId(id),
+                currency: usd,
+                code: 1,
+                flags: AccountFlags(0),
+                owner_id: 0,
+            })
+        })
+        .collect();
+    assert!(ledger
+        .create_accounts_blocking(accounts)
+        .expect("accounts")
+        .iter()
+        .all(Result::is_ok));
     for id in 1..=10u128 {
         let transfer = NewTransfer {
             id: TransferId(id),
@@ -31,14 +53,20 @@ fn populate(data_dir: &Path) {
             linked: false,
             kind: TransferKind::Posted,
         };
-        assert!(ledger.create_transfers_blocking(vec![transfer]).expect("transfer")[0].is_ok());
+        assert!(ledger
+            .create_transfers_blocking(vec![transfer])
+            .expect("transfer")[0]
+            .is_ok());
     }
     ledger.close();
 }
 
 fn records(data_dir: &Path) -> Vec<RecordedEvent> {
     let mut records = Vec::new();
-    format::scan(&data_dir.join("log"), |record, _| records.push(record.clone())).expect("scan");
+    format::scan(&data_dir.join("log"), |record, _| {
+        records.push(record.clone())
+    })
+    .expect("scan");
     records
 }
 
@@ -50,15 +78,30 @@ fn rewrite(data_dir: &Path, records: &[RecordedEvent]) {
     let mut bytes = format::segment_header(0).to_vec();
     for record in records {
         let start = format::begin_frame(&mut bytes);
-        format::put_record(&mut bytes, record.position, record.revision, &record.hash, &record.stream, &record.event_type, &record.payload);
+        format::put_record(
+            &mut bytes,
+            record.position,
+            record.revision,
+            &record.hash,
+            &record.stream,
+            &record.event_type,
+            &record.payload,
+        );
         format::finish_frame(&mut bytes, start, 1);
     }
     std::fs::write(log.join(format::segment_file_name(0)), bytes).expect("write segment");
 }
 
 fn verify(data_dir: &Path) -> (i32, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_ledgerctl")).args(["audit", "verify", "--data-dir"]).arg(data_dir).output().expect("run ledgerctl");
-    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).to_string())
+    let output = Command::new(env!("CARGO_BIN_EXE_ledgerctl"))
+        .args(["audit", "verify", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("run ledgerctl");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+    )
 }
 
 #[test]
@@ -68,8 +111,15 @@ fn a_healthy_directory_verifies() {
     let (code, out) = verify(dir.path());
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("OK: 13 events checked"), "{out}");
-    assert!(out.contains("USD: debits posted 10.55 = credits posted 10.55"), "{out}");
-    let json = Command::new(env!("CARGO_BIN_EXE_ledgerctl")).args(["audit", "verify", "--json", "--data-dir"]).arg(dir.path()).output().expect("run");
+    assert!(
+        out.contains("USD: debits posted 10.55 = credits posted 10.55"),
+        "{out}"
+    );
+    let json = Command::new(env!("CARGO_BIN_EXE_ledgerctl"))
+        .args(["audit", "verify", "--json", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
     let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("one JSON object");
     assert_eq!(value["ok"], true);
     assert_eq!(value["events_checked"], 13);
@@ -92,7 +142,10 @@ fn an_altered_amount_is_found() {
     rewrite(dir.path(), &records);
     let (code, out) = verify(dir.path());
     assert_ne!(code, 0, "{out}");
-    assert!(out.contains("first bad stream ledger-0 revision 7"), "{out}");
+    assert!(
+        out.contains("first bad stream ledger-0 revision 7"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -107,7 +160,10 @@ fn a_removed_event_is_found() {
     rewrite(dir.path(), &records);
     let (code, out) = verify(dir.path());
     assert_ne!(code, 0, "{out}");
-    assert!(out.contains("first bad stream ledger-0 revision 6"), "{out}");
+    assert!(
+        out.contains("first bad stream ledger-0 revision 6"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -116,12 +172,23 @@ fn swapped_events_are_found() {
     populate(dir.path());
     let mut records = records(dir.path());
     let (a, b) = (records[8].clone(), records[9].clone());
-    records[8] = RecordedEvent { position: 8, revision: 8, ..b };
-    records[9] = RecordedEvent { position: 9, revision: 9, ..a };
+    records[8] = RecordedEvent {
+        position: 8,
+        revision: 8,
+        ..b
+    };
+    records[9] = RecordedEvent {
+        position: 9,
+        revision: 9,
+        ..a
+    };
     rewrite(dir.path(), &records);
     let (code, out) = verify(dir.path());
     assert_ne!(code, 0, "{out}");
-    assert!(out.contains("first bad stream ledger-0 revision 8"), "{out}");
+    assert!(
+        out.contains("first bad stream ledger-0 revision 8"),
+        "{out}"
+    );
 }
 
 #[test]

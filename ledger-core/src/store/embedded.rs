@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 
 use super::format::{self, Location, TornTail, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use super::*;
-use crate::chain::{chain_hash, Hash, GENESIS_HASH};
+use crate::chain::{chain_hash_with, Hash, GENESIS_HASH};
 
 /// A segment is closed once it would grow past this; one frame never spans two.
 pub const SEGMENT_BYTES_MAX: u64 = 256 << 20;
@@ -34,7 +34,9 @@ pub struct EmbeddedOptions {
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions { segment_bytes_max: SEGMENT_BYTES_MAX }
+        EmbeddedOptions {
+            segment_bytes_max: SEGMENT_BYTES_MAX,
+        }
     }
 }
 
@@ -68,8 +70,16 @@ struct Shared {
 }
 
 enum Request {
-    Append { stream: String, expected: ExpectedRevision, events: EventBatch, bytes: usize, done: AppendCallback },
-    Flush { done: FlushCallback },
+    Append {
+        stream: String,
+        expected: ExpectedRevision,
+        events: EventBatch,
+        bytes: usize,
+        done: AppendCallback,
+    },
+    Flush {
+        done: FlushCallback,
+    },
 }
 
 /// The embedded store. Cheap to share behind an `Arc`; closes when dropped.
@@ -80,27 +90,47 @@ pub struct EmbeddedStore {
 }
 
 fn io_error(operation: &'static str, path: &Path, error: std::io::Error) -> StoreError {
-    StoreError::Io { operation, path: path.to_path_buf(), message: error.to_string() }
+    StoreError::Io {
+        operation,
+        path: path.to_path_buf(),
+        message: error.to_string(),
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error("fsync directory", dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error("fsync directory", dir, e))
 }
 
 impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`: scans every segment, checks every record
     /// and hash link, cuts a torn tail, and refuses to open on corruption elsewhere.
-    pub fn open(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<(EmbeddedStore, RecoveryReport), StoreError> {
+    pub fn open(
+        dir: impl AsRef<Path>,
+        options: EmbeddedOptions,
+    ) -> Result<(EmbeddedStore, RecoveryReport), StoreError> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| io_error("create_dir", &dir, e))?;
         let mut index = Index::default();
         let report = format::scan(&dir, |record, location| {
             index.all.push(location);
-            let stream = index.streams.entry(record.stream.clone()).or_insert_with(|| StreamIndex { locations: Vec::new() });
+            let stream = index
+                .streams
+                .entry(record.stream.clone())
+                .or_insert_with(|| StreamIndex {
+                    locations: Vec::new(),
+                });
             stream.locations.push(location);
         })?;
         for (stream, (revision, hash)) in &report.heads {
-            index.heads.insert(stream.clone(), StreamHead { revision: *revision, hash: *hash });
+            index.heads.insert(
+                stream.clone(),
+                StreamHead {
+                    revision: *revision,
+                    hash: *hash,
+                },
+            );
         }
         let mut segment_paths = report.segments.clone();
         if let Some(torn) = &report.torn_tail {
@@ -109,15 +139,24 @@ impl EmbeddedStore {
                 fs::remove_file(&torn.file).map_err(|e| io_error("remove", &torn.file, e))?;
                 segment_paths.pop();
             } else {
-                let file = OpenOptions::new().write(true).open(&torn.file).map_err(|e| io_error("open", &torn.file, e))?;
-                file.set_len(torn.offset).map_err(|e| io_error("truncate", &torn.file, e))?;
-                file.sync_all().map_err(|e| io_error("fsync", &torn.file, e))?;
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&torn.file)
+                    .map_err(|e| io_error("open", &torn.file, e))?;
+                file.set_len(torn.offset)
+                    .map_err(|e| io_error("truncate", &torn.file, e))?;
+                file.sync_all()
+                    .map_err(|e| io_error("fsync", &torn.file, e))?;
             }
             sync_dir(&dir)?;
         }
         let mut segments = Vec::new();
         for (_, path) in &segment_paths {
-            let file = OpenOptions::new().read(true).append(true).open(path).map_err(|e| io_error("open", path, e))?;
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| io_error("open", path, e))?;
             segments.push(Arc::new(file));
         }
         let records = index.all.len() as u64;
@@ -136,8 +175,16 @@ impl EmbeddedStore {
             .name("store-committer".into())
             .spawn(move || committer.run(receiver))
             .map_err(|e| io_error("spawn committer", &dir, e))?;
-        let recovery = RecoveryReport { segments: segment_paths.len(), records, torn_tail: report.torn_tail };
-        let store = EmbeddedStore { shared, sender: Mutex::new(Some(sender)), committer: Mutex::new(Some(thread)) };
+        let recovery = RecoveryReport {
+            segments: segment_paths.len(),
+            records,
+            torn_tail: report.torn_tail,
+        };
+        let store = EmbeddedStore {
+            shared,
+            sender: Mutex::new(Some(sender)),
+            committer: Mutex::new(Some(thread)),
+        };
         Ok((store, recovery))
     }
 
@@ -157,7 +204,12 @@ impl EmbeddedStore {
 
     fn check_poisoned(&self) -> Result<(), StoreError> {
         if self.shared.poisoned.load(Ordering::Acquire) {
-            let reason = self.shared.poison_reason.lock().map(|r| r.clone()).unwrap_or_default();
+            let reason = self
+                .shared
+                .poison_reason
+                .lock()
+                .map(|r| r.clone())
+                .unwrap_or_default();
             return Err(StoreError::Poisoned(reason));
         }
         Ok(())
@@ -176,17 +228,33 @@ impl EmbeddedStore {
 
     fn read_at(&self, location: Location) -> Result<RecordedEvent, StoreError> {
         let file = {
-            let segments = self.shared.segments.read().map_err(|_| StoreError::Closed)?;
-            segments.get(location.segment as usize).cloned().ok_or(StoreError::Closed)?
+            let segments = self
+                .shared
+                .segments
+                .read()
+                .map_err(|_| StoreError::Closed)?;
+            segments
+                .get(location.segment as usize)
+                .cloned()
+                .ok_or(StoreError::Closed)?
         };
-        let path = || self.shared.dir.join(format::segment_file_name(location.segment));
+        let path = || {
+            self.shared
+                .dir
+                .join(format::segment_file_name(location.segment))
+        };
         let mut header = [0u8; RECORD_HEADER_BYTES];
-        file.read_exact_at(&mut header, u64::from(location.offset)).map_err(|e| io_error("read", &path(), e))?;
+        file.read_exact_at(&mut header, u64::from(location.offset))
+            .map_err(|e| io_error("read", &path(), e))?;
         let body_len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let mut bytes = vec![0u8; RECORD_HEADER_BYTES + body_len];
-        file.read_exact_at(&mut bytes, u64::from(location.offset)).map_err(|e| io_error("read", &path(), e))?;
-        let (event, _) = format::parse_record(&bytes)
-            .map_err(|reason| StoreError::Corrupt { file: path(), offset: u64::from(location.offset), reason: reason.to_string() })?;
+        file.read_exact_at(&mut bytes, u64::from(location.offset))
+            .map_err(|e| io_error("read", &path(), e))?;
+        let (event, _) = format::parse_record(&bytes).map_err(|reason| StoreError::Corrupt {
+            file: path(),
+            offset: u64::from(location.offset),
+            reason: reason.to_string(),
+        })?;
         Ok(event)
     }
 }
@@ -198,7 +266,13 @@ impl Drop for EmbeddedStore {
 }
 
 impl EventStore for EmbeddedStore {
-    fn append_with(&self, stream: &str, expected: ExpectedRevision, events: EventBatch, done: AppendCallback) {
+    fn append_with(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        events: EventBatch,
+        done: AppendCallback,
+    ) {
         if let Err(error) = self.check_poisoned() {
             return done(Err(error));
         }
@@ -206,7 +280,13 @@ impl EventStore for EmbeddedStore {
             Ok(bytes) => bytes,
             Err(error) => return done(Err(error)),
         };
-        let request = Request::Append { stream: stream.to_string(), expected, events, bytes, done };
+        let request = Request::Append {
+            stream: stream.to_string(),
+            expected,
+            events,
+            bytes,
+            done,
+        };
         if let Err(Request::Append { done, .. }) = self.send(request) {
             done(Err(StoreError::Closed));
         }
@@ -218,30 +298,55 @@ impl EventStore for EmbeddedStore {
         }
     }
 
-    fn read_stream(&self, stream: &str, from: Revision, direction: Direction, max_count: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    fn read_stream(
+        &self,
+        stream: &str,
+        from: Revision,
+        direction: Direction,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         self.check_poisoned()?;
         let locations: Vec<Location> = {
             let index = self.shared.index.read().map_err(|_| StoreError::Closed)?;
-            let Some(stream) = index.streams.get(stream) else { return Ok(Vec::new()) };
+            let Some(stream) = index.streams.get(stream) else {
+                return Ok(Vec::new());
+            };
             let all = &stream.locations;
             match direction {
-                Direction::Forwards => all.iter().skip(from.min(all.len() as u64) as usize).take(max_count).copied().collect(),
+                Direction::Forwards => all
+                    .iter()
+                    .skip(from.min(all.len() as u64) as usize)
+                    .take(max_count)
+                    .copied()
+                    .collect(),
                 Direction::Backwards => {
                     let end = (from.saturating_add(1)).min(all.len() as u64) as usize;
                     all[..end].iter().rev().take(max_count).copied().collect()
                 }
             }
         };
-        locations.into_iter().map(|location| self.read_at(location)).collect()
+        locations
+            .into_iter()
+            .map(|location| self.read_at(location))
+            .collect()
     }
 
     fn read_all(&self, from: Position, max_count: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         self.check_poisoned()?;
         let locations: Vec<Location> = {
             let index = self.shared.index.read().map_err(|_| StoreError::Closed)?;
-            index.all.iter().skip(from.min(index.all.len() as u64) as usize).take(max_count).copied().collect()
+            index
+                .all
+                .iter()
+                .skip(from.min(index.all.len() as u64) as usize)
+                .take(max_count)
+                .copied()
+                .collect()
         };
-        locations.into_iter().map(|location| self.read_at(location)).collect()
+        locations
+            .into_iter()
+            .map(|location| self.read_at(location))
+            .collect()
     }
 
     fn stream_head(&self, stream: &str) -> Result<Option<StreamHead>, StoreError> {
@@ -266,6 +371,8 @@ struct Committer {
     /// Heads including appends written but not yet synced in the current group.
     heads: HashMap<String, StreamHead>,
     buffer: Vec<u8>,
+    /// Reused input of the chain hash.
+    chain_input: Vec<u8>,
 }
 
 struct Pending {
@@ -281,18 +388,61 @@ enum Completion {
 }
 
 impl Committer {
-    fn new(shared: Arc<Shared>, options: EmbeddedOptions, next_position: Position) -> Result<Committer, StoreError> {
-        let heads = shared.index.read().map_err(|_| StoreError::Closed)?.heads.clone();
-        let existing = shared.segments.read().map_err(|_| StoreError::Closed)?.last().cloned();
-        let segment_count = shared.segments.read().map_err(|_| StoreError::Closed)?.len() as u32;
+    fn new(
+        shared: Arc<Shared>,
+        options: EmbeddedOptions,
+        next_position: Position,
+    ) -> Result<Committer, StoreError> {
+        let heads = shared
+            .index
+            .read()
+            .map_err(|_| StoreError::Closed)?
+            .heads
+            .clone();
+        let existing = shared
+            .segments
+            .read()
+            .map_err(|_| StoreError::Closed)?
+            .last()
+            .cloned();
+        let segment_count = shared
+            .segments
+            .read()
+            .map_err(|_| StoreError::Closed)?
+            .len() as u32;
         let mut committer = match existing {
             Some(file) => {
-                let segment_len = file.metadata().map_err(|e| io_error("stat", &shared.dir, e))?.len();
-                Committer { shared, options, file, segment: segment_count - 1, segment_len, next_position, heads, buffer: Vec::new() }
+                let segment_len = file
+                    .metadata()
+                    .map_err(|e| io_error("stat", &shared.dir, e))?
+                    .len();
+                Committer {
+                    shared,
+                    options,
+                    file,
+                    segment: segment_count - 1,
+                    segment_len,
+                    next_position,
+                    heads,
+                    buffer: Vec::new(),
+                    chain_input: Vec::new(),
+                }
             }
             None => {
-                let placeholder = Arc::new(File::open(&shared.dir).map_err(|e| io_error("open", &shared.dir, e))?);
-                Committer { shared, options, file: placeholder, segment: u32::MAX, segment_len: 0, next_position, heads, buffer: Vec::new() }
+                let placeholder = Arc::new(
+                    File::open(&shared.dir).map_err(|e| io_error("open", &shared.dir, e))?,
+                );
+                Committer {
+                    shared,
+                    options,
+                    file: placeholder,
+                    segment: u32::MAX,
+                    segment_len: 0,
+                    next_position,
+                    heads,
+                    buffer: Vec::new(),
+                    chain_input: Vec::new(),
+                }
             }
         };
         if committer.segment == u32::MAX {
@@ -305,12 +455,22 @@ impl Committer {
     fn roll(&mut self) -> Result<(), StoreError> {
         let segment = self.segment.wrapping_add(1);
         let path = self.shared.dir.join(format::segment_file_name(segment));
-        let mut file = OpenOptions::new().read(true).append(true).create_new(true).open(&path).map_err(|e| io_error("create", &path, e))?;
-        file.write_all(&format::segment_header(segment)).map_err(|e| io_error("write", &path, e))?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| io_error("create", &path, e))?;
+        file.write_all(&format::segment_header(segment))
+            .map_err(|e| io_error("write", &path, e))?;
         file.sync_all().map_err(|e| io_error("fsync", &path, e))?;
         sync_dir(&self.shared.dir)?;
         let file = Arc::new(file);
-        self.shared.segments.write().map_err(|_| StoreError::Closed)?.push(file.clone());
+        self.shared
+            .segments
+            .write()
+            .map_err(|_| StoreError::Closed)?
+            .push(file.clone());
         self.file = file;
         self.segment = segment;
         self.segment_len = SEGMENT_HEADER_BYTES as u64;
@@ -339,8 +499,16 @@ impl Committer {
     fn commit_group(&mut self, group: Vec<Request>) {
         let _span = tracing::debug_span!("commit_group", requests = group.len()).entered();
         if self.shared.poisoned.load(Ordering::Acquire) {
-            let reason = self.shared.poison_reason.lock().map(|r| r.clone()).unwrap_or_default();
-            return fail_all(group.into_iter().map(completion_of).collect(), StoreError::Poisoned(reason));
+            let reason = self
+                .shared
+                .poison_reason
+                .lock()
+                .map(|r| r.clone())
+                .unwrap_or_default();
+            return fail_all(
+                group.into_iter().map(completion_of).collect(),
+                StoreError::Poisoned(reason),
+            );
         }
         let committed_heads = self.heads.clone();
         let committed_position = self.next_position;
@@ -352,24 +520,54 @@ impl Committer {
                     done: Completion::Flush(done),
                     stream: String::new(),
                     locations: Vec::new(),
-                    outcome: AppendOutcome { first_revision: None, last_revision: None, first_position: 0, last_hash: GENESIS_HASH },
+                    outcome: AppendOutcome {
+                        first_revision: None,
+                        last_revision: None,
+                        first_position: 0,
+                        last_hash: GENESIS_HASH,
+                    },
                 }),
-                Request::Append { stream, expected, events, bytes, done } => {
+                Request::Append {
+                    stream,
+                    expected,
+                    events,
+                    bytes,
+                    done,
+                } => {
                     if result.is_err() {
-                        pending.push(Pending { done: Completion::Append(done), stream, locations: Vec::new(), outcome: empty_outcome() });
+                        pending.push(Pending {
+                            done: Completion::Append(done),
+                            stream,
+                            locations: Vec::new(),
+                            outcome: empty_outcome(),
+                        });
                         continue;
                     }
                     let head = self.heads.get(&stream).copied();
                     if !expected_matches(expected, head) {
                         let actual = head.map(|h| h.revision);
-                        done(Err(StoreError::WrongExpectedRevision { stream, expected, actual }));
+                        done(Err(StoreError::WrongExpectedRevision {
+                            stream,
+                            expected,
+                            actual,
+                        }));
                         continue;
                     }
                     match self.encode(&stream, head, &events, bytes) {
-                        Ok((locations, outcome)) => pending.push(Pending { done: Completion::Append(done), stream, locations, outcome }),
+                        Ok((locations, outcome)) => pending.push(Pending {
+                            done: Completion::Append(done),
+                            stream,
+                            locations,
+                            outcome,
+                        }),
                         Err(error) => {
                             result = Err(error);
-                            pending.push(Pending { done: Completion::Append(done), stream, locations: Vec::new(), outcome: empty_outcome() });
+                            pending.push(Pending {
+                                done: Completion::Append(done),
+                                stream,
+                                locations: Vec::new(),
+                                outcome: empty_outcome(),
+                            });
                         }
                     }
                 }
@@ -391,10 +589,17 @@ impl Committer {
 
     /// Encodes one append as a frame into the buffer, rolling the segment first if the
     /// frame would not fit.
-    fn encode(&mut self, stream: &str, head: Option<StreamHead>, events: &EventBatch, bytes: usize) -> Result<(Vec<Location>, AppendOutcome), StoreError> {
+    fn encode(
+        &mut self,
+        stream: &str,
+        head: Option<StreamHead>,
+        events: &EventBatch,
+        bytes: usize,
+    ) -> Result<(Vec<Location>, AppendOutcome), StoreError> {
         let frame_bytes = (format::FRAME_HEADER_BYTES + bytes) as u64;
         let used = self.segment_len + self.buffer.len() as u64;
-        if used + frame_bytes > self.options.segment_bytes_max && used > SEGMENT_HEADER_BYTES as u64 {
+        if used + frame_bytes > self.options.segment_bytes_max && used > SEGMENT_HEADER_BYTES as u64
+        {
             self.write_buffer()?;
             self.sync()?;
             self.roll()?;
@@ -409,36 +614,75 @@ impl Committer {
         let frame_start = format::begin_frame(&mut self.buffer);
         self.buffer.reserve(bytes);
         for (event_type, payload) in events.iter() {
-            hash = chain_hash(&hash, revision, payload);
+            hash = chain_hash_with(&mut self.chain_input, &hash, revision, payload);
             let offset = self.segment_len + self.buffer.len() as u64;
-            locations.push(Location { segment: self.segment, offset: offset as u32 });
-            format::put_record(&mut self.buffer, self.next_position, revision, &hash, stream, event_type, payload);
+            locations.push(Location {
+                segment: self.segment,
+                offset: offset as u32,
+            });
+            format::put_record(
+                &mut self.buffer,
+                self.next_position,
+                revision,
+                &hash,
+                stream,
+                event_type,
+                payload,
+            );
             self.next_position += 1;
             revision += 1;
         }
         format::finish_frame(&mut self.buffer, frame_start, events.len() as u32);
-        let last_revision = if events.is_empty() { head.map(|h| h.revision) } else { Some(revision - 1) };
+        let last_revision = if events.is_empty() {
+            head.map(|h| h.revision)
+        } else {
+            Some(revision - 1)
+        };
         if let Some(last) = last_revision {
-            self.heads.insert(stream.to_string(), StreamHead { revision: last, hash });
+            self.heads.insert(
+                stream.to_string(),
+                StreamHead {
+                    revision: last,
+                    hash,
+                },
+            );
         }
         let first_revision = (!events.is_empty()).then_some(first_revision);
-        Ok((locations, AppendOutcome { first_revision, last_revision, first_position, last_hash: hash }))
+        Ok((
+            locations,
+            AppendOutcome {
+                first_revision,
+                last_revision,
+                first_position,
+                last_hash: hash,
+            },
+        ))
     }
 
     fn write_buffer(&mut self) -> Result<(), StoreError> {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let path = self.shared.dir.join(format::segment_file_name(self.segment));
-        (&*self.file).write_all(&self.buffer).map_err(|e| io_error("write", &path, e))?;
+        let path = self
+            .shared
+            .dir
+            .join(format::segment_file_name(self.segment));
+        (&*self.file)
+            .write_all(&self.buffer)
+            .map_err(|e| io_error("write", &path, e))?;
         self.segment_len += self.buffer.len() as u64;
         self.buffer.clear();
         Ok(())
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {
-        let path = self.shared.dir.join(format::segment_file_name(self.segment));
-        self.file.sync_data().map_err(|e| io_error("fdatasync", &path, e))
+        let path = self
+            .shared
+            .dir
+            .join(format::segment_file_name(self.segment));
+        self.file
+            .sync_data()
+            .map_err(|e| io_error("fdatasync", &path, e))
     }
 
     fn poison(&self, error: &StoreError) {
@@ -457,10 +701,21 @@ impl Committer {
                     continue;
                 }
                 index.all.extend_from_slice(&p.locations);
-                let stream = index.streams.entry(p.stream.clone()).or_insert_with(|| StreamIndex { locations: Vec::new() });
+                let stream = index
+                    .streams
+                    .entry(p.stream.clone())
+                    .or_insert_with(|| StreamIndex {
+                        locations: Vec::new(),
+                    });
                 stream.locations.extend_from_slice(&p.locations);
                 if let Some(last_revision) = p.outcome.last_revision {
-                    index.heads.insert(p.stream.clone(), StreamHead { revision: last_revision, hash: p.outcome.last_hash });
+                    index.heads.insert(
+                        p.stream.clone(),
+                        StreamHead {
+                            revision: last_revision,
+                            hash: p.outcome.last_hash,
+                        },
+                    );
                 }
             }
         }
@@ -475,7 +730,12 @@ impl Committer {
 }
 
 fn empty_outcome() -> AppendOutcome {
-    AppendOutcome { first_revision: None, last_revision: None, first_position: 0, last_hash: GENESIS_HASH }
+    AppendOutcome {
+        first_revision: None,
+        last_revision: None,
+        first_position: 0,
+        last_hash: GENESIS_HASH,
+    }
 }
 
 fn expected_matches(expected: ExpectedRevision, head: Option<StreamHead>) -> bool {
@@ -503,7 +763,14 @@ fn fail_all(completions: Vec<Completion>, error: StoreError) {
 }
 
 /// Hash of `stream`'s event at `revision`, for checking a snapshot against the log.
-pub fn hash_at(store: &dyn EventStore, stream: &str, revision: Revision) -> Result<Option<Hash>, StoreError> {
+pub fn hash_at(
+    store: &dyn EventStore,
+    stream: &str,
+    revision: Revision,
+) -> Result<Option<Hash>, StoreError> {
     let events = store.read_stream(stream, revision, Direction::Forwards, 1)?;
-    Ok(events.first().filter(|event| event.revision == revision).map(|event| event.hash))
+    Ok(events
+        .first()
+        .filter(|event| event.revision == revision)
+        .map(|event| event.hash))
 }

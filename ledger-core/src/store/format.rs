@@ -64,7 +64,15 @@ pub fn finish_frame(out: &mut [u8], start: usize, record_count: u32) {
 }
 
 /// Appends one record to `out`.
-pub fn put_record(out: &mut Vec<u8>, position: u64, revision: u64, hash: &Hash, stream: &str, event_type: &str, payload: &[u8]) {
+pub fn put_record(
+    out: &mut Vec<u8>,
+    position: u64,
+    revision: u64,
+    hash: &Hash,
+    stream: &str,
+    event_type: &str,
+    payload: &[u8],
+) {
     let body_len = RECORD_FIXED_BYTES + stream.len() + event_type.len() + payload.len();
     out.reserve(RECORD_HEADER_BYTES + body_len);
     out.extend_from_slice(&(body_len as u32).to_le_bytes());
@@ -112,8 +120,10 @@ pub fn parse_record(bytes: &[u8]) -> Result<(RecordedEvent, usize), &'static str
         return Err("record name lengths run past the record");
     }
     let names = &body[RECORD_FIXED_BYTES..];
-    let stream = std::str::from_utf8(&names[..stream_len]).map_err(|_| "stream name is not UTF-8")?;
-    let event_type = std::str::from_utf8(&names[stream_len..stream_len + type_len]).map_err(|_| "event type is not UTF-8")?;
+    let stream =
+        std::str::from_utf8(&names[..stream_len]).map_err(|_| "stream name is not UTF-8")?;
+    let event_type = std::str::from_utf8(&names[stream_len..stream_len + type_len])
+        .map_err(|_| "event type is not UTF-8")?;
     let event = RecordedEvent {
         position: u64_at(body, 0),
         revision: u64_at(body, 8),
@@ -136,8 +146,11 @@ fn parse_frame_header(bytes: &[u8]) -> Option<(usize, u32)> {
     Some((u32_at(bytes, 4) as usize, u32_at(bytes, 8)))
 }
 
+/// Records of a frame with their offsets in it, and the frame's length.
+type ParsedFrame = (Vec<(RecordedEvent, usize)>, usize);
+
 /// Parses the frame at the start of `bytes` into its records.
-fn parse_frame(bytes: &[u8]) -> Result<(Vec<(RecordedEvent, usize)>, usize), &'static str> {
+fn parse_frame(bytes: &[u8]) -> Result<ParsedFrame, &'static str> {
     let (body_len, count) = parse_frame_header(bytes).ok_or("bad frame header")?;
     let end = FRAME_HEADER_BYTES + body_len;
     if bytes.len() < end {
@@ -188,13 +201,19 @@ pub struct ScanReport {
 
 /// Lists the segment files of `dir` in order; a gap in their numbering is corruption.
 pub fn list_segments(dir: &Path) -> Result<Vec<(u32, PathBuf)>, StoreError> {
-    let io = |operation, error: std::io::Error| StoreError::Io { operation, path: dir.to_path_buf(), message: error.to_string() };
+    let io = |operation, error: std::io::Error| StoreError::Io {
+        operation,
+        path: dir.to_path_buf(),
+        message: error.to_string(),
+    };
     let mut segments = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| io("read_dir", e))? {
         let entry = entry.map_err(|e| io("read_dir", e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(stem) = name.strip_suffix(".seg") else { continue };
+        let Some(stem) = name.strip_suffix(".seg") else {
+            continue;
+        };
         if let Ok(index) = stem.parse::<u32>() {
             segments.push((index, entry.path()));
         }
@@ -202,7 +221,11 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u32, PathBuf)>, StoreError> {
     segments.sort();
     for (expected, (index, path)) in segments.iter().enumerate() {
         if *index != expected as u32 {
-            return Err(StoreError::Corrupt { file: path.clone(), offset: 0, reason: format!("segment {expected} is missing") });
+            return Err(StoreError::Corrupt {
+                file: path.clone(),
+                offset: 0,
+                reason: format!("segment {expected} is missing"),
+            });
         }
     }
     Ok(segments)
@@ -211,18 +234,39 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u32, PathBuf)>, StoreError> {
 /// Reads every record of `dir` in commit order, checking checksums, positions,
 /// revisions and every stream's hash chain, and calls `visit` for each with its
 /// location. Stops at the first problem, except a torn tail, which is reported.
-pub fn scan(dir: &Path, mut visit: impl FnMut(&RecordedEvent, Location)) -> Result<ScanReport, StoreError> {
-    let mut report = ScanReport { segments: list_segments(dir)?, ..ScanReport::default() };
+pub fn scan(
+    dir: &Path,
+    mut visit: impl FnMut(&RecordedEvent, Location),
+) -> Result<ScanReport, StoreError> {
+    let mut report = ScanReport {
+        segments: list_segments(dir)?,
+        ..ScanReport::default()
+    };
     let segment_count = report.segments.len();
     for (number, (index, path)) in report.segments.clone().iter().enumerate() {
         let last = number + 1 == segment_count;
-        let bytes = fs::read(path).map_err(|e| StoreError::Io { operation: "read", path: path.clone(), message: e.to_string() })?;
-        let corrupt = |offset: usize, reason: String| StoreError::Corrupt { file: path.clone(), offset: offset as u64, reason };
-        if bytes.len() < SEGMENT_HEADER_BYTES || bytes[..SEGMENT_HEADER_BYTES] != segment_header(*index) {
+        let bytes = fs::read(path).map_err(|e| StoreError::Io {
+            operation: "read",
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let corrupt = |offset: usize, reason: String| StoreError::Corrupt {
+            file: path.clone(),
+            offset: offset as u64,
+            reason,
+        };
+        if bytes.len() < SEGMENT_HEADER_BYTES
+            || bytes[..SEGMENT_HEADER_BYTES] != segment_header(*index)
+        {
             if last && bytes.iter().all(|byte| *byte == 0) {
                 // Created but its header never made it to disk: the crash came before
                 // anything was appended to it.
-                report.torn_tail = Some(TornTail { file: path.clone(), offset: 0, bytes: bytes.len() as u64, reason: "empty segment".into() });
+                report.torn_tail = Some(TornTail {
+                    file: path.clone(),
+                    offset: 0,
+                    bytes: bytes.len() as u64,
+                    reason: "empty segment".into(),
+                });
                 report.last_segment_len = 0;
                 return Ok(report);
             }
@@ -233,8 +277,16 @@ pub fn scan(dir: &Path, mut visit: impl FnMut(&RecordedEvent, Location)) -> Resu
             match parse_frame(&bytes[at..]) {
                 Ok((records, len)) => {
                     for (record, offset) in &records {
-                        check_record(&mut report, record).map_err(|reason| chain_error(path, (at + offset) as u64, record, reason))?;
-                        visit(record, Location { segment: *index, offset: (at + offset) as u32 });
+                        check_record(&mut report, record).map_err(|reason| {
+                            chain_error(path, (at + offset) as u64, record, reason)
+                        })?;
+                        visit(
+                            record,
+                            Location {
+                                segment: *index,
+                                offset: (at + offset) as u32,
+                            },
+                        );
                         report.records += 1;
                     }
                     at += len;
@@ -242,7 +294,12 @@ pub fn scan(dir: &Path, mut visit: impl FnMut(&RecordedEvent, Location)) -> Resu
                 Err(reason) => {
                     if last && is_tail(&bytes, at) {
                         let bytes_cut = (bytes.len() - at) as u64;
-                        report.torn_tail = Some(TornTail { file: path.clone(), offset: at as u64, bytes: bytes_cut, reason: reason.to_string() });
+                        report.torn_tail = Some(TornTail {
+                            file: path.clone(),
+                            offset: at as u64,
+                            bytes: bytes_cut,
+                            reason: reason.to_string(),
+                        });
                         break;
                     }
                     return Err(corrupt(at, reason.to_string()));
@@ -268,22 +325,36 @@ fn is_tail(bytes: &[u8], at: usize) -> bool {
 
 fn check_record(report: &mut ScanReport, record: &RecordedEvent) -> Result<(), String> {
     if record.position != report.records {
-        return Err(format!("position {} where {} was expected", record.position, report.records));
+        return Err(format!(
+            "position {} where {} was expected",
+            record.position, report.records
+        ));
     }
     let (expected_revision, previous) = match report.heads.get(&record.stream) {
         Some((revision, hash)) => (revision + 1, *hash),
         None => (0, GENESIS_HASH),
     };
     if record.revision != expected_revision {
-        return Err(format!("revision {} where {} was expected", record.revision, expected_revision));
+        return Err(format!(
+            "revision {} where {} was expected",
+            record.revision, expected_revision
+        ));
     }
     if chain_hash(&previous, record.revision, &record.payload) != record.hash {
         return Err("stored hash differs from blake3(previous hash, revision, event)".into());
     }
-    report.heads.insert(record.stream.clone(), (record.revision, record.hash));
+    report
+        .heads
+        .insert(record.stream.clone(), (record.revision, record.hash));
     Ok(())
 }
 
 fn chain_error(path: &Path, offset: u64, record: &RecordedEvent, reason: String) -> StoreError {
-    StoreError::ChainBroken { stream: record.stream.clone(), revision: record.revision, file: path.to_path_buf(), offset, reason }
+    StoreError::ChainBroken {
+        stream: record.stream.clone(),
+        revision: record.revision,
+        file: path.to_path_buf(),
+        offset,
+        reason,
+    }
 }
