@@ -67,6 +67,9 @@ struct Shared {
     poisoned: AtomicBool,
     poison_reason: Mutex<String>,
     head: tokio::sync::watch::Sender<Position>,
+    /// Fault injection for tests: the next sync fails as if the disk had failed it.
+    #[cfg(test)]
+    fail_next_sync: AtomicBool,
 }
 
 enum Request {
@@ -168,6 +171,8 @@ impl EmbeddedStore {
             poisoned: AtomicBool::new(false),
             poison_reason: Mutex::new(String::new()),
             head,
+            #[cfg(test)]
+            fail_next_sync: AtomicBool::new(false),
         });
         let mut committer = Committer::new(shared.clone(), options, records)?;
         let (sender, receiver) = mpsc::channel();
@@ -680,6 +685,14 @@ impl Committer {
             .shared
             .dir
             .join(format::segment_file_name(self.segment));
+        #[cfg(test)]
+        if self.shared.fail_next_sync.swap(false, Ordering::AcqRel) {
+            return Err(io_error(
+                "fdatasync",
+                &path,
+                std::io::Error::other("injected failure"),
+            ));
+        }
         self.file
             .sync_data()
             .map_err(|e| io_error("fdatasync", &path, e))
@@ -773,4 +786,67 @@ pub fn hash_at(
         .first()
         .filter(|event| event.revision == revision)
         .map(|event| event.hash))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(text: &str) -> EventBatch {
+        let mut batch = EventBatch::default();
+        batch.push(std::borrow::Cow::Borrowed("Test"), text.as_bytes());
+        batch
+    }
+
+    fn append(store: &EmbeddedStore, text: &str) -> Result<AppendOutcome, StoreError> {
+        let (sender, receiver) = mpsc::channel();
+        store.append_with(
+            "s",
+            ExpectedRevision::Any,
+            event(text),
+            Box::new(move |r| drop(sender.send(r))),
+        );
+        receiver.recv().unwrap_or(Err(StoreError::Closed))
+    }
+
+    #[test]
+    fn a_failed_sync_poisons_the_store_until_it_is_reopened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("open");
+        append(&store, "acknowledged").expect("first append");
+        store.shared.fail_next_sync.store(true, Ordering::Release);
+        let failed = append(&store, "failed");
+        assert!(
+            matches!(
+                failed,
+                Err(StoreError::Io {
+                    operation: "fdatasync",
+                    ..
+                })
+            ),
+            "{failed:?}"
+        );
+        // Never retried: every later call fails, reads included.
+        assert!(matches!(
+            append(&store, "later"),
+            Err(StoreError::Poisoned(_))
+        ));
+        assert!(matches!(
+            store.read_all(0, 10),
+            Err(StoreError::Poisoned(_))
+        ));
+        assert!(matches!(
+            store.stream_head("s"),
+            Err(StoreError::Poisoned(_))
+        ));
+        drop(store);
+        // Reopening recovers from what is on disk: the acknowledged event is there; the
+        // one whose sync failed may or may not be (its outcome was unknown).
+        let (store, _) =
+            EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("reopen");
+        let events = store.read_all(0, 10).expect("read");
+        assert_eq!(events[0].payload, b"acknowledged");
+        assert!(events.iter().all(|e| e.payload != b"later"));
+        append(&store, "after recovery").expect("append after reopen");
+    }
 }
