@@ -1,12 +1,24 @@
 //! Compiles the .proto files with `protox`, a pure-Rust protobuf compiler, so a
-//! fresh machine needs no system `protoc`.
+//! fresh machine needs no system `protoc`. The event schema always; the gRPC API
+//! (messages, client and server) with the `grpc` feature.
+
+use std::path::PathBuf;
+
+const EVENTS: &str = "proto/ledger/events/v1/events.proto";
+const API: &str = "proto/ledger/v1/ledger.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/ledger/events/v1/events.proto"];
-    for file in files {
-        println!("cargo:rerun-if-changed={file}");
+    println!("cargo:rerun-if-changed={EVENTS}");
+    println!("cargo:rerun-if-changed={API}");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    if std::env::var_os("CARGO_FEATURE_GRPC").is_none() {
+        let descriptors = protox::compile([EVENTS], ["proto"])?;
+        prost_build::Config::new().compile_fds(descriptors)?;
+        return Ok(());
     }
-    let descriptors = protox::compile(files, ["proto"])?;
-    prost_build::Config::new().compile_fds(descriptors)?;
+    let descriptors = protox::compile([EVENTS, API], ["proto"])?;
+    // Server reflection serves this file descriptor set.
+    std::fs::write(out_dir.join("descriptors.bin"), prost::Message::encode_to_vec(&descriptors))?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(descriptors)?;
     Ok(())
 }

@@ -37,18 +37,12 @@ pub enum AuditFailure {
     #[error("the last frame of {} at offset {} ({} bytes) is torn or damaged: {}", .0.file.display(), .0.offset, .0.bytes, .0.reason)]
     TornTail(TornTail),
     #[error("stream {stream} revision {revision}: {reason}")]
-    Event {
-        stream: String,
-        revision: u64,
-        reason: String,
-    },
+    Event { stream: String, revision: u64, reason: String },
     #[error("stream {stream}: debits differ from credits in {currency} after revision {revision}")]
-    Unbalanced {
-        stream: String,
-        revision: u64,
-        currency: Currency,
-    },
-    #[error("stream {stream}: the state the server would serve (snapshot plus tail) differs from a replay from nothing")]
+    Unbalanced { stream: String, revision: u64, currency: Currency },
+    #[error(
+        "stream {stream}: the state the server would serve (snapshot plus tail) differs from a replay from nothing"
+    )]
     ServedStateDiffers { stream: String },
 }
 
@@ -56,24 +50,17 @@ impl AuditFailure {
     /// The stream and revision of the failure, where there is one.
     pub fn place(&self) -> Option<(String, u64)> {
         match self {
-            AuditFailure::Store(StoreError::ChainBroken {
-                stream, revision, ..
-            }) => Some((stream.clone(), *revision)),
-            AuditFailure::Event {
-                stream, revision, ..
+            AuditFailure::Store(StoreError::ChainBroken { stream, revision, .. }) => Some((stream.clone(), *revision)),
+            AuditFailure::Event { stream, revision, .. } | AuditFailure::Unbalanced { stream, revision, .. } => {
+                Some((stream.clone(), *revision))
             }
-            | AuditFailure::Unbalanced {
-                stream, revision, ..
-            } => Some((stream.clone(), *revision)),
             _ => None,
         }
     }
 }
 
 fn is_ledger_stream(stream: &str) -> bool {
-    stream
-        .strip_prefix("ledger-")
-        .is_some_and(|p| p.parse::<u32>().is_ok())
+    stream.strip_prefix("ledger-").is_some_and(|p| p.parse::<u32>().is_ok())
 }
 
 /// Audits the store in `data_dir`; snapshots are looked for in `snapshot_dir`.
@@ -85,35 +72,22 @@ pub fn verify(data_dir: &Path, snapshot_dir: Option<&Path>) -> Result<AuditRepor
         if failure.is_some() || !is_ledger_stream(&record.stream) {
             return;
         }
-        let fail = |reason: String| AuditFailure::Event {
-            stream: record.stream.clone(),
-            revision: record.revision,
-            reason,
-        };
+        let fail =
+            |reason: String| AuditFailure::Event { stream: record.stream.clone(), revision: record.revision, reason };
         let state = states.entry(record.stream.clone()).or_default();
-        hashes
-            .entry(record.stream.clone())
-            .or_default()
-            .push(record.hash);
+        hashes.entry(record.stream.clone()).or_default().push(record.hash);
         let event = match codec::decode_event(&record.payload) {
             Ok(event) => event,
             Err(error) => return failure = Some(fail(error.to_string())),
         };
         if event.kind.type_name() != record.event_type {
-            return failure = Some(fail(format!(
-                "stored type {} but the event is {}",
-                record.event_type,
-                event.kind.type_name()
-            )));
+            return failure =
+                Some(fail(format!("stored type {} but the event is {}", record.event_type, event.kind.type_name())));
         }
         if let Err(error) = state.check_and_evolve(&event) {
             return failure = Some(fail(error.to_string()));
         }
-        if let Some((currency, _)) = state
-            .totals()
-            .iter()
-            .find(|(_, totals)| !totals.is_balanced())
-        {
+        if let Some((currency, _)) = state.totals().iter().find(|(_, totals)| !totals.is_balanced()) {
             failure = Some(AuditFailure::Unbalanced {
                 stream: record.stream.clone(),
                 revision: record.revision,
@@ -183,11 +157,7 @@ fn compare_served_state(
         {
             Ok(()) => {}
             Err(reason) => {
-                failure = Some(AuditFailure::Event {
-                    stream: record.stream.clone(),
-                    revision: record.revision,
-                    reason,
-                })
+                failure = Some(AuditFailure::Event { stream: record.stream.clone(), revision: record.revision, reason })
             }
         }
     })
@@ -197,9 +167,7 @@ fn compare_served_state(
     }
     for (stream, state) in &served {
         if replayed.get(stream) != Some(state) {
-            return Err(AuditFailure::ServedStateDiffers {
-                stream: stream.clone(),
-            });
+            return Err(AuditFailure::ServedStateDiffers { stream: stream.clone() });
         }
     }
     Ok(())

@@ -20,12 +20,7 @@ pub fn chain_hash(previous: &Hash, revision: u64, event_bytes: &[u8]) -> Hash {
 
 /// [`chain_hash`] over one contiguous input built in `scratch`: one call of the hash
 /// over a short input is cheaper than three incremental updates.
-pub fn chain_hash_with(
-    scratch: &mut Vec<u8>,
-    previous: &Hash,
-    revision: u64,
-    event_bytes: &[u8],
-) -> Hash {
+pub fn chain_hash_with(scratch: &mut Vec<u8>, previous: &Hash, revision: u64, event_bytes: &[u8]) -> Hash {
     scratch.clear();
     scratch.extend_from_slice(previous);
     scratch.extend_from_slice(&revision.to_le_bytes());
@@ -49,10 +44,7 @@ mod tests {
         assert_ne!(base, chain_hash(&GENESIS_HASH, 0, b"evenT"));
         assert_ne!(base, chain_hash(&[1u8; 32], 0, b"event"));
         assert_eq!(base, chain_hash(&GENESIS_HASH, 0, b"event"));
-        assert_eq!(
-            base,
-            chain_hash_with(&mut Vec::new(), &GENESIS_HASH, 0, b"event")
-        );
+        assert_eq!(base, chain_hash_with(&mut Vec::new(), &GENESIS_HASH, 0, b"event"));
     }
 
     #[test]
@@ -61,9 +53,6 @@ mod tests {
         input.extend_from_slice(&GENESIS_HASH);
         input.extend_from_slice(&7u64.to_le_bytes());
         input.extend_from_slice(b"payload");
-        assert_eq!(
-            chain_hash(&GENESIS_HASH, 7, b"payload"),
-            *blake3::hash(&input).as_bytes()
-        );
+        assert_eq!(chain_hash(&GENESIS_HASH, 7, b"payload"), *blake3::hash(&input).as_bytes());
     }
 }

@@ -24,10 +24,7 @@ pub enum DecodeError {
 }
 
 fn u128_to_pb(value: u128) -> Option<pb::U128> {
-    Some(pb::U128 {
-        hi: (value >> 64) as u64,
-        lo: value as u64,
-    })
+    Some(pb::U128 { hi: (value >> 64) as u64, lo: value as u64 })
 }
 
 fn u128_from_pb(value: Option<pb::U128>, field: &'static str) -> Result<u128, DecodeError> {
@@ -50,16 +47,11 @@ fn code_from_pb(code: u32) -> Result<u16, DecodeError> {
 /// exactly what prost writes for the same message, as a test checks.
 pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
     match &event.kind {
-        EventKind::TransferPosted(movement) => {
-            encode_movement(event.timestamp_ns, 20, movement, 0, out)
+        EventKind::TransferPosted(movement) => encode_movement(event.timestamp_ns, 20, movement, 0, out),
+        EventKind::TransferPending { movement, timeout_ns } => {
+            encode_movement(event.timestamp_ns, 21, movement, *timeout_ns, out)
         }
-        EventKind::TransferPending {
-            movement,
-            timeout_ns,
-        } => encode_movement(event.timestamp_ns, 21, movement, *timeout_ns, out),
-        _ => to_pb(event)
-            .encode(out)
-            .expect("a Vec grows as needed, so encoding cannot fail"),
+        _ => to_pb(event).encode(out).expect("a Vec grows as needed, so encoding cannot fail"),
     }
 }
 
@@ -121,22 +113,11 @@ fn bytes_field_len(len: usize) -> usize {
 }
 
 /// TransferPosted (field 20) or TransferPending (field 21) inside a LedgerEvent.
-fn encode_movement(
-    timestamp_ns: u64,
-    kind_field: u64,
-    m: &Movement,
-    timeout_ns: u64,
-    out: &mut Vec<u8>,
-) {
-    let body_len = [
-        m.id.0,
-        m.debit_account_id.0,
-        m.credit_account_id.0,
-        m.amount,
-    ]
-    .iter()
-    .map(|v| 2 + u128_body_len(*v))
-    .sum::<usize>()
+fn encode_movement(timestamp_ns: u64, kind_field: u64, m: &Movement, timeout_ns: u64, out: &mut Vec<u8>) {
+    let body_len = [m.id.0, m.debit_account_id.0, m.credit_account_id.0, m.amount]
+        .iter()
+        .map(|v| 2 + u128_body_len(*v))
+        .sum::<usize>()
         + bytes_field_len(m.currency.code().len())
         + varint_field_len(u64::from(m.code))
         + bytes_field_len(m.metadata.len())
@@ -168,15 +149,9 @@ pub fn to_pb(event: &Event) -> pb::LedgerEvent {
             flags: new.flags.0,
             owner_id: u128_to_pb(new.owner_id),
         }),
-        EventKind::AccountFrozen(id) => Kind::AccountFrozen(pb::AccountFrozen {
-            account_id: u128_to_pb(id.0),
-        }),
-        EventKind::AccountUnfrozen(id) => Kind::AccountUnfrozen(pb::AccountUnfrozen {
-            account_id: u128_to_pb(id.0),
-        }),
-        EventKind::AccountClosed(id) => Kind::AccountClosed(pb::AccountClosed {
-            account_id: u128_to_pb(id.0),
-        }),
+        EventKind::AccountFrozen(id) => Kind::AccountFrozen(pb::AccountFrozen { account_id: u128_to_pb(id.0) }),
+        EventKind::AccountUnfrozen(id) => Kind::AccountUnfrozen(pb::AccountUnfrozen { account_id: u128_to_pb(id.0) }),
+        EventKind::AccountClosed(id) => Kind::AccountClosed(pb::AccountClosed { account_id: u128_to_pb(id.0) }),
         EventKind::TransferPosted(m) => Kind::TransferPosted(pb::TransferPosted {
             transfer_id: u128_to_pb(m.id.0),
             debit_account_id: u128_to_pb(m.debit_account_id.0),
@@ -187,10 +162,7 @@ pub fn to_pb(event: &Event) -> pb::LedgerEvent {
             metadata: m.metadata.clone(),
             linked: m.linked,
         }),
-        EventKind::TransferPending {
-            movement: m,
-            timeout_ns,
-        } => Kind::TransferPending(pb::TransferPending {
+        EventKind::TransferPending { movement: m, timeout_ns } => Kind::TransferPending(pb::TransferPending {
             transfer_id: u128_to_pb(m.id.0),
             debit_account_id: u128_to_pb(m.debit_account_id.0),
             credit_account_id: u128_to_pb(m.credit_account_id.0),
@@ -201,26 +173,21 @@ pub fn to_pb(event: &Event) -> pb::LedgerEvent {
             linked: m.linked,
             timeout_ns: *timeout_ns,
         }),
-        EventKind::PendingPosted {
-            movement: m,
-            pending_id,
-            pending_amount,
-        } => Kind::PendingPosted(pb::PendingPosted {
-            transfer_id: u128_to_pb(m.id.0),
-            pending_id: u128_to_pb(pending_id.0),
-            debit_account_id: u128_to_pb(m.debit_account_id.0),
-            credit_account_id: u128_to_pb(m.credit_account_id.0),
-            amount: u128_to_pb(m.amount),
-            pending_amount: u128_to_pb(*pending_amount),
-            currency: m.currency.code().to_string(),
-            code: u32::from(m.code),
-            metadata: m.metadata.clone(),
-            linked: m.linked,
-        }),
-        EventKind::PendingVoided {
-            movement: m,
-            pending_id,
-        } => Kind::PendingVoided(pb::PendingVoided {
+        EventKind::PendingPosted { movement: m, pending_id, pending_amount } => {
+            Kind::PendingPosted(pb::PendingPosted {
+                transfer_id: u128_to_pb(m.id.0),
+                pending_id: u128_to_pb(pending_id.0),
+                debit_account_id: u128_to_pb(m.debit_account_id.0),
+                credit_account_id: u128_to_pb(m.credit_account_id.0),
+                amount: u128_to_pb(m.amount),
+                pending_amount: u128_to_pb(*pending_amount),
+                currency: m.currency.code().to_string(),
+                code: u32::from(m.code),
+                metadata: m.metadata.clone(),
+                linked: m.linked,
+            })
+        }
+        EventKind::PendingVoided { movement: m, pending_id } => Kind::PendingVoided(pb::PendingVoided {
             transfer_id: u128_to_pb(m.id.0),
             pending_id: u128_to_pb(pending_id.0),
             debit_account_id: u128_to_pb(m.debit_account_id.0),
@@ -231,30 +198,22 @@ pub fn to_pb(event: &Event) -> pb::LedgerEvent {
             metadata: m.metadata.clone(),
             linked: m.linked,
         }),
-        EventKind::PendingExpired {
-            pending_id,
-            debit_account_id,
-            credit_account_id,
-            pending_amount,
-            currency,
-        } => Kind::PendingExpired(pb::PendingExpired {
-            pending_id: u128_to_pb(pending_id.0),
-            debit_account_id: u128_to_pb(debit_account_id.0),
-            credit_account_id: u128_to_pb(credit_account_id.0),
-            pending_amount: u128_to_pb(*pending_amount),
-            currency: currency.code().to_string(),
-        }),
+        EventKind::PendingExpired { pending_id, debit_account_id, credit_account_id, pending_amount, currency } => {
+            Kind::PendingExpired(pb::PendingExpired {
+                pending_id: u128_to_pb(pending_id.0),
+                debit_account_id: u128_to_pb(debit_account_id.0),
+                credit_account_id: u128_to_pb(credit_account_id.0),
+                pending_amount: u128_to_pb(*pending_amount),
+                currency: currency.code().to_string(),
+            })
+        }
     };
-    pb::LedgerEvent {
-        timestamp_ns: event.timestamp_ns,
-        kind: Some(kind),
-    }
+    pb::LedgerEvent { timestamp_ns: event.timestamp_ns, kind: Some(kind) }
 }
 
 /// Decodes and checks stored event bytes.
 pub fn decode_event(bytes: &[u8]) -> Result<Event, DecodeError> {
-    let message =
-        pb::LedgerEvent::decode(bytes).map_err(|error| DecodeError::Protobuf(error.to_string()))?;
+    let message = pb::LedgerEvent::decode(bytes).map_err(|error| DecodeError::Protobuf(error.to_string()))?;
     from_pb(message)
 }
 
@@ -295,15 +254,9 @@ pub fn from_pb(message: pb::LedgerEvent) -> Result<Event, DecodeError> {
             flags: AccountFlags(e.flags),
             owner_id: u128_from_pb(e.owner_id, "owner_id")?,
         }),
-        Kind::AccountFrozen(e) => {
-            EventKind::AccountFrozen(AccountId(u128_from_pb(e.account_id, "account_id")?))
-        }
-        Kind::AccountUnfrozen(e) => {
-            EventKind::AccountUnfrozen(AccountId(u128_from_pb(e.account_id, "account_id")?))
-        }
-        Kind::AccountClosed(e) => {
-            EventKind::AccountClosed(AccountId(u128_from_pb(e.account_id, "account_id")?))
-        }
+        Kind::AccountFrozen(e) => EventKind::AccountFrozen(AccountId(u128_from_pb(e.account_id, "account_id")?)),
+        Kind::AccountUnfrozen(e) => EventKind::AccountUnfrozen(AccountId(u128_from_pb(e.account_id, "account_id")?)),
+        Kind::AccountClosed(e) => EventKind::AccountClosed(AccountId(u128_from_pb(e.account_id, "account_id")?)),
         Kind::TransferPosted(e) => EventKind::TransferPosted(movement_from_pb(MovementFields {
             id: e.transfer_id,
             debit: e.debit_account_id,
@@ -362,10 +315,7 @@ pub fn from_pb(message: pb::LedgerEvent) -> Result<Event, DecodeError> {
             currency: currency_from_pb(&e.currency)?,
         },
     };
-    Ok(Event {
-        timestamp_ns: message.timestamp_ns,
-        kind,
-    })
+    Ok(Event { timestamp_ns: message.timestamp_ns, kind })
 }
 
 #[cfg(test)]

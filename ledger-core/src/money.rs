@@ -18,11 +18,7 @@ pub enum MoneyError {
     #[error("amount {text:?} is not a decimal number")]
     NotANumber { text: String },
     #[error("amount {text:?} has more than {exponent} fraction digits allowed for {currency}")]
-    TooManyDecimals {
-        text: String,
-        currency: Currency,
-        exponent: u8,
-    },
+    TooManyDecimals { text: String, currency: Currency, exponent: u8 },
     #[error("amount must be greater than zero, got {text:?}")]
     NotPositive { text: String },
     #[error("amount {text:?} is too large")]
@@ -253,22 +249,15 @@ impl FromStr for Currency {
 /// More fraction digits than the currency has, zero, negative, or out of range values
 /// are errors.
 pub fn parse_amount(text: &str, currency: Currency) -> Result<u128, MoneyError> {
-    let decimal = Decimal::from_str_exact(text.trim()).map_err(|_| MoneyError::NotANumber {
-        text: text.chars().take(64).collect(),
-    })?;
+    let decimal = Decimal::from_str_exact(text.trim())
+        .map_err(|_| MoneyError::NotANumber { text: text.chars().take(64).collect() })?;
     let exponent = currency.exponent();
     let normalized = decimal.normalize();
     if normalized.scale() > u32::from(exponent) {
-        return Err(MoneyError::TooManyDecimals {
-            text: text.to_string(),
-            currency,
-            exponent,
-        });
+        return Err(MoneyError::TooManyDecimals { text: text.to_string(), currency, exponent });
     }
     if normalized.is_sign_negative() || normalized.is_zero() {
-        return Err(MoneyError::NotPositive {
-            text: text.to_string(),
-        });
+        return Err(MoneyError::NotPositive { text: text.to_string() });
     }
     // The mantissa at the currency's scale is the count of minor units. The rescale
     // only adds trailing zeros (the scale check above rules out rounding); if the value
@@ -276,13 +265,9 @@ pub fn parse_amount(text: &str, currency: Currency) -> Result<u128, MoneyError> 
     let mut scaled = normalized;
     scaled.rescale(u32::from(exponent));
     if scaled.scale() != u32::from(exponent) || scaled != normalized {
-        return Err(MoneyError::Overflow {
-            text: text.to_string(),
-        });
+        return Err(MoneyError::Overflow { text: text.to_string() });
     }
-    u128::try_from(scaled.mantissa()).map_err(|_| MoneyError::Overflow {
-        text: text.to_string(),
-    })
+    u128::try_from(scaled.mantissa()).map_err(|_| MoneyError::Overflow { text: text.to_string() })
 }
 
 /// Prints minor units as a decimal with the currency's exponent ("1234" USD -> "12.34").
@@ -319,18 +304,9 @@ mod tests {
         assert_eq!(exponent("JPY"), Ok(0));
         assert_eq!(exponent("BHD"), Ok(3));
         assert_eq!(exponent("CLF"), Ok(4));
-        assert!(matches!(
-            Currency::parse("usd"),
-            Err(MoneyError::UnknownCurrency(_))
-        ));
-        assert!(matches!(
-            Currency::parse("XXX"),
-            Err(MoneyError::UnknownCurrency(_))
-        ));
-        assert!(matches!(
-            Currency::parse(""),
-            Err(MoneyError::UnknownCurrency(_))
-        ));
+        assert!(matches!(Currency::parse("usd"), Err(MoneyError::UnknownCurrency(_))));
+        assert!(matches!(Currency::parse("XXX"), Err(MoneyError::UnknownCurrency(_))));
+        assert!(matches!(Currency::parse(""), Err(MoneyError::UnknownCurrency(_))));
     }
 
     #[test]
@@ -347,35 +323,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_amounts_without_rounding() {
-        assert!(matches!(
-            parse_amount("12.345", usd()),
-            Err(MoneyError::TooManyDecimals { .. })
-        ));
+        assert!(matches!(parse_amount("12.345", usd()), Err(MoneyError::TooManyDecimals { .. })));
         let jpy = Currency::parse("JPY").expect("JPY");
-        assert!(matches!(
-            parse_amount("1.5", jpy),
-            Err(MoneyError::TooManyDecimals { .. })
-        ));
-        assert!(matches!(
-            parse_amount("0", usd()),
-            Err(MoneyError::NotPositive { .. })
-        ));
-        assert!(matches!(
-            parse_amount("0.00", usd()),
-            Err(MoneyError::NotPositive { .. })
-        ));
-        assert!(matches!(
-            parse_amount("-1", usd()),
-            Err(MoneyError::NotPositive { .. })
-        ));
-        assert!(matches!(
-            parse_amount("abc", usd()),
-            Err(MoneyError::NotANumber { .. })
-        ));
-        assert!(matches!(
-            parse_amount("1e5", usd()),
-            Err(MoneyError::NotANumber { .. })
-        ));
+        assert!(matches!(parse_amount("1.5", jpy), Err(MoneyError::TooManyDecimals { .. })));
+        assert!(matches!(parse_amount("0", usd()), Err(MoneyError::NotPositive { .. })));
+        assert!(matches!(parse_amount("0.00", usd()), Err(MoneyError::NotPositive { .. })));
+        assert!(matches!(parse_amount("-1", usd()), Err(MoneyError::NotPositive { .. })));
+        assert!(matches!(parse_amount("abc", usd()), Err(MoneyError::NotANumber { .. })));
+        assert!(matches!(parse_amount("1e5", usd()), Err(MoneyError::NotANumber { .. })));
         assert!(parse_amount("79228162514264337593543950335", usd()).is_err());
     }
 
@@ -383,14 +338,8 @@ mod tests {
     fn formats_amounts() {
         assert_eq!(format_amount(1234, usd()), "12.34");
         assert_eq!(format_amount(5, usd()), "0.05");
-        assert_eq!(
-            format_amount(500, Currency::parse("JPY").expect("JPY")),
-            "500"
-        );
-        assert_eq!(
-            format_amount(1005, Currency::parse("BHD").expect("BHD")),
-            "1.005"
-        );
+        assert_eq!(format_amount(500, Currency::parse("JPY").expect("JPY")), "500");
+        assert_eq!(format_amount(1005, Currency::parse("BHD").expect("BHD")), "1.005");
     }
 
     proptest::proptest! {

@@ -36,12 +36,7 @@ pub struct PendingSnapshot {
 impl PendingSnapshot {
     pub fn capture(dir: PathBuf, stream: &str, state: &LedgerState) -> Option<PendingSnapshot> {
         match bincode::serde::encode_to_vec(state, bincode::config::standard()) {
-            Ok(body) => Some(PendingSnapshot {
-                dir,
-                stream: stream.to_string(),
-                events: state.events_applied(),
-                body,
-            }),
+            Ok(body) => Some(PendingSnapshot { dir, stream: stream.to_string(), events: state.events_applied(), body }),
             Err(error) => {
                 tracing::warn!(%error, "snapshot not taken: state did not serialize");
                 None
@@ -51,13 +46,11 @@ impl PendingSnapshot {
 
     /// Writes the file from another thread; a failure only costs a longer replay.
     pub fn write_in_background(self, last_hash: Hash) {
-        let spawned = std::thread::Builder::new()
-            .name("snapshot".into())
-            .spawn(move || {
-                if let Err(error) = self.write(last_hash) {
-                    tracing::warn!(%error, "snapshot not written");
-                }
-            });
+        let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
+            if let Err(error) = self.write(last_hash) {
+                tracing::warn!(%error, "snapshot not written");
+            }
+        });
         if let Err(error) = spawned {
             tracing::warn!(%error, "snapshot thread not started");
         }
@@ -97,25 +90,15 @@ fn list(dir: &Path, stream: &str) -> Vec<(u64, PathBuf)> {
         .filter_map(Result::ok)
         .filter_map(|entry| {
             let name = entry.file_name().to_str()?.to_string();
-            let events = name
-                .strip_prefix(&prefix)?
-                .strip_suffix(".snap")?
-                .parse()
-                .ok()?;
+            let events = name.strip_prefix(&prefix)?.strip_suffix(".snap")?.parse().ok()?;
             Some((events, entry.path()))
         })
         .collect()
 }
 
 /// Loads the newest snapshot of `stream` that matches the log.
-pub fn load_newest(
-    dir: &Path,
-    store: &dyn EventStore,
-    stream: &str,
-) -> Result<Option<LedgerState>, LedgerError> {
-    Ok(load_newest_matching(dir, stream, |revision| {
-        hash_at(store, stream, revision).map_err(|e| e.to_string())
-    }))
+pub fn load_newest(dir: &Path, store: &dyn EventStore, stream: &str) -> Result<Option<LedgerState>, LedgerError> {
+    Ok(load_newest_matching(dir, stream, |revision| hash_at(store, stream, revision).map_err(|e| e.to_string())))
 }
 
 /// Loads the newest snapshot of `stream` whose last hash equals what `hash_at` says
@@ -153,11 +136,7 @@ fn load(
     let checksum: Hash = bytes[48..80].try_into().map_err(|_| "header")?;
     let body_len = u64::from_le_bytes(bytes[80..88].try_into().map_err(|_| "header")?) as usize;
     let body = &bytes[HEADER_BYTES..];
-    if header_events != events
-        || events == 0
-        || body.len() != body_len
-        || *blake3::hash(body).as_bytes() != checksum
-    {
+    if header_events != events || events == 0 || body.len() != body_len || *blake3::hash(body).as_bytes() != checksum {
         return Err("checksum or length mismatch".into());
     }
     match hash_at(events - 1)? {
@@ -165,8 +144,7 @@ fn load(
         _ => return Err("the log does not have this snapshot's last event".into()),
     }
     let (state, _): (LedgerState, usize) =
-        bincode::serde::decode_from_slice(body, bincode::config::standard())
-            .map_err(|e| e.to_string())?;
+        bincode::serde::decode_from_slice(body, bincode::config::standard()).map_err(|e| e.to_string())?;
     if state.events_applied() != events {
         return Err("state does not match its header".into());
     }

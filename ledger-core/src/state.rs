@@ -57,10 +57,7 @@ enum Undo {
     ExpiryInserted(u64, TransferId),
     ExpiryRemoved(u64, TransferId),
     Totals(Currency, Option<CurrencyTotals>),
-    Clock {
-        last_timestamp_ns: u64,
-        events_applied: u64,
-    },
+    Clock { last_timestamp_ns: u64, events_applied: u64 },
 }
 
 /// Why an event cannot be folded into the state: the log holds something the engine
@@ -89,15 +86,11 @@ impl LedgerState {
     }
 
     pub fn transfer(&self, id: TransferId) -> Option<&Transfer> {
-        self.transfer_index
-            .get(&id)
-            .map(|index| &self.transfers[*index as usize])
+        self.transfer_index.get(&id).map(|index| &self.transfers[*index as usize])
     }
 
     fn transfer_mut(&mut self, id: TransferId) -> Option<&mut Transfer> {
-        self.transfer_index
-            .get(&id)
-            .map(|index| &mut self.transfers[*index as usize])
+        self.transfer_index.get(&id).map(|index| &mut self.transfers[*index as usize])
     }
 
     pub fn accounts(&self) -> impl Iterator<Item = &Account> {
@@ -136,23 +129,15 @@ impl LedgerState {
 
     // ----- Deciding -------------------------------------------------------------------
 
-    pub fn decide_account(
-        &self,
-        command: &AccountCommand,
-        timestamp_ns: u64,
-    ) -> Result<Option<Event>, AccountError> {
+    pub fn decide_account(&self, command: &AccountCommand, timestamp_ns: u64) -> Result<Option<Event>, AccountError> {
         let kind = match command {
             AccountCommand::Open(new) => {
                 check_account_id(new.id)?;
                 if new.flags.0 & !AccountFlags::KNOWN != 0 {
                     return Err(AccountError::FlagsUnknown);
                 }
-                if new
-                    .flags
-                    .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
-                    && new
-                        .flags
-                        .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+                if new.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+                    && new.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
                 {
                     return Err(AccountError::FlagsAreMutuallyExclusive);
                 }
@@ -161,11 +146,7 @@ impl LedgerState {
                         && existing.code == new.code
                         && existing.flags == new.flags
                         && existing.owner_id == new.owner_id;
-                    return if same {
-                        Ok(None)
-                    } else {
-                        Err(AccountError::ExistsWithDifferentFields)
-                    };
+                    return if same { Ok(None) } else { Err(AccountError::ExistsWithDifferentFields) };
                 }
                 EventKind::AccountOpened(new.clone())
             }
@@ -208,11 +189,7 @@ impl LedgerState {
     }
 
     /// Decides one transfer. `Ok(None)` is an idempotent replay of a committed transfer.
-    pub fn decide_transfer(
-        &self,
-        command: &NewTransfer,
-        timestamp_ns: u64,
-    ) -> Result<Option<Event>, TransferError> {
+    pub fn decide_transfer(&self, command: &NewTransfer, timestamp_ns: u64) -> Result<Option<Event>, TransferError> {
         if command.id.0 == 0 {
             return Err(TransferError::IdMustNotBeZero);
         }
@@ -235,17 +212,10 @@ impl LedgerState {
                 if timestamp_ns.checked_add(timeout_ns).is_none() {
                     return Err(TransferError::TimeoutOverflow);
                 }
-                EventKind::TransferPending {
-                    movement: self.decide_new_movement(command)?,
-                    timeout_ns,
-                }
+                EventKind::TransferPending { movement: self.decide_new_movement(command)?, timeout_ns }
             }
-            TransferKind::PostPending { pending_id } => {
-                self.decide_resolution(command, pending_id, true)?
-            }
-            TransferKind::VoidPending { pending_id } => {
-                self.decide_resolution(command, pending_id, false)?
-            }
+            TransferKind::PostPending { pending_id } => self.decide_resolution(command, pending_id, true)?,
+            TransferKind::VoidPending { pending_id } => self.decide_resolution(command, pending_id, false)?,
         };
         Ok(Some(Event { timestamp_ns, kind }))
     }
@@ -264,14 +234,8 @@ impl LedgerState {
             return Err(TransferError::AmountMustNotBeZero);
         }
         let currency = command.currency.ok_or(TransferError::CurrencyRequired)?;
-        let debit = self
-            .accounts
-            .get(&command.debit_account_id)
-            .ok_or(TransferError::DebitAccountNotFound)?;
-        let credit = self
-            .accounts
-            .get(&command.credit_account_id)
-            .ok_or(TransferError::CreditAccountNotFound)?;
+        let debit = self.accounts.get(&command.debit_account_id).ok_or(TransferError::DebitAccountNotFound)?;
+        let credit = self.accounts.get(&command.credit_account_id).ok_or(TransferError::CreditAccountNotFound)?;
         if debit.currency != currency {
             return Err(TransferError::CurrencyMismatchDebitAccount);
         }
@@ -285,37 +249,21 @@ impl LedgerState {
             return Err(TransferError::CreditAccountNotOpen);
         }
         let amount = command.amount;
-        let debits_total = debit
-            .debits_posted
-            .checked_add(debit.debits_pending)
-            .and_then(|d| d.checked_add(amount));
-        let credits_total = credit
-            .credits_posted
-            .checked_add(credit.credits_pending)
-            .and_then(|c| c.checked_add(amount));
+        let debits_total = debit.debits_posted.checked_add(debit.debits_pending).and_then(|d| d.checked_add(amount));
+        let credits_total =
+            credit.credits_posted.checked_add(credit.credits_pending).and_then(|c| c.checked_add(amount));
         let (Some(debits_total), Some(credits_total)) = (debits_total, credits_total) else {
             return Err(TransferError::Overflow);
         };
         let totals = self.totals.get(&currency).copied().unwrap_or_default();
-        let totals_fit = totals
-            .debits_posted
-            .checked_add(totals.debits_pending)
-            .and_then(|t| t.checked_add(amount));
+        let totals_fit = totals.debits_posted.checked_add(totals.debits_pending).and_then(|t| t.checked_add(amount));
         if totals_fit.is_none() {
             return Err(TransferError::Overflow);
         }
-        if debit
-            .flags
-            .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
-            && debits_total > debit.credits_posted
-        {
+        if debit.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) && debits_total > debit.credits_posted {
             return Err(TransferError::ExceedsCredits);
         }
-        if credit
-            .flags
-            .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
-            && credits_total > credit.debits_posted
-        {
+        if credit.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS) && credits_total > credit.debits_posted {
             return Err(TransferError::ExceedsDebits);
         }
         Ok(Movement {
@@ -343,15 +291,11 @@ impl LedgerState {
         if pending_id == command.id {
             return Err(TransferError::PendingIdMustBeDifferent);
         }
-        let pending = self
-            .transfer(pending_id)
-            .ok_or(TransferError::PendingTransferNotFound)?;
+        let pending = self.transfer(pending_id).ok_or(TransferError::PendingTransferNotFound)?;
         match pending.pending_status {
             None => return Err(TransferError::PendingTransferNotPending),
             Some(PendingStatus::Pending) => {}
-            Some(PendingStatus::Posted { .. }) => {
-                return Err(TransferError::PendingTransferAlreadyPosted)
-            }
+            Some(PendingStatus::Posted { .. }) => return Err(TransferError::PendingTransferAlreadyPosted),
             Some(PendingStatus::Voided) => return Err(TransferError::PendingTransferAlreadyVoided),
             Some(PendingStatus::Expired) => return Err(TransferError::PendingTransferExpired),
         }
@@ -362,10 +306,7 @@ impl LedgerState {
         if command.credit_account_id.0 != 0 && command.credit_account_id != held.credit_account_id {
             return Err(TransferError::PendingTransferHasDifferentCreditAccount);
         }
-        if command
-            .currency
-            .is_some_and(|currency| currency != held.currency)
-        {
+        if command.currency.is_some_and(|currency| currency != held.currency) {
             return Err(TransferError::PendingTransferHasDifferentCurrency);
         }
         let movement = |amount| Movement {
@@ -382,35 +323,20 @@ impl LedgerState {
             if command.amount != 0 && command.amount != held.amount {
                 return Err(TransferError::VoidAmountMustMatchPending);
             }
-            return Ok(EventKind::PendingVoided {
-                movement: movement(held.amount),
-                pending_id,
-            });
+            return Ok(EventKind::PendingVoided { movement: movement(held.amount), pending_id });
         }
         if command.amount > held.amount {
             return Err(TransferError::ExceedsPendingAmount);
         }
-        let state_of = |id| {
-            self.accounts
-                .get(&id)
-                .map(|account: &Account| account.state)
-        };
+        let state_of = |id| self.accounts.get(&id).map(|account: &Account| account.state);
         if state_of(held.debit_account_id) != Some(AccountState::Open) {
             return Err(TransferError::DebitAccountNotOpen);
         }
         if state_of(held.credit_account_id) != Some(AccountState::Open) {
             return Err(TransferError::CreditAccountNotOpen);
         }
-        let amount = if command.amount == 0 {
-            held.amount
-        } else {
-            command.amount
-        };
-        Ok(EventKind::PendingPosted {
-            movement: movement(amount),
-            pending_id,
-            pending_amount: held.amount,
-        })
+        let amount = if command.amount == 0 { held.amount } else { command.amount };
+        Ok(EventKind::PendingPosted { movement: movement(amount), pending_id, pending_amount: held.amount })
     }
 
     // ----- Evolving -------------------------------------------------------------------
@@ -419,14 +345,8 @@ impl LedgerState {
     /// state (or checked by [`LedgerState::check_event`]); a violation here is a bug,
     /// so it panics rather than corrupt balances.
     pub fn evolve(&mut self, event: &Event) {
-        assert!(
-            event.timestamp_ns > self.last_timestamp_ns,
-            "event timestamps must increase"
-        );
-        self.record(Undo::Clock {
-            last_timestamp_ns: self.last_timestamp_ns,
-            events_applied: self.events_applied,
-        });
+        assert!(event.timestamp_ns > self.last_timestamp_ns, "event timestamps must increase");
+        self.record(Undo::Clock { last_timestamp_ns: self.last_timestamp_ns, events_applied: self.events_applied });
         self.last_timestamp_ns = event.timestamp_ns;
         self.events_applied += 1;
         match &event.kind {
@@ -452,98 +372,41 @@ impl LedgerState {
             EventKind::AccountUnfrozen(id) => self.set_account_state(*id, AccountState::Open),
             EventKind::AccountClosed(id) => self.set_account_state(*id, AccountState::Closed),
             EventKind::TransferPosted(movement) => {
-                self.move_balances(
-                    movement.debit_account_id,
-                    movement.credit_account_id,
-                    movement.currency,
-                    |b| {
-                        b.posted_add = movement.amount;
-                    },
-                );
+                self.move_balances(movement.debit_account_id, movement.credit_account_id, movement.currency, |b| {
+                    b.posted_add = movement.amount;
+                });
                 self.insert_transfer(movement, TransferKind::Posted, event.timestamp_ns, 0, None);
             }
-            EventKind::TransferPending {
-                movement,
-                timeout_ns,
-            } => {
-                self.move_balances(
-                    movement.debit_account_id,
-                    movement.credit_account_id,
-                    movement.currency,
-                    |b| {
-                        b.pending_add = movement.amount;
-                    },
-                );
-                let expires_at_ns = if *timeout_ns == 0 {
-                    0
-                } else {
-                    event.timestamp_ns + timeout_ns
-                };
-                let kind = TransferKind::Pending {
-                    timeout_ns: *timeout_ns,
-                };
-                self.insert_transfer(
-                    movement,
-                    kind,
-                    event.timestamp_ns,
-                    expires_at_ns,
-                    Some(PendingStatus::Pending),
-                );
+            EventKind::TransferPending { movement, timeout_ns } => {
+                self.move_balances(movement.debit_account_id, movement.credit_account_id, movement.currency, |b| {
+                    b.pending_add = movement.amount;
+                });
+                let expires_at_ns = if *timeout_ns == 0 { 0 } else { event.timestamp_ns + timeout_ns };
+                let kind = TransferKind::Pending { timeout_ns: *timeout_ns };
+                self.insert_transfer(movement, kind, event.timestamp_ns, expires_at_ns, Some(PendingStatus::Pending));
                 if expires_at_ns != 0 {
                     self.record(Undo::ExpiryInserted(expires_at_ns, movement.id));
                     self.expiries.insert((expires_at_ns, movement.id));
                 }
             }
-            EventKind::PendingPosted {
-                movement,
-                pending_id,
-                pending_amount,
-            } => {
-                self.resolve_pending(
-                    *pending_id,
-                    PendingStatus::Posted {
-                        amount: movement.amount,
-                    },
-                );
-                self.move_balances(
-                    movement.debit_account_id,
-                    movement.credit_account_id,
-                    movement.currency,
-                    |b| {
-                        b.pending_sub = *pending_amount;
-                        b.posted_add = movement.amount;
-                    },
-                );
-                let kind = TransferKind::PostPending {
-                    pending_id: *pending_id,
-                };
+            EventKind::PendingPosted { movement, pending_id, pending_amount } => {
+                self.resolve_pending(*pending_id, PendingStatus::Posted { amount: movement.amount });
+                self.move_balances(movement.debit_account_id, movement.credit_account_id, movement.currency, |b| {
+                    b.pending_sub = *pending_amount;
+                    b.posted_add = movement.amount;
+                });
+                let kind = TransferKind::PostPending { pending_id: *pending_id };
                 self.insert_transfer(movement, kind, event.timestamp_ns, 0, None);
             }
-            EventKind::PendingVoided {
-                movement,
-                pending_id,
-            } => {
+            EventKind::PendingVoided { movement, pending_id } => {
                 self.resolve_pending(*pending_id, PendingStatus::Voided);
-                self.move_balances(
-                    movement.debit_account_id,
-                    movement.credit_account_id,
-                    movement.currency,
-                    |b| {
-                        b.pending_sub = movement.amount;
-                    },
-                );
-                let kind = TransferKind::VoidPending {
-                    pending_id: *pending_id,
-                };
+                self.move_balances(movement.debit_account_id, movement.credit_account_id, movement.currency, |b| {
+                    b.pending_sub = movement.amount;
+                });
+                let kind = TransferKind::VoidPending { pending_id: *pending_id };
                 self.insert_transfer(movement, kind, event.timestamp_ns, 0, None);
             }
-            EventKind::PendingExpired {
-                pending_id,
-                debit_account_id,
-                credit_account_id,
-                pending_amount,
-                currency,
-            } => {
+            EventKind::PendingExpired { pending_id, debit_account_id, credit_account_id, pending_amount, currency } => {
                 self.resolve_pending(*pending_id, PendingStatus::Expired);
                 self.move_balances(*debit_account_id, *credit_account_id, *currency, |b| {
                     b.pending_sub = *pending_amount;
@@ -580,29 +443,15 @@ impl LedgerState {
         pending_status: Option<PendingStatus>,
     ) {
         self.record(Undo::Transfer(movement.id, None));
-        let transfer = Transfer {
-            movement: movement.clone(),
-            kind,
-            timestamp_ns,
-            expires_at_ns,
-            pending_status,
-        };
-        let previous = self
-            .transfer_index
-            .insert(movement.id, self.transfers.len() as u64);
+        let transfer = Transfer { movement: movement.clone(), kind, timestamp_ns, expires_at_ns, pending_status };
+        let previous = self.transfer_index.insert(movement.id, self.transfers.len() as u64);
         assert!(previous.is_none(), "transfer id committed twice");
         self.transfers.push(transfer);
     }
 
     fn resolve_pending(&mut self, pending_id: TransferId, status: PendingStatus) {
-        let Some(previous) = self.transfer(pending_id) else {
-            panic!("resolution of a missing pending transfer")
-        };
-        assert_eq!(
-            previous.pending_status,
-            Some(PendingStatus::Pending),
-            "pending resolved twice"
-        );
+        let Some(previous) = self.transfer(pending_id) else { panic!("resolution of a missing pending transfer") };
+        assert_eq!(previous.pending_status, Some(PendingStatus::Pending), "pending resolved twice");
         let expires_at_ns = previous.expires_at_ns;
         if self.journaling() {
             let previous = previous.clone();
@@ -635,16 +484,10 @@ impl LedgerState {
             self.record(Undo::Account(credit_id, credit_before));
             self.record(Undo::Totals(currency, self.totals.get(&currency).copied()));
         }
-        let debit = self
-            .accounts
-            .get_mut(&debit_id)
-            .expect("decided transfers name existing accounts");
+        let debit = self.accounts.get_mut(&debit_id).expect("decided transfers name existing accounts");
         debit.debits_pending = apply_delta(debit.debits_pending, &delta, Side::Pending);
         debit.debits_posted = apply_delta(debit.debits_posted, &delta, Side::Posted);
-        let credit = self
-            .accounts
-            .get_mut(&credit_id)
-            .expect("decided transfers name existing accounts");
+        let credit = self.accounts.get_mut(&credit_id).expect("decided transfers name existing accounts");
         credit.credits_pending = apply_delta(credit.credits_pending, &delta, Side::Pending);
         credit.credits_posted = apply_delta(credit.credits_posted, &delta, Side::Posted);
         let totals = self.totals.entry(currency).or_default();
@@ -673,11 +516,7 @@ impl LedgerState {
                     // Undo runs newest first, so the transfer inserted is the last one.
                     self.transfer_index.remove(&id);
                     let removed = self.transfers.pop();
-                    assert_eq!(
-                        removed.map(|t| t.movement.id),
-                        Some(id),
-                        "undo out of order"
-                    );
+                    assert_eq!(removed.map(|t| t.movement.id), Some(id), "undo out of order");
                 }
                 Undo::ExpiryInserted(at, id) => {
                     self.expiries.remove(&(at, id));
@@ -691,10 +530,7 @@ impl LedgerState {
                 Undo::Totals(currency, None) => {
                     self.totals.remove(&currency);
                 }
-                Undo::Clock {
-                    last_timestamp_ns,
-                    events_applied,
-                } => {
+                Undo::Clock { last_timestamp_ns, events_applied } => {
                     self.last_timestamp_ns = last_timestamp_ns;
                     self.events_applied = events_applied;
                 }
@@ -710,10 +546,7 @@ impl LedgerState {
             if expires_at_ns > now_ns {
                 break;
             }
-            let held = &self
-                .transfer(pending_id)
-                .expect("every expiry names a held transfer")
-                .movement;
+            let held = &self.transfer(pending_id).expect("every expiry names a held transfer").movement;
             let kind = EventKind::PendingExpired {
                 pending_id,
                 debit_account_id: held.debit_account_id,
@@ -721,10 +554,7 @@ impl LedgerState {
                 pending_amount: held.amount,
                 currency: held.currency,
             };
-            let event = Event {
-                timestamp_ns: self.next_timestamp(now_ns),
-                kind,
-            };
+            let event = Event { timestamp_ns: self.next_timestamp(now_ns), kind };
             self.evolve(&event);
             events.push(event);
         }
@@ -747,9 +577,7 @@ impl LedgerState {
                         events.push(event);
                         Ok(Outcome::Created { timestamp_ns })
                     }
-                    None => Ok(Outcome::AlreadyExists {
-                        timestamp_ns: self.existing_account_timestamp(command),
-                    }),
+                    None => Ok(Outcome::AlreadyExists { timestamp_ns: self.existing_account_timestamp(command) }),
                 }
             })
             .collect()
@@ -757,10 +585,7 @@ impl LedgerState {
 
     fn existing_account_timestamp(&self, command: &AccountCommand) -> u64 {
         match command {
-            AccountCommand::Open(new) => self
-                .accounts
-                .get(&new.id)
-                .map_or(0, |account| account.timestamp_ns),
+            AccountCommand::Open(new) => self.accounts.get(&new.id).map_or(0, |account| account.timestamp_ns),
             _ => 0,
         }
     }
@@ -782,9 +607,7 @@ impl LedgerState {
                 self.journal = Some(Vec::new());
             }
             if let Some((first, _)) = chain_start {
-                if results.len() > first
-                    && results[first..].iter().any(|r: &TransferResult| r.is_err())
-                {
+                if results.len() > first && results[first..].iter().any(|r: &TransferResult| r.is_err()) {
                     results.push(Err(TransferError::LinkedEventFailed));
                     if !command.linked {
                         chain_start = None;
@@ -821,12 +644,7 @@ impl LedgerState {
         results
     }
 
-    fn execute_one(
-        &mut self,
-        command: &NewTransfer,
-        now_ns: u64,
-        events: &mut Vec<Event>,
-    ) -> TransferResult {
+    fn execute_one(&mut self, command: &NewTransfer, now_ns: u64, events: &mut Vec<Event>) -> TransferResult {
         let timestamp_ns = self.next_timestamp(now_ns);
         match self.decide_transfer(command, timestamp_ns)? {
             Some(event) => {
@@ -834,9 +652,9 @@ impl LedgerState {
                 events.push(event);
                 Ok(Outcome::Created { timestamp_ns })
             }
-            None => Ok(Outcome::AlreadyExists {
-                timestamp_ns: self.transfer(command.id).map_or(0, |t| t.timestamp_ns),
-            }),
+            None => {
+                Ok(Outcome::AlreadyExists { timestamp_ns: self.transfer(command.id).map_or(0, |t| t.timestamp_ns) })
+            }
         }
     }
 
@@ -855,55 +673,28 @@ impl LedgerState {
             EventKind::AccountOpened(new) => self
                 .decide_account(&AccountCommand::Open(new.clone()), event.timestamp_ns)
                 .map_err(ReplayError::Account)?,
-            EventKind::AccountFrozen(id) => self
-                .decide_account(&AccountCommand::Freeze(*id), event.timestamp_ns)
-                .map_err(ReplayError::Account)?,
-            EventKind::AccountUnfrozen(id) => self
-                .decide_account(&AccountCommand::Unfreeze(*id), event.timestamp_ns)
-                .map_err(ReplayError::Account)?,
-            EventKind::AccountClosed(id) => self
-                .decide_account(&AccountCommand::Close(*id), event.timestamp_ns)
-                .map_err(ReplayError::Account)?,
-            EventKind::TransferPosted(m) => {
-                self.redecide(m, TransferKind::Posted, event.timestamp_ns)?
+            EventKind::AccountFrozen(id) => {
+                self.decide_account(&AccountCommand::Freeze(*id), event.timestamp_ns).map_err(ReplayError::Account)?
             }
-            EventKind::TransferPending {
-                movement,
-                timeout_ns,
-            } => self.redecide(
-                movement,
-                TransferKind::Pending {
-                    timeout_ns: *timeout_ns,
-                },
-                event.timestamp_ns,
-            )?,
-            EventKind::PendingPosted {
-                movement,
-                pending_id,
-                ..
-            } => self.redecide(
-                movement,
-                TransferKind::PostPending {
-                    pending_id: *pending_id,
-                },
-                event.timestamp_ns,
-            )?,
-            EventKind::PendingVoided {
-                movement,
-                pending_id,
-            } => self.redecide(
-                movement,
-                TransferKind::VoidPending {
-                    pending_id: *pending_id,
-                },
-                event.timestamp_ns,
-            )?,
+            EventKind::AccountUnfrozen(id) => {
+                self.decide_account(&AccountCommand::Unfreeze(*id), event.timestamp_ns).map_err(ReplayError::Account)?
+            }
+            EventKind::AccountClosed(id) => {
+                self.decide_account(&AccountCommand::Close(*id), event.timestamp_ns).map_err(ReplayError::Account)?
+            }
+            EventKind::TransferPosted(m) => self.redecide(m, TransferKind::Posted, event.timestamp_ns)?,
+            EventKind::TransferPending { movement, timeout_ns } => {
+                self.redecide(movement, TransferKind::Pending { timeout_ns: *timeout_ns }, event.timestamp_ns)?
+            }
+            EventKind::PendingPosted { movement, pending_id, .. } => {
+                self.redecide(movement, TransferKind::PostPending { pending_id: *pending_id }, event.timestamp_ns)?
+            }
+            EventKind::PendingVoided { movement, pending_id } => {
+                self.redecide(movement, TransferKind::VoidPending { pending_id: *pending_id }, event.timestamp_ns)?
+            }
             EventKind::PendingExpired { pending_id, .. } => {
-                let transfer = self
-                    .transfer(*pending_id)
-                    .ok_or(ReplayError::BadExpiry(*pending_id))?;
-                let due =
-                    transfer.expires_at_ns != 0 && transfer.expires_at_ns <= event.timestamp_ns;
+                let transfer = self.transfer(*pending_id).ok_or(ReplayError::BadExpiry(*pending_id))?;
+                let due = transfer.expires_at_ns != 0 && transfer.expires_at_ns <= event.timestamp_ns;
                 if !due || transfer.pending_status != Some(PendingStatus::Pending) {
                     return Err(ReplayError::BadExpiry(*pending_id));
                 }
@@ -925,9 +716,7 @@ impl LedgerState {
                 self.evolve(event);
                 Ok(())
             }
-            Some(_) => Err(ReplayError::Mismatch(
-                "recorded fields differ from the decided ones",
-            )),
+            Some(_) => Err(ReplayError::Mismatch("recorded fields differ from the decided ones")),
             None => Err(ReplayError::Mismatch("the log records the same item twice")),
         }
     }
@@ -949,8 +738,7 @@ impl LedgerState {
             linked: movement.linked,
             kind,
         };
-        self.decide_transfer(&command, timestamp_ns)
-            .map_err(ReplayError::Transfer)
+        self.decide_transfer(&command, timestamp_ns).map_err(ReplayError::Transfer)
     }
 }
 
@@ -969,9 +757,7 @@ enum Side {
 fn apply_delta(value: u128, delta: &BalanceChange, side: Side) -> u128 {
     let result = match side {
         Side::Posted => value.checked_add(delta.posted_add),
-        Side::Pending => value
-            .checked_add(delta.pending_add)
-            .and_then(|v| v.checked_sub(delta.pending_sub)),
+        Side::Pending => value.checked_add(delta.pending_add).and_then(|v| v.checked_sub(delta.pending_sub)),
     };
     result.expect("decide rules out overflow and releasing more than is pending")
 }
@@ -988,12 +774,8 @@ fn check_account_id(id: AccountId) -> Result<(), AccountError> {
 /// post or void may leave empty ("as in the pending") match the resolved value.
 fn same_transfer(existing: &Transfer, command: &NewTransfer) -> bool {
     let m = &existing.movement;
-    let resolves = matches!(
-        command.kind,
-        TransferKind::PostPending { .. } | TransferKind::VoidPending { .. }
-    );
-    let account_matches =
-        |given: AccountId, recorded: AccountId| given == recorded || (resolves && given.0 == 0);
+    let resolves = matches!(command.kind, TransferKind::PostPending { .. } | TransferKind::VoidPending { .. });
+    let account_matches = |given: AccountId, recorded: AccountId| given == recorded || (resolves && given.0 == 0);
     existing.kind == command.kind
         && account_matches(command.debit_account_id, m.debit_account_id)
         && account_matches(command.credit_account_id, m.credit_account_id)

@@ -11,10 +11,11 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::codec;
 use crate::domain::*;
@@ -40,20 +41,14 @@ pub enum LedgerError {
     #[error("event store: {0}")]
     Store(#[from] StoreError),
     #[error("the log holds an event the engine rejects at stream {stream} revision {revision}: {reason}")]
-    Replay {
-        stream: String,
-        revision: u64,
-        reason: String,
-    },
+    Replay { stream: String, revision: u64, reason: String },
     #[error("request has {count} items; at most {max} are allowed")]
     TooManyItems { count: usize, max: usize },
     #[error("request has no items")]
     Empty,
     #[error("the writer's queue is full; retry later")]
     Overloaded,
-    #[error(
-        "the ledger writer stopped after an append failed ({0}); restart to recover from disk"
-    )]
+    #[error("the ledger writer stopped after an append failed ({0}); restart to recover from disk")]
     Failed(String),
     #[error("the ledger is shut down")]
     Closed,
@@ -71,11 +66,7 @@ pub struct LedgerConfig {
 
 impl Default for LedgerConfig {
     fn default() -> Self {
-        LedgerConfig {
-            partition: 0,
-            snapshot_dir: None,
-            snapshot_interval_events: 4_000_000,
-        }
+        LedgerConfig { partition: 0, snapshot_dir: None, snapshot_interval_events: 4_000_000 }
     }
 }
 
@@ -127,6 +118,7 @@ fn defer<T: Send + 'static>(reply: Reply<T>, value: T) -> Deferred {
 pub struct Ledger {
     sender: Arc<Mutex<Option<SyncSender<Request>>>>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    metrics: Arc<WriterMetrics>,
 }
 
 impl Ledger {
@@ -136,22 +128,20 @@ impl Ledger {
         let stream = stream_name(config.partition);
         let state = recover_state(store.as_ref(), &stream, config.snapshot_dir.as_deref())?;
         let (sender, receiver) = mpsc::sync_channel(QUEUE_REQUESTS_MAX);
-        let writer = Writer {
-            store,
-            stream,
-            config,
-            state,
-            failed: Arc::new(Mutex::new(None)),
-            events_since_snapshot: 0,
-        };
+        let metrics = Arc::new(WriterMetrics::default());
+        let failed = Arc::new(Mutex::new(None));
+        let writer =
+            Writer { store, stream, config, state, failed, events_since_snapshot: 0, metrics: metrics.clone() };
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|e| LedgerError::Failed(format!("cannot start the writer thread: {e}")))?;
-        Ok(Ledger {
-            sender: Arc::new(Mutex::new(Some(sender))),
-            thread: Arc::new(Mutex::new(Some(thread))),
-        })
+        Ok(Ledger { sender: Arc::new(Mutex::new(Some(sender))), thread: Arc::new(Mutex::new(Some(thread))), metrics })
+    }
+
+    /// Batch sizes, commit latency and queue depth of the writer.
+    pub fn metrics(&self) -> Arc<WriterMetrics> {
+        self.metrics.clone()
     }
 
     fn submit(&self, request: Request, block: bool) {
@@ -160,13 +150,17 @@ impl Ledger {
             return request.fail(LedgerError::Closed);
         };
         if block {
+            self.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
             if let Err(error) = sender.send(request) {
+                self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
                 error.0.fail(LedgerError::Closed);
             }
             return;
         }
         match sender.try_send(request) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
+            }
             Err(TrySendError::Full(request)) => request.fail(LedgerError::Overloaded),
             Err(TrySendError::Disconnected(request)) => request.fail(LedgerError::Closed),
         }
@@ -175,84 +169,49 @@ impl Ledger {
     fn check_items(count: usize) -> Result<(), LedgerError> {
         match count {
             0 => Err(LedgerError::Empty),
-            count if count > REQUEST_ITEMS_MAX => Err(LedgerError::TooManyItems {
-                count,
-                max: REQUEST_ITEMS_MAX,
-            }),
+            count if count > REQUEST_ITEMS_MAX => Err(LedgerError::TooManyItems { count, max: REQUEST_ITEMS_MAX }),
             _ => Ok(()),
         }
     }
 
-    async fn call<T: Send + 'static>(
-        &self,
-        make: impl FnOnce(Reply<T>) -> Request,
-    ) -> Result<T, LedgerError> {
+    async fn call<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, LedgerError> {
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        self.submit(
-            make(Box::new(move |result| drop(sender.send(result)))),
-            false,
-        );
+        self.submit(make(Box::new(move |result| drop(sender.send(result)))), false);
         receiver.await.unwrap_or(Err(LedgerError::Closed))
     }
 
-    fn call_blocking<T: Send + 'static>(
-        &self,
-        make: impl FnOnce(Reply<T>) -> Request,
-    ) -> Result<T, LedgerError> {
+    fn call_blocking<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, LedgerError> {
         let (sender, receiver) = mpsc::sync_channel(1);
-        self.submit(
-            make(Box::new(move |result| drop(sender.send(result)))),
-            true,
-        );
+        self.submit(make(Box::new(move |result| drop(sender.send(result)))), true);
         receiver.recv().unwrap_or(Err(LedgerError::Closed))
     }
 
-    pub async fn create_accounts(
-        &self,
-        commands: Vec<AccountCommand>,
-    ) -> Result<Vec<AccountResult>, LedgerError> {
+    pub async fn create_accounts(&self, commands: Vec<AccountCommand>) -> Result<Vec<AccountResult>, LedgerError> {
         Self::check_items(commands.len())?;
         self.call(|reply| Request::Accounts(commands, reply)).await
     }
 
-    pub async fn create_transfers(
-        &self,
-        transfers: Vec<NewTransfer>,
-    ) -> Result<Vec<TransferResult>, LedgerError> {
+    pub async fn create_transfers(&self, transfers: Vec<NewTransfer>) -> Result<Vec<TransferResult>, LedgerError> {
         Self::check_items(transfers.len())?;
-        self.call(|reply| Request::Transfers(transfers, reply))
-            .await
+        self.call(|reply| Request::Transfers(transfers, reply)).await
     }
 
-    pub async fn lookup_accounts(
-        &self,
-        ids: Vec<AccountId>,
-    ) -> Result<Vec<Option<Account>>, LedgerError> {
+    pub async fn lookup_accounts(&self, ids: Vec<AccountId>) -> Result<Vec<Option<Account>>, LedgerError> {
         Self::check_items(ids.len())?;
         self.call(|reply| Request::LookupAccounts(ids, reply)).await
     }
 
-    pub async fn lookup_transfers(
-        &self,
-        ids: Vec<TransferId>,
-    ) -> Result<Vec<Option<Transfer>>, LedgerError> {
+    pub async fn lookup_transfers(&self, ids: Vec<TransferId>) -> Result<Vec<Option<Transfer>>, LedgerError> {
         Self::check_items(ids.len())?;
-        self.call(|reply| Request::LookupTransfers(ids, reply))
-            .await
+        self.call(|reply| Request::LookupTransfers(ids, reply)).await
     }
 
-    pub fn create_accounts_blocking(
-        &self,
-        commands: Vec<AccountCommand>,
-    ) -> Result<Vec<AccountResult>, LedgerError> {
+    pub fn create_accounts_blocking(&self, commands: Vec<AccountCommand>) -> Result<Vec<AccountResult>, LedgerError> {
         Self::check_items(commands.len())?;
         self.call_blocking(|reply| Request::Accounts(commands, reply))
     }
 
-    pub fn create_transfers_blocking(
-        &self,
-        transfers: Vec<NewTransfer>,
-    ) -> Result<Vec<TransferResult>, LedgerError> {
+    pub fn create_transfers_blocking(&self, transfers: Vec<NewTransfer>) -> Result<Vec<TransferResult>, LedgerError> {
         Self::check_items(transfers.len())?;
         self.call_blocking(|reply| Request::Transfers(transfers, reply))
     }
@@ -269,18 +228,12 @@ impl Ledger {
         self.submit(Request::Transfers(transfers, Box::new(done)), true);
     }
 
-    pub fn lookup_accounts_blocking(
-        &self,
-        ids: Vec<AccountId>,
-    ) -> Result<Vec<Option<Account>>, LedgerError> {
+    pub fn lookup_accounts_blocking(&self, ids: Vec<AccountId>) -> Result<Vec<Option<Account>>, LedgerError> {
         Self::check_items(ids.len())?;
         self.call_blocking(|reply| Request::LookupAccounts(ids, reply))
     }
 
-    pub fn lookup_transfers_blocking(
-        &self,
-        ids: Vec<TransferId>,
-    ) -> Result<Vec<Option<Transfer>>, LedgerError> {
+    pub fn lookup_transfers_blocking(&self, ids: Vec<TransferId>) -> Result<Vec<Option<Transfer>>, LedgerError> {
         Self::check_items(ids.len())?;
         self.call_blocking(|reply| Request::LookupTransfers(ids, reply))
     }
@@ -324,11 +277,8 @@ pub fn recover_state(
                 revision: recorded.revision,
                 reason,
             };
-            let event =
-                codec::decode_event(&recorded.payload).map_err(|e| replay_error(e.to_string()))?;
-            state
-                .check_and_evolve(&event)
-                .map_err(|e: ReplayError| replay_error(e.to_string()))?;
+            let event = codec::decode_event(&recorded.payload).map_err(|e| replay_error(e.to_string()))?;
+            state.check_and_evolve(&event).map_err(|e: ReplayError| replay_error(e.to_string()))?;
         }
         next += events.len() as u64;
     }
@@ -343,9 +293,7 @@ pub fn recover_state(
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 struct Writer {
@@ -355,16 +303,14 @@ struct Writer {
     state: LedgerState,
     failed: Arc<Mutex<Option<String>>>,
     events_since_snapshot: u64,
+    metrics: Arc<WriterMetrics>,
 }
 
 impl Writer {
     fn run(mut self, receiver: Receiver<Request>) {
         let mut events = Vec::new();
         loop {
-            let timeout = self
-                .state
-                .next_expiry_ns()
-                .map(|at| Duration::from_nanos(at.saturating_sub(now_ns())));
+            let timeout = self.state.next_expiry_ns().map(|at| Duration::from_nanos(at.saturating_sub(now_ns())));
             let first = match timeout {
                 Some(timeout) => match receiver.recv_timeout(timeout) {
                     Ok(request) => Some(request),
@@ -400,6 +346,7 @@ impl Writer {
     }
 
     fn process(&mut self, batch: Vec<Request>, events: &mut Vec<crate::domain::Event>) {
+        self.metrics.queue_depth.fetch_sub(batch.len() as i64, Ordering::Relaxed);
         if let Some(reason) = self.failed.lock().ok().and_then(|failed| failed.clone()) {
             for request in batch {
                 request.fail(LedgerError::Failed(reason.clone()));
@@ -407,36 +354,32 @@ impl Writer {
             return;
         }
         let _span = tracing::debug_span!("ledger_batch", requests = batch.len()).entered();
+        self.metrics.record_batch(batch.iter().map(Request::items).sum());
+        let started = Instant::now();
+        let metrics = self.metrics.clone();
         let now = now_ns();
         events.clear();
         self.state.expire_due(now, events);
         let mut deferred = Vec::with_capacity(batch.len());
         for request in batch {
             let reply = match request {
-                Request::Accounts(commands, reply) => {
-                    defer(reply, self.state.execute_accounts(&commands, now, events))
-                }
+                Request::Accounts(commands, reply) => defer(reply, self.state.execute_accounts(&commands, now, events)),
                 Request::Transfers(transfers, reply) => {
                     defer(reply, self.state.execute_transfers(&transfers, now, events))
                 }
-                Request::LookupAccounts(ids, reply) => defer(
-                    reply,
-                    ids.iter()
-                        .map(|id| self.state.account(*id).cloned())
-                        .collect(),
-                ),
-                Request::LookupTransfers(ids, reply) => defer(
-                    reply,
-                    ids.iter()
-                        .map(|id| self.state.transfer(*id).cloned())
-                        .collect(),
-                ),
+                Request::LookupAccounts(ids, reply) => {
+                    defer(reply, ids.iter().map(|id| self.state.account(*id).cloned()).collect())
+                }
+                Request::LookupTransfers(ids, reply) => {
+                    defer(reply, ids.iter().map(|id| self.state.transfer(*id).cloned()).collect())
+                }
                 Request::Totals(reply) => defer(reply, self.state.totals().clone()),
             };
             deferred.push(reply);
         }
         let failed = self.failed.clone();
         let answer = move |outcome: Result<(), LedgerError>| {
+            metrics.record_commit(started.elapsed());
             if let Err(error) = &outcome {
                 if let Ok(mut failed) = failed.lock() {
                     failed.get_or_insert_with(|| error.to_string());
@@ -447,17 +390,12 @@ impl Writer {
             }
         };
         if events.is_empty() {
-            self.store.flush_with(Box::new(move |result| {
-                answer(result.map_err(LedgerError::from))
-            }));
+            self.store.flush_with(Box::new(move |result| answer(result.map_err(LedgerError::from))));
             return;
         }
-        let mut data =
-            EventBatch::with_capacity(events.len(), events.len() * ENCODED_EVENT_BYTES_TYPICAL);
+        let mut data = EventBatch::with_capacity(events.len(), events.len() * ENCODED_EVENT_BYTES_TYPICAL);
         for event in events.iter() {
-            data.push_with(Cow::Borrowed(event.kind.type_name()), |bytes| {
-                codec::encode_event(event, bytes)
-            });
+            data.push_with(Cow::Borrowed(event.kind.type_name()), |bytes| codec::encode_event(event, bytes));
         }
         let applied_before = self.state.events_applied() - events.len() as u64;
         let expected = match applied_before {
@@ -487,5 +425,72 @@ impl Writer {
         }
         self.events_since_snapshot = 0;
         snapshot::PendingSnapshot::capture(dir, &self.stream, &self.state)
+    }
+}
+
+/// Upper bounds of the commit latency histogram, in seconds.
+const LATENCY_BUCKETS_SECONDS: [f64; 11] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
+/// Upper bounds of the batch size histogram, in items.
+const BATCH_BUCKETS_ITEMS: [u64; 6] = [1, 10, 100, 1_000, 4_096, 8_192];
+
+/// Counters of the writer, for the metrics endpoint.
+#[derive(Default)]
+pub struct WriterMetrics {
+    /// Requests waiting in the queue.
+    pub queue_depth: AtomicI64,
+    batches: AtomicU64,
+    batch_items: AtomicU64,
+    batch_buckets: [AtomicU64; BATCH_BUCKETS_ITEMS.len()],
+    commits: AtomicU64,
+    commit_nanoseconds_sum: AtomicU64,
+    commit_buckets: [AtomicU64; LATENCY_BUCKETS_SECONDS.len()],
+}
+
+impl WriterMetrics {
+    fn record_batch(&self, items: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.batch_items.fetch_add(items as u64, Ordering::Relaxed);
+        for (bound, bucket) in BATCH_BUCKETS_ITEMS.iter().zip(&self.batch_buckets) {
+            if items as u64 <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn record_commit(&self, latency: Duration) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.commit_nanoseconds_sum.fetch_add(latency.as_nanos() as u64, Ordering::Relaxed);
+        for (bound, bucket) in LATENCY_BUCKETS_SECONDS.iter().zip(&self.commit_buckets) {
+            if latency.as_secs_f64() <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Prometheus text exposition of these counters.
+    pub fn render(&self) -> String {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let mut out = String::new();
+        out.push_str("# HELP ledger_queue_depth_requests Requests waiting for the ledger writer.\n");
+        out.push_str("# TYPE ledger_queue_depth_requests gauge\n");
+        out.push_str(&format!("ledger_queue_depth_requests {}\n", self.queue_depth.load(Ordering::Relaxed).max(0)));
+        out.push_str("# HELP ledger_batch_items Items per writer batch (one durable append).\n");
+        out.push_str("# TYPE ledger_batch_items histogram\n");
+        for (bound, bucket) in BATCH_BUCKETS_ITEMS.iter().zip(&self.batch_buckets) {
+            out.push_str(&format!("ledger_batch_items_bucket{{le=\"{bound}\"}} {}\n", load(bucket)));
+        }
+        out.push_str(&format!("ledger_batch_items_bucket{{le=\"+Inf\"}} {}\n", load(&self.batches)));
+        out.push_str(&format!("ledger_batch_items_sum {}\n", load(&self.batch_items)));
+        out.push_str(&format!("ledger_batch_items_count {}\n", load(&self.batches)));
+        out.push_str("# HELP ledger_commit_latency_seconds From taking a batch to its durable answer.\n");
+        out.push_str("# TYPE ledger_commit_latency_seconds histogram\n");
+        for (bound, bucket) in LATENCY_BUCKETS_SECONDS.iter().zip(&self.commit_buckets) {
+            out.push_str(&format!("ledger_commit_latency_seconds_bucket{{le=\"{bound}\"}} {}\n", load(bucket)));
+        }
+        out.push_str(&format!("ledger_commit_latency_seconds_bucket{{le=\"+Inf\"}} {}\n", load(&self.commits)));
+        let sum_seconds = load(&self.commit_nanoseconds_sum) as f64 / 1e9;
+        out.push_str(&format!("ledger_commit_latency_seconds_sum {sum_seconds}\n"));
+        out.push_str(&format!("ledger_commit_latency_seconds_count {}\n", load(&self.commits)));
+        out
     }
 }

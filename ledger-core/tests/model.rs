@@ -66,30 +66,15 @@ fn transfer() -> impl Strategy<Value = NewTransfer> {
         0u16..2,
     )
         .prop_map(|(id, debit, credit, amount, c, kind, linked, code)| {
-            let resolving = matches!(
-                kind,
-                TransferKind::PostPending { .. } | TransferKind::VoidPending { .. }
-            );
+            let resolving = matches!(kind, TransferKind::PostPending { .. } | TransferKind::VoidPending { .. });
             NewTransfer {
                 id: TransferId(id),
-                debit_account_id: AccountId(if resolving && debit % 2 == 0 {
-                    0
-                } else {
-                    debit
-                }),
-                credit_account_id: AccountId(if resolving && credit % 2 == 0 {
-                    0
-                } else {
-                    credit
-                }),
+                debit_account_id: AccountId(if resolving && debit % 2 == 0 { 0 } else { debit }),
+                credit_account_id: AccountId(if resolving && credit % 2 == 0 { 0 } else { credit }),
                 amount,
                 currency: if resolving { None } else { c.map(currency) },
                 code,
-                metadata: if code == 1 {
-                    "memo".into()
-                } else {
-                    String::new()
-                },
+                metadata: if code == 1 { "memo".into() } else { String::new() },
                 linked,
                 kind,
             }
@@ -143,9 +128,7 @@ impl Model {
         let due: Vec<TransferId> = self
             .transfers
             .iter()
-            .filter(|(_, t)| {
-                t.status == Some("pending") && t.expires_at != 0 && t.expires_at <= now
-            })
+            .filter(|(_, t)| t.status == Some("pending") && t.expires_at != 0 && t.expires_at <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in due {
@@ -181,19 +164,10 @@ impl Model {
                 self.accounts.insert(new.id, account);
                 true
             }
-            AccountCommand::Freeze(id) => {
-                self.set_state(*id, AccountState::Open, AccountState::Frozen)
-            }
-            AccountCommand::Unfreeze(id) => {
-                self.set_state(*id, AccountState::Frozen, AccountState::Open)
-            }
+            AccountCommand::Freeze(id) => self.set_state(*id, AccountState::Open, AccountState::Frozen),
+            AccountCommand::Unfreeze(id) => self.set_state(*id, AccountState::Frozen, AccountState::Open),
             AccountCommand::Close(id) => match self.accounts.get_mut(id) {
-                Some(a)
-                    if a.state != AccountState::Closed
-                        && a.dp == 0
-                        && a.cp == 0
-                        && a.dpost == a.cpost =>
-                {
+                Some(a) if a.state != AccountState::Closed && a.dp == 0 && a.cp == 0 && a.dpost == a.cpost => {
                     a.state = AccountState::Closed;
                     true
                 }
@@ -218,15 +192,10 @@ impl Model {
             return false;
         }
         if let Some(existing) = self.transfers.get(&t.id) {
-            let resolving = matches!(
-                t.kind,
-                TransferKind::PostPending { .. } | TransferKind::VoidPending { .. }
-            );
+            let resolving = matches!(t.kind, TransferKind::PostPending { .. } | TransferKind::VoidPending { .. });
             return existing.kind == t.kind
-                && (t.debit_account_id == existing.debit
-                    || (resolving && t.debit_account_id.0 == 0))
-                && (t.credit_account_id == existing.credit
-                    || (resolving && t.credit_account_id.0 == 0))
+                && (t.debit_account_id == existing.debit || (resolving && t.debit_account_id.0 == 0))
+                && (t.credit_account_id == existing.credit || (resolving && t.credit_account_id.0 == 0))
                 && (t.amount == existing.amount || (resolving && t.amount == 0))
                 && (t.currency == Some(existing.currency) || (resolving && t.currency.is_none()))
                 && t.code == existing.code
@@ -235,31 +204,22 @@ impl Model {
         }
         match t.kind {
             TransferKind::Posted | TransferKind::Pending { .. } => {
-                let (Some(d), Some(c), Some(cur)) = (
-                    self.accounts.get(&t.debit_account_id),
-                    self.accounts.get(&t.credit_account_id),
-                    t.currency,
-                ) else {
+                let (Some(d), Some(c), Some(cur)) =
+                    (self.accounts.get(&t.debit_account_id), self.accounts.get(&t.credit_account_id), t.currency)
+                else {
                     return false;
                 };
-                if t.debit_account_id == t.credit_account_id
-                    || t.amount == 0
-                    || d.currency != cur
-                    || c.currency != cur
+                if t.debit_account_id == t.credit_account_id || t.amount == 0 || d.currency != cur || c.currency != cur
                 {
                     return false;
                 }
                 if d.state != AccountState::Open || c.state != AccountState::Open {
                     return false;
                 }
-                if d.flags == AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS
-                    && d.dpost + d.dp + t.amount > d.cpost
-                {
+                if d.flags == AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS && d.dpost + d.dp + t.amount > d.cpost {
                     return false;
                 }
-                if c.flags == AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS
-                    && c.cpost + c.cp + t.amount > c.dpost
-                {
+                if c.flags == AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS && c.cpost + c.cp + t.amount > c.dpost {
                     return false;
                 }
                 let pending = matches!(t.kind, TransferKind::Pending { .. });
@@ -276,9 +236,7 @@ impl Model {
                     c.cpost += t.amount
                 }
                 let expires_at = match t.kind {
-                    TransferKind::Pending { timeout_ns } if timeout_ns > 0 => {
-                        timestamp.unwrap_or(0) + timeout_ns
-                    }
+                    TransferKind::Pending { timeout_ns } if timeout_ns > 0 => timestamp.unwrap_or(0) + timeout_ns,
                     _ => 0,
                 };
                 self.transfers.insert(
@@ -316,10 +274,7 @@ impl Model {
                 }
                 let amount = if t.amount == 0 { p.amount } else { t.amount };
                 if post {
-                    let open = |id| {
-                        self.accounts.get(&id).map(|a: &ModelAccount| a.state)
-                            == Some(AccountState::Open)
-                    };
+                    let open = |id| self.accounts.get(&id).map(|a: &ModelAccount| a.state) == Some(AccountState::Open);
                     if amount > p.amount || !open(p.debit) || !open(p.credit) {
                         return false;
                     }
@@ -385,55 +340,23 @@ impl Model {
 fn check_engine(engine: &LedgerState, model: &Model) -> Result<(), TestCaseError> {
     for id in 0..=ACCOUNT_IDS + 1 {
         let id = AccountId(id);
-        let ours = engine.account(id).map(|a| {
-            (
-                a.state,
-                a.debits_pending,
-                a.debits_posted,
-                a.credits_pending,
-                a.credits_posted,
-            )
-        });
-        let theirs = model
-            .accounts
-            .get(&id)
-            .map(|a| (a.state, a.dp, a.dpost, a.cp, a.cpost));
+        let ours = engine
+            .account(id)
+            .map(|a| (a.state, a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted));
+        let theirs = model.accounts.get(&id).map(|a| (a.state, a.dp, a.dpost, a.cp, a.cpost));
         prop_assert_eq!(ours, theirs, "account {:?}", id);
         if let Some(a) = engine.account(id) {
-            if a.flags
-                .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
-            {
-                prop_assert!(
-                    a.debits_posted + a.debits_pending <= a.credits_posted,
-                    "overdrawn {:?}",
-                    a
-                );
+            if a.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) {
+                prop_assert!(a.debits_posted + a.debits_pending <= a.credits_posted, "overdrawn {:?}", a);
             }
-            if a.flags
-                .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
-            {
-                prop_assert!(
-                    a.credits_posted + a.credits_pending <= a.debits_posted,
-                    "over-credited {:?}",
-                    a
-                );
+            if a.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS) {
+                prop_assert!(a.credits_posted + a.credits_pending <= a.debits_posted, "over-credited {:?}", a);
             }
         }
     }
     for (currency, totals) in engine.totals() {
-        prop_assert!(
-            totals.is_balanced(),
-            "debits differ from credits in {}: {:?}",
-            currency,
-            totals
-        );
-        let sum = |f: fn(&Account) -> u128| {
-            engine
-                .accounts()
-                .filter(|a| a.currency == *currency)
-                .map(f)
-                .sum::<u128>()
-        };
+        prop_assert!(totals.is_balanced(), "debits differ from credits in {}: {:?}", currency, totals);
+        let sum = |f: fn(&Account) -> u128| engine.accounts().filter(|a| a.currency == *currency).map(f).sum::<u128>();
         prop_assert_eq!(sum(|a| a.debits_posted), totals.debits_posted);
         prop_assert_eq!(sum(|a| a.credits_posted), totals.credits_posted);
         prop_assert_eq!(sum(|a| a.debits_pending), totals.debits_pending);

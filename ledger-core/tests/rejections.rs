@@ -16,13 +16,7 @@ fn eur() -> Currency {
 }
 
 fn open(id: u128, currency: Currency, flags: AccountFlags) -> AccountCommand {
-    AccountCommand::Open(NewAccount {
-        id: AccountId(id),
-        currency,
-        code: 1,
-        flags,
-        owner_id: 0,
-    })
+    AccountCommand::Open(NewAccount { id: AccountId(id), currency, code: 1, flags, owner_id: 0 })
 }
 
 fn transfer(id: u128, debit: u128, credit: u128, amount: u128, kind: TransferKind) -> NewTransfer {
@@ -54,33 +48,14 @@ fn given() -> LedgerState {
         AccountCommand::Freeze(AccountId(5)),
         open(6, usd(), AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS),
     ];
-    assert!(state
-        .execute_accounts(&accounts, NOW, &mut events)
-        .iter()
-        .all(Result::is_ok));
+    assert!(state.execute_accounts(&accounts, NOW, &mut events).iter().all(Result::is_ok));
     let transfers = vec![
         transfer(100, 1, 2, 10, TransferKind::Posted),
         transfer(101, 1, 2, 50, TransferKind::Pending { timeout_ns: 0 }),
         transfer(102, 1, 2, 50, TransferKind::Pending { timeout_ns: 0 }),
         transfer(103, 1, 2, 50, TransferKind::Pending { timeout_ns: 0 }),
-        transfer(
-            104,
-            0,
-            0,
-            0,
-            TransferKind::PostPending {
-                pending_id: TransferId(102),
-            },
-        ),
-        transfer(
-            105,
-            0,
-            0,
-            0,
-            TransferKind::VoidPending {
-                pending_id: TransferId(103),
-            },
-        ),
+        transfer(104, 0, 0, 0, TransferKind::PostPending { pending_id: TransferId(102) }),
+        transfer(105, 0, 0, 0, TransferKind::VoidPending { pending_id: TransferId(103) }),
     ];
     let results = state.execute_transfers(&transfers, NOW, &mut events);
     assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -108,18 +83,9 @@ fn each_bad_transfer_has_its_own_error() {
     rejects(transfer(1, 1, 0, 1, Posted), CreditAccountIdMustNotBeZero);
     rejects(transfer(1, 1, 1, 1, Posted), AccountsMustBeDifferent);
     rejects(transfer(1, 1, 2, 0, Posted), AmountMustNotBeZero);
+    rejects(NewTransfer { currency: None, ..transfer(1, 1, 2, 1, Posted) }, CurrencyRequired);
     rejects(
-        NewTransfer {
-            currency: None,
-            ..transfer(1, 1, 2, 1, Posted)
-        },
-        CurrencyRequired,
-    );
-    rejects(
-        NewTransfer {
-            metadata: "x".repeat(METADATA_BYTES_MAX + 1),
-            ..transfer(1, 1, 2, 1, Posted)
-        },
+        NewTransfer { metadata: "x".repeat(METADATA_BYTES_MAX + 1), ..transfer(1, 1, 2, 1, Posted) },
         MetadataTooLong,
     );
     rejects(transfer(1, 9, 2, 1, Posted), DebitAccountNotFound);
@@ -131,157 +97,25 @@ fn each_bad_transfer_has_its_own_error() {
     rejects(transfer(1, 3, 2, 1, Posted), ExceedsCredits);
     rejects(transfer(1, 1, 6, 1, Posted), ExceedsDebits);
     rejects(transfer(1, 1, 2, u128::MAX - 5, Posted), Overflow);
+    rejects(transfer(1, 1, 2, 1, Pending { timeout_ns: u64::MAX }), TimeoutOverflow);
+    rejects(transfer(1, 0, 0, 0, PostPending { pending_id: TransferId(0) }), PendingIdMustNotBeZero);
+    rejects(transfer(1, 0, 0, 0, PostPending { pending_id: TransferId(1) }), PendingIdMustBeDifferent);
+    rejects(transfer(1, 0, 0, 0, PostPending { pending_id: TransferId(999) }), PendingTransferNotFound);
+    rejects(transfer(1, 0, 0, 0, PostPending { pending_id: TransferId(100) }), PendingTransferNotPending);
+    rejects(transfer(1, 0, 0, 0, PostPending { pending_id: TransferId(102) }), PendingTransferAlreadyPosted);
+    rejects(transfer(1, 0, 0, 0, VoidPending { pending_id: TransferId(103) }), PendingTransferAlreadyVoided);
+    rejects(transfer(1, 2, 0, 0, PostPending { pending_id: TransferId(101) }), PendingTransferHasDifferentDebitAccount);
     rejects(
-        transfer(
-            1,
-            1,
-            2,
-            1,
-            Pending {
-                timeout_ns: u64::MAX,
-            },
-        ),
-        TimeoutOverflow,
-    );
-    rejects(
-        transfer(
-            1,
-            0,
-            0,
-            0,
-            PostPending {
-                pending_id: TransferId(0),
-            },
-        ),
-        PendingIdMustNotBeZero,
-    );
-    rejects(
-        transfer(
-            1,
-            0,
-            0,
-            0,
-            PostPending {
-                pending_id: TransferId(1),
-            },
-        ),
-        PendingIdMustBeDifferent,
-    );
-    rejects(
-        transfer(
-            1,
-            0,
-            0,
-            0,
-            PostPending {
-                pending_id: TransferId(999),
-            },
-        ),
-        PendingTransferNotFound,
-    );
-    rejects(
-        transfer(
-            1,
-            0,
-            0,
-            0,
-            PostPending {
-                pending_id: TransferId(100),
-            },
-        ),
-        PendingTransferNotPending,
-    );
-    rejects(
-        transfer(
-            1,
-            0,
-            0,
-            0,
-            PostPending {
-                pending_id: TransferId(102),
-            },
-        ),
-        PendingTransferAlreadyPosted,
-    );
-    rejects(
-        transfer(
-            1,
-            0,
-            0,
-            0,
-            VoidPending {
-                pending_id: TransferId(103),
-            },
-        ),
-        PendingTransferAlreadyVoided,
-    );
-    rejects(
-        transfer(
-            1,
-            2,
-            0,
-            0,
-            PostPending {
-                pending_id: TransferId(101),
-            },
-        ),
-        PendingTransferHasDifferentDebitAccount,
-    );
-    rejects(
-        transfer(
-            1,
-            0,
-            1,
-            0,
-            PostPending {
-                pending_id: TransferId(101),
-            },
-        ),
+        transfer(1, 0, 1, 0, PostPending { pending_id: TransferId(101) }),
         PendingTransferHasDifferentCreditAccount,
     );
     rejects(
-        NewTransfer {
-            currency: Some(eur()),
-            ..transfer(
-                1,
-                0,
-                0,
-                0,
-                PostPending {
-                    pending_id: TransferId(101),
-                },
-            )
-        },
+        NewTransfer { currency: Some(eur()), ..transfer(1, 0, 0, 0, PostPending { pending_id: TransferId(101) }) },
         PendingTransferHasDifferentCurrency,
     );
-    rejects(
-        transfer(
-            1,
-            0,
-            0,
-            51,
-            PostPending {
-                pending_id: TransferId(101),
-            },
-        ),
-        ExceedsPendingAmount,
-    );
-    rejects(
-        transfer(
-            1,
-            0,
-            0,
-            10,
-            VoidPending {
-                pending_id: TransferId(101),
-            },
-        ),
-        VoidAmountMustMatchPending,
-    );
-    let chain_open = NewTransfer {
-        linked: true,
-        ..transfer(1, 1, 2, 1, Posted)
-    };
+    rejects(transfer(1, 0, 0, 51, PostPending { pending_id: TransferId(101) }), ExceedsPendingAmount);
+    rejects(transfer(1, 0, 0, 10, VoidPending { pending_id: TransferId(101) }), VoidAmountMustMatchPending);
+    let chain_open = NewTransfer { linked: true, ..transfer(1, 1, 2, 1, Posted) };
     rejects(chain_open, LinkedEventChainOpen);
 }
 
@@ -289,47 +123,20 @@ fn each_bad_transfer_has_its_own_error() {
 fn an_expired_hold_cannot_be_posted() {
     let mut state = given();
     let mut events = Vec::new();
-    state.execute_transfers(
-        &[transfer(
-            1,
-            1,
-            2,
-            5,
-            TransferKind::Pending { timeout_ns: 10 },
-        )],
-        NOW,
-        &mut events,
-    );
+    state.execute_transfers(&[transfer(1, 1, 2, 5, TransferKind::Pending { timeout_ns: 10 })], NOW, &mut events);
     let mut later = Vec::new();
     state.expire_due(NOW + 1_000, &mut later);
     assert!(matches!(
         later.as_slice(),
-        [Event {
-            kind: EventKind::PendingExpired {
-                pending_id: TransferId(1),
-                ..
-            },
-            ..
-        }]
+        [Event { kind: EventKind::PendingExpired { pending_id: TransferId(1), .. }, .. }]
     ));
     let results = state.execute_transfers(
-        &[transfer(
-            2,
-            0,
-            0,
-            0,
-            TransferKind::PostPending {
-                pending_id: TransferId(1),
-            },
-        )],
+        &[transfer(2, 0, 0, 0, TransferKind::PostPending { pending_id: TransferId(1) })],
         NOW + 2_000,
         &mut later,
     );
     assert_eq!(results, vec![Err(TransferError::PendingTransferExpired)]);
-    assert_eq!(
-        state.account(AccountId(1)).map(|a| a.debits_pending),
-        Some(50)
-    );
+    assert_eq!(state.account(AccountId(1)).map(|a| a.debits_pending), Some(50));
 }
 
 #[test]
@@ -338,14 +145,8 @@ fn a_failing_member_undoes_its_whole_linked_chain() {
     let mut state = before.clone();
     let mut events = Vec::new();
     let batch = vec![
-        NewTransfer {
-            linked: true,
-            ..transfer(1, 1, 2, 5, TransferKind::Posted)
-        },
-        NewTransfer {
-            linked: true,
-            ..transfer(2, 1, 2, 5, TransferKind::Pending { timeout_ns: 5 })
-        },
+        NewTransfer { linked: true, ..transfer(1, 1, 2, 5, TransferKind::Posted) },
+        NewTransfer { linked: true, ..transfer(2, 1, 2, 5, TransferKind::Pending { timeout_ns: 5 }) },
         transfer(3, 3, 2, 5, TransferKind::Posted), // account 3 has no credits: fails
         transfer(4, 1, 2, 7, TransferKind::Posted), // not linked: commits alone
     ];
@@ -353,20 +154,11 @@ fn a_failing_member_undoes_its_whole_linked_chain() {
     use TransferError::*;
     assert!(matches!(
         results.as_slice(),
-        [
-            Err(LinkedEventFailed),
-            Err(LinkedEventFailed),
-            Err(ExceedsCredits),
-            Ok(Outcome::Created { .. })
-        ]
+        [Err(LinkedEventFailed), Err(LinkedEventFailed), Err(ExceedsCredits), Ok(Outcome::Created { .. })]
     ));
     assert_eq!(events.len(), 1);
     assert!(state.transfer(TransferId(1)).is_none() && state.transfer(TransferId(2)).is_none());
-    assert_eq!(
-        state.next_expiry_ns(),
-        None,
-        "the undone hold must not expire later"
-    );
+    assert_eq!(state.next_expiry_ns(), None, "the undone hold must not expire later");
     assert_eq!(
         state.account(AccountId(1)).map(|a| a.debits_posted),
         Some(before.account(AccountId(1)).map_or(0, |a| a.debits_posted) + 7)
@@ -377,21 +169,9 @@ fn a_failing_member_undoes_its_whole_linked_chain() {
 fn resubmitting_the_same_transfer_returns_the_original_result() {
     let mut state = given();
     let mut events = Vec::new();
-    let original = state
-        .transfer(TransferId(100))
-        .map(|t| t.timestamp_ns)
-        .expect("transfer 100");
-    let results = state.execute_transfers(
-        &[transfer(100, 1, 2, 10, TransferKind::Posted)],
-        NOW + 5,
-        &mut events,
-    );
-    assert_eq!(
-        results,
-        vec![Ok(Outcome::AlreadyExists {
-            timestamp_ns: original
-        })]
-    );
+    let original = state.transfer(TransferId(100)).map(|t| t.timestamp_ns).expect("transfer 100");
+    let results = state.execute_transfers(&[transfer(100, 1, 2, 10, TransferKind::Posted)], NOW + 5, &mut events);
+    assert_eq!(results, vec![Ok(Outcome::AlreadyExists { timestamp_ns: original })]);
     assert!(events.is_empty());
 }
 
@@ -426,10 +206,7 @@ fn each_bad_account_command_has_its_own_error() {
     let mut state = given();
     let mut events = Vec::new();
     state.execute_accounts(&[open(7, eur(), AccountFlags(0))], NOW, &mut events);
-    let euro = NewTransfer {
-        currency: Some(eur()),
-        ..transfer(1, 7, 4, 3, TransferKind::Posted)
-    };
+    let euro = NewTransfer { currency: Some(eur()), ..transfer(1, 7, 4, 3, TransferKind::Posted) };
     assert!(state.execute_transfers(&[euro], NOW, &mut events)[0].is_ok());
     let results = state.execute_accounts(&[AccountCommand::Close(AccountId(4))], NOW, &mut events);
     assert_eq!(results, vec![Err(BalanceNotZero)]);

@@ -17,13 +17,9 @@ fn usd() -> Currency {
 }
 
 fn open(dir: &Path, snapshot_interval_events: u64) -> Ledger {
-    let (store, _) =
-        EmbeddedStore::open(dir.join("log"), EmbeddedOptions::default()).expect("open store");
-    let config = LedgerConfig {
-        snapshot_dir: Some(dir.join("snapshots")),
-        snapshot_interval_events,
-        ..LedgerConfig::default()
-    };
+    let (store, _) = EmbeddedStore::open(dir.join("log"), EmbeddedOptions::default()).expect("open store");
+    let config =
+        LedgerConfig { snapshot_dir: Some(dir.join("snapshots")), snapshot_interval_events, ..LedgerConfig::default() };
     Ledger::open(Arc::new(store), config).expect("open ledger")
 }
 
@@ -39,11 +35,7 @@ fn accounts(ledger: &Ledger, ids: std::ops::RangeInclusive<u128>) {
             })
         })
         .collect();
-    assert!(ledger
-        .create_accounts_blocking(commands)
-        .expect("accounts")
-        .iter()
-        .all(Result::is_ok));
+    assert!(ledger.create_accounts_blocking(commands).expect("accounts").iter().all(Result::is_ok));
 }
 
 fn posted(id: u128, debit: u128, credit: u128, amount: u128) -> NewTransfer {
@@ -61,16 +53,8 @@ fn posted(id: u128, debit: u128, credit: u128, amount: u128) -> NewTransfer {
 }
 
 fn balances(ledger: &Ledger, ids: std::ops::RangeInclusive<u128>) -> Vec<(u128, u128)> {
-    let accounts = ledger
-        .lookup_accounts_blocking(ids.map(AccountId).collect())
-        .expect("lookup");
-    accounts
-        .iter()
-        .map(|a| {
-            a.as_ref()
-                .map_or((0, 0), |a| (a.debits_posted, a.credits_posted))
-        })
-        .collect()
+    let accounts = ledger.lookup_accounts_blocking(ids.map(AccountId).collect()).expect("lookup");
+    accounts.iter().map(|a| a.as_ref().map_or((0, 0), |a| (a.debits_posted, a.credits_posted))).collect()
 }
 
 #[test]
@@ -79,28 +63,18 @@ fn state_survives_reopening_with_and_without_snapshots() {
     let ledger = open(dir.path(), 50);
     accounts(&ledger, 1..=4);
     for batch in 0..20u128 {
-        let transfers = (0..10)
-            .map(|n| posted(1 + batch * 10 + n, 1 + n % 4, 1 + (n + 1) % 4, 1 + n))
-            .collect();
-        assert!(ledger
-            .create_transfers_blocking(transfers)
-            .expect("transfers")
-            .iter()
-            .all(Result::is_ok));
+        let transfers = (0..10).map(|n| posted(1 + batch * 10 + n, 1 + n % 4, 1 + (n + 1) % 4, 1 + n)).collect();
+        assert!(ledger.create_transfers_blocking(transfers).expect("transfers").iter().all(Result::is_ok));
     }
     let before = balances(&ledger, 1..=4);
     ledger.close();
     std::thread::sleep(Duration::from_millis(100)); // let the background snapshot land
-    let snapshots = std::fs::read_dir(dir.path().join("snapshots"))
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let snapshots = std::fs::read_dir(dir.path().join("snapshots")).map(|d| d.count()).unwrap_or(0);
     assert!(snapshots > 0, "a snapshot should have been written");
     let ledger = open(dir.path(), 50);
     assert_eq!(balances(&ledger, 1..=4), before);
     // Resubmitting after the restart is still idempotent.
-    let again = ledger
-        .create_transfers_blocking(vec![posted(1, 1, 2, 1)])
-        .expect("resubmit");
+    let again = ledger.create_transfers_blocking(vec![posted(1, 1, 2, 1)]).expect("resubmit");
     assert!(matches!(again[0], Ok(Outcome::AlreadyExists { .. })));
     ledger.close();
     // Without snapshots: a full replay gives the same.
@@ -117,10 +91,7 @@ fn a_snapshot_that_does_not_match_the_log_is_discarded() {
     for (path, amount) in [(dir.path(), 5), (other.path(), 7)] {
         let ledger = open(path, 3);
         accounts(&ledger, 1..=2);
-        assert!(ledger
-            .create_transfers_blocking(vec![posted(1, 1, 2, amount)])
-            .expect("t")[0]
-            .is_ok());
+        assert!(ledger.create_transfers_blocking(vec![posted(1, 1, 2, amount)]).expect("t")[0].is_ok());
         ledger.close();
     }
     std::thread::sleep(Duration::from_millis(100));
@@ -128,18 +99,10 @@ fn a_snapshot_that_does_not_match_the_log_is_discarded() {
     std::fs::create_dir_all(dir.path().join("snapshots")).expect("mkdir");
     for entry in std::fs::read_dir(other.path().join("snapshots")).expect("read") {
         let entry = entry.expect("entry");
-        std::fs::copy(
-            entry.path(),
-            dir.path().join("snapshots").join(entry.file_name()),
-        )
-        .expect("copy");
+        std::fs::copy(entry.path(), dir.path().join("snapshots").join(entry.file_name())).expect("copy");
     }
     let ledger = open(dir.path(), 1_000_000);
-    assert_eq!(
-        balances(&ledger, 1..=2),
-        vec![(5, 0), (0, 5)],
-        "the foreign snapshot must not be used"
-    );
+    assert_eq!(balances(&ledger, 1..=2), vec![(5, 0), (0, 5)], "the foreign snapshot must not be used");
     ledger.close();
     // A damaged snapshot body is discarded too.
     for entry in std::fs::read_dir(dir.path().join("snapshots")).expect("read") {
@@ -158,35 +121,18 @@ fn holds_expire_on_the_writers_own_timer() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ledger = open(dir.path(), 1_000_000);
     accounts(&ledger, 1..=2);
-    let hold = NewTransfer {
-        kind: TransferKind::Pending {
-            timeout_ns: 50_000_000,
-        },
-        ..posted(1, 1, 2, 9)
-    };
+    let hold = NewTransfer { kind: TransferKind::Pending { timeout_ns: 50_000_000 }, ..posted(1, 1, 2, 9) };
     assert!(ledger.create_transfers_blocking(vec![hold]).expect("hold")[0].is_ok());
     assert_eq!(
-        ledger
-            .lookup_accounts_blocking(vec![AccountId(1)])
-            .expect("lookup")[0]
-            .as_ref()
-            .map(|a| a.debits_pending),
+        ledger.lookup_accounts_blocking(vec![AccountId(1)]).expect("lookup")[0].as_ref().map(|a| a.debits_pending),
         Some(9)
     );
     std::thread::sleep(Duration::from_millis(300));
     // No request came in; the writer woke up by itself and recorded the expiry.
-    let transfer = ledger
-        .lookup_transfers_blocking(vec![TransferId(1)])
-        .expect("lookup")[0]
-        .clone()
-        .expect("hold");
+    let transfer = ledger.lookup_transfers_blocking(vec![TransferId(1)]).expect("lookup")[0].clone().expect("hold");
     assert_eq!(transfer.pending_status, Some(PendingStatus::Expired));
     assert_eq!(
-        ledger
-            .lookup_accounts_blocking(vec![AccountId(1)])
-            .expect("lookup")[0]
-            .as_ref()
-            .map(|a| a.debits_pending),
+        ledger.lookup_accounts_blocking(vec![AccountId(1)]).expect("lookup")[0].as_ref().map(|a| a.debits_pending),
         Some(0)
     );
 }
@@ -196,43 +142,25 @@ fn oversized_and_empty_requests_are_rejected_whole() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ledger = open(dir.path(), 1_000_000);
     accounts(&ledger, 1..=2);
-    let too_many = (0..=REQUEST_ITEMS_MAX as u128)
-        .map(|n| posted(n + 1, 1, 2, 1))
-        .collect();
+    let too_many = (0..=REQUEST_ITEMS_MAX as u128).map(|n| posted(n + 1, 1, 2, 1)).collect();
     assert_eq!(
         ledger.create_transfers_blocking(too_many),
-        Err(LedgerError::TooManyItems {
-            count: REQUEST_ITEMS_MAX + 1,
-            max: REQUEST_ITEMS_MAX
-        })
+        Err(LedgerError::TooManyItems { count: REQUEST_ITEMS_MAX + 1, max: REQUEST_ITEMS_MAX })
     );
-    assert_eq!(
-        ledger.create_transfers_blocking(vec![]),
-        Err(LedgerError::Empty)
-    );
+    assert_eq!(ledger.create_transfers_blocking(vec![]), Err(LedgerError::Empty));
     assert_eq!(balances(&ledger, 1..=2), vec![(0, 0), (0, 0)]);
 }
 
 #[test]
 fn answers_only_after_the_events_are_in_the_log() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (store, _) = EmbeddedStore::open(dir.path().join("log"), EmbeddedOptions::default())
-        .expect("open store");
+    let (store, _) = EmbeddedStore::open(dir.path().join("log"), EmbeddedOptions::default()).expect("open store");
     let store = Arc::new(store);
     let ledger = Ledger::open(store.clone(), LedgerConfig::default()).expect("ledger");
     accounts(&ledger, 1..=2);
     for id in 1..=50 {
-        assert!(ledger
-            .create_transfers_blocking(vec![posted(id, 1, 2, 1)])
-            .expect("t")[0]
-            .is_ok());
+        assert!(ledger.create_transfers_blocking(vec![posted(id, 1, 2, 1)]).expect("t")[0].is_ok());
         // Acknowledged means readable from the log: 2 account events + `id` transfers.
-        assert_eq!(
-            store
-                .stream_head("ledger-0")
-                .expect("head")
-                .map(|h| h.revision),
-            Some(1 + id as u64)
-        );
+        assert_eq!(store.stream_head("ledger-0").expect("head").map(|h| h.revision), Some(1 + id as u64));
     }
 }

@@ -1,1 +1,4 @@
-//! Read models built from the ledger event log. See ARCHITECTURE.md.
+//! Read models built from the ledger event log. Each is a fold of events in log order
+//! and can be rebuilt from the log at any time.
+
+pub mod account_history;

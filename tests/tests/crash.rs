@@ -36,12 +36,7 @@ fn run_and_kill(dir: &std::path::Path, base: u128, acks: usize) -> (Vec<Range>, 
         assert!(Instant::now() < deadline, "writer made too little progress");
         let line = lines.next().expect("writer still running").expect("line");
         let parts: Vec<&str> = line.split(' ').collect();
-        let range = |p: &[&str]| {
-            (
-                p[1].parse::<u128>().expect("first"),
-                p[2].parse::<u128>().expect("last"),
-            )
-        };
+        let range = |p: &[&str]| (p[1].parse::<u128>().expect("first"), p[2].parse::<u128>().expect("last"));
         match parts[0] {
             "SUBMIT" => submitted.push(range(&parts)),
             "ACK" => acknowledged.push(range(&parts)),
@@ -54,10 +49,7 @@ fn run_and_kill(dir: &std::path::Path, base: u128, acks: usize) -> (Vec<Range>, 
     for line in lines.map_while(Result::ok) {
         let parts: Vec<&str> = line.split(' ').collect();
         if parts.len() == 3 {
-            let range = (
-                parts[1].parse().expect("first"),
-                parts[2].parse().expect("last"),
-            );
+            let range = (parts[1].parse().expect("first"), parts[2].parse().expect("last"));
             match parts[0] {
                 "SUBMIT" => submitted.push(range),
                 "ACK" => acknowledged.push(range),
@@ -81,17 +73,12 @@ fn killed_writer_loses_nothing_acknowledged_and_leaves_nothing_partial() {
         all_acknowledged.extend(acknowledged);
 
         let (log_dir, snapshot_dir) = audit::data_dir_layout(dir.path());
-        let report = audit::verify(&log_dir, Some(&snapshot_dir))
-            .unwrap_or_else(|e| panic!("round {round}: audit failed: {e}"));
+        let report =
+            audit::verify(&log_dir, Some(&snapshot_dir)).unwrap_or_else(|e| panic!("round {round}: audit failed: {e}"));
         assert!(report.events_checked > 0);
 
-        let (store, _) = EmbeddedStore::open(
-            &log_dir,
-            EmbeddedOptions {
-                segment_bytes_max: 1 << 20,
-            },
-        )
-        .expect("reopen after kill");
+        let (store, _) =
+            EmbeddedStore::open(&log_dir, EmbeddedOptions { segment_bytes_max: 1 << 20 }).expect("reopen after kill");
         let config = LedgerConfig {
             snapshot_dir: Some(snapshot_dir.clone()),
             snapshot_interval_events: 3_000,

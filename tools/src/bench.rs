@@ -30,9 +30,6 @@ pub struct BenchArgs {
     /// removed afterwards (not /tmp, which may be memory and make syncs free).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Print exactly one JSON object on stdout.
-    #[arg(long)]
-    json: bool,
 }
 
 /// xorshift64*: a fast, deterministic generator; quality is ample for picking accounts.
@@ -47,7 +44,7 @@ impl Random {
     }
 }
 
-pub fn run(args: BenchArgs) -> ExitCode {
+pub fn run(args: BenchArgs, json: bool) -> ExitCode {
     if args.accounts < 2
         || args.batch == 0
         || args.batch > ledger_core::writer::REQUEST_ITEMS_MAX
@@ -61,12 +58,9 @@ pub fn run(args: BenchArgs) -> ExitCode {
     }
     let (dir, remove) = match &args.data_dir {
         Some(dir) => (dir.clone(), false),
-        None => (
-            PathBuf::from(format!("ledger-bench-{}", std::process::id())),
-            true,
-        ),
+        None => (PathBuf::from(format!("ledger-bench-{}", std::process::id())), true),
     };
-    let result = run_in(&args, &dir);
+    let result = run_in(&args, &dir, json);
     if remove {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -79,13 +73,9 @@ pub fn run(args: BenchArgs) -> ExitCode {
     }
 }
 
-fn run_in(args: &BenchArgs, dir: &std::path::Path) -> Result<(), String> {
-    let (store, _) = EmbeddedStore::open(dir.join("log"), EmbeddedOptions::default())
-        .map_err(|e| e.to_string())?;
-    let config = LedgerConfig {
-        snapshot_dir: Some(dir.join("snapshots")),
-        ..LedgerConfig::default()
-    };
+fn run_in(args: &BenchArgs, dir: &std::path::Path, json: bool) -> Result<(), String> {
+    let (store, _) = EmbeddedStore::open(dir.join("log"), EmbeddedOptions::default()).map_err(|e| e.to_string())?;
+    let config = LedgerConfig { snapshot_dir: Some(dir.join("snapshots")), ..LedgerConfig::default() };
     let ledger = Ledger::open(Arc::new(store), config).map_err(|e| e.to_string())?;
     let usd = Currency::parse("USD").map_err(|e| e.to_string())?;
     let account_base = 1u128 << 64;
@@ -101,16 +91,13 @@ fn run_in(args: &BenchArgs, dir: &std::path::Path) -> Result<(), String> {
         })
         .collect();
     for chunk in accounts.chunks(ledger_core::writer::REQUEST_ITEMS_MAX) {
-        let results = ledger
-            .create_accounts_blocking(chunk.to_vec())
-            .map_err(|e| e.to_string())?;
+        let results = ledger.create_accounts_blocking(chunk.to_vec()).map_err(|e| e.to_string())?;
         if let Some(error) = results.iter().find_map(|r| r.err()) {
             return Err(format!("creating accounts: {error}"));
         }
     }
     let mut random = Random(0x9E37_79B9_7F4A_7C15);
-    let transfer_base =
-        u128::from(std::process::id()) << 64 | u128::from(random.next() >> 16) << 32;
+    let transfer_base = u128::from(std::process::id()) << 64 | u128::from(random.next() >> 16) << 32;
     let mut batches: Vec<Vec<NewTransfer>> = Vec::new();
     let mut made = 0u64;
     while made < args.transfers {
@@ -149,9 +136,7 @@ fn run_in(args: &BenchArgs, dir: &std::path::Path) -> Result<(), String> {
             let sender = done_sender.clone();
             let submitted = Instant::now();
             ledger.submit_transfers(batch, move |result| {
-                let result = result
-                    .map(|r| r.iter().filter(|r| r.is_err()).count())
-                    .map_err(|e| e.to_string());
+                let result = result.map(|r| r.iter().filter(|r| r.is_err()).count()).map_err(|e| e.to_string());
                 let _ = sender.send((submitted.elapsed(), result));
             });
             in_flight += 1;
@@ -171,13 +156,11 @@ fn run_in(args: &BenchArgs, dir: &std::path::Path) -> Result<(), String> {
     }
     latencies.sort();
     let percentile = |p: f64| {
-        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
-            .as_secs_f64()
-            * 1e3
+        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1].as_secs_f64() * 1e3
     };
     let transfers_per_sec = args.transfers as f64 / elapsed.as_secs_f64();
     let (p50, p99, p100) = (percentile(0.50), percentile(0.99), percentile(1.0));
-    if args.json {
+    if json {
         println!(
             "{}",
             serde_json::json!({

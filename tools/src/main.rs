@@ -3,6 +3,8 @@
 //! embedded store.
 
 mod bench;
+mod client;
+mod load;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,12 +15,10 @@ use ledger_core::chain::to_hex;
 use ledger_core::money::format_amount;
 
 #[derive(Parser)]
-#[command(
-    name = "ledgerctl",
-    version,
-    about = "Ledger client, auditor and benchmark"
-)]
+#[command(name = "ledgerctl", version, about = "Ledger client, auditor and benchmark")]
 struct Cli {
+    #[command(flatten)]
+    connection: client::Connection,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,6 +32,29 @@ enum Command {
     },
     /// Durable transfers per second in process against the embedded store.
     Bench(bench::BenchArgs),
+    /// Open, freeze, unfreeze, close or look up accounts.
+    Accounts {
+        #[command(subcommand)]
+        command: client::AccountsCommand,
+    },
+    /// Create, post, void or look up transfers.
+    Transfers {
+        #[command(subcommand)]
+        command: client::TransfersCommand,
+    },
+    /// An account's movements over a time range.
+    History(client::HistoryArgs),
+    /// An account's balances as of a time.
+    Balance(client::BalanceArgs),
+    /// Committed events of the log from a position.
+    Events(client::EventsArgs),
+    /// Drive a running server with many concurrent clients.
+    Load(load::LoadArgs),
+    /// Serve the do-nothing echo service (the transport baseline for `load --target echo`).
+    EchoServer {
+        #[arg(long, default_value = "127.0.0.1:50052")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 #[derive(Subcommand)]
@@ -42,9 +65,6 @@ enum AuditCommand {
         /// The server's data directory (holding log/ and snapshots/).
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
-        /// Print one JSON object instead of text.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -53,21 +73,48 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
-        Command::Audit {
-            command: AuditCommand::Verify { data_dir, json },
-        } => audit_verify(&data_dir, json),
-        Command::Bench(args) => bench::run(args),
+    let cli = Cli::parse();
+    let connection = cli.connection;
+    let remote = match cli.command {
+        Command::Audit { command: AuditCommand::Verify { data_dir } } => {
+            return audit_verify(&data_dir, connection.json)
+        }
+        Command::Bench(args) => return bench::run(args, connection.json),
+        remote => remote,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match remote {
+            Command::Accounts { command } => client::accounts(&connection, command).await,
+            Command::Transfers { command } => client::transfers(&connection, command).await,
+            Command::History(args) => client::history(&connection, args).await,
+            Command::Balance(args) => client::balance(&connection, args).await,
+            Command::Events(args) => client::events(&connection, args).await,
+            Command::Load(args) => load::run(&connection, args).await,
+            Command::EchoServer { listen } => ledger_api::server::run_echo(listen).await.map(|()| true),
+            Command::Audit { .. } | Command::Bench(_) => Ok(true),
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 
 fn audit_verify(data_dir: &std::path::Path, json: bool) -> ExitCode {
     let (log_dir, snapshot_dir) = audit::data_dir_layout(data_dir);
     if !log_dir.is_dir() {
-        eprintln!(
-            "error: {} has no log/ directory: not a ledger data directory",
-            data_dir.display()
-        );
+        eprintln!("error: {} has no log/ directory: not a ledger data directory", data_dir.display());
         return ExitCode::from(2);
     }
     match audit::verify(&log_dir, Some(&snapshot_dir)) {
@@ -92,10 +139,7 @@ fn audit_verify(data_dir: &std::path::Path, json: bool) -> ExitCode {
                     .heads
                     .iter()
                     .map(|(stream, (revision, hash))| {
-                        (
-                            stream.clone(),
-                            serde_json::json!({"revision": revision, "hash": to_hex(hash)}),
-                        )
+                        (stream.clone(), serde_json::json!({"revision": revision, "hash": to_hex(hash)}))
                     })
                     .collect();
                 let out = serde_json::json!({

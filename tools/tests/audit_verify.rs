@@ -14,14 +14,10 @@ use ledger_core::store::{format, RecordedEvent};
 use ledger_core::writer::{Ledger, LedgerConfig};
 
 fn populate(data_dir: &Path) {
-    let (store, _) =
-        EmbeddedStore::open(data_dir.join("log"), EmbeddedOptions::default()).expect("open");
+    let (store, _) = EmbeddedStore::open(data_dir.join("log"), EmbeddedOptions::default()).expect("open");
     let ledger = Ledger::open(
         Arc::new(store),
-        LedgerConfig {
-            snapshot_dir: Some(data_dir.join("snapshots")),
-            ..LedgerConfig::default()
-        },
+        LedgerConfig { snapshot_dir: Some(data_dir.join("snapshots")), ..LedgerConfig::default() },
     )
     .expect("ledger");
     let usd = Currency::parse("USD").expect("USD");
@@ -36,11 +32,7 @@ fn populate(data_dir: &Path) {
             })
         })
         .collect();
-    assert!(ledger
-        .create_accounts_blocking(accounts)
-        .expect("accounts")
-        .iter()
-        .all(Result::is_ok));
+    assert!(ledger.create_accounts_blocking(accounts).expect("accounts").iter().all(Result::is_ok));
     for id in 1..=10u128 {
         let transfer = NewTransfer {
             id: TransferId(id),
@@ -53,20 +45,14 @@ fn populate(data_dir: &Path) {
             linked: false,
             kind: TransferKind::Posted,
         };
-        assert!(ledger
-            .create_transfers_blocking(vec![transfer])
-            .expect("transfer")[0]
-            .is_ok());
+        assert!(ledger.create_transfers_blocking(vec![transfer]).expect("transfer")[0].is_ok());
     }
     ledger.close();
 }
 
 fn records(data_dir: &Path) -> Vec<RecordedEvent> {
     let mut records = Vec::new();
-    format::scan(&data_dir.join("log"), |record, _| {
-        records.push(record.clone())
-    })
-    .expect("scan");
+    format::scan(&data_dir.join("log"), |record, _| records.push(record.clone())).expect("scan");
     records
 }
 
@@ -98,10 +84,7 @@ fn verify(data_dir: &Path) -> (i32, String) {
         .arg(data_dir)
         .output()
         .expect("run ledgerctl");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).to_string(),
-    )
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).to_string())
 }
 
 #[test]
@@ -111,10 +94,7 @@ fn a_healthy_directory_verifies() {
     let (code, out) = verify(dir.path());
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("OK: 13 events checked"), "{out}");
-    assert!(
-        out.contains("USD: debits posted 10.55 = credits posted 10.55"),
-        "{out}"
-    );
+    assert!(out.contains("USD: debits posted 10.55 = credits posted 10.55"), "{out}");
     let json = Command::new(env!("CARGO_BIN_EXE_ledgerctl"))
         .args(["audit", "verify", "--json", "--data-dir"])
         .arg(dir.path())
@@ -142,10 +122,7 @@ fn an_altered_amount_is_found() {
     rewrite(dir.path(), &records);
     let (code, out) = verify(dir.path());
     assert_ne!(code, 0, "{out}");
-    assert!(
-        out.contains("first bad stream ledger-0 revision 7"),
-        "{out}"
-    );
+    assert!(out.contains("first bad stream ledger-0 revision 7"), "{out}");
 }
 
 #[test]
@@ -160,10 +137,7 @@ fn a_removed_event_is_found() {
     rewrite(dir.path(), &records);
     let (code, out) = verify(dir.path());
     assert_ne!(code, 0, "{out}");
-    assert!(
-        out.contains("first bad stream ledger-0 revision 6"),
-        "{out}"
-    );
+    assert!(out.contains("first bad stream ledger-0 revision 6"), "{out}");
 }
 
 #[test]
@@ -172,23 +146,12 @@ fn swapped_events_are_found() {
     populate(dir.path());
     let mut records = records(dir.path());
     let (a, b) = (records[8].clone(), records[9].clone());
-    records[8] = RecordedEvent {
-        position: 8,
-        revision: 8,
-        ..b
-    };
-    records[9] = RecordedEvent {
-        position: 9,
-        revision: 9,
-        ..a
-    };
+    records[8] = RecordedEvent { position: 8, revision: 8, ..b };
+    records[9] = RecordedEvent { position: 9, revision: 9, ..a };
     rewrite(dir.path(), &records);
     let (code, out) = verify(dir.path());
     assert_ne!(code, 0, "{out}");
-    assert!(
-        out.contains("first bad stream ledger-0 revision 8"),
-        "{out}"
-    );
+    assert!(out.contains("first bad stream ledger-0 revision 8"), "{out}");
 }
 
 #[test]

@@ -34,9 +34,7 @@ pub struct EmbeddedOptions {
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions {
-            segment_bytes_max: SEGMENT_BYTES_MAX,
-        }
+        EmbeddedOptions { segment_bytes_max: SEGMENT_BYTES_MAX }
     }
 }
 
@@ -73,16 +71,8 @@ struct Shared {
 }
 
 enum Request {
-    Append {
-        stream: String,
-        expected: ExpectedRevision,
-        events: EventBatch,
-        bytes: usize,
-        done: AppendCallback,
-    },
-    Flush {
-        done: FlushCallback,
-    },
+    Append { stream: String, expected: ExpectedRevision, events: EventBatch, bytes: usize, done: AppendCallback },
+    Flush { done: FlushCallback },
 }
 
 /// The embedded store. Cheap to share behind an `Arc`; closes when dropped.
@@ -93,17 +83,11 @@ pub struct EmbeddedStore {
 }
 
 fn io_error(operation: &'static str, path: &Path, error: std::io::Error) -> StoreError {
-    StoreError::Io {
-        operation,
-        path: path.to_path_buf(),
-        message: error.to_string(),
-    }
+    StoreError::Io { operation, path: path.to_path_buf(), message: error.to_string() }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_error("fsync directory", dir, e))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error("fsync directory", dir, e))
 }
 
 impl EmbeddedStore {
@@ -118,22 +102,12 @@ impl EmbeddedStore {
         let mut index = Index::default();
         let report = format::scan(&dir, |record, location| {
             index.all.push(location);
-            let stream = index
-                .streams
-                .entry(record.stream.clone())
-                .or_insert_with(|| StreamIndex {
-                    locations: Vec::new(),
-                });
+            let stream =
+                index.streams.entry(record.stream.clone()).or_insert_with(|| StreamIndex { locations: Vec::new() });
             stream.locations.push(location);
         })?;
         for (stream, (revision, hash)) in &report.heads {
-            index.heads.insert(
-                stream.clone(),
-                StreamHead {
-                    revision: *revision,
-                    hash: *hash,
-                },
-            );
+            index.heads.insert(stream.clone(), StreamHead { revision: *revision, hash: *hash });
         }
         let mut segment_paths = report.segments.clone();
         if let Some(torn) = &report.torn_tail {
@@ -142,24 +116,16 @@ impl EmbeddedStore {
                 fs::remove_file(&torn.file).map_err(|e| io_error("remove", &torn.file, e))?;
                 segment_paths.pop();
             } else {
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(&torn.file)
-                    .map_err(|e| io_error("open", &torn.file, e))?;
-                file.set_len(torn.offset)
-                    .map_err(|e| io_error("truncate", &torn.file, e))?;
-                file.sync_all()
-                    .map_err(|e| io_error("fsync", &torn.file, e))?;
+                let file =
+                    OpenOptions::new().write(true).open(&torn.file).map_err(|e| io_error("open", &torn.file, e))?;
+                file.set_len(torn.offset).map_err(|e| io_error("truncate", &torn.file, e))?;
+                file.sync_all().map_err(|e| io_error("fsync", &torn.file, e))?;
             }
             sync_dir(&dir)?;
         }
         let mut segments = Vec::new();
         for (_, path) in &segment_paths {
-            let file = OpenOptions::new()
-                .read(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| io_error("open", path, e))?;
+            let file = OpenOptions::new().read(true).append(true).open(path).map_err(|e| io_error("open", path, e))?;
             segments.push(Arc::new(file));
         }
         let records = index.all.len() as u64;
@@ -180,16 +146,8 @@ impl EmbeddedStore {
             .name("store-committer".into())
             .spawn(move || committer.run(receiver))
             .map_err(|e| io_error("spawn committer", &dir, e))?;
-        let recovery = RecoveryReport {
-            segments: segment_paths.len(),
-            records,
-            torn_tail: report.torn_tail,
-        };
-        let store = EmbeddedStore {
-            shared,
-            sender: Mutex::new(Some(sender)),
-            committer: Mutex::new(Some(thread)),
-        };
+        let recovery = RecoveryReport { segments: segment_paths.len(), records, torn_tail: report.torn_tail };
+        let store = EmbeddedStore { shared, sender: Mutex::new(Some(sender)), committer: Mutex::new(Some(thread)) };
         Ok((store, recovery))
     }
 
@@ -209,12 +167,7 @@ impl EmbeddedStore {
 
     fn check_poisoned(&self) -> Result<(), StoreError> {
         if self.shared.poisoned.load(Ordering::Acquire) {
-            let reason = self
-                .shared
-                .poison_reason
-                .lock()
-                .map(|r| r.clone())
-                .unwrap_or_default();
+            let reason = self.shared.poison_reason.lock().map(|r| r.clone()).unwrap_or_default();
             return Err(StoreError::Poisoned(reason));
         }
         Ok(())
@@ -233,28 +186,15 @@ impl EmbeddedStore {
 
     fn read_at(&self, location: Location) -> Result<RecordedEvent, StoreError> {
         let file = {
-            let segments = self
-                .shared
-                .segments
-                .read()
-                .map_err(|_| StoreError::Closed)?;
-            segments
-                .get(location.segment as usize)
-                .cloned()
-                .ok_or(StoreError::Closed)?
+            let segments = self.shared.segments.read().map_err(|_| StoreError::Closed)?;
+            segments.get(location.segment as usize).cloned().ok_or(StoreError::Closed)?
         };
-        let path = || {
-            self.shared
-                .dir
-                .join(format::segment_file_name(location.segment))
-        };
+        let path = || self.shared.dir.join(format::segment_file_name(location.segment));
         let mut header = [0u8; RECORD_HEADER_BYTES];
-        file.read_exact_at(&mut header, u64::from(location.offset))
-            .map_err(|e| io_error("read", &path(), e))?;
+        file.read_exact_at(&mut header, u64::from(location.offset)).map_err(|e| io_error("read", &path(), e))?;
         let body_len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let mut bytes = vec![0u8; RECORD_HEADER_BYTES + body_len];
-        file.read_exact_at(&mut bytes, u64::from(location.offset))
-            .map_err(|e| io_error("read", &path(), e))?;
+        file.read_exact_at(&mut bytes, u64::from(location.offset)).map_err(|e| io_error("read", &path(), e))?;
         let (event, _) = format::parse_record(&bytes).map_err(|reason| StoreError::Corrupt {
             file: path(),
             offset: u64::from(location.offset),
@@ -271,13 +211,7 @@ impl Drop for EmbeddedStore {
 }
 
 impl EventStore for EmbeddedStore {
-    fn append_with(
-        &self,
-        stream: &str,
-        expected: ExpectedRevision,
-        events: EventBatch,
-        done: AppendCallback,
-    ) {
+    fn append_with(&self, stream: &str, expected: ExpectedRevision, events: EventBatch, done: AppendCallback) {
         if let Err(error) = self.check_poisoned() {
             return done(Err(error));
         }
@@ -285,13 +219,7 @@ impl EventStore for EmbeddedStore {
             Ok(bytes) => bytes,
             Err(error) => return done(Err(error)),
         };
-        let request = Request::Append {
-            stream: stream.to_string(),
-            expected,
-            events,
-            bytes,
-            done,
-        };
+        let request = Request::Append { stream: stream.to_string(), expected, events, bytes, done };
         if let Err(Request::Append { done, .. }) = self.send(request) {
             done(Err(StoreError::Closed));
         }
@@ -318,40 +246,25 @@ impl EventStore for EmbeddedStore {
             };
             let all = &stream.locations;
             match direction {
-                Direction::Forwards => all
-                    .iter()
-                    .skip(from.min(all.len() as u64) as usize)
-                    .take(max_count)
-                    .copied()
-                    .collect(),
+                Direction::Forwards => {
+                    all.iter().skip(from.min(all.len() as u64) as usize).take(max_count).copied().collect()
+                }
                 Direction::Backwards => {
                     let end = (from.saturating_add(1)).min(all.len() as u64) as usize;
                     all[..end].iter().rev().take(max_count).copied().collect()
                 }
             }
         };
-        locations
-            .into_iter()
-            .map(|location| self.read_at(location))
-            .collect()
+        locations.into_iter().map(|location| self.read_at(location)).collect()
     }
 
     fn read_all(&self, from: Position, max_count: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         self.check_poisoned()?;
         let locations: Vec<Location> = {
             let index = self.shared.index.read().map_err(|_| StoreError::Closed)?;
-            index
-                .all
-                .iter()
-                .skip(from.min(index.all.len() as u64) as usize)
-                .take(max_count)
-                .copied()
-                .collect()
+            index.all.iter().skip(from.min(index.all.len() as u64) as usize).take(max_count).copied().collect()
         };
-        locations
-            .into_iter()
-            .map(|location| self.read_at(location))
-            .collect()
+        locations.into_iter().map(|location| self.read_at(location)).collect()
     }
 
     fn stream_head(&self, stream: &str) -> Result<Option<StreamHead>, StoreError> {
@@ -393,34 +306,13 @@ enum Completion {
 }
 
 impl Committer {
-    fn new(
-        shared: Arc<Shared>,
-        options: EmbeddedOptions,
-        next_position: Position,
-    ) -> Result<Committer, StoreError> {
-        let heads = shared
-            .index
-            .read()
-            .map_err(|_| StoreError::Closed)?
-            .heads
-            .clone();
-        let existing = shared
-            .segments
-            .read()
-            .map_err(|_| StoreError::Closed)?
-            .last()
-            .cloned();
-        let segment_count = shared
-            .segments
-            .read()
-            .map_err(|_| StoreError::Closed)?
-            .len() as u32;
+    fn new(shared: Arc<Shared>, options: EmbeddedOptions, next_position: Position) -> Result<Committer, StoreError> {
+        let heads = shared.index.read().map_err(|_| StoreError::Closed)?.heads.clone();
+        let existing = shared.segments.read().map_err(|_| StoreError::Closed)?.last().cloned();
+        let segment_count = shared.segments.read().map_err(|_| StoreError::Closed)?.len() as u32;
         let mut committer = match existing {
             Some(file) => {
-                let segment_len = file
-                    .metadata()
-                    .map_err(|e| io_error("stat", &shared.dir, e))?
-                    .len();
+                let segment_len = file.metadata().map_err(|e| io_error("stat", &shared.dir, e))?.len();
                 Committer {
                     shared,
                     options,
@@ -434,9 +326,7 @@ impl Committer {
                 }
             }
             None => {
-                let placeholder = Arc::new(
-                    File::open(&shared.dir).map_err(|e| io_error("open", &shared.dir, e))?,
-                );
+                let placeholder = Arc::new(File::open(&shared.dir).map_err(|e| io_error("open", &shared.dir, e))?);
                 Committer {
                     shared,
                     options,
@@ -466,16 +356,11 @@ impl Committer {
             .create_new(true)
             .open(&path)
             .map_err(|e| io_error("create", &path, e))?;
-        file.write_all(&format::segment_header(segment))
-            .map_err(|e| io_error("write", &path, e))?;
+        file.write_all(&format::segment_header(segment)).map_err(|e| io_error("write", &path, e))?;
         file.sync_all().map_err(|e| io_error("fsync", &path, e))?;
         sync_dir(&self.shared.dir)?;
         let file = Arc::new(file);
-        self.shared
-            .segments
-            .write()
-            .map_err(|_| StoreError::Closed)?
-            .push(file.clone());
+        self.shared.segments.write().map_err(|_| StoreError::Closed)?.push(file.clone());
         self.file = file;
         self.segment = segment;
         self.segment_len = SEGMENT_HEADER_BYTES as u64;
@@ -504,16 +389,8 @@ impl Committer {
     fn commit_group(&mut self, group: Vec<Request>) {
         let _span = tracing::debug_span!("commit_group", requests = group.len()).entered();
         if self.shared.poisoned.load(Ordering::Acquire) {
-            let reason = self
-                .shared
-                .poison_reason
-                .lock()
-                .map(|r| r.clone())
-                .unwrap_or_default();
-            return fail_all(
-                group.into_iter().map(completion_of).collect(),
-                StoreError::Poisoned(reason),
-            );
+            let reason = self.shared.poison_reason.lock().map(|r| r.clone()).unwrap_or_default();
+            return fail_all(group.into_iter().map(completion_of).collect(), StoreError::Poisoned(reason));
         }
         let committed_heads = self.heads.clone();
         let committed_position = self.next_position;
@@ -532,13 +409,7 @@ impl Committer {
                         last_hash: GENESIS_HASH,
                     },
                 }),
-                Request::Append {
-                    stream,
-                    expected,
-                    events,
-                    bytes,
-                    done,
-                } => {
+                Request::Append { stream, expected, events, bytes, done } => {
                     if result.is_err() {
                         pending.push(Pending {
                             done: Completion::Append(done),
@@ -551,20 +422,13 @@ impl Committer {
                     let head = self.heads.get(&stream).copied();
                     if !expected_matches(expected, head) {
                         let actual = head.map(|h| h.revision);
-                        done(Err(StoreError::WrongExpectedRevision {
-                            stream,
-                            expected,
-                            actual,
-                        }));
+                        done(Err(StoreError::WrongExpectedRevision { stream, expected, actual }));
                         continue;
                     }
                     match self.encode(&stream, head, &events, bytes) {
-                        Ok((locations, outcome)) => pending.push(Pending {
-                            done: Completion::Append(done),
-                            stream,
-                            locations,
-                            outcome,
-                        }),
+                        Ok((locations, outcome)) => {
+                            pending.push(Pending { done: Completion::Append(done), stream, locations, outcome })
+                        }
                         Err(error) => {
                             result = Err(error);
                             pending.push(Pending {
@@ -603,8 +467,7 @@ impl Committer {
     ) -> Result<(Vec<Location>, AppendOutcome), StoreError> {
         let frame_bytes = (format::FRAME_HEADER_BYTES + bytes) as u64;
         let used = self.segment_len + self.buffer.len() as u64;
-        if used + frame_bytes > self.options.segment_bytes_max && used > SEGMENT_HEADER_BYTES as u64
-        {
+        if used + frame_bytes > self.options.segment_bytes_max && used > SEGMENT_HEADER_BYTES as u64 {
             self.write_buffer()?;
             self.sync()?;
             self.roll()?;
@@ -621,81 +484,38 @@ impl Committer {
         for (event_type, payload) in events.iter() {
             hash = chain_hash_with(&mut self.chain_input, &hash, revision, payload);
             let offset = self.segment_len + self.buffer.len() as u64;
-            locations.push(Location {
-                segment: self.segment,
-                offset: offset as u32,
-            });
-            format::put_record(
-                &mut self.buffer,
-                self.next_position,
-                revision,
-                &hash,
-                stream,
-                event_type,
-                payload,
-            );
+            locations.push(Location { segment: self.segment, offset: offset as u32 });
+            format::put_record(&mut self.buffer, self.next_position, revision, &hash, stream, event_type, payload);
             self.next_position += 1;
             revision += 1;
         }
         format::finish_frame(&mut self.buffer, frame_start, events.len() as u32);
-        let last_revision = if events.is_empty() {
-            head.map(|h| h.revision)
-        } else {
-            Some(revision - 1)
-        };
+        let last_revision = if events.is_empty() { head.map(|h| h.revision) } else { Some(revision - 1) };
         if let Some(last) = last_revision {
-            self.heads.insert(
-                stream.to_string(),
-                StreamHead {
-                    revision: last,
-                    hash,
-                },
-            );
+            self.heads.insert(stream.to_string(), StreamHead { revision: last, hash });
         }
         let first_revision = (!events.is_empty()).then_some(first_revision);
-        Ok((
-            locations,
-            AppendOutcome {
-                first_revision,
-                last_revision,
-                first_position,
-                last_hash: hash,
-            },
-        ))
+        Ok((locations, AppendOutcome { first_revision, last_revision, first_position, last_hash: hash }))
     }
 
     fn write_buffer(&mut self) -> Result<(), StoreError> {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let path = self
-            .shared
-            .dir
-            .join(format::segment_file_name(self.segment));
-        (&*self.file)
-            .write_all(&self.buffer)
-            .map_err(|e| io_error("write", &path, e))?;
+        let path = self.shared.dir.join(format::segment_file_name(self.segment));
+        (&*self.file).write_all(&self.buffer).map_err(|e| io_error("write", &path, e))?;
         self.segment_len += self.buffer.len() as u64;
         self.buffer.clear();
         Ok(())
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {
-        let path = self
-            .shared
-            .dir
-            .join(format::segment_file_name(self.segment));
+        let path = self.shared.dir.join(format::segment_file_name(self.segment));
         #[cfg(test)]
         if self.shared.fail_next_sync.swap(false, Ordering::AcqRel) {
-            return Err(io_error(
-                "fdatasync",
-                &path,
-                std::io::Error::other("injected failure"),
-            ));
+            return Err(io_error("fdatasync", &path, std::io::Error::other("injected failure")));
         }
-        self.file
-            .sync_data()
-            .map_err(|e| io_error("fdatasync", &path, e))
+        self.file.sync_data().map_err(|e| io_error("fdatasync", &path, e))
     }
 
     fn poison(&self, error: &StoreError) {
@@ -714,21 +534,13 @@ impl Committer {
                     continue;
                 }
                 index.all.extend_from_slice(&p.locations);
-                let stream = index
-                    .streams
-                    .entry(p.stream.clone())
-                    .or_insert_with(|| StreamIndex {
-                        locations: Vec::new(),
-                    });
+                let stream =
+                    index.streams.entry(p.stream.clone()).or_insert_with(|| StreamIndex { locations: Vec::new() });
                 stream.locations.extend_from_slice(&p.locations);
                 if let Some(last_revision) = p.outcome.last_revision {
-                    index.heads.insert(
-                        p.stream.clone(),
-                        StreamHead {
-                            revision: last_revision,
-                            hash: p.outcome.last_hash,
-                        },
-                    );
+                    index
+                        .heads
+                        .insert(p.stream.clone(), StreamHead { revision: last_revision, hash: p.outcome.last_hash });
                 }
             }
         }
@@ -743,12 +555,7 @@ impl Committer {
 }
 
 fn empty_outcome() -> AppendOutcome {
-    AppendOutcome {
-        first_revision: None,
-        last_revision: None,
-        first_position: 0,
-        last_hash: GENESIS_HASH,
-    }
+    AppendOutcome { first_revision: None, last_revision: None, first_position: 0, last_hash: GENESIS_HASH }
 }
 
 fn expected_matches(expected: ExpectedRevision, head: Option<StreamHead>) -> bool {
@@ -776,16 +583,9 @@ fn fail_all(completions: Vec<Completion>, error: StoreError) {
 }
 
 /// Hash of `stream`'s event at `revision`, for checking a snapshot against the log.
-pub fn hash_at(
-    store: &dyn EventStore,
-    stream: &str,
-    revision: Revision,
-) -> Result<Option<Hash>, StoreError> {
+pub fn hash_at(store: &dyn EventStore, stream: &str, revision: Revision) -> Result<Option<Hash>, StoreError> {
     let events = store.read_stream(stream, revision, Direction::Forwards, 1)?;
-    Ok(events
-        .first()
-        .filter(|event| event.revision == revision)
-        .map(|event| event.hash))
+    Ok(events.first().filter(|event| event.revision == revision).map(|event| event.hash))
 }
 
 #[cfg(test)]
@@ -800,12 +600,7 @@ mod tests {
 
     fn append(store: &EmbeddedStore, text: &str) -> Result<AppendOutcome, StoreError> {
         let (sender, receiver) = mpsc::channel();
-        store.append_with(
-            "s",
-            ExpectedRevision::Any,
-            event(text),
-            Box::new(move |r| drop(sender.send(r))),
-        );
+        store.append_with("s", ExpectedRevision::Any, event(text), Box::new(move |r| drop(sender.send(r))));
         receiver.recv().unwrap_or(Err(StoreError::Closed))
     }
 
@@ -816,34 +611,15 @@ mod tests {
         append(&store, "acknowledged").expect("first append");
         store.shared.fail_next_sync.store(true, Ordering::Release);
         let failed = append(&store, "failed");
-        assert!(
-            matches!(
-                failed,
-                Err(StoreError::Io {
-                    operation: "fdatasync",
-                    ..
-                })
-            ),
-            "{failed:?}"
-        );
+        assert!(matches!(failed, Err(StoreError::Io { operation: "fdatasync", .. })), "{failed:?}");
         // Never retried: every later call fails, reads included.
-        assert!(matches!(
-            append(&store, "later"),
-            Err(StoreError::Poisoned(_))
-        ));
-        assert!(matches!(
-            store.read_all(0, 10),
-            Err(StoreError::Poisoned(_))
-        ));
-        assert!(matches!(
-            store.stream_head("s"),
-            Err(StoreError::Poisoned(_))
-        ));
+        assert!(matches!(append(&store, "later"), Err(StoreError::Poisoned(_))));
+        assert!(matches!(store.read_all(0, 10), Err(StoreError::Poisoned(_))));
+        assert!(matches!(store.stream_head("s"), Err(StoreError::Poisoned(_))));
         drop(store);
         // Reopening recovers from what is on disk: the acknowledged event is there; the
         // one whose sync failed may or may not be (its outcome was unknown).
-        let (store, _) =
-            EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("reopen");
+        let (store, _) = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("reopen");
         let events = store.read_all(0, 10).expect("read");
         assert_eq!(events[0].payload, b"acknowledged");
         assert!(events.iter().all(|e| e.payload != b"later"));

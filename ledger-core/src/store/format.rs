@@ -120,10 +120,9 @@ pub fn parse_record(bytes: &[u8]) -> Result<(RecordedEvent, usize), &'static str
         return Err("record name lengths run past the record");
     }
     let names = &body[RECORD_FIXED_BYTES..];
-    let stream =
-        std::str::from_utf8(&names[..stream_len]).map_err(|_| "stream name is not UTF-8")?;
-    let event_type = std::str::from_utf8(&names[stream_len..stream_len + type_len])
-        .map_err(|_| "event type is not UTF-8")?;
+    let stream = std::str::from_utf8(&names[..stream_len]).map_err(|_| "stream name is not UTF-8")?;
+    let event_type =
+        std::str::from_utf8(&names[stream_len..stream_len + type_len]).map_err(|_| "event type is not UTF-8")?;
     let event = RecordedEvent {
         position: u64_at(body, 0),
         revision: u64_at(body, 8),
@@ -234,14 +233,8 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u32, PathBuf)>, StoreError> {
 /// Reads every record of `dir` in commit order, checking checksums, positions,
 /// revisions and every stream's hash chain, and calls `visit` for each with its
 /// location. Stops at the first problem, except a torn tail, which is reported.
-pub fn scan(
-    dir: &Path,
-    mut visit: impl FnMut(&RecordedEvent, Location),
-) -> Result<ScanReport, StoreError> {
-    let mut report = ScanReport {
-        segments: list_segments(dir)?,
-        ..ScanReport::default()
-    };
+pub fn scan(dir: &Path, mut visit: impl FnMut(&RecordedEvent, Location)) -> Result<ScanReport, StoreError> {
+    let mut report = ScanReport { segments: list_segments(dir)?, ..ScanReport::default() };
     let segment_count = report.segments.len();
     for (number, (index, path)) in report.segments.clone().iter().enumerate() {
         let last = number + 1 == segment_count;
@@ -250,14 +243,9 @@ pub fn scan(
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let corrupt = |offset: usize, reason: String| StoreError::Corrupt {
-            file: path.clone(),
-            offset: offset as u64,
-            reason,
-        };
-        if bytes.len() < SEGMENT_HEADER_BYTES
-            || bytes[..SEGMENT_HEADER_BYTES] != segment_header(*index)
-        {
+        let corrupt =
+            |offset: usize, reason: String| StoreError::Corrupt { file: path.clone(), offset: offset as u64, reason };
+        if bytes.len() < SEGMENT_HEADER_BYTES || bytes[..SEGMENT_HEADER_BYTES] != segment_header(*index) {
             if last && bytes.iter().all(|byte| *byte == 0) {
                 // Created but its header never made it to disk: the crash came before
                 // anything was appended to it.
@@ -277,16 +265,9 @@ pub fn scan(
             match parse_frame(&bytes[at..]) {
                 Ok((records, len)) => {
                     for (record, offset) in &records {
-                        check_record(&mut report, record).map_err(|reason| {
-                            chain_error(path, (at + offset) as u64, record, reason)
-                        })?;
-                        visit(
-                            record,
-                            Location {
-                                segment: *index,
-                                offset: (at + offset) as u32,
-                            },
-                        );
+                        check_record(&mut report, record)
+                            .map_err(|reason| chain_error(path, (at + offset) as u64, record, reason))?;
+                        visit(record, Location { segment: *index, offset: (at + offset) as u32 });
                         report.records += 1;
                     }
                     at += len;
@@ -325,27 +306,19 @@ fn is_tail(bytes: &[u8], at: usize) -> bool {
 
 fn check_record(report: &mut ScanReport, record: &RecordedEvent) -> Result<(), String> {
     if record.position != report.records {
-        return Err(format!(
-            "position {} where {} was expected",
-            record.position, report.records
-        ));
+        return Err(format!("position {} where {} was expected", record.position, report.records));
     }
     let (expected_revision, previous) = match report.heads.get(&record.stream) {
         Some((revision, hash)) => (revision + 1, *hash),
         None => (0, GENESIS_HASH),
     };
     if record.revision != expected_revision {
-        return Err(format!(
-            "revision {} where {} was expected",
-            record.revision, expected_revision
-        ));
+        return Err(format!("revision {} where {} was expected", record.revision, expected_revision));
     }
     if chain_hash(&previous, record.revision, &record.payload) != record.hash {
         return Err("stored hash differs from blake3(previous hash, revision, event)".into());
     }
-    report
-        .heads
-        .insert(record.stream.clone(), (record.revision, record.hash));
+    report.heads.insert(record.stream.clone(), (record.revision, record.hash));
     Ok(())
 }
 

@@ -53,10 +53,7 @@ pub struct EventBatch {
 
 impl EventBatch {
     pub fn with_capacity(events: usize, bytes: usize) -> EventBatch {
-        EventBatch {
-            bytes: Vec::with_capacity(bytes),
-            entries: Vec::with_capacity(events),
-        }
+        EventBatch { bytes: Vec::with_capacity(bytes), entries: Vec::with_capacity(events) }
     }
 
     /// Adds an event whose payload `encode` appends to the buffer it is given.
@@ -139,36 +136,16 @@ pub enum Direction {
 /// Errors of the port. Each variant is something a caller can act on.
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error(
-        "stream {stream}: expected revision {expected:?}, but its last revision is {actual:?}"
-    )]
-    WrongExpectedRevision {
-        stream: String,
-        expected: ExpectedRevision,
-        actual: Option<Revision>,
-    },
+    #[error("stream {stream}: expected revision {expected:?}, but its last revision is {actual:?}")]
+    WrongExpectedRevision { stream: String, expected: ExpectedRevision, actual: Option<Revision> },
     #[error("the store failed an earlier write ({0}); reopen it to recover from disk")]
     Poisoned(String),
     #[error("i/o error during {operation} on {path}: {message}")]
-    Io {
-        operation: &'static str,
-        path: PathBuf,
-        message: String,
-    },
+    Io { operation: &'static str, path: PathBuf, message: String },
     #[error("corrupt log in {file} at offset {offset}: {reason}")]
-    Corrupt {
-        file: PathBuf,
-        offset: u64,
-        reason: String,
-    },
+    Corrupt { file: PathBuf, offset: u64, reason: String },
     #[error("hash chain broken in stream {stream} at revision {revision} ({file} offset {offset}): {reason}")]
-    ChainBroken {
-        stream: String,
-        revision: Revision,
-        file: PathBuf,
-        offset: u64,
-        reason: String,
-    },
+    ChainBroken { stream: String, revision: Revision, file: PathBuf, offset: u64, reason: String },
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     #[error("the store is closed")]
@@ -182,13 +159,7 @@ pub type FlushCallback = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 pub trait EventStore: Send + Sync + 'static {
     /// Starts an atomic append of `events` to `stream`; `done` runs once the outcome
     /// is known. Success means every event is durable.
-    fn append_with(
-        &self,
-        stream: &str,
-        expected: ExpectedRevision,
-        events: EventBatch,
-        done: AppendCallback,
-    );
+    fn append_with(&self, stream: &str, expected: ExpectedRevision, events: EventBatch, done: AppendCallback);
 
     /// `done` runs once every append started before this call has its outcome.
     fn flush_with(&self, done: FlushCallback);
@@ -223,12 +194,7 @@ pub trait EventStoreExt: EventStore {
         events: Vec<EventData>,
     ) -> Result<AppendOutcome, StoreError> {
         let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-        self.append_with(
-            stream,
-            expected,
-            events.into(),
-            Box::new(move |result| drop(sender.send(result))),
-        );
+        self.append_with(stream, expected, events.into(), Box::new(move |result| drop(sender.send(result))));
         receiver.recv().unwrap_or(Err(StoreError::Closed))
     }
 
@@ -239,12 +205,7 @@ pub trait EventStoreExt: EventStore {
         events: Vec<EventData>,
     ) -> impl std::future::Future<Output = Result<AppendOutcome, StoreError>> + Send {
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        self.append_with(
-            stream,
-            expected,
-            events.into(),
-            Box::new(move |result| drop(sender.send(result))),
-        );
+        self.append_with(stream, expected, events.into(), Box::new(move |result| drop(sender.send(result))));
         async move { receiver.await.unwrap_or(Err(StoreError::Closed)) }
     }
 }
@@ -262,11 +223,7 @@ pub struct Subscription {
 impl Subscription {
     pub fn new(store: Arc<dyn EventStore>, from: Position) -> Subscription {
         let head = store.watch_head();
-        Subscription {
-            store,
-            next: from,
-            head,
-        }
+        Subscription { store, next: from, head }
     }
 
     /// The position of the next event this subscription returns.
@@ -290,28 +247,20 @@ impl Subscription {
 
 pub(crate) fn check_append(stream: &str, events: &EventBatch) -> Result<usize, StoreError> {
     if stream.is_empty() || stream.len() > STREAM_NAME_BYTES_MAX {
-        return Err(StoreError::InvalidRequest(format!(
-            "stream name must be 1 to {STREAM_NAME_BYTES_MAX} bytes"
-        )));
+        return Err(StoreError::InvalidRequest(format!("stream name must be 1 to {STREAM_NAME_BYTES_MAX} bytes")));
     }
     let mut bytes = 0usize;
     for (event_type, payload) in events.iter() {
         if event_type.is_empty() || event_type.len() > EVENT_TYPE_BYTES_MAX {
-            return Err(StoreError::InvalidRequest(format!(
-                "event type must be 1 to {EVENT_TYPE_BYTES_MAX} bytes"
-            )));
+            return Err(StoreError::InvalidRequest(format!("event type must be 1 to {EVENT_TYPE_BYTES_MAX} bytes")));
         }
         if payload.len() > EVENT_PAYLOAD_BYTES_MAX {
-            return Err(StoreError::InvalidRequest(format!(
-                "event payload is over {EVENT_PAYLOAD_BYTES_MAX} bytes"
-            )));
+            return Err(StoreError::InvalidRequest(format!("event payload is over {EVENT_PAYLOAD_BYTES_MAX} bytes")));
         }
         bytes += format::record_len(stream.len(), event_type.len(), payload.len());
     }
     if bytes > APPEND_BYTES_MAX {
-        return Err(StoreError::InvalidRequest(format!(
-            "append is over {APPEND_BYTES_MAX} bytes; split it"
-        )));
+        return Err(StoreError::InvalidRequest(format!("append is over {APPEND_BYTES_MAX} bytes; split it")));
     }
     Ok(bytes)
 }

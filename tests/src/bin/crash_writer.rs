@@ -25,13 +25,8 @@ fn main() -> Result<(), String> {
     };
     let base: u128 = base.parse().map_err(|_| "ID_BASE must be a number")?;
     let dir = std::path::PathBuf::from(dir);
-    let (store, _) = EmbeddedStore::open(
-        dir.join("log"),
-        EmbeddedOptions {
-            segment_bytes_max: 1 << 20,
-        },
-    )
-    .map_err(|e| e.to_string())?;
+    let (store, _) = EmbeddedStore::open(dir.join("log"), EmbeddedOptions { segment_bytes_max: 1 << 20 })
+        .map_err(|e| e.to_string())?;
     let config = LedgerConfig {
         snapshot_dir: Some(dir.join("snapshots")),
         snapshot_interval_events: 3_000,
@@ -50,9 +45,7 @@ fn main() -> Result<(), String> {
             })
         })
         .collect();
-    let results = ledger
-        .create_accounts_blocking(accounts)
-        .map_err(|e| e.to_string())?;
+    let results = ledger.create_accounts_blocking(accounts).map_err(|e| e.to_string())?;
     if let Some(error) = results.iter().find_map(|r| r.err()) {
         return Err(error.to_string());
     }
@@ -81,11 +74,7 @@ fn main() -> Result<(), String> {
                     code: 1,
                     metadata: String::new(),
                     linked: id != last && id % 5 != 4,
-                    kind: if id % 3 == 0 {
-                        TransferKind::Pending { timeout_ns: 0 }
-                    } else {
-                        TransferKind::Posted
-                    },
+                    kind: if id % 3 == 0 { TransferKind::Pending { timeout_ns: 0 } } else { TransferKind::Posted },
                 })
                 .map(|mut t| {
                     if t.debit_account_id == t.credit_account_id {
@@ -106,10 +95,7 @@ fn main() -> Result<(), String> {
                         }
                         Ok(())
                     }
-                    Ok(results) => Err(format!(
-                        "rejected: {:?}",
-                        results.iter().find(|r| r.is_err())
-                    )),
+                    Ok(results) => Err(format!("rejected: {:?}", results.iter().find(|r| r.is_err()))),
                     Err(error) => Err(error.to_string()),
                 };
                 let _ = sender.send(outcome);

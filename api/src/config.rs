@@ -1,0 +1,103 @@
+//! Settings of `ledgerd`, from flags, environment variables and a config file, in that
+//! order of precedence, over built-in defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::Deserialize;
+
+#[derive(Parser, Debug, Default)]
+#[command(name = "ledgerd", version, about = "The ledger server: gRPC over the embedded event store")]
+pub struct Args {
+    /// Config file (TOML) with any of: data_dir, listen, metrics_listen, tokens_file,
+    /// tls_cert, tls_key.
+    #[arg(long, env = "LEDGERD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory: the event log in log/, snapshots in snapshots/ [default: data].
+    #[arg(long, env = "LEDGERD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long, env = "LEDGERD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Prometheus metrics listen address (GET /metrics) [default: 127.0.0.1:9464].
+    #[arg(long, env = "LEDGERD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Tokens file: lines `ROLE TOKEN` (roles: admin, service, auditor, read-only).
+    #[arg(long, env = "LEDGERD_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// TLS certificate (PEM); TLS is on when both certificate and key are given.
+    #[arg(long, env = "LEDGERD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "LEDGERD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
+    tokens_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+}
+
+/// The settings in force.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    pub tokens_file: Option<PathBuf>,
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+impl Config {
+    pub fn resolve(args: Args) -> Result<Config, String> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| format!("config file {}: {e}", path.display()))?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| format!("config file {}: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let default_listen: SocketAddr = ([127, 0, 0, 1], 50051).into();
+        let default_metrics: SocketAddr = ([127, 0, 0, 1], 9464).into();
+        let tls = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err("TLS needs both a certificate and a key".into()),
+        };
+        Ok(Config {
+            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data")),
+            listen: args.listen.or(file.listen).unwrap_or(default_listen),
+            metrics_listen: args.metrics_listen.or(file.metrics_listen).unwrap_or(default_metrics),
+            tokens_file: args.tokens_file.or(file.tokens_file),
+            tls,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledgerd.toml");
+        std::fs::write(&path, "data_dir = \"/from/file\"\nlisten = \"127.0.0.1:7000\"\n").expect("write");
+        let args = Args { config: Some(path.clone()), listen: Some(([127, 0, 0, 1], 8000).into()), ..Args::default() };
+        let config = Config::resolve(args).expect("resolve");
+        assert_eq!(config.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(config.listen.port(), 8000);
+        assert_eq!(config.metrics_listen.port(), 9464);
+        std::fs::write(&path, "colour = \"blue\"\n").expect("write");
+        assert!(Config::resolve(Args { config: Some(path), ..Args::default() }).is_err());
+        let half_tls = Args { tls_cert: Some("cert.pem".into()), ..Args::default() };
+        assert!(Config::resolve(half_tls).is_err());
+    }
+}

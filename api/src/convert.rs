@@ -1,0 +1,333 @@
+//! Conversion between wire types (generated from proto/ledger/v1) and domain types, and
+//! the one mapping of domain errors to gRPC status codes. Everything from outside is
+//! checked here; a malformed field is INVALID_ARGUMENT naming the item and field.
+
+use ledger_core::codec;
+use ledger_core::domain::*;
+use ledger_core::money::Currency;
+use ledger_core::store::{RecordedEvent, StoreError};
+use ledger_core::writer::LedgerError;
+use ledger_proto::api::v1 as wire;
+use tonic::Status;
+
+/// Longest decimal string of a u128.
+const U128_DIGITS_MAX: usize = 39;
+
+pub fn parse_u128(field: &str, text: &str) -> Result<u128, Status> {
+    if text.is_empty() || text.len() > U128_DIGITS_MAX || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Status::invalid_argument(format!(
+            "{field}: expected an unsigned decimal integer, got {:?}",
+            truncate(text)
+        )));
+    }
+    text.parse::<u128>().map_err(|_| Status::invalid_argument(format!("{field}: out of range (at most 2^128-1)")))
+}
+
+/// An optional u128: empty means 0.
+fn parse_u128_or_zero(field: &str, text: &str) -> Result<u128, Status> {
+    if text.is_empty() {
+        Ok(0)
+    } else {
+        parse_u128(field, text)
+    }
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(48).collect()
+}
+
+pub fn parse_currency(field: &str, code: &str) -> Result<Currency, Status> {
+    Currency::parse(code)
+        .map_err(|_| Status::invalid_argument(format!("{field}: unknown currency {:?}", truncate(code))))
+}
+
+fn parse_code(field: &str, code: u32) -> Result<u16, Status> {
+    u16::try_from(code).map_err(|_| Status::invalid_argument(format!("{field}: at most 65535")))
+}
+
+pub fn account_command(index: usize, command: wire::AccountCommand) -> Result<AccountCommand, Status> {
+    use wire::account_command::Command;
+    let field = |name: &str| format!("commands[{index}].{name}");
+    match command.command {
+        Some(Command::Open(new)) => Ok(AccountCommand::Open(NewAccount {
+            id: AccountId(parse_u128(&field("open.id"), &new.id)?),
+            currency: parse_currency(&field("open.currency"), &new.currency)?,
+            code: parse_code(&field("open.code"), new.code)?,
+            flags: AccountFlags(new.flags),
+            owner_id: parse_u128_or_zero(&field("open.owner_id"), &new.owner_id)?,
+        })),
+        Some(Command::Freeze(id)) => Ok(AccountCommand::Freeze(AccountId(parse_u128(&field("freeze"), &id)?))),
+        Some(Command::Unfreeze(id)) => Ok(AccountCommand::Unfreeze(AccountId(parse_u128(&field("unfreeze"), &id)?))),
+        Some(Command::Close(id)) => Ok(AccountCommand::Close(AccountId(parse_u128(&field("close"), &id)?))),
+        None => Err(Status::invalid_argument(format!("commands[{index}]: no command given"))),
+    }
+}
+
+pub fn new_transfer(index: usize, t: wire::NewTransfer) -> Result<NewTransfer, Status> {
+    let field = |name: &str| format!("transfers[{index}].{name}");
+    let kind = match wire::TransferKind::try_from(t.kind) {
+        Ok(wire::TransferKind::Unspecified | wire::TransferKind::Posted) => TransferKind::Posted,
+        Ok(wire::TransferKind::Pending) => TransferKind::Pending { timeout_ns: t.timeout_ns },
+        Ok(wire::TransferKind::PostPending) => {
+            TransferKind::PostPending { pending_id: TransferId(parse_u128(&field("pending_id"), &t.pending_id)?) }
+        }
+        Ok(wire::TransferKind::VoidPending) => {
+            TransferKind::VoidPending { pending_id: TransferId(parse_u128(&field("pending_id"), &t.pending_id)?) }
+        }
+        Err(_) => return Err(Status::invalid_argument(format!("{}: unknown kind {}", field("kind"), t.kind))),
+    };
+    if t.timeout_ns != 0 && !matches!(kind, TransferKind::Pending { .. }) {
+        return Err(Status::invalid_argument(format!(
+            "{}: only pending transfers have a timeout",
+            field("timeout_ns")
+        )));
+    }
+    if !t.pending_id.is_empty() && !matches!(kind, TransferKind::PostPending { .. } | TransferKind::VoidPending { .. })
+    {
+        return Err(Status::invalid_argument(format!("{}: only post and void name a pending id", field("pending_id"))));
+    }
+    if t.metadata.len() > METADATA_BYTES_MAX {
+        return Err(Status::invalid_argument(format!("{}: at most {METADATA_BYTES_MAX} bytes", field("metadata"))));
+    }
+    let currency = if t.currency.is_empty() { None } else { Some(parse_currency(&field("currency"), &t.currency)?) };
+    Ok(NewTransfer {
+        id: TransferId(parse_u128(&field("id"), &t.id)?),
+        debit_account_id: AccountId(parse_u128_or_zero(&field("debit_account_id"), &t.debit_account_id)?),
+        credit_account_id: AccountId(parse_u128_or_zero(&field("credit_account_id"), &t.credit_account_id)?),
+        amount: parse_u128_or_zero(&field("amount"), &t.amount)?,
+        currency,
+        code: parse_code(&field("code"), t.code)?,
+        metadata: t.metadata,
+        linked: t.linked,
+        kind,
+    })
+}
+
+/// `ExceedsCredits` → `EXCEEDS_CREDITS`.
+fn screaming_snake(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 8);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+fn item_result<E: std::fmt::Debug + std::fmt::Display>(index: usize, result: &Result<Outcome, E>) -> wire::ItemResult {
+    match result {
+        Ok(Outcome::Created { timestamp_ns }) => wire::ItemResult {
+            index: index as u32,
+            code: "CREATED".into(),
+            ok: true,
+            timestamp_ns: *timestamp_ns,
+            message: String::new(),
+        },
+        Ok(Outcome::AlreadyExists { timestamp_ns }) => wire::ItemResult {
+            index: index as u32,
+            code: "ALREADY_EXISTS".into(),
+            ok: true,
+            timestamp_ns: *timestamp_ns,
+            message: "committed before; nothing changed".into(),
+        },
+        Err(error) => wire::ItemResult {
+            index: index as u32,
+            code: screaming_snake(&format!("{error:?}")),
+            ok: false,
+            timestamp_ns: 0,
+            message: error.to_string(),
+        },
+    }
+}
+
+pub fn transfer_results(results: &[TransferResult]) -> Vec<wire::ItemResult> {
+    results.iter().enumerate().map(|(index, result)| item_result(index, result)).collect()
+}
+
+pub fn account_results(results: &[AccountResult]) -> Vec<wire::ItemResult> {
+    results.iter().enumerate().map(|(index, result)| item_result(index, result)).collect()
+}
+
+pub fn account(a: &Account) -> wire::Account {
+    let state = match a.state {
+        AccountState::Open => wire::AccountState::Open,
+        AccountState::Frozen => wire::AccountState::Frozen,
+        AccountState::Closed => wire::AccountState::Closed,
+    };
+    wire::Account {
+        id: a.id.0.to_string(),
+        currency: a.currency.code().into(),
+        code: u32::from(a.code),
+        flags: a.flags.0,
+        owner_id: a.owner_id.to_string(),
+        state: state as i32,
+        debits_pending: a.debits_pending.to_string(),
+        debits_posted: a.debits_posted.to_string(),
+        credits_pending: a.credits_pending.to_string(),
+        credits_posted: a.credits_posted.to_string(),
+        timestamp_ns: a.timestamp_ns,
+    }
+}
+
+pub fn transfer(t: &Transfer) -> wire::Transfer {
+    let m = &t.movement;
+    let (kind, timeout_ns, pending_id) = match t.kind {
+        TransferKind::Posted => (wire::TransferKind::Posted, 0, String::new()),
+        TransferKind::Pending { timeout_ns } => (wire::TransferKind::Pending, timeout_ns, String::new()),
+        TransferKind::PostPending { pending_id } => (wire::TransferKind::PostPending, 0, pending_id.0.to_string()),
+        TransferKind::VoidPending { pending_id } => (wire::TransferKind::VoidPending, 0, pending_id.0.to_string()),
+    };
+    let pending_status = match t.pending_status {
+        None => wire::PendingStatus::Unspecified,
+        Some(PendingStatus::Pending) => wire::PendingStatus::Pending,
+        Some(PendingStatus::Posted { .. }) => wire::PendingStatus::Posted,
+        Some(PendingStatus::Voided) => wire::PendingStatus::Voided,
+        Some(PendingStatus::Expired) => wire::PendingStatus::Expired,
+    };
+    wire::Transfer {
+        id: m.id.0.to_string(),
+        debit_account_id: m.debit_account_id.0.to_string(),
+        credit_account_id: m.credit_account_id.0.to_string(),
+        amount: m.amount.to_string(),
+        currency: m.currency.code().into(),
+        code: u32::from(m.code),
+        metadata: m.metadata.clone(),
+        linked: m.linked,
+        kind: kind as i32,
+        timeout_ns,
+        pending_id,
+        timestamp_ns: t.timestamp_ns,
+        pending_status: pending_status as i32,
+        expires_at_ns: t.expires_at_ns,
+    }
+}
+
+pub fn recorded_event(event: RecordedEvent) -> wire::StreamEventsResponse {
+    let decoded = if event.stream.starts_with("ledger-") {
+        codec::decode_event(&event.payload).ok().map(|e| codec::to_pb(&e))
+    } else {
+        None
+    };
+    wire::StreamEventsResponse {
+        stream: event.stream,
+        revision: event.revision,
+        position: event.position,
+        event_type: event.event_type,
+        payload: event.payload,
+        hash: event.hash.to_vec(),
+        event: decoded,
+    }
+}
+
+/// The one mapping of the ledger's whole-request errors to gRPC status codes.
+pub fn status(error: LedgerError) -> Status {
+    match &error {
+        LedgerError::TooManyItems { .. } | LedgerError::Empty => Status::invalid_argument(error.to_string()),
+        LedgerError::Overloaded => Status::resource_exhausted(error.to_string()),
+        LedgerError::Closed => Status::unavailable(error.to_string()),
+        LedgerError::Failed(_) => Status::unavailable(error.to_string()),
+        LedgerError::Replay { .. } => Status::data_loss(error.to_string()),
+        LedgerError::Store(store) => store_status(store),
+    }
+}
+
+pub fn store_status(error: &StoreError) -> Status {
+    match error {
+        StoreError::WrongExpectedRevision { .. } => Status::aborted(error.to_string()),
+        StoreError::Poisoned(_) | StoreError::Io { .. } | StoreError::Closed => Status::unavailable(error.to_string()),
+        StoreError::Corrupt { .. } | StoreError::ChainBroken { .. } => Status::data_loss(error.to_string()),
+        StoreError::InvalidRequest(_) => Status::invalid_argument(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn every_ledger_error_has_its_status_code() {
+        let cases = [
+            (LedgerError::TooManyItems { count: 2, max: 1 }, Code::InvalidArgument),
+            (LedgerError::Empty, Code::InvalidArgument),
+            (LedgerError::Overloaded, Code::ResourceExhausted),
+            (LedgerError::Closed, Code::Unavailable),
+            (LedgerError::Failed("disk".into()), Code::Unavailable),
+            (LedgerError::Replay { stream: "s".into(), revision: 1, reason: "r".into() }, Code::DataLoss),
+            (LedgerError::Store(StoreError::Poisoned("x".into())), Code::Unavailable),
+            (LedgerError::Store(StoreError::Closed), Code::Unavailable),
+            (
+                LedgerError::Store(StoreError::Io { operation: "write", path: "p".into(), message: "m".into() }),
+                Code::Unavailable,
+            ),
+            (
+                LedgerError::Store(StoreError::WrongExpectedRevision {
+                    stream: "s".into(),
+                    expected: ledger_core::store::ExpectedRevision::NoStream,
+                    actual: Some(1),
+                }),
+                Code::Aborted,
+            ),
+            (
+                LedgerError::Store(StoreError::Corrupt { file: "f".into(), offset: 1, reason: "r".into() }),
+                Code::DataLoss,
+            ),
+            (
+                LedgerError::Store(StoreError::ChainBroken {
+                    stream: "s".into(),
+                    revision: 1,
+                    file: "f".into(),
+                    offset: 1,
+                    reason: "r".into(),
+                }),
+                Code::DataLoss,
+            ),
+            (LedgerError::Store(StoreError::InvalidRequest("x".into())), Code::InvalidArgument),
+        ];
+        for (error, code) in cases {
+            assert_eq!(status(error.clone()).code(), code, "{error}");
+        }
+    }
+
+    #[test]
+    fn item_codes_are_screaming_snake_names() {
+        let results = vec![Err(TransferError::ExceedsCredits), Ok(Outcome::Created { timestamp_ns: 5 })];
+        let wire = transfer_results(&results);
+        assert_eq!(wire[0].code, "EXCEEDS_CREDITS");
+        assert!(!wire[0].ok);
+        assert_eq!((wire[1].code.as_str(), wire[1].ok, wire[1].timestamp_ns), ("CREATED", true, 5));
+    }
+
+    #[test]
+    fn malformed_fields_are_invalid_arguments_naming_the_field() {
+        let base = wire::NewTransfer {
+            id: "1".into(),
+            debit_account_id: "2".into(),
+            credit_account_id: "3".into(),
+            amount: "100".into(),
+            currency: "USD".into(),
+            ..Default::default()
+        };
+        assert!(new_transfer(0, base.clone()).is_ok());
+        let cases = [
+            (wire::NewTransfer { id: "-1".into(), ..base.clone() }, "transfers[4].id"),
+            (wire::NewTransfer { amount: "1.5".into(), ..base.clone() }, "transfers[4].amount"),
+            (wire::NewTransfer { amount: "9".repeat(40), ..base.clone() }, "transfers[4].amount"),
+            (wire::NewTransfer { currency: "XYZ".into(), ..base.clone() }, "transfers[4].currency"),
+            (wire::NewTransfer { code: 70_000, ..base.clone() }, "transfers[4].code"),
+            (wire::NewTransfer { kind: 99, ..base.clone() }, "transfers[4].kind"),
+            (wire::NewTransfer { timeout_ns: 5, ..base.clone() }, "transfers[4].timeout_ns"),
+            (wire::NewTransfer { metadata: "m".repeat(300), ..base.clone() }, "transfers[4].metadata"),
+            (
+                wire::NewTransfer { kind: wire::TransferKind::PostPending as i32, pending_id: "x".into(), ..base },
+                "transfers[4].pending_id",
+            ),
+        ];
+        for (transfer, field) in cases {
+            let status = new_transfer(4, transfer).expect_err("malformed");
+            assert_eq!(status.code(), Code::InvalidArgument);
+            assert!(status.message().starts_with(field), "{}", status.message());
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Starting and stopping `ledgerd`: store, ledger, read model, tokens, gRPC services,
+//! health, reflection, metrics endpoint, graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ledger_core::audit::data_dir_layout;
+use ledger_core::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use ledger_core::store::EventStore;
+use ledger_core::writer::{Ledger, LedgerConfig};
+use ledger_proto::api::v1 as wire;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use crate::auth::{self, Role, Tokens};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::service::{EchoService, HistoryView, LedgerService};
+
+/// Largest request or response message.
+pub const MESSAGE_BYTES_MAX: usize = 8 << 20;
+/// Longest a call may run before it is cancelled with DEADLINE_EXCEEDED.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Tokens from the tokens file and `LEDGERD_ADMIN_TOKEN`; if neither gives any, the
+/// admin token in `<data-dir>/admin.token` (generated on first start).
+pub fn load_tokens(config: &Config) -> Result<Tokens, String> {
+    let mut tokens = Tokens::default();
+    if let Some(path) = &config.tokens_file {
+        tokens.load_file(path).map_err(|e| e.to_string())?;
+    }
+    if let Ok(token) = std::env::var("LEDGERD_ADMIN_TOKEN") {
+        tokens.insert(&token, Role::Admin).map_err(|e| format!("LEDGERD_ADMIN_TOKEN: {e}"))?;
+    }
+    if tokens.is_empty() {
+        let token = auth::admin_token_file(&config.data_dir).map_err(|e| format!("admin token file: {e}"))?;
+        tokens.insert(&token, Role::Admin).map_err(|e| format!("admin token file: {e}"))?;
+        tracing::info!(path = %config.data_dir.join("admin.token").display(), "admin token file in use");
+    }
+    Ok(tokens)
+}
+
+/// Runs the server until `shutdown` completes, then finishes in-flight calls and
+/// batches and returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
+    let tokens = Arc::new(load_tokens(&config)?);
+    let (log_dir, snapshot_dir) = data_dir_layout(&config.data_dir);
+    let (store, recovery) = EmbeddedStore::open(&log_dir, EmbeddedOptions::default()).map_err(|e| e.to_string())?;
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        segments = recovery.segments,
+        events = recovery.records,
+        torn_tail = recovery.torn_tail.is_some(),
+        "event log opened"
+    );
+    let store: Arc<dyn EventStore> = Arc::new(store);
+    let ledger =
+        Ledger::open(store.clone(), LedgerConfig { snapshot_dir: Some(snapshot_dir), ..LedgerConfig::default() })
+            .map_err(|e| e.to_string())?;
+    let history = HistoryView::new();
+    tokio::spawn(history.clone().follow(store.clone()));
+    let metrics = Arc::new(Metrics::default());
+    let writer_metrics = ledger.metrics();
+    let metrics_listener =
+        TcpListener::bind(config.metrics_listen).await.map_err(|e| format!("metrics listen: {e}"))?;
+    tracing::info!(addr = %local_addr(&metrics_listener), "metrics on http://{}/metrics", local_addr(&metrics_listener));
+    {
+        let metrics = metrics.clone();
+        tokio::spawn(serve_metrics(metrics_listener, move || metrics.render(&writer_metrics)));
+    }
+    let service = LedgerService { ledger: ledger.clone(), store, tokens, history, metrics };
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<wire::ledger_server::LedgerServer<LedgerService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ledger_proto::api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| format!("reflection: {e}"))?;
+    let mut builder = Server::builder().timeout(REQUEST_TIMEOUT);
+    if let Some((cert, key)) = &config.tls {
+        let cert = std::fs::read(cert).map_err(|e| format!("TLS certificate {}: {e}", cert.display()))?;
+        let key = std::fs::read(key).map_err(|e| format!("TLS key {}: {e}", key.display()))?;
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            .map_err(|e| format!("TLS: {e}"))?;
+    }
+    let listener = TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
+    let addr = local_addr(&listener);
+    tracing::info!(%addr, tls = config.tls.is_some(), "ledgerd listening on {addr}");
+    let ledger_server = wire::ledger_server::LedgerServer::new(service)
+        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(MESSAGE_BYTES_MAX);
+    builder
+        .add_service(ledger_server)
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| format!("server: {e}"))?;
+    tracing::info!("no more calls in flight; closing the ledger");
+    tokio::task::spawn_blocking(move || ledger.close()).await.map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves only the do-nothing echo service, for transport baselines.
+pub async fn run_echo(listen: SocketAddr) -> Result<(), String> {
+    let listener = TcpListener::bind(listen).await.map_err(|e| format!("listen on {listen}: {e}"))?;
+    tracing::info!(addr = %local_addr(&listener), "echo server listening on {}", local_addr(&listener));
+    Server::builder()
+        .add_service(wire::echo_server::EchoServer::new(EchoService))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .await
+        .map_err(|e| format!("server: {e}"))
+}
+
+fn local_addr(listener: &TcpListener) -> String {
+    listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
+}
+
+/// A minimal HTTP/1.1 endpoint: GET /metrics answers the Prometheus text format.
+async fn serve_metrics(listener: TcpListener, render: impl Fn() -> String + Send + Sync + 'static) {
+    let render = Arc::new(render);
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else { continue };
+        let render = render.clone();
+        tokio::spawn(async move {
+            let mut request = [0u8; 4096];
+            let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut request)).await;
+            let Ok(Ok(length)) = read else { return };
+            let head = String::from_utf8_lossy(&request[..length]);
+            let response = if head.starts_with("GET /metrics ") {
+                let body = render();
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+            };
+            let _ = socket.write_all(response.as_bytes()).await;
+        });
+    }
+}

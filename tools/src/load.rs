@@ -1,0 +1,207 @@
+//! `ledgerctl load`: drives a running server over gRPC with many concurrent clients and
+//! prints throughput and latency.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use ledger_proto::api::v1 as wire;
+use tonic::transport::Channel;
+
+use crate::client::{progress, Connection};
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Target {
+    /// The ledger's CreateTransfers.
+    Ledger,
+    /// A do-nothing echo service (`ledgerctl echo-server`), to measure the transport.
+    Echo,
+}
+
+#[derive(Args)]
+pub struct LoadArgs {
+    #[arg(long, default_value_t = 10_000)]
+    accounts: u64,
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Transfers per request.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Run for this many seconds (default 10 unless --count is given).
+    #[arg(long, conflicts_with = "count")]
+    duration: Option<f64>,
+    /// Send this many transfers in all.
+    #[arg(long)]
+    count: Option<u64>,
+    #[arg(long, value_enum, default_value_t = Target::Ledger)]
+    target: Target,
+    /// HTTP/2 connections the clients share.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+}
+
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+fn nanos_seed() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(7, |d| d.as_nanos() as u64) | 1
+}
+
+pub async fn run(connection: &Connection, args: LoadArgs) -> Result<bool, String> {
+    if args.clients == 0 || args.batch == 0 || args.accounts < 2 || args.connections == 0 {
+        return Err("need --clients >= 1, --batch >= 1, --accounts >= 2, --connections >= 1".into());
+    }
+    let mut channels = Vec::new();
+    for _ in 0..args.connections.min(args.clients) {
+        let channel = Channel::from_shared(connection.addr.clone())
+            .map_err(|e| format!("--addr: {e}"))?
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", connection.addr))?;
+        channels.push(channel);
+    }
+    let mut seed = Random(nanos_seed());
+    let account_base = u128::from(seed.next()) << 64;
+    if args.target == Target::Ledger {
+        create_accounts(connection, channels[0].clone(), account_base, args.accounts).await?;
+    }
+    let transfer_base = (u128::from(seed.next()) << 64) | (1u128 << 63);
+    let next_id = Arc::new(AtomicU64::new(1));
+    let sent = Arc::new(AtomicU64::new(0));
+    let duration = match (args.duration, args.count) {
+        (Some(seconds), _) => Some(Duration::from_secs_f64(seconds)),
+        (None, None) => Some(Duration::from_secs(10)),
+        (None, Some(_)) => None,
+    };
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client_index in 0..args.clients {
+        let channel = channels[client_index % channels.len()].clone();
+        let request = connection.request(())?;
+        let authorization = request.metadata().get("authorization").cloned();
+        let (next_id, sent) = (next_id.clone(), sent.clone());
+        let (batch, accounts, count, target) = (args.batch, args.accounts, args.count, args.target);
+        let mut random = Random(seed.next() | 1);
+        tasks.push(tokio::spawn(async move {
+            let mut ledger = wire::ledger_client::LedgerClient::new(channel.clone());
+            let mut echo = wire::echo_client::EchoClient::new(channel);
+            let mut latencies = Vec::new();
+            loop {
+                if duration.is_some_and(|d| started.elapsed() >= d) {
+                    break;
+                }
+                let first = next_id.fetch_add(batch as u64, Ordering::Relaxed);
+                if count.is_some_and(|c| first > c) {
+                    break;
+                }
+                let size = count.map_or(batch as u64, |c| (c + 1 - first).min(batch as u64));
+                let transfers = (0..size)
+                    .map(|n| {
+                        let debit = random.next() % accounts;
+                        let credit = (debit + 1 + random.next() % (accounts - 1)) % accounts;
+                        wire::NewTransfer {
+                            id: (transfer_base + u128::from(first + n)).to_string(),
+                            debit_account_id: (account_base + u128::from(debit)).to_string(),
+                            credit_account_id: (account_base + u128::from(credit)).to_string(),
+                            amount: (1 + random.next() % 1000).to_string(),
+                            currency: "USD".into(),
+                            code: 1,
+                            kind: wire::TransferKind::Posted as i32,
+                            ..Default::default()
+                        }
+                    })
+                    .collect();
+                let mut request = tonic::Request::new(wire::CreateTransfersRequest { transfers });
+                if let Some(value) = &authorization {
+                    request.metadata_mut().insert("authorization", value.clone());
+                }
+                let begun = Instant::now();
+                let response = match target {
+                    Target::Ledger => ledger.create_transfers(request).await,
+                    Target::Echo => echo.echo(request).await,
+                };
+                let response = response.map_err(|s| format!("{:?}: {}", s.code(), s.message()))?.into_inner();
+                latencies.push(begun.elapsed());
+                if let Some(failed) = response.results.iter().find(|r| !r.ok) {
+                    return Err(format!("transfer rejected: {} {}", failed.code, failed.message));
+                }
+                let total = sent.fetch_add(size, Ordering::Relaxed) + size;
+                if client_index == 0 && latencies.len() % 64 == 0 {
+                    progress(total, count, started);
+                }
+            }
+            Ok::<_, String>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.map_err(|e| e.to_string())??);
+    }
+    let elapsed = started.elapsed();
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!();
+    }
+    let transfers = sent.load(Ordering::Relaxed);
+    if latencies.is_empty() {
+        return Err("no request completed".into());
+    }
+    latencies.sort();
+    let percentile = |p: f64| {
+        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1].as_secs_f64() * 1e3
+    };
+    let transfers_per_sec = transfers as f64 / elapsed.as_secs_f64();
+    let (p50, p99, p999) = (percentile(0.5), percentile(0.99), percentile(0.999));
+    if connection.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "transfers_per_sec": transfers_per_sec.round(), "p50_ms": p50, "p99_ms": p99, "p999_ms": p999,
+                "clients": args.clients, "batch_size": args.batch, "transfers": transfers, "requests": latencies.len(),
+            })
+        );
+    } else {
+        println!(
+            "{transfers} transfers in {} requests of {} from {} clients: {:.2} s",
+            latencies.len(),
+            args.batch,
+            args.clients,
+            elapsed.as_secs_f64()
+        );
+        println!("throughput: {transfers_per_sec:.0} transfers/s");
+        println!("request latency: p50 {p50:.2} ms, p99 {p99:.2} ms, p999 {p999:.2} ms");
+    }
+    Ok(true)
+}
+
+async fn create_accounts(connection: &Connection, channel: Channel, base: u128, count: u64) -> Result<(), String> {
+    let mut client = wire::ledger_client::LedgerClient::new(channel);
+    let ids: Vec<u64> = (0..count).collect();
+    for chunk in ids.chunks(8_000) {
+        let commands = chunk
+            .iter()
+            .map(|n| wire::AccountCommand {
+                command: Some(wire::account_command::Command::Open(wire::NewAccount {
+                    id: (base + u128::from(*n)).to_string(),
+                    currency: "USD".into(),
+                    code: 1,
+                    ..Default::default()
+                })),
+            })
+            .collect();
+        let request = connection.request(wire::CreateAccountsRequest { commands })?;
+        let response = client.create_accounts(request).await.map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+        if let Some(failed) = response.into_inner().results.iter().find(|r| !r.ok) {
+            return Err(format!("creating accounts: {} {}", failed.code, failed.message));
+        }
+    }
+    Ok(())
+}
