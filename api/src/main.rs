@@ -1,5 +1,10 @@
 //! `ledgerd`: the ledger server. See `ledger_api::server`.
 
+/// mimalloc: the gRPC path allocates per request from several threads, where glibc's
+/// allocator spends a measurable share of the CPU (see the commit that added it).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use ledger_api::config::{Args, Config};
 

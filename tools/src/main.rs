@@ -6,6 +6,11 @@ mod bench;
 mod client;
 mod load;
 
+/// mimalloc: the gRPC path allocates per request from several threads, where glibc's
+/// allocator spends a measurable share of the CPU (see the commit that added it).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
