@@ -358,7 +358,8 @@ async fn health_reflection_and_metrics() {
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect metrics");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("write");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n")
+        .unwrap_or_else(|error| panic!("write to the metrics endpoint {addr}: {error}"));
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
     response

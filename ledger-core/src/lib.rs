@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod chain;
 pub mod codec;
+pub mod collections;
 pub mod domain;
 pub mod money;
 pub mod snapshot;

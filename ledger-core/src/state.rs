@@ -3,10 +3,11 @@
 //! into the state. Replay is a fold of `evolve`. `execute_*` run a batch: decide,
 //! evolve, and undo a linked chain whose member fails.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::collections::{ChunkedVec, ShardedMap};
 use crate::domain::*;
 use crate::money::Currency;
 
@@ -26,18 +27,15 @@ impl CurrencyTotals {
     }
 }
 
-/// Maps keyed by caller-chosen ids: foldhash is several times faster than SipHash on
-/// 16-byte keys and still seeded per process.
-type IdMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
 /// The in-memory state of one ledger partition.
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct LedgerState {
-    accounts: IdMap<AccountId, Account>,
+    accounts: ShardedMap<AccountId, Account>,
     /// Committed transfers in commit order, found through `transfer_index`. Kept apart
-    /// so that growing the index moves 32-byte slots, not whole transfers.
-    transfers: Vec<Transfer>,
-    transfer_index: IdMap<TransferId, u64>,
+    /// so that growing the index moves 32-byte slots, not whole transfers; neither
+    /// container copies everything it holds when it grows (see `collections`).
+    transfers: ChunkedVec<Transfer>,
+    transfer_index: ShardedMap<TransferId, u64>,
     /// Holds with a timeout, by expiry time.
     expiries: BTreeSet<(u64, TransferId)>,
     totals: BTreeMap<Currency, CurrencyTotals>,
@@ -86,11 +84,11 @@ impl LedgerState {
     }
 
     pub fn transfer(&self, id: TransferId) -> Option<&Transfer> {
-        self.transfer_index.get(&id).map(|index| &self.transfers[*index as usize])
+        self.transfer_index.get(&id).and_then(|index| self.transfers.get(*index as usize))
     }
 
     fn transfer_mut(&mut self, id: TransferId) -> Option<&mut Transfer> {
-        self.transfer_index.get(&id).map(|index| &mut self.transfers[*index as usize])
+        self.transfer_index.get(&id).and_then(|index| self.transfers.get_mut(*index as usize))
     }
 
     pub fn accounts(&self) -> impl Iterator<Item = &Account> {

@@ -11,6 +11,8 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::Request;
 
+use ledger_api::server::{CONNECTION_WINDOW_BYTES, MESSAGE_BYTES_MAX, STREAM_WINDOW_BYTES};
+
 #[derive(Args, Clone)]
 pub struct Connection {
     /// Server address.
@@ -150,12 +152,21 @@ impl Connection {
     }
 
     pub async fn connect(&self) -> Result<Client, String> {
-        let channel = Channel::from_shared(self.addr.clone())
+        Ok(wire::ledger_client::LedgerClient::new(self.channel().await?)
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX))
+    }
+
+    /// A new HTTP/2 connection to `--addr`, with Nagle off and the server's window sizes.
+    pub async fn channel(&self) -> Result<Channel, String> {
+        Channel::from_shared(self.addr.clone())
             .map_err(|e| format!("--addr {}: {e}", self.addr))?
+            .tcp_nodelay(true)
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .connect()
             .await
-            .map_err(|e| format!("cannot connect to {}: {e}", self.addr))?;
-        Ok(wire::ledger_client::LedgerClient::new(channel))
+            .map_err(|e| format!("cannot connect to {}: {e}", self.addr))
     }
 
     pub fn request<T>(&self, message: T) -> Result<Request<T>, String> {

@@ -9,6 +9,8 @@ use clap::{Args, ValueEnum};
 use ledger_proto::api::v1 as wire;
 use tonic::transport::Channel;
 
+use ledger_api::server::MESSAGE_BYTES_MAX;
+
 use crate::client::{progress, Connection};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -62,12 +64,7 @@ pub async fn run(connection: &Connection, args: LoadArgs) -> Result<bool, String
     }
     let mut channels = Vec::new();
     for _ in 0..args.connections.min(args.clients) {
-        let channel = Channel::from_shared(connection.addr.clone())
-            .map_err(|e| format!("--addr: {e}"))?
-            .connect()
-            .await
-            .map_err(|e| format!("cannot connect to {}: {e}", connection.addr))?;
-        channels.push(channel);
+        channels.push(connection.channel().await?);
     }
     let mut seed = Random(nanos_seed());
     let account_base = u128::from(seed.next()) << 64;
@@ -95,7 +92,9 @@ pub async fn run(connection: &Connection, args: LoadArgs) -> Result<bool, String
         let (batch, accounts, count, target) = (args.batch, args.accounts, args.count, args.target);
         let mut random = Random(seed.next() | 1);
         tasks.push(tokio::spawn(async move {
-            let mut ledger = wire::ledger_client::LedgerClient::new(channel.clone());
+            let mut ledger = wire::ledger_client::LedgerClient::new(channel.clone())
+                .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(MESSAGE_BYTES_MAX);
             let mut echo = wire::echo_client::EchoClient::new(channel);
             let mut latencies = Vec::new();
             loop {

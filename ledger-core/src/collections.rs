@@ -1,0 +1,276 @@
+//! Containers for the writer's state that grow without pauses.
+//!
+//! A `Vec` that doubles copies everything it holds, and a hash map that grows rehashes
+//! every entry, while the single writer waits: at tens of millions of transfers that is
+//! a stall of hundreds of milliseconds on the write path. [`ChunkedVec`] never moves
+//! what it holds, and [`ShardedMap`] splits one map into [`SHARDS`] maps so that a
+//! growth step rehashes a 1/`SHARDS` share of the entries.
+
+use std::fmt;
+use std::hash::Hash;
+use std::marker::PhantomData;
+
+use serde::de::{MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+const CHUNK_BITS: u32 = 16;
+const CHUNK_LEN: usize = 1 << CHUNK_BITS;
+
+/// An append-only vector (with `pop` for undo) stored in fixed chunks of
+/// `CHUNK_LEN` elements; all chunks but the last are full.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ChunkedVec<T> {
+    chunks: Vec<Vec<T>>,
+    len: usize,
+}
+
+impl<T> Default for ChunkedVec<T> {
+    fn default() -> Self {
+        ChunkedVec { chunks: Vec::new(), len: 0 }
+    }
+}
+
+impl<T> ChunkedVec<T> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn push(&mut self, value: T) {
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < CHUNK_LEN => chunk.push(value),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK_LEN);
+                chunk.push(value);
+                self.chunks.push(chunk);
+            }
+        }
+        self.len += 1;
+    }
+
+    pub fn pop(&mut self) -> Option<T> {
+        let chunk = self.chunks.last_mut()?;
+        let value = chunk.pop();
+        if chunk.is_empty() {
+            self.chunks.pop();
+        }
+        self.len -= usize::from(value.is_some());
+        value
+    }
+
+    pub fn get(&self, index: usize) -> Option<&T> {
+        self.chunks.get(index >> CHUNK_BITS)?.get(index & (CHUNK_LEN - 1))
+    }
+
+    pub fn get_mut(&mut self, index: usize) -> Option<&mut T> {
+        self.chunks.get_mut(index >> CHUNK_BITS)?.get_mut(index & (CHUNK_LEN - 1))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flatten()
+    }
+}
+
+impl<T: Serialize> Serialize for ChunkedVec<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.len))?;
+        for value in self.iter() {
+            seq.serialize_element(value)?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ChunkedVec<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SeqVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for SeqVisitor<T> {
+            type Value = ChunkedVec<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = ChunkedVec::default();
+                while let Some(value) = seq.next_element()? {
+                    out.push(value);
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_seq(SeqVisitor(PhantomData))
+    }
+}
+
+/// Number of maps a [`ShardedMap`] is split into.
+pub const SHARDS: usize = 64;
+
+type Shard<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Keys that pick their shard from their own bits. The choice only spreads growth
+/// pauses; each shard still hashes with a per-process random seed.
+pub trait ShardKey: Hash + Eq {
+    fn shard(&self) -> usize;
+}
+
+impl ShardKey for u128 {
+    fn shard(&self) -> usize {
+        let folded = (*self as u64) ^ ((*self >> 64) as u64);
+        (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % SHARDS
+    }
+}
+
+/// A hash map split into [`SHARDS`] maps by [`ShardKey::shard`]. Keys are caller-chosen
+/// ids: foldhash is several times faster than SipHash on 16-byte keys and still seeded
+/// per process.
+#[derive(Clone, Debug)]
+pub struct ShardedMap<K, V> {
+    shards: Vec<Shard<K, V>>,
+    len: usize,
+}
+
+impl<K: ShardKey, V> Default for ShardedMap<K, V> {
+    fn default() -> Self {
+        ShardedMap { shards: (0..SHARDS).map(|_| Shard::default()).collect(), len: 0 }
+    }
+}
+
+impl<K: ShardKey, V: PartialEq> PartialEq for ShardedMap<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.shards.iter().zip(&other.shards).all(|(a, b)| a == b)
+    }
+}
+
+impl<K: ShardKey, V: Eq> Eq for ShardedMap<K, V> {}
+
+impl<K: ShardKey, V> ShardedMap<K, V> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.shards[key.shard()].get(key)
+    }
+
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.shards[key.shard()].get_mut(key)
+    }
+
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.shards[key.shard()].contains_key(key)
+    }
+
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        let previous = self.shards[key.shard()].insert(key, value);
+        self.len += usize::from(previous.is_none());
+        previous
+    }
+
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let removed = self.shards[key.shard()].remove(key);
+        self.len -= usize::from(removed.is_some());
+        removed
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.shards.iter().flatten()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.shards.iter().flat_map(|shard| shard.values())
+    }
+}
+
+impl<K: ShardKey + Serialize, V: Serialize> Serialize for ShardedMap<K, V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.len))?;
+        for (key, value) in self.iter() {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de, K: ShardKey + Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for ShardedMap<K, V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor<K, V>(PhantomData<(K, V)>);
+        impl<'de, K: ShardKey + Deserialize<'de>, V: Deserialize<'de>> Visitor<'de> for EntriesVisitor<K, V> {
+            type Value = ShardedMap<K, V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
+                let mut out = ShardedMap::default();
+                while let Some((key, value)) = entries.next_entry()? {
+                    if out.insert(key, value).is_some() {
+                        return Err(serde::de::Error::custom("duplicate key"));
+                    }
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_map(EntriesVisitor(PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Both containers behave exactly like their std counterparts, including
+        /// across a snapshot round trip.
+        #[test]
+        fn behave_like_std(ops in proptest::collection::vec((0u8..4, 0u128..300), 0..3000)) {
+            let (mut chunked, mut vec) = (ChunkedVec::default(), Vec::new());
+            let (mut sharded, mut map) = (ShardedMap::default(), std::collections::HashMap::new());
+            for (op, key) in ops {
+                match op {
+                    0 => { chunked.push(key); vec.push(key); }
+                    1 => prop_assert_eq!(chunked.pop(), vec.pop()),
+                    2 => prop_assert_eq!(sharded.insert(key, key * 2), map.insert(key, key * 2)),
+                    _ => prop_assert_eq!(sharded.remove(&key), map.remove(&key)),
+                }
+                prop_assert_eq!(chunked.len(), vec.len());
+                prop_assert_eq!(sharded.len(), map.len());
+            }
+            prop_assert!(chunked.iter().eq(vec.iter()));
+            for (index, value) in vec.iter().enumerate() {
+                prop_assert_eq!(chunked.get(index), Some(value));
+            }
+            prop_assert_eq!(chunked.get(vec.len()), None);
+            for key in 0..300u128 {
+                prop_assert_eq!(sharded.get(&key), map.get(&key));
+            }
+            let config = bincode::config::standard();
+            let bytes = bincode::serde::encode_to_vec((&chunked, &sharded), config).expect("encodes");
+            let (back, _): ((ChunkedVec<u128>, ShardedMap<u128, u128>), usize) =
+                bincode::serde::decode_from_slice(&bytes, config).expect("decodes");
+            prop_assert_eq!(back, (chunked, sharded));
+        }
+    }
+
+    #[test]
+    fn chunk_boundaries() {
+        let mut chunked = ChunkedVec::default();
+        for value in 0..(2 * CHUNK_LEN + 3) {
+            chunked.push(value);
+        }
+        assert_eq!(chunked.chunks.len(), 3);
+        assert_eq!(chunked.get(CHUNK_LEN), Some(&CHUNK_LEN));
+        for _ in 0..4 {
+            chunked.pop();
+        }
+        assert_eq!(chunked.chunks.len(), 2, "an emptied last chunk is released");
+        assert_eq!(chunked.len(), 2 * CHUNK_LEN - 1);
+    }
+}
