@@ -2,3 +2,4 @@
 //! and can be rebuilt from the log at any time.
 
 pub mod account_history;
+pub mod read_models;

@@ -1,0 +1,983 @@
+//! The read models, on disk in one redb database, applied exactly once.
+//!
+//! - balances: every account's current balances, and as of any time (the balances
+//!   after the account's last movement at or before that time);
+//! - history: every movement on every account with counterparty, amount, currency,
+//!   status, metadata, time and the balances after it; per account and per owner;
+//! - period reports: posted totals per account in quarter-hour buckets, combined into
+//!   daily rows for any range and any UTC offset that is a whole number of quarter
+//!   hours (every offset in use is);
+//! - audit: a continuous chain verifier, which re-checks every record's hash link and
+//!   records the first mismatch as an alarm.
+//!
+//! All of them share one checkpoint, the next log position to apply, written in the
+//! same redb transaction as the data it covers: a crash rolls both back together, so no
+//! event is applied twice or skipped.
+//!
+//! Balances in reports are "net posted", `credits_posted - debits_posted`, signed.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use ledger_core::chain::{chain_hash, GENESIS_HASH};
+use ledger_core::codec;
+use ledger_core::domain::{Event, EventKind, Movement as MovementEvent};
+use ledger_core::money::Currency;
+use ledger_core::store::RecordedEvent;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::account_history::{Balances, Side};
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const ACCOUNTS: TableDefinition<u128, &[u8]> = TableDefinition::new("accounts");
+/// (account, event timestamp) → movement. Timestamps are unique per event and an event
+/// moves at most once per account, so the key is unique.
+const MOVEMENTS: TableDefinition<(u128, u64), &[u8]> = TableDefinition::new("movements");
+/// Unresolved pending transfer → (debit account, credit account, its timestamp).
+const PENDINGS: TableDefinition<u128, (u128, u128, u64)> = TableDefinition::new("pendings");
+/// (account, quarter hour since the epoch) → posted credits, debits and count.
+const BUCKETS: TableDefinition<(u128, u64), &[u8]> = TableDefinition::new("buckets");
+/// (owner, account) → ().
+const OWNERS: TableDefinition<(u128, u128), ()> = TableDefinition::new("owners");
+/// stream → (next revision, hash of the last record).
+const CHAIN: TableDefinition<&str, (u64, [u8; 32])> = TableDefinition::new("chain");
+/// position → what did not verify there (the audit alarm).
+const ALARMS: TableDefinition<u64, &str> = TableDefinition::new("alarms");
+
+const NEXT_POSITION: &str = "next_position";
+pub const QUARTER_HOUR_NS: u64 = 15 * 60 * 1_000_000_000;
+pub const DAY_NS: u64 = 24 * 60 * 60 * 1_000_000_000;
+/// The longest report, in days.
+pub const REPORT_DAYS_MAX: u64 = 3_700;
+/// Rows a history query may look at for one page when filters skip most of them.
+const HISTORY_SCAN_MAX: usize = 100_000;
+
+#[derive(Debug)]
+pub enum ProjectionError {
+    Db(redb::Error),
+    /// The batch does not start where the read models stopped.
+    Gap {
+        expected: u64,
+        found: u64,
+    },
+    Invalid(String),
+    Io(std::io::Error),
+}
+
+impl fmt::Display for ProjectionError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            ProjectionError::Db(error) => write!(f, "read model store: {error}"),
+            ProjectionError::Gap { expected, found } => {
+                write!(f, "events must be applied in order: expected position {expected}, got {found}")
+            }
+            ProjectionError::Invalid(message) => f.write_str(message),
+            ProjectionError::Io(error) => write!(f, "read model files: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for ProjectionError {}
+
+impl<E: Into<redb::Error>> From<E> for ProjectionError {
+    fn from(error: E) -> Self {
+        ProjectionError::Db(error.into())
+    }
+}
+
+/// The state of a movement, or of the hold it belongs to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum Status {
+    Pending,
+    Posted,
+    Voided,
+    Expired,
+}
+
+impl Status {
+    fn byte(self) -> u8 {
+        self as u8
+    }
+
+    fn from_byte(byte: u8) -> Status {
+        match byte {
+            0 => Status::Pending,
+            1 => Status::Posted,
+            2 => Status::Voided,
+            _ => Status::Expired,
+        }
+    }
+}
+
+/// Which event made a movement.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum MovementKind {
+    TransferPosted,
+    TransferPending,
+    PendingPosted,
+    PendingVoided,
+    PendingExpired,
+}
+
+impl MovementKind {
+    pub fn event_type(self) -> &'static str {
+        match self {
+            MovementKind::TransferPosted => "TransferPosted",
+            MovementKind::TransferPending => "TransferPending",
+            MovementKind::PendingPosted => "PendingPosted",
+            MovementKind::PendingVoided => "PendingVoided",
+            MovementKind::PendingExpired => "PendingExpired",
+        }
+    }
+
+    fn from_byte(byte: u8) -> MovementKind {
+        match byte {
+            0 => MovementKind::TransferPosted,
+            1 => MovementKind::TransferPending,
+            2 => MovementKind::PendingPosted,
+            3 => MovementKind::PendingVoided,
+            _ => MovementKind::PendingExpired,
+        }
+    }
+}
+
+/// One movement on one account.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Movement {
+    pub account: u128,
+    pub transfer_id: u128,
+    pub kind: MovementKind,
+    pub side: Side,
+    pub counterparty: u128,
+    pub amount: u128,
+    pub currency: Currency,
+    pub timestamp_ns: u64,
+    pub metadata: String,
+    pub status: Status,
+    pub position: u64,
+    /// The account's balances after this movement.
+    pub after: Balances,
+}
+
+/// An account as the read models know it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct AccountView {
+    pub id: u128,
+    pub currency: Currency,
+    pub owner_id: u128,
+    pub opened_ns: u64,
+    pub balances: Balances,
+}
+
+/// Posted totals of a period.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Totals {
+    pub credits: u128,
+    pub debits: u128,
+    pub count: u64,
+}
+
+impl Totals {
+    pub fn add(&mut self, other: Totals) {
+        self.credits += other.credits;
+        self.debits += other.debits;
+        self.count += other.count;
+    }
+}
+
+/// One day of a report: the day's first instant (UTC nanoseconds) and its figures.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ReportDay {
+    pub start_ns: u64,
+    pub opening: i128,
+    pub totals: Totals,
+    pub closing: i128,
+}
+
+/// A period report for one account.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Report {
+    pub account: u128,
+    pub currency: Currency,
+    pub opening: i128,
+    pub totals: Totals,
+    pub closing: i128,
+    pub days: Vec<ReportDay>,
+}
+
+/// What a history page shows.
+#[derive(Clone, Debug, Default)]
+pub struct HistoryFilter {
+    /// `[from_ns, to_ns)`; `to_ns` 0 means no upper bound.
+    pub from_ns: u64,
+    pub to_ns: u64,
+    pub side: Option<Side>,
+    pub status: Option<Status>,
+    pub currency: Option<Currency>,
+}
+
+impl HistoryFilter {
+    fn keeps(&self, movement: &Movement) -> bool {
+        self.side.is_none_or(|side| side == movement.side)
+            && self.status.is_none_or(|status| status == movement.status)
+            && self.currency.is_none_or(|currency| currency == movement.currency)
+    }
+
+    fn upper(&self) -> u64 {
+        if self.to_ns == 0 {
+            u64::MAX
+        } else {
+            self.to_ns
+        }
+    }
+}
+
+/// Where a newest-first page continues: before this (timestamp, account).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, PartialOrd, Ord)]
+pub struct Cursor {
+    pub timestamp_ns: u64,
+    pub account: u128,
+}
+
+impl Cursor {
+    pub fn encode(self) -> String {
+        format!("{}.{}", self.timestamp_ns, self.account)
+    }
+
+    pub fn decode(text: &str) -> Option<Cursor> {
+        let (timestamp, account) = text.split_once('.')?;
+        Some(Cursor { timestamp_ns: timestamp.parse().ok()?, account: account.parse().ok()? })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryPage {
+    pub movements: Vec<Movement>,
+    pub next: Option<Cursor>,
+}
+
+/// An audit alarm: the first record that did not verify.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alarm {
+    pub position: u64,
+    pub reason: String,
+}
+
+/// The read models of one ledger data directory.
+pub struct ReadModels {
+    db: Database,
+    path: PathBuf,
+}
+
+/// Where the read models of a data directory live.
+pub fn read_models_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("projections").join("read-models.redb")
+}
+
+impl ReadModels {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<ReadModels, ProjectionError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(ProjectionError::Io)?;
+        }
+        let db = Database::builder().set_cache_size(256 << 20).create(path)?;
+        let txn = db.begin_write()?;
+        {
+            // Create every table, so readers never meet a missing one.
+            txn.open_table(META)?;
+            txn.open_table(ACCOUNTS)?;
+            txn.open_table(MOVEMENTS)?;
+            txn.open_table(PENDINGS)?;
+            txn.open_table(BUCKETS)?;
+            txn.open_table(OWNERS)?;
+            txn.open_table(CHAIN)?;
+            txn.open_table(ALARMS)?;
+        }
+        txn.commit()?;
+        Ok(ReadModels { db, path: path.to_path_buf() })
+    }
+
+    /// Deletes the database at `path` and opens a new, empty one.
+    pub fn recreate(path: &Path) -> Result<ReadModels, ProjectionError> {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(ProjectionError::Io(error)),
+        }
+        ReadModels::open(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The log position of the next event to apply: everything before it is applied.
+    pub fn next_position(&self) -> Result<u64, ProjectionError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta.get(NEXT_POSITION)?.map_or(0, |v| v.value()))
+    }
+
+    /// Applies `records` (consecutive, in log order) in one transaction with the
+    /// checkpoint. Records before the checkpoint were applied already and are skipped;
+    /// a record after it is a gap and an error. `durable: false` commits without a
+    /// sync (for rebuilds, which end with a durable commit). Returns the new checkpoint.
+    pub fn apply(&self, records: &[RecordedEvent], durable: bool) -> Result<u64, ProjectionError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(if durable { Durability::Immediate } else { Durability::None })
+            .map_err(|e| ProjectionError::Invalid(e.to_string()))?;
+        let next = {
+            let mut batch = Batch::open(&txn)?;
+            let mut next = batch.meta.get(NEXT_POSITION)?.map_or(0, |v| v.value());
+            for record in records {
+                if record.position < next {
+                    continue;
+                }
+                if record.position > next {
+                    return Err(ProjectionError::Gap { expected: next, found: record.position });
+                }
+                batch.record(record)?;
+                next = record.position + 1;
+            }
+            batch.finish(next)?;
+            next
+        };
+        txn.commit()?;
+        Ok(next)
+    }
+
+    /// Commits an empty durable transaction: makes earlier `durable: false` commits
+    /// durable.
+    pub fn sync(&self) -> Result<(), ProjectionError> {
+        let txn = self.db.begin_write()?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn account(&self, id: u128) -> Result<Option<AccountView>, ProjectionError> {
+        let txn = self.db.begin_read()?;
+        let accounts = txn.open_table(ACCOUNTS)?;
+        Ok(accounts.get(id)?.map(|v| decode_account(id, v.value())))
+    }
+
+    /// Balances including every movement at or before `as_of_ns` (`None`: now).
+    /// `None` if the account is unknown or was not open yet.
+    pub fn balances_as_of(&self, id: u128, as_of_ns: Option<u64>) -> Result<Option<Balances>, ProjectionError> {
+        let txn = self.db.begin_read()?;
+        let accounts = txn.open_table(ACCOUNTS)?;
+        let Some(account) = accounts.get(id)?.map(|v| decode_account(id, v.value())) else { return Ok(None) };
+        let Some(as_of_ns) = as_of_ns else { return Ok(Some(account.balances)) };
+        if as_of_ns < account.opened_ns {
+            return Ok(None);
+        }
+        let movements = txn.open_table(MOVEMENTS)?;
+        let last = movements.range((id, 0)..=(id, as_of_ns))?.next_back().transpose()?;
+        Ok(Some(last.map_or(Balances::default(), |(key, value)| decode_movement(key.value(), value.value()).after)))
+    }
+
+    /// An account's movements in `[from_ns, to_ns)`, oldest first, after `after_ns`
+    /// (exclusive) when given.
+    pub fn movements_oldest_first(
+        &self,
+        account: u128,
+        filter: &HistoryFilter,
+        after_ns: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, ProjectionError> {
+        let txn = self.db.begin_read()?;
+        let movements = txn.open_table(MOVEMENTS)?;
+        let start = after_ns.map_or(filter.from_ns, |after| after.saturating_add(1).max(filter.from_ns));
+        let upper = filter.upper();
+        let mut page = Vec::new();
+        let mut next = None;
+        if start < upper {
+            for (scanned, row) in movements.range((account, start)..(account, upper))?.enumerate() {
+                let (key, value) = row?;
+                let movement = decode_movement(key.value(), value.value());
+                if page.len() == limit || scanned == HISTORY_SCAN_MAX {
+                    next = Some(Cursor { timestamp_ns: movement.timestamp_ns - 1, account });
+                    break;
+                }
+                if filter.keeps(&movement) {
+                    page.push(movement);
+                }
+            }
+        }
+        Ok(HistoryPage { movements: page, next })
+    }
+
+    /// Movements of `accounts` (one account, or every account of an owner), newest
+    /// first, before `cursor` when given.
+    pub fn history(
+        &self,
+        accounts: &[u128],
+        filter: &HistoryFilter,
+        cursor: Option<Cursor>,
+        limit: usize,
+    ) -> Result<HistoryPage, ProjectionError> {
+        let txn = self.db.begin_read()?;
+        let movements = txn.open_table(MOVEMENTS)?;
+        let upper = filter.upper();
+        let mut sources = Vec::new();
+        for &account in accounts {
+            // Below the cursor: strictly older timestamps, or the same timestamp and a
+            // smaller account id (both legs of a transfer can belong to one owner).
+            let end = match cursor {
+                Some(c) if account < c.account => (c.timestamp_ns.saturating_add(1)).min(upper),
+                Some(c) => c.timestamp_ns.min(upper),
+                None => upper,
+            };
+            if filter.from_ns < end {
+                let mut rows = movements.range((account, filter.from_ns)..(account, end))?.rev();
+                let head = rows.next().transpose()?.map(|(k, v)| decode_movement(k.value(), v.value()));
+                sources.push((head, rows));
+            }
+        }
+        let mut page = Vec::new();
+        let mut scanned = 0;
+        loop {
+            let newest = sources
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (head, _))| {
+                    head.as_ref().map(|m| (Cursor { timestamp_ns: m.timestamp_ns, account: m.account }, i))
+                })
+                .max();
+            let Some((at, index)) = newest else { return Ok(HistoryPage { movements: page, next: None }) };
+            if page.len() == limit || scanned == HISTORY_SCAN_MAX {
+                // Continue with `at` itself: the cursor is exclusive, so step past it.
+                let next = Cursor { timestamp_ns: at.timestamp_ns, account: at.account.wrapping_add(1) };
+                let next = if at.account == u128::MAX {
+                    Cursor { timestamp_ns: at.timestamp_ns + 1, account: 0 }
+                } else {
+                    next
+                };
+                return Ok(HistoryPage { movements: page, next: Some(next) });
+            }
+            scanned += 1;
+            let (head, rows) = &mut sources[index];
+            let movement = head.take().expect("the chosen source has a head");
+            *head = rows.next().transpose()?.map(|(k, v)| decode_movement(k.value(), v.value()));
+            if filter.keeps(&movement) {
+                page.push(movement);
+            }
+        }
+    }
+
+    /// The accounts of an owner, by id.
+    pub fn owner_accounts(&self, owner: u128) -> Result<Vec<u128>, ProjectionError> {
+        let txn = self.db.begin_read()?;
+        let owners = txn.open_table(OWNERS)?;
+        let mut accounts = Vec::new();
+        for row in owners.range((owner, 0)..=(owner, u128::MAX))? {
+            accounts.push(row?.0.value().1);
+        }
+        Ok(accounts)
+    }
+
+    /// The report of `account` over `[from_ns, to_ns)`, in days that start at midnight
+    /// of UTC offset `offset_minutes`. `from_ns` and `to_ns` must be on quarter hours,
+    /// the offset a whole number of quarter hours within ±18 h.
+    pub fn report(
+        &self,
+        account: u128,
+        from_ns: u64,
+        to_ns: u64,
+        offset_minutes: i32,
+    ) -> Result<Option<Report>, ProjectionError> {
+        if !from_ns.is_multiple_of(QUARTER_HOUR_NS) || !to_ns.is_multiple_of(QUARTER_HOUR_NS) {
+            return Err(ProjectionError::Invalid("from and to must be whole quarter hours".into()));
+        }
+        if to_ns <= from_ns {
+            return Err(ProjectionError::Invalid("to must be after from".into()));
+        }
+        if offset_minutes % 15 != 0 || offset_minutes.abs() > 18 * 60 {
+            return Err(ProjectionError::Invalid("the UTC offset must be whole quarter hours within ±18:00".into()));
+        }
+        if (to_ns - from_ns) / DAY_NS > REPORT_DAYS_MAX {
+            return Err(ProjectionError::Invalid(format!("a report covers at most {REPORT_DAYS_MAX} days")));
+        }
+        let txn = self.db.begin_read()?;
+        let accounts = txn.open_table(ACCOUNTS)?;
+        let Some(view) = accounts.get(account)?.map(|v| decode_account(account, v.value())) else { return Ok(None) };
+        let movements = txn.open_table(MOVEMENTS)?;
+        let opening = match from_ns.checked_sub(1) {
+            Some(before) => movements
+                .range((account, 0)..=(account, before))?
+                .next_back()
+                .transpose()?
+                .map_or(0, |(k, v)| net(&decode_movement(k.value(), v.value()).after)),
+            None => 0,
+        };
+        // Local day of instant t: floor((t + offset) / day), in instants: the day that
+        // starts at start(t) = floor((t + offset) / day) * day - offset.
+        let offset_ns = i128::from(offset_minutes) * 60 * 1_000_000_000;
+        let day_start = |t: u64| -> i128 {
+            let local = i128::from(t) + offset_ns;
+            local.div_euclid(i128::from(DAY_NS)) * i128::from(DAY_NS) - offset_ns
+        };
+        let mut days: Vec<ReportDay> = Vec::new();
+        let mut totals = Totals::default();
+        let mut balance = opening;
+        let buckets = txn.open_table(BUCKETS)?;
+        let mut rows = Vec::new();
+        for row in buckets.range((account, from_ns / QUARTER_HOUR_NS)..(account, to_ns / QUARTER_HOUR_NS))? {
+            let (key, value) = row?;
+            rows.push((key.value().1 * QUARTER_HOUR_NS, decode_bucket(value.value())));
+        }
+        let mut rows = rows.into_iter().peekable();
+        let mut day = day_start(from_ns);
+        while day < i128::from(to_ns) {
+            let next_day = day + i128::from(DAY_NS);
+            let start_ns = u64::try_from(day.max(i128::from(from_ns))).unwrap_or(from_ns);
+            let end_ns = u64::try_from(next_day.min(i128::from(to_ns))).unwrap_or(to_ns);
+            let mut day_totals = Totals::default();
+            while let Some((_, bucket)) = rows.next_if(|(at, _)| *at < end_ns) {
+                day_totals.add(bucket);
+            }
+            let opening = balance;
+            balance += day_totals.credits as i128 - day_totals.debits as i128;
+            totals.add(day_totals);
+            days.push(ReportDay { start_ns, opening, totals: day_totals, closing: balance });
+            day = next_day;
+        }
+        Ok(Some(Report { account, currency: view.currency, opening, totals, closing: balance, days }))
+    }
+
+    /// The first record the chain verifier found wrong, if any.
+    pub fn alarm(&self) -> Result<Option<Alarm>, ProjectionError> {
+        let txn = self.db.begin_read()?;
+        let alarms = txn.open_table(ALARMS)?;
+        let first = alarms.first()?;
+        Ok(first.map(|(k, v)| Alarm { position: k.value(), reason: v.value().to_string() }))
+    }
+
+    /// Counts of rows, for metrics and progress.
+    pub fn movement_count(&self) -> Result<u64, ProjectionError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(MOVEMENTS)?.len()?)
+    }
+
+    /// A blake3 digest of every table's contents in key order: two databases with the
+    /// same digest hold the same read models.
+    pub fn digest(&self) -> Result<String, ProjectionError> {
+        let txn = self.db.begin_read()?;
+        let mut hasher = blake3::Hasher::new();
+        macro_rules! table {
+            ($def:expr, $write:expr) => {{
+                let table = txn.open_table($def)?;
+                hasher.update(&table.len()?.to_le_bytes());
+                for row in table.iter()? {
+                    let (key, value) = row?;
+                    #[allow(clippy::redundant_closure_call)]
+                    ($write)(&mut hasher, key.value(), value.value());
+                }
+            }};
+        }
+        table!(META, |h: &mut blake3::Hasher, k: &str, v: u64| {
+            h.update(k.as_bytes());
+            h.update(&v.to_le_bytes());
+        });
+        table!(ACCOUNTS, |h: &mut blake3::Hasher, k: u128, v: &[u8]| {
+            h.update(&k.to_le_bytes());
+            h.update(v);
+        });
+        table!(MOVEMENTS, |h: &mut blake3::Hasher, k: (u128, u64), v: &[u8]| {
+            h.update(&k.0.to_le_bytes());
+            h.update(&k.1.to_le_bytes());
+            h.update(v);
+        });
+        table!(PENDINGS, |h: &mut blake3::Hasher, k: u128, v: (u128, u128, u64)| {
+            h.update(&k.to_le_bytes());
+            h.update(&v.0.to_le_bytes());
+            h.update(&v.1.to_le_bytes());
+            h.update(&v.2.to_le_bytes());
+        });
+        table!(BUCKETS, |h: &mut blake3::Hasher, k: (u128, u64), v: &[u8]| {
+            h.update(&k.0.to_le_bytes());
+            h.update(&k.1.to_le_bytes());
+            h.update(v);
+        });
+        table!(OWNERS, |h: &mut blake3::Hasher, k: (u128, u128), _v: ()| {
+            h.update(&k.0.to_le_bytes());
+            h.update(&k.1.to_le_bytes());
+        });
+        table!(CHAIN, |h: &mut blake3::Hasher, k: &str, v: (u64, [u8; 32])| {
+            h.update(k.as_bytes());
+            h.update(&v.0.to_le_bytes());
+            h.update(&v.1);
+        });
+        table!(ALARMS, |h: &mut blake3::Hasher, k: u64, v: &str| {
+            h.update(&k.to_le_bytes());
+            h.update(v.as_bytes());
+        });
+        Ok(hasher.finalize().to_hex().to_string())
+    }
+}
+
+/// Net posted balance: credits minus debits.
+pub fn net(balances: &Balances) -> i128 {
+    balances.credits_posted as i128 - balances.debits_posted as i128
+}
+
+/// One write transaction's tables, with the rows it changes many times kept in memory
+/// until `finish`.
+struct Batch<'t> {
+    meta: redb::Table<'t, &'static str, u64>,
+    accounts: redb::Table<'t, u128, &'static [u8]>,
+    movements: redb::Table<'t, (u128, u64), &'static [u8]>,
+    pendings: redb::Table<'t, u128, (u128, u128, u64)>,
+    buckets: redb::Table<'t, (u128, u64), &'static [u8]>,
+    owners: redb::Table<'t, (u128, u128), ()>,
+    chain: redb::Table<'t, &'static str, (u64, [u8; 32])>,
+    alarms: redb::Table<'t, u64, &'static str>,
+    account_cache: HashMap<u128, AccountView>,
+    bucket_cache: HashMap<(u128, u64), Totals>,
+    chain_cache: HashMap<String, (u64, [u8; 32])>,
+    encoded: Vec<u8>,
+}
+
+impl<'t> Batch<'t> {
+    fn open(txn: &'t redb::WriteTransaction) -> Result<Batch<'t>, ProjectionError> {
+        Ok(Batch {
+            meta: txn.open_table(META)?,
+            accounts: txn.open_table(ACCOUNTS)?,
+            movements: txn.open_table(MOVEMENTS)?,
+            pendings: txn.open_table(PENDINGS)?,
+            buckets: txn.open_table(BUCKETS)?,
+            owners: txn.open_table(OWNERS)?,
+            chain: txn.open_table(CHAIN)?,
+            alarms: txn.open_table(ALARMS)?,
+            account_cache: HashMap::new(),
+            bucket_cache: HashMap::new(),
+            chain_cache: HashMap::new(),
+            encoded: Vec::with_capacity(256),
+        })
+    }
+
+    fn alarm(&mut self, position: u64, reason: String) -> Result<(), ProjectionError> {
+        tracing::error!(position, %reason, "audit: the log does not verify");
+        if self.alarms.get(position)?.is_none() {
+            self.alarms.insert(position, reason.as_str())?;
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, record: &RecordedEvent) -> Result<(), ProjectionError> {
+        // The chain verifier.
+        let head = match self.chain_cache.get(&record.stream) {
+            Some(head) => Some(*head),
+            None => self.chain.get(record.stream.as_str())?.map(|v| v.value()),
+        };
+        let (revision, previous) = head.unwrap_or((0, GENESIS_HASH));
+        let expected = chain_hash(&previous, record.revision, &record.payload);
+        if record.revision != revision {
+            self.alarm(
+                record.position,
+                format!("{} revision {} where {revision} was due", record.stream, record.revision),
+            )?;
+        } else if expected != record.hash {
+            self.alarm(
+                record.position,
+                format!("{} revision {}: hash does not chain", record.stream, record.revision),
+            )?;
+        }
+        self.chain_cache.insert(record.stream.clone(), (record.revision + 1, record.hash));
+        if !record.stream.starts_with("ledger-") {
+            return Ok(());
+        }
+        match codec::decode_event(&record.payload) {
+            Ok(event) => self.event(record.position, &event),
+            Err(error) => self.alarm(record.position, format!("undecodable ledger event: {error}")),
+        }
+    }
+
+    fn load_account(&mut self, id: u128) -> Result<Option<&mut AccountView>, ProjectionError> {
+        if !self.account_cache.contains_key(&id) {
+            let Some(view) = self.accounts.get(id)?.map(|v| decode_account(id, v.value())) else { return Ok(None) };
+            self.account_cache.insert(id, view);
+        }
+        Ok(self.account_cache.get_mut(&id))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn movement(
+        &mut self,
+        position: u64,
+        timestamp_ns: u64,
+        kind: MovementKind,
+        m: (u128, u128, u128, u128, Currency),
+        metadata: &str,
+        change: Change,
+        status: Status,
+    ) -> Result<(), ProjectionError> {
+        let (transfer_id, debit, credit, amount, currency) = m;
+        for (account, side, counterparty) in [(debit, Side::Debit, credit), (credit, Side::Credit, debit)] {
+            let Some(view) = self.load_account(account)? else { continue };
+            let b = &mut view.balances;
+            let (pending, posted) = match side {
+                Side::Debit => (&mut b.debits_pending, &mut b.debits_posted),
+                Side::Credit => (&mut b.credits_pending, &mut b.credits_posted),
+            };
+            *pending = *pending + change.pending_add - change.pending_sub;
+            *posted += change.posted_add;
+            let after = *b;
+            let movement = Movement {
+                account,
+                transfer_id,
+                kind,
+                side,
+                counterparty,
+                amount,
+                currency,
+                timestamp_ns,
+                metadata: metadata.to_string(),
+                status,
+                position,
+                after,
+            };
+            self.encoded.clear();
+            encode_movement(&movement, &mut self.encoded);
+            self.movements.insert((account, timestamp_ns), self.encoded.as_slice())?;
+            if change.posted_add > 0 {
+                let key = (account, timestamp_ns / QUARTER_HOUR_NS);
+                if !self.bucket_cache.contains_key(&key) {
+                    let existing = self.buckets.get(key)?.map_or(Totals::default(), |v| decode_bucket(v.value()));
+                    self.bucket_cache.insert(key, existing);
+                }
+                let bucket = self.bucket_cache.get_mut(&key).expect("just loaded");
+                match side {
+                    Side::Debit => bucket.debits += change.posted_add,
+                    Side::Credit => bucket.credits += change.posted_add,
+                }
+                bucket.count += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the status of a hold's two movements and forgets the hold.
+    fn resolve(&mut self, pending_id: u128, status: Status) -> Result<(), ProjectionError> {
+        let Some((debit, credit, timestamp_ns)) = self.pendings.remove(pending_id)?.map(|v| v.value()) else {
+            return Ok(());
+        };
+        for account in [debit, credit] {
+            let existing = self.movements.get((account, timestamp_ns))?.map(|v| v.value().to_vec());
+            if let Some(mut bytes) = existing {
+                bytes[STATUS_OFFSET] = status.byte();
+                self.movements.insert((account, timestamp_ns), bytes.as_slice())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, position: u64, event: &Event) -> Result<(), ProjectionError> {
+        let at = event.timestamp_ns;
+        let none = Change { pending_add: 0, pending_sub: 0, posted_add: 0 };
+        let parts = |m: &MovementEvent| (m.id.0, m.debit_account_id.0, m.credit_account_id.0, m.amount, m.currency);
+        match &event.kind {
+            EventKind::AccountOpened(new) => {
+                if self.load_account(new.id.0)?.is_none() {
+                    let view = AccountView {
+                        id: new.id.0,
+                        currency: new.currency,
+                        owner_id: new.owner_id,
+                        opened_ns: at,
+                        balances: Balances::default(),
+                    };
+                    self.account_cache.insert(new.id.0, view);
+                    self.owners.insert((new.owner_id, new.id.0), ())?;
+                }
+            }
+            EventKind::AccountFrozen(_) | EventKind::AccountUnfrozen(_) | EventKind::AccountClosed(_) => {}
+            EventKind::TransferPosted(m) => {
+                let change = Change { posted_add: m.amount, ..none };
+                self.movement(
+                    position,
+                    at,
+                    MovementKind::TransferPosted,
+                    parts(m),
+                    &m.metadata,
+                    change,
+                    Status::Posted,
+                )?;
+            }
+            EventKind::TransferPending { movement: m, .. } => {
+                let change = Change { pending_add: m.amount, ..none };
+                self.movement(
+                    position,
+                    at,
+                    MovementKind::TransferPending,
+                    parts(m),
+                    &m.metadata,
+                    change,
+                    Status::Pending,
+                )?;
+                self.pendings.insert(m.id.0, (m.debit_account_id.0, m.credit_account_id.0, at))?;
+            }
+            EventKind::PendingPosted { movement: m, pending_id, pending_amount } => {
+                let change = Change { pending_sub: *pending_amount, posted_add: m.amount, ..none };
+                self.movement(
+                    position,
+                    at,
+                    MovementKind::PendingPosted,
+                    parts(m),
+                    &m.metadata,
+                    change,
+                    Status::Posted,
+                )?;
+                self.resolve(pending_id.0, Status::Posted)?;
+            }
+            EventKind::PendingVoided { movement: m, pending_id } => {
+                let change = Change { pending_sub: m.amount, ..none };
+                self.movement(
+                    position,
+                    at,
+                    MovementKind::PendingVoided,
+                    parts(m),
+                    &m.metadata,
+                    change,
+                    Status::Voided,
+                )?;
+                self.resolve(pending_id.0, Status::Voided)?;
+            }
+            EventKind::PendingExpired { pending_id, debit_account_id, credit_account_id, pending_amount, currency } => {
+                let change = Change { pending_sub: *pending_amount, ..none };
+                let parts = (pending_id.0, debit_account_id.0, credit_account_id.0, *pending_amount, *currency);
+                self.movement(position, at, MovementKind::PendingExpired, parts, "", change, Status::Expired)?;
+                self.resolve(pending_id.0, Status::Expired)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, next: u64) -> Result<(), ProjectionError> {
+        let mut bytes = Vec::with_capacity(128);
+        for (id, view) in &self.account_cache {
+            bytes.clear();
+            encode_account(view, &mut bytes);
+            self.accounts.insert(*id, bytes.as_slice())?;
+        }
+        for (key, totals) in &self.bucket_cache {
+            bytes.clear();
+            encode_bucket(totals, &mut bytes);
+            self.buckets.insert(*key, bytes.as_slice())?;
+        }
+        for (stream, head) in self.chain_cache.drain() {
+            self.chain.insert(stream.as_str(), head)?;
+        }
+        self.meta.insert(NEXT_POSITION, next)?;
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Change {
+    pending_add: u128,
+    pending_sub: u128,
+    posted_add: u128,
+}
+
+// Row encodings: fixed-width little-endian fields, then variable text.
+
+fn put(out: &mut Vec<u8>, value: u128) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+fn take16(bytes: &[u8], at: usize) -> u128 {
+    let mut word = [0u8; 16];
+    word.copy_from_slice(&bytes[at..at + 16]);
+    u128::from_le_bytes(word)
+}
+
+fn take8(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+fn put_balances(out: &mut Vec<u8>, b: &Balances) {
+    for value in [b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted] {
+        put(out, value);
+    }
+}
+
+fn take_balances(bytes: &[u8], at: usize) -> Balances {
+    Balances {
+        debits_pending: take16(bytes, at),
+        debits_posted: take16(bytes, at + 16),
+        credits_pending: take16(bytes, at + 32),
+        credits_posted: take16(bytes, at + 48),
+    }
+}
+
+fn currency_from(bytes: &[u8]) -> Currency {
+    // Written by `encode_*` from a valid currency; a damaged row reads as XXX.
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|code| Currency::parse(code).ok())
+        .unwrap_or_else(|| Currency::parse("XXX").expect("XXX is in the table"))
+}
+
+/// transfer 16 | kind 1 | side 1 | status 1 | counterparty 16 | amount 16 | currency 3 |
+/// position 8 | balances after 64 | metadata.
+const STATUS_OFFSET: usize = 18;
+
+fn encode_movement(m: &Movement, out: &mut Vec<u8>) {
+    put(out, m.transfer_id);
+    out.push(m.kind as u8);
+    out.push(matches!(m.side, Side::Credit) as u8);
+    out.push(m.status.byte());
+    put(out, m.counterparty);
+    put(out, m.amount);
+    out.extend_from_slice(m.currency.code().as_bytes());
+    out.extend_from_slice(&m.position.to_le_bytes());
+    put_balances(out, &m.after);
+    out.extend_from_slice(m.metadata.as_bytes());
+}
+
+fn decode_movement(key: (u128, u64), bytes: &[u8]) -> Movement {
+    Movement {
+        account: key.0,
+        timestamp_ns: key.1,
+        transfer_id: take16(bytes, 0),
+        kind: MovementKind::from_byte(bytes[16]),
+        side: if bytes[17] == 1 { Side::Credit } else { Side::Debit },
+        status: Status::from_byte(bytes[STATUS_OFFSET]),
+        counterparty: take16(bytes, 19),
+        amount: take16(bytes, 35),
+        currency: currency_from(&bytes[51..54]),
+        position: take8(bytes, 54),
+        after: take_balances(bytes, 62),
+        metadata: String::from_utf8_lossy(&bytes[126..]).into_owned(),
+    }
+}
+
+/// currency 3 | owner 16 | opened 8 | balances 64.
+fn encode_account(a: &AccountView, out: &mut Vec<u8>) {
+    out.extend_from_slice(a.currency.code().as_bytes());
+    put(out, a.owner_id);
+    out.extend_from_slice(&a.opened_ns.to_le_bytes());
+    put_balances(out, &a.balances);
+}
+
+fn decode_account(id: u128, bytes: &[u8]) -> AccountView {
+    AccountView {
+        id,
+        currency: currency_from(&bytes[0..3]),
+        owner_id: take16(bytes, 3),
+        opened_ns: take8(bytes, 19),
+        balances: take_balances(bytes, 27),
+    }
+}
+
+fn encode_bucket(t: &Totals, out: &mut Vec<u8>) {
+    put(out, t.credits);
+    put(out, t.debits);
+    out.extend_from_slice(&t.count.to_le_bytes());
+}
+
+fn decode_bucket(bytes: &[u8]) -> Totals {
+    Totals { credits: take16(bytes, 0), debits: take16(bytes, 16), count: take8(bytes, 32) }
+}
