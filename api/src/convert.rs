@@ -238,6 +238,7 @@ pub fn store_status(error: &StoreError) -> Status {
         StoreError::Poisoned(_) | StoreError::Io { .. } | StoreError::Closed => Status::unavailable(error.to_string()),
         StoreError::Corrupt { .. } | StoreError::ChainBroken { .. } => Status::data_loss(error.to_string()),
         StoreError::InvalidRequest(_) => Status::invalid_argument(error.to_string()),
+        StoreError::Locked(_) => Status::failed_precondition(error.to_string()),
     }
 }
 
@@ -284,6 +285,7 @@ mod tests {
                 Code::DataLoss,
             ),
             (LedgerError::Store(StoreError::InvalidRequest("x".into())), Code::InvalidArgument),
+            (LedgerError::Store(StoreError::Locked("d".into())), Code::FailedPrecondition),
         ];
         for (error, code) in cases {
             assert_eq!(status(error.clone()).code(), code, "{error}");

@@ -11,6 +11,8 @@ use ledger_core::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use ledger_core::store::EventStore;
 use ledger_core::writer::{Ledger, LedgerConfig};
 use ledger_proto::api::v1 as wire;
+use projections::read_models::{read_models_path, ReadModels};
+use projections::worker::Projector;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -18,7 +20,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use crate::auth::{self, Role, Tokens};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::service::{EchoService, HistoryView, LedgerService};
+use crate::service::{EchoService, LedgerService};
 
 /// Largest request or response message.
 pub const MESSAGE_BYTES_MAX: usize = 8 << 20;
@@ -60,20 +62,53 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let ledger =
         Ledger::open(store.clone(), LedgerConfig { snapshot_dir: Some(snapshot_dir), ..LedgerConfig::default() })
             .map_err(|e| e.to_string())?;
-    let history = HistoryView::new();
-    tokio::spawn(history.clone().follow(store.clone()));
+    let models = ReadModels::open(&read_models_path(&config.data_dir)).map_err(|e| e.to_string())?;
+    let projector = Projector::new(models).map_err(|e| e.to_string())?;
+    tracing::info!(applied = projector.applied(), "read models opened");
+    {
+        let projector = projector.clone();
+        let store = store.clone();
+        tokio::spawn(async move {
+            if let Err(error) = projector.follow(store).await {
+                tracing::error!(%error, "the read models stopped following the log");
+            }
+        });
+    }
     let metrics = Arc::new(Metrics::default());
     let writer_metrics = ledger.metrics();
     let metrics_listener =
         TcpListener::bind(config.metrics_listen).await.map_err(|e| format!("metrics listen: {e}"))?;
     tracing::info!(addr = %local_addr(&metrics_listener), "metrics on http://{}/metrics", local_addr(&metrics_listener));
     {
-        let metrics = metrics.clone();
-        tokio::spawn(serve_metrics(metrics_listener, move || metrics.render(&writer_metrics)));
+        let (metrics, projector, store) = (metrics.clone(), projector.clone(), store.clone());
+        tokio::spawn(serve_metrics(metrics_listener, move || {
+            let mut text = metrics.render(&writer_metrics);
+            text.push_str(&projection_metrics(&projector, *store.watch_head().borrow()));
+            text
+        }));
     }
-    let service = LedgerService { ledger: ledger.clone(), store, tokens, history, metrics };
+    let service = LedgerService { ledger: ledger.clone(), store, tokens, projector: projector.clone(), metrics };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<wire::ledger_server::LedgerServer<LedgerService>>().await;
+    // `ledger.audit`: SERVING while the continuous chain verifier finds every record
+    // good, NOT_SERVING once it raises its alarm.
+    {
+        let mut alarmed = projector.alarmed();
+        let health_reporter = health_reporter.clone();
+        tokio::spawn(async move {
+            loop {
+                let status = if *alarmed.borrow_and_update() {
+                    tonic_health::ServingStatus::NotServing
+                } else {
+                    tonic_health::ServingStatus::Serving
+                };
+                health_reporter.set_service_status(AUDIT_HEALTH_SERVICE, status).await;
+                if alarmed.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ledger_proto::api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -104,6 +139,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     tokio::task::spawn_blocking(move || ledger.close()).await.map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The health service name whose status is the chain verifier's verdict.
+pub const AUDIT_HEALTH_SERVICE: &str = "ledger.audit";
+
+fn projection_metrics(projector: &Projector, head: u64) -> String {
+    let applied = projector.applied();
+    let alarm = u8::from(*projector.alarmed().borrow());
+    format!(
+        "# HELP ledger_log_head_position Events in the log.\n# TYPE ledger_log_head_position gauge\nledger_log_head_position {head}\n\
+         # HELP ledger_read_models_applied_position Events applied to the read models (one checkpoint for all).\n# TYPE ledger_read_models_applied_position gauge\n\
+         ledger_read_models_applied_position{{model=\"balances\"}} {applied}\nledger_read_models_applied_position{{model=\"history\"}} {applied}\n\
+         ledger_read_models_applied_position{{model=\"reports\"}} {applied}\nledger_read_models_applied_position{{model=\"audit\"}} {applied}\n\
+         # HELP ledger_read_models_lag_events How far each read model is behind the log.\n# TYPE ledger_read_models_lag_events gauge\n\
+         ledger_read_models_lag_events{{model=\"balances\"}} {lag}\nledger_read_models_lag_events{{model=\"history\"}} {lag}\n\
+         ledger_read_models_lag_events{{model=\"reports\"}} {lag}\nledger_read_models_lag_events{{model=\"audit\"}} {lag}\n\
+         # HELP ledger_audit_alarm 1 once the chain verifier found a record that does not verify.\n# TYPE ledger_audit_alarm gauge\nledger_audit_alarm {alarm}\n",
+        lag = head.saturating_sub(applied),
+    )
 }
 
 /// Serves only the do-nothing echo service, for transport baselines.

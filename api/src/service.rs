@@ -1,16 +1,17 @@
-//! The gRPC services: `ledger.v1.Ledger` over the partition writer and the account
-//! history read model, and the do-nothing `ledger.v1.Echo` for transport baselines.
+//! The gRPC services: `ledger.v1.Ledger` over the partition writer and the read
+//! models, and the do-nothing `ledger.v1.Echo` for transport baselines.
 
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use ledger_core::codec;
 use ledger_core::domain::{AccountId, TransferId};
+use ledger_core::money::Currency;
 use ledger_core::store::{EventStore, Subscription};
 use ledger_core::writer::Ledger;
 use ledger_proto::api::v1 as wire;
-use projections::account_history::{AccountHistory, Side};
+use projections::read_models::{Cursor, HistoryFilter, Movement, ProjectionError, Side, Status as MovementStatus};
+use projections::worker::Projector;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -26,62 +27,11 @@ const READ_MODEL_WAIT: Duration = Duration::from_secs(5);
 /// Events per message batch of an event stream.
 const STREAM_BATCH_EVENTS: usize = 1_024;
 
-/// The account history read model, fed from the log by [`HistoryView::follow`].
-pub struct HistoryView {
-    model: RwLock<AccountHistory>,
-    applied: tokio::sync::watch::Sender<u64>,
-}
-
-impl HistoryView {
-    pub fn new() -> Arc<HistoryView> {
-        let (applied, _) = tokio::sync::watch::channel(0);
-        Arc::new(HistoryView { model: RwLock::new(AccountHistory::new()), applied })
-    }
-
-    /// Applies the whole log, then every new event as it becomes durable.
-    pub async fn follow(self: Arc<Self>, store: Arc<dyn EventStore>) {
-        let mut subscription = Subscription::new(store, 0);
-        loop {
-            let events = match subscription.next_batch(8_192).await {
-                Ok(events) => events,
-                Err(error) => {
-                    tracing::error!(%error, "history read model stopped");
-                    return;
-                }
-            };
-            let Ok(mut model) = self.model.write() else { return };
-            for recorded in &events {
-                match recorded.stream.starts_with("ledger-").then(|| codec::decode_event(&recorded.payload)) {
-                    Some(Ok(event)) => model.apply(recorded.position, &event),
-                    Some(Err(error)) => {
-                        tracing::error!(%error, position = recorded.position, "undecodable ledger event");
-                        model.skip(recorded.position)
-                    }
-                    None => model.skip(recorded.position),
-                }
-            }
-            let next = model.next_position();
-            drop(model);
-            self.applied.send_replace(next);
-        }
-    }
-
-    /// Waits until every event before `position` is applied.
-    async fn caught_up(&self, position: u64) -> Result<(), Status> {
-        let mut applied = self.applied.subscribe();
-        let caught_up = tokio::time::timeout(READ_MODEL_WAIT, applied.wait_for(|next| *next >= position)).await;
-        match caught_up {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(Status::unavailable("the history read model is behind the log; retry")),
-        }
-    }
-}
-
 pub struct LedgerService {
     pub ledger: Ledger,
     pub store: Arc<dyn EventStore>,
     pub tokens: Arc<Tokens>,
-    pub history: Arc<HistoryView>,
+    pub projector: Arc<Projector>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -95,10 +45,46 @@ impl LedgerService {
         result
     }
 
-    /// Waits for the read model to include everything durable when the call came in.
-    async fn read_your_writes(&self) -> Result<(), Status> {
+    /// Waits until the read models include everything durable when the call came in,
+    /// and everything before `min_position`; returns the position they reached.
+    async fn read_your_writes(&self, min_position: u64) -> Result<u64, Status> {
         let head = *self.store.watch_head().borrow();
-        self.history.caught_up(head).await
+        if min_position > head {
+            return Err(Status::out_of_range(format!("min_position {min_position} is beyond the log's end {head}")));
+        }
+        if !self.projector.wait_for(head.max(min_position), READ_MODEL_WAIT).await {
+            return Err(Status::unavailable("the read models are behind the log; retry"));
+        }
+        Ok(self.projector.applied())
+    }
+
+    fn limit(limit: u32) -> Result<usize, Status> {
+        match limit {
+            0 => Ok(PAGE_MOVEMENTS_DEFAULT as usize),
+            limit if limit > PAGE_MOVEMENTS_MAX => {
+                Err(Status::invalid_argument(format!("limit: at most {PAGE_MOVEMENTS_MAX}")))
+            }
+            limit => Ok(limit as usize),
+        }
+    }
+
+    /// The accounts a history or report request names: one account, or an owner's.
+    fn subject(&self, account_id: &str, owner_id: &str) -> Result<Vec<u128>, Status> {
+        let models = self.projector.models();
+        match (account_id.is_empty(), owner_id.is_empty()) {
+            (false, true) => {
+                let account = convert::parse_u128("account_id", account_id)?;
+                match models.account(account).map_err(model_status)? {
+                    Some(_) => Ok(vec![account]),
+                    None => Err(Status::not_found(format!("account {account} not found"))),
+                }
+            }
+            (true, false) => {
+                let owner = convert::parse_u128("owner_id", owner_id)?;
+                models.owner_accounts(owner).map_err(model_status)
+            }
+            _ => Err(Status::invalid_argument("give exactly one of account_id and owner_id")),
+        }
     }
 
     fn parse_ids(ids: &[String]) -> Result<Vec<u128>, Status> {
@@ -206,14 +192,8 @@ impl wire::ledger_server::Ledger for LedgerService {
         let result = async {
             self.tokens.authorize(&request, Permission::Read)?;
             let request = request.into_inner();
-            let account = AccountId(convert::parse_u128("account_id", &request.account_id)?);
-            let limit = match request.limit {
-                0 => PAGE_MOVEMENTS_DEFAULT,
-                limit if limit > PAGE_MOVEMENTS_MAX => {
-                    return Err(Status::invalid_argument(format!("limit: at most {PAGE_MOVEMENTS_MAX}")));
-                }
-                limit => limit,
-            };
+            let account = convert::parse_u128("account_id", &request.account_id)?;
+            let limit = Self::limit(request.limit)?;
             if request.to_ns != 0 && request.to_ns < request.from_ns {
                 return Err(Status::invalid_argument("to_ns: must not be before from_ns"));
             }
@@ -224,37 +204,16 @@ impl wire::ledger_server::Ledger for LedgerService {
                         .map_err(|_| Status::invalid_argument("cursor: not one this server returned"))?,
                 ),
             };
-            self.read_your_writes().await?;
-            let model = self.history.model.read().map_err(|_| Status::internal("read model lock poisoned"))?;
-            let currency = model.currency(account);
-            let page = model
-                .list(account, request.from_ns, request.to_ns, cursor, limit as usize)
-                .ok_or_else(|| Status::not_found(format!("account {} not found", account.0)))?;
-            let currency = currency.map(|c| c.code().to_string()).unwrap_or_default();
-            let movements = page
-                .entries
-                .iter()
-                .map(|e| wire::AccountMovement {
-                    transfer_id: e.transfer_id.0.to_string(),
-                    event_type: e.event_type.into(),
-                    direction: match e.side {
-                        Side::Debit => wire::Direction::Debit as i32,
-                        Side::Credit => wire::Direction::Credit as i32,
-                    },
-                    counterparty_account_id: e.counterparty.0.to_string(),
-                    amount: e.amount.to_string(),
-                    currency: currency.clone(),
-                    timestamp_ns: e.timestamp_ns,
-                    metadata: e.metadata.clone(),
-                    debits_pending: e.after.debits_pending.to_string(),
-                    debits_posted: e.after.debits_posted.to_string(),
-                    credits_pending: e.after.credits_pending.to_string(),
-                    credits_posted: e.after.credits_posted.to_string(),
-                    position: e.position,
-                })
-                .collect();
-            let next_cursor = page.next_cursor.map(|c| c.to_string()).unwrap_or_default();
-            Ok(Response::new(wire::ListAccountTransfersResponse { movements, next_cursor }))
+            let applied = self.read_your_writes(request.min_position).await?;
+            let models = self.projector.models();
+            if models.account(account).map_err(model_status)?.is_none() {
+                return Err(Status::not_found(format!("account {account} not found")));
+            }
+            let filter = HistoryFilter { from_ns: request.from_ns, to_ns: request.to_ns, ..HistoryFilter::default() };
+            let page = models.movements_oldest_first(account, &filter, cursor, limit).map_err(model_status)?;
+            let movements = page.movements.iter().map(movement).collect();
+            let next_cursor = page.next.map(|c| c.timestamp_ns.to_string()).unwrap_or_default();
+            Ok(Response::new(wire::ListAccountTransfersResponse { movements, next_cursor, applied_position: applied }))
         }
         .await;
         self.observe("ListAccountTransfers", result)
@@ -267,21 +226,22 @@ impl wire::ledger_server::Ledger for LedgerService {
         let result = async {
             self.tokens.authorize(&request, Permission::Read)?;
             let request = request.into_inner();
-            let account = AccountId(convert::parse_u128("account_id", &request.account_id)?);
-            self.read_your_writes().await?;
-            let model = self.history.model.read().map_err(|_| Status::internal("read model lock poisoned"))?;
-            let as_of_ns = if request.as_of_ns == 0 { u64::MAX } else { request.as_of_ns };
-            let not_found = || Status::not_found(format!("account {} not found at that time", account.0));
-            let balances = model.balances_as_of(account, as_of_ns).ok_or_else(not_found)?;
-            let currency = model.currency(account).ok_or_else(not_found)?;
+            let account = convert::parse_u128("account_id", &request.account_id)?;
+            let applied = self.read_your_writes(request.min_position).await?;
+            let models = self.projector.models();
+            let as_of = (request.as_of_ns != 0).then_some(request.as_of_ns);
+            let not_found = || Status::not_found(format!("account {account} not found at that time"));
+            let view = models.account(account).map_err(model_status)?.ok_or_else(not_found)?;
+            let balances = models.balances_as_of(account, as_of).map_err(model_status)?.ok_or_else(not_found)?;
             Ok(Response::new(wire::GetBalanceResponse {
-                account_id: account.0.to_string(),
-                currency: currency.code().into(),
+                account_id: account.to_string(),
+                currency: view.currency.code().into(),
                 debits_pending: balances.debits_pending.to_string(),
                 debits_posted: balances.debits_posted.to_string(),
                 credits_pending: balances.credits_pending.to_string(),
                 credits_posted: balances.credits_posted.to_string(),
                 as_of_ns: request.as_of_ns,
+                applied_position: applied,
             }))
         }
         .await;
@@ -318,6 +278,139 @@ impl wire::ledger_server::Ledger for LedgerService {
             Response::new(stream)
         });
         self.observe("StreamEvents", result)
+    }
+
+    async fn get_history(
+        &self,
+        request: Request<wire::GetHistoryRequest>,
+    ) -> Result<Response<wire::GetHistoryResponse>, Status> {
+        let result = async {
+            self.tokens.authorize(&request, Permission::Read)?;
+            let request = request.into_inner();
+            let limit = Self::limit(request.limit)?;
+            if request.to_ns != 0 && request.to_ns < request.from_ns {
+                return Err(Status::invalid_argument("to_ns: must not be before from_ns"));
+            }
+            let side = match wire::Direction::try_from(request.direction) {
+                Ok(wire::Direction::Unspecified) => None,
+                Ok(wire::Direction::Debit) => Some(Side::Debit),
+                Ok(wire::Direction::Credit) => Some(Side::Credit),
+                Err(_) => return Err(Status::invalid_argument("direction: unknown value")),
+            };
+            let status = match wire::MovementStatus::try_from(request.status) {
+                Ok(wire::MovementStatus::Unspecified) => None,
+                Ok(wire::MovementStatus::Pending) => Some(MovementStatus::Pending),
+                Ok(wire::MovementStatus::Posted) => Some(MovementStatus::Posted),
+                Ok(wire::MovementStatus::Voided) => Some(MovementStatus::Voided),
+                Ok(wire::MovementStatus::Expired) => Some(MovementStatus::Expired),
+                Err(_) => return Err(Status::invalid_argument("status: unknown value")),
+            };
+            let currency: Option<Currency> = match request.currency.as_str() {
+                "" => None,
+                code => Some(convert::parse_currency("currency", code)?),
+            };
+            let cursor = match request.cursor.as_str() {
+                "" => None,
+                text => Some(
+                    Cursor::decode(text)
+                        .ok_or_else(|| Status::invalid_argument("cursor: not one this server returned"))?,
+                ),
+            };
+            let applied = self.read_your_writes(request.min_position).await?;
+            let accounts = self.subject(&request.account_id, &request.owner_id)?;
+            let filter = HistoryFilter { from_ns: request.from_ns, to_ns: request.to_ns, side, status, currency };
+            let page = self.projector.models().history(&accounts, &filter, cursor, limit).map_err(model_status)?;
+            Ok(Response::new(wire::GetHistoryResponse {
+                movements: page.movements.iter().map(movement).collect(),
+                next_cursor: page.next.map(Cursor::encode).unwrap_or_default(),
+                applied_position: applied,
+            }))
+        }
+        .await;
+        self.observe("GetHistory", result)
+    }
+
+    async fn get_report(
+        &self,
+        request: Request<wire::GetReportRequest>,
+    ) -> Result<Response<wire::GetReportResponse>, Status> {
+        let result = async {
+            self.tokens.authorize(&request, Permission::Read)?;
+            let request = request.into_inner();
+            let applied = self.read_your_writes(request.min_position).await?;
+            let accounts = self.subject(&request.account_id, &request.owner_id)?;
+            let mut reports = Vec::new();
+            for account in accounts {
+                let report = self
+                    .projector
+                    .models()
+                    .report(account, request.from_ns, request.to_ns, request.utc_offset_minutes)
+                    .map_err(model_status)?
+                    .ok_or_else(|| Status::not_found(format!("account {account} not found")))?;
+                reports.push(wire::AccountReport {
+                    account_id: account.to_string(),
+                    currency: report.currency.code().into(),
+                    opening: report.opening.to_string(),
+                    credits: report.totals.credits.to_string(),
+                    debits: report.totals.debits.to_string(),
+                    count: report.totals.count,
+                    closing: report.closing.to_string(),
+                    days: report
+                        .days
+                        .iter()
+                        .map(|day| wire::ReportDay {
+                            start_ns: day.start_ns,
+                            opening: day.opening.to_string(),
+                            credits: day.totals.credits.to_string(),
+                            debits: day.totals.debits.to_string(),
+                            count: day.totals.count,
+                            closing: day.closing.to_string(),
+                        })
+                        .collect(),
+                });
+            }
+            Ok(Response::new(wire::GetReportResponse { reports, applied_position: applied }))
+        }
+        .await;
+        self.observe("GetReport", result)
+    }
+}
+
+fn model_status(error: ProjectionError) -> Status {
+    match error {
+        ProjectionError::Invalid(message) => Status::invalid_argument(message),
+        ProjectionError::Gap { .. } | ProjectionError::Db(_) | ProjectionError::Io(_) => {
+            tracing::error!(%error, "read model failure");
+            Status::internal("read model failure")
+        }
+    }
+}
+
+fn movement(m: &Movement) -> wire::AccountMovement {
+    wire::AccountMovement {
+        account_id: m.account.to_string(),
+        transfer_id: m.transfer_id.to_string(),
+        event_type: m.kind.event_type().into(),
+        direction: match m.side {
+            Side::Debit => wire::Direction::Debit as i32,
+            Side::Credit => wire::Direction::Credit as i32,
+        },
+        counterparty_account_id: m.counterparty.to_string(),
+        amount: m.amount.to_string(),
+        currency: m.currency.code().into(),
+        timestamp_ns: m.timestamp_ns,
+        metadata: m.metadata.clone(),
+        debits_pending: m.after.debits_pending.to_string(),
+        debits_posted: m.after.debits_posted.to_string(),
+        credits_pending: m.after.credits_pending.to_string(),
+        credits_posted: m.after.credits_posted.to_string(),
+        position: m.position,
+        status: match m.status {
+            MovementStatus::Pending => wire::MovementStatus::Pending as i32,
+            MovementStatus::Posted => wire::MovementStatus::Posted as i32,
+            MovementStatus::Voided => wire::MovementStatus::Voided as i32,
+            MovementStatus::Expired => wire::MovementStatus::Expired as i32,
+        },
     }
 }
 

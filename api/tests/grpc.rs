@@ -206,7 +206,7 @@ async fn every_method_with_its_results_and_errors() {
     }
     let ids: Vec<&str> = movements.iter().map(|m| m.transfer_id.as_str()).collect();
     assert_eq!(ids, ["10", "12", "13", "14", "15", "16"]);
-    let balance = |as_of_ns| wire::GetBalanceRequest { account_id: "2".into(), as_of_ns };
+    let balance = |as_of_ns| wire::GetBalanceRequest { account_id: "2".into(), as_of_ns, ..Default::default() };
     let before = client.get_balance(authed(balance(posted_at - 1), READ_ONLY)).await.expect("balance").into_inner();
     assert_eq!(before.credits_posted, "0");
     let at = client.get_balance(authed(balance(posted_at), READ_ONLY)).await.expect("balance").into_inner();
@@ -248,7 +248,7 @@ async fn every_method_with_its_results_and_errors() {
         client.list_account_transfers(authed(unknown, ADMIN)).await.expect_err("unknown").code(),
         Code::NotFound
     );
-    let unknown = wire::GetBalanceRequest { account_id: "404".into(), as_of_ns: 0 };
+    let unknown = wire::GetBalanceRequest { account_id: "404".into(), ..Default::default() };
     assert_eq!(client.get_balance(authed(unknown, ADMIN)).await.expect_err("unknown").code(), Code::NotFound);
     let limit = wire::ListAccountTransfersRequest { account_id: "1".into(), limit: 5_000, ..Default::default() };
     assert_eq!(

@@ -1,5 +1,6 @@
-//! Read models built from the ledger event log. Each is a fold of events in log order
-//! and can be rebuilt from the log at any time.
+//! Read models built from the ledger event log (`read_models`, in redb) and the worker
+//! that keeps them up to date (`worker`). Each is a fold of events in log order, stored
+//! with its checkpoint, and can be rebuilt from the log at any time.
 
-pub mod account_history;
 pub mod read_models;
+pub mod worker;

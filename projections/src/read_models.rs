@@ -27,8 +27,6 @@ use ledger_core::money::Currency;
 use ledger_core::store::RecordedEvent;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::account_history::{Balances, Side};
-
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ACCOUNTS: TableDefinition<u128, &[u8]> = TableDefinition::new("accounts");
 /// (account, event timestamp) → movement. Timestamps are unique per event and an event
@@ -84,6 +82,22 @@ impl<E: Into<redb::Error>> From<E> for ProjectionError {
     fn from(error: E) -> Self {
         ProjectionError::Db(error.into())
     }
+}
+
+/// Which side of a transfer an account is on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum Side {
+    Debit,
+    Credit,
+}
+
+/// An account's four balances.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Balances {
+    pub debits_pending: u128,
+    pub debits_posted: u128,
+    pub credits_pending: u128,
+    pub credits_posted: u128,
 }
 
 /// The state of a movement, or of the hold it belongs to.

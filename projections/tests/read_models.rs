@@ -10,7 +10,6 @@ use ledger_core::domain::*;
 use ledger_core::money::Currency;
 use ledger_core::state::LedgerState;
 use ledger_core::store::RecordedEvent;
-use projections::account_history::{Balances, Side};
 use projections::read_models::*;
 use proptest::prelude::*;
 

@@ -107,16 +107,54 @@ pub enum TransfersCommand {
 
 #[derive(Args)]
 pub struct HistoryArgs {
-    #[arg(long)]
+    /// One account's movements ...
+    #[arg(long, default_value = "", required_unless_present = "owner")]
     account: String,
-    #[arg(long, default_value_t = 0)]
-    from_ns: u64,
-    #[arg(long, default_value_t = 0)]
-    to_ns: u64,
+    /// ... or every account of an owner.
+    #[arg(long, default_value = "")]
+    owner: String,
+    /// From this time (nanoseconds since the epoch, or YYYY-MM-DD in --utc-offset).
+    #[arg(long, default_value = "0")]
+    from: String,
+    /// Until this time, exclusive (as --from; 0: no bound).
+    #[arg(long, default_value = "0")]
+    to: String,
+    #[arg(long, default_value = "+00:00", allow_hyphen_values = true)]
+    utc_offset: String,
+    /// debit or credit.
+    #[arg(long)]
+    direction: Option<String>,
+    /// pending, posted, voided or expired.
+    #[arg(long)]
+    status: Option<String>,
+    #[arg(long, default_value = "")]
+    currency: String,
     #[arg(long, default_value_t = 100)]
     limit: u32,
     #[arg(long, default_value = "")]
     cursor: String,
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// One account's report ...
+    #[arg(long, default_value = "", required_unless_present = "owner")]
+    account: String,
+    /// ... or one per account of an owner.
+    #[arg(long, default_value = "")]
+    owner: String,
+    /// First day (YYYY-MM-DD, local to --utc-offset) or nanoseconds since the epoch.
+    #[arg(long)]
+    from: String,
+    /// Day after the last (YYYY-MM-DD) or nanoseconds since the epoch, exclusive.
+    #[arg(long)]
+    to: String,
+    /// Days run midnight to midnight at this offset, like +02:00 or -05:30.
+    #[arg(long, default_value = "+00:00", allow_hyphen_values = true)]
+    utc_offset: String,
+    /// Print CSV: one row per account and day.
+    #[arg(long, conflicts_with = "json")]
+    csv: bool,
 }
 
 #[derive(Args)]
@@ -322,42 +360,139 @@ pub async fn transfers(connection: &Connection, command: TransfersCommand) -> Re
     Ok(print_results(&response.results, connection.json))
 }
 
+/// Minutes east of UTC from `+HH:MM`, `-HH:MM` or `Z`.
+pub fn parse_offset(text: &str) -> Result<i32, String> {
+    if text == "Z" {
+        return Ok(0);
+    }
+    let bad = || format!("--utc-offset {text}: expected +HH:MM or -HH:MM");
+    let (sign, rest) = match text.as_bytes().first() {
+        Some(b'+') => (1, &text[1..]),
+        Some(b'-') => (-1, &text[1..]),
+        _ => return Err(bad()),
+    };
+    let (hours, minutes) = rest.split_once(':').ok_or_else(bad)?;
+    let hours: i32 = hours.parse().map_err(|_| bad())?;
+    let minutes: i32 = minutes.parse().map_err(|_| bad())?;
+    if !(0..60).contains(&minutes) || hours > 18 {
+        return Err(bad());
+    }
+    Ok(sign * (hours * 60 + minutes))
+}
+
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// Nanoseconds since the epoch from a number, or from `YYYY-MM-DD` (midnight at the
+/// offset).
+pub fn parse_time(flag: &str, text: &str, offset_minutes: i32) -> Result<u64, String> {
+    if let Ok(ns) = text.parse::<u64>() {
+        return Ok(ns);
+    }
+    let bad = || format!("{flag} {text}: expected YYYY-MM-DD or nanoseconds since the epoch");
+    let parts: Vec<&str> = text.split('-').collect();
+    let [year, month, day] = parts.as_slice() else { return Err(bad()) };
+    let (year, month, day): (i64, i64, i64) =
+        (year.parse().map_err(|_| bad())?, month.parse().map_err(|_| bad())?, day.parse().map_err(|_| bad())?);
+    let days = days_from_civil(year, month, day);
+    // The round trip rejects 2026-02-30 and the like.
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || civil_from_days(days) != (year, month, day) {
+        return Err(bad());
+    }
+    let seconds = days * 86_400 - i64::from(offset_minutes) * 60;
+    u64::try_from(seconds).ok().and_then(|s| s.checked_mul(1_000_000_000)).ok_or_else(bad)
+}
+
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (year_of_era + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// `YYYY-MM-DD` of an instant, in the offset's calendar.
+pub fn date_of(ns: u64, offset_minutes: i32) -> String {
+    let seconds = (ns / 1_000_000_000) as i64 + i64::from(offset_minutes) * 60;
+    let (y, m, d) = civil_from_days(seconds.div_euclid(86_400));
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn movement_json(m: &wire::AccountMovement) -> serde_json::Value {
+    json!({
+        "account_id": m.account_id, "transfer_id": m.transfer_id, "event_type": m.event_type,
+        "direction": wire::Direction::try_from(m.direction).map(|d| d.as_str_name()).unwrap_or("?"),
+        "status": wire::MovementStatus::try_from(m.status).map(|d| d.as_str_name()).unwrap_or("?"),
+        "counterparty_account_id": m.counterparty_account_id, "amount": m.amount, "currency": m.currency,
+        "timestamp_ns": m.timestamp_ns, "metadata": m.metadata, "position": m.position,
+        "debits_posted": m.debits_posted, "credits_posted": m.credits_posted,
+        "debits_pending": m.debits_pending, "credits_pending": m.credits_pending,
+    })
+}
+
 pub async fn history(connection: &Connection, args: HistoryArgs) -> Result<bool, String> {
     let mut client = connection.connect().await?;
-    let request = wire::ListAccountTransfersRequest {
+    let offset = parse_offset(&args.utc_offset)?;
+    let direction = match args.direction.as_deref() {
+        None => wire::Direction::Unspecified,
+        Some("debit") => wire::Direction::Debit,
+        Some("credit") => wire::Direction::Credit,
+        Some(other) => return Err(format!("--direction {other}: expected debit or credit")),
+    };
+    let status = match args.status.as_deref() {
+        None => wire::MovementStatus::Unspecified,
+        Some("pending") => wire::MovementStatus::Pending,
+        Some("posted") => wire::MovementStatus::Posted,
+        Some("voided") => wire::MovementStatus::Voided,
+        Some("expired") => wire::MovementStatus::Expired,
+        Some(other) => return Err(format!("--status {other}: expected pending, posted, voided or expired")),
+    };
+    let request = wire::GetHistoryRequest {
         account_id: args.account,
-        from_ns: args.from_ns,
-        to_ns: args.to_ns,
+        owner_id: args.owner,
+        from_ns: parse_time("--from", &args.from, offset)?,
+        to_ns: parse_time("--to", &args.to, offset)?,
+        direction: direction as i32,
+        status: status as i32,
+        currency: args.currency,
         limit: args.limit,
         cursor: args.cursor,
+        min_position: 0,
     };
-    let response = client.list_account_transfers(connection.request(request)?).await.map_err(status_text)?.into_inner();
+    let response = client.get_history(connection.request(request)?).await.map_err(status_text)?.into_inner();
     if connection.json {
-        let movements: Vec<_> = response
-            .movements
-            .iter()
-            .map(|m| {
-                json!({
-                    "transfer_id": m.transfer_id, "event_type": m.event_type,
-                    "direction": wire::Direction::try_from(m.direction).map(|d| d.as_str_name()).unwrap_or("?"),
-                    "counterparty_account_id": m.counterparty_account_id, "amount": m.amount, "currency": m.currency,
-                    "timestamp_ns": m.timestamp_ns, "metadata": m.metadata, "position": m.position,
-                    "debits_posted": m.debits_posted, "credits_posted": m.credits_posted,
-                    "debits_pending": m.debits_pending, "credits_pending": m.credits_pending,
-                })
-            })
-            .collect();
+        let movements: Vec<_> = response.movements.iter().map(movement_json).collect();
         println!("{}", json!({"movements": movements, "next_cursor": response.next_cursor}));
     } else {
         println!(
-            "{:<20} {:<16} {:<7} {:<24} {:>14} {:<4}",
-            "TIMESTAMP_NS", "EVENT", "SIDE", "COUNTERPARTY", "AMOUNT", "CUR"
+            "{:<20} {:<20} {:<16} {:<7} {:<8} {:<20} {:>14} {:<4}",
+            "TIMESTAMP_NS", "ACCOUNT", "EVENT", "SIDE", "STATUS", "COUNTERPARTY", "AMOUNT", "CUR"
         );
         for m in &response.movements {
             let side = if m.direction == wire::Direction::Debit as i32 { "debit" } else { "credit" };
+            let status = wire::MovementStatus::try_from(m.status).map(|s| s.as_str_name()).unwrap_or("?");
+            let status = status.trim_start_matches("MOVEMENT_STATUS_").to_lowercase();
             println!(
-                "{:<20} {:<16} {:<7} {:<24} {:>14} {:<4}",
-                m.timestamp_ns, m.event_type, side, m.counterparty_account_id, m.amount, m.currency
+                "{:<20} {:<20} {:<16} {:<7} {:<8} {:<20} {:>14} {:<4}",
+                m.timestamp_ns,
+                m.account_id,
+                m.event_type,
+                side,
+                status,
+                m.counterparty_account_id,
+                m.amount,
+                m.currency
             );
         }
         if !response.next_cursor.is_empty() {
@@ -367,9 +502,80 @@ pub async fn history(connection: &Connection, args: HistoryArgs) -> Result<bool,
     Ok(true)
 }
 
+pub async fn report(connection: &Connection, args: ReportArgs) -> Result<bool, String> {
+    let mut client = connection.connect().await?;
+    let offset = parse_offset(&args.utc_offset)?;
+    let request = wire::GetReportRequest {
+        account_id: args.account,
+        owner_id: args.owner,
+        from_ns: parse_time("--from", &args.from, offset)?,
+        to_ns: parse_time("--to", &args.to, offset)?,
+        utc_offset_minutes: offset,
+        min_position: 0,
+    };
+    let response = client.get_report(connection.request(request)?).await.map_err(status_text)?.into_inner();
+    if connection.json {
+        let reports: Vec<_> = response
+            .reports
+            .iter()
+            .map(|r| {
+                let days: Vec<_> = r
+                    .days
+                    .iter()
+                    .map(|d| {
+                        json!({"date": date_of(d.start_ns, offset), "start_ns": d.start_ns, "opening": d.opening,
+                            "credits": d.credits, "debits": d.debits, "count": d.count, "closing": d.closing})
+                    })
+                    .collect();
+                json!({"account_id": r.account_id, "currency": r.currency, "opening": r.opening, "credits": r.credits,
+                    "debits": r.debits, "count": r.count, "closing": r.closing, "days": days})
+            })
+            .collect();
+        println!("{}", json!({"utc_offset_minutes": offset, "reports": reports}));
+    } else if args.csv {
+        println!("account_id,currency,date,opening,credits,debits,count,closing");
+        for r in &response.reports {
+            for d in &r.days {
+                println!(
+                    "{},{},{},{},{},{},{},{}",
+                    r.account_id,
+                    r.currency,
+                    date_of(d.start_ns, offset),
+                    d.opening,
+                    d.credits,
+                    d.debits,
+                    d.count,
+                    d.closing
+                );
+            }
+        }
+    } else {
+        for r in &response.reports {
+            println!("account {} ({}), UTC offset {}", r.account_id, r.currency, args.utc_offset);
+            println!("{:<10} {:>16} {:>16} {:>16} {:>8} {:>16}", "DATE", "OPENING", "IN", "OUT", "COUNT", "CLOSING");
+            for d in &r.days {
+                println!(
+                    "{:<10} {:>16} {:>16} {:>16} {:>8} {:>16}",
+                    date_of(d.start_ns, offset),
+                    d.opening,
+                    d.credits,
+                    d.debits,
+                    d.count,
+                    d.closing
+                );
+            }
+            println!(
+                "{:<10} {:>16} {:>16} {:>16} {:>8} {:>16}",
+                "TOTAL", r.opening, r.credits, r.debits, r.count, r.closing
+            );
+        }
+    }
+    Ok(true)
+}
+
 pub async fn balance(connection: &Connection, args: BalanceArgs) -> Result<bool, String> {
     let mut client = connection.connect().await?;
-    let request = wire::GetBalanceRequest { account_id: args.account, as_of_ns: args.as_of_ns };
+    let request = wire::GetBalanceRequest { account_id: args.account, as_of_ns: args.as_of_ns, min_position: 0 };
     let b = client.get_balance(connection.request(request)?).await.map_err(status_text)?.into_inner();
     if connection.json {
         println!(
@@ -432,12 +638,40 @@ pub async fn events(connection: &Connection, args: EventsArgs) -> Result<bool, S
 
 /// A progress line on stderr, only when it is a terminal.
 pub fn progress(done: u64, total: Option<u64>, started: Instant) {
+    progress_of("transfers", done, total, started);
+}
+
+/// A progress bar of `what` on stderr, only when it is a terminal.
+pub fn progress_of(what: &str, done: u64, total: Option<u64>, started: Instant) {
     if !std::io::stderr().is_terminal() {
         return;
     }
     let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
     match total {
-        Some(total) => eprint!("\r{done}/{total} transfers, {rate:.0}/s   "),
-        None => eprint!("\r{done} transfers, {rate:.0}/s   "),
+        Some(total) => {
+            let width = 30;
+            let filled = (done.min(total) * width / total.max(1)) as usize;
+            let bar = format!("{}{}", "#".repeat(filled), "-".repeat(width as usize - filled));
+            eprint!("\r[{bar}] {done}/{total} {what}, {rate:.0}/s   ")
+        }
+        None => eprint!("\r{done} {what}, {rate:.0}/s   "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_offsets() {
+        assert_eq!(parse_offset("+02:00"), Ok(120));
+        assert_eq!(parse_offset("-05:30"), Ok(-330));
+        assert!(parse_offset("02:00").is_err());
+        assert_eq!(parse_time("--from", "1970-01-02", 0), Ok(86_400_000_000_000));
+        assert_eq!(parse_time("--from", "2026-03-01", 60), Ok(1_772_319_600_000_000_000));
+        assert!(parse_time("--from", "2026-02-30", 0).is_err());
+        assert_eq!(parse_time("--from", "123", 0), Ok(123));
+        assert_eq!(date_of(1_772_319_600_000_000_000, 60), "2026-03-01");
+        assert_eq!(date_of(1_772_319_600_000_000_000, 0), "2026-02-28");
     }
 }

@@ -5,6 +5,7 @@
 mod bench;
 mod client;
 mod load;
+mod read_models_cmd;
 
 /// mimalloc: the gRPC path allocates per request from several threads, where glibc's
 /// allocator spends a measurable share of the CPU (see the commit that added it).
@@ -47,8 +48,15 @@ enum Command {
         #[command(subcommand)]
         command: client::TransfersCommand,
     },
-    /// An account's movements over a time range.
+    /// An account's or an owner's movements, newest first, with filters.
     History(client::HistoryArgs),
+    /// Posted totals per day over a period (table, --csv or --json).
+    Report(client::ReportArgs),
+    /// Rebuild, catch up or inspect the read models of a stopped server's data directory.
+    Projections {
+        #[command(subcommand)]
+        command: read_models_cmd::ProjectionsCommand,
+    },
     /// An account's balances as of a time.
     Balance(client::BalanceArgs),
     /// Committed events of the log from a position.
@@ -85,6 +93,16 @@ fn main() -> ExitCode {
             return audit_verify(&data_dir, connection.json)
         }
         Command::Bench(args) => return bench::run(args, connection.json),
+        Command::Projections { command } => {
+            return match read_models_cmd::run(command, connection.json) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         remote => remote,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -99,11 +117,12 @@ fn main() -> ExitCode {
             Command::Accounts { command } => client::accounts(&connection, command).await,
             Command::Transfers { command } => client::transfers(&connection, command).await,
             Command::History(args) => client::history(&connection, args).await,
+            Command::Report(args) => client::report(&connection, args).await,
             Command::Balance(args) => client::balance(&connection, args).await,
             Command::Events(args) => client::events(&connection, args).await,
             Command::Load(args) => load::run(&connection, args).await,
             Command::EchoServer { listen } => ledger_api::server::run_echo(listen).await.map(|()| true),
-            Command::Audit { .. } | Command::Bench(_) => Ok(true),
+            Command::Audit { .. } | Command::Bench(_) | Command::Projections { .. } => Ok(true),
         }
     });
     match result {

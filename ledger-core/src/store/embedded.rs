@@ -80,6 +80,9 @@ pub struct EmbeddedStore {
     shared: Arc<Shared>,
     sender: Mutex<Option<Sender<Request>>>,
     committer: Mutex<Option<JoinHandle<()>>>,
+    /// Holds an exclusive lock on `LOCK` in the directory for as long as the store is
+    /// open: one process writes a log.
+    _lock: File,
 }
 
 fn io_error(operation: &'static str, path: &Path, error: std::io::Error) -> StoreError {
@@ -99,6 +102,18 @@ impl EmbeddedStore {
     ) -> Result<(EmbeddedStore, RecoveryReport), StoreError> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| io_error("create_dir", &dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io_error("open", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(dir.clone())),
+            Err(fs::TryLockError::Error(error)) => return Err(io_error("lock", &lock_path, error)),
+        }
         let mut index = Index::default();
         let report = format::scan(&dir, |record, location| {
             index.all.push(location);
@@ -147,7 +162,12 @@ impl EmbeddedStore {
             .spawn(move || committer.run(receiver))
             .map_err(|e| io_error("spawn committer", &dir, e))?;
         let recovery = RecoveryReport { segments: segment_paths.len(), records, torn_tail: report.torn_tail };
-        let store = EmbeddedStore { shared, sender: Mutex::new(Some(sender)), committer: Mutex::new(Some(thread)) };
+        let store = EmbeddedStore {
+            shared,
+            sender: Mutex::new(Some(sender)),
+            committer: Mutex::new(Some(thread)),
+            _lock: lock,
+        };
         Ok((store, recovery))
     }
 
@@ -602,6 +622,19 @@ mod tests {
         let (sender, receiver) = mpsc::channel();
         store.append_with("s", ExpectedRevision::Any, event(text), Box::new(move |r| drop(sender.send(r))));
         receiver.recv().unwrap_or(Err(StoreError::Closed))
+    }
+
+    #[test]
+    fn one_open_store_per_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("open");
+        let second = EmbeddedStore::open(dir.path(), EmbeddedOptions::default());
+        assert!(matches!(second, Err(StoreError::Locked(_))), "a second open must be refused");
+        append(&store, "one").expect("append");
+        drop(store);
+        let (store, report) = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("reopen after close");
+        assert_eq!(report.records, 1);
+        drop(store);
     }
 
     #[test]

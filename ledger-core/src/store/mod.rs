@@ -150,6 +150,8 @@ pub enum StoreError {
     InvalidRequest(String),
     #[error("the store is closed")]
     Closed,
+    #[error("the log in {0} is open in another process (its LOCK file is held)")]
+    Locked(PathBuf),
 }
 
 pub type AppendCallback = Box<dyn FnOnce(Result<AppendOutcome, StoreError>) + Send>;

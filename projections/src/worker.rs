@@ -1,0 +1,95 @@
+//! The projection worker: follows the event log from the read models' checkpoint and
+//! applies what it reads, one redb transaction per batch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ledger_core::store::{EventStore, Subscription};
+use tokio::sync::watch;
+
+use crate::read_models::{ProjectionError, ReadModels};
+
+/// Events applied per transaction at most.
+pub const APPLY_BATCH_EVENTS: usize = 16_384;
+
+/// The live read models of a running server.
+pub struct Projector {
+    models: ReadModels,
+    applied: watch::Sender<u64>,
+    alarmed: watch::Sender<bool>,
+}
+
+impl Projector {
+    pub fn new(models: ReadModels) -> Result<Arc<Projector>, ProjectionError> {
+        let (applied, _) = watch::channel(models.next_position()?);
+        let (alarmed, _) = watch::channel(models.alarm()?.is_some());
+        Ok(Arc::new(Projector { models, applied, alarmed }))
+    }
+
+    pub fn models(&self) -> &ReadModels {
+        &self.models
+    }
+
+    /// Everything before this log position is applied.
+    pub fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Whether the chain verifier has raised its alarm.
+    pub fn alarmed(&self) -> watch::Receiver<bool> {
+        self.alarmed.subscribe()
+    }
+
+    /// Waits until everything before `position` is applied; false on timeout.
+    pub async fn wait_for(&self, position: u64, timeout: Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        let reached = tokio::time::timeout(timeout, applied.wait_for(|next| *next >= position)).await;
+        matches!(reached, Ok(Ok(_)))
+    }
+
+    /// Applies the log from the checkpoint, then every new event as it becomes durable,
+    /// until the store closes or fails.
+    pub async fn follow(self: Arc<Self>, store: Arc<dyn EventStore>) -> Result<(), ProjectionError> {
+        let mut subscription = Subscription::new(store, self.applied());
+        loop {
+            let records = subscription
+                .next_batch(APPLY_BATCH_EVENTS)
+                .await
+                .map_err(|e| ProjectionError::Invalid(e.to_string()))?;
+            let this = self.clone();
+            let next = tokio::task::spawn_blocking(move || this.models.apply(&records, true))
+                .await
+                .map_err(|e| ProjectionError::Invalid(e.to_string()))??;
+            if !*self.alarmed.borrow() && self.models.alarm()?.is_some() {
+                self.alarmed.send_replace(true);
+            }
+            self.applied.send_replace(next);
+        }
+    }
+}
+
+/// Applies everything in `store` after the checkpoint of `models` and returns the new
+/// checkpoint. With `durable: false` batches commit without a sync and one durable
+/// commit ends the run. `progress(applied, head)` runs after every batch.
+pub fn catch_up(
+    models: &ReadModels,
+    store: &dyn EventStore,
+    batch_events: usize,
+    durable: bool,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<u64, ProjectionError> {
+    let head = *store.watch_head().borrow();
+    let mut next = models.next_position()?;
+    while next < head {
+        let records = store.read_all(next, batch_events.max(1)).map_err(|e| ProjectionError::Invalid(e.to_string()))?;
+        if records.is_empty() {
+            break;
+        }
+        next = models.apply(&records, durable)?;
+        progress(next, head);
+    }
+    if !durable {
+        models.sync()?;
+    }
+    Ok(next)
+}

@@ -1,0 +1,122 @@
+//! `ledgerctl projections`: rebuild the read models of a data directory from its log,
+//! catch them up, or print their state. They work on a stopped server's data
+//! directory: the log and the read models are locked by the process that has them open.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Subcommand;
+use ledger_core::audit::data_dir_layout;
+use ledger_core::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use ledger_core::store::EventStore;
+use projections::read_models::{read_models_path, ReadModels};
+use projections::worker::catch_up;
+use serde_json::json;
+
+use crate::client::progress_of;
+
+#[derive(Subcommand)]
+pub enum ProjectionsCommand {
+    /// Drop every read model and rebuild it from the log.
+    Rebuild {
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Events per transaction.
+        #[arg(long, default_value_t = 65_536)]
+        batch: usize,
+    },
+    /// Apply the log from the read models' checkpoint to its end, each batch in one
+    /// durable transaction with the checkpoint.
+    CatchUp {
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 16_384)]
+        batch: usize,
+    },
+    /// The checkpoint, the log's end, the chain verifier's verdict and a digest of all
+    /// read models (equal digests: equal read models).
+    Status {
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+    },
+}
+
+fn open_log(data_dir: &Path) -> Result<EmbeddedStore, String> {
+    let (log_dir, _) = data_dir_layout(data_dir);
+    if !log_dir.is_dir() {
+        return Err(format!("{}: no event log here", log_dir.display()));
+    }
+    EmbeddedStore::open(&log_dir, EmbeddedOptions::default()).map(|(store, _)| store).map_err(|e| e.to_string())
+}
+
+fn open_models(path: &Path) -> Result<ReadModels, String> {
+    ReadModels::open(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+pub fn run(command: ProjectionsCommand, json_output: bool) -> Result<bool, String> {
+    match command {
+        ProjectionsCommand::Rebuild { data_dir, batch } => {
+            let store = open_log(&data_dir)?;
+            let path = read_models_path(&data_dir);
+            // Opening first takes the database's lock: a running server keeps it.
+            drop(open_models(&path)?);
+            let models = ReadModels::recreate(&path).map_err(|e| e.to_string())?;
+            let started = Instant::now();
+            let applied =
+                catch_up(&models, &store, batch, false, |done, head| progress_of("events", done, Some(head), started))
+                    .map_err(|e| e.to_string())?;
+            let seconds = started.elapsed().as_secs_f64();
+            report(json_output, &models, applied, store.watch_head().borrow().to_owned(), Some(seconds))
+        }
+        ProjectionsCommand::CatchUp { data_dir, batch } => {
+            let store = open_log(&data_dir)?;
+            let models = open_models(&read_models_path(&data_dir))?;
+            let started = Instant::now();
+            let applied =
+                catch_up(&models, &store, batch, true, |done, head| progress_of("events", done, Some(head), started))
+                    .map_err(|e| e.to_string())?;
+            let seconds = started.elapsed().as_secs_f64();
+            report(json_output, &models, applied, store.watch_head().borrow().to_owned(), Some(seconds))
+        }
+        ProjectionsCommand::Status { data_dir } => {
+            let store = open_log(&data_dir)?;
+            let models = open_models(&read_models_path(&data_dir))?;
+            let applied = models.next_position().map_err(|e| e.to_string())?;
+            report(json_output, &models, applied, store.watch_head().borrow().to_owned(), None)
+        }
+    }
+}
+
+fn report(
+    json_output: bool,
+    models: &ReadModels,
+    applied: u64,
+    head: u64,
+    seconds: Option<f64>,
+) -> Result<bool, String> {
+    let digest = models.digest().map_err(|e| e.to_string())?;
+    let alarm = models.alarm().map_err(|e| e.to_string())?;
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) && seconds.is_some() {
+        eprintln!();
+    }
+    let rate = seconds.map(|s| applied as f64 / s.max(1e-9));
+    if json_output {
+        let alarm = alarm.as_ref().map(|a| json!({"position": a.position, "reason": a.reason}));
+        println!(
+            "{}",
+            json!({"applied_position": applied, "log_head": head, "seconds": seconds,
+                "events_per_sec": rate.map(f64::round), "digest": digest, "audit_alarm": alarm})
+        );
+    } else {
+        println!("read models at position {applied} of {head}");
+        if let (Some(seconds), Some(rate)) = (seconds, rate) {
+            println!("took {seconds:.2} s ({rate:.0} events/s)");
+        }
+        println!("digest {digest}");
+        match &alarm {
+            Some(alarm) => println!("AUDIT ALARM at position {}: {}", alarm.position, alarm.reason),
+            None => println!("chain verified up to position {applied}"),
+        }
+    }
+    Ok(alarm.is_none() && applied == head)
+}
