@@ -9,7 +9,7 @@ use clap::Subcommand;
 use ledger_core::audit::data_dir_layout;
 use ledger_core::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use ledger_core::store::EventStore;
-use projections::read_models::{read_models_path, ReadModels};
+use projections::read_models::{read_models_path, Cursor, HistoryFilter, ReadModels};
 use projections::worker::catch_up;
 use serde_json::json;
 
@@ -22,8 +22,11 @@ pub enum ProjectionsCommand {
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
         /// Events per transaction.
-        #[arg(long, default_value_t = 65_536)]
+        #[arg(long, default_value_t = 262_144)]
         batch: usize,
+        /// Page cache for the rebuild, in MiB.
+        #[arg(long, default_value_t = 2048)]
+        cache_mib: usize,
     },
     /// Apply the log from the read models' checkpoint to its end, each batch in one
     /// durable transaction with the checkpoint.
@@ -32,6 +35,16 @@ pub enum ProjectionsCommand {
         data_dir: PathBuf,
         #[arg(long, default_value_t = 16_384)]
         batch: usize,
+    },
+    /// Time history pages on the busiest account: the newest page and pages from random
+    /// points in its history. Prints p50/p99 in milliseconds.
+    HistoryBench {
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        pages: usize,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
     /// The checkpoint, the log's end, the chain verifier's verdict and a digest of all
     /// read models (equal digests: equal read models).
@@ -55,12 +68,12 @@ fn open_models(path: &Path) -> Result<ReadModels, String> {
 
 pub fn run(command: ProjectionsCommand, json_output: bool) -> Result<bool, String> {
     match command {
-        ProjectionsCommand::Rebuild { data_dir, batch } => {
+        ProjectionsCommand::Rebuild { data_dir, batch, cache_mib } => {
             let store = open_log(&data_dir)?;
             let path = read_models_path(&data_dir);
             // Opening first takes the database's lock: a running server keeps it.
             drop(open_models(&path)?);
-            let models = ReadModels::recreate(&path).map_err(|e| e.to_string())?;
+            let models = ReadModels::recreate(&path, cache_mib << 20).map_err(|e| e.to_string())?;
             let started = Instant::now();
             let applied =
                 catch_up(&models, &store, batch, false, |done, head| progress_of("events", done, Some(head), started))
@@ -77,6 +90,9 @@ pub fn run(command: ProjectionsCommand, json_output: bool) -> Result<bool, Strin
                     .map_err(|e| e.to_string())?;
             let seconds = started.elapsed().as_secs_f64();
             report(json_output, &models, applied, store.watch_head().borrow().to_owned(), Some(seconds))
+        }
+        ProjectionsCommand::HistoryBench { data_dir, pages, limit } => {
+            history_bench(&data_dir, pages, limit, json_output)
         }
         ProjectionsCommand::Status { data_dir } => {
             let store = open_log(&data_dir)?;
@@ -119,4 +135,47 @@ fn report(
         }
     }
     Ok(alarm.is_none() && applied == head)
+}
+
+fn history_bench(data_dir: &Path, pages: usize, limit: usize, json_output: bool) -> Result<bool, String> {
+    let models = open_models(&read_models_path(data_dir))?;
+    let (account, movements) =
+        models.busiest_account(16).map_err(|e| e.to_string())?.ok_or("no accounts in the read models")?;
+    let filter = HistoryFilter::default();
+    let newest = models.history(&[account], &filter, None, 1).map_err(|e| e.to_string())?;
+    let oldest = models.movements_oldest_first(account, &filter, None, 1).map_err(|e| e.to_string())?;
+    let (Some(last), Some(first)) = (newest.movements.first(), oldest.movements.first()) else {
+        return Err("the busiest account has no movements".into());
+    };
+    let (first_ns, last_ns) = (first.timestamp_ns, last.timestamp_ns);
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut times = Vec::with_capacity(pages);
+    for page in 0..pages {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        // Half the pages are the newest page (what a user opens first), half start at a
+        // random point in the account's history (deep paging).
+        let cursor =
+            (page % 2 == 1).then(|| Cursor { timestamp_ns: first_ns + seed % (last_ns - first_ns).max(1), account: 0 });
+        let started = Instant::now();
+        let got = models.history(&[account], &filter, cursor, limit).map_err(|e| e.to_string())?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        if got.movements.is_empty() {
+            return Err("an empty page".into());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    if json_output {
+        println!(
+            "{}",
+            json!({"account_movements": movements, "pages": pages, "page_size": limit,
+                "p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": at(1.0)})
+        );
+    } else {
+        println!("account with {movements} movements, {pages} pages of {limit}");
+        println!("p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms", at(0.5), at(0.99), at(1.0));
+    }
+    Ok(true)
 }
