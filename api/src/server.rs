@@ -209,10 +209,22 @@ async fn serve_metrics(listener: TcpListener, render: impl Fn() -> String + Send
         let Ok((mut socket, _)) = listener.accept().await else { continue };
         let render = render.clone();
         tokio::spawn(async move {
-            let mut request = [0u8; 4096];
-            let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut request)).await;
-            let Ok(Ok(length)) = read else { return };
-            let head = String::from_utf8_lossy(&request[..length]);
+            // Read the request head whole: it may come in several segments.
+            let mut request = Vec::with_capacity(512);
+            let read_head = async {
+                let mut chunk = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+                    match socket.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(length) => request.extend_from_slice(&chunk[..length]),
+                    }
+                }
+                true
+            };
+            if !matches!(tokio::time::timeout(Duration::from_secs(5), read_head).await, Ok(true)) {
+                return;
+            }
+            let head = String::from_utf8_lossy(&request);
             let response = if head.starts_with("GET /metrics ") {
                 let body = render();
                 format!(

@@ -59,8 +59,13 @@ impl Server {
                 metrics_addr = Some(found.trim_end_matches("/metrics").to_string());
             }
         }
-        // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || while receiver.recv().is_ok() {});
+        // Keep draining the log so the server never blocks on a full pipe; a failing
+        // test shows it.
+        std::thread::spawn(move || {
+            while let Ok(line) = receiver.recv() {
+                eprintln!("ledgerd: {line}");
+            }
+        });
         Server { child, addr: format!("http://{}", addr.expect("addr")), metrics_addr: metrics_addr.expect("metrics") }
     }
 
@@ -358,8 +363,10 @@ async fn health_reflection_and_metrics() {
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect metrics");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n")
-        .unwrap_or_else(|error| panic!("write to the metrics endpoint {addr}: {error}"));
+    // Written in two pieces on purpose: the server must read the whole head.
+    stream.write_all(format!("GET {path} HTTP/1.1\r\n").as_bytes()).expect("write");
+    std::thread::sleep(Duration::from_millis(5));
+    stream.write_all(format!("Host: {addr}\r\n\r\n").as_bytes()).expect("write");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
     response
@@ -418,4 +425,120 @@ async fn graceful_shutdown_loses_nothing_acknowledged_and_leaves_nothing_half_ap
     drop(server);
     let (log, snapshots) = ledger_core::audit::data_dir_layout(&dir.path().join("data"));
     ledger_core::audit::verify(&log, Some(&snapshots)).expect("the log verifies after the shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_reports_and_read_models_over_grpc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let mut client = server.client().await;
+    let mut eur = open("3", 0);
+    if let Some(wire::account_command::Command::Open(account)) = &mut eur.command {
+        account.currency = "EUR".into();
+        account.owner_id = "8".into();
+    }
+    let accounts = wire::CreateAccountsRequest { commands: vec![open("1", 0), open("2", 0), eur, open("4", 0)] };
+    client.create_accounts(authed(accounts, ADMIN)).await.expect("accounts");
+    let mut hold = posted("21", "1", "2", "30");
+    hold.kind = wire::TransferKind::Pending as i32;
+    let transfers =
+        vec![posted("20", "1", "2", "100"), hold, posted("22", "2", "4", "40"), posted("23", "4", "1", "5")];
+    let created = client
+        .create_transfers(authed(wire::CreateTransfersRequest { transfers }, SERVICE))
+        .await
+        .expect("transfers")
+        .into_inner();
+    assert!(created.results.iter().all(|r| r.ok), "{:?}", created.results);
+    let void = resolve("24", "21", "", wire::TransferKind::VoidPending);
+    client
+        .create_transfers(authed(wire::CreateTransfersRequest { transfers: vec![void] }, SERVICE))
+        .await
+        .expect("void");
+
+    // Newest first, read-your-writes without asking: the void is already there.
+    let request = wire::GetHistoryRequest { account_id: "1".into(), ..Default::default() };
+    let page = client.get_history(authed(request, READ_ONLY)).await.expect("history").into_inner();
+    let ids: Vec<&str> = page.movements.iter().map(|m| m.transfer_id.as_str()).collect();
+    assert_eq!(ids, ["24", "23", "21", "20"]);
+    assert_eq!(page.movements[2].status, wire::MovementStatus::Voided as i32, "the hold shows how it ended");
+    assert!(page.applied_position >= 9, "applied_position {}", page.applied_position);
+    // Filters and paging over an owner's accounts (owner 7: accounts 1, 2 and 4).
+    let request = wire::GetHistoryRequest {
+        owner_id: "7".into(),
+        direction: wire::Direction::Credit as i32,
+        status: wire::MovementStatus::Posted as i32,
+        limit: 2,
+        ..Default::default()
+    };
+    let first = client.get_history(authed(request.clone(), READ_ONLY)).await.expect("owner").into_inner();
+    assert_eq!(first.movements.len(), 2);
+    let next = wire::GetHistoryRequest { cursor: first.next_cursor.clone(), ..request };
+    let second = client.get_history(authed(next, READ_ONLY)).await.expect("owner").into_inner();
+    let all: Vec<(&str, &str)> = first
+        .movements
+        .iter()
+        .chain(&second.movements)
+        .map(|m| (m.transfer_id.as_str(), m.account_id.as_str()))
+        .collect();
+    assert_eq!(all, [("23", "1"), ("22", "4"), ("20", "2")]);
+    assert!(second.next_cursor.is_empty());
+
+    // A report over today: opening 0, in 5, out 100, closing -95 for account 1.
+    let now_ns = page.movements[0].timestamp_ns;
+    let day = 86_400 * 1_000_000_000u64;
+    let from = now_ns / day * day;
+    let request =
+        wire::GetReportRequest { account_id: "1".into(), from_ns: from, to_ns: from + day, ..Default::default() };
+    let report = client.get_report(authed(request, AUDITOR)).await.expect("report").into_inner();
+    let one = &report.reports[0];
+    assert_eq!((one.opening.as_str(), one.credits.as_str(), one.debits.as_str()), ("0", "5", "100"));
+    assert_eq!((one.count, one.closing.as_str(), one.days.len()), (2, "-95", 1));
+    // A report in two half-day offsets' days covers the same totals.
+    let request = wire::GetReportRequest {
+        account_id: "1".into(),
+        from_ns: from - day,
+        to_ns: from + 2 * day,
+        utc_offset_minutes: -330,
+        ..Default::default()
+    };
+    let report = client.get_report(authed(request, AUDITOR)).await.expect("report").into_inner();
+    assert_eq!(report.reports[0].days.len(), 4, "three days at -05:30 cut into four");
+    assert_eq!(report.reports[0].closing, "-95");
+
+    // Bad input: typed errors, nothing read.
+    let bad = [
+        wire::GetReportRequest { account_id: "1".into(), from_ns: 1, to_ns: day, ..Default::default() },
+        wire::GetReportRequest {
+            account_id: "1".into(),
+            from_ns: 0,
+            to_ns: day,
+            utc_offset_minutes: 7,
+            ..Default::default()
+        },
+        wire::GetReportRequest { account_id: "1".into(), owner_id: "7".into(), to_ns: day, ..Default::default() },
+    ];
+    for request in bad {
+        let status = client.get_report(authed(request, ADMIN)).await.expect_err("invalid");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
+    let request = wire::GetHistoryRequest { account_id: "1".into(), cursor: "x".into(), ..Default::default() };
+    assert_eq!(client.get_history(authed(request, ADMIN)).await.expect_err("cursor").code(), Code::InvalidArgument);
+    let request = wire::GetHistoryRequest { account_id: "99".into(), ..Default::default() };
+    assert_eq!(client.get_history(authed(request, ADMIN)).await.expect_err("unknown").code(), Code::NotFound);
+    let request = wire::GetHistoryRequest { account_id: "1".into(), min_position: 1 << 40, ..Default::default() };
+    assert_eq!(client.get_history(authed(request, ADMIN)).await.expect_err("future").code(), Code::OutOfRange);
+    assert_eq!(
+        client.get_history(Request::new(wire::GetHistoryRequest::default())).await.expect_err("no token").code(),
+        Code::Unauthenticated
+    );
+
+    // The chain verifier reports through health and metrics; the lag is exported.
+    let channel = Channel::from_shared(server.addr.clone()).expect("uri").connect().await.expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let check = tonic_health::pb::HealthCheckRequest { service: "ledger.audit".into() };
+    let status = health.check(check).await.expect("health").into_inner().status;
+    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    let body = http_get(&server.metrics_addr, "/metrics");
+    assert!(body.contains("ledger_read_models_lag_events{model=\"history\"} 0"), "{body}");
+    assert!(body.contains("ledger_audit_alarm 0"), "{body}");
 }
