@@ -12,8 +12,8 @@ use crate::read_models::{ProjectionError, ReadModels};
 /// Events applied per transaction at most.
 pub const APPLY_BATCH_EVENTS: usize = 16_384;
 /// After a batch smaller than this, wait `COALESCE` before reading the next one.
-pub const COALESCE_BELOW_EVENTS: usize = 1_024;
-pub const COALESCE: Duration = Duration::from_millis(2);
+pub const COALESCE_BELOW_EVENTS: usize = 8_192;
+pub const COALESCE: Duration = Duration::from_millis(200);
 /// How often a live batch commits durably.
 pub const DURABLE_EVERY: Duration = Duration::from_secs(1);
 
@@ -22,13 +22,15 @@ pub struct Projector {
     models: ReadModels,
     applied: watch::Sender<u64>,
     alarmed: watch::Sender<bool>,
+    /// Wakes the worker from its coalescing pause when a read waits for it.
+    reader_waits: tokio::sync::Notify,
 }
 
 impl Projector {
     pub fn new(models: ReadModels) -> Result<Arc<Projector>, ProjectionError> {
         let (applied, _) = watch::channel(models.next_position()?);
         let (alarmed, _) = watch::channel(models.alarm()?.is_some());
-        Ok(Arc::new(Projector { models, applied, alarmed }))
+        Ok(Arc::new(Projector { models, applied, alarmed, reader_waits: tokio::sync::Notify::new() }))
     }
 
     pub fn models(&self) -> &ReadModels {
@@ -48,6 +50,9 @@ impl Projector {
     /// Waits until everything before `position` is applied; false on timeout.
     pub async fn wait_for(&self, position: u64, timeout: Duration) -> bool {
         let mut applied = self.applied.subscribe();
+        if *applied.borrow() < position {
+            self.reader_waits.notify_one();
+        }
         let reached = tokio::time::timeout(timeout, applied.wait_for(|next| *next >= position)).await;
         matches!(reached, Ok(Ok(_)))
     }
@@ -81,9 +86,12 @@ impl Projector {
             }
             self.applied.send_replace(next);
             if small_batch {
-                // Let a trickle of events gather: a transaction per handful of events
-                // costs the write path CPU on a small machine.
-                tokio::time::sleep(COALESCE).await;
+                // Let a trickle of events gather (a transaction per handful of events
+                // costs the write path CPU on a small machine), unless a read waits.
+                tokio::select! {
+                    _ = tokio::time::sleep(COALESCE) => {}
+                    _ = self.reader_waits.notified() => {}
+                }
             }
         }
     }
