@@ -5,10 +5,16 @@
 //! a stall of hundreds of milliseconds on the write path. [`ChunkedVec`] never moves
 //! what it holds, and [`ShardedMap`] splits one map into [`SHARDS`] maps so that a
 //! growth step rehashes a 1/`SHARDS` share of the entries.
+//!
+//! Both share their parts with their clones (each chunk and each shard is behind an
+//! `Arc`, copied on its first write): cloning the whole state for a snapshot costs a
+//! few thousand reference counts, and the writer pays for the copy a chunk or a shard
+//! at a time afterwards, while the snapshot is serialized on another thread.
 
 use std::fmt;
 use std::hash::Hash;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -20,7 +26,7 @@ const CHUNK_LEN: usize = 1 << CHUNK_BITS;
 /// `CHUNK_LEN` elements; all chunks but the last are full.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct ChunkedVec<T> {
-    chunks: Vec<Vec<T>>,
+    chunks: Vec<Arc<Vec<T>>>,
     len: usize,
 }
 
@@ -39,20 +45,30 @@ impl<T> ChunkedVec<T> {
         self.len == 0
     }
 
+    pub fn get(&self, index: usize) -> Option<&T> {
+        self.chunks.get(index >> CHUNK_BITS)?.get(index & (CHUNK_LEN - 1))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flat_map(|chunk| chunk.iter())
+    }
+}
+
+impl<T: Clone> ChunkedVec<T> {
     pub fn push(&mut self, value: T) {
         match self.chunks.last_mut() {
-            Some(chunk) if chunk.len() < CHUNK_LEN => chunk.push(value),
+            Some(chunk) if chunk.len() < CHUNK_LEN => Arc::make_mut(chunk).push(value),
             _ => {
                 let mut chunk = Vec::with_capacity(CHUNK_LEN);
                 chunk.push(value);
-                self.chunks.push(chunk);
+                self.chunks.push(Arc::new(chunk));
             }
         }
         self.len += 1;
     }
 
     pub fn pop(&mut self) -> Option<T> {
-        let chunk = self.chunks.last_mut()?;
+        let chunk = Arc::make_mut(self.chunks.last_mut()?);
         let value = chunk.pop();
         if chunk.is_empty() {
             self.chunks.pop();
@@ -61,16 +77,12 @@ impl<T> ChunkedVec<T> {
         value
     }
 
-    pub fn get(&self, index: usize) -> Option<&T> {
-        self.chunks.get(index >> CHUNK_BITS)?.get(index & (CHUNK_LEN - 1))
-    }
-
     pub fn get_mut(&mut self, index: usize) -> Option<&mut T> {
-        self.chunks.get_mut(index >> CHUNK_BITS)?.get_mut(index & (CHUNK_LEN - 1))
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &T> {
-        self.chunks.iter().flatten()
+        let chunk = self.chunks.get_mut(index >> CHUNK_BITS)?;
+        if index & (CHUNK_LEN - 1) >= chunk.len() {
+            return None;
+        }
+        Arc::make_mut(chunk).get_mut(index & (CHUNK_LEN - 1))
     }
 }
 
@@ -85,10 +97,10 @@ impl<T: Serialize> Serialize for ChunkedVec<T> {
     }
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for ChunkedVec<T> {
+impl<'de, T: Deserialize<'de> + Clone> Deserialize<'de> for ChunkedVec<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct SeqVisitor<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for SeqVisitor<T> {
+        impl<'de, T: Deserialize<'de> + Clone> Visitor<'de> for SeqVisitor<T> {
             type Value = ChunkedVec<T>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a sequence")
@@ -128,13 +140,13 @@ impl ShardKey for u128 {
 /// per process.
 #[derive(Clone, Debug)]
 pub struct ShardedMap<K, V> {
-    shards: Vec<Shard<K, V>>,
+    shards: Vec<Arc<Shard<K, V>>>,
     len: usize,
 }
 
 impl<K: ShardKey, V> Default for ShardedMap<K, V> {
     fn default() -> Self {
-        ShardedMap { shards: (0..SHARDS).map(|_| Shard::default()).collect(), len: 0 }
+        ShardedMap { shards: (0..SHARDS).map(|_| Arc::new(Shard::default())).collect(), len: 0 }
     }
 }
 
@@ -159,32 +171,42 @@ impl<K: ShardKey, V> ShardedMap<K, V> {
         self.shards[key.shard()].get(key)
     }
 
-    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        self.shards[key.shard()].get_mut(key)
-    }
-
     pub fn contains_key(&self, key: &K) -> bool {
         self.shards[key.shard()].contains_key(key)
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.shards.iter().flat_map(|shard| shard.iter())
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.shards.iter().flat_map(|shard| shard.values())
+    }
+}
+
+impl<K: ShardKey + Clone, V: Clone> ShardedMap<K, V> {
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let shard = &mut self.shards[key.shard()];
+        if !shard.contains_key(key) {
+            return None;
+        }
+        Arc::make_mut(shard).get_mut(key)
+    }
+
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        let previous = self.shards[key.shard()].insert(key, value);
+        let previous = Arc::make_mut(&mut self.shards[key.shard()]).insert(key, value);
         self.len += usize::from(previous.is_none());
         previous
     }
 
     pub fn remove(&mut self, key: &K) -> Option<V> {
-        let removed = self.shards[key.shard()].remove(key);
+        let shard = &mut self.shards[key.shard()];
+        if !shard.contains_key(key) {
+            return None;
+        }
+        let removed = Arc::make_mut(shard).remove(key);
         self.len -= usize::from(removed.is_some());
         removed
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.shards.iter().flatten()
-    }
-
-    pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.shards.iter().flat_map(|shard| shard.values())
     }
 }
 
@@ -199,10 +221,10 @@ impl<K: ShardKey + Serialize, V: Serialize> Serialize for ShardedMap<K, V> {
     }
 }
 
-impl<'de, K: ShardKey + Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for ShardedMap<K, V> {
+impl<'de, K: ShardKey + Clone + Deserialize<'de>, V: Clone + Deserialize<'de>> Deserialize<'de> for ShardedMap<K, V> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct EntriesVisitor<K, V>(PhantomData<(K, V)>);
-        impl<'de, K: ShardKey + Deserialize<'de>, V: Deserialize<'de>> Visitor<'de> for EntriesVisitor<K, V> {
+        impl<'de, K: ShardKey + Clone + Deserialize<'de>, V: Clone + Deserialize<'de>> Visitor<'de> for EntriesVisitor<K, V> {
             type Value = ShardedMap<K, V>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a map")
@@ -257,6 +279,30 @@ mod tests {
                 bincode::serde::decode_from_slice(&bytes, config).expect("decodes");
             prop_assert_eq!(back, (chunked, sharded));
         }
+    }
+
+    #[test]
+    fn clones_share_until_written_and_never_see_later_writes() {
+        let mut chunked = ChunkedVec::default();
+        let mut sharded = ShardedMap::default();
+        for value in 0..(CHUNK_LEN as u128 + 10) {
+            chunked.push(value);
+            sharded.insert(value, value);
+        }
+        let snapshot = (chunked.clone(), sharded.clone());
+        assert!(Arc::ptr_eq(&chunked.chunks[0], &snapshot.0.chunks[0]), "a clone shares its chunks");
+        *chunked.get_mut(3).expect("present") = 999;
+        chunked.push(7);
+        sharded.insert(3, 999);
+        sharded.remove(&4);
+        assert_eq!(snapshot.0.get(3), Some(&3));
+        assert_eq!(snapshot.0.len(), CHUNK_LEN + 10);
+        assert_eq!(snapshot.1.get(&3), Some(&3));
+        assert_eq!(snapshot.1.get(&4), Some(&4));
+        assert_eq!(chunked.get(3), Some(&999));
+        assert!(!Arc::ptr_eq(&chunked.chunks[0], &snapshot.0.chunks[0]), "written chunks are copied");
+        let untouched = (0..SHARDS).find(|s| *s != 3u128.shard() && *s != 4u128.shard()).expect("another shard");
+        assert!(Arc::ptr_eq(&sharded.shards[untouched], &snapshot.1.shards[untouched]), "unwritten shards stay shared");
     }
 
     #[test]

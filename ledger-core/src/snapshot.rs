@@ -30,18 +30,15 @@ pub struct PendingSnapshot {
     dir: PathBuf,
     stream: String,
     events: u64,
-    body: Vec<u8>,
+    /// A clone that shares its large parts with the writer's state (see
+    /// `collections`): taking it costs the writer almost nothing; it is serialized on
+    /// the snapshot thread.
+    state: LedgerState,
 }
 
 impl PendingSnapshot {
-    pub fn capture(dir: PathBuf, stream: &str, state: &LedgerState) -> Option<PendingSnapshot> {
-        match bincode::serde::encode_to_vec(state, bincode::config::standard()) {
-            Ok(body) => Some(PendingSnapshot { dir, stream: stream.to_string(), events: state.events_applied(), body }),
-            Err(error) => {
-                tracing::warn!(%error, "snapshot not taken: state did not serialize");
-                None
-            }
-        }
+    pub fn capture(dir: PathBuf, stream: &str, state: &LedgerState) -> PendingSnapshot {
+        PendingSnapshot { dir, stream: stream.to_string(), events: state.events_applied(), state: state.clone() }
     }
 
     /// Writes the file from another thread; a failure only costs a longer replay.
@@ -57,6 +54,9 @@ impl PendingSnapshot {
     }
 
     fn write(self, last_hash: Hash) -> std::io::Result<()> {
+        let body = bincode::serde::encode_to_vec(&self.state, bincode::config::standard())
+            .map_err(|e| std::io::Error::other(format!("state did not serialize: {e}")))?;
+        drop(self.state);
         fs::create_dir_all(&self.dir)?;
         let name = file_name(&self.stream, self.events);
         let temporary = self.dir.join(format!("{name}.tmp"));
@@ -64,9 +64,9 @@ impl PendingSnapshot {
         file.write_all(MAGIC)?;
         file.write_all(&self.events.to_le_bytes())?;
         file.write_all(&last_hash)?;
-        file.write_all(blake3::hash(&self.body).as_bytes())?;
-        file.write_all(&(self.body.len() as u64).to_le_bytes())?;
-        file.write_all(&self.body)?;
+        file.write_all(blake3::hash(&body).as_bytes())?;
+        file.write_all(&(body.len() as u64).to_le_bytes())?;
+        file.write_all(&body)?;
         file.sync_all()?;
         fs::rename(&temporary, self.dir.join(&name))?;
         fs::File::open(&self.dir)?.sync_all()?;

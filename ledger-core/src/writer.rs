@@ -416,7 +416,8 @@ impl Writer {
         );
     }
 
-    /// Serializes the state if a snapshot is due after this batch.
+    /// Takes a (shared, copy-on-write) clone of the state if a snapshot is due after
+    /// this batch.
     fn snapshot_due(&mut self, appended: u64) -> Option<snapshot::PendingSnapshot> {
         let dir = self.config.snapshot_dir.clone()?;
         self.events_since_snapshot += appended;
@@ -424,7 +425,7 @@ impl Writer {
             return None;
         }
         self.events_since_snapshot = 0;
-        snapshot::PendingSnapshot::capture(dir, &self.stream, &self.state)
+        Some(snapshot::PendingSnapshot::capture(dir, &self.stream, &self.state))
     }
 }
 
