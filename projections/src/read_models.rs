@@ -33,9 +33,13 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableM
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ACCOUNTS: TableDefinition<u128, &[u8]> = TableDefinition::new("accounts");
-/// (account, event timestamp) → movement. Timestamps are unique per event and an event
-/// moves at most once per account, so the key is unique.
+/// (account, timestamp of the block's first movement) → a block of up to `BLOCK_ROWS`
+/// movements of that account in time order. Timestamps are unique per event and an
+/// event moves at most once per account. Blocks fill up in order, so their boundaries
+/// depend only on the sequence of movements, never on how events were batched.
 const MOVEMENTS: TableDefinition<(u128, u64), &[u8]> = TableDefinition::new("movements");
+/// Movements per block: one B-tree insert carries many movements.
+const BLOCK_ROWS: usize = 32;
 /// Unresolved pending transfer → (debit account, credit account, its timestamp).
 const PENDINGS: TableDefinition<u128, (u128, u128, u64)> = TableDefinition::new("pendings");
 /// (account, quarter hour since the epoch) → posted credits, debits and count.
@@ -397,8 +401,8 @@ impl ReadModels {
             return Ok(None);
         }
         let movements = txn.open_table(MOVEMENTS)?;
-        let last = movements.range((id, 0)..=(id, as_of_ns))?.next_back().transpose()?;
-        Ok(Some(last.map_or(Balances::default(), |(key, value)| decode_movement(key.value(), value.value()).after)))
+        let last = last_at_or_before(&movements, id, as_of_ns)?;
+        Ok(Some(last.map_or(Balances::default(), |m| m.after)))
     }
 
     /// An account's movements in `[from_ns, to_ns)`, oldest first, after `after_ns`
@@ -417,16 +421,35 @@ impl ReadModels {
         let mut page = Vec::new();
         let mut next = None;
         if start < upper {
-            for (scanned, row) in movements.range((account, start)..(account, upper))?.enumerate() {
-                let (key, value) = row?;
-                let movement = decode_movement(key.value(), value.value());
-                if page.len() == limit || scanned == HISTORY_SCAN_MAX {
-                    next = Some(Cursor { timestamp_ns: movement.timestamp_ns - 1, account });
+            // The block holding `start` begins at or before it; later blocks after it.
+            let first = movements.range((account, 0)..=(account, start))?.next_back().transpose()?;
+            let first = first.map(|(_, value)| value.value().to_vec());
+            let later = movements.range((account, start.saturating_add(1))..(account, upper))?;
+            let mut scanned = 0;
+            let mut visit = |bytes: &[u8]| -> bool {
+                for (timestamp_ns, row) in block_rows(bytes) {
+                    if timestamp_ns < start || timestamp_ns >= upper {
+                        continue;
+                    }
+                    if page.len() == limit || scanned == HISTORY_SCAN_MAX {
+                        next = Some(Cursor { timestamp_ns: timestamp_ns - 1, account });
+                        return false;
+                    }
+                    scanned += 1;
+                    let movement = decode_movement((account, timestamp_ns), row);
+                    if filter.keeps(&movement) {
+                        page.push(movement);
+                    }
+                }
+                true
+            };
+            let mut going = first.as_deref().is_none_or(&mut visit);
+            for block in later {
+                if !going {
                     break;
                 }
-                if filter.keeps(&movement) {
-                    page.push(movement);
-                }
+                let (_, value) = block?;
+                going = visit(value.value());
             }
         }
         Ok(HistoryPage { movements: page, next })
@@ -454,8 +477,15 @@ impl ReadModels {
                 None => upper,
             };
             if filter.from_ns < end {
-                let mut rows = movements.range((account, filter.from_ns)..(account, end))?.rev();
-                let head = rows.next().transpose()?.map(|(k, v)| decode_movement(k.value(), v.value()));
+                let mut rows = NewestFirst {
+                    account,
+                    from_ns: filter.from_ns,
+                    end,
+                    blocks: movements.range((account, 0)..(account, end))?.rev(),
+                    pending: Vec::new(),
+                    done: false,
+                };
+                let head = rows.next()?;
                 sources.push((head, rows));
             }
         }
@@ -483,7 +513,7 @@ impl ReadModels {
             scanned += 1;
             let (head, rows) = &mut sources[index];
             let movement = head.take().expect("the chosen source has a head");
-            *head = rows.next().transpose()?.map(|(k, v)| decode_movement(k.value(), v.value()));
+            *head = rows.next()?;
             if filter.keeps(&movement) {
                 page.push(movement);
             }
@@ -500,9 +530,8 @@ impl ReadModels {
         for row in accounts.iter()?.take(scan) {
             let id = row?.0.value();
             let mut count = 0u64;
-            for row in movements.range((id, 0)..=(id, u64::MAX))? {
-                row?;
-                count += 1;
+            for block in movements.range((id, 0)..=(id, u64::MAX))? {
+                count += block_count(block?.1.value()) as u64;
             }
             if best.is_none_or(|(_, most)| count > most) {
                 best = Some((id, count));
@@ -549,11 +578,7 @@ impl ReadModels {
         let Some(view) = accounts.get(account)?.map(|v| decode_account(account, v.value())) else { return Ok(None) };
         let movements = txn.open_table(MOVEMENTS)?;
         let opening = match from_ns.checked_sub(1) {
-            Some(before) => movements
-                .range((account, 0)..=(account, before))?
-                .next_back()
-                .transpose()?
-                .map_or(0, |(k, v)| net(&decode_movement(k.value(), v.value()).after)),
+            Some(before) => last_at_or_before(&movements, account, before)?.map_or(0, |m| net(&m.after)),
             None => 0,
         };
         // Local day of instant t: floor((t + offset) / day), in instants: the day that
@@ -597,12 +622,6 @@ impl ReadModels {
         let alarms = txn.open_table(ALARMS)?;
         let first = alarms.first()?;
         Ok(first.map(|(k, v)| Alarm { position: k.value(), reason: v.value().to_string() }))
-    }
-
-    /// Counts of rows, for metrics and progress.
-    pub fn movement_count(&self) -> Result<u64, ProjectionError> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(MOVEMENTS)?.len()?)
     }
 
     /// A blake3 digest of every table's contents in key order: two databases with the
@@ -681,11 +700,11 @@ struct Batch<'t> {
     account_cache: FastMap<u128, AccountView>,
     bucket_cache: FastMap<(u128, u64), Totals>,
     chain_cache: FastMap<String, (u64, [u8; 32])>,
-    /// Movement rows of this batch, inserted in key order by `finish`: sorted inserts
-    /// touch each B-tree leaf once per batch instead of once per row.
-    rows: Vec<((u128, u64), Vec<u8>)>,
+    /// Movement rows of this batch by account, in time order, appended to the
+    /// accounts' blocks by `finish`, in account order.
+    rows: FastMap<u128, Vec<(u64, Vec<u8>)>>,
     /// Where this batch's hold rows are in `rows`, by pending transfer id.
-    hold_rows: FastMap<u128, [usize; 2]>,
+    hold_rows: FastMap<u128, [(u128, usize); 2]>,
 }
 
 impl<'t> Batch<'t> {
@@ -702,7 +721,7 @@ impl<'t> Batch<'t> {
             account_cache: FastMap::default(),
             bucket_cache: FastMap::default(),
             chain_cache: FastMap::default(),
-            rows: Vec::new(),
+            rows: FastMap::default(),
             hold_rows: FastMap::default(),
         })
     }
@@ -764,7 +783,7 @@ impl<'t> Batch<'t> {
         status: Status,
     ) -> Result<(), ProjectionError> {
         let (transfer_id, debit, credit, amount, currency) = m;
-        let mut placed = [usize::MAX; 2];
+        let mut placed = [(0u128, usize::MAX); 2];
         for (leg, (account, side, counterparty)) in
             [(debit, Side::Debit, credit), (credit, Side::Credit, debit)].into_iter().enumerate()
         {
@@ -793,8 +812,9 @@ impl<'t> Batch<'t> {
             };
             let mut encoded = Vec::with_capacity(48 + movement.metadata.len());
             encode_movement(&movement, &mut encoded);
-            placed[leg] = self.rows.len();
-            self.rows.push(((account, timestamp_ns), encoded));
+            let rows = self.rows.entry(account).or_default();
+            placed[leg] = (account, rows.len());
+            rows.push((timestamp_ns, encoded));
             if change.posted_add > 0 {
                 let key = (account, timestamp_ns / QUARTER_HOUR_NS);
                 if !self.bucket_cache.contains_key(&key) {
@@ -822,18 +842,18 @@ impl<'t> Batch<'t> {
         };
         if let Some(placed) = self.hold_rows.remove(&pending_id) {
             // The hold is in this batch, not yet in the table.
-            for index in placed {
-                if let Some((_, bytes)) = self.rows.get_mut(index) {
+            for (account, index) in placed {
+                if let Some((_, bytes)) = self.rows.get_mut(&account).and_then(|rows| rows.get_mut(index)) {
                     bytes[STATUS_OFFSET] = status.byte();
                 }
             }
             return Ok(());
         }
         for account in [debit, credit] {
-            let existing = self.movements.get((account, timestamp_ns))?.map(|v| v.value().to_vec());
-            if let Some(mut bytes) = existing {
-                bytes[STATUS_OFFSET] = status.byte();
-                self.movements.insert((account, timestamp_ns), bytes.as_slice())?;
+            let block = self.movements.range((account, 0)..=(account, timestamp_ns))?.next_back().transpose()?;
+            let Some((key, mut bytes)) = block.map(|(k, v)| (k.value(), v.value().to_vec())) else { continue };
+            if set_status(&mut bytes, timestamp_ns, status) {
+                self.movements.insert(key, bytes.as_slice())?;
             }
         }
         Ok(())
@@ -920,9 +940,30 @@ impl<'t> Batch<'t> {
     }
 
     fn finish(mut self, next: u64) -> Result<(), ProjectionError> {
-        self.rows.sort_unstable_by_key(|(key, _)| *key);
-        for (key, value) in &self.rows {
-            self.movements.insert(*key, value.as_slice())?;
+        let mut by_account: Vec<_> = self.rows.drain().collect();
+        by_account.sort_unstable_by_key(|(account, _)| *account);
+        for (account, rows) in by_account {
+            let mut rows = rows.into_iter().peekable();
+            // Fill the account's last block, then start new ones.
+            let last = self.movements.range((account, 0)..=(account, u64::MAX))?.next_back().transpose()?;
+            if let Some((key, mut block)) = last.map(|(k, v)| (k.value(), v.value().to_vec())) {
+                if block_count(&block) < BLOCK_ROWS {
+                    while block_count(&block) < BLOCK_ROWS {
+                        let Some((timestamp_ns, row)) = rows.next() else { break };
+                        push_row(&mut block, timestamp_ns, &row);
+                    }
+                    self.movements.insert(key, block.as_slice())?;
+                }
+            }
+            while let Some(&(first_ns, _)) = rows.peek() {
+                let mut block = Vec::with_capacity(2 + BLOCK_ROWS * 64);
+                block.extend_from_slice(&0u16.to_le_bytes());
+                while block_count(&block) < BLOCK_ROWS {
+                    let Some((timestamp_ns, row)) = rows.next() else { break };
+                    push_row(&mut block, timestamp_ns, &row);
+                }
+                self.movements.insert((account, first_ns), block.as_slice())?;
+            }
         }
         let mut bytes = Vec::with_capacity(128);
         for (id, view) in &self.account_cache {
@@ -989,6 +1030,100 @@ fn currency_from(bytes: &[u8]) -> Currency {
         .ok()
         .and_then(|code| Currency::parse(code).ok())
         .unwrap_or_else(|| Currency::parse("XXX").expect("XXX is in the table"))
+}
+
+// Movement blocks: u16 row count | rows; a row: u64 timestamp | u16 length | movement.
+
+fn block_count(block: &[u8]) -> usize {
+    block.get(..2).map_or(0, |count| usize::from(u16::from_le_bytes([count[0], count[1]])))
+}
+
+fn push_row(block: &mut Vec<u8>, timestamp_ns: u64, row: &[u8]) {
+    let count = block_count(block) as u16 + 1;
+    block[..2].copy_from_slice(&count.to_le_bytes());
+    block.extend_from_slice(&timestamp_ns.to_le_bytes());
+    block.extend_from_slice(&(row.len() as u16).to_le_bytes());
+    block.extend_from_slice(row);
+}
+
+/// The rows of a block, oldest first: (timestamp, movement bytes).
+fn block_rows(block: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+    let mut at = 2;
+    (0..block_count(block)).map_while(move |_| {
+        let timestamp_ns = u64::from_le_bytes(block.get(at..at + 8)?.try_into().ok()?);
+        let length = usize::from(u16::from_le_bytes(block.get(at + 8..at + 10)?.try_into().ok()?));
+        let row = block.get(at + 10..at + 10 + length)?;
+        at += 10 + length;
+        Some((timestamp_ns, row))
+    })
+}
+
+/// Sets the status of the movement at `timestamp_ns` in a block; false if absent.
+fn set_status(block: &mut [u8], timestamp_ns: u64, status: Status) -> bool {
+    let mut at = 2;
+    for _ in 0..block_count(block) {
+        let Some(header) = block.get(at..at + 10) else { return false };
+        let row_ns = u64::from_le_bytes(header[..8].try_into().unwrap_or_default());
+        let length = usize::from(u16::from_le_bytes([header[8], header[9]]));
+        if row_ns == timestamp_ns {
+            if let Some(byte) = block.get_mut(at + 10 + STATUS_OFFSET) {
+                *byte = status.byte();
+                return true;
+            }
+            return false;
+        }
+        at += 10 + length;
+    }
+    false
+}
+
+/// The account's last movement at or before `at_ns`.
+fn last_at_or_before(
+    movements: &impl ReadableTable<(u128, u64), &'static [u8]>,
+    account: u128,
+    at_ns: u64,
+) -> Result<Option<Movement>, ProjectionError> {
+    let Some((_, block)) = movements.range((account, 0)..=(account, at_ns))?.next_back().transpose()? else {
+        return Ok(None);
+    };
+    let last = block_rows(block.value()).take_while(|(timestamp_ns, _)| *timestamp_ns <= at_ns).last();
+    Ok(last.map(|(timestamp_ns, row)| decode_movement((account, timestamp_ns), row)))
+}
+
+/// One account's movements in `[from_ns, end)`, newest first.
+struct NewestFirst<'t> {
+    account: u128,
+    from_ns: u64,
+    end: u64,
+    blocks: std::iter::Rev<redb::Range<'t, (u128, u64), &'static [u8]>>,
+    /// Rows of the current block still to give, oldest first (taken from the back).
+    pending: Vec<Movement>,
+    done: bool,
+}
+
+impl NewestFirst<'_> {
+    fn next(&mut self) -> Result<Option<Movement>, ProjectionError> {
+        loop {
+            if let Some(movement) = self.pending.pop() {
+                return Ok(Some(movement));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            let Some(block) = self.blocks.next().transpose()? else {
+                self.done = true;
+                continue;
+            };
+            let (key, value) = block;
+            // Blocks that start before `from_ns` are the last ones to look at.
+            self.done = key.value().1 < self.from_ns;
+            let (from_ns, end, account) = (self.from_ns, self.end, self.account);
+            self.pending = block_rows(value.value())
+                .filter(|(timestamp_ns, _)| *timestamp_ns >= from_ns && *timestamp_ns < end)
+                .map(|(timestamp_ns, row)| decode_movement((account, timestamp_ns), row))
+                .collect();
+        }
+    }
 }
 
 fn put_varint(out: &mut Vec<u8>, mut value: u128) {

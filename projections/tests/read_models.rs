@@ -232,7 +232,7 @@ proptest! {
 
     #[test]
     fn read_models_equal_a_recomputation_from_the_log(
-        ops in proptest::collection::vec(op(), 1..160),
+        ops in proptest::collection::vec(op(), 1..400),
         chunks in proptest::collection::vec(1usize..40, 1..6),
         page in 1usize..9,
         offset_quarters in -48i32..=56,
