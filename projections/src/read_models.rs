@@ -288,6 +288,39 @@ pub struct Alarm {
     pub reason: String,
 }
 
+/// Records with their ledger events decoded (`None` for other streams).
+pub struct Decoded {
+    records: Vec<RecordedEvent>,
+    events: Vec<Option<Result<Event, String>>>,
+}
+
+impl Decoded {
+    pub fn new(records: Vec<RecordedEvent>) -> Decoded {
+        let events = records
+            .iter()
+            .map(|record| {
+                record
+                    .stream
+                    .starts_with("ledger-")
+                    .then(|| codec::decode_event(&record.payload).map_err(|e| e.to_string()))
+            })
+            .collect();
+        Decoded { records, events }
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn last_position(&self) -> Option<u64> {
+        self.records.last().map(|record| record.position)
+    }
+}
+
 /// The read models of one ledger data directory.
 pub struct ReadModels {
     db: Database,
@@ -353,20 +386,26 @@ impl ReadModels {
     /// a record after it is a gap and an error. `durable: false` commits without a
     /// sync (for rebuilds, which end with a durable commit). Returns the new checkpoint.
     pub fn apply(&self, records: &[RecordedEvent], durable: bool) -> Result<u64, ProjectionError> {
+        self.apply_decoded(&Decoded::new(records.to_vec()), durable)
+    }
+
+    /// `apply` for records decoded beforehand (on another thread, for example).
+    pub fn apply_decoded(&self, decoded: &Decoded, durable: bool) -> Result<u64, ProjectionError> {
+        let records = &decoded.records;
         let mut txn = self.db.begin_write()?;
         txn.set_durability(if durable { Durability::Immediate } else { Durability::None })
             .map_err(|e| ProjectionError::Invalid(e.to_string()))?;
         let next = {
             let mut batch = Batch::open(&txn)?;
             let mut next = batch.meta.get(NEXT_POSITION)?.map_or(0, |v| v.value());
-            for record in records {
+            for (record, event) in records.iter().zip(&decoded.events) {
                 if record.position < next {
                     continue;
                 }
                 if record.position > next {
                     return Err(ProjectionError::Gap { expected: next, found: record.position });
                 }
-                batch.record(record)?;
+                batch.record(record, event.as_ref())?;
                 next = record.position + 1;
             }
             batch.finish(next)?;
@@ -734,7 +773,7 @@ impl<'t> Batch<'t> {
         Ok(())
     }
 
-    fn record(&mut self, record: &RecordedEvent) -> Result<(), ProjectionError> {
+    fn record(&mut self, record: &RecordedEvent, event: Option<&Result<Event, String>>) -> Result<(), ProjectionError> {
         // The chain verifier.
         let head = match self.chain_cache.get(&record.stream) {
             Some(head) => Some(*head),
@@ -757,9 +796,10 @@ impl<'t> Batch<'t> {
         if !record.stream.starts_with("ledger-") {
             return Ok(());
         }
-        match codec::decode_event(&record.payload) {
-            Ok(event) => self.event(record.position, &event),
-            Err(error) => self.alarm(record.position, format!("undecodable ledger event: {error}")),
+        match event {
+            Some(Ok(event)) => self.event(record.position, event),
+            Some(Err(error)) => self.alarm(record.position, format!("undecodable ledger event: {error}")),
+            None => Ok(()),
         }
     }
 

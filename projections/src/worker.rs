@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ledger_core::store::{EventStore, Subscription};
 use tokio::sync::watch;
 
-use crate::read_models::{ProjectionError, ReadModels};
+use crate::read_models::{Decoded, ProjectionError, ReadModels};
 
 /// Events applied per transaction at most.
 pub const APPLY_BATCH_EVENTS: usize = 16_384;
@@ -78,7 +78,7 @@ impl Projector {
                 last_durable = Instant::now();
             }
             let this = self.clone();
-            let next = tokio::task::spawn_blocking(move || this.models.apply(&records, durable))
+            let next = tokio::task::spawn_blocking(move || this.models.apply_decoded(&Decoded::new(records), durable))
                 .await
                 .map_err(|e| ProjectionError::Invalid(e.to_string()))??;
             if !*self.alarmed.borrow() && self.models.alarm()?.is_some() {
@@ -109,18 +109,18 @@ pub fn catch_up(
 ) -> Result<u64, ProjectionError> {
     let head = *store.watch_head().borrow();
     let mut next = models.next_position()?;
-    // One thread reads the log ahead while this one applies: reading is a fifth of
-    // the work and needs none of the read models.
+    // One thread reads and decodes the log ahead while this one applies: that is a
+    // quarter of the work and needs none of the read models.
     std::thread::scope(|scope| {
         let (sender, receiver) = std::sync::mpsc::sync_channel(2);
         let start = next;
         scope.spawn(move || {
             let mut at = start;
             while at < head {
-                let records = store.read_all(at, batch_events.max(1));
+                let records = store.read_all(at, batch_events.max(1)).map(Decoded::new);
                 let stop = !matches!(&records, Ok(records) if !records.is_empty());
-                if let Ok(records) = &records {
-                    at = records.last().map_or(at, |r| r.position + 1);
+                if let Ok(Some(last)) = records.as_ref().map(Decoded::last_position) {
+                    at = last + 1;
                 }
                 if sender.send(records).is_err() || stop {
                     return;
@@ -132,7 +132,7 @@ pub fn catch_up(
             if records.is_empty() {
                 break;
             }
-            next = models.apply(&records, durable)?;
+            next = models.apply_decoded(&records, durable)?;
             progress(next, head);
         }
         Ok::<(), ProjectionError>(())
