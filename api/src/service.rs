@@ -47,7 +47,7 @@ impl LedgerService {
 
     /// Waits until the read models include everything durable when the call came in,
     /// and everything before `min_position`; returns the position they reached.
-    async fn read_your_writes(&self, min_position: u64) -> Result<u64, Status> {
+    async fn read_your_writes(&self, min_position: u64) -> Result<(u64, u64), Status> {
         let head = *self.store.watch_head().borrow();
         if min_position > head {
             return Err(Status::out_of_range(format!("min_position {min_position} is beyond the log's end {head}")));
@@ -55,7 +55,8 @@ impl LedgerService {
         if !self.projector.wait_for(head.max(min_position), READ_MODEL_WAIT).await {
             return Err(Status::unavailable("the read models are behind the log; retry"));
         }
-        Ok(self.projector.applied())
+        let applied = self.projector.applied();
+        Ok((applied, self.store.watch_head().borrow().saturating_sub(applied)))
     }
 
     fn limit(limit: u32) -> Result<usize, Status> {
@@ -204,7 +205,7 @@ impl wire::ledger_server::Ledger for LedgerService {
                         .map_err(|_| Status::invalid_argument("cursor: not one this server returned"))?,
                 ),
             };
-            let applied = self.read_your_writes(request.min_position).await?;
+            let (applied, lag_events) = self.read_your_writes(request.min_position).await?;
             let models = self.projector.models();
             if models.account(account).map_err(model_status)?.is_none() {
                 return Err(Status::not_found(format!("account {account} not found")));
@@ -213,7 +214,12 @@ impl wire::ledger_server::Ledger for LedgerService {
             let page = models.movements_oldest_first(account, &filter, cursor, limit).map_err(model_status)?;
             let movements = page.movements.iter().map(movement).collect();
             let next_cursor = page.next.map(|c| c.timestamp_ns.to_string()).unwrap_or_default();
-            Ok(Response::new(wire::ListAccountTransfersResponse { movements, next_cursor, applied_position: applied }))
+            Ok(Response::new(wire::ListAccountTransfersResponse {
+                movements,
+                next_cursor,
+                applied_position: applied,
+                lag_events,
+            }))
         }
         .await;
         self.observe("ListAccountTransfers", result)
@@ -227,7 +233,7 @@ impl wire::ledger_server::Ledger for LedgerService {
             self.tokens.authorize(&request, Permission::Read)?;
             let request = request.into_inner();
             let account = convert::parse_u128("account_id", &request.account_id)?;
-            let applied = self.read_your_writes(request.min_position).await?;
+            let (applied, lag_events) = self.read_your_writes(request.min_position).await?;
             let models = self.projector.models();
             let as_of = (request.as_of_ns != 0).then_some(request.as_of_ns);
             let not_found = || Status::not_found(format!("account {account} not found at that time"));
@@ -242,6 +248,7 @@ impl wire::ledger_server::Ledger for LedgerService {
                 credits_posted: balances.credits_posted.to_string(),
                 as_of_ns: request.as_of_ns,
                 applied_position: applied,
+                lag_events,
             }))
         }
         .await;
@@ -316,7 +323,7 @@ impl wire::ledger_server::Ledger for LedgerService {
                         .ok_or_else(|| Status::invalid_argument("cursor: not one this server returned"))?,
                 ),
             };
-            let applied = self.read_your_writes(request.min_position).await?;
+            let (applied, lag_events) = self.read_your_writes(request.min_position).await?;
             let accounts = self.subject(&request.account_id, &request.owner_id)?;
             let filter = HistoryFilter { from_ns: request.from_ns, to_ns: request.to_ns, side, status, currency };
             let page = self.projector.models().history(&accounts, &filter, cursor, limit).map_err(model_status)?;
@@ -324,6 +331,7 @@ impl wire::ledger_server::Ledger for LedgerService {
                 movements: page.movements.iter().map(movement).collect(),
                 next_cursor: page.next.map(Cursor::encode).unwrap_or_default(),
                 applied_position: applied,
+                lag_events,
             }))
         }
         .await;
@@ -337,7 +345,7 @@ impl wire::ledger_server::Ledger for LedgerService {
         let result = async {
             self.tokens.authorize(&request, Permission::Read)?;
             let request = request.into_inner();
-            let applied = self.read_your_writes(request.min_position).await?;
+            let (applied, lag_events) = self.read_your_writes(request.min_position).await?;
             let accounts = self.subject(&request.account_id, &request.owner_id)?;
             let mut reports = Vec::new();
             for account in accounts {
@@ -369,7 +377,7 @@ impl wire::ledger_server::Ledger for LedgerService {
                         .collect(),
                 });
             }
-            Ok(Response::new(wire::GetReportResponse { reports, applied_position: applied }))
+            Ok(Response::new(wire::GetReportResponse { reports, applied_position: applied, lag_events }))
         }
         .await;
         self.observe("GetReport", result)

@@ -462,6 +462,7 @@ async fn history_reports_and_read_models_over_grpc() {
     assert_eq!(ids, ["24", "23", "21", "20"]);
     assert_eq!(page.movements[2].status, wire::MovementStatus::Voided as i32, "the hold shows how it ended");
     assert!(page.applied_position >= 9, "applied_position {}", page.applied_position);
+    assert_eq!(page.lag_events, 0, "nothing else was written: the read models are at the head");
     // Filters and paging over an owner's accounts (owner 7: accounts 1, 2 and 4).
     let request = wire::GetHistoryRequest {
         owner_id: "7".into(),
