@@ -26,6 +26,10 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path) -> Server {
+        Server::start_with(dir, &[])
+    }
+
+    fn start_with(dir: &Path, extra: &[&str]) -> Server {
         let tokens = dir.join("tokens");
         let lines = format!("admin {ADMIN}\nservice {SERVICE}\n# comment\nauditor {AUDITOR}\nread-only {READ_ONLY}\n");
         std::fs::write(&tokens, lines).expect("write tokens");
@@ -34,6 +38,7 @@ impl Server {
             .arg(dir.join("data"))
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--tokens-file"])
             .arg(&tokens)
+            .args(extra)
             .env("RUST_LOG", "info")
             .env_remove("LEDGERD_ADMIN_TOKEN")
             .stderr(Stdio::piped())
@@ -542,4 +547,40 @@ async fn history_reports_and_read_models_over_grpc() {
     let body = http_get(&server.metrics_addr, "/metrics");
     assert!(body.contains("ledger_read_models_lag_events{model=\"history\"} 0"), "{body}");
     assert!(body.contains("ledger_audit_alarm 0"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_when_a_certificate_and_key_are_given() {
+    use tonic::transport::{Certificate, ClientTlsConfig};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key, certified.key_pair.serialize_pem()).expect("write key");
+    let cert_arg = cert.to_str().expect("utf-8 path");
+    let key_arg = key.to_str().expect("utf-8 path");
+    let server = Server::start_with(dir.path(), &["--tls-cert", cert_arg, "--tls-key", key_arg]);
+    let port = server.addr.rsplit(':').next().expect("port").to_string();
+
+    let tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(certified.cert.pem())).domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://127.0.0.1:{port}"))
+        .expect("uri")
+        .tls_config(tls)
+        .expect("tls config")
+        .connect()
+        .await
+        .expect("a TLS client connects");
+    let mut client = wire::ledger_client::LedgerClient::new(channel);
+    let accounts = wire::CreateAccountsRequest { commands: vec![open("1", 0)] };
+    let created = client.create_accounts(authed(accounts, ADMIN)).await.expect("call over TLS").into_inner();
+    assert!(created.results[0].ok);
+
+    // Plain text to a TLS port gets no answer.
+    let plain = Channel::from_shared(format!("http://127.0.0.1:{port}")).expect("uri").connect().await;
+    if let Ok(channel) = plain {
+        let mut client = wire::ledger_client::LedgerClient::new(channel);
+        let request = wire::LookupAccountsRequest { ids: vec!["1".into()] };
+        assert!(client.lookup_accounts(authed(request, ADMIN)).await.is_err(), "plain text must not be served");
+    }
 }
