@@ -181,10 +181,14 @@ fn flush_answers_after_every_earlier_append(backend: &dyn Backend) {
             "s-1",
             ExpectedRevision::Any,
             events(&format!("f{n}"), 1, 0).into(),
-            Box::new(move |result| drop(sender.send(("append", result.is_ok())))),
+            Box::new(move |result| {
+                let _ = sender.send(("append", result.is_ok()));
+            }),
         );
     }
-    store.flush_with(Box::new(move |result| drop(sender.send(("flush", result.is_ok())))));
+    store.flush_with(Box::new(move |result| {
+        let _ = sender.send(("flush", result.is_ok()));
+    }));
     let order: Vec<_> = receiver.iter().take(21).collect();
     assert_eq!(order.last(), Some(&("flush", true)), "{order:?}");
     assert!(order[..20].iter().all(|(what, ok)| *what == "append" && *ok), "{order:?}");
