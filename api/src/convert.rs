@@ -13,7 +13,22 @@ use tonic::Status;
 /// Longest decimal string of a u128.
 const U128_DIGITS_MAX: usize = 39;
 
-pub fn parse_u128(field: &str, text: &str) -> Result<u128, Status> {
+/// A field of item `index` of a request list, named only when an error needs it (a
+/// batch of 8,189 transfers would otherwise format 50,000 names it never shows).
+#[derive(Clone, Copy)]
+struct ItemField {
+    list: &'static str,
+    index: usize,
+    name: &'static str,
+}
+
+impl std::fmt::Display for ItemField {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}[{}].{}", self.list, self.index, self.name)
+    }
+}
+
+pub fn parse_u128(field: impl std::fmt::Display, text: &str) -> Result<u128, Status> {
     if text.is_empty() || text.len() > U128_DIGITS_MAX || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Status::invalid_argument(format!(
             "{field}: expected an unsigned decimal integer, got {:?}",
@@ -24,7 +39,7 @@ pub fn parse_u128(field: &str, text: &str) -> Result<u128, Status> {
 }
 
 /// An optional u128: empty means 0.
-fn parse_u128_or_zero(field: &str, text: &str) -> Result<u128, Status> {
+fn parse_u128_or_zero(field: impl std::fmt::Display, text: &str) -> Result<u128, Status> {
     if text.is_empty() {
         Ok(0)
     } else {
@@ -36,43 +51,43 @@ fn truncate(text: &str) -> String {
     text.chars().take(48).collect()
 }
 
-pub fn parse_currency(field: &str, code: &str) -> Result<Currency, Status> {
+pub fn parse_currency(field: impl std::fmt::Display, code: &str) -> Result<Currency, Status> {
     Currency::parse(code)
         .map_err(|_| Status::invalid_argument(format!("{field}: unknown currency {:?}", truncate(code))))
 }
 
-fn parse_code(field: &str, code: u32) -> Result<u16, Status> {
+fn parse_code(field: impl std::fmt::Display, code: u32) -> Result<u16, Status> {
     u16::try_from(code).map_err(|_| Status::invalid_argument(format!("{field}: at most 65535")))
 }
 
 pub fn account_command(index: usize, command: wire::AccountCommand) -> Result<AccountCommand, Status> {
     use wire::account_command::Command;
-    let field = |name: &str| format!("commands[{index}].{name}");
+    let field = |name| ItemField { list: "commands", index, name };
     match command.command {
         Some(Command::Open(new)) => Ok(AccountCommand::Open(NewAccount {
-            id: AccountId(parse_u128(&field("open.id"), &new.id)?),
-            currency: parse_currency(&field("open.currency"), &new.currency)?,
-            code: parse_code(&field("open.code"), new.code)?,
+            id: AccountId(parse_u128(field("open.id"), &new.id)?),
+            currency: parse_currency(field("open.currency"), &new.currency)?,
+            code: parse_code(field("open.code"), new.code)?,
             flags: AccountFlags(new.flags),
-            owner_id: parse_u128_or_zero(&field("open.owner_id"), &new.owner_id)?,
+            owner_id: parse_u128_or_zero(field("open.owner_id"), &new.owner_id)?,
         })),
-        Some(Command::Freeze(id)) => Ok(AccountCommand::Freeze(AccountId(parse_u128(&field("freeze"), &id)?))),
-        Some(Command::Unfreeze(id)) => Ok(AccountCommand::Unfreeze(AccountId(parse_u128(&field("unfreeze"), &id)?))),
-        Some(Command::Close(id)) => Ok(AccountCommand::Close(AccountId(parse_u128(&field("close"), &id)?))),
+        Some(Command::Freeze(id)) => Ok(AccountCommand::Freeze(AccountId(parse_u128(field("freeze"), &id)?))),
+        Some(Command::Unfreeze(id)) => Ok(AccountCommand::Unfreeze(AccountId(parse_u128(field("unfreeze"), &id)?))),
+        Some(Command::Close(id)) => Ok(AccountCommand::Close(AccountId(parse_u128(field("close"), &id)?))),
         None => Err(Status::invalid_argument(format!("commands[{index}]: no command given"))),
     }
 }
 
 pub fn new_transfer(index: usize, t: wire::NewTransfer) -> Result<NewTransfer, Status> {
-    let field = |name: &str| format!("transfers[{index}].{name}");
+    let field = |name| ItemField { list: "transfers", index, name };
     let kind = match wire::TransferKind::try_from(t.kind) {
         Ok(wire::TransferKind::Unspecified | wire::TransferKind::Posted) => TransferKind::Posted,
         Ok(wire::TransferKind::Pending) => TransferKind::Pending { timeout_ns: t.timeout_ns },
         Ok(wire::TransferKind::PostPending) => {
-            TransferKind::PostPending { pending_id: TransferId(parse_u128(&field("pending_id"), &t.pending_id)?) }
+            TransferKind::PostPending { pending_id: TransferId(parse_u128(field("pending_id"), &t.pending_id)?) }
         }
         Ok(wire::TransferKind::VoidPending) => {
-            TransferKind::VoidPending { pending_id: TransferId(parse_u128(&field("pending_id"), &t.pending_id)?) }
+            TransferKind::VoidPending { pending_id: TransferId(parse_u128(field("pending_id"), &t.pending_id)?) }
         }
         Err(_) => return Err(Status::invalid_argument(format!("{}: unknown kind {}", field("kind"), t.kind))),
     };
@@ -89,14 +104,14 @@ pub fn new_transfer(index: usize, t: wire::NewTransfer) -> Result<NewTransfer, S
     if t.metadata.len() > METADATA_BYTES_MAX {
         return Err(Status::invalid_argument(format!("{}: at most {METADATA_BYTES_MAX} bytes", field("metadata"))));
     }
-    let currency = if t.currency.is_empty() { None } else { Some(parse_currency(&field("currency"), &t.currency)?) };
+    let currency = if t.currency.is_empty() { None } else { Some(parse_currency(field("currency"), &t.currency)?) };
     Ok(NewTransfer {
-        id: TransferId(parse_u128(&field("id"), &t.id)?),
-        debit_account_id: AccountId(parse_u128_or_zero(&field("debit_account_id"), &t.debit_account_id)?),
-        credit_account_id: AccountId(parse_u128_or_zero(&field("credit_account_id"), &t.credit_account_id)?),
-        amount: parse_u128_or_zero(&field("amount"), &t.amount)?,
+        id: TransferId(parse_u128(field("id"), &t.id)?),
+        debit_account_id: AccountId(parse_u128_or_zero(field("debit_account_id"), &t.debit_account_id)?),
+        credit_account_id: AccountId(parse_u128_or_zero(field("credit_account_id"), &t.credit_account_id)?),
+        amount: parse_u128_or_zero(field("amount"), &t.amount)?,
         currency,
-        code: parse_code(&field("code"), t.code)?,
+        code: parse_code(field("code"), t.code)?,
         metadata: t.metadata,
         linked: t.linked,
         kind,
