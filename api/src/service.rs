@@ -89,7 +89,7 @@ impl LedgerService {
     }
 
     fn parse_ids(ids: &[String]) -> Result<Vec<u128>, Status> {
-        ids.iter().enumerate().map(|(index, id)| convert::parse_u128(&format!("ids[{index}]"), id)).collect()
+        ids.iter().enumerate().map(|(index, id)| convert::parse_u128(format!("ids[{index}]"), id)).collect()
     }
 }
 
