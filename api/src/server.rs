@@ -65,15 +65,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let models = ReadModels::open(&read_models_path(&config.data_dir)).map_err(|e| e.to_string())?;
     let projector = Projector::new(models).map_err(|e| e.to_string())?;
     tracing::info!(applied = projector.applied(), "read models opened");
-    {
+    let follower = {
         let projector = projector.clone();
         let store = store.clone();
         tokio::spawn(async move {
             if let Err(error) = projector.follow(store).await {
                 tracing::error!(%error, "the read models stopped following the log");
             }
-        });
-    }
+        })
+    };
     let metrics = Arc::new(Metrics::default());
     let writer_metrics = ledger.metrics();
     let metrics_listener =
@@ -87,7 +87,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             text
         }));
     }
-    let service = LedgerService { ledger: ledger.clone(), store, tokens, projector: projector.clone(), metrics };
+    let service =
+        LedgerService { ledger: ledger.clone(), store: store.clone(), tokens, projector: projector.clone(), metrics };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<wire::ledger_server::LedgerServer<LedgerService>>().await;
     // `ledger.audit`: SERVING while the continuous chain verifier finds every record
@@ -137,6 +138,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .map_err(|e| format!("server: {e}"))?;
     tracing::info!("no more calls in flight; closing the ledger");
     tokio::task::spawn_blocking(move || ledger.close()).await.map_err(|e| e.to_string())?;
+    // Bring the read models to the log's end and make that durable, so a restart has
+    // nothing to re-apply (skipping this would be safe, only slower).
+    follower.abort();
+    let (models, log) = (projector.clone(), store.clone());
+    let caught_up = tokio::task::spawn_blocking(move || {
+        projections::worker::catch_up(models.models(), log.as_ref(), 16_384, true, |_, _| {})
+    })
+    .await;
+    match caught_up {
+        Ok(Ok(position)) => tracing::info!(position, "read models durable at the log's end"),
+        Ok(Err(error)) => tracing::warn!(%error, "read models not caught up at shutdown; they re-apply on start"),
+        Err(error) => tracing::warn!(%error, "read models not caught up at shutdown; they re-apply on start"),
+    }
     tracing::info!("stopped");
     Ok(())
 }

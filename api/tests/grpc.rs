@@ -429,7 +429,13 @@ async fn graceful_shutdown_loses_nothing_acknowledged_and_leaves_nothing_half_ap
     }
     drop(server);
     let (log, snapshots) = ledger_core::audit::data_dir_layout(&dir.path().join("data"));
-    ledger_core::audit::verify(&log, Some(&snapshots)).expect("the log verifies after the shutdown");
+    let report = ledger_core::audit::verify(&log, Some(&snapshots)).expect("the log verifies after the shutdown");
+    // A clean stop leaves the read models durable at the log's end: nothing to re-apply.
+    let models = projections::read_models::ReadModels::open(&projections::read_models::read_models_path(
+        &dir.path().join("data"),
+    ))
+    .expect("read models");
+    assert_eq!(models.next_position().expect("checkpoint"), report.events_checked);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
