@@ -1,0 +1,120 @@
+//! The real `ledgerctl` binary against a running server: accounts, transfers, history,
+//! balance and the report in its table, CSV and JSON forms.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::Command;
+use std::time::Duration;
+
+const TOKEN: &str = "cli-test-admin-token-0123456789";
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port")
+}
+
+fn ledgerctl(addr: SocketAddr, args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_ledgerctl"))
+        .args(["--addr", &format!("http://{addr}"), "--token", TOKEN])
+        .args(args)
+        .output()
+        .expect("run ledgerctl");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output.status.success(), format!("{text}{}", String::from_utf8_lossy(&output.stderr)))
+}
+
+#[test]
+fn history_balance_and_reports_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("admin {TOKEN}\n")).expect("tokens");
+    let (listen, metrics_listen) = (free_port(), free_port());
+    let config = ledger_api::config::Config {
+        data_dir: dir.path().join("data"),
+        listen,
+        metrics_listen,
+        tokens_file: Some(tokens),
+        tls: None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(ledger_api::server::run(config, async {
+        let _ = stopped.await;
+    }));
+    // Wait until the server answers.
+    let mut up = false;
+    for _ in 0..100 {
+        if ledgerctl(listen, &["accounts", "get", "1"]).1.contains("not found") {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(up, "the server did not come up");
+
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let today = now / 86_400;
+    for (id, owner) in [("1", "7"), ("2", "7")] {
+        let (ok, out) = ledgerctl(listen, &["accounts", "create", "--id", id, "--currency", "EUR", "--owner", owner]);
+        assert!(ok, "{out}");
+    }
+    for (id, debit, credit, amount) in [("10", "1", "2", "250"), ("11", "2", "1", "40")] {
+        let args = ["transfers", "create", "--id", id, "--debit", debit, "--credit", credit, "--amount", amount];
+        let (ok, out) = ledgerctl(listen, &[&args[..], &["--currency", "EUR"]].concat());
+        assert!(ok, "{out}");
+    }
+
+    let (ok, out) = ledgerctl(listen, &["--json", "history", "--account", "1"]);
+    assert!(ok, "{out}");
+    let history: serde_json::Value = serde_json::from_str(out.lines().next().unwrap_or("")).expect(&out);
+    let ids: Vec<&str> =
+        history["movements"].as_array().expect("movements").iter().filter_map(|m| m["transfer_id"].as_str()).collect();
+    assert_eq!(ids, ["11", "10"], "newest first");
+    let (ok, out) = ledgerctl(listen, &["history", "--owner", "7", "--direction", "credit"]);
+    assert!(ok && out.lines().count() == 3, "a header and two credit movements: {out}");
+
+    let (ok, out) = ledgerctl(listen, &["--json", "balance", "--account", "2"]);
+    assert!(ok, "{out}");
+    let balance: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    assert_eq!((balance["credits_posted"].as_str(), balance["debits_posted"].as_str()), (Some("250"), Some("40")));
+
+    // Yesterday to the day after tomorrow (UTC): the transfers' day is inside even if
+    // midnight passed since they were made.
+    let (from, to) = (date(today - 1), date(today + 2));
+    let (ok, out) = ledgerctl(listen, &["report", "--account", "1", "--from", &from, "--to", &to, "--csv"]);
+    assert!(ok, "{out}");
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(rows[0], "account_id,currency,date,opening,credits,debits,count,closing");
+    assert_eq!(rows.len(), 4, "three days: {out}");
+    assert_eq!(rows[1], format!("1,EUR,{from},0,0,0,0,0"));
+    let active = rows.iter().filter(|row| row.ends_with(",0,40,250,2,-210")).count();
+    assert_eq!(active, 1, "one day with both transfers: {out}");
+    assert!(rows[3].ends_with(",-210"), "the last day closes at the balance: {out}");
+    let (ok, out) = ledgerctl(listen, &["--json", "report", "--owner", "7", "--from", &from, "--to", &to]);
+    assert!(ok, "{out}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    assert_eq!(report["reports"].as_array().map(Vec::len), Some(2), "one report per account of the owner");
+    let (ok, out) = ledgerctl(listen, &["report", "--account", "1", "--from", "2026-02-30", "--to", &to]);
+    assert!(!ok && out.contains("expected YYYY-MM-DD"), "{out}");
+
+    let _ = stop.send(());
+    runtime.block_on(server).expect("join").expect("server stopped cleanly");
+}
+
+/// `YYYY-MM-DD` of a day number since 1970-01-01 (proleptic Gregorian).
+fn date(days: u64) -> String {
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+#[test]
+fn dates_of_day_numbers() {
+    assert_eq!(date(0), "1970-01-01");
+    assert_eq!(date(20_513), "2026-03-01");
+}
