@@ -65,15 +65,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let models = ReadModels::open(&read_models_path(&config.data_dir)).map_err(|e| e.to_string())?;
     let projector = Projector::new(models).map_err(|e| e.to_string())?;
     tracing::info!(applied = projector.applied(), "read models opened");
-    let follower = {
-        let projector = projector.clone();
-        let store = store.clone();
-        tokio::spawn(async move {
-            if let Err(error) = projector.follow(store).await {
-                tracing::error!(%error, "the read models stopped following the log");
-            }
-        })
-    };
+    let follower = projector.spawn(store.clone()).map_err(|e| format!("projector thread: {e}"))?;
     let metrics = Arc::new(Metrics::default());
     let writer_metrics = ledger.metrics();
     let metrics_listener =
@@ -140,9 +132,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     tokio::task::spawn_blocking(move || ledger.close()).await.map_err(|e| e.to_string())?;
     // Bring the read models to the log's end and make that durable, so a restart has
     // nothing to re-apply (skipping this would be safe, only slower).
-    follower.abort();
+    projector.stop();
     let (models, log) = (projector.clone(), store.clone());
     let caught_up = tokio::task::spawn_blocking(move || {
+        let _ = follower.join();
         projections::worker::catch_up(models.models(), log.as_ref(), 16_384, true, |_, _| {})
     })
     .await;

@@ -24,13 +24,16 @@ pub struct Projector {
     alarmed: watch::Sender<bool>,
     /// Wakes the worker from its coalescing pause when a read waits for it.
     reader_waits: tokio::sync::Notify,
+    /// Set to stop `follow`.
+    stopping: watch::Sender<bool>,
 }
 
 impl Projector {
     pub fn new(models: ReadModels) -> Result<Arc<Projector>, ProjectionError> {
         let (applied, _) = watch::channel(models.next_position()?);
         let (alarmed, _) = watch::channel(models.alarm()?.is_some());
-        Ok(Arc::new(Projector { models, applied, alarmed, reader_waits: tokio::sync::Notify::new() }))
+        let (stopping, _) = watch::channel(false);
+        Ok(Arc::new(Projector { models, applied, alarmed, reader_waits: tokio::sync::Notify::new(), stopping }))
     }
 
     pub fn models(&self) -> &ReadModels {
@@ -57,8 +60,37 @@ impl Projector {
         matches!(reached, Ok(Ok(_)))
     }
 
+    /// Makes `follow` return after the batch it is applying, if any.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Runs `follow` on a thread of its own (named `projector`), with a runtime of its
+    /// own: applying a batch blocks that thread only, never the server's workers. The
+    /// thread runs at nice `PROJECTOR_NICE`: under saturation the write path goes first
+    /// and the read models catch up in the gaps (a read that needs them wakes them).
+    pub fn spawn(self: &Arc<Self>, store: Arc<dyn EventStore>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let this = self.clone();
+        std::thread::Builder::new().name("projector".into()).spawn(move || {
+            if let Err(error) = lower_current_thread_priority() {
+                tracing::warn!(%error, "the projector runs at normal priority");
+            }
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    tracing::error!(%error, "the projector's runtime did not start");
+                    return;
+                }
+            };
+            if let Err(error) = runtime.block_on(this.follow(store)) {
+                tracing::error!(%error, "the read models stopped following the log");
+            }
+        })
+    }
+
     /// Applies the log from the checkpoint, then every new event as it becomes durable,
-    /// until the store closes or fails.
+    /// until the store closes or fails, or `stop` is called. Applying blocks the
+    /// calling thread: run it where that is fine (see `spawn`).
     ///
     /// Batches commit without a sync, and one commit per `DURABLE_EVERY` is durable: a
     /// crash rolls the read models and their checkpoint back together to the last
@@ -67,20 +99,20 @@ impl Projector {
     pub async fn follow(self: Arc<Self>, store: Arc<dyn EventStore>) -> Result<(), ProjectionError> {
         let mut subscription = Subscription::new(store, self.applied());
         let mut last_durable = Instant::now();
+        let mut stopping = self.stopping.subscribe();
         loop {
-            let records = subscription
-                .next_batch(APPLY_BATCH_EVENTS)
-                .await
-                .map_err(|e| ProjectionError::Invalid(e.to_string()))?;
+            let records = tokio::select! {
+                records = subscription.next_batch(APPLY_BATCH_EVENTS) => {
+                    records.map_err(|e| ProjectionError::Invalid(e.to_string()))?
+                }
+                _ = stopping.wait_for(|stop| *stop) => return Ok(()),
+            };
             let small_batch = records.len() < COALESCE_BELOW_EVENTS;
             let durable = last_durable.elapsed() >= DURABLE_EVERY;
             if durable {
                 last_durable = Instant::now();
             }
-            let this = self.clone();
-            let next = tokio::task::spawn_blocking(move || this.models.apply_decoded(&Decoded::new(records), durable))
-                .await
-                .map_err(|e| ProjectionError::Invalid(e.to_string()))??;
+            let next = self.models.apply_decoded(&Decoded::new(records), durable)?;
             if !*self.alarmed.borrow() && self.models.alarm()?.is_some() {
                 self.alarmed.send_replace(true);
             }
@@ -91,10 +123,22 @@ impl Projector {
                 tokio::select! {
                     _ = tokio::time::sleep(COALESCE) => {}
                     _ = self.reader_waits.notified() => {}
+                    _ = stopping.wait_for(|stop| *stop) => return Ok(()),
                 }
             }
         }
     }
+}
+
+/// The projector thread's nice value (Linux; 0 is normal, 19 the lowest priority).
+pub const PROJECTOR_NICE: i32 = 10;
+
+/// Lowers the calling thread to nice `PROJECTOR_NICE` (a thread's own nice value on
+/// Linux). `thread-priority` maps its 0..=99 scale onto nice 19..=-20; 22 is nice 10.
+pub fn lower_current_thread_priority() -> Result<(), String> {
+    let value = thread_priority::ThreadPriorityValue::try_from(22u8).map_err(|e| e.to_string())?;
+    thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Crossplatform(value))
+        .map_err(|e| format!("{e:?}"))
 }
 
 /// Applies everything in `store` after the checkpoint of `models` and returns the new
@@ -141,4 +185,23 @@ pub fn catch_up(
         models.sync()?;
     }
     Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn the_projector_thread_runs_at_its_nice_value() {
+        let nice = std::thread::spawn(|| {
+            super::lower_current_thread_priority().expect("lower priority");
+            // Field 19 of /proc/thread-self/stat is the nice value; the command name
+            // (field 2) is in parentheses and may hold spaces, so count after it.
+            let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+            let after_name = &stat[stat.rfind(')').expect("comm") + 2..];
+            after_name.split_whitespace().nth(16).and_then(|n| n.parse::<i32>().ok())
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(nice, Some(super::PROJECTOR_NICE));
+    }
 }
