@@ -552,22 +552,15 @@ pub async fn report(connection: &Connection, args: ReportArgs) -> Result<bool, S
     } else {
         for r in &response.reports {
             println!("account {} ({}), UTC offset {}", r.account_id, r.currency, args.utc_offset);
-            println!("{:<10} {:>16} {:>16} {:>16} {:>8} {:>16}", "DATE", "OPENING", "IN", "OUT", "COUNT", "CLOSING");
+            let row = |date: &str, opening: &str, credits: &str, debits: &str, count: &str, closing: &str| {
+                println!("{date:<10} {opening:>16} {credits:>16} {debits:>16} {count:>8} {closing:>16}")
+            };
+            row("DATE", "OPENING", "IN", "OUT", "COUNT", "CLOSING");
             for d in &r.days {
-                println!(
-                    "{:<10} {:>16} {:>16} {:>16} {:>8} {:>16}",
-                    date_of(d.start_ns, offset),
-                    d.opening,
-                    d.credits,
-                    d.debits,
-                    d.count,
-                    d.closing
-                );
+                let date = date_of(d.start_ns, offset);
+                row(&date, &d.opening, &d.credits, &d.debits, &d.count.to_string(), &d.closing);
             }
-            println!(
-                "{:<10} {:>16} {:>16} {:>16} {:>8} {:>16}",
-                "TOTAL", r.opening, r.credits, r.debits, r.count, r.closing
-            );
+            row("TOTAL", &r.opening, &r.credits, &r.debits, &r.count.to_string(), &r.closing);
         }
     }
     Ok(true)

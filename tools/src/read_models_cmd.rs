@@ -74,22 +74,12 @@ pub fn run(command: ProjectionsCommand, json_output: bool) -> Result<bool, Strin
             // Opening first takes the database's lock: a running server keeps it.
             drop(open_models(&path)?);
             let models = ReadModels::recreate(&path, cache_mib << 20).map_err(|e| e.to_string())?;
-            let started = Instant::now();
-            let applied =
-                catch_up(&models, &store, batch, false, |done, head| progress_of("events", done, Some(head), started))
-                    .map_err(|e| e.to_string())?;
-            let seconds = started.elapsed().as_secs_f64();
-            report(json_output, &models, applied, store.watch_head().borrow().to_owned(), Some(seconds))
+            apply_log(json_output, &models, &store, batch, false)
         }
         ProjectionsCommand::CatchUp { data_dir, batch } => {
             let store = open_log(&data_dir)?;
             let models = open_models(&read_models_path(&data_dir))?;
-            let started = Instant::now();
-            let applied =
-                catch_up(&models, &store, batch, true, |done, head| progress_of("events", done, Some(head), started))
-                    .map_err(|e| e.to_string())?;
-            let seconds = started.elapsed().as_secs_f64();
-            report(json_output, &models, applied, store.watch_head().borrow().to_owned(), Some(seconds))
+            apply_log(json_output, &models, &store, batch, true)
         }
         ProjectionsCommand::HistoryBench { data_dir, pages, limit } => {
             history_bench(&data_dir, pages, limit, json_output)
@@ -101,6 +91,22 @@ pub fn run(command: ProjectionsCommand, json_output: bool) -> Result<bool, Strin
             report(json_output, &models, applied, store.watch_head().borrow().to_owned(), None)
         }
     }
+}
+
+/// Applies the log from the checkpoint with a progress bar, then reports.
+fn apply_log(
+    json_output: bool,
+    models: &ReadModels,
+    store: &EmbeddedStore,
+    batch: usize,
+    durable: bool,
+) -> Result<bool, String> {
+    let started = Instant::now();
+    let applied =
+        catch_up(models, store, batch, durable, |done, head| progress_of("events", done, Some(head), started))
+            .map_err(|e| e.to_string())?;
+    let seconds = started.elapsed().as_secs_f64();
+    report(json_output, models, applied, store.watch_head().borrow().to_owned(), Some(seconds))
 }
 
 fn report(
