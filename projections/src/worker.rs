@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use crate::read_models::{Decoded, ProjectionError, ReadModels};
 
 /// Events applied per transaction at most.
-pub const APPLY_BATCH_EVENTS: usize = 16_384;
+pub const APPLY_BATCH_EVENTS: usize = 65_536;
 /// After a batch smaller than this, wait `COALESCE` before reading the next one.
 pub const COALESCE_BELOW_EVENTS: usize = 8_192;
 pub const COALESCE: Duration = Duration::from_millis(200);
