@@ -8,19 +8,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 use ledger_api::config::{Args, Config};
 
-/// mimalloc returns freed memory to the OS after 10 ms by default; with batches of
-/// megabytes arriving every few milliseconds that means page faults and zeroing on
-/// every request. A longer delay keeps such memory mapped (measured in the commit that
-/// set it). Set before any thread starts, as `set_var` requires; an operator's own
-/// `MIMALLOC_PURGE_DELAY` wins.
-pub fn allocator_settings() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        std::env::set_var("MIMALLOC_PURGE_DELAY", "1000");
-    }
-}
-
 fn main() -> std::process::ExitCode {
-    allocator_settings();
+    ledger_api::allocator_settings();
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime.block_on(serve()),
         Err(error) => {

@@ -152,19 +152,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 pub const AUDIT_HEALTH_SERVICE: &str = "ledger.audit";
 
 fn projection_metrics(projector: &Projector, head: u64) -> String {
+    // One checkpoint covers every read model, so they share their position and lag.
+    const MODELS: [&str; 4] = ["balances", "history", "reports", "audit"];
     let applied = projector.applied();
+    let lag = head.saturating_sub(applied);
+    let mut out = format!(
+        "# HELP ledger_log_head_position Events in the log.\n# TYPE ledger_log_head_position gauge\n\
+         ledger_log_head_position {head}\n"
+    );
+    for (name, help, value) in [
+        ("ledger_read_models_applied_position", "Events applied to each read model.", applied),
+        ("ledger_read_models_lag_events", "How far each read model is behind the log.", lag),
+    ] {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for model in MODELS {
+            out.push_str(&format!("{name}{{model=\"{model}\"}} {value}\n"));
+        }
+    }
     let alarm = u8::from(*projector.alarmed().borrow());
-    format!(
-        "# HELP ledger_log_head_position Events in the log.\n# TYPE ledger_log_head_position gauge\nledger_log_head_position {head}\n\
-         # HELP ledger_read_models_applied_position Events applied to the read models (one checkpoint for all).\n# TYPE ledger_read_models_applied_position gauge\n\
-         ledger_read_models_applied_position{{model=\"balances\"}} {applied}\nledger_read_models_applied_position{{model=\"history\"}} {applied}\n\
-         ledger_read_models_applied_position{{model=\"reports\"}} {applied}\nledger_read_models_applied_position{{model=\"audit\"}} {applied}\n\
-         # HELP ledger_read_models_lag_events How far each read model is behind the log.\n# TYPE ledger_read_models_lag_events gauge\n\
-         ledger_read_models_lag_events{{model=\"balances\"}} {lag}\nledger_read_models_lag_events{{model=\"history\"}} {lag}\n\
-         ledger_read_models_lag_events{{model=\"reports\"}} {lag}\nledger_read_models_lag_events{{model=\"audit\"}} {lag}\n\
-         # HELP ledger_audit_alarm 1 once the chain verifier found a record that does not verify.\n# TYPE ledger_audit_alarm gauge\nledger_audit_alarm {alarm}\n",
-        lag = head.saturating_sub(applied),
-    )
+    out.push_str(&format!(
+        "# HELP ledger_audit_alarm 1 once the chain verifier found a record that does not verify.\n\
+         # TYPE ledger_audit_alarm gauge\nledger_audit_alarm {alarm}\n"
+    ));
+    out
 }
 
 /// Serves only the do-nothing echo service, for transport baselines.

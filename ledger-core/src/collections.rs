@@ -185,12 +185,10 @@ impl<K: ShardKey, V> ShardedMap<K, V> {
 }
 
 impl<K: ShardKey + Clone, V: Clone> ShardedMap<K, V> {
+    /// Copies the key's shard first if a clone still shares it (as `insert` and
+    /// `remove` do); the writer only asks for keys it knows are present.
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        let shard = &mut self.shards[key.shard()];
-        if !shard.contains_key(key) {
-            return None;
-        }
-        Arc::make_mut(shard).get_mut(key)
+        Arc::make_mut(&mut self.shards[key.shard()]).get_mut(key)
     }
 
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
@@ -200,11 +198,7 @@ impl<K: ShardKey + Clone, V: Clone> ShardedMap<K, V> {
     }
 
     pub fn remove(&mut self, key: &K) -> Option<V> {
-        let shard = &mut self.shards[key.shard()];
-        if !shard.contains_key(key) {
-            return None;
-        }
-        let removed = Arc::make_mut(shard).remove(key);
+        let removed = Arc::make_mut(&mut self.shards[key.shard()]).remove(key);
         self.len -= usize::from(removed.is_some());
         removed
     }

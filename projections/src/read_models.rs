@@ -257,7 +257,9 @@ impl HistoryFilter {
     }
 }
 
-/// Where a newest-first page continues: before this (timestamp, account).
+/// Where a page continues: the first movement it has not shown, by (timestamp,
+/// account). A newest-first page goes on from this movement towards older ones; an
+/// oldest-first page (one account) from this timestamp towards newer ones.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, PartialOrd, Ord)]
 pub struct Cursor {
     pub timestamp_ns: u64,
@@ -444,25 +446,24 @@ impl ReadModels {
         Ok(Some(last.map_or(Balances::default(), |m| m.after)))
     }
 
-    /// An account's movements in `[from_ns, to_ns)`, oldest first, after `after_ns`
-    /// (exclusive) when given.
+    /// An account's movements in `[from_ns, to_ns)`, oldest first, from `cursor` on
+    /// when given.
     pub fn movements_oldest_first(
         &self,
         account: u128,
         filter: &HistoryFilter,
-        after_ns: Option<u64>,
+        cursor: Option<u64>,
         limit: usize,
     ) -> Result<HistoryPage, ProjectionError> {
         let txn = self.db.begin_read()?;
         let movements = txn.open_table(MOVEMENTS)?;
-        let start = after_ns.map_or(filter.from_ns, |after| after.saturating_add(1).max(filter.from_ns));
+        let start = cursor.map_or(filter.from_ns, |cursor| cursor.max(filter.from_ns));
         let upper = filter.upper();
         let mut page = Vec::new();
         let mut next = None;
         if start < upper {
             // The block holding `start` begins at or before it; later blocks after it.
             let first = movements.range((account, 0)..=(account, start))?.next_back().transpose()?;
-            let first = first.map(|(_, value)| value.value().to_vec());
             let later = movements.range((account, start.saturating_add(1))..(account, upper))?;
             let mut scanned = 0;
             let mut visit = |bytes: &[u8]| -> bool {
@@ -471,7 +472,7 @@ impl ReadModels {
                         continue;
                     }
                     if page.len() == limit || scanned == HISTORY_SCAN_MAX {
-                        next = Some(Cursor { timestamp_ns: timestamp_ns - 1, account });
+                        next = Some(Cursor { timestamp_ns, account });
                         return false;
                     }
                     scanned += 1;
@@ -482,7 +483,7 @@ impl ReadModels {
                 }
                 true
             };
-            let mut going = first.as_deref().is_none_or(&mut visit);
+            let mut going = first.is_none_or(|(_, value)| visit(value.value()));
             for block in later {
                 if !going {
                     break;
@@ -495,7 +496,7 @@ impl ReadModels {
     }
 
     /// Movements of `accounts` (one account, or every account of an owner), newest
-    /// first, before `cursor` when given.
+    /// first, from `cursor` on when given.
     pub fn history(
         &self,
         accounts: &[u128],
@@ -508,10 +509,10 @@ impl ReadModels {
         let upper = filter.upper();
         let mut sources = Vec::new();
         for &account in accounts {
-            // Below the cursor: strictly older timestamps, or the same timestamp and a
-            // smaller account id (both legs of a transfer can belong to one owner).
+            // At or below the cursor in (timestamp, account) order: both legs of a
+            // transfer share a timestamp and can belong to one owner.
             let end = match cursor {
-                Some(c) if account < c.account => (c.timestamp_ns.saturating_add(1)).min(upper),
+                Some(c) if account <= c.account => (c.timestamp_ns.saturating_add(1)).min(upper),
                 Some(c) => c.timestamp_ns.min(upper),
                 None => upper,
             };
@@ -540,21 +541,15 @@ impl ReadModels {
                 .max();
             let Some((at, index)) = newest else { return Ok(HistoryPage { movements: page, next: None }) };
             if page.len() == limit || scanned == HISTORY_SCAN_MAX {
-                // Continue with `at` itself: the cursor is exclusive, so step past it.
-                let next = Cursor { timestamp_ns: at.timestamp_ns, account: at.account.wrapping_add(1) };
-                let next = if at.account == u128::MAX {
-                    Cursor { timestamp_ns: at.timestamp_ns + 1, account: 0 }
-                } else {
-                    next
-                };
-                return Ok(HistoryPage { movements: page, next: Some(next) });
+                return Ok(HistoryPage { movements: page, next: Some(at) });
             }
             scanned += 1;
             let (head, rows) = &mut sources[index];
-            let movement = head.take().expect("the chosen source has a head");
-            *head = rows.next()?;
-            if filter.keeps(&movement) {
-                page.push(movement);
+            let next = rows.next()?;
+            if let Some(movement) = std::mem::replace(head, next) {
+                if filter.keeps(&movement) {
+                    page.push(movement);
+                }
             }
         }
     }
@@ -857,11 +852,12 @@ impl<'t> Batch<'t> {
             rows.push((timestamp_ns, encoded));
             if change.posted_add > 0 {
                 let key = (account, timestamp_ns / QUARTER_HOUR_NS);
-                if !self.bucket_cache.contains_key(&key) {
-                    let existing = self.buckets.get(key)?.map_or(Totals::default(), |v| decode_bucket(v.value()));
-                    self.bucket_cache.insert(key, existing);
-                }
-                let bucket = self.bucket_cache.get_mut(&key).expect("just loaded");
+                let bucket = match self.bucket_cache.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(entry) => {
+                        entry.insert(self.buckets.get(key)?.map_or(Totals::default(), |v| decode_bucket(v.value())))
+                    }
+                };
                 match side {
                     Side::Debit => bucket.debits += change.posted_add,
                     Side::Credit => bucket.credits += change.posted_add,

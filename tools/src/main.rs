@@ -82,10 +82,7 @@ enum AuditCommand {
 }
 
 fn main() -> ExitCode {
-    // As in ledgerd: keep freed memory mapped for a second (large batches, load).
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        std::env::set_var("MIMALLOC_PURGE_DELAY", "1000");
-    }
+    ledger_api::allocator_settings();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
