@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::users::crypto::SecretKey;
+use crate::users::UsersConfig;
+
 #[derive(Parser, Debug, Default)]
 #[command(name = "ledgerd", version, about = "The ledger server: gRPC over the embedded event store")]
 pub struct Args {
@@ -32,6 +35,18 @@ pub struct Args {
     /// TLS private key (PEM).
     #[arg(long, env = "LEDGERD_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// File holding the master key (64 hex digits) that wraps users' data keys. The key
+    /// itself may instead come from the environment variable LEDGERD_MASTER_KEY (never a
+    /// flag: flags show in process lists). With neither, <data-dir>/master.key is
+    /// generated on first start.
+    #[arg(long, env = "LEDGERD_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// A user session ends after this many seconds without a call [default: 1800].
+    #[arg(long, env = "LEDGERD_SESSION_IDLE_SECS")]
+    pub session_idle_secs: Option<u64>,
+    /// A user session ends this many seconds after sign-in [default: 43200].
+    #[arg(long, env = "LEDGERD_SESSION_MAX_SECS")]
+    pub session_max_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -43,6 +58,9 @@ struct FileConfig {
     tokens_file: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    master_key_file: Option<PathBuf>,
+    session_idle_secs: Option<u64>,
+    session_max_secs: Option<u64>,
 }
 
 /// The settings in force.
@@ -53,6 +71,9 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
     pub tokens_file: Option<PathBuf>,
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// From LEDGERD_MASTER_KEY or the master key file; `None`: `<data-dir>/master.key`.
+    pub master_key: Option<SecretKey>,
+    pub users: UsersConfig,
 }
 
 impl Config {
@@ -71,12 +92,31 @@ impl Config {
             (None, None) => None,
             _ => return Err("TLS needs both a certificate and a key".into()),
         };
+        let master_key = match (std::env::var("LEDGERD_MASTER_KEY").ok(), args.master_key_file.or(file.master_key_file))
+        {
+            (Some(hex), _) => Some(SecretKey::from_hex(&hex).map_err(|e| format!("LEDGERD_MASTER_KEY: {e}"))?),
+            (None, Some(path)) => {
+                let text =
+                    std::fs::read_to_string(&path).map_err(|e| format!("master key file {}: {e}", path.display()))?;
+                Some(SecretKey::from_hex(&text).map_err(|e| format!("master key file {}: {e}", path.display()))?)
+            }
+            (None, None) => None,
+        };
+        let mut users = UsersConfig::default();
+        if let Some(secs) = args.session_idle_secs.or(file.session_idle_secs) {
+            users.session_idle = std::time::Duration::from_secs(secs.max(1));
+        }
+        if let Some(secs) = args.session_max_secs.or(file.session_max_secs) {
+            users.session_max = std::time::Duration::from_secs(secs.max(1));
+        }
         Ok(Config {
             data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data")),
             listen: args.listen.or(file.listen).unwrap_or(default_listen),
             metrics_listen: args.metrics_listen.or(file.metrics_listen).unwrap_or(default_metrics),
             tokens_file: args.tokens_file.or(file.tokens_file),
             tls,
+            master_key,
+            users,
         })
     }
 }

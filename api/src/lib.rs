@@ -7,6 +7,7 @@ pub mod convert;
 pub mod metrics;
 pub mod server;
 pub mod service;
+pub mod users;
 
 /// mimalloc (the allocator of `ledgerd` and `ledgerctl`) returns freed memory to the OS
 /// after 10 ms by default; with batches of megabytes arriving every few milliseconds

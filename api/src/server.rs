@@ -21,6 +21,10 @@ use crate::auth::{self, Role, Tokens};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::service::{EchoService, LedgerService};
+use crate::users::crypto::{self, KeyStore};
+use crate::users::grpc::UsersService;
+use crate::users::instruments::SandboxVault;
+use crate::users::Users;
 
 /// Largest request or response message.
 pub const MESSAGE_BYTES_MAX: usize = 8 << 20;
@@ -79,10 +83,31 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             text
         }));
     }
-    let service =
-        LedgerService { ledger: ledger.clone(), store: store.clone(), tokens, projector: projector.clone(), metrics };
+    let master_key = match &config.master_key {
+        Some(key) => key.clone(),
+        None => crypto::master_key_file(&config.data_dir).map_err(|e| e.to_string())?,
+    };
+    let keys =
+        KeyStore::open(&config.data_dir.join("keys").join("data-keys.bin"), master_key).map_err(|e| e.to_string())?;
+    let users = {
+        let (store, ledger, users_config) = (store.clone(), ledger.clone(), config.users);
+        tokio::task::spawn_blocking(move || Users::open(store, ledger, keys, Box::new(SandboxVault), users_config))
+            .await
+            .map_err(|e| e.to_string())??
+    };
+    let users = Arc::new(users);
+    let users_service = UsersService { users: users.clone(), metrics: metrics.clone() };
+    let service = LedgerService {
+        ledger: ledger.clone(),
+        store: store.clone(),
+        tokens,
+        users: Some(users),
+        projector: projector.clone(),
+        metrics,
+    };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<wire::ledger_server::LedgerServer<LedgerService>>().await;
+    health_reporter.set_serving::<wire::users_server::UsersServer<UsersService>>().await;
     // `ledger.audit`: SERVING while the continuous chain verifier finds every record
     // good, NOT_SERVING once it raises its alarm.
     {
@@ -123,6 +148,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .max_encoding_message_size(MESSAGE_BYTES_MAX);
     builder
         .add_service(ledger_server)
+        .add_service(wire::users_server::UsersServer::new(users_service))
         .add_service(health_service)
         .add_service(reflection)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)

@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::{Permission, Tokens};
 use crate::convert;
 use crate::metrics::Metrics;
+use crate::users::Users;
 
 /// Most movements in one page of history.
 pub const PAGE_MOVEMENTS_MAX: u32 = 1_000;
@@ -31,6 +32,8 @@ pub struct LedgerService {
     pub ledger: Ledger,
     pub store: Arc<dyn EventStore>,
     pub tokens: Arc<Tokens>,
+    /// Users' sessions may read their own accounts' history and reports.
+    pub users: Option<Arc<Users>>,
     pub projector: Arc<Projector>,
     pub metrics: Arc<Metrics>,
 }
@@ -57,6 +60,43 @@ impl LedgerService {
         }
         let applied = self.projector.applied();
         Ok((applied, self.store.watch_head().borrow().saturating_sub(applied)))
+    }
+
+    /// A role token allowed `permission`. A user's session token is refused here: users
+    /// reach the ledger only through their own history and reports.
+    fn authorize<T>(&self, request: &Request<T>, permission: Permission) -> Result<(), Status> {
+        if crate::users::grpc::session_token(request).is_some() {
+            return Err(Status::permission_denied(
+                "a user session may read only its own history and reports; this call needs a role token",
+            ));
+        }
+        self.tokens.authorize(request, permission).map(|_| ())
+    }
+
+    /// A reader of history or reports: a role token allowed to read (`None`), or a
+    /// user's live session (`Some(user)`), which may name only the user's own accounts.
+    async fn authorize_reader<T>(&self, request: &Request<T>) -> Result<Option<u128>, Status> {
+        match (crate::users::grpc::session_token(request), &self.users) {
+            (Some(token), Some(users)) => Ok(Some(users.authenticate(token).await?.user_id)),
+            _ => self.tokens.authorize(request, Permission::Read).map(|_| None),
+        }
+    }
+
+    /// Refuses a user's request that names someone else's account or owner id.
+    fn check_own(&self, user: Option<u128>, account_id: &str, owner_id: &str) -> Result<(), Status> {
+        let Some(user) = user else { return Ok(()) };
+        let denied = || Status::permission_denied("a user may read only their own accounts");
+        if !owner_id.is_empty() && convert::parse_u128("owner_id", owner_id)? != user {
+            return Err(denied());
+        }
+        if !account_id.is_empty() {
+            let account = convert::parse_u128("account_id", account_id)?;
+            match self.projector.models().account(account).map_err(model_status)? {
+                Some(view) if view.owner_id == user => {}
+                _ => return Err(denied()),
+            }
+        }
+        Ok(())
     }
 
     fn limit(limit: u32) -> Result<usize, Status> {
@@ -102,7 +142,7 @@ impl wire::ledger_server::Ledger for LedgerService {
         request: Request<wire::CreateAccountsRequest>,
     ) -> Result<Response<wire::CreateAccountsResponse>, Status> {
         let result = async {
-            self.tokens.authorize(&request, Permission::Write)?;
+            self.authorize(&request, Permission::Write)?;
             let commands = request
                 .into_inner()
                 .commands
@@ -122,7 +162,7 @@ impl wire::ledger_server::Ledger for LedgerService {
         request: Request<wire::CreateTransfersRequest>,
     ) -> Result<Response<wire::CreateTransfersResponse>, Status> {
         let result = async {
-            self.tokens.authorize(&request, Permission::Write)?;
+            self.authorize(&request, Permission::Write)?;
             let transfers = request
                 .into_inner()
                 .transfers
@@ -142,7 +182,7 @@ impl wire::ledger_server::Ledger for LedgerService {
         request: Request<wire::LookupAccountsRequest>,
     ) -> Result<Response<wire::LookupAccountsResponse>, Status> {
         let result = async {
-            self.tokens.authorize(&request, Permission::Read)?;
+            self.authorize(&request, Permission::Read)?;
             let request = request.into_inner();
             let ids = Self::parse_ids(&request.ids)?;
             let found =
@@ -165,7 +205,7 @@ impl wire::ledger_server::Ledger for LedgerService {
         request: Request<wire::LookupTransfersRequest>,
     ) -> Result<Response<wire::LookupTransfersResponse>, Status> {
         let result = async {
-            self.tokens.authorize(&request, Permission::Read)?;
+            self.authorize(&request, Permission::Read)?;
             let request = request.into_inner();
             let ids = Self::parse_ids(&request.ids)?;
             let found = self
@@ -191,7 +231,7 @@ impl wire::ledger_server::Ledger for LedgerService {
         request: Request<wire::ListAccountTransfersRequest>,
     ) -> Result<Response<wire::ListAccountTransfersResponse>, Status> {
         let result = async {
-            self.tokens.authorize(&request, Permission::Read)?;
+            self.authorize(&request, Permission::Read)?;
             let request = request.into_inner();
             let account = convert::parse_u128("account_id", &request.account_id)?;
             let limit = Self::limit(request.limit)?;
@@ -230,7 +270,7 @@ impl wire::ledger_server::Ledger for LedgerService {
         request: Request<wire::GetBalanceRequest>,
     ) -> Result<Response<wire::GetBalanceResponse>, Status> {
         let result = async {
-            self.tokens.authorize(&request, Permission::Read)?;
+            self.authorize(&request, Permission::Read)?;
             let request = request.into_inner();
             let account = convert::parse_u128("account_id", &request.account_id)?;
             let (applied, lag_events) = self.read_your_writes(request.min_position).await?;
@@ -261,7 +301,7 @@ impl wire::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<wire::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
-        let result = self.tokens.authorize(&request, Permission::Stream).map(|_| {
+        let result = self.authorize(&request, Permission::Stream).map(|_| {
             let from = request.into_inner().from_position;
             let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_BATCH_EVENTS);
             let mut subscription = Subscription::new(self.store.clone(), from);
@@ -292,7 +332,7 @@ impl wire::ledger_server::Ledger for LedgerService {
         request: Request<wire::GetHistoryRequest>,
     ) -> Result<Response<wire::GetHistoryResponse>, Status> {
         let result = async {
-            self.tokens.authorize(&request, Permission::Read)?;
+            let user = self.authorize_reader(&request).await?;
             let request = request.into_inner();
             let limit = Self::limit(request.limit)?;
             if request.to_ns != 0 && request.to_ns < request.from_ns {
@@ -324,6 +364,7 @@ impl wire::ledger_server::Ledger for LedgerService {
                 ),
             };
             let (applied, lag_events) = self.read_your_writes(request.min_position).await?;
+            self.check_own(user, &request.account_id, &request.owner_id)?;
             let accounts = self.subject(&request.account_id, &request.owner_id)?;
             let filter = HistoryFilter { from_ns: request.from_ns, to_ns: request.to_ns, side, status, currency };
             let page = self.projector.models().history(&accounts, &filter, cursor, limit).map_err(model_status)?;
@@ -343,9 +384,10 @@ impl wire::ledger_server::Ledger for LedgerService {
         request: Request<wire::GetReportRequest>,
     ) -> Result<Response<wire::GetReportResponse>, Status> {
         let result = async {
-            self.tokens.authorize(&request, Permission::Read)?;
+            let user = self.authorize_reader(&request).await?;
             let request = request.into_inner();
             let (applied, lag_events) = self.read_your_writes(request.min_position).await?;
+            self.check_own(user, &request.account_id, &request.owner_id)?;
             let accounts = self.subject(&request.account_id, &request.owner_id)?;
             let mut reports = Vec::new();
             for account in accounts {

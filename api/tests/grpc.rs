@@ -3,101 +3,15 @@
 //! role, idempotent retries over a new connection, health and reflection, metrics, and
 //! a graceful shutdown with calls in flight.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use ledger_proto::api::v1 as wire;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
-const ADMIN: &str = "admin-token-0123456789abcdef";
-const SERVICE: &str = "service-token-0123456789abcdef";
-const AUDITOR: &str = "auditor-token-0123456789abcdef";
-const READ_ONLY: &str = "read-only-token-0123456789abcdef";
+mod common;
 
-struct Server {
-    child: Child,
-    addr: String,
-    metrics_addr: String,
-}
-
-impl Server {
-    fn start(dir: &Path) -> Server {
-        Server::start_with(dir, &[])
-    }
-
-    fn start_with(dir: &Path, extra: &[&str]) -> Server {
-        let tokens = dir.join("tokens");
-        let lines = format!("admin {ADMIN}\nservice {SERVICE}\n# comment\nauditor {AUDITOR}\nread-only {READ_ONLY}\n");
-        std::fs::write(&tokens, lines).expect("write tokens");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ledgerd"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--tokens-file"])
-            .arg(&tokens)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env_remove("LEDGERD_ADMIN_TOKEN")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ledgerd");
-        let stderr = child.stderr.take().expect("stderr");
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = sender.send(line);
-            }
-        });
-        let find = |line: &str, marker: &str| {
-            line.split(marker).nth(1).map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
-        };
-        let (mut addr, mut metrics_addr) = (None, None);
-        while addr.is_none() || metrics_addr.is_none() {
-            let line = receiver.recv_timeout(Duration::from_secs(30)).expect("ledgerd did not start");
-            if let Some(found) = find(&line, "ledgerd listening on ") {
-                addr = Some(found);
-            }
-            if let Some(found) = find(&line, "metrics on http://") {
-                metrics_addr = Some(found.trim_end_matches("/metrics").to_string());
-            }
-        }
-        // Keep draining the log so the server never blocks on a full pipe; a failing
-        // test shows it.
-        std::thread::spawn(move || {
-            while let Ok(line) = receiver.recv() {
-                eprintln!("ledgerd: {line}");
-            }
-        });
-        Server { child, addr: format!("http://{}", addr.expect("addr")), metrics_addr: metrics_addr.expect("metrics") }
-    }
-
-    async fn client(&self) -> wire::ledger_client::LedgerClient<Channel> {
-        let channel = Channel::from_shared(self.addr.clone()).expect("uri").connect().await.expect("connect");
-        wire::ledger_client::LedgerClient::new(channel)
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
-        assert!(status.success());
-        self.child.wait().expect("wait")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn authed<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
-    request
-}
+use common::{authed, Server, ADMIN, AUDITOR, READ_ONLY, SERVICE};
 
 fn open(id: &str, flags: u32) -> wire::AccountCommand {
     wire::AccountCommand {

@@ -1,0 +1,380 @@
+//! The `ledger.v1.Users` gRPC service over [`Users`].
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+pub use ledger_proto::api::v1 as wire;
+
+use super::{Caller, ProfileChanges, Reauth, Users, SESSION_TOKEN_PREFIX};
+use crate::convert;
+use crate::metrics::Metrics;
+
+pub struct UsersService {
+    pub users: Arc<Users>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The bearer token of a request, if it carries a session token.
+pub fn session_token<T>(request: &Request<T>) -> Option<&str> {
+    let header = request.metadata().get("authorization")?.to_str().ok()?;
+    let token = header.strip_prefix("Bearer ")?;
+    token.starts_with(SESSION_TOKEN_PREFIX).then_some(token)
+}
+
+/// The address a request came from, for throttling and security events.
+fn source<T>(request: &Request<T>) -> String {
+    request.remote_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".into())
+}
+
+impl UsersService {
+    fn observe<T>(&self, method: &'static str, result: Result<T, Status>) -> Result<Response<T>, Status> {
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        self.metrics.record(method, code);
+        result.map(Response::new)
+    }
+
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        match session_token(request) {
+            Some(token) => self.users.authenticate(token).await,
+            None if request.metadata().get("authorization").is_none() => {
+                Err(Status::unauthenticated("missing authorization: Bearer <session token from Login>"))
+            }
+            None => Err(Status::permission_denied("the users API needs a user's session token from Login")),
+        }
+    }
+
+    /// The caller and the user their request names (which must be themselves).
+    async fn subject<T>(&self, request: &Request<T>, user_id: &str) -> Result<(Caller, u128), Status> {
+        let caller = self.caller(request).await?;
+        let subject = Users::subject(&caller, user_id)?;
+        Ok((caller, subject))
+    }
+}
+
+fn bounded(field: &str, text: &str, max: usize) -> Result<(), Status> {
+    if text.len() > max {
+        return Err(Status::invalid_argument(format!("{field}: at most {max} bytes")));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl wire::users_server::Users for UsersService {
+    async fn register(
+        &self,
+        request: Request<wire::RegisterRequest>,
+    ) -> Result<Response<wire::RegisterResponse>, Status> {
+        let result = async {
+            let r = request.get_ref();
+            let id = self.users.register(&r.name, &r.email, &r.password).await?;
+            Ok(wire::RegisterResponse { user_id: id.to_string() })
+        }
+        .await;
+        self.observe("Users/Register", result)
+    }
+
+    async fn login(&self, request: Request<wire::LoginRequest>) -> Result<Response<wire::LoginResponse>, Status> {
+        let result = async {
+            let source = source(&request);
+            let r = request.get_ref();
+            bounded("totp_code", &r.totp_code, 16)?;
+            bounded("recovery_code", &r.recovery_code, 32)?;
+            let (caller, token, idle, expires) =
+                self.users.login(&r.email, &r.password, &r.totp_code, &r.recovery_code, &source).await?;
+            Ok(wire::LoginResponse {
+                user_id: caller.user_id.to_string(),
+                session_token: token,
+                session_id: caller.session_id,
+                idle_expires_at_ns: idle,
+                expires_at_ns: expires,
+            })
+        }
+        .await;
+        self.observe("Users/Login", result)
+    }
+
+    async fn logout(&self, request: Request<wire::LogoutRequest>) -> Result<Response<wire::LogoutResponse>, Status> {
+        let result = async {
+            let caller = self.caller(&request).await?;
+            self.users.logout(&caller).await?;
+            Ok(wire::LogoutResponse {})
+        }
+        .await;
+        self.observe("Users/Logout", result)
+    }
+
+    async fn get_profile(&self, request: Request<wire::UserRequest>) -> Result<Response<wire::UserProfile>, Status> {
+        let result = async {
+            let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
+            self.users.profile(user).await
+        }
+        .await;
+        self.observe("Users/GetProfile", result)
+    }
+
+    async fn update_profile(
+        &self,
+        request: Request<wire::UpdateProfileRequest>,
+    ) -> Result<Response<wire::UserProfile>, Status> {
+        let result = async {
+            let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
+            let r = request.into_inner();
+            let changes = ProfileChanges {
+                name: r.name,
+                email: r.email,
+                phone: r.phone,
+                address: r.address,
+                date_of_birth: r.date_of_birth,
+            };
+            let reauth = Reauth { password: &r.current_password, totp_code: &r.totp_code };
+            self.users.update_profile(user, changes, reauth).await
+        }
+        .await;
+        self.observe("Users/UpdateProfile", result)
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<wire::ChangePasswordRequest>,
+    ) -> Result<Response<wire::ChangePasswordResponse>, Status> {
+        let result = async {
+            let (caller, _) = self.subject(&request, &request.get_ref().user_id).await?;
+            let r = request.get_ref();
+            let reauth = Reauth { password: &r.current_password, totp_code: &r.totp_code };
+            let ended = self.users.change_password(&caller, reauth, &r.new_password).await?;
+            Ok(wire::ChangePasswordResponse { sessions_ended: ended })
+        }
+        .await;
+        self.observe("Users/ChangePassword", result)
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<wire::ReauthRequest>,
+    ) -> Result<Response<wire::DeleteUserResponse>, Status> {
+        let result = async {
+            let (caller, _) = self.subject(&request, &request.get_ref().user_id).await?;
+            let r = request.get_ref();
+            self.users.delete(&caller, Reauth { password: &r.current_password, totp_code: &r.totp_code }).await?;
+            Ok(wire::DeleteUserResponse {})
+        }
+        .await;
+        self.observe("Users/DeleteUser", result)
+    }
+
+    async fn enroll_totp(
+        &self,
+        request: Request<wire::ReauthRequest>,
+    ) -> Result<Response<wire::EnrollTotpResponse>, Status> {
+        let result = async {
+            let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
+            let r = request.get_ref();
+            let (secret, otpauth_uri) =
+                self.users.enroll_totp(user, Reauth { password: &r.current_password, totp_code: &r.totp_code }).await?;
+            Ok(wire::EnrollTotpResponse { secret, otpauth_uri })
+        }
+        .await;
+        self.observe("Users/EnrollTotp", result)
+    }
+
+    async fn confirm_totp(
+        &self,
+        request: Request<wire::ConfirmTotpRequest>,
+    ) -> Result<Response<wire::ConfirmTotpResponse>, Status> {
+        let result = async {
+            let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
+            bounded("code", &request.get_ref().code, 16)?;
+            let recovery_codes = self.users.confirm_totp(user, &request.get_ref().code).await?;
+            Ok(wire::ConfirmTotpResponse { recovery_codes })
+        }
+        .await;
+        self.observe("Users/ConfirmTotp", result)
+    }
+
+    async fn disable_totp(
+        &self,
+        request: Request<wire::ReauthRequest>,
+    ) -> Result<Response<wire::DisableTotpResponse>, Status> {
+        let result = async {
+            let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
+            let r = request.get_ref();
+            self.users.disable_totp(user, Reauth { password: &r.current_password, totp_code: &r.totp_code }).await?;
+            Ok(wire::DisableTotpResponse {})
+        }
+        .await;
+        self.observe("Users/DisableTotp", result)
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<wire::UserRequest>,
+    ) -> Result<Response<wire::ListSessionsResponse>, Status> {
+        let result = async {
+            let (caller, _) = self.subject(&request, &request.get_ref().user_id).await?;
+            Ok(wire::ListSessionsResponse { sessions: self.users.sessions(&caller).await? })
+        }
+        .await;
+        self.observe("Users/ListSessions", result)
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<wire::RevokeSessionRequest>,
+    ) -> Result<Response<wire::RevokeSessionResponse>, Status> {
+        let result = async {
+            let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
+            bounded("session_id", &request.get_ref().session_id, 64)?;
+            self.users.revoke_session(user, &request.get_ref().session_id).await?;
+            Ok(wire::RevokeSessionResponse {})
+        }
+        .await;
+        self.observe("Users/RevokeSession", result)
+    }
+
+    async fn list_security_events(
+        &self,
+        request: Request<wire::UserRequest>,
+    ) -> Result<Response<wire::ListSecurityEventsResponse>, Status> {
+        let result = async {
+            let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
+            let events = self.users.security_events(user).await?;
+            Ok(wire::ListSecurityEventsResponse {
+                events: events
+                    .into_iter()
+                    .map(|(kind, at_ns, detail)| wire::SecurityEvent { kind, at_ns, detail })
+                    .collect(),
+            })
+        }
+        .await;
+        self.observe("Users/ListSecurityEvents", result)
+    }
+
+    async fn add_bank_account(
+        &self,
+        request: Request<wire::AddBankAccountRequest>,
+    ) -> Result<Response<wire::AddInstrumentResponse>, Status> {
+        let result = async {
+            let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
+            let r = request.get_ref();
+            let (instrument, deposits) = self
+                .users
+                .add_bank_account(user, &r.bank_name, &r.routing_number, &r.account_number, &r.holder_name)
+                .await?;
+            Ok(wire::AddInstrumentResponse { instrument: Some(instrument), sandbox_micro_deposits: deposits })
+        }
+        .await;
+        self.observe("Users/AddBankAccount", result)
+    }
+
+    async fn add_card(
+        &self,
+        request: Request<wire::AddCardRequest>,
+    ) -> Result<Response<wire::AddInstrumentResponse>, Status> {
+        let result = async {
+            let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
+            let r = request.get_ref();
+            bounded("cvv", &r.cvv, 8)?;
+            let instrument =
+                self.users.add_card(user, &r.number, r.exp_month, r.exp_year, &r.cvv, &r.holder_name).await?;
+            Ok(wire::AddInstrumentResponse { instrument: Some(instrument), sandbox_micro_deposits: Vec::new() })
+        }
+        .await;
+        self.observe("Users/AddCard", result)
+    }
+
+    async fn add_digital_wallet(
+        &self,
+        request: Request<wire::AddDigitalWalletRequest>,
+    ) -> Result<Response<wire::AddInstrumentResponse>, Status> {
+        let result = async {
+            let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
+            let r = request.get_ref();
+            let instrument = self.users.add_digital_wallet(user, &r.provider, &r.handle).await?;
+            Ok(wire::AddInstrumentResponse { instrument: Some(instrument), sandbox_micro_deposits: Vec::new() })
+        }
+        .await;
+        self.observe("Users/AddDigitalWallet", result)
+    }
+
+    async fn list_instruments(
+        &self,
+        request: Request<wire::UserRequest>,
+    ) -> Result<Response<wire::ListInstrumentsResponse>, Status> {
+        let result = async {
+            let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
+            Ok(wire::ListInstrumentsResponse { instruments: self.users.instruments(user).await? })
+        }
+        .await;
+        self.observe("Users/ListInstruments", result)
+    }
+
+    async fn verify_instrument(
+        &self,
+        request: Request<wire::VerifyInstrumentRequest>,
+    ) -> Result<Response<wire::PaymentInstrument>, Status> {
+        let result = async {
+            let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
+            let r = request.get_ref();
+            bounded("instrument_id", &r.instrument_id, 64)?;
+            if r.amounts.len() > 2 {
+                return Err(Status::invalid_argument("amounts: the two micro-deposits, in minor units"));
+            }
+            self.users.verify_instrument(user, &r.instrument_id, &r.amounts).await
+        }
+        .await;
+        self.observe("Users/VerifyInstrument", result)
+    }
+
+    async fn set_default_instrument(
+        &self,
+        request: Request<wire::InstrumentRequest>,
+    ) -> Result<Response<wire::PaymentInstrument>, Status> {
+        let result = async {
+            let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
+            bounded("instrument_id", &request.get_ref().instrument_id, 64)?;
+            self.users.set_default_instrument(user, &request.get_ref().instrument_id).await
+        }
+        .await;
+        self.observe("Users/SetDefaultInstrument", result)
+    }
+
+    async fn remove_instrument(
+        &self,
+        request: Request<wire::InstrumentRequest>,
+    ) -> Result<Response<wire::RemoveInstrumentResponse>, Status> {
+        let result = async {
+            let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
+            bounded("instrument_id", &request.get_ref().instrument_id, 64)?;
+            self.users.remove_instrument(user, &request.get_ref().instrument_id).await?;
+            Ok(wire::RemoveInstrumentResponse {})
+        }
+        .await;
+        self.observe("Users/RemoveInstrument", result)
+    }
+
+    async fn open_wallet(&self, request: Request<wire::OpenWalletRequest>) -> Result<Response<wire::Wallet>, Status> {
+        let result = async {
+            let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
+            let currency = convert::parse_currency("currency", &request.get_ref().currency)?;
+            self.users.open_wallet(user, currency).await
+        }
+        .await;
+        self.observe("Users/OpenWallet", result)
+    }
+
+    async fn list_wallets(
+        &self,
+        request: Request<wire::UserRequest>,
+    ) -> Result<Response<wire::ListWalletsResponse>, Status> {
+        let result = async {
+            let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
+            Ok(wire::ListWalletsResponse { wallets: self.users.wallets(user).await? })
+        }
+        .await;
+        self.observe("Users/ListWallets", result)
+    }
+}
