@@ -69,6 +69,12 @@ fn append_and_read_forwards_and_backwards(backend: &dyn Backend) {
     let head = store.stream_head("s-1").expect("head").expect("exists");
     assert_eq!((head.revision, head.hash), (4, forwards[4].hash));
     assert_eq!(store.stream_head("missing").expect("head"), None);
+    store.append_blocking("s-2", ExpectedRevision::NoStream, events("c", 1, 0)).expect("append");
+    store.append_blocking("t-1", ExpectedRevision::NoStream, events("d", 1, 0)).expect("append");
+    let mut names = store.stream_names("s-").expect("names");
+    names.sort();
+    assert_eq!(names, ["s-1", "s-2"]);
+    assert!(store.stream_names("missing-").expect("names").is_empty());
 }
 
 fn a_wrong_expected_revision_is_a_typed_conflict_and_appends_nothing(backend: &dyn Backend) {

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use dashmap::DashMap;
 use ledger_core::domain::{AccountCommand, AccountFlags, AccountId, NewAccount};
 use ledger_core::money::{format_amount, Currency};
-use ledger_core::store::{EventData, EventStore, EventStoreExt, ExpectedRevision, Revision};
+use ledger_core::store::{Direction, EventData, EventStore, EventStoreExt, ExpectedRevision, RecordedEvent, Revision};
 use ledger_core::writer::Ledger;
 use ledger_proto::events::v1 as ev;
 use ledger_proto::events::v1::user_event_details::Detail;
@@ -356,7 +356,7 @@ fn store_status(error: ledger_core::store::StoreError) -> Status {
 }
 
 impl Users {
-    /// Rebuilds every user from the log. Keys come from `keys`; a user whose key is
+    /// Rebuilds every user from their streams. Keys come from `keys`; a user whose key is
     /// gone was erased (even if the crash came before the erasure event).
     pub fn open(
         store: Arc<dyn EventStore>,
@@ -378,38 +378,15 @@ impl Users {
             dummy_hash: password::hash("an unguessable placeholder for unknown emails").map_err(|e| e.to_string())?,
         };
         let mut states: BTreeMap<u128, UserState> = BTreeMap::new();
-        let mut position = 0;
-        loop {
-            let records = users.store.read_all(position, 4_096).map_err(|e| e.to_string())?;
-            let Some(last) = records.last() else { break };
-            position = last.position + 1;
-            for record in records.iter().filter(|r| r.stream.starts_with("user-")) {
-                let event = ev::UserEvent::decode(record.payload.as_slice())
-                    .map_err(|e| format!("{} revision {}: {e}", record.stream, record.revision))?;
-                let id: u128 = event.user_id.parse().map_err(|_| format!("{}: bad user id", record.stream))?;
-                let state = states.entry(id).or_insert_with(|| UserState::new(id));
-                state.revision = Some(record.revision);
-                state.last_ns = state.last_ns.max(event.timestamp_ns);
-                let kind = event.kind();
-                if kind == Kind::UserRegistered {
-                    state.key_slot = event.key_slot;
-                    state.key = users.keys.get(event.key_slot, id).map_err(|e| e.to_string())?;
-                    if state.key.is_none() {
-                        state.erase();
-                    }
-                }
-                if kind == Kind::UserErased {
-                    state.erase();
-                    continue;
-                }
-                let Some(key) = state.key.clone() else { continue };
-                let plain = key
-                    .open(&event.sealed, &aad(id, kind))
-                    .map_err(|e| format!("{} revision {}: {e}", record.stream, record.revision))?;
-                let details = ev::UserEventDetails::decode(plain.as_slice())
-                    .map_err(|e| format!("{} revision {}: {e}", record.stream, record.revision))?;
-                if let Some(detail) = details.detail {
-                    state.evolve(event.timestamp_ns, detail);
+        for stream in users.store.stream_names("user-").map_err(|e| e.to_string())? {
+            let mut from = 0;
+            loop {
+                let records =
+                    users.store.read_stream(&stream, from, Direction::Forwards, 1_024).map_err(|e| e.to_string())?;
+                let Some(last) = records.last() else { break };
+                from = last.revision + 1;
+                for record in &records {
+                    users.replay(&mut states, record)?;
                 }
             }
         }
@@ -426,43 +403,82 @@ impl Users {
         Ok(users)
     }
 
-    /// Appends `details` to the user's stream durably, then folds them into `state`.
-    async fn append(&self, state: &mut UserState, details: Vec<Detail>) -> Result<(), Status> {
-        let key = state.key.clone().ok_or_else(|| Status::not_found("user not found"))?;
-        let mut events = Vec::with_capacity(details.len());
-        let mut stamped = Vec::with_capacity(details.len());
-        let mut at = state.last_ns;
-        for detail in details {
-            at = now_ns().max(at + 1);
-            let kind = kind_of(&detail);
-            let plain = ev::UserEventDetails { detail: Some(detail.clone()) }.encode_to_vec();
-            let envelope = ev::UserEvent {
-                user_id: state.id.to_string(),
-                timestamp_ns: at,
-                kind: kind as i32,
-                key_slot: if kind == Kind::UserRegistered { state.key_slot } else { 0 },
-                sealed: key.seal(&plain, &aad(state.id, kind)),
-            };
-            events.push(EventData { event_type: event_type(kind).into(), payload: envelope.encode_to_vec() });
-            stamped.push((at, detail));
+    /// Folds one recorded event of a user stream into `states`.
+    fn replay(&self, states: &mut BTreeMap<u128, UserState>, record: &RecordedEvent) -> Result<(), String> {
+        let at = |e: &dyn std::fmt::Display| format!("{} revision {}: {e}", record.stream, record.revision);
+        let event = ev::UserEvent::decode(record.payload.as_slice()).map_err(|e| at(&e))?;
+        let id: u128 = event.user_id.parse().map_err(|_| at(&"bad user id"))?;
+        let state = states.entry(id).or_insert_with(|| UserState::new(id));
+        state.revision = Some(record.revision);
+        state.last_ns = state.last_ns.max(event.timestamp_ns);
+        let kind = event.kind();
+        if kind == Kind::UserRegistered {
+            state.key_slot = event.key_slot;
+            state.key = self.keys.get(event.key_slot, id).map_err(|e| at(&e))?;
+            if state.key.is_none() {
+                state.erase();
+            }
         }
-        self.append_raw(state, events).await?;
-        for (at, detail) in stamped {
-            state.evolve(at, detail);
+        if kind == Kind::UserErased {
+            state.erase();
+            return Ok(());
+        }
+        let Some(key) = state.key.clone() else { return Ok(()) };
+        let plain = key.open(&event.sealed, &aad(id, kind)).map_err(|e| at(&e))?;
+        let details = ev::UserEventDetails::decode(plain.as_slice()).map_err(|e| at(&e))?;
+        if let Some(detail) = details.detail {
+            state.evolve(event.timestamp_ns, detail);
         }
         Ok(())
+    }
+
+    /// Appends `details` to the user's stream durably, then folds them into `state`.
+    async fn append(&self, state: &mut UserState, details: Vec<Detail>) -> Result<(), Status> {
+        append_details(self.store.as_ref(), state, details).await
     }
 
     async fn append_raw(&self, state: &mut UserState, events: Vec<EventData>) -> Result<(), Status> {
-        let expected = match state.revision {
-            Some(revision) => ExpectedRevision::Exact(revision),
-            None => ExpectedRevision::NoStream,
-        };
-        let outcome = self.store.append(&stream_name(state.id), expected, events).await.map_err(store_status)?;
-        state.revision = outcome.last_revision;
-        Ok(())
+        append_events(self.store.as_ref(), state, events).await
     }
+}
 
+async fn append_details(store: &dyn EventStore, state: &mut UserState, details: Vec<Detail>) -> Result<(), Status> {
+    let key = state.key.clone().ok_or_else(|| Status::not_found("user not found"))?;
+    let mut events = Vec::with_capacity(details.len());
+    let mut stamped = Vec::with_capacity(details.len());
+    let mut at = state.last_ns;
+    for detail in details {
+        at = now_ns().max(at + 1);
+        let kind = kind_of(&detail);
+        let plain = ev::UserEventDetails { detail: Some(detail.clone()) }.encode_to_vec();
+        let envelope = ev::UserEvent {
+            user_id: state.id.to_string(),
+            timestamp_ns: at,
+            kind: kind as i32,
+            key_slot: if kind == Kind::UserRegistered { state.key_slot } else { 0 },
+            sealed: key.seal(&plain, &aad(state.id, kind)),
+        };
+        events.push(EventData { event_type: event_type(kind).into(), payload: envelope.encode_to_vec() });
+        stamped.push((at, detail));
+    }
+    append_events(store, state, events).await?;
+    for (at, detail) in stamped {
+        state.evolve(at, detail);
+    }
+    Ok(())
+}
+
+async fn append_events(store: &dyn EventStore, state: &mut UserState, events: Vec<EventData>) -> Result<(), Status> {
+    let expected = match state.revision {
+        Some(revision) => ExpectedRevision::Exact(revision),
+        None => ExpectedRevision::NoStream,
+    };
+    let outcome = store.append(&stream_name(state.id), expected, events).await.map_err(store_status)?;
+    state.revision = outcome.last_revision;
+    Ok(())
+}
+
+impl Users {
     fn user(&self, id: u128) -> Result<Arc<Mutex<UserState>>, Status> {
         self.users.get(&id).map(|u| u.clone()).ok_or_else(|| Status::not_found("user not found"))
     }
@@ -551,12 +567,22 @@ impl Users {
             self.throttle.failed(email, source);
             return Err(Status::unauthenticated(INVALID_CREDENTIALS));
         };
-        let mut state = user.lock().await;
+        let mut state = user.lock_owned().await;
         if state.erased || !verify_password(password, &state.password_hash).await? {
             self.throttle.failed(email, source);
             if !state.erased {
+                // Recorded after answering: waiting for it would make a wrong password
+                // answer slower than an unknown email and so tell that the email exists.
                 let failed = ev::SignInFailed { source: source.to_string(), reason: "password".into() };
-                self.append(&mut state, vec![Detail::SignInFailed(failed)]).await?;
+                let store = self.store.clone();
+                tokio::spawn(async move {
+                    let mut state = state;
+                    if let Err(error) =
+                        append_details(store.as_ref(), &mut state, vec![Detail::SignInFailed(failed)]).await
+                    {
+                        tracing::warn!(%error, "a failed sign-in could not be recorded");
+                    }
+                });
             }
             return Err(Status::unauthenticated(INVALID_CREDENTIALS));
         }
@@ -661,16 +687,12 @@ impl Users {
         Ok(())
     }
 
-    async fn live(&self, user_id: u128) -> Result<Arc<Mutex<UserState>>, Status> {
-        self.user(user_id)
-    }
-
     pub async fn logout(&self, caller: &Caller) -> Result<(), Status> {
         self.end_sessions(caller.user_id, |id| id == caller.session_id, "logout").await.map(|_| ())
     }
 
     async fn end_sessions(&self, user_id: u128, which: impl Fn(&str) -> bool, reason: &str) -> Result<u32, Status> {
-        let user = self.live(user_id).await?;
+        let user = self.user(user_id)?;
         let mut state = user.lock().await;
         self.end_sessions_locked(&mut state, which, reason).await
     }
@@ -698,7 +720,7 @@ impl Users {
     }
 
     pub async fn profile(&self, user_id: u128) -> Result<crate::users::grpc::wire::UserProfile, Status> {
-        let user = self.live(user_id).await?;
+        let user = self.user(user_id)?;
         let state = user.lock().await;
         Ok(profile_of(&state))
     }
@@ -725,7 +747,7 @@ impl Users {
         if let Some(dob) = &changes.date_of_birth {
             profile::check_date_of_birth(dob, today).map_err(Status::invalid_argument)?;
         }
-        let user = self.live(user_id).await?;
+        let user = self.user(user_id)?;
         let mut state = user.lock().await;
         let mut next = state.profile.clone();
         let old_email = profile::normalize_email(&next.email);
@@ -782,7 +804,7 @@ impl Users {
         reauth: Reauth<'_>,
         new_password: &str,
     ) -> Result<u32, Status> {
-        let user = self.live(caller.user_id).await?;
+        let user = self.user(caller.user_id)?;
         let mut state = user.lock().await;
         password::check_policy(new_password, &state.profile.email)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -795,7 +817,7 @@ impl Users {
     /// Erases a user: refuses while any wallet holds money or has holds; destroys the
     /// data key (crypto-shredding), then records the erasure.
     pub async fn delete(&self, caller: &Caller, reauth: Reauth<'_>) -> Result<(), Status> {
-        let user = self.live(caller.user_id).await?;
+        let user = self.user(caller.user_id)?;
         let mut state = user.lock().await;
         self.reauthenticate(&mut state, &reauth).await?;
         let accounts: Vec<AccountId> = state.wallets.values().map(|&a| AccountId(a)).collect();
@@ -842,7 +864,7 @@ impl Users {
     }
 
     pub async fn enroll_totp(&self, user_id: u128, reauth: Reauth<'_>) -> Result<(String, String), Status> {
-        let user = self.live(user_id).await?;
+        let user = self.user(user_id)?;
         let mut state = user.lock().await;
         if state.totp.is_some() {
             return Err(Status::failed_precondition("a second factor is already enabled; disable it first"));
@@ -856,7 +878,7 @@ impl Users {
     }
 
     pub async fn confirm_totp(&self, user_id: u128, code: &str) -> Result<Vec<String>, Status> {
-        let user = self.live(user_id).await?;
+        let user = self.user(user_id)?;
         let mut state = user.lock().await;
         let secret = state.pending_totp.clone().ok_or_else(|| Status::failed_precondition("enroll first"))?;
         let step = totp::matching_step(&secret, code, now_ns() / 1_000_000_000)
@@ -878,7 +900,7 @@ impl Users {
     }
 
     pub async fn disable_totp(&self, user_id: u128, reauth: Reauth<'_>) -> Result<(), Status> {
-        let user = self.live(user_id).await?;
+        let user = self.user(user_id)?;
         let mut state = user.lock().await;
         if state.totp.is_none() {
             return Err(Status::failed_precondition("no second factor is enabled"));
@@ -888,7 +910,7 @@ impl Users {
     }
 
     pub async fn sessions(&self, caller: &Caller) -> Result<Vec<crate::users::grpc::wire::Session>, Status> {
-        let user = self.live(caller.user_id).await?;
+        let user = self.user(caller.user_id)?;
         let state = user.lock().await;
         let idle = self.config.session_idle.as_nanos() as u64;
         Ok(state
@@ -913,7 +935,7 @@ impl Users {
     }
 
     pub async fn security_events(&self, user_id: u128) -> Result<Vec<(String, u64, String)>, Status> {
-        let user = self.live(user_id).await?;
+        let user = self.user(user_id)?;
         let state = user.lock().await;
         Ok(state.security.iter().rev().cloned().collect())
     }
@@ -924,7 +946,7 @@ impl Users {
         method: ev::instrument::Method,
         verified: bool,
     ) -> Result<crate::users::grpc::wire::PaymentInstrument, Status> {
-        let user = self.live(user_id).await?;
+        let user = self.user(user_id)?;
         let mut state = user.lock().await;
         if state.instruments.len() >= INSTRUMENTS_MAX {
             return Err(Status::failed_precondition(format!(
@@ -1016,7 +1038,7 @@ impl Users {
     }
 
     pub async fn instruments(&self, user_id: u128) -> Result<Vec<crate::users::grpc::wire::PaymentInstrument>, Status> {
-        let user = self.live(user_id).await?;
+        let user = self.user(user_id)?;
         let state = user.lock().await;
         state.instruments.iter().map(|i| instrument_of(&state, &i.instrument.instrument_id)).collect()
     }
@@ -1027,7 +1049,7 @@ impl Users {
         instrument_id: &str,
         amounts: &[u32],
     ) -> Result<crate::users::grpc::wire::PaymentInstrument, Status> {
-        let user = self.live(user_id).await?;
+        let user = self.user(user_id)?;
         let mut state = user.lock().await;
         let found = state.instrument(instrument_id).ok_or_else(|| Status::not_found("instrument not found"))?;
         if found.instrument.verified {
@@ -1073,7 +1095,7 @@ impl Users {
         user_id: u128,
         instrument_id: &str,
     ) -> Result<crate::users::grpc::wire::PaymentInstrument, Status> {
-        let user = self.live(user_id).await?;
+        let user = self.user(user_id)?;
         let mut state = user.lock().await;
         let found = state.instrument(instrument_id).ok_or_else(|| Status::not_found("instrument not found"))?;
         if !found.instrument.verified {
@@ -1087,7 +1109,7 @@ impl Users {
     }
 
     pub async fn remove_instrument(&self, user_id: u128, instrument_id: &str) -> Result<(), Status> {
-        let user = self.live(user_id).await?;
+        let user = self.user(user_id)?;
         let mut state = user.lock().await;
         state.instrument(instrument_id).ok_or_else(|| Status::not_found("instrument not found"))?;
         let removed = ev::InstrumentRef { instrument_id: instrument_id.to_string() };
@@ -1101,7 +1123,7 @@ impl Users {
         user_id: u128,
         currency: Currency,
     ) -> Result<crate::users::grpc::wire::Wallet, Status> {
-        let user = self.live(user_id).await?;
+        let user = self.user(user_id)?;
         let mut state = user.lock().await;
         let account = wallet_account_id(user_id, currency);
         if !state.wallets.contains_key(currency.code()) {
@@ -1126,7 +1148,7 @@ impl Users {
     }
 
     pub async fn wallets(&self, user_id: u128) -> Result<Vec<crate::users::grpc::wire::Wallet>, Status> {
-        let user = self.live(user_id).await?;
+        let user = self.user(user_id)?;
         let wallets: Vec<(String, u128)> = user.lock().await.wallets.iter().map(|(c, a)| (c.clone(), *a)).collect();
         let accounts = self
             .ledger

@@ -293,6 +293,12 @@ impl EventStore for EmbeddedStore {
         Ok(index.heads.get(stream).copied())
     }
 
+    fn stream_names(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.check_poisoned()?;
+        let index = self.shared.index.read().map_err(|_| StoreError::Closed)?;
+        Ok(index.heads.keys().filter(|name| name.starts_with(prefix)).cloned().collect())
+    }
+
     fn watch_head(&self) -> tokio::sync::watch::Receiver<Position> {
         self.shared.head.subscribe()
     }

@@ -182,6 +182,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// The last durable event of a stream.
     fn stream_head(&self, stream: &str) -> Result<Option<StreamHead>, StoreError>;
 
+    /// The names of the streams whose name starts with `prefix` (a category such as
+    /// `user-`), in no particular order: how aggregates other than the ledger are
+    /// found at start without reading the whole log.
+    fn stream_names(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+
     /// A receiver of the durable log length (the next position); it changes after every
     /// durable append, for followers.
     fn watch_head(&self) -> tokio::sync::watch::Receiver<Position>;
