@@ -6,6 +6,7 @@ mod bench;
 mod client;
 mod load;
 mod read_models_cmd;
+mod users_cmd;
 
 /// mimalloc: the gRPC path allocates per request from several threads, where glibc's
 /// allocator spends a measurable share of the CPU (see the commit that added it).
@@ -63,6 +64,10 @@ enum Command {
     Events(client::EventsArgs),
     /// Drive a running server with many concurrent clients.
     Load(load::LoadArgs),
+    /// The users API: signup, login, logout, profile, password, totp, instruments,
+    /// sessions, security-events, wallets, delete-user.
+    #[command(flatten)]
+    Users(users_cmd::UsersCommand),
     /// Serve the do-nothing echo service (the transport baseline for `load --target echo`).
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:50052")]
@@ -122,6 +127,7 @@ fn main() -> ExitCode {
             Command::Balance(args) => client::balance(&connection, args).await,
             Command::Events(args) => client::events(&connection, args).await,
             Command::Load(args) => load::run(&connection, args).await,
+            Command::Users(command) => users_cmd::run(&connection, command).await,
             Command::EchoServer { listen } => ledger_api::server::run_echo(listen).await.map(|()| true),
             Command::Audit { .. } | Command::Bench(_) | Command::Projections { .. } => Ok(true),
         }

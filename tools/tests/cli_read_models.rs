@@ -1,54 +1,15 @@
 //! The real `ledgerctl` binary against a running server: accounts, transfers, history,
 //! balance and the report in its table, CSV and JSON forms.
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::Command;
-use std::time::Duration;
+mod common;
 
-const TOKEN: &str = "cli-test-admin-token-0123456789";
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port")
-}
-
-fn ledgerctl(addr: SocketAddr, args: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_ledgerctl"))
-        .args(["--addr", &format!("http://{addr}"), "--token", TOKEN])
-        .args(args)
-        .output()
-        .expect("run ledgerctl");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    (output.status.success(), format!("{text}{}", String::from_utf8_lossy(&output.stderr)))
-}
+use common::{ledgerctl, InProcessServer};
 
 #[test]
 fn history_balance_and_reports_from_the_command_line() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let tokens = dir.path().join("tokens");
-    std::fs::write(&tokens, format!("admin {TOKEN}\n")).expect("tokens");
-    let (listen, metrics_listen) = (free_port(), free_port());
-    let config = ledger_api::config::Config {
-        data_dir: dir.path().join("data"),
-        listen,
-        metrics_listen,
-        tokens_file: Some(tokens),
-        tls: None,
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(ledger_api::server::run(config, async {
-        let _ = stopped.await;
-    }));
-    // Wait until the server answers.
-    let mut up = false;
-    for _ in 0..100 {
-        if ledgerctl(listen, &["accounts", "get", "1"]).1.contains("not found") {
-            up = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(up, "the server did not come up");
+    let server = InProcessServer::start(dir.path());
+    let listen = server.listen;
 
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
     let today = now / 86_400;
@@ -95,8 +56,7 @@ fn history_balance_and_reports_from_the_command_line() {
     let (ok, out) = ledgerctl(listen, &["report", "--account", "1", "--from", "2026-02-30", "--to", &to]);
     assert!(!ok && out.contains("expected YYYY-MM-DD"), "{out}");
 
-    let _ = stop.send(());
-    runtime.block_on(server).expect("join").expect("server stopped cleanly");
+    server.stop();
 }
 
 /// `YYYY-MM-DD` of a day number since 1970-01-01 (proleptic Gregorian).

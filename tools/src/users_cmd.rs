@@ -1,0 +1,515 @@
+//! `ledgerctl` commands of the users API: signup, login, profile, password, totp,
+//! instruments, sessions, security events, wallets, delete.
+//!
+//! Secrets (passwords, card number and CVV, bank account number) are read from
+//! standard input, one per line, never from flags: flags show in process lists and
+//! shell history. Calls after `login` use its session token (`--token` or
+//! `LEDGER_TOKEN`).
+
+use std::io::BufRead;
+
+use clap::Subcommand;
+use ledger_proto::api::v1 as wire;
+use serde_json::json;
+use tonic::transport::Channel;
+
+use crate::client::Connection;
+
+#[derive(Subcommand)]
+pub enum UsersCommand {
+    /// Register a user (the password is read from standard input).
+    Signup {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: String,
+    },
+    /// Sign in (the password from standard input); prints the session token.
+    Login {
+        #[arg(long)]
+        email: String,
+        /// The authenticator's current code, once TOTP is on.
+        #[arg(long, default_value = "")]
+        totp: String,
+        #[arg(long, default_value = "")]
+        recovery_code: String,
+    },
+    /// End this session.
+    Logout,
+    /// Show or change the signed-in user's personal information.
+    Profile {
+        #[command(subcommand)]
+        command: ProfileCommand,
+    },
+    /// Change the password (current, then new, from standard input); ends the other sessions.
+    Password {
+        #[arg(long, default_value = "")]
+        totp: String,
+    },
+    /// Enable or disable the TOTP second factor.
+    Totp {
+        #[command(subcommand)]
+        command: TotpCommand,
+    },
+    /// Linked bank accounts, cards and digital wallets.
+    Instruments {
+        #[command(subcommand)]
+        command: InstrumentsCommand,
+    },
+    /// The signed-in user's sessions.
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
+    /// Sign-ins, failures and security changes, newest first.
+    SecurityEvents,
+    /// The user's wallet accounts.
+    Wallets {
+        #[command(subcommand)]
+        command: WalletsCommand,
+    },
+    /// Erase the signed-in user (the password from standard input): their personal data
+    /// becomes unreadable everywhere; the money trail stays.
+    DeleteUser {
+        #[arg(long, default_value = "")]
+        totp: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ProfileCommand {
+    Show,
+    /// Change fields; changing --email reads the current password from standard input.
+    Update {
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        phone: Option<String>,
+        #[arg(long)]
+        address: Option<String>,
+        /// YYYY-MM-DD.
+        #[arg(long)]
+        date_of_birth: Option<String>,
+        #[arg(long, default_value = "")]
+        totp: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TotpCommand {
+    /// Start enrolment (the password from standard input): prints the secret and URI.
+    Enroll,
+    /// Finish enrolment with a code from the authenticator: prints the recovery codes.
+    Confirm { code: String },
+    /// Turn TOTP off (the password from standard input).
+    Disable {
+        #[arg(long)]
+        code: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum InstrumentsCommand {
+    List,
+    /// Link a bank account (the account number from standard input).
+    AddBank {
+        #[arg(long)]
+        bank_name: String,
+        #[arg(long)]
+        routing_number: String,
+        #[arg(long, default_value = "")]
+        holder_name: String,
+    },
+    /// Link a card (the number, then the CVV, from standard input).
+    AddCard {
+        #[arg(long)]
+        exp_month: u32,
+        #[arg(long)]
+        exp_year: u32,
+        #[arg(long, default_value = "")]
+        holder_name: String,
+    },
+    /// Link a digital wallet.
+    AddWallet {
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        handle: String,
+    },
+    /// Confirm a bank account's two micro-deposits (minor units).
+    Verify {
+        id: String,
+        amounts: Vec<u32>,
+    },
+    Default {
+        id: String,
+    },
+    Remove {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SessionsCommand {
+    List,
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum WalletsCommand {
+    List,
+    /// Open (or show) the wallet in a currency.
+    Open {
+        currency: String,
+    },
+}
+
+fn read_secret(lines: &mut impl Iterator<Item = std::io::Result<String>>, what: &str) -> Result<String, String> {
+    match lines.next() {
+        Some(Ok(line)) => Ok(line.trim_end_matches(['\r', '\n']).to_string()),
+        Some(Err(e)) => Err(format!("reading the {what} from standard input: {e}")),
+        None => Err(format!("the {what} is read from standard input; none was given")),
+    }
+}
+
+fn status_text(status: tonic::Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
+}
+
+fn instrument_json(i: &wire::PaymentInstrument) -> serde_json::Value {
+    json!({
+        "instrument_id": i.instrument_id,
+        "kind": wire::InstrumentKind::try_from(i.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN"),
+        "status": wire::InstrumentStatus::try_from(i.status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),
+        "is_default": i.is_default,
+        "display": i.display,
+    })
+}
+
+fn print_instruments(instruments: &[wire::PaymentInstrument], json: bool) {
+    if json {
+        println!("{}", json!({ "instruments": instruments.iter().map(instrument_json).collect::<Vec<_>>() }));
+        return;
+    }
+    println!("{:<22} {:<15} {:<21} {:<8} DISPLAY", "ID", "KIND", "STATUS", "DEFAULT");
+    for i in instruments {
+        let v = instrument_json(i);
+        println!(
+            "{:<22} {:<15} {:<21} {:<8} {}",
+            i.instrument_id,
+            v["kind"].as_str().unwrap_or(""),
+            v["status"].as_str().unwrap_or(""),
+            if i.is_default { "yes" } else { "" },
+            i.display
+        );
+    }
+}
+
+fn print_profile(p: &wire::UserProfile, json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({
+                "user_id": p.user_id, "name": p.name, "email": p.email, "phone": p.phone,
+                "address": p.address, "date_of_birth": p.date_of_birth, "totp_enabled": p.totp_enabled,
+                "registered_at_ns": p.registered_at_ns,
+            })
+        );
+    } else {
+        for (label, value) in [
+            ("user id", p.user_id.as_str()),
+            ("name", &p.name),
+            ("email", &p.email),
+            ("phone", &p.phone),
+            ("address", &p.address),
+            ("date of birth", &p.date_of_birth),
+            ("second factor", if p.totp_enabled { "authenticator app" } else { "off" }),
+        ] {
+            println!("{label:<14} {value}");
+        }
+    }
+}
+
+fn print_wallets(wallets: &[wire::Wallet], json: bool) {
+    if json {
+        let items: Vec<_> = wallets
+            .iter()
+            .map(|w| json!({"currency": w.currency, "account_id": w.account_id, "balance": w.balance, "available": w.available}))
+            .collect();
+        println!("{}", json!({ "wallets": items }));
+        return;
+    }
+    println!("{:<9} {:>20} {:>20} ACCOUNT", "CURRENCY", "BALANCE", "AVAILABLE");
+    for w in wallets {
+        println!("{:<9} {:>20} {:>20} {}", w.currency, w.balance, w.available, w.account_id);
+    }
+}
+
+pub async fn run(connection: &Connection, command: UsersCommand) -> Result<bool, String> {
+    let mut users = wire::users_client::UsersClient::new(connection.channel().await?);
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    let json = connection.json;
+    match command {
+        UsersCommand::Signup { name, email } => {
+            let password = read_secret(&mut lines, "password")?;
+            let response = users
+                .register(wire::RegisterRequest { name, email, password })
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            if json {
+                println!("{}", json!({ "user_id": response.user_id }));
+            } else {
+                println!("registered user {}", response.user_id);
+            }
+        }
+        UsersCommand::Login { email, totp, recovery_code } => {
+            let password = read_secret(&mut lines, "password")?;
+            let request = wire::LoginRequest { email, password, totp_code: totp, recovery_code };
+            let r = users.login(request).await.map_err(status_text)?.into_inner();
+            if json {
+                println!(
+                    "{}",
+                    json!({
+                        "user_id": r.user_id, "session_token": r.session_token, "session_id": r.session_id,
+                        "idle_expires_at_ns": r.idle_expires_at_ns, "expires_at_ns": r.expires_at_ns,
+                    })
+                );
+            } else {
+                // The token alone on standard output, so `export LEDGER_TOKEN=$(ledgerctl login ...)` works.
+                println!("{}", r.session_token);
+                eprintln!("signed in as user {} (session {})", r.user_id, r.session_id);
+            }
+        }
+        UsersCommand::Logout => {
+            users.logout(connection.request(wire::LogoutRequest {})?).await.map_err(status_text)?;
+            if !json {
+                println!("signed out");
+            }
+        }
+        UsersCommand::Profile { command: ProfileCommand::Show } => {
+            let p = users.get_profile(connection.request(wire::UserRequest::default())?).await.map_err(status_text)?;
+            print_profile(p.get_ref(), json);
+        }
+        UsersCommand::Profile {
+            command: ProfileCommand::Update { name, email, phone, address, date_of_birth, totp },
+        } => {
+            let current_password =
+                if email.is_some() { read_secret(&mut lines, "current password")? } else { String::new() };
+            let request = wire::UpdateProfileRequest {
+                user_id: String::new(),
+                name,
+                email,
+                phone,
+                address,
+                date_of_birth,
+                current_password,
+                totp_code: totp,
+            };
+            let p = users.update_profile(connection.request(request)?).await.map_err(status_text)?;
+            print_profile(p.get_ref(), json);
+        }
+        UsersCommand::Password { totp } => {
+            let current_password = read_secret(&mut lines, "current password")?;
+            let new_password = read_secret(&mut lines, "new password")?;
+            let request =
+                wire::ChangePasswordRequest { user_id: String::new(), current_password, totp_code: totp, new_password };
+            let r = users.change_password(connection.request(request)?).await.map_err(status_text)?.into_inner();
+            if json {
+                println!("{}", json!({ "sessions_ended": r.sessions_ended }));
+            } else {
+                println!("password changed; {} other sessions ended", r.sessions_ended);
+            }
+        }
+        UsersCommand::Totp { command } => totp(&mut users, connection, command, &mut lines).await?,
+        UsersCommand::Instruments { command } => instruments(&mut users, connection, command, &mut lines).await?,
+        UsersCommand::Sessions { command: SessionsCommand::List } => {
+            let sessions = users
+                .list_sessions(connection.request(wire::UserRequest::default())?)
+                .await
+                .map_err(status_text)?
+                .into_inner()
+                .sessions;
+            if json {
+                let items: Vec<_> = sessions
+                    .iter()
+                    .map(|s| json!({"session_id": s.session_id, "started_at_ns": s.started_at_ns, "last_seen_at_ns": s.last_seen_at_ns, "expires_at_ns": s.expires_at_ns, "source": s.source, "current": s.current}))
+                    .collect();
+                println!("{}", json!({ "sessions": items }));
+            } else {
+                println!("{:<18} {:<22} {:<22} {:<16} CURRENT", "ID", "STARTED_NS", "LAST_SEEN_NS", "SOURCE");
+                for s in &sessions {
+                    let current = if s.current { "yes" } else { "" };
+                    println!(
+                        "{:<18} {:<22} {:<22} {:<16} {current}",
+                        s.session_id, s.started_at_ns, s.last_seen_at_ns, s.source
+                    );
+                }
+            }
+        }
+        UsersCommand::Sessions { command: SessionsCommand::Revoke { id } } => {
+            let request = wire::RevokeSessionRequest { user_id: String::new(), session_id: id };
+            users.revoke_session(connection.request(request)?).await.map_err(status_text)?;
+            if !json {
+                println!("session revoked");
+            }
+        }
+        UsersCommand::SecurityEvents => {
+            let events = users
+                .list_security_events(connection.request(wire::UserRequest::default())?)
+                .await
+                .map_err(status_text)?
+                .into_inner()
+                .events;
+            if json {
+                let items: Vec<_> =
+                    events.iter().map(|e| json!({"kind": e.kind, "at_ns": e.at_ns, "detail": e.detail})).collect();
+                println!("{}", json!({ "events": items }));
+            } else {
+                println!("{:<22} {:<24} DETAIL", "AT_NS", "KIND");
+                for e in &events {
+                    println!("{:<22} {:<24} {}", e.at_ns, e.kind, e.detail);
+                }
+            }
+        }
+        UsersCommand::Wallets { command: WalletsCommand::List } => {
+            let wallets = users
+                .list_wallets(connection.request(wire::UserRequest::default())?)
+                .await
+                .map_err(status_text)?
+                .into_inner()
+                .wallets;
+            print_wallets(&wallets, json);
+        }
+        UsersCommand::Wallets { command: WalletsCommand::Open { currency } } => {
+            let request = wire::OpenWalletRequest { user_id: String::new(), currency };
+            let wallet = users.open_wallet(connection.request(request)?).await.map_err(status_text)?.into_inner();
+            print_wallets(&[wallet], json);
+        }
+        UsersCommand::DeleteUser { totp } => {
+            let current_password = read_secret(&mut lines, "current password")?;
+            let request = wire::ReauthRequest { user_id: String::new(), current_password, totp_code: totp };
+            users.delete_user(connection.request(request)?).await.map_err(status_text)?;
+            if !json {
+                println!("user deleted: their personal data is erased");
+            }
+        }
+    }
+    Ok(true)
+}
+
+type Lines<'a> = std::io::Lines<std::io::StdinLock<'a>>;
+
+async fn totp(
+    users: &mut wire::users_client::UsersClient<Channel>,
+    connection: &Connection,
+    command: TotpCommand,
+    lines: &mut Lines<'_>,
+) -> Result<(), String> {
+    match command {
+        TotpCommand::Enroll => {
+            let current_password = read_secret(lines, "current password")?;
+            let request = wire::ReauthRequest { current_password, ..Default::default() };
+            let r = users.enroll_totp(connection.request(request)?).await.map_err(status_text)?.into_inner();
+            if connection.json {
+                println!("{}", json!({ "secret": r.secret, "otpauth_uri": r.otpauth_uri }));
+            } else {
+                println!("secret {}\nuri    {}\nthen: ledgerctl totp confirm <code>", r.secret, r.otpauth_uri);
+            }
+        }
+        TotpCommand::Confirm { code } => {
+            let request = wire::ConfirmTotpRequest { user_id: String::new(), code };
+            let codes = users.confirm_totp(connection.request(request)?).await.map_err(status_text)?.into_inner();
+            if connection.json {
+                println!("{}", json!({ "recovery_codes": codes.recovery_codes }));
+            } else {
+                println!("second factor on; single-use recovery codes (keep them safe, shown once):");
+                for code in &codes.recovery_codes {
+                    println!("  {code}");
+                }
+            }
+        }
+        TotpCommand::Disable { code } => {
+            let current_password = read_secret(lines, "current password")?;
+            let request = wire::ReauthRequest { user_id: String::new(), current_password, totp_code: code };
+            users.disable_totp(connection.request(request)?).await.map_err(status_text)?;
+            if !connection.json {
+                println!("second factor off");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn instruments(
+    users: &mut wire::users_client::UsersClient<Channel>,
+    connection: &Connection,
+    command: InstrumentsCommand,
+    lines: &mut Lines<'_>,
+) -> Result<(), String> {
+    let json = connection.json;
+    let added = |r: wire::AddInstrumentResponse| {
+        if let Some(i) = &r.instrument {
+            print_instruments(std::slice::from_ref(i), json);
+        }
+        if !r.sandbox_micro_deposits.is_empty() && !json {
+            println!(
+                "sandbox micro-deposits: {:?} (confirm with: ledgerctl instruments verify ID A B)",
+                r.sandbox_micro_deposits
+            );
+        }
+    };
+    match command {
+        InstrumentsCommand::List => {
+            let list = users
+                .list_instruments(connection.request(wire::UserRequest::default())?)
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            print_instruments(&list.instruments, json);
+        }
+        InstrumentsCommand::AddBank { bank_name, routing_number, holder_name } => {
+            let account_number = read_secret(lines, "account number")?;
+            let request = wire::AddBankAccountRequest {
+                user_id: String::new(),
+                bank_name,
+                routing_number,
+                account_number,
+                holder_name,
+            };
+            added(users.add_bank_account(connection.request(request)?).await.map_err(status_text)?.into_inner());
+        }
+        InstrumentsCommand::AddCard { exp_month, exp_year, holder_name } => {
+            let number = read_secret(lines, "card number")?;
+            let cvv = read_secret(lines, "CVV")?;
+            let request =
+                wire::AddCardRequest { user_id: String::new(), number, exp_month, exp_year, cvv, holder_name };
+            added(users.add_card(connection.request(request)?).await.map_err(status_text)?.into_inner());
+        }
+        InstrumentsCommand::AddWallet { provider, handle } => {
+            let request = wire::AddDigitalWalletRequest { user_id: String::new(), provider, handle };
+            added(users.add_digital_wallet(connection.request(request)?).await.map_err(status_text)?.into_inner());
+        }
+        InstrumentsCommand::Verify { id, amounts } => {
+            let request = wire::VerifyInstrumentRequest { user_id: String::new(), instrument_id: id, amounts };
+            let i = users.verify_instrument(connection.request(request)?).await.map_err(status_text)?.into_inner();
+            print_instruments(&[i], json);
+        }
+        InstrumentsCommand::Default { id } => {
+            let request = wire::InstrumentRequest { user_id: String::new(), instrument_id: id };
+            let i = users.set_default_instrument(connection.request(request)?).await.map_err(status_text)?.into_inner();
+            print_instruments(&[i], json);
+        }
+        InstrumentsCommand::Remove { id } => {
+            let request = wire::InstrumentRequest { user_id: String::new(), instrument_id: id };
+            users.remove_instrument(connection.request(request)?).await.map_err(status_text)?;
+            if !json {
+                println!("instrument removed");
+            }
+        }
+    }
+    Ok(())
+}

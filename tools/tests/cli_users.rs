@@ -1,0 +1,93 @@
+//! The users commands of the real `ledgerctl`: signup, login, profile, instruments,
+//! sessions, wallets, security events, logout. Secrets go in on standard input.
+
+mod common;
+
+use common::{ledgerctl_as, InProcessServer};
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out.lines().next().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn a_user_signs_up_links_instruments_and_manages_sessions_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = InProcessServer::start(dir.path());
+    let addr = server.listen;
+    let password = "heliotrope-ferry-2031";
+
+    let (ok, out, err) =
+        ledgerctl_as(addr, "", &["signup", "--name", "Hedy Lamarr", "--email", "hedy@example.com"], "x\n");
+    assert!(!ok && err.contains("InvalidArgument"), "a weak password is refused: {out}{err}");
+    let (ok, out, err) = ledgerctl_as(
+        addr,
+        "",
+        &["--json", "signup", "--name", "Hedy Lamarr", "--email", "hedy@example.com"],
+        &format!("{password}\n"),
+    );
+    assert!(ok, "{out}{err}");
+    let user_id = json(&out)["user_id"].as_str().expect("user_id").to_string();
+
+    let (ok, token, err) = ledgerctl_as(addr, "", &["login", "--email", "hedy@example.com"], &format!("{password}\n"));
+    assert!(ok, "{token}{err}");
+    let token = token.trim().to_string();
+    assert!(token.starts_with("lus_"), "only the token on standard output: {token}");
+    let (ok, _, err) = ledgerctl_as(addr, "", &["login", "--email", "hedy@example.com"], "wrong-password-here\n");
+    assert!(!ok && err.contains("invalid email or password"), "{err}");
+
+    let (ok, out, err) = ledgerctl_as(addr, &token, &["--json", "profile", "update", "--phone", "+13105550199"], "");
+    assert!(ok, "{out}{err}");
+    let profile = json(&out);
+    assert_eq!(
+        (profile["user_id"].as_str(), profile["phone"].as_str()),
+        (Some(user_id.as_str()), Some("+13105550199"))
+    );
+
+    let (ok, out, err) = ledgerctl_as(
+        addr,
+        &token,
+        &["instruments", "add-card", "--exp-month", "8", "--exp-year", "2031"],
+        "4242424242424242\n123\n",
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("visa ••••4242 08/2031") && !out.contains("4242424242424242"), "{out}");
+    let (ok, out, err) = ledgerctl_as(
+        addr,
+        &token,
+        &["--json", "instruments", "add-bank", "--bank-name", "Example Savings", "--routing-number", "011000015"],
+        "55501234\n",
+    );
+    assert!(ok, "{out}{err}");
+    let bank_id = json(&out)["instruments"][0]["instrument_id"].as_str().expect("id").to_string();
+    let (ok, out, err) = ledgerctl_as(addr, &token, &["instruments", "verify", &bank_id, "1", "1"], "");
+    // One in 99² chance that 1 and 1 are the real deposits; either way the answer is clear.
+    assert!(ok || err.contains("do not match"), "{out}{err}");
+    let (ok, out, err) = ledgerctl_as(addr, &token, &["--json", "instruments", "list"], "");
+    assert!(ok, "{out}{err}");
+    let instruments = json(&out)["instruments"].as_array().expect("instruments").clone();
+    assert_eq!(instruments.len(), 2);
+    assert!(instruments.iter().any(|i| i["display"] == "Example Savings ••••1234"), "{out}");
+
+    let (ok, out, err) = ledgerctl_as(addr, &token, &["wallets", "open", "EUR"], "");
+    assert!(ok && out.contains("EUR") && out.contains("0.00"), "{out}{err}");
+
+    let (_, second, _) = ledgerctl_as(addr, "", &["login", "--email", "hedy@example.com"], &format!("{password}\n"));
+    let (ok, out, err) = ledgerctl_as(addr, &token, &["--json", "sessions", "list"], "");
+    assert!(ok, "{out}{err}");
+    let sessions = json(&out)["sessions"].as_array().expect("sessions").clone();
+    assert_eq!(sessions.len(), 2);
+    let other = sessions.iter().find(|s| s["current"] == false).expect("the other session");
+    let (ok, out, err) =
+        ledgerctl_as(addr, &token, &["sessions", "revoke", other["session_id"].as_str().expect("id")], "");
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = ledgerctl_as(addr, second.trim(), &["profile", "show"], "");
+    assert!(!ok && err.contains("Unauthenticated"), "the revoked session is refused: {err}");
+
+    let (ok, out, err) = ledgerctl_as(addr, &token, &["security-events"], "");
+    assert!(ok && out.contains("sign_in_failed") && out.contains("instrument_added"), "{out}{err}");
+    let (ok, out, err) = ledgerctl_as(addr, &token, &["logout"], "");
+    assert!(ok, "{out}{err}");
+    let (ok, _, _) = ledgerctl_as(addr, &token, &["profile", "show"], "");
+    assert!(!ok, "signed out");
+    server.stop();
+}

@@ -1,0 +1,87 @@
+//! Shared by the command-line tests: `ledgerd` in process on free ports and the real
+//! `ledgerctl` binary run against it.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::Command;
+use std::time::Duration;
+
+pub const TOKEN: &str = "cli-test-admin-token-0123456789";
+
+pub fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port")
+}
+
+pub fn ledgerctl(addr: SocketAddr, args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_ledgerctl"))
+        .args(["--addr", &format!("http://{addr}"), "--token", TOKEN])
+        .args(args)
+        .output()
+        .expect("run ledgerctl");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output.status.success(), format!("{text}{}", String::from_utf8_lossy(&output.stderr)))
+}
+
+/// `ledgerd` in this process on free ports, with the admin token `TOKEN`.
+pub struct InProcessServer {
+    pub listen: SocketAddr,
+    runtime: tokio::runtime::Runtime,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl InProcessServer {
+    pub fn start(dir: &std::path::Path) -> InProcessServer {
+        let tokens = dir.join("tokens");
+        std::fs::write(&tokens, format!("admin {TOKEN}\n")).expect("tokens");
+        let (listen, metrics_listen) = (free_port(), free_port());
+        let config = ledger_api::config::Config {
+            data_dir: dir.join("data"),
+            listen,
+            metrics_listen,
+            tokens_file: Some(tokens),
+            tls: None,
+            master_key: None,
+            users: ledger_api::users::UsersConfig::default(),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = runtime.spawn(ledger_api::server::run(config, async {
+            let _ = stopped.await;
+        }));
+        // Wait until the server answers.
+        let mut up = false;
+        for _ in 0..100 {
+            if ledgerctl(listen, &["accounts", "get", "1"]).1.contains("not found") {
+                up = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(up, "the server did not come up");
+        InProcessServer { listen, runtime, stop, server }
+    }
+
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        self.runtime.block_on(self.server).expect("join").expect("server stopped cleanly");
+    }
+}
+
+/// `ledgerctl` with `stdin` on its standard input and `token` as its bearer token.
+pub fn ledgerctl_as(addr: SocketAddr, token: &str, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ledgerctl"))
+        .args(["--addr", &format!("http://{addr}"), "--token", token])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ledgerctl");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    let output = child.wait_with_output().expect("wait");
+    let (out, err) =
+        (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned());
+    (output.status.success(), out, err)
+}
