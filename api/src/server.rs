@@ -96,6 +96,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             .map_err(|e| e.to_string())??
     };
     let users = Arc::new(users);
+    {
+        let users = users.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                users.sweep_sessions();
+            }
+        });
+    }
     let users_service = UsersService { users: users.clone(), metrics: metrics.clone() };
     let service = LedgerService {
         ledger: ledger.clone(),

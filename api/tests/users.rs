@@ -309,6 +309,7 @@ async fn the_whole_life_cycle_ends_in_an_erasure_that_leaves_no_personal_data() 
     // The email is free again.
     let bob = register(&mut users, "Bob", new_email, "another-long-passphrase").await.expect("re-register");
     assert_ne!(bob, user_id);
+    let bob_before = login(&mut users, new_email, "another-long-passphrase").await.expect("bob").session_token;
 
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
@@ -344,6 +345,9 @@ async fn the_whole_life_cycle_ends_in_an_erasure_that_leaves_no_personal_data() 
     assert_eq!(code(login(&mut users, new_email, new_password).await), Code::Unauthenticated);
     let bob_session = login(&mut users, new_email, "another-long-passphrase").await.expect("bob after restart");
     assert_eq!(bob_session.user_id, bob);
+    // A session from before the restart is still good (its idle time counts from sign-in).
+    let profile = users.get_profile(authed(me(), &bob_before)).await.expect("session survives a restart");
+    assert_eq!(profile.into_inner().user_id, bob);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

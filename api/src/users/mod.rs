@@ -83,6 +83,12 @@ struct Session {
     source: String,
 }
 
+impl Session {
+    fn live(&self, now: u64, idle: Duration) -> bool {
+        now <= self.expires_ns && now.saturating_sub(self.last_seen_ns) <= idle.as_nanos() as u64
+    }
+}
+
 struct Totp {
     secret: Vec<u8>,
     recovery: Vec<Option<Vec<u8>>>,
@@ -334,7 +340,7 @@ pub struct Users {
     /// change is appended and released if that fails.
     emails: DashMap<String, u128>,
     /// blake3 of a session token → (user, session id).
-    sessions: DashMap<[u8; 32], (u128, String)>,
+    sessions: DashMap<[u8; 32], (u128, String, u64)>,
     /// Verified when the email is unknown, so that answer takes as long as a wrong password.
     dummy_hash: String,
 }
@@ -390,11 +396,13 @@ impl Users {
                 }
             }
         }
-        for (id, state) in states {
+        let now = now_ns();
+        for (id, mut state) in states {
             if !state.erased {
                 users.emails.insert(profile::normalize_email(&state.profile.email), id);
+                state.sessions.retain(|_, s| s.live(now, config.session_idle));
                 for (session_id, session) in &state.sessions {
-                    users.sessions.insert(session.token_hash, (id, session_id.clone()));
+                    users.sessions.insert(session.token_hash, (id, session_id.clone(), session.expires_ns));
                 }
             }
             users.users.insert(id, Arc::new(Mutex::new(state)));
@@ -625,7 +633,7 @@ impl Users {
             used_recovery_code,
         }));
         self.append(&mut state, details).await?;
-        self.sessions.insert(token_hash, (state.id, session_id.clone()));
+        self.sessions.insert(token_hash, (state.id, session_id.clone(), expires));
         let idle = now + self.config.session_idle.as_nanos() as u64;
         Ok((Caller { user_id: state.id, session_id }, token, idle.min(expires), expires))
     }
@@ -645,16 +653,13 @@ impl Users {
     /// The caller behind a session token, if the session is live; refreshes its idle timer.
     pub async fn authenticate(&self, token: &str) -> Result<Caller, Status> {
         let hash = *blake3::hash(token.as_bytes()).as_bytes();
-        let (user_id, session_id) =
+        let (user_id, session_id, _) =
             self.sessions.get(&hash).map(|s| s.clone()).ok_or_else(|| Status::unauthenticated("unknown token"))?;
         let user = self.user(user_id).map_err(|_| Status::unauthenticated("unknown token"))?;
         let mut state = user.lock().await;
         let now = now_ns();
         let live = match state.sessions.get_mut(&session_id) {
-            Some(s)
-                if now <= s.expires_ns
-                    && now - s.last_seen_ns.min(now) <= self.config.session_idle.as_nanos() as u64 =>
-            {
+            Some(s) if s.live(now, self.config.session_idle) => {
                 s.last_seen_ns = now;
                 true
             }
@@ -913,9 +918,11 @@ impl Users {
         let user = self.user(caller.user_id)?;
         let state = user.lock().await;
         let idle = self.config.session_idle.as_nanos() as u64;
+        let now = now_ns();
         Ok(state
             .sessions
             .iter()
+            .filter(|(_, s)| s.live(now, self.config.session_idle))
             .map(|(id, s)| crate::users::grpc::wire::Session {
                 session_id: id.clone(),
                 started_at_ns: s.started_ns,
@@ -1178,6 +1185,13 @@ impl Users {
                 })
             })
             .collect())
+    }
+
+    /// Forgets sessions past their absolute expiry that were never presented again
+    /// (one presented after its expiry is dropped then). Run now and then.
+    pub fn sweep_sessions(&self) {
+        let now = now_ns();
+        self.sessions.retain(|_, (_, _, expires)| *expires >= now);
     }
 
     /// Whether the user owns ledger account `account` (a wallet of theirs).
