@@ -4,6 +4,7 @@
 //! partition (`writer`), snapshots and the auditor.
 
 pub mod audit;
+pub mod calendar;
 pub mod chain;
 pub mod codec;
 pub mod collections;

@@ -12,6 +12,7 @@ use tonic::transport::Channel;
 use tonic::Request;
 
 use ledger_api::server::{CONNECTION_WINDOW_BYTES, MESSAGE_BYTES_MAX, STREAM_WINDOW_BYTES};
+use ledger_core::calendar::{civil_from_days, days_from_civil};
 
 #[derive(Args, Clone)]
 pub struct Connection {
@@ -380,16 +381,6 @@ pub fn parse_offset(text: &str) -> Result<i32, String> {
     Ok(sign * (hours * 60 + minutes))
 }
 
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
 /// Nanoseconds since the epoch from a number, or from `YYYY-MM-DD` (midnight at the
 /// offset).
 pub fn parse_time(flag: &str, text: &str, offset_minutes: i32) -> Result<u64, String> {
@@ -408,18 +399,6 @@ pub fn parse_time(flag: &str, text: &str, offset_minutes: i32) -> Result<u64, St
     }
     let seconds = days * 86_400 - i64::from(offset_minutes) * 60;
     u64::try_from(seconds).ok().and_then(|s| s.checked_mul(1_000_000_000)).ok_or_else(bad)
-}
-
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z - era * 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (year_of_era + era * 400 + i64::from(month <= 2), month, day)
 }
 
 /// `YYYY-MM-DD` of an instant, in the offset's calendar.

@@ -59,22 +59,8 @@ fn history_balance_and_reports_from_the_command_line() {
     server.stop();
 }
 
-/// `YYYY-MM-DD` of a day number since 1970-01-01 (proleptic Gregorian).
+/// `YYYY-MM-DD` of a day number since 1970-01-01.
 fn date(days: u64) -> String {
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z - era * 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = ledger_core::calendar::civil_from_days(days as i64);
     format!("{year:04}-{month:02}-{day:02}")
-}
-
-#[test]
-fn dates_of_day_numbers() {
-    assert_eq!(date(0), "1970-01-01");
-    assert_eq!(date(20_513), "2026-03-01");
 }

@@ -1,6 +1,8 @@
 //! Checks of personal data from outside. Error messages name the field and never
 //! repeat the value.
 
+use ledger_core::calendar::{civil_from_days, days_from_civil};
+
 /// Longest email address (RFC 5321 path limit).
 pub const EMAIL_BYTES_MAX: usize = 254;
 pub const NAME_CHARS_MAX: usize = 200;
@@ -116,27 +118,10 @@ pub fn days_in_month(year: i64, month: i64) -> i64 {
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// (year, month) of a day count since 1970-01-01.
 pub fn year_month_of(days: i64) -> (i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month)
+    let (year, month, _) = civil_from_days(days);
+    (year, month)
 }
 
 #[cfg(test)]
