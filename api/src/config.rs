@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::payments::PaymentsConfig;
 use crate::users::crypto::SecretKey;
 use crate::users::UsersConfig;
 
@@ -47,6 +48,25 @@ pub struct Args {
     /// A user session ends this many seconds after sign-in [default: 43200].
     #[arg(long, env = "LEDGERD_SESSION_MAX_SECS")]
     pub session_max_secs: Option<u64>,
+    /// Payment rails: the gRPC address of a rails service (for example a
+    /// `rails-sandbox` process); without it, the sandbox rails run inside ledgerd.
+    #[arg(long, env = "LEDGERD_RAILS")]
+    pub rails: Option<String>,
+    /// How long a rail call may take before its outcome is unknown [default: 2000].
+    #[arg(long, env = "LEDGERD_RAIL_TIMEOUT_MS")]
+    pub rail_timeout_ms: Option<u64>,
+    /// A payment in review not decided by then is cancelled [default: 86400].
+    #[arg(long, env = "LEDGERD_REVIEW_TIMEOUT_SECS")]
+    pub review_timeout_secs: Option<u64>,
+    /// Payments a user may start per hour before they are blocked [default: 30].
+    #[arg(long, env = "LEDGERD_RISK_USER_PER_HOUR")]
+    pub risk_user_per_hour: Option<usize>,
+    /// ... and per day [default: 200].
+    #[arg(long, env = "LEDGERD_RISK_USER_PER_DAY")]
+    pub risk_user_per_day: Option<usize>,
+    /// Amount in minor units a user may move per day before review [default: 2000000].
+    #[arg(long, env = "LEDGERD_RISK_USER_AMOUNT_PER_DAY")]
+    pub risk_user_amount_per_day: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -61,6 +81,12 @@ struct FileConfig {
     master_key_file: Option<PathBuf>,
     session_idle_secs: Option<u64>,
     session_max_secs: Option<u64>,
+    rails: Option<String>,
+    rail_timeout_ms: Option<u64>,
+    review_timeout_secs: Option<u64>,
+    risk_user_per_hour: Option<usize>,
+    risk_user_per_day: Option<usize>,
+    risk_user_amount_per_day: Option<u64>,
 }
 
 /// The settings in force.
@@ -74,6 +100,9 @@ pub struct Config {
     /// From LEDGERD_MASTER_KEY or the master key file; `None`: `<data-dir>/master.key`.
     pub master_key: Option<SecretKey>,
     pub users: UsersConfig,
+    /// `None`: the sandbox rails in process.
+    pub rails: Option<String>,
+    pub payments: PaymentsConfig,
 }
 
 impl Config {
@@ -109,6 +138,22 @@ impl Config {
         if let Some(secs) = args.session_max_secs.or(file.session_max_secs) {
             users.session_max = std::time::Duration::from_secs(secs.max(1));
         }
+        let mut payments = PaymentsConfig::default();
+        if let Some(ms) = args.rail_timeout_ms.or(file.rail_timeout_ms) {
+            payments.rail_timeout = std::time::Duration::from_millis(ms.max(1));
+        }
+        if let Some(secs) = args.review_timeout_secs.or(file.review_timeout_secs) {
+            payments.risk.review_timeout = std::time::Duration::from_secs(secs);
+        }
+        if let Some(n) = args.risk_user_per_hour.or(file.risk_user_per_hour) {
+            payments.risk.user_per_hour = n;
+        }
+        if let Some(n) = args.risk_user_per_day.or(file.risk_user_per_day) {
+            payments.risk.user_per_day = n;
+        }
+        if let Some(n) = args.risk_user_amount_per_day.or(file.risk_user_amount_per_day) {
+            payments.risk.user_amount_per_day = n;
+        }
         Ok(Config {
             data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data")),
             listen: args.listen.or(file.listen).unwrap_or(default_listen),
@@ -117,6 +162,8 @@ impl Config {
             tls,
             master_key,
             users,
+            rails: args.rails.or(file.rails),
+            payments,
         })
     }
 }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod metrics;
+pub mod payments;
 pub mod server;
 pub mod service;
 pub mod users;

@@ -20,6 +20,9 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use crate::auth::{self, Role, Tokens};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::payments::grpc::PaymentsService;
+use crate::payments::rails::{Faults, PaymentRail, RemoteRails, SandboxRails};
+use crate::payments::Payments;
 use crate::service::{EchoService, LedgerService};
 use crate::users::crypto::{self, KeyStore};
 use crate::users::grpc::UsersService;
@@ -107,6 +110,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         });
     }
     let users_service = UsersService { users: users.clone(), metrics: metrics.clone() };
+    let rail: Arc<dyn PaymentRail> = match &config.rails {
+        Some(addr) => Arc::new(RemoteRails::new(addr)?),
+        None => Arc::new(SandboxRails::new(Faults::default())),
+    };
+    let payments = {
+        let (store, ledger, users, payments_config) = (store.clone(), ledger.clone(), users.clone(), config.payments);
+        tokio::task::spawn_blocking(move || Payments::open(store, ledger, users, rail, payments_config))
+            .await
+            .map_err(|e| e.to_string())??
+    };
+    let payments = Arc::new(payments);
+    payments.start();
+    let payments_service =
+        PaymentsService { payments, users: users.clone(), tokens: tokens.clone(), metrics: metrics.clone() };
     let service = LedgerService {
         ledger: ledger.clone(),
         store: store.clone(),
@@ -118,6 +135,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<wire::ledger_server::LedgerServer<LedgerService>>().await;
     health_reporter.set_serving::<wire::users_server::UsersServer<UsersService>>().await;
+    health_reporter.set_serving::<wire::payments_server::PaymentsServer<PaymentsService>>().await;
     // `ledger.audit`: SERVING while the continuous chain verifier finds every record
     // good, NOT_SERVING once it raises its alarm.
     {
@@ -159,6 +177,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     builder
         .add_service(ledger_server)
         .add_service(wire::users_server::UsersServer::new(users_service))
+        .add_service(wire::payments_server::PaymentsServer::new(payments_service))
         .add_service(health_service)
         .add_service(reflection)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)

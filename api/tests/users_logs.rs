@@ -72,6 +72,8 @@ async fn no_password_token_card_account_number_or_key_in_any_log_line() {
         tls: None,
         master_key: Some(SecretKey::from_hex(&master_hex).expect("hex")),
         users: UsersConfig::default(),
+        rails: None,
+        payments: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(ledger_api::server::run(config, async {

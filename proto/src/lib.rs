@@ -15,6 +15,14 @@ pub mod ledger {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/ledger.v1.rs"));
     }
+
+    /// The sandbox payment rails' API.
+    #[cfg(feature = "grpc")]
+    pub mod sandbox {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/ledger.sandbox.v1.rs"));
+        }
+    }
 }
 
 pub use ledger::events;

@@ -99,6 +99,7 @@ struct InstrumentState {
     instrument: ev::Instrument,
     failed_attempts: u32,
     failed_for_good: bool,
+    added_ns: u64,
 }
 
 #[derive(Default)]
@@ -286,7 +287,12 @@ impl UserState {
             }
             Detail::InstrumentAdded(i) => {
                 self.note("instrument_added", at, instrument_display(&i));
-                self.instruments.push(InstrumentState { instrument: i, failed_attempts: 0, failed_for_good: false });
+                self.instruments.push(InstrumentState {
+                    instrument: i,
+                    failed_attempts: 0,
+                    failed_for_good: false,
+                    added_ns: at,
+                });
             }
             Detail::InstrumentVerified(r) => {
                 if let Some(i) = self.instruments.iter_mut().find(|i| i.instrument.instrument_id == r.instrument_id) {
@@ -1194,6 +1200,43 @@ impl Users {
         self.sessions.retain(|_, (_, _, expires)| *expires >= now);
     }
 
+    /// The user behind an email, if one is registered (and not erased).
+    pub fn find_by_email(&self, email: &str) -> Option<u128> {
+        self.emails.get(&profile::normalize_email(email)).map(|id| *id)
+    }
+
+    /// Whether `user_id` is a registered, not erased user.
+    pub async fn exists(&self, user_id: u128) -> bool {
+        match self.users.get(&user_id).map(|u| u.clone()) {
+            Some(user) => !user.lock().await.erased,
+            None => false,
+        }
+    }
+
+    /// A verified instrument of the user to pay with (or to withdraw to): its kind,
+    /// what the rail knows it by (a card's vault token; a masked reference otherwise),
+    /// and when it was added. NOT_FOUND for an instrument that is not the user's.
+    pub async fn funding_instrument(&self, user_id: u128, instrument_id: &str) -> Result<FundingInstrument, Status> {
+        use ev::instrument::Method;
+        let user = self.user(user_id)?;
+        let state = user.lock().await;
+        let found = state.instrument(instrument_id).ok_or_else(|| Status::not_found("instrument not found"))?;
+        if !found.instrument.verified {
+            return Err(Status::failed_precondition("the instrument is not verified yet"));
+        }
+        let (kind, reference) = match &found.instrument.method {
+            Some(Method::BankAccount(b)) => {
+                ("bank_account", format!("{}:{}", b.routing_number, instruments::mask_tail(&b.account_number)))
+            }
+            Some(Method::Card(c)) => ("card", c.token.clone()),
+            Some(Method::DigitalWallet(w)) => {
+                ("digital_wallet", format!("{}:{}", w.provider, instruments::mask_handle(&w.handle)))
+            }
+            None => return Err(Status::internal("instrument without a method")),
+        };
+        Ok(FundingInstrument { kind, reference, added_ns: found.added_ns })
+    }
+
     /// Whether the user owns ledger account `account` (a wallet of theirs).
     pub async fn owns_account(&self, user_id: u128, account: u128) -> bool {
         match self.users.get(&user_id).map(|u| u.clone()) {
@@ -1201,6 +1244,14 @@ impl Users {
             None => false,
         }
     }
+}
+
+/// An instrument as the payments saga needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FundingInstrument {
+    pub kind: &'static str,
+    pub reference: String,
+    pub added_ns: u64,
 }
 
 /// What a profile update changes; `None` leaves a field as it is.

@@ -43,6 +43,8 @@ impl InProcessServer {
             tls: None,
             master_key: None,
             users: ledger_api::users::UsersConfig::default(),
+            rails: None,
+            payments: Default::default(),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

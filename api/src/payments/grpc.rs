@@ -1,0 +1,287 @@
+//! The `ledger.v1.Payments` gRPC service over [`Payments`].
+
+use std::sync::Arc;
+
+use ledger_core::money::{parse_amount, Currency};
+use ledger_proto::api::v1 as wire;
+use tonic::{Request, Response, Status};
+
+use super::{NewPayment, Payments};
+use crate::auth::{Role, Tokens};
+use crate::convert;
+use crate::metrics::Metrics;
+use crate::users::grpc::session_token;
+use crate::users::Users;
+
+pub struct PaymentsService {
+    pub payments: Arc<Payments>,
+    pub users: Arc<Users>,
+    pub tokens: Arc<Tokens>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Who calls: a user (their session) or an admin (role token).
+enum Caller {
+    User(u128),
+    Admin,
+}
+
+fn amount(text: &str, currency: Currency) -> Result<u64, Status> {
+    let minor = parse_amount(text, currency).map_err(|e| Status::invalid_argument(format!("amount: {e}")))?;
+    u64::try_from(minor).map_err(|_| Status::invalid_argument("amount: too large"))
+}
+
+fn payment_id(text: &str) -> Result<u128, Status> {
+    convert::parse_u128("payment_id", text)
+}
+
+impl PaymentsService {
+    fn observe<T>(&self, method: &'static str, result: Result<T, Status>) -> Result<Response<T>, Status> {
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        self.metrics.record(method, code);
+        result.map(Response::new)
+    }
+
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        if let Some(token) = session_token(request) {
+            return Ok(Caller::User(self.users.authenticate(token).await?.user_id));
+        }
+        match self.tokens.authenticate(request)? {
+            Role::Admin => Ok(Caller::Admin),
+            role => Err(Status::permission_denied(format!("role {role:?} may not use the payments API"))),
+        }
+    }
+
+    async fn user<T>(&self, request: &Request<T>) -> Result<u128, Status> {
+        match self.caller(request).await? {
+            Caller::User(user) => Ok(user),
+            Caller::Admin => Err(Status::permission_denied("this call needs a user's session")),
+        }
+    }
+
+    async fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        match self.caller(request).await? {
+            Caller::Admin => Ok(()),
+            Caller::User(_) => Err(Status::permission_denied("this call needs an admin token")),
+        }
+    }
+
+    /// The other party, by id or by email; they must exist and not be the caller.
+    async fn counterparty(&self, caller: u128, field: &str, user_id: &str, email: &str) -> Result<u128, Status> {
+        let id = match (user_id.is_empty(), email.is_empty()) {
+            (false, true) => convert::parse_u128(format!("{field}_user_id"), user_id)?,
+            (true, false) => {
+                if email.len() > crate::users::profile::EMAIL_BYTES_MAX {
+                    return Err(Status::invalid_argument(format!("{field}_email: too long")));
+                }
+                self.users
+                    .find_by_email(email)
+                    .ok_or_else(|| Status::not_found(format!("no user with that {field}_email")))?
+            }
+            _ => {
+                return Err(Status::invalid_argument(format!("give exactly one of {field}_user_id and {field}_email")))
+            }
+        };
+        if id == caller {
+            return Err(Status::invalid_argument(format!("the {field} is yourself")));
+        }
+        if !self.users.exists(id).await {
+            return Err(Status::not_found(format!("{field} not found")));
+        }
+        Ok(id)
+    }
+}
+
+#[tonic::async_trait]
+impl wire::payments_server::Payments for PaymentsService {
+    async fn send(&self, request: Request<wire::SendRequest>) -> Result<Response<wire::Payment>, Status> {
+        let result = async {
+            let sender = self.user(&request).await?;
+            let r = request.get_ref();
+            let currency = convert::parse_currency("currency", &r.currency)?;
+            let amount = amount(&r.amount, currency)?;
+            let receiver = self.counterparty(sender, "receiver", &r.receiver_user_id, &r.receiver_email).await?;
+            let funding = if r.funding.is_empty() { "wallet".to_string() } else { r.funding.clone() };
+            self.payments.check_funding(sender, &funding, &r.instrument_id).await?;
+            let new = NewPayment {
+                kind: "send",
+                sender,
+                receiver,
+                currency,
+                amount,
+                funding,
+                instrument_id: r.instrument_id.clone(),
+                note: r.note.clone(),
+            };
+            self.payments.create(sender, &r.idempotency_key, new).await
+        }
+        .await;
+        self.observe("Payments/Send", result)
+    }
+
+    async fn request_money(
+        &self,
+        request: Request<wire::RequestMoneyRequest>,
+    ) -> Result<Response<wire::Payment>, Status> {
+        let result = async {
+            let requester = self.user(&request).await?;
+            let r = request.get_ref();
+            let currency = convert::parse_currency("currency", &r.currency)?;
+            let amount = amount(&r.amount, currency)?;
+            let payer = self.counterparty(requester, "payer", &r.payer_user_id, &r.payer_email).await?;
+            let new = NewPayment {
+                kind: "request",
+                sender: payer,
+                receiver: requester,
+                currency,
+                amount,
+                funding: String::new(),
+                instrument_id: String::new(),
+                note: r.note.clone(),
+            };
+            self.payments.create(requester, &r.idempotency_key, new).await
+        }
+        .await;
+        self.observe("Payments/RequestMoney", result)
+    }
+
+    async fn answer_request(
+        &self,
+        request: Request<wire::AnswerRequestRequest>,
+    ) -> Result<Response<wire::Payment>, Status> {
+        let result = async {
+            let payer = self.user(&request).await?;
+            let r = request.into_inner();
+            let id = payment_id(&r.payment_id)?;
+            let funding = if r.funding.is_empty() { "wallet".to_string() } else { r.funding };
+            self.payments.answer_request(id, payer, r.approve, funding, r.instrument_id).await
+        }
+        .await;
+        self.observe("Payments/AnswerRequest", result)
+    }
+
+    async fn top_up(&self, request: Request<wire::TopUpRequest>) -> Result<Response<wire::Payment>, Status> {
+        let result = async {
+            let user = self.user(&request).await?;
+            let r = request.get_ref();
+            let currency = convert::parse_currency("currency", &r.currency)?;
+            let amount = amount(&r.amount, currency)?;
+            let instrument = self.users.funding_instrument(user, &r.instrument_id).await?;
+            let new = NewPayment {
+                kind: "top_up",
+                sender: user,
+                receiver: user,
+                currency,
+                amount,
+                funding: instrument.kind.to_string(),
+                instrument_id: r.instrument_id.clone(),
+                note: String::new(),
+            };
+            self.payments.create(user, &r.idempotency_key, new).await
+        }
+        .await;
+        self.observe("Payments/TopUp", result)
+    }
+
+    async fn withdraw(&self, request: Request<wire::WithdrawRequest>) -> Result<Response<wire::Payment>, Status> {
+        let result = async {
+            let user = self.user(&request).await?;
+            let r = request.get_ref();
+            let currency = convert::parse_currency("currency", &r.currency)?;
+            let amount = amount(&r.amount, currency)?;
+            let instrument = self.users.funding_instrument(user, &r.instrument_id).await?;
+            if instrument.kind != "bank_account" {
+                return Err(Status::invalid_argument("instrument_id: withdrawals go to a bank account"));
+            }
+            let new = NewPayment {
+                kind: "withdrawal",
+                sender: user,
+                receiver: user,
+                currency,
+                amount,
+                funding: "wallet".into(),
+                instrument_id: r.instrument_id.clone(),
+                note: String::new(),
+            };
+            self.payments.create(user, &r.idempotency_key, new).await
+        }
+        .await;
+        self.observe("Payments/Withdraw", result)
+    }
+
+    async fn get_payment(&self, request: Request<wire::GetPaymentRequest>) -> Result<Response<wire::Payment>, Status> {
+        let result = async {
+            let viewer = match self.caller(&request).await? {
+                Caller::User(user) => Some(user),
+                Caller::Admin => None,
+            };
+            self.payments.get(payment_id(&request.get_ref().payment_id)?, viewer).await
+        }
+        .await;
+        self.observe("Payments/GetPayment", result)
+    }
+
+    async fn list_payments(
+        &self,
+        request: Request<wire::ListPaymentsRequest>,
+    ) -> Result<Response<wire::ListPaymentsResponse>, Status> {
+        let result = async {
+            let viewer = match self.caller(&request).await? {
+                Caller::User(user) => Some(user),
+                Caller::Admin => None,
+            };
+            Ok(wire::ListPaymentsResponse { payments: self.payments.list(viewer, false).await })
+        }
+        .await;
+        self.observe("Payments/ListPayments", result)
+    }
+
+    async fn refund(&self, request: Request<wire::RefundRequest>) -> Result<Response<wire::Payment>, Status> {
+        let result = async {
+            let by = match self.caller(&request).await? {
+                Caller::User(user) => Some(user),
+                Caller::Admin => None,
+            };
+            let r = request.into_inner();
+            let id = payment_id(&r.payment_id)?;
+            let amount = if r.amount.is_empty() {
+                None
+            } else {
+                let shown = self.payments.get(id, by).await?;
+                let currency = convert::parse_currency("currency", &shown.currency)?;
+                Some(amount(&r.amount, currency)?)
+            };
+            self.payments.refund(id, by, &r.refund_id, amount).await
+        }
+        .await;
+        self.observe("Payments/Refund", result)
+    }
+
+    async fn review_payment(
+        &self,
+        request: Request<wire::ReviewPaymentRequest>,
+    ) -> Result<Response<wire::Payment>, Status> {
+        let result = async {
+            self.admin(&request).await?;
+            let r = request.get_ref();
+            self.payments.review(payment_id(&r.payment_id)?, r.approve).await
+        }
+        .await;
+        self.observe("Payments/ReviewPayment", result)
+    }
+
+    async fn list_reviews(
+        &self,
+        request: Request<wire::ListReviewsRequest>,
+    ) -> Result<Response<wire::ListPaymentsResponse>, Status> {
+        let result = async {
+            self.admin(&request).await?;
+            Ok(wire::ListPaymentsResponse { payments: self.payments.list(None, true).await })
+        }
+        .await;
+        self.observe("Payments/ListReviews", result)
+    }
+}
