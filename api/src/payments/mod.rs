@@ -992,7 +992,9 @@ impl Payments {
                 out.insert((std::cmp::Reverse(payment.created_ns), payment.id), payment.to_wire());
             }
         }
-        out.into_values().take(1_000).collect()
+        // A user's list is their latest 1,000; an admin sees every payment.
+        let limit = if user.is_some() { 1_000 } else { usize::MAX };
+        out.into_values().take(limit).collect()
     }
 
     /// The payer of a money request approves (with a funding source) or declines it.
