@@ -184,7 +184,8 @@ async fn thousands_of_payments_survive_faulty_rails_and_killed_workers() {
     let usd = Currency::parse("USD").expect("usd");
 
     // Users with every instrument, and money in their wallets.
-    let ch = channel(&addr.lock().expect("addr")).await.expect("connect");
+    let first = addr.lock().expect("addr").clone();
+    let ch = channel(&first).await.expect("connect");
     let mut users = wire::users_client::UsersClient::new(ch.clone());
     let mut ledger = wire::ledger_client::LedgerClient::new(ch.clone());
     let open = wire::AccountCommand {
