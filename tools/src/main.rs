@@ -5,6 +5,7 @@
 mod bench;
 mod client;
 mod load;
+mod payments_cmd;
 mod read_models_cmd;
 mod users_cmd;
 
@@ -68,6 +69,9 @@ enum Command {
     /// sessions, security-events, wallets, delete-user.
     #[command(flatten)]
     Users(users_cmd::UsersCommand),
+    /// The payments API: pay, request, answer, topup, withdraw, payments, refund, review.
+    #[command(flatten)]
+    Payments(payments_cmd::PaymentsCommand),
     /// Serve the do-nothing echo service (the transport baseline for `load --target echo`).
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:50052")]
@@ -128,6 +132,7 @@ fn main() -> ExitCode {
             Command::Events(args) => client::events(&connection, args).await,
             Command::Load(args) => load::run(&connection, args).await,
             Command::Users(command) => users_cmd::run(&connection, command).await,
+            Command::Payments(command) => payments_cmd::run(&connection, command).await,
             Command::EchoServer { listen } => ledger_api::server::run_echo(listen).await.map(|()| true),
             Command::Audit { .. } | Command::Bench(_) | Command::Projections { .. } => Ok(true),
         }

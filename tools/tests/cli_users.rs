@@ -71,6 +71,42 @@ fn a_user_signs_up_links_instruments_and_manages_sessions_from_the_command_line(
     let (ok, out, err) = ledgerctl_as(addr, &token, &["wallets", "open", "EUR"], "");
     assert!(ok && out.contains("EUR") && out.contains("0.00"), "{out}{err}");
 
+    // Payments from the command line: a top-up from the card, then a payment to a friend.
+    let card_id =
+        instruments.iter().find(|i| i["kind"] == "CARD").and_then(|i| i["instrument_id"].as_str()).expect("card");
+    let (ok, _, err) = ledgerctl_as(
+        addr,
+        "",
+        &["signup", "--name", "Friend", "--email", "friend@example.com"],
+        &format!("{password}\n"),
+    );
+    assert!(ok, "{err}");
+    let topup = ["--json", "topup", "--key", "t1", "--amount", "20.00", "--currency", "EUR", "--instrument", card_id];
+    let pay =
+        ["--json", "pay", "--key", "p1", "--to-email", "friend@example.com", "--amount", "5.00", "--currency", "EUR"];
+    for args in [&topup[..], &pay[..]] {
+        let (ok, out, err) = ledgerctl_as(addr, &token, args, "");
+        assert!(ok, "{out}{err}");
+        let id = json(&out)["payment_id"].as_str().expect("payment_id").to_string();
+        let started = std::time::Instant::now();
+        loop {
+            let (ok, out, err) = ledgerctl_as(addr, &token, &["--json", "payments", &id], "");
+            assert!(ok, "{out}{err}");
+            let status = json(&out)["status"].as_str().unwrap_or("").to_string();
+            if status == "completed" {
+                break;
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(20) && status != "failed", "{out}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    let (ok, out, err) = ledgerctl_as(addr, &token, &["wallets", "list"], "");
+    assert!(ok && out.contains("15.00"), "20.00 in, 5.00 out: {out}{err}");
+    let (ok, out, err) = ledgerctl_as(addr, &token, &["payments"], "");
+    assert!(ok && out.contains("top_up") && out.contains("send"), "{out}{err}");
+    let (ok, _, err) = ledgerctl_as(addr, &token, &["review"], "");
+    assert!(!ok && err.contains("PermissionDenied"), "a user does not see the review queue: {err}");
+
     let (_, second, _) = ledgerctl_as(addr, "", &["login", "--email", "hedy@example.com"], &format!("{password}\n"));
     let (ok, out, err) = ledgerctl_as(addr, &token, &["--json", "sessions", "list"], "");
     assert!(ok, "{out}{err}");
