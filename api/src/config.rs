@@ -67,6 +67,10 @@ pub struct Args {
     /// Amount in minor units a user may move per day before review [default: 2000000].
     #[arg(long, env = "LEDGERD_RISK_USER_AMOUNT_PER_DAY")]
     pub risk_user_amount_per_day: Option<u64>,
+    /// Drive only the payments whose id mod N is I ("I/N"), so N workers share the load
+    /// [default: 0/1, all of them].
+    #[arg(long, env = "LEDGERD_PAYMENT_PARTITION")]
+    pub payment_partition: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -87,6 +91,7 @@ struct FileConfig {
     risk_user_per_hour: Option<usize>,
     risk_user_per_day: Option<usize>,
     risk_user_amount_per_day: Option<u64>,
+    payment_partition: Option<String>,
 }
 
 /// The settings in force.
@@ -153,6 +158,13 @@ impl Config {
         }
         if let Some(n) = args.risk_user_amount_per_day.or(file.risk_user_amount_per_day) {
             payments.risk.user_amount_per_day = n;
+        }
+        if let Some(text) = args.payment_partition.or(file.payment_partition) {
+            let parsed = text.split_once('/').and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
+            match parsed {
+                Some((index, count)) if count >= 1 && index < count => payments.partition = (index, count),
+                _ => return Err(format!("payment partition {text:?}: expected I/N with 0 <= I < N")),
+            }
         }
         Ok(Config {
             data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data")),

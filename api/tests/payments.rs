@@ -226,8 +226,14 @@ async fn every_kind_with_every_funding_method_and_refunds() {
     let other = payments.send(authed(send("s1", &bob, "11.00", "wallet", ""), &alice.token)).await;
     assert_eq!(other.map(|_| ()).map_err(|s| s.code()), Err(Code::AlreadyExists));
 
-    // Money requests: approved (paid from the card) and declined.
-    for (key, approve, expected) in [("r1", true, "completed"), ("r2", false, "cancelled")] {
+    // Money requests: approved and paid with every funding method, and declined.
+    for (key, approve, funding, instrument, expected) in [
+        ("r1", true, "card", a_card.as_str(), "completed"),
+        ("r2", false, "", "", "cancelled"),
+        ("r3", true, "wallet", "", "completed"),
+        ("r4", true, "bank_account", a_bank.as_str(), "completed"),
+        ("r5", true, "digital_wallet", a_wallet.as_str(), "completed"),
+    ] {
         let request = wire::RequestMoneyRequest {
             idempotency_key: key.into(),
             payer_email: "ALICE@example.com".into(),
@@ -240,16 +246,20 @@ async fn every_kind_with_every_funding_method_and_refunds() {
         let answer = wire::AnswerRequestRequest {
             payment_id: asked.payment_id.clone(),
             approve,
-            funding: if approve { "card".into() } else { String::new() },
-            instrument_id: if approve { a_card.clone() } else { String::new() },
+            funding: funding.into(),
+            instrument_id: instrument.into(),
         };
         let wrong_payer = payments.answer_request(authed(answer.clone(), &bob.token)).await;
         assert_eq!(wrong_payer.map(|_| ()).map_err(|s| s.code()), Err(Code::NotFound));
         payments.answer_request(authed(answer, &alice.token)).await.expect("answer");
         let done = settled(&mut payments, &bob.token, &asked.payment_id, &TERMINAL).await;
         assert_eq!(done.status, expected, "{done:?}");
+        if approve {
+            assert_eq!(done.funding, funding);
+        }
     }
-    assert_eq!(balance(&server, wallet(&bob)).await.0, 3_300);
+    assert_eq!(balance(&server, wallet(&bob)).await.0, 5_400);
+    assert_eq!(balance(&server, wallet(&alice)).await.0, 15_300, "the wallet-paid request");
 
     // A withdrawal to Bob's bank account.
     let withdraw = wire::WithdrawRequest {
@@ -261,7 +271,7 @@ async fn every_kind_with_every_funding_method_and_refunds() {
     let created = payments.withdraw(authed(withdraw, &bob.token)).await.expect("withdraw").into_inner();
     let done = settled(&mut payments, &bob.token, &created.payment_id, &TERMINAL).await;
     assert_eq!(done.status, "completed", "{done:?}");
-    assert_eq!(balance(&server, wallet(&bob)).await.0, 2_100);
+    assert_eq!(balance(&server, wallet(&bob)).await.0, 4_200);
 
     // Refunds: by the receiver, partly then the rest; never by the sender; never more.
     let first = &sent[0];
@@ -280,12 +290,12 @@ async fn every_kind_with_every_funding_method_and_refunds() {
     assert_eq!(too_much.map(|_| ()).map_err(|s| s.code()), Err(Code::InvalidArgument));
     let rest = payments.refund(authed(refund("", "f3"), ADMIN)).await.expect("admin refunds the rest").into_inner();
     assert_eq!((rest.status.as_str(), rest.refunded.as_str()), ("refunded", "10.00"));
-    assert_eq!(balance(&server, wallet(&bob)).await.0, 1_100);
+    assert_eq!(balance(&server, wallet(&bob)).await.0, 3_200);
 
     // The books: clearing accounts are back at zero; the fee account holds every fee.
     assert_clearing_is_zero(&server).await;
     let fees = balance(&server, platform_account("fee", usd())).await.0;
-    assert_eq!(fees, 290 + 20 + 18 + 5 + 21, "card and digital wallet fees");
+    assert_eq!(fees, 290 + 20 + 18 + 5 + 21 + 7, "card and digital wallet fees");
     let mine = payments.list_payments(authed(wire::ListPaymentsRequest {}, &bob.token)).await.expect("list");
     assert!(mine.into_inner().payments.iter().all(|p| p.sender_id == bob.id || p.receiver_id == bob.id));
     let strangers = person(&mut users, "Eve", "eve@example.com").await;

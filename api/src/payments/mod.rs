@@ -400,7 +400,7 @@ struct Entry {
 #[derive(Default)]
 struct Activity {
     by_user: HashMap<u128, Vec<(u64, u64)>>,
-    by_instrument: HashMap<String, Vec<u64>>,
+    by_instrument: HashMap<String, Vec<(u64, u64)>>,
     payees: HashSet<(u128, u128)>,
 }
 
@@ -487,7 +487,7 @@ impl Payments {
         let amount = if blocked { 0 } else { payment.created.amount };
         activity.by_user.entry(payment.sender()).or_default().push((payment.created_ns, amount));
         if !payment.instrument_id.is_empty() {
-            activity.by_instrument.entry(payment.instrument_id.clone()).or_default().push(payment.created_ns);
+            activity.by_instrument.entry(payment.instrument_id.clone()).or_default().push((payment.created_ns, amount));
         }
         if payment.finished.as_ref().is_some_and(|f| f.status == "completed") {
             activity.payees.insert((payment.sender(), payment.receiver()));
@@ -503,8 +503,7 @@ impl Payments {
     }
 
     fn mine(&self, id: u128) -> bool {
-        let (index, count) = self.config.partition;
-        count <= 1 || (id % u128::from(count)) as u32 == index
+        owns(self.config.partition, id)
     }
 
     fn drive(self: &Arc<Self>, id: u128) {
@@ -731,11 +730,7 @@ impl Payments {
             RiskInput {
                 amount: payment.created.amount,
                 user_recent: earlier(activity.by_user.get(&payment.sender())),
-                instrument_recent: activity
-                    .by_instrument
-                    .get(&payment.instrument_id)
-                    .map(|l| l.iter().copied().filter(|t| *t < payment.created_ns).collect())
-                    .unwrap_or_default(),
+                instrument_recent: earlier(activity.by_instrument.get(&payment.instrument_id)),
                 instrument_added_ns,
                 known_payee: payment.sender() == payment.receiver()
                     || payment.created.kind == "withdrawal"
@@ -1176,6 +1171,12 @@ impl Entry {
     }
 }
 
+/// Whether the worker of `partition` (index, count) drives payment `id`.
+pub fn owns(partition: (u32, u32), id: u128) -> bool {
+    let (index, count) = partition;
+    count <= 1 || (id % u128::from(count)) as u32 == index
+}
+
 fn event_type(kind: &EventKind) -> &'static str {
     match kind {
         EventKind::Created(_) => "PaymentCreated",
@@ -1220,6 +1221,14 @@ mod tests {
 
     fn ok(step: &str) -> EventKind {
         EventKind::StepSucceeded(ev::StepSucceeded { step: step.into(), reference: "r".into() })
+    }
+
+    #[test]
+    fn partitions_split_the_payments_between_workers() {
+        for id in 1..1_000u128 {
+            assert_eq!((0..3).filter(|&i| owns((i, 3), id)).count(), 1, "exactly one worker drives {id}");
+            assert!(owns((0, 1), id));
+        }
     }
 
     #[test]

@@ -11,10 +11,13 @@ pub struct RiskConfig {
     /// Payments a user may start per hour, and per day (blocked above).
     pub user_per_hour: usize,
     pub user_per_day: usize,
-    /// Amount (minor units) a user may move per day: above it, review.
+    /// Amount (minor units) a user may move per hour and per day: above it, review.
+    pub user_amount_per_hour: u64,
     pub user_amount_per_day: u64,
-    /// Payments per instrument per hour: above it, review.
+    /// Payments per instrument per hour and per day, and its amount per day: above, review.
     pub instrument_per_hour: usize,
+    pub instrument_per_day: usize,
+    pub instrument_amount_per_day: u64,
     /// An instrument younger than this is new.
     pub new_instrument_age: Duration,
     /// Above this amount, a new instrument or a new payee sends a payment to review.
@@ -29,8 +32,11 @@ impl Default for RiskConfig {
             amount_max: 1_000_000,
             user_per_hour: 30,
             user_per_day: 200,
+            user_amount_per_hour: 1_000_000,
             user_amount_per_day: 2_000_000,
             instrument_per_hour: 10,
+            instrument_per_day: 50,
+            instrument_amount_per_day: 1_000_000,
             new_instrument_age: Duration::from_secs(24 * 3600),
             new_threshold: 50_000,
             review_timeout: Duration::from_secs(24 * 3600),
@@ -44,8 +50,8 @@ pub struct RiskInput {
     pub amount: u64,
     /// (time, amount) of the user's earlier payments.
     pub user_recent: Vec<(u64, u64)>,
-    /// Times of the instrument's earlier payments (empty for wallet funding).
-    pub instrument_recent: Vec<u64>,
+    /// (time, amount) of the instrument's earlier payments (empty for wallet funding).
+    pub instrument_recent: Vec<(u64, u64)>,
     /// When the funding instrument was added, if one is used.
     pub instrument_added_ns: Option<u64>,
     /// Whether the sender has completed a payment to this receiver before (true for
@@ -83,13 +89,32 @@ pub fn assess(config: &RiskConfig, input: &RiskInput) -> Assessment {
     if last_day.len() >= config.user_per_day {
         add(100, format!("velocity_user_day: {} payments in the last day", last_day.len()));
     }
+    let hour_amount: u64 = input
+        .user_recent
+        .iter()
+        .filter(|(t, _)| *t >= since(HOUR_NS))
+        .map(|(_, a)| *a)
+        .sum::<u64>()
+        .saturating_add(input.amount);
+    if hour_amount > config.user_amount_per_hour {
+        add(60, format!("velocity_amount_hour: {hour_amount} in an hour"));
+    }
     let day_amount: u64 = last_day.iter().map(|(_, a)| *a).sum::<u64>().saturating_add(input.amount);
     if day_amount > config.user_amount_per_day {
         add(60, format!("velocity_amount_day: {day_amount} in a day"));
     }
-    let instrument_hour = input.instrument_recent.iter().filter(|t| **t >= since(HOUR_NS)).count();
+    let instrument_hour = input.instrument_recent.iter().filter(|(t, _)| *t >= since(HOUR_NS)).count();
     if instrument_hour >= config.instrument_per_hour {
         add(60, format!("velocity_instrument_hour: {instrument_hour} payments in the last hour"));
+    }
+    let instrument_day: Vec<&(u64, u64)> =
+        input.instrument_recent.iter().filter(|(t, _)| *t >= since(DAY_NS)).collect();
+    if instrument_day.len() >= config.instrument_per_day {
+        add(60, format!("velocity_instrument_day: {} payments in the last day", instrument_day.len()));
+    }
+    let instrument_amount: u64 = instrument_day.iter().map(|(_, a)| *a).sum::<u64>().saturating_add(input.amount);
+    if !input.instrument_recent.is_empty() && instrument_amount > config.instrument_amount_per_day {
+        add(60, format!("velocity_instrument_amount_day: {instrument_amount} in a day"));
     }
     if let Some(added) = input.instrument_added_ns {
         let age = input.now_ns.saturating_sub(added);
@@ -127,6 +152,13 @@ mod tests {
         assert_eq!(assess(&config, &new_instrument).decision, "review");
         let busy = RiskInput { user_recent: vec![(now - 60_000_000_000, 10); 30], ..base.clone() };
         assert_eq!(assess(&config, &busy).decision, "block");
+        let card = RiskInput { instrument_recent: vec![(now - 60_000_000_000, 10); 10], ..base.clone() };
+        assert_eq!(assess(&config, &card).reasons, ["velocity_instrument_hour: 10 payments in the last hour"]);
+        let heavy =
+            RiskInput { amount: 600_000, user_recent: vec![(now - 1_000, 500_000)], known_payee: true, ..base.clone() };
+        let assessed = assess(&config, &heavy);
+        assert_eq!(assessed.decision, "review");
+        assert!(assessed.reasons[0].starts_with("velocity_amount_hour"), "{:?}", assessed.reasons);
         let yesterday = RiskInput { user_recent: vec![(now - 2 * DAY_NS, 10); 300], ..base };
         assert_eq!(assess(&config, &yesterday).decision, "allow", "old payments do not count");
     }
