@@ -11,6 +11,8 @@ const USERS_API: &str = "proto/ledger/v1/users.proto";
 const PAYMENT_EVENTS: &str = "proto/ledger/events/v1/payments.proto";
 const PAYMENTS_API: &str = "proto/ledger/v1/payments.proto";
 const RAILS: &str = "proto/ledger/sandbox/v1/rails.proto";
+const FX_EVENTS: &str = "proto/ledger/events/v1/fx.proto";
+const FX_API: &str = "proto/ledger/v1/fx.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={EVENTS}");
@@ -20,14 +22,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PAYMENT_EVENTS}");
     println!("cargo:rerun-if-changed={PAYMENTS_API}");
     println!("cargo:rerun-if-changed={RAILS}");
+    println!("cargo:rerun-if-changed={FX_EVENTS}");
+    println!("cargo:rerun-if-changed={FX_API}");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     if std::env::var_os("CARGO_FEATURE_GRPC").is_none() {
-        let descriptors = protox::compile([EVENTS, USER_EVENTS, PAYMENT_EVENTS], ["proto"])?;
+        let descriptors = protox::compile([EVENTS, USER_EVENTS, PAYMENT_EVENTS, FX_EVENTS], ["proto"])?;
         prost_build::Config::new().compile_fds(descriptors)?;
         return Ok(());
     }
-    let descriptors =
-        protox::compile([EVENTS, USER_EVENTS, PAYMENT_EVENTS, API, USERS_API, PAYMENTS_API, RAILS], ["proto"])?;
+    let descriptors = protox::compile(
+        [EVENTS, USER_EVENTS, PAYMENT_EVENTS, FX_EVENTS, API, USERS_API, PAYMENTS_API, FX_API, RAILS],
+        ["proto"],
+    )?;
     // Server reflection serves this file descriptor set.
     std::fs::write(out_dir.join("descriptors.bin"), prost::Message::encode_to_vec(&descriptors))?;
     tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(descriptors)?;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::fx::FxConfig;
 use crate::payments::PaymentsConfig;
 use crate::users::crypto::SecretKey;
 use crate::users::UsersConfig;
@@ -71,6 +72,15 @@ pub struct Args {
     /// [default: 0/1, all of them].
     #[arg(long, env = "LEDGERD_PAYMENT_PARTITION")]
     pub payment_partition: Option<String>,
+    /// The FX spread below mid, in basis points [default: 50].
+    #[arg(long, env = "LEDGERD_FX_SPREAD_BPS")]
+    pub fx_spread_bps: Option<u32>,
+    /// An FX fee in basis points of the amount sold [default: 0].
+    #[arg(long, env = "LEDGERD_FX_FEE_BPS")]
+    pub fx_fee_bps: Option<u32>,
+    /// How long a quote can be executed [default: 60].
+    #[arg(long, env = "LEDGERD_FX_QUOTE_TTL_SECS")]
+    pub fx_quote_ttl_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -92,6 +102,9 @@ struct FileConfig {
     risk_user_per_day: Option<usize>,
     risk_user_amount_per_day: Option<u64>,
     payment_partition: Option<String>,
+    fx_spread_bps: Option<u32>,
+    fx_fee_bps: Option<u32>,
+    fx_quote_ttl_secs: Option<u64>,
 }
 
 /// The settings in force.
@@ -108,6 +121,7 @@ pub struct Config {
     /// `None`: the sandbox rails in process.
     pub rails: Option<String>,
     pub payments: PaymentsConfig,
+    pub fx: FxConfig,
 }
 
 impl Config {
@@ -166,6 +180,19 @@ impl Config {
                 _ => return Err(format!("payment partition {text:?}: expected I/N with 0 <= I < N")),
             }
         }
+        let mut fx = FxConfig::default();
+        if let Some(bps) = args.fx_spread_bps.or(file.fx_spread_bps) {
+            if bps >= 10_000 {
+                return Err("fx spread: below 10000 basis points".into());
+            }
+            fx.spread_bps = bps;
+        }
+        if let Some(bps) = args.fx_fee_bps.or(file.fx_fee_bps) {
+            fx.fee_bps = bps.min(10_000);
+        }
+        if let Some(secs) = args.fx_quote_ttl_secs.or(file.fx_quote_ttl_secs) {
+            fx.quote_ttl = std::time::Duration::from_secs(secs);
+        }
         Ok(Config {
             data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data")),
             listen: args.listen.or(file.listen).unwrap_or(default_listen),
@@ -176,6 +203,7 @@ impl Config {
             users,
             rails: args.rails.or(file.rails),
             payments,
+            fx,
         })
     }
 }

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod config;
 pub mod convert;
+pub mod fx;
 pub mod metrics;
 pub mod payments;
 pub mod server;

@@ -19,6 +19,8 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::auth::{self, Role, Tokens};
 use crate::config::Config;
+use crate::fx::grpc::FxService;
+use crate::fx::Fx;
 use crate::metrics::Metrics;
 use crate::payments::grpc::PaymentsService;
 use crate::payments::rails::{Faults, PaymentRail, RemoteRails, SandboxRails};
@@ -124,11 +126,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     payments.start();
     let payments_service =
         PaymentsService { payments, users: users.clone(), tokens: tokens.clone(), metrics: metrics.clone() };
+    let fx = {
+        let (store, ledger, users, fx_config) = (store.clone(), ledger.clone(), users.clone(), config.fx);
+        tokio::task::spawn_blocking(move || Fx::open(store, ledger, users, fx_config))
+            .await
+            .map_err(|e| e.to_string())??
+    };
+    let fx = Arc::new(fx);
+    let fx_service =
+        FxService { fx: fx.clone(), users: users.clone(), tokens: tokens.clone(), metrics: metrics.clone() };
     let service = LedgerService {
         ledger: ledger.clone(),
         store: store.clone(),
         tokens,
         users: Some(users),
+        fx: Some(fx),
         projector: projector.clone(),
         metrics,
     };
@@ -136,6 +148,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     health_reporter.set_serving::<wire::ledger_server::LedgerServer<LedgerService>>().await;
     health_reporter.set_serving::<wire::users_server::UsersServer<UsersService>>().await;
     health_reporter.set_serving::<wire::payments_server::PaymentsServer<PaymentsService>>().await;
+    health_reporter.set_serving::<wire::fx_server::FxServer<FxService>>().await;
     // `ledger.audit`: SERVING while the continuous chain verifier finds every record
     // good, NOT_SERVING once it raises its alarm.
     {
@@ -178,6 +191,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .add_service(ledger_server)
         .add_service(wire::users_server::UsersServer::new(users_service))
         .add_service(wire::payments_server::PaymentsServer::new(payments_service))
+        .add_service(wire::fx_server::FxServer::new(fx_service))
         .add_service(health_service)
         .add_service(reflection)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)

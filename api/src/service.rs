@@ -34,6 +34,8 @@ pub struct LedgerService {
     pub tokens: Arc<Tokens>,
     /// Users' sessions may read their own accounts' history and reports.
     pub users: Option<Arc<Users>>,
+    /// Rates for reports converted into one currency.
+    pub fx: Option<Arc<crate::fx::Fx>>,
     pub projector: Arc<Projector>,
     pub metrics: Arc<Metrics>,
 }
@@ -389,6 +391,11 @@ impl wire::ledger_server::Ledger for LedgerService {
             let (applied, lag_events) = self.read_your_writes(request.min_position).await?;
             self.check_own(user, &request.account_id, &request.owner_id)?;
             let accounts = self.subject(&request.account_id, &request.owner_id)?;
+            let convert_to = match request.convert_to.as_str() {
+                "" => None,
+                code => Some(convert::parse_currency("convert_to", code)?),
+            };
+            let mut converted = convert_to.map(|c| Converted::new(c));
             let mut reports = Vec::new();
             for account in accounts {
                 let report = self
@@ -397,6 +404,10 @@ impl wire::ledger_server::Ledger for LedgerService {
                     .report(account, request.from_ns, request.to_ns, request.utc_offset_minutes)
                     .map_err(model_status)?
                     .ok_or_else(|| Status::not_found(format!("account {account} not found")))?;
+                if let Some(totals) = converted.as_mut() {
+                    let fx = self.fx.as_ref().ok_or_else(|| Status::unimplemented("no exchange rates here"))?;
+                    totals.add(fx, &report, request.from_ns, request.to_ns)?;
+                }
                 reports.push(wire::AccountReport {
                     account_id: account.to_string(),
                     currency: report.currency.code().into(),
@@ -419,10 +430,71 @@ impl wire::ledger_server::Ledger for LedgerService {
                         .collect(),
                 });
             }
-            Ok(Response::new(wire::GetReportResponse { reports, applied_position: applied, lag_events }))
+            Ok(Response::new(wire::GetReportResponse {
+                reports,
+                applied_position: applied,
+                lag_events,
+                converted: converted.map(Converted::into_wire),
+            }))
         }
         .await;
         self.observe("GetReport", result)
+    }
+}
+
+/// A report's totals valued in one currency (see `ConvertedTotals` in the API).
+struct Converted {
+    currency: Currency,
+    opening: i128,
+    credits: i128,
+    debits: i128,
+    closing: i128,
+    rates_used: std::collections::BTreeSet<String>,
+}
+
+impl Converted {
+    fn new(currency: Currency) -> Converted {
+        Converted { currency, opening: 0, credits: 0, debits: 0, closing: 0, rates_used: Default::default() }
+    }
+
+    fn add(
+        &mut self,
+        fx: &crate::fx::Fx,
+        report: &projections::read_models::Report,
+        from_ns: u64,
+        to_ns: u64,
+    ) -> Result<(), Status> {
+        let mut value = |minor: i128, at: u64| -> Result<i128, Status> {
+            let (v, used) = fx
+                .value_at(minor, report.currency, self.currency, at)
+                .map_err(|e| Status::failed_precondition(format!("convert_to: {e} at {at} ns")))?;
+            self.rates_used.extend(used);
+            Ok(v)
+        };
+        let opening = value(report.opening, from_ns)?;
+        let closing = value(report.closing, to_ns)?;
+        let (mut credits, mut debits) = (0, 0);
+        for (i, day) in report.days.iter().enumerate() {
+            let end = report.days.get(i + 1).map_or(to_ns, |next| next.start_ns).min(to_ns);
+            credits += value(day.totals.credits as i128, end)?;
+            debits += value(day.totals.debits as i128, end)?;
+        }
+        self.opening += opening;
+        self.closing += closing;
+        self.credits += credits;
+        self.debits += debits;
+        Ok(())
+    }
+
+    fn into_wire(self) -> wire::ConvertedTotals {
+        wire::ConvertedTotals {
+            currency: self.currency.code().into(),
+            opening: self.opening.to_string(),
+            credits: self.credits.to_string(),
+            debits: self.debits.to_string(),
+            closing: self.closing.to_string(),
+            rates_used: self.rates_used.into_iter().collect(),
+        }
     }
 }
 

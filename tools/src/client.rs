@@ -156,6 +156,9 @@ pub struct ReportArgs {
     /// Print CSV: one row per account and day.
     #[arg(long, conflicts_with = "json")]
     csv: bool,
+    /// Also total every account in this currency at the period's rates.
+    #[arg(long, default_value = "")]
+    convert_to: String,
 }
 
 #[derive(Args)]
@@ -491,6 +494,7 @@ pub async fn report(connection: &Connection, args: ReportArgs) -> Result<bool, S
         to_ns: parse_time("--to", &args.to, offset)?,
         utc_offset_minutes: offset,
         min_position: 0,
+        convert_to: args.convert_to.clone(),
     };
     let response = client.get_report(connection.request(request)?).await.map_err(status_text)?.into_inner();
     if connection.json {
@@ -510,7 +514,11 @@ pub async fn report(connection: &Connection, args: ReportArgs) -> Result<bool, S
                     "debits": r.debits, "count": r.count, "closing": r.closing, "days": days})
             })
             .collect();
-        println!("{}", json!({"utc_offset_minutes": offset, "reports": reports}));
+        let converted = response.converted.as_ref().map(|c| {
+            json!({"currency": c.currency, "opening": c.opening, "credits": c.credits, "debits": c.debits,
+                "closing": c.closing, "rates_used": c.rates_used})
+        });
+        println!("{}", json!({"utc_offset_minutes": offset, "reports": reports, "converted": converted}));
     } else if args.csv {
         println!("account_id,currency,date,opening,credits,debits,count,closing");
         for r in &response.reports {
@@ -540,6 +548,13 @@ pub async fn report(connection: &Connection, args: ReportArgs) -> Result<bool, S
                 row(&date, &d.opening, &d.credits, &d.debits, &d.count.to_string(), &d.closing);
             }
             row("TOTAL", &r.opening, &r.credits, &r.debits, &r.count.to_string(), &r.closing);
+        }
+        if let Some(c) = &response.converted {
+            println!("all accounts in {} (minor units) at the period's rates: {}", c.currency, c.rates_used.join("; "));
+            println!(
+                "{:<10} {:>16} {:>16} {:>16} {:>8} {:>16}",
+                "TOTAL", c.opening, c.credits, c.debits, "", c.closing
+            );
         }
     }
     Ok(true)

@@ -80,7 +80,8 @@ pub fn stream_name(id: u128) -> String {
     format!("payment-{id}")
 }
 
-fn derive_u128(parts: &[&[u8]]) -> u128 {
+/// A ledger id (never 0 or 2^128-1) derived from its parts.
+pub fn derive_id(parts: &[&[u8]]) -> u128 {
     let mut hasher = blake3::Hasher::new();
     for part in parts {
         hasher.update(&(part.len() as u64).to_le_bytes());
@@ -92,11 +93,11 @@ fn derive_u128(parts: &[&[u8]]) -> u128 {
 
 /// A platform account: `fee`, `clearing:{rail}`, `external:{rail}` per currency.
 pub fn platform_account(name: &str, currency: Currency) -> u128 {
-    derive_u128(&[b"ledger.platform.v1", name.as_bytes(), currency.code().as_bytes()])
+    derive_id(&[b"ledger.platform.v1", name.as_bytes(), currency.code().as_bytes()])
 }
 
 fn transfer_id(payment: u128, step: &str, index: usize) -> u128 {
-    derive_u128(&[b"ledger.payment.v1", &payment.to_le_bytes(), step.as_bytes(), &(index as u64).to_le_bytes()])
+    derive_id(&[b"ledger.payment.v1", &payment.to_le_bytes(), step.as_bytes(), &(index as u64).to_le_bytes()])
 }
 
 fn is_rail_step(step: &str) -> bool {
@@ -1107,7 +1108,7 @@ impl Payments {
         }
         let currency = payment.currency().ok_or_else(|| Status::internal("payment currency"))?;
         let transfer = NewTransfer {
-            id: TransferId(derive_u128(&[b"ledger.refund.v1", &id.to_le_bytes(), refund_id.as_bytes()])),
+            id: TransferId(derive_id(&[b"ledger.refund.v1", &id.to_le_bytes(), refund_id.as_bytes()])),
             debit_account_id: AccountId(wallet_account_id(payment.receiver(), currency)),
             credit_account_id: AccountId(wallet_account_id(payment.sender(), currency)),
             amount: u128::from(amount),

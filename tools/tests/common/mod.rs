@@ -45,6 +45,7 @@ impl InProcessServer {
             users: ledger_api::users::UsersConfig::default(),
             rails: None,
             payments: Default::default(),
+            fx: Default::default(),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

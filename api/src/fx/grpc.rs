@@ -1,0 +1,225 @@
+//! The `ledger.v1.Fx` gRPC service over [`Fx`].
+
+use std::sync::Arc;
+
+use ledger_core::money::{format_amount, parse_amount, Currency};
+use ledger_proto::api::v1 as wire;
+use rust_decimal::Decimal;
+use tonic::{Request, Response, Status};
+
+use super::{show, Fixed, Fx, QuoteState};
+use crate::auth::{Permission, Role, Tokens};
+use crate::convert;
+use crate::metrics::Metrics;
+use crate::users::grpc::session_token;
+use crate::users::Users;
+
+pub struct FxService {
+    pub fx: Arc<Fx>,
+    pub users: Arc<Users>,
+    pub tokens: Arc<Tokens>,
+    pub metrics: Arc<Metrics>,
+}
+
+fn quote_wire(q: &QuoteState) -> wire::Quote {
+    wire::Quote {
+        quote_id: q.id.clone(),
+        from_currency: q.from.code().into(),
+        to_currency: q.to.code().into(),
+        from_amount: show(q.amounts.from, q.from),
+        to_amount: show(q.amounts.to, q.to),
+        fee: show(q.amounts.fee, q.from),
+        mid_rate: q.mid.normalize().to_string(),
+        rate: q.amounts.rate.normalize().to_string(),
+        spread_bps: q.spread_bps,
+        expires_at_ns: q.expires_at,
+        rates_used: q.rates_used.clone(),
+    }
+}
+
+fn signed(minor: i128, currency: Currency) -> String {
+    let text = format_amount(minor.unsigned_abs(), currency);
+    if minor < 0 {
+        format!("-{text}")
+    } else {
+        text
+    }
+}
+
+fn minor(field: &str, text: &str, currency: Currency) -> Result<u64, Status> {
+    let value = parse_amount(text, currency).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))?;
+    u64::try_from(value).map_err(|_| Status::invalid_argument(format!("{field}: too large")))
+}
+
+impl FxService {
+    fn observe<T>(&self, method: &'static str, result: Result<T, Status>) -> Result<Response<T>, Status> {
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        self.metrics.record(method, code);
+        result.map(Response::new)
+    }
+
+    async fn user<T>(&self, request: &Request<T>) -> Result<u128, Status> {
+        match session_token(request) {
+            Some(token) => Ok(self.users.authenticate(token).await?.user_id),
+            None => {
+                self.tokens.authenticate(request)?;
+                Err(Status::permission_denied("quotes and conversions need a user's session"))
+            }
+        }
+    }
+
+    fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if session_token(request).is_some() {
+            return Err(Status::permission_denied("this call needs an admin token"));
+        }
+        match self.tokens.authenticate(request)? {
+            Role::Admin => Ok(()),
+            role => Err(Status::permission_denied(format!("role {role:?} may not do this"))),
+        }
+    }
+
+    fn rates(&self) -> wire::ListRatesResponse {
+        let rates = self
+            .fx
+            .rates()
+            .into_iter()
+            .map(|(base, quote, rate, source, as_of_ns)| wire::Rate {
+                base,
+                quote,
+                rate: rate.normalize().to_string(),
+                source,
+                as_of_ns,
+            })
+            .collect();
+        wire::ListRatesResponse { rates }
+    }
+}
+
+#[tonic::async_trait]
+impl wire::fx_server::Fx for FxService {
+    async fn set_rates(
+        &self,
+        request: Request<wire::SetRatesRequest>,
+    ) -> Result<Response<wire::ListRatesResponse>, Status> {
+        let result = async {
+            self.admin(&request)?;
+            let mut rates = Vec::new();
+            for (i, r) in request.into_inner().rates.into_iter().enumerate() {
+                let base = convert::parse_currency(format!("rates[{i}].base"), &r.base)?;
+                let quote = convert::parse_currency(format!("rates[{i}].quote"), &r.quote)?;
+                if r.rate.len() > 40 {
+                    return Err(Status::invalid_argument(format!("rates[{i}].rate: too long")));
+                }
+                let rate: Decimal = r
+                    .rate
+                    .trim()
+                    .parse()
+                    .map_err(|_| Status::invalid_argument(format!("rates[{i}].rate: a positive decimal")))?;
+                rates.push((base, quote, rate, r.source));
+            }
+            self.fx.set_rates(rates).await?;
+            Ok(self.rates())
+        }
+        .await;
+        self.observe("Fx/SetRates", result)
+    }
+
+    async fn list_rates(
+        &self,
+        request: Request<wire::ListRatesRequest>,
+    ) -> Result<Response<wire::ListRatesResponse>, Status> {
+        let result = async {
+            match session_token(&request) {
+                Some(token) => {
+                    self.users.authenticate(token).await?;
+                }
+                None => {
+                    self.tokens.authorize(&request, Permission::Read)?;
+                }
+            }
+            Ok(self.rates())
+        }
+        .await;
+        self.observe("Fx/ListRates", result)
+    }
+
+    async fn get_quote(&self, request: Request<wire::GetQuoteRequest>) -> Result<Response<wire::Quote>, Status> {
+        let result = async {
+            let user = self.user(&request).await?;
+            let r = request.get_ref();
+            let from = convert::parse_currency("from_currency", &r.from_currency)?;
+            let to = convert::parse_currency("to_currency", &r.to_currency)?;
+            let fixed = match (r.from_amount.is_empty(), r.to_amount.is_empty()) {
+                (false, true) => Fixed::Sell(minor("from_amount", &r.from_amount, from)?),
+                (true, false) => Fixed::Receive(minor("to_amount", &r.to_amount, to)?),
+                _ => return Err(Status::invalid_argument("give exactly one of from_amount and to_amount")),
+            };
+            Ok(quote_wire(&self.fx.quote(user, from, to, fixed)?))
+        }
+        .await;
+        self.observe("Fx/GetQuote", result)
+    }
+
+    async fn execute_quote(
+        &self,
+        request: Request<wire::ExecuteQuoteRequest>,
+    ) -> Result<Response<wire::Conversion>, Status> {
+        let result = async {
+            let user = self.user(&request).await?;
+            let r = request.get_ref();
+            if r.quote_id.len() > 64 {
+                return Err(Status::invalid_argument("quote_id: too long"));
+            }
+            let receiver = match (r.receiver_user_id.is_empty(), r.receiver_email.is_empty()) {
+                (true, true) => user,
+                (false, true) => convert::parse_u128("receiver_user_id", &r.receiver_user_id)?,
+                (true, false) => self
+                    .users
+                    .find_by_email(&r.receiver_email)
+                    .ok_or_else(|| Status::not_found("no user with that receiver_email"))?,
+                _ => return Err(Status::invalid_argument("give at most one of receiver_user_id and receiver_email")),
+            };
+            if !self.users.exists(receiver).await {
+                return Err(Status::not_found("receiver not found"));
+            }
+            let (quote, booked) = self.fx.execute(user, &r.quote_id, receiver).await?;
+            Ok(wire::Conversion {
+                quote: Some(quote_wire(&quote)),
+                receiver_id: booked.receiver_id,
+                transfer_ids: booked.transfer_ids,
+            })
+        }
+        .await;
+        self.observe("Fx/ExecuteQuote", result)
+    }
+
+    async fn get_position(
+        &self,
+        request: Request<wire::GetPositionRequest>,
+    ) -> Result<Response<wire::Position>, Status> {
+        let result = async {
+            self.admin(&request)?;
+            let code = if request.get_ref().value_in.is_empty() { "USD" } else { request.get_ref().value_in.as_str() };
+            let value_in = convert::parse_currency("value_in", code)?;
+            let (positions, revenue, rates_used) = self.fx.position(value_in).await?;
+            Ok(wire::Position {
+                currencies: positions
+                    .into_iter()
+                    .map(|(c, position, fees)| wire::CurrencyPosition {
+                        currency: c.code().into(),
+                        position: signed(position, c),
+                        fees: signed(fees, c),
+                    })
+                    .collect(),
+                revenue: signed(revenue, value_in),
+                revenue_currency: value_in.code().into(),
+                rates_used,
+            })
+        }
+        .await;
+        self.observe("Fx/GetPosition", result)
+    }
+}
