@@ -395,7 +395,7 @@ impl wire::ledger_server::Ledger for LedgerService {
                 "" => None,
                 code => Some(convert::parse_currency("convert_to", code)?),
             };
-            let mut converted = convert_to.map(|c| Converted::new(c));
+            let mut converted = convert_to.map(Converted::new);
             let mut reports = Vec::new();
             for account in accounts {
                 let report = self
@@ -465,6 +465,10 @@ impl Converted {
         to_ns: u64,
     ) -> Result<(), Status> {
         let mut value = |minor: i128, at: u64| -> Result<i128, Status> {
+            // Nothing is worth nothing, with or without a rate at that time.
+            if minor == 0 {
+                return Ok(0);
+            }
             let (v, used) = fx
                 .value_at(minor, report.currency, self.currency, at)
                 .map_err(|e| Status::failed_precondition(format!("convert_to: {e} at {at} ns")))?;

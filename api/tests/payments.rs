@@ -13,26 +13,12 @@ use tonic::Code;
 
 mod common;
 
-use common::{authed, Server, ADMIN};
+use common::{authed, fund, person, Person, Server, ADMIN};
 
 type Users = wire::users_client::UsersClient<Channel>;
 type Payments = wire::payments_client::PaymentsClient<Channel>;
 
-const PASSWORD: &str = "violet-anchor-tram-47";
 const TERMINAL: [&str; 5] = ["completed", "failed", "cancelled", "refunded", "partially_refunded"];
-
-struct Person {
-    id: String,
-    token: String,
-}
-
-async fn person(users: &mut Users, name: &str, email: &str) -> Person {
-    let register = wire::RegisterRequest { name: name.into(), email: email.into(), password: PASSWORD.into() };
-    let id = users.register(register).await.expect("register").into_inner().user_id;
-    let login = wire::LoginRequest { email: email.into(), password: PASSWORD.into(), ..Default::default() };
-    let token = users.login(login).await.expect("login").into_inner().session_token;
-    Person { id, token }
-}
 
 async fn card(users: &mut Users, who: &Person) -> String {
     let card = wire::AddCardRequest {
@@ -133,41 +119,6 @@ async fn assert_clearing_is_zero(server: &Server) {
         let (balance, pending) = balance(server, platform_account(&format!("clearing:{rail}"), usd())).await;
         assert_eq!((balance, pending), (0, 0), "clearing:{rail}");
     }
-}
-
-/// Funds a wallet from an admin's account, as a bank transfer in would.
-async fn fund(server: &Server, to: &Person, minor: &str, transfer_id: &str) {
-    let mut users = server.users().await;
-    let open = wire::OpenWalletRequest { currency: "USD".into(), ..Default::default() };
-    users.open_wallet(authed(open, &to.token)).await.expect("open wallet");
-    let mut ledger = server.client().await;
-    let open = wire::AccountCommand {
-        command: Some(wire::account_command::Command::Open(wire::NewAccount {
-            id: "9000".into(),
-            currency: "USD".into(),
-            code: 1,
-            flags: 0,
-            owner_id: "0".into(),
-        })),
-    };
-    ledger.create_accounts(authed(wire::CreateAccountsRequest { commands: vec![open] }, ADMIN)).await.expect("open");
-    let transfer = wire::NewTransfer {
-        id: transfer_id.into(),
-        debit_account_id: "9000".into(),
-        credit_account_id: wallet(to).to_string(),
-        amount: minor.into(),
-        currency: "USD".into(),
-        code: 1,
-        kind: wire::TransferKind::Posted as i32,
-        ..Default::default()
-    };
-    let results = ledger
-        .create_transfers(authed(wire::CreateTransfersRequest { transfers: vec![transfer] }, ADMIN))
-        .await
-        .expect("fund")
-        .into_inner()
-        .results;
-    assert!(results[0].ok, "{results:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,7 +267,7 @@ async fn declines_failures_blocks_and_compensation_leave_nothing_half_done() {
     let alice = person(&mut users, "Alice", "alice@example.com").await;
     let bob = person(&mut users, "Bob", "bob@example.com").await;
     let (a_card, a_bank) = (card(&mut users, &alice).await, bank(&mut users, &alice, "1111222233").await);
-    fund(&server, &alice, "5000", "1").await;
+    fund(&server, &alice, "USD", "5000", "1").await;
 
     // Magic amounts of the sandbox (what the rail is asked to move, fees included, mod
     // 100): 13 declined, 14 fails (a bank transfer at settlement), 15 capture declined.
@@ -355,7 +306,7 @@ async fn declines_failures_blocks_and_compensation_leave_nothing_half_done() {
         .create_accounts(authed(wire::CreateAccountsRequest { commands: vec![unfreeze] }, ADMIN))
         .await
         .expect("unfreeze");
-    fund(&server, &bob, "1000", "2").await;
+    fund(&server, &bob, "USD", "1000", "2").await;
     let withdraw = wire::WithdrawRequest {
         idempotency_key: "w".into(),
         amount: "2.14".into(),
@@ -380,7 +331,7 @@ async fn reviews_are_approved_rejected_or_time_out_with_the_funds_on_hold() {
     );
     let alice = person(&mut users, "Alice", "alice@example.com").await;
     let bob = person(&mut users, "Bob", "bob@example.com").await;
-    fund(&server, &alice, "300000", "1").await;
+    fund(&server, &alice, "USD", "300000", "1").await;
 
     // Above 500.00 to a payee never paid before: review, with the money held.
     let mut ids = Vec::new();

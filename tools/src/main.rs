@@ -4,6 +4,7 @@
 
 mod bench;
 mod client;
+mod fx_cmd;
 mod load;
 mod payments_cmd;
 mod read_models_cmd;
@@ -69,6 +70,11 @@ enum Command {
     /// sessions, security-events, wallets, delete-user.
     #[command(flatten)]
     Users(users_cmd::UsersCommand),
+    /// Exchange rates, quotes, conversions and the platform's FX position.
+    Fx {
+        #[command(subcommand)]
+        command: fx_cmd::FxCommand,
+    },
     /// The payments API: pay, request, answer, topup, withdraw, payments, refund, review.
     #[command(flatten)]
     Payments(payments_cmd::PaymentsCommand),
@@ -133,6 +139,7 @@ fn main() -> ExitCode {
             Command::Load(args) => load::run(&connection, args).await,
             Command::Users(command) => users_cmd::run(&connection, command).await,
             Command::Payments(command) => payments_cmd::run(&connection, command).await,
+            Command::Fx { command } => fx_cmd::run(&connection, command).await,
             Command::EchoServer { listen } => ledger_api::server::run_echo(listen).await.map(|()| true),
             Command::Audit { .. } | Command::Bench(_) | Command::Projections { .. } => Ok(true),
         }

@@ -208,10 +208,11 @@ impl wire::fx_server::Fx for FxService {
             Ok(wire::Position {
                 currencies: positions
                     .into_iter()
-                    .map(|(c, position, fees)| wire::CurrencyPosition {
+                    .map(|(c, position, revenue, fees)| wire::CurrencyPosition {
                         currency: c.code().into(),
                         position: signed(position, c),
                         fees: signed(fees, c),
+                        revenue: signed(revenue, c),
                     })
                     .collect(),
                 revenue: signed(revenue, value_in),

@@ -80,6 +80,9 @@ pub struct Amounts {
     pub fee: u64,
     /// The customer's rate: mid × (1 − spread).
     pub rate: Decimal,
+    /// The spread earned, in minor units of the `to` currency: `from` at mid less `to`,
+    /// rounded down.
+    pub spread: u64,
 }
 
 fn scale(from: Currency, to: Currency) -> Result<Decimal, FxError> {
@@ -136,7 +139,9 @@ pub fn quote_amounts(
         return Err(FxError::TooSmall);
     }
     let fee = whole(Decimal::from(from_amount) * Decimal::new(i64::from(fee_bps), 4), RoundingStrategy::AwayFromZero)?;
-    Ok(Amounts { from: from_amount, to: to_amount, fee, rate })
+    let at_mid = exact(from_amount, mid, from, to)?;
+    let spread = whole((at_mid - Decimal::from(to_amount)).max(Decimal::ZERO), RoundingStrategy::ToZero)?;
+    Ok(Amounts { from: from_amount, to: to_amount, fee, rate, spread })
 }
 
 #[derive(Clone, Debug)]
@@ -369,7 +374,7 @@ impl Fx {
             if self.opened.contains_key(&currency) {
                 continue;
             }
-            for name in ["fx", "fee"] {
+            for name in ["fx", "fx-revenue", "fee"] {
                 commands.push(AccountCommand::Open(NewAccount {
                     id: AccountId(platform_account(name, currency)),
                     currency,
@@ -446,6 +451,7 @@ impl Fx {
             rates_used: quote.rates_used.clone(),
             transfer_ids: ids,
             quoted_at_ns: quote.quoted_at,
+            spread: a.spread,
         };
         {
             let mut heads = self.streams.lock().await;
@@ -455,35 +461,37 @@ impl Fx {
         Ok((quote.clone(), booked))
     }
 
-    /// Per currency: the FX account's balance (the position) and the fees; and the
-    /// positions valued in `value_in` at current mid rates (the spread earned).
+    /// Per currency: the FX account's balance (the position), the spread earned (the
+    /// fx-revenue account) and the fees; and the spread valued in `value_in` at current
+    /// mid rates.
+    #[allow(clippy::type_complexity)]
     pub async fn position(
         &self,
         value_in: Currency,
-    ) -> Result<(Vec<(Currency, i128, i128)>, i128, Vec<String>), Status> {
+    ) -> Result<(Vec<(Currency, i128, i128, i128)>, i128, Vec<String>), Status> {
         let currencies: Vec<Currency> = self.opened.iter().map(|e| *e.key()).collect();
         let mut ids = Vec::new();
         for c in &currencies {
-            ids.push(AccountId(platform_account("fx", *c)));
-            ids.push(AccountId(platform_account("fee", *c)));
+            for name in ["fx", "fx-revenue", "fee"] {
+                ids.push(AccountId(platform_account(name, *c)));
+            }
         }
         let accounts = self.ledger.lookup_accounts(ids).await.map_err(convert::status)?;
         let balance = |a: &Option<ledger_core::domain::Account>| a.as_ref().map_or(0, |a| a.balance_credit_normal());
         let mut out = Vec::new();
-        let mut revenue = Decimal::ZERO;
+        let mut total = 0;
         let mut used = Vec::new();
         for (i, c) in currencies.iter().enumerate() {
-            let (position, fees) = (balance(&accounts[2 * i]), balance(&accounts[2 * i + 1]));
-            let (mid, rates) = self.mid_at(*c, value_in, now_ns()).map_err(fx_status)?;
-            revenue += Decimal::from_i128_with_scale(position, 0) * mid * scale(*c, value_in).map_err(fx_status)?;
+            let (position, revenue, fees) = (balance(&accounts[3 * i]), balance(&accounts[3 * i + 1]), balance(&accounts[3 * i + 2]));
+            let (value, rates) = self.value_at(revenue, *c, value_in, now_ns()).map_err(fx_status)?;
+            total += value;
             used.extend(rates);
-            out.push((*c, position, fees));
+            out.push((*c, position, revenue, fees));
         }
-        out.sort_by_key(|(c, _, _)| c.code());
-        let revenue = revenue.round_dp_with_strategy(0, RoundingStrategy::ToZero).to_i128().unwrap_or(0);
+        out.sort_by_key(|(c, ..)| c.code());
         used.sort();
         used.dedup();
-        Ok((out, revenue, used))
+        Ok((out, total, used))
     }
 
     /// `minor` units of `from` in minor units of `to` at the mid rate at `at`, rounded
@@ -529,10 +537,13 @@ pub fn booking(
     };
     let mut transfers = vec![
         transfer(0, wallet_account_id(user, from), platform_account("fx", from), a.from, from, true),
-        transfer(1, platform_account("fx", to), wallet_account_id(receiver, to), a.to, to, a.fee > 0),
+        transfer(1, platform_account("fx", to), wallet_account_id(receiver, to), a.to, to, true),
+        transfer(2, platform_account("fx", to), platform_account("fx-revenue", to), a.spread, to, true),
+        transfer(3, wallet_account_id(user, from), platform_account("fee", from), a.fee, from, true),
     ];
-    if a.fee > 0 {
-        transfers.push(transfer(2, wallet_account_id(user, from), platform_account("fee", from), a.fee, from, false));
+    transfers.retain(|t| t.amount > 0);
+    if let Some(last) = transfers.last_mut() {
+        last.linked = false;
     }
     transfers
 }
@@ -601,6 +612,7 @@ mod tests {
             let mut credits: BTreeMap<&str, i128> = BTreeMap::new();
             let mut position: BTreeMap<&str, i128> = BTreeMap::new();
             let mut balances: BTreeMap<u128, i128> = BTreeMap::new();
+            let mut revenue: BTreeMap<&str, i128> = BTreeMap::new();
             let mut expected: BTreeMap<&str, i128> = BTreeMap::new();
             for (from, to, amount, mantissa, scale_digits, spread, fee_bps, sell) in conversions {
                 if from == to {
@@ -637,6 +649,7 @@ mod tests {
                     (platform_account("fx", from), from),
                     (platform_account("fx", to), to),
                     (platform_account("fee", from), from),
+                    (platform_account("fx-revenue", to), to),
                 ]
                 .into_iter()
                 .collect();
@@ -653,7 +666,16 @@ mod tests {
                     position.insert(c.code(), balances.get(&platform_account("fx", c)).copied().unwrap_or(0));
                 }
                 *expected.entry(from.code()).or_default() += i128::from(a.from);
-                *expected.entry(to.code()).or_default() -= i128::from(a.to);
+                *expected.entry(to.code()).or_default() -= i128::from(a.to + a.spread);
+                // The spread: what `from` is worth at mid, less what was paid, within a unit.
+                let at_mid = exact(a.from, mid, from, to).expect("exact");
+                let earned = Decimal::from(a.to + a.spread);
+                prop_assert!(earned <= at_mid && at_mid < earned + Decimal::ONE, "spread {} at mid {}", a.spread, at_mid);
+                *revenue.entry(to.code()).or_default() += i128::from(a.spread);
+                prop_assert_eq!(
+                    balances.get(&platform_account("fx-revenue", to)).copied().unwrap_or(0),
+                    revenue[to.code()]
+                );
             }
             prop_assert_eq!(&debits, &credits);
             // Every currency's accounts sum to zero: what left one account entered another.

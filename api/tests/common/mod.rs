@@ -102,3 +102,59 @@ pub fn authed<T>(message: T, token: &str) -> Request<T> {
     request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
     request
 }
+
+pub const PASSWORD: &str = "violet-anchor-tram-47";
+
+pub struct Person {
+    pub id: String,
+    pub token: String,
+}
+
+pub async fn person(users: &mut wire::users_client::UsersClient<Channel>, name: &str, email: &str) -> Person {
+    let register = wire::RegisterRequest { name: name.into(), email: email.into(), password: PASSWORD.into() };
+    let id = users.register(register).await.expect("register").into_inner().user_id;
+    let login = wire::LoginRequest { email: email.into(), password: PASSWORD.into(), ..Default::default() };
+    let token = users.login(login).await.expect("login").into_inner().session_token;
+    Person { id, token }
+}
+
+/// Funds a wallet from an admin's account, as a bank transfer in would.
+pub async fn fund(server: &Server, to: &Person, currency: &str, minor: &str, transfer_id: &str) {
+    let mut users = server.users().await;
+    let open = wire::OpenWalletRequest { currency: currency.into(), ..Default::default() };
+    let open_wallet = users.open_wallet(authed(open, &to.token)).await.expect("open wallet").into_inner();
+    let mut ledger = server.client().await;
+    let open = wire::AccountCommand {
+        command: Some(wire::account_command::Command::Open(wire::NewAccount {
+            id: format!("9{}", currency_number(currency)),
+            currency: currency.into(),
+            code: 1,
+            flags: 0,
+            owner_id: "0".into(),
+        })),
+    };
+    ledger.create_accounts(authed(wire::CreateAccountsRequest { commands: vec![open] }, ADMIN)).await.expect("open");
+    let wallet = open_wallet.account_id;
+    let transfer = wire::NewTransfer {
+        id: transfer_id.into(),
+        debit_account_id: format!("9{}", currency_number(currency)),
+        credit_account_id: wallet,
+        amount: minor.into(),
+        currency: currency.into(),
+        code: 1,
+        kind: wire::TransferKind::Posted as i32,
+        ..Default::default()
+    };
+    let results = ledger
+        .create_transfers(authed(wire::CreateTransfersRequest { transfers: vec![transfer] }, ADMIN))
+        .await
+        .expect("fund")
+        .into_inner()
+        .results;
+    assert!(results[0].ok, "{results:?}");
+}
+
+/// A platform funding account per currency: 9 followed by the currency's code bytes.
+fn currency_number(code: &str) -> String {
+    code.bytes().map(|b| format!("{b:03}")).collect()
+}
