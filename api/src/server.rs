@@ -116,16 +116,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         Some(addr) => Arc::new(RemoteRails::new(addr)?),
         None => Arc::new(SandboxRails::new(Faults::default())),
     };
-    let payments = {
-        let (store, ledger, users, payments_config) = (store.clone(), ledger.clone(), users.clone(), config.payments);
-        tokio::task::spawn_blocking(move || Payments::open(store, ledger, users, rail, payments_config))
-            .await
-            .map_err(|e| e.to_string())??
-    };
-    let payments = Arc::new(payments);
-    payments.start();
-    let payments_service =
-        PaymentsService { payments, users: users.clone(), tokens: tokens.clone(), metrics: metrics.clone() };
     let fx = {
         let (store, ledger, users, fx_config) = (store.clone(), ledger.clone(), users.clone(), config.fx);
         tokio::task::spawn_blocking(move || Fx::open(store, ledger, users, fx_config))
@@ -133,6 +123,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             .map_err(|e| e.to_string())??
     };
     let fx = Arc::new(fx);
+    let payments = {
+        let (store, ledger, users, payments_config) = (store.clone(), ledger.clone(), users.clone(), config.payments);
+        let fx = Some(fx.clone());
+        tokio::task::spawn_blocking(move || Payments::open(store, ledger, users, rail, fx, payments_config))
+            .await
+            .map_err(|e| e.to_string())??
+    };
+    let payments = Arc::new(payments);
+    payments.start();
+    let payments_service = PaymentsService {
+        payments,
+        fx: Some(fx.clone()),
+        users: users.clone(),
+        tokens: tokens.clone(),
+        metrics: metrics.clone(),
+    };
     let fx_service =
         FxService { fx: fx.clone(), users: users.clone(), tokens: tokens.clone(), metrics: metrics.clone() };
     let service = LedgerService {

@@ -22,7 +22,12 @@ fn rate(base: &str, quote: &str, rate: &str) -> wire::Rate {
 }
 
 fn sell(from: &str, to: &str, amount: &str) -> wire::GetQuoteRequest {
-    wire::GetQuoteRequest { from_currency: from.into(), to_currency: to.into(), from_amount: amount.into(), ..Default::default() }
+    wire::GetQuoteRequest {
+        from_currency: from.into(),
+        to_currency: to.into(),
+        from_amount: amount.into(),
+        ..Default::default()
+    }
 }
 
 fn execute(quote: &wire::Quote) -> wire::ExecuteQuoteRequest {
@@ -44,8 +49,9 @@ async fn quotes_conversions_chains_positions_and_converted_reports() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = Server::start_with(dir.path(), &["--fx-quote-ttl-secs", "2"]);
     let mut users = server.users().await;
-    let mut fx: Fx =
-        wire::fx_client::FxClient::new(Channel::from_shared(server.addr.clone()).expect("uri").connect().await.expect("connect"));
+    let mut fx: Fx = wire::fx_client::FxClient::new(
+        Channel::from_shared(server.addr.clone()).expect("uri").connect().await.expect("connect"),
+    );
     let alice = person(&mut users, "Alice", "alice@example.com").await;
     let bob = person(&mut users, "Bob", "bob@example.com").await;
     fund(&server, &alice, "USD", "100000", "1").await;
@@ -54,7 +60,10 @@ async fn quotes_conversions_chains_positions_and_converted_reports() {
     let rates = vec![rate("EUR", "USD", "1.08"), rate("USD", "JPY", "150"), rate("BHD", "USD", "2.65")];
     let by_user = fx.set_rates(authed(wire::SetRatesRequest { rates: rates.clone() }, &alice.token)).await;
     assert_eq!(code(by_user), Code::PermissionDenied);
-    assert_eq!(code(fx.set_rates(authed(wire::SetRatesRequest { rates: vec![rate("USD", "EUR", "-1")] }, ADMIN)).await), Code::InvalidArgument);
+    assert_eq!(
+        code(fx.set_rates(authed(wire::SetRatesRequest { rates: vec![rate("USD", "EUR", "-1")] }, ADMIN)).await),
+        Code::InvalidArgument
+    );
     fx.set_rates(authed(wire::SetRatesRequest { rates }, ADMIN)).await.expect("set rates");
     let listed = fx.list_rates(authed(wire::ListRatesRequest {}, &alice.token)).await.expect("rates").into_inner();
     assert_eq!(listed.rates.len(), 3);
@@ -97,14 +106,54 @@ async fn quotes_conversions_chains_positions_and_converted_reports() {
 
     // A cross-currency payment: Alice pays Bob in yen from her dollars.
     let q = fx.get_quote(authed(sell("USD", "JPY", "10.00"), &alice.token)).await.expect("quote").into_inner();
-    let to_bob = wire::ExecuteQuoteRequest { quote_id: q.quote_id.clone(), receiver_email: "bob@example.com".into(), ..Default::default() };
+    let to_bob = wire::ExecuteQuoteRequest {
+        quote_id: q.quote_id.clone(),
+        receiver_email: "bob@example.com".into(),
+        ..Default::default()
+    };
     let paid = fx.execute_quote(authed(to_bob, &alice.token)).await.expect("pay Bob").into_inner();
     assert_eq!(paid.receiver_id, bob.id);
     assert_eq!(wallets(&server, &bob.token).await, [("JPY".to_string(), "1492".to_string())]);
 
+    // A cross-currency payment through the payments saga: Bob is paid in euros.
+    let mut payments = wire::payments_client::PaymentsClient::new(
+        Channel::from_shared(server.addr.clone()).expect("uri").connect().await.expect("connect"),
+    );
+    let q = fx.get_quote(authed(sell("USD", "EUR", "20.00"), &alice.token)).await.expect("quote").into_inner();
+    let send = wire::SendRequest {
+        idempotency_key: "eur-for-bob".into(),
+        receiver_email: "bob@example.com".into(),
+        quote_id: q.quote_id.clone(),
+        ..Default::default()
+    };
+    let created = payments.send(authed(send.clone(), &alice.token)).await.expect("send").into_inner();
+    assert_eq!((created.amount.as_str(), created.currency.as_str()), ("20.00", "USD"));
+    assert_eq!((created.receive_amount.as_str(), created.receive_currency.as_str()), ("18.42", "EUR"));
+    let retry = payments.send(authed(send.clone(), &alice.token)).await.expect("retry").into_inner();
+    assert_eq!(retry.payment_id, created.payment_id);
+    let reuse = wire::SendRequest { idempotency_key: "again".into(), ..send };
+    assert_eq!(code(payments.send(authed(reuse, &alice.token)).await), Code::FailedPrecondition, "a quote pays once");
+    let started = std::time::Instant::now();
+    loop {
+        let get = wire::GetPaymentRequest { payment_id: created.payment_id.clone() };
+        let p = payments.get_payment(authed(get, &alice.token)).await.expect("get").into_inner();
+        if p.status == "completed" {
+            assert_eq!(p.transfer_ids.len(), 3, "{p:?}");
+            break;
+        }
+        assert!(p.status == "processing" || p.status == "created", "{p:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut bob_has = wallets(&server, &bob.token).await;
+    bob_has.sort();
+    assert_eq!(bob_has, [("EUR".to_string(), "18.42".to_string()), ("JPY".to_string(), "1492".to_string())]);
+
     // A rate change after quoting does not change a live quote; a new quote sees it.
     let live = fx.get_quote(authed(sell("USD", "EUR", "10.00"), &alice.token)).await.expect("quote").into_inner();
-    fx.set_rates(authed(wire::SetRatesRequest { rates: vec![rate("EUR", "USD", "1.25")] }, ADMIN)).await.expect("new rate");
+    fx.set_rates(authed(wire::SetRatesRequest { rates: vec![rate("EUR", "USD", "1.25")] }, ADMIN))
+        .await
+        .expect("new rate");
     let fresh = fx.get_quote(authed(sell("USD", "EUR", "10.00"), &alice.token)).await.expect("quote").into_inner();
     assert_eq!((live.to_amount.as_str(), fresh.to_amount.as_str()), ("9.21", "7.96"));
     fx.execute_quote(authed(execute(&live), &alice.token)).await.expect("live quote");
@@ -118,15 +167,20 @@ async fn quotes_conversions_chains_positions_and_converted_reports() {
     let big = fx.get_quote(authed(sell("USD", "EUR", "5000.00"), &alice.token)).await.expect("quote").into_inner();
     assert_eq!(code(fx.execute_quote(authed(execute(&big), &alice.token)).await), Code::FailedPrecondition);
     let after = wallets(&server, &alice.token).await;
-    assert!(after.contains(&("USD".to_string(), "853.36".to_string())), "{after:?}");
+    assert!(after.contains(&("USD".to_string(), "833.36".to_string())), "{after:?}");
     // Bad requests.
     assert_eq!(code(fx.get_quote(authed(sell("USD", "XXZ", "1"), &alice.token)).await), Code::InvalidArgument);
-    assert_eq!(code(fx.get_quote(authed(sell("USD", "GBP", "1"), &alice.token)).await), Code::FailedPrecondition, "no rate");
+    assert_eq!(
+        code(fx.get_quote(authed(sell("USD", "GBP", "1"), &alice.token)).await),
+        Code::FailedPrecondition,
+        "no rate"
+    );
     assert_eq!(code(fx.get_quote(authed(sell("USD", "EUR", "1.001"), &alice.token)).await), Code::InvalidArgument);
     assert_eq!(code(fx.get_quote(authed(sell("USD", "USD", "1"), &alice.token)).await), Code::InvalidArgument);
 
     // The platform's position per currency is the sum of the conversions.
-    let position = fx.get_position(authed(wire::GetPositionRequest::default(), ADMIN)).await.expect("position").into_inner();
+    let position =
+        fx.get_position(authed(wire::GetPositionRequest::default(), ADMIN)).await.expect("position").into_inner();
     let by: std::collections::BTreeMap<String, String> =
         position.currencies.iter().map(|c| (c.currency.clone(), c.position.clone())).collect();
     // What came in, less what went out and the spread booked from it: each conversion
@@ -134,16 +188,17 @@ async fn quotes_conversions_chains_positions_and_converted_reports() {
     // 50.00 in; 100 USD are 92.59 EUR at mid (92.12 paid + 0.47 spread), 10 USD 9.25.
     // JPY: 8,059 in; 50 EUR are 8,100 JPY at mid, 10 USD 1,500. BHD: 8,059 JPY are
     // 20.274 at mid, 26.64 USD 10.052.
-    assert_eq!(by["USD"], "146.64");
-    assert_eq!(by["EUR"], "-51.84");
+    assert_eq!(by["USD"], "166.64");
+    // (and 20 USD paid to Bob: 18.52 EUR at mid, 18.42 paid + 0.09 spread, rounded down)
+    assert_eq!(by["EUR"], "-70.35");
     assert_eq!(by["JPY"], "-1541");
     assert_eq!(by["BHD"], "-30.326");
     let spread: std::collections::BTreeMap<String, String> =
         position.currencies.iter().map(|c| (c.currency.clone(), c.revenue.clone())).collect();
-    assert_eq!((spread["EUR"].as_str(), spread["JPY"].as_str(), spread["BHD"].as_str()), ("0.51", "49", "0.154"));
-    // Valued in USD at today's mid, each rounded half to even: 0.51 EUR × 1.25 = 0.6375
-    // → 64 cents; 49 JPY / 150 → 33 cents; 0.154 BHD × 2.65 → 41 cents.
-    assert_eq!((position.revenue.as_str(), position.revenue_currency.as_str()), ("1.38", "USD"));
+    assert_eq!((spread["EUR"].as_str(), spread["JPY"].as_str(), spread["BHD"].as_str()), ("0.60", "49", "0.154"));
+    // Valued in USD at today's mid, each rounded half to even: 0.60 EUR × 1.25 → 75
+    // cents; 49 JPY / 150 → 33 cents; 0.154 BHD × 2.65 → 41 cents.
+    assert_eq!((position.revenue.as_str(), position.revenue_currency.as_str()), ("1.49", "USD"));
 
     // Alice's report over all her wallets, totalled in USD at the period's rates.
     const QUARTER: u64 = 900_000_000_000;
@@ -164,15 +219,19 @@ async fn quotes_conversions_chains_positions_and_converted_reports() {
     assert_eq!(converted.opening, "0");
     assert!(!converted.rates_used.is_empty());
     let closing: i128 = converted.closing.parse().expect("closing");
-    // 853.36 USD + 51.33 EUR × 1.25 + 30.172 BHD × 2.65: 853.36 + 64.16 + 79.96 = 997.48.
-    assert_eq!(closing, 85_336 + 6_416 + 7_996);
+    // 833.36 USD + 51.33 EUR × 1.25 + 30.172 BHD × 2.65: 833.36 + 64.16 + 79.96.
+    assert_eq!(closing, 83_336 + 6_416 + 7_996);
 
     // Every currency balances after every event, and the chain holds.
     assert!(server.terminate().success());
     let data_dir = dir.path().join("data");
     let ledgerctl = Path::new(env!("CARGO_BIN_EXE_ledgerd")).with_file_name("ledgerctl");
     if ledgerctl.exists() {
-        let output = std::process::Command::new(&ledgerctl).args(["audit", "verify", "--data-dir"]).arg(&data_dir).output().expect("run");
+        let output = std::process::Command::new(&ledgerctl)
+            .args(["audit", "verify", "--data-dir"])
+            .arg(&data_dir)
+            .output()
+            .expect("run");
         assert!(output.status.success(), "audit: {}", String::from_utf8_lossy(&output.stdout));
     } else {
         let (_, snapshots) = ledger_core::audit::data_dir_layout(&data_dir);

@@ -20,9 +20,9 @@ pub enum PaymentsCommand {
         #[arg(long, default_value = "")]
         to_email: String,
         /// Decimal, in the currency's major unit ("12.50").
-        #[arg(long)]
+        #[arg(long, default_value = "")]
         amount: String,
-        #[arg(long)]
+        #[arg(long, default_value = "")]
         currency: String,
         /// wallet, bank_account, card or digital_wallet.
         #[arg(long, default_value = "wallet")]
@@ -31,6 +31,10 @@ pub enum PaymentsCommand {
         instrument: String,
         #[arg(long, default_value = "")]
         note: String,
+        /// Pay in another currency: a quote from `ledgerctl fx quote` (amount and
+        /// currency may then be left out: the quote's are used).
+        #[arg(long, default_value = "")]
+        quote: String,
     },
     /// Ask another user for money.
     Request {
@@ -156,7 +160,7 @@ pub async fn run(connection: &Connection, command: PaymentsCommand) -> Result<bo
     let mut payments = wire::payments_client::PaymentsClient::new(connection.channel().await?);
     let json = connection.json;
     let payment = match command {
-        PaymentsCommand::Pay { key, to_user, to_email, amount, currency, funding, instrument, note } => {
+        PaymentsCommand::Pay { key, to_user, to_email, amount, currency, funding, instrument, note, quote } => {
             let request = wire::SendRequest {
                 idempotency_key: key,
                 receiver_user_id: to_user,
@@ -166,6 +170,7 @@ pub async fn run(connection: &Connection, command: PaymentsCommand) -> Result<bo
                 funding,
                 instrument_id: instrument,
                 note,
+                quote_id: quote,
             };
             payments.send(connection.request(request)?).await
         }

@@ -207,6 +207,8 @@ pub struct QuoteState {
     pub expires_at: u64,
     pub rates_used: Vec<String>,
     pub executed: Option<ev::ConversionBooked>,
+    /// The payment that took it.
+    pub used_by: Option<u128>,
 }
 
 fn now_ns() -> u64 {
@@ -359,6 +361,7 @@ impl Fx {
             expires_at: now + self.config.quote_ttl.as_nanos() as u64,
             rates_used,
             executed: None,
+            used_by: None,
         };
         // Forget expired quotes now and then.
         if self.quotes.len() > 100_000 {
@@ -366,6 +369,47 @@ impl Fx {
         }
         self.quotes.insert(id, Arc::new(tokio::sync::Mutex::new(quote.clone())));
         Ok(quote)
+    }
+
+    /// A quote of `user`, as it stands.
+    pub async fn peek(&self, user: u128, quote_id: &str) -> Result<QuoteState, Status> {
+        let quote = self.quotes.get(quote_id).map(|q| q.clone()).ok_or_else(|| Status::not_found("quote not found"))?;
+        let quote = quote.lock().await;
+        if quote.user != user {
+            return Err(Status::not_found("quote not found"));
+        }
+        Ok(quote.clone())
+    }
+
+    /// Takes a live quote of `user` for a payment: it can be used once.
+    pub async fn take_quote(&self, user: u128, quote_id: &str, payment: u128) -> Result<QuoteState, Status> {
+        let quote = self.quotes.get(quote_id).map(|q| q.clone()).ok_or_else(|| Status::not_found("quote not found"))?;
+        let mut quote = quote.lock().await;
+        if quote.user != user {
+            return Err(Status::not_found("quote not found"));
+        }
+        if quote.executed.is_some() || quote.used_by.is_some_and(|p| p != payment) {
+            return Err(Status::failed_precondition("the quote was used already; ask for a new quote"));
+        }
+        if now_ns() > quote.expires_at {
+            return Err(Status::failed_precondition(format!(
+                "the quote expired at {} ns; ask for a new quote",
+                quote.expires_at
+            )));
+        }
+        self.ensure_fx_accounts([quote.from, quote.to]).await?;
+        quote.used_by = Some(payment);
+        Ok(quote.clone())
+    }
+
+    /// Gives back a quote taken by a payment that was not created.
+    pub async fn release_quote(&self, quote_id: &str, payment: u128) {
+        if let Some(quote) = self.quotes.get(quote_id).map(|q| q.clone()) {
+            let mut quote = quote.lock().await;
+            if quote.used_by == Some(payment) {
+                quote.used_by = None;
+            }
+        }
     }
 
     async fn ensure_fx_accounts(&self, currencies: [Currency; 2]) -> Result<(), Status> {
@@ -410,6 +454,9 @@ impl Fx {
         let mut quote = quote.lock().await;
         if quote.user != user {
             return Err(Status::not_found("quote not found"));
+        }
+        if quote.used_by.is_some() {
+            return Err(Status::failed_precondition("the quote was used by a payment"));
         }
         if let Some(done) = &quote.executed {
             if done.receiver_id != receiver.to_string() {
@@ -482,7 +529,8 @@ impl Fx {
         let mut total = 0;
         let mut used = Vec::new();
         for (i, c) in currencies.iter().enumerate() {
-            let (position, revenue, fees) = (balance(&accounts[3 * i]), balance(&accounts[3 * i + 1]), balance(&accounts[3 * i + 2]));
+            let (position, revenue, fees) =
+                (balance(&accounts[3 * i]), balance(&accounts[3 * i + 1]), balance(&accounts[3 * i + 2]));
             let (value, rates) = self.value_at(revenue, *c, value_in, now_ns()).map_err(fx_status)?;
             total += value;
             used.extend(rates);

@@ -15,6 +15,7 @@ use crate::users::Users;
 
 pub struct PaymentsService {
     pub payments: Arc<Payments>,
+    pub fx: Option<Arc<crate::fx::Fx>>,
     pub users: Arc<Users>,
     pub tokens: Arc<Tokens>,
     pub metrics: Arc<Metrics>,
@@ -101,8 +102,26 @@ impl wire::payments_server::Payments for PaymentsService {
         let result = async {
             let sender = self.user(&request).await?;
             let r = request.get_ref();
-            let currency = convert::parse_currency("currency", &r.currency)?;
-            let amount = amount(&r.amount, currency)?;
+            let (currency, amount) = if r.quote_id.is_empty() {
+                let currency = convert::parse_currency("currency", &r.currency)?;
+                (currency, amount(&r.amount, currency)?)
+            } else {
+                if r.quote_id.len() > 64 {
+                    return Err(Status::invalid_argument("quote_id: too long"));
+                }
+                if !matches!(r.funding.as_str(), "" | "wallet") || !r.instrument_id.is_empty() {
+                    return Err(Status::invalid_argument("funding: a cross-currency payment is paid from the wallet"));
+                }
+                let fx = self.fx.as_ref().ok_or_else(|| Status::unimplemented("no exchange here"))?;
+                let quote = fx.peek(sender, &r.quote_id).await?;
+                if !r.currency.is_empty() && convert::parse_currency("currency", &r.currency)? != quote.from {
+                    return Err(Status::invalid_argument("currency: as in the quote, or empty"));
+                }
+                if !r.amount.is_empty() && amount(&r.amount, quote.from)? != quote.amounts.from {
+                    return Err(Status::invalid_argument("amount: as in the quote, or empty"));
+                }
+                (quote.from, quote.amounts.from)
+            };
             let receiver = self.counterparty(sender, "receiver", &r.receiver_user_id, &r.receiver_email).await?;
             let funding = if r.funding.is_empty() { "wallet".to_string() } else { r.funding.clone() };
             self.payments.check_funding(sender, &funding, &r.instrument_id).await?;
@@ -115,6 +134,7 @@ impl wire::payments_server::Payments for PaymentsService {
                 funding,
                 instrument_id: r.instrument_id.clone(),
                 note: r.note.clone(),
+                quote_id: r.quote_id.clone(),
             };
             self.payments.create(sender, &r.idempotency_key, new).await
         }
@@ -141,6 +161,7 @@ impl wire::payments_server::Payments for PaymentsService {
                 funding: String::new(),
                 instrument_id: String::new(),
                 note: r.note.clone(),
+                quote_id: String::new(),
             };
             self.payments.create(requester, &r.idempotency_key, new).await
         }
@@ -179,6 +200,7 @@ impl wire::payments_server::Payments for PaymentsService {
                 funding: instrument.kind.to_string(),
                 instrument_id: r.instrument_id.clone(),
                 note: String::new(),
+                quote_id: String::new(),
             };
             self.payments.create(user, &r.idempotency_key, new).await
         }
@@ -205,6 +227,7 @@ impl wire::payments_server::Payments for PaymentsService {
                 funding: "wallet".into(),
                 instrument_id: r.instrument_id.clone(),
                 note: String::new(),
+                quote_id: String::new(),
             };
             self.payments.create(user, &r.idempotency_key, new).await
         }

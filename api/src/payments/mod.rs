@@ -240,6 +240,11 @@ impl Payment {
     /// The happy path's steps, in order, with the review gate where a review holds it.
     fn plan(&self) -> Vec<&'static str> {
         let review = self.risk.as_ref().is_some_and(|r| r.decision == "review");
+        if !self.created.quote_id.is_empty() {
+            // Cross-currency, from the wallet: nothing is held during a review; the
+            // conversion and the payment are one linked commit once allowed.
+            return vec![GATE, "fx_direct"];
+        }
         match (self.created.kind.as_str(), self.funding.as_str()) {
             ("withdrawal", _) => vec!["hold", GATE, "payout", "settle_hold"],
             (_, "wallet") if review => vec!["hold", GATE, "post_hold"],
@@ -384,6 +389,10 @@ impl Payment {
             risk_reasons: risk.reasons,
             transfer_ids: self.transfer_ids.clone(),
             steps: self.history.clone(),
+            receive_amount: Currency::parse(&self.created.to_currency)
+                .map(|c| format_amount(u128::from(self.created.to_amount), c))
+                .unwrap_or_default(),
+            receive_currency: self.created.to_currency.clone(),
         }
     }
 }
@@ -416,6 +425,8 @@ pub struct NewPayment {
     pub funding: String,
     pub instrument_id: String,
     pub note: String,
+    /// A cross-currency payment executes this quote of the sender's.
+    pub quote_id: String,
 }
 
 pub struct Payments {
@@ -423,6 +434,7 @@ pub struct Payments {
     ledger: Ledger,
     users: Arc<Users>,
     rail: Arc<dyn PaymentRail>,
+    fx: Option<Arc<crate::fx::Fx>>,
     config: PaymentsConfig,
     payments: DashMap<u128, Arc<Entry>>,
     keys: DashMap<(u128, String), u128>,
@@ -441,6 +453,7 @@ impl Payments {
         ledger: Ledger,
         users: Arc<Users>,
         rail: Arc<dyn PaymentRail>,
+        fx: Option<Arc<crate::fx::Fx>>,
         config: PaymentsConfig,
     ) -> Result<Payments, String> {
         let payments = Payments {
@@ -448,6 +461,7 @@ impl Payments {
             ledger,
             users,
             rail,
+            fx,
             config,
             payments: DashMap::new(),
             keys: DashMap::new(),
@@ -826,6 +840,25 @@ impl Payments {
             "book_collect" => vec![posted(0, external, clearing, amount + fee)],
             "book_payout" => vec![posted(0, clearing, receiver, amount), posted(1, clearing, fee_account, fee)],
             "book_reverse_collect" => vec![posted(0, clearing, external, amount + fee)],
+            "fx_direct" => {
+                let to = Currency::parse(&payment.created.to_currency)
+                    .map_err(|_| Status::internal("payment to_currency"))?;
+                let amounts = crate::fx::Amounts {
+                    from: payment.created.amount,
+                    to: payment.created.to_amount,
+                    fee: payment.fee,
+                    rate: payment.created.rate.parse().unwrap_or_default(),
+                    spread: payment.created.spread,
+                };
+                crate::fx::booking(
+                    &payment.created.quote_id,
+                    payment.sender(),
+                    payment.receiver(),
+                    currency,
+                    to,
+                    amounts,
+                )
+            }
             other => return Err(Status::internal(format!("unknown ledger step {other}"))),
         };
         transfers.retain(|t| t.amount > 0 || !matches!(t.kind, TransferKind::Posted | TransferKind::Pending { .. }));
@@ -864,7 +897,7 @@ impl Payments {
         }
         let request_hash = blake3::hash(
             format!(
-                "{}|{}|{}|{}|{}|{}|{}|{}",
+                "{}|{}|{}|{}|{}|{}|{}|{}|{}",
                 new.kind,
                 new.sender,
                 new.receiver,
@@ -872,7 +905,8 @@ impl Payments {
                 new.amount,
                 new.funding,
                 new.instrument_id,
-                new.note
+                new.note,
+                new.quote_id
             )
             .as_bytes(),
         );
@@ -919,14 +953,45 @@ impl Payments {
         request_hash: blake3::Hash,
         new: NewPayment,
     ) -> Result<wire::Payment, Status> {
+        let quote = match (new.quote_id.is_empty(), &self.fx) {
+            (true, _) => None,
+            (false, None) => return Err(Status::unimplemented("no exchange here")),
+            (false, Some(fx)) => {
+                let quote = fx.take_quote(new.sender, &new.quote_id, id).await?;
+                if quote.from != new.currency || quote.amounts.from != new.amount {
+                    fx.release_quote(&new.quote_id, id).await;
+                    return Err(Status::invalid_argument("amount and currency: as in the quote, or empty"));
+                }
+                Some(quote)
+            }
+        };
+        let created =
+            self.create_payment(id, created_by, idempotency_key, request_hash, new.clone(), quote.as_ref()).await;
+        if created.is_err() {
+            if let (Some(fx), Some(_)) = (&self.fx, &quote) {
+                fx.release_quote(&new.quote_id, id).await;
+            }
+        }
+        created
+    }
+
+    async fn create_payment(
+        self: &Arc<Self>,
+        id: u128,
+        created_by: u128,
+        idempotency_key: &str,
+        request_hash: blake3::Hash,
+        new: NewPayment,
+        quote: Option<&crate::fx::QuoteState>,
+    ) -> Result<wire::Payment, Status> {
         // Both wallets exist before money moves (opening is idempotent).
         if new.kind != "withdrawal" {
-            self.users.open_wallet(new.receiver, new.currency).await?;
+            self.users.open_wallet(new.receiver, quote.map_or(new.currency, |q| q.to)).await?;
         }
         if new.funding == "wallet" || new.kind == "withdrawal" {
             self.users.open_wallet(new.sender, new.currency).await?;
         }
-        let fee = self.fee(&new.funding, new.amount);
+        let fee = quote.map_or_else(|| self.fee(&new.funding, new.amount), |q| q.amounts.fee);
         let created = ev::PaymentCreated {
             kind: new.kind.into(),
             funding: new.funding,
@@ -940,6 +1005,12 @@ impl Payments {
             idempotency_key: idempotency_key.to_string(),
             request_hash: request_hash.as_bytes().to_vec(),
             note: new.note,
+            quote_id: new.quote_id,
+            to_currency: quote.map(|q| q.to.code().to_string()).unwrap_or_default(),
+            to_amount: quote.map_or(0, |q| q.amounts.to),
+            spread: quote.map_or(0, |q| q.amounts.spread),
+            rate: quote.map(|q| q.amounts.rate.normalize().to_string()).unwrap_or_default(),
+            mid_rate: quote.map(|q| q.mid.normalize().to_string()).unwrap_or_default(),
         };
         let mut payment = Payment { id, ..Payment::default() };
         self.append(&mut payment, vec![EventKind::Created(created)]).await?;
@@ -1095,6 +1166,11 @@ impl Payments {
         }
         if !matches!(payment.created.kind.as_str(), "send" | "request") {
             return Err(Status::failed_precondition("only payments between users are refunded"));
+        }
+        if !payment.created.quote_id.is_empty() {
+            return Err(Status::failed_precondition(
+                "a cross-currency payment is not refunded: the receiver sends the money back (at a new quote)",
+            ));
         }
         if payment.finished.as_ref().is_none_or(|f| f.status != "completed") {
             return Err(Status::failed_precondition("only a completed payment is refunded"));
