@@ -119,6 +119,22 @@ fn a_user_signs_up_links_instruments_and_manages_sessions_from_the_command_line(
     let (ok, _, err) = ledgerctl_as(addr, second.trim(), &["profile", "show"], "");
     assert!(!ok && err.contains("Unauthenticated"), "the revoked session is refused: {err}");
 
+    // Rates from the sample file (an admin), then a quote and a conversion by the user.
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../api/rates/sample.csv");
+    let (ok, out, err) = ledgerctl_as(addr, common::TOKEN, &["--json", "fx", "set-rates", "--file", sample], "");
+    assert!(ok, "{out}{err}");
+    assert_eq!(json(&out)["rates"].as_array().map(Vec::len), Some(14), "{out}");
+    let (ok, out, err) = ledgerctl_as(addr, &token, &["--json", "fx", "quote", "EUR", "USD", "--amount", "10.00"], "");
+    assert!(ok, "{out}{err}");
+    let quote = json(&out);
+    // 10.00 EUR at 1.0850 less 0.5 %: 10.79575 → 10.79 USD.
+    assert_eq!(quote["to_amount"], "10.79");
+    let quote_id = quote["quote_id"].as_str().expect("quote id");
+    let (ok, out, err) = ledgerctl_as(addr, &token, &["fx", "execute", quote_id], "");
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = ledgerctl_as(addr, &token, &["wallets", "list"], "");
+    assert!(ok && out.contains("10.79") && out.contains("5.00"), "15.00 - 10.00 EUR, 10.79 USD: {out}{err}");
+
     let (ok, out, err) = ledgerctl_as(addr, &token, &["security-events"], "");
     assert!(ok && out.contains("sign_in_failed") && out.contains("instrument_added"), "{out}{err}");
     let (ok, out, err) = ledgerctl_as(addr, &token, &["logout"], "");
