@@ -713,6 +713,8 @@ mod tests {
                 for c in [from, to] {
                     position.insert(c.code(), balances.get(&platform_account("fx", c)).copied().unwrap_or(0));
                 }
+                // After every conversion, each currency's debits equal its credits.
+                prop_assert_eq!(&debits, &credits);
                 *expected.entry(from.code()).or_default() += i128::from(a.from);
                 *expected.entry(to.code()).or_default() -= i128::from(a.to + a.spread);
                 // The spread: what `from` is worth at mid, less what was paid, within a unit.
