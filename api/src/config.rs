@@ -81,6 +81,9 @@ pub struct Args {
     /// How long a quote can be executed [default: 60].
     #[arg(long, env = "LEDGERD_FX_QUOTE_TTL_SECS")]
     pub fx_quote_ttl_secs: Option<u64>,
+    /// The ledger writes a snapshot of its state after this many events [default: 4000000].
+    #[arg(long, env = "LEDGERD_SNAPSHOT_INTERVAL_EVENTS")]
+    pub snapshot_interval_events: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -105,6 +108,7 @@ struct FileConfig {
     fx_spread_bps: Option<u32>,
     fx_fee_bps: Option<u32>,
     fx_quote_ttl_secs: Option<u64>,
+    snapshot_interval_events: Option<u64>,
 }
 
 /// The settings in force.
@@ -122,6 +126,7 @@ pub struct Config {
     pub rails: Option<String>,
     pub payments: PaymentsConfig,
     pub fx: FxConfig,
+    pub snapshot_interval_events: u64,
 }
 
 impl Config {
@@ -204,6 +209,11 @@ impl Config {
             rails: args.rails.or(file.rails),
             payments,
             fx,
+            snapshot_interval_events: args
+                .snapshot_interval_events
+                .or(file.snapshot_interval_events)
+                .unwrap_or(4_000_000)
+                .max(1),
         })
     }
 }

@@ -68,9 +68,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         "event log opened"
     );
     let store: Arc<dyn EventStore> = Arc::new(store);
-    let ledger =
-        Ledger::open(store.clone(), LedgerConfig { snapshot_dir: Some(snapshot_dir), ..LedgerConfig::default() })
-            .map_err(|e| e.to_string())?;
+    let ledger = Ledger::open(
+        store.clone(),
+        LedgerConfig {
+            snapshot_dir: Some(snapshot_dir),
+            snapshot_interval_events: config.snapshot_interval_events,
+            ..LedgerConfig::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let models = ReadModels::open(&read_models_path(&config.data_dir)).map_err(|e| e.to_string())?;
     let projector = Projector::new(models).map_err(|e| e.to_string())?;
     tracing::info!(applied = projector.applied(), "read models opened");

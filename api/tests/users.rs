@@ -105,7 +105,8 @@ async fn platform_transfer(server: &Server, id: &str, debit: &str, credit: &str,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_life_cycle_ends_in_an_erasure_that_leaves_no_personal_data() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut server = Server::start(dir.path());
+    // Snapshots every few events, so the data directory has them to search too.
+    let mut server = Server::start_with(dir.path(), &["--snapshot-interval-events", "3"]);
     let mut users = server.users().await;
 
     // Sign-up checks its input and keeps emails unique whatever their case.
@@ -318,6 +319,7 @@ async fn the_whole_life_cycle_ends_in_an_erasure_that_leaves_no_personal_data() 
     every_file(&data_dir, &mut files);
     assert!(files.iter().any(|f| f.starts_with(data_dir.join("log"))), "{files:?}");
     assert!(files.iter().any(|f| f.starts_with(data_dir.join("projections"))), "{files:?}");
+    assert!(files.iter().any(|f| f.starts_with(data_dir.join("snapshots"))), "{files:?}");
     // The scan reads what is really there: the erased user's stream name is in the log.
     let stream = format!("user-{user_id}");
     let in_log = files

@@ -46,6 +46,7 @@ impl InProcessServer {
             rails: None,
             payments: Default::default(),
             fx: Default::default(),
+            snapshot_interval_events: 4_000_000,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
