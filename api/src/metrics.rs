@@ -18,6 +18,16 @@ impl Metrics {
         }
     }
 
+    /// Counts a call's outcome and passes it on, answered.
+    pub fn answer<T>(
+        &self,
+        method: &'static str,
+        result: Result<T, tonic::Status>,
+    ) -> Result<tonic::Response<T>, tonic::Status> {
+        self.record(method, result.as_ref().map_or_else(|status| status.code(), |_| tonic::Code::Ok));
+        result.map(tonic::Response::new)
+    }
+
     /// The exposition text.
     pub fn render(&self, writer: &WriterMetrics) -> String {
         let mut out = String::new();

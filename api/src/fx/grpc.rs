@@ -52,15 +52,6 @@ fn minor(field: &str, text: &str, currency: Currency) -> Result<u64, Status> {
 }
 
 impl FxService {
-    fn observe<T>(&self, method: &'static str, result: Result<T, Status>) -> Result<Response<T>, Status> {
-        let code = match &result {
-            Ok(_) => tonic::Code::Ok,
-            Err(status) => status.code(),
-        };
-        self.metrics.record(method, code);
-        result.map(Response::new)
-    }
-
     async fn user<T>(&self, request: &Request<T>) -> Result<u128, Status> {
         match session_token(request) {
             Some(token) => Ok(self.users.authenticate(token).await?.user_id),
@@ -124,7 +115,7 @@ impl wire::fx_server::Fx for FxService {
             Ok(self.rates())
         }
         .await;
-        self.observe("Fx/SetRates", result)
+        self.metrics.answer("Fx/SetRates", result)
     }
 
     async fn list_rates(
@@ -143,7 +134,7 @@ impl wire::fx_server::Fx for FxService {
             Ok(self.rates())
         }
         .await;
-        self.observe("Fx/ListRates", result)
+        self.metrics.answer("Fx/ListRates", result)
     }
 
     async fn get_quote(&self, request: Request<wire::GetQuoteRequest>) -> Result<Response<wire::Quote>, Status> {
@@ -160,7 +151,7 @@ impl wire::fx_server::Fx for FxService {
             Ok(quote_wire(&self.fx.quote(user, from, to, fixed)?))
         }
         .await;
-        self.observe("Fx/GetQuote", result)
+        self.metrics.answer("Fx/GetQuote", result)
     }
 
     async fn execute_quote(
@@ -193,7 +184,7 @@ impl wire::fx_server::Fx for FxService {
             })
         }
         .await;
-        self.observe("Fx/ExecuteQuote", result)
+        self.metrics.answer("Fx/ExecuteQuote", result)
     }
 
     async fn get_position(
@@ -221,6 +212,6 @@ impl wire::fx_server::Fx for FxService {
             })
         }
         .await;
-        self.observe("Fx/GetPosition", result)
+        self.metrics.answer("Fx/GetPosition", result)
     }
 }

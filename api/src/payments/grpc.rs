@@ -37,15 +37,6 @@ fn payment_id(text: &str) -> Result<u128, Status> {
 }
 
 impl PaymentsService {
-    fn observe<T>(&self, method: &'static str, result: Result<T, Status>) -> Result<Response<T>, Status> {
-        let code = match &result {
-            Ok(_) => tonic::Code::Ok,
-            Err(status) => status.code(),
-        };
-        self.metrics.record(method, code);
-        result.map(Response::new)
-    }
-
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         if let Some(token) = session_token(request) {
             return Ok(Caller::User(self.users.authenticate(token).await?.user_id));
@@ -139,7 +130,7 @@ impl wire::payments_server::Payments for PaymentsService {
             self.payments.create(sender, &r.idempotency_key, new).await
         }
         .await;
-        self.observe("Payments/Send", result)
+        self.metrics.answer("Payments/Send", result)
     }
 
     async fn request_money(
@@ -166,7 +157,7 @@ impl wire::payments_server::Payments for PaymentsService {
             self.payments.create(requester, &r.idempotency_key, new).await
         }
         .await;
-        self.observe("Payments/RequestMoney", result)
+        self.metrics.answer("Payments/RequestMoney", result)
     }
 
     async fn answer_request(
@@ -181,7 +172,7 @@ impl wire::payments_server::Payments for PaymentsService {
             self.payments.answer_request(id, payer, r.approve, funding, r.instrument_id).await
         }
         .await;
-        self.observe("Payments/AnswerRequest", result)
+        self.metrics.answer("Payments/AnswerRequest", result)
     }
 
     async fn top_up(&self, request: Request<wire::TopUpRequest>) -> Result<Response<wire::Payment>, Status> {
@@ -205,7 +196,7 @@ impl wire::payments_server::Payments for PaymentsService {
             self.payments.create(user, &r.idempotency_key, new).await
         }
         .await;
-        self.observe("Payments/TopUp", result)
+        self.metrics.answer("Payments/TopUp", result)
     }
 
     async fn withdraw(&self, request: Request<wire::WithdrawRequest>) -> Result<Response<wire::Payment>, Status> {
@@ -232,7 +223,7 @@ impl wire::payments_server::Payments for PaymentsService {
             self.payments.create(user, &r.idempotency_key, new).await
         }
         .await;
-        self.observe("Payments/Withdraw", result)
+        self.metrics.answer("Payments/Withdraw", result)
     }
 
     async fn get_payment(&self, request: Request<wire::GetPaymentRequest>) -> Result<Response<wire::Payment>, Status> {
@@ -244,7 +235,7 @@ impl wire::payments_server::Payments for PaymentsService {
             self.payments.get(payment_id(&request.get_ref().payment_id)?, viewer).await
         }
         .await;
-        self.observe("Payments/GetPayment", result)
+        self.metrics.answer("Payments/GetPayment", result)
     }
 
     async fn list_payments(
@@ -259,7 +250,7 @@ impl wire::payments_server::Payments for PaymentsService {
             Ok(wire::ListPaymentsResponse { payments: self.payments.list(viewer, false).await })
         }
         .await;
-        self.observe("Payments/ListPayments", result)
+        self.metrics.answer("Payments/ListPayments", result)
     }
 
     async fn refund(&self, request: Request<wire::RefundRequest>) -> Result<Response<wire::Payment>, Status> {
@@ -280,7 +271,7 @@ impl wire::payments_server::Payments for PaymentsService {
             self.payments.refund(id, by, &r.refund_id, amount).await
         }
         .await;
-        self.observe("Payments/Refund", result)
+        self.metrics.answer("Payments/Refund", result)
     }
 
     async fn review_payment(
@@ -293,7 +284,7 @@ impl wire::payments_server::Payments for PaymentsService {
             self.payments.review(payment_id(&r.payment_id)?, r.approve).await
         }
         .await;
-        self.observe("Payments/ReviewPayment", result)
+        self.metrics.answer("Payments/ReviewPayment", result)
     }
 
     async fn list_reviews(
@@ -305,6 +296,6 @@ impl wire::payments_server::Payments for PaymentsService {
             Ok(wire::ListPaymentsResponse { payments: self.payments.list(None, true).await })
         }
         .await;
-        self.observe("Payments/ListReviews", result)
+        self.metrics.answer("Payments/ListReviews", result)
     }
 }

@@ -28,15 +28,6 @@ fn source<T>(request: &Request<T>) -> String {
 }
 
 impl UsersService {
-    fn observe<T>(&self, method: &'static str, result: Result<T, Status>) -> Result<Response<T>, Status> {
-        let code = match &result {
-            Ok(_) => tonic::Code::Ok,
-            Err(status) => status.code(),
-        };
-        self.metrics.record(method, code);
-        result.map(Response::new)
-    }
-
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         match session_token(request) {
             Some(token) => self.users.authenticate(token).await,
@@ -74,7 +65,7 @@ impl wire::users_server::Users for UsersService {
             Ok(wire::RegisterResponse { user_id: id.to_string() })
         }
         .await;
-        self.observe("Users/Register", result)
+        self.metrics.answer("Users/Register", result)
     }
 
     async fn login(&self, request: Request<wire::LoginRequest>) -> Result<Response<wire::LoginResponse>, Status> {
@@ -94,7 +85,7 @@ impl wire::users_server::Users for UsersService {
             })
         }
         .await;
-        self.observe("Users/Login", result)
+        self.metrics.answer("Users/Login", result)
     }
 
     async fn logout(&self, request: Request<wire::LogoutRequest>) -> Result<Response<wire::LogoutResponse>, Status> {
@@ -104,7 +95,7 @@ impl wire::users_server::Users for UsersService {
             Ok(wire::LogoutResponse {})
         }
         .await;
-        self.observe("Users/Logout", result)
+        self.metrics.answer("Users/Logout", result)
     }
 
     async fn get_profile(&self, request: Request<wire::UserRequest>) -> Result<Response<wire::UserProfile>, Status> {
@@ -113,7 +104,7 @@ impl wire::users_server::Users for UsersService {
             self.users.profile(user).await
         }
         .await;
-        self.observe("Users/GetProfile", result)
+        self.metrics.answer("Users/GetProfile", result)
     }
 
     async fn update_profile(
@@ -134,7 +125,7 @@ impl wire::users_server::Users for UsersService {
             self.users.update_profile(user, changes, reauth).await
         }
         .await;
-        self.observe("Users/UpdateProfile", result)
+        self.metrics.answer("Users/UpdateProfile", result)
     }
 
     async fn change_password(
@@ -149,7 +140,7 @@ impl wire::users_server::Users for UsersService {
             Ok(wire::ChangePasswordResponse { sessions_ended: ended })
         }
         .await;
-        self.observe("Users/ChangePassword", result)
+        self.metrics.answer("Users/ChangePassword", result)
     }
 
     async fn delete_user(
@@ -163,7 +154,7 @@ impl wire::users_server::Users for UsersService {
             Ok(wire::DeleteUserResponse {})
         }
         .await;
-        self.observe("Users/DeleteUser", result)
+        self.metrics.answer("Users/DeleteUser", result)
     }
 
     async fn enroll_totp(
@@ -178,7 +169,7 @@ impl wire::users_server::Users for UsersService {
             Ok(wire::EnrollTotpResponse { secret, otpauth_uri })
         }
         .await;
-        self.observe("Users/EnrollTotp", result)
+        self.metrics.answer("Users/EnrollTotp", result)
     }
 
     async fn confirm_totp(
@@ -192,7 +183,7 @@ impl wire::users_server::Users for UsersService {
             Ok(wire::ConfirmTotpResponse { recovery_codes })
         }
         .await;
-        self.observe("Users/ConfirmTotp", result)
+        self.metrics.answer("Users/ConfirmTotp", result)
     }
 
     async fn disable_totp(
@@ -206,7 +197,7 @@ impl wire::users_server::Users for UsersService {
             Ok(wire::DisableTotpResponse {})
         }
         .await;
-        self.observe("Users/DisableTotp", result)
+        self.metrics.answer("Users/DisableTotp", result)
     }
 
     async fn list_sessions(
@@ -218,7 +209,7 @@ impl wire::users_server::Users for UsersService {
             Ok(wire::ListSessionsResponse { sessions: self.users.sessions(&caller).await? })
         }
         .await;
-        self.observe("Users/ListSessions", result)
+        self.metrics.answer("Users/ListSessions", result)
     }
 
     async fn revoke_session(
@@ -232,7 +223,7 @@ impl wire::users_server::Users for UsersService {
             Ok(wire::RevokeSessionResponse {})
         }
         .await;
-        self.observe("Users/RevokeSession", result)
+        self.metrics.answer("Users/RevokeSession", result)
     }
 
     async fn list_security_events(
@@ -250,7 +241,7 @@ impl wire::users_server::Users for UsersService {
             })
         }
         .await;
-        self.observe("Users/ListSecurityEvents", result)
+        self.metrics.answer("Users/ListSecurityEvents", result)
     }
 
     async fn add_bank_account(
@@ -267,7 +258,7 @@ impl wire::users_server::Users for UsersService {
             Ok(wire::AddInstrumentResponse { instrument: Some(instrument), sandbox_micro_deposits: deposits })
         }
         .await;
-        self.observe("Users/AddBankAccount", result)
+        self.metrics.answer("Users/AddBankAccount", result)
     }
 
     async fn add_card(
@@ -283,7 +274,7 @@ impl wire::users_server::Users for UsersService {
             Ok(wire::AddInstrumentResponse { instrument: Some(instrument), sandbox_micro_deposits: Vec::new() })
         }
         .await;
-        self.observe("Users/AddCard", result)
+        self.metrics.answer("Users/AddCard", result)
     }
 
     async fn add_digital_wallet(
@@ -297,7 +288,7 @@ impl wire::users_server::Users for UsersService {
             Ok(wire::AddInstrumentResponse { instrument: Some(instrument), sandbox_micro_deposits: Vec::new() })
         }
         .await;
-        self.observe("Users/AddDigitalWallet", result)
+        self.metrics.answer("Users/AddDigitalWallet", result)
     }
 
     async fn list_instruments(
@@ -309,7 +300,7 @@ impl wire::users_server::Users for UsersService {
             Ok(wire::ListInstrumentsResponse { instruments: self.users.instruments(user).await? })
         }
         .await;
-        self.observe("Users/ListInstruments", result)
+        self.metrics.answer("Users/ListInstruments", result)
     }
 
     async fn verify_instrument(
@@ -326,7 +317,7 @@ impl wire::users_server::Users for UsersService {
             self.users.verify_instrument(user, &r.instrument_id, &r.amounts).await
         }
         .await;
-        self.observe("Users/VerifyInstrument", result)
+        self.metrics.answer("Users/VerifyInstrument", result)
     }
 
     async fn set_default_instrument(
@@ -339,7 +330,7 @@ impl wire::users_server::Users for UsersService {
             self.users.set_default_instrument(user, &request.get_ref().instrument_id).await
         }
         .await;
-        self.observe("Users/SetDefaultInstrument", result)
+        self.metrics.answer("Users/SetDefaultInstrument", result)
     }
 
     async fn remove_instrument(
@@ -353,7 +344,7 @@ impl wire::users_server::Users for UsersService {
             Ok(wire::RemoveInstrumentResponse {})
         }
         .await;
-        self.observe("Users/RemoveInstrument", result)
+        self.metrics.answer("Users/RemoveInstrument", result)
     }
 
     async fn open_wallet(&self, request: Request<wire::OpenWalletRequest>) -> Result<Response<wire::Wallet>, Status> {
@@ -363,7 +354,7 @@ impl wire::users_server::Users for UsersService {
             self.users.open_wallet(user, currency).await
         }
         .await;
-        self.observe("Users/OpenWallet", result)
+        self.metrics.answer("Users/OpenWallet", result)
     }
 
     async fn list_wallets(
@@ -375,6 +366,6 @@ impl wire::users_server::Users for UsersService {
             Ok(wire::ListWalletsResponse { wallets: self.users.wallets(user).await? })
         }
         .await;
-        self.observe("Users/ListWallets", result)
+        self.metrics.answer("Users/ListWallets", result)
     }
 }
