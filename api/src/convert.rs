@@ -254,6 +254,8 @@ pub fn store_status(error: &StoreError) -> Status {
         StoreError::Corrupt { .. } | StoreError::ChainBroken { .. } => Status::data_loss(error.to_string()),
         StoreError::InvalidRequest(_) => Status::invalid_argument(error.to_string()),
         StoreError::Locked(_) => Status::failed_precondition(error.to_string()),
+        StoreError::Unavailable(_) => Status::unavailable(error.to_string()),
+        StoreError::DeadlineExceeded => Status::deadline_exceeded(error.to_string()),
     }
 }
 
@@ -273,6 +275,8 @@ mod tests {
             (LedgerError::Replay { stream: "s".into(), revision: 1, reason: "r".into() }, Code::DataLoss),
             (LedgerError::Store(StoreError::Poisoned("x".into())), Code::Unavailable),
             (LedgerError::Store(StoreError::Closed), Code::Unavailable),
+            (LedgerError::Store(StoreError::Unavailable("no leader".into())), Code::Unavailable),
+            (LedgerError::Store(StoreError::DeadlineExceeded), Code::DeadlineExceeded),
             (
                 LedgerError::Store(StoreError::Io { operation: "write", path: "p".into(), message: "m".into() }),
                 Code::Unavailable,

@@ -3,6 +3,8 @@
 
 pub mod embedded;
 pub mod format;
+#[cfg(feature = "kurrentdb")]
+pub mod kurrent;
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -152,6 +154,10 @@ pub enum StoreError {
     Closed,
     #[error("the log in {0} is open in another process (its LOCK file is held)")]
     Locked(PathBuf),
+    #[error("the event store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the event store did not answer in time")]
+    DeadlineExceeded,
 }
 
 pub type AppendCallback = Box<dyn FnOnce(Result<AppendOutcome, StoreError>) + Send>;
@@ -190,6 +196,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// A receiver of the durable log length (the next position); it changes after every
     /// durable append, for followers.
     fn watch_head(&self) -> tokio::sync::watch::Receiver<Position>;
+
+    /// Whether positions are dense (0, 1, 2 …) or only strictly increasing (a
+    /// follower then checks order, not gaps).
+    fn dense_positions(&self) -> bool {
+        true
+    }
 }
 
 /// Blocking and async forms of the callback calls.
