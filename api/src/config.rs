@@ -84,6 +84,11 @@ pub struct Args {
     /// The ledger writes a snapshot of its state after this many events [default: 4000000].
     #[arg(long, env = "LEDGERD_SNAPSHOT_INTERVAL_EVENTS")]
     pub snapshot_interval_events: Option<u64>,
+    /// The event log: an EventStoreDB/KurrentDB connection string such as
+    /// "kurrentdb://host:2113?tls=false" (also esdb://…) [default: the embedded store
+    /// in <data-dir>/log].
+    #[arg(long, env = "LEDGERD_STORE")]
+    pub store: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -109,6 +114,7 @@ struct FileConfig {
     fx_fee_bps: Option<u32>,
     fx_quote_ttl_secs: Option<u64>,
     snapshot_interval_events: Option<u64>,
+    store: Option<String>,
 }
 
 /// The settings in force.
@@ -127,6 +133,8 @@ pub struct Config {
     pub payments: PaymentsConfig,
     pub fx: FxConfig,
     pub snapshot_interval_events: u64,
+    /// `None`: the embedded store in `<data-dir>/log`.
+    pub store: Option<String>,
 }
 
 impl Config {
@@ -214,6 +222,7 @@ impl Config {
                 .or(file.snapshot_interval_events)
                 .unwrap_or(4_000_000)
                 .max(1),
+            store: args.store.or(file.store),
         })
     }
 }

@@ -22,3 +22,10 @@ pub fn allocator_settings() {
         std::env::set_var("MIMALLOC_PURGE_DELAY", "1000");
     }
 }
+
+/// Installs ring as the process's TLS crypto provider. rustls chooses one by itself only
+/// when exactly one is compiled in; with the KurrentDB client (aws-lc) beside tonic
+/// (ring) there are two. Call it before any TLS is used; calling again is harmless.
+pub fn tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -54,30 +54,53 @@ pub fn load_tokens(config: &Config) -> Result<Tokens, String> {
     Ok(tokens)
 }
 
+/// The event log (the embedded store, or EventStoreDB/KurrentDB when `--store` names
+/// one) and the ledger's settings for it.
+fn open_log(
+    config: &Config,
+    log_dir: &std::path::Path,
+    snapshot_dir: std::path::PathBuf,
+) -> Result<(Arc<dyn EventStore>, LedgerConfig), String> {
+    let ledger_config = LedgerConfig {
+        snapshot_dir: Some(snapshot_dir),
+        snapshot_interval_events: config.snapshot_interval_events,
+        ..LedgerConfig::default()
+    };
+    match &config.store {
+        None => {
+            let (store, recovery) =
+                EmbeddedStore::open(log_dir, EmbeddedOptions::default()).map_err(|e| e.to_string())?;
+            tracing::info!(
+                data_dir = %config.data_dir.display(),
+                segments = recovery.segments,
+                events = recovery.records,
+                torn_tail = recovery.torn_tail.is_some(),
+                "event log opened"
+            );
+            Ok((Arc::new(store), ledger_config))
+        }
+        #[cfg(feature = "kurrentdb")]
+        Some(spec) if ledger_core::store::kurrent::is_kurrent(spec) => {
+            let store = ledger_core::store::kurrent::KurrentStore::connect(spec).map_err(|e| e.to_string())?;
+            tracing::info!("event log: EventStoreDB/KurrentDB");
+            // Its appends are limited to 1 MiB: keep requests and batches well under it.
+            let ledger_config = LedgerConfig { request_items_max: 1_000, batch_items_max: 1_000, ..ledger_config };
+            Ok((Arc::new(store), ledger_config))
+        }
+        Some(spec) => Err(format!("--store {spec:?}: expected kurrentdb://… or esdb://… (or no --store)")),
+    }
+}
+
 /// Runs the server until `shutdown` completes, then finishes in-flight calls and
 /// batches and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
+    crate::tls_provider();
     let tokens = Arc::new(load_tokens(&config)?);
     let (log_dir, snapshot_dir) = data_dir_layout(&config.data_dir);
-    let (store, recovery) = EmbeddedStore::open(&log_dir, EmbeddedOptions::default()).map_err(|e| e.to_string())?;
-    tracing::info!(
-        data_dir = %config.data_dir.display(),
-        segments = recovery.segments,
-        events = recovery.records,
-        torn_tail = recovery.torn_tail.is_some(),
-        "event log opened"
-    );
-    let store: Arc<dyn EventStore> = Arc::new(store);
-    let ledger = Ledger::open(
-        store.clone(),
-        LedgerConfig {
-            snapshot_dir: Some(snapshot_dir),
-            snapshot_interval_events: config.snapshot_interval_events,
-            ..LedgerConfig::default()
-        },
-    )
-    .map_err(|e| e.to_string())?;
+    let (store, ledger_config) = open_log(&config, &log_dir, snapshot_dir)?;
+    let ledger = Ledger::open(store.clone(), ledger_config).map_err(|e| e.to_string())?;
     let models = ReadModels::open(&read_models_path(&config.data_dir)).map_err(|e| e.to_string())?;
+    models.set_dense_positions(store.dense_positions());
     let projector = Projector::new(models).map_err(|e| e.to_string())?;
     tracing::info!(applied = projector.applied(), "read models opened");
     let follower = projector.spawn(store.clone()).map_err(|e| format!("projector thread: {e}"))?;

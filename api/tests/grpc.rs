@@ -480,6 +480,7 @@ async fn tls_when_a_certificate_and_key_are_given() {
     let cert_arg = cert.to_str().expect("utf-8 path");
     let key_arg = key.to_str().expect("utf-8 path");
     let server = Server::start_with(dir.path(), &["--tls-cert", cert_arg, "--tls-key", key_arg]);
+    ledger_api::tls_provider();
     let port = server.addr.rsplit(':').next().expect("port").to_string();
 
     let tls =

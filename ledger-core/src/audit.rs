@@ -8,13 +8,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use crate::chain::Hash;
+use crate::chain::{chain_hash, Hash, GENESIS_HASH};
 use crate::codec;
 use crate::money::Currency;
 use crate::snapshot;
 use crate::state::{CurrencyTotals, LedgerState};
 use crate::store::format::{self, TornTail};
-use crate::store::StoreError;
+use crate::store::{EventStore, RecordedEvent, StoreError};
 
 /// What a successful audit checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,67 +63,121 @@ fn is_ledger_stream(stream: &str) -> bool {
     stream.strip_prefix("ledger-").is_some_and(|p| p.parse::<u32>().is_ok())
 }
 
-/// Audits the store in `data_dir`; snapshots are looked for in `snapshot_dir`.
-pub fn verify(data_dir: &Path, snapshot_dir: Option<&Path>) -> Result<AuditReport, AuditFailure> {
-    let mut states: HashMap<String, LedgerState> = HashMap::new();
-    let mut hashes: HashMap<String, Vec<Hash>> = HashMap::new();
-    let mut failure: Option<AuditFailure> = None;
-    let report = format::scan(data_dir, |record, _| {
-        if failure.is_some() || !is_ledger_stream(&record.stream) {
+/// The replay of the ledger streams shared by both audits: every event decoded,
+/// re-decided by the engine's rules, and the books balanced after it.
+#[derive(Default)]
+struct Replay {
+    states: HashMap<String, LedgerState>,
+    hashes: HashMap<String, Vec<Hash>>,
+    failure: Option<AuditFailure>,
+}
+
+impl Replay {
+    fn visit(&mut self, record: &RecordedEvent) {
+        if self.failure.is_some() || !is_ledger_stream(&record.stream) {
             return;
         }
         let fail =
             |reason: String| AuditFailure::Event { stream: record.stream.clone(), revision: record.revision, reason };
-        let state = states.entry(record.stream.clone()).or_default();
-        hashes.entry(record.stream.clone()).or_default().push(record.hash);
+        let state = self.states.entry(record.stream.clone()).or_default();
+        self.hashes.entry(record.stream.clone()).or_default().push(record.hash);
         let event = match codec::decode_event(&record.payload) {
             Ok(event) => event,
-            Err(error) => return failure = Some(fail(error.to_string())),
+            Err(error) => return self.failure = Some(fail(error.to_string())),
         };
         if event.kind.type_name() != record.event_type {
-            return failure =
+            return self.failure =
                 Some(fail(format!("stored type {} but the event is {}", record.event_type, event.kind.type_name())));
         }
         if let Err(error) = state.check_and_evolve(&event) {
-            return failure = Some(fail(error.to_string()));
+            return self.failure = Some(fail(error.to_string()));
         }
         if let Some((currency, _)) = state.totals().iter().find(|(_, totals)| !totals.is_balanced()) {
-            failure = Some(AuditFailure::Unbalanced {
+            self.failure = Some(AuditFailure::Unbalanced {
                 stream: record.stream.clone(),
                 revision: record.revision,
                 currency: *currency,
             });
         }
-    })
-    .map_err(AuditFailure::Store)?;
-    if let Some(failure) = failure {
+    }
+
+    fn report(&self, events_checked: u64, heads: HashMap<String, (u64, Hash)>) -> AuditReport {
+        let mut totals: BTreeMap<Currency, CurrencyTotals> = BTreeMap::new();
+        for state in self.states.values() {
+            for (currency, t) in state.totals() {
+                let sum = totals.entry(*currency).or_default();
+                sum.debits_posted += t.debits_posted;
+                sum.credits_posted += t.credits_posted;
+                sum.debits_pending += t.debits_pending;
+                sum.credits_pending += t.credits_pending;
+            }
+        }
+        AuditReport {
+            events_checked,
+            streams: heads.len(),
+            ledger_partitions: self.states.len(),
+            accounts: self.states.values().map(LedgerState::account_count).sum(),
+            transfers: self.states.values().map(LedgerState::transfer_count).sum(),
+            totals,
+            heads: heads.into_iter().collect(),
+        }
+    }
+}
+
+/// Audits the store in `data_dir`; snapshots are looked for in `snapshot_dir`.
+pub fn verify(data_dir: &Path, snapshot_dir: Option<&Path>) -> Result<AuditReport, AuditFailure> {
+    let mut replay = Replay::default();
+    let report = format::scan(data_dir, |record, _| replay.visit(record)).map_err(AuditFailure::Store)?;
+    if let Some(failure) = replay.failure.take() {
         return Err(failure);
     }
     if let Some(torn) = report.torn_tail {
         return Err(AuditFailure::TornTail(torn));
     }
     if let Some(dir) = snapshot_dir {
-        compare_served_state(data_dir, dir, &states, &hashes)?;
+        compare_served_state(data_dir, dir, &replay.states, &replay.hashes)?;
     }
-    let mut totals: BTreeMap<Currency, CurrencyTotals> = BTreeMap::new();
-    for state in states.values() {
-        for (currency, t) in state.totals() {
-            let sum = totals.entry(*currency).or_default();
-            sum.debits_posted += t.debits_posted;
-            sum.credits_posted += t.credits_posted;
-            sum.debits_pending += t.debits_pending;
-            sum.credits_pending += t.credits_pending;
+    Ok(replay.report(report.records, report.heads))
+}
+
+/// Audits any backend through the `EventStore` port (EventStoreDB/KurrentDB with
+/// `ledgerctl audit verify --store`): every stream's revisions and hash chain are
+/// recomputed from the payloads read (what the embedded store's scan checks in its
+/// files), then the same replay of the ledger streams.
+pub fn verify_store(store: &dyn EventStore) -> Result<AuditReport, AuditFailure> {
+    let mut replay = Replay::default();
+    let mut heads: HashMap<String, (u64, Hash)> = HashMap::new();
+    let (mut from, mut count) = (0, 0u64);
+    loop {
+        let batch = store.read_all(from, 4_096).map_err(AuditFailure::Store)?;
+        let Some(last) = batch.last() else { break };
+        from = last.position + 1;
+        for record in &batch {
+            let (revision, previous) = heads.get(&record.stream).map_or((0, GENESIS_HASH), |(r, h)| (r + 1, *h));
+            let broken = |reason: &str| {
+                AuditFailure::Store(StoreError::ChainBroken {
+                    stream: record.stream.clone(),
+                    revision: record.revision,
+                    file: PathBuf::from("event store"),
+                    offset: record.position,
+                    reason: reason.to_string(),
+                })
+            };
+            if record.revision != revision {
+                return Err(broken(&format!("revision {revision} was due")));
+            }
+            if chain_hash(&previous, record.revision, &record.payload) != record.hash {
+                return Err(broken("hash does not chain"));
+            }
+            heads.insert(record.stream.clone(), (record.revision, record.hash));
+            count += 1;
+            replay.visit(record);
+            if let Some(failure) = replay.failure.take() {
+                return Err(failure);
+            }
         }
     }
-    Ok(AuditReport {
-        events_checked: report.records,
-        streams: report.heads.len(),
-        ledger_partitions: states.len(),
-        accounts: states.values().map(LedgerState::account_count).sum(),
-        transfers: states.values().map(LedgerState::transfer_count).sum(),
-        totals,
-        heads: report.heads.into_iter().collect(),
-    })
+    Ok(replay.report(count, heads))
 }
 
 /// Rebuilds each partition the way the server starts (newest snapshot that matches the

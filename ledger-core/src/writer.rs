@@ -62,11 +62,22 @@ pub struct LedgerConfig {
     pub snapshot_dir: Option<PathBuf>,
     /// A snapshot is taken after every this many events.
     pub snapshot_interval_events: u64,
+    /// Most items in one request (`REQUEST_ITEMS_MAX`; smaller over a log whose
+    /// appends are limited in bytes, such as KurrentDB's 1 MiB).
+    pub request_items_max: usize,
+    /// Most items the writer takes into one append (`BATCH_ITEMS_MAX`).
+    pub batch_items_max: usize,
 }
 
 impl Default for LedgerConfig {
     fn default() -> Self {
-        LedgerConfig { partition: 0, snapshot_dir: None, snapshot_interval_events: 4_000_000 }
+        LedgerConfig {
+            partition: 0,
+            snapshot_dir: None,
+            snapshot_interval_events: 4_000_000,
+            request_items_max: REQUEST_ITEMS_MAX,
+            batch_items_max: BATCH_ITEMS_MAX,
+        }
     }
 }
 
@@ -119,6 +130,7 @@ pub struct Ledger {
     sender: Arc<Mutex<Option<SyncSender<Request>>>>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
     metrics: Arc<WriterMetrics>,
+    request_items_max: usize,
 }
 
 impl Ledger {
@@ -130,13 +142,19 @@ impl Ledger {
         let (sender, receiver) = mpsc::sync_channel(QUEUE_REQUESTS_MAX);
         let metrics = Arc::new(WriterMetrics::default());
         let failed = Arc::new(Mutex::new(None));
+        let request_items_max = config.request_items_max;
         let writer =
             Writer { store, stream, config, state, failed, events_since_snapshot: 0, metrics: metrics.clone() };
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|e| LedgerError::Failed(format!("cannot start the writer thread: {e}")))?;
-        Ok(Ledger { sender: Arc::new(Mutex::new(Some(sender))), thread: Arc::new(Mutex::new(Some(thread))), metrics })
+        Ok(Ledger {
+            sender: Arc::new(Mutex::new(Some(sender))),
+            thread: Arc::new(Mutex::new(Some(thread))),
+            metrics,
+            request_items_max,
+        })
     }
 
     /// Batch sizes, commit latency and queue depth of the writer.
@@ -166,10 +184,12 @@ impl Ledger {
         }
     }
 
-    fn check_items(count: usize) -> Result<(), LedgerError> {
+    fn check_items(&self, count: usize) -> Result<(), LedgerError> {
         match count {
             0 => Err(LedgerError::Empty),
-            count if count > REQUEST_ITEMS_MAX => Err(LedgerError::TooManyItems { count, max: REQUEST_ITEMS_MAX }),
+            count if count > self.request_items_max => {
+                Err(LedgerError::TooManyItems { count, max: self.request_items_max })
+            }
             _ => Ok(()),
         }
     }
@@ -187,32 +207,32 @@ impl Ledger {
     }
 
     pub async fn create_accounts(&self, commands: Vec<AccountCommand>) -> Result<Vec<AccountResult>, LedgerError> {
-        Self::check_items(commands.len())?;
+        self.check_items(commands.len())?;
         self.call(|reply| Request::Accounts(commands, reply)).await
     }
 
     pub async fn create_transfers(&self, transfers: Vec<NewTransfer>) -> Result<Vec<TransferResult>, LedgerError> {
-        Self::check_items(transfers.len())?;
+        self.check_items(transfers.len())?;
         self.call(|reply| Request::Transfers(transfers, reply)).await
     }
 
     pub async fn lookup_accounts(&self, ids: Vec<AccountId>) -> Result<Vec<Option<Account>>, LedgerError> {
-        Self::check_items(ids.len())?;
+        self.check_items(ids.len())?;
         self.call(|reply| Request::LookupAccounts(ids, reply)).await
     }
 
     pub async fn lookup_transfers(&self, ids: Vec<TransferId>) -> Result<Vec<Option<Transfer>>, LedgerError> {
-        Self::check_items(ids.len())?;
+        self.check_items(ids.len())?;
         self.call(|reply| Request::LookupTransfers(ids, reply)).await
     }
 
     pub fn create_accounts_blocking(&self, commands: Vec<AccountCommand>) -> Result<Vec<AccountResult>, LedgerError> {
-        Self::check_items(commands.len())?;
+        self.check_items(commands.len())?;
         self.call_blocking(|reply| Request::Accounts(commands, reply))
     }
 
     pub fn create_transfers_blocking(&self, transfers: Vec<NewTransfer>) -> Result<Vec<TransferResult>, LedgerError> {
-        Self::check_items(transfers.len())?;
+        self.check_items(transfers.len())?;
         self.call_blocking(|reply| Request::Transfers(transfers, reply))
     }
 
@@ -222,19 +242,19 @@ impl Ledger {
         transfers: Vec<NewTransfer>,
         done: impl FnOnce(Result<Vec<TransferResult>, LedgerError>) + Send + 'static,
     ) {
-        if let Err(error) = Self::check_items(transfers.len()) {
+        if let Err(error) = self.check_items(transfers.len()) {
             return done(Err(error));
         }
         self.submit(Request::Transfers(transfers, Box::new(done)), true);
     }
 
     pub fn lookup_accounts_blocking(&self, ids: Vec<AccountId>) -> Result<Vec<Option<Account>>, LedgerError> {
-        Self::check_items(ids.len())?;
+        self.check_items(ids.len())?;
         self.call_blocking(|reply| Request::LookupAccounts(ids, reply))
     }
 
     pub fn lookup_transfers_blocking(&self, ids: Vec<TransferId>) -> Result<Vec<Option<Transfer>>, LedgerError> {
-        Self::check_items(ids.len())?;
+        self.check_items(ids.len())?;
         self.call_blocking(|reply| Request::LookupTransfers(ids, reply))
     }
 
@@ -328,7 +348,7 @@ impl Writer {
                 items += first.items();
                 batch.push(first);
             }
-            while items < BATCH_ITEMS_MAX {
+            while items < self.config.batch_items_max {
                 let Ok(request) = receiver.try_recv() else {
                     break;
                 };

@@ -327,6 +327,9 @@ impl Decoded {
 pub struct ReadModels {
     db: Database,
     path: PathBuf,
+    /// Whether the log's positions are dense (the embedded store): then a gap is an
+    /// error. Over a log with sparse positions (KurrentDB) only order is checked.
+    dense: std::sync::atomic::AtomicBool,
 }
 
 /// Where the read models of a data directory live.
@@ -359,7 +362,12 @@ impl ReadModels {
             txn.open_table(ALARMS)?;
         }
         txn.commit()?;
-        Ok(ReadModels { db, path: path.to_path_buf() })
+        Ok(ReadModels { db, path: path.to_path_buf(), dense: std::sync::atomic::AtomicBool::new(true) })
+    }
+
+    /// Follow a log whose positions are increasing but not dense (see the field).
+    pub fn set_dense_positions(&self, dense: bool) {
+        self.dense.store(dense, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Deletes the database at `path` and opens a new, empty one.
@@ -404,7 +412,7 @@ impl ReadModels {
                 if record.position < next {
                     continue;
                 }
-                if record.position > next {
+                if record.position > next && self.dense.load(std::sync::atomic::Ordering::Relaxed) {
                     return Err(ProjectionError::Gap { expected: next, found: record.position });
                 }
                 batch.record(record, event.as_ref())?;

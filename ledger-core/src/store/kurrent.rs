@@ -363,17 +363,12 @@ async fn follow_head(client: Client, head: Arc<tokio::sync::watch::Sender<Positi
         }
         let mut subscription =
             client.subscribe_to_all(&SubscribeToAllOptions::default().position(StreamPosition::End)).await;
-        loop {
-            match subscription.next().await {
-                Ok(event) => {
-                    attempt = 1;
-                    let event = event.get_original_event();
-                    if !is_system(event.stream_id(), &event.event_type) {
-                        let next = event.position.prepare + 1;
-                        head.send_if_modified(|h| (next > *h).then(|| *h = next).is_some());
-                    }
-                }
-                Err(_) => break,
+        while let Ok(event) = subscription.next().await {
+            attempt = 1;
+            let event = event.get_original_event();
+            if !is_system(event.stream_id(), &event.event_type) {
+                let next = event.position.prepare + 1;
+                head.send_if_modified(|h| (next > *h).then(|| *h = next).is_some());
             }
         }
         tokio::time::sleep(backoff(attempt.min(5))).await;

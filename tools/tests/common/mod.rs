@@ -47,6 +47,7 @@ impl InProcessServer {
             payments: Default::default(),
             fx: Default::default(),
             snapshot_interval_events: 4_000_000,
+            store: None,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
