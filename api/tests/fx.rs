@@ -237,4 +237,15 @@ async fn quotes_conversions_chains_positions_and_converted_reports() {
         let (_, snapshots) = ledger_core::audit::data_dir_layout(&data_dir);
         ledger_core::audit::verify(&data_dir, Some(&snapshots)).expect("audit verify");
     }
+
+    // After a restart the rates come back from their events and the position from the accounts.
+    let server = Server::start_with(dir.path(), &["--fx-quote-ttl-secs", "2"]);
+    let mut fx: Fx = wire::fx_client::FxClient::new(
+        Channel::from_shared(server.addr.clone()).expect("uri").connect().await.expect("connect"),
+    );
+    let again =
+        fx.get_position(authed(wire::GetPositionRequest::default(), ADMIN)).await.expect("position").into_inner();
+    assert_eq!(again.currencies, position.currencies);
+    let rates = fx.list_rates(authed(wire::ListRatesRequest {}, ADMIN)).await.expect("rates").into_inner().rates;
+    assert!(rates.iter().any(|r| r.base == "EUR" && r.quote == "USD" && r.rate == "1.25"), "{rates:?}");
 }

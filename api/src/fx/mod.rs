@@ -516,7 +516,14 @@ impl Fx {
         &self,
         value_in: Currency,
     ) -> Result<(Vec<(Currency, i128, i128, i128)>, i128, Vec<String>), Status> {
-        let currencies: Vec<Currency> = self.opened.iter().map(|e| *e.key()).collect();
+        // Every currency a rate names (the FX accounts of a currency exist once it was
+        // converted), and any opened since.
+        let mut currencies: Vec<Currency> = self.opened.iter().map(|e| *e.key()).collect();
+        for (base, quote, ..) in self.rates() {
+            currencies.extend([base, quote].iter().filter_map(|c| Currency::parse(c).ok()));
+        }
+        currencies.sort_by_key(|c| c.code());
+        currencies.dedup();
         let mut ids = Vec::new();
         for c in &currencies {
             for name in ["fx", "fx-revenue", "fee"] {
@@ -529,6 +536,9 @@ impl Fx {
         let mut total = 0;
         let mut used = Vec::new();
         for (i, c) in currencies.iter().enumerate() {
+            if accounts[3 * i].is_none() {
+                continue;
+            }
             let (position, revenue, fees) =
                 (balance(&accounts[3 * i]), balance(&accounts[3 * i + 1]), balance(&accounts[3 * i + 2]));
             let (value, rates) = self.value_at(revenue, *c, value_in, now_ns()).map_err(fx_status)?;
