@@ -4,7 +4,6 @@
 //! user, the platform's position, converted reports, and an audit that finds every
 //! currency balanced.
 
-use std::path::Path;
 use std::time::Duration;
 
 use ledger_proto::api::v1 as wire;
@@ -13,7 +12,7 @@ use tonic::Code;
 
 mod common;
 
-use common::{authed, fund, person, Server, ADMIN};
+use common::{audit_verify, authed, fund, person, Server, ADMIN};
 
 type Fx = wire::fx_client::FxClient<Channel>;
 
@@ -225,18 +224,7 @@ async fn quotes_conversions_chains_positions_and_converted_reports() {
     // Every currency balances after every event, and the chain holds.
     assert!(server.terminate().success());
     let data_dir = dir.path().join("data");
-    let ledgerctl = Path::new(env!("CARGO_BIN_EXE_ledgerd")).with_file_name("ledgerctl");
-    if ledgerctl.exists() {
-        let output = std::process::Command::new(&ledgerctl)
-            .args(["audit", "verify", "--data-dir"])
-            .arg(&data_dir)
-            .output()
-            .expect("run");
-        assert!(output.status.success(), "audit: {}", String::from_utf8_lossy(&output.stdout));
-    } else {
-        let (_, snapshots) = ledger_core::audit::data_dir_layout(&data_dir);
-        ledger_core::audit::verify(&data_dir, Some(&snapshots)).expect("audit verify");
-    }
+    audit_verify(&data_dir);
 
     // After a restart the rates come back from their events and the position from the accounts.
     let server = Server::start_with(dir.path(), &["--fx-quote-ttl-secs", "2"]);

@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 
 mod common;
 
-use common::{authed, Server, ADMIN};
+use common::{audit_verify, authed, Server, ADMIN};
 
 const PAYMENTS: usize = 2_000;
 const USERS: usize = 8;
@@ -436,13 +436,5 @@ async fn thousands_of_payments_survive_faulty_rails_and_killed_workers() {
     let mut server = Arc::try_unwrap(server).ok().expect("one owner").into_inner().expect("server");
     assert!(server.terminate().success());
     let data_dir = dir.path().join("data");
-    let ledgerctl = Path::new(env!("CARGO_BIN_EXE_ledgerd")).with_file_name("ledgerctl");
-    if ledgerctl.exists() {
-        let output =
-            Command::new(&ledgerctl).args(["audit", "verify", "--data-dir"]).arg(&data_dir).output().expect("run");
-        assert!(output.status.success(), "audit: {}", String::from_utf8_lossy(&output.stdout));
-    } else {
-        let (_, snapshots) = ledger_core::audit::data_dir_layout(&data_dir);
-        ledger_core::audit::verify(&data_dir, Some(&snapshots)).expect("audit verify");
-    }
+    audit_verify(&data_dir);
 }

@@ -12,7 +12,7 @@ use tonic::{Code, Request, Status};
 
 mod common;
 
-use common::{authed, Server, ADMIN, SERVICE};
+use common::{audit_verify, authed, Server, ADMIN, SERVICE};
 
 type Users = wire::users_client::UsersClient<Channel>;
 
@@ -65,23 +65,6 @@ fn every_file(dir: &Path, out: &mut Vec<PathBuf>) {
         } else {
             out.push(path);
         }
-    }
-}
-
-/// Runs `ledgerctl audit verify` when it is built next to `ledgerd` (as `cargo test
-/// --workspace` does); otherwise the same verifier in process.
-fn audit_verify(data_dir: &Path) {
-    let ledgerctl = Path::new(env!("CARGO_BIN_EXE_ledgerd")).with_file_name("ledgerctl");
-    if ledgerctl.exists() {
-        let output = std::process::Command::new(&ledgerctl)
-            .args(["audit", "verify", "--data-dir"])
-            .arg(data_dir)
-            .output()
-            .expect("run ledgerctl");
-        assert!(output.status.success(), "ledgerctl audit verify: {}", String::from_utf8_lossy(&output.stdout));
-    } else {
-        let (_, snapshots) = ledger_core::audit::data_dir_layout(data_dir);
-        ledger_core::audit::verify(data_dir, Some(&snapshots)).expect("audit verify");
     }
 }
 

@@ -158,3 +158,18 @@ pub async fn fund(server: &Server, to: &Person, currency: &str, minor: &str, tra
 fn currency_number(code: &str) -> String {
     code.bytes().map(|b| format!("{b:03}")).collect()
 }
+
+/// Runs `ledgerctl audit verify` on a stopped server's data directory when it is built
+/// next to `ledgerd` (as `cargo test --workspace` does); otherwise the same verifier in
+/// process.
+pub fn audit_verify(data_dir: &Path) {
+    let ledgerctl = Path::new(env!("CARGO_BIN_EXE_ledgerd")).with_file_name("ledgerctl");
+    if ledgerctl.exists() {
+        let output =
+            Command::new(&ledgerctl).args(["audit", "verify", "--data-dir"]).arg(data_dir).output().expect("run");
+        assert!(output.status.success(), "ledgerctl audit verify: {}", String::from_utf8_lossy(&output.stdout));
+    } else {
+        let (_, snapshots) = ledger_core::audit::data_dir_layout(data_dir);
+        ledger_core::audit::verify(data_dir, Some(&snapshots)).expect("audit verify");
+    }
+}
