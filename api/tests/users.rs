@@ -495,7 +495,7 @@ async fn current_step() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn totp_is_enforced_once_enabled() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path());
+    let mut server = Server::start(dir.path());
     let mut users = server.users().await;
     register(&mut users, "Frank", "frank@example.com", PASSWORD).await.expect("frank");
     let token = login(&mut users, "frank@example.com", PASSWORD).await.expect("login").session_token;
@@ -524,6 +524,11 @@ async fn totp_is_enforced_once_enabled() {
     assert!(missing.message().contains("second factor"), "{}", missing.message());
     assert_eq!(code(login_2fa(&mut users, "frank@example.com", &at(step + 7), "").await), Code::Unauthenticated);
     login_2fa(&mut users, "frank@example.com", &at(step), "").await.expect("current code");
+    assert_eq!(code(login_2fa(&mut users, "frank@example.com", &at(step), "").await), Code::Unauthenticated, "reused");
+    // Still refused after a restart: the step used is in the sign-in's event.
+    assert!(server.terminate().success());
+    let server = Server::start(dir.path());
+    let mut users = server.users().await;
     assert_eq!(code(login_2fa(&mut users, "frank@example.com", &at(step), "").await), Code::Unauthenticated, "reused");
     login_2fa(&mut users, "frank@example.com", "", &recovery[0]).await.expect("recovery code");
     assert_eq!(code(login_2fa(&mut users, "frank@example.com", "", &recovery[0]).await), Code::Unauthenticated, "used");

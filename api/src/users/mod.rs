@@ -251,6 +251,9 @@ impl UserState {
                 } else {
                     format!("from {}", s.source)
                 };
+                if let Some(totp) = self.totp.as_mut() {
+                    totp.last_step = totp.last_step.max(s.totp_step);
+                }
                 self.sessions.insert(
                     s.session_id,
                     Session {
@@ -270,7 +273,7 @@ impl UserState {
             Detail::SignInFailed(f) => self.note("sign_in_failed", at, format!("from {}: {}", f.source, f.reason)),
             Detail::TotpEnabled(t) => {
                 let recovery = t.recovery_code_hashes.into_iter().map(Some).collect();
-                self.totp = Some(Totp { secret: t.secret, recovery, last_step: 0 });
+                self.totp = Some(Totp { secret: t.secret, recovery, last_step: t.confirmed_step });
                 self.pending_totp = None;
                 self.note("second_factor_enabled", at, "authenticator app".into());
             }
@@ -602,9 +605,11 @@ impl Users {
         }
         let mut details = Vec::new();
         let mut used_recovery_code = false;
+        let mut totp_step = 0;
         if let Some(totp) = &state.totp {
             match self.second_factor(totp, totp_code, recovery_code) {
                 Some(SecondFactor::Code(step)) => {
+                    totp_step = step;
                     if let Some(t) = state.totp.as_mut() {
                         t.last_step = step;
                     }
@@ -637,6 +642,7 @@ impl Users {
             expires_at_ns: expires,
             source: source.to_string(),
             used_recovery_code,
+            totp_step,
         }));
         self.append(&mut state, details).await?;
         self.sessions.insert(token_hash, (state.id, session_id.clone(), expires));
@@ -902,11 +908,8 @@ impl Users {
             hashes.push(blake3::hash(normalize_recovery(&code).as_bytes()).as_bytes().to_vec());
             codes.push(code);
         }
-        self.append(&mut state, vec![Detail::TotpEnabled(ev::TotpEnabled { secret, recovery_code_hashes: hashes })])
-            .await?;
-        if let Some(t) = state.totp.as_mut() {
-            t.last_step = step;
-        }
+        let enabled = ev::TotpEnabled { secret, recovery_code_hashes: hashes, confirmed_step: step };
+        self.append(&mut state, vec![Detail::TotpEnabled(enabled)]).await?;
         Ok(codes)
     }
 
