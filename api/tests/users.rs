@@ -290,6 +290,24 @@ async fn the_whole_life_cycle_ends_in_an_erasure_that_leaves_no_personal_data() 
     users.delete_user(authed(delete(new_password), &token)).await.expect("delete");
     assert_eq!(code(users.get_profile(authed(me(), &token)).await), Code::Unauthenticated);
     assert_eq!(code(login(&mut users, new_email, new_password).await), Code::Unauthenticated);
+    // The erased user's wallets are closed: nothing can be paid into them any more.
+    let late = wire::NewTransfer {
+        id: "3".into(),
+        debit_account_id: "9000".into(),
+        credit_account_id: usd.account_id.clone(),
+        amount: "100".into(),
+        currency: "USD".into(),
+        code: 1,
+        kind: wire::TransferKind::Posted as i32,
+        ..Default::default()
+    };
+    let refused = ledger
+        .create_transfers(authed(wire::CreateTransfersRequest { transfers: vec![late] }, SERVICE))
+        .await
+        .expect("transfer call")
+        .into_inner()
+        .results;
+    assert_eq!(refused[0].code, "CREDIT_ACCOUNT_NOT_OPEN", "{refused:?}");
     // The email is free again.
     let bob = register(&mut users, "Bob", new_email, "another-long-passphrase").await.expect("re-register");
     assert_ne!(bob, user_id);

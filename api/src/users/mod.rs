@@ -853,6 +853,21 @@ impl Users {
                 held.join(", ")
             )));
         }
+        // Close the wallets, so nothing can be paid into them any more. The ledger closes
+        // only an empty account with no holds: money that arrived since the check above
+        // refuses the deletion here.
+        let closing: Vec<AccountCommand> =
+            state.wallets.values().map(|&a| AccountCommand::Close(AccountId(a))).collect();
+        if !closing.is_empty() {
+            let results = self.ledger.create_accounts(closing).await.map_err(convert::status)?;
+            if let Some(Err(error)) =
+                results.iter().find(|r| r.is_err() && **r != Err(ledger_core::domain::AccountError::Closed))
+            {
+                return Err(Status::failed_precondition(format!(
+                    "a wallet cannot be closed ({error}); withdraw or send the balance, then delete the account"
+                )));
+            }
+        }
         let keys = self.keys.clone();
         let slot = state.key_slot;
         tokio::task::spawn_blocking(move || keys.erase(slot))
