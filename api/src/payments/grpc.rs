@@ -61,6 +61,42 @@ impl PaymentsService {
         }
     }
 
+    /// A top-up of the user's wallet from one of their instruments, or a withdrawal
+    /// from it to their bank account.
+    async fn own_wallet_payment(
+        &self,
+        user: u128,
+        kind: &'static str,
+        idempotency_key: &str,
+        amount_text: &str,
+        currency: &str,
+        instrument_id: &str,
+    ) -> Result<wire::Payment, Status> {
+        let currency = convert::parse_currency("currency", currency)?;
+        let amount = amount(amount_text, currency)?;
+        let instrument = self.users.funding_instrument(user, instrument_id).await?;
+        let funding = if kind == "withdrawal" {
+            if instrument.kind != "bank_account" {
+                return Err(Status::invalid_argument("instrument_id: withdrawals go to a bank account"));
+            }
+            "wallet".to_string()
+        } else {
+            instrument.kind.to_string()
+        };
+        let new = NewPayment {
+            kind,
+            sender: user,
+            receiver: user,
+            currency,
+            amount,
+            funding,
+            instrument_id: instrument_id.to_string(),
+            note: String::new(),
+            quote_id: String::new(),
+        };
+        self.payments.create(user, idempotency_key, new).await
+    }
+
     /// The other party, by id or by email; they must exist and not be the caller.
     async fn counterparty(&self, caller: u128, field: &str, user_id: &str, email: &str) -> Result<u128, Status> {
         let id = match (user_id.is_empty(), email.is_empty()) {
@@ -179,21 +215,7 @@ impl wire::payments_server::Payments for PaymentsService {
         let result = async {
             let user = self.user(&request).await?;
             let r = request.get_ref();
-            let currency = convert::parse_currency("currency", &r.currency)?;
-            let amount = amount(&r.amount, currency)?;
-            let instrument = self.users.funding_instrument(user, &r.instrument_id).await?;
-            let new = NewPayment {
-                kind: "top_up",
-                sender: user,
-                receiver: user,
-                currency,
-                amount,
-                funding: instrument.kind.to_string(),
-                instrument_id: r.instrument_id.clone(),
-                note: String::new(),
-                quote_id: String::new(),
-            };
-            self.payments.create(user, &r.idempotency_key, new).await
+            self.own_wallet_payment(user, "top_up", &r.idempotency_key, &r.amount, &r.currency, &r.instrument_id).await
         }
         .await;
         self.metrics.answer("Payments/TopUp", result)
@@ -203,24 +225,8 @@ impl wire::payments_server::Payments for PaymentsService {
         let result = async {
             let user = self.user(&request).await?;
             let r = request.get_ref();
-            let currency = convert::parse_currency("currency", &r.currency)?;
-            let amount = amount(&r.amount, currency)?;
-            let instrument = self.users.funding_instrument(user, &r.instrument_id).await?;
-            if instrument.kind != "bank_account" {
-                return Err(Status::invalid_argument("instrument_id: withdrawals go to a bank account"));
-            }
-            let new = NewPayment {
-                kind: "withdrawal",
-                sender: user,
-                receiver: user,
-                currency,
-                amount,
-                funding: "wallet".into(),
-                instrument_id: r.instrument_id.clone(),
-                note: String::new(),
-                quote_id: String::new(),
-            };
-            self.payments.create(user, &r.idempotency_key, new).await
+            self.own_wallet_payment(user, "withdrawal", &r.idempotency_key, &r.amount, &r.currency, &r.instrument_id)
+                .await
         }
         .await;
         self.metrics.answer("Payments/Withdraw", result)
