@@ -202,32 +202,25 @@ impl KurrentStore {
         direction: Direction,
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let mut attempt = 1;
-        loop {
-            let options = match direction {
-                Direction::Forwards => ReadStreamOptions::default().forwards(),
-                Direction::Backwards => ReadStreamOptions::default().backwards(),
+        let options = match direction {
+            Direction::Forwards => ReadStreamOptions::default().forwards(),
+            Direction::Backwards => ReadStreamOptions::default().backwards(),
+        }
+        .position(StreamPosition::Position(from))
+        .max_count(max_count);
+        let result = with_retries(|| async {
+            let mut out = Vec::new();
+            let mut read = client.read_stream(stream.as_str(), &options).await?;
+            while let Some(event) = read.next().await? {
+                out.push(recorded(event.get_original_event()));
             }
-            .position(StreamPosition::Position(from))
-            .max_count(max_count);
-            let result: Result<Vec<Result<RecordedEvent, StoreError>>, kurrentdb::Error> = async {
-                let mut out = Vec::new();
-                let mut read = client.read_stream(stream.as_str(), &options).await?;
-                while let Some(event) = read.next().await? {
-                    out.push(recorded(event.get_original_event()));
-                }
-                Ok(out)
-            }
-            .await;
-            match result {
-                Ok(events) => return events.into_iter().collect(),
-                Err(kurrentdb::Error::ResourceNotFound) => return Ok(Vec::new()),
-                Err(error) if retriable(&error) && attempt < ATTEMPTS => {
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Err(error) => return Err(map_error(&stream, ExpectedRevision::Any, &error)),
-            }
+            Ok(out)
+        })
+        .await;
+        match result {
+            Ok(events) => events.into_iter().collect(),
+            Err(kurrentdb::Error::ResourceNotFound) => Ok(Vec::new()),
+            Err(error) => Err(map_error(&stream, ExpectedRevision::Any, &error)),
         }
     }
 
@@ -236,26 +229,61 @@ impl KurrentStore {
         from: Position,
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let start = if from == 0 {
+        // Pages of $all until `max_count` events of ours, or the end: a long run of system
+        // events must not look like the end of the log.
+        const PAGE: usize = 1_024;
+        let mut start = if from == 0 {
             StreamPosition::Start
         } else {
             StreamPosition::Position(KPosition { commit: from, prepare: from })
         };
-        let options =
-            ReadAllOptions::default().forwards().position(start).max_count(max_count.saturating_mul(2).max(64));
+        let mut floor = from;
         let mut out = Vec::new();
-        let mut read = client.read_all(&options).await.map_err(|e| map_error("$all", ExpectedRevision::Any, &e))?;
-        while let Some(event) = read.next().await.map_err(|e| map_error("$all", ExpectedRevision::Any, &e))? {
-            let event = event.get_original_event();
-            if is_system(event.stream_id(), &event.event_type) || event.position.prepare < from {
-                continue;
-            }
-            out.push(recorded(event)?);
-            if out.len() >= max_count {
-                break;
+        loop {
+            let options = ReadAllOptions::default().forwards().position(start).max_count(PAGE);
+            let page = with_retries(|| async {
+                let mut page = Vec::new();
+                let mut read = client.read_all(&options).await?;
+                while let Some(event) = read.next().await? {
+                    let event = event.get_original_event();
+                    let ours = (!is_system(event.stream_id(), &event.event_type)).then(|| recorded(event));
+                    page.push((event.position, ours));
+                }
+                Ok(page)
+            })
+            .await
+            .map_err(|e| map_error("$all", ExpectedRevision::Any, &e))?;
+            // A page starts at (or before) the last event already seen: keep only newer ones.
+            let fresh: Vec<_> = page.into_iter().filter(|(position, _)| position.prepare >= floor).collect();
+            let Some((last, _)) = fresh.last() else { return Ok(out) };
+            start = StreamPosition::Position(*last);
+            floor = last.prepare + 1;
+            for event in fresh.into_iter().filter_map(|(_, ours)| ours) {
+                out.push(event?);
+                if out.len() >= max_count {
+                    return Ok(out);
+                }
             }
         }
-        Ok(out)
+    }
+}
+
+/// Runs `operation` until it succeeds, fails in a way that is not [`retriable`], or has
+/// been tried `ATTEMPTS` times, backing off in between.
+async fn with_retries<T, F, Fut>(mut operation: F) -> Result<T, kurrentdb::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kurrentdb::Error>>,
+{
+    let mut attempt = 1;
+    loop {
+        match operation().await {
+            Err(error) if retriable(&error) && attempt < ATTEMPTS => {
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
     }
 }
 
@@ -323,17 +351,9 @@ async fn append(
         None => StreamState::NoStream,
     };
     let options = AppendToStreamOptions::default().stream_state(state);
-    let mut attempt = 1;
-    let written = loop {
-        match client.append_to_stream(stream, &options, data.clone()).await {
-            Ok(result) => break result,
-            Err(error) if retriable(&error) && attempt < ATTEMPTS => {
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt += 1;
-            }
-            Err(error) => return Err(map_error(stream, expected, &error)),
-        }
-    };
+    let written = with_retries(|| client.append_to_stream(stream, &options, data.clone()))
+        .await
+        .map_err(|error| map_error(stream, expected, &error))?;
     let last_revision = (!events.is_empty()).then(|| revision - 1);
     heads.insert(stream.to_string(), (last_revision.or(head.0), hash));
     Ok(AppendOutcome {
@@ -346,17 +366,20 @@ async fn append(
 
 /// Keeps `head` one past the prepare position of the newest non-system event.
 async fn follow_head(client: Client, head: Arc<tokio::sync::watch::Sender<Position>>) {
+    let advance = |event: &kurrentdb::RecordedEvent| {
+        if !is_system(event.stream_id(), &event.event_type) {
+            let next = event.position.prepare + 1;
+            head.send_if_modified(|h| (next > *h).then(|| *h = next).is_some());
+            return true;
+        }
+        false
+    };
     let mut attempt = 1;
     loop {
         let options = ReadAllOptions::default().backwards().position(StreamPosition::End).max_count(256);
         if let Ok(mut read) = client.read_all(&options).await {
             while let Ok(Some(event)) = read.next().await {
-                let event = event.get_original_event();
-                if !is_system(event.stream_id(), &event.event_type) {
-                    head.send_if_modified(|h| {
-                        let next = event.position.prepare + 1;
-                        (next > *h).then(|| *h = next).is_some()
-                    });
+                if advance(event.get_original_event()) {
                     break;
                 }
             }
@@ -365,11 +388,7 @@ async fn follow_head(client: Client, head: Arc<tokio::sync::watch::Sender<Positi
             client.subscribe_to_all(&SubscribeToAllOptions::default().position(StreamPosition::End)).await;
         while let Ok(event) = subscription.next().await {
             attempt = 1;
-            let event = event.get_original_event();
-            if !is_system(event.stream_id(), &event.event_type) {
-                let next = event.position.prepare + 1;
-                head.send_if_modified(|h| (next > *h).then(|| *h = next).is_some());
-            }
+            advance(event.get_original_event());
         }
         tokio::time::sleep(backoff(attempt.min(5))).await;
         attempt += 1;
