@@ -6,7 +6,7 @@
 //! (mode 0600; its path is logged, never the token).
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 
 use tonic::{Request, Status};
@@ -145,9 +145,8 @@ impl Tokens {
 
 /// A new random token: 32 bytes from the kernel's CSPRNG, hex.
 pub fn generate_token() -> std::io::Result<String> {
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    let bytes: [u8; 32] = crate::users::crypto::random_bytes()?;
+    Ok(ledger_core::chain::to_hex(&bytes))
 }
 
 /// Reads `<data-dir>/admin.token`, creating it (mode 0600) with a new token if absent.

@@ -247,6 +247,11 @@ pub fn status(error: LedgerError) -> Status {
     }
 }
 
+/// [`store_status`] of an owned error, for `map_err`.
+pub fn store_error(error: StoreError) -> Status {
+    store_status(&error)
+}
+
 pub fn store_status(error: &StoreError) -> Status {
     match error {
         StoreError::WrongExpectedRevision { .. } => Status::aborted(error.to_string()),

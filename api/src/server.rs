@@ -154,7 +154,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let fx = Arc::new(fx);
     let payments = {
         let (store, ledger, users, payments_config) = (store.clone(), ledger.clone(), users.clone(), config.payments);
-        let fx = Some(fx.clone());
+        let fx = fx.clone();
         tokio::task::spawn_blocking(move || Payments::open(store, ledger, users, rail, fx, payments_config))
             .await
             .map_err(|e| e.to_string())??
@@ -163,7 +163,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     payments.start();
     let payments_service = PaymentsService {
         payments,
-        fx: Some(fx.clone()),
+        fx: fx.clone(),
         users: users.clone(),
         tokens: tokens.clone(),
         metrics: metrics.clone(),
@@ -174,8 +174,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         ledger: ledger.clone(),
         store: store.clone(),
         tokens,
-        users: Some(users),
-        fx: Some(fx),
+        users,
+        fx,
         projector: projector.clone(),
         metrics,
     };

@@ -28,9 +28,14 @@ pub fn chain_hash_with(scratch: &mut Vec<u8>, previous: &Hash, revision: u64, ev
     *blake3::hash(scratch).as_bytes()
 }
 
-/// Lower-case hex, for printing hashes.
-pub fn to_hex(hash: &Hash) -> String {
-    hash.iter().map(|byte| format!("{byte:02x}")).collect()
+/// Lower-case hex, for printing hashes, keys and random ids.
+pub fn to_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
 }
 
 #[cfg(test)]

@@ -220,7 +220,8 @@ impl Connection {
     }
 }
 
-fn status_text(status: tonic::Status) -> String {
+/// A gRPC error as the commands print it.
+pub fn status_text(status: tonic::Status) -> String {
     format!("{:?}: {}", status.code(), status.message())
 }
 
@@ -602,7 +603,7 @@ pub async fn events(connection: &Connection, args: EventsArgs) -> Result<bool, S
             None => stream.message().await,
         };
         let Some(event) = next.map_err(status_text)? else { return Ok(true) };
-        let hash: String = event.hash.iter().map(|b| format!("{b:02x}")).collect();
+        let hash = ledger_core::chain::to_hex(&event.hash);
         if connection.json {
             let decoded = event.event.as_ref().map(|e| format!("{e:?}")).unwrap_or_default();
             println!(

@@ -5,7 +5,7 @@ use clap::Subcommand;
 use ledger_proto::api::v1 as wire;
 use serde_json::json;
 
-use crate::client::Connection;
+use crate::client::{status_text, Connection};
 
 #[derive(Subcommand)]
 pub enum FxCommand {
@@ -43,10 +43,6 @@ pub enum FxCommand {
         #[arg(long, default_value = "USD")]
         value_in: String,
     },
-}
-
-fn status_text(status: tonic::Status) -> String {
-    format!("{:?}: {}", status.code(), status.message())
 }
 
 fn parse_rate(text: &str, source: &str) -> Result<wire::Rate, String> {

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use ledger_proto::api::v1 as wire;
 use serde_json::json;
 
-use crate::client::Connection;
+use crate::client::{status_text, Connection};
 
 #[derive(Subcommand)]
 pub enum PaymentsCommand {
@@ -101,10 +101,6 @@ pub enum PaymentsCommand {
         #[arg(long)]
         reject: bool,
     },
-}
-
-fn status_text(status: tonic::Status) -> String {
-    format!("{:?}: {}", status.code(), status.message())
 }
 
 fn payment_json(p: &wire::Payment) -> serde_json::Value {

@@ -13,7 +13,7 @@ use ledger_proto::api::v1 as wire;
 use serde_json::json;
 use tonic::transport::Channel;
 
-use crate::client::Connection;
+use crate::client::{status_text, Connection};
 
 #[derive(Subcommand)]
 pub enum UsersCommand {
@@ -172,10 +172,6 @@ fn read_secret(lines: &mut impl Iterator<Item = std::io::Result<String>>, what: 
         Some(Err(e)) => Err(format!("reading the {what} from standard input: {e}")),
         None => Err(format!("the {what} is read from standard input; none was given")),
     }
-}
-
-fn status_text(status: tonic::Status) -> String {
-    format!("{:?}: {}", status.code(), status.message())
 }
 
 fn instrument_json(i: &wire::PaymentInstrument) -> serde_json::Value {

@@ -8,10 +8,10 @@ use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
 use super::{show, Fixed, Fx, QuoteState};
-use crate::auth::{Permission, Role, Tokens};
+use crate::auth::Tokens;
 use crate::convert;
 use crate::metrics::Metrics;
-use crate::users::grpc::session_token;
+use crate::users::grpc::Principal;
 use crate::users::Users;
 
 pub struct FxService {
@@ -52,24 +52,16 @@ fn minor(field: &str, text: &str, currency: Currency) -> Result<u64, Status> {
 }
 
 impl FxService {
-    async fn user<T>(&self, request: &Request<T>) -> Result<u128, Status> {
-        match session_token(request) {
-            Some(token) => Ok(self.users.authenticate(token).await?.user_id),
-            None => {
-                self.tokens.authenticate(request)?;
-                Err(Status::permission_denied("quotes and conversions need a user's session"))
-            }
-        }
+    async fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        Principal::of(&self.users, &self.tokens, request).await
     }
 
-    fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        if session_token(request).is_some() {
-            return Err(Status::permission_denied("this call needs an admin token"));
-        }
-        match self.tokens.authenticate(request)? {
-            Role::Admin => Ok(()),
-            role => Err(Status::permission_denied(format!("role {role:?} may not do this"))),
-        }
+    async fn user<T>(&self, request: &Request<T>) -> Result<u128, Status> {
+        self.principal(request).await?.user("quotes and conversions need a user's session")
+    }
+
+    async fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        self.principal(request).await?.admin()
     }
 
     fn rates(&self) -> wire::ListRatesResponse {
@@ -96,7 +88,7 @@ impl wire::fx_server::Fx for FxService {
         request: Request<wire::SetRatesRequest>,
     ) -> Result<Response<wire::ListRatesResponse>, Status> {
         let result = async {
-            self.admin(&request)?;
+            self.admin(&request).await?;
             let mut rates = Vec::new();
             for (i, r) in request.into_inner().rates.into_iter().enumerate() {
                 let base = convert::parse_currency(format!("rates[{i}].base"), &r.base)?;
@@ -123,14 +115,7 @@ impl wire::fx_server::Fx for FxService {
         request: Request<wire::ListRatesRequest>,
     ) -> Result<Response<wire::ListRatesResponse>, Status> {
         let result = async {
-            match session_token(&request) {
-                Some(token) => {
-                    self.users.authenticate(token).await?;
-                }
-                None => {
-                    self.tokens.authorize(&request, Permission::Read)?;
-                }
-            }
+            self.principal(&request).await?.reader()?;
             Ok(self.rates())
         }
         .await;
@@ -192,7 +177,7 @@ impl wire::fx_server::Fx for FxService {
         request: Request<wire::GetPositionRequest>,
     ) -> Result<Response<wire::Position>, Status> {
         let result = async {
-            self.admin(&request)?;
+            self.admin(&request).await?;
             let code = if request.get_ref().value_in.is_empty() { "USD" } else { request.get_ref().value_in.as_str() };
             let value_in = convert::parse_currency("value_in", code)?;
             let (positions, revenue, rates_used) = self.fx.position(value_in).await?;

@@ -13,9 +13,10 @@ pub mod grpc;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use dashmap::DashMap;
+use ledger_core::calendar::now_ns;
 use ledger_core::domain::{AccountCommand, AccountId, NewAccount, NewTransfer, TransferId, TransferKind};
 use ledger_core::money::{format_amount, Currency};
 use ledger_core::store::{Direction, EventData, EventStore, EventStoreExt, ExpectedRevision, Revision};
@@ -139,8 +140,12 @@ pub fn quote_amounts(
         return Err(FxError::TooSmall);
     }
     let fee = whole(Decimal::from(from_amount) * Decimal::new(i64::from(fee_bps), 4), RoundingStrategy::AwayFromZero)?;
+    // What the seller pays (amount plus fee) must fit an amount too.
+    from_amount.checked_add(fee).ok_or(FxError::Overflow)?;
     let at_mid = exact(from_amount, mid, from, to)?;
     let spread = whole((at_mid - Decimal::from(to_amount)).max(Decimal::ZERO), RoundingStrategy::ToZero)?;
+    // What leaves the FX account (paid plus spread) must fit an amount too.
+    to_amount.checked_add(spread).ok_or(FxError::Overflow)?;
     Ok(Amounts { from: from_amount, to: to_amount, fee, rate, spread })
 }
 
@@ -211,8 +216,17 @@ pub struct QuoteState {
     pub used_by: Option<u128>,
 }
 
-fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+impl QuoteState {
+    /// An expired quote is refused with a clear error.
+    fn check_live(&self) -> Result<(), Status> {
+        if now_ns() > self.expires_at {
+            return Err(Status::failed_precondition(format!(
+                "the quote expired at {} ns; ask for a new quote",
+                self.expires_at
+            )));
+        }
+        Ok(())
+    }
 }
 
 pub struct Fx {
@@ -225,10 +239,6 @@ pub struct Fx {
     streams: tokio::sync::Mutex<(Option<Revision>, Option<Revision>)>,
     quotes: DashMap<String, Arc<tokio::sync::Mutex<QuoteState>>>,
     opened: DashMap<Currency, ()>,
-}
-
-fn store_status(error: ledger_core::store::StoreError) -> Status {
-    convert::store_status(&error)
 }
 
 fn fx_status(error: FxError) -> Status {
@@ -290,7 +300,7 @@ impl Fx {
             })
             .collect();
         let expected = head.map_or(ExpectedRevision::NoStream, ExpectedRevision::Exact);
-        let outcome = self.store.append(stream, expected, events).await.map_err(store_status)?;
+        let outcome = self.store.append(stream, expected, events).await.map_err(convert::store_error)?;
         *head = outcome.last_revision;
         Ok(at)
     }
@@ -348,7 +358,7 @@ impl Fx {
             quote_amounts(from, to, mid, self.config.spread_bps, self.config.fee_bps, fixed).map_err(fx_status)?;
         let bytes: [u8; 12] =
             crate::users::crypto::random_bytes().map_err(|_| Status::internal("no randomness available"))?;
-        let id = format!("q_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let id = format!("q_{}", ledger_core::chain::to_hex(&bytes));
         let quote = QuoteState {
             id: id.clone(),
             user,
@@ -371,32 +381,28 @@ impl Fx {
         Ok(quote)
     }
 
-    /// A quote of `user`, as it stands.
-    pub async fn peek(&self, user: u128, quote_id: &str) -> Result<QuoteState, Status> {
+    /// `user`'s quote, locked; another user's is as unknown as a missing one.
+    async fn quote_of(&self, user: u128, quote_id: &str) -> Result<tokio::sync::OwnedMutexGuard<QuoteState>, Status> {
         let quote = self.quotes.get(quote_id).map(|q| q.clone()).ok_or_else(|| Status::not_found("quote not found"))?;
-        let quote = quote.lock().await;
+        let quote = quote.lock_owned().await;
         if quote.user != user {
             return Err(Status::not_found("quote not found"));
         }
-        Ok(quote.clone())
+        Ok(quote)
+    }
+
+    /// A quote of `user`, as it stands.
+    pub async fn peek(&self, user: u128, quote_id: &str) -> Result<QuoteState, Status> {
+        Ok(self.quote_of(user, quote_id).await?.clone())
     }
 
     /// Takes a live quote of `user` for a payment: it can be used once.
     pub async fn take_quote(&self, user: u128, quote_id: &str, payment: u128) -> Result<QuoteState, Status> {
-        let quote = self.quotes.get(quote_id).map(|q| q.clone()).ok_or_else(|| Status::not_found("quote not found"))?;
-        let mut quote = quote.lock().await;
-        if quote.user != user {
-            return Err(Status::not_found("quote not found"));
-        }
+        let mut quote = self.quote_of(user, quote_id).await?;
         if quote.executed.is_some() || quote.used_by.is_some_and(|p| p != payment) {
             return Err(Status::failed_precondition("the quote was used already; ask for a new quote"));
         }
-        if now_ns() > quote.expires_at {
-            return Err(Status::failed_precondition(format!(
-                "the quote expired at {} ns; ask for a new quote",
-                quote.expires_at
-            )));
-        }
+        quote.check_live()?;
         self.ensure_fx_accounts([quote.from, quote.to]).await?;
         quote.used_by = Some(payment);
         Ok(quote.clone())
@@ -450,11 +456,7 @@ impl Fx {
         quote_id: &str,
         receiver: u128,
     ) -> Result<(QuoteState, ev::ConversionBooked), Status> {
-        let quote = self.quotes.get(quote_id).map(|q| q.clone()).ok_or_else(|| Status::not_found("quote not found"))?;
-        let mut quote = quote.lock().await;
-        if quote.user != user {
-            return Err(Status::not_found("quote not found"));
-        }
+        let mut quote = self.quote_of(user, quote_id).await?;
         if quote.used_by.is_some() {
             return Err(Status::failed_precondition("the quote was used by a payment"));
         }
@@ -464,13 +466,7 @@ impl Fx {
             }
             return Ok((quote.clone(), done.clone()));
         }
-        let now = now_ns();
-        if now > quote.expires_at {
-            return Err(Status::failed_precondition(format!(
-                "the quote expired at {} ns; ask for a new quote",
-                quote.expires_at
-            )));
-        }
+        quote.check_live()?;
         self.ensure_fx_accounts([quote.from, quote.to]).await?;
         self.users.open_wallet(receiver, quote.to).await?;
         let (from, to, a) = (quote.from, quote.to, quote.amounts);

@@ -10,21 +10,15 @@ use super::{NewPayment, Payments};
 use crate::auth::{Role, Tokens};
 use crate::convert;
 use crate::metrics::Metrics;
-use crate::users::grpc::session_token;
+use crate::users::grpc::Principal;
 use crate::users::Users;
 
 pub struct PaymentsService {
     pub payments: Arc<Payments>,
-    pub fx: Option<Arc<crate::fx::Fx>>,
+    pub fx: Arc<crate::fx::Fx>,
     pub users: Arc<Users>,
     pub tokens: Arc<Tokens>,
     pub metrics: Arc<Metrics>,
-}
-
-/// Who calls: a user (their session) or an admin (role token).
-enum Caller {
-    User(u128),
-    Admin,
 }
 
 fn amount(text: &str, currency: Currency) -> Result<u64, Status> {
@@ -37,28 +31,28 @@ fn payment_id(text: &str) -> Result<u128, Status> {
 }
 
 impl PaymentsService {
-    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        if let Some(token) = session_token(request) {
-            return Ok(Caller::User(self.users.authenticate(token).await?.user_id));
-        }
-        match self.tokens.authenticate(request)? {
-            Role::Admin => Ok(Caller::Admin),
-            role => Err(Status::permission_denied(format!("role {role:?} may not use the payments API"))),
+    async fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        Principal::of(&self.users, &self.tokens, request).await
+    }
+
+    /// The user who calls (`Some`), or an admin (`None`): the callers that may look at
+    /// and refund payments.
+    async fn viewer<T>(&self, request: &Request<T>) -> Result<Option<u128>, Status> {
+        match self.principal(request).await? {
+            Principal::User(user) => Ok(Some(user)),
+            Principal::Role(Role::Admin) => Ok(None),
+            Principal::Role(role) => {
+                Err(Status::permission_denied(format!("role {role:?} may not use the payments API")))
+            }
         }
     }
 
     async fn user<T>(&self, request: &Request<T>) -> Result<u128, Status> {
-        match self.caller(request).await? {
-            Caller::User(user) => Ok(user),
-            Caller::Admin => Err(Status::permission_denied("this call needs a user's session")),
-        }
+        self.principal(request).await?.user("this call needs a user's session")
     }
 
     async fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        match self.caller(request).await? {
-            Caller::Admin => Ok(()),
-            Caller::User(_) => Err(Status::permission_denied("this call needs an admin token")),
-        }
+        self.principal(request).await?.admin()
     }
 
     /// A top-up of the user's wallet from one of their instruments, or a withdrawal
@@ -139,8 +133,7 @@ impl wire::payments_server::Payments for PaymentsService {
                 if !matches!(r.funding.as_str(), "" | "wallet") || !r.instrument_id.is_empty() {
                     return Err(Status::invalid_argument("funding: a cross-currency payment is paid from the wallet"));
                 }
-                let fx = self.fx.as_ref().ok_or_else(|| Status::unimplemented("no exchange here"))?;
-                let quote = fx.peek(sender, &r.quote_id).await?;
+                let quote = self.fx.peek(sender, &r.quote_id).await?;
                 if !r.currency.is_empty() && convert::parse_currency("currency", &r.currency)? != quote.from {
                     return Err(Status::invalid_argument("currency: as in the quote, or empty"));
                 }
@@ -234,10 +227,7 @@ impl wire::payments_server::Payments for PaymentsService {
 
     async fn get_payment(&self, request: Request<wire::GetPaymentRequest>) -> Result<Response<wire::Payment>, Status> {
         let result = async {
-            let viewer = match self.caller(&request).await? {
-                Caller::User(user) => Some(user),
-                Caller::Admin => None,
-            };
+            let viewer = self.viewer(&request).await?;
             self.payments.get(payment_id(&request.get_ref().payment_id)?, viewer).await
         }
         .await;
@@ -249,10 +239,7 @@ impl wire::payments_server::Payments for PaymentsService {
         request: Request<wire::ListPaymentsRequest>,
     ) -> Result<Response<wire::ListPaymentsResponse>, Status> {
         let result = async {
-            let viewer = match self.caller(&request).await? {
-                Caller::User(user) => Some(user),
-                Caller::Admin => None,
-            };
+            let viewer = self.viewer(&request).await?;
             Ok(wire::ListPaymentsResponse { payments: self.payments.list(viewer, false).await })
         }
         .await;
@@ -261,10 +248,7 @@ impl wire::payments_server::Payments for PaymentsService {
 
     async fn refund(&self, request: Request<wire::RefundRequest>) -> Result<Response<wire::Payment>, Status> {
         let result = async {
-            let by = match self.caller(&request).await? {
-                Caller::User(user) => Some(user),
-                Caller::Admin => None,
-            };
+            let by = self.viewer(&request).await?;
             let r = request.into_inner();
             let id = payment_id(&r.payment_id)?;
             let amount = if r.amount.is_empty() {

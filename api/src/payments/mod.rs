@@ -18,9 +18,10 @@ pub mod risk;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use dashmap::DashMap;
+use ledger_core::calendar::now_ns;
 use ledger_core::domain::{AccountCommand, AccountId, NewAccount, NewTransfer, Outcome, TransferId, TransferKind};
 use ledger_core::money::{format_amount, Currency};
 use ledger_core::store::{Direction, EventData, EventStore, EventStoreExt, ExpectedRevision, Revision};
@@ -70,10 +71,6 @@ impl Default for PaymentsConfig {
             partition: (0, 1),
         }
     }
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 pub fn stream_name(id: u128) -> String {
@@ -434,16 +431,12 @@ pub struct Payments {
     ledger: Ledger,
     users: Arc<Users>,
     rail: Arc<dyn PaymentRail>,
-    fx: Option<Arc<crate::fx::Fx>>,
+    fx: Arc<crate::fx::Fx>,
     config: PaymentsConfig,
     payments: DashMap<u128, Arc<Entry>>,
     keys: DashMap<(u128, String), u128>,
     platform_open: DashMap<Currency, ()>,
     activity: std::sync::Mutex<Activity>,
-}
-
-fn store_status(error: ledger_core::store::StoreError) -> Status {
-    convert::store_status(&error)
 }
 
 impl Payments {
@@ -453,7 +446,7 @@ impl Payments {
         ledger: Ledger,
         users: Arc<Users>,
         rail: Arc<dyn PaymentRail>,
-        fx: Option<Arc<crate::fx::Fx>>,
+        fx: Arc<crate::fx::Fx>,
         config: PaymentsConfig,
     ) -> Result<Payments, String> {
         let payments = Payments {
@@ -567,7 +560,8 @@ impl Payments {
             Some(revision) => ExpectedRevision::Exact(revision),
             None => ExpectedRevision::NoStream,
         };
-        let outcome = self.store.append(&stream_name(payment.id), expected, events).await.map_err(store_status)?;
+        let outcome =
+            self.store.append(&stream_name(payment.id), expected, events).await.map_err(convert::store_error)?;
         payment.revision = outcome.last_revision;
         for (at, kind) in stamped {
             payment.evolve(at, kind);
@@ -581,11 +575,9 @@ impl Payments {
         let mut payment = entry.payment.lock().await;
         let action = payment.next_action(now);
         match action {
+            Action::Idle if payment.finished.is_some() => Ok(false),
             Action::Idle => {
                 drop(payment);
-                if entry.payment.lock().await.finished.is_some() {
-                    return Ok(false);
-                }
                 entry.wake.notified().await;
                 Ok(true)
             }
@@ -953,24 +945,20 @@ impl Payments {
         request_hash: blake3::Hash,
         new: NewPayment,
     ) -> Result<wire::Payment, Status> {
-        let quote = match (new.quote_id.is_empty(), &self.fx) {
-            (true, _) => None,
-            (false, None) => return Err(Status::unimplemented("no exchange here")),
-            (false, Some(fx)) => {
-                let quote = fx.take_quote(new.sender, &new.quote_id, id).await?;
-                if quote.from != new.currency || quote.amounts.from != new.amount {
-                    fx.release_quote(&new.quote_id, id).await;
-                    return Err(Status::invalid_argument("amount and currency: as in the quote, or empty"));
-                }
-                Some(quote)
+        let quote = if new.quote_id.is_empty() {
+            None
+        } else {
+            let quote = self.fx.take_quote(new.sender, &new.quote_id, id).await?;
+            if quote.from != new.currency || quote.amounts.from != new.amount {
+                self.fx.release_quote(&new.quote_id, id).await;
+                return Err(Status::invalid_argument("amount and currency: as in the quote, or empty"));
             }
+            Some(quote)
         };
         let created =
             self.create_payment(id, created_by, idempotency_key, request_hash, new.clone(), quote.as_ref()).await;
-        if created.is_err() {
-            if let (Some(fx), Some(_)) = (&self.fx, &quote) {
-                fx.release_quote(&new.quote_id, id).await;
-            }
+        if created.is_err() && quote.is_some() {
+            self.fx.release_quote(&new.quote_id, id).await;
         }
         created
     }
@@ -992,6 +980,9 @@ impl Payments {
             self.users.open_wallet(new.sender, new.currency).await?;
         }
         let fee = quote.map_or_else(|| self.fee(&new.funding, new.amount), |q| q.amounts.fee);
+        if new.amount.checked_add(fee).is_none() {
+            return Err(Status::invalid_argument("amount: too large with its fee"));
+        }
         let created = ev::PaymentCreated {
             kind: new.kind.into(),
             funding: new.funding,
@@ -1211,18 +1202,6 @@ impl Payments {
         };
         self.append(&mut payment, vec![EventKind::RefundBooked(booked)]).await?;
         Ok(payment.to_wire())
-    }
-
-    /// Payments not yet terminal (for tests and shutdown reports).
-    pub async fn open_count(&self) -> usize {
-        let entries: Vec<Arc<Entry>> = self.payments.iter().map(|e| e.value().clone()).collect();
-        let mut open = 0;
-        for entry in entries {
-            if entry.payment.lock().await.finished.is_none() {
-                open += 1;
-            }
-        }
-        open
     }
 }
 

@@ -117,8 +117,7 @@ pub fn master_key_file(data_dir: &Path) -> Result<SecretKey, CryptoError> {
     options.write(true).create_new(true);
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&path).map_err(io)?;
-    let hex: String = key.0.iter().map(|b| format!("{b:02x}")).collect();
-    file.write_all(hex.as_bytes()).map_err(io)?;
+    file.write_all(ledger_core::chain::to_hex(&key.0).as_bytes()).map_err(io)?;
     file.sync_all().map_err(io)?;
     tracing::warn!(path = %path.display(), "generated a master key next to the data; in production give one from a secret store");
     Ok(key)

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 pub use ledger_proto::api::v1 as wire;
 
 use super::{Caller, ProfileChanges, Reauth, Users, SESSION_TOKEN_PREFIX};
+use crate::auth::{Permission, Role, Tokens};
 use crate::convert;
 use crate::metrics::Metrics;
 
@@ -20,6 +21,48 @@ pub fn session_token<T>(request: &Request<T>) -> Option<&str> {
     let header = request.metadata().get("authorization")?.to_str().ok()?;
     let token = header.strip_prefix("Bearer ")?;
     token.starts_with(SESSION_TOKEN_PREFIX).then_some(token)
+}
+
+/// Who calls: a user through their session token, or the role of a role token.
+pub enum Principal {
+    User(u128),
+    Role(Role),
+}
+
+impl Principal {
+    /// Authenticates the caller of `request`, whichever kind of token it carries.
+    pub async fn of<T>(users: &Users, tokens: &Tokens, request: &Request<T>) -> Result<Principal, Status> {
+        match session_token(request) {
+            Some(token) => Ok(Principal::User(users.authenticate(token).await?.user_id)),
+            None => Ok(Principal::Role(tokens.authenticate(request)?)),
+        }
+    }
+
+    /// The user, for calls only a user's session may make.
+    pub fn user(self, why: &str) -> Result<u128, Status> {
+        match self {
+            Principal::User(user) => Ok(user),
+            Principal::Role(_) => Err(Status::permission_denied(why.to_string())),
+        }
+    }
+
+    /// For calls only an admin token may make.
+    pub fn admin(self) -> Result<(), Status> {
+        match self {
+            Principal::Role(Role::Admin) => Ok(()),
+            Principal::Role(role) => Err(Status::permission_denied(format!("role {role:?} may not do this"))),
+            Principal::User(_) => Err(Status::permission_denied("this call needs an admin token")),
+        }
+    }
+
+    /// A reader: a user (`Some`, who then reads only their own), or a role allowed to read.
+    pub fn reader(self) -> Result<Option<u128>, Status> {
+        match self {
+            Principal::User(user) => Ok(Some(user)),
+            Principal::Role(role) if role.allows(Permission::Read) => Ok(None),
+            Principal::Role(role) => Err(Status::permission_denied(format!("role {role:?} may not Read"))),
+        }
+    }
 }
 
 /// The address a request came from, for throttling and security events.

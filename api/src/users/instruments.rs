@@ -143,7 +143,7 @@ impl CardVault for SandboxVault {
             return Err("the card issuer declined the card".into());
         }
         let bytes: [u8; 16] = super::crypto::random_bytes().map_err(|_| "the vault is unavailable".to_string())?;
-        Ok(format!("tok_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+        Ok(format!("tok_{}", ledger_core::chain::to_hex(&bytes)))
     }
 }
 

@@ -18,9 +18,11 @@ pub mod totp;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use dashmap::DashMap;
+use ledger_core::calendar::now_ns;
+use ledger_core::chain::to_hex as hex;
 use ledger_core::domain::{AccountCommand, AccountFlags, AccountId, NewAccount};
 use ledger_core::money::{format_amount, Currency};
 use ledger_core::store::{Direction, EventData, EventStore, EventStoreExt, ExpectedRevision, RecordedEvent, Revision};
@@ -34,6 +36,7 @@ use tonic::Status;
 
 use crate::convert;
 use crypto::{KeyStore, SecretKey};
+use grpc::wire;
 use instruments::CardVault;
 use throttle::Throttle;
 
@@ -126,19 +129,11 @@ pub fn stream_name(user_id: u128) -> String {
     format!("user-{user_id}")
 }
 
-fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
-}
-
 fn aad(user_id: u128, kind: Kind) -> Vec<u8> {
     let mut aad = b"ledger.user.v1".to_vec();
     aad.extend_from_slice(&user_id.to_le_bytes());
     aad.extend_from_slice(&(kind as i32).to_le_bytes());
     aad
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn random<const N: usize>() -> Result<[u8; N], Status> {
@@ -366,10 +361,6 @@ pub struct Reauth<'a> {
     pub totp_code: &'a str,
 }
 
-fn store_status(error: ledger_core::store::StoreError) -> Status {
-    convert::store_status(&error)
-}
-
 impl Users {
     /// Rebuilds every user from their streams. Keys come from `keys`; a user whose key is
     /// gone was erased (even if the crash came before the erasure event).
@@ -490,7 +481,7 @@ async fn append_events(store: &dyn EventStore, state: &mut UserState, events: Ve
         Some(revision) => ExpectedRevision::Exact(revision),
         None => ExpectedRevision::NoStream,
     };
-    let outcome = store.append(&stream_name(state.id), expected, events).await.map_err(store_status)?;
+    let outcome = store.append(&stream_name(state.id), expected, events).await.map_err(convert::store_error)?;
     state.revision = outcome.last_revision;
     Ok(())
 }
@@ -736,7 +727,7 @@ impl Users {
         Ok(ending.len() as u32)
     }
 
-    pub async fn profile(&self, user_id: u128) -> Result<crate::users::grpc::wire::UserProfile, Status> {
+    pub async fn profile(&self, user_id: u128) -> Result<wire::UserProfile, Status> {
         let user = self.user(user_id)?;
         let state = user.lock().await;
         Ok(profile_of(&state))
@@ -747,7 +738,7 @@ impl Users {
         user_id: u128,
         changes: ProfileChanges,
         reauth: Reauth<'_>,
-    ) -> Result<crate::users::grpc::wire::UserProfile, Status> {
+    ) -> Result<wire::UserProfile, Status> {
         let today = (now_ns() / 86_400_000_000_000) as i64;
         if let Some(name) = &changes.name {
             profile::check_name("name", name, true).map_err(Status::invalid_argument)?;
@@ -938,7 +929,7 @@ impl Users {
         self.append(&mut state, vec![Detail::TotpDisabled(ev::Empty {})]).await
     }
 
-    pub async fn sessions(&self, caller: &Caller) -> Result<Vec<crate::users::grpc::wire::Session>, Status> {
+    pub async fn sessions(&self, caller: &Caller) -> Result<Vec<wire::Session>, Status> {
         let user = self.user(caller.user_id)?;
         let state = user.lock().await;
         let idle = self.config.session_idle.as_nanos() as u64;
@@ -947,7 +938,7 @@ impl Users {
             .sessions
             .iter()
             .filter(|(_, s)| s.live(now, self.config.session_idle))
-            .map(|(id, s)| crate::users::grpc::wire::Session {
+            .map(|(id, s)| wire::Session {
                 session_id: id.clone(),
                 started_at_ns: s.started_ns,
                 last_seen_at_ns: s.last_seen_ns,
@@ -976,7 +967,7 @@ impl Users {
         user_id: u128,
         method: ev::instrument::Method,
         verified: bool,
-    ) -> Result<crate::users::grpc::wire::PaymentInstrument, Status> {
+    ) -> Result<wire::PaymentInstrument, Status> {
         let user = self.user(user_id)?;
         let mut state = user.lock().await;
         if state.instruments.len() >= INSTRUMENTS_MAX {
@@ -1012,7 +1003,7 @@ impl Users {
         routing: &str,
         account_number: &str,
         holder_name: &str,
-    ) -> Result<(crate::users::grpc::wire::PaymentInstrument, Vec<u32>), Status> {
+    ) -> Result<(wire::PaymentInstrument, Vec<u32>), Status> {
         profile::check_name("bank_name", bank_name, true).map_err(Status::invalid_argument)?;
         profile::check_name("holder_name", holder_name, false).map_err(Status::invalid_argument)?;
         instruments::check_routing_number(routing).map_err(Status::invalid_argument)?;
@@ -1038,7 +1029,7 @@ impl Users {
         exp_year: u32,
         cvv: &str,
         holder_name: &str,
-    ) -> Result<crate::users::grpc::wire::PaymentInstrument, Status> {
+    ) -> Result<wire::PaymentInstrument, Status> {
         let digits = instruments::card_digits(number).map_err(Status::invalid_argument)?;
         let brand = instruments::card_brand(&digits);
         let now = profile::year_month_of((now_ns() / 86_400_000_000_000) as i64);
@@ -1062,13 +1053,13 @@ impl Users {
         user_id: u128,
         provider: &str,
         handle: &str,
-    ) -> Result<crate::users::grpc::wire::PaymentInstrument, Status> {
+    ) -> Result<wire::PaymentInstrument, Status> {
         instruments::check_wallet(provider, handle).map_err(Status::invalid_argument)?;
         let wallet = ev::DigitalWallet { provider: provider.to_string(), handle: handle.trim().to_string() };
         self.add_instrument(user_id, ev::instrument::Method::DigitalWallet(wallet), true).await
     }
 
-    pub async fn instruments(&self, user_id: u128) -> Result<Vec<crate::users::grpc::wire::PaymentInstrument>, Status> {
+    pub async fn instruments(&self, user_id: u128) -> Result<Vec<wire::PaymentInstrument>, Status> {
         let user = self.user(user_id)?;
         let state = user.lock().await;
         state.instruments.iter().map(|i| instrument_of(&state, &i.instrument.instrument_id)).collect()
@@ -1079,7 +1070,7 @@ impl Users {
         user_id: u128,
         instrument_id: &str,
         amounts: &[u32],
-    ) -> Result<crate::users::grpc::wire::PaymentInstrument, Status> {
+    ) -> Result<wire::PaymentInstrument, Status> {
         let user = self.user(user_id)?;
         let mut state = user.lock().await;
         let found = state.instrument(instrument_id).ok_or_else(|| Status::not_found("instrument not found"))?;
@@ -1125,7 +1116,7 @@ impl Users {
         &self,
         user_id: u128,
         instrument_id: &str,
-    ) -> Result<crate::users::grpc::wire::PaymentInstrument, Status> {
+    ) -> Result<wire::PaymentInstrument, Status> {
         let user = self.user(user_id)?;
         let mut state = user.lock().await;
         let found = state.instrument(instrument_id).ok_or_else(|| Status::not_found("instrument not found"))?;
@@ -1149,11 +1140,7 @@ impl Users {
 
     /// Opens the user's wallet in `currency` (idempotent): a ledger account owned by
     /// the user that cannot be overdrawn.
-    pub async fn open_wallet(
-        &self,
-        user_id: u128,
-        currency: Currency,
-    ) -> Result<crate::users::grpc::wire::Wallet, Status> {
+    pub async fn open_wallet(&self, user_id: u128, currency: Currency) -> Result<wire::Wallet, Status> {
         let user = self.user(user_id)?;
         let mut state = user.lock().await;
         let account = wallet_account_id(user_id, currency);
@@ -1178,7 +1165,7 @@ impl Users {
         wallets.pop().ok_or_else(|| Status::internal("the wallet account is missing"))
     }
 
-    pub async fn wallets(&self, user_id: u128) -> Result<Vec<crate::users::grpc::wire::Wallet>, Status> {
+    pub async fn wallets(&self, user_id: u128) -> Result<Vec<wire::Wallet>, Status> {
         let user = self.user(user_id)?;
         let wallets: Vec<(String, u128)> = user.lock().await.wallets.iter().map(|(c, a)| (c.clone(), *a)).collect();
         let accounts = self
@@ -1201,7 +1188,7 @@ impl Users {
                         text
                     }
                 };
-                Some(crate::users::grpc::wire::Wallet {
+                Some(wire::Wallet {
                     currency: account.currency.code().to_string(),
                     account_id: id.to_string(),
                     balance: show(balance),
@@ -1306,9 +1293,9 @@ async fn verify_password(password: &str, hash: &str) -> Result<bool, Status> {
         .map_err(|e| Status::internal(e.to_string()))
 }
 
-fn profile_of(state: &UserState) -> crate::users::grpc::wire::UserProfile {
+fn profile_of(state: &UserState) -> wire::UserProfile {
     let p = &state.profile;
-    crate::users::grpc::wire::UserProfile {
+    wire::UserProfile {
         user_id: state.id.to_string(),
         name: p.name.clone(),
         email: p.email.clone(),
@@ -1320,9 +1307,9 @@ fn profile_of(state: &UserState) -> crate::users::grpc::wire::UserProfile {
     }
 }
 
-fn instrument_of(state: &UserState, id: &str) -> Result<crate::users::grpc::wire::PaymentInstrument, Status> {
-    use crate::users::grpc::wire::{InstrumentKind, InstrumentStatus, PaymentInstrument};
+fn instrument_of(state: &UserState, id: &str) -> Result<wire::PaymentInstrument, Status> {
     use ev::instrument::Method;
+    use wire::{InstrumentKind, InstrumentStatus, PaymentInstrument};
     let found = state.instrument(id).ok_or_else(|| Status::not_found("instrument not found"))?;
     let i = &found.instrument;
     let status = match (i.verified, found.failed_for_good) {
