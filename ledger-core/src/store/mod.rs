@@ -256,7 +256,10 @@ impl Subscription {
             let head = *self.head.borrow_and_update();
             if self.next < head {
                 let events = self.store.read_all(self.next, max_count)?;
-                self.next += events.len() as u64;
+                // Positions need not be dense (KurrentDB): go on after the last one read.
+                if let Some(last) = events.last() {
+                    self.next = last.position + 1;
+                }
                 return Ok(events);
             }
             self.head.changed().await.map_err(|_| StoreError::Closed)?;
