@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::collections::{ChunkedVec, ShardedMap};
+use crate::collections::{touched_chunk, touched_table, ChunkedVec, Shard, ShardedMap};
 use crate::domain::*;
 use crate::money::Currency;
 
@@ -74,9 +74,70 @@ pub enum ReplayError {
     BadExpiry(TransferId),
 }
 
+/// Memory the state will soon grow into, to be made ready off the writer's thread
+/// (see `collections`): `prepare` it anywhere, hand the result to `give_room`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum RoomWanted {
+    /// The next chunk of the transfer list.
+    TransferChunk,
+    /// A larger table for one shard of the transfer index.
+    TransferIndex { shard: usize, capacity: usize },
+}
+
+/// Prepared memory, for [`LedgerState::give_room`].
+pub enum Room {
+    TransferChunk(Vec<Transfer>),
+    TransferIndex { shard: usize, table: Shard<TransferId, u64> },
+}
+
+impl RoomWanted {
+    /// Allocates and writes the memory once. Slow (megabytes): run it on another thread.
+    pub fn prepare(self) -> Room {
+        match self {
+            RoomWanted::TransferChunk => Room::TransferChunk(touched_chunk(Transfer {
+                movement: Movement {
+                    id: TransferId(0),
+                    debit_account_id: AccountId(0),
+                    credit_account_id: AccountId(0),
+                    amount: 0,
+                    currency: Currency::FIRST,
+                    code: 0,
+                    metadata: String::new(),
+                    linked: false,
+                },
+                kind: TransferKind::Posted,
+                timestamp_ns: 0,
+                expires_at_ns: 0,
+                pending_status: None,
+            })),
+            RoomWanted::TransferIndex { shard, capacity } => {
+                Room::TransferIndex { shard, table: touched_table(capacity, |i| (TransferId(i as u128), 0)) }
+            }
+        }
+    }
+}
+
 impl LedgerState {
     pub fn new() -> LedgerState {
         LedgerState::default()
+    }
+
+    /// What memory the state will grow into soon and has not got ready.
+    pub fn room_wanted(&self) -> impl Iterator<Item = RoomWanted> + '_ {
+        let chunk = self.transfers.wants_spare().then_some(RoomWanted::TransferChunk);
+        let index = self
+            .transfer_index
+            .shards_wanting_room()
+            .map(|(shard, capacity)| RoomWanted::TransferIndex { shard, capacity });
+        chunk.into_iter().chain(index)
+    }
+
+    /// Keeps prepared memory for the state's next growth. Never changes the state.
+    pub fn give_room(&mut self, room: Room) {
+        match room {
+            Room::TransferChunk(chunk) => self.transfers.give_spare(chunk),
+            Room::TransferIndex { shard, table } => self.transfer_index.give_room(shard, table),
+        }
     }
 
     pub fn account(&self, id: AccountId) -> Option<&Account> {

@@ -22,13 +22,13 @@ use crate::codec;
 use crate::domain::*;
 use crate::money::Currency;
 use crate::snapshot;
-use crate::state::{CurrencyTotals, LedgerState, ReplayError};
+use crate::state::{CurrencyTotals, LedgerState, ReplayError, Room, RoomWanted};
 use crate::store::{Direction, EventBatch, EventStore, ExpectedRevision, StoreError};
 
 /// Most items (transfers or account commands) in one request.
 pub const REQUEST_ITEMS_MAX: usize = 10_000;
 /// Most items the writer takes into one batch (one append) from the queue.
-pub const BATCH_ITEMS_MAX: usize = 8_192;
+pub const BATCH_ITEMS_MAX: usize = 2_048;
 /// Most requests waiting for the writer; past it callers get `Overloaded`.
 pub const QUEUE_REQUESTS_MAX: usize = 4_096;
 /// Typical size of an encoded transfer event, for sizing buffers.
@@ -144,8 +144,9 @@ impl Ledger {
         let metrics = Arc::new(WriterMetrics::default());
         let failed = Arc::new(Mutex::new(None));
         let request_items_max = config.request_items_max;
+        let room = RoomMaker::start()?;
         let writer =
-            Writer { store, stream, config, state, failed, events_since_snapshot: 0, metrics: metrics.clone() };
+            Writer { store, stream, config, state, failed, events_since_snapshot: 0, metrics: metrics.clone(), room };
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || writer.run(receiver))
@@ -313,6 +314,16 @@ pub fn recover_state(
     Ok(state)
 }
 
+/// Where a slice of `transfers` that starts at `start` ends: after about `room` items,
+/// never inside a linked chain (a chain is one unit; it may make the slice longer).
+fn slice_end(transfers: &[NewTransfer], start: usize, room: usize) -> usize {
+    let mut end = start.saturating_add(room).min(transfers.len());
+    while end < transfers.len() && end > start && transfers[end - 1].linked {
+        end += 1;
+    }
+    end
+}
+
 struct Writer {
     store: Arc<dyn EventStore>,
     stream: String,
@@ -321,6 +332,47 @@ struct Writer {
     failed: Arc<Mutex<Option<String>>>,
     events_since_snapshot: u64,
     metrics: Arc<WriterMetrics>,
+    room: RoomMaker,
+}
+
+/// A thread (`ledger-room`) that prepares the memory the state grows into (see
+/// `collections`), so page faults and the kernel's zeroing happen there, not on the
+/// writer's thread between a request and its answer.
+struct RoomMaker {
+    requests: mpsc::Sender<RoomWanted>,
+    prepared: Receiver<(RoomWanted, Room)>,
+    asked: std::collections::HashSet<RoomWanted>,
+}
+
+impl RoomMaker {
+    fn start() -> Result<RoomMaker, LedgerError> {
+        let (requests, wanted) = mpsc::channel::<RoomWanted>();
+        let (ready, prepared) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("ledger-room".into())
+            .spawn(move || {
+                for wanted in wanted {
+                    if ready.send((wanted, wanted.prepare())).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| LedgerError::Failed(format!("cannot start the ledger-room thread: {e}")))?;
+        Ok(RoomMaker { requests, prepared, asked: Default::default() })
+    }
+
+    /// Hands what is prepared to the state, then asks for what it wants next.
+    fn tend(&mut self, state: &mut LedgerState) {
+        while let Ok((wanted, room)) = self.prepared.try_recv() {
+            self.asked.remove(&wanted);
+            state.give_room(room);
+        }
+        for wanted in state.room_wanted() {
+            if self.asked.insert(wanted) && self.requests.send(wanted).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 impl Writer {
@@ -372,17 +424,34 @@ impl Writer {
         }
         let _span = tracing::debug_span!("ledger_batch", requests = batch.len()).entered();
         self.metrics.record_batch(batch.iter().map(Request::items).sum());
-        let started = Instant::now();
-        let metrics = self.metrics.clone();
+        let mut started = Instant::now();
         let now = now_ns();
         events.clear();
         self.state.expire_due(now, events);
         let mut deferred = Vec::with_capacity(batch.len());
+        let append_max = self.config.batch_items_max.max(1);
         for request in batch {
             let reply = match request {
                 Request::Accounts(commands, reply) => defer(reply, self.state.execute_accounts(&commands, now, events)),
                 Request::Transfers(transfers, reply) => {
-                    defer(reply, self.state.execute_transfers(&transfers, now, events))
+                    // A large request goes out in several appends of at most `append_max`
+                    // events, cut only between linked chains: while the store hashes,
+                    // writes and syncs one, the next is decided (pipelining inside one
+                    // request). The reply rides on the last append; appends complete in
+                    // order and a failed one fails every later one, so it is answered
+                    // only when all of them are durable.
+                    let mut results = Vec::with_capacity(transfers.len());
+                    let mut start = 0;
+                    while start < transfers.len() {
+                        let end = slice_end(&transfers, start, append_max.saturating_sub(events.len()).max(1));
+                        results.extend(self.state.execute_transfers(&transfers[start..end], now, events));
+                        start = end;
+                        if events.len() >= append_max && start < transfers.len() {
+                            self.append(events, std::mem::take(&mut deferred), started);
+                            started = Instant::now();
+                        }
+                    }
+                    defer(reply, results)
                 }
                 Request::LookupAccounts(ids, reply) => {
                     defer(reply, ids.iter().map(|id| self.state.account(*id).cloned()).collect())
@@ -394,6 +463,15 @@ impl Writer {
             };
             deferred.push(reply);
         }
+        self.append(events, deferred, started);
+        // While the store commits.
+        self.room.tend(&mut self.state);
+    }
+
+    /// Hands `events` (then cleared) to the store as one append, and `deferred` the
+    /// replies to send once it is durable (with no events: once everything before is).
+    fn append(&mut self, events: &mut Vec<crate::domain::Event>, deferred: Vec<Deferred>, started: Instant) {
+        let metrics = self.metrics.clone();
         let failed = self.failed.clone();
         let answer = move |outcome: Result<(), LedgerError>| {
             metrics.record_commit(started.elapsed());
@@ -420,6 +498,7 @@ impl Writer {
             count => ExpectedRevision::Exact(count - 1),
         };
         let snapshot = self.snapshot_due(events.len() as u64);
+        events.clear();
         self.store.append_with(
             &self.stream,
             expected,

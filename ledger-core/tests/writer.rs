@@ -164,3 +164,60 @@ fn answers_only_after_the_events_are_in_the_log() {
         assert_eq!(store.stream_head("ledger-0").expect("head").map(|h| h.revision), Some(1 + id as u64));
     }
 }
+
+/// Appends the writer made so far, read from its metrics.
+fn appends(ledger: &Ledger) -> u64 {
+    let text = ledger.metrics().render();
+    let line = text.lines().find(|l| l.starts_with("ledger_commit_latency_seconds_count ")).expect("count");
+    line.rsplit(' ').next().and_then(|n| n.parse().ok()).expect("a number")
+}
+
+#[test]
+fn a_large_request_goes_out_in_several_appends_cut_only_between_chains() {
+    let linked = |t: NewTransfer| NewTransfer { linked: true, ..t };
+    // 3 unlinked; a chain of 6 whose last member fails; 2 unlinked; a chain of 5 that
+    // commits; 1 unlinked. With appends of at most 4 events the chains straddle the
+    // natural cuts.
+    let mut request = vec![posted(1, 1, 2, 5), posted(2, 2, 3, 5), posted(3, 3, 1, 5)];
+    request.extend((10..15).map(|id| linked(posted(id, 1, 2, 7))));
+    request.push(posted(15, 1, 2, 0));
+    request.extend([posted(20, 1, 3, 1), posted(21, 3, 1, 1)]);
+    request.extend((30..34).map(|id| linked(posted(id, 2, 3, 11))));
+    request.push(posted(34, 2, 3, 11));
+    request.push(posted(40, 3, 2, 2));
+
+    let run = |batch_items_max: usize| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = EmbeddedStore::open(dir.path().join("log"), EmbeddedOptions::default()).expect("store");
+        let store = Arc::new(store);
+        let config = LedgerConfig { batch_items_max, ..LedgerConfig::default() };
+        let ledger = Ledger::open(store.clone(), config.clone()).expect("ledger");
+        accounts(&ledger, 1..=3);
+        let before = appends(&ledger);
+        let results = ledger.create_transfers_blocking(request.clone()).expect("transfers");
+        let appended = appends(&ledger) - before;
+        let head = store.stream_head("ledger-0").expect("head").map(|h| h.revision);
+        let after = balances(&ledger, 1..=3);
+        ledger.close();
+        // Replay of the log gives the same balances.
+        let ledger = Ledger::open(store, config).expect("reopen");
+        assert_eq!(balances(&ledger, 1..=3), after, "replay agrees");
+        (results, appended, head, after)
+    };
+    let (sliced, sliced_appends, sliced_head, sliced_balances) = run(4);
+    let (whole, whole_appends, whole_head, whole_balances) = run(10_000);
+    let shape =
+        |results: &[TransferResult]| results.iter().map(|r| r.as_ref().map(|_| ()).map_err(|e| *e)).collect::<Vec<_>>();
+    assert_eq!(shape(&sliced), shape(&whole), "cutting changes no result (timestamps aside)");
+    assert_eq!((sliced_head, sliced_balances), (whole_head, whole_balances));
+    assert_eq!(whole_appends, 1);
+    // [0..9) has 3 events (the failed chain none), then [9..10) fills 4: append;
+    // [10..16) is the second chain whole (6 events): append; [16..17): the last.
+    assert_eq!(sliced_appends, 3);
+    assert!(sliced[..3].iter().all(Result::is_ok));
+    assert!(sliced[3..8].iter().all(|r| *r == Err(TransferError::LinkedEventFailed)), "{sliced:?}");
+    assert_eq!(sliced[8], Err(TransferError::AmountMustNotBeZero));
+    assert!(sliced[9..].iter().all(Result::is_ok), "{sliced:?}");
+    // 3 accounts + 3 + 2 + 5 + 1 transfers.
+    assert_eq!(sliced_head, Some(3 + 11 - 1));
+}

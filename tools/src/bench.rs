@@ -15,7 +15,7 @@ use ledger_core::writer::{Ledger, LedgerConfig};
 
 /// Transfers the benchmark keeps in flight (at least three batches), so the writer
 /// validates one batch while the store syncs another, whatever the batch size.
-const IN_FLIGHT_TRANSFERS: usize = 2 * ledger_core::writer::BATCH_ITEMS_MAX;
+const IN_FLIGHT_TRANSFERS: usize = 16_384;
 const IN_FLIGHT_BATCHES_MIN: usize = 3;
 
 #[derive(Args)]

@@ -97,13 +97,13 @@ pub async fn run(connection: &Connection, args: LoadArgs) -> Result<bool, String
                 .max_encoding_message_size(MESSAGE_BYTES_MAX);
             let mut echo = wire::echo_client::EchoClient::new(channel);
             let mut latencies = Vec::new();
-            loop {
-                if duration.is_some_and(|d| started.elapsed() >= d) {
-                    break;
-                }
+            // The next request is built while the one before is in flight, so a client
+            // waits on the server, not on making its own requests; one request is in
+            // flight per client at any time.
+            let mut make_next = move || {
                 let first = next_id.fetch_add(batch as u64, Ordering::Relaxed);
                 if count.is_some_and(|c| first > c) {
-                    break;
+                    return None;
                 }
                 let size = count.map_or(batch as u64, |c| (c + 1 - first).min(batch as u64));
                 let transfers = (0..size)
@@ -122,17 +122,30 @@ pub async fn run(connection: &Connection, args: LoadArgs) -> Result<bool, String
                         }
                     })
                     .collect();
-                let mut request = tonic::Request::new(wire::CreateTransfersRequest { transfers });
+                Some((size, wire::CreateTransfersRequest { transfers }))
+            };
+            let mut next = make_next();
+            loop {
+                if duration.is_some_and(|d| started.elapsed() >= d) {
+                    break;
+                }
+                let Some((size, body)) = next.take() else { break };
+                let mut request = tonic::Request::new(body);
                 if let Some(value) = &authorization {
                     request.metadata_mut().insert("authorization", value.clone());
                 }
                 let begun = Instant::now();
-                let response = match target {
-                    Target::Ledger => ledger.create_transfers(request).await,
-                    Target::Echo => echo.echo(request).await,
+                let call = async {
+                    let response = match target {
+                        Target::Ledger => ledger.create_transfers(request).await,
+                        Target::Echo => echo.echo(request).await,
+                    };
+                    (response, begun.elapsed())
                 };
+                let ((response, latency), following) = tokio::join!(call, async { make_next() });
+                next = following;
                 let response = response.map_err(|s| format!("{:?}: {}", s.code(), s.message()))?.into_inner();
-                latencies.push(begun.elapsed());
+                latencies.push(latency);
                 if let Some(failed) = response.results.iter().find(|r| !r.ok) {
                     return Err(format!("transfer rejected: {} {}", failed.code, failed.message));
                 }
