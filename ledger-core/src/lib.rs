@@ -13,4 +13,5 @@ pub mod money;
 pub mod snapshot;
 pub mod state;
 pub mod store;
+pub mod threads;
 pub mod writer;

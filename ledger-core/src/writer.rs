@@ -351,6 +351,12 @@ impl RoomMaker {
         std::thread::Builder::new()
             .name("ledger-room".into())
             .spawn(move || {
+                // Only on idle CPU: without room the state grows in place, as it would
+                // anyway; with it at normal priority a burst of preparation (all shards
+                // of the index grow at about the same time) delays requests.
+                if let Err(error) = crate::threads::lower_current_thread_priority() {
+                    tracing::warn!(%error, "the ledger-room thread runs at normal priority");
+                }
                 for wanted in wanted {
                     if ready.send((wanted, wanted.prepare())).is_err() {
                         return;

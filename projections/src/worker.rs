@@ -209,23 +209,7 @@ impl Projector {
     }
 }
 
-/// Puts the calling thread under `SCHED_IDLE` (Linux; any thread may lower itself so).
-/// Elsewhere, the lowest priority the platform offers.
-pub fn lower_current_thread_priority() -> Result<(), String> {
-    #[cfg(target_os = "linux")]
-    {
-        use thread_priority::unix::{
-            set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy, ThreadSchedulePolicy,
-        };
-        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-        set_thread_priority_and_policy(thread_native_id(), thread_priority::ThreadPriority::Min, idle)
-            .map_err(|e| format!("{e:?}"))
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min).map_err(|e| format!("{e:?}"))
-    }
-}
+pub use ledger_core::threads::lower_current_thread_priority;
 
 /// Applies everything in `store` after the checkpoint of `models` and returns the new
 /// checkpoint. With `durable: false` batches commit without a sync and one durable
