@@ -31,6 +31,8 @@ pub const REQUEST_ITEMS_MAX: usize = 10_000;
 pub const BATCH_ITEMS_MAX: usize = 2_048;
 /// Most requests waiting for the writer; past it callers get `Overloaded`.
 pub const QUEUE_REQUESTS_MAX: usize = 4_096;
+/// Times the writer yields its CPU, checking the queue, before it sleeps on an empty one.
+const YIELDS_BEFORE_SLEEP: usize = 3;
 /// Typical size of an encoded transfer event, for sizing buffers.
 const ENCODED_EVENT_BYTES_TYPICAL: usize = 96;
 /// Events read per step when replaying the log at start-up.
@@ -385,14 +387,30 @@ impl Writer {
     fn run(mut self, receiver: Receiver<Request>) {
         let mut events = Vec::new();
         loop {
+            // An empty queue is common between batches under load: give the CPU to the
+            // threads that fill it a few times before sleeping, which saves a sleep and
+            // a wake-up per batch (64 one-transfer clients: ~37-38.7k -> ~39.5-41k
+            // transfers/s over 3 interleaved runs on the 2-core machine).
+            let mut ready = None;
+            for _ in 0..YIELDS_BEFORE_SLEEP {
+                match receiver.try_recv() {
+                    Ok(request) => {
+                        ready = Some(request);
+                        break;
+                    }
+                    Err(mpsc::TryRecvError::Disconnected) => break,
+                    Err(mpsc::TryRecvError::Empty) => std::thread::yield_now(),
+                }
+            }
             let timeout = self.state.next_expiry_ns().map(|at| Duration::from_nanos(at.saturating_sub(now_ns())));
-            let first = match timeout {
-                Some(timeout) => match receiver.recv_timeout(timeout) {
+            let first = match (ready, timeout) {
+                (Some(request), _) => Some(request),
+                (None, Some(timeout)) => match receiver.recv_timeout(timeout) {
                     Ok(request) => Some(request),
                     Err(RecvTimeoutError::Timeout) => None,
                     Err(RecvTimeoutError::Disconnected) => break,
                 },
-                None => match receiver.recv() {
+                (None, None) => match receiver.recv() {
                     Ok(request) => Some(request),
                     Err(_) => break,
                 },
