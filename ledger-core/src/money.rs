@@ -219,8 +219,9 @@ static PACKED_CODES: [u32; CURRENCIES.len()] = {
 pub struct Currency(u16);
 
 impl Currency {
-    /// The first currency of the table, for placeholder values that are never used.
-    pub(crate) const FIRST: Currency = Currency(0);
+    /// The first currency of the table, for placeholder values that are never read as
+    /// money (prepared memory, a damaged read-model row).
+    pub const FIRST: Currency = Currency(0);
 
     /// Parses an ISO 4217 alphabetic code (upper case, exactly three letters).
     pub fn parse(code: &str) -> Result<Currency, MoneyError> {

@@ -455,6 +455,14 @@ impl Writer {
         let mut deferred = Vec::with_capacity(batch.len());
         let append_max = self.config.batch_items_max.max(1);
         for request in batch {
+            if matches!(request, Request::Accounts(..))
+                && !events.is_empty()
+                && events.len() + request.items() > append_max
+            {
+                // Account commands are not cut; the events so far go first instead.
+                self.append(events, std::mem::take(&mut deferred), started);
+                started = Instant::now();
+            }
             let reply = match request {
                 Request::Accounts(commands, reply) => defer(reply, self.state.execute_accounts(&commands, now, events)),
                 Request::Transfers(transfers, reply) => {

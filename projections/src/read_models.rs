@@ -1069,11 +1069,13 @@ fn take_balances(bytes: &[u8], at: usize) -> Balances {
 }
 
 fn currency_from(bytes: &[u8]) -> Currency {
-    // Written by `encode_*` from a valid currency; a damaged row reads as XXX.
-    std::str::from_utf8(bytes)
-        .ok()
-        .and_then(|code| Currency::parse(code).ok())
-        .unwrap_or_else(|| Currency::parse("XXX").expect("XXX is in the table"))
+    // Written by `encode_*` from a valid currency; a damaged row is reported and reads as
+    // the table's first currency instead of stopping the server (XXX, used here before,
+    // is not in the table, so this was a panic).
+    std::str::from_utf8(bytes).ok().and_then(|code| Currency::parse(code).ok()).unwrap_or_else(|| {
+        tracing::error!("a read-model row holds an unknown currency: the read models are damaged; rebuild them");
+        Currency::FIRST
+    })
 }
 
 // Movement blocks: u16 row count | rows; a row: u64 timestamp | u16 length | movement.
@@ -1261,4 +1263,17 @@ fn encode_bucket(t: &Totals, out: &mut Vec<u8>) {
 
 fn decode_bucket(bytes: &[u8]) -> Totals {
     Totals { credits: take16(bytes, 0), debits: take16(bytes, 16), count: take8(bytes, 32) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_currency_reads_as_a_placeholder_without_a_panic() {
+        assert_eq!(currency_from(b"USD"), Currency::parse("USD").expect("USD"));
+        for damaged in [&b"XXX"[..], b"\xff\xfe\xfd", b"us"] {
+            assert_eq!(currency_from(damaged), Currency::FIRST);
+        }
+    }
 }

@@ -96,21 +96,17 @@ impl Projector {
         reached
     }
 
-    /// Applies everything durable in `store` after the checkpoint (unsynced commits;
-    /// the worker's next durable commit covers them).
+    /// Applies everything durable in `store` after the checkpoint, publishing each step
+    /// (`catch_up`: unsynced commits, then one durable commit).
     fn apply_to_head(&self, store: &dyn EventStore) -> Result<(), ProjectionError> {
-        let head = *store.watch_head().borrow();
-        let mut next = self.models.next_position()?;
-        while next < head {
-            let records =
-                store.read_all(next, APPLY_BATCH_EVENTS).map_err(|e| ProjectionError::Invalid(e.to_string()))?;
-            if records.is_empty() {
-                break;
+        let mut published = Ok(());
+        let next = catch_up(&self.models, store, APPLY_BATCH_EVENTS, false, |next, _| {
+            if published.is_ok() {
+                published = self.applied_up_to(next);
             }
-            next = self.models.apply_decoded(&Decoded::new(records), false)?;
-            self.applied_up_to(next)?;
-        }
-        Ok(())
+        })?;
+        published?;
+        self.applied_up_to(next)
     }
 
     /// Publishes a new checkpoint (never moving it back) and raises the alarm if the
