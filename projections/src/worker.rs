@@ -85,10 +85,8 @@ impl Projector {
         if let (Some(store), Ok(_helping)) = (self.store.get().cloned(), self.helping.try_lock()) {
             let this = self.clone();
             let helped = tokio::task::spawn_blocking(move || this.apply_to_head(store.as_ref())).await;
-            match helped {
-                Ok(Err(error)) => tracing::warn!(%error, "a read could not bring the read models up to date"),
-                Err(error) => tracing::warn!(%error, "a read could not bring the read models up to date"),
-                Ok(Ok(())) => {}
+            if let Err(error) = helped.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+                tracing::warn!(%error, "a read could not bring the read models up to date");
             }
         }
         let later = tokio::time::timeout_at(deadline, applied.wait_for(|next| *next >= position));
