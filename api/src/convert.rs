@@ -10,6 +10,8 @@ use ledger_core::writer::LedgerError;
 use ledger_proto::api::v1 as wire;
 use tonic::Status;
 
+use crate::packed::{TransferRecord, RECORD_BYTES, STATUS_ALREADY_EXISTS, STATUS_CREATED, STATUS_FAILED};
+
 /// Longest decimal string of a u128.
 const U128_DIGITS_MAX: usize = 39;
 
@@ -90,15 +92,56 @@ pub fn account_command(index: usize, command: wire::AccountCommand) -> Result<Ac
 
 pub fn new_transfer(index: usize, t: wire::NewTransfer) -> Result<NewTransfer, Status> {
     let field = |name| ItemField { list: "transfers", index, name };
+    let pending_id = if t.pending_id.is_empty() { None } else { Some(parse_u128(field("pending_id"), &t.pending_id)?) };
+    let currency = if t.currency.is_empty() { None } else { Some(parse_currency(field("currency"), &t.currency)?) };
+    checked_transfer(
+        index,
+        TransferFields {
+            id: parse_u128(field("id"), &t.id)?,
+            debit_account_id: parse_u128_or_zero(field("debit_account_id"), &t.debit_account_id)?,
+            credit_account_id: parse_u128_or_zero(field("credit_account_id"), &t.credit_account_id)?,
+            amount: parse_u128_or_zero(field("amount"), &t.amount)?,
+            currency,
+            code: t.code,
+            metadata: t.metadata,
+            linked: t.linked,
+            kind: t.kind,
+            timeout_ns: t.timeout_ns,
+            pending_id,
+        },
+    )
+}
+
+/// A transfer's fields once read from either wire form.
+struct TransferFields {
+    id: u128,
+    debit_account_id: u128,
+    credit_account_id: u128,
+    amount: u128,
+    currency: Option<Currency>,
+    code: u32,
+    metadata: String,
+    linked: bool,
+    /// A `wire::TransferKind` number.
+    kind: i32,
+    timeout_ns: u64,
+    /// `None` when not given.
+    pending_id: Option<u128>,
+}
+
+/// The checks both wire forms share.
+fn checked_transfer(index: usize, t: TransferFields) -> Result<NewTransfer, Status> {
+    let field = |name| ItemField { list: "transfers", index, name };
+    let pending = |pending_id: Option<u128>| {
+        pending_id.map(TransferId).ok_or_else(|| {
+            Status::invalid_argument(format!("{}: post and void name the pending transfer", field("pending_id")))
+        })
+    };
     let kind = match wire::TransferKind::try_from(t.kind) {
         Ok(wire::TransferKind::Unspecified | wire::TransferKind::Posted) => TransferKind::Posted,
         Ok(wire::TransferKind::Pending) => TransferKind::Pending { timeout_ns: t.timeout_ns },
-        Ok(wire::TransferKind::PostPending) => {
-            TransferKind::PostPending { pending_id: TransferId(parse_u128(field("pending_id"), &t.pending_id)?) }
-        }
-        Ok(wire::TransferKind::VoidPending) => {
-            TransferKind::VoidPending { pending_id: TransferId(parse_u128(field("pending_id"), &t.pending_id)?) }
-        }
+        Ok(wire::TransferKind::PostPending) => TransferKind::PostPending { pending_id: pending(t.pending_id)? },
+        Ok(wire::TransferKind::VoidPending) => TransferKind::VoidPending { pending_id: pending(t.pending_id)? },
         Err(_) => return Err(Status::invalid_argument(format!("{}: unknown kind {}", field("kind"), t.kind))),
     };
     if t.timeout_ns != 0 && !matches!(kind, TransferKind::Pending { .. }) {
@@ -107,25 +150,96 @@ pub fn new_transfer(index: usize, t: wire::NewTransfer) -> Result<NewTransfer, S
             field("timeout_ns")
         )));
     }
-    if !t.pending_id.is_empty() && !matches!(kind, TransferKind::PostPending { .. } | TransferKind::VoidPending { .. })
-    {
+    if t.pending_id.is_some() && !matches!(kind, TransferKind::PostPending { .. } | TransferKind::VoidPending { .. }) {
         return Err(Status::invalid_argument(format!("{}: only post and void name a pending id", field("pending_id"))));
     }
     if t.metadata.len() > METADATA_BYTES_MAX {
         return Err(Status::invalid_argument(format!("{}: at most {METADATA_BYTES_MAX} bytes", field("metadata"))));
     }
-    let currency = if t.currency.is_empty() { None } else { Some(parse_currency(field("currency"), &t.currency)?) };
     Ok(NewTransfer {
-        id: TransferId(parse_u128(field("id"), &t.id)?),
-        debit_account_id: AccountId(parse_u128_or_zero(field("debit_account_id"), &t.debit_account_id)?),
-        credit_account_id: AccountId(parse_u128_or_zero(field("credit_account_id"), &t.credit_account_id)?),
-        amount: parse_u128_or_zero(field("amount"), &t.amount)?,
-        currency,
+        id: TransferId(t.id),
+        debit_account_id: AccountId(t.debit_account_id),
+        credit_account_id: AccountId(t.credit_account_id),
+        amount: t.amount,
+        currency: t.currency,
         code: parse_code(field("code"), t.code)?,
         metadata: t.metadata,
         linked: t.linked,
         kind,
     })
+}
+
+/// The transfers of a `PackedTransfers` request, checked as those of the string form.
+/// A pending id of 0 means none is given; so does a currency of three zero bytes.
+pub fn packed_transfers(request: wire::PackedTransfers) -> Result<Vec<NewTransfer>, Status> {
+    let records = request.records.chunks_exact(RECORD_BYTES);
+    if !records.remainder().is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "records: {} bytes is not a whole number of {RECORD_BYTES}-byte records",
+            request.records.len()
+        )));
+    }
+    let count = records.len();
+    let mut metadata = request.metadata.into_iter();
+    if metadata.len() != 0 && metadata.len() != count {
+        return Err(Status::invalid_argument(format!(
+            "metadata: {} entries for {count} records (give none or one per record)",
+            metadata.len()
+        )));
+    }
+    let mut transfers = Vec::with_capacity(count);
+    for (index, bytes) in records.enumerate() {
+        let field = |name| ItemField { list: "transfers", index, name };
+        let record = TransferRecord::read(bytes.try_into().expect("a whole record"))
+            .map_err(|error| Status::invalid_argument(format!("transfers[{index}]: {error}")))?;
+        let currency = match record.currency {
+            [0, 0, 0] => None,
+            code => Some(
+                std::str::from_utf8(&code)
+                    .map_err(|_| Status::invalid_argument(format!("{}: not ASCII", field("currency"))))
+                    .and_then(|code| parse_currency(field("currency"), code))?,
+            ),
+        };
+        transfers.push(checked_transfer(
+            index,
+            TransferFields {
+                id: record.id,
+                debit_account_id: record.debit_account_id,
+                credit_account_id: record.credit_account_id,
+                amount: record.amount,
+                currency,
+                code: u32::from(record.code),
+                metadata: metadata.next().unwrap_or_default(),
+                linked: record.linked,
+                kind: i32::from(record.kind),
+                timeout_ns: record.timeout_ns,
+                pending_id: (record.pending_id != 0).then_some(record.pending_id),
+            },
+        )?);
+    }
+    Ok(transfers)
+}
+
+/// A status byte and a timestamp per transfer; the failed ones also in `failures`.
+pub fn packed_results(results: &[TransferResult]) -> wire::PackedTransferResults {
+    let mut answer = wire::PackedTransferResults {
+        status: Vec::with_capacity(results.len()),
+        timestamps_ns: Vec::with_capacity(results.len()),
+        failures: Vec::new(),
+    };
+    for (index, result) in results.iter().enumerate() {
+        let (status, timestamp_ns) = match result {
+            Ok(Outcome::Created { timestamp_ns }) => (STATUS_CREATED, *timestamp_ns),
+            Ok(Outcome::AlreadyExists { timestamp_ns }) => (STATUS_ALREADY_EXISTS, *timestamp_ns),
+            Err(_) => {
+                answer.failures.push(item_result(index, result));
+                (STATUS_FAILED, 0)
+            }
+        };
+        answer.status.push(status);
+        answer.timestamps_ns.push(timestamp_ns);
+    }
+    answer
 }
 
 /// `ExceedsCredits` → `EXCEEDS_CREDITS`.

@@ -6,6 +6,7 @@ pub mod config;
 pub mod convert;
 pub mod fx;
 pub mod metrics;
+pub mod packed;
 pub mod payments;
 pub mod server;
 pub mod service;

@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use ledger_proto::api::v1 as wire;
 use tonic::transport::Channel;
 
+use ledger_api::packed::{TransferRecord, RECORD_BYTES, STATUS_CREATED};
 use ledger_api::server::MESSAGE_BYTES_MAX;
 
 use crate::client::{progress, Connection};
@@ -19,6 +20,21 @@ pub enum Target {
     Ledger,
     /// A do-nothing echo service (`ledgerctl echo-server`), to measure the transport.
     Echo,
+}
+
+/// How transfers travel.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Wire {
+    /// `CreateTransfers`: a message per transfer, ids and amounts as decimal strings.
+    Proto,
+    /// `CreateTransfersPacked`: 128-byte binary records.
+    Packed,
+}
+
+/// One request, in the chosen wire form.
+enum Body {
+    Proto(wire::CreateTransfersRequest),
+    Packed(wire::PackedTransfers),
 }
 
 #[derive(Args)]
@@ -38,6 +54,10 @@ pub struct LoadArgs {
     count: Option<u64>,
     #[arg(long, value_enum, default_value_t = Target::Ledger)]
     target: Target,
+    /// The request form: decimal strings (the CreateTransfers call) or packed records
+    /// (CreateTransfersPacked). Against the echo service, its Echo or EchoPacked call.
+    #[arg(long, value_enum, default_value_t = Wire::Proto)]
+    wire: Wire,
     /// HTTP/2 connections the clients share.
     #[arg(long, default_value_t = 8)]
     connections: usize,
@@ -89,13 +109,16 @@ pub async fn run(connection: &Connection, args: LoadArgs) -> Result<bool, String
             _ => connection.request(())?.metadata().get("authorization").cloned(),
         };
         let (next_id, sent) = (next_id.clone(), sent.clone());
-        let (batch, accounts, count, target) = (args.batch, args.accounts, args.count, args.target);
+        let (batch, accounts, count, target, wire_form) =
+            (args.batch, args.accounts, args.count, args.target, args.wire);
         let mut random = Random(seed.next() | 1);
         tasks.push(tokio::spawn(async move {
             let mut ledger = wire::ledger_client::LedgerClient::new(channel.clone())
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX);
-            let mut echo = wire::echo_client::EchoClient::new(channel);
+            let mut echo = wire::echo_client::EchoClient::new(channel)
+                .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(MESSAGE_BYTES_MAX);
             let mut latencies = Vec::new();
             // The next request is built while the one before is in flight, so a client
             // waits on the server, not on making its own requests; one request is in
@@ -106,23 +129,45 @@ pub async fn run(connection: &Connection, args: LoadArgs) -> Result<bool, String
                     return None;
                 }
                 let size = count.map_or(batch as u64, |c| (c + 1 - first).min(batch as u64));
-                let transfers = (0..size)
-                    .map(|n| {
-                        let debit = random.next() % accounts;
-                        let credit = (debit + 1 + random.next() % (accounts - 1)) % accounts;
-                        wire::NewTransfer {
-                            id: (transfer_base + u128::from(first + n)).to_string(),
-                            debit_account_id: (account_base + u128::from(debit)).to_string(),
-                            credit_account_id: (account_base + u128::from(credit)).to_string(),
-                            amount: (1 + random.next() % 1000).to_string(),
-                            currency: "USD".into(),
-                            code: 1,
-                            kind: wire::TransferKind::Posted as i32,
-                            ..Default::default()
-                        }
-                    })
-                    .collect();
-                Some((size, wire::CreateTransfersRequest { transfers }))
+                let mut records = (0..size).map(|n| {
+                    let debit = random.next() % accounts;
+                    let credit = (debit + 1 + random.next() % (accounts - 1)) % accounts;
+                    TransferRecord {
+                        id: transfer_base + u128::from(first + n),
+                        debit_account_id: account_base + u128::from(debit),
+                        credit_account_id: account_base + u128::from(credit),
+                        amount: u128::from(1 + random.next() % 1000),
+                        currency: *b"USD",
+                        code: 1,
+                        kind: wire::TransferKind::Posted as u8,
+                        ..Default::default()
+                    }
+                });
+                let body = match wire_form {
+                    Wire::Proto => Body::Proto(wire::CreateTransfersRequest {
+                        transfers: records
+                            .map(|r| wire::NewTransfer {
+                                id: r.id.to_string(),
+                                debit_account_id: r.debit_account_id.to_string(),
+                                credit_account_id: r.credit_account_id.to_string(),
+                                amount: r.amount.to_string(),
+                                currency: "USD".into(),
+                                code: u32::from(r.code),
+                                kind: i32::from(r.kind),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
+                    Wire::Packed => {
+                        let mut bytes = Vec::with_capacity(size as usize * RECORD_BYTES);
+                        records.try_for_each(|r| {
+                            r.write(&mut bytes);
+                            Some(())
+                        });
+                        Body::Packed(wire::PackedTransfers { records: bytes, metadata: Vec::new() })
+                    }
+                };
+                Some((size, body))
             };
             let mut next = make_next();
             loop {
@@ -130,23 +175,49 @@ pub async fn run(connection: &Connection, args: LoadArgs) -> Result<bool, String
                     break;
                 }
                 let Some((size, body)) = next.take() else { break };
-                let mut request = tonic::Request::new(body);
-                if let Some(value) = &authorization {
-                    request.metadata_mut().insert("authorization", value.clone());
-                }
+                let authorize = |metadata: &mut tonic::metadata::MetadataMap| {
+                    if let Some(value) = &authorization {
+                        metadata.insert("authorization", value.clone());
+                    }
+                };
                 let begun = Instant::now();
                 let call = async {
-                    let response = match target {
-                        Target::Ledger => ledger.create_transfers(request).await,
-                        Target::Echo => echo.echo(request).await,
+                    // The first failed transfer, if any.
+                    let failed = match (body, target) {
+                        (Body::Proto(body), target) => {
+                            let mut request = tonic::Request::new(body);
+                            authorize(request.metadata_mut());
+                            let response = match target {
+                                Target::Ledger => ledger.create_transfers(request).await,
+                                Target::Echo => echo.echo(request).await,
+                            };
+                            response.map(|r| r.into_inner().results.into_iter().find(|r| !r.ok))
+                        }
+                        (Body::Packed(body), target) => {
+                            let mut request = tonic::Request::new(body);
+                            authorize(request.metadata_mut());
+                            let response = match target {
+                                Target::Ledger => ledger.create_transfers_packed(request).await,
+                                Target::Echo => echo.echo_packed(request).await,
+                            };
+                            response.map(|r| {
+                                let r = r.into_inner();
+                                match r.status.iter().any(|&s| s != STATUS_CREATED) {
+                                    true => r.failures.into_iter().next().or_else(|| {
+                                        Some(wire::ItemResult { code: "ALREADY_EXISTS".into(), ..Default::default() })
+                                    }),
+                                    false => None,
+                                }
+                            })
+                        }
                     };
-                    (response, begun.elapsed())
+                    (failed, begun.elapsed())
                 };
-                let ((response, latency), following) = tokio::join!(call, async { make_next() });
+                let ((failed, latency), following) = tokio::join!(call, async { make_next() });
                 next = following;
-                let response = response.map_err(|s| format!("{:?}: {}", s.code(), s.message()))?.into_inner();
+                let failed = failed.map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
                 latencies.push(latency);
-                if let Some(failed) = response.results.iter().find(|r| !r.ok) {
+                if let Some(failed) = failed {
                     return Err(format!("transfer rejected: {} {}", failed.code, failed.message));
                 }
                 let total = sent.fetch_add(size, Ordering::Relaxed) + size;
