@@ -393,7 +393,70 @@ mod tests {
     use super::*;
     use tonic::Code;
 
+    /// A packed record and the same transfer in the string form.
+    fn both_forms() -> impl proptest::strategy::Strategy<Value = (TransferRecord, wire::NewTransfer)> {
+        use proptest::prelude::*;
+        let id = prop_oneof![Just(0u128), 1u128..1_000, any::<u128>()];
+        let currency = prop_oneof![Just(*b"USD"), Just(*b"JPY"), Just(*b"XYZ"), Just([0; 3])];
+        let timeout = prop_oneof![Just(0u64), any::<u64>()];
+        let metadata = prop_oneof![Just(String::new()), Just("a".repeat(METADATA_BYTES_MAX + 1)), "[a-z]{1,8}"];
+        (
+            (id.clone(), id.clone(), id.clone(), id.clone(), id),
+            (timeout, any::<u16>(), 0u8..6, any::<bool>(), currency, metadata),
+        )
+            .prop_map(
+                |((id, debit, credit, amount, pending_id), (timeout_ns, code, kind, linked, currency, metadata))| {
+                    let record = TransferRecord {
+                        id,
+                        debit_account_id: debit,
+                        credit_account_id: credit,
+                        amount,
+                        pending_id,
+                        timeout_ns,
+                        code,
+                        kind,
+                        linked,
+                        currency,
+                    };
+                    let text = |value: u128| if value == 0 { String::new() } else { value.to_string() };
+                    let string_form = wire::NewTransfer {
+                        id: id.to_string(),
+                        debit_account_id: text(debit),
+                        credit_account_id: text(credit),
+                        amount: text(amount),
+                        currency: String::from_utf8(currency.iter().copied().filter(|&b| b != 0).collect())
+                            .unwrap_or_default(),
+                        code: u32::from(code),
+                        metadata,
+                        linked,
+                        kind: i32::from(kind),
+                        timeout_ns,
+                        pending_id: text(pending_id),
+                    };
+                    (record, string_form)
+                },
+            )
+    }
+
     proptest::proptest! {
+        /// Both wire forms read the same transfer, or both refuse it.
+        #[test]
+        fn the_packed_form_reads_as_the_string_form((record, string_form) in both_forms()) {
+            let mut records = Vec::new();
+            record.write(&mut records);
+            let metadata = if string_form.metadata.is_empty() { vec![] } else { vec![string_form.metadata.clone()] };
+            let packed = packed_transfers(wire::PackedTransfers { records, metadata });
+            let strings = new_transfer(0, string_form);
+            match (packed, strings) {
+                (Ok(packed), Ok(strings)) => proptest::prop_assert_eq!(packed, vec![strings]),
+                (Err(packed), Err(strings)) => {
+                    proptest::prop_assert_eq!(packed.code(), Code::InvalidArgument);
+                    proptest::prop_assert_eq!(strings.code(), Code::InvalidArgument);
+                }
+                (packed, strings) => proptest::prop_assert!(false, "packed {:?}, strings {:?}", packed, strings),
+            }
+        }
+
         #[test]
         fn u128_parsing_agrees_with_std(value: u128, zeros in 0usize..3) {
             let text = format!("{}{value}", "0".repeat(zeros));

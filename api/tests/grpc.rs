@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use ledger_api::packed::TransferRecord;
+use ledger_core::domain::METADATA_BYTES_MAX;
 use ledger_proto::api::v1 as wire;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
@@ -179,6 +181,127 @@ async fn every_method_with_its_results_and_errors() {
         client.list_account_transfers(authed(limit, ADMIN)).await.expect_err("limit").code(),
         Code::InvalidArgument
     );
+}
+
+fn record(id: u128, debit: u128, credit: u128, amount: u128) -> TransferRecord {
+    TransferRecord {
+        id,
+        debit_account_id: debit,
+        credit_account_id: credit,
+        amount,
+        currency: *b"USD",
+        code: 1,
+        kind: wire::TransferKind::Posted as u8,
+        ..Default::default()
+    }
+}
+
+fn packed(records: &[TransferRecord], metadata: &[&str]) -> wire::PackedTransfers {
+    let mut bytes = Vec::new();
+    for record in records {
+        record.write(&mut bytes);
+    }
+    wire::PackedTransfers { records: bytes, metadata: metadata.iter().map(|m| m.to_string()).collect() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packed_transfers_answer_as_the_string_form_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let mut client = server.client().await;
+    let accounts = wire::CreateAccountsRequest { commands: vec![open("1", 0), open("2", 1), open("3", 0)] };
+    client.create_accounts(authed(accounts, ADMIN)).await.expect("accounts");
+
+    let pending = |id, amount| TransferRecord { kind: wire::TransferKind::Pending as u8, ..record(id, 1, 2, amount) };
+    let resolve = |id, pending_id, kind: wire::TransferKind| TransferRecord {
+        id,
+        pending_id,
+        kind: kind as u8,
+        ..TransferRecord::default()
+    };
+    let records = [
+        record(10, 1, 2, 500),
+        record(11, 2, 1, 10_000), // account 2 may not go below zero
+        pending(13, 40),
+        pending(14, 30),
+        TransferRecord { amount: 25, ..resolve(15, 13, wire::TransferKind::PostPending) },
+        resolve(16, 14, wire::TransferKind::VoidPending),
+        TransferRecord { linked: true, ..record(18, 1, 2, 1) },
+        record(19, 1, 404, 1),
+    ];
+    let metadata = ["", "", "hold 13", "", "", "", "", ""];
+    let request = || packed(&records, &metadata);
+    let first = client.create_transfers_packed(authed(request(), SERVICE)).await.expect("packed").into_inner();
+    assert_eq!(first.status, [0, 2, 0, 0, 0, 0, 2, 2]);
+    let failures: Vec<(u32, &str)> = first.failures.iter().map(|f| (f.index, f.code.as_str())).collect();
+    assert_eq!(failures, [(1, "EXCEEDS_CREDITS"), (6, "LINKED_EVENT_FAILED"), (7, "CREDIT_ACCOUNT_NOT_FOUND")]);
+    assert!(first.failures.iter().all(|f| !f.ok && !f.message.is_empty()));
+    assert_eq!(first.timestamps_ns.len(), records.len());
+    for (status, timestamp) in first.status.iter().zip(&first.timestamps_ns) {
+        assert_eq!(*status == 0, *timestamp > 0, "a timestamp for each committed transfer only");
+    }
+
+    // What was committed reads back as sent; a retry changes nothing and answers with
+    // the original timestamps.
+    let ids = vec!["10".into(), "13".into(), "15".into(), "11".into(), "18".into()];
+    let found = client.lookup_transfers(authed(wire::LookupTransfersRequest { ids }, AUDITOR)).await.expect("lookup");
+    let found = found.into_inner();
+    assert_eq!(found.not_found, ["11", "18"]);
+    let [ten, thirteen, fifteen] = &found.transfers[..] else { panic!("{:?}", found.transfers) };
+    assert_eq!((ten.amount.as_str(), ten.currency.as_str(), ten.code), ("500", "USD", 1));
+    assert_eq!((thirteen.metadata.as_str(), thirteen.pending_status), ("hold 13", wire::PendingStatus::Posted as i32));
+    assert_eq!((fifteen.pending_id.as_str(), fifteen.amount.as_str()), ("13", "25"));
+    let again = client.create_transfers_packed(authed(request(), SERVICE)).await.expect("retry").into_inner();
+    assert_eq!(again.status, [1, 2, 1, 1, 1, 1, 2, 2]);
+    for (index, status) in again.status.iter().enumerate() {
+        if *status == 1 {
+            assert_eq!(again.timestamps_ns[index], first.timestamps_ns[index]);
+        }
+    }
+    let ids = vec!["1".into(), "2".into()];
+    let balances = client.lookup_accounts(authed(wire::LookupAccountsRequest { ids }, ADMIN)).await.expect("lookup");
+    let balances = balances.into_inner().accounts;
+    assert_eq!((balances[0].debits_posted.as_str(), balances[1].credits_posted.as_str()), ("525", "525"));
+
+    // Malformed records: INVALID_ARGUMENT naming what is wrong, and nothing is written.
+    let good = record(30, 1, 2, 1);
+    let mut cut = packed(&[good, good], &[]);
+    cut.records.pop();
+    let mut reserved = packed(&[good, record(31, 1, 2, 1)], &[]);
+    reserved.records[128 + 100] = 7;
+    let cases = [
+        (cut, "records: 255 bytes"),
+        (reserved, "transfers[1]: bytes 95..128 are reserved"),
+        (packed(&[good, TransferRecord { kind: 9, ..good }], &[]), "transfers[1].kind: unknown kind 9"),
+        (packed(&[TransferRecord { currency: *b"XYZ", ..good }], &[]), "transfers[0].currency: unknown currency"),
+        (packed(&[TransferRecord { currency: [0xff; 3], ..good }], &[]), "transfers[0].currency: not ASCII"),
+        (packed(&[good, good], &["one"]), "metadata: 1 entries for 2 records"),
+        (packed(&[TransferRecord { timeout_ns: 5, ..good }], &[]), "transfers[0].timeout_ns"),
+        (packed(&[TransferRecord { pending_id: 5, ..good }], &[]), "transfers[0].pending_id: only post and void"),
+        (packed(&[resolve(32, 0, wire::TransferKind::VoidPending)], &[]), "transfers[0].pending_id: post and void"),
+        (packed(&[good], &[&"x".repeat(METADATA_BYTES_MAX + 1)]), "transfers[0].metadata: at most"),
+    ];
+    for (request, expected) in cases {
+        let status = client.create_transfers_packed(authed(request, ADMIN)).await.expect_err(expected);
+        assert_eq!(status.code(), Code::InvalidArgument, "{expected}");
+        assert!(status.message().contains(expected), "{expected}: {}", status.message());
+    }
+    let many: Vec<_> = (0..10_001).map(|n| record(1_000 + n, 1, 2, 1)).collect();
+    let status = client.create_transfers_packed(authed(packed(&many, &[]), ADMIN)).await.expect_err("too many");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let empty = client.create_transfers_packed(authed(wire::PackedTransfers::default(), ADMIN)).await;
+    assert_eq!(empty.expect_err("empty").code(), Code::InvalidArgument);
+    let ids = vec!["30".into(), "1000".into()];
+    let found = client.lookup_transfers(authed(wire::LookupTransfersRequest { ids }, ADMIN)).await.expect("lookup");
+    assert_eq!(found.into_inner().not_found, ["30", "1000"], "a refused request must not have written anything");
+
+    // The roles of CreateTransfers.
+    let status = client.create_transfers_packed(Request::new(packed(&[good], &[]))).await.expect_err("no token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    for token in [AUDITOR, READ_ONLY] {
+        let status = client.create_transfers_packed(authed(packed(&[good], &[]), token)).await.expect_err("no writes");
+        assert_eq!(status.code(), Code::PermissionDenied, "{token}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
+use ledger_api::packed::{TransferRecord, RECORD_BYTES, STATUS_ALREADY_EXISTS, STATUS_CREATED, STATUS_FAILED};
 use ledger_proto::api::v1 as wire;
 use serde_json::json;
 use tonic::metadata::MetadataValue;
@@ -306,7 +307,7 @@ pub async fn accounts(connection: &Connection, command: AccountsCommand) -> Resu
     Ok(print_results(&response.results, connection.json))
 }
 
-pub async fn transfers(connection: &Connection, command: TransfersCommand) -> Result<bool, String> {
+pub async fn transfers(connection: &Connection, command: TransfersCommand, packed: bool) -> Result<bool, String> {
     let mut client = connection.connect().await?;
     let transfer = match command {
         TransfersCommand::Create { id, debit, credit, amount, currency, code, metadata, pending, timeout_ns } => {
@@ -360,9 +361,70 @@ pub async fn transfers(connection: &Connection, command: TransfersCommand) -> Re
             return Ok(response.not_found.is_empty());
         }
     };
+    if packed {
+        let (record, metadata) = packed_record(transfer)?;
+        let mut records = Vec::with_capacity(RECORD_BYTES);
+        record.write(&mut records);
+        let metadata = if metadata.is_empty() { vec![] } else { vec![metadata] };
+        let request = wire::PackedTransfers { records, metadata };
+        let response =
+            client.create_transfers_packed(connection.request(request)?).await.map_err(status_text)?.into_inner();
+        return Ok(print_results(&unpacked_results(response), connection.json));
+    }
     let request = wire::CreateTransfersRequest { transfers: vec![transfer] };
     let response = client.create_transfers(connection.request(request)?).await.map_err(status_text)?.into_inner();
     Ok(print_results(&response.results, connection.json))
+}
+
+/// A transfer of the string form as a packed record and its metadata.
+fn packed_record(t: wire::NewTransfer) -> Result<(TransferRecord, String), String> {
+    let number = |flag: &str, text: &str| match text {
+        "" => Ok(0),
+        text => text.parse::<u128>().map_err(|_| format!("--{flag} {text:?}: expected an unsigned integer")),
+    };
+    let record = TransferRecord {
+        id: number("id", &t.id)?,
+        debit_account_id: number("debit", &t.debit_account_id)?,
+        credit_account_id: number("credit", &t.credit_account_id)?,
+        amount: number("amount", &t.amount)?,
+        pending_id: number("pending-id", &t.pending_id)?,
+        timeout_ns: t.timeout_ns,
+        code: u16::try_from(t.code).map_err(|_| format!("--code {}: at most 65535", t.code))?,
+        kind: u8::try_from(t.kind).map_err(|_| format!("kind {}: not a transfer kind", t.kind))?,
+        linked: t.linked,
+        currency: TransferRecord::currency_bytes(&t.currency)?,
+    };
+    Ok((record, t.metadata))
+}
+
+/// The packed answer as one result per transfer, as CreateTransfers gives them.
+fn unpacked_results(response: wire::PackedTransferResults) -> Vec<wire::ItemResult> {
+    let mut failures = response.failures.into_iter().peekable();
+    let timestamps = response.timestamps_ns.into_iter().chain(std::iter::repeat(0));
+    response
+        .status
+        .into_iter()
+        .zip(timestamps)
+        .enumerate()
+        .map(|(index, (status, timestamp_ns))| {
+            let index = index as u32;
+            let code = match status {
+                STATUS_CREATED => "CREATED",
+                STATUS_ALREADY_EXISTS => "ALREADY_EXISTS",
+                _ => match failures.next_if(|f| f.index == index) {
+                    Some(failure) => return failure,
+                    None => "FAILED",
+                },
+            };
+            wire::ItemResult {
+                index,
+                code: code.into(),
+                ok: status != STATUS_FAILED,
+                timestamp_ns,
+                ..Default::default()
+            }
+        })
+        .collect()
 }
 
 /// Minutes east of UTC from `+HH:MM`, `-HH:MM` or `Z`.

@@ -48,6 +48,9 @@ enum Command {
     },
     /// Create, post, void or look up transfers.
     Transfers {
+        /// Send create, post and void through CreateTransfersPacked (binary records).
+        #[arg(long, global = true)]
+        packed: bool,
         #[command(subcommand)]
         command: client::TransfersCommand,
     },
@@ -136,7 +139,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match remote {
             Command::Accounts { command } => client::accounts(&connection, command).await,
-            Command::Transfers { command } => client::transfers(&connection, command).await,
+            Command::Transfers { packed, command } => client::transfers(&connection, command, packed).await,
             Command::History(args) => client::history(&connection, args).await,
             Command::Report(args) => client::report(&connection, args).await,
             Command::Balance(args) => client::balance(&connection, args).await,

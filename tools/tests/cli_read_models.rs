@@ -17,11 +17,18 @@ fn history_balance_and_reports_from_the_command_line() {
         let (ok, out) = ledgerctl(listen, &["accounts", "create", "--id", id, "--currency", "EUR", "--owner", owner]);
         assert!(ok, "{out}");
     }
-    for (id, debit, credit, amount) in [("10", "1", "2", "250"), ("11", "2", "1", "40")] {
+    // The second through the packed form (CreateTransfersPacked).
+    for (id, debit, credit, amount, form) in [("10", "1", "2", "250", ""), ("11", "2", "1", "40", "--packed")] {
         let args = ["transfers", "create", "--id", id, "--debit", debit, "--credit", credit, "--amount", amount];
-        let (ok, out) = ledgerctl(listen, &[&args[..], &["--currency", "EUR"]].concat());
+        let args: Vec<&str> = [&args[..], &["--currency", "EUR", form]].concat();
+        let (ok, out) = ledgerctl(listen, &args.into_iter().filter(|a| !a.is_empty()).collect::<Vec<_>>());
         assert!(ok, "{out}");
     }
+    let packed = ["--json", "transfers", "--packed", "create", "--debit", "2", "--amount", "40", "--currency", "EUR"];
+    let (ok, out) = ledgerctl(listen, &[&packed[..], &["--id", "11", "--credit", "1"]].concat());
+    assert!(ok && out.contains("\"ALREADY_EXISTS\""), "a retry changes nothing: {out}");
+    let (ok, out) = ledgerctl(listen, &[&packed[..], &["--id", "12", "--credit", "404"]].concat());
+    assert!(!ok && out.contains("\"CREDIT_ACCOUNT_NOT_FOUND\""), "{out}");
 
     let (ok, out) = ledgerctl(listen, &["--json", "history", "--account", "1"]);
     assert!(ok, "{out}");
