@@ -9,6 +9,8 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::chain::Hash;
 use crate::state::LedgerState;
@@ -25,7 +27,7 @@ fn file_name(stream: &str, events: u64) -> String {
     format!("{stream}-{events:020}.snap")
 }
 
-/// A serialized state waiting for its last event to become durable.
+/// A state waiting for its last event to become durable, to be serialized.
 pub struct PendingSnapshot {
     dir: PathBuf,
     stream: String,
@@ -34,16 +36,52 @@ pub struct PendingSnapshot {
     /// `collections`): taking it costs the writer almost nothing; it is serialized on
     /// the snapshot thread.
     state: LedgerState,
+    /// Held until the snapshot is written or given up.
+    _in_progress: InProgress,
+}
+
+/// One snapshot at a time per writer: while one is being written, no other is taken
+/// (each holds a clone of the state whose parts the writer then copies as it writes).
+#[derive(Clone, Default)]
+pub struct SnapshotSlot(Arc<AtomicBool>);
+
+struct InProgress(Arc<AtomicBool>);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl SnapshotSlot {
+    pub fn busy(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 impl PendingSnapshot {
-    pub fn capture(dir: PathBuf, stream: &str, state: &LedgerState) -> PendingSnapshot {
-        PendingSnapshot { dir, stream: stream.to_string(), events: state.events_applied(), state: state.clone() }
+    /// Captures `state`, or `None` if `slot` still has a snapshot in progress.
+    pub fn capture(dir: PathBuf, stream: &str, state: &LedgerState, slot: &SnapshotSlot) -> Option<PendingSnapshot> {
+        if slot.0.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        Some(PendingSnapshot {
+            dir,
+            stream: stream.to_string(),
+            events: state.events_applied(),
+            state: state.clone(),
+            _in_progress: InProgress(slot.0.clone()),
+        })
     }
 
-    /// Writes the file from another thread; a failure only costs a longer replay.
+    /// Writes the file from another thread, on idle CPU only (`SCHED_IDLE`: under load
+    /// its serialization would otherwise take a core from the write path); a failure
+    /// only costs a longer replay.
     pub fn write_in_background(self, last_hash: Hash) {
         let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
+            if let Err(error) = crate::threads::lower_current_thread_priority() {
+                tracing::debug!(%error, "snapshot thread keeps its priority");
+            }
             if let Err(error) = self.write(last_hash) {
                 tracing::warn!(%error, "snapshot not written");
             }
@@ -149,4 +187,25 @@ fn load(
         return Err("state does not match its header".into());
     }
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_snapshot_at_a_time_until_it_is_written_or_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let slot = SnapshotSlot::default();
+        let state = LedgerState::default();
+        let first = PendingSnapshot::capture(dir.path().into(), "ledger-0", &state, &slot).expect("first");
+        assert!(slot.busy());
+        assert!(PendingSnapshot::capture(dir.path().into(), "ledger-0", &state, &slot).is_none());
+        drop(first); // an append that failed: the snapshot is given up
+        assert!(!slot.busy());
+        let second = PendingSnapshot::capture(dir.path().into(), "ledger-0", &state, &slot).expect("second");
+        second.write(crate::chain::GENESIS_HASH).expect("write");
+        assert!(!slot.busy(), "free again once written");
+        assert_eq!(list(dir.path(), "ledger-0").len(), 1);
+    }
 }

@@ -147,8 +147,17 @@ impl Ledger {
         let failed = Arc::new(Mutex::new(None));
         let request_items_max = config.request_items_max;
         let room = RoomMaker::start()?;
-        let writer =
-            Writer { store, stream, config, state, failed, events_since_snapshot: 0, metrics: metrics.clone(), room };
+        let writer = Writer {
+            store,
+            stream,
+            config,
+            state,
+            failed,
+            events_since_snapshot: 0,
+            snapshot_slot: snapshot::SnapshotSlot::default(),
+            metrics: metrics.clone(),
+            room,
+        };
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || writer.run(receiver))
@@ -333,6 +342,7 @@ struct Writer {
     state: LedgerState,
     failed: Arc<Mutex<Option<String>>>,
     events_since_snapshot: u64,
+    snapshot_slot: snapshot::SnapshotSlot,
     metrics: Arc<WriterMetrics>,
     room: RoomMaker,
 }
@@ -552,8 +562,10 @@ impl Writer {
         if self.events_since_snapshot < self.config.snapshot_interval_events {
             return None;
         }
+        // While the previous snapshot is still being written, the next append asks again.
+        let pending = snapshot::PendingSnapshot::capture(dir, &self.stream, &self.state, &self.snapshot_slot)?;
         self.events_since_snapshot = 0;
-        Some(snapshot::PendingSnapshot::capture(dir, &self.stream, &self.state))
+        Some(pending)
     }
 }
 
