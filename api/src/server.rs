@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use ledger_core::store::EventStore;
 use ledger_core::writer::{Ledger, LedgerConfig};
 use ledger_proto::api::v1 as wire;
 use projections::read_models::{read_models_path, ReadModels};
-use projections::worker::Projector;
+use projections::worker::{Projector, APPLY_BATCH_EVENTS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -35,6 +36,8 @@ use crate::users::Users;
 pub const MESSAGE_BYTES_MAX: usize = 8 << 20;
 /// Longest a call may run before it is cancelled with DEADLINE_EXCEEDED.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a stop spends bringing the read models to the log's end.
+pub const SHUTDOWN_CATCH_UP: Duration = Duration::from_secs(10);
 
 /// Tokens from the tokens file and `LEDGERD_ADMIN_TOKEN`; if neither gives any, the
 /// admin token in `<data-dir>/admin.token` (generated on first start).
@@ -235,16 +238,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     tracing::info!("no more calls in flight; closing the ledger");
     tokio::task::spawn_blocking(move || ledger.close()).await.map_err(|e| e.to_string())?;
     // Bring the read models to the log's end and make that durable, so a restart has
-    // nothing to re-apply (skipping this would be safe, only slower).
+    // nothing to re-apply; for at most SHUTDOWN_CATCH_UP, so that a stop after heavy
+    // load stays prompt (what is left re-applies on start: skipping is safe, only slower).
     projector.stop();
     let (models, log) = (projector.clone(), store.clone());
+    let deadline = std::time::Instant::now() + SHUTDOWN_CATCH_UP;
     let caught_up = tokio::task::spawn_blocking(move || {
         let _ = follower.join();
-        projections::worker::catch_up(models.models(), log.as_ref(), 16_384, true, |_, _| {})
+        projections::worker::catch_up(models.models(), log.as_ref(), APPLY_BATCH_EVENTS, false, |_, _| {
+            match std::time::Instant::now() < deadline {
+                true => ControlFlow::Continue(()),
+                false => ControlFlow::Break(()),
+            }
+        })
     })
     .await;
+    let head = *store.watch_head().borrow();
     match caught_up {
-        Ok(Ok(position)) => tracing::info!(position, "read models durable at the log's end"),
+        Ok(Ok(position)) if position >= head => tracing::info!(position, "read models durable at the log's end"),
+        Ok(Ok(position)) => tracing::info!(
+            position,
+            head,
+            "read models durable up to a position short of the log's end; the rest re-applies on start"
+        ),
         Ok(Err(error)) => tracing::warn!(%error, "read models not caught up at shutdown; they re-apply on start"),
         Err(error) => tracing::warn!(%error, "read models not caught up at shutdown; they re-apply on start"),
     }

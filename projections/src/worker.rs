@@ -1,6 +1,7 @@
 //! The projection worker: follows the event log from the read models' checkpoint and
 //! applies what it reads, one redb transaction per batch.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -102,6 +103,7 @@ impl Projector {
             if published.is_ok() {
                 published = self.applied_up_to(next);
             }
+            ControlFlow::Continue(())
         })?;
         published?;
         self.applied_up_to(next)
@@ -207,13 +209,14 @@ pub use ledger_core::threads::lower_current_thread_priority;
 
 /// Applies everything in `store` after the checkpoint of `models` and returns the new
 /// checkpoint. With `durable: false` batches commit without a sync and one durable
-/// commit ends the run. `progress(applied, head)` runs after every batch.
+/// commit ends the run. `progress(applied, head)` runs after every batch; when it
+/// breaks, the run ends there (what was applied is kept, durable as above).
 pub fn catch_up(
     models: &ReadModels,
     store: &dyn EventStore,
     batch_events: usize,
     durable: bool,
-    mut progress: impl FnMut(u64, u64),
+    mut progress: impl FnMut(u64, u64) -> ControlFlow<()>,
 ) -> Result<u64, ProjectionError> {
     let head = *store.watch_head().borrow();
     let mut next = models.next_position()?;
@@ -241,7 +244,9 @@ pub fn catch_up(
                 break;
             }
             next = models.apply_decoded(&records, durable)?;
-            progress(next, head);
+            if progress(next, head).is_break() {
+                break;
+            }
         }
         Ok::<(), ProjectionError>(())
     })?;
@@ -306,6 +311,21 @@ mod tests {
         // Without a log to apply, a read that cannot be served times out: false.
         let lonely = Projector::new(ReadModels::open(&dir.path().join("other.redb")).expect("models")).expect("p");
         assert!(!lonely.wait_for(1, Duration::from_millis(120)).await);
+
+        // A catch-up told to stop keeps (durably) what it applied, and goes on from there.
+        let bounded = ReadModels::open(&dir.path().join("bounded.redb")).expect("models");
+        let mut calls = 0;
+        let stopped = super::catch_up(&bounded, store.as_ref(), 1, false, |_, _| {
+            calls += 1;
+            std::ops::ControlFlow::Break(())
+        })
+        .expect("catch up");
+        assert_eq!((stopped, calls, bounded.next_position().expect("checkpoint")), (1, 1, 1));
+        drop(bounded);
+        let reopened = ReadModels::open(&dir.path().join("bounded.redb")).expect("models");
+        assert_eq!(reopened.next_position().expect("checkpoint"), 1, "the stop was durable");
+        let resumed = super::catch_up(&reopened, store.as_ref(), 1, false, |_, _| std::ops::ControlFlow::Continue(()));
+        assert_eq!(resumed.expect("catch up"), head);
         ledger.close();
     }
 

@@ -102,9 +102,11 @@ fn apply_log(
     durable: bool,
 ) -> Result<bool, String> {
     let started = Instant::now();
-    let applied =
-        catch_up(models, store, batch, durable, |done, head| progress_of("events", done, Some(head), started))
-            .map_err(|e| e.to_string())?;
+    let applied = catch_up(models, store, batch, durable, |done, head| {
+        progress_of("events", done, Some(head), started);
+        std::ops::ControlFlow::Continue(())
+    })
+    .map_err(|e| e.to_string())?;
     let seconds = started.elapsed().as_secs_f64();
     report(json_output, models, applied, store.watch_head().borrow().to_owned(), Some(seconds))
 }
