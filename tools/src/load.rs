@@ -16,7 +16,7 @@ use crate::client::{progress, Connection};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Target {
-    /// The ledger's CreateTransfers.
+    /// The ledger: CreateTransfers, or CreateTransfersPacked with `--wire packed`.
     Ledger,
     /// A do-nothing echo service (`ledgerctl echo-server`), to measure the transport.
     Echo,
