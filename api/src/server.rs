@@ -246,9 +246,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let caught_up = tokio::task::spawn_blocking(move || {
         let _ = follower.join();
         projections::worker::catch_up(models.models(), log.as_ref(), APPLY_BATCH_EVENTS, false, |_, _| {
-            match std::time::Instant::now() < deadline {
-                true => ControlFlow::Continue(()),
-                false => ControlFlow::Break(()),
+            if std::time::Instant::now() < deadline {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
             }
         })
     })

@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use ledger_proto::api::v1 as wire;
 use tonic::transport::Channel;
 
-use ledger_api::packed::{TransferRecord, RECORD_BYTES, STATUS_CREATED};
+use ledger_api::packed::{TransferRecord, RECORD_BYTES};
 use ledger_api::server::MESSAGE_BYTES_MAX;
 
 use crate::client::{progress, Connection};
@@ -78,6 +78,18 @@ fn nanos_seed() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(7, |d| d.as_nanos() as u64) | 1
 }
 
+/// A request carrying the caller's `authorization` header, if there is one.
+fn authorized<T>(
+    body: T,
+    authorization: Option<&tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(body);
+    if let Some(value) = authorization {
+        request.metadata_mut().insert("authorization", value.clone());
+    }
+    request
+}
+
 pub async fn run(connection: &Connection, args: LoadArgs) -> Result<bool, String> {
     if args.clients == 0 || args.batch == 0 || args.accounts < 2 || args.connections == 0 {
         return Err("need --clients >= 1, --batch >= 1, --accounts >= 2, --connections >= 1".into());
@@ -129,7 +141,7 @@ pub async fn run(connection: &Connection, args: LoadArgs) -> Result<bool, String
                     return None;
                 }
                 let size = count.map_or(batch as u64, |c| (c + 1 - first).min(batch as u64));
-                let mut records = (0..size).map(|n| {
+                let records = (0..size).map(|n| {
                     let debit = random.next() % accounts;
                     let credit = (debit + 1 + random.next() % (accounts - 1)) % accounts;
                     TransferRecord {
@@ -160,10 +172,9 @@ pub async fn run(connection: &Connection, args: LoadArgs) -> Result<bool, String
                     }),
                     Wire::Packed => {
                         let mut bytes = Vec::with_capacity(size as usize * RECORD_BYTES);
-                        records.try_for_each(|r| {
-                            r.write(&mut bytes);
-                            Some(())
-                        });
+                        for record in records {
+                            record.write(&mut bytes);
+                        }
                         Body::Packed(wire::PackedTransfers { records: bytes, metadata: Vec::new() })
                     }
                 };
@@ -175,18 +186,12 @@ pub async fn run(connection: &Connection, args: LoadArgs) -> Result<bool, String
                     break;
                 }
                 let Some((size, body)) = next.take() else { break };
-                let authorize = |metadata: &mut tonic::metadata::MetadataMap| {
-                    if let Some(value) = &authorization {
-                        metadata.insert("authorization", value.clone());
-                    }
-                };
                 let begun = Instant::now();
                 let call = async {
-                    // The first failed transfer, if any.
+                    // The first failed transfer, if any (ALREADY_EXISTS is not a failure).
                     let failed = match (body, target) {
                         (Body::Proto(body), target) => {
-                            let mut request = tonic::Request::new(body);
-                            authorize(request.metadata_mut());
+                            let request = authorized(body, authorization.as_ref());
                             let response = match target {
                                 Target::Ledger => ledger.create_transfers(request).await,
                                 Target::Echo => echo.echo(request).await,
@@ -194,21 +199,13 @@ pub async fn run(connection: &Connection, args: LoadArgs) -> Result<bool, String
                             response.map(|r| r.into_inner().results.into_iter().find(|r| !r.ok))
                         }
                         (Body::Packed(body), target) => {
-                            let mut request = tonic::Request::new(body);
-                            authorize(request.metadata_mut());
+                            let request = authorized(body, authorization.as_ref());
                             let response = match target {
                                 Target::Ledger => ledger.create_transfers_packed(request).await,
                                 Target::Echo => echo.echo_packed(request).await,
                             };
-                            response.map(|r| {
-                                let r = r.into_inner();
-                                match r.status.iter().any(|&s| s != STATUS_CREATED) {
-                                    true => r.failures.into_iter().next().or_else(|| {
-                                        Some(wire::ItemResult { code: "ALREADY_EXISTS".into(), ..Default::default() })
-                                    }),
-                                    false => None,
-                                }
-                            })
+                            // `failures` holds exactly the transfers whose status is FAILED.
+                            response.map(|r| r.into_inner().failures.into_iter().next())
                         }
                     };
                     (failed, begun.elapsed())
