@@ -5,8 +5,8 @@
 use ledger_core::codec;
 use ledger_core::domain::*;
 use ledger_core::money::Currency;
-use ledger_core::store::{RecordedEvent, StoreError};
-use ledger_core::writer::LedgerError;
+use ledger_engine::store::{RecordedEvent, StoreError};
+use ledger_engine::writer::LedgerError;
 use ledger_proto::api::v1 as wire;
 use tonic::Status;
 
@@ -503,7 +503,7 @@ mod tests {
             (
                 LedgerError::Store(StoreError::WrongExpectedRevision {
                     stream: "s".into(),
-                    expected: ledger_core::store::ExpectedRevision::NoStream,
+                    expected: ledger_engine::store::ExpectedRevision::NoStream,
                     actual: Some(1),
                 }),
                 Code::Aborted,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use ledger_core::writer::WriterMetrics;
+use ledger_engine::writer::WriterMetrics;
 
 #[derive(Default)]
 pub struct Metrics {

@@ -7,10 +7,10 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ledger_core::audit::data_dir_layout;
-use ledger_core::store::embedded::{EmbeddedOptions, EmbeddedStore};
-use ledger_core::store::EventStore;
-use ledger_core::writer::{Ledger, LedgerConfig};
+use ledger_engine::audit::data_dir_layout;
+use ledger_engine::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use ledger_engine::store::EventStore;
+use ledger_engine::writer::{Ledger, LedgerConfig};
 use ledger_proto::api::v1 as wire;
 use projections::read_models::{read_models_path, ReadModels};
 use projections::worker::{Projector, APPLY_BATCH_EVENTS};
@@ -83,8 +83,8 @@ fn open_log(
             Ok((Arc::new(store), ledger_config))
         }
         #[cfg(feature = "kurrentdb")]
-        Some(spec) if ledger_core::store::kurrent::is_kurrent(spec) => {
-            let store = ledger_core::store::kurrent::KurrentStore::connect(spec).map_err(|e| e.to_string())?;
+        Some(spec) if ledger_engine::store::kurrent::is_kurrent(spec) => {
+            let store = ledger_engine::store::kurrent::KurrentStore::connect(spec).map_err(|e| e.to_string())?;
             tracing::info!("event log: EventStoreDB/KurrentDB");
             // Its appends are limited to 1 MiB: keep requests and batches well under it.
             let ledger_config = LedgerConfig { request_items_max: 1_000, batch_items_max: 1_000, ..ledger_config };

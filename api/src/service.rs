@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use ledger_core::domain::{AccountId, TransferId};
 use ledger_core::money::Currency;
-use ledger_core::store::{EventStore, Subscription};
-use ledger_core::writer::Ledger;
+use ledger_engine::store::{EventStore, Subscription};
+use ledger_engine::writer::Ledger;
 use ledger_proto::api::v1 as wire;
 use projections::read_models::{Cursor, HistoryFilter, Movement, ProjectionError, Side, Status as MovementStatus};
 use projections::worker::Projector;

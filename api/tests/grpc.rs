@@ -465,8 +465,8 @@ async fn graceful_shutdown_loses_nothing_acknowledged_and_leaves_nothing_half_ap
         }
     }
     drop(server);
-    let (log, snapshots) = ledger_core::audit::data_dir_layout(&dir.path().join("data"));
-    let report = ledger_core::audit::verify(&log, Some(&snapshots)).expect("the log verifies after the shutdown");
+    let (log, snapshots) = ledger_engine::audit::data_dir_layout(&dir.path().join("data"));
+    let report = ledger_engine::audit::verify(&log, Some(&snapshots)).expect("the log verifies after the shutdown");
     // A clean stop leaves the read models durable at the log's end: nothing to re-apply.
     let models = projections::read_models::ReadModels::open(&projections::read_models::read_models_path(
         &dir.path().join("data"),

@@ -1,11 +1,6 @@
 //! Proleptic Gregorian dates ⇄ days since 1970-01-01 (Howard Hinnant's algorithms),
-//! for the edges that take or show dates: no time-zone database needed; and the wall
-//! clock in nanoseconds.
-
-/// Nanoseconds since 1970-01-01 UTC by the system clock (0 if it is set before 1970).
-pub fn now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
+//! for the edges that take or show dates: no time-zone database needed. The clock
+//! itself is not here: time is read through `clock::Clock`.
 
 /// Days since 1970-01-01 of a date.
 pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {

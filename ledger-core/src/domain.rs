@@ -73,9 +73,14 @@ pub struct Account {
 }
 
 impl Account {
-    /// Posted credits minus posted debits: what an asset holder's wallet shows.
+    /// Posted credits minus posted debits: what an asset holder's wallet shows. The
+    /// decider keeps every total at most `state::TOTAL_MAX` (= `i128::MAX`), so the
+    /// conversions and the difference cannot fail for an account it built; one that
+    /// breaks that is a broken invariant, and the process stops.
     pub fn balance_credit_normal(&self) -> i128 {
-        self.credits_posted as i128 - self.debits_posted as i128
+        let credits = i128::try_from(self.credits_posted).expect("account totals are at most TOTAL_MAX");
+        let debits = i128::try_from(self.debits_posted).expect("account totals are at most TOTAL_MAX");
+        credits - debits
     }
 }
 

@@ -1,17 +1,18 @@
-//! The ledger core: money, accounts, transfers and their invariants (`domain`,
-//! `state`), the durable event encoding (`codec`) and hash chain (`chain`), the
-//! `EventStore` port and its embedded backend (`store`), the single writer of a ledger
-//! partition (`writer`), snapshots and the auditor.
+//! The ledger core, pure: money (`money`), accounts, transfers and their invariants
+//! (`domain`, and the decider `state`), the durable event encoding (`codec`), the hash
+//! chain (`chain`), the state's containers (`collections`), dates (`calendar`) and time
+//! as an input (`clock`).
+//!
+//! Architecture invariant: nothing here touches files, threads, sockets, an async
+//! runtime or the wall clock. Everything with I/O is in the `ledger-engine` crate
+//! (`ledger-core/engine/`); `.ci/run` checks the dependency tree and clippy's
+//! `disallowed-methods` keep it so.
 
-pub mod audit;
 pub mod calendar;
 pub mod chain;
+pub mod clock;
 pub mod codec;
 pub mod collections;
 pub mod domain;
 pub mod money;
-pub mod snapshot;
 pub mod state;
-pub mod store;
-pub mod threads;
-pub mod writer;

@@ -27,6 +27,10 @@ impl CurrencyTotals {
     }
 }
 
+/// Most a currency's debits (posted plus pending) may total, in minor units: `i128::MAX`,
+/// so a balance or a net (the difference of two totals) always fits an `i128`.
+pub const TOTAL_MAX: u128 = i128::MAX as u128;
+
 /// The in-memory state of one ledger partition.
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct LedgerState {
@@ -314,9 +318,12 @@ impl LedgerState {
         let (Some(debits_total), Some(credits_total)) = (debits_total, credits_total) else {
             return Err(TransferError::Overflow);
         };
+        // A currency with no transfer yet has zero totals.
         let totals = self.totals.get(&currency).copied().unwrap_or_default();
-        let totals_fit = totals.debits_posted.checked_add(totals.debits_pending).and_then(|t| t.checked_add(amount));
-        if totals_fit.is_none() {
+        let totals_after = totals.debits_posted.checked_add(totals.debits_pending).and_then(|t| t.checked_add(amount));
+        // Every account's totals are bounded by its currency's, so with these at most
+        // `TOTAL_MAX` every balance and net (a difference of two totals) fits an i128.
+        if totals_after.is_none_or(|total| total > TOTAL_MAX) {
             return Err(TransferError::Overflow);
         }
         if debit.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) && debits_total > debit.credits_posted {
@@ -554,7 +561,9 @@ impl LedgerState {
         totals.credits_pending = apply_delta(totals.credits_pending, &delta, Side::Pending);
         totals.debits_posted = apply_delta(totals.debits_posted, &delta, Side::Posted);
         totals.credits_posted = apply_delta(totals.credits_posted, &delta, Side::Posted);
-        debug_assert!(totals.is_balanced(), "double entry broken for {currency}");
+        // Double entry is the ledger's first invariant: a state that breaks it must never
+        // answer another request (two comparisons per transfer; in release builds too).
+        assert!(totals.is_balanced(), "double entry broken for {currency}");
     }
 
     fn undo(&mut self, journal: Vec<Undo>) {

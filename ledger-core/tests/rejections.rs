@@ -215,3 +215,26 @@ fn each_bad_account_command_has_its_own_error() {
     let results = state.execute_accounts(&[AccountCommand::Close(AccountId(6))], NOW, &mut events);
     assert_eq!(results, vec![Err(Closed)]);
 }
+
+/// At the amount boundary: a currency's totals reach `TOTAL_MAX` (= `i128::MAX`) and no
+/// further, so a balance derived from them always fits an `i128` (no wrap in release
+/// builds, where `overflow-checks` would otherwise be the only guard).
+#[test]
+fn totals_stop_at_total_max_so_balances_fit_i128() {
+    use ledger_core::state::TOTAL_MAX;
+    assert_eq!(TOTAL_MAX, i128::MAX as u128);
+    let mut state = LedgerState::new();
+    let mut events = Vec::new();
+    let accounts = vec![open(1, usd(), AccountFlags(0)), open(2, usd(), AccountFlags(0))];
+    assert!(state.execute_accounts(&accounts, NOW, &mut events).iter().all(Result::is_ok));
+    let over = state.execute_transfers(&[transfer(10, 1, 2, TOTAL_MAX + 1, TransferKind::Posted)], NOW, &mut events);
+    assert_eq!(over, vec![Err(TransferError::Overflow)]);
+    let to_the_edge = state.execute_transfers(&[transfer(11, 1, 2, TOTAL_MAX, TransferKind::Posted)], NOW, &mut events);
+    assert!(to_the_edge.iter().all(Result::is_ok), "{to_the_edge:?}");
+    let one_more = state.execute_transfers(&[transfer(12, 2, 1, 1, TransferKind::Posted)], NOW, &mut events);
+    assert_eq!(one_more, vec![Err(TransferError::Overflow)], "the currency's debits are at TOTAL_MAX");
+    let debit = state.account(AccountId(1)).expect("account 1");
+    let credit = state.account(AccountId(2)).expect("account 2");
+    assert_eq!(debit.balance_credit_normal(), -i128::MAX);
+    assert_eq!(credit.balance_credit_normal(), i128::MAX);
+}

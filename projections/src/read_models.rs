@@ -28,7 +28,7 @@ use ledger_core::chain::{chain_hash, GENESIS_HASH};
 use ledger_core::codec;
 use ledger_core::domain::{Event, EventKind, Movement as MovementEvent};
 use ledger_core::money::Currency;
-use ledger_core::store::RecordedEvent;
+use ledger_engine::store::RecordedEvent;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");

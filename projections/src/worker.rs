@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ledger_core::store::{EventStore, Subscription};
+use ledger_engine::store::{EventStore, Subscription};
 use tokio::sync::watch;
 
 use crate::read_models::{Decoded, ProjectionError, ReadModels};
@@ -205,7 +205,7 @@ impl Projector {
     }
 }
 
-pub use ledger_core::threads::lower_current_thread_priority;
+pub use ledger_engine::threads::lower_current_thread_priority;
 
 /// Applies everything in `store` after the checkpoint of `models` and returns the new
 /// checkpoint. With `durable: false` batches commit without a sync and one durable
@@ -263,9 +263,9 @@ mod tests {
 
     use ledger_core::domain::*;
     use ledger_core::money::Currency;
-    use ledger_core::store::embedded::{EmbeddedOptions, EmbeddedStore};
-    use ledger_core::store::EventStore;
-    use ledger_core::writer::{Ledger, LedgerConfig};
+    use ledger_engine::store::embedded::{EmbeddedOptions, EmbeddedStore};
+    use ledger_engine::store::EventStore;
+    use ledger_engine::writer::{Ledger, LedgerConfig};
 
     use super::Projector;
     use crate::read_models::ReadModels;

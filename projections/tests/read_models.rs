@@ -9,7 +9,7 @@ use ledger_core::codec;
 use ledger_core::domain::*;
 use ledger_core::money::Currency;
 use ledger_core::state::LedgerState;
-use ledger_core::store::RecordedEvent;
+use ledger_engine::store::RecordedEvent;
 use projections::read_models::*;
 use proptest::prelude::*;
 

@@ -9,10 +9,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ledger_core::audit;
 use ledger_core::domain::TransferId;
-use ledger_core::store::embedded::{EmbeddedOptions, EmbeddedStore};
-use ledger_core::writer::{Ledger, LedgerConfig};
+use ledger_engine::audit;
+use ledger_engine::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use ledger_engine::writer::{Ledger, LedgerConfig};
 
 /// A batch of transfer ids, first and last.
 type Range = (u128, u128);

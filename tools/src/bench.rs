@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use ledger_core::domain::*;
 use ledger_core::money::Currency;
-use ledger_core::store::embedded::{EmbeddedOptions, EmbeddedStore};
-use ledger_core::writer::{Ledger, LedgerConfig};
+use ledger_engine::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use ledger_engine::writer::{Ledger, LedgerConfig};
 
 /// Transfers the benchmark keeps in flight (at least three batches), so the writer
 /// validates one batch while the store syncs another, whatever the batch size.
@@ -26,7 +26,7 @@ pub struct BenchArgs {
     transfers: u64,
     #[arg(long, default_value_t = 8189)]
     batch: usize,
-    /// Where to put the store; by default a fresh directory in the current directory,
+    /// Where to put the store; by default a fresh directory under `target/`,
     /// removed afterwards (not /tmp, which may be memory and make syncs free).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -47,18 +47,19 @@ impl Random {
 pub fn run(args: BenchArgs, json: bool) -> ExitCode {
     if args.accounts < 2
         || args.batch == 0
-        || args.batch > ledger_core::writer::REQUEST_ITEMS_MAX
+        || args.batch > ledger_engine::writer::REQUEST_ITEMS_MAX
         || args.transfers == 0
     {
         eprintln!(
             "error: need --accounts >= 2, --transfers >= 1 and 1 <= --batch <= {}",
-            ledger_core::writer::REQUEST_ITEMS_MAX
+            ledger_engine::writer::REQUEST_ITEMS_MAX
         );
         return ExitCode::from(2);
     }
     let (dir, remove) = match &args.data_dir {
         Some(dir) => (dir.clone(), false),
-        None => (PathBuf::from(format!("ledger-bench-{}", std::process::id())), true),
+        // Under `target/` (ignored by git), never in the working directory itself.
+        None => (PathBuf::from("target").join(format!("ledger-bench-{}", std::process::id())), true),
     };
     let result = run_in(&args, &dir, json);
     if remove {
@@ -90,7 +91,7 @@ fn run_in(args: &BenchArgs, dir: &std::path::Path, json: bool) -> Result<(), Str
             })
         })
         .collect();
-    for chunk in accounts.chunks(ledger_core::writer::REQUEST_ITEMS_MAX) {
+    for chunk in accounts.chunks(ledger_engine::writer::REQUEST_ITEMS_MAX) {
         let results = ledger.create_accounts_blocking(chunk.to_vec()).map_err(|e| e.to_string())?;
         if let Some(error) = results.iter().find_map(|r| r.err()) {
             return Err(format!("creating accounts: {error}"));

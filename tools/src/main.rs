@@ -19,9 +19,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ledger_core::audit;
 use ledger_core::chain::to_hex;
 use ledger_core::money::format_amount;
+use ledger_engine::audit;
 
 #[derive(Parser)]
 #[command(name = "ledgerctl", version, about = "Ledger client, auditor and benchmark")]
@@ -170,8 +170,8 @@ fn audit_run(
 ) -> Result<audit::AuditReport, Result<audit::AuditFailure, String>> {
     if let Some(spec) = store {
         #[cfg(feature = "kurrentdb")]
-        if ledger_core::store::kurrent::is_kurrent(spec) {
-            let store = ledger_core::store::kurrent::KurrentStore::connect(spec).map_err(|e| Err(e.to_string()))?;
+        if ledger_engine::store::kurrent::is_kurrent(spec) {
+            let store = ledger_engine::store::kurrent::KurrentStore::connect(spec).map_err(|e| Err(e.to_string()))?;
             return audit::verify_store(&store).map_err(Ok);
         }
         return Err(Err(format!("--store {spec:?}: expected kurrentdb://… or esdb://…")));

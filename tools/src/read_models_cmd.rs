@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Subcommand;
-use ledger_core::audit::data_dir_layout;
-use ledger_core::store::embedded::{EmbeddedOptions, EmbeddedStore};
-use ledger_core::store::EventStore;
+use ledger_engine::audit::data_dir_layout;
+use ledger_engine::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use ledger_engine::store::EventStore;
 use projections::read_models::{read_models_path, Cursor, HistoryFilter, ReadModels};
 use projections::worker::catch_up;
 use serde_json::json;

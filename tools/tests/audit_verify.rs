@@ -9,9 +9,9 @@ use std::sync::Arc;
 use ledger_core::codec;
 use ledger_core::domain::*;
 use ledger_core::money::Currency;
-use ledger_core::store::embedded::{EmbeddedOptions, EmbeddedStore};
-use ledger_core::store::{format, RecordedEvent};
-use ledger_core::writer::{Ledger, LedgerConfig};
+use ledger_engine::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use ledger_engine::store::{format, RecordedEvent};
+use ledger_engine::writer::{Ledger, LedgerConfig};
 
 fn populate(data_dir: &Path) {
     let (store, _) = EmbeddedStore::open(data_dir.join("log"), EmbeddedOptions::default()).expect("open");

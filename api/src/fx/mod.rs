@@ -16,11 +16,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use ledger_core::calendar::now_ns;
 use ledger_core::domain::{AccountCommand, AccountId, NewAccount, NewTransfer, TransferId, TransferKind};
 use ledger_core::money::{format_amount, Currency};
-use ledger_core::store::{Direction, EventData, EventStore, EventStoreExt, ExpectedRevision, Revision};
-use ledger_core::writer::Ledger;
+use ledger_engine::clock::now_ns;
+use ledger_engine::store::{Direction, EventData, EventStore, EventStoreExt, ExpectedRevision, Revision};
+use ledger_engine::writer::Ledger;
 use ledger_proto::events::v1 as ev;
 use ledger_proto::events::v1::fx_event::Kind as FxKind;
 use prost::Message;

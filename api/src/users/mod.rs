@@ -21,12 +21,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use ledger_core::calendar::now_ns;
 use ledger_core::chain::to_hex as hex;
 use ledger_core::domain::{AccountCommand, AccountFlags, AccountId, NewAccount};
 use ledger_core::money::{format_amount, Currency};
-use ledger_core::store::{Direction, EventData, EventStore, EventStoreExt, ExpectedRevision, RecordedEvent, Revision};
-use ledger_core::writer::Ledger;
+use ledger_engine::clock::now_ns;
+use ledger_engine::store::{
+    Direction, EventData, EventStore, EventStoreExt, ExpectedRevision, RecordedEvent, Revision,
+};
+use ledger_engine::writer::Ledger;
 use ledger_proto::events::v1 as ev;
 use ledger_proto::events::v1::user_event_details::Detail;
 use ledger_proto::events::v1::UserEventKind as Kind;

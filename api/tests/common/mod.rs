@@ -169,7 +169,7 @@ pub fn audit_verify(data_dir: &Path) {
             Command::new(&ledgerctl).args(["audit", "verify", "--data-dir"]).arg(data_dir).output().expect("run");
         assert!(output.status.success(), "ledgerctl audit verify: {}", String::from_utf8_lossy(&output.stdout));
     } else {
-        let (_, snapshots) = ledger_core::audit::data_dir_layout(data_dir);
-        ledger_core::audit::verify(data_dir, Some(&snapshots)).expect("audit verify");
+        let (_, snapshots) = ledger_engine::audit::data_dir_layout(data_dir);
+        ledger_engine::audit::verify(data_dir, Some(&snapshots)).expect("audit verify");
     }
 }

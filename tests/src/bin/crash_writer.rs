@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use ledger_core::domain::*;
 use ledger_core::money::Currency;
-use ledger_core::store::embedded::{EmbeddedOptions, EmbeddedStore};
-use ledger_core::writer::{Ledger, LedgerConfig};
+use ledger_engine::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use ledger_engine::writer::{Ledger, LedgerConfig};
 
 const ACCOUNTS: u128 = 100;
 const BATCH_TRANSFERS: u128 = 500;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ledger_core::chain::{chain_hash, GENESIS_HASH};
-use ledger_core::store::embedded::{EmbeddedOptions, EmbeddedStore};
-use ledger_core::store::*;
+use ledger_engine::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use ledger_engine::store::*;
 
 /// A backend under test: a fresh, empty store, and the same store reopened (a new
 /// connection or process) after the old handle is dropped.

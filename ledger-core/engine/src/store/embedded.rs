@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 
 use super::format::{self, Location, TornTail, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use super::*;
-use crate::chain::{chain_hash_with, Hash, GENESIS_HASH};
+use ledger_core::chain::{chain_hash_with, Hash, GENESIS_HASH};
 
 /// A segment is closed once it would grow past this; one frame never spans two.
 pub const SEGMENT_BYTES_MAX: u64 = 256 << 20;
@@ -159,7 +159,10 @@ impl EmbeddedStore {
         let (sender, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("store-committer".into())
-            .spawn(move || committer.run(receiver))
+            .spawn(move || {
+                crate::threads::abort_on_panic("store-committer");
+                committer.run(receiver)
+            })
             .map_err(|e| io_error("spawn committer", &dir, e))?;
         let recovery = RecoveryReport { segments: segment_paths.len(), records, torn_tail: report.torn_tail };
         let store = EmbeddedStore {

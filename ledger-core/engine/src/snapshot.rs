@@ -10,18 +10,21 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
-use crate::chain::Hash;
-use crate::state::LedgerState;
 use crate::store::embedded::hash_at;
 use crate::store::EventStore;
 use crate::writer::LedgerError;
+use ledger_core::chain::Hash;
+use ledger_core::state::LedgerState;
 
 const MAGIC: &[u8; 8] = b"LEDGSNP1";
 const HEADER_BYTES: usize = 8 + 8 + 32 + 32 + 8;
 /// Snapshots kept per partition; older ones are removed.
 const SNAPSHOTS_KEPT: usize = 2;
+/// The name a snapshot has while it is written.
+const TEMPORARY_SUFFIX: &str = ".snap.tmp";
 
 fn file_name(stream: &str, events: u64) -> String {
     format!("{stream}-{events:020}.snap")
@@ -42,8 +45,14 @@ pub struct PendingSnapshot {
 
 /// One snapshot at a time per writer: while one is being written, no other is taken
 /// (each holds a clone of the state whose parts the writer then copies as it writes).
+/// The slot also owns the thread that writes it, so the writer joins it when it stops:
+/// no snapshot thread outlives its ledger (one that did could re-create a directory
+/// its owner had just removed).
 #[derive(Clone, Default)]
-pub struct SnapshotSlot(Arc<AtomicBool>);
+pub struct SnapshotSlot {
+    busy: Arc<AtomicBool>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
 
 struct InProgress(Arc<AtomicBool>);
 
@@ -55,14 +64,37 @@ impl Drop for InProgress {
 
 impl SnapshotSlot {
     pub fn busy(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.busy.load(Ordering::Acquire)
+    }
+
+    /// Waits for the snapshot thread started last, if any, to end.
+    pub fn join(&self) {
+        let handle =
+            self.thread.lock().map(|mut thread| thread.take()).unwrap_or_else(|poisoned| poisoned.into_inner().take());
+        if let Some(handle) = handle {
+            if handle.join().is_err() {
+                // A panic is an abort in release builds (`panic = "abort"`); in tests
+                // it is reported by the panicking thread itself.
+                tracing::error!("the snapshot thread panicked");
+            }
+        }
+    }
+
+    fn own(&self, handle: JoinHandle<()>) {
+        // The previous thread has released the slot (it was free when this snapshot was
+        // captured), so it has at most its last instructions left: join it here.
+        self.join();
+        match self.thread.lock() {
+            Ok(mut thread) => *thread = Some(handle),
+            Err(poisoned) => *poisoned.into_inner() = Some(handle),
+        }
     }
 }
 
 impl PendingSnapshot {
     /// Captures `state`, or `None` if `slot` still has a snapshot in progress.
     pub fn capture(dir: PathBuf, stream: &str, state: &LedgerState, slot: &SnapshotSlot) -> Option<PendingSnapshot> {
-        if slot.0.swap(true, Ordering::AcqRel) {
+        if slot.busy.swap(true, Ordering::AcqRel) {
             return None;
         }
         Some(PendingSnapshot {
@@ -70,14 +102,14 @@ impl PendingSnapshot {
             stream: stream.to_string(),
             events: state.events_applied(),
             state: state.clone(),
-            _in_progress: InProgress(slot.0.clone()),
+            _in_progress: InProgress(slot.busy.clone()),
         })
     }
 
-    /// Writes the file from another thread, on idle CPU only (`SCHED_IDLE`: under load
-    /// its serialization would otherwise take a core from the write path); a failure
-    /// only costs a longer replay.
-    pub fn write_in_background(self, last_hash: Hash) {
+    /// Writes the file from another thread owned by `slot`, on idle CPU only
+    /// (`SCHED_IDLE`: under load its serialization would otherwise take a core from the
+    /// write path); a failure only costs a longer replay.
+    pub fn write_in_background(self, last_hash: Hash, slot: &SnapshotSlot) {
         let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
             if let Err(error) = crate::threads::lower_current_thread_priority() {
                 tracing::debug!(%error, "snapshot thread keeps its priority");
@@ -86,8 +118,9 @@ impl PendingSnapshot {
                 tracing::warn!(%error, "snapshot not written");
             }
         });
-        if let Err(error) = spawned {
-            tracing::warn!(%error, "snapshot thread not started");
+        match spawned {
+            Ok(handle) => slot.own(handle),
+            Err(error) => tracing::warn!(%error, "snapshot thread not started"),
         }
     }
 
@@ -95,17 +128,15 @@ impl PendingSnapshot {
         let body = bincode::serde::encode_to_vec(&self.state, bincode::config::standard())
             .map_err(|e| std::io::Error::other(format!("state did not serialize: {e}")))?;
         drop(self.state);
-        fs::create_dir_all(&self.dir)?;
+        // The directory is made when the ledger opens; if it is gone now, its owner
+        // removed it, and the snapshot is not wanted.
         let name = file_name(&self.stream, self.events);
-        let temporary = self.dir.join(format!("{name}.tmp"));
-        let mut file = fs::File::create(&temporary)?;
-        file.write_all(MAGIC)?;
-        file.write_all(&self.events.to_le_bytes())?;
-        file.write_all(&last_hash)?;
-        file.write_all(blake3::hash(&body).as_bytes())?;
-        file.write_all(&(body.len() as u64).to_le_bytes())?;
-        file.write_all(&body)?;
-        file.sync_all()?;
+        let temporary = self.dir.join(format!("{name}{TEMPORARY_SUFFIX}"));
+        let written = write_file(&temporary, self.events, last_hash, &body);
+        if written.is_err() {
+            let _ = fs::remove_file(&temporary);
+        }
+        written?;
         fs::rename(&temporary, self.dir.join(&name))?;
         fs::File::open(&self.dir)?.sync_all()?;
         let mut existing = list(&self.dir, &self.stream);
@@ -117,6 +148,35 @@ impl PendingSnapshot {
         tracing::info!(events = self.events, file = name, "snapshot written");
         Ok(())
     }
+}
+
+fn write_file(path: &Path, events: u64, last_hash: Hash, body: &[u8]) -> std::io::Result<()> {
+    let mut file = fs::File::create_new(path)?;
+    file.write_all(MAGIC)?;
+    file.write_all(&events.to_le_bytes())?;
+    file.write_all(&last_hash)?;
+    file.write_all(blake3::hash(body).as_bytes())?;
+    file.write_all(&(body.len() as u64).to_le_bytes())?;
+    file.write_all(body)?;
+    file.sync_all()
+}
+
+/// Makes the snapshot directory of `stream` ready: creates it, and removes the
+/// temporary files of snapshots a crash or a stop interrupted (a snapshot is renamed to
+/// its final name only once written and synced, so a temporary file is never needed).
+pub fn prepare_dir(dir: &Path, stream: &str) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let prefix = format!("{stream}-");
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with(&prefix) && name.ends_with(TEMPORARY_SUFFIX) {
+            fs::remove_file(entry.path())?;
+            tracing::info!(file = name, "unfinished snapshot removed");
+        }
+    }
+    Ok(())
 }
 
 fn list(dir: &Path, stream: &str) -> Vec<(u64, PathBuf)> {
@@ -204,8 +264,48 @@ mod tests {
         drop(first); // an append that failed: the snapshot is given up
         assert!(!slot.busy());
         let second = PendingSnapshot::capture(dir.path().into(), "ledger-0", &state, &slot).expect("second");
-        second.write(crate::chain::GENESIS_HASH).expect("write");
+        second.write(ledger_core::chain::GENESIS_HASH).expect("write");
         assert!(!slot.busy(), "free again once written");
         assert_eq!(list(dir.path(), "ledger-0").len(), 1);
+    }
+
+    #[test]
+    fn prepare_dir_removes_unfinished_snapshots_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let unfinished = dir.path().join("ledger-0-00000000000000000007.snap.tmp");
+        let other = dir.path().join("ledger-1-00000000000000000007.snap.tmp");
+        let finished = dir.path().join("ledger-0-00000000000000000005.snap");
+        for path in [&unfinished, &other, &finished] {
+            fs::write(path, b"x").expect("write");
+        }
+        prepare_dir(dir.path(), "ledger-0").expect("prepare");
+        assert!(!unfinished.exists());
+        assert!(other.exists(), "another partition's file is not ours to remove");
+        assert!(finished.exists());
+    }
+
+    #[test]
+    fn a_background_snapshot_is_joined_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let slot = SnapshotSlot::default();
+        let state = LedgerState::default();
+        let pending = PendingSnapshot::capture(dir.path().into(), "ledger-0", &state, &slot).expect("capture");
+        pending.write_in_background(ledger_core::chain::GENESIS_HASH, &slot);
+        slot.join();
+        assert!(!slot.busy());
+        let names: Vec<_> = fs::read_dir(dir.path()).expect("read").map(|e| e.expect("entry").file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert!(names[0].to_str().expect("utf-8").ends_with(".snap"));
+    }
+
+    #[test]
+    fn a_snapshot_into_a_removed_directory_is_not_written_and_does_not_recreate_it() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let dir = parent.path().join("snapshots");
+        let slot = SnapshotSlot::default();
+        let state = LedgerState::default();
+        let pending = PendingSnapshot::capture(dir.clone(), "ledger-0", &state, &slot).expect("capture");
+        assert!(pending.write(ledger_core::chain::GENESIS_HASH).is_err());
+        assert!(!dir.exists());
     }
 }

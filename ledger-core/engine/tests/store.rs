@@ -5,9 +5,9 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use ledger_core::chain::{chain_hash, GENESIS_HASH};
-use ledger_core::store::embedded::{EmbeddedOptions, EmbeddedStore};
-use ledger_core::store::format::{FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES};
-use ledger_core::store::*;
+use ledger_engine::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use ledger_engine::store::format::{FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use ledger_engine::store::*;
 
 fn event(n: u64) -> EventData {
     EventData { event_type: Cow::Borrowed("Test"), payload: format!("payload-{n}").into_bytes() }
@@ -254,7 +254,7 @@ fn every_flipped_bit_in_a_committed_frame_is_detected() {
         let mut damaged = bytes.clone();
         damaged[bit / 8] ^= 1 << (bit % 8);
         std::fs::write(&path, &damaged).expect("write damaged");
-        let report = ledger_core::store::format::scan(dir.path(), |_, _| {}).expect("scan");
+        let report = ledger_engine::store::format::scan(dir.path(), |_, _| {}).expect("scan");
         assert_eq!(report.torn_tail.map(|t| t.offset as usize), Some(start), "bit {bit}");
     }
     std::fs::write(&path, &bytes).expect("restore");

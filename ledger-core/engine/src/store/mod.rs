@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::chain::Hash;
+use ledger_core::chain::Hash;
 
 /// The 0-based index of an event within its stream.
 pub type Revision = u64;

@@ -35,7 +35,7 @@ use super::{
     check_append, AppendCallback, AppendOutcome, Direction, EventBatch, EventStore, ExpectedRevision, FlushCallback,
     Position, RecordedEvent, Revision, StoreError, StreamHead,
 };
-use crate::chain::{chain_hash, Hash, GENESIS_HASH};
+use ledger_core::chain::{chain_hash, Hash, GENESIS_HASH};
 
 /// The server's default largest append (1 MiB), less room for the request's framing.
 pub const KURRENT_APPEND_BYTES_MAX: usize = 1_000_000;
@@ -48,7 +48,7 @@ pub fn is_kurrent(spec: &str) -> bool {
 
 /// The chain fields an event carries in its custom metadata.
 pub fn encode_metadata(revision: Revision, hash: &Hash) -> Vec<u8> {
-    format!("{{\"rev\":{revision},\"hash\":\"{}\"}}", crate::chain::to_hex(hash)).into_bytes()
+    format!("{{\"rev\":{revision},\"hash\":\"{}\"}}", ledger_core::chain::to_hex(hash)).into_bytes()
 }
 
 /// The chain fields of an event's custom metadata.
@@ -458,7 +458,7 @@ mod tests {
 
     #[test]
     fn chain_metadata_round_trips_and_rejects_garbage() {
-        let hash = crate::chain::chain_hash(&GENESIS_HASH, 7, b"payload");
+        let hash = ledger_core::chain::chain_hash(&GENESIS_HASH, 7, b"payload");
         let bytes = encode_metadata(7, &hash);
         assert_eq!(decode_metadata(&bytes), Some((7, hash)));
         assert!(std::str::from_utf8(&bytes).expect("json").starts_with("{\"rev\":7,\"hash\":\""));

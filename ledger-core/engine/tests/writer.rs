@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use ledger_core::domain::*;
 use ledger_core::money::Currency;
-use ledger_core::store::embedded::{EmbeddedOptions, EmbeddedStore};
-use ledger_core::store::EventStore;
-use ledger_core::writer::{Ledger, LedgerConfig, LedgerError, REQUEST_ITEMS_MAX};
+use ledger_engine::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use ledger_engine::store::EventStore;
+use ledger_engine::writer::{Ledger, LedgerConfig, LedgerError, REQUEST_ITEMS_MAX};
 
 fn usd() -> Currency {
     Currency::parse("USD").expect("USD")

@@ -8,13 +8,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use crate::chain::{chain_hash, Hash, GENESIS_HASH};
-use crate::codec;
-use crate::money::Currency;
 use crate::snapshot;
-use crate::state::{CurrencyTotals, LedgerState};
 use crate::store::format::{self, TornTail};
 use crate::store::{EventStore, RecordedEvent, StoreError};
+use ledger_core::chain::{chain_hash, Hash, GENESIS_HASH};
+use ledger_core::codec;
+use ledger_core::money::Currency;
+use ledger_core::state::{CurrencyTotals, LedgerState};
 
 /// What a successful audit checked.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use ledger_core::audit;
 use ledger_core::domain::*;
 use ledger_core::money::Currency;
-use ledger_core::store::embedded::{EmbeddedOptions, EmbeddedStore};
-use ledger_core::store::*;
-use ledger_core::writer::{Ledger, LedgerConfig};
+use ledger_engine::audit;
+use ledger_engine::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use ledger_engine::store::*;
+use ledger_engine::writer::{Ledger, LedgerConfig};
 
 /// A store that hands out one payload byte flipped, as a tampered server would.
 struct Tampered(Arc<dyn EventStore>, Position);

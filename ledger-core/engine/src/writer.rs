@@ -17,13 +17,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::calendar::now_ns;
-use crate::codec;
-use crate::domain::*;
-use crate::money::Currency;
+use crate::clock::now_ns;
 use crate::snapshot;
-use crate::state::{CurrencyTotals, LedgerState, ReplayError, Room, RoomWanted};
 use crate::store::{Direction, EventBatch, EventStore, ExpectedRevision, StoreError};
+use ledger_core::codec;
+use ledger_core::domain::*;
+use ledger_core::money::Currency;
+use ledger_core::state::{CurrencyTotals, LedgerState, ReplayError, Room, RoomWanted};
 
 /// Most items (transfers or account commands) in one request.
 pub const REQUEST_ITEMS_MAX: usize = 10_000;
@@ -141,6 +141,15 @@ impl Ledger {
     /// starts the writer.
     pub fn open(store: Arc<dyn EventStore>, config: LedgerConfig) -> Result<Ledger, LedgerError> {
         let stream = stream_name(config.partition);
+        if let Some(dir) = &config.snapshot_dir {
+            snapshot::prepare_dir(dir, &stream).map_err(|e| {
+                LedgerError::Store(StoreError::Io {
+                    operation: "prepare snapshots",
+                    path: dir.clone(),
+                    message: e.to_string(),
+                })
+            })?;
+        }
         let state = recover_state(store.as_ref(), &stream, config.snapshot_dir.as_deref())?;
         let (sender, receiver) = mpsc::sync_channel(QUEUE_REQUESTS_MAX);
         let metrics = Arc::new(WriterMetrics::default());
@@ -160,7 +169,10 @@ impl Ledger {
         };
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || writer.run(receiver))
+            .spawn(move || {
+                crate::threads::abort_on_panic("ledger-writer");
+                writer.run(receiver)
+            })
             .map_err(|e| LedgerError::Failed(format!("cannot start the writer thread: {e}")))?;
         Ok(Ledger {
             sender: Arc::new(Mutex::new(Some(sender))),
@@ -446,9 +458,10 @@ impl Writer {
             let _ = sender.send(());
         }));
         let _ = receiver.recv();
+        self.snapshot_slot.join();
     }
 
-    fn process(&mut self, batch: Vec<Request>, events: &mut Vec<crate::domain::Event>) {
+    fn process(&mut self, batch: Vec<Request>, events: &mut Vec<ledger_core::domain::Event>) {
         self.metrics.queue_depth.fetch_sub(batch.len() as i64, Ordering::Relaxed);
         if let Some(reason) = self.failed.lock().ok().and_then(|failed| failed.clone()) {
             for request in batch {
@@ -512,7 +525,7 @@ impl Writer {
 
     /// Hands `events` (then cleared) to the store as one append, and `deferred` the
     /// replies to send once it is durable (with no events: once everything before is).
-    fn append(&mut self, events: &mut Vec<crate::domain::Event>, deferred: Vec<Deferred>, started: Instant) {
+    fn append(&mut self, events: &mut Vec<ledger_core::domain::Event>, deferred: Vec<Deferred>, started: Instant) {
         let metrics = self.metrics.clone();
         let failed = self.failed.clone();
         let answer = move |outcome: Result<(), LedgerError>| {
@@ -540,6 +553,7 @@ impl Writer {
             count => ExpectedRevision::Exact(count - 1),
         };
         let snapshot = self.snapshot_due(events.len() as u64);
+        let slot = self.snapshot_slot.clone();
         events.clear();
         self.store.append_with(
             &self.stream,
@@ -547,7 +561,7 @@ impl Writer {
             data,
             Box::new(move |result| {
                 if let (Ok(outcome), Some(snapshot)) = (&result, snapshot) {
-                    snapshot.write_in_background(outcome.last_hash);
+                    snapshot.write_in_background(outcome.last_hash, &slot);
                 }
                 answer(result.map(|_| ()).map_err(LedgerError::from))
             }),

@@ -18,7 +18,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{RecordedEvent, StoreError};
-use crate::chain::{chain_hash, Hash, GENESIS_HASH};
+use ledger_core::chain::{chain_hash, Hash, GENESIS_HASH};
 
 pub const SEGMENT_MAGIC: &[u8; 8] = b"LEDGSEG1";
 pub const SEGMENT_HEADER_BYTES: usize = 16;
