@@ -15,6 +15,15 @@
 //! event is applied twice or skipped.
 //!
 //! Balances in reports are "net posted", `credits_posted - debits_posted`, signed.
+//!
+//! Damaged data is an error, never a value: a row that does not decode is
+//! `ReadModelError::Corrupt`, an event that contradicts what the read models folded
+//! before it is `ReadModelError::Invariant` (and the batch is not applied). Either
+//! raises the read models' alarm (`ReadModels::alarmed`), the same one the chain
+//! verifier raises: the server shows it as `ledger.audit` NOT_SERVING and as the
+//! `ledger_audit_alarm` metric. One alarm for both keeps one place for operators to
+//! watch, and both mean the same thing to them: what the read models serve cannot be
+//! trusted until someone looks (and rebuilds them from the log).
 
 mod apply;
 mod balances;
@@ -26,14 +35,16 @@ mod reports;
 mod rows;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ledger_core::store::RecordedEvent;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+use tokio::sync::watch;
 
 use apply::Batch;
 pub use apply::Decoded;
 pub use balances::net;
-pub use error::ProjectionError;
+pub use error::{ProjectionError, ReadModelError};
 pub use model::{
     AccountView, Alarm, Balances, Cursor, HistoryFilter, HistoryPage, Movement, MovementKind, Report, ReportDay, Side,
     Status, Totals,
@@ -53,7 +64,14 @@ pub struct ReadModels {
     path: PathBuf,
     /// Whether the log's positions are dense (the embedded store): then a gap is an
     /// error. Over a log with sparse positions (KurrentDB) only order is checked.
-    dense: std::sync::atomic::AtomicBool,
+    dense: AtomicBool,
+    /// Raised when a read or an apply met a damaged row or an event the read models
+    /// contradict. Kept in memory only: after a restart the first read or apply that
+    /// meets the damage raises it again.
+    corruption_seen: AtomicBool,
+    /// True once the chain verifier has recorded an alarm or corruption was seen (see
+    /// the module's documentation).
+    alarmed: watch::Sender<bool>,
 }
 
 /// Where the read models of a data directory live.
@@ -86,12 +104,22 @@ impl ReadModels {
             txn.open_table(ALARMS)?;
         }
         txn.commit()?;
-        Ok(ReadModels { db, path: path.to_path_buf(), dense: std::sync::atomic::AtomicBool::new(true) })
+        let models = ReadModels {
+            db,
+            path: path.to_path_buf(),
+            dense: AtomicBool::new(true),
+            corruption_seen: AtomicBool::new(false),
+            alarmed: watch::channel(false).0,
+        };
+        if models.alarm()?.is_some() {
+            models.raise_alarm();
+        }
+        Ok(models)
     }
 
     /// Follow a log whose positions are increasing but not dense (see the field).
     pub fn set_dense_positions(&self, dense: bool) {
-        self.dense.store(dense, std::sync::atomic::Ordering::Relaxed);
+        self.dense.store(dense, Ordering::Relaxed);
     }
 
     /// Deletes the database at `path` and opens a new, empty one.
@@ -108,10 +136,41 @@ impl ReadModels {
         &self.path
     }
 
+    /// Whether a read or an apply of this process met damaged data or an event the
+    /// read models contradict.
+    pub fn corruption_seen(&self) -> bool {
+        self.corruption_seen.load(Ordering::Relaxed)
+    }
+
+    /// True once the chain verifier has recorded an alarm or corruption was seen:
+    /// either way, what the read models serve cannot be trusted.
+    pub fn alarmed(&self) -> watch::Receiver<bool> {
+        self.alarmed.subscribe()
+    }
+
+    fn raise_alarm(&self) {
+        self.alarmed.send_if_modified(|alarmed| !std::mem::replace(alarmed, true));
+    }
+
+    /// Runs a read or an apply, and raises the alarm if it failed on damaged data or a
+    /// contradicting event: the caller gets the error, operators get the alarm.
+    fn guarded<T>(&self, run: impl FnOnce() -> Result<T, ProjectionError>) -> Result<T, ProjectionError> {
+        let result = run();
+        if let Err(ProjectionError::ReadModel(error)) = &result {
+            if error.is_corruption() {
+                tracing::error!(%error, "the read models are damaged or contradict the log");
+                self.corruption_seen.store(true, Ordering::Relaxed);
+                self.raise_alarm();
+            }
+        }
+        result
+    }
+
     /// The log position of the next event to apply: everything before it is applied.
     pub fn next_position(&self) -> Result<u64, ProjectionError> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
+        // No checkpoint yet: a new database, nothing applied.
         Ok(meta.get(NEXT_POSITION)?.map_or(0, |v| v.value()))
     }
 
@@ -119,34 +178,44 @@ impl ReadModels {
     /// checkpoint. Records before the checkpoint were applied already and are skipped;
     /// a record after it is a gap and an error. `durable: false` commits without a
     /// sync (for rebuilds, which end with a durable commit). Returns the new checkpoint.
+    ///
+    /// An event the read models contradict (`ReadModelError::Invariant`) or a damaged
+    /// row fails the whole batch, which is then not applied, and raises the alarm.
     pub fn apply(&self, records: &[RecordedEvent], durable: bool) -> Result<u64, ProjectionError> {
         self.apply_decoded(&Decoded::new(records.to_vec()), durable)
     }
 
     /// `apply` for records decoded beforehand (on another thread, for example).
     pub fn apply_decoded(&self, decoded: &Decoded, durable: bool) -> Result<u64, ProjectionError> {
-        let records = &decoded.records;
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(if durable { Durability::Immediate } else { Durability::None })
-            .map_err(|e| ProjectionError::Invalid(e.to_string()))?;
-        let next = {
-            let mut batch = Batch::open(&txn)?;
-            let mut next = batch.meta.get(NEXT_POSITION)?.map_or(0, |v| v.value());
-            for (record, event) in records.iter().zip(&decoded.events) {
-                if record.position < next {
-                    continue;
+        self.guarded(|| {
+            let records = &decoded.records;
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(if durable { Durability::Immediate } else { Durability::None })
+                .map_err(|e| ProjectionError::Invalid(e.to_string()))?;
+            let (next, alarm_recorded) = {
+                let mut batch = Batch::open(&txn)?;
+                // No checkpoint yet: a new database, nothing applied.
+                let mut next = batch.meta.get(NEXT_POSITION)?.map_or(0, |v| v.value());
+                for (record, event) in records.iter().zip(&decoded.events) {
+                    if record.position < next {
+                        continue;
+                    }
+                    if record.position > next && self.dense.load(Ordering::Relaxed) {
+                        return Err(ProjectionError::Gap { expected: next, found: record.position });
+                    }
+                    batch.record(record, event.as_ref())?;
+                    next = record.position + 1;
                 }
-                if record.position > next && self.dense.load(std::sync::atomic::Ordering::Relaxed) {
-                    return Err(ProjectionError::Gap { expected: next, found: record.position });
-                }
-                batch.record(record, event.as_ref())?;
-                next = record.position + 1;
+                let alarm_recorded = batch.alarm_recorded;
+                batch.finish(next)?;
+                (next, alarm_recorded)
+            };
+            txn.commit()?;
+            if alarm_recorded {
+                self.raise_alarm();
             }
-            batch.finish(next)?;
-            next
-        };
-        txn.commit()?;
-        Ok(next)
+            Ok(next)
+        })
     }
 
     /// Commits an empty durable transaction: makes earlier `durable: false` commits

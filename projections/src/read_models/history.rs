@@ -19,49 +19,45 @@ impl ReadModels {
         cursor: Option<u64>,
         limit: usize,
     ) -> Result<HistoryPage, ProjectionError> {
-        let txn = self.db.begin_read()?;
-        let movements = txn.open_table(MOVEMENTS)?;
-        let start = cursor.map_or(filter.from_ns, |cursor| cursor.max(filter.from_ns));
-        let upper = filter.upper();
-        let mut page = Vec::new();
-        let mut next = None;
-        if start < upper {
-            // The block holding `start` begins at or before it; later blocks after it.
-            let first = movements.range((account, 0)..=(account, start))?.next_back().transpose()?;
-            let later = movements.range((account, start.saturating_add(1))..(account, upper))?;
-            let mut scanned = 0;
-            let mut visit = |bytes: &[u8]| -> bool {
-                for (timestamp_ns, row) in block_rows(bytes) {
-                    if timestamp_ns < start || timestamp_ns >= upper {
-                        continue;
+        self.guarded(|| {
+            let txn = self.db.begin_read()?;
+            let movements = txn.open_table(MOVEMENTS)?;
+            let start = cursor.map_or(filter.from_ns, |cursor| cursor.max(filter.from_ns));
+            let mut page =
+                OldestFirstPage { account, filter, start, limit, movements: Vec::new(), next: None, scanned: 0 };
+            if start < filter.upper() {
+                // The block holding `start` begins at or before it; later blocks after it.
+                let first = movements.range((account, 0)..=(account, start))?.next_back().transpose()?;
+                let later = movements.range((account, start.saturating_add(1))..(account, filter.upper()))?;
+                let mut going = match first {
+                    Some((key, value)) => page.visit(key.value(), value.value())?,
+                    None => true,
+                };
+                for block in later {
+                    if !going {
+                        break;
                     }
-                    if page.len() == limit || scanned == HISTORY_SCAN_MAX {
-                        next = Some(Cursor { timestamp_ns, account });
-                        return false;
-                    }
-                    scanned += 1;
-                    let movement = decode_movement((account, timestamp_ns), row);
-                    if filter.keeps(&movement) {
-                        page.push(movement);
-                    }
+                    let (key, value) = block?;
+                    going = page.visit(key.value(), value.value())?;
                 }
-                true
-            };
-            let mut going = first.is_none_or(|(_, value)| visit(value.value()));
-            for block in later {
-                if !going {
-                    break;
-                }
-                let (_, value) = block?;
-                going = visit(value.value());
             }
-        }
-        Ok(HistoryPage { movements: page, next })
+            Ok(HistoryPage { movements: page.movements, next: page.next })
+        })
     }
 
     /// Movements of `accounts` (one account, or every account of an owner), newest
     /// first, from `cursor` on when given.
     pub fn history(
+        &self,
+        accounts: &[u128],
+        filter: &HistoryFilter,
+        cursor: Option<Cursor>,
+        limit: usize,
+    ) -> Result<HistoryPage, ProjectionError> {
+        self.guarded(|| self.newest_first(accounts, filter, cursor, limit))
+    }
+
+    fn newest_first(
         &self,
         accounts: &[u128],
         filter: &HistoryFilter,
@@ -121,21 +117,24 @@ impl ReadModels {
     /// The account with the most movements among the first `scan` accounts (for
     /// benchmarks), with its movement count.
     pub fn busiest_account(&self, scan: usize) -> Result<Option<(u128, u64)>, ProjectionError> {
-        let txn = self.db.begin_read()?;
-        let accounts = txn.open_table(ACCOUNTS)?;
-        let movements = txn.open_table(MOVEMENTS)?;
-        let mut best = None;
-        for row in accounts.iter()?.take(scan) {
-            let id = row?.0.value();
-            let mut count = 0u64;
-            for block in movements.range((id, 0)..=(id, u64::MAX))? {
-                count += block_count(block?.1.value()) as u64;
+        self.guarded(|| {
+            let txn = self.db.begin_read()?;
+            let accounts = txn.open_table(ACCOUNTS)?;
+            let movements = txn.open_table(MOVEMENTS)?;
+            let mut best = None;
+            for row in accounts.iter()?.take(scan) {
+                let id = row?.0.value();
+                let mut count = 0u64;
+                for block in movements.range((id, 0)..=(id, u64::MAX))? {
+                    let (key, value) = block?;
+                    count += block_count(key.value(), value.value())? as u64;
+                }
+                if best.is_none_or(|(_, most)| count > most) {
+                    best = Some((id, count));
+                }
             }
-            if best.is_none_or(|(_, most)| count > most) {
-                best = Some((id, count));
-            }
-        }
-        Ok(best)
+            Ok(best)
+        })
     }
 
     /// The accounts of an owner, by id.
@@ -156,11 +155,55 @@ pub(super) fn last_at_or_before(
     account: u128,
     at_ns: u64,
 ) -> Result<Option<Movement>, ProjectionError> {
-    let Some((_, block)) = movements.range((account, 0)..=(account, at_ns))?.next_back().transpose()? else {
+    let Some((key, block)) = movements.range((account, 0)..=(account, at_ns))?.next_back().transpose()? else {
         return Ok(None);
     };
-    let last = block_rows(block.value()).take_while(|(timestamp_ns, _)| *timestamp_ns <= at_ns).last();
-    Ok(last.map(|(timestamp_ns, row)| decode_movement((account, timestamp_ns), row)))
+    let mut last = None;
+    for row in block_rows(key.value(), block.value())? {
+        let (timestamp_ns, _, row) = row?;
+        if timestamp_ns > at_ns {
+            break;
+        }
+        last = Some((timestamp_ns, row));
+    }
+    match last {
+        Some((timestamp_ns, row)) => Ok(Some(decode_movement((account, timestamp_ns), row)?)),
+        None => Ok(None),
+    }
+}
+
+/// An oldest-first page being filled, block by block.
+struct OldestFirstPage<'f> {
+    account: u128,
+    filter: &'f HistoryFilter,
+    start: u64,
+    limit: usize,
+    movements: Vec<Movement>,
+    next: Option<Cursor>,
+    scanned: usize,
+}
+
+impl OldestFirstPage<'_> {
+    /// Adds a block's movements in the page's range; false once the page is full.
+    fn visit(&mut self, key: (u128, u64), block: &[u8]) -> Result<bool, ProjectionError> {
+        let upper = self.filter.upper();
+        for row in block_rows(key, block)? {
+            let (timestamp_ns, _, row) = row?;
+            if timestamp_ns < self.start || timestamp_ns >= upper {
+                continue;
+            }
+            if self.movements.len() == self.limit || self.scanned == HISTORY_SCAN_MAX {
+                self.next = Some(Cursor { timestamp_ns, account: self.account });
+                return Ok(false);
+            }
+            self.scanned += 1;
+            let movement = decode_movement((self.account, timestamp_ns), row)?;
+            if self.filter.keeps(&movement) {
+                self.movements.push(movement);
+            }
+        }
+        Ok(true)
+    }
 }
 
 /// One account's movements in `[from_ns, end)`, newest first.
@@ -190,11 +233,13 @@ impl NewestFirst<'_> {
             let (key, value) = block;
             // Blocks that start before `from_ns` are the last ones to look at.
             self.done = key.value().1 < self.from_ns;
-            let (from_ns, end, account) = (self.from_ns, self.end, self.account);
-            self.pending = block_rows(value.value())
-                .filter(|(timestamp_ns, _)| *timestamp_ns >= from_ns && *timestamp_ns < end)
-                .map(|(timestamp_ns, row)| decode_movement((account, timestamp_ns), row))
-                .collect();
+            self.pending.clear();
+            for row in block_rows(key.value(), value.value())? {
+                let (timestamp_ns, _, row) = row?;
+                if timestamp_ns >= self.from_ns && timestamp_ns < self.end {
+                    self.pending.push(decode_movement((self.account, timestamp_ns), row)?);
+                }
+            }
         }
     }
 }

@@ -2,6 +2,8 @@
 
 use ledger_core::money::Currency;
 
+use super::error::ReadModelError;
+
 /// Which side of a transfer an account is on.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 pub enum Side {
@@ -32,12 +34,14 @@ impl Status {
         self as u8
     }
 
-    pub(super) fn from_byte(byte: u8) -> Status {
+    /// The status `byte` writes; `None` for any other byte.
+    pub(super) fn from_byte(byte: u8) -> Option<Status> {
         match byte {
-            0 => Status::Pending,
-            1 => Status::Posted,
-            2 => Status::Voided,
-            _ => Status::Expired,
+            0 => Some(Status::Pending),
+            1 => Some(Status::Posted),
+            2 => Some(Status::Voided),
+            3 => Some(Status::Expired),
+            _ => None,
         }
     }
 }
@@ -63,13 +67,15 @@ impl MovementKind {
         }
     }
 
-    pub(super) fn from_byte(byte: u8) -> MovementKind {
+    /// The kind whose discriminant is `byte`; `None` for any other byte.
+    pub(super) fn from_byte(byte: u8) -> Option<MovementKind> {
         match byte {
-            0 => MovementKind::TransferPosted,
-            1 => MovementKind::TransferPending,
-            2 => MovementKind::PendingPosted,
-            3 => MovementKind::PendingVoided,
-            _ => MovementKind::PendingExpired,
+            0 => Some(MovementKind::TransferPosted),
+            1 => Some(MovementKind::TransferPending),
+            2 => Some(MovementKind::PendingPosted),
+            3 => Some(MovementKind::PendingVoided),
+            4 => Some(MovementKind::PendingExpired),
+            _ => None,
         }
     }
 }
@@ -111,10 +117,14 @@ pub struct Totals {
 }
 
 impl Totals {
-    pub fn add(&mut self, other: Totals) {
-        self.credits += other.credits;
-        self.debits += other.debits;
-        self.count += other.count;
+    /// Adds `other`; an error, with `self` unchanged, if a figure would pass its type.
+    pub fn add(&mut self, other: Totals) -> Result<(), ReadModelError> {
+        let overflow = |what: &str| ReadModelError::Overflow { what: format!("total {what}") };
+        let credits = self.credits.checked_add(other.credits).ok_or_else(|| overflow("credits"))?;
+        let debits = self.debits.checked_add(other.debits).ok_or_else(|| overflow("debits"))?;
+        let count = self.count.checked_add(other.count).ok_or_else(|| overflow("count"))?;
+        *self = Totals { credits, debits, count };
+        Ok(())
     }
 }
 
