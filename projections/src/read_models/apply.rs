@@ -166,6 +166,7 @@ impl<'t> Batch<'t> {
         Ok(self.account_cache.get_mut(&id))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn movement(
         &mut self,
         position: u64,

@@ -199,8 +199,11 @@ pub(super) fn push_row(block: &mut Vec<u8>, count: usize, timestamp_ns: u64, row
     Ok(())
 }
 
-/// The rows of a stored block, oldest first: (timestamp, offset of the movement in the
-/// block, movement bytes). Checks the layout as it goes: the first row is at the
+/// A row of a block: its timestamp, the offset of its movement in the block, and the
+/// movement's bytes.
+pub(super) type BlockRow<'a> = (u64, usize, &'a [u8]);
+
+/// The rows of a stored block, oldest first. Checks the layout as it goes: the first row is at the
 /// block's key, timestamps do not go back, and the last row ends the block.
 pub(super) struct BlockRows<'a> {
     key: (u128, u64),
@@ -218,7 +221,7 @@ pub(super) fn block_rows(key: (u128, u64), block: &[u8]) -> Result<BlockRows<'_>
 }
 
 impl<'a> BlockRows<'a> {
-    fn step(&mut self) -> Result<Option<(u64, usize, &'a [u8])>, String> {
+    fn step(&mut self) -> Result<Option<BlockRow<'a>>, String> {
         if self.left == 0 {
             self.fields.end()?;
             return Ok(None);
@@ -238,7 +241,7 @@ impl<'a> BlockRows<'a> {
 }
 
 impl<'a> Iterator for BlockRows<'a> {
-    type Item = Result<(u64, usize, &'a [u8]), ReadModelError>;
+    type Item = Result<BlockRow<'a>, ReadModelError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
