@@ -180,6 +180,9 @@ impl Projector {
             if durable {
                 last_durable = Instant::now();
             }
+            // A batch that fails on damaged rows or an event the read models contradict
+            // ends following here (`spawn` logs the error, the read models raise their
+            // alarm): going on past it would serve read models that differ from the log.
             let next = self.models.apply_decoded(&Decoded::new(records), durable)?;
             self.applied_up_to(next)?;
             if small_batch {
