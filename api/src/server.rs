@@ -188,7 +188,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     health_reporter.set_serving::<wire::payments_server::PaymentsServer<PaymentsService>>().await;
     health_reporter.set_serving::<wire::fx_server::FxServer<FxService>>().await;
     // `ledger.audit`: SERVING while the continuous chain verifier finds every record
-    // good, NOT_SERVING once it raises its alarm.
+    // good, NOT_SERVING once it raises its alarm or the read models meet damaged data.
     {
         let mut alarmed = projector.alarmed();
         let health_reporter = health_reporter.clone();
@@ -292,7 +292,7 @@ fn projection_metrics(projector: &Projector, head: u64) -> String {
     }
     let alarm = u8::from(*projector.alarmed().borrow());
     out.push_str(&format!(
-        "# HELP ledger_audit_alarm 1 once the chain verifier found a record that does not verify.\n\
+        "# HELP ledger_audit_alarm 1 once the chain verifier found a record that does not verify or the read models met damaged data.\n\
          # TYPE ledger_audit_alarm gauge\nledger_audit_alarm {alarm}\n"
     ));
     out

@@ -526,6 +526,16 @@ fn model_status(error: ProjectionError) -> Status {
             tracing::error!(%error, "read model failure");
             Status::internal("read model failure")
         }
+        // Damaged read-model data is refused, never served as a value; the read models
+        // have raised the audit alarm already.
+        ProjectionError::ReadModel(error) if error.is_corruption() => {
+            tracing::error!(%error, "read model damaged");
+            Status::data_loss("read model damaged: rebuild the read models from the log")
+        }
+        ProjectionError::ReadModel(error) => {
+            tracing::error!(%error, "read model figure out of range");
+            Status::internal("read model failure")
+        }
     }
 }
 

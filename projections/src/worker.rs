@@ -25,7 +25,6 @@ pub const HELP_AFTER: Duration = Duration::from_millis(50);
 pub struct Projector {
     models: ReadModels,
     applied: watch::Sender<u64>,
-    alarmed: watch::Sender<bool>,
     /// Wakes the worker from its coalescing pause when a read waits for it.
     reader_waits: tokio::sync::Notify,
     /// Set to stop `follow`.
@@ -39,12 +38,10 @@ pub struct Projector {
 impl Projector {
     pub fn new(models: ReadModels) -> Result<Arc<Projector>, ProjectionError> {
         let (applied, _) = watch::channel(models.next_position()?);
-        let (alarmed, _) = watch::channel(models.alarm()?.is_some());
         let (stopping, _) = watch::channel(false);
         Ok(Arc::new(Projector {
             models,
             applied,
-            alarmed,
             reader_waits: tokio::sync::Notify::new(),
             stopping,
             store: std::sync::OnceLock::new(),
@@ -61,9 +58,10 @@ impl Projector {
         *self.applied.borrow()
     }
 
-    /// Whether the chain verifier has raised its alarm.
+    /// Whether the chain verifier has raised its alarm, or the read models met damaged
+    /// data or an event they contradict (see `ReadModels::alarmed`).
     pub fn alarmed(&self) -> watch::Receiver<bool> {
-        self.alarmed.subscribe()
+        self.models.alarmed()
     }
 
     /// Waits until everything before `position` is applied; false on timeout.
@@ -109,12 +107,9 @@ impl Projector {
         self.applied_up_to(next)
     }
 
-    /// Publishes a new checkpoint (never moving it back) and raises the alarm if the
-    /// chain verifier found something.
+    /// Publishes a new checkpoint (never moving it back). The read models raise their
+    /// alarm themselves, when a batch records one.
     fn applied_up_to(&self, next: u64) -> Result<(), ProjectionError> {
-        if !*self.alarmed.borrow() && self.models.alarm()?.is_some() {
-            self.alarmed.send_replace(true);
-        }
         self.applied.send_if_modified(|applied| {
             let moved = next > *applied;
             *applied = (*applied).max(next);
@@ -185,6 +180,9 @@ impl Projector {
             if durable {
                 last_durable = Instant::now();
             }
+            // A batch that fails on damaged rows or an event the read models contradict
+            // ends following here (`spawn` logs the error, the read models raise their
+            // alarm): going on past it would serve read models that differ from the log.
             let next = self.models.apply_decoded(&Decoded::new(records), durable)?;
             self.applied_up_to(next)?;
             if small_batch {

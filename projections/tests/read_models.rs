@@ -302,7 +302,7 @@ proptest! {
             }
             prop_assert_eq!(sum, report.totals);
             prop_assert_eq!(running, report.closing);
-            let net_at = |t: u64| models.balances_as_of(id, Some(t)).expect("as of").map_or(0, |b| net(&b));
+            let net_at = |t: u64| models.balances_as_of(id, Some(t)).expect("as of").map_or(0, |b| net(&b).expect("net"));
             prop_assert_eq!(report.opening, net_at(from - 1));
             prop_assert_eq!(report.closing, net_at(to - 1));
             let posted: Vec<_> = rows.iter().filter(|r| r.0 >= from && r.0 < to && r.4 > 0).collect();
@@ -315,7 +315,7 @@ proptest! {
                 let end = report.days.get(i + 1).map_or(to, |next| next.start_ns);
                 let one = models.report(id, day.start_ns, end, offset_quarters * 15).expect("day").expect("account");
                 prop_assert_eq!(one.days.len(), 1);
-                by_days.add(one.totals);
+                by_days.add(one.totals).expect("totals");
             }
             prop_assert_eq!(by_days, report.totals);
         }

@@ -1,0 +1,64 @@
+//! What can go wrong in the read models.
+
+use std::fmt;
+
+/// Why a read or an apply failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("read model store: {0}")]
+    Db(redb::Error),
+    /// The batch does not start where the read models stopped.
+    #[error("events must be applied in order: expected position {expected}, got {found}")]
+    Gap { expected: u64, found: u64 },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("read model files: {0}")]
+    Io(std::io::Error),
+    /// Stored data that does not decode, an event the read models contradict, or a
+    /// figure that does not fit its type: never a value made up in its place.
+    #[error(transparent)]
+    ReadModel(#[from] ReadModelError),
+}
+
+impl<E: Into<redb::Error>> From<E> for ProjectionError {
+    fn from(error: E) -> Self {
+        ProjectionError::Db(error.into())
+    }
+}
+
+/// The read models hold (or would come to hold) something they cannot stand behind.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReadModelError {
+    /// A stored row does not decode: the read-model database is damaged. Rebuilding
+    /// the read models from the log repairs it.
+    #[error("damaged read-model row in table {table}, {key}: {reason}; rebuild the read models")]
+    Corrupt { table: &'static str, key: String, reason: String },
+    /// An event does not fit the read models folded from the log before it (a movement
+    /// on an account they do not know, a hold they have no row of, a balance that would
+    /// go below zero or past u128): either the read models lost rows or the log is not
+    /// one the ledger wrote.
+    #[error("the read models contradict the event at log position {position}: {reason}; rebuild the read models")]
+    Invariant { position: u64, reason: String },
+    /// A figure derived from stored amounts does not fit its type (a net balance beyond
+    /// the range of i128, say). The data may be sound; it cannot be shown as asked.
+    #[error("{what} does not fit its type")]
+    Overflow { what: String },
+}
+
+impl ReadModelError {
+    /// Whether this error means the read models cannot be trusted (and raises their
+    /// alarm), as opposed to a figure too large to show.
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, ReadModelError::Corrupt { .. } | ReadModelError::Invariant { .. })
+    }
+}
+
+/// A damaged row of `table` at `key`.
+pub(super) fn corrupt(table: &'static str, key: impl fmt::Display, reason: String) -> ReadModelError {
+    ReadModelError::Corrupt { table, key: key.to_string(), reason }
+}
+
+/// An event at `position` that the read models contradict.
+pub(super) fn invariant(position: u64, reason: String) -> ReadModelError {
+    ReadModelError::Invariant { position, reason }
+}
