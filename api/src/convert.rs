@@ -10,7 +10,7 @@ use ledger_engine::writer::LedgerError;
 use ledger_proto::api::v1 as wire;
 use tonic::Status;
 
-use crate::packed::{TransferRecord, RECORD_BYTES, STATUS_ALREADY_EXISTS, STATUS_CREATED, STATUS_FAILED};
+use ledger_proto::packed::{TransferRecord, RECORD_BYTES, STATUS_ALREADY_EXISTS, STATUS_CREATED, STATUS_FAILED};
 
 /// Longest decimal string of a u128.
 const U128_DIGITS_MAX: usize = 39;

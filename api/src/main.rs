@@ -9,7 +9,7 @@ use clap::Parser;
 use ledger_api::config::{Args, Config};
 
 fn main() -> std::process::ExitCode {
-    ledger_api::allocator_settings();
+    ledger_engine::allocator_settings();
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime.block_on(serve()),
         Err(error) => {

@@ -2,7 +2,6 @@
 //! health, reflection, metrics endpoint, graceful shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,14 +25,13 @@ use crate::metrics::Metrics;
 use crate::payments::grpc::PaymentsService;
 use crate::payments::rails::{Faults, PaymentRail, RemoteRails, SandboxRails};
 use crate::payments::Payments;
-use crate::service::{EchoService, LedgerService};
+use crate::service::LedgerService;
 use crate::users::crypto::{self, KeyStore};
 use crate::users::grpc::UsersService;
 use crate::users::instruments::SandboxVault;
 use crate::users::Users;
+use ledger_proto::transport::{incoming, tuned as transport_tuned, MESSAGE_BYTES_MAX};
 
-/// Largest request or response message.
-pub const MESSAGE_BYTES_MAX: usize = 8 << 20;
 /// Longest a call may run before it is cancelled with DEADLINE_EXCEEDED.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a stop spends bringing the read models to the log's end.
@@ -97,7 +95,7 @@ fn open_log(
 /// Runs the server until `shutdown` completes, then finishes in-flight calls and
 /// batches and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
-    crate::tls_provider();
+    ledger_proto::transport::tls_provider();
     let tokens = Arc::new(load_tokens(&config)?);
     let (log_dir, snapshot_dir) = data_dir_layout(&config.data_dir);
     let (store, ledger_config) = open_log(&config, &log_dir, snapshot_dir)?;
@@ -296,44 +294,6 @@ fn projection_metrics(projector: &Projector, head: u64) -> String {
          # TYPE ledger_audit_alarm gauge\nledger_audit_alarm {alarm}\n"
     ));
     out
-}
-
-/// Serves only the do-nothing echo service, for transport baselines.
-pub async fn run_echo(listen: SocketAddr) -> Result<(), String> {
-    let listener = TcpListener::bind(listen).await.map_err(|e| format!("listen on {listen}: {e}"))?;
-    tracing::info!(addr = %local_addr(&listener), "echo server listening on {}", local_addr(&listener));
-    transport_tuned(Server::builder())
-        .add_service(wire::echo_server::EchoServer::new(EchoService))
-        .serve_with_incoming(incoming(listener))
-        .await
-        .map_err(|e| format!("server: {e}"))
-}
-
-/// HTTP/2 flow-control windows large enough that a full batch (up to
-/// `MESSAGE_BYTES_MAX`) is not throttled by window updates. The same figures are
-/// used by `ledgerctl`.
-pub const STREAM_WINDOW_BYTES: u32 = 8 << 20;
-pub const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
-
-fn transport_tuned(builder: Server) -> Server {
-    builder.initial_stream_window_size(STREAM_WINDOW_BYTES).initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-}
-
-/// Accepted connections with Nagle's algorithm off: tonic sets `TCP_NODELAY` only
-/// on listeners it binds itself, and with Nagle on, a response that spans several
-/// segments waits for the peer's delayed ACK (about 40 ms on Linux).
-fn incoming(
-    listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static {
-    use tokio_stream::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
-        if let Ok(stream) = &accepted {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::warn!(%error, "could not set TCP_NODELAY");
-            }
-        }
-        accepted
-    })
 }
 
 fn local_addr(listener: &TcpListener) -> String {

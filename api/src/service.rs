@@ -566,38 +566,3 @@ fn movement(m: &Movement) -> wire::AccountMovement {
         },
     }
 }
-
-/// Answers every call at once with a CREATED result per transfer: the cost of the
-/// transport.
-pub struct EchoService;
-
-#[tonic::async_trait]
-impl wire::echo_server::Echo for EchoService {
-    async fn echo(
-        &self,
-        request: Request<wire::CreateTransfersRequest>,
-    ) -> Result<Response<wire::CreateTransfersResponse>, Status> {
-        let count = request.into_inner().transfers.len();
-        let results = (0..count)
-            .map(|index| wire::ItemResult {
-                index: index as u32,
-                code: "CREATED".into(),
-                ok: true,
-                ..Default::default()
-            })
-            .collect();
-        Ok(Response::new(wire::CreateTransfersResponse { results }))
-    }
-
-    async fn echo_packed(
-        &self,
-        request: Request<wire::PackedTransfers>,
-    ) -> Result<Response<wire::PackedTransferResults>, Status> {
-        let count = request.into_inner().records.len() / crate::packed::RECORD_BYTES;
-        Ok(Response::new(wire::PackedTransferResults {
-            status: vec![crate::packed::STATUS_CREATED; count],
-            timestamps_ns: vec![0; count],
-            failures: Vec::new(),
-        }))
-    }
-}

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use ledger_api::packed::TransferRecord;
 use ledger_core::domain::METADATA_BYTES_MAX;
 use ledger_proto::api::v1 as wire;
+use ledger_proto::packed::TransferRecord;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
@@ -603,7 +603,7 @@ async fn tls_when_a_certificate_and_key_are_given() {
     let cert_arg = cert.to_str().expect("utf-8 path");
     let key_arg = key.to_str().expect("utf-8 path");
     let server = Server::start_with(dir.path(), &["--tls-cert", cert_arg, "--tls-key", key_arg]);
-    ledger_api::tls_provider();
+    ledger_proto::transport::tls_provider();
     let port = server.addr.rsplit(':').next().expect("port").to_string();
 
     let tls =

@@ -5,15 +5,15 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
-use ledger_api::packed::{TransferRecord, RECORD_BYTES, STATUS_ALREADY_EXISTS, STATUS_CREATED, STATUS_FAILED};
 use ledger_proto::api::v1 as wire;
+use ledger_proto::packed::{TransferRecord, RECORD_BYTES, STATUS_ALREADY_EXISTS, STATUS_CREATED, STATUS_FAILED};
 use serde_json::json;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::Request;
 
-use ledger_api::server::{CONNECTION_WINDOW_BYTES, MESSAGE_BYTES_MAX, STREAM_WINDOW_BYTES};
 use ledger_core::calendar::{civil_from_days, days_from_civil};
+use ledger_proto::transport::{CONNECTION_WINDOW_BYTES, MESSAGE_BYTES_MAX, STREAM_WINDOW_BYTES};
 
 #[derive(Args, Clone)]
 pub struct Connection {

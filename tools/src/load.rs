@@ -9,8 +9,8 @@ use clap::{Args, ValueEnum};
 use ledger_proto::api::v1 as wire;
 use tonic::transport::Channel;
 
-use ledger_api::packed::{TransferRecord, RECORD_BYTES};
-use ledger_api::server::MESSAGE_BYTES_MAX;
+use ledger_proto::packed::{TransferRecord, RECORD_BYTES};
+use ledger_proto::transport::MESSAGE_BYTES_MAX;
 
 use crate::client::{progress, Connection};
 

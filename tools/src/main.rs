@@ -4,6 +4,7 @@
 
 mod bench;
 mod client;
+mod echo;
 mod fx_cmd;
 mod load;
 mod payments_cmd;
@@ -104,8 +105,8 @@ enum AuditCommand {
 }
 
 fn main() -> ExitCode {
-    ledger_api::allocator_settings();
-    ledger_api::tls_provider();
+    ledger_engine::allocator_settings();
+    ledger_proto::transport::tls_provider();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
@@ -148,7 +149,7 @@ fn main() -> ExitCode {
             Command::Users(command) => users_cmd::run(&connection, command).await,
             Command::Payments(command) => payments_cmd::run(&connection, command).await,
             Command::Fx { command } => fx_cmd::run(&connection, command).await,
-            Command::EchoServer { listen } => ledger_api::server::run_echo(listen).await.map(|()| true),
+            Command::EchoServer { listen } => echo::run(listen).await.map(|()| true),
             Command::Audit { .. } | Command::Bench(_) | Command::Projections { .. } => Ok(true),
         }
     });

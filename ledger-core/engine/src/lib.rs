@@ -14,3 +14,15 @@ pub mod snapshot;
 pub mod store;
 pub mod threads;
 pub mod writer;
+
+/// mimalloc (the allocator of `ledgerd` and `ledgerctl`) returns freed memory to the OS
+/// after 10 ms by default; with batches of megabytes arriving every few milliseconds
+/// that means page faults and zeroing on every request. A longer delay keeps such
+/// memory mapped (measured in the commit that set it). Call it first thing in `main`,
+/// before any thread starts, as `set_var` requires; an operator's own
+/// `MIMALLOC_PURGE_DELAY` wins.
+pub fn allocator_settings() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        std::env::set_var("MIMALLOC_PURGE_DELAY", "1000");
+    }
+}
