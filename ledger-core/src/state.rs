@@ -318,7 +318,7 @@ impl LedgerState {
         let (Some(debits_total), Some(credits_total)) = (debits_total, credits_total) else {
             return Err(TransferError::Overflow);
         };
-        // A currency with no transfer yet has zero totals.
+        // ok: a currency with no transfer yet has zero totals (not a missing row).
         let totals = self.totals.get(&currency).copied().unwrap_or_default();
         let totals_after = totals.debits_posted.checked_add(totals.debits_pending).and_then(|t| t.checked_add(amount));
         // Every account's totals are bounded by its currency's, so with these at most
@@ -693,6 +693,7 @@ impl LedgerState {
             results.push(result);
             if let Some((first, first_event)) = chain_start {
                 if failed {
+                    // ok: no journal means nothing was recorded to undo.
                     let journal = self.journal.take().unwrap_or_default();
                     self.undo(journal);
                     events.truncate(first_event);

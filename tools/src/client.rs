@@ -667,6 +667,7 @@ pub async fn events(connection: &Connection, args: EventsArgs) -> Result<bool, S
         let Some(event) = next.map_err(status_text)? else { return Ok(true) };
         let hash = ledger_core::chain::to_hex(&event.hash);
         if connection.json {
+            // ok: display only (an event the server could not decode prints as empty).
             let decoded = event.event.as_ref().map(|e| format!("{e:?}")).unwrap_or_default();
             println!(
                 "{}",

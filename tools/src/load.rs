@@ -105,13 +105,16 @@ pub async fn run(connection: &Connection, args: LoadArgs) -> Result<bool, String
     }
     let transfer_base = (u128::from(seed.next()) << 64) | (1u128 << 63);
     let next_id = Arc::new(AtomicU64::new(1));
-    let sent = Arc::new(AtomicU64::new(0));
-    let duration = match (args.duration, args.count) {
-        (Some(seconds), _) => Some(Duration::from_secs_f64(seconds)),
-        (None, None) => Some(Duration::from_secs(10)),
-        (None, Some(_)) => None,
+    let run = Run {
+        sent: Arc::new(AtomicU64::new(0)),
+        started: Instant::now(),
+        duration: match (args.duration, args.count) {
+            (Some(seconds), _) => Some(Duration::from_secs_f64(seconds)),
+            (None, None) => Some(Duration::from_secs(10)),
+            (None, Some(_)) => None,
+        },
+        count: args.count,
     };
-    let started = Instant::now();
     let mut tasks = Vec::new();
     for client_index in 0..args.clients {
         let channel = channels[client_index % channels.len()].clone();
@@ -120,130 +123,197 @@ pub async fn run(connection: &Connection, args: LoadArgs) -> Result<bool, String
             (Target::Echo, Err(_)) => None,
             _ => connection.request(())?.metadata().get("authorization").cloned(),
         };
-        let (next_id, sent) = (next_id.clone(), sent.clone());
-        let (batch, accounts, count, target, wire_form) =
-            (args.batch, args.accounts, args.count, args.target, args.wire);
-        let mut random = Random(seed.next() | 1);
-        tasks.push(tokio::spawn(async move {
-            let mut ledger = wire::ledger_client::LedgerClient::new(channel.clone())
-                .max_decoding_message_size(MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(MESSAGE_BYTES_MAX);
-            let mut echo = wire::echo_client::EchoClient::new(channel)
-                .max_decoding_message_size(MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(MESSAGE_BYTES_MAX);
-            let mut latencies = Vec::new();
-            // The next request is built while the one before is in flight, so a client
-            // waits on the server, not on making its own requests; one request is in
-            // flight per client at any time.
-            let mut make_next = move || {
-                let first = next_id.fetch_add(batch as u64, Ordering::Relaxed);
-                if count.is_some_and(|c| first > c) {
-                    return None;
-                }
-                let size = count.map_or(batch as u64, |c| (c + 1 - first).min(batch as u64));
-                let records = (0..size).map(|n| {
-                    let debit = random.next() % accounts;
-                    let credit = (debit + 1 + random.next() % (accounts - 1)) % accounts;
-                    TransferRecord {
-                        id: transfer_base + u128::from(first + n),
-                        debit_account_id: account_base + u128::from(debit),
-                        credit_account_id: account_base + u128::from(credit),
-                        amount: u128::from(1 + random.next() % 1000),
-                        currency: *b"USD",
-                        code: 1,
-                        kind: wire::TransferKind::Posted as u8,
-                        ..Default::default()
-                    }
-                });
-                let body = match wire_form {
-                    Wire::Proto => Body::Proto(wire::CreateTransfersRequest {
-                        transfers: records
-                            .map(|r| wire::NewTransfer {
-                                id: r.id.to_string(),
-                                debit_account_id: r.debit_account_id.to_string(),
-                                credit_account_id: r.credit_account_id.to_string(),
-                                amount: r.amount.to_string(),
-                                currency: "USD".into(),
-                                code: u32::from(r.code),
-                                kind: i32::from(r.kind),
-                                ..Default::default()
-                            })
-                            .collect(),
-                    }),
-                    Wire::Packed => {
-                        let mut bytes = Vec::with_capacity(size as usize * RECORD_BYTES);
-                        for record in records {
-                            record.write(&mut bytes);
-                        }
-                        Body::Packed(wire::PackedTransfers { records: bytes, metadata: Vec::new() })
-                    }
-                };
-                Some((size, body))
-            };
-            let mut next = make_next();
-            loop {
-                if duration.is_some_and(|d| started.elapsed() >= d) {
-                    break;
-                }
-                let Some((size, body)) = next.take() else { break };
-                let begun = Instant::now();
-                let call = async {
-                    // The first failed transfer, if any (ALREADY_EXISTS is not a failure).
-                    let failed = match (body, target) {
-                        (Body::Proto(body), target) => {
-                            let request = authorized(body, authorization.as_ref());
-                            let response = match target {
-                                Target::Ledger => ledger.create_transfers(request).await,
-                                Target::Echo => echo.echo(request).await,
-                            };
-                            response.map(|r| r.into_inner().results.into_iter().find(|r| !r.ok))
-                        }
-                        (Body::Packed(body), target) => {
-                            let request = authorized(body, authorization.as_ref());
-                            let response = match target {
-                                Target::Ledger => ledger.create_transfers_packed(request).await,
-                                Target::Echo => echo.echo_packed(request).await,
-                            };
-                            // `failures` holds exactly the transfers whose status is FAILED.
-                            response.map(|r| r.into_inner().failures.into_iter().next())
-                        }
-                    };
-                    (failed, begun.elapsed())
-                };
-                let ((failed, latency), following) = tokio::join!(call, async { make_next() });
-                next = following;
-                let failed = failed.map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
-                latencies.push(latency);
-                if let Some(failed) = failed {
-                    return Err(format!("transfer rejected: {} {}", failed.code, failed.message));
-                }
-                let total = sent.fetch_add(size, Ordering::Relaxed) + size;
-                if client_index == 0 && latencies.len() % 64 == 0 {
-                    progress(total, count, started);
-                }
-            }
-            Ok::<_, String>(latencies)
-        }));
+        let client = Client::new(channel, authorization, args.target);
+        let maker = RequestMaker {
+            next_id: next_id.clone(),
+            batch: args.batch,
+            accounts: args.accounts,
+            count: args.count,
+            wire_form: args.wire,
+            transfer_base,
+            account_base,
+            random: Random(seed.next() | 1),
+        };
+        tasks.push(tokio::spawn(drive(client_index, client, maker, run.clone())));
     }
     let mut latencies = Vec::new();
     for task in tasks {
         latencies.extend(task.await.map_err(|e| e.to_string())??);
     }
-    let elapsed = started.elapsed();
+    let elapsed = run.started.elapsed();
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!();
     }
-    let transfers = sent.load(Ordering::Relaxed);
+    let transfers = run.sent.load(Ordering::Relaxed);
     if latencies.is_empty() {
         return Err("no request completed".into());
     }
     latencies.sort();
+    report(connection.json, &args, transfers, elapsed, &latencies);
+    Ok(true)
+}
+
+/// What every client of one run shares.
+#[derive(Clone)]
+struct Run {
+    /// Transfers acknowledged so far, over all clients.
+    sent: Arc<AtomicU64>,
+    started: Instant,
+    duration: Option<Duration>,
+    count: Option<u64>,
+}
+
+/// Makes one client's requests: the next ids from the shared counter, random accounts.
+struct RequestMaker {
+    next_id: Arc<AtomicU64>,
+    batch: usize,
+    accounts: u64,
+    count: Option<u64>,
+    wire_form: Wire,
+    transfer_base: u128,
+    account_base: u128,
+    random: Random,
+}
+
+impl RequestMaker {
+    /// The next request and its number of transfers, or `None` once `count` is sent.
+    fn next(&mut self) -> Option<(u64, Body)> {
+        let first = self.next_id.fetch_add(self.batch as u64, Ordering::Relaxed);
+        if self.count.is_some_and(|c| first > c) {
+            return None;
+        }
+        let size = self.count.map_or(self.batch as u64, |c| (c + 1 - first).min(self.batch as u64));
+        let (accounts, transfer_base, account_base) = (self.accounts, self.transfer_base, self.account_base);
+        let random = &mut self.random;
+        let records = (0..size).map(|n| {
+            let debit = random.next() % accounts;
+            let credit = (debit + 1 + random.next() % (accounts - 1)) % accounts;
+            TransferRecord {
+                id: transfer_base + u128::from(first + n),
+                debit_account_id: account_base + u128::from(debit),
+                credit_account_id: account_base + u128::from(credit),
+                amount: u128::from(1 + random.next() % 1000),
+                currency: *b"USD",
+                code: 1,
+                kind: wire::TransferKind::Posted as u8,
+                ..Default::default()
+            }
+        });
+        let body = match self.wire_form {
+            Wire::Proto => Body::Proto(wire::CreateTransfersRequest {
+                transfers: records
+                    .map(|r| wire::NewTransfer {
+                        id: r.id.to_string(),
+                        debit_account_id: r.debit_account_id.to_string(),
+                        credit_account_id: r.credit_account_id.to_string(),
+                        amount: r.amount.to_string(),
+                        currency: "USD".into(),
+                        code: u32::from(r.code),
+                        kind: i32::from(r.kind),
+                        ..Default::default()
+                    })
+                    .collect(),
+            }),
+            Wire::Packed => {
+                let mut bytes = Vec::with_capacity(size as usize * RECORD_BYTES);
+                for record in records {
+                    record.write(&mut bytes);
+                }
+                Body::Packed(wire::PackedTransfers { records: bytes, metadata: Vec::new() })
+            }
+        };
+        Some((size, body))
+    }
+}
+
+/// One client's stubs.
+struct Client {
+    ledger: wire::ledger_client::LedgerClient<Channel>,
+    echo: wire::echo_client::EchoClient<Channel>,
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    target: Target,
+}
+
+impl Client {
+    fn new(
+        channel: Channel,
+        authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+        target: Target,
+    ) -> Client {
+        let ledger = wire::ledger_client::LedgerClient::new(channel.clone())
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX);
+        let echo = wire::echo_client::EchoClient::new(channel)
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX);
+        Client { ledger, echo, authorization, target }
+    }
+
+    /// Sends one request; the first failed transfer, if any (ALREADY_EXISTS is not a
+    /// failure), and the call's latency.
+    async fn call(&mut self, body: Body) -> (Result<Option<wire::ItemResult>, tonic::Status>, Duration) {
+        let begun = Instant::now();
+        let failed = match body {
+            Body::Proto(body) => {
+                let request = authorized(body, self.authorization.as_ref());
+                let response = match self.target {
+                    Target::Ledger => self.ledger.create_transfers(request).await,
+                    Target::Echo => self.echo.echo(request).await,
+                };
+                response.map(|r| r.into_inner().results.into_iter().find(|r| !r.ok))
+            }
+            Body::Packed(body) => {
+                let request = authorized(body, self.authorization.as_ref());
+                let response = match self.target {
+                    Target::Ledger => self.ledger.create_transfers_packed(request).await,
+                    Target::Echo => self.echo.echo_packed(request).await,
+                };
+                // `failures` holds exactly the transfers whose status is FAILED.
+                response.map(|r| r.into_inner().failures.into_iter().next())
+            }
+        };
+        (failed, begun.elapsed())
+    }
+}
+
+/// One client's loop: one request in flight at a time, the next one built while the one
+/// before is in flight, so a client waits on the server, not on making its requests.
+async fn drive(
+    client_index: usize,
+    mut client: Client,
+    mut maker: RequestMaker,
+    run: Run,
+) -> Result<Vec<Duration>, String> {
+    let mut latencies = Vec::new();
+    let mut next = maker.next();
+    loop {
+        if run.duration.is_some_and(|d| run.started.elapsed() >= d) {
+            break;
+        }
+        let Some((size, body)) = next.take() else { break };
+        let ((failed, latency), following) = tokio::join!(client.call(body), async { maker.next() });
+        next = following;
+        let failed = failed.map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+        latencies.push(latency);
+        if let Some(failed) = failed {
+            return Err(format!("transfer rejected: {} {}", failed.code, failed.message));
+        }
+        let total = run.sent.fetch_add(size, Ordering::Relaxed) + size;
+        if client_index == 0 && latencies.len() % 64 == 0 {
+            progress(total, run.count, run.started);
+        }
+    }
+    Ok(latencies)
+}
+
+/// Prints the run's figures; `latencies` sorted, not empty.
+fn report(json: bool, args: &LoadArgs, transfers: u64, elapsed: Duration, latencies: &[Duration]) {
     let percentile = |p: f64| {
         latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1].as_secs_f64() * 1e3
     };
     let transfers_per_sec = transfers as f64 / elapsed.as_secs_f64();
     let (p50, p99, p999) = (percentile(0.5), percentile(0.99), percentile(0.999));
-    if connection.json {
+    if json {
         println!(
             "{}",
             serde_json::json!({
@@ -262,7 +332,6 @@ pub async fn run(connection: &Connection, args: LoadArgs) -> Result<bool, String
         println!("throughput: {transfers_per_sec:.0} transfers/s");
         println!("request latency: p50 {p50:.2} ms, p99 {p99:.2} ms, p999 {p999:.2} ms");
     }
-    Ok(true)
 }
 
 async fn create_accounts(connection: &Connection, channel: Channel, base: u128, count: u64) -> Result<(), String> {

@@ -265,20 +265,7 @@ pub async fn run(connection: &Connection, command: UsersCommand) -> Result<bool,
         UsersCommand::Login { email, totp, recovery_code } => {
             let password = read_secret(&mut lines, "password")?;
             let request = wire::LoginRequest { email, password, totp_code: totp, recovery_code };
-            let r = users.login(request).await.map_err(status_text)?.into_inner();
-            if json {
-                println!(
-                    "{}",
-                    json!({
-                        "user_id": r.user_id, "session_token": r.session_token, "session_id": r.session_id,
-                        "idle_expires_at_ns": r.idle_expires_at_ns, "expires_at_ns": r.expires_at_ns,
-                    })
-                );
-            } else {
-                // The token alone on standard output, so `export LEDGER_TOKEN=$(ledgerctl login ...)` works.
-                println!("{}", r.session_token);
-                eprintln!("signed in as user {} (session {})", r.user_id, r.session_id);
-            }
+            login(&mut users, request, json).await?;
         }
         UsersCommand::Logout => {
             users.logout(connection.request(wire::LogoutRequest {})?).await.map_err(status_text)?;
@@ -322,55 +309,8 @@ pub async fn run(connection: &Connection, command: UsersCommand) -> Result<bool,
         }
         UsersCommand::Totp { command } => totp(&mut users, connection, command, &mut lines).await?,
         UsersCommand::Instruments { command } => instruments(&mut users, connection, command, &mut lines).await?,
-        UsersCommand::Sessions { command: SessionsCommand::List } => {
-            let sessions = users
-                .list_sessions(connection.request(wire::UserRequest::default())?)
-                .await
-                .map_err(status_text)?
-                .into_inner()
-                .sessions;
-            if json {
-                let items: Vec<_> = sessions
-                    .iter()
-                    .map(|s| json!({"session_id": s.session_id, "started_at_ns": s.started_at_ns, "last_seen_at_ns": s.last_seen_at_ns, "expires_at_ns": s.expires_at_ns, "source": s.source, "current": s.current}))
-                    .collect();
-                println!("{}", json!({ "sessions": items }));
-            } else {
-                println!("{:<18} {:<22} {:<22} {:<16} CURRENT", "ID", "STARTED_NS", "LAST_SEEN_NS", "SOURCE");
-                for s in &sessions {
-                    let current = if s.current { "yes" } else { "" };
-                    println!(
-                        "{:<18} {:<22} {:<22} {:<16} {current}",
-                        s.session_id, s.started_at_ns, s.last_seen_at_ns, s.source
-                    );
-                }
-            }
-        }
-        UsersCommand::Sessions { command: SessionsCommand::Revoke { id } } => {
-            let request = wire::RevokeSessionRequest { user_id: String::new(), session_id: id };
-            users.revoke_session(connection.request(request)?).await.map_err(status_text)?;
-            if !json {
-                println!("session revoked");
-            }
-        }
-        UsersCommand::SecurityEvents => {
-            let events = users
-                .list_security_events(connection.request(wire::UserRequest::default())?)
-                .await
-                .map_err(status_text)?
-                .into_inner()
-                .events;
-            if json {
-                let items: Vec<_> =
-                    events.iter().map(|e| json!({"kind": e.kind, "at_ns": e.at_ns, "detail": e.detail})).collect();
-                println!("{}", json!({ "events": items }));
-            } else {
-                println!("{:<22} {:<24} DETAIL", "AT_NS", "KIND");
-                for e in &events {
-                    println!("{:<22} {:<24} {}", e.at_ns, e.kind, e.detail);
-                }
-            }
-        }
+        UsersCommand::Sessions { command } => sessions(&mut users, connection, command).await?,
+        UsersCommand::SecurityEvents => security_events(&mut users, connection).await?,
         UsersCommand::Wallets { command: WalletsCommand::List } => {
             let wallets = users
                 .list_wallets(connection.request(wire::UserRequest::default())?)
@@ -395,6 +335,94 @@ pub async fn run(connection: &Connection, command: UsersCommand) -> Result<bool,
         }
     }
     Ok(true)
+}
+
+async fn login(
+    users: &mut wire::users_client::UsersClient<Channel>,
+    request: wire::LoginRequest,
+    json: bool,
+) -> Result<(), String> {
+    let r = users.login(request).await.map_err(status_text)?.into_inner();
+    if json {
+        println!(
+            "{}",
+            json!({
+                "user_id": r.user_id, "session_token": r.session_token, "session_id": r.session_id,
+                "idle_expires_at_ns": r.idle_expires_at_ns, "expires_at_ns": r.expires_at_ns,
+            })
+        );
+    } else {
+        // The token alone on standard output, so `export LEDGER_TOKEN=$(ledgerctl login ...)` works.
+        println!("{}", r.session_token);
+        eprintln!("signed in as user {} (session {})", r.user_id, r.session_id);
+    }
+    Ok(())
+}
+
+async fn sessions(
+    users: &mut wire::users_client::UsersClient<Channel>,
+    connection: &Connection,
+    command: SessionsCommand,
+) -> Result<(), String> {
+    let json = connection.json;
+    match command {
+        SessionsCommand::List => {
+            let sessions = users
+                .list_sessions(connection.request(wire::UserRequest::default())?)
+                .await
+                .map_err(status_text)?
+                .into_inner()
+                .sessions;
+            if json {
+                let items: Vec<_> = sessions
+                    .iter()
+                    .map(|s| json!({"session_id": s.session_id, "started_at_ns": s.started_at_ns, "last_seen_at_ns": s.last_seen_at_ns, "expires_at_ns": s.expires_at_ns, "source": s.source, "current": s.current}))
+                    .collect();
+                println!("{}", json!({ "sessions": items }));
+            } else {
+                println!("{:<18} {:<22} {:<22} {:<16} CURRENT", "ID", "STARTED_NS", "LAST_SEEN_NS", "SOURCE");
+                for s in &sessions {
+                    let current = if s.current { "yes" } else { "" };
+                    println!(
+                        "{:<18} {:<22} {:<22} {:<16} {current}",
+                        s.session_id, s.started_at_ns, s.last_seen_at_ns, s.source
+                    );
+                }
+            }
+        }
+        SessionsCommand::Revoke { id } => {
+            let request = wire::RevokeSessionRequest { user_id: String::new(), session_id: id };
+            users.revoke_session(connection.request(request)?).await.map_err(status_text)?;
+            if !json {
+                println!("session revoked");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn security_events(
+    users: &mut wire::users_client::UsersClient<Channel>,
+    connection: &Connection,
+) -> Result<(), String> {
+    let json = connection.json;
+    let events = users
+        .list_security_events(connection.request(wire::UserRequest::default())?)
+        .await
+        .map_err(status_text)?
+        .into_inner()
+        .events;
+    if json {
+        let items: Vec<_> =
+            events.iter().map(|e| json!({"kind": e.kind, "at_ns": e.at_ns, "detail": e.detail})).collect();
+        println!("{}", json!({ "events": items }));
+    } else {
+        println!("{:<22} {:<24} DETAIL", "AT_NS", "KIND");
+        for e in &events {
+            println!("{:<22} {:<24} {}", e.at_ns, e.kind, e.detail);
+        }
+    }
+    Ok(())
 }
 
 type Lines<'a> = std::io::Lines<std::io::StdinLock<'a>>;

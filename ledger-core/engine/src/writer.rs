@@ -307,6 +307,7 @@ pub fn recover_state(
     snapshot_dir: Option<&std::path::Path>,
 ) -> Result<LedgerState, LedgerError> {
     let mut state = match snapshot_dir {
+        // ok: no snapshot that matches the log means replaying from the empty state.
         Some(dir) => snapshot::load_newest(dir, store, stream)?.unwrap_or_default(),
         None => LedgerState::new(),
     };

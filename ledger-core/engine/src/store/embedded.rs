@@ -190,6 +190,7 @@ impl EmbeddedStore {
 
     fn check_poisoned(&self) -> Result<(), StoreError> {
         if self.shared.poisoned.load(Ordering::Acquire) {
+            // ok: the reason is only the text of the error; the poisoning itself is the flag.
             let reason = self.shared.poison_reason.lock().map(|r| r.clone()).unwrap_or_default();
             return Err(StoreError::Poisoned(reason));
         }
@@ -418,6 +419,7 @@ impl Committer {
     fn commit_group(&mut self, group: Vec<Request>) {
         let _span = tracing::debug_span!("commit_group", requests = group.len()).entered();
         if self.shared.poisoned.load(Ordering::Acquire) {
+            // ok: the reason is only the text of the error; the poisoning itself is the flag.
             let reason = self.shared.poison_reason.lock().map(|r| r.clone()).unwrap_or_default();
             return fail_all(group.into_iter().map(completion_of).collect(), StoreError::Poisoned(reason));
         }
