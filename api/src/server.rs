@@ -14,7 +14,6 @@ use ledger_engine::writer::{Ledger, LedgerConfig};
 use ledger_proto::api::v1 as wire;
 use projections::read_models::{read_models_path, ReadModels};
 use projections::worker::{Projector, APPLY_BATCH_EVENTS};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
@@ -22,7 +21,7 @@ use crate::auth::{self, Role, Tokens};
 use crate::config::Config;
 use crate::fx::grpc::FxService;
 use crate::fx::Fx;
-use crate::metrics::Metrics;
+use crate::metrics::{endpoint, Metrics};
 use crate::payments::grpc::PaymentsService;
 use crate::payments::rails::{Faults, PaymentRail, RemoteRails, SandboxRails};
 use crate::payments::Payments;
@@ -112,14 +111,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let metrics_listener =
         TcpListener::bind(config.metrics_listen).await.map_err(|e| format!("metrics listen: {e}"))?;
     tracing::info!(addr = %local_addr(&metrics_listener), "metrics on http://{}/metrics", local_addr(&metrics_listener));
-    {
+    // The endpoint stops when `stop_metrics` is dropped: at the end of `run`, or on an
+    // early error return.
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_endpoint = {
         let (metrics, projector, store) = (metrics.clone(), projector.clone(), store.clone());
-        tokio::spawn(serve_metrics(metrics_listener, move || {
+        let render = move || {
             let mut text = metrics.render(&writer_metrics);
             text.push_str(&projection_metrics(&projector, *store.watch_head().borrow()));
             text
-        }));
-    }
+        };
+        tokio::spawn(endpoint::serve(metrics_listener, render, endpoint::Limits::default(), async {
+            let _ = metrics_stopped.await;
+        }))
+    };
     let master_key = match &config.master_key {
         Some(key) => key.clone(),
         None => crypto::master_key_file(&config.data_dir).map_err(|e| e.to_string())?,
@@ -265,6 +270,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         Ok(Err(error)) => tracing::warn!(%error, "read models not caught up at shutdown; they re-apply on start"),
         Err(error) => tracing::warn!(%error, "read models not caught up at shutdown; they re-apply on start"),
     }
+    drop(stop_metrics);
+    if let Err(error) = metrics_endpoint.await {
+        tracing::warn!(%error, "metrics endpoint did not stop cleanly");
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -338,41 +347,4 @@ fn incoming(
 
 fn local_addr(listener: &TcpListener) -> String {
     listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
-}
-
-/// A minimal HTTP/1.1 endpoint: GET /metrics answers the Prometheus text format.
-async fn serve_metrics(listener: TcpListener, render: impl Fn() -> String + Send + Sync + 'static) {
-    let render = Arc::new(render);
-    loop {
-        let Ok((mut socket, _)) = listener.accept().await else { continue };
-        let render = render.clone();
-        tokio::spawn(async move {
-            // Read the request head whole: it may come in several segments.
-            let mut request = Vec::with_capacity(512);
-            let read_head = async {
-                let mut chunk = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-                    match socket.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return false,
-                        Ok(length) => request.extend_from_slice(&chunk[..length]),
-                    }
-                }
-                true
-            };
-            if !matches!(tokio::time::timeout(Duration::from_secs(5), read_head).await, Ok(true)) {
-                return;
-            }
-            let head = String::from_utf8_lossy(&request);
-            let response = if head.starts_with("GET /metrics ") {
-                let body = render();
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
-            };
-            let _ = socket.write_all(response.as_bytes()).await;
-        });
-    }
 }
