@@ -110,7 +110,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let writer_metrics = ledger.metrics();
     let metrics_listener =
         TcpListener::bind(config.metrics_listen).await.map_err(|e| format!("metrics listen: {e}"))?;
-    tracing::info!(addr = %local_addr(&metrics_listener), "metrics on http://{}/metrics", local_addr(&metrics_listener));
+    // The bound address is how callers find a port chosen by the system (`:0`): an
+    // error, not an empty address.
+    let metrics_addr = metrics_listener.local_addr().map_err(|e| format!("metrics listen: {e}"))?;
+    tracing::info!(addr = %metrics_addr, "metrics on http://{metrics_addr}/metrics");
     // The endpoint stops when `stop_metrics` is dropped: at the end of `run`, or on an
     // early error return.
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -225,7 +228,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             .map_err(|e| format!("TLS: {e}"))?;
     }
     let listener = TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
-    let addr = local_addr(&listener);
+    let addr = listener.local_addr().map_err(|e| format!("listen on {}: {e}", config.listen))?;
     tracing::info!(%addr, tls = config.tls.is_some(), "ledgerd listening on {addr}");
     let ledger_server = wire::ledger_server::LedgerServer::new(service)
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
@@ -249,7 +252,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let (models, log) = (projector.clone(), store.clone());
     let deadline = std::time::Instant::now() + SHUTDOWN_CATCH_UP;
     let caught_up = tokio::task::spawn_blocking(move || {
-        let _ = follower.join();
+        if follower.join().is_err() {
+            tracing::warn!("the projector thread panicked; catching up from its last checkpoint");
+        }
         projections::worker::catch_up(models.models(), log.as_ref(), APPLY_BATCH_EVENTS, false, |_, _| {
             if std::time::Instant::now() < deadline {
                 ControlFlow::Continue(())
@@ -346,5 +351,6 @@ fn incoming(
 }
 
 fn local_addr(listener: &TcpListener) -> String {
+    // ok: only the echo server's log line shows it; `run` treats the error as fatal.
     listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
 }
