@@ -107,50 +107,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     tracing::info!(applied = projector.applied(), "read models opened");
     let follower = projector.spawn(store.clone()).map_err(|e| format!("projector thread: {e}"))?;
     let metrics = Arc::new(Metrics::default());
-    let writer_metrics = ledger.metrics();
-    let metrics_listener =
-        TcpListener::bind(config.metrics_listen).await.map_err(|e| format!("metrics listen: {e}"))?;
-    // The bound address is how callers find a port chosen by the system (`:0`): an
-    // error, not an empty address.
-    let metrics_addr = metrics_listener.local_addr().map_err(|e| format!("metrics listen: {e}"))?;
-    tracing::info!(addr = %metrics_addr, "metrics on http://{metrics_addr}/metrics");
-    // The endpoint stops when `stop_metrics` is dropped: at the end of `run`, or on an
-    // early error return.
-    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-    let metrics_endpoint = {
-        let (metrics, projector, store) = (metrics.clone(), projector.clone(), store.clone());
-        let render = move || {
-            let mut text = metrics.render(&writer_metrics);
-            text.push_str(&projection_metrics(&projector, *store.watch_head().borrow()));
-            text
-        };
-        tokio::spawn(endpoint::serve(metrics_listener, render, endpoint::Limits::default(), async {
-            let _ = metrics_stopped.await;
-        }))
-    };
-    let master_key = match &config.master_key {
-        Some(key) => key.clone(),
-        None => crypto::master_key_file(&config.data_dir).map_err(|e| e.to_string())?,
-    };
-    let keys =
-        KeyStore::open(&config.data_dir.join("keys").join("data-keys.bin"), master_key).map_err(|e| e.to_string())?;
-    let users = {
-        let (store, ledger, users_config) = (store.clone(), ledger.clone(), config.users);
-        tokio::task::spawn_blocking(move || Users::open(store, ledger, keys, Box::new(SandboxVault), users_config))
-            .await
-            .map_err(|e| e.to_string())??
-    };
-    let users = Arc::new(users);
-    {
-        let users = users.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                every.tick().await;
-                users.sweep_sessions();
-            }
-        });
-    }
+    let metrics_endpoint =
+        MetricsEndpoint::start(config.metrics_listen, metrics.clone(), &ledger, projector.clone(), store.clone())
+            .await?;
+    let users = open_users(&config, &store, &ledger).await?;
     let users_service = UsersService { users: users.clone(), metrics: metrics.clone() };
     let rail: Arc<dyn PaymentRail> = match &config.rails {
         Some(addr) => Arc::new(RemoteRails::new(addr)?),
@@ -190,30 +150,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         projector: projector.clone(),
         metrics,
     };
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<wire::ledger_server::LedgerServer<LedgerService>>().await;
-    health_reporter.set_serving::<wire::users_server::UsersServer<UsersService>>().await;
-    health_reporter.set_serving::<wire::payments_server::PaymentsServer<PaymentsService>>().await;
-    health_reporter.set_serving::<wire::fx_server::FxServer<FxService>>().await;
-    // `ledger.audit`: SERVING while the continuous chain verifier finds every record
-    // good, NOT_SERVING once it raises its alarm or the read models meet damaged data.
-    {
-        let mut alarmed = projector.alarmed();
-        let health_reporter = health_reporter.clone();
-        tokio::spawn(async move {
-            loop {
-                let status = if *alarmed.borrow_and_update() {
-                    tonic_health::ServingStatus::NotServing
-                } else {
-                    tonic_health::ServingStatus::Serving
-                };
-                health_reporter.set_service_status(AUDIT_HEALTH_SERVICE, status).await;
-                if alarmed.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
+    let health_service = health_service(&projector).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ledger_proto::api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -245,9 +182,118 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .map_err(|e| format!("server: {e}"))?;
     tracing::info!("no more calls in flight; closing the ledger");
     tokio::task::spawn_blocking(move || ledger.close()).await.map_err(|e| e.to_string())?;
-    // Bring the read models to the log's end and make that durable, so a restart has
-    // nothing to re-apply; for at most SHUTDOWN_CATCH_UP, so that a stop after heavy
-    // load stays prompt (what is left re-applies on start: skipping is safe, only slower).
+    catch_up_at_stop(&projector, store, follower).await;
+    metrics_endpoint.stop().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The metrics endpoint, serving until `stop` (or until dropped, as on an early error
+/// return from `run`).
+struct MetricsEndpoint {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MetricsEndpoint {
+    async fn start(
+        listen: SocketAddr,
+        metrics: Arc<Metrics>,
+        ledger: &Ledger,
+        projector: Arc<Projector>,
+        store: Arc<dyn EventStore>,
+    ) -> Result<MetricsEndpoint, String> {
+        let listener = TcpListener::bind(listen).await.map_err(|e| format!("metrics listen: {e}"))?;
+        // The bound address is how callers find a port chosen by the system (`:0`): an
+        // error, not an empty address.
+        let addr = listener.local_addr().map_err(|e| format!("metrics listen: {e}"))?;
+        tracing::info!(%addr, "metrics on http://{addr}/metrics");
+        let writer_metrics = ledger.metrics();
+        let render = move || {
+            let mut text = metrics.render(&writer_metrics);
+            text.push_str(&projection_metrics(&projector, *store.watch_head().borrow()));
+            text
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(endpoint::serve(listener, render, endpoint::Limits::default(), async {
+            let _ = stopped.await;
+        }));
+        Ok(MetricsEndpoint { stop, task })
+    }
+
+    async fn stop(self) {
+        drop(self.stop);
+        if let Err(error) = self.task.await {
+            tracing::warn!(%error, "metrics endpoint did not stop cleanly");
+        }
+    }
+}
+
+/// Users over their data keys (the master key from the settings, or
+/// `<data-dir>/master.key`), with the sweep of expired sessions every minute.
+async fn open_users(config: &Config, store: &Arc<dyn EventStore>, ledger: &Ledger) -> Result<Arc<Users>, String> {
+    let master_key = match &config.master_key {
+        Some(key) => key.clone(),
+        None => crypto::master_key_file(&config.data_dir).map_err(|e| e.to_string())?,
+    };
+    let keys =
+        KeyStore::open(&config.data_dir.join("keys").join("data-keys.bin"), master_key).map_err(|e| e.to_string())?;
+    let users = {
+        let (store, ledger, users_config) = (store.clone(), ledger.clone(), config.users);
+        tokio::task::spawn_blocking(move || Users::open(store, ledger, keys, Box::new(SandboxVault), users_config))
+            .await
+            .map_err(|e| e.to_string())??
+    };
+    let users = Arc::new(users);
+    {
+        let users = users.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                users.sweep_sessions();
+            }
+        });
+    }
+    Ok(users)
+}
+
+/// gRPC health: every service SERVING, and `ledger.audit` SERVING while the continuous
+/// chain verifier finds every record good, NOT_SERVING once it raises its alarm or the
+/// read models meet damaged data.
+async fn health_service(
+    projector: &Projector,
+) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<wire::ledger_server::LedgerServer<LedgerService>>().await;
+    health_reporter.set_serving::<wire::users_server::UsersServer<UsersService>>().await;
+    health_reporter.set_serving::<wire::payments_server::PaymentsServer<PaymentsService>>().await;
+    health_reporter.set_serving::<wire::fx_server::FxServer<FxService>>().await;
+    let mut alarmed = projector.alarmed();
+    tokio::spawn(async move {
+        loop {
+            let status = if *alarmed.borrow_and_update() {
+                tonic_health::ServingStatus::NotServing
+            } else {
+                tonic_health::ServingStatus::Serving
+            };
+            health_reporter.set_service_status(AUDIT_HEALTH_SERVICE, status).await;
+            if alarmed.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    health_service
+}
+
+/// Brings the read models to the log's end and makes that durable, so a restart has
+/// nothing to re-apply; for at most SHUTDOWN_CATCH_UP, so that a stop after heavy load
+/// stays prompt (what is left re-applies on start: skipping is safe, only slower).
+async fn catch_up_at_stop(
+    projector: &Arc<Projector>,
+    store: Arc<dyn EventStore>,
+    follower: std::thread::JoinHandle<()>,
+) {
     projector.stop();
     let (models, log) = (projector.clone(), store.clone());
     let deadline = std::time::Instant::now() + SHUTDOWN_CATCH_UP;
@@ -275,12 +321,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         Ok(Err(error)) => tracing::warn!(%error, "read models not caught up at shutdown; they re-apply on start"),
         Err(error) => tracing::warn!(%error, "read models not caught up at shutdown; they re-apply on start"),
     }
-    drop(stop_metrics);
-    if let Err(error) = metrics_endpoint.await {
-        tracing::warn!(%error, "metrics endpoint did not stop cleanly");
-    }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// The health service name whose status is the chain verifier's verdict.
