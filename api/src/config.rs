@@ -254,38 +254,41 @@ fn master_key(file: Option<PathBuf>) -> Result<Option<SecretKey>, String> {
     Ok(Some(SecretKey::from_hex(&text).map_err(|e| format!("master key file {}: {e}", path.display()))?))
 }
 
+/// `$settings.$key` if `$range` holds it, else an error naming the setting: its key is
+/// the field's name, so the two cannot drift apart.
+macro_rules! in_range {
+    ($layers:expr, $settings:ident . $key:ident, $range:expr) => {
+        $layers.in_range(stringify!($key), $settings.$key, $range)
+    };
+}
+
 impl Config {
     pub fn resolve(args: Args) -> Result<Config, String> {
-        let (settings, layers) = Layers::read(&args)?;
-        let s = settings;
+        let (s, layers) = Layers::read(&args)?;
         let tls = match (s.tls_cert, s.tls_key) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
             _ => return Err("TLS needs both a certificate and a key (--tls-cert and --tls-key)".into()),
         };
         let users = UsersConfig {
-            session_idle: Duration::from_secs(layers.in_range(
-                "session_idle_secs",
-                s.session_idle_secs,
-                1..=SECS_MAX,
-            )?),
-            session_max: Duration::from_secs(layers.in_range("session_max_secs", s.session_max_secs, 1..=SECS_MAX)?),
+            session_idle: Duration::from_secs(in_range!(layers, s.session_idle_secs, 1..=SECS_MAX)?),
+            session_max: Duration::from_secs(in_range!(layers, s.session_max_secs, 1..=SECS_MAX)?),
             ..UsersConfig::default()
         };
         let mut payments = PaymentsConfig {
-            rail_timeout: Duration::from_millis(layers.in_range("rail_timeout_ms", s.rail_timeout_ms, 1..=600_000)?),
+            rail_timeout: Duration::from_millis(in_range!(layers, s.rail_timeout_ms, 1..=600_000)?),
             partition: partition(&layers, &s.payment_partition)?,
             ..PaymentsConfig::default()
         };
-        let review_timeout = layers.in_range("review_timeout_secs", s.review_timeout_secs, 1..=SECS_MAX)?;
+        let review_timeout = in_range!(layers, s.review_timeout_secs, 1..=SECS_MAX)?;
         payments.risk.review_timeout = Duration::from_secs(review_timeout);
         payments.risk.user_per_hour = s.risk_user_per_hour;
         payments.risk.user_per_day = s.risk_user_per_day;
         payments.risk.user_amount_per_day = s.risk_user_amount_per_day;
         let fx = FxConfig {
-            spread_bps: layers.in_range("fx_spread_bps", s.fx_spread_bps, 0..=9_999)?,
-            fee_bps: layers.in_range("fx_fee_bps", s.fx_fee_bps, 0..=10_000)?,
-            quote_ttl: Duration::from_secs(layers.in_range("fx_quote_ttl_secs", s.fx_quote_ttl_secs, 1..=SECS_MAX)?),
+            spread_bps: in_range!(layers, s.fx_spread_bps, 0..=9_999)?,
+            fee_bps: in_range!(layers, s.fx_fee_bps, 0..=10_000)?,
+            quote_ttl: Duration::from_secs(in_range!(layers, s.fx_quote_ttl_secs, 1..=SECS_MAX)?),
         };
         Ok(Config {
             data_dir: s.data_dir,
@@ -298,11 +301,7 @@ impl Config {
             rails: s.rails,
             payments,
             fx,
-            snapshot_interval_events: layers.in_range(
-                "snapshot_interval_events",
-                s.snapshot_interval_events,
-                1..=u64::MAX,
-            )?,
+            snapshot_interval_events: in_range!(layers, s.snapshot_interval_events, 1..=u64::MAX)?,
             store: s.store,
         })
     }
