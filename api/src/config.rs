@@ -1,23 +1,36 @@
 //! Settings of `ledgerd`, from flags, environment variables and a config file, in that
 //! order of precedence, over built-in defaults.
+//!
+//! Each setting is declared twice: its flag and environment variable in `Args` (clap
+//! reads both, the flag first) and its type and default in `Settings`, whose field names
+//! are the config file's keys. The layering is written once (`Layers::read`): the file's
+//! keys, overlaid with what the flags and environment gave, deserialized into
+//! `Settings` over its defaults. A numeric setting outside its range is refused with
+//! its name (`Layers::in_range`), never clamped; an unknown key in the file is refused.
 
+use std::collections::BTreeSet;
+use std::fmt::Display;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Parser;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::fx::FxConfig;
 use crate::payments::PaymentsConfig;
 use crate::users::crypto::SecretKey;
 use crate::users::UsersConfig;
 
-#[derive(Parser, Debug, Default)]
+#[derive(Parser, Serialize, Debug, Default)]
 #[command(name = "ledgerd", version, about = "The ledger server: gRPC over the embedded event store")]
 pub struct Args {
-    /// Config file (TOML) with any of: data_dir, listen, metrics_listen, tokens_file,
-    /// tls_cert, tls_key.
+    /// Config file (TOML) with any of the settings below by their flag's name with `_`
+    /// for `-` (data_dir, listen, metrics_listen, tokens_file, tls_cert, tls_key, ...).
     #[arg(long, env = "LEDGERD_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Data directory: the event log in log/, snapshots in snapshots/ [default: data].
     #[arg(long, env = "LEDGERD_DATA_DIR")]
@@ -91,32 +104,6 @@ pub struct Args {
     pub store: Option<String>,
 }
 
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    data_dir: Option<PathBuf>,
-    listen: Option<SocketAddr>,
-    metrics_listen: Option<SocketAddr>,
-    tokens_file: Option<PathBuf>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    master_key_file: Option<PathBuf>,
-    session_idle_secs: Option<u64>,
-    session_max_secs: Option<u64>,
-    rails: Option<String>,
-    rail_timeout_ms: Option<u64>,
-    review_timeout_secs: Option<u64>,
-    risk_user_per_hour: Option<usize>,
-    risk_user_per_day: Option<usize>,
-    risk_user_amount_per_day: Option<u64>,
-    payment_partition: Option<String>,
-    fx_spread_bps: Option<u32>,
-    fx_fee_bps: Option<u32>,
-    fx_quote_ttl_secs: Option<u64>,
-    snapshot_interval_events: Option<u64>,
-    store: Option<String>,
-}
-
 /// The settings in force.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -137,92 +124,185 @@ pub struct Config {
     pub store: Option<String>,
 }
 
+/// Longest session, review or quote lifetime a setting may ask for: a year.
+const SECS_MAX: u64 = 365 * 24 * 3600;
+
+/// Every setting but `config`, by its config file key, over the defaults README.md lists.
+#[derive(Deserialize, Debug)]
+#[serde(default, deny_unknown_fields)]
+struct Settings {
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    metrics_listen: SocketAddr,
+    tokens_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    master_key_file: Option<PathBuf>,
+    session_idle_secs: u64,
+    session_max_secs: u64,
+    rails: Option<String>,
+    rail_timeout_ms: u64,
+    review_timeout_secs: u64,
+    risk_user_per_hour: usize,
+    risk_user_per_day: usize,
+    risk_user_amount_per_day: u64,
+    payment_partition: String,
+    fx_spread_bps: u32,
+    fx_fee_bps: u32,
+    fx_quote_ttl_secs: u64,
+    snapshot_interval_events: u64,
+    store: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        let (users, payments, fx) = (UsersConfig::default(), PaymentsConfig::default(), FxConfig::default());
+        Settings {
+            data_dir: PathBuf::from("data"),
+            listen: ([127, 0, 0, 1], 50051).into(),
+            metrics_listen: ([127, 0, 0, 1], 9464).into(),
+            tokens_file: None,
+            tls_cert: None,
+            tls_key: None,
+            master_key_file: None,
+            session_idle_secs: users.session_idle.as_secs(),
+            session_max_secs: users.session_max.as_secs(),
+            rails: None,
+            rail_timeout_ms: u64::try_from(payments.rail_timeout.as_millis()).unwrap_or(u64::MAX),
+            review_timeout_secs: payments.risk.review_timeout.as_secs(),
+            risk_user_per_hour: payments.risk.user_per_hour,
+            risk_user_per_day: payments.risk.user_per_day,
+            risk_user_amount_per_day: payments.risk.user_amount_per_day,
+            payment_partition: format!("{}/{}", payments.partition.0, payments.partition.1),
+            fx_spread_bps: fx.spread_bps,
+            fx_fee_bps: fx.fee_bps,
+            fx_quote_ttl_secs: fx.quote_ttl.as_secs(),
+            snapshot_interval_events: 4_000_000,
+            store: None,
+        }
+    }
+}
+
+/// Where the settings in force came from, to name a refused one as its giver wrote it.
+struct Layers {
+    file: Option<PathBuf>,
+    /// Keys whose value is the file's (no flag or environment variable gave one).
+    from_file: BTreeSet<String>,
+}
+
+impl Layers {
+    /// Flags and environment (in `args`) over the file (`args.config`) over defaults.
+    fn read(args: &Args) -> Result<(Settings, Layers), String> {
+        let flags = match serde_json::to_value(args) {
+            Ok(Value::Object(flags)) => flags,
+            Ok(other) => return Err(format!("flags and environment: not a table: {other}")),
+            Err(error) => return Err(format!("flags and environment: {error}")),
+        };
+        let mut table = match &args.config {
+            Some(path) => read_file(path)?,
+            None => Map::new(),
+        };
+        let given: Map<String, Value> = flags.into_iter().filter(|(_, value)| !value.is_null()).collect();
+        let from_file = table.keys().filter(|key| !given.contains_key(*key)).cloned().collect();
+        table.extend(given);
+        let settings = serde_json::from_value(Value::Object(table)).map_err(|e| format!("settings: {e}"))?;
+        Ok((settings, Layers { file: args.config.clone(), from_file }))
+    }
+
+    /// How the giver of `key` names it: its file key, or its flag and environment variable.
+    fn name(&self, key: &str) -> String {
+        match &self.file {
+            Some(path) if self.from_file.contains(key) => format!("`{key}` in config file {}", path.display()),
+            _ => format!("--{} (LEDGERD_{})", key.replace('_', "-"), key.to_uppercase()),
+        }
+    }
+
+    /// `value` if `range` holds it, else an error naming the setting and its range.
+    fn in_range<T: PartialOrd + Display>(&self, key: &str, value: T, range: RangeInclusive<T>) -> Result<T, String> {
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(format!("{}: {value} is out of range {}..={}", self.name(key), range.start(), range.end()))
+        }
+    }
+}
+
+/// The config file's settings by key: unknown keys and values of the wrong type are
+/// refused here, with the file's line.
+fn read_file(path: &Path) -> Result<Map<String, Value>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("config file {}: {e}", path.display()))?;
+    toml::from_str::<Settings>(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+}
+
+/// "I/N" with 0 <= I < N.
+fn partition(layers: &Layers, text: &str) -> Result<(u32, u32), String> {
+    let parsed = text.split_once('/').and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
+    match parsed {
+        Some((index, count)) if index < count => Ok((index, count)),
+        _ => Err(format!("{}: {text:?} is not I/N with 0 <= I < N", layers.name("payment_partition"))),
+    }
+}
+
+/// The master key: LEDGERD_MASTER_KEY, else the master key file, else none (generated).
+fn master_key(file: Option<PathBuf>) -> Result<Option<SecretKey>, String> {
+    if let Ok(hex) = std::env::var("LEDGERD_MASTER_KEY") {
+        return Ok(Some(SecretKey::from_hex(&hex).map_err(|e| format!("LEDGERD_MASTER_KEY: {e}"))?));
+    }
+    let Some(path) = file else { return Ok(None) };
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("master key file {}: {e}", path.display()))?;
+    Ok(Some(SecretKey::from_hex(&text).map_err(|e| format!("master key file {}: {e}", path.display()))?))
+}
+
+/// `$settings.$key` if `$range` holds it, else an error naming the setting: its key is
+/// the field's name, so the two cannot drift apart.
+macro_rules! in_range {
+    ($layers:expr, $settings:ident . $key:ident, $range:expr) => {
+        $layers.in_range(stringify!($key), $settings.$key, $range)
+    };
+}
+
 impl Config {
     pub fn resolve(args: Args) -> Result<Config, String> {
-        let file = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| format!("config file {}: {e}", path.display()))?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| format!("config file {}: {e}", path.display()))?
-            }
-            None => FileConfig::default(),
-        };
-        let default_listen: SocketAddr = ([127, 0, 0, 1], 50051).into();
-        let default_metrics: SocketAddr = ([127, 0, 0, 1], 9464).into();
-        let tls = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+        let (s, layers) = Layers::read(&args)?;
+        let tls = match (s.tls_cert, s.tls_key) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
-            _ => return Err("TLS needs both a certificate and a key".into()),
+            _ => return Err("TLS needs both a certificate and a key (--tls-cert and --tls-key)".into()),
         };
-        let master_key = match (std::env::var("LEDGERD_MASTER_KEY").ok(), args.master_key_file.or(file.master_key_file))
-        {
-            (Some(hex), _) => Some(SecretKey::from_hex(&hex).map_err(|e| format!("LEDGERD_MASTER_KEY: {e}"))?),
-            (None, Some(path)) => {
-                let text =
-                    std::fs::read_to_string(&path).map_err(|e| format!("master key file {}: {e}", path.display()))?;
-                Some(SecretKey::from_hex(&text).map_err(|e| format!("master key file {}: {e}", path.display()))?)
-            }
-            (None, None) => None,
+        let users = UsersConfig {
+            session_idle: Duration::from_secs(in_range!(layers, s.session_idle_secs, 1..=SECS_MAX)?),
+            session_max: Duration::from_secs(in_range!(layers, s.session_max_secs, 1..=SECS_MAX)?),
+            ..UsersConfig::default()
         };
-        let mut users = UsersConfig::default();
-        if let Some(secs) = args.session_idle_secs.or(file.session_idle_secs) {
-            users.session_idle = std::time::Duration::from_secs(secs.max(1));
-        }
-        if let Some(secs) = args.session_max_secs.or(file.session_max_secs) {
-            users.session_max = std::time::Duration::from_secs(secs.max(1));
-        }
-        let mut payments = PaymentsConfig::default();
-        if let Some(ms) = args.rail_timeout_ms.or(file.rail_timeout_ms) {
-            payments.rail_timeout = std::time::Duration::from_millis(ms.max(1));
-        }
-        if let Some(secs) = args.review_timeout_secs.or(file.review_timeout_secs) {
-            payments.risk.review_timeout = std::time::Duration::from_secs(secs);
-        }
-        if let Some(n) = args.risk_user_per_hour.or(file.risk_user_per_hour) {
-            payments.risk.user_per_hour = n;
-        }
-        if let Some(n) = args.risk_user_per_day.or(file.risk_user_per_day) {
-            payments.risk.user_per_day = n;
-        }
-        if let Some(n) = args.risk_user_amount_per_day.or(file.risk_user_amount_per_day) {
-            payments.risk.user_amount_per_day = n;
-        }
-        if let Some(text) = args.payment_partition.or(file.payment_partition) {
-            let parsed = text.split_once('/').and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
-            match parsed {
-                Some((index, count)) if count >= 1 && index < count => payments.partition = (index, count),
-                _ => return Err(format!("payment partition {text:?}: expected I/N with 0 <= I < N")),
-            }
-        }
-        let mut fx = FxConfig::default();
-        if let Some(bps) = args.fx_spread_bps.or(file.fx_spread_bps) {
-            if bps >= 10_000 {
-                return Err("fx spread: below 10000 basis points".into());
-            }
-            fx.spread_bps = bps;
-        }
-        if let Some(bps) = args.fx_fee_bps.or(file.fx_fee_bps) {
-            fx.fee_bps = bps.min(10_000);
-        }
-        if let Some(secs) = args.fx_quote_ttl_secs.or(file.fx_quote_ttl_secs) {
-            fx.quote_ttl = std::time::Duration::from_secs(secs);
-        }
+        let mut payments = PaymentsConfig {
+            rail_timeout: Duration::from_millis(in_range!(layers, s.rail_timeout_ms, 1..=600_000)?),
+            partition: partition(&layers, &s.payment_partition)?,
+            ..PaymentsConfig::default()
+        };
+        let review_timeout = in_range!(layers, s.review_timeout_secs, 1..=SECS_MAX)?;
+        payments.risk.review_timeout = Duration::from_secs(review_timeout);
+        payments.risk.user_per_hour = s.risk_user_per_hour;
+        payments.risk.user_per_day = s.risk_user_per_day;
+        payments.risk.user_amount_per_day = s.risk_user_amount_per_day;
+        let fx = FxConfig {
+            spread_bps: in_range!(layers, s.fx_spread_bps, 0..=9_999)?,
+            fee_bps: in_range!(layers, s.fx_fee_bps, 0..=10_000)?,
+            quote_ttl: Duration::from_secs(in_range!(layers, s.fx_quote_ttl_secs, 1..=SECS_MAX)?),
+        };
         Ok(Config {
-            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data")),
-            listen: args.listen.or(file.listen).unwrap_or(default_listen),
-            metrics_listen: args.metrics_listen.or(file.metrics_listen).unwrap_or(default_metrics),
-            tokens_file: args.tokens_file.or(file.tokens_file),
+            data_dir: s.data_dir,
+            listen: s.listen,
+            metrics_listen: s.metrics_listen,
+            tokens_file: s.tokens_file,
             tls,
-            master_key,
+            master_key: master_key(s.master_key_file)?,
             users,
-            rails: args.rails.or(file.rails),
+            rails: s.rails,
             payments,
             fx,
-            snapshot_interval_events: args
-                .snapshot_interval_events
-                .or(file.snapshot_interval_events)
-                .unwrap_or(4_000_000)
-                .max(1),
-            store: args.store.or(file.store),
+            snapshot_interval_events: in_range!(layers, s.snapshot_interval_events, 1..=u64::MAX)?,
+            store: s.store,
         })
     }
 }
@@ -231,19 +311,120 @@ impl Config {
 mod tests {
     use super::*;
 
-    #[test]
-    fn flags_override_the_file_which_overrides_defaults() {
-        let dir = tempfile::tempdir().expect("tempdir");
+    fn file(dir: &tempfile::TempDir, text: &str) -> PathBuf {
         let path = dir.path().join("ledgerd.toml");
-        std::fs::write(&path, "data_dir = \"/from/file\"\nlisten = \"127.0.0.1:7000\"\n").expect("write");
-        let args = Args { config: Some(path.clone()), listen: Some(([127, 0, 0, 1], 8000).into()), ..Args::default() };
-        let config = Config::resolve(args).expect("resolve");
-        assert_eq!(config.data_dir, PathBuf::from("/from/file"));
-        assert_eq!(config.listen.port(), 8000);
-        assert_eq!(config.metrics_listen.port(), 9464);
-        std::fs::write(&path, "colour = \"blue\"\n").expect("write");
-        assert!(Config::resolve(Args { config: Some(path), ..Args::default() }).is_err());
-        let half_tls = Args { tls_cert: Some("cert.pem".into()), ..Args::default() };
-        assert!(Config::resolve(half_tls).is_err());
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    /// Held by the test that sets environment variables and by every parse of flags
+    /// (clap reads the environment too): tests share the process's environment.
+    static ENVIRONMENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn resolve(flags: &[&str]) -> Result<Config, String> {
+        let _environment = ENVIRONMENT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let args = Args::try_parse_from(std::iter::once("ledgerd").chain(flags.iter().copied())).expect("flags parse");
+        Config::resolve(args)
+    }
+
+    #[test]
+    fn defaults_are_the_ones_the_readme_lists() {
+        let config = Config::resolve(Args::default()).expect("resolve");
+        assert_eq!(config.data_dir, PathBuf::from("data"));
+        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 50051)));
+        assert_eq!(config.metrics_listen, SocketAddr::from(([127, 0, 0, 1], 9464)));
+        assert_eq!((config.tokens_file, config.tls, config.rails, config.store), (None, None, None, None));
+        assert_eq!((config.users.session_idle.as_secs(), config.users.session_max.as_secs()), (1800, 43200));
+        assert_eq!(config.payments.rail_timeout, Duration::from_millis(2000));
+        assert_eq!(config.payments.risk.review_timeout.as_secs(), 86400);
+        let risk = &config.payments.risk;
+        assert_eq!((risk.user_per_hour, risk.user_per_day, risk.user_amount_per_day), (30, 200, 2_000_000));
+        assert_eq!(config.payments.partition, (0, 1));
+        assert_eq!((config.fx.spread_bps, config.fx.fee_bps, config.fx.quote_ttl.as_secs()), (50, 0, 60));
+        assert_eq!(config.snapshot_interval_events, 4_000_000);
+    }
+
+    #[test]
+    fn precedence_is_flag_then_environment_then_file_then_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = file(
+            &dir,
+            "data_dir = \"/from/file\"\nlisten = \"127.0.0.1:7000\"\nmetrics_listen = \"127.0.0.1:7001\"\n\
+             fx_spread_bps = 60\nfx_quote_ttl_secs = 30\n",
+        );
+        let flags = ["ledgerd", "--config", path.to_str().expect("utf-8"), "--listen", "127.0.0.1:9000"];
+        let flags = flags.into_iter().chain(["--fx-quote-ttl-secs", "90"]);
+        let resolved = {
+            let _environment = ENVIRONMENT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::env::set_var("LEDGERD_LISTEN", "127.0.0.1:8000");
+            std::env::set_var("LEDGERD_METRICS_LISTEN", "127.0.0.1:8001");
+            std::env::set_var("LEDGERD_FX_QUOTE_TTL_SECS", "0");
+            let args = Args::try_parse_from(flags);
+            std::env::remove_var("LEDGERD_LISTEN");
+            std::env::remove_var("LEDGERD_METRICS_LISTEN");
+            std::env::remove_var("LEDGERD_FX_QUOTE_TTL_SECS");
+            Config::resolve(args.expect("flags parse"))
+        };
+        let config = resolved.expect("resolve");
+        assert_eq!(config.listen.port(), 9000, "flag over environment and file");
+        assert_eq!(config.fx.quote_ttl.as_secs(), 90, "flag over an out-of-range environment value");
+        assert_eq!(config.metrics_listen.port(), 8001, "environment over file");
+        assert_eq!(config.data_dir, PathBuf::from("/from/file"), "file over default");
+        assert_eq!(config.fx.spread_bps, 60, "file over default");
+        assert_eq!(config.users.session_idle.as_secs(), 1800, "default");
+    }
+
+    #[test]
+    fn an_out_of_range_value_is_refused_with_the_setting_named() {
+        let error = resolve(&["--fx-fee-bps", "10001"]).expect_err("out of range");
+        assert_eq!(error, "--fx-fee-bps (LEDGERD_FX_FEE_BPS): 10001 is out of range 0..=10000");
+        let error = resolve(&["--session-idle-secs", "0"]).expect_err("zero");
+        assert!(
+            error.starts_with("--session-idle-secs (LEDGERD_SESSION_IDLE_SECS): 0 is out of range 1..="),
+            "{error}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (key, value) in [
+            ("session_idle_secs", "0"),
+            ("session_max_secs", "0"),
+            ("rail_timeout_ms", "0"),
+            ("rail_timeout_ms", "600001"),
+            ("review_timeout_secs", "0"),
+            ("fx_spread_bps", "10000"),
+            ("fx_fee_bps", "10001"),
+            ("fx_quote_ttl_secs", "0"),
+            ("snapshot_interval_events", "0"),
+        ] {
+            let path = file(&dir, &format!("{key} = {value}\n"));
+            let error = Config::resolve(Args { config: Some(path), ..Args::default() }).expect_err(key);
+            assert!(error.starts_with(&format!("`{key}` in config file ")), "{error}");
+            assert!(error.contains(&format!(": {value} is out of range ")), "{error}");
+        }
+        let path = file(&dir, "payment_partition = \"2/2\"\n");
+        let error = Config::resolve(Args { config: Some(path), ..Args::default() }).expect_err("partition");
+        assert!(error.starts_with("`payment_partition` in config file "), "{error}");
+        let error = resolve(&["--payment-partition", "1/0"]).expect_err("partition");
+        assert!(error.starts_with("--payment-partition (LEDGERD_PAYMENT_PARTITION): \"1/0\""), "{error}");
+    }
+
+    #[test]
+    fn the_file_refuses_unknown_keys_and_wrong_types() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = file(&dir, "listen = \"127.0.0.1:7000\"\ncolour = \"blue\"\n");
+        let error = Config::resolve(Args { config: Some(path), ..Args::default() }).expect_err("unknown key");
+        assert!(error.contains("unknown field `colour`"), "{error}");
+        let path = file(&dir, "fx_fee_bps = \"ten\"\n");
+        let error = Config::resolve(Args { config: Some(path), ..Args::default() }).expect_err("wrong type");
+        assert!(error.contains("fx_fee_bps"), "{error}");
+        let missing = Args { config: Some(dir.path().join("absent.toml")), ..Args::default() };
+        assert!(Config::resolve(missing).expect_err("no file").starts_with("config file "));
+    }
+
+    #[test]
+    fn tls_needs_both_a_certificate_and_a_key() {
+        let error = resolve(&["--tls-cert", "cert.pem"]).expect_err("half TLS");
+        assert!(error.contains("--tls-key"), "{error}");
+        let config = resolve(&["--tls-cert", "cert.pem", "--tls-key", "key.pem"]).expect("TLS");
+        assert_eq!(config.tls, Some((PathBuf::from("cert.pem"), PathBuf::from("key.pem"))));
     }
 }

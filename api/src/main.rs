@@ -20,8 +20,19 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn serve() -> std::process::ExitCode {
+    // RUST_LOG, or `info` when it is unset; a RUST_LOG that does not parse is said, not
+    // silently replaced.
+    let filter = match tracing_subscriber::EnvFilter::try_from_default_env() {
+        Ok(filter) => filter,
+        Err(error) => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                eprintln!("warning: RUST_LOG: {error}; logging at info");
+            }
+            tracing_subscriber::EnvFilter::new("info")
+        }
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

@@ -13,7 +13,6 @@ use ledger_engine::writer::{Ledger, LedgerConfig};
 use ledger_proto::api::v1 as wire;
 use projections::read_models::{read_models_path, ReadModels};
 use projections::worker::{Projector, APPLY_BATCH_EVENTS};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
@@ -21,7 +20,7 @@ use crate::auth::{self, Role, Tokens};
 use crate::config::Config;
 use crate::fx::grpc::FxService;
 use crate::fx::Fx;
-use crate::metrics::Metrics;
+use crate::metrics::{endpoint, Metrics};
 use crate::payments::grpc::PaymentsService;
 use crate::payments::rails::{Faults, PaymentRail, RemoteRails, SandboxRails};
 use crate::payments::Payments;
@@ -106,41 +105,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     tracing::info!(applied = projector.applied(), "read models opened");
     let follower = projector.spawn(store.clone()).map_err(|e| format!("projector thread: {e}"))?;
     let metrics = Arc::new(Metrics::default());
-    let writer_metrics = ledger.metrics();
-    let metrics_listener =
-        TcpListener::bind(config.metrics_listen).await.map_err(|e| format!("metrics listen: {e}"))?;
-    tracing::info!(addr = %local_addr(&metrics_listener), "metrics on http://{}/metrics", local_addr(&metrics_listener));
-    {
-        let (metrics, projector, store) = (metrics.clone(), projector.clone(), store.clone());
-        tokio::spawn(serve_metrics(metrics_listener, move || {
-            let mut text = metrics.render(&writer_metrics);
-            text.push_str(&projection_metrics(&projector, *store.watch_head().borrow()));
-            text
-        }));
-    }
-    let master_key = match &config.master_key {
-        Some(key) => key.clone(),
-        None => crypto::master_key_file(&config.data_dir).map_err(|e| e.to_string())?,
-    };
-    let keys =
-        KeyStore::open(&config.data_dir.join("keys").join("data-keys.bin"), master_key).map_err(|e| e.to_string())?;
-    let users = {
-        let (store, ledger, users_config) = (store.clone(), ledger.clone(), config.users);
-        tokio::task::spawn_blocking(move || Users::open(store, ledger, keys, Box::new(SandboxVault), users_config))
-            .await
-            .map_err(|e| e.to_string())??
-    };
-    let users = Arc::new(users);
-    {
-        let users = users.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                every.tick().await;
-                users.sweep_sessions();
-            }
-        });
-    }
+    let metrics_endpoint =
+        MetricsEndpoint::start(config.metrics_listen, metrics.clone(), &ledger, projector.clone(), store.clone())
+            .await?;
+    let users = open_users(&config, &store, &ledger).await?;
     let users_service = UsersService { users: users.clone(), metrics: metrics.clone() };
     let rail: Arc<dyn PaymentRail> = match &config.rails {
         Some(addr) => Arc::new(RemoteRails::new(addr)?),
@@ -180,30 +148,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         projector: projector.clone(),
         metrics,
     };
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<wire::ledger_server::LedgerServer<LedgerService>>().await;
-    health_reporter.set_serving::<wire::users_server::UsersServer<UsersService>>().await;
-    health_reporter.set_serving::<wire::payments_server::PaymentsServer<PaymentsService>>().await;
-    health_reporter.set_serving::<wire::fx_server::FxServer<FxService>>().await;
-    // `ledger.audit`: SERVING while the continuous chain verifier finds every record
-    // good, NOT_SERVING once it raises its alarm or the read models meet damaged data.
-    {
-        let mut alarmed = projector.alarmed();
-        let health_reporter = health_reporter.clone();
-        tokio::spawn(async move {
-            loop {
-                let status = if *alarmed.borrow_and_update() {
-                    tonic_health::ServingStatus::NotServing
-                } else {
-                    tonic_health::ServingStatus::Serving
-                };
-                health_reporter.set_service_status(AUDIT_HEALTH_SERVICE, status).await;
-                if alarmed.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
+    let health_service = health_service(&projector).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ledger_proto::api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -218,7 +163,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             .map_err(|e| format!("TLS: {e}"))?;
     }
     let listener = TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
-    let addr = local_addr(&listener);
+    let addr = listener.local_addr().map_err(|e| format!("listen on {}: {e}", config.listen))?;
     tracing::info!(%addr, tls = config.tls.is_some(), "ledgerd listening on {addr}");
     let ledger_server = wire::ledger_server::LedgerServer::new(service)
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
@@ -235,14 +180,125 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .map_err(|e| format!("server: {e}"))?;
     tracing::info!("no more calls in flight; closing the ledger");
     tokio::task::spawn_blocking(move || ledger.close()).await.map_err(|e| e.to_string())?;
-    // Bring the read models to the log's end and make that durable, so a restart has
-    // nothing to re-apply; for at most SHUTDOWN_CATCH_UP, so that a stop after heavy
-    // load stays prompt (what is left re-applies on start: skipping is safe, only slower).
+    catch_up_at_stop(&projector, store, follower).await;
+    metrics_endpoint.stop().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The metrics endpoint, serving until `stop` (or until dropped, as on an early error
+/// return from `run`).
+struct MetricsEndpoint {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MetricsEndpoint {
+    async fn start(
+        listen: SocketAddr,
+        metrics: Arc<Metrics>,
+        ledger: &Ledger,
+        projector: Arc<Projector>,
+        store: Arc<dyn EventStore>,
+    ) -> Result<MetricsEndpoint, String> {
+        let listener = TcpListener::bind(listen).await.map_err(|e| format!("metrics listen: {e}"))?;
+        // The bound address is how callers find a port chosen by the system (`:0`): an
+        // error, not an empty address.
+        let addr = listener.local_addr().map_err(|e| format!("metrics listen: {e}"))?;
+        tracing::info!(%addr, "metrics on http://{addr}/metrics");
+        let writer_metrics = ledger.metrics();
+        let render = move || {
+            let mut text = metrics.render(&writer_metrics);
+            text.push_str(&projection_metrics(&projector, *store.watch_head().borrow()));
+            text
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(endpoint::serve(listener, render, endpoint::Limits::default(), async {
+            let _ = stopped.await;
+        }));
+        Ok(MetricsEndpoint { stop, task })
+    }
+
+    async fn stop(self) {
+        drop(self.stop);
+        if let Err(error) = self.task.await {
+            tracing::warn!(%error, "metrics endpoint did not stop cleanly");
+        }
+    }
+}
+
+/// Users over their data keys (the master key from the settings, or
+/// `<data-dir>/master.key`), with the sweep of expired sessions every minute.
+async fn open_users(config: &Config, store: &Arc<dyn EventStore>, ledger: &Ledger) -> Result<Arc<Users>, String> {
+    let master_key = match &config.master_key {
+        Some(key) => key.clone(),
+        None => crypto::master_key_file(&config.data_dir).map_err(|e| e.to_string())?,
+    };
+    let keys =
+        KeyStore::open(&config.data_dir.join("keys").join("data-keys.bin"), master_key).map_err(|e| e.to_string())?;
+    let users = {
+        let (store, ledger, users_config) = (store.clone(), ledger.clone(), config.users);
+        tokio::task::spawn_blocking(move || Users::open(store, ledger, keys, Box::new(SandboxVault), users_config))
+            .await
+            .map_err(|e| e.to_string())??
+    };
+    let users = Arc::new(users);
+    {
+        let users = users.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                users.sweep_sessions();
+            }
+        });
+    }
+    Ok(users)
+}
+
+/// gRPC health: every service SERVING, and `ledger.audit` SERVING while the continuous
+/// chain verifier finds every record good, NOT_SERVING once it raises its alarm or the
+/// read models meet damaged data.
+async fn health_service(
+    projector: &Projector,
+) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<wire::ledger_server::LedgerServer<LedgerService>>().await;
+    health_reporter.set_serving::<wire::users_server::UsersServer<UsersService>>().await;
+    health_reporter.set_serving::<wire::payments_server::PaymentsServer<PaymentsService>>().await;
+    health_reporter.set_serving::<wire::fx_server::FxServer<FxService>>().await;
+    let mut alarmed = projector.alarmed();
+    tokio::spawn(async move {
+        loop {
+            let status = if *alarmed.borrow_and_update() {
+                tonic_health::ServingStatus::NotServing
+            } else {
+                tonic_health::ServingStatus::Serving
+            };
+            health_reporter.set_service_status(AUDIT_HEALTH_SERVICE, status).await;
+            if alarmed.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    health_service
+}
+
+/// Brings the read models to the log's end and makes that durable, so a restart has
+/// nothing to re-apply; for at most SHUTDOWN_CATCH_UP, so that a stop after heavy load
+/// stays prompt (what is left re-applies on start: skipping is safe, only slower).
+async fn catch_up_at_stop(
+    projector: &Arc<Projector>,
+    store: Arc<dyn EventStore>,
+    follower: std::thread::JoinHandle<()>,
+) {
     projector.stop();
     let (models, log) = (projector.clone(), store.clone());
     let deadline = std::time::Instant::now() + SHUTDOWN_CATCH_UP;
     let caught_up = tokio::task::spawn_blocking(move || {
-        let _ = follower.join();
+        if follower.join().is_err() {
+            tracing::warn!("the projector thread panicked; catching up from its last checkpoint");
+        }
         projections::worker::catch_up(models.models(), log.as_ref(), APPLY_BATCH_EVENTS, false, |_, _| {
             if std::time::Instant::now() < deadline {
                 ControlFlow::Continue(())
@@ -263,8 +319,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         Ok(Err(error)) => tracing::warn!(%error, "read models not caught up at shutdown; they re-apply on start"),
         Err(error) => tracing::warn!(%error, "read models not caught up at shutdown; they re-apply on start"),
     }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// The health service name whose status is the chain verifier's verdict.
@@ -297,42 +351,6 @@ fn projection_metrics(projector: &Projector, head: u64) -> String {
 }
 
 fn local_addr(listener: &TcpListener) -> String {
+    // ok: only the echo server's log line shows it; `run` treats the error as fatal.
     listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
-}
-
-/// A minimal HTTP/1.1 endpoint: GET /metrics answers the Prometheus text format.
-async fn serve_metrics(listener: TcpListener, render: impl Fn() -> String + Send + Sync + 'static) {
-    let render = Arc::new(render);
-    loop {
-        let Ok((mut socket, _)) = listener.accept().await else { continue };
-        let render = render.clone();
-        tokio::spawn(async move {
-            // Read the request head whole: it may come in several segments.
-            let mut request = Vec::with_capacity(512);
-            let read_head = async {
-                let mut chunk = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-                    match socket.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return false,
-                        Ok(length) => request.extend_from_slice(&chunk[..length]),
-                    }
-                }
-                true
-            };
-            if !matches!(tokio::time::timeout(Duration::from_secs(5), read_head).await, Ok(true)) {
-                return;
-            }
-            let head = String::from_utf8_lossy(&request);
-            let response = if head.starts_with("GET /metrics ") {
-                let body = render();
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
-            };
-            let _ = socket.write_all(response.as_bytes()).await;
-        });
-    }
 }
