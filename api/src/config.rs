@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use clap::Parser;
 use serde::Deserialize;
 
-use crate::fx::FxConfig;
-use crate::payments::PaymentsConfig;
-use crate::users::crypto::SecretKey;
-use crate::users::UsersConfig;
+use ledger_platform::fx::FxConfig;
+use ledger_platform::payments::PaymentsConfig;
+use ledger_platform::users::crypto::SecretKey;
+use ledger_platform::users::UsersConfig;
 
 #[derive(Parser, Debug, Default)]
 #[command(name = "ledgerd", version, about = "The ledger server: gRPC over the embedded event store")]

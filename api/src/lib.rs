@@ -1,16 +1,15 @@
 //! `ledgerd`'s library: configuration, caller authentication, conversion between the
-//! wire (generated from proto/) and the domain, the gRPC services and metrics.
+//! wire (generated from proto/) and the domain, the gRPC services and metrics. The
+//! payments platform lives in `ledger-platform`; `grpc` holds its adapters.
 
 pub mod auth;
 pub mod config;
 pub mod convert;
-pub mod fx;
+pub mod grpc;
 pub mod metrics;
 pub mod packed;
-pub mod payments;
 pub mod server;
 pub mod service;
-pub mod users;
 
 /// mimalloc (the allocator of `ledgerd` and `ledgerctl`) returns freed memory to the OS
 /// after 10 ms by default; with batches of megabytes arriving every few milliseconds

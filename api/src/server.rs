@@ -11,6 +11,12 @@ use ledger_core::audit::data_dir_layout;
 use ledger_core::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use ledger_core::store::EventStore;
 use ledger_core::writer::{Ledger, LedgerConfig};
+use ledger_platform::fx::Fx;
+use ledger_platform::payments::rails::{Faults, PaymentRail, SandboxRails};
+use ledger_platform::payments::Payments;
+use ledger_platform::users::crypto::{self, KeyStore};
+use ledger_platform::users::instruments::SandboxVault;
+use ledger_platform::users::Users;
 use ledger_proto::api::v1 as wire;
 use projections::read_models::{read_models_path, ReadModels};
 use projections::worker::{Projector, APPLY_BATCH_EVENTS};
@@ -20,17 +26,12 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::auth::{self, Role, Tokens};
 use crate::config::Config;
-use crate::fx::grpc::FxService;
-use crate::fx::Fx;
+use crate::grpc::fx::FxService;
+use crate::grpc::payments::PaymentsService;
+use crate::grpc::rails::RemoteRails;
+use crate::grpc::users::UsersService;
 use crate::metrics::Metrics;
-use crate::payments::grpc::PaymentsService;
-use crate::payments::rails::{Faults, PaymentRail, RemoteRails, SandboxRails};
-use crate::payments::Payments;
 use crate::service::{EchoService, LedgerService};
-use crate::users::crypto::{self, KeyStore};
-use crate::users::grpc::UsersService;
-use crate::users::instruments::SandboxVault;
-use crate::users::Users;
 
 /// Largest request or response message.
 pub const MESSAGE_BYTES_MAX: usize = 8 << 20;
@@ -94,6 +95,116 @@ fn open_log(
     }
 }
 
+/// The payments platform (users, FX, payments) opened over the log and the ledger,
+/// and its gRPC services.
+struct Platform {
+    users: Arc<Users>,
+    fx: Arc<Fx>,
+    users_service: UsersService,
+    payments_service: PaymentsService,
+    fx_service: FxService,
+}
+
+/// Rebuilds users, FX and payments from the log (each on a blocking thread), starts
+/// the drivers of open payments and the session sweeper, and builds their services.
+async fn open_platform(
+    config: &Config,
+    store: &Arc<dyn EventStore>,
+    ledger: &Ledger,
+    tokens: &Arc<Tokens>,
+    metrics: &Arc<Metrics>,
+) -> Result<Platform, String> {
+    let master_key = match &config.master_key {
+        Some(key) => key.clone(),
+        None => crypto::master_key_file(&config.data_dir).map_err(|e| e.to_string())?,
+    };
+    let keys =
+        KeyStore::open(&config.data_dir.join("keys").join("data-keys.bin"), master_key).map_err(|e| e.to_string())?;
+    let users = {
+        let (store, ledger, users_config) = (store.clone(), ledger.clone(), config.users);
+        tokio::task::spawn_blocking(move || Users::open(store, ledger, keys, Box::new(SandboxVault), users_config))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    };
+    let users = Arc::new(users);
+    {
+        let users = users.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                users.sweep_sessions();
+            }
+        });
+    }
+    let users_service = UsersService { users: users.clone(), metrics: metrics.clone() };
+    let rail: Arc<dyn PaymentRail> = match &config.rails {
+        Some(addr) => Arc::new(RemoteRails::new(addr)?),
+        None => Arc::new(SandboxRails::new(Faults::default()).map_err(|e| format!("sandbox rails: {e}"))?),
+    };
+    let fx = {
+        let (store, ledger, users, fx_config) = (store.clone(), ledger.clone(), users.clone(), config.fx);
+        tokio::task::spawn_blocking(move || Fx::open(store, ledger, users, fx_config))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    };
+    let fx = Arc::new(fx);
+    let payments = {
+        let (store, ledger, users, payments_config) = (store.clone(), ledger.clone(), users.clone(), config.payments);
+        let fx = fx.clone();
+        tokio::task::spawn_blocking(move || Payments::open(store, ledger, users, rail, fx, payments_config))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    };
+    let payments = Arc::new(payments);
+    payments.start();
+    let payments_service = PaymentsService {
+        payments,
+        fx: fx.clone(),
+        users: users.clone(),
+        tokens: tokens.clone(),
+        metrics: metrics.clone(),
+    };
+    let fx_service =
+        FxService { fx: fx.clone(), users: users.clone(), tokens: tokens.clone(), metrics: metrics.clone() };
+    Ok(Platform { users, fx, users_service, payments_service, fx_service })
+}
+
+/// `ledger.audit`: SERVING while the continuous chain verifier finds every record
+/// good, NOT_SERVING once it raises its alarm.
+fn report_audit_health(projector: &Projector, health_reporter: tonic_health::server::HealthReporter) {
+    let mut alarmed = projector.alarmed();
+    tokio::spawn(async move {
+        loop {
+            let status = if *alarmed.borrow_and_update() {
+                tonic_health::ServingStatus::NotServing
+            } else {
+                tonic_health::ServingStatus::Serving
+            };
+            health_reporter.set_service_status(AUDIT_HEALTH_SERVICE, status).await;
+            if alarmed.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// The transport, tuned, with TLS when configured.
+fn server_builder(config: &Config) -> Result<Server, String> {
+    let mut builder = transport_tuned(Server::builder()).timeout(REQUEST_TIMEOUT);
+    if let Some((cert, key)) = &config.tls {
+        let cert = std::fs::read(cert).map_err(|e| format!("TLS certificate {}: {e}", cert.display()))?;
+        let key = std::fs::read(key).map_err(|e| format!("TLS key {}: {e}", key.display()))?;
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            .map_err(|e| format!("TLS: {e}"))?;
+    }
+    Ok(builder)
+}
+
 /// Runs the server until `shutdown` completes, then finishes in-flight calls and
 /// batches and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
@@ -120,59 +231,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             text
         }));
     }
-    let master_key = match &config.master_key {
-        Some(key) => key.clone(),
-        None => crypto::master_key_file(&config.data_dir).map_err(|e| e.to_string())?,
-    };
-    let keys =
-        KeyStore::open(&config.data_dir.join("keys").join("data-keys.bin"), master_key).map_err(|e| e.to_string())?;
-    let users = {
-        let (store, ledger, users_config) = (store.clone(), ledger.clone(), config.users);
-        tokio::task::spawn_blocking(move || Users::open(store, ledger, keys, Box::new(SandboxVault), users_config))
-            .await
-            .map_err(|e| e.to_string())??
-    };
-    let users = Arc::new(users);
-    {
-        let users = users.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                every.tick().await;
-                users.sweep_sessions();
-            }
-        });
-    }
-    let users_service = UsersService { users: users.clone(), metrics: metrics.clone() };
-    let rail: Arc<dyn PaymentRail> = match &config.rails {
-        Some(addr) => Arc::new(RemoteRails::new(addr)?),
-        None => Arc::new(SandboxRails::new(Faults::default())),
-    };
-    let fx = {
-        let (store, ledger, users, fx_config) = (store.clone(), ledger.clone(), users.clone(), config.fx);
-        tokio::task::spawn_blocking(move || Fx::open(store, ledger, users, fx_config))
-            .await
-            .map_err(|e| e.to_string())??
-    };
-    let fx = Arc::new(fx);
-    let payments = {
-        let (store, ledger, users, payments_config) = (store.clone(), ledger.clone(), users.clone(), config.payments);
-        let fx = fx.clone();
-        tokio::task::spawn_blocking(move || Payments::open(store, ledger, users, rail, fx, payments_config))
-            .await
-            .map_err(|e| e.to_string())??
-    };
-    let payments = Arc::new(payments);
-    payments.start();
-    let payments_service = PaymentsService {
-        payments,
-        fx: fx.clone(),
-        users: users.clone(),
-        tokens: tokens.clone(),
-        metrics: metrics.clone(),
-    };
-    let fx_service =
-        FxService { fx: fx.clone(), users: users.clone(), tokens: tokens.clone(), metrics: metrics.clone() };
+    let Platform { users, fx, users_service, payments_service, fx_service } =
+        open_platform(&config, &store, &ledger, &tokens, &metrics).await?;
     let service = LedgerService {
         ledger: ledger.clone(),
         store: store.clone(),
@@ -187,38 +247,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     health_reporter.set_serving::<wire::users_server::UsersServer<UsersService>>().await;
     health_reporter.set_serving::<wire::payments_server::PaymentsServer<PaymentsService>>().await;
     health_reporter.set_serving::<wire::fx_server::FxServer<FxService>>().await;
-    // `ledger.audit`: SERVING while the continuous chain verifier finds every record
-    // good, NOT_SERVING once it raises its alarm.
-    {
-        let mut alarmed = projector.alarmed();
-        let health_reporter = health_reporter.clone();
-        tokio::spawn(async move {
-            loop {
-                let status = if *alarmed.borrow_and_update() {
-                    tonic_health::ServingStatus::NotServing
-                } else {
-                    tonic_health::ServingStatus::Serving
-                };
-                health_reporter.set_service_status(AUDIT_HEALTH_SERVICE, status).await;
-                if alarmed.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
+    report_audit_health(&projector, health_reporter.clone());
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ledger_proto::api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| format!("reflection: {e}"))?;
-    let mut builder = transport_tuned(Server::builder()).timeout(REQUEST_TIMEOUT);
-    if let Some((cert, key)) = &config.tls {
-        let cert = std::fs::read(cert).map_err(|e| format!("TLS certificate {}: {e}", cert.display()))?;
-        let key = std::fs::read(key).map_err(|e| format!("TLS key {}: {e}", key.display()))?;
-        builder = builder
-            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
-            .map_err(|e| format!("TLS: {e}"))?;
-    }
+    let mut builder = server_builder(&config)?;
     let listener = TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let addr = local_addr(&listener);
     tracing::info!(%addr, tls = config.tls.is_some(), "ledgerd listening on {addr}");
@@ -337,6 +372,7 @@ fn incoming(
 }
 
 fn local_addr(listener: &TcpListener) -> String {
+    // ok: display-only, the address is logged and nothing else.
     listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
 }
 
