@@ -333,7 +333,7 @@ impl Payments {
     }
 
     fn entry(&self, id: u128) -> Result<Arc<Entry>, PaymentsError> {
-        self.payments.get(&id).map(|e| e.clone()).ok_or_else(|| PaymentsError::NotFound("payment"))
+        self.payments.get(&id).map(|e| e.clone()).ok_or(PaymentsError::NotFound("payment"))
     }
 
     /// The payment, if `viewer` may see it (`None`: an admin).

@@ -131,7 +131,7 @@ impl Users {
     ) -> Result<PaymentInstrument, UsersError> {
         let user = self.user(user_id)?;
         let mut state = user.lock().await;
-        let found = state.instrument(instrument_id).ok_or_else(|| UsersError::NotFound("instrument"))?;
+        let found = state.instrument(instrument_id).ok_or(UsersError::NotFound("instrument"))?;
         if found.instrument.verified {
             return instrument_of(&state, instrument_id);
         }
@@ -177,7 +177,7 @@ impl Users {
     ) -> Result<PaymentInstrument, UsersError> {
         let user = self.user(user_id)?;
         let mut state = user.lock().await;
-        let found = state.instrument(instrument_id).ok_or_else(|| UsersError::NotFound("instrument"))?;
+        let found = state.instrument(instrument_id).ok_or(UsersError::NotFound("instrument"))?;
         if !found.instrument.verified {
             return Err(UsersError::FailedPrecondition("verify the instrument first".into()));
         }
@@ -191,7 +191,7 @@ impl Users {
     pub async fn remove_instrument(&self, user_id: u128, instrument_id: &str) -> Result<(), UsersError> {
         let user = self.user(user_id)?;
         let mut state = user.lock().await;
-        state.instrument(instrument_id).ok_or_else(|| UsersError::NotFound("instrument"))?;
+        state.instrument(instrument_id).ok_or(UsersError::NotFound("instrument"))?;
         let removed = ev::InstrumentRef { instrument_id: instrument_id.to_string() };
         self.append(&mut state, vec![Detail::InstrumentRemoved(removed)]).await
     }
@@ -254,7 +254,7 @@ impl Users {
         use ev::instrument::Method;
         let user = self.user(user_id)?;
         let state = user.lock().await;
-        let found = state.instrument(instrument_id).ok_or_else(|| UsersError::NotFound("instrument"))?;
+        let found = state.instrument(instrument_id).ok_or(UsersError::NotFound("instrument"))?;
         if !found.instrument.verified {
             return Err(UsersError::FailedPrecondition("the instrument is not verified yet".into()));
         }

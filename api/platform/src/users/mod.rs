@@ -198,7 +198,7 @@ impl Users {
 }
 
 async fn append_details(store: &dyn EventStore, state: &mut UserState, details: Vec<Detail>) -> Result<(), UsersError> {
-    let key = state.key.clone().ok_or_else(|| UsersError::NotFound("user"))?;
+    let key = state.key.clone().ok_or(UsersError::NotFound("user"))?;
     let mut events = Vec::with_capacity(details.len());
     let mut stamped = Vec::with_capacity(details.len());
     let mut at = state.last_ns;
@@ -234,7 +234,7 @@ async fn append_events(
 
 impl Users {
     fn user(&self, id: u128) -> Result<Arc<Mutex<UserState>>, UsersError> {
-        self.users.get(&id).map(|u| u.clone()).ok_or_else(|| UsersError::NotFound("user"))
+        self.users.get(&id).map(|u| u.clone()).ok_or(UsersError::NotFound("user"))
     }
 
     /// The user a request names: empty means the caller; anyone else is refused.

@@ -125,7 +125,7 @@ impl Users {
     pub async fn authenticate(&self, token: &str) -> Result<Caller, UsersError> {
         let hash = *blake3::hash(token.as_bytes()).as_bytes();
         let (user_id, session_id, _) =
-            self.sessions.get(&hash).map(|s| s.clone()).ok_or_else(|| UsersError::Unauthenticated("unknown token"))?;
+            self.sessions.get(&hash).map(|s| s.clone()).ok_or(UsersError::Unauthenticated("unknown token"))?;
         let user = self.user(user_id).map_err(|_| UsersError::Unauthenticated("unknown token"))?;
         let mut state = user.lock().await;
         let now = now_ns();
