@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ledger_core::calendar::now_ns;
-use ledger_core::domain::{AccountId, NewTransfer, Outcome, TransferError, TransferId, TransferKind};
+use ledger_core::domain::{Outcome, TransferError};
 use ledger_core::money::Currency;
 use ledger_proto::events::v1 as ev;
 use ledger_proto::events::v1::payment_event::Kind as EventKind;
@@ -16,11 +16,10 @@ use tokio::sync::MutexGuard;
 
 use super::rails::{RailOperation, RailStatus};
 use super::risk::{self, RiskInput};
-use super::saga::{transfer_id, Action, Payment};
+use super::saga::{Action, Payment};
 use super::{event_type, owns, stream_name, Entry, Payments, PaymentsError};
-use crate::chart::{platform_account, wallet_account_id, OpenError, PAYMENT_TRANSFER_CODE};
+use crate::chart::OpenError;
 use crate::engine::EventData;
-use crate::fx::{booking, Amounts};
 
 impl Payments {
     /// Starts a driver for every open payment of this worker's partition.
@@ -305,69 +304,7 @@ impl Payments {
     async fn ledger_step(&self, payment: &Payment, step: &str) -> Result<Result<String, String>, PaymentsError> {
         let currency = payment.currency().ok_or_else(|| PaymentsError::Corrupt("payment currency".into()))?;
         self.ensure_platform_accounts(currency).await?;
-        let (sender, receiver) =
-            (wallet_account_id(payment.sender(), currency), wallet_account_id(payment.receiver(), currency));
-        let rail = if payment.created.kind == "withdrawal" { "bank_account" } else { payment.funding.as_str() };
-        let clearing = platform_account(&format!("clearing:{rail}"), currency);
-        let external = platform_account(&format!("external:{rail}"), currency);
-        let fee_account = platform_account("fee", currency);
-        let (amount, fee) = (u128::from(payment.created.amount), u128::from(payment.fee));
-        let id = |s: &str, i: usize| TransferId(transfer_id(payment.id, s, i));
-        let metadata = format!("payment:{}:{step}", payment.id);
-        let posted = |index: usize, debit: u128, credit: u128, amount: u128| NewTransfer {
-            id: id(step, index),
-            debit_account_id: AccountId(debit),
-            credit_account_id: AccountId(credit),
-            amount,
-            currency: Some(currency),
-            code: PAYMENT_TRANSFER_CODE,
-            metadata: metadata.clone(),
-            linked: false,
-            kind: TransferKind::Posted,
-        };
-        let pending = |t: NewTransfer| NewTransfer { kind: TransferKind::Pending { timeout_ns: 0 }, ..t };
-        let resolve = |index: usize, post: bool| NewTransfer {
-            kind: if post {
-                TransferKind::PostPending { pending_id: id("hold", index) }
-            } else {
-                TransferKind::VoidPending { pending_id: id("hold", index) }
-            },
-            debit_account_id: AccountId(0),
-            credit_account_id: AccountId(0),
-            amount: 0,
-            currency: None,
-            ..posted(index, 0, 0, 0)
-        };
-        let holds = if payment.created.kind == "withdrawal" || fee == 0 { 1 } else { 2 };
-        let mut transfers = match step {
-            "direct" => vec![posted(0, sender, receiver, amount), posted(1, sender, fee_account, fee)],
-            "hold" if payment.created.kind == "withdrawal" => vec![pending(posted(0, sender, clearing, amount))],
-            "hold" => vec![pending(posted(0, sender, receiver, amount)), pending(posted(1, sender, fee_account, fee))],
-            "post_hold" => (0..holds).map(|i| resolve(i, true)).collect(),
-            "void_hold" => (0..holds).map(|i| resolve(i, false)).collect(),
-            "settle_hold" => vec![resolve(0, true), posted(1, clearing, external, amount)],
-            "book_collect" => vec![posted(0, external, clearing, amount + fee)],
-            "book_payout" => vec![posted(0, clearing, receiver, amount), posted(1, clearing, fee_account, fee)],
-            "book_reverse_collect" => vec![posted(0, clearing, external, amount + fee)],
-            "fx_direct" => {
-                let to = payment.to_currency().ok_or_else(|| PaymentsError::Corrupt("payment to_currency".into()))?;
-                let rate = payment.rate().ok_or_else(|| PaymentsError::Corrupt("payment rate".into()))?;
-                let amounts = Amounts {
-                    from: payment.created.amount,
-                    to: payment.created.to_amount,
-                    fee: payment.fee,
-                    rate,
-                    spread: payment.created.spread,
-                };
-                booking(&payment.created.quote_id, payment.sender(), payment.receiver(), currency, to, amounts)
-            }
-            other => return Err(PaymentsError::Internal(format!("unknown ledger step {other}"))),
-        };
-        transfers.retain(|t| t.amount > 0 || !matches!(t.kind, TransferKind::Posted | TransferKind::Pending { .. }));
-        let count = transfers.len();
-        for (i, t) in transfers.iter_mut().enumerate() {
-            t.linked = i + 1 < count;
-        }
+        let transfers = payment.ledger_transfers(step)?;
         let ids: Vec<String> = transfers.iter().map(|t| t.id.0.to_string()).collect();
         let results = self.ledger.create_transfers(transfers).await?;
         let refused = results.iter().find_map(|r| match r {

@@ -16,6 +16,8 @@ mod error;
 pub mod rails;
 pub mod risk;
 mod saga;
+#[cfg(test)]
+mod saga_model;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
