@@ -14,6 +14,7 @@ use ledger_proto::events::v1::payment_event::Kind as EventKind;
 use prost::Message;
 use tokio::sync::MutexGuard;
 
+use super::kinds::{Decision, FinishStatus, Funding, PaymentKind, Step};
 use super::rails::{RailOperation, RailStatus};
 use super::risk::{self, RiskInput};
 use super::saga::{Action, Payment};
@@ -106,7 +107,7 @@ impl Payments {
             }
             Action::Assess => {
                 let assessed = self.assess(&payment, now).await;
-                let blocked = assessed.decision == "block";
+                let blocked = Decision::parse(&assessed.decision) == Some(Decision::Block);
                 self.append(&mut payment, vec![EventKind::RiskAssessed(assessed)]).await?;
                 if blocked {
                     let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
@@ -124,9 +125,9 @@ impl Payments {
                 Ok(true)
             }
             Action::Finish(status, reason) => {
-                let finished = ev::PaymentFinished { status: status.into(), reason };
+                let finished = ev::PaymentFinished { status: status.as_str().into(), reason };
                 self.append(&mut payment, vec![EventKind::Finished(finished)]).await?;
-                if status == "completed" {
+                if status == FinishStatus::Completed {
                     let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
                     activity.payees.insert((payment.sender(), payment.receiver()));
                 }
@@ -135,8 +136,10 @@ impl Payments {
             Action::Ledger(step) => {
                 let outcome = self.ledger_step(&payment, step).await?;
                 let kind = match outcome {
-                    Ok(ids) => EventKind::StepSucceeded(ev::StepSucceeded { step: step.into(), reference: ids }),
-                    Err(reason) => EventKind::StepFailed(ev::StepFailed { step: step.into(), reason }),
+                    Ok(ids) => {
+                        EventKind::StepSucceeded(ev::StepSucceeded { step: step.as_str().into(), reference: ids })
+                    }
+                    Err(reason) => EventKind::StepFailed(ev::StepFailed { step: step.as_str().into(), reason }),
                 };
                 self.append(&mut payment, vec![kind]).await?;
                 Ok(true)
@@ -152,21 +155,21 @@ impl Payments {
         &self,
         entry: &Arc<Entry>,
         mut payment: MutexGuard<'_, Payment>,
-        step: &'static str,
+        step: Step,
         now: u64,
     ) -> Result<bool, PaymentsError> {
         let key = format!("{}:{step}", payment.id);
         let deadline_ns = now + self.config.rail_timeout.as_nanos() as u64;
-        let started = ev::StepStarted { step: step.into(), idempotency_key: key, deadline_ns };
+        let started = ev::StepStarted { step: step.as_str().into(), idempotency_key: key, deadline_ns };
         self.append(&mut payment, vec![EventKind::StepStarted(started)]).await?;
-        let operation = self.rail_operation(&payment, step);
+        let operation = self.rail_operation(&payment, step)?;
         drop(payment);
         let reply = tokio::time::timeout(self.config.rail_timeout, self.rail.execute(operation)).await;
         let mut payment = entry.payment.lock().await;
         match reply {
             Ok(Ok(status)) => self.rail_answered(entry, &mut payment, step, status).await?,
             Ok(Err(_)) | Err(_) => {
-                let unknown = ev::StepOutcomeUnknown { step: step.into() };
+                let unknown = ev::StepOutcomeUnknown { step: step.as_str().into() };
                 self.append(&mut payment, vec![EventKind::StepOutcomeUnknown(unknown)]).await?;
             }
         }
@@ -179,7 +182,7 @@ impl Payments {
         &self,
         entry: &Arc<Entry>,
         payment: MutexGuard<'_, Payment>,
-        step: &'static str,
+        step: Step,
         now: u64,
     ) -> Result<bool, PaymentsError> {
         let poll_at = entry.poll.lock().unwrap_or_else(|p| p.into_inner()).0;
@@ -201,7 +204,7 @@ impl Payments {
         match reply {
             Ok(Ok(RailStatus::NotFound)) => {
                 // The rail never got it: running it again under the same key is safe.
-                payment.steps.remove(step);
+                payment.steps.remove(&step);
             }
             Ok(Ok(status)) => self.rail_answered(entry, &mut payment, step, status).await?,
             Ok(Err(_)) | Err(_) => entry.back_off(),
@@ -213,18 +216,18 @@ impl Payments {
         &self,
         entry: &Entry,
         payment: &mut Payment,
-        step: &str,
+        step: Step,
         status: RailStatus,
     ) -> Result<(), PaymentsError> {
         match status {
             RailStatus::Succeeded(reference) => {
                 entry.reset_poll();
-                let done = ev::StepSucceeded { step: step.into(), reference };
+                let done = ev::StepSucceeded { step: step.as_str().into(), reference };
                 self.append(payment, vec![EventKind::StepSucceeded(done)]).await
             }
             RailStatus::Failed(reason) => {
                 entry.reset_poll();
-                let failed = ev::StepFailed { step: step.into(), reason };
+                let failed = ev::StepFailed { step: step.as_str().into(), reason };
                 self.append(payment, vec![EventKind::StepFailed(failed)]).await
             }
             RailStatus::Pending | RailStatus::NotFound => {
@@ -234,27 +237,41 @@ impl Payments {
         }
     }
 
-    fn rail_operation(&self, payment: &Payment, step: &str) -> RailOperation {
-        let key = |s: &str| format!("{}:{s}", payment.id);
-        let rail = if payment.created.kind == "withdrawal" { "bank_account" } else { payment.funding.as_str() };
+    fn rail_operation(&self, payment: &Payment, step: Step) -> Result<RailOperation, PaymentsError> {
+        let key = |s: Step| format!("{}:{s}", payment.id);
         let gross = payment.created.amount + payment.fee;
         let (operation, amount, parent) = match step {
-            "authorize" => ("authorize", gross, String::new()),
-            "capture" => ("capture", gross, key("authorize")),
-            "void_auth" => ("void", gross, key("authorize")),
-            "collect" => ("collect", gross, String::new()),
-            "payout" => ("payout", payment.created.amount, String::new()),
-            _ => ("refund", gross, if payment.funding == "card" { key("capture") } else { key("collect") }),
+            Step::Authorize => ("authorize", gross, String::new()),
+            Step::Capture => ("capture", gross, key(Step::Authorize)),
+            Step::VoidAuth => ("void", gross, key(Step::Authorize)),
+            Step::Collect => ("collect", gross, String::new()),
+            Step::Payout => ("payout", payment.created.amount, String::new()),
+            Step::RailRefund => {
+                let collected = if payment.funding == Some(Funding::Card) { Step::Capture } else { Step::Collect };
+                ("refund", gross, key(collected))
+            }
+            Step::Review
+            | Step::Direct
+            | Step::FxDirect
+            | Step::Hold
+            | Step::PostHold
+            | Step::VoidHold
+            | Step::SettleHold
+            | Step::BookCollect
+            | Step::BookPayout
+            | Step::BookReverseCollect => {
+                return Err(PaymentsError::Internal(format!("{step} is not a rail step")));
+            }
         };
-        RailOperation {
-            rail: rail.into(),
+        Ok(RailOperation {
+            rail: payment.rail().into(),
             operation: operation.into(),
             idempotency_key: key(step),
             amount,
             currency: payment.created.currency.clone(),
             instrument: payment.instrument_id.clone(),
             parent_key: parent,
-        }
+        })
     }
 
     async fn assess(&self, payment: &Payment, now: u64) -> ev::RiskAssessed {
@@ -278,7 +295,7 @@ impl Payments {
                 instrument_recent: earlier(activity.by_instrument.get(&payment.instrument_id)),
                 instrument_added_ns,
                 known_payee: payment.sender() == payment.receiver()
-                    || payment.created.kind == "withdrawal"
+                    || payment.is(PaymentKind::Withdrawal)
                     || activity.payees.contains(&(payment.sender(), payment.receiver())),
                 now_ns: now,
             }
@@ -286,7 +303,7 @@ impl Payments {
         let assessed = risk::assess(&self.config.risk, &input);
         ev::RiskAssessed {
             score: assessed.score,
-            decision: assessed.decision.into(),
+            decision: assessed.decision.as_str().into(),
             reasons: assessed.reasons,
             review_deadline_ns: now + self.config.risk.review_timeout.as_nanos() as u64,
         }
@@ -301,7 +318,7 @@ impl Payments {
 
     /// Runs a ledger step: `Ok(Ok(ids))` done, `Ok(Err(reason))` refused for good
     /// (a business rule), `Err` a transient failure to retry.
-    async fn ledger_step(&self, payment: &Payment, step: &str) -> Result<Result<String, String>, PaymentsError> {
+    async fn ledger_step(&self, payment: &Payment, step: Step) -> Result<Result<String, String>, PaymentsError> {
         let currency = payment.currency().ok_or_else(|| PaymentsError::Corrupt("payment currency".into()))?;
         self.ensure_platform_accounts(currency).await?;
         let transfers = payment.ledger_transfers(step)?;

@@ -13,6 +13,7 @@
 
 mod driver;
 mod error;
+mod kinds;
 pub mod rails;
 pub mod risk;
 mod saga;
@@ -44,6 +45,7 @@ use saga::Payment;
 
 pub use crate::chart::{platform_account, PAYMENT_TRANSFER_CODE, PLATFORM_ACCOUNT_CODE};
 pub use error::PaymentsError;
+pub use kinds::{Decision, FinishStatus, Funding, PaymentKind, Step};
 pub use saga::{PaymentStep, PaymentView, RiskView};
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 64;
 pub const NOTE_BYTES_MAX: usize = 140;
@@ -173,13 +175,13 @@ impl Payments {
         self.keys.insert((payment.created_by(), payment.created.idempotency_key.clone()), payment.id);
         let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
         // A blocked payment counts as an attempt, but moved no money.
-        let blocked = payment.risk.as_ref().is_some_and(|r| r.decision == "block");
+        let blocked = payment.decision == Some(Decision::Block);
         let amount = if blocked { 0 } else { payment.created.amount };
         activity.by_user.entry(payment.sender()).or_default().push((payment.created_ns, amount));
         if !payment.instrument_id.is_empty() {
             activity.by_instrument.entry(payment.instrument_id.clone()).or_default().push((payment.created_ns, amount));
         }
-        if payment.finished.as_ref().is_some_and(|f| f.status == "completed") {
+        if payment.finished.as_ref().is_some_and(|f| f.status == FinishStatus::Completed) {
             activity.payees.insert((payment.sender(), payment.receiver()));
         }
     }
@@ -378,7 +380,7 @@ impl Payments {
     ) -> Result<PaymentView, PaymentsError> {
         let entry = self.entry(id)?;
         let mut payment = entry.payment.lock().await;
-        if payment.created.kind != "request" || payment.sender() != payer {
+        if !payment.is(PaymentKind::Request) || payment.sender() != payer {
             return Err(PaymentsError::NotFound("payment"));
         }
         if payment.answer.is_some() {
@@ -466,7 +468,7 @@ impl Payments {
         if payment.refunds.iter().any(|r| r.refund_id == refund_id) {
             return Ok(payment.view());
         }
-        if !matches!(payment.created.kind.as_str(), "send" | "request") {
+        if !matches!(payment.kind, Some(PaymentKind::Send | PaymentKind::Request)) {
             return Err(PaymentsError::FailedPrecondition("only payments between users are refunded".into()));
         }
         if !payment.created.quote_id.is_empty() {
@@ -474,7 +476,7 @@ impl Payments {
                 "a cross-currency payment is not refunded: the receiver sends the money back (at a new quote)".into(),
             ));
         }
-        if payment.finished.as_ref().is_none_or(|f| f.status != "completed") {
+        if payment.finished.as_ref().is_none_or(|f| f.status != FinishStatus::Completed) {
             return Err(PaymentsError::FailedPrecondition("only a completed payment is refunded".into()));
         }
         let left = payment.created.amount - payment.refunded();

@@ -11,6 +11,7 @@ use ledger_proto::events::v1 as ev;
 use ledger_proto::events::v1::payment_event::Kind as EventKind;
 use rust_decimal::Decimal;
 
+use super::kinds::{Decision, FinishStatus, Funding, PaymentKind, Step};
 use super::PaymentsError;
 use crate::chart::{derive_id, platform_account, wallet_account_id, PAYMENT_TRANSFER_CODE};
 use crate::engine::Revision;
@@ -62,6 +63,9 @@ pub struct PaymentView {
 
 /// The fields of a created event that must parse.
 struct Parsed {
+    kind: PaymentKind,
+    /// `None`: a request, funded when its payer approves it.
+    funding: Option<Funding>,
     sender: u128,
     receiver: u128,
     created_by: u128,
@@ -76,6 +80,11 @@ impl Parsed {
         let id = |what: &str, value: &str| value.parse::<u128>().map_err(|_| corrupt(what, value));
         let currency = |what: &str, value: &str| Currency::parse(value).map_err(|_| corrupt(what, value));
         Ok(Parsed {
+            kind: PaymentKind::parse(&c.kind).ok_or_else(|| corrupt("kind", &c.kind))?,
+            funding: match c.funding.as_str() {
+                "" => None,
+                funding => Some(Funding::parse(funding).ok_or_else(|| corrupt("funding", funding))?),
+            },
             sender: id("sender_id", &c.sender_id)?,
             receiver: id("receiver_id", &c.receiver_id)?,
             created_by: id("created_by", &c.created_by)?,
@@ -94,10 +103,6 @@ impl Parsed {
 
 pub(super) fn transfer_id(payment: u128, step: &str, index: usize) -> u128 {
     derive_id(&[b"ledger.payment.v1", &payment.to_le_bytes(), step.as_bytes(), &(index as u64).to_le_bytes()])
-}
-
-pub(super) fn is_rail_step(step: &str) -> bool {
-    matches!(step, "authorize" | "capture" | "void_auth" | "collect" | "payout" | "rail_refund")
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,18 +127,30 @@ pub(super) struct Payment {
     pub(super) currency: Option<Currency>,
     pub(super) to_currency: Option<Currency>,
     pub(super) rate: Option<Decimal>,
+    /// Parsed from the created event.
+    pub(super) kind: Option<PaymentKind>,
     pub(super) created_ns: u64,
-    pub(super) funding: String,
+    /// `None` for a request its payer has not approved.
+    pub(super) funding: Option<Funding>,
     pub(super) instrument_id: String,
     pub(super) fee: u64,
     pub(super) answer: Option<bool>,
     pub(super) risk: Option<ev::RiskAssessed>,
+    /// The risk event's decision, parsed.
+    pub(super) decision: Option<Decision>,
     pub(super) review: Option<ev::ReviewDecided>,
-    pub(super) steps: HashMap<String, StepState>,
-    pub(super) finished: Option<ev::PaymentFinished>,
+    pub(super) steps: HashMap<Step, StepState>,
+    pub(super) finished: Option<Finished>,
     pub(super) refunds: Vec<ev::RefundBooked>,
     pub(super) history: Vec<PaymentStep>,
     pub(super) transfer_ids: Vec<String>,
+}
+
+/// How a payment ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Finished {
+    pub(super) status: FinishStatus,
+    pub(super) reason: String,
 }
 
 /// What the driver does next, decided from the events and the clock alone.
@@ -144,13 +161,13 @@ pub(super) enum Action {
     WaitUntil(u64),
     Assess,
     ReviewTimedOut,
-    Rail(&'static str),
-    Query(&'static str),
-    Ledger(&'static str),
-    Finish(&'static str, String),
+    Rail(Step),
+    Query(Step),
+    Ledger(Step),
+    Finish(FinishStatus, String),
 }
 
-pub(super) const GATE: &str = "review";
+const GATE: Step = Step::Review;
 
 impl Payment {
     pub(super) fn sender(&self) -> u128 {
@@ -184,11 +201,24 @@ impl Payment {
         self.refunds.iter().map(|r| r.amount).sum()
     }
 
-    pub(super) fn step(&self, step: &str) -> Option<&StepState> {
-        self.steps.get(step)
+    pub(super) fn step(&self, step: Step) -> Option<&StepState> {
+        self.steps.get(&step)
     }
 
-    pub(super) fn succeeded(&self, step: &str) -> bool {
+    pub(super) fn is(&self, kind: PaymentKind) -> bool {
+        self.kind == Some(kind)
+    }
+
+    /// The rail money moves on: a withdrawal's bank account, else the funding's.
+    pub(super) fn rail(&self) -> &'static str {
+        if self.is(PaymentKind::Withdrawal) {
+            Funding::BankAccount.as_str()
+        } else {
+            self.funding.map_or("", Funding::as_str)
+        }
+    }
+
+    pub(super) fn succeeded(&self, step: Step) -> bool {
         matches!(self.step(step), Some(StepState::Succeeded(_)))
     }
 
@@ -209,20 +239,23 @@ impl Payment {
                 self.currency = Some(parsed.currency);
                 self.to_currency = parsed.to_currency;
                 self.rate = parsed.rate;
+                self.kind = Some(parsed.kind);
+                self.funding = parsed.funding;
                 self.created_ns = at;
-                self.funding = c.funding.clone();
                 self.instrument_id = c.instrument_id.clone();
                 self.fee = c.fee;
                 self.created = c;
                 self.note(at, "created", "created", String::new());
             }
             EventKind::RiskAssessed(r) => {
+                let decision = Decision::parse(&r.decision).ok_or_else(|| self.corrupt("decision", &r.decision))?;
+                self.decision = Some(decision);
                 self.note(at, "risk", &r.decision, format!("score {}: {}", r.score, r.reasons.join(", ")));
                 self.risk = Some(r);
             }
             EventKind::RequestAnswered(a) => {
                 if a.approved {
-                    self.funding = a.funding.clone();
+                    self.funding = Some(Funding::parse(&a.funding).ok_or_else(|| self.corrupt("funding", &a.funding))?);
                     self.instrument_id = a.instrument_id.clone();
                     self.fee = a.fee;
                 }
@@ -230,31 +263,36 @@ impl Payment {
                 self.answer = Some(a.approved);
             }
             EventKind::StepStarted(s) => {
+                let step = self.parse_step(&s.step)?;
                 self.note(at, &s.step, "started", String::new());
-                self.steps.insert(s.step, StepState::Started { key: s.idempotency_key, deadline_ns: s.deadline_ns });
+                self.steps.insert(step, StepState::Started { key: s.idempotency_key, deadline_ns: s.deadline_ns });
             }
             EventKind::StepSucceeded(s) => {
-                if !is_rail_step(&s.step) {
+                let step = self.parse_step(&s.step)?;
+                if !step.is_rail() {
                     self.transfer_ids.extend(s.reference.split(',').filter(|r| !r.is_empty()).map(str::to_string));
                 }
                 self.note(at, &s.step, "succeeded", s.reference.clone());
-                self.steps.insert(s.step, StepState::Succeeded(s.reference));
+                self.steps.insert(step, StepState::Succeeded(s.reference));
             }
             EventKind::StepFailed(s) => {
+                let step = self.parse_step(&s.step)?;
                 self.note(at, &s.step, "failed", s.reason.clone());
-                self.steps.insert(s.step, StepState::Failed(s.reason));
+                self.steps.insert(step, StepState::Failed(s.reason));
             }
             EventKind::StepOutcomeUnknown(s) => {
+                let step = self.parse_step(&s.step)?;
                 self.note(at, &s.step, "outcome_unknown", String::new());
-                self.steps.insert(s.step, StepState::Unknown);
+                self.steps.insert(step, StepState::Unknown);
             }
             EventKind::ReviewDecided(r) => {
-                self.note(at, GATE, if r.approved { "approved" } else { "rejected" }, r.by.clone());
+                self.note(at, GATE.as_str(), if r.approved { "approved" } else { "rejected" }, r.by.clone());
                 self.review = Some(r);
             }
             EventKind::Finished(f) => {
+                let status = FinishStatus::parse(&f.status).ok_or_else(|| self.corrupt("status", &f.status))?;
                 self.note(at, "finished", &f.status, f.reason.clone());
-                self.finished = Some(f);
+                self.finished = Some(Finished { status, reason: f.reason });
             }
             EventKind::RefundBooked(r) => {
                 self.note(at, "refund", "succeeded", format!("{} by {}", r.amount, r.by));
@@ -265,20 +303,32 @@ impl Payment {
         Ok(())
     }
 
+    fn corrupt(&self, what: &str, value: &str) -> PaymentsError {
+        PaymentsError::Corrupt(format!("payment {}: {what} {value:?}", self.id))
+    }
+
+    fn parse_step(&self, step: &str) -> Result<Step, PaymentsError> {
+        Step::parse(step).ok_or_else(|| self.corrupt("step", step))
+    }
+
     /// The happy path's steps, in order, with the review gate where a review holds it.
-    pub(super) fn plan(&self) -> Vec<&'static str> {
-        let review = self.risk.as_ref().is_some_and(|r| r.decision == "review");
+    pub(super) fn plan(&self) -> Vec<Step> {
+        let review = self.decision == Some(Decision::Review);
         if !self.created.quote_id.is_empty() {
             // Cross-currency, from the wallet: nothing is held during a review; the
             // conversion and the payment are one linked commit once allowed.
-            return vec![GATE, "fx_direct"];
+            return vec![GATE, Step::FxDirect];
         }
-        match (self.created.kind.as_str(), self.funding.as_str()) {
-            ("withdrawal", _) => vec!["hold", GATE, "payout", "settle_hold"],
-            (_, "wallet") if review => vec!["hold", GATE, "post_hold"],
-            (_, "wallet") => vec!["direct"],
-            (_, "card") => vec!["authorize", GATE, "capture", "book_collect", "book_payout"],
-            _ => vec![GATE, "collect", "book_collect", "book_payout"],
+        match (self.kind, self.funding) {
+            (Some(PaymentKind::Withdrawal), _) => vec![Step::Hold, GATE, Step::Payout, Step::SettleHold],
+            (_, Some(Funding::Wallet)) if review => vec![Step::Hold, GATE, Step::PostHold],
+            (_, Some(Funding::Wallet)) => vec![Step::Direct],
+            (_, Some(Funding::Card)) => vec![Step::Authorize, GATE, Step::Capture, Step::BookCollect, Step::BookPayout],
+            // A request's funding is set before its plan is asked for; an unfunded
+            // payment would take the collection's path, as a bank account does.
+            (_, Some(Funding::BankAccount | Funding::DigitalWallet) | None) => {
+                vec![GATE, Step::Collect, Step::BookCollect, Step::BookPayout]
+            }
         }
     }
 
@@ -286,52 +336,54 @@ impl Payment {
         if self.finished.is_some() {
             return Action::Idle;
         }
-        if self.created.kind == "request" {
+        if self.is(PaymentKind::Request) {
             match self.answer {
                 None => return Action::Idle,
-                Some(false) => return Action::Finish("cancelled", "declined_by_payer".into()),
+                Some(false) => return Action::Finish(FinishStatus::Cancelled, "declined_by_payer".into()),
                 Some(true) => {}
             }
         }
-        let Some(risk) = &self.risk else { return Action::Assess };
-        if risk.decision == "block" {
-            return Action::Finish("failed", format!("blocked: {}", risk.reasons.join(", ")));
+        let (Some(risk), Some(decision)) = (&self.risk, self.decision) else { return Action::Assess };
+        if decision == Decision::Block {
+            return Action::Finish(FinishStatus::Failed, format!("blocked: {}", risk.reasons.join(", ")));
         }
         for step in self.plan() {
             if step == GATE {
-                if risk.decision != "review" {
+                if decision != Decision::Review {
                     continue;
                 }
                 match &self.review {
                     Some(r) if r.approved => continue,
-                    Some(r) if r.by == "timeout" => return self.unwind("cancelled", "review_timed_out".into()),
-                    Some(_) => return self.unwind("failed", "rejected_in_review".into()),
+                    Some(r) if r.by == "timeout" => {
+                        return self.unwind(FinishStatus::Cancelled, "review_timed_out".into());
+                    }
+                    Some(_) => return self.unwind(FinishStatus::Failed, "rejected_in_review".into()),
                     None if now >= risk.review_deadline_ns => return Action::ReviewTimedOut,
                     None => return Action::WaitUntil(risk.review_deadline_ns),
                 }
             }
             match self.step(step) {
                 Some(StepState::Succeeded(_)) => continue,
-                Some(StepState::Failed(reason)) if step == "book_payout" => {
+                Some(StepState::Failed(reason)) if step == Step::BookPayout => {
                     return self.compensate(format!("compensated: {reason}"));
                 }
-                Some(StepState::Failed(reason)) => return self.unwind("failed", reason.clone()),
+                Some(StepState::Failed(reason)) => return self.unwind(FinishStatus::Failed, reason.clone()),
                 Some(StepState::Started { .. } | StepState::Unknown) => return Action::Query(step),
-                None if is_rail_step(step) => return Action::Rail(step),
+                None if step.is_rail() => return Action::Rail(step),
                 None => return Action::Ledger(step),
             }
         }
-        Action::Finish("completed", String::new())
+        Action::Finish(FinishStatus::Completed, String::new())
     }
 
     /// Releases what is held (a wallet hold, a card authorization), then finishes.
-    pub(super) fn unwind(&self, status: &'static str, reason: String) -> Action {
+    pub(super) fn unwind(&self, status: FinishStatus, reason: String) -> Action {
         let mut undo = Vec::new();
-        if self.succeeded("hold") {
-            undo.push("void_hold");
+        if self.succeeded(Step::Hold) {
+            undo.push(Step::VoidHold);
         }
-        if self.succeeded("authorize") && !self.succeeded("capture") {
-            undo.push("void_auth");
+        if self.succeeded(Step::Authorize) && !self.succeeded(Step::Capture) {
+            undo.push(Step::VoidAuth);
         }
         self.run_then_finish(&undo, status, reason)
     }
@@ -339,18 +391,21 @@ impl Payment {
     /// Gives collected money back: the rail refunds the sender and the collection's
     /// booking is reversed, so the clearing account is back to zero.
     pub(super) fn compensate(&self, reason: String) -> Action {
-        self.run_then_finish(&["rail_refund", "book_reverse_collect"], "failed", reason)
+        self.run_then_finish(&[Step::RailRefund, Step::BookReverseCollect], FinishStatus::Failed, reason)
     }
 
-    pub(super) fn run_then_finish(&self, steps: &[&'static str], status: &'static str, reason: String) -> Action {
+    pub(super) fn run_then_finish(&self, steps: &[Step], status: FinishStatus, reason: String) -> Action {
         for &step in steps {
             match self.step(step) {
                 Some(StepState::Succeeded(_)) => continue,
                 Some(StepState::Failed(why)) => {
-                    return Action::Finish("failed", format!("{reason}; {step} failed: {why}: needs an operator"))
+                    return Action::Finish(
+                        FinishStatus::Failed,
+                        format!("{reason}; {step} failed: {why}: needs an operator"),
+                    )
                 }
                 Some(StepState::Started { .. } | StepState::Unknown) => return Action::Query(step),
-                None if is_rail_step(step) => return Action::Rail(step),
+                None if step.is_rail() => return Action::Rail(step),
                 None => return Action::Ledger(step),
             }
         }
@@ -359,21 +414,21 @@ impl Payment {
 
     pub(super) fn public_status(&self) -> (&'static str, String) {
         if let Some(f) = &self.finished {
-            let status = match f.status.as_str() {
-                "completed" if self.refunded() > 0 && self.refunded() >= self.created.amount => "refunded",
-                "completed" if self.refunded() > 0 => "partially_refunded",
-                "completed" => "completed",
-                "cancelled" => "cancelled",
-                _ => "failed",
+            let status = match f.status {
+                FinishStatus::Completed if self.refunded() > 0 && self.refunded() >= self.created.amount => "refunded",
+                FinishStatus::Completed if self.refunded() > 0 => "partially_refunded",
+                FinishStatus::Completed => "completed",
+                FinishStatus::Cancelled => "cancelled",
+                FinishStatus::Failed => "failed",
             };
             return (status, f.reason.clone());
         }
-        if self.created.kind == "request" && self.answer.is_none() {
+        if self.is(PaymentKind::Request) && self.answer.is_none() {
             return ("created", String::new());
         }
-        match &self.risk {
+        match self.decision {
             None => ("created", String::new()),
-            Some(r) if r.decision == "review" && self.review.is_none() => ("requires_review", String::new()),
+            Some(Decision::Review) if self.review.is_none() => ("requires_review", String::new()),
             Some(_) => ("processing", String::new()),
         }
     }
@@ -395,17 +450,17 @@ impl Payment {
     /// The linked batch of ledger transfers of a ledger step (empty transfers left
     /// out). Their ids derive from the payment, the step and the position, so running
     /// a step again books nothing twice.
-    pub(super) fn ledger_transfers(&self, step: &str) -> Result<Vec<NewTransfer>, PaymentsError> {
+    pub(super) fn ledger_transfers(&self, step: Step) -> Result<Vec<NewTransfer>, PaymentsError> {
         let payment = self;
         let currency = payment.currency().ok_or_else(|| PaymentsError::Corrupt("payment currency".into()))?;
         let (sender, receiver) =
             (wallet_account_id(payment.sender(), currency), wallet_account_id(payment.receiver(), currency));
-        let rail = if payment.created.kind == "withdrawal" { "bank_account" } else { payment.funding.as_str() };
+        let rail = payment.rail();
         let clearing = platform_account(&format!("clearing:{rail}"), currency);
         let external = platform_account(&format!("external:{rail}"), currency);
         let fee_account = platform_account("fee", currency);
         let (amount, fee) = (u128::from(payment.created.amount), u128::from(payment.fee));
-        let id = |s: &str, i: usize| TransferId(transfer_id(payment.id, s, i));
+        let id = |s: Step, i: usize| TransferId(transfer_id(payment.id, s.as_str(), i));
         let metadata = format!("payment:{}:{step}", payment.id);
         let posted = |index: usize, debit: u128, credit: u128, amount: u128| NewTransfer {
             id: id(step, index),
@@ -421,9 +476,9 @@ impl Payment {
         let pending = |t: NewTransfer| NewTransfer { kind: TransferKind::Pending { timeout_ns: 0 }, ..t };
         let resolve = |index: usize, post: bool| NewTransfer {
             kind: if post {
-                TransferKind::PostPending { pending_id: id("hold", index) }
+                TransferKind::PostPending { pending_id: id(Step::Hold, index) }
             } else {
-                TransferKind::VoidPending { pending_id: id("hold", index) }
+                TransferKind::VoidPending { pending_id: id(Step::Hold, index) }
             },
             debit_account_id: AccountId(0),
             credit_account_id: AccountId(0),
@@ -431,18 +486,21 @@ impl Payment {
             currency: None,
             ..posted(index, 0, 0, 0)
         };
-        let holds = if payment.created.kind == "withdrawal" || fee == 0 { 1 } else { 2 };
+        let withdrawal = payment.is(PaymentKind::Withdrawal);
+        let holds = if withdrawal || fee == 0 { 1 } else { 2 };
         let mut transfers = match step {
-            "direct" => vec![posted(0, sender, receiver, amount), posted(1, sender, fee_account, fee)],
-            "hold" if payment.created.kind == "withdrawal" => vec![pending(posted(0, sender, clearing, amount))],
-            "hold" => vec![pending(posted(0, sender, receiver, amount)), pending(posted(1, sender, fee_account, fee))],
-            "post_hold" => (0..holds).map(|i| resolve(i, true)).collect(),
-            "void_hold" => (0..holds).map(|i| resolve(i, false)).collect(),
-            "settle_hold" => vec![resolve(0, true), posted(1, clearing, external, amount)],
-            "book_collect" => vec![posted(0, external, clearing, amount + fee)],
-            "book_payout" => vec![posted(0, clearing, receiver, amount), posted(1, clearing, fee_account, fee)],
-            "book_reverse_collect" => vec![posted(0, clearing, external, amount + fee)],
-            "fx_direct" => {
+            Step::Direct => vec![posted(0, sender, receiver, amount), posted(1, sender, fee_account, fee)],
+            Step::Hold if withdrawal => vec![pending(posted(0, sender, clearing, amount))],
+            Step::Hold => {
+                vec![pending(posted(0, sender, receiver, amount)), pending(posted(1, sender, fee_account, fee))]
+            }
+            Step::PostHold => (0..holds).map(|i| resolve(i, true)).collect(),
+            Step::VoidHold => (0..holds).map(|i| resolve(i, false)).collect(),
+            Step::SettleHold => vec![resolve(0, true), posted(1, clearing, external, amount)],
+            Step::BookCollect => vec![posted(0, external, clearing, amount + fee)],
+            Step::BookPayout => vec![posted(0, clearing, receiver, amount), posted(1, clearing, fee_account, fee)],
+            Step::BookReverseCollect => vec![posted(0, clearing, external, amount + fee)],
+            Step::FxDirect => {
                 let to = payment.to_currency().ok_or_else(|| PaymentsError::Corrupt("payment to_currency".into()))?;
                 let rate = payment.rate().ok_or_else(|| PaymentsError::Corrupt("payment rate".into()))?;
                 let amounts = Amounts {
@@ -454,7 +512,13 @@ impl Payment {
                 };
                 booking(&payment.created.quote_id, payment.sender(), payment.receiver(), currency, to, amounts)
             }
-            other => return Err(PaymentsError::Internal(format!("unknown ledger step {other}"))),
+            Step::Review
+            | Step::Authorize
+            | Step::Capture
+            | Step::VoidAuth
+            | Step::Collect
+            | Step::Payout
+            | Step::RailRefund => return Err(PaymentsError::Internal(format!("{step} is not a ledger step"))),
         };
         transfers.retain(|t| t.amount > 0 || !matches!(t.kind, TransferKind::Posted | TransferKind::Pending { .. }));
         let count = transfers.len();
@@ -473,7 +537,7 @@ impl Payment {
             status,
             reason,
             state: self.state(),
-            funding: self.funding.clone(),
+            funding: self.funding.map_or(String::new(), |f| f.as_str().to_string()),
             sender_id: self.sender,
             receiver_id: self.receiver,
             currency: self.currency,
@@ -540,33 +604,33 @@ mod tests {
         let mut p = created("send", "card");
         assert_eq!(p.next_action(10), Action::Assess);
         p.evolve(2, risk("allow", 0)).expect("evolve");
-        assert_eq!(p.next_action(10), Action::Rail("authorize"));
+        assert_eq!(p.next_action(10), Action::Rail(Step::Authorize));
         p.evolve(3, EventKind::StepStarted(ev::StepStarted { step: "authorize".into(), ..Default::default() }))
             .expect("evolve");
-        assert_eq!(p.next_action(10), Action::Query("authorize"), "started, no answer: ask, never run again");
+        assert_eq!(p.next_action(10), Action::Query(Step::Authorize), "started, no answer: ask, never run again");
         p.evolve(4, EventKind::StepOutcomeUnknown(ev::StepOutcomeUnknown { step: "authorize".into() }))
             .expect("evolve");
-        assert_eq!(p.next_action(10), Action::Query("authorize"));
+        assert_eq!(p.next_action(10), Action::Query(Step::Authorize));
         assert_eq!(p.state(), "outcome_unknown:authorize");
         p.evolve(5, ok("authorize")).expect("evolve");
-        assert_eq!(p.next_action(10), Action::Rail("capture"));
+        assert_eq!(p.next_action(10), Action::Rail(Step::Capture));
         p.evolve(6, ok("capture")).expect("evolve");
-        assert_eq!(p.next_action(10), Action::Ledger("book_collect"));
+        assert_eq!(p.next_action(10), Action::Ledger(Step::BookCollect));
         p.evolve(7, ok("book_collect")).expect("evolve");
         p.evolve(8, EventKind::StepFailed(ev::StepFailed { step: "book_payout".into(), reason: "frozen".into() }))
             .expect("evolve");
-        assert_eq!(p.next_action(10), Action::Rail("rail_refund"), "a failed second leg is compensated");
+        assert_eq!(p.next_action(10), Action::Rail(Step::RailRefund), "a failed second leg is compensated");
         p.evolve(9, ok("rail_refund")).expect("evolve");
-        assert_eq!(p.next_action(10), Action::Ledger("book_reverse_collect"));
+        assert_eq!(p.next_action(10), Action::Ledger(Step::BookReverseCollect));
         p.evolve(10, ok("book_reverse_collect")).expect("evolve");
-        assert_eq!(p.next_action(10), Action::Finish("failed", "compensated: frozen".into()));
+        assert_eq!(p.next_action(10), Action::Finish(FinishStatus::Failed, "compensated: frozen".into()));
     }
 
     #[test]
     fn reviews_hold_funds_until_decided_or_timed_out() {
         let mut p = created("send", "wallet");
         p.evolve(2, risk("review", 100)).expect("evolve");
-        assert_eq!(p.next_action(10), Action::Ledger("hold"));
+        assert_eq!(p.next_action(10), Action::Ledger(Step::Hold));
         p.evolve(3, ok("hold")).expect("evolve");
         assert_eq!(p.public_status().0, "requires_review");
         assert_eq!(p.next_action(10), Action::WaitUntil(100));
@@ -575,20 +639,20 @@ mod tests {
         rejected
             .evolve(4, EventKind::ReviewDecided(ev::ReviewDecided { approved: false, by: "admin".into() }))
             .expect("evolve");
-        assert_eq!(rejected.next_action(10), Action::Ledger("void_hold"));
+        assert_eq!(rejected.next_action(10), Action::Ledger(Step::VoidHold));
         rejected.evolve(5, ok("void_hold")).expect("evolve");
-        assert_eq!(rejected.next_action(10), Action::Finish("failed", "rejected_in_review".into()));
+        assert_eq!(rejected.next_action(10), Action::Finish(FinishStatus::Failed, "rejected_in_review".into()));
         p.evolve(4, EventKind::ReviewDecided(ev::ReviewDecided { approved: false, by: "timeout".into() }))
             .expect("evolve");
         p.evolve(5, ok("void_hold")).expect("evolve");
-        assert_eq!(p.next_action(10), Action::Finish("cancelled", "review_timed_out".into()));
+        assert_eq!(p.next_action(10), Action::Finish(FinishStatus::Cancelled, "review_timed_out".into()));
         let mut approved = created("send", "wallet");
         approved.evolve(2, risk("review", 100)).expect("evolve");
         approved.evolve(3, ok("hold")).expect("evolve");
         approved
             .evolve(4, EventKind::ReviewDecided(ev::ReviewDecided { approved: true, by: "admin".into() }))
             .expect("evolve");
-        assert_eq!(approved.next_action(10), Action::Ledger("post_hold"));
+        assert_eq!(approved.next_action(10), Action::Ledger(Step::PostHold));
     }
 
     #[test]
@@ -600,7 +664,7 @@ mod tests {
         declined
             .evolve(2, EventKind::RequestAnswered(ev::RequestAnswered { approved: false, ..Default::default() }))
             .expect("evolve");
-        assert_eq!(declined.next_action(10), Action::Finish("cancelled", "declined_by_payer".into()));
+        assert_eq!(declined.next_action(10), Action::Finish(FinishStatus::Cancelled, "declined_by_payer".into()));
         p.evolve(
             2,
             EventKind::RequestAnswered(ev::RequestAnswered {
@@ -612,12 +676,12 @@ mod tests {
         .expect("evolve");
         assert_eq!(p.next_action(10), Action::Assess);
         p.evolve(3, risk("block", 0)).expect("evolve");
-        assert!(matches!(p.next_action(10), Action::Finish("failed", _)));
+        assert!(matches!(p.next_action(10), Action::Finish(FinishStatus::Failed, _)));
         let mut w = created("withdrawal", "wallet");
         w.evolve(2, risk("allow", 0)).expect("evolve");
         w.evolve(3, ok("hold")).expect("evolve");
         w.evolve(4, EventKind::StepFailed(ev::StepFailed { step: "payout".into(), reason: "failed".into() }))
             .expect("evolve");
-        assert_eq!(w.next_action(10), Action::Ledger("void_hold"));
+        assert_eq!(w.next_action(10), Action::Ledger(Step::VoidHold));
     }
 }

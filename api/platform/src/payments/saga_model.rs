@@ -12,6 +12,7 @@ use ledger_proto::events::v1 as ev;
 use ledger_proto::events::v1::payment_event::Kind as EventKind;
 use proptest::prelude::*;
 
+use super::kinds::Step;
 use super::saga::{Action, Payment};
 use crate::chart::{platform_account, wallet_account_id, RAILS};
 
@@ -79,7 +80,7 @@ impl ModelRail {
         }
     }
 
-    fn execute(&mut self, key: &str, step: &str, answer: Answer) -> Option<RailReply> {
+    fn execute(&mut self, key: &str, step: Step, answer: Answer) -> Option<RailReply> {
         if let Some(recorded) = self.operations.get_mut(key) {
             // A repeat of a recorded operation: its first result, if the answer arrives.
             if matches!(answer, Answer::Timeout | Answer::Late) {
@@ -87,7 +88,7 @@ impl ModelRail {
             }
             return Some(Self::reply(recorded));
         }
-        let may_decline = matches!(step, "authorize" | "capture" | "collect" | "payout");
+        let may_decline = matches!(step, Step::Authorize | Step::Capture | Step::Collect | Step::Payout);
         let outcome = if matches!(answer, Answer::Declined) && may_decline {
             Err("declined".to_string())
         } else {
@@ -208,10 +209,10 @@ fn created(s: &Scenario) -> Payment {
 fn ledger_step(
     ledger: &mut ModelLedger,
     payment: &Payment,
-    step: &str,
+    step: Step,
     payout_refused: bool,
 ) -> Result<Result<String, String>, TestCaseError> {
-    if step == "book_payout" && payout_refused {
+    if step == Step::BookPayout && payout_refused {
         return Ok(Err("account frozen".into()));
     }
     let transfers = payment.ledger_transfers(step).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -237,12 +238,12 @@ fn ledger_step(
     Ok(Ok(ids.join(",")))
 }
 
-fn answered(step: &str, reply: RailReply) -> Option<EventKind> {
+fn answered(step: Step, reply: RailReply) -> Option<EventKind> {
     match reply {
         RailReply::Succeeded(reference) => {
-            Some(EventKind::StepSucceeded(ev::StepSucceeded { step: step.into(), reference }))
+            Some(EventKind::StepSucceeded(ev::StepSucceeded { step: step.as_str().into(), reference }))
         }
-        RailReply::Failed(reason) => Some(EventKind::StepFailed(ev::StepFailed { step: step.into(), reason })),
+        RailReply::Failed(reason) => Some(EventKind::StepFailed(ev::StepFailed { step: step.as_str().into(), reason })),
         RailReply::Pending | RailReply::NotFound => None,
     }
 }
@@ -278,15 +279,16 @@ fn drive(s: &Scenario, rail: &mut ModelRail, ledger: &mut ModelLedger) -> Result
                 EventKind::ReviewDecided(ev::ReviewDecided { approved: false, by: "timeout".into() })
             }
             Action::Finish(status, reason) => {
-                EventKind::Finished(ev::PaymentFinished { status: status.into(), reason })
+                EventKind::Finished(ev::PaymentFinished { status: status.as_str().into(), reason })
             }
             Action::Ledger(step) => match ledger_step(ledger, &payment, step, s.payout_refused)? {
-                Ok(reference) => EventKind::StepSucceeded(ev::StepSucceeded { step: step.into(), reference }),
-                Err(reason) => EventKind::StepFailed(ev::StepFailed { step: step.into(), reason }),
+                Ok(reference) => EventKind::StepSucceeded(ev::StepSucceeded { step: step.as_str().into(), reference }),
+                Err(reason) => EventKind::StepFailed(ev::StepFailed { step: step.as_str().into(), reason }),
             },
             Action::Rail(step) => {
                 let key = format!("{}:{step}", payment.id);
-                let started = ev::StepStarted { step: step.into(), idempotency_key: key.clone(), deadline_ns: now };
+                let started =
+                    ev::StepStarted { step: step.as_str().into(), idempotency_key: key.clone(), deadline_ns: now };
                 payment.evolve(now, EventKind::StepStarted(started)).expect("evolve");
                 let answer = answers.next().unwrap_or(Answer::Succeeded);
                 match rail.execute(&key, step, answer) {
@@ -294,7 +296,7 @@ fn drive(s: &Scenario, rail: &mut ModelRail, ledger: &mut ModelLedger) -> Result
                         Some(event) => event,
                         None => continue,
                     },
-                    None => EventKind::StepOutcomeUnknown(ev::StepOutcomeUnknown { step: step.into() }),
+                    None => EventKind::StepOutcomeUnknown(ev::StepOutcomeUnknown { step: step.as_str().into() }),
                 }
             }
             Action::Query(step) => {
@@ -302,7 +304,7 @@ fn drive(s: &Scenario, rail: &mut ModelRail, ledger: &mut ModelLedger) -> Result
                 match rail.status(&key, answers.next().unwrap_or(Answer::Succeeded)) {
                     Some(RailReply::NotFound) => {
                         // The rail never got it: the driver runs it again under the same key.
-                        payment.steps.remove(step);
+                        payment.steps.remove(&step);
                         continue;
                     }
                     Some(reply) => match answered(step, reply) {
