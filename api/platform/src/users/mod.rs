@@ -182,7 +182,7 @@ impl Users {
         let plain = key.open(&event.sealed, &aad(id, kind)).map_err(|e| at(&e))?;
         let details = ev::UserEventDetails::decode(plain.as_slice()).map_err(|e| at(&e))?;
         if let Some(detail) = details.detail {
-            state.evolve(event.timestamp_ns, detail);
+            state.evolve(event.timestamp_ns, detail)?;
         }
         Ok(())
     }
@@ -218,7 +218,7 @@ async fn append_details(store: &dyn EventStore, state: &mut UserState, details: 
     }
     append_events(store, state, events).await?;
     for (at, detail) in stamped {
-        state.evolve(at, detail);
+        state.evolve(at, detail)?;
     }
     Ok(())
 }

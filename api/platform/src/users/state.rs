@@ -9,7 +9,7 @@ use ledger_proto::events::v1::user_event_details::Detail;
 use ledger_proto::events::v1::UserEventKind as Kind;
 
 use super::crypto::SecretKey;
-use super::instruments;
+use super::{instruments, UsersError};
 use crate::engine::Revision;
 
 /// Security events kept per user in memory (the log keeps all).
@@ -138,7 +138,10 @@ impl UserState {
     }
 
     /// Folds one event into the state: the only place state changes, live or replayed.
-    pub(super) fn evolve(&mut self, at: u64, detail: Detail) {
+    /// Folds one event in: the only place state changes, live or replayed. A session
+    /// whose token hash is not 32 bytes, or a wallet whose account id does not parse,
+    /// is corrupt.
+    pub(super) fn evolve(&mut self, at: u64, detail: Detail) -> Result<(), UsersError> {
         self.last_ns = self.last_ns.max(at);
         match detail {
             Detail::Registered(r) => {
@@ -159,7 +162,7 @@ impl UserState {
                 self.password_hash = hash;
                 self.note("password_changed", at, String::new());
             }
-            Detail::SessionStarted(s) => self.session_started(at, s),
+            Detail::SessionStarted(s) => self.session_started(at, s)?,
             Detail::SessionEnded(e) => {
                 self.sessions.remove(&e.session_id);
                 self.note("session_ended", at, format!("session {}: {}", e.session_id, e.reason));
@@ -207,15 +210,24 @@ impl UserState {
             Detail::DefaultInstrumentSet(r) => self.default_instrument = Some(r.instrument_id),
             Detail::InstrumentRemoved(r) => self.instrument_removed(at, &r.instrument_id),
             Detail::WalletOpened(w) => {
-                if let Ok(account) = w.account_id.parse() {
-                    self.wallets.insert(w.currency, account);
-                }
+                let account = w.account_id.parse().map_err(|_| {
+                    UsersError::Corrupt(format!("user {}: wallet account id {:?}", self.id, w.account_id))
+                })?;
+                self.wallets.insert(w.currency, account);
             }
         }
+        Ok(())
     }
 
-    fn session_started(&mut self, at: u64, s: ev::SessionStarted) {
-        let token_hash: [u8; 32] = s.token_hash.as_slice().try_into().unwrap_or([0; 32]);
+    fn session_started(&mut self, at: u64, s: ev::SessionStarted) -> Result<(), UsersError> {
+        let token_hash: [u8; 32] = s.token_hash.as_slice().try_into().map_err(|_| {
+            UsersError::Corrupt(format!(
+                "user {}: session {} token hash of {} bytes",
+                self.id,
+                s.session_id,
+                s.token_hash.len()
+            ))
+        })?;
         let detail = if s.used_recovery_code {
             format!("from {} with a recovery code", s.source)
         } else {
@@ -229,6 +241,7 @@ impl UserState {
             Session { token_hash, started_ns: at, last_seen_ns: at, expires_ns: s.expires_at_ns, source: s.source },
         );
         self.note("sign_in_succeeded", at, detail);
+        Ok(())
     }
 
     fn instrument_removed(&mut self, at: u64, instrument_id: &str) {
