@@ -49,7 +49,6 @@ pub use kinds::{Decision, FinishStatus, Funding, PaymentKind, Step};
 pub use saga::{PaymentStep, PaymentView, RiskView};
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 64;
 pub const NOTE_BYTES_MAX: usize = 140;
-const FUNDINGS: [&str; 4] = ["wallet", "bank_account", "card", "digital_wallet"];
 
 #[derive(Clone, Copy, Debug)]
 pub struct PaymentsConfig {
@@ -326,12 +325,14 @@ impl Payments {
         Ok(shown)
     }
 
+    /// The sender's fee for `amount` paid with `funding`: none from the wallet, nor for
+    /// a request before its payer chooses how to pay (empty funding).
     fn fee(&self, funding: &str, amount: u64) -> u64 {
-        let bps = match funding {
-            "card" => self.config.card_fee_bps,
-            "digital_wallet" => self.config.digital_wallet_fee_bps,
-            "bank_account" => self.config.bank_fee_bps,
-            _ => 0,
+        let bps = match Funding::parse(funding) {
+            Some(Funding::Card) => self.config.card_fee_bps,
+            Some(Funding::DigitalWallet) => self.config.digital_wallet_fee_bps,
+            Some(Funding::BankAccount) => self.config.bank_fee_bps,
+            Some(Funding::Wallet) | None => 0,
         };
         (u128::from(amount) * u128::from(bps)).div_ceil(10_000) as u64
     }
@@ -408,10 +409,10 @@ impl Payments {
 
     /// Checks that `funding` is a method the user may pay with now.
     pub async fn check_funding(&self, user: u128, funding: &str, instrument_id: &str) -> Result<(), PaymentsError> {
-        if !FUNDINGS.contains(&funding) {
+        let Some(method) = Funding::parse(funding) else {
             return Err(FieldError::new("funding", "wallet, bank_account, card or digital_wallet").into());
-        }
-        if funding == "wallet" {
+        };
+        if method == Funding::Wallet {
             if !instrument_id.is_empty() {
                 return Err(FieldError::new("instrument_id", "not used with wallet funding").into());
             }
