@@ -43,6 +43,9 @@ pub enum UsersError {
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Randomness(#[from] RandomError),
+    /// Personal data could not be sealed for the log (no randomness for its nonce).
+    #[error("sealing personal data: {0}")]
+    Seal(CryptoError),
     /// Stored data that does not decode or contradicts itself.
     #[error("{0}")]
     Corrupt(String),
@@ -68,6 +71,7 @@ impl UsersError {
             UsersError::Store(_) => "USERS_STORE",
             UsersError::Ledger(_) => "USERS_LEDGER",
             UsersError::Randomness(_) => "USERS_NO_RANDOMNESS",
+            UsersError::Seal(_) => "USERS_SEAL_FAILED",
             UsersError::Corrupt(_) => "USERS_CORRUPT",
             UsersError::Internal(_) => "USERS_INTERNAL",
         }

@@ -211,7 +211,7 @@ async fn append_details(store: &dyn EventStore, state: &mut UserState, details: 
             timestamp_ns: at,
             kind: kind as i32,
             key_slot: if kind == Kind::UserRegistered { state.key_slot } else { 0 },
-            sealed: key.seal(&plain, &aad(state.id, kind)).map_err(|e| UsersError::Internal(e.to_string()))?,
+            sealed: key.seal(&plain, &aad(state.id, kind)).map_err(UsersError::Seal)?,
         };
         events.push(EventData { event_type: event_type(kind).into(), payload: envelope.encode_to_vec() });
         stamped.push((at, detail));
