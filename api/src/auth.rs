@@ -143,9 +143,9 @@ impl Tokens {
     }
 }
 
-/// A new random token: 32 bytes from the kernel's CSPRNG, hex.
+/// A new random token: 32 bytes from the operating system's CSPRNG, hex.
 pub fn generate_token() -> std::io::Result<String> {
-    let bytes: [u8; 32] = crate::users::crypto::random_bytes()?;
+    let bytes: [u8; 32] = ledger_platform::random::bytes().map_err(std::io::Error::other)?;
     Ok(ledger_core::chain::to_hex(&bytes))
 }
 

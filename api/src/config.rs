@@ -19,10 +19,10 @@ use clap::Parser;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::fx::FxConfig;
-use crate::payments::PaymentsConfig;
-use crate::users::crypto::SecretKey;
-use crate::users::UsersConfig;
+use ledger_platform::fx::FxConfig;
+use ledger_platform::payments::PaymentsConfig;
+use ledger_platform::users::crypto::SecretKey;
+use ledger_platform::users::UsersConfig;
 
 #[derive(Parser, Serialize, Debug, Default)]
 #[command(name = "ledgerd", version, about = "The ledger server: gRPC over the embedded event store")]

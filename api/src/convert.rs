@@ -211,6 +211,8 @@ pub fn packed_transfers(request: wire::PackedTransfers) -> Result<Vec<NewTransfe
                 amount: record.amount,
                 currency,
                 code: u32::from(record.code),
+                // ok: not a swallowed error: a request gives no metadata at all or one
+                // per record (checked above), and none given is the empty metadata.
                 metadata: metadata.next().unwrap_or_default(),
                 linked: record.linked,
                 kind: i32::from(record.kind),

@@ -1,12 +1,11 @@
 //! `ledgerd`'s library: configuration, caller authentication, conversion between the
-//! wire (generated from proto/) and the domain, the gRPC services and metrics.
+//! wire (generated from proto/) and the domain, the gRPC services and metrics. The
+//! payments platform lives in `ledger-platform`; `grpc` holds its adapters.
 
 pub mod auth;
 pub mod config;
 pub mod convert;
-pub mod fx;
+pub mod grpc;
 pub mod metrics;
-pub mod payments;
 pub mod server;
 pub mod service;
-pub mod users;

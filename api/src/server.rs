@@ -2,6 +2,7 @@
 //! health, reflection, metrics endpoint, graceful shutdown.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,12 @@ use ledger_engine::audit::data_dir_layout;
 use ledger_engine::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use ledger_engine::store::EventStore;
 use ledger_engine::writer::{Ledger, LedgerConfig};
+use ledger_platform::fx::Fx;
+use ledger_platform::payments::rails::{Faults, PaymentRail, SandboxRails};
+use ledger_platform::payments::Payments;
+use ledger_platform::users::crypto::{self, KeyStore};
+use ledger_platform::users::instruments::SandboxVault;
+use ledger_platform::users::Users;
 use ledger_proto::api::v1 as wire;
 use projections::read_models::{read_models_path, ReadModels};
 use projections::worker::{Projector, APPLY_BATCH_EVENTS};
@@ -18,17 +25,12 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::auth::{self, Role, Tokens};
 use crate::config::Config;
-use crate::fx::grpc::FxService;
-use crate::fx::Fx;
+use crate::grpc::fx::FxService;
+use crate::grpc::payments::PaymentsService;
+use crate::grpc::rails::RemoteRails;
+use crate::grpc::users::UsersService;
 use crate::metrics::{endpoint, Metrics};
-use crate::payments::grpc::PaymentsService;
-use crate::payments::rails::{Faults, PaymentRail, RemoteRails, SandboxRails};
-use crate::payments::Payments;
 use crate::service::LedgerService;
-use crate::users::crypto::{self, KeyStore};
-use crate::users::grpc::UsersService;
-use crate::users::instruments::SandboxVault;
-use crate::users::Users;
 use ledger_proto::transport::{incoming, tuned as transport_tuned, MESSAGE_BYTES_MAX};
 
 /// Longest a call may run before it is cancelled with DEADLINE_EXCEEDED.
@@ -91,6 +93,74 @@ fn open_log(
     }
 }
 
+/// The payments platform (users, FX, payments) opened over the log and the ledger,
+/// and its gRPC services.
+struct Platform {
+    users: Arc<Users>,
+    fx: Arc<Fx>,
+    users_service: UsersService,
+    payments_service: PaymentsService,
+    fx_service: FxService,
+}
+
+/// Rebuilds users, FX and payments from the log (each on a blocking thread), starts
+/// the drivers of open payments and the session sweeper, and builds their services.
+async fn open_platform(
+    config: &Config,
+    store: &Arc<dyn EventStore>,
+    ledger: &Ledger,
+    tokens: &Arc<Tokens>,
+    metrics: &Arc<Metrics>,
+) -> Result<Platform, String> {
+    let users = open_users(config, store, ledger).await?;
+    let users_service = UsersService { users: users.clone(), metrics: metrics.clone() };
+    let rail: Arc<dyn PaymentRail> = match &config.rails {
+        Some(addr) => Arc::new(RemoteRails::new(addr)?),
+        None => Arc::new(SandboxRails::new(Faults::default()).map_err(|e| format!("sandbox rails: {e}"))?),
+    };
+    let fx = {
+        let (store, ledger, users, fx_config) = (store.clone(), ledger.clone(), users.clone(), config.fx);
+        tokio::task::spawn_blocking(move || Fx::open(store, ledger, users, fx_config))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    };
+    let fx = Arc::new(fx);
+    let payments = {
+        let (store, ledger, users, payments_config) = (store.clone(), ledger.clone(), users.clone(), config.payments);
+        let fx = fx.clone();
+        tokio::task::spawn_blocking(move || Payments::open(store, ledger, users, rail, fx, payments_config))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    };
+    let payments = Arc::new(payments);
+    payments.start();
+    let payments_service = PaymentsService {
+        payments,
+        fx: fx.clone(),
+        users: users.clone(),
+        tokens: tokens.clone(),
+        metrics: metrics.clone(),
+    };
+    let fx_service =
+        FxService { fx: fx.clone(), users: users.clone(), tokens: tokens.clone(), metrics: metrics.clone() };
+    Ok(Platform { users, fx, users_service, payments_service, fx_service })
+}
+
+/// The transport, tuned, with TLS when configured.
+fn server_builder(config: &Config) -> Result<Server, String> {
+    let mut builder = transport_tuned(Server::builder()).timeout(REQUEST_TIMEOUT);
+    if let Some((cert, key)) = &config.tls {
+        let cert = std::fs::read(cert).map_err(|e| format!("TLS certificate {}: {e}", cert.display()))?;
+        let key = std::fs::read(key).map_err(|e| format!("TLS key {}: {e}", key.display()))?;
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            .map_err(|e| format!("TLS: {e}"))?;
+    }
+    Ok(builder)
+}
+
 /// Runs the server until `shutdown` completes, then finishes in-flight calls and
 /// batches and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
@@ -108,37 +178,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let metrics_endpoint =
         MetricsEndpoint::start(config.metrics_listen, metrics.clone(), &ledger, projector.clone(), store.clone())
             .await?;
-    let users = open_users(&config, &store, &ledger).await?;
-    let users_service = UsersService { users: users.clone(), metrics: metrics.clone() };
-    let rail: Arc<dyn PaymentRail> = match &config.rails {
-        Some(addr) => Arc::new(RemoteRails::new(addr)?),
-        None => Arc::new(SandboxRails::new(Faults::default())),
-    };
-    let fx = {
-        let (store, ledger, users, fx_config) = (store.clone(), ledger.clone(), users.clone(), config.fx);
-        tokio::task::spawn_blocking(move || Fx::open(store, ledger, users, fx_config))
-            .await
-            .map_err(|e| e.to_string())??
-    };
-    let fx = Arc::new(fx);
-    let payments = {
-        let (store, ledger, users, payments_config) = (store.clone(), ledger.clone(), users.clone(), config.payments);
-        let fx = fx.clone();
-        tokio::task::spawn_blocking(move || Payments::open(store, ledger, users, rail, fx, payments_config))
-            .await
-            .map_err(|e| e.to_string())??
-    };
-    let payments = Arc::new(payments);
-    payments.start();
-    let payments_service = PaymentsService {
-        payments,
-        fx: fx.clone(),
-        users: users.clone(),
-        tokens: tokens.clone(),
-        metrics: metrics.clone(),
-    };
-    let fx_service =
-        FxService { fx: fx.clone(), users: users.clone(), tokens: tokens.clone(), metrics: metrics.clone() };
+    let Platform { users, fx, users_service, payments_service, fx_service } =
+        open_platform(&config, &store, &ledger, &tokens, &metrics).await?;
     let service = LedgerService {
         ledger: ledger.clone(),
         store: store.clone(),
@@ -154,14 +195,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| format!("reflection: {e}"))?;
-    let mut builder = transport_tuned(Server::builder()).timeout(REQUEST_TIMEOUT);
-    if let Some((cert, key)) = &config.tls {
-        let cert = std::fs::read(cert).map_err(|e| format!("TLS certificate {}: {e}", cert.display()))?;
-        let key = std::fs::read(key).map_err(|e| format!("TLS key {}: {e}", key.display()))?;
-        builder = builder
-            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
-            .map_err(|e| format!("TLS: {e}"))?;
-    }
+    let mut builder = server_builder(&config)?;
     let listener = TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| format!("listen on {}: {e}", config.listen))?;
     tracing::info!(%addr, tls = config.tls.is_some(), "ledgerd listening on {addr}");
@@ -240,7 +274,8 @@ async fn open_users(config: &Config, store: &Arc<dyn EventStore>, ledger: &Ledge
         let (store, ledger, users_config) = (store.clone(), ledger.clone(), config.users);
         tokio::task::spawn_blocking(move || Users::open(store, ledger, keys, Box::new(SandboxVault), users_config))
             .await
-            .map_err(|e| e.to_string())??
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
     };
     let users = Arc::new(users);
     {
@@ -348,9 +383,4 @@ fn projection_metrics(projector: &Projector, head: u64) -> String {
          # TYPE ledger_audit_alarm gauge\nledger_audit_alarm {alarm}\n"
     ));
     out
-}
-
-fn local_addr(listener: &TcpListener) -> String {
-    // ok: only the echo server's log line shows it; `run` treats the error as fatal.
-    listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
 }

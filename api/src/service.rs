@@ -18,7 +18,8 @@ use tonic::{Request, Response, Status};
 use crate::auth::{Permission, Tokens};
 use crate::convert;
 use crate::metrics::Metrics;
-use crate::users::Users;
+use ledger_platform::fx::Fx;
+use ledger_platform::users::Users;
 
 /// Most movements in one page of history.
 pub const PAGE_MOVEMENTS_MAX: u32 = 1_000;
@@ -35,7 +36,7 @@ pub struct LedgerService {
     /// Users' sessions may read their own accounts' history and reports.
     pub users: Arc<Users>,
     /// Rates for reports converted into one currency.
-    pub fx: Arc<crate::fx::Fx>,
+    pub fx: Arc<Fx>,
     pub projector: Arc<Projector>,
     pub metrics: Arc<Metrics>,
 }
@@ -72,7 +73,7 @@ impl LedgerService {
             // Only an unknown token needs the second look (off the hot path).
             Err(status)
                 if status.code() == tonic::Code::Unauthenticated
-                    && crate::users::grpc::session_token(request).is_some() =>
+                    && crate::grpc::users::session_token(request).is_some() =>
             {
                 Err(Status::permission_denied(
                     "a user session may read only its own history and reports; this call needs a role token",
@@ -85,7 +86,7 @@ impl LedgerService {
     /// A reader of history or reports: a role token allowed to read (`None`), or a
     /// user's live session (`Some(user)`), which may name only the user's own accounts.
     async fn authorize_reader<T>(&self, request: &Request<T>) -> Result<Option<u128>, Status> {
-        crate::users::grpc::Principal::of(&self.users, &self.tokens, request).await?.reader()
+        crate::grpc::users::Principal::of(&self.users, &self.tokens, request).await?.reader()
     }
 
     /// Refuses a user's request that names someone else's account or owner id.
@@ -273,6 +274,7 @@ impl wire::ledger_server::Ledger for LedgerService {
             let filter = HistoryFilter { from_ns: request.from_ns, to_ns: request.to_ns, ..HistoryFilter::default() };
             let page = models.movements_oldest_first(account, &filter, cursor, limit).map_err(model_status)?;
             let movements = page.movements.iter().map(movement).collect();
+            // ok: not a swallowed error: the wire's empty cursor is "no next page".
             let next_cursor = page.next.map(|c| c.timestamp_ns.to_string()).unwrap_or_default();
             Ok(Response::new(wire::ListAccountTransfersResponse {
                 movements,
@@ -390,6 +392,7 @@ impl wire::ledger_server::Ledger for LedgerService {
             let page = self.projector.models().history(&accounts, &filter, cursor, limit).map_err(model_status)?;
             Ok(Response::new(wire::GetHistoryResponse {
                 movements: page.movements.iter().map(movement).collect(),
+                // ok: not a swallowed error: the wire's empty cursor is "no next page".
                 next_cursor: page.next.map(Cursor::encode).unwrap_or_default(),
                 applied_position: applied,
                 lag_events,
@@ -476,7 +479,7 @@ impl Converted {
 
     fn add(
         &mut self,
-        fx: &crate::fx::Fx,
+        fx: &Fx,
         report: &projections::read_models::Report,
         from_ns: u64,
         to_ns: u64,

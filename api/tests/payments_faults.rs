@@ -12,9 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ledger_api::payments::platform_account;
-use ledger_api::users::wallet_account_id;
 use ledger_core::money::Currency;
+use ledger_platform::chart::platform_account;
+use ledger_platform::chart::wallet_account_id;
 use ledger_proto::api::v1 as wire;
 use tonic::transport::Channel;
 

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ledger_api::users::totp;
+use ledger_platform::users::totp;
 use ledger_proto::api::v1 as wire;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ledger_api::config::Config;
-use ledger_api::users::crypto::SecretKey;
-use ledger_api::users::{totp, UsersConfig};
+use ledger_platform::users::crypto::SecretKey;
+use ledger_platform::users::{totp, UsersConfig};
 use ledger_proto::api::v1 as wire;
 use tonic::transport::Channel;
 use tonic::Request;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use ledger_api::payments::rails::{Faults, RailsServer, SandboxRails};
+use ledger_api::grpc::rails::RailsServer;
+use ledger_platform::payments::rails::{Faults, SandboxRails};
 use ledger_proto::ledger::sandbox::v1::rails_server::RailsServer as RailsGrpc;
 
 #[derive(Parser)]
@@ -55,7 +56,7 @@ async fn main() -> Result<(), String> {
     eprintln!("rails-sandbox listening on {addr}");
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tonic::transport::Server::builder()
-        .add_service(RailsGrpc::new(RailsServer(Arc::new(SandboxRails::new(faults)))))
+        .add_service(RailsGrpc::new(RailsServer(Arc::new(SandboxRails::new(faults).map_err(|e| e.to_string())?))))
         .serve_with_incoming_shutdown(incoming, async {
             let _ = tokio::signal::ctrl_c().await;
         })

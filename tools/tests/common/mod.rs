@@ -42,7 +42,7 @@ impl InProcessServer {
             tokens_file: Some(tokens),
             tls: None,
             master_key: None,
-            users: ledger_api::users::UsersConfig::default(),
+            users: ledger_platform::users::UsersConfig::default(),
             rails: None,
             payments: Default::default(),
             fx: Default::default(),

@@ -1,21 +1,23 @@
-//! The `ledger.v1.Payments` gRPC service over [`Payments`].
+//! The `ledger.v1.Payments` gRPC service over the platform's [`Payments`].
 
 use std::sync::Arc;
 
-use ledger_core::money::{parse_amount, Currency};
+use ledger_core::money::{format_amount, parse_amount, Currency};
+use ledger_platform::fx::Fx;
+use ledger_platform::payments::{NewPayment, PaymentView, Payments};
+use ledger_platform::users::Users;
 use ledger_proto::api::v1 as wire;
 use tonic::{Request, Response, Status};
 
-use super::{NewPayment, Payments};
+use super::status;
+use super::users::Principal;
 use crate::auth::{Role, Tokens};
 use crate::convert;
 use crate::metrics::Metrics;
-use crate::users::grpc::Principal;
-use crate::users::Users;
 
 pub struct PaymentsService {
     pub payments: Arc<Payments>,
-    pub fx: Arc<crate::fx::Fx>,
+    pub fx: Arc<Fx>,
     pub users: Arc<Users>,
     pub tokens: Arc<Tokens>,
     pub metrics: Arc<Metrics>,
@@ -24,6 +26,43 @@ pub struct PaymentsService {
 fn amount(text: &str, currency: Currency) -> Result<u64, Status> {
     let minor = parse_amount(text, currency).map_err(|e| Status::invalid_argument(format!("amount: {e}")))?;
     u64::try_from(minor).map_err(|_| Status::invalid_argument("amount: too large"))
+}
+
+fn payment_wire(p: PaymentView) -> wire::Payment {
+    let currency = p.currency;
+    // Only a stream with no created event has no currency; its amounts show empty.
+    let show = |minor: u64| currency.map_or(String::new(), |c| format_amount(u128::from(minor), c));
+    let (risk_score, risk_decision, risk_reasons) = match p.risk {
+        Some(risk) => (risk.score, risk.decision, risk.reasons),
+        None => (0, String::new(), Vec::new()),
+    };
+    wire::Payment {
+        payment_id: p.id.to_string(),
+        kind: p.kind,
+        status: p.status.into(),
+        reason: p.reason,
+        state: p.state,
+        funding: p.funding,
+        sender_id: p.sender_id.to_string(),
+        receiver_id: p.receiver_id.to_string(),
+        amount: show(p.amount),
+        fee: show(p.fee),
+        currency: currency.map_or(String::new(), |c| c.code().to_string()),
+        refunded: show(p.refunded),
+        created_at_ns: p.created_at_ns,
+        updated_at_ns: p.updated_at_ns,
+        risk_score,
+        risk_decision,
+        risk_reasons,
+        transfer_ids: p.transfer_ids,
+        steps: p
+            .steps
+            .into_iter()
+            .map(|s| wire::PaymentStep { at_ns: s.at_ns, step: s.step, outcome: s.outcome, detail: s.detail })
+            .collect(),
+        receive_amount: p.receive.map_or(String::new(), |(c, minor)| format_amount(u128::from(minor), c)),
+        receive_currency: p.receive.map_or(String::new(), |(c, _)| c.code().to_string()),
+    }
 }
 
 fn payment_id(text: &str) -> Result<u128, Status> {
@@ -68,7 +107,7 @@ impl PaymentsService {
     ) -> Result<wire::Payment, Status> {
         let currency = convert::parse_currency("currency", currency)?;
         let amount = amount(amount_text, currency)?;
-        let instrument = self.users.funding_instrument(user, instrument_id).await?;
+        let instrument = self.users.funding_instrument(user, instrument_id).await.map_err(status::users)?;
         let funding = if kind == "withdrawal" {
             if instrument.kind != "bank_account" {
                 return Err(Status::invalid_argument("instrument_id: withdrawals go to a bank account"));
@@ -88,7 +127,7 @@ impl PaymentsService {
             note: String::new(),
             quote_id: String::new(),
         };
-        self.payments.create(user, idempotency_key, new).await
+        self.payments.create(user, idempotency_key, new).await.map(payment_wire).map_err(status::payments)
     }
 
     /// The other party, by id or by email; they must exist and not be the caller.
@@ -96,7 +135,7 @@ impl PaymentsService {
         let id = match (user_id.is_empty(), email.is_empty()) {
             (false, true) => convert::parse_u128(format!("{field}_user_id"), user_id)?,
             (true, false) => {
-                if email.len() > crate::users::profile::EMAIL_BYTES_MAX {
+                if email.len() > ledger_platform::users::profile::EMAIL_BYTES_MAX {
                     return Err(Status::invalid_argument(format!("{field}_email: too long")));
                 }
                 self.users
@@ -133,7 +172,7 @@ impl wire::payments_server::Payments for PaymentsService {
                 if !matches!(r.funding.as_str(), "" | "wallet") || !r.instrument_id.is_empty() {
                     return Err(Status::invalid_argument("funding: a cross-currency payment is paid from the wallet"));
                 }
-                let quote = self.fx.peek(sender, &r.quote_id).await?;
+                let quote = self.fx.peek(sender, &r.quote_id).await.map_err(status::fx)?;
                 if !r.currency.is_empty() && convert::parse_currency("currency", &r.currency)? != quote.from {
                     return Err(Status::invalid_argument("currency: as in the quote, or empty"));
                 }
@@ -144,7 +183,7 @@ impl wire::payments_server::Payments for PaymentsService {
             };
             let receiver = self.counterparty(sender, "receiver", &r.receiver_user_id, &r.receiver_email).await?;
             let funding = if r.funding.is_empty() { "wallet".to_string() } else { r.funding.clone() };
-            self.payments.check_funding(sender, &funding, &r.instrument_id).await?;
+            self.payments.check_funding(sender, &funding, &r.instrument_id).await.map_err(status::payments)?;
             let new = NewPayment {
                 kind: "send",
                 sender,
@@ -156,7 +195,7 @@ impl wire::payments_server::Payments for PaymentsService {
                 note: r.note.clone(),
                 quote_id: r.quote_id.clone(),
             };
-            self.payments.create(sender, &r.idempotency_key, new).await
+            self.payments.create(sender, &r.idempotency_key, new).await.map(payment_wire).map_err(status::payments)
         }
         .await;
         self.metrics.answer("Payments/Send", result)
@@ -183,7 +222,7 @@ impl wire::payments_server::Payments for PaymentsService {
                 note: r.note.clone(),
                 quote_id: String::new(),
             };
-            self.payments.create(requester, &r.idempotency_key, new).await
+            self.payments.create(requester, &r.idempotency_key, new).await.map(payment_wire).map_err(status::payments)
         }
         .await;
         self.metrics.answer("Payments/RequestMoney", result)
@@ -198,7 +237,11 @@ impl wire::payments_server::Payments for PaymentsService {
             let r = request.into_inner();
             let id = payment_id(&r.payment_id)?;
             let funding = if r.funding.is_empty() { "wallet".to_string() } else { r.funding };
-            self.payments.answer_request(id, payer, r.approve, funding, r.instrument_id).await
+            self.payments
+                .answer_request(id, payer, r.approve, funding, r.instrument_id)
+                .await
+                .map(payment_wire)
+                .map_err(status::payments)
         }
         .await;
         self.metrics.answer("Payments/AnswerRequest", result)
@@ -228,7 +271,11 @@ impl wire::payments_server::Payments for PaymentsService {
     async fn get_payment(&self, request: Request<wire::GetPaymentRequest>) -> Result<Response<wire::Payment>, Status> {
         let result = async {
             let viewer = self.viewer(&request).await?;
-            self.payments.get(payment_id(&request.get_ref().payment_id)?, viewer).await
+            self.payments
+                .get(payment_id(&request.get_ref().payment_id)?, viewer)
+                .await
+                .map(payment_wire)
+                .map_err(status::payments)
         }
         .await;
         self.metrics.answer("Payments/GetPayment", result)
@@ -240,7 +287,8 @@ impl wire::payments_server::Payments for PaymentsService {
     ) -> Result<Response<wire::ListPaymentsResponse>, Status> {
         let result = async {
             let viewer = self.viewer(&request).await?;
-            Ok(wire::ListPaymentsResponse { payments: self.payments.list(viewer, false).await })
+            let payments = self.payments.list(viewer, false).await;
+            Ok(wire::ListPaymentsResponse { payments: payments.into_iter().map(payment_wire).collect() })
         }
         .await;
         self.metrics.answer("Payments/ListPayments", result)
@@ -254,11 +302,11 @@ impl wire::payments_server::Payments for PaymentsService {
             let amount = if r.amount.is_empty() {
                 None
             } else {
-                let shown = self.payments.get(id, by).await?;
-                let currency = convert::parse_currency("currency", &shown.currency)?;
+                let shown = self.payments.get(id, by).await.map_err(status::payments)?;
+                let currency = shown.currency.ok_or_else(|| Status::internal("payment currency"))?;
                 Some(amount(&r.amount, currency)?)
             };
-            self.payments.refund(id, by, &r.refund_id, amount).await
+            self.payments.refund(id, by, &r.refund_id, amount).await.map(payment_wire).map_err(status::payments)
         }
         .await;
         self.metrics.answer("Payments/Refund", result)
@@ -271,7 +319,11 @@ impl wire::payments_server::Payments for PaymentsService {
         let result = async {
             self.admin(&request).await?;
             let r = request.get_ref();
-            self.payments.review(payment_id(&r.payment_id)?, r.approve).await
+            self.payments
+                .review(payment_id(&r.payment_id)?, r.approve)
+                .await
+                .map(payment_wire)
+                .map_err(status::payments)
         }
         .await;
         self.metrics.answer("Payments/ReviewPayment", result)
@@ -283,7 +335,8 @@ impl wire::payments_server::Payments for PaymentsService {
     ) -> Result<Response<wire::ListPaymentsResponse>, Status> {
         let result = async {
             self.admin(&request).await?;
-            Ok(wire::ListPaymentsResponse { payments: self.payments.list(None, true).await })
+            let payments = self.payments.list(None, true).await;
+            Ok(wire::ListPaymentsResponse { payments: payments.into_iter().map(payment_wire).collect() })
         }
         .await;
         self.metrics.answer("Payments/ListReviews", result)

@@ -6,13 +6,15 @@
 //! wrapped key is left in the file.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+
+use crate::random::RandomError;
 
 /// Bytes of a key (master or data key).
 pub const KEY_BYTES: usize = 32;
@@ -32,6 +34,11 @@ pub enum CryptoError {
     Open,
     #[error("the master key must be {KEY_BYTES} bytes as 64 hexadecimal digits")]
     MasterKeyFormat,
+    #[error(transparent)]
+    Random(#[from] RandomError),
+    /// The cipher refused to seal (only a message beyond its length limit does).
+    #[error("sealing failed")]
+    Seal,
 }
 
 /// A secret key; its Debug never shows the bytes.
@@ -45,8 +52,8 @@ impl std::fmt::Debug for SecretKey {
 }
 
 impl SecretKey {
-    pub fn random() -> std::io::Result<SecretKey> {
-        Ok(SecretKey(random_bytes()?))
+    pub fn random() -> Result<SecretKey, RandomError> {
+        Ok(SecretKey(crate::random::bytes()?))
     }
 
     pub fn from_hex(text: &str) -> Result<SecretKey, CryptoError> {
@@ -65,14 +72,18 @@ impl SecretKey {
         XChaCha20Poly1305::new(Key::from_slice(&self.0))
     }
 
-    /// nonce ‖ ciphertext of `plain`, bound to `aad`.
-    pub fn seal(&self, plain: &[u8], aad: &[u8]) -> Vec<u8> {
-        let nonce: [u8; NONCE_BYTES] = random_bytes().unwrap_or_else(|_| fallback_nonce());
-        let sealed = self.cipher().encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad }).unwrap_or_default();
+    /// nonce ‖ ciphertext of `plain`, bound to `aad`. The nonce is random (XChaCha's
+    /// 24 bytes make a repeat negligible); without randomness nothing is sealed.
+    pub fn seal(&self, plain: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let nonce: [u8; NONCE_BYTES] = crate::random::bytes()?;
+        let sealed = self
+            .cipher()
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad })
+            .map_err(|_| CryptoError::Seal)?;
         let mut out = Vec::with_capacity(NONCE_BYTES + sealed.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
-        out
+        Ok(out)
     }
 
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
@@ -84,25 +95,6 @@ impl SecretKey {
     }
 }
 
-/// `N` bytes from the kernel's CSPRNG.
-pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
-    let mut bytes = [0u8; N];
-    File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes)
-}
-
-/// Only if /dev/urandom fails mid-run: a nonce from the clock and a counter, unique
-/// within the process (XChaCha's nonce needs uniqueness, not secrecy).
-fn fallback_nonce() -> [u8; NONCE_BYTES] {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let mut nonce = [0u8; NONCE_BYTES];
-    nonce[..16].copy_from_slice(&now.to_le_bytes());
-    nonce[16..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    nonce
-}
-
 /// The master key: 64 hex digits from configuration, or, on a data directory with
 /// none, `<data-dir>/master.key` generated on first start (mode 0600).
 pub fn master_key_file(data_dir: &Path) -> Result<SecretKey, CryptoError> {
@@ -112,7 +104,7 @@ pub fn master_key_file(data_dir: &Path) -> Result<SecretKey, CryptoError> {
         return SecretKey::from_hex(&text);
     }
     std::fs::create_dir_all(data_dir).map_err(io)?;
-    let key = SecretKey::random().map_err(io)?;
+    let key = SecretKey::random()?;
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
@@ -186,7 +178,7 @@ impl KeyStore {
 
     /// Stores a new data key for `user_id` durably; returns its slot.
     pub fn add(&self, user_id: u128, key: &SecretKey) -> Result<u64, CryptoError> {
-        let wrapped = self.master.seal(&key.0, &slot_aad(user_id));
+        let wrapped = self.master.seal(&key.0, &slot_aad(user_id))?;
         let mut slot_bytes = [0u8; SLOT_BYTES];
         slot_bytes[..16].copy_from_slice(&user_id.to_le_bytes());
         slot_bytes[16..16 + wrapped.len()].copy_from_slice(&wrapped);
@@ -229,7 +221,7 @@ mod tests {
     #[test]
     fn sealed_data_opens_only_with_its_key_and_aad() {
         let key = SecretKey::random().expect("key");
-        let sealed = key.seal(b"Ada Lovelace", b"user-1");
+        let sealed = key.seal(b"Ada Lovelace", b"user-1").expect("seal");
         assert!(!sealed.windows(12).any(|w| w == b"Ada Lovelace"));
         assert_eq!(key.open(&sealed, b"user-1").expect("open"), b"Ada Lovelace");
         assert!(matches!(key.open(&sealed, b"user-2"), Err(CryptoError::Open)));

@@ -1,37 +1,40 @@
 //! Linked payment instruments: checks of bank accounts, cards and digital wallets,
 //! what may be shown of them, and the card vault port with its sandbox.
 
+use super::UsersError;
+use crate::FieldError;
+
 /// Checks an ABA routing number: 9 digits, weights 3-7-1, sum a multiple of 10.
-pub fn check_routing_number(routing: &str) -> Result<(), String> {
+pub fn check_routing_number(routing: &str) -> Result<(), FieldError> {
     let digits: Vec<u32> = routing.chars().filter_map(|c| c.to_digit(10)).collect();
     if routing.len() != 9 || digits.len() != 9 {
-        return Err("routing_number: 9 digits".into());
+        return Err(FieldError::new("routing_number", "9 digits"));
     }
     let sum: u32 = digits.iter().zip([3, 7, 1].iter().cycle()).map(|(d, w)| d * w).sum();
     if !sum.is_multiple_of(10) {
-        return Err("routing_number: the checksum does not match; check the number".into());
+        return Err(FieldError::new("routing_number", "the checksum does not match; check the number"));
     }
     Ok(())
 }
 
-pub fn check_account_number(number: &str) -> Result<(), String> {
+pub fn check_account_number(number: &str) -> Result<(), FieldError> {
     if !(4..=17).contains(&number.len()) || !number.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("account_number: 4 to 17 digits".into());
+        return Err(FieldError::new("account_number", "4 to 17 digits"));
     }
     Ok(())
 }
 
 /// Digits of a card number given with optional spaces or dashes; checked with Luhn.
-pub fn card_digits(number: &str) -> Result<String, String> {
+pub fn card_digits(number: &str) -> Result<String, FieldError> {
     if number.len() > 40 {
-        return Err("number: not a card number".into());
+        return Err(FieldError::new("number", "not a card number"));
     }
     let digits: String = number.chars().filter(|c| *c != ' ' && *c != '-').collect();
     if !(12..=19).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("number: 12 to 19 digits".into());
+        return Err(FieldError::new("number", "12 to 19 digits"));
     }
     if !luhn(&digits) {
-        return Err("number: fails the Luhn check; check the number".into());
+        return Err(FieldError::new("number", "fails the Luhn check; check the number"));
     }
     Ok(digits)
 }
@@ -60,6 +63,8 @@ pub fn luhn(digits: &str) -> bool {
 
 /// The card network, from the number's prefix.
 pub fn card_brand(digits: &str) -> &'static str {
+    // ok: display-only: the brand is a label; a number too short for a prefix matches
+    // no brand's range and shows as "card".
     let prefix = |n: usize| digits.get(..n).and_then(|p| p.parse::<u32>().ok()).unwrap_or(0);
     match () {
         _ if digits.starts_with('4') => "visa",
@@ -74,38 +79,38 @@ pub fn card_brand(digits: &str) -> &'static str {
 }
 
 /// Expiry: month 1–12, not before `(year, month)` now, at most 20 years ahead.
-pub fn check_expiry(month: u32, year: u32, now: (i64, i64)) -> Result<(), String> {
+pub fn check_expiry(month: u32, year: u32, now: (i64, i64)) -> Result<(), UsersError> {
     if !(1..=12).contains(&month) {
-        return Err("exp_month: 1 to 12".into());
+        return Err(FieldError::new("exp_month", "1 to 12").into());
     }
     let (y, m) = (i64::from(year), i64::from(month));
     if (y, m) < now {
-        return Err("the card has expired".into());
+        return Err(UsersError::InvalidRequest("the card has expired"));
     }
     if y > now.0 + 20 {
-        return Err("exp_year: too far ahead".into());
+        return Err(FieldError::new("exp_year", "too far ahead").into());
     }
     Ok(())
 }
 
-pub fn check_cvv(cvv: &str, brand: &str) -> Result<(), String> {
+pub fn check_cvv(cvv: &str, brand: &str) -> Result<(), FieldError> {
     let len = if brand == "amex" { 4 } else { 3 };
     if cvv.len() != len || !cvv.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("cvv: {len} digits"));
+        return Err(FieldError::new("cvv", format!("{len} digits")));
     }
     Ok(())
 }
 
 pub const WALLET_PROVIDERS: [&str; 6] = ["paypal", "apple_pay", "google_pay", "venmo", "alipay", "wechat_pay"];
 
-pub fn check_wallet(provider: &str, handle: &str) -> Result<(), String> {
+pub fn check_wallet(provider: &str, handle: &str) -> Result<(), FieldError> {
     if !WALLET_PROVIDERS.contains(&provider) {
-        return Err(format!("provider: one of {}", WALLET_PROVIDERS.join(", ")));
+        return Err(FieldError::new("provider", format!("one of {}", WALLET_PROVIDERS.join(", "))));
     }
     if super::profile::check_email(handle).is_err()
         && (handle.is_empty() || super::profile::check_phone(handle).is_err())
     {
-        return Err("handle: an email address or an E.164 phone number".into());
+        return Err(FieldError::new("handle", "an email address or an E.164 phone number"));
     }
     Ok(())
 }
@@ -142,7 +147,7 @@ impl CardVault for SandboxVault {
         if digits == SANDBOX_DECLINED_CARD {
             return Err("the card issuer declined the card".into());
         }
-        let bytes: [u8; 16] = super::crypto::random_bytes().map_err(|_| "the vault is unavailable".to_string())?;
+        let bytes: [u8; 16] = crate::random::bytes().map_err(|_| "the vault is unavailable".to_string())?;
         Ok(format!("tok_{}", ledger_core::chain::to_hex(&bytes)))
     }
 }

@@ -1,12 +1,16 @@
-//! The `ledger.v1.Users` gRPC service over [`Users`].
+//! The `ledger.v1.Users` gRPC service over the platform's [`Users`].
 
 use std::sync::Arc;
 
+use ledger_core::money::{format_amount, Currency};
+use ledger_platform::users::{
+    Caller, InstrumentDetails, InstrumentStatus, PaymentInstrument, ProfileChanges, Reauth, SessionInfo, UserProfile,
+    Users, Wallet, SESSION_TOKEN_PREFIX,
+};
+use ledger_proto::api::v1 as wire;
 use tonic::{Request, Response, Status};
 
-pub use ledger_proto::api::v1 as wire;
-
-use super::{Caller, ProfileChanges, Reauth, Users, SESSION_TOKEN_PREFIX};
+use super::status;
 use crate::auth::{Permission, Role, Tokens};
 use crate::convert;
 use crate::metrics::Metrics;
@@ -33,7 +37,7 @@ impl Principal {
     /// Authenticates the caller of `request`, whichever kind of token it carries.
     pub async fn of<T>(users: &Users, tokens: &Tokens, request: &Request<T>) -> Result<Principal, Status> {
         match session_token(request) {
-            Some(token) => Ok(Principal::User(users.authenticate(token).await?.user_id)),
+            Some(token) => Ok(Principal::User(users.authenticate(token).await.map_err(status::users)?.user_id)),
             None => Ok(Principal::Role(tokens.authenticate(request)?)),
         }
     }
@@ -73,7 +77,7 @@ fn source<T>(request: &Request<T>) -> String {
 impl UsersService {
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         match session_token(request) {
-            Some(token) => self.users.authenticate(token).await,
+            Some(token) => self.users.authenticate(token).await.map_err(status::users),
             None if request.metadata().get("authorization").is_none() => {
                 Err(Status::unauthenticated("missing authorization: Bearer <session token from Login>"))
             }
@@ -84,8 +88,89 @@ impl UsersService {
     /// The caller and the user their request names (which must be themselves).
     async fn subject<T>(&self, request: &Request<T>, user_id: &str) -> Result<(Caller, u128), Status> {
         let caller = self.caller(request).await?;
-        let subject = Users::subject(&caller, user_id)?;
+        let subject = Users::subject(&caller, user_id).map_err(status::users)?;
         Ok((caller, subject))
+    }
+}
+
+fn profile_wire(p: UserProfile) -> wire::UserProfile {
+    wire::UserProfile {
+        user_id: p.user_id.to_string(),
+        name: p.name,
+        email: p.email,
+        phone: p.phone,
+        address: p.address,
+        date_of_birth: p.date_of_birth,
+        totp_enabled: p.totp_enabled,
+        registered_at_ns: p.registered_at_ns,
+    }
+}
+
+fn session_wire(s: SessionInfo) -> wire::Session {
+    wire::Session {
+        session_id: s.session_id,
+        started_at_ns: s.started_at_ns,
+        last_seen_at_ns: s.last_seen_at_ns,
+        expires_at_ns: s.expires_at_ns,
+        source: s.source,
+        current: s.current,
+    }
+}
+
+fn instrument_wire(i: PaymentInstrument) -> wire::PaymentInstrument {
+    let status = match i.status {
+        InstrumentStatus::PendingVerification => wire::InstrumentStatus::PendingVerification,
+        InstrumentStatus::Verified => wire::InstrumentStatus::Verified,
+        InstrumentStatus::VerificationFailed => wire::InstrumentStatus::VerificationFailed,
+    };
+    let mut out = wire::PaymentInstrument {
+        instrument_id: i.instrument_id,
+        status: status as i32,
+        is_default: i.is_default,
+        display: i.display,
+        ..wire::PaymentInstrument::default()
+    };
+    match i.details {
+        Some(InstrumentDetails::BankAccount { bank_name, routing_number, account_number_masked }) => {
+            out.kind = wire::InstrumentKind::BankAccount as i32;
+            out.bank_name = bank_name;
+            out.routing_number = routing_number;
+            out.account_number_masked = account_number_masked;
+        }
+        Some(InstrumentDetails::Card { brand, last4, exp_month, exp_year }) => {
+            out.kind = wire::InstrumentKind::Card as i32;
+            out.card_brand = brand;
+            out.card_last4 = last4;
+            out.card_exp_month = exp_month;
+            out.card_exp_year = exp_year;
+        }
+        Some(InstrumentDetails::DigitalWallet { provider, handle_masked }) => {
+            out.kind = wire::InstrumentKind::DigitalWallet as i32;
+            out.wallet_provider = provider;
+            out.wallet_handle_masked = handle_masked;
+        }
+        // An instrument stored without a method shows as of no kind.
+        None => {}
+    }
+    out
+}
+
+/// A signed amount in the currency's notation: `-12.30` below zero.
+fn signed_amount(minor: i128, currency: Currency) -> String {
+    let text = format_amount(minor.unsigned_abs(), currency);
+    if minor < 0 {
+        format!("-{text}")
+    } else {
+        text
+    }
+}
+
+fn wallet_wire(w: Wallet) -> wire::Wallet {
+    wire::Wallet {
+        currency: w.currency.code().to_string(),
+        account_id: w.account_id.to_string(),
+        balance: signed_amount(w.balance_minor, w.currency),
+        available: signed_amount(w.available_minor, w.currency),
     }
 }
 
@@ -104,7 +189,7 @@ impl wire::users_server::Users for UsersService {
     ) -> Result<Response<wire::RegisterResponse>, Status> {
         let result = async {
             let r = request.get_ref();
-            let id = self.users.register(&r.name, &r.email, &r.password).await?;
+            let id = self.users.register(&r.name, &r.email, &r.password).await.map_err(status::users)?;
             Ok(wire::RegisterResponse { user_id: id.to_string() })
         }
         .await;
@@ -117,14 +202,17 @@ impl wire::users_server::Users for UsersService {
             let r = request.get_ref();
             bounded("totp_code", &r.totp_code, 16)?;
             bounded("recovery_code", &r.recovery_code, 32)?;
-            let (caller, token, idle, expires) =
-                self.users.login(&r.email, &r.password, &r.totp_code, &r.recovery_code, &source).await?;
+            let signed_in = self
+                .users
+                .login(&r.email, &r.password, &r.totp_code, &r.recovery_code, &source)
+                .await
+                .map_err(status::users)?;
             Ok(wire::LoginResponse {
-                user_id: caller.user_id.to_string(),
-                session_token: token,
-                session_id: caller.session_id,
-                idle_expires_at_ns: idle,
-                expires_at_ns: expires,
+                user_id: signed_in.caller.user_id.to_string(),
+                session_token: signed_in.session_token,
+                session_id: signed_in.caller.session_id,
+                idle_expires_at_ns: signed_in.idle_expires_at_ns,
+                expires_at_ns: signed_in.expires_at_ns,
             })
         }
         .await;
@@ -134,7 +222,7 @@ impl wire::users_server::Users for UsersService {
     async fn logout(&self, request: Request<wire::LogoutRequest>) -> Result<Response<wire::LogoutResponse>, Status> {
         let result = async {
             let caller = self.caller(&request).await?;
-            self.users.logout(&caller).await?;
+            self.users.logout(&caller).await.map_err(status::users)?;
             Ok(wire::LogoutResponse {})
         }
         .await;
@@ -144,7 +232,7 @@ impl wire::users_server::Users for UsersService {
     async fn get_profile(&self, request: Request<wire::UserRequest>) -> Result<Response<wire::UserProfile>, Status> {
         let result = async {
             let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
-            self.users.profile(user).await
+            self.users.profile(user).await.map(profile_wire).map_err(status::users)
         }
         .await;
         self.metrics.answer("Users/GetProfile", result)
@@ -165,7 +253,7 @@ impl wire::users_server::Users for UsersService {
                 date_of_birth: r.date_of_birth,
             };
             let reauth = Reauth { password: &r.current_password, totp_code: &r.totp_code };
-            self.users.update_profile(user, changes, reauth).await
+            self.users.update_profile(user, changes, reauth).await.map(profile_wire).map_err(status::users)
         }
         .await;
         self.metrics.answer("Users/UpdateProfile", result)
@@ -179,7 +267,7 @@ impl wire::users_server::Users for UsersService {
             let (caller, _) = self.subject(&request, &request.get_ref().user_id).await?;
             let r = request.get_ref();
             let reauth = Reauth { password: &r.current_password, totp_code: &r.totp_code };
-            let ended = self.users.change_password(&caller, reauth, &r.new_password).await?;
+            let ended = self.users.change_password(&caller, reauth, &r.new_password).await.map_err(status::users)?;
             Ok(wire::ChangePasswordResponse { sessions_ended: ended })
         }
         .await;
@@ -193,7 +281,10 @@ impl wire::users_server::Users for UsersService {
         let result = async {
             let (caller, _) = self.subject(&request, &request.get_ref().user_id).await?;
             let r = request.get_ref();
-            self.users.delete(&caller, Reauth { password: &r.current_password, totp_code: &r.totp_code }).await?;
+            self.users
+                .delete(&caller, Reauth { password: &r.current_password, totp_code: &r.totp_code })
+                .await
+                .map_err(status::users)?;
             Ok(wire::DeleteUserResponse {})
         }
         .await;
@@ -207,8 +298,11 @@ impl wire::users_server::Users for UsersService {
         let result = async {
             let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
             let r = request.get_ref();
-            let (secret, otpauth_uri) =
-                self.users.enroll_totp(user, Reauth { password: &r.current_password, totp_code: &r.totp_code }).await?;
+            let (secret, otpauth_uri) = self
+                .users
+                .enroll_totp(user, Reauth { password: &r.current_password, totp_code: &r.totp_code })
+                .await
+                .map_err(status::users)?;
             Ok(wire::EnrollTotpResponse { secret, otpauth_uri })
         }
         .await;
@@ -222,7 +316,7 @@ impl wire::users_server::Users for UsersService {
         let result = async {
             let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
             bounded("code", &request.get_ref().code, 16)?;
-            let recovery_codes = self.users.confirm_totp(user, &request.get_ref().code).await?;
+            let recovery_codes = self.users.confirm_totp(user, &request.get_ref().code).await.map_err(status::users)?;
             Ok(wire::ConfirmTotpResponse { recovery_codes })
         }
         .await;
@@ -236,7 +330,10 @@ impl wire::users_server::Users for UsersService {
         let result = async {
             let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
             let r = request.get_ref();
-            self.users.disable_totp(user, Reauth { password: &r.current_password, totp_code: &r.totp_code }).await?;
+            self.users
+                .disable_totp(user, Reauth { password: &r.current_password, totp_code: &r.totp_code })
+                .await
+                .map_err(status::users)?;
             Ok(wire::DisableTotpResponse {})
         }
         .await;
@@ -249,7 +346,8 @@ impl wire::users_server::Users for UsersService {
     ) -> Result<Response<wire::ListSessionsResponse>, Status> {
         let result = async {
             let (caller, _) = self.subject(&request, &request.get_ref().user_id).await?;
-            Ok(wire::ListSessionsResponse { sessions: self.users.sessions(&caller).await? })
+            let sessions = self.users.sessions(&caller).await.map_err(status::users)?;
+            Ok(wire::ListSessionsResponse { sessions: sessions.into_iter().map(session_wire).collect() })
         }
         .await;
         self.metrics.answer("Users/ListSessions", result)
@@ -262,7 +360,7 @@ impl wire::users_server::Users for UsersService {
         let result = async {
             let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
             bounded("session_id", &request.get_ref().session_id, 64)?;
-            self.users.revoke_session(user, &request.get_ref().session_id).await?;
+            self.users.revoke_session(user, &request.get_ref().session_id).await.map_err(status::users)?;
             Ok(wire::RevokeSessionResponse {})
         }
         .await;
@@ -275,11 +373,11 @@ impl wire::users_server::Users for UsersService {
     ) -> Result<Response<wire::ListSecurityEventsResponse>, Status> {
         let result = async {
             let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
-            let events = self.users.security_events(user).await?;
+            let events = self.users.security_events(user).await.map_err(status::users)?;
             Ok(wire::ListSecurityEventsResponse {
                 events: events
                     .into_iter()
-                    .map(|(kind, at_ns, detail)| wire::SecurityEvent { kind, at_ns, detail })
+                    .map(|e| wire::SecurityEvent { kind: e.kind, at_ns: e.at_ns, detail: e.detail })
                     .collect(),
             })
         }
@@ -297,8 +395,12 @@ impl wire::users_server::Users for UsersService {
             let (instrument, deposits) = self
                 .users
                 .add_bank_account(user, &r.bank_name, &r.routing_number, &r.account_number, &r.holder_name)
-                .await?;
-            Ok(wire::AddInstrumentResponse { instrument: Some(instrument), sandbox_micro_deposits: deposits })
+                .await
+                .map_err(status::users)?;
+            Ok(wire::AddInstrumentResponse {
+                instrument: Some(instrument_wire(instrument)),
+                sandbox_micro_deposits: deposits,
+            })
         }
         .await;
         self.metrics.answer("Users/AddBankAccount", result)
@@ -312,9 +414,15 @@ impl wire::users_server::Users for UsersService {
             let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
             let r = request.get_ref();
             bounded("cvv", &r.cvv, 8)?;
-            let instrument =
-                self.users.add_card(user, &r.number, r.exp_month, r.exp_year, &r.cvv, &r.holder_name).await?;
-            Ok(wire::AddInstrumentResponse { instrument: Some(instrument), sandbox_micro_deposits: Vec::new() })
+            let instrument = self
+                .users
+                .add_card(user, &r.number, r.exp_month, r.exp_year, &r.cvv, &r.holder_name)
+                .await
+                .map_err(status::users)?;
+            Ok(wire::AddInstrumentResponse {
+                instrument: Some(instrument_wire(instrument)),
+                sandbox_micro_deposits: Vec::new(),
+            })
         }
         .await;
         self.metrics.answer("Users/AddCard", result)
@@ -327,8 +435,12 @@ impl wire::users_server::Users for UsersService {
         let result = async {
             let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
             let r = request.get_ref();
-            let instrument = self.users.add_digital_wallet(user, &r.provider, &r.handle).await?;
-            Ok(wire::AddInstrumentResponse { instrument: Some(instrument), sandbox_micro_deposits: Vec::new() })
+            let instrument =
+                self.users.add_digital_wallet(user, &r.provider, &r.handle).await.map_err(status::users)?;
+            Ok(wire::AddInstrumentResponse {
+                instrument: Some(instrument_wire(instrument)),
+                sandbox_micro_deposits: Vec::new(),
+            })
         }
         .await;
         self.metrics.answer("Users/AddDigitalWallet", result)
@@ -340,7 +452,8 @@ impl wire::users_server::Users for UsersService {
     ) -> Result<Response<wire::ListInstrumentsResponse>, Status> {
         let result = async {
             let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
-            Ok(wire::ListInstrumentsResponse { instruments: self.users.instruments(user).await? })
+            let instruments = self.users.instruments(user).await.map_err(status::users)?;
+            Ok(wire::ListInstrumentsResponse { instruments: instruments.into_iter().map(instrument_wire).collect() })
         }
         .await;
         self.metrics.answer("Users/ListInstruments", result)
@@ -357,7 +470,11 @@ impl wire::users_server::Users for UsersService {
             if r.amounts.len() > 2 {
                 return Err(Status::invalid_argument("amounts: the two micro-deposits, in minor units"));
             }
-            self.users.verify_instrument(user, &r.instrument_id, &r.amounts).await
+            self.users
+                .verify_instrument(user, &r.instrument_id, &r.amounts)
+                .await
+                .map(instrument_wire)
+                .map_err(status::users)
         }
         .await;
         self.metrics.answer("Users/VerifyInstrument", result)
@@ -370,7 +487,11 @@ impl wire::users_server::Users for UsersService {
         let result = async {
             let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
             bounded("instrument_id", &request.get_ref().instrument_id, 64)?;
-            self.users.set_default_instrument(user, &request.get_ref().instrument_id).await
+            self.users
+                .set_default_instrument(user, &request.get_ref().instrument_id)
+                .await
+                .map(instrument_wire)
+                .map_err(status::users)
         }
         .await;
         self.metrics.answer("Users/SetDefaultInstrument", result)
@@ -383,7 +504,7 @@ impl wire::users_server::Users for UsersService {
         let result = async {
             let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
             bounded("instrument_id", &request.get_ref().instrument_id, 64)?;
-            self.users.remove_instrument(user, &request.get_ref().instrument_id).await?;
+            self.users.remove_instrument(user, &request.get_ref().instrument_id).await.map_err(status::users)?;
             Ok(wire::RemoveInstrumentResponse {})
         }
         .await;
@@ -394,7 +515,7 @@ impl wire::users_server::Users for UsersService {
         let result = async {
             let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
             let currency = convert::parse_currency("currency", &request.get_ref().currency)?;
-            self.users.open_wallet(user, currency).await
+            self.users.open_wallet(user, currency).await.map(wallet_wire).map_err(status::users)
         }
         .await;
         self.metrics.answer("Users/OpenWallet", result)
@@ -406,7 +527,8 @@ impl wire::users_server::Users for UsersService {
     ) -> Result<Response<wire::ListWalletsResponse>, Status> {
         let result = async {
             let (_, user) = self.subject(&request, &request.get_ref().user_id).await?;
-            Ok(wire::ListWalletsResponse { wallets: self.users.wallets(user).await? })
+            let wallets = self.users.wallets(user).await.map_err(status::users)?;
+            Ok(wire::ListWalletsResponse { wallets: wallets.into_iter().map(wallet_wire).collect() })
         }
         .await;
         self.metrics.answer("Users/ListWallets", result)

@@ -9,35 +9,33 @@
 //! fee). So a conversion never creates money, and keeps at most one minor unit of the
 //! computed side's currency beyond the spread.
 
-pub mod grpc;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use ledger_core::domain::{AccountCommand, AccountId, NewAccount, NewTransfer, TransferId, TransferKind};
+use ledger_core::domain::{AccountId, NewTransfer, TransferId, TransferKind};
 use ledger_core::money::{format_amount, Currency};
 use ledger_engine::clock::now_ns;
-use ledger_engine::store::{Direction, EventData, EventStore, EventStoreExt, ExpectedRevision, Revision};
-use ledger_engine::writer::Ledger;
 use ledger_proto::events::v1 as ev;
 use ledger_proto::events::v1::fx_event::Kind as FxKind;
 use prost::Message;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
-use tonic::Status;
 
-use crate::convert;
-use crate::payments::{platform_account, PLATFORM_ACCOUNT_CODE};
-use crate::users::{wallet_account_id, Users};
+use crate::chart::{derive_id, platform_account, wallet_account_id, OpenError, PlatformAccounts};
+use crate::engine::{EventData, EventStore, Ledger, Revision};
+use crate::users::Users;
+use crate::FieldError;
+
+mod error;
+pub use crate::chart::FX_TRANSFER_CODE;
+pub use error::{FxError, RateError};
 
 pub const RATES_STREAM: &str = "fx-rates";
 pub const CONVERSIONS_STREAM: &str = "fx-conversions";
 /// Rates are given through this currency when no direct pair is set.
 pub const PIVOT: &str = "USD";
-/// Ledger transfer code of conversions.
-pub const FX_TRANSFER_CODE: u16 = 2100;
 
 #[derive(Clone, Copy, Debug)]
 pub struct FxConfig {
@@ -52,18 +50,6 @@ impl Default for FxConfig {
     fn default() -> FxConfig {
         FxConfig { spread_bps: 50, fee_bps: 0, quote_ttl: Duration::from_secs(60) }
     }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum FxError {
-    #[error("no rate for {0}/{1}")]
-    NoRate(String, String),
-    #[error("amount too large to convert")]
-    Overflow,
-    #[error("the converted amount is less than one minor unit")]
-    TooSmall,
-    #[error("rate: a positive decimal")]
-    BadRate,
 }
 
 /// Which side of a quote the user fixed.
@@ -86,12 +72,12 @@ pub struct Amounts {
     pub spread: u64,
 }
 
-fn scale(from: Currency, to: Currency) -> Result<Decimal, FxError> {
+fn scale(from: Currency, to: Currency) -> Result<Decimal, RateError> {
     let diff = i32::from(to.exponent()) - i32::from(from.exponent());
     let ten = Decimal::from(10);
     let mut factor = Decimal::ONE;
     for _ in 0..diff.unsigned_abs() {
-        factor = factor.checked_mul(ten).ok_or(FxError::Overflow)?;
+        factor = factor.checked_mul(ten).ok_or(RateError::Overflow)?;
     }
     Ok(if diff >= 0 { factor } else { Decimal::ONE / factor })
 }
@@ -102,15 +88,15 @@ pub fn customer_rate(mid: Decimal, spread_bps: u32) -> Decimal {
 }
 
 /// `from_minor` of `from` in minor units of `to` at `rate`, exactly (no rounding).
-pub fn exact(from_minor: u64, rate: Decimal, from: Currency, to: Currency) -> Result<Decimal, FxError> {
+pub fn exact(from_minor: u64, rate: Decimal, from: Currency, to: Currency) -> Result<Decimal, RateError> {
     Decimal::from(from_minor)
         .checked_mul(rate)
         .and_then(|v| v.checked_mul(scale(from, to).ok()?))
-        .ok_or(FxError::Overflow)
+        .ok_or(RateError::Overflow)
 }
 
-fn whole(value: Decimal, strategy: RoundingStrategy) -> Result<u64, FxError> {
-    value.round_dp_with_strategy(0, strategy).to_u64().ok_or(FxError::Overflow)
+fn whole(value: Decimal, strategy: RoundingStrategy) -> Result<u64, RateError> {
+    value.round_dp_with_strategy(0, strategy).to_u64().ok_or(RateError::Overflow)
 }
 
 /// The amounts of a conversion under the rounding rule.
@@ -121,9 +107,9 @@ pub fn quote_amounts(
     spread_bps: u32,
     fee_bps: u32,
     fixed: Fixed,
-) -> Result<Amounts, FxError> {
+) -> Result<Amounts, RateError> {
     if mid <= Decimal::ZERO {
-        return Err(FxError::BadRate);
+        return Err(RateError::BadRate);
     }
     let rate = customer_rate(mid, spread_bps);
     let (from_amount, to_amount) = match fixed {
@@ -132,20 +118,20 @@ pub fn quote_amounts(
             let needed = Decimal::from(amount)
                 .checked_div(rate)
                 .and_then(|v| v.checked_mul(scale(to, from).ok()?))
-                .ok_or(FxError::Overflow)?;
+                .ok_or(RateError::Overflow)?;
             (whole(needed, RoundingStrategy::AwayFromZero)?, amount)
         }
     };
     if from_amount == 0 || to_amount == 0 {
-        return Err(FxError::TooSmall);
+        return Err(RateError::TooSmall);
     }
     let fee = whole(Decimal::from(from_amount) * Decimal::new(i64::from(fee_bps), 4), RoundingStrategy::AwayFromZero)?;
     // What the seller pays (amount plus fee) must fit an amount too.
-    from_amount.checked_add(fee).ok_or(FxError::Overflow)?;
+    from_amount.checked_add(fee).ok_or(RateError::Overflow)?;
     let at_mid = exact(from_amount, mid, from, to)?;
     let spread = whole((at_mid - Decimal::from(to_amount)).max(Decimal::ZERO), RoundingStrategy::ToZero)?;
     // What leaves the FX account (paid plus spread) must fit an amount too.
-    to_amount.checked_add(spread).ok_or(FxError::Overflow)?;
+    to_amount.checked_add(spread).ok_or(RateError::Overflow)?;
     Ok(Amounts { from: from_amount, to: to_amount, fee, rate, spread })
 }
 
@@ -183,13 +169,13 @@ impl RateBook {
     }
 
     /// The mid rate a → b at `at`, through the pivot if no pair links them.
-    fn mid(&self, a: &str, b: &str, at: u64) -> Result<(Decimal, Vec<String>), FxError> {
+    fn mid(&self, a: &str, b: &str, at: u64) -> Result<(Decimal, Vec<String>), RateError> {
         if let Some((rate, used)) = self.direct(a, b, at) {
             return Ok((rate, vec![used].into_iter().filter(|u| !u.is_empty()).collect()));
         }
-        let (first, u1) = self.direct(a, PIVOT, at).ok_or_else(|| FxError::NoRate(a.into(), b.into()))?;
-        let (second, u2) = self.direct(PIVOT, b, at).ok_or_else(|| FxError::NoRate(a.into(), b.into()))?;
-        let rate = first.checked_mul(second).ok_or(FxError::Overflow)?;
+        let (first, u1) = self.direct(a, PIVOT, at).ok_or_else(|| RateError::NoRate(a.into(), b.into()))?;
+        let (second, u2) = self.direct(PIVOT, b, at).ok_or_else(|| RateError::NoRate(a.into(), b.into()))?;
+        let rate = first.checked_mul(second).ok_or(RateError::Overflow)?;
         Ok((rate, [u1, u2].into_iter().filter(|u| !u.is_empty()).collect()))
     }
 
@@ -218,12 +204,9 @@ pub struct QuoteState {
 
 impl QuoteState {
     /// An expired quote is refused with a clear error.
-    fn check_live(&self) -> Result<(), Status> {
+    fn check_live(&self) -> Result<(), FxError> {
         if now_ns() > self.expires_at {
-            return Err(Status::failed_precondition(format!(
-                "the quote expired at {} ns; ask for a new quote",
-                self.expires_at
-            )));
+            return Err(FxError::QuoteExpired { expires_at_ns: self.expires_at });
         }
         Ok(())
     }
@@ -238,40 +221,35 @@ pub struct Fx {
     /// Serializes appends to the rate and conversion streams (exact expected revisions).
     streams: tokio::sync::Mutex<(Option<Revision>, Option<Revision>)>,
     quotes: DashMap<String, Arc<tokio::sync::Mutex<QuoteState>>>,
-    opened: DashMap<Currency, ()>,
-}
-
-fn fx_status(error: FxError) -> Status {
-    match error {
-        FxError::NoRate(..) => Status::failed_precondition(error.to_string()),
-        _ => Status::invalid_argument(error.to_string()),
-    }
+    /// The FX, FX revenue and fee accounts of each currency converted.
+    accounts: PlatformAccounts,
 }
 
 impl Fx {
-    pub fn open(store: Arc<dyn EventStore>, ledger: Ledger, users: Arc<Users>, config: FxConfig) -> Result<Fx, String> {
+    pub fn open(
+        store: Arc<dyn EventStore>,
+        ledger: Ledger,
+        users: Arc<Users>,
+        config: FxConfig,
+    ) -> Result<Fx, FxError> {
         let mut book = RateBook::default();
-        let mut heads = (None, None);
-        for (stream, head) in [(RATES_STREAM, 0), (CONVERSIONS_STREAM, 1)] {
-            let mut from = 0;
-            loop {
-                let records = store.read_stream(stream, from, Direction::Forwards, 4_096).map_err(|e| e.to_string())?;
-                let Some(last) = records.last() else { break };
-                from = last.revision + 1;
-                if head == 0 {
-                    heads.0 = Some(last.revision);
-                } else {
-                    heads.1 = Some(last.revision);
-                }
-                for record in &records {
-                    let event = ev::FxEvent::decode(record.payload.as_slice()).map_err(|e| format!("{stream}: {e}"))?;
-                    if let Some(FxKind::RateSet(r)) = event.kind {
-                        let rate: Decimal = r.rate.parse().map_err(|_| format!("{stream}: bad rate {}", r.rate))?;
-                        book.set(&r.base, &r.quote, RateEntry { at: event.timestamp_ns, rate, source: r.source });
-                    }
-                }
+        let rates_head = crate::stream::load::<FxError>(store.as_ref(), RATES_STREAM, 4_096, |record| {
+            let event = ev::FxEvent::decode(record.payload.as_slice())
+                .map_err(|e| FxError::Corrupt(format!("{RATES_STREAM}: {e}")))?;
+            if let Some(FxKind::RateSet(r)) = event.kind {
+                let rate: Decimal =
+                    r.rate.parse().map_err(|_| FxError::Corrupt(format!("{RATES_STREAM}: bad rate {}", r.rate)))?;
+                book.set(&r.base, &r.quote, RateEntry { at: event.timestamp_ns, rate, source: r.source });
             }
-        }
+            Ok(())
+        })?;
+        // Conversions are only appended to; replay checks that each decodes.
+        let conversions_head = crate::stream::load::<FxError>(store.as_ref(), CONVERSIONS_STREAM, 4_096, |record| {
+            ev::FxEvent::decode(record.payload.as_slice())
+                .map_err(|e| FxError::Corrupt(format!("{CONVERSIONS_STREAM}: {e}")))?;
+            Ok(())
+        })?;
+        let heads = (rates_head, conversions_head);
         Ok(Fx {
             store,
             ledger,
@@ -280,11 +258,11 @@ impl Fx {
             book: RwLock::new(book),
             streams: tokio::sync::Mutex::new(heads),
             quotes: DashMap::new(),
-            opened: DashMap::new(),
+            accounts: PlatformAccounts::fx(),
         })
     }
 
-    async fn append(&self, stream: &str, head: &mut Option<Revision>, kinds: Vec<FxKind>) -> Result<u64, Status> {
+    async fn append(&self, stream: &str, head: &mut Option<Revision>, kinds: Vec<FxKind>) -> Result<u64, FxError> {
         let at = now_ns();
         let events: Vec<EventData> = kinds
             .into_iter()
@@ -299,27 +277,25 @@ impl Fx {
                 }
             })
             .collect();
-        let expected = head.map_or(ExpectedRevision::NoStream, ExpectedRevision::Exact);
-        let outcome = self.store.append(stream, expected, events).await.map_err(convert::store_error)?;
-        *head = outcome.last_revision;
+        crate::stream::append(self.store.as_ref(), stream, head, events).await?;
         Ok(at)
     }
 
     /// Sets mid rates (one event each, one append).
-    pub async fn set_rates(&self, rates: Vec<(Currency, Currency, Decimal, String)>) -> Result<(), Status> {
+    pub async fn set_rates(&self, rates: Vec<(Currency, Currency, Decimal, String)>) -> Result<(), FxError> {
         if rates.is_empty() || rates.len() > 1_000 {
-            return Err(Status::invalid_argument("rates: 1 to 1000"));
+            return Err(FieldError::new("rates", "1 to 1000").into());
         }
         let mut kinds = Vec::with_capacity(rates.len());
         for (base, quote, rate, source) in &rates {
             if base == quote {
-                return Err(Status::invalid_argument("a rate links two different currencies"));
+                return Err(FxError::InvalidRequest("a rate links two different currencies"));
             }
             if *rate <= Decimal::ZERO {
-                return Err(Status::invalid_argument("rate: a positive decimal"));
+                return Err(RateError::BadRate.into());
             }
             if source.len() > 64 || source.chars().any(char::is_control) {
-                return Err(Status::invalid_argument("source: at most 64 bytes"));
+                return Err(FieldError::new("source", "at most 64 bytes").into());
             }
             kinds.push(FxKind::RateSet(ev::RateSet {
                 base: base.code().into(),
@@ -344,20 +320,18 @@ impl Fx {
     }
 
     /// The mid rate a → b at a time, with the rates it came from.
-    pub fn mid_at(&self, a: Currency, b: Currency, at: u64) -> Result<(Decimal, Vec<String>), FxError> {
+    pub fn mid_at(&self, a: Currency, b: Currency, at: u64) -> Result<(Decimal, Vec<String>), RateError> {
         self.book.read().unwrap_or_else(|p| p.into_inner()).mid(a.code(), b.code(), at)
     }
 
-    pub fn quote(&self, user: u128, from: Currency, to: Currency, fixed: Fixed) -> Result<QuoteState, Status> {
+    pub fn quote(&self, user: u128, from: Currency, to: Currency, fixed: Fixed) -> Result<QuoteState, FxError> {
         if from == to {
-            return Err(Status::invalid_argument("from_currency and to_currency are the same"));
+            return Err(FxError::InvalidRequest("from_currency and to_currency are the same"));
         }
         let now = now_ns();
-        let (mid, rates_used) = self.mid_at(from, to, now).map_err(fx_status)?;
-        let amounts =
-            quote_amounts(from, to, mid, self.config.spread_bps, self.config.fee_bps, fixed).map_err(fx_status)?;
-        let bytes: [u8; 12] =
-            crate::users::crypto::random_bytes().map_err(|_| Status::internal("no randomness available"))?;
+        let (mid, rates_used) = self.mid_at(from, to, now)?;
+        let amounts = quote_amounts(from, to, mid, self.config.spread_bps, self.config.fee_bps, fixed)?;
+        let bytes: [u8; 12] = crate::random::bytes()?;
         let id = format!("q_{}", ledger_core::chain::to_hex(&bytes));
         let quote = QuoteState {
             id: id.clone(),
@@ -382,25 +356,25 @@ impl Fx {
     }
 
     /// `user`'s quote, locked; another user's is as unknown as a missing one.
-    async fn quote_of(&self, user: u128, quote_id: &str) -> Result<tokio::sync::OwnedMutexGuard<QuoteState>, Status> {
-        let quote = self.quotes.get(quote_id).map(|q| q.clone()).ok_or_else(|| Status::not_found("quote not found"))?;
+    async fn quote_of(&self, user: u128, quote_id: &str) -> Result<tokio::sync::OwnedMutexGuard<QuoteState>, FxError> {
+        let quote = self.quotes.get(quote_id).map(|q| q.clone()).ok_or(FxError::NotFound("quote"))?;
         let quote = quote.lock_owned().await;
         if quote.user != user {
-            return Err(Status::not_found("quote not found"));
+            return Err(FxError::NotFound("quote"));
         }
         Ok(quote)
     }
 
     /// A quote of `user`, as it stands.
-    pub async fn peek(&self, user: u128, quote_id: &str) -> Result<QuoteState, Status> {
+    pub async fn peek(&self, user: u128, quote_id: &str) -> Result<QuoteState, FxError> {
         Ok(self.quote_of(user, quote_id).await?.clone())
     }
 
     /// Takes a live quote of `user` for a payment: it can be used once.
-    pub async fn take_quote(&self, user: u128, quote_id: &str, payment: u128) -> Result<QuoteState, Status> {
+    pub async fn take_quote(&self, user: u128, quote_id: &str, payment: u128) -> Result<QuoteState, FxError> {
         let mut quote = self.quote_of(user, quote_id).await?;
         if quote.executed.is_some() || quote.used_by.is_some_and(|p| p != payment) {
-            return Err(Status::failed_precondition("the quote was used already; ask for a new quote"));
+            return Err(FxError::FailedPrecondition("the quote was used already; ask for a new quote".into()));
         }
         quote.check_live()?;
         self.ensure_fx_accounts([quote.from, quote.to]).await?;
@@ -418,33 +392,11 @@ impl Fx {
         }
     }
 
-    async fn ensure_fx_accounts(&self, currencies: [Currency; 2]) -> Result<(), Status> {
-        let mut commands = Vec::new();
-        for currency in currencies {
-            if self.opened.contains_key(&currency) {
-                continue;
-            }
-            for name in ["fx", "fx-revenue", "fee"] {
-                commands.push(AccountCommand::Open(NewAccount {
-                    id: AccountId(platform_account(name, currency)),
-                    currency,
-                    code: PLATFORM_ACCOUNT_CODE,
-                    flags: Default::default(),
-                    owner_id: 0,
-                }));
-            }
-        }
-        if commands.is_empty() {
-            return Ok(());
-        }
-        let results = self.ledger.create_accounts(commands).await.map_err(convert::status)?;
-        if let Some(Err(error)) = results.iter().find(|r| r.is_err()) {
-            return Err(Status::internal(format!("FX accounts: {error}")));
-        }
-        for currency in currencies {
-            self.opened.insert(currency, ());
-        }
-        Ok(())
+    async fn ensure_fx_accounts(&self, currencies: [Currency; 2]) -> Result<(), FxError> {
+        self.accounts.ensure(&self.ledger, &currencies).await.map_err(|error| match error {
+            OpenError::Ledger(error) => FxError::Ledger(error),
+            OpenError::Refused(error) => FxError::Internal(format!("FX accounts: {error}")),
+        })
     }
 
     /// Executes a live quote of `user` into `receiver`'s wallet: one linked batch
@@ -455,14 +407,14 @@ impl Fx {
         user: u128,
         quote_id: &str,
         receiver: u128,
-    ) -> Result<(QuoteState, ev::ConversionBooked), Status> {
+    ) -> Result<(QuoteState, ev::ConversionBooked), FxError> {
         let mut quote = self.quote_of(user, quote_id).await?;
         if quote.used_by.is_some() {
-            return Err(Status::failed_precondition("the quote was used by a payment"));
+            return Err(FxError::FailedPrecondition("the quote was used by a payment".into()));
         }
         if let Some(done) = &quote.executed {
             if done.receiver_id != receiver.to_string() {
-                return Err(Status::failed_precondition("the quote was executed already, for another receiver"));
+                return Err(FxError::FailedPrecondition("the quote was executed already, for another receiver".into()));
             }
             return Ok((quote.clone(), done.clone()));
         }
@@ -472,12 +424,12 @@ impl Fx {
         let (from, to, a) = (quote.from, quote.to, quote.amounts);
         let transfers = booking(&quote.id, user, receiver, from, to, a);
         let ids: Vec<String> = transfers.iter().map(|t| t.id.0.to_string()).collect();
-        let results = self.ledger.create_transfers(transfers).await.map_err(convert::status)?;
+        let results = self.ledger.create_transfers(transfers).await?;
         if let Some(error) = results.iter().find_map(|r| match r {
             Err(ledger_core::domain::TransferError::LinkedEventFailed) | Ok(_) => None,
             Err(e) => Some(e.to_string()),
         }) {
-            return Err(Status::failed_precondition(format!("the conversion was refused by the ledger: {error}")));
+            return Err(FxError::FailedPrecondition(format!("the conversion was refused by the ledger: {error}")));
         }
         let booked = ev::ConversionBooked {
             quote_id: quote.id.clone(),
@@ -511,10 +463,10 @@ impl Fx {
     pub async fn position(
         &self,
         value_in: Currency,
-    ) -> Result<(Vec<(Currency, i128, i128, i128)>, i128, Vec<String>), Status> {
+    ) -> Result<(Vec<(Currency, i128, i128, i128)>, i128, Vec<String>), FxError> {
         // Every currency a rate names (the FX accounts of a currency exist once it was
         // converted), and any opened since.
-        let mut currencies: Vec<Currency> = self.opened.iter().map(|e| *e.key()).collect();
+        let mut currencies: Vec<Currency> = self.accounts.opened();
         for (base, quote, ..) in self.rates() {
             currencies.extend([base, quote].iter().filter_map(|c| Currency::parse(c).ok()));
         }
@@ -526,7 +478,7 @@ impl Fx {
                 ids.push(AccountId(platform_account(name, *c)));
             }
         }
-        let accounts = self.ledger.lookup_accounts(ids).await.map_err(convert::status)?;
+        let accounts = self.ledger.lookup_accounts(ids).await?;
         let balance = |a: &Option<ledger_core::domain::Account>| a.as_ref().map_or(0, |a| a.balance_credit_normal());
         let mut out = Vec::new();
         let mut total = 0;
@@ -537,7 +489,7 @@ impl Fx {
             }
             let (position, revenue, fees) =
                 (balance(&accounts[3 * i]), balance(&accounts[3 * i + 1]), balance(&accounts[3 * i + 2]));
-            let (value, rates) = self.value_at(revenue, *c, value_in, now_ns()).map_err(fx_status)?;
+            let (value, rates) = self.value_at(revenue, *c, value_in, now_ns())?;
             total += value;
             used.extend(rates);
             out.push((*c, position, revenue, fees));
@@ -550,17 +502,23 @@ impl Fx {
 
     /// `minor` units of `from` in minor units of `to` at the mid rate at `at`, rounded
     /// half to even (reports are statements of value, not payments).
-    pub fn value_at(&self, minor: i128, from: Currency, to: Currency, at: u64) -> Result<(i128, Vec<String>), FxError> {
+    pub fn value_at(
+        &self,
+        minor: i128,
+        from: Currency,
+        to: Currency,
+        at: u64,
+    ) -> Result<(i128, Vec<String>), RateError> {
         let (mid, used) = self.mid_at(from, to, at)?;
         let value = Decimal::from_i128_with_scale(minor, 0)
             .checked_mul(mid)
             .and_then(|v| v.checked_mul(scale(from, to).ok()?))
-            .ok_or(FxError::Overflow)?;
+            .ok_or(RateError::Overflow)?;
         Ok((
             value
                 .round_dp_with_strategy(0, RoundingStrategy::MidpointNearestEven)
                 .to_i128()
-                .ok_or(FxError::Overflow)?,
+                .ok_or(RateError::Overflow)?,
             used,
         ))
     }
@@ -577,7 +535,7 @@ pub fn booking(
     to: Currency,
     a: Amounts,
 ) -> Vec<NewTransfer> {
-    let id = |i: u8| TransferId(crate::payments::derive_id(&[b"ledger.fx.v1", quote_id.as_bytes(), &[i]]));
+    let id = |i: u8| TransferId(derive_id(&[b"ledger.fx.v1", quote_id.as_bytes(), &[i]]));
     let transfer = |i: u8, debit: u128, credit: u128, amount: u64, currency: Currency, linked: bool| NewTransfer {
         id: id(i),
         debit_account_id: AccountId(debit),
@@ -628,7 +586,7 @@ mod tests {
         // Exponent 3: 1.000 BHD at 2.65 USD/BHD, no spread, 1 % fee: 265 cents, fee 10 fils.
         let c = quote_amounts(bhd, usd, Decimal::new(265, 2), 0, 100, Fixed::Sell(1_000)).expect("quote");
         assert_eq!((c.from, c.to, c.fee), (1_000, 265, 10));
-        assert_eq!(quote_amounts(jpy, usd, Decimal::new(66, 4), 0, 0, Fixed::Sell(1)), Err(FxError::TooSmall));
+        assert_eq!(quote_amounts(jpy, usd, Decimal::new(66, 4), 0, 0, Fixed::Sell(1)), Err(RateError::TooSmall));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 use ledger_core::calendar::{civil_from_days, days_from_civil};
 
+use crate::FieldError;
+
 /// Longest email address (RFC 5321 path limit).
 pub const EMAIL_BYTES_MAX: usize = 254;
 pub const NAME_CHARS_MAX: usize = 200;
@@ -14,13 +16,13 @@ pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
-pub fn check_email(email: &str) -> Result<(), String> {
+pub fn check_email(email: &str) -> Result<(), FieldError> {
     let email = email.trim();
     if email.is_empty() || email.len() > EMAIL_BYTES_MAX {
-        return Err(format!("email: 1 to {EMAIL_BYTES_MAX} bytes"));
+        return Err(FieldError::new("email", format!("1 to {EMAIL_BYTES_MAX} bytes")));
     }
     let Some((local, domain)) = email.rsplit_once('@') else {
-        return Err("email: must be name@domain".into());
+        return Err(FieldError::new("email", "must be name@domain"));
     };
     let local_ok = !local.is_empty()
         && local.len() <= 64
@@ -39,52 +41,52 @@ pub fn check_email(email: &str) -> Result<(), String> {
         })
         && labels.last().is_some_and(|tld| tld.len() >= 2 && !tld.chars().all(|c| c.is_ascii_digit()));
     if !local_ok {
-        return Err("email: the part before @ is not valid".into());
+        return Err(FieldError::new("email", "the part before @ is not valid"));
     }
     if !domain_ok {
-        return Err("email: the domain is not valid".into());
+        return Err(FieldError::new("email", "the domain is not valid"));
     }
     Ok(())
 }
 
-pub fn check_name(field: &str, name: &str, required: bool) -> Result<(), String> {
+pub fn check_name(field: &'static str, name: &str, required: bool) -> Result<(), FieldError> {
     let trimmed = name.trim();
     if required && trimmed.is_empty() {
-        return Err(format!("{field}: required"));
+        return Err(FieldError::new(field, "required"));
     }
     if trimmed.chars().count() > NAME_CHARS_MAX {
-        return Err(format!("{field}: at most {NAME_CHARS_MAX} characters"));
+        return Err(FieldError::new(field, format!("at most {NAME_CHARS_MAX} characters")));
     }
     if trimmed.chars().any(char::is_control) {
-        return Err(format!("{field}: control characters are not allowed"));
+        return Err(FieldError::new(field, "control characters are not allowed"));
     }
     Ok(())
 }
 
-pub fn check_address(address: &str) -> Result<(), String> {
+pub fn check_address(address: &str) -> Result<(), FieldError> {
     if address.chars().count() > ADDRESS_CHARS_MAX {
-        return Err(format!("address: at most {ADDRESS_CHARS_MAX} characters"));
+        return Err(FieldError::new("address", format!("at most {ADDRESS_CHARS_MAX} characters")));
     }
     if address.chars().any(|c| c.is_control() && c != '\n') {
-        return Err("address: control characters other than line breaks are not allowed".into());
+        return Err(FieldError::new("address", "control characters other than line breaks are not allowed"));
     }
     Ok(())
 }
 
 /// E.164: `+`, then 8 to 15 digits, the first not 0. Empty clears the phone.
-pub fn check_phone(phone: &str) -> Result<(), String> {
+pub fn check_phone(phone: &str) -> Result<(), FieldError> {
     if phone.is_empty() {
         return Ok(());
     }
-    let digits = phone.strip_prefix('+').ok_or("phone: E.164 form, starting with +")?;
+    let digits = phone.strip_prefix('+').ok_or_else(|| FieldError::new("phone", "E.164 form, starting with +"))?;
     if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0') {
-        return Err("phone: E.164 form, + and 8 to 15 digits".into());
+        return Err(FieldError::new("phone", "E.164 form, + and 8 to 15 digits"));
     }
     Ok(())
 }
 
 /// `YYYY-MM-DD`, a real date, in the past and at most 150 years ago. Empty clears it.
-pub fn check_date_of_birth(text: &str, today_days: i64) -> Result<(), String> {
+pub fn check_date_of_birth(text: &str, today_days: i64) -> Result<(), FieldError> {
     if text.is_empty() {
         return Ok(());
     }
@@ -97,14 +99,14 @@ pub fn check_date_of_birth(text: &str, today_days: i64) -> Result<(), String> {
         parts.get(1).and_then(|s| parse(s, 2)),
         parts.get(2).and_then(|s| parse(s, 2)),
     ) else {
-        return Err("date_of_birth: YYYY-MM-DD".into());
+        return Err(FieldError::new("date_of_birth", "YYYY-MM-DD"));
     };
     if parts.len() != 3 || !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return Err("date_of_birth: not a real date".into());
+        return Err(FieldError::new("date_of_birth", "not a real date"));
     }
     let days = days_from_civil(year, month, day);
     if days > today_days || today_days - days > 150 * 366 {
-        return Err("date_of_birth: must be in the past 150 years".into());
+        return Err(FieldError::new("date_of_birth", "must be in the past 150 years"));
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The `ledger.v1.Fx` gRPC service over [`Fx`].
+//! The `ledger.v1.Fx` gRPC service over the platform's [`Fx`].
 
 use std::sync::Arc;
 
@@ -7,12 +7,14 @@ use ledger_proto::api::v1 as wire;
 use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
-use super::{show, Fixed, Fx, QuoteState};
+use ledger_platform::fx::{show, Fixed, Fx, QuoteState};
+use ledger_platform::users::Users;
+
+use super::status;
+use super::users::Principal;
 use crate::auth::Tokens;
 use crate::convert;
 use crate::metrics::Metrics;
-use crate::users::grpc::Principal;
-use crate::users::Users;
 
 pub struct FxService {
     pub fx: Arc<Fx>,
@@ -103,7 +105,7 @@ impl wire::fx_server::Fx for FxService {
                     .map_err(|_| Status::invalid_argument(format!("rates[{i}].rate: a positive decimal")))?;
                 rates.push((base, quote, rate, r.source));
             }
-            self.fx.set_rates(rates).await?;
+            self.fx.set_rates(rates).await.map_err(status::fx)?;
             Ok(self.rates())
         }
         .await;
@@ -133,7 +135,7 @@ impl wire::fx_server::Fx for FxService {
                 (true, false) => Fixed::Receive(minor("to_amount", &r.to_amount, to)?),
                 _ => return Err(Status::invalid_argument("give exactly one of from_amount and to_amount")),
             };
-            Ok(quote_wire(&self.fx.quote(user, from, to, fixed)?))
+            Ok(quote_wire(&self.fx.quote(user, from, to, fixed).map_err(status::fx)?))
         }
         .await;
         self.metrics.answer("Fx/GetQuote", result)
@@ -161,7 +163,7 @@ impl wire::fx_server::Fx for FxService {
             if !self.users.exists(receiver).await {
                 return Err(Status::not_found("receiver not found"));
             }
-            let (quote, booked) = self.fx.execute(user, &r.quote_id, receiver).await?;
+            let (quote, booked) = self.fx.execute(user, &r.quote_id, receiver).await.map_err(status::fx)?;
             Ok(wire::Conversion {
                 quote: Some(quote_wire(&quote)),
                 receiver_id: booked.receiver_id,
@@ -180,7 +182,7 @@ impl wire::fx_server::Fx for FxService {
             self.admin(&request).await?;
             let code = if request.get_ref().value_in.is_empty() { "USD" } else { request.get_ref().value_in.as_str() };
             let value_in = convert::parse_currency("value_in", code)?;
-            let (positions, revenue, rates_used) = self.fx.position(value_in).await?;
+            let (positions, revenue, rates_used) = self.fx.position(value_in).await.map_err(status::fx)?;
             Ok(wire::Position {
                 currencies: positions
                     .into_iter()

@@ -14,10 +14,11 @@ pub const PASSWORD_BYTES_MAX: usize = 256;
 /// and the stems that people pad to reach it. Compared case-insensitively.
 const COMMON: &str = include_str!("common_passwords.txt");
 
-fn argon2() -> Argon2<'static> {
-    // OWASP Password Storage Cheat Sheet: m = 19 MiB, t = 2, p = 1.
-    let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+fn argon2() -> Result<Argon2<'static>, PasswordError> {
+    // OWASP Password Storage Cheat Sheet: m = 19 MiB, t = 2, p = 1. Never other
+    // parameters silently: a refusal of these is an error.
+    let params = Params::new(19 * 1024, 2, 1, None).map_err(|_| PasswordError::Hash)?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -70,9 +71,9 @@ fn is_sequence(lower: &str) -> bool {
 
 /// The argon2id PHC string of `password`, with a fresh random salt.
 pub fn hash(password: &str) -> Result<String, PasswordError> {
-    let salt: [u8; 16] = super::crypto::random_bytes().map_err(|_| PasswordError::Hash)?;
+    let salt: [u8; 16] = crate::random::bytes().map_err(|_| PasswordError::Hash)?;
     let salt = SaltString::encode_b64(&salt).map_err(|_| PasswordError::Hash)?;
-    argon2().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|_| PasswordError::Hash)
+    argon2()?.hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|_| PasswordError::Hash)
 }
 
 /// Whether `password` matches `phc`. Always does the full work, so a wrong password
@@ -81,9 +82,10 @@ pub fn verify(password: &str, phc: &str) -> bool {
     if password.len() > PASSWORD_BYTES_MAX {
         return false;
     }
-    match PasswordHash::new(phc) {
-        Ok(parsed) => argon2().verify_password(password.as_bytes(), &parsed).is_ok(),
-        Err(_) => false,
+    // Without a hasher nothing verifies: a failure refuses the sign-in.
+    match (PasswordHash::new(phc), argon2()) {
+        (Ok(parsed), Ok(argon2)) => argon2.verify_password(password.as_bytes(), &parsed).is_ok(),
+        _ => false,
     }
 }
 

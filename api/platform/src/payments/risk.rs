@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use super::kinds::Decision;
+
 #[derive(Clone, Copy, Debug)]
 pub struct RiskConfig {
     /// Largest single payment, in minor units: above it a payment is blocked.
@@ -63,7 +65,7 @@ pub struct RiskInput {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Assessment {
     pub score: u32,
-    pub decision: &'static str,
+    pub decision: Decision,
     pub reasons: Vec<String>,
 }
 
@@ -126,9 +128,9 @@ pub fn assess(config: &RiskConfig, input: &RiskInput) -> Assessment {
         add(50, "new_payee".into());
     }
     let decision = match score {
-        s if s >= 100 => "block",
-        s if s >= 50 => "review",
-        _ => "allow",
+        s if s >= 100 => Decision::Block,
+        s if s >= 50 => Decision::Review,
+        _ => Decision::Allow,
     };
     Assessment { score, decision, reasons }
 }
@@ -142,24 +144,27 @@ mod tests {
         let config = RiskConfig::default();
         let now = 100 * DAY_NS;
         let base = RiskInput { amount: 1_000, known_payee: true, now_ns: now, ..RiskInput::default() };
-        assert_eq!(assess(&config, &base).decision, "allow");
+        assert_eq!(assess(&config, &base).decision, Decision::Allow);
         let big = RiskInput { amount: 2_000_000, ..base.clone() };
-        assert_eq!(assess(&config, &big).decision, "block");
+        assert_eq!(assess(&config, &big).decision, Decision::Block);
         let new_payee = RiskInput { amount: 60_000, known_payee: false, ..base.clone() };
         let assessed = assess(&config, &new_payee);
-        assert_eq!((assessed.decision, assessed.reasons.as_slice()), ("review", &["new_payee".to_string()][..]));
+        assert_eq!(
+            (assessed.decision, assessed.reasons.as_slice()),
+            (Decision::Review, &["new_payee".to_string()][..])
+        );
         let new_instrument = RiskInput { amount: 60_000, instrument_added_ns: Some(now - HOUR_NS), ..base.clone() };
-        assert_eq!(assess(&config, &new_instrument).decision, "review");
+        assert_eq!(assess(&config, &new_instrument).decision, Decision::Review);
         let busy = RiskInput { user_recent: vec![(now - 60_000_000_000, 10); 30], ..base.clone() };
-        assert_eq!(assess(&config, &busy).decision, "block");
+        assert_eq!(assess(&config, &busy).decision, Decision::Block);
         let card = RiskInput { instrument_recent: vec![(now - 60_000_000_000, 10); 10], ..base.clone() };
         assert_eq!(assess(&config, &card).reasons, ["velocity_instrument_hour: 10 payments in the last hour"]);
         let heavy =
             RiskInput { amount: 600_000, user_recent: vec![(now - 1_000, 500_000)], known_payee: true, ..base.clone() };
         let assessed = assess(&config, &heavy);
-        assert_eq!(assessed.decision, "review");
+        assert_eq!(assessed.decision, Decision::Review);
         assert!(assessed.reasons[0].starts_with("velocity_amount_hour"), "{:?}", assessed.reasons);
         let yesterday = RiskInput { user_recent: vec![(now - 2 * DAY_NS, 10); 300], ..base };
-        assert_eq!(assess(&config, &yesterday).decision, "allow", "old payments do not count");
+        assert_eq!(assess(&config, &yesterday).decision, Decision::Allow, "old payments do not count");
     }
 }

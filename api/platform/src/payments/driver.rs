@@ -1,0 +1,338 @@
+//! The driver of each open payment: one task per payment of this worker's partition
+//! runs `next_action` until the payment is terminal, recording every step's outcome
+//! before acting on it.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ledger_core::domain::{Outcome, TransferError};
+use ledger_core::money::Currency;
+use ledger_engine::clock::now_ns;
+use ledger_proto::events::v1 as ev;
+use ledger_proto::events::v1::payment_event::Kind as EventKind;
+use prost::Message;
+use tokio::sync::MutexGuard;
+
+use super::kinds::{Decision, FinishStatus, Funding, PaymentKind, Step};
+use super::rails::{RailOperation, RailStatus};
+use super::risk::{self, RiskInput};
+use super::saga::{Action, Payment};
+use super::{event_type, owns, stream_name, Entry, Payments, PaymentsError};
+use crate::chart::OpenError;
+use crate::engine::EventData;
+
+impl Payments {
+    /// Starts a driver for every open payment of this worker's partition.
+    pub fn start(self: &Arc<Self>) {
+        let open: Vec<u128> = self.payments.iter().map(|e| *e.key()).collect();
+        for id in open {
+            self.drive(id);
+        }
+    }
+
+    fn mine(&self, id: u128) -> bool {
+        owns(self.config.partition, id)
+    }
+
+    pub(super) fn drive(self: &Arc<Self>, id: u128) {
+        let Some(entry) = self.payments.get(&id).map(|e| e.clone()) else { return };
+        if !self.mine(id) {
+            return;
+        }
+        if entry.driving.swap(true, Ordering::AcqRel) {
+            entry.wake.notify_one();
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                match this.step(&entry).await {
+                    Ok(true) => backoff = Duration::from_millis(50),
+                    Ok(false) => break,
+                    Err(error) => {
+                        tracing::warn!(payment = %id, %error, "payment step failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = entry.wake.notified() => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            entry.driving.store(false, Ordering::Release);
+        });
+    }
+
+    /// Appends payment events durably, then folds them in.
+    pub(super) async fn append(&self, payment: &mut Payment, kinds: Vec<EventKind>) -> Result<(), PaymentsError> {
+        let mut events = Vec::with_capacity(kinds.len());
+        let mut stamped = Vec::with_capacity(kinds.len());
+        let mut at = payment.last_ns;
+        for kind in kinds {
+            at = now_ns().max(at + 1);
+            let event =
+                ev::PaymentEvent { payment_id: payment.id.to_string(), timestamp_ns: at, kind: Some(kind.clone()) };
+            events.push(EventData { event_type: event_type(&kind).into(), payload: event.encode_to_vec() });
+            stamped.push((at, kind));
+        }
+        crate::stream::append(self.store.as_ref(), &stream_name(payment.id), &mut payment.revision, events).await?;
+        for (at, kind) in stamped {
+            payment.evolve(at, kind)?;
+        }
+        Ok(())
+    }
+
+    /// One step of a payment's saga. `Ok(false)`: nothing to do until woken.
+    async fn step(self: &Arc<Self>, entry: &Arc<Entry>) -> Result<bool, PaymentsError> {
+        let now = now_ns();
+        let mut payment = entry.payment.lock().await;
+        let action = payment.next_action(now);
+        match action {
+            Action::Idle if payment.finished.is_some() => Ok(false),
+            Action::Idle => {
+                drop(payment);
+                entry.wake.notified().await;
+                Ok(true)
+            }
+            Action::WaitUntil(deadline) => {
+                drop(payment);
+                let wait = Duration::from_nanos(deadline.saturating_sub(now_ns()));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = entry.wake.notified() => {}
+                }
+                Ok(true)
+            }
+            Action::Assess => {
+                let assessed = self.assess(&payment, now).await;
+                let blocked = Decision::parse(&assessed.decision) == Some(Decision::Block);
+                self.append(&mut payment, vec![EventKind::RiskAssessed(assessed)]).await?;
+                if blocked {
+                    let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(list) = activity.by_user.get_mut(&payment.sender()) {
+                        for entry in list.iter_mut().filter(|(t, _)| *t == payment.created_ns) {
+                            entry.1 = 0;
+                        }
+                    }
+                }
+                Ok(true)
+            }
+            Action::ReviewTimedOut => {
+                let decided = ev::ReviewDecided { approved: false, by: "timeout".into() };
+                self.append(&mut payment, vec![EventKind::ReviewDecided(decided)]).await?;
+                Ok(true)
+            }
+            Action::Finish(status, reason) => {
+                let finished = ev::PaymentFinished { status: status.as_str().into(), reason };
+                self.append(&mut payment, vec![EventKind::Finished(finished)]).await?;
+                if status == FinishStatus::Completed {
+                    let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+                    activity.payees.insert((payment.sender(), payment.receiver()));
+                }
+                Ok(true)
+            }
+            Action::Ledger(step) => {
+                let outcome = self.ledger_step(&payment, step).await?;
+                let kind = match outcome {
+                    Ok(ids) => {
+                        EventKind::StepSucceeded(ev::StepSucceeded { step: step.as_str().into(), reference: ids })
+                    }
+                    Err(reason) => EventKind::StepFailed(ev::StepFailed { step: step.as_str().into(), reason }),
+                };
+                self.append(&mut payment, vec![kind]).await?;
+                Ok(true)
+            }
+            Action::Rail(step) => self.run_rail(entry, payment, step, now).await,
+            Action::Query(step) => self.query_rail(entry, payment, step, now).await,
+        }
+    }
+
+    /// Records a rail step as started (with its idempotency key and deadline), then
+    /// calls the rail; no answer by the deadline leaves the outcome unknown.
+    async fn run_rail(
+        &self,
+        entry: &Arc<Entry>,
+        mut payment: MutexGuard<'_, Payment>,
+        step: Step,
+        now: u64,
+    ) -> Result<bool, PaymentsError> {
+        let key = format!("{}:{step}", payment.id);
+        let deadline_ns = now + self.config.rail_timeout.as_nanos() as u64;
+        let started = ev::StepStarted { step: step.as_str().into(), idempotency_key: key, deadline_ns };
+        self.append(&mut payment, vec![EventKind::StepStarted(started)]).await?;
+        let operation = self.rail_operation(&payment, step)?;
+        drop(payment);
+        let reply = tokio::time::timeout(self.config.rail_timeout, self.rail.execute(operation)).await;
+        let mut payment = entry.payment.lock().await;
+        match reply {
+            Ok(Ok(status)) => self.rail_answered(entry, &mut payment, step, status).await?,
+            Ok(Err(_)) | Err(_) => {
+                let unknown = ev::StepOutcomeUnknown { step: step.as_str().into() };
+                self.append(&mut payment, vec![EventKind::StepOutcomeUnknown(unknown)]).await?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Asks the rail what became of a started step, at most as often as the back-off
+    /// allows.
+    async fn query_rail(
+        &self,
+        entry: &Arc<Entry>,
+        payment: MutexGuard<'_, Payment>,
+        step: Step,
+        now: u64,
+    ) -> Result<bool, PaymentsError> {
+        let poll_at = entry.poll.lock().unwrap_or_else(|p| p.into_inner()).0;
+        if now < poll_at {
+            drop(payment);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_nanos(poll_at - now)) => {}
+                _ = entry.wake.notified() => {}
+            }
+            return Ok(true);
+        }
+        let key = format!("{}:{step}", payment.id);
+        drop(payment);
+        let reply = tokio::time::timeout(self.config.rail_timeout, self.rail.status(&key)).await;
+        let mut payment = entry.payment.lock().await;
+        if payment.next_action(now_ns()) != Action::Query(step) {
+            return Ok(true);
+        }
+        match reply {
+            Ok(Ok(RailStatus::NotFound)) => {
+                // The rail never got it: running it again under the same key is safe.
+                payment.steps.remove(&step);
+            }
+            Ok(Ok(status)) => self.rail_answered(entry, &mut payment, step, status).await?,
+            Ok(Err(_)) | Err(_) => entry.back_off(),
+        }
+        Ok(true)
+    }
+
+    async fn rail_answered(
+        &self,
+        entry: &Entry,
+        payment: &mut Payment,
+        step: Step,
+        status: RailStatus,
+    ) -> Result<(), PaymentsError> {
+        match status {
+            RailStatus::Succeeded(reference) => {
+                entry.reset_poll();
+                let done = ev::StepSucceeded { step: step.as_str().into(), reference };
+                self.append(payment, vec![EventKind::StepSucceeded(done)]).await
+            }
+            RailStatus::Failed(reason) => {
+                entry.reset_poll();
+                let failed = ev::StepFailed { step: step.as_str().into(), reason };
+                self.append(payment, vec![EventKind::StepFailed(failed)]).await
+            }
+            RailStatus::Pending | RailStatus::NotFound => {
+                entry.back_off();
+                Ok(())
+            }
+        }
+    }
+
+    fn rail_operation(&self, payment: &Payment, step: Step) -> Result<RailOperation, PaymentsError> {
+        let key = |s: Step| format!("{}:{s}", payment.id);
+        let gross = payment.created.amount + payment.fee;
+        let (operation, amount, parent) = match step {
+            Step::Authorize => ("authorize", gross, String::new()),
+            Step::Capture => ("capture", gross, key(Step::Authorize)),
+            Step::VoidAuth => ("void", gross, key(Step::Authorize)),
+            Step::Collect => ("collect", gross, String::new()),
+            Step::Payout => ("payout", payment.created.amount, String::new()),
+            Step::RailRefund => {
+                let collected = if payment.funding == Some(Funding::Card) { Step::Capture } else { Step::Collect };
+                ("refund", gross, key(collected))
+            }
+            Step::Review
+            | Step::Direct
+            | Step::FxDirect
+            | Step::Hold
+            | Step::PostHold
+            | Step::VoidHold
+            | Step::SettleHold
+            | Step::BookCollect
+            | Step::BookPayout
+            | Step::BookReverseCollect => {
+                return Err(PaymentsError::Internal(format!("{step} is not a rail step")));
+            }
+        };
+        Ok(RailOperation {
+            rail: payment.rail().into(),
+            operation: operation.into(),
+            idempotency_key: key(step),
+            amount,
+            currency: payment.created.currency.clone(),
+            instrument: payment.instrument_id.clone(),
+            parent_key: parent,
+        })
+    }
+
+    async fn assess(&self, payment: &Payment, now: u64) -> ev::RiskAssessed {
+        let instrument_added_ns = if payment.instrument_id.is_empty() {
+            None
+        } else {
+            self.users.funding_instrument(payment.sender(), &payment.instrument_id).await.ok().map(|i| i.added_ns)
+        };
+        let input = {
+            let activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+            let earlier = |list: Option<&Vec<(u64, u64)>>| {
+                // No entry: no earlier payments.
+                match list {
+                    Some(l) => l.iter().copied().filter(|(t, _)| *t < payment.created_ns).collect(),
+                    None => Vec::new(),
+                }
+            };
+            RiskInput {
+                amount: payment.created.amount,
+                user_recent: earlier(activity.by_user.get(&payment.sender())),
+                instrument_recent: earlier(activity.by_instrument.get(&payment.instrument_id)),
+                instrument_added_ns,
+                known_payee: payment.sender() == payment.receiver()
+                    || payment.is(PaymentKind::Withdrawal)
+                    || activity.payees.contains(&(payment.sender(), payment.receiver())),
+                now_ns: now,
+            }
+        };
+        let assessed = risk::assess(&self.config.risk, &input);
+        ev::RiskAssessed {
+            score: assessed.score,
+            decision: assessed.decision.as_str().into(),
+            reasons: assessed.reasons,
+            review_deadline_ns: now + self.config.risk.review_timeout.as_nanos() as u64,
+        }
+    }
+
+    async fn ensure_platform_accounts(&self, currency: Currency) -> Result<(), PaymentsError> {
+        self.accounts.ensure(&self.ledger, &[currency]).await.map_err(|error| match error {
+            OpenError::Ledger(error) => PaymentsError::Ledger(error),
+            OpenError::Refused(error) => PaymentsError::Internal(format!("platform accounts: {error}")),
+        })
+    }
+
+    /// Runs a ledger step: `Ok(Ok(ids))` done, `Ok(Err(reason))` refused for good
+    /// (a business rule), `Err` a transient failure to retry.
+    async fn ledger_step(&self, payment: &Payment, step: Step) -> Result<Result<String, String>, PaymentsError> {
+        let currency = payment.currency().ok_or_else(|| PaymentsError::Corrupt("payment currency".into()))?;
+        self.ensure_platform_accounts(currency).await?;
+        let transfers = payment.ledger_transfers(step)?;
+        let ids: Vec<String> = transfers.iter().map(|t| t.id.0.to_string()).collect();
+        let results = self.ledger.create_transfers(transfers).await?;
+        let refused = results.iter().find_map(|r| match r {
+            Ok(Outcome::Created { .. } | Outcome::AlreadyExists { .. }) => None,
+            Err(TransferError::LinkedEventFailed) => None,
+            Err(error) => Some(error.to_string()),
+        });
+        match refused {
+            None if results.iter().all(|r| r.is_ok()) => Ok(Ok(ids.join(","))),
+            None => Ok(Err("a linked transfer failed".into())),
+            Some(reason) => Ok(Err(reason)),
+        }
+    }
+}

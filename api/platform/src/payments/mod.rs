@@ -1,0 +1,565 @@
+//! Payments: event-sourced sagas on `payment-{id}` streams, driven to a terminal state
+//! by a driver task per open payment, through the ledger and the payment rails.
+//!
+//! Every step's outcome is an event. A rail step is recorded as started (with its
+//! idempotency key and deadline) before the rail is called; a step with no answer by
+//! its deadline, or found started after a restart, is "outcome unknown" and is left
+//! only by asking the rail for its status (a rail that never received the key may then
+//! be asked again with the same key). Ledger steps use transfer ids derived from the
+//! payment and the step, so running one again after a crash is a no-op that returns
+//! the original result. `next_action` is a pure function of the recorded events and
+//! the clock: a restarted worker rebuilds each open payment and re-arms its timers
+//! from the deadlines in its events.
+
+mod driver;
+mod error;
+mod kinds;
+pub mod rails;
+pub mod risk;
+mod saga;
+#[cfg(test)]
+mod saga_model;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use ledger_core::domain::{AccountId, NewTransfer, TransferId, TransferKind};
+use ledger_core::money::Currency;
+use ledger_engine::clock::now_ns;
+use ledger_proto::events::v1 as ev;
+use ledger_proto::events::v1::payment_event::Kind as EventKind;
+use prost::Message;
+use tokio::sync::{Mutex, Notify};
+
+use crate::chart::{derive_id, wallet_account_id, PlatformAccounts};
+use crate::engine::{EventStore, Ledger};
+use crate::fx::{Fx, QuoteState};
+use crate::users::Users;
+use crate::FieldError;
+use rails::PaymentRail;
+use risk::RiskConfig;
+use saga::Payment;
+
+pub use crate::chart::{platform_account, PAYMENT_TRANSFER_CODE, PLATFORM_ACCOUNT_CODE};
+pub use error::PaymentsError;
+pub use kinds::{Decision, FinishStatus, Funding, PaymentKind, Step};
+pub use saga::{PaymentStep, PaymentView, RiskView};
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 64;
+pub const NOTE_BYTES_MAX: usize = 140;
+
+#[derive(Clone, Copy, Debug)]
+pub struct PaymentsConfig {
+    pub risk: RiskConfig,
+    /// How long a rail call may take before its outcome is unknown.
+    pub rail_timeout: Duration,
+    /// Fees in basis points of the amount (rounded up to a minor unit), paid by the sender.
+    pub card_fee_bps: u64,
+    pub digital_wallet_fee_bps: u64,
+    pub bank_fee_bps: u64,
+    /// This worker drives the payments whose id hashes to `partition.0` of `partition.1`.
+    pub partition: (u32, u32),
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> PaymentsConfig {
+        PaymentsConfig {
+            risk: RiskConfig::default(),
+            rail_timeout: Duration::from_secs(2),
+            card_fee_bps: 290,
+            digital_wallet_fee_bps: 100,
+            bank_fee_bps: 0,
+            partition: (0, 1),
+        }
+    }
+}
+
+pub fn stream_name(id: u128) -> String {
+    format!("payment-{id}")
+}
+
+struct Entry {
+    payment: Mutex<Payment>,
+    wake: Notify,
+    driving: AtomicBool,
+    /// When to ask the rail again about a pending step (in memory: after a restart the
+    /// rail is asked at once).
+    poll: std::sync::Mutex<(u64, u64)>,
+}
+
+/// What the risk rules need to know of earlier payments.
+#[derive(Default)]
+struct Activity {
+    by_user: HashMap<u128, Vec<(u64, u64)>>,
+    by_instrument: HashMap<String, Vec<(u64, u64)>>,
+    payees: HashSet<(u128, u128)>,
+}
+
+/// What a new payment asks for.
+#[derive(Clone, Debug)]
+pub struct NewPayment {
+    pub kind: &'static str,
+    pub sender: u128,
+    pub receiver: u128,
+    pub currency: Currency,
+    pub amount: u64,
+    pub funding: String,
+    pub instrument_id: String,
+    pub note: String,
+    /// A cross-currency payment executes this quote of the sender's.
+    pub quote_id: String,
+}
+
+pub struct Payments {
+    store: Arc<dyn EventStore>,
+    ledger: Ledger,
+    users: Arc<Users>,
+    rail: Arc<dyn PaymentRail>,
+    fx: Arc<Fx>,
+    config: PaymentsConfig,
+    payments: DashMap<u128, Arc<Entry>>,
+    keys: DashMap<(u128, String), u128>,
+    accounts: PlatformAccounts,
+    activity: std::sync::Mutex<Activity>,
+}
+
+impl Payments {
+    /// Rebuilds every payment from its stream. Call [`Payments::start`] to drive them.
+    pub fn open(
+        store: Arc<dyn EventStore>,
+        ledger: Ledger,
+        users: Arc<Users>,
+        rail: Arc<dyn PaymentRail>,
+        fx: Arc<Fx>,
+        config: PaymentsConfig,
+    ) -> Result<Payments, PaymentsError> {
+        let payments = Payments {
+            store,
+            ledger,
+            users,
+            rail,
+            fx,
+            config,
+            payments: DashMap::new(),
+            keys: DashMap::new(),
+            accounts: PlatformAccounts::payments(),
+            activity: std::sync::Mutex::new(Activity::default()),
+        };
+        for stream in payments.store.stream_names("payment-")? {
+            let mut payment = Payment::default();
+            crate::stream::load(payments.store.as_ref(), &stream, 1_024, |record| {
+                let event = ev::PaymentEvent::decode(record.payload.as_slice()).map_err(|e| {
+                    PaymentsError::Corrupt(format!("{} revision {}: {e}", record.stream, record.revision))
+                })?;
+                payment.id = event
+                    .payment_id
+                    .parse()
+                    .map_err(|_| PaymentsError::Corrupt(format!("{}: bad payment id", record.stream)))?;
+                payment.revision = Some(record.revision);
+                match event.kind {
+                    Some(kind) => payment.evolve(event.timestamp_ns, kind),
+                    None => Ok(()),
+                }
+            })?;
+            payments.index(&payment);
+            payments.payments.insert(payment.id, Arc::new(Entry::new(payment)));
+        }
+        tracing::info!(payments = payments.payments.len(), "payments rebuilt from the log");
+        Ok(payments)
+    }
+
+    fn index(&self, payment: &Payment) {
+        self.keys.insert((payment.created_by(), payment.created.idempotency_key.clone()), payment.id);
+        let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+        // A blocked payment counts as an attempt, but moved no money.
+        let blocked = payment.decision == Some(Decision::Block);
+        let amount = if blocked { 0 } else { payment.created.amount };
+        activity.by_user.entry(payment.sender()).or_default().push((payment.created_ns, amount));
+        if !payment.instrument_id.is_empty() {
+            activity.by_instrument.entry(payment.instrument_id.clone()).or_default().push((payment.created_ns, amount));
+        }
+        if payment.finished.as_ref().is_some_and(|f| f.status == FinishStatus::Completed) {
+            activity.payees.insert((payment.sender(), payment.receiver()));
+        }
+    }
+
+    /// Creates a payment (or returns the one this idempotency key already made).
+    pub async fn create(
+        self: &Arc<Self>,
+        created_by: u128,
+        idempotency_key: &str,
+        new: NewPayment,
+    ) -> Result<PaymentView, PaymentsError> {
+        if idempotency_key.is_empty() || idempotency_key.len() > IDEMPOTENCY_KEY_BYTES_MAX {
+            return Err(FieldError::new("idempotency_key", format!("1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes")).into());
+        }
+        if new.note.len() > NOTE_BYTES_MAX || new.note.chars().any(char::is_control) {
+            return Err(
+                FieldError::new("note", format!("at most {NOTE_BYTES_MAX} bytes, no control characters")).into()
+            );
+        }
+        let request_hash = blake3::hash(
+            format!(
+                "{}|{}|{}|{}|{}|{}|{}|{}|{}",
+                new.kind,
+                new.sender,
+                new.receiver,
+                new.currency.code(),
+                new.amount,
+                new.funding,
+                new.instrument_id,
+                new.note,
+                new.quote_id
+            )
+            .as_bytes(),
+        );
+        let key = (created_by, idempotency_key.to_string());
+        let id = match self.keys.entry(key.clone()) {
+            dashmap::Entry::Occupied(existing) => {
+                let id = *existing.get();
+                drop(existing);
+                let entry = self.payments.get(&id).map(|e| e.clone());
+                let Some(entry) = entry else {
+                    return Err(PaymentsError::Conflict("a request with this idempotency key is in progress; retry"));
+                };
+                let payment = entry.payment.lock().await;
+                if payment.created.request_hash != request_hash.as_bytes() {
+                    return Err(PaymentsError::AlreadyExists("idempotency_key was used for a different request"));
+                }
+                return Ok(payment.view());
+            }
+            dashmap::Entry::Vacant(vacant) => {
+                let id = loop {
+                    let bytes: [u8; 16] = crate::random::bytes()?;
+                    let id = u128::from_le_bytes(bytes) >> 1;
+                    if id != 0 && !self.payments.contains_key(&id) {
+                        break id;
+                    }
+                };
+                vacant.insert(id);
+                id
+            }
+        };
+        let result = self.create_reserved(id, created_by, idempotency_key, request_hash, new).await;
+        if result.is_err() {
+            self.keys.remove(&key);
+        }
+        result
+    }
+
+    async fn create_reserved(
+        self: &Arc<Self>,
+        id: u128,
+        created_by: u128,
+        idempotency_key: &str,
+        request_hash: blake3::Hash,
+        new: NewPayment,
+    ) -> Result<PaymentView, PaymentsError> {
+        let quote = if new.quote_id.is_empty() {
+            None
+        } else {
+            let quote = self.fx.take_quote(new.sender, &new.quote_id, id).await?;
+            if quote.from != new.currency || quote.amounts.from != new.amount {
+                self.fx.release_quote(&new.quote_id, id).await;
+                return Err(PaymentsError::InvalidRequest("amount and currency: as in the quote, or empty"));
+            }
+            Some(quote)
+        };
+        let created =
+            self.create_payment(id, created_by, idempotency_key, request_hash, new.clone(), quote.as_ref()).await;
+        if created.is_err() && quote.is_some() {
+            self.fx.release_quote(&new.quote_id, id).await;
+        }
+        created
+    }
+
+    async fn create_payment(
+        self: &Arc<Self>,
+        id: u128,
+        created_by: u128,
+        idempotency_key: &str,
+        request_hash: blake3::Hash,
+        new: NewPayment,
+        quote: Option<&QuoteState>,
+    ) -> Result<PaymentView, PaymentsError> {
+        // Both wallets exist before money moves (opening is idempotent).
+        if new.kind != "withdrawal" {
+            self.users.open_wallet(new.receiver, quote.map_or(new.currency, |q| q.to)).await?;
+        }
+        if new.funding == "wallet" || new.kind == "withdrawal" {
+            self.users.open_wallet(new.sender, new.currency).await?;
+        }
+        let fee = quote.map_or_else(|| self.fee(&new.funding, new.amount), |q| q.amounts.fee);
+        if new.amount.checked_add(fee).is_none() {
+            return Err(FieldError::new("amount", "too large with its fee").into());
+        }
+        let created = ev::PaymentCreated {
+            kind: new.kind.into(),
+            funding: new.funding,
+            sender_id: new.sender.to_string(),
+            receiver_id: new.receiver.to_string(),
+            currency: new.currency.code().into(),
+            amount: new.amount,
+            fee,
+            instrument_id: new.instrument_id,
+            created_by: created_by.to_string(),
+            idempotency_key: idempotency_key.to_string(),
+            request_hash: request_hash.as_bytes().to_vec(),
+            note: new.note,
+            quote_id: new.quote_id,
+            // Without a quote the event schema's FX fields are empty (and 0).
+            to_currency: quote.map_or(String::new(), |q| q.to.code().to_string()),
+            to_amount: quote.map_or(0, |q| q.amounts.to),
+            spread: quote.map_or(0, |q| q.amounts.spread),
+            rate: quote.map_or(String::new(), |q| q.amounts.rate.normalize().to_string()),
+            mid_rate: quote.map_or(String::new(), |q| q.mid.normalize().to_string()),
+        };
+        let mut payment = Payment { id, ..Payment::default() };
+        self.append(&mut payment, vec![EventKind::Created(created)]).await?;
+        self.index(&payment);
+        let shown = payment.view();
+        self.payments.insert(id, Arc::new(Entry::new(payment)));
+        self.drive(id);
+        Ok(shown)
+    }
+
+    /// The sender's fee for `amount` paid with `funding`: none from the wallet, nor for
+    /// a request before its payer chooses how to pay (empty funding).
+    fn fee(&self, funding: &str, amount: u64) -> u64 {
+        let bps = match Funding::parse(funding) {
+            Some(Funding::Card) => self.config.card_fee_bps,
+            Some(Funding::DigitalWallet) => self.config.digital_wallet_fee_bps,
+            Some(Funding::BankAccount) => self.config.bank_fee_bps,
+            Some(Funding::Wallet) | None => 0,
+        };
+        (u128::from(amount) * u128::from(bps)).div_ceil(10_000) as u64
+    }
+
+    fn entry(&self, id: u128) -> Result<Arc<Entry>, PaymentsError> {
+        self.payments.get(&id).map(|e| e.clone()).ok_or(PaymentsError::NotFound("payment"))
+    }
+
+    /// The payment, if `viewer` may see it (`None`: an admin).
+    pub async fn get(&self, id: u128, viewer: Option<u128>) -> Result<PaymentView, PaymentsError> {
+        let entry = self.entry(id)?;
+        let payment = entry.payment.lock().await;
+        if let Some(user) = viewer {
+            if payment.sender() != user && payment.receiver() != user {
+                return Err(PaymentsError::NotFound("payment"));
+            }
+        }
+        Ok(payment.view())
+    }
+
+    /// The user's payments (as sender or receiver), newest first.
+    pub async fn list(&self, user: Option<u128>, only_in_review: bool) -> Vec<PaymentView> {
+        let entries: Vec<Arc<Entry>> = self.payments.iter().map(|e| e.value().clone()).collect();
+        let mut out = BTreeMap::new();
+        for entry in entries {
+            let payment = entry.payment.lock().await;
+            let visible = user.is_none_or(|u| payment.sender() == u || payment.receiver() == u);
+            let in_review = payment.public_status().0 == "requires_review";
+            if visible && (!only_in_review || in_review) {
+                out.insert((std::cmp::Reverse(payment.created_ns), payment.id), payment.view());
+            }
+        }
+        // A user's list is their latest 1,000; an admin sees every payment.
+        let limit = if user.is_some() { 1_000 } else { usize::MAX };
+        out.into_values().take(limit).collect()
+    }
+
+    /// The payer of a money request approves (with a funding source) or declines it.
+    pub async fn answer_request(
+        self: &Arc<Self>,
+        id: u128,
+        payer: u128,
+        approve: bool,
+        funding: String,
+        instrument_id: String,
+    ) -> Result<PaymentView, PaymentsError> {
+        let entry = self.entry(id)?;
+        let mut payment = entry.payment.lock().await;
+        if !payment.is(PaymentKind::Request) || payment.sender() != payer {
+            return Err(PaymentsError::NotFound("payment"));
+        }
+        if payment.answer.is_some() {
+            return Err(PaymentsError::FailedPrecondition("the request was answered already".into()));
+        }
+        let fee = if approve {
+            self.check_funding(payer, &funding, &instrument_id).await?;
+            if funding == "wallet" {
+                if let Some(currency) = payment.currency() {
+                    self.users.open_wallet(payer, currency).await?;
+                }
+            }
+            self.fee(&funding, payment.created.amount)
+        } else {
+            0
+        };
+        let answered = ev::RequestAnswered { approved: approve, funding, instrument_id, fee };
+        self.append(&mut payment, vec![EventKind::RequestAnswered(answered)]).await?;
+        let shown = payment.view();
+        drop(payment);
+        self.drive(id);
+        entry.wake.notify_one();
+        Ok(shown)
+    }
+
+    /// Checks that `funding` is a method the user may pay with now.
+    pub async fn check_funding(&self, user: u128, funding: &str, instrument_id: &str) -> Result<(), PaymentsError> {
+        let Some(method) = Funding::parse(funding) else {
+            return Err(FieldError::new("funding", "wallet, bank_account, card or digital_wallet").into());
+        };
+        if method == Funding::Wallet {
+            if !instrument_id.is_empty() {
+                return Err(FieldError::new("instrument_id", "not used with wallet funding").into());
+            }
+            return Ok(());
+        }
+        let instrument = self.users.funding_instrument(user, instrument_id).await?;
+        if instrument.kind != funding {
+            return Err(
+                FieldError::new("instrument_id", format!("a {} instrument, not {funding}", instrument.kind)).into()
+            );
+        }
+        Ok(())
+    }
+
+    /// An admin's review decision.
+    pub async fn review(self: &Arc<Self>, id: u128, approve: bool) -> Result<PaymentView, PaymentsError> {
+        let entry = self.entry(id)?;
+        let mut payment = entry.payment.lock().await;
+        if payment.public_status().0 != "requires_review" {
+            return Err(PaymentsError::FailedPrecondition("the payment is not waiting for a review".into()));
+        }
+        let decided = ev::ReviewDecided { approved: approve, by: "admin".into() };
+        self.append(&mut payment, vec![EventKind::ReviewDecided(decided)]).await?;
+        let shown = payment.view();
+        drop(payment);
+        entry.wake.notify_one();
+        self.drive(id);
+        Ok(shown)
+    }
+
+    /// Refunds a completed payment between users, fully or partly, into the sender's
+    /// wallet. `by`: the receiver (a user id) or "admin".
+    pub async fn refund(
+        &self,
+        id: u128,
+        by_user: Option<u128>,
+        refund_id: &str,
+        amount: Option<u64>,
+    ) -> Result<PaymentView, PaymentsError> {
+        if refund_id.is_empty() || refund_id.len() > IDEMPOTENCY_KEY_BYTES_MAX {
+            return Err(FieldError::new("refund_id", format!("1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes")).into());
+        }
+        let entry = self.entry(id)?;
+        let mut payment = entry.payment.lock().await;
+        if let Some(user) = by_user {
+            if payment.receiver() != user {
+                return Err(if payment.sender() == user {
+                    PaymentsError::PermissionDenied("only the receiver (or an admin) refunds a payment")
+                } else {
+                    PaymentsError::NotFound("payment")
+                });
+            }
+        }
+        if payment.refunds.iter().any(|r| r.refund_id == refund_id) {
+            return Ok(payment.view());
+        }
+        if !matches!(payment.kind, Some(PaymentKind::Send | PaymentKind::Request)) {
+            return Err(PaymentsError::FailedPrecondition("only payments between users are refunded".into()));
+        }
+        if !payment.created.quote_id.is_empty() {
+            return Err(PaymentsError::FailedPrecondition(
+                "a cross-currency payment is not refunded: the receiver sends the money back (at a new quote)".into(),
+            ));
+        }
+        if payment.finished.as_ref().is_none_or(|f| f.status != FinishStatus::Completed) {
+            return Err(PaymentsError::FailedPrecondition("only a completed payment is refunded".into()));
+        }
+        let left = payment.created.amount - payment.refunded();
+        let amount = amount.unwrap_or(left);
+        if amount == 0 || amount > left {
+            return Err(FieldError::new(
+                "amount",
+                format!("between 0 and what is left to refund ({left} minor units), exclusive of 0"),
+            )
+            .into());
+        }
+        let currency = payment.currency().ok_or_else(|| PaymentsError::Corrupt("payment currency".into()))?;
+        let transfer = NewTransfer {
+            id: TransferId(derive_id(&[b"ledger.refund.v1", &id.to_le_bytes(), refund_id.as_bytes()])),
+            debit_account_id: AccountId(wallet_account_id(payment.receiver(), currency)),
+            credit_account_id: AccountId(wallet_account_id(payment.sender(), currency)),
+            amount: u128::from(amount),
+            currency: Some(currency),
+            code: PAYMENT_TRANSFER_CODE,
+            metadata: format!("refund:{id}"),
+            linked: false,
+            kind: TransferKind::Posted,
+        };
+        let transfer_id = transfer.id.0.to_string();
+        let results = self.ledger.create_transfers(vec![transfer]).await?;
+        match results.first() {
+            Some(Ok(_)) => {}
+            Some(Err(error)) => {
+                return Err(PaymentsError::FailedPrecondition(format!("refund refused by the ledger: {error}")))
+            }
+            None => return Err(PaymentsError::Internal("no result".into())),
+        }
+        let booked = ev::RefundBooked {
+            refund_id: refund_id.into(),
+            amount,
+            by: by_user.map_or("admin".into(), |u| u.to_string()),
+            transfer_id,
+        };
+        self.append(&mut payment, vec![EventKind::RefundBooked(booked)]).await?;
+        Ok(payment.view())
+    }
+}
+
+impl Entry {
+    fn new(payment: Payment) -> Entry {
+        Entry {
+            payment: Mutex::new(payment),
+            wake: Notify::new(),
+            driving: AtomicBool::new(false),
+            poll: std::sync::Mutex::new((0, 0)),
+        }
+    }
+
+    /// Ask again later: 50 ms, doubling up to 2 s.
+    fn back_off(&self) {
+        let mut poll = self.poll.lock().unwrap_or_else(|p| p.into_inner());
+        let delay = if poll.1 == 0 { 50_000_000 } else { (poll.1 * 2).min(2_000_000_000) };
+        *poll = (now_ns() + delay, delay);
+    }
+
+    fn reset_poll(&self) {
+        *self.poll.lock().unwrap_or_else(|p| p.into_inner()) = (0, 0);
+    }
+}
+
+/// Whether the worker of `partition` (index, count) drives payment `id`.
+pub fn owns(partition: (u32, u32), id: u128) -> bool {
+    let (index, count) = partition;
+    count <= 1 || (id % u128::from(count)) as u32 == index
+}
+
+fn event_type(kind: &EventKind) -> &'static str {
+    match kind {
+        EventKind::Created(_) => "PaymentCreated",
+        EventKind::RiskAssessed(_) => "PaymentRiskAssessed",
+        EventKind::RequestAnswered(_) => "PaymentRequestAnswered",
+        EventKind::StepStarted(_) => "PaymentStepStarted",
+        EventKind::StepSucceeded(_) => "PaymentStepSucceeded",
+        EventKind::StepFailed(_) => "PaymentStepFailed",
+        EventKind::StepOutcomeUnknown(_) => "PaymentStepOutcomeUnknown",
+        EventKind::ReviewDecided(_) => "PaymentReviewDecided",
+        EventKind::Finished(_) => "PaymentFinished",
+        EventKind::RefundBooked(_) => "PaymentRefundBooked",
+    }
+}

@@ -1,0 +1,10 @@
+//! The gRPC adapters of the payments platform (`ledger.v1.Users`, `ledger.v1.Payments`,
+//! `ledger.v1.Fx`) and of the payment rails: each turns wire messages into platform
+//! calls and the platform's domain values and typed errors back into wire messages and
+//! statuses.
+
+pub mod fx;
+pub mod payments;
+pub mod rails;
+pub mod status;
+pub mod users;
