@@ -41,9 +41,24 @@ pub enum CryptoError {
     Seal,
 }
 
-/// A secret key; its Debug never shows the bytes.
-#[derive(Clone, PartialEq, Eq)]
+/// A secret key; its Debug never shows the bytes, comparing two takes the same time
+/// whatever they hold, and its bytes are wiped when it is dropped.
+#[derive(Clone)]
 pub struct SecretKey(pub [u8; KEY_BYTES]);
+
+impl PartialEq for SecretKey {
+    fn eq(&self, other: &SecretKey) -> bool {
+        bool::from(subtle::ConstantTimeEq::ct_eq(&self.0[..], &other.0[..]))
+    }
+}
+
+impl Eq for SecretKey {}
+
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 impl std::fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

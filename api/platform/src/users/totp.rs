@@ -2,7 +2,9 @@
 //! (RFC 4648, no padding) for the shared secret.
 
 use hmac::{Hmac, Mac};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha1::Sha1;
+use subtle::ConstantTimeEq;
 
 pub const STEP_SECONDS: u64 = 30;
 pub const DIGITS: u32 = 6;
@@ -10,45 +12,21 @@ pub const DIGITS: u32 = 6;
 pub const DRIFT_STEPS: u64 = 1;
 pub const SECRET_BYTES: usize = 20;
 
-const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-
+/// RFC 4648 base32 without padding, as authenticator apps expect the secret.
 pub fn base32(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for &byte in bytes {
-        buffer = (buffer << 8) | u32::from(byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(BASE32[((buffer >> bits) & 31) as usize] as char);
-        }
-    }
-    if bits > 0 {
-        out.push(BASE32[((buffer << (5 - bits)) & 31) as usize] as char);
-    }
-    out
+    data_encoding::BASE32_NOPAD.encode(bytes)
 }
 
+/// The bytes of a base32 text as a person may type it: any case, with spaces or
+/// padding; `None` if it is not base32.
 pub fn base32_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for c in text.bytes().filter(|b| *b != b'=' && *b != b' ') {
-        let value = BASE32.iter().position(|&x| x == c.to_ascii_uppercase())? as u32;
-        buffer = (buffer << 5) | value;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buffer >> bits) as u8);
-        }
-    }
-    Some(out)
+    let cleaned: String = text.chars().filter(|c| *c != '=' && *c != ' ').map(|c| c.to_ascii_uppercase()).collect();
+    data_encoding::BASE32_NOPAD.decode(cleaned.as_bytes()).ok()
 }
 
 /// The code for time step `step`.
 pub fn code_at(secret: &[u8], step: u64) -> u32 {
-    let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(secret) else {
-        return 0;
-    };
+    let mut mac = Hmac::<Sha1>::new_from_slice(secret).expect("HMAC takes a key of any length");
     mac.update(&step.to_be_bytes());
     let digest = mac.finalize().into_bytes();
     let offset = (digest[19] & 0x0f) as usize;
@@ -73,7 +51,7 @@ pub fn matching_step(secret: &[u8], code: &str, unix_seconds: u64) -> Option<u64
 }
 
 fn constant_time_eq(a: u32, b: u32) -> bool {
-    (a ^ b) == 0
+    bool::from(a.to_be_bytes().ct_eq(&b.to_be_bytes()))
 }
 
 /// The otpauth URI authenticator apps read (as a QR code).
@@ -87,13 +65,11 @@ pub fn otpauth_uri(issuer: &str, account: &str, secret: &[u8]) -> String {
     )
 }
 
+/// Everything but RFC 3986's unreserved characters is escaped.
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 fn percent(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    utf8_percent_encode(text, NOT_UNRESERVED).to_string()
 }
 
 #[cfg(test)]
