@@ -35,8 +35,13 @@ struct Rails {
 
 impl Rails {
     fn start() -> Rails {
+        // The rails' fault draws are seeded, so a failing run can be replayed with
+        // LEDGER_FAULT_SEED=N (kill points and requests come from fixed seeds already).
+        let seed = std::env::var("LEDGER_FAULT_SEED").unwrap_or_else(|_| "7".to_string());
+        eprintln!("rails fault seed {seed} (replay with LEDGER_FAULT_SEED={seed})");
         let mut child = Command::new(env!("CARGO_BIN_EXE_rails-sandbox"))
             .args(["--listen", "127.0.0.1:0", "--latency-ms", "1", "--settle-ms", "100", "--late-ms", "700"])
+            .args(["--seed", &seed])
             .args([
                 "--decline-rate",
                 "0.05",

@@ -36,6 +36,10 @@ struct Args {
     duplicate_rate: f64,
     #[arg(long, default_value_t = 3000)]
     late_ms: u64,
+    /// Seed of the fault draws: the same seed draws the same faults for the same calls
+    /// in the same order (default: from the OS; printed at start either way).
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 #[tokio::main]
@@ -51,12 +55,17 @@ async fn main() -> Result<(), String> {
         duplicate_rate: args.duplicate_rate,
         late_by: Duration::from_millis(args.late_ms),
     };
+    let seed = match args.seed {
+        Some(seed) => seed,
+        None => u64::from_le_bytes(ledger_platform::random::bytes().map_err(|e| e.to_string())?),
+    };
+    eprintln!("rails-sandbox fault seed {seed} (replay with --seed {seed})");
     let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| format!("listen: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     eprintln!("rails-sandbox listening on {addr}");
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tonic::transport::Server::builder()
-        .add_service(RailsGrpc::new(RailsServer(Arc::new(SandboxRails::new(faults).map_err(|e| e.to_string())?))))
+        .add_service(RailsGrpc::new(RailsServer(Arc::new(SandboxRails::with_seed(faults, seed)))))
         .serve_with_incoming_shutdown(incoming, async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -96,13 +96,16 @@ pub struct SandboxRails {
 }
 
 impl SandboxRails {
+    /// Rails whose fault draws are seeded from the OS.
     pub fn new(faults: Faults) -> Result<SandboxRails, RandomError> {
         let seed: [u8; 8] = crate::random::bytes()?;
-        Ok(SandboxRails {
-            faults,
-            operations: Mutex::new(HashMap::new()),
-            random: Mutex::new(u64::from_le_bytes(seed) | 1),
-        })
+        Ok(SandboxRails::with_seed(faults, u64::from_le_bytes(seed)))
+    }
+
+    /// Rails whose fault draws follow `seed`: the same seed and the same calls in the
+    /// same order draw the same faults, so a failing fault run can be replayed.
+    pub fn with_seed(faults: Faults, seed: u64) -> SandboxRails {
+        SandboxRails { faults, operations: Mutex::new(HashMap::new()), random: Mutex::new(seed | 1) }
     }
 
     /// A number in [0, 1) (xorshift64*: a sandbox needs variety, not secrecy).
