@@ -1,5 +1,5 @@
 //! The users API through the real `ledgerd`: the whole life cycle, cross-user access,
-//! throttling, session expiry and revocation, TOTP, and erasure that leaves no
+//! throttling, session revocation, TOTP, and erasure that leaves no
 //! personal data in clear anywhere in the data directory while the log still verifies.
 
 use std::path::{Path, PathBuf};
@@ -456,33 +456,14 @@ async fn repeated_failures_are_throttled_per_account_and_per_source() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expired_and_revoked_sessions_are_refused() {
+async fn revoked_and_logged_out_sessions_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start_with(dir.path(), &["--session-idle-secs", "2", "--session-max-secs", "4"]);
     let mut users = server.users().await;
     register(&mut users, "Erin", "erin@example.com", PASSWORD).await.expect("erin");
 
-    // Idle expiry.
-    let idle = login(&mut users, "erin@example.com", PASSWORD).await.expect("login").session_token;
-    users.get_profile(authed(me(), &idle)).await.expect("fresh session");
-    tokio::time::sleep(Duration::from_millis(2_600)).await;
-    let expired = users.get_profile(authed(me(), &idle)).await.expect_err("idle");
-    assert_eq!(expired.code(), Code::Unauthenticated);
-    assert!(expired.message().contains("expired"), "{}", expired.message());
-
-    // Absolute expiry: in use every second, still over after 4 s.
-    let busy = login(&mut users, "erin@example.com", PASSWORD).await.expect("login").session_token;
-    let started = std::time::Instant::now();
-    let mut refused_after = None;
-    while started.elapsed() < Duration::from_secs(7) {
-        if users.get_profile(authed(me(), &busy)).await.is_err() {
-            refused_after = Some(started.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let refused_after = refused_after.expect("the session outlived its absolute expiry");
-    assert!(refused_after >= Duration::from_millis(3_500), "{refused_after:?}");
+    // Idle and absolute expiry are tested on a manual clock: ledger-platform's
+    // tests/expiry.rs (UNAUTHENTICATED is what grpc::status maps them to).
 
     // Revocation and logout.
     let one = login(&mut users, "erin@example.com", PASSWORD).await.expect("one");
