@@ -68,8 +68,7 @@ fn state_survives_reopening_with_and_without_snapshots() {
         assert!(ledger.create_transfers_blocking(transfers).expect("transfers").iter().all(Result::is_ok));
     }
     let before = balances(&ledger, 1..=4);
-    ledger.close();
-    std::thread::sleep(Duration::from_millis(100)); // let the background snapshot land
+    ledger.close(); // joins the writer, which waits for a snapshot in progress to land
     let snapshots = std::fs::read_dir(dir.path().join("snapshots")).map(|d| d.count()).unwrap_or(0);
     assert!(snapshots > 0, "a snapshot should have been written");
     let ledger = open(dir.path(), 50);
@@ -95,7 +94,6 @@ fn a_snapshot_that_does_not_match_the_log_is_discarded() {
         assert!(ledger.create_transfers_blocking(vec![posted(1, 1, 2, amount)]).expect("t")[0].is_ok());
         ledger.close();
     }
-    std::thread::sleep(Duration::from_millis(100));
     std::fs::remove_dir_all(dir.path().join("snapshots")).expect("remove own");
     std::fs::create_dir_all(dir.path().join("snapshots")).expect("mkdir");
     for entry in std::fs::read_dir(other.path().join("snapshots")).expect("read") {
