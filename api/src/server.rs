@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ledger_engine::audit::data_dir_layout;
+use ledger_engine::clock::SystemClock;
 use ledger_engine::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use ledger_engine::store::EventStore;
 use ledger_engine::writer::{Ledger, LedgerConfig};
@@ -66,6 +67,7 @@ fn open_log(
     let ledger_config = LedgerConfig {
         snapshot_dir: Some(snapshot_dir),
         snapshot_interval_events: config.snapshot_interval_events,
+        clock: Arc::new(SystemClock),
         ..LedgerConfig::default()
     };
     match &config.store {
@@ -120,7 +122,7 @@ async fn open_platform(
     };
     let fx = {
         let (store, ledger, users, fx_config) = (store.clone(), ledger.clone(), users.clone(), config.fx);
-        tokio::task::spawn_blocking(move || Fx::open(store, ledger, users, fx_config))
+        tokio::task::spawn_blocking(move || Fx::open(store, ledger, users, fx_config, Arc::new(SystemClock)))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?
@@ -129,10 +131,12 @@ async fn open_platform(
     let payments = {
         let (store, ledger, users, payments_config) = (store.clone(), ledger.clone(), users.clone(), config.payments);
         let fx = fx.clone();
-        tokio::task::spawn_blocking(move || Payments::open(store, ledger, users, rail, fx, payments_config))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?
+        tokio::task::spawn_blocking(move || {
+            Payments::open(store, ledger, users, rail, fx, payments_config, Arc::new(SystemClock))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?
     };
     let payments = Arc::new(payments);
     payments.start();
@@ -272,10 +276,12 @@ async fn open_users(config: &Config, store: &Arc<dyn EventStore>, ledger: &Ledge
         KeyStore::open(&config.data_dir.join("keys").join("data-keys.bin"), master_key).map_err(|e| e.to_string())?;
     let users = {
         let (store, ledger, users_config) = (store.clone(), ledger.clone(), config.users);
-        tokio::task::spawn_blocking(move || Users::open(store, ledger, keys, Box::new(SandboxVault), users_config))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?
+        tokio::task::spawn_blocking(move || {
+            Users::open(store, ledger, keys, Box::new(SandboxVault), users_config, Arc::new(SystemClock))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?
     };
     let users = Arc::new(users);
     {

@@ -1,5 +1,5 @@
 //! Exchange rates, quotes and conversions through the real `ledgerd`: quote then
-//! execute, an expired quote, a rate change between quote and execution, a chain
+//! execute, a rate change between quote and execution, a chain
 //! across currencies with exponents 2, 0 and 3, a cross-currency payment to another
 //! user, the platform's position, converted reports, and an audit that finds every
 //! currency balanced.
@@ -156,12 +156,8 @@ async fn quotes_conversions_chains_positions_and_converted_reports() {
     let fresh = fx.get_quote(authed(sell("USD", "EUR", "10.00"), &alice.token)).await.expect("quote").into_inner();
     assert_eq!((live.to_amount.as_str(), fresh.to_amount.as_str()), ("9.21", "7.96"));
     fx.execute_quote(authed(execute(&live), &alice.token)).await.expect("live quote");
-    // An expired quote fails clearly and moves nothing.
-    let stale = fx.get_quote(authed(sell("USD", "EUR", "1.00"), &alice.token)).await.expect("quote").into_inner();
-    tokio::time::sleep(Duration::from_millis(2_300)).await;
-    let expired = fx.execute_quote(authed(execute(&stale), &alice.token)).await.expect_err("expired");
-    assert_eq!(expired.code(), Code::FailedPrecondition);
-    assert!(expired.message().contains("expired"), "{}", expired.message());
+    // (An expired quote failing clearly and moving nothing is tested on a manual clock:
+    // ledger-platform's tests/expiry.rs; its status code in api's grpc::status.)
     // More than the wallet holds: refused by the ledger, nothing moves.
     let big = fx.get_quote(authed(sell("USD", "EUR", "5000.00"), &alice.token)).await.expect("quote").into_inner();
     assert_eq!(code(fx.execute_quote(authed(execute(&big), &alice.token)).await), Code::FailedPrecondition);

@@ -3,6 +3,8 @@
 //! role, idempotent retries over a new connection, health and reflection, metrics, and
 //! a graceful shutdown with calls in flight.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ledger_core::domain::METADATA_BYTES_MAX;
@@ -422,8 +424,10 @@ async fn graceful_shutdown_loses_nothing_acknowledged_and_leaves_nothing_half_ap
     let accounts = wire::CreateAccountsRequest { commands: (1..=10).map(|n| open(&n.to_string(), 0)).collect() };
     client.create_accounts(authed(accounts, ADMIN)).await.expect("accounts");
     let mut tasks = Vec::new();
+    let acknowledged_so_far = Arc::new(AtomicU64::new(0));
     for task in 0..16u64 {
         let mut client = server.client().await;
+        let acknowledged_so_far = acknowledged_so_far.clone();
         tasks.push(tokio::spawn(async move {
             let mut outcomes = Vec::new();
             for request in 0..10_000u64 {
@@ -435,6 +439,9 @@ async fn graceful_shutdown_loses_nothing_acknowledged_and_leaves_nothing_half_ap
                 let result = client.create_transfers(authed(wire::CreateTransfersRequest { transfers }, ADMIN)).await;
                 let acknowledged = result.as_ref().is_ok_and(|r| r.get_ref().results.iter().all(|i| i.ok));
                 outcomes.push((first, acknowledged));
+                if acknowledged {
+                    acknowledged_so_far.fetch_add(1, Ordering::Relaxed);
+                }
                 if result.is_err() {
                     break;
                 }
@@ -442,7 +449,12 @@ async fn graceful_shutdown_loses_nothing_acknowledged_and_leaves_nothing_half_ap
             outcomes
         }));
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Shut down under load: once some requests are acknowledged, with more in flight.
+    let started = std::time::Instant::now();
+    while acknowledged_so_far.load(Ordering::Relaxed) < 200 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no request was acknowledged");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let (status, server) = tokio::task::spawn_blocking(move || (server.terminate(), server)).await.expect("terminate");
     assert!(status.success(), "ledgerd exits cleanly on SIGTERM: {status:?}");
     drop(server);

@@ -180,6 +180,37 @@ enum Call {
     Withdraw(wire::WithdrawRequest),
 }
 
+/// The killer of `ledgerd` (see the test), on its own thread.
+fn spawn_killer(
+    (server, addr): (Arc<Mutex<Server>>, Arc<Mutex<String>>),
+    kills: Arc<Mutex<u32>>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    rails_addr: String,
+    dir: std::path::PathBuf,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut random = Random(0x9e37_79b9_7f4a_7c15);
+        let progress = || accepted.load(std::sync::atomic::Ordering::Relaxed);
+        loop {
+            let target = (progress() + 100 + random.next(250) as usize).min(PAYMENTS);
+            let started = Instant::now();
+            while progress() < target {
+                assert!(started.elapsed() < Duration::from_secs(120), "no progress after a restart");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let mut guard = server.lock().expect("server");
+            let _ = guard.child.kill();
+            let _ = guard.child.wait();
+            *kills.lock().expect("kills") += 1;
+            *guard = start_ledgerd(&dir, &rails_addr);
+            *addr.lock().expect("addr") = guard.addr.clone();
+            if progress() == PAYMENTS {
+                return;
+            }
+        }
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_payments_survive_faulty_rails_and_killed_workers() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -259,34 +290,19 @@ async fn thousands_of_payments_survive_faulty_rails_and_killed_workers() {
     }
     let tokens: Vec<String> = people.iter().map(|p| p.token.clone()).collect();
 
-    // The killer: SIGKILL and restart ledgerd at random moments while payments flow.
+    // The killer: SIGKILL and restart ledgerd at random moments while payments flow:
+    // after a random number (100 to 349) of payments accepted since the last restart
+    // (so the server is up and busy), and once more as soon as the last one is
+    // accepted, while the sagas still run. Moments measured in work, not in time.
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let kills = Arc::new(Mutex::new(0u32));
-    let stop_killing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let killer = {
-        let (server, addr, kills, stop, rails_addr, dir) = (
-            server.clone(),
-            addr.clone(),
-            kills.clone(),
-            stop_killing.clone(),
-            rails.addr.clone(),
-            dir.path().to_path_buf(),
-        );
-        std::thread::spawn(move || {
-            let mut random = Random(0x9e37_79b9_7f4a_7c15);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(700 + random.next(1_500)));
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                let mut guard = server.lock().expect("server");
-                let _ = guard.child.kill();
-                let _ = guard.child.wait();
-                *kills.lock().expect("kills") += 1;
-                *guard = start_ledgerd(&dir, &rails_addr);
-                *addr.lock().expect("addr") = guard.addr.clone();
-            }
-        })
-    };
+    let killer = spawn_killer(
+        (server.clone(), addr.clone()),
+        kills.clone(),
+        accepted.clone(),
+        rails.addr.clone(),
+        dir.path().to_path_buf(),
+    );
 
     // Submit every payment, retrying through the kills with its idempotency key.
     let mut random = Random(0x2545_f491_4f6c_dd1d);
@@ -297,8 +313,8 @@ async fn thousands_of_payments_survive_faulty_rails_and_killed_workers() {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut clients = Vec::new();
     for _ in 0..16 {
-        let (requests, ids, next, addr, tokens) =
-            (requests.clone(), ids.clone(), next.clone(), addr.clone(), tokens.clone());
+        let (requests, ids, next, addr, tokens, accepted) =
+            (requests.clone(), ids.clone(), next.clone(), addr.clone(), tokens.clone(), accepted.clone());
         clients.push(tokio::spawn(async move {
             let mut client: Option<(String, wire::payments_client::PaymentsClient<Channel>)> = None;
             loop {
@@ -328,6 +344,7 @@ async fn thousands_of_payments_survive_faulty_rails_and_killed_workers() {
                     match reply {
                         Ok(payment) => {
                             ids.lock().expect("ids")[i] = payment.into_inner().payment_id;
+                            accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             break;
                         }
                         Err(status) => {
@@ -353,13 +370,8 @@ async fn thousands_of_payments_survive_faulty_rails_and_killed_workers() {
     for client in clients {
         client.await.expect("client");
     }
-    // Let the killer strike a few more times while the sagas run, then stop it.
-    let started = Instant::now();
-    while *kills.lock().expect("kills") < 4 && started.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    stop_killing.store(true, std::sync::atomic::Ordering::Relaxed);
-    killer.join().expect("killer");
+    // The killer's last strike falls while the sagas run; then it is done.
+    tokio::task::spawn_blocking(move || killer.join()).await.expect("join").expect("killer");
 
     // Every payment reaches a terminal state.
     let started = Instant::now();

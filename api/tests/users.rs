@@ -1,9 +1,8 @@
 //! The users API through the real `ledgerd`: the whole life cycle, cross-user access,
-//! throttling, session expiry and revocation, TOTP, and erasure that leaves no
+//! throttling, session revocation, TOTP, and erasure that leaves no
 //! personal data in clear anywhere in the data directory while the log still verifies.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use ledger_platform::users::totp;
 use ledger_proto::api::v1 as wire;
@@ -456,33 +455,14 @@ async fn repeated_failures_are_throttled_per_account_and_per_source() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expired_and_revoked_sessions_are_refused() {
+async fn revoked_and_logged_out_sessions_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start_with(dir.path(), &["--session-idle-secs", "2", "--session-max-secs", "4"]);
     let mut users = server.users().await;
     register(&mut users, "Erin", "erin@example.com", PASSWORD).await.expect("erin");
 
-    // Idle expiry.
-    let idle = login(&mut users, "erin@example.com", PASSWORD).await.expect("login").session_token;
-    users.get_profile(authed(me(), &idle)).await.expect("fresh session");
-    tokio::time::sleep(Duration::from_millis(2_600)).await;
-    let expired = users.get_profile(authed(me(), &idle)).await.expect_err("idle");
-    assert_eq!(expired.code(), Code::Unauthenticated);
-    assert!(expired.message().contains("expired"), "{}", expired.message());
-
-    // Absolute expiry: in use every second, still over after 4 s.
-    let busy = login(&mut users, "erin@example.com", PASSWORD).await.expect("login").session_token;
-    let started = std::time::Instant::now();
-    let mut refused_after = None;
-    while started.elapsed() < Duration::from_secs(7) {
-        if users.get_profile(authed(me(), &busy)).await.is_err() {
-            refused_after = Some(started.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let refused_after = refused_after.expect("the session outlived its absolute expiry");
-    assert!(refused_after >= Duration::from_millis(3_500), "{refused_after:?}");
+    // Idle and absolute expiry are tested on a manual clock: ledger-platform's
+    // tests/expiry.rs (UNAUTHENTICATED is what grpc::status maps them to).
 
     // Revocation and logout.
     let one = login(&mut users, "erin@example.com", PASSWORD).await.expect("one");
@@ -500,14 +480,11 @@ async fn expired_and_revoked_sessions_are_refused() {
     assert_eq!(code(users.get_profile(authed(me(), &one.session_token)).await), Code::Unauthenticated);
 }
 
-/// The current TOTP step, waiting out the last two seconds of a step so that the
-/// server and the test agree on it.
-async fn current_step() -> u64 {
-    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
-    if now() % totp::STEP_SECONDS >= totp::STEP_SECONDS - 2 {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-    }
-    totp::step_of(now())
+/// The current TOTP step by this machine's clock. The server's step is the same or, if
+/// a step ends during the test, the next one: the codes below are chosen to work either
+/// way (the exact window is tested on a manual clock in ledger-platform's tests/expiry.rs).
+fn current_step() -> u64 {
+    totp::step_of(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -527,12 +504,12 @@ async fn totp_is_enforced_once_enabled() {
     assert!(enrolled.otpauth_uri.starts_with("otpauth://totp/Ledger:frank%40example.com?secret="));
     let secret = totp::base32_decode(&enrolled.secret).expect("base32");
     let at = |step: u64| format!("{:06}", totp::code_at(&secret, step));
-    let step = current_step().await;
+    let step = current_step();
     let wrong = wire::ConfirmTotpRequest { code: at(step + 5), ..Default::default() };
     assert_eq!(code(users.confirm_totp(authed(wrong, &token)).await), Code::InvalidArgument);
-    // Confirm with the previous step's code (inside the drift window), so the current
-    // and next steps are still unused.
-    let confirm = wire::ConfirmTotpRequest { code: at(step - 1), ..Default::default() };
+    // Confirm with this step's code: inside the window whether or not the server is a
+    // step further; the next step's code is then still unused and still inside it.
+    let confirm = wire::ConfirmTotpRequest { code: at(step), ..Default::default() };
     let recovery = users.confirm_totp(authed(confirm, &token)).await.expect("confirm").into_inner().recovery_codes;
     assert_eq!(recovery.len(), 10);
     assert!(users.get_profile(authed(me(), &token)).await.expect("profile").into_inner().totp_enabled);
@@ -541,13 +518,21 @@ async fn totp_is_enforced_once_enabled() {
     assert_eq!(missing.code(), Code::Unauthenticated);
     assert!(missing.message().contains("second factor"), "{}", missing.message());
     assert_eq!(code(login_2fa(&mut users, "frank@example.com", &at(step + 7), "").await), Code::Unauthenticated);
-    login_2fa(&mut users, "frank@example.com", &at(step), "").await.expect("current code");
-    assert_eq!(code(login_2fa(&mut users, "frank@example.com", &at(step), "").await), Code::Unauthenticated, "reused");
+    login_2fa(&mut users, "frank@example.com", &at(step + 1), "").await.expect("current code");
+    assert_eq!(
+        code(login_2fa(&mut users, "frank@example.com", &at(step + 1), "").await),
+        Code::Unauthenticated,
+        "reused"
+    );
     // Still refused after a restart: the step used is in the sign-in's event.
     assert!(server.terminate().success());
     let server = Server::start(dir.path());
     let mut users = server.users().await;
-    assert_eq!(code(login_2fa(&mut users, "frank@example.com", &at(step), "").await), Code::Unauthenticated, "reused");
+    assert_eq!(
+        code(login_2fa(&mut users, "frank@example.com", &at(step + 1), "").await),
+        Code::Unauthenticated,
+        "reused"
+    );
     login_2fa(&mut users, "frank@example.com", "", &recovery[0]).await.expect("recovery code");
     assert_eq!(code(login_2fa(&mut users, "frank@example.com", "", &recovery[0]).await), Code::Unauthenticated, "used");
     // Sensitive changes now need the second factor too.
@@ -557,11 +542,11 @@ async fn totp_is_enforced_once_enabled() {
         ..Default::default()
     };
     assert_eq!(code(users.change_password(authed(change, &token)).await), Code::Unauthenticated);
-    users.disable_totp(authed(reauth(PASSWORD, &at(step + 1)), &token)).await.expect("disable");
-    login(&mut users, "frank@example.com", PASSWORD).await.expect("one factor again");
+    // (Disabling it takes a code of a later step than the one used: on a manual clock in
+    // ledger-platform's tests/expiry.rs, as is signing in with one factor again.)
     let events = users.list_security_events(authed(me(), &token)).await.expect("events").into_inner().events;
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-    for kind in ["second_factor_enabled", "second_factor_disabled", "recovery_code_used", "sign_in_failed"] {
+    for kind in ["second_factor_enabled", "recovery_code_used", "sign_in_failed"] {
         assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
     }
 }

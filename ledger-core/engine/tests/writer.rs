@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ledger_core::clock::ManualClock;
 use ledger_core::domain::*;
 use ledger_core::money::Currency;
 use ledger_engine::store::embedded::{EmbeddedOptions, EmbeddedStore};
@@ -67,8 +68,7 @@ fn state_survives_reopening_with_and_without_snapshots() {
         assert!(ledger.create_transfers_blocking(transfers).expect("transfers").iter().all(Result::is_ok));
     }
     let before = balances(&ledger, 1..=4);
-    ledger.close();
-    std::thread::sleep(Duration::from_millis(100)); // let the background snapshot land
+    ledger.close(); // joins the writer, which waits for a snapshot in progress to land
     let snapshots = std::fs::read_dir(dir.path().join("snapshots")).map(|d| d.count()).unwrap_or(0);
     assert!(snapshots > 0, "a snapshot should have been written");
     let ledger = open(dir.path(), 50);
@@ -94,7 +94,6 @@ fn a_snapshot_that_does_not_match_the_log_is_discarded() {
         assert!(ledger.create_transfers_blocking(vec![posted(1, 1, 2, amount)]).expect("t")[0].is_ok());
         ledger.close();
     }
-    std::thread::sleep(Duration::from_millis(100));
     std::fs::remove_dir_all(dir.path().join("snapshots")).expect("remove own");
     std::fs::create_dir_all(dir.path().join("snapshots")).expect("mkdir");
     for entry in std::fs::read_dir(other.path().join("snapshots")).expect("read") {
@@ -116,25 +115,63 @@ fn a_snapshot_that_does_not_match_the_log_is_discarded() {
     assert_eq!(balances(&ledger, 1..=2), vec![(5, 0), (0, 5)]);
 }
 
+fn open_on(dir: &Path, clock: Arc<ManualClock>) -> (Ledger, Arc<dyn EventStore>) {
+    let (store, _) = EmbeddedStore::open(dir.join("log"), EmbeddedOptions::default()).expect("open store");
+    let store: Arc<dyn EventStore> = Arc::new(store);
+    let config = LedgerConfig { clock, ..LedgerConfig::default() };
+    (Ledger::open(store.clone(), config).expect("open ledger"), store)
+}
+
+fn debits_pending(ledger: &Ledger) -> Option<u128> {
+    ledger.lookup_accounts_blocking(vec![AccountId(1)]).expect("lookup")[0].as_ref().map(|a| a.debits_pending)
+}
+
+fn hold_status(ledger: &Ledger) -> Option<PendingStatus> {
+    ledger.lookup_transfers_blocking(vec![TransferId(1)]).expect("lookup")[0].clone().expect("hold").pending_status
+}
+
+const START_NS: u64 = 1_700_000_000_000_000_000;
+
+#[test]
+fn holds_expire_when_the_clock_passes_their_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(START_NS));
+    let (ledger, _) = open_on(dir.path(), clock.clone());
+    accounts(&ledger, 1..=2);
+    let timeout_ns = 3_600_000_000_000; // an hour: the writer's own wait does not end during the test
+    let hold = NewTransfer { kind: TransferKind::Pending { timeout_ns }, ..posted(1, 1, 2, 9) };
+    assert!(ledger.create_transfers_blocking(vec![hold]).expect("hold")[0].is_ok());
+    assert_eq!(debits_pending(&ledger), Some(9));
+    clock.advance_ns(timeout_ns - 1);
+    assert_eq!(hold_status(&ledger), Some(PendingStatus::Pending), "not yet due");
+    assert_eq!(debits_pending(&ledger), Some(9));
+    clock.advance_ns(1_000);
+    // Any request makes the writer look at the clock: the hold is due and expires first.
+    assert_eq!(hold_status(&ledger), Some(PendingStatus::Expired));
+    assert_eq!(debits_pending(&ledger), Some(0));
+}
+
 #[test]
 fn holds_expire_on_the_writers_own_timer() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ledger = open(dir.path(), 1_000_000);
+    let clock = Arc::new(ManualClock::new(START_NS));
+    let (ledger, store) = open_on(dir.path(), clock.clone());
     accounts(&ledger, 1..=2);
-    let hold = NewTransfer { kind: TransferKind::Pending { timeout_ns: 50_000_000 }, ..posted(1, 1, 2, 9) };
+    // A short timeout: the writer's wait for it is 5 ms of real time; when it wakes it
+    // reads the manual clock, which by then is past the timeout.
+    let hold = NewTransfer { kind: TransferKind::Pending { timeout_ns: 5_000_000 }, ..posted(1, 1, 2, 9) };
     assert!(ledger.create_transfers_blocking(vec![hold]).expect("hold")[0].is_ok());
-    assert_eq!(
-        ledger.lookup_accounts_blocking(vec![AccountId(1)]).expect("lookup")[0].as_ref().map(|a| a.debits_pending),
-        Some(9)
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    // No request came in; the writer woke up by itself and recorded the expiry.
-    let transfer = ledger.lookup_transfers_blocking(vec![TransferId(1)]).expect("lookup")[0].clone().expect("hold");
-    assert_eq!(transfer.pending_status, Some(PendingStatus::Expired));
-    assert_eq!(
-        ledger.lookup_accounts_blocking(vec![AccountId(1)]).expect("lookup")[0].as_ref().map(|a| a.debits_pending),
-        Some(0)
-    );
+    let head = |store: &Arc<dyn EventStore>| store.stream_head("ledger-0").expect("head").map(|h| h.revision);
+    let before = head(&store);
+    clock.advance_ns(1_000_000_000);
+    // No request comes in: the expiry event appears in the log by the writer's timer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while head(&store) == before {
+        assert!(std::time::Instant::now() < deadline, "the writer never woke up to expire the hold");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(hold_status(&ledger), Some(PendingStatus::Expired));
+    assert_eq!(debits_pending(&ledger), Some(0));
 }
 
 #[test]

@@ -14,9 +14,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
+use ledger_core::clock::Clock;
 use ledger_core::domain::{AccountId, NewTransfer, TransferId, TransferKind};
 use ledger_core::money::{format_amount, Currency};
-use ledger_engine::clock::now_ns;
 use ledger_proto::events::v1 as ev;
 use ledger_proto::events::v1::fx_event::Kind as FxKind;
 use prost::Message;
@@ -204,8 +204,8 @@ pub struct QuoteState {
 
 impl QuoteState {
     /// An expired quote is refused with a clear error.
-    fn check_live(&self) -> Result<(), FxError> {
-        if now_ns() > self.expires_at {
+    fn check_live(&self, now_ns: u64) -> Result<(), FxError> {
+        if now_ns > self.expires_at {
             return Err(FxError::QuoteExpired { expires_at_ns: self.expires_at });
         }
         Ok(())
@@ -223,6 +223,8 @@ pub struct Fx {
     quotes: DashMap<String, Arc<tokio::sync::Mutex<QuoteState>>>,
     /// The FX, FX revenue and fee accounts of each currency converted.
     accounts: PlatformAccounts,
+    /// Where the time is read: quotes, their expiry, rates in force.
+    clock: Arc<dyn Clock>,
 }
 
 impl Fx {
@@ -231,6 +233,7 @@ impl Fx {
         ledger: Ledger,
         users: Arc<Users>,
         config: FxConfig,
+        clock: Arc<dyn Clock>,
     ) -> Result<Fx, FxError> {
         let mut book = RateBook::default();
         let rates_head = crate::stream::load::<FxError>(store.as_ref(), RATES_STREAM, 4_096, |record| {
@@ -259,11 +262,12 @@ impl Fx {
             streams: tokio::sync::Mutex::new(heads),
             quotes: DashMap::new(),
             accounts: PlatformAccounts::fx(),
+            clock,
         })
     }
 
     async fn append(&self, stream: &str, head: &mut Option<Revision>, kinds: Vec<FxKind>) -> Result<u64, FxError> {
-        let at = now_ns();
+        let at = self.clock.now_ns();
         let events: Vec<EventData> = kinds
             .into_iter()
             .map(|kind| {
@@ -328,7 +332,7 @@ impl Fx {
         if from == to {
             return Err(FxError::InvalidRequest("from_currency and to_currency are the same"));
         }
-        let now = now_ns();
+        let now = self.clock.now_ns();
         let (mid, rates_used) = self.mid_at(from, to, now)?;
         let amounts = quote_amounts(from, to, mid, self.config.spread_bps, self.config.fee_bps, fixed)?;
         let bytes: [u8; 12] = crate::random::bytes()?;
@@ -376,7 +380,7 @@ impl Fx {
         if quote.executed.is_some() || quote.used_by.is_some_and(|p| p != payment) {
             return Err(FxError::FailedPrecondition("the quote was used already; ask for a new quote".into()));
         }
-        quote.check_live()?;
+        quote.check_live(self.clock.now_ns())?;
         self.ensure_fx_accounts([quote.from, quote.to]).await?;
         quote.used_by = Some(payment);
         Ok(quote.clone())
@@ -418,7 +422,7 @@ impl Fx {
             }
             return Ok((quote.clone(), done.clone()));
         }
-        quote.check_live()?;
+        quote.check_live(self.clock.now_ns())?;
         self.ensure_fx_accounts([quote.from, quote.to]).await?;
         self.users.open_wallet(receiver, quote.to).await?;
         let (from, to, a) = (quote.from, quote.to, quote.amounts);
@@ -489,7 +493,7 @@ impl Fx {
             }
             let (position, revenue, fees) =
                 (balance(&accounts[3 * i]), balance(&accounts[3 * i + 1]), balance(&accounts[3 * i + 2]));
-            let (value, rates) = self.value_at(revenue, *c, value_in, now_ns())?;
+            let (value, rates) = self.value_at(revenue, *c, value_in, self.clock.now_ns())?;
             total += value;
             used.extend(rates);
             out.push((*c, position, revenue, fees));

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use ledger_core::domain::{Outcome, TransferError};
 use ledger_core::money::Currency;
-use ledger_engine::clock::now_ns;
 use ledger_proto::events::v1 as ev;
 use ledger_proto::events::v1::payment_event::Kind as EventKind;
 use prost::Message;
@@ -71,7 +70,7 @@ impl Payments {
         let mut stamped = Vec::with_capacity(kinds.len());
         let mut at = payment.last_ns;
         for kind in kinds {
-            at = now_ns().max(at + 1);
+            at = self.clock.now_ns().max(at + 1);
             let event =
                 ev::PaymentEvent { payment_id: payment.id.to_string(), timestamp_ns: at, kind: Some(kind.clone()) };
             events.push(EventData { event_type: event_type(&kind).into(), payload: event.encode_to_vec() });
@@ -86,7 +85,7 @@ impl Payments {
 
     /// One step of a payment's saga. `Ok(false)`: nothing to do until woken.
     async fn step(self: &Arc<Self>, entry: &Arc<Entry>) -> Result<bool, PaymentsError> {
-        let now = now_ns();
+        let now = self.clock.now_ns();
         let mut payment = entry.payment.lock().await;
         let action = payment.next_action(now);
         match action {
@@ -98,7 +97,7 @@ impl Payments {
             }
             Action::WaitUntil(deadline) => {
                 drop(payment);
-                let wait = Duration::from_nanos(deadline.saturating_sub(now_ns()));
+                let wait = Duration::from_nanos(deadline.saturating_sub(self.clock.now_ns()));
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = entry.wake.notified() => {}
@@ -198,7 +197,7 @@ impl Payments {
         drop(payment);
         let reply = tokio::time::timeout(self.config.rail_timeout, self.rail.status(&key)).await;
         let mut payment = entry.payment.lock().await;
-        if payment.next_action(now_ns()) != Action::Query(step) {
+        if payment.next_action(self.clock.now_ns()) != Action::Query(step) {
             return Ok(true);
         }
         match reply {
@@ -207,7 +206,7 @@ impl Payments {
                 payment.steps.remove(&step);
             }
             Ok(Ok(status)) => self.rail_answered(entry, &mut payment, step, status).await?,
-            Ok(Err(_)) | Err(_) => entry.back_off(),
+            Ok(Err(_)) | Err(_) => entry.back_off(self.clock.now_ns()),
         }
         Ok(true)
     }
@@ -231,7 +230,7 @@ impl Payments {
                 self.append(payment, vec![EventKind::StepFailed(failed)]).await
             }
             RailStatus::Pending | RailStatus::NotFound => {
-                entry.back_off();
+                entry.back_off(self.clock.now_ns());
                 Ok(())
             }
         }

@@ -26,9 +26,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use ledger_core::clock::Clock;
 use ledger_core::domain::{AccountId, NewTransfer, TransferId, TransferKind};
 use ledger_core::money::Currency;
-use ledger_engine::clock::now_ns;
 use ledger_proto::events::v1 as ev;
 use ledger_proto::events::v1::payment_event::Kind as EventKind;
 use prost::Message;
@@ -123,6 +123,8 @@ pub struct Payments {
     keys: DashMap<(u128, String), u128>,
     accounts: PlatformAccounts,
     activity: std::sync::Mutex<Activity>,
+    /// Where the time is read: event stamps, reviews, risk windows, polling.
+    clock: Arc<dyn Clock>,
 }
 
 impl Payments {
@@ -134,6 +136,7 @@ impl Payments {
         rail: Arc<dyn PaymentRail>,
         fx: Arc<Fx>,
         config: PaymentsConfig,
+        clock: Arc<dyn Clock>,
     ) -> Result<Payments, PaymentsError> {
         let payments = Payments {
             store,
@@ -146,6 +149,7 @@ impl Payments {
             keys: DashMap::new(),
             accounts: PlatformAccounts::payments(),
             activity: std::sync::Mutex::new(Activity::default()),
+            clock,
         };
         for stream in payments.store.stream_names("payment-")? {
             let mut payment = Payment::default();
@@ -228,7 +232,7 @@ impl Payments {
                 if payment.created.request_hash != request_hash.as_bytes() {
                     return Err(PaymentsError::AlreadyExists("idempotency_key was used for a different request"));
                 }
-                return Ok(payment.view());
+                return Ok(payment.view(self.clock.now_ns()));
             }
             dashmap::Entry::Vacant(vacant) => {
                 let id = loop {
@@ -319,7 +323,7 @@ impl Payments {
         let mut payment = Payment { id, ..Payment::default() };
         self.append(&mut payment, vec![EventKind::Created(created)]).await?;
         self.index(&payment);
-        let shown = payment.view();
+        let shown = payment.view(self.clock.now_ns());
         self.payments.insert(id, Arc::new(Entry::new(payment)));
         self.drive(id);
         Ok(shown)
@@ -350,7 +354,7 @@ impl Payments {
                 return Err(PaymentsError::NotFound("payment"));
             }
         }
-        Ok(payment.view())
+        Ok(payment.view(self.clock.now_ns()))
     }
 
     /// The user's payments (as sender or receiver), newest first.
@@ -362,7 +366,7 @@ impl Payments {
             let visible = user.is_none_or(|u| payment.sender() == u || payment.receiver() == u);
             let in_review = payment.public_status().0 == "requires_review";
             if visible && (!only_in_review || in_review) {
-                out.insert((std::cmp::Reverse(payment.created_ns), payment.id), payment.view());
+                out.insert((std::cmp::Reverse(payment.created_ns), payment.id), payment.view(self.clock.now_ns()));
             }
         }
         // A user's list is their latest 1,000; an admin sees every payment.
@@ -400,7 +404,7 @@ impl Payments {
         };
         let answered = ev::RequestAnswered { approved: approve, funding, instrument_id, fee };
         self.append(&mut payment, vec![EventKind::RequestAnswered(answered)]).await?;
-        let shown = payment.view();
+        let shown = payment.view(self.clock.now_ns());
         drop(payment);
         self.drive(id);
         entry.wake.notify_one();
@@ -436,7 +440,7 @@ impl Payments {
         }
         let decided = ev::ReviewDecided { approved: approve, by: "admin".into() };
         self.append(&mut payment, vec![EventKind::ReviewDecided(decided)]).await?;
-        let shown = payment.view();
+        let shown = payment.view(self.clock.now_ns());
         drop(payment);
         entry.wake.notify_one();
         self.drive(id);
@@ -467,7 +471,7 @@ impl Payments {
             }
         }
         if payment.refunds.iter().any(|r| r.refund_id == refund_id) {
-            return Ok(payment.view());
+            return Ok(payment.view(self.clock.now_ns()));
         }
         if !matches!(payment.kind, Some(PaymentKind::Send | PaymentKind::Request)) {
             return Err(PaymentsError::FailedPrecondition("only payments between users are refunded".into()));
@@ -517,7 +521,7 @@ impl Payments {
             transfer_id,
         };
         self.append(&mut payment, vec![EventKind::RefundBooked(booked)]).await?;
-        Ok(payment.view())
+        Ok(payment.view(self.clock.now_ns()))
     }
 }
 
@@ -532,10 +536,10 @@ impl Entry {
     }
 
     /// Ask again later: 50 ms, doubling up to 2 s.
-    fn back_off(&self) {
+    fn back_off(&self, now_ns: u64) {
         let mut poll = self.poll.lock().unwrap_or_else(|p| p.into_inner());
         let delay = if poll.1 == 0 { 50_000_000 } else { (poll.1 * 2).min(2_000_000_000) };
-        *poll = (now_ns() + delay, delay);
+        *poll = (now_ns + delay, delay);
     }
 
     fn reset_poll(&self) {

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 
 use ledger_core::domain::{AccountId, NewTransfer, TransferId, TransferKind};
 use ledger_core::money::Currency;
-use ledger_engine::clock::now_ns;
 use ledger_proto::events::v1 as ev;
 use ledger_proto::events::v1::payment_event::Kind as EventKind;
 use rust_decimal::Decimal;
@@ -433,8 +432,8 @@ impl Payment {
         }
     }
 
-    pub(super) fn state(&self) -> String {
-        match self.next_action(now_ns()) {
+    pub(super) fn state(&self, now_ns: u64) -> String {
+        match self.next_action(now_ns) {
             Action::Idle if self.finished.is_none() => "awaiting_payer".into(),
             Action::Idle => "finished".into(),
             Action::WaitUntil(_) => "in_review".into(),
@@ -528,15 +527,15 @@ impl Payment {
         Ok(transfers)
     }
 
-    /// What is shown of the payment.
-    pub fn view(&self) -> PaymentView {
+    /// What is shown of the payment at `now_ns`.
+    pub fn view(&self, now_ns: u64) -> PaymentView {
         let (status, reason) = self.public_status();
         PaymentView {
             id: self.id,
             kind: self.created.kind.clone(),
             status,
             reason,
-            state: self.state(),
+            state: self.state(now_ns),
             funding: self.funding.map_or(String::new(), |f| f.as_str().to_string()),
             sender_id: self.sender,
             receiver_id: self.receiver,
@@ -611,7 +610,7 @@ mod tests {
         p.evolve(4, EventKind::StepOutcomeUnknown(ev::StepOutcomeUnknown { step: "authorize".into() }))
             .expect("evolve");
         assert_eq!(p.next_action(10), Action::Query(Step::Authorize));
-        assert_eq!(p.state(), "outcome_unknown:authorize");
+        assert_eq!(p.state(10), "outcome_unknown:authorize");
         p.evolve(5, ok("authorize")).expect("evolve");
         assert_eq!(p.next_action(10), Action::Rail(Step::Capture));
         p.evolve(6, ok("capture")).expect("evolve");

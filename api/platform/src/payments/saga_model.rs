@@ -317,7 +317,7 @@ fn drive(s: &Scenario, rail: &mut ModelRail, ledger: &mut ModelLedger) -> Result
         };
         payment.evolve(now, event).map_err(|e| TestCaseError::fail(e.to_string()))?;
     }
-    Err(TestCaseError::fail(format!("not terminal after 1,000 actions: {}", payment.state())))
+    Err(TestCaseError::fail(format!("not terminal after 1,000 actions: {}", payment.state(now))))
 }
 
 proptest! {

@@ -2,7 +2,6 @@
 
 use ledger_core::domain::{AccountCommand, AccountId};
 use ledger_core::money::format_amount;
-use ledger_engine::clock::now_ns;
 use ledger_proto::events::v1 as ev;
 use ledger_proto::events::v1::user_event_details::Detail;
 use ledger_proto::events::v1::UserEventKind as Kind;
@@ -26,7 +25,7 @@ impl Users {
         changes: ProfileChanges,
         reauth: Reauth<'_>,
     ) -> Result<UserProfile, UsersError> {
-        let today = (now_ns() / 86_400_000_000_000) as i64;
+        let today = (self.clock.now_ns() / 86_400_000_000_000) as i64;
         if let Some(name) = &changes.name {
             profile::check_name("name", name, true)?;
         }
@@ -155,7 +154,7 @@ impl Users {
             self.sessions.remove(&session.token_hash);
         }
         self.emails.remove(&profile::normalize_email(&state.profile.email));
-        let at = now_ns().max(state.last_ns + 1);
+        let at = self.clock.now_ns().max(state.last_ns + 1);
         let envelope = ev::UserEvent {
             user_id: state.id.to_string(),
             timestamp_ns: at,

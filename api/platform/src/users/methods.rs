@@ -4,7 +4,6 @@
 use ledger_core::chain::to_hex as hex;
 use ledger_core::domain::{AccountCommand, AccountFlags, AccountId, NewAccount};
 use ledger_core::money::Currency;
-use ledger_engine::clock::now_ns;
 use ledger_proto::events::v1 as ev;
 use ledger_proto::events::v1::user_event_details::Detail;
 
@@ -90,7 +89,7 @@ impl Users {
     ) -> Result<PaymentInstrument, UsersError> {
         let digits = instruments::card_digits(number)?;
         let brand = instruments::card_brand(&digits);
-        let now = profile::year_month_of((now_ns() / 86_400_000_000_000) as i64);
+        let now = profile::year_month_of((self.clock.now_ns() / 86_400_000_000_000) as i64);
         instruments::check_expiry(exp_month, exp_year, now)?;
         instruments::check_cvv(cvv, brand)?;
         profile::check_name("holder_name", holder_name, false)?;

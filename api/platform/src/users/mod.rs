@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use ledger_engine::clock::now_ns;
+use ledger_core::clock::Clock;
 use ledger_proto::events::v1 as ev;
 use ledger_proto::events::v1::user_event_details::Detail;
 use ledger_proto::events::v1::UserEventKind as Kind;
@@ -100,6 +100,8 @@ pub struct Users {
     sessions: DashMap<[u8; 32], (u128, String, u64)>,
     /// Verified when the email is unknown, so that answer takes as long as a wrong password.
     dummy_hash: String,
+    /// Where the time is read: session expiry, TOTP steps, event stamps.
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Users {
@@ -123,6 +125,7 @@ impl Users {
         keys: KeyStore,
         vault: Box<dyn CardVault>,
         config: UsersConfig,
+        clock: Arc<dyn Clock>,
     ) -> Result<Users, UsersError> {
         let users = Users {
             store,
@@ -136,12 +139,13 @@ impl Users {
             sessions: DashMap::new(),
             dummy_hash: password::hash("an unguessable placeholder for unknown emails")
                 .map_err(|e| UsersError::Internal(e.to_string()))?,
+            clock,
         };
         let mut states: BTreeMap<u128, UserState> = BTreeMap::new();
         for stream in users.store.stream_names("user-")? {
             crate::stream::load(users.store.as_ref(), &stream, 1_024, |record| users.replay(&mut states, record))?;
         }
-        let now = now_ns();
+        let now = users.clock.now_ns();
         for (id, mut state) in states {
             if !state.erased {
                 users.emails.insert(profile::normalize_email(&state.profile.email), id);
@@ -189,7 +193,7 @@ impl Users {
 
     /// Appends `details` to the user's stream durably, then folds them into `state`.
     async fn append(&self, state: &mut UserState, details: Vec<Detail>) -> Result<(), UsersError> {
-        append_details(self.store.as_ref(), state, details).await
+        append_details(self.store.as_ref(), self.clock.as_ref(), state, details).await
     }
 
     async fn append_raw(&self, state: &mut UserState, events: Vec<EventData>) -> Result<(), UsersError> {
@@ -197,13 +201,18 @@ impl Users {
     }
 }
 
-async fn append_details(store: &dyn EventStore, state: &mut UserState, details: Vec<Detail>) -> Result<(), UsersError> {
+async fn append_details(
+    store: &dyn EventStore,
+    clock: &dyn Clock,
+    state: &mut UserState,
+    details: Vec<Detail>,
+) -> Result<(), UsersError> {
     let key = state.key.clone().ok_or(UsersError::NotFound("user"))?;
     let mut events = Vec::with_capacity(details.len());
     let mut stamped = Vec::with_capacity(details.len());
     let mut at = state.last_ns;
     for detail in details {
-        at = now_ns().max(at + 1);
+        at = clock.now_ns().max(at + 1);
         let kind = kind_of(&detail);
         let plain = ev::UserEventDetails { detail: Some(detail.clone()) }.encode_to_vec();
         let envelope = ev::UserEvent {
@@ -299,7 +308,7 @@ impl Users {
     /// Forgets sessions past their absolute expiry that were never presented again
     /// (one presented after its expiry is dropped then). Run now and then.
     pub fn sweep_sessions(&self) {
-        let now = now_ns();
+        let now = self.clock.now_ns();
         self.sessions.retain(|_, (_, _, expires)| *expires >= now);
     }
 

@@ -1,7 +1,6 @@
 //! Signing in and out, sessions, re-authentication and the TOTP second factor.
 
 use ledger_core::chain::to_hex as hex;
-use ledger_engine::clock::now_ns;
 use ledger_proto::events::v1 as ev;
 use ledger_proto::events::v1::user_event_details::Detail;
 
@@ -46,10 +45,12 @@ impl Users {
                 // answer slower than an unknown email and so tell that the email exists.
                 let failed = ev::SignInFailed { source: source.to_string(), reason: "password".into() };
                 let store = self.store.clone();
+                let clock = self.clock.clone();
                 tokio::spawn(async move {
                     let mut state = state;
                     if let Err(error) =
-                        append_details(store.as_ref(), &mut state, vec![Detail::SignInFailed(failed)]).await
+                        append_details(store.as_ref(), clock.as_ref(), &mut state, vec![Detail::SignInFailed(failed)])
+                            .await
                     {
                         tracing::warn!(%error, "a failed sign-in could not be recorded");
                     }
@@ -88,7 +89,7 @@ impl Users {
         let token = format!("{SESSION_TOKEN_PREFIX}{}", hex(&random::<32>()?));
         let token_hash = *blake3::hash(token.as_bytes()).as_bytes();
         let session_id = hex(&random::<8>()?);
-        let now = now_ns();
+        let now = self.clock.now_ns();
         let expires = now + self.config.session_max.as_nanos() as u64;
         details.push(Detail::SessionStarted(ev::SessionStarted {
             session_id: session_id.clone(),
@@ -115,7 +116,7 @@ impl Users {
             let index = totp.recovery.iter().position(|h| h.as_deref() == Some(hash.as_bytes().as_slice()))?;
             return Some(SecondFactor::Recovery(index as u32));
         }
-        let now = now_ns() / 1_000_000_000;
+        let now = self.clock.now_ns() / 1_000_000_000;
         let step = totp::matching_step(&totp.secret, code, now)?;
         // A code is single-use: not again, nor an earlier one.
         (step > totp.last_step).then_some(SecondFactor::Code(step))
@@ -128,7 +129,7 @@ impl Users {
             self.sessions.get(&hash).map(|s| s.clone()).ok_or(UsersError::Unauthenticated("unknown token"))?;
         let user = self.user(user_id).map_err(|_| UsersError::Unauthenticated("unknown token"))?;
         let mut state = user.lock().await;
-        let now = now_ns();
+        let now = self.clock.now_ns();
         let live = match state.sessions.get_mut(&session_id) {
             Some(s) if s.live(now, self.config.session_idle) => {
                 s.last_seen_ns = now;
@@ -217,7 +218,7 @@ impl Users {
         let user = self.user(user_id)?;
         let mut state = user.lock().await;
         let secret = state.pending_totp.clone().ok_or_else(|| UsersError::FailedPrecondition("enroll first".into()))?;
-        let step = totp::matching_step(&secret, code, now_ns() / 1_000_000_000)
+        let step = totp::matching_step(&secret, code, self.clock.now_ns() / 1_000_000_000)
             .ok_or_else(|| FieldError::new("code", "does not match; check the authenticator's clock"))?;
         let mut codes = Vec::with_capacity(RECOVERY_CODES);
         let mut hashes = Vec::with_capacity(RECOVERY_CODES);
@@ -246,7 +247,7 @@ impl Users {
         let user = self.user(caller.user_id)?;
         let state = user.lock().await;
         let idle = self.config.session_idle.as_nanos() as u64;
-        let now = now_ns();
+        let now = self.clock.now_ns();
         Ok(state
             .sessions
             .iter()
