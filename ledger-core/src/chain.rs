@@ -28,6 +28,40 @@ pub fn chain_hash_with(scratch: &mut Vec<u8>, previous: &Hash, revision: u64, ev
     *blake3::hash(scratch).as_bytes()
 }
 
+/// Why an event does not continue its stream's chain.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChainBreak {
+    /// Revisions of a stream are dense from 0: a gap, a repeat or a reordering.
+    #[error("revision {found} where {due} was due")]
+    Revision { found: u64, due: u64 },
+    /// The stored hash is not `chain_hash` of the previous hash, revision and bytes.
+    #[error("hash does not chain")]
+    Hash,
+}
+
+/// The one rule every verifier of the log applies (the store's recovery scan, the
+/// auditor and the read models' continuous verifier): the event at `revision` with
+/// `event_bytes` and `stored_hash` continues a stream whose last event was
+/// `last` = (revision, hash), or starts a new stream when `last` is `None`.
+pub fn check_link(
+    last: Option<(u64, Hash)>,
+    revision: u64,
+    event_bytes: &[u8],
+    stored_hash: &Hash,
+) -> Result<(), ChainBreak> {
+    let (due, previous) = match last {
+        Some((last_revision, last_hash)) => (last_revision + 1, last_hash),
+        None => (0, GENESIS_HASH),
+    };
+    if revision != due {
+        return Err(ChainBreak::Revision { found: revision, due });
+    }
+    if chain_hash(&previous, revision, event_bytes) != *stored_hash {
+        return Err(ChainBreak::Hash);
+    }
+    Ok(())
+}
+
 /// Lower-case hex, for printing hashes, keys and random ids.
 pub fn to_hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
@@ -50,6 +84,18 @@ mod tests {
         assert_ne!(base, chain_hash(&[1u8; 32], 0, b"event"));
         assert_eq!(base, chain_hash(&GENESIS_HASH, 0, b"event"));
         assert_eq!(base, chain_hash_with(&mut Vec::new(), &GENESIS_HASH, 0, b"event"));
+    }
+
+    #[test]
+    fn check_link_accepts_the_next_event_only() {
+        let first = chain_hash(&GENESIS_HASH, 0, b"a");
+        let second = chain_hash(&first, 1, b"b");
+        assert_eq!(check_link(None, 0, b"a", &first), Ok(()));
+        assert_eq!(check_link(Some((0, first)), 1, b"b", &second), Ok(()));
+        assert_eq!(check_link(Some((0, first)), 2, b"b", &second), Err(ChainBreak::Revision { found: 2, due: 1 }));
+        assert_eq!(check_link(None, 1, b"b", &second), Err(ChainBreak::Revision { found: 1, due: 0 }));
+        assert_eq!(check_link(Some((0, first)), 1, b"B", &second), Err(ChainBreak::Hash));
+        assert_eq!(ChainBreak::Hash.to_string(), "hash does not chain");
     }
 
     #[test]

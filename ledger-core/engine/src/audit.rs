@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::snapshot;
 use crate::store::format::{self, TornTail};
 use crate::store::{EventStore, RecordedEvent, StoreError};
-use ledger_core::chain::{chain_hash, Hash, GENESIS_HASH};
+use ledger_core::chain::{check_link, Hash};
 use ledger_core::codec;
 use ledger_core::money::Currency;
 use ledger_core::state::{CurrencyTotals, LedgerState};
@@ -153,22 +153,16 @@ pub fn verify_store(store: &dyn EventStore) -> Result<AuditReport, AuditFailure>
         let Some(last) = batch.last() else { break };
         from = last.position + 1;
         for record in &batch {
-            let (revision, previous) = heads.get(&record.stream).map_or((0, GENESIS_HASH), |(r, h)| (r + 1, *h));
-            let broken = |reason: &str| {
+            let last = heads.get(&record.stream).copied();
+            check_link(last, record.revision, &record.payload, &record.hash).map_err(|broken| {
                 AuditFailure::Store(StoreError::ChainBroken {
                     stream: record.stream.clone(),
                     revision: record.revision,
                     file: PathBuf::from("event store"),
                     offset: record.position,
-                    reason: reason.to_string(),
+                    reason: broken.to_string(),
                 })
-            };
-            if record.revision != revision {
-                return Err(broken(&format!("revision {revision} was due")));
-            }
-            if chain_hash(&previous, record.revision, &record.payload) != record.hash {
-                return Err(broken("hash does not chain"));
-            }
+            })?;
             heads.insert(record.stream.clone(), (record.revision, record.hash));
             count += 1;
             replay.visit(record);

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use ledger_core::chain::{chain_hash, GENESIS_HASH};
+use ledger_core::chain::check_link;
 use ledger_core::codec;
 use ledger_core::domain::{Event, EventKind, Movement as MovementEvent};
 use ledger_core::money::Currency;
@@ -132,19 +132,10 @@ impl<'t> Batch<'t> {
             Some(head) => Some(*head),
             None => self.chain.get(record.stream.as_str())?.map(|v| v.value()),
         };
-        // ok: a stream without a head yet starts at revision 0 after the genesis hash.
-        let (revision, previous) = head.unwrap_or((0, GENESIS_HASH));
-        let expected = chain_hash(&previous, record.revision, &record.payload);
-        if record.revision != revision {
-            self.alarm(
-                record.position,
-                format!("{} revision {} where {revision} was due", record.stream, record.revision),
-            )?;
-        } else if expected != record.hash {
-            self.alarm(
-                record.position,
-                format!("{} revision {}: hash does not chain", record.stream, record.revision),
-            )?;
+        // The table keeps (next revision, last hash); a stream without a head is new.
+        let last = head.and_then(|(next, hash)| next.checked_sub(1).map(|revision| (revision, hash)));
+        if let Err(broken) = check_link(last, record.revision, &record.payload, &record.hash) {
+            self.alarm(record.position, format!("{} revision {}: {broken}", record.stream, record.revision))?;
         }
         self.chain_cache.insert(record.stream.clone(), (record.revision + 1, record.hash));
         if !record.stream.starts_with("ledger-") {

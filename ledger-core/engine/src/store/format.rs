@@ -18,7 +18,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{RecordedEvent, StoreError};
-use ledger_core::chain::{chain_hash, Hash, GENESIS_HASH};
+use ledger_core::chain::{check_link, Hash};
 
 pub const SEGMENT_MAGIC: &[u8; 8] = b"LEDGSEG1";
 pub const SEGMENT_HEADER_BYTES: usize = 16;
@@ -308,16 +308,8 @@ fn check_record(report: &mut ScanReport, record: &RecordedEvent) -> Result<(), S
     if record.position != report.records {
         return Err(format!("position {} where {} was expected", record.position, report.records));
     }
-    let (expected_revision, previous) = match report.heads.get(&record.stream) {
-        Some((revision, hash)) => (revision + 1, *hash),
-        None => (0, GENESIS_HASH),
-    };
-    if record.revision != expected_revision {
-        return Err(format!("revision {} where {} was expected", record.revision, expected_revision));
-    }
-    if chain_hash(&previous, record.revision, &record.payload) != record.hash {
-        return Err("stored hash differs from blake3(previous hash, revision, event)".into());
-    }
+    check_link(report.heads.get(&record.stream).copied(), record.revision, &record.payload, &record.hash)
+        .map_err(|broken| broken.to_string())?;
     report.heads.insert(record.stream.clone(), (record.revision, record.hash));
     Ok(())
 }
