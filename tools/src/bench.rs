@@ -1,6 +1,7 @@
 //! `ledgerctl bench`: TigerBeetle's canonical workload (uniformly random accounts,
 //! durable batches) in process against the embedded store.
 
+use crate::load::percentile_ms;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc;
@@ -183,11 +184,9 @@ fn submit_all(ledger: &Ledger, batches: Vec<Vec<NewTransfer>>, batch: usize) -> 
 
 /// Prints the figures; `latencies` sorted.
 fn report(args: &BenchArgs, json: bool, elapsed: Duration, latencies: &[Duration]) {
-    let percentile = |p: f64| {
-        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1].as_secs_f64() * 1e3
-    };
     let transfers_per_sec = args.transfers as f64 / elapsed.as_secs_f64();
-    let (p50, p99, p100) = (percentile(0.50), percentile(0.99), percentile(1.0));
+    let (p50, p99, p100) =
+        (percentile_ms(latencies, 0.50), percentile_ms(latencies, 0.99), percentile_ms(latencies, 1.0));
     if json {
         println!(
             "{}",

@@ -306,13 +306,17 @@ async fn drive(
     Ok(latencies)
 }
 
+/// The `p`-quantile (0 < p <= 1, nearest rank) of sorted, non-empty `latencies`, in ms.
+pub fn percentile_ms(latencies: &[Duration], p: f64) -> f64 {
+    let rank = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len());
+    latencies[rank - 1].as_secs_f64() * 1e3
+}
+
 /// Prints the run's figures; `latencies` sorted, not empty.
 fn report(json: bool, args: &LoadArgs, transfers: u64, elapsed: Duration, latencies: &[Duration]) {
-    let percentile = |p: f64| {
-        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1].as_secs_f64() * 1e3
-    };
     let transfers_per_sec = transfers as f64 / elapsed.as_secs_f64();
-    let (p50, p99, p999) = (percentile(0.5), percentile(0.99), percentile(0.999));
+    let (p50, p99, p999) =
+        (percentile_ms(latencies, 0.5), percentile_ms(latencies, 0.99), percentile_ms(latencies, 0.999));
     if json {
         println!(
             "{}",

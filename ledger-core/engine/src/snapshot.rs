@@ -69,8 +69,7 @@ impl SnapshotSlot {
 
     /// Waits for the snapshot thread started last, if any, to end.
     pub fn join(&self) {
-        let handle =
-            self.thread.lock().map(|mut thread| thread.take()).unwrap_or_else(|poisoned| poisoned.into_inner().take());
+        let handle = self.thread().take();
         if let Some(handle) = handle {
             if handle.join().is_err() {
                 // A panic is an abort in release builds (`panic = "abort"`); in tests
@@ -84,10 +83,13 @@ impl SnapshotSlot {
         // The previous thread has released the slot (it was free when this snapshot was
         // captured), so it has at most its last instructions left: join it here.
         self.join();
-        match self.thread.lock() {
-            Ok(mut thread) => *thread = Some(handle),
-            Err(poisoned) => *poisoned.into_inner() = Some(handle),
-        }
+        *self.thread() = Some(handle);
+    }
+
+    /// The slot's thread handle. The lock guards one `Option` that no panic can leave
+    /// half-written, so a poisoned lock is taken as it is.
+    fn thread(&self) -> std::sync::MutexGuard<'_, Option<JoinHandle<()>>> {
+        self.thread.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
