@@ -41,6 +41,8 @@ pub struct PendingSnapshot {
     state: LedgerState,
     /// Held until the snapshot is written or given up.
     _in_progress: InProgress,
+    /// The slot that will own the thread writing this snapshot.
+    slot: SnapshotSlot,
 }
 
 /// One snapshot at a time per writer: while one is being written, no other is taken
@@ -105,13 +107,15 @@ impl PendingSnapshot {
             events: state.events_applied(),
             state: state.clone(),
             _in_progress: InProgress(slot.busy.clone()),
+            slot: slot.clone(),
         })
     }
 
-    /// Writes the file from another thread owned by `slot`, on idle CPU only
+    /// Writes the file from another thread owned by its slot, on idle CPU only
     /// (`SCHED_IDLE`: under load its serialization would otherwise take a core from the
     /// write path); a failure only costs a longer replay.
-    pub fn write_in_background(self, last_hash: Hash, slot: &SnapshotSlot) {
+    pub fn write_in_background(self, last_hash: Hash) {
+        let slot = self.slot.clone();
         let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
             if let Err(error) = crate::threads::lower_current_thread_priority() {
                 tracing::debug!(%error, "snapshot thread keeps its priority");
@@ -292,7 +296,7 @@ mod tests {
         let slot = SnapshotSlot::default();
         let state = LedgerState::default();
         let pending = PendingSnapshot::capture(dir.path().into(), "ledger-0", &state, &slot).expect("capture");
-        pending.write_in_background(ledger_core::chain::GENESIS_HASH, &slot);
+        pending.write_in_background(ledger_core::chain::GENESIS_HASH);
         slot.join();
         assert!(!slot.busy());
         let names: Vec<_> = fs::read_dir(dir.path()).expect("read").map(|e| e.expect("entry").file_name()).collect();

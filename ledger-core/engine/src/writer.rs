@@ -575,7 +575,6 @@ impl Writer {
             count => ExpectedRevision::Exact(count - 1),
         };
         let snapshot = self.snapshot_due(events.len() as u64);
-        let slot = self.snapshot_slot.clone();
         events.clear();
         self.store.append_with(
             &self.stream,
@@ -583,7 +582,7 @@ impl Writer {
             data,
             Box::new(move |result| {
                 if let (Ok(outcome), Some(snapshot)) = (&result, snapshot) {
-                    snapshot.write_in_background(outcome.last_hash, &slot);
+                    snapshot.write_in_background(outcome.last_hash);
                 }
                 answer(result.map(|_| ()).map_err(LedgerError::from))
             }),
