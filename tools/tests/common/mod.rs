@@ -13,8 +13,12 @@ pub fn free_port() -> SocketAddr {
 }
 
 pub fn ledgerctl(addr: SocketAddr, args: &[&str]) -> (bool, String) {
+    ledgerctl_with(addr, TOKEN, args)
+}
+
+pub fn ledgerctl_with(addr: SocketAddr, token: &str, args: &[&str]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_ledgerctl"))
-        .args(["--addr", &format!("http://{addr}"), "--token", TOKEN])
+        .args(["--addr", &format!("http://{addr}"), "--token", token])
         .args(args)
         .output()
         .expect("run ledgerctl");
@@ -34,12 +38,22 @@ impl InProcessServer {
     pub fn start(dir: &std::path::Path) -> InProcessServer {
         let tokens = dir.join("tokens");
         std::fs::write(&tokens, format!("admin {TOKEN}\n")).expect("tokens");
+        InProcessServer::start_with(dir, Some(tokens))
+    }
+
+    /// As the README's set-up command runs it: no tokens file, so the server generates
+    /// `<dir>/data/admin.token`.
+    pub fn start_like_readme(dir: &std::path::Path) -> InProcessServer {
+        InProcessServer::start_with(dir, None)
+    }
+
+    fn start_with(dir: &std::path::Path, tokens_file: Option<std::path::PathBuf>) -> InProcessServer {
         let (listen, metrics_listen) = (free_port(), free_port());
         let config = ledger_api::config::Config {
             data_dir: dir.join("data"),
             listen,
             metrics_listen,
-            tokens_file: Some(tokens),
+            tokens_file,
             tls: None,
             master_key: None,
             users: ledger_platform::users::UsersConfig::default(),
@@ -57,7 +71,11 @@ impl InProcessServer {
         // Wait until the server answers.
         let mut up = false;
         for _ in 0..100 {
-            if ledgerctl(listen, &["accounts", "get", "1"]).1.contains("not found") {
+            let token = match std::fs::read_to_string(dir.join("data/admin.token")) {
+                Ok(generated) => generated.trim().to_string(),
+                Err(_) => TOKEN.to_string(),
+            };
+            if ledgerctl_with(listen, &token, &["accounts", "get", "1"]).1.contains("not found") {
                 up = true;
                 break;
             }
