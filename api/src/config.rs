@@ -19,6 +19,7 @@ use clap::Parser;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use ledger_core::money::Currency;
 use ledger_platform::fx::FxConfig;
 use ledger_platform::payments::PaymentsConfig;
 use ledger_platform::users::crypto::SecretKey;
@@ -78,9 +79,14 @@ pub struct Args {
     /// ... and per day [default: 200].
     #[arg(long, env = "LEDGERD_RISK_USER_PER_DAY")]
     pub risk_user_per_day: Option<usize>,
-    /// Amount in minor units a user may move per day before review [default: 2000000].
+    /// Amount a user may move per day before review, in minor units of the risk
+    /// currency [default: 2000000, 20,000.00 USD].
     #[arg(long, env = "LEDGERD_RISK_USER_AMOUNT_PER_DAY")]
     pub risk_user_amount_per_day: Option<u64>,
+    /// The currency the fraud controls' amount limits are set in; payments in other
+    /// currencies are valued in it at the FX mid rate in force [default: USD].
+    #[arg(long, env = "LEDGERD_RISK_CURRENCY")]
+    pub risk_currency: Option<String>,
     /// Drive only the payments whose id mod N is I ("I/N"), so N workers share the load
     /// [default: 0/1, all of them].
     #[arg(long, env = "LEDGERD_PAYMENT_PARTITION")]
@@ -146,6 +152,7 @@ struct Settings {
     risk_user_per_hour: usize,
     risk_user_per_day: usize,
     risk_user_amount_per_day: u64,
+    risk_currency: String,
     payment_partition: String,
     fx_spread_bps: u32,
     fx_fee_bps: u32,
@@ -173,6 +180,7 @@ impl Default for Settings {
             risk_user_per_hour: payments.risk.user_per_hour,
             risk_user_per_day: payments.risk.user_per_day,
             risk_user_amount_per_day: payments.risk.user_amount_per_day,
+            risk_currency: payments.risk.currency.code().to_string(),
             payment_partition: format!("{}/{}", payments.partition.0, payments.partition.1),
             fx_spread_bps: fx.spread_bps,
             fx_fee_bps: fx.fee_bps,
@@ -285,6 +293,8 @@ impl Config {
         payments.risk.user_per_hour = s.risk_user_per_hour;
         payments.risk.user_per_day = s.risk_user_per_day;
         payments.risk.user_amount_per_day = s.risk_user_amount_per_day;
+        payments.risk.currency =
+            Currency::parse(&s.risk_currency).map_err(|e| format!("{}: {e}", layers.name("risk_currency")))?;
         let fx = FxConfig {
             spread_bps: in_range!(layers, s.fx_spread_bps, 0..=9_999)?,
             fee_bps: in_range!(layers, s.fx_fee_bps, 0..=10_000)?,
@@ -339,6 +349,7 @@ mod tests {
         assert_eq!(config.payments.risk.review_timeout.as_secs(), 86400);
         let risk = &config.payments.risk;
         assert_eq!((risk.user_per_hour, risk.user_per_day, risk.user_amount_per_day), (30, 200, 2_000_000));
+        assert_eq!(risk.currency.code(), "USD");
         assert_eq!(config.payments.partition, (0, 1));
         assert_eq!((config.fx.spread_bps, config.fx.fee_bps, config.fx.quote_ttl.as_secs()), (50, 0, 60));
         assert_eq!(config.snapshot_interval_events, 4_000_000);
@@ -403,6 +414,9 @@ mod tests {
         let path = file(&dir, "payment_partition = \"2/2\"\n");
         let error = Config::resolve(Args { config: Some(path), ..Args::default() }).expect_err("partition");
         assert!(error.starts_with("`payment_partition` in config file "), "{error}");
+        let error = resolve(&["--risk-currency", "usd"]).expect_err("currency");
+        assert!(error.starts_with("--risk-currency (LEDGERD_RISK_CURRENCY): unknown currency code"), "{error}");
+        assert_eq!(resolve(&["--risk-currency", "EUR"]).expect("EUR").payments.risk.currency.code(), "EUR");
         let error = resolve(&["--payment-partition", "1/0"]).expect_err("partition");
         assert!(error.starts_with("--payment-partition (LEDGERD_PAYMENT_PARTITION): \"1/0\""), "{error}");
     }

@@ -325,7 +325,7 @@ pub fn transfer(t: &Transfer) -> wire::Transfer {
         None => wire::PendingStatus::Unspecified,
         Some(PendingStatus::Pending) => wire::PendingStatus::Pending,
         Some(PendingStatus::Posted { .. }) => wire::PendingStatus::Posted,
-        Some(PendingStatus::Voided) => wire::PendingStatus::Voided,
+        Some(PendingStatus::Voided { .. }) => wire::PendingStatus::Voided,
         Some(PendingStatus::Expired) => wire::PendingStatus::Expired,
     };
     wire::Transfer {
@@ -343,6 +343,10 @@ pub fn transfer(t: &Transfer) -> wire::Transfer {
         timestamp_ns: t.timestamp_ns,
         pending_status: pending_status as i32,
         expires_at_ns: t.expires_at_ns,
+        resolved_by_id: t
+            .pending_status
+            .and_then(PendingStatus::resolved_by)
+            .map_or(String::new(), |id| id.0.to_string()),
     }
 }
 

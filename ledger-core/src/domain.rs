@@ -137,13 +137,24 @@ pub struct Movement {
     pub linked: bool,
 }
 
-/// Where a pending transfer stands.
+/// Where a pending transfer stands; once resolved by a post or a void, with the id of
+/// the transfer that resolved it (an expiry has no transfer of its own).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum PendingStatus {
     Pending,
-    Posted { amount: u128 },
-    Voided,
+    Posted { amount: u128, by: TransferId },
+    Voided { by: TransferId },
     Expired,
+}
+
+impl PendingStatus {
+    /// The transfer that posted or voided the hold, if one did.
+    pub fn resolved_by(self) -> Option<TransferId> {
+        match self {
+            PendingStatus::Posted { by, .. } | PendingStatus::Voided { by } => Some(by),
+            PendingStatus::Pending | PendingStatus::Expired => None,
+        }
+    }
 }
 
 /// A committed transfer, kept for lookups, idempotent replay and resolving holds.

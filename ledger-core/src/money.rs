@@ -213,6 +213,19 @@ static PACKED_CODES: [u32; CURRENCIES.len()] = {
     packed
 };
 
+/// The index of `code` in the table; a code not in it fails the build.
+const fn index_of(code: [u8; 3]) -> u16 {
+    let packed = pack_code(code);
+    let mut i = 0;
+    while i < PACKED_CODES.len() {
+        if PACKED_CODES[i] == packed {
+            return i as u16;
+        }
+        i += 1;
+    }
+    panic!("currency code not in the table")
+}
+
 /// A currency in circulation: an index into the ISO 4217 table. `Copy` and two bytes,
 /// so it costs nothing to carry on hot paths; only [`Currency::parse`] creates one.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -222,6 +235,9 @@ impl Currency {
     /// The first currency of the table, for placeholder values that are never read as
     /// money (prepared memory, a damaged read-model row).
     pub const FIRST: Currency = Currency(0);
+
+    /// The US dollar: the default reference currency of limits and the FX pivot.
+    pub const USD: Currency = Currency(index_of(*b"USD"));
 
     /// Parses an ISO 4217 alphabetic code (upper case, exactly three letters).
     pub fn parse(code: &str) -> Result<Currency, MoneyError> {
@@ -266,30 +282,78 @@ impl FromStr for Currency {
     }
 }
 
-/// Parses a positive decimal amount ("12.34") into minor units of `currency`.
-/// More fraction digits than the currency has, zero, negative, or out of range values
-/// are errors.
-pub fn parse_amount(text: &str, currency: Currency) -> Result<u128, MoneyError> {
-    let decimal = Decimal::from_str_exact(text.trim())
-        .map_err(|_| MoneyError::NotANumber { text: text.chars().take(64).collect() })?;
-    let exponent = currency.exponent();
-    let normalized = decimal.normalize();
-    if normalized.scale() > u32::from(exponent) {
-        return Err(MoneyError::TooManyDecimals { text: text.to_string(), currency, exponent });
+/// Largest count of minor units an amount from outside may have: what a `Decimal`
+/// mantissa holds (2^96 - 1), so any amount read here can be computed with in
+/// `rust_decimal` (rates, fees, valuations) without overflowing on entry.
+pub const AMOUNT_MINOR_MAX: u128 = (1 << 96) - 1;
+
+/// Most characters of a decimal text read from outside (an amount or a rate).
+pub const DECIMAL_TEXT_MAX: usize = 64;
+
+/// Splits strict decimal text into its whole and fraction digits: one or more ASCII
+/// digits, then optionally one '.' and one or more digits. Nothing else: no sign,
+/// spaces, exponent, underscores or thousands separators.
+fn strict_decimal(text: &str) -> Option<(&str, &str)> {
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    if text.len() > DECIMAL_TEXT_MAX {
+        return None;
     }
-    if normalized.is_sign_negative() || normalized.is_zero() {
-        return Err(MoneyError::NotPositive { text: text.to_string() });
+    match text.split_once('.') {
+        Some((whole, fraction)) if digits(whole) && digits(fraction) => Some((whole, fraction)),
+        None if digits(text) => Some((text, "")),
+        _ => None,
     }
-    // The mantissa at the currency's scale is the count of minor units. The rescale
-    // only adds trailing zeros (the scale check above rules out rounding); if the value
-    // cannot be held at that scale, it is too large.
-    let mut scaled = normalized;
-    scaled.rescale(u32::from(exponent));
-    if scaled.scale() != u32::from(exponent) || scaled != normalized {
-        return Err(MoneyError::Overflow { text: text.to_string() });
-    }
-    u128::try_from(scaled.mantissa()).map_err(|_| MoneyError::Overflow { text: text.to_string() })
 }
+
+/// Parses a positive decimal amount ("12.34") into minor units of `currency`.
+///
+/// The grammar is strict: digits, optionally one '.' followed by at most as many
+/// digits as the currency's exponent (USD "12.3" and "12.30", never "12.300"; JPY no
+/// '.' at all). Anything else (a sign, spaces, "1_000", "1,000", "1e3", ".5", "5.")
+/// is not a number; zero is not positive; above [`AMOUNT_MINOR_MAX`] minor units is
+/// too large. Nothing is ever rounded.
+pub fn parse_amount(text: &str, currency: Currency) -> Result<u128, MoneyError> {
+    let shown = || text.chars().take(DECIMAL_TEXT_MAX).collect::<String>();
+    if text.starts_with('-') && strict_decimal(&text[1..]).is_some() {
+        return Err(MoneyError::NotPositive { text: shown() });
+    }
+    let (whole, fraction) = strict_decimal(text).ok_or_else(|| MoneyError::NotANumber { text: shown() })?;
+    let exponent = usize::from(currency.exponent());
+    if fraction.len() > exponent {
+        return Err(MoneyError::TooManyDecimals { text: shown(), currency, exponent: currency.exponent() });
+    }
+    let padding = std::iter::repeat_n(b'0', exponent - fraction.len());
+    let mut minor: u128 = 0;
+    for digit in whole.bytes().chain(fraction.bytes()).chain(padding) {
+        minor = minor
+            .checked_mul(10)
+            .and_then(|m| m.checked_add(u128::from(digit - b'0')))
+            .filter(|m| *m <= AMOUNT_MINOR_MAX)
+            .ok_or_else(|| MoneyError::Overflow { text: shown() })?;
+    }
+    if minor == 0 {
+        return Err(MoneyError::NotPositive { text: shown() });
+    }
+    Ok(minor)
+}
+
+/// Parses a positive decimal rate ("1.085", "150") under the same strict grammar as
+/// amounts, with at most 28 fraction digits (what a `Decimal` holds).
+pub fn parse_rate(text: &str) -> Result<Decimal, MoneyError> {
+    let shown = || text.chars().take(DECIMAL_TEXT_MAX).collect::<String>();
+    let (_, fraction) = strict_decimal(text).ok_or_else(|| MoneyError::NotANumber { text: shown() })?;
+    if fraction.len() > RATE_FRACTION_DIGITS_MAX {
+        return Err(MoneyError::NotANumber { text: shown() });
+    }
+    let rate = Decimal::from_str_exact(text).map_err(|_| MoneyError::Overflow { text: shown() })?;
+    if rate.is_zero() {
+        return Err(MoneyError::NotPositive { text: shown() });
+    }
+    Ok(rate)
+}
+
+/// Most fraction digits of a rate: the scale a `Decimal` holds.
+pub const RATE_FRACTION_DIGITS_MAX: usize = 28;
 
 /// Prints minor units as a decimal with the currency's exponent ("1234" USD -> "12.34").
 pub fn format_amount(minor_units: u128, currency: Currency) -> String {
@@ -341,7 +405,6 @@ mod tests {
         assert_eq!(parse_amount("12.34", usd()), Ok(1234));
         assert_eq!(parse_amount("12.3", usd()), Ok(1230));
         assert_eq!(parse_amount("12", usd()), Ok(1200));
-        assert_eq!(parse_amount("12.340", usd()), Ok(1234));
         let jpy = Currency::parse("JPY").expect("JPY");
         assert_eq!(parse_amount("500", jpy), Ok(500));
         let bhd = Currency::parse("BHD").expect("BHD");
@@ -362,6 +425,49 @@ mod tests {
     }
 
     #[test]
+    fn the_grammar_is_strict() {
+        let bhd = Currency::parse("BHD").expect("BHD");
+        let jpy = Currency::parse("JPY").expect("JPY");
+        for text in [
+            "1_000", "1_000.00", "1,000", "1 000", " 12", "12 ", "+12", "12.", ".5", "1.2.3", "", ".", "١٢", "0x10",
+            "1e3", "12.3_4", "NaN", "inf", "--1", "12.-3",
+        ] {
+            assert!(
+                matches!(parse_amount(text, usd()), Err(MoneyError::NotANumber { .. })),
+                "{text:?} must not be a number"
+            );
+        }
+        assert!(matches!(parse_amount("12.340", usd()), Err(MoneyError::TooManyDecimals { .. })));
+        assert!(matches!(parse_amount("1000.0010", bhd), Err(MoneyError::TooManyDecimals { .. })));
+        assert!(matches!(parse_amount("5.0", jpy), Err(MoneyError::TooManyDecimals { .. })));
+        assert!(matches!(parse_amount("-0.5", usd()), Err(MoneyError::NotPositive { .. })));
+        assert_eq!(parse_amount("007.50", usd()), Ok(750));
+        assert_eq!(parse_amount("1000.001", bhd), Ok(1_000_001));
+        let max = format_amount(AMOUNT_MINOR_MAX, usd());
+        assert_eq!(parse_amount(&max, usd()), Ok(AMOUNT_MINOR_MAX));
+        let over = format_amount(AMOUNT_MINOR_MAX + 1, usd());
+        assert!(matches!(parse_amount(&over, usd()), Err(MoneyError::Overflow { .. })));
+        assert!(matches!(parse_amount(&"9".repeat(65), usd()), Err(MoneyError::NotANumber { .. })));
+    }
+
+    #[test]
+    fn rates_follow_the_same_grammar() {
+        assert_eq!(parse_rate("1.085"), Ok(Decimal::new(1085, 3)));
+        assert_eq!(parse_rate("150"), Ok(Decimal::new(150, 0)));
+        for text in ["1_000", "1e3", "-1", "+1", " 1", "1.", ".5", "1,5"] {
+            assert!(matches!(parse_rate(text), Err(MoneyError::NotANumber { .. })), "{text:?}");
+        }
+        assert!(matches!(parse_rate("0.000"), Err(MoneyError::NotPositive { .. })));
+        assert!(parse_rate(&format!("0.{}1", "0".repeat(28))).is_err());
+        assert!(parse_rate(&"9".repeat(40)).is_err());
+    }
+
+    #[test]
+    fn usd_is_the_usd_of_the_table() {
+        assert_eq!(Currency::USD, usd());
+    }
+
+    #[test]
     fn formats_amounts() {
         assert_eq!(format_amount(1234, usd()), "12.34");
         assert_eq!(format_amount(5, usd()), "0.05");
@@ -375,6 +481,19 @@ mod tests {
             let currency = Currency(index as u16);
             let text = format_amount(minor, currency);
             proptest::prop_assert_eq!(parse_amount(&text, currency), Ok(minor));
+        }
+
+        /// Whatever the text, the parser either refuses it or reads exactly what
+        /// `format_amount` would print back (the same digits, at most the currency's
+        /// fraction digits, nothing else).
+        #[test]
+        fn anything_accepted_prints_back_the_same(text in "[0-9._ ,+eE-]{0,12}", index in 0usize..CURRENCIES.len()) {
+            let currency = Currency(index as u16);
+            if let Ok(minor) = parse_amount(&text, currency) {
+                let digits = |t: &str| t.trim_start_matches('0').replace('.', "").trim_end_matches('0').to_string();
+                proptest::prop_assert!(text.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
+                proptest::prop_assert_eq!(digits(&format_amount(minor, currency)), digits(&text));
+            }
         }
     }
 }

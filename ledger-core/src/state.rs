@@ -362,7 +362,7 @@ impl LedgerState {
             None => return Err(TransferError::PendingTransferNotPending),
             Some(PendingStatus::Pending) => {}
             Some(PendingStatus::Posted { .. }) => return Err(TransferError::PendingTransferAlreadyPosted),
-            Some(PendingStatus::Voided) => return Err(TransferError::PendingTransferAlreadyVoided),
+            Some(PendingStatus::Voided { .. }) => return Err(TransferError::PendingTransferAlreadyVoided),
             Some(PendingStatus::Expired) => return Err(TransferError::PendingTransferExpired),
         }
         let held = &pending.movement;
@@ -456,7 +456,7 @@ impl LedgerState {
                 }
             }
             EventKind::PendingPosted { movement, pending_id, pending_amount } => {
-                self.resolve_pending(*pending_id, PendingStatus::Posted { amount: movement.amount });
+                self.resolve_pending(*pending_id, PendingStatus::Posted { amount: movement.amount, by: movement.id });
                 self.move_balances(movement.debit_account_id, movement.credit_account_id, movement.currency, |b| {
                     b.pending_sub = *pending_amount;
                     b.posted_add = movement.amount;
@@ -465,7 +465,7 @@ impl LedgerState {
                 self.insert_transfer(movement, kind, event.timestamp_ns, 0, None);
             }
             EventKind::PendingVoided { movement, pending_id } => {
-                self.resolve_pending(*pending_id, PendingStatus::Voided);
+                self.resolve_pending(*pending_id, PendingStatus::Voided { by: movement.id });
                 self.move_balances(movement.debit_account_id, movement.credit_account_id, movement.currency, |b| {
                     b.pending_sub = movement.amount;
                 });

@@ -259,7 +259,7 @@ fn transfer_json(t: &wire::Transfer) -> serde_json::Value {
         "kind": wire::TransferKind::try_from(t.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN"),
         "pending_id": t.pending_id, "timestamp_ns": t.timestamp_ns,
         "pending_status": wire::PendingStatus::try_from(t.pending_status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),
-        "expires_at_ns": t.expires_at_ns,
+        "expires_at_ns": t.expires_at_ns, "resolved_by_id": t.resolved_by_id,
     })
 }
 
@@ -349,6 +349,15 @@ pub async fn transfers(connection: &Connection, command: TransfersCommand, packe
                 for t in &response.transfers {
                     let kind = wire::TransferKind::try_from(t.kind).map(|k| k.as_str_name()).unwrap_or("?");
                     let kind = kind.trim_start_matches("TRANSFER_KIND_");
+                    // A hold shows how it stands or ended, and what ended it.
+                    let status = wire::PendingStatus::try_from(t.pending_status)
+                        .map(|s| s.as_str_name().trim_start_matches("PENDING_STATUS_"))
+                        .unwrap_or("?");
+                    let kind = match (t.kind == wire::TransferKind::Pending as i32, t.resolved_by_id.as_str()) {
+                        (false, _) => kind.to_string(),
+                        (true, "") => format!("HOLD:{status}"),
+                        (true, by) => format!("HOLD:{status} by {by}"),
+                    };
                     println!(
                         "{:<40} {:<12} {:<24} {:<24} {:>14} {:<4}",
                         t.id, kind, t.debit_account_id, t.credit_account_id, t.amount, t.currency

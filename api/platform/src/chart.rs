@@ -4,7 +4,7 @@
 //! currency.
 
 use dashmap::DashMap;
-use ledger_core::domain::{AccountCommand, AccountError, AccountId, NewAccount};
+use ledger_core::domain::{Account, AccountCommand, AccountError, AccountId, NewAccount, NewTransfer, TransferError};
 use ledger_core::money::Currency;
 
 use crate::engine::{Ledger, LedgerError};
@@ -28,6 +28,55 @@ pub fn derive_id(parts: &[&[u8]]) -> u128 {
         hasher.update(part);
     }
     u128::from_le_bytes(first_16(hasher.finalize().as_bytes())).clamp(1, u128::MAX - 1)
+}
+
+/// Looks accounts up in the ledger, in order. No ids is no accounts: the ledger refuses
+/// an empty request, and a user without wallets (or a book without currencies) is
+/// an ordinary case, not a bad request.
+pub async fn lookup_accounts(ledger: &Ledger, ids: Vec<AccountId>) -> Result<Vec<Option<Account>>, LedgerError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    ledger.lookup_accounts(ids).await
+}
+
+/// The first refusal among a batch's results with the transfer it refused (a linked
+/// chain's other members fail only because of it, and say nothing of their own).
+pub fn first_refusal<'a, T>(
+    transfers: &'a [NewTransfer],
+    results: &'a [Result<T, TransferError>],
+) -> Option<(&'a NewTransfer, &'a TransferError)> {
+    transfers.iter().zip(results).find_map(|(transfer, result)| match result {
+        Err(TransferError::LinkedEventFailed) | Ok(_) => None,
+        Err(error) => Some((transfer, error)),
+    })
+}
+
+/// A ledger refusal of `transfer` in words its users understand, after a stable,
+/// machine-readable code: `code: words`. `whose` names the owner of an account the way
+/// the reader knows it ("your", "the sender's"), `None` for one of the platform's.
+pub fn refusal_reason(
+    transfer: &NewTransfer,
+    error: &TransferError,
+    whose: impl Fn(AccountId) -> Option<&'static str>,
+) -> String {
+    let currency = transfer.currency.map_or(String::new(), |c| format!("{} ", c.code()));
+    let wallet = |id: AccountId| match whose(id) {
+        Some(owner) => format!("{owner} {currency}wallet"),
+        None => format!("the platform's {currency}account"),
+    };
+    let (debit, credit) = (transfer.debit_account_id, transfer.credit_account_id);
+    match error {
+        TransferError::ExceedsCredits => format!("insufficient_funds: insufficient funds in {}", wallet(debit)),
+        TransferError::DebitAccountNotOpen => format!("wallet_unavailable: {} is frozen or closed", wallet(debit)),
+        TransferError::CreditAccountNotOpen => format!("wallet_unavailable: {} is frozen or closed", wallet(credit)),
+        TransferError::DebitAccountNotFound => format!("wallet_missing: {} does not exist", wallet(debit)),
+        TransferError::CreditAccountNotFound => format!("wallet_missing: {} does not exist", wallet(credit)),
+        TransferError::Overflow | TransferError::ExceedsDebits => {
+            format!("amount_too_large: the amount cannot be booked into {}", wallet(credit))
+        }
+        other => format!("ledger_refused: {other}"),
+    }
 }
 
 /// A platform account: `fee`, `clearing:{rail}`, `external:{rail}`, `fx`, `fx-revenue`

@@ -2,9 +2,8 @@
 
 use std::sync::Arc;
 
-use ledger_core::money::{format_amount, parse_amount, Currency};
+use ledger_core::money::{format_amount, parse_amount, parse_rate, Currency};
 use ledger_proto::api::v1 as wire;
-use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
 use ledger_platform::fx::{show, Fixed, Fx, QuoteState};
@@ -95,14 +94,9 @@ impl wire::fx_server::Fx for FxService {
             for (i, r) in request.into_inner().rates.into_iter().enumerate() {
                 let base = convert::parse_currency(format!("rates[{i}].base"), &r.base)?;
                 let quote = convert::parse_currency(format!("rates[{i}].quote"), &r.quote)?;
-                if r.rate.len() > 40 {
-                    return Err(Status::invalid_argument(format!("rates[{i}].rate: too long")));
-                }
-                let rate: Decimal = r
-                    .rate
-                    .trim()
-                    .parse()
-                    .map_err(|_| Status::invalid_argument(format!("rates[{i}].rate: a positive decimal")))?;
+                let rate = parse_rate(&r.rate).map_err(|e| {
+                    Status::invalid_argument(format!("rates[{i}].rate: {e} (a positive decimal such as 1.085)"))
+                })?;
                 rates.push((base, quote, rate, r.source));
             }
             self.fx.set_rates(rates).await.map_err(status::fx)?;

@@ -1,7 +1,7 @@
 //! Snapshots of a partition's state, so start-up replays only the tail of the log.
 //!
 //! A snapshot file is `ledger-{partition}-{events:020}.snap`:
-//! `"LEDGSNP1" | u64 events | [32] chain hash of the last event | [32] blake3(body) |
+//! `"LEDGSNP2" | u64 events | [32] chain hash of the last event | [32] blake3(body) |
 //! u64 body length | body (bincode 2 of LedgerState)`. It is trusted only if its body
 //! checksum holds and the log has the same chain hash at the same revision; otherwise
 //! it is discarded and an older one (or a full replay) is used.
@@ -19,7 +19,10 @@ use crate::writer::LedgerError;
 use ledger_core::chain::Hash;
 use ledger_core::state::LedgerState;
 
-const MAGIC: &[u8; 8] = b"LEDGSNP1";
+/// Version 2: a resolved hold names the transfer that posted or voided it. A snapshot
+/// of another version is discarded like a damaged one: the state is replayed from the
+/// log, which holds everything a snapshot does.
+const MAGIC: &[u8; 8] = b"LEDGSNP2";
 const HEADER_BYTES: usize = 8 + 8 + 32 + 32 + 8;
 /// Snapshots kept per partition; older ones are removed.
 const SNAPSHOTS_KEPT: usize = 2;
@@ -233,7 +236,7 @@ fn load(
 ) -> Result<LedgerState, String> {
     let bytes = fs::read(path).map_err(|e| e.to_string())?;
     if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
-        return Err("not a snapshot".into());
+        return Err("not a snapshot of this version".into());
     }
     let header_events = u64::from_le_bytes(bytes[8..16].try_into().map_err(|_| "header")?);
     let last_hash: Hash = bytes[16..48].try_into().map_err(|_| "header")?;

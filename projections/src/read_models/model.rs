@@ -160,9 +160,14 @@ pub struct HistoryFilter {
 }
 
 impl HistoryFilter {
+    /// Whether the page shows `movement`. A status filter matches each hold once: its
+    /// own movement while it stands (pending), then only the movement that resolved it
+    /// (posted, voided or expired), so a hold that was posted is not posted money
+    /// twice. Without a status filter a hold's movement shows with its resolution.
     pub(super) fn keeps(&self, movement: &Movement) -> bool {
+        let resolved_hold = movement.kind == MovementKind::TransferPending && movement.status != Status::Pending;
         self.side.is_none_or(|side| side == movement.side)
-            && self.status.is_none_or(|status| status == movement.status)
+            && self.status.is_none_or(|status| status == movement.status && !resolved_hold)
             && self.currency.is_none_or(|currency| currency == movement.currency)
     }
 

@@ -23,7 +23,9 @@ use prost::Message;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 
-use crate::chart::{derive_id, platform_account, wallet_account_id, OpenError, PlatformAccounts};
+use crate::chart::{
+    derive_id, first_refusal, platform_account, refusal_reason, wallet_account_id, OpenError, PlatformAccounts,
+};
 use crate::engine::{EventData, EventStore, Ledger, Revision};
 use crate::users::Users;
 use crate::FieldError;
@@ -428,12 +430,19 @@ impl Fx {
         let (from, to, a) = (quote.from, quote.to, quote.amounts);
         let transfers = booking(&quote.id, user, receiver, from, to, a);
         let ids: Vec<String> = transfers.iter().map(|t| t.id.0.to_string()).collect();
-        let results = self.ledger.create_transfers(transfers).await?;
-        if let Some(error) = results.iter().find_map(|r| match r {
-            Err(ledger_core::domain::TransferError::LinkedEventFailed) | Ok(_) => None,
-            Err(e) => Some(e.to_string()),
-        }) {
-            return Err(FxError::FailedPrecondition(format!("the conversion was refused by the ledger: {error}")));
+        let results = self.ledger.create_transfers(transfers.clone()).await?;
+        let whose = |id: AccountId| {
+            if id.0 == wallet_account_id(user, from) || id.0 == wallet_account_id(user, to) {
+                Some("your")
+            } else if id.0 == wallet_account_id(receiver, to) {
+                Some("the receiver's")
+            } else {
+                None
+            }
+        };
+        if let Some((transfer, error)) = first_refusal(&transfers, &results) {
+            let reason = refusal_reason(transfer, error, whose);
+            return Err(FxError::FailedPrecondition(format!("the conversion was refused: {reason}")));
         }
         let booked = ev::ConversionBooked {
             quote_id: quote.id.clone(),
@@ -482,7 +491,7 @@ impl Fx {
                 ids.push(AccountId(platform_account(name, *c)));
             }
         }
-        let accounts = self.ledger.lookup_accounts(ids).await?;
+        let accounts = crate::chart::lookup_accounts(&self.ledger, ids).await?;
         let balance = |a: &Option<ledger_core::domain::Account>| a.as_ref().map_or(0, |a| a.balance_credit_normal());
         let mut out = Vec::new();
         let mut total = 0;
@@ -502,6 +511,13 @@ impl Fx {
         used.sort();
         used.dedup();
         Ok((out, total, used))
+    }
+
+    /// `minor` units of `from` in minor units of `to` at the mid rate at `at`, rounded
+    /// up (limits compare what a payment is worth: never less than it is).
+    pub fn value_up(&self, minor: u64, from: Currency, to: Currency, at: u64) -> Result<u64, RateError> {
+        let (mid, _) = self.mid_at(from, to, at)?;
+        whole(exact(minor, mid, from, to)?, RoundingStrategy::AwayFromZero)
     }
 
     /// `minor` units of `from` in minor units of `to` at the mid rate at `at`, rounded

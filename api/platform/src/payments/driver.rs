@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ledger_core::domain::{Outcome, TransferError};
+use ledger_core::domain::AccountId;
 use ledger_core::money::Currency;
 use ledger_proto::events::v1 as ev;
 use ledger_proto::events::v1::payment_event::Kind as EventKind;
@@ -17,8 +17,8 @@ use super::kinds::{Decision, FinishStatus, Funding, PaymentKind, Step};
 use super::rails::{RailOperation, RailStatus};
 use super::risk::{self, RiskInput};
 use super::saga::{Action, Payment};
-use super::{event_type, owns, stream_name, Entry, Payments, PaymentsError};
-use crate::chart::OpenError;
+use super::{event_type, owns, stream_name, Entry, Payments, PaymentsError, Recent};
+use crate::chart::{first_refusal, refusal_reason, wallet_account_id, OpenError};
 use crate::engine::EventData;
 
 impl Payments {
@@ -109,10 +109,15 @@ impl Payments {
                 let blocked = Decision::parse(&assessed.decision) == Some(Decision::Block);
                 self.append(&mut payment, vec![EventKind::RiskAssessed(assessed)]).await?;
                 if blocked {
-                    let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(list) = activity.by_user.get_mut(&payment.sender()) {
-                        for entry in list.iter_mut().filter(|(t, _)| *t == payment.created_ns) {
-                            entry.1 = 0;
+                    let mut guard = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+                    let activity = &mut *guard;
+                    let lists = [
+                        activity.by_user.get_mut(&payment.sender()),
+                        activity.by_instrument.get_mut(&payment.instrument_id),
+                    ];
+                    for list in lists.into_iter().flatten() {
+                        for entry in list.iter_mut().filter(|r| r.at == payment.created_ns) {
+                            entry.amount = 0;
                         }
                     }
                 }
@@ -279,17 +284,28 @@ impl Payments {
         } else {
             self.users.funding_instrument(payment.sender(), &payment.instrument_id).await.ok().map(|i| i.added_ns)
         };
+        let reference = self.config.risk.currency;
+        // Every amount in the risk currency at the mid rate in force now; `None` where
+        // no rate values it (the rules then send the payment to review).
+        let value = |currency: Currency, minor: u64| match minor {
+            0 => Some(0),
+            _ => self.fx.value_up(minor, currency, reference, now).ok(),
+        };
+        let currency = payment.currency();
         let input = {
             let activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
-            let earlier = |list: Option<&Vec<(u64, u64)>>| {
+            let earlier = |list: Option<&Vec<Recent>>| {
                 // No entry: no earlier payments.
-                match list {
-                    Some(l) => l.iter().copied().filter(|(t, _)| *t < payment.created_ns).collect(),
-                    None => Vec::new(),
-                }
+                list.map_or_else(Vec::new, |l| {
+                    l.iter()
+                        .filter(|r| r.at < payment.created_ns)
+                        .map(|r| (r.at, value(r.currency, r.amount)))
+                        .collect()
+                })
             };
             RiskInput {
-                amount: payment.created.amount,
+                amount: currency.and_then(|c| value(c, payment.created.amount)),
+                currency,
                 user_recent: earlier(activity.by_user.get(&payment.sender())),
                 instrument_recent: earlier(activity.by_instrument.get(&payment.instrument_id)),
                 instrument_added_ns,
@@ -322,12 +338,21 @@ impl Payments {
         self.ensure_platform_accounts(currency).await?;
         let transfers = payment.ledger_transfers(step)?;
         let ids: Vec<String> = transfers.iter().map(|t| t.id.0.to_string()).collect();
-        let results = self.ledger.create_transfers(transfers).await?;
-        let refused = results.iter().find_map(|r| match r {
-            Ok(Outcome::Created { .. } | Outcome::AlreadyExists { .. }) => None,
-            Err(TransferError::LinkedEventFailed) => None,
-            Err(error) => Some(error.to_string()),
-        });
+        let results = self.ledger.create_transfers(transfers.clone()).await?;
+        let (sender, receiver) = (payment.sender(), payment.receiver());
+        let currencies = [payment.currency(), payment.to_currency()];
+        let whose = |id: AccountId| {
+            let wallet_of = |user: u128| currencies.iter().flatten().any(|c| wallet_account_id(user, *c) == id.0);
+            if wallet_of(sender) {
+                Some("the sender's")
+            } else if wallet_of(receiver) {
+                Some("the receiver's")
+            } else {
+                None
+            }
+        };
+        let refused =
+            first_refusal(&transfers, &results).map(|(transfer, error)| refusal_reason(transfer, error, whose));
         match refused {
             None if results.iter().all(|r| r.is_ok()) => Ok(Ok(ids.join(","))),
             None => Ok(Err("a linked transfer failed".into())),

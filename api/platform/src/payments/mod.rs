@@ -34,7 +34,7 @@ use ledger_proto::events::v1::payment_event::Kind as EventKind;
 use prost::Message;
 use tokio::sync::{Mutex, Notify};
 
-use crate::chart::{derive_id, wallet_account_id, PlatformAccounts};
+use crate::chart::{self, derive_id, wallet_account_id, PlatformAccounts};
 use crate::engine::{EventStore, Ledger};
 use crate::fx::{Fx, QuoteState};
 use crate::users::Users;
@@ -89,12 +89,31 @@ struct Entry {
     poll: std::sync::Mutex<(u64, u64)>,
 }
 
-/// What the risk rules need to know of earlier payments.
+/// An earlier payment as the risk rules see it: when, in what currency and how much
+/// (0 for a blocked payment, which moved no money). Valued in the risk currency when
+/// assessed, at the rate in force then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Recent {
+    at: u64,
+    currency: Currency,
+    amount: u64,
+}
+
+/// What the risk rules need to know of earlier payments. Only the last day counts
+/// (`risk::DAY_NS`, the longest window of a rule), so older entries are dropped as new
+/// ones arrive.
 #[derive(Default)]
 struct Activity {
-    by_user: HashMap<u128, Vec<(u64, u64)>>,
-    by_instrument: HashMap<String, Vec<(u64, u64)>>,
+    by_user: HashMap<u128, Vec<Recent>>,
+    by_instrument: HashMap<String, Vec<Recent>>,
     payees: HashSet<(u128, u128)>,
+}
+
+impl Activity {
+    fn push(list: &mut Vec<Recent>, recent: Recent, now_ns: u64) {
+        list.retain(|r| r.at.saturating_add(risk::DAY_NS) >= now_ns);
+        list.push(recent);
+    }
 }
 
 /// What a new payment asks for.
@@ -180,9 +199,13 @@ impl Payments {
         // A blocked payment counts as an attempt, but moved no money.
         let blocked = payment.decision == Some(Decision::Block);
         let amount = if blocked { 0 } else { payment.created.amount };
-        activity.by_user.entry(payment.sender()).or_default().push((payment.created_ns, amount));
-        if !payment.instrument_id.is_empty() {
-            activity.by_instrument.entry(payment.instrument_id.clone()).or_default().push((payment.created_ns, amount));
+        let now = self.clock.now_ns();
+        if let Some(currency) = payment.currency() {
+            let recent = Recent { at: payment.created_ns, currency, amount };
+            Activity::push(activity.by_user.entry(payment.sender()).or_default(), recent, now);
+            if !payment.instrument_id.is_empty() {
+                Activity::push(activity.by_instrument.entry(payment.instrument_id.clone()).or_default(), recent, now);
+            }
         }
         if payment.finished.as_ref().is_some_and(|f| f.status == FinishStatus::Completed) {
             activity.payees.insert((payment.sender(), payment.receiver()));
@@ -470,7 +493,19 @@ impl Payments {
                 });
             }
         }
-        if payment.refunds.iter().any(|r| r.refund_id == refund_id) {
+        if let Some(index) = payment.refunds.iter().position(|r| r.refund_id == refund_id) {
+            // A retry of the same refund answers its result; the same id for another
+            // amount is a different request, refused as a reused idempotency key is.
+            // Without an amount the request meant "the rest": it matches a refund that
+            // refunded all that was left.
+            let booked = &payment.refunds[index];
+            let same = match amount {
+                Some(amount) => amount == booked.amount,
+                None => payment.refunds[..=index].iter().map(|r| r.amount).sum::<u64>() == payment.created.amount,
+            };
+            if !same {
+                return Err(PaymentsError::AlreadyExists("refund_id was used for a refund of another amount"));
+            }
             return Ok(payment.view(self.clock.now_ns()));
         }
         if !matches!(payment.kind, Some(PaymentKind::Send | PaymentKind::Request)) {
@@ -506,11 +541,18 @@ impl Payments {
             kind: TransferKind::Posted,
         };
         let transfer_id = transfer.id.0.to_string();
-        let results = self.ledger.create_transfers(vec![transfer]).await?;
+        let results = self.ledger.create_transfers(vec![transfer.clone()]).await?;
         match results.first() {
             Some(Ok(_)) => {}
             Some(Err(error)) => {
-                return Err(PaymentsError::FailedPrecondition(format!("refund refused by the ledger: {error}")))
+                let (receiver, sender) = (transfer.debit_account_id, transfer.credit_account_id);
+                let whose = |account: AccountId| match account {
+                    a if a == receiver => Some("the receiver's"),
+                    a if a == sender => Some("the sender's"),
+                    _ => None,
+                };
+                let reason = chart::refusal_reason(&transfer, error, whose);
+                return Err(PaymentsError::FailedPrecondition(format!("the refund was refused: {reason}")));
             }
             None => return Err(PaymentsError::Internal("no result".into())),
         }

@@ -1,19 +1,31 @@
 //! Fraud controls before money moves: a per-payment limit, velocity limits per user
-//! and per instrument, holds for new instruments and new payees, and a risk score
-//! whose decision (allow, review, block) and reasons are recorded with the payment.
+//! and per instrument, holds for new instruments and new payees, and a risk score.
+//!
+//! Every amount rule is money, not minor units: limits are set in one reference
+//! currency (`RiskConfig::currency`, USD by default) and each payment is valued in it
+//! at the FX mid rate in force, so 1,000 JPY and 1,000 BHD weigh what they are worth.
+//! A payment no rate values goes to review ("no_rate"): it is never unlimited.
+//!
+//! Each rule either blocks or sends to review. A payment is blocked only when a
+//! blocking rule fires; any number of review rules together still mean a review.
 
 use std::time::Duration;
+
+use ledger_core::money::{format_amount, Currency};
 
 use super::kinds::Decision;
 
 #[derive(Clone, Copy, Debug)]
 pub struct RiskConfig {
-    /// Largest single payment, in minor units: above it a payment is blocked.
+    /// The currency every amount limit below is in (minor units of it), and in which
+    /// payments are valued at the mid rate to compare them with the limits.
+    pub currency: Currency,
+    /// Largest single payment: above it a payment is blocked.
     pub amount_max: u64,
     /// Payments a user may start per hour, and per day (blocked above).
     pub user_per_hour: usize,
     pub user_per_day: usize,
-    /// Amount (minor units) a user may move per hour and per day: above it, review.
+    /// Amount a user may move per hour and per day: above it, review.
     pub user_amount_per_hour: u64,
     pub user_amount_per_day: u64,
     /// Payments per instrument per hour and per day, and its amount per day: above, review.
@@ -31,6 +43,7 @@ pub struct RiskConfig {
 impl Default for RiskConfig {
     fn default() -> RiskConfig {
         RiskConfig {
+            currency: Currency::USD,
             amount_max: 1_000_000,
             user_per_hour: 30,
             user_per_day: 200,
@@ -46,14 +59,17 @@ impl Default for RiskConfig {
     }
 }
 
-/// What the rules look at.
+/// What the rules look at. Amounts are minor units of `RiskConfig::currency`; `None`
+/// where no rate values the payment in it.
 #[derive(Clone, Debug, Default)]
 pub struct RiskInput {
-    pub amount: u64,
-    /// (time, amount) of the user's earlier payments.
-    pub user_recent: Vec<(u64, u64)>,
-    /// (time, amount) of the instrument's earlier payments (empty for wallet funding).
-    pub instrument_recent: Vec<(u64, u64)>,
+    pub amount: Option<u64>,
+    /// The currency of the payment, named in the reason when it cannot be valued.
+    pub currency: Option<Currency>,
+    /// (time, value) of the user's earlier payments.
+    pub user_recent: Vec<(u64, Option<u64>)>,
+    /// (time, value) of the instrument's earlier payments (empty for wallet funding).
+    pub instrument_recent: Vec<(u64, Option<u64>)>,
     /// When the funding instrument was added, if one is used.
     pub instrument_added_ns: Option<u64>,
     /// Whether the sender has completed a payment to this receiver before (true for
@@ -69,102 +85,211 @@ pub struct Assessment {
     pub reasons: Vec<String>,
 }
 
-const HOUR_NS: u64 = 3_600_000_000_000;
-const DAY_NS: u64 = 24 * HOUR_NS;
+pub(super) const HOUR_NS: u64 = 3_600_000_000_000;
+pub(super) const DAY_NS: u64 = 24 * HOUR_NS;
+
+/// What a rule that fires asks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    Review,
+    Block,
+}
+
+/// The rules' findings: reasons with their points, and whether any rule blocks.
+#[derive(Default)]
+struct Findings {
+    score: u32,
+    reasons: Vec<String>,
+    block: bool,
+}
+
+impl Findings {
+    fn add(&mut self, effect: Effect, points: u32, reason: String) {
+        self.score = self.score.saturating_add(points);
+        self.block |= effect == Effect::Block;
+        self.reasons.push(reason);
+    }
+}
+
+/// The sum of `amount` and the values in `window`; `None` if one of them has no value.
+fn total(window: &[(u64, Option<u64>)], amount: Option<u64>) -> Option<u64> {
+    window.iter().try_fold(amount?, |sum, (_, value)| Some(sum.saturating_add((*value)?)))
+}
+
+/// The entries of `list` at or after `since`.
+fn within(list: &[(u64, Option<u64>)], since: u64) -> Vec<(u64, Option<u64>)> {
+    list.iter().copied().filter(|(t, _)| *t >= since).collect()
+}
 
 pub fn assess(config: &RiskConfig, input: &RiskInput) -> Assessment {
-    let mut score = 0u32;
-    let mut reasons = Vec::new();
-    let mut add = |points: u32, reason: String| {
-        score += points;
-        reasons.push(reason);
-    };
+    let mut found = Findings::default();
+    let reference = config.currency;
+    let money = |minor: u64| format!("{} {}", format_amount(u128::from(minor), reference), reference.code());
     let since = |window: u64| input.now_ns.saturating_sub(window);
-    if input.amount > config.amount_max {
-        add(100, format!("amount_over_limit: {} > {}", input.amount, config.amount_max));
-    }
-    let last_hour = input.user_recent.iter().filter(|(t, _)| *t >= since(HOUR_NS)).count();
-    let last_day: Vec<&(u64, u64)> = input.user_recent.iter().filter(|(t, _)| *t >= since(DAY_NS)).collect();
-    if last_hour >= config.user_per_hour {
-        add(100, format!("velocity_user_hour: {last_hour} payments in the last hour"));
-    }
-    if last_day.len() >= config.user_per_day {
-        add(100, format!("velocity_user_day: {} payments in the last day", last_day.len()));
-    }
-    let hour_amount: u64 = input
-        .user_recent
-        .iter()
-        .filter(|(t, _)| *t >= since(HOUR_NS))
-        .map(|(_, a)| *a)
-        .sum::<u64>()
-        .saturating_add(input.amount);
-    if hour_amount > config.user_amount_per_hour {
-        add(60, format!("velocity_amount_hour: {hour_amount} in an hour"));
-    }
-    let day_amount: u64 = last_day.iter().map(|(_, a)| *a).sum::<u64>().saturating_add(input.amount);
-    if day_amount > config.user_amount_per_day {
-        add(60, format!("velocity_amount_day: {day_amount} in a day"));
-    }
-    let instrument_hour = input.instrument_recent.iter().filter(|(t, _)| *t >= since(HOUR_NS)).count();
-    if instrument_hour >= config.instrument_per_hour {
-        add(60, format!("velocity_instrument_hour: {instrument_hour} payments in the last hour"));
-    }
-    let instrument_day: Vec<&(u64, u64)> =
-        input.instrument_recent.iter().filter(|(t, _)| *t >= since(DAY_NS)).collect();
-    if instrument_day.len() >= config.instrument_per_day {
-        add(60, format!("velocity_instrument_day: {} payments in the last day", instrument_day.len()));
-    }
-    let instrument_amount: u64 = instrument_day.iter().map(|(_, a)| *a).sum::<u64>().saturating_add(input.amount);
-    if !input.instrument_recent.is_empty() && instrument_amount > config.instrument_amount_per_day {
-        add(60, format!("velocity_instrument_amount_day: {instrument_amount} in a day"));
-    }
-    if let Some(added) = input.instrument_added_ns {
-        let age = input.now_ns.saturating_sub(added);
-        if age < config.new_instrument_age.as_nanos() as u64 && input.amount > config.new_threshold {
-            add(60, "new_instrument".into());
+    let (hour, day) = (within(&input.user_recent, since(HOUR_NS)), within(&input.user_recent, since(DAY_NS)));
+    let (instrument_hour, instrument_day) =
+        (within(&input.instrument_recent, since(HOUR_NS)), within(&input.instrument_recent, since(DAY_NS)));
+    match input.amount {
+        Some(amount) if amount > config.amount_max => found.add(
+            Effect::Block,
+            100,
+            format!("amount_over_limit: {} is over the limit of {} a payment", money(amount), money(config.amount_max)),
+        ),
+        Some(_) => {}
+        None => {
+            let code = input.currency.map_or("its currency", |c| c.code());
+            found.add(Effect::Review, 50, format!("no_rate: no rate values {code} in {}", reference.code()));
         }
     }
-    if !input.known_payee && input.amount > config.new_threshold {
-        add(50, "new_payee".into());
+    if hour.len() >= config.user_per_hour {
+        found.add(Effect::Block, 100, format!("velocity_user_hour: {} payments in the last hour", hour.len()));
     }
-    let decision = match score {
-        s if s >= 100 => Decision::Block,
-        s if s >= 50 => Decision::Review,
-        _ => Decision::Allow,
+    if day.len() >= config.user_per_day {
+        found.add(Effect::Block, 100, format!("velocity_user_day: {} payments in the last day", day.len()));
+    }
+    let sums = [
+        ("velocity_amount_hour", "by this user in an hour", &hour, config.user_amount_per_hour, true),
+        ("velocity_amount_day", "by this user in a day", &day, config.user_amount_per_day, true),
+        (
+            "velocity_instrument_amount_day",
+            "with this instrument in a day",
+            &instrument_day,
+            config.instrument_amount_per_day,
+            !input.instrument_recent.is_empty(),
+        ),
+    ];
+    for (rule, what, window, limit, applies) in sums {
+        if !applies || input.amount.is_none() {
+            continue;
+        }
+        match total(window, input.amount) {
+            Some(sum) if sum > limit => {
+                found.add(Effect::Review, 60, format!("{rule}: {} {what}, over {}", money(sum), money(limit)))
+            }
+            Some(_) => {}
+            None => found.add(
+                Effect::Review,
+                60,
+                format!("{rule}: an earlier payment {what} has no rate to value it in {}", reference.code()),
+            ),
+        }
+    }
+    if instrument_hour.len() >= config.instrument_per_hour {
+        let count = instrument_hour.len();
+        found.add(Effect::Review, 60, format!("velocity_instrument_hour: {count} payments in the last hour"));
+    }
+    if instrument_day.len() >= config.instrument_per_day {
+        let count = instrument_day.len();
+        found.add(Effect::Review, 60, format!("velocity_instrument_day: {count} payments in the last day"));
+    }
+    let large = input.amount.is_some_and(|amount| amount > config.new_threshold);
+    if let Some(added) = input.instrument_added_ns {
+        let age = input.now_ns.saturating_sub(added);
+        if age < config.new_instrument_age.as_nanos() as u64 && large {
+            found.add(Effect::Review, 60, "new_instrument".into());
+        }
+    }
+    if !input.known_payee && large {
+        found.add(Effect::Review, 50, "new_payee".into());
+    }
+    let decision = match (found.block, found.reasons.is_empty()) {
+        (true, _) => Decision::Block,
+        (false, false) => Decision::Review,
+        (false, true) => Decision::Allow,
     };
-    Assessment { score, decision, reasons }
+    Assessment { score: found.score, decision, reasons: found.reasons }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const NOW: u64 = 100 * DAY_NS;
+
+    fn base() -> RiskInput {
+        RiskInput { amount: Some(1_000), known_payee: true, now_ns: NOW, ..RiskInput::default() }
+    }
+
+    fn decide(input: &RiskInput) -> (Decision, Vec<String>) {
+        let assessed = assess(&RiskConfig::default(), input);
+        (assessed.decision, assessed.reasons)
+    }
+
     #[test]
-    fn rules_add_up_to_a_decision() {
-        let config = RiskConfig::default();
-        let now = 100 * DAY_NS;
-        let base = RiskInput { amount: 1_000, known_payee: true, now_ns: now, ..RiskInput::default() };
-        assert_eq!(assess(&config, &base).decision, Decision::Allow);
-        let big = RiskInput { amount: 2_000_000, ..base.clone() };
-        assert_eq!(assess(&config, &big).decision, Decision::Block);
-        let new_payee = RiskInput { amount: 60_000, known_payee: false, ..base.clone() };
-        let assessed = assess(&config, &new_payee);
-        assert_eq!(
-            (assessed.decision, assessed.reasons.as_slice()),
-            (Decision::Review, &["new_payee".to_string()][..])
-        );
-        let new_instrument = RiskInput { amount: 60_000, instrument_added_ns: Some(now - HOUR_NS), ..base.clone() };
-        assert_eq!(assess(&config, &new_instrument).decision, Decision::Review);
-        let busy = RiskInput { user_recent: vec![(now - 60_000_000_000, 10); 30], ..base.clone() };
-        assert_eq!(assess(&config, &busy).decision, Decision::Block);
-        let card = RiskInput { instrument_recent: vec![(now - 60_000_000_000, 10); 10], ..base.clone() };
-        assert_eq!(assess(&config, &card).reasons, ["velocity_instrument_hour: 10 payments in the last hour"]);
-        let heavy =
-            RiskInput { amount: 600_000, user_recent: vec![(now - 1_000, 500_000)], known_payee: true, ..base.clone() };
-        let assessed = assess(&config, &heavy);
+    fn each_rule_reviews_or_blocks() {
+        assert_eq!(decide(&base()), (Decision::Allow, vec![]));
+        let big = RiskInput { amount: Some(1_000_001), ..base() };
+        let (decision, reasons) = decide(&big);
+        assert_eq!(decision, Decision::Block);
+        assert_eq!(reasons, ["amount_over_limit: 10000.01 USD is over the limit of 10000.00 USD a payment"]);
+        assert_eq!(decide(&RiskInput { amount: Some(1_000_000), ..base() }).0, Decision::Allow, "the limit itself");
+        let new_payee = RiskInput { amount: Some(60_000), known_payee: false, ..base() };
+        assert_eq!(decide(&new_payee), (Decision::Review, vec!["new_payee".to_string()]));
+        let new_instrument = RiskInput { amount: Some(60_000), instrument_added_ns: Some(NOW - HOUR_NS), ..base() };
+        assert_eq!(decide(&new_instrument).0, Decision::Review);
+        let busy = RiskInput { user_recent: vec![(NOW - 60_000_000_000, Some(10)); 30], ..base() };
+        assert_eq!(decide(&busy).0, Decision::Block);
+        let card = RiskInput { instrument_recent: vec![(NOW - 60_000_000_000, Some(10)); 10], ..base() };
+        assert_eq!(decide(&card).1, ["velocity_instrument_hour: 10 payments in the last hour"]);
+        let heavy = RiskInput { amount: Some(600_000), user_recent: vec![(NOW - 1_000, Some(500_000))], ..base() };
+        let (decision, reasons) = decide(&heavy);
+        assert_eq!(decision, Decision::Review);
+        assert_eq!(reasons[0], "velocity_amount_hour: 11000.00 USD by this user in an hour, over 10000.00 USD");
+        let yesterday = RiskInput { user_recent: vec![(NOW - 2 * DAY_NS, Some(10)); 300], ..base() };
+        assert_eq!(decide(&yesterday).0, Decision::Allow, "old payments do not count");
+    }
+
+    #[test]
+    fn review_reasons_never_add_up_to_a_block() {
+        // A new card paying 600.00 to a new payee: two review rules, 110 points.
+        let input = RiskInput {
+            amount: Some(60_000),
+            known_payee: false,
+            instrument_added_ns: Some(NOW - HOUR_NS),
+            instrument_recent: vec![(NOW - 1_000, Some(995_000)); 10],
+            user_recent: vec![(NOW - 1_000, Some(995_000)); 2],
+            ..base()
+        };
+        let assessed = assess(&RiskConfig::default(), &input);
+        assert!(assessed.reasons.len() >= 5, "{:?}", assessed.reasons);
+        assert!(assessed.score >= 100);
         assert_eq!(assessed.decision, Decision::Review);
-        assert!(assessed.reasons[0].starts_with("velocity_amount_hour"), "{:?}", assessed.reasons);
-        let yesterday = RiskInput { user_recent: vec![(now - 2 * DAY_NS, 10); 300], ..base };
-        assert_eq!(assess(&config, &yesterday).decision, Decision::Allow, "old payments do not count");
+    }
+
+    #[test]
+    fn a_payment_no_rate_values_goes_to_review() {
+        let jpy = Currency::parse("JPY").expect("JPY");
+        let unvalued = RiskInput { amount: None, currency: Some(jpy), known_payee: false, ..base() };
+        assert_eq!(decide(&unvalued), (Decision::Review, vec!["no_rate: no rate values JPY in USD".to_string()]));
+        let after_unvalued = RiskInput { user_recent: vec![(NOW - 1_000, None)], ..base() };
+        let (decision, reasons) = decide(&after_unvalued);
+        assert_eq!(decision, Decision::Review);
+        assert!(reasons[0].starts_with("velocity_amount_hour: an earlier payment"), "{reasons:?}");
+    }
+
+    proptest::proptest! {
+        /// Only a blocking rule blocks: without the per-payment limit and the counts
+        /// per user, any mix of the other rules is at most a review.
+        #[test]
+        fn only_blocking_rules_block(
+            amount in 0u64..=1_000_000,
+            earlier in proptest::collection::vec((0u64..2 * DAY_NS, proptest::option::of(0u64..5_000_000)), 0..29),
+            instrument in proptest::collection::vec((0u64..2 * DAY_NS, proptest::option::of(0u64..5_000_000)), 0..80),
+            added in proptest::option::of(0u64..2 * DAY_NS),
+            known_payee: bool,
+        ) {
+            let input = RiskInput {
+                amount: Some(amount),
+                currency: None,
+                user_recent: earlier.iter().map(|(t, v)| (NOW - t, *v)).collect(),
+                instrument_recent: instrument.iter().map(|(t, v)| (NOW - t, *v)).collect(),
+                instrument_added_ns: added.map(|a| NOW - a),
+                known_payee,
+                now_ns: NOW,
+            };
+            let assessed = assess(&RiskConfig::default(), &input);
+            proptest::prop_assert_ne!(assessed.decision, Decision::Block);
+            proptest::prop_assert_eq!(assessed.decision == Decision::Allow, assessed.reasons.is_empty());
+        }
     }
 }

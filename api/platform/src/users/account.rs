@@ -114,7 +114,7 @@ impl Users {
         let mut state = user.lock().await;
         self.reauthenticate(&mut state, &reauth).await?;
         let accounts: Vec<AccountId> = state.wallets.values().map(|&a| AccountId(a)).collect();
-        let found = self.ledger.lookup_accounts(accounts).await?;
+        let found = crate::chart::lookup_accounts(&self.ledger, accounts).await?;
         let mut held = Vec::new();
         for account in found.into_iter().flatten() {
             let balance = account.credits_posted.abs_diff(account.debits_posted);

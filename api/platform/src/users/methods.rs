@@ -225,7 +225,8 @@ impl Users {
     pub async fn wallets(&self, user_id: u128) -> Result<Vec<Wallet>, UsersError> {
         let user = self.user(user_id)?;
         let wallets: Vec<(String, u128)> = user.lock().await.wallets.iter().map(|(c, a)| (c.clone(), *a)).collect();
-        let accounts = self.ledger.lookup_accounts(wallets.iter().map(|(_, a)| AccountId(*a)).collect()).await?;
+        let ids = wallets.iter().map(|(_, a)| AccountId(*a)).collect();
+        let accounts = crate::chart::lookup_accounts(&self.ledger, ids).await?;
         Ok(wallets
             .iter()
             .zip(accounts)
