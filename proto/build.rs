@@ -13,6 +13,7 @@ const PAYMENTS_API: &str = "proto/ledger/v1/payments.proto";
 const RAILS: &str = "proto/ledger/sandbox/v1/rails.proto";
 const FX_EVENTS: &str = "proto/ledger/events/v1/fx.proto";
 const FX_API: &str = "proto/ledger/v1/fx.proto";
+const ADMIN_API: &str = "proto/ledger/v1/admin.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={EVENTS}");
@@ -24,6 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={RAILS}");
     println!("cargo:rerun-if-changed={FX_EVENTS}");
     println!("cargo:rerun-if-changed={FX_API}");
+    println!("cargo:rerun-if-changed={ADMIN_API}");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     if std::env::var_os("CARGO_FEATURE_GRPC").is_none() {
         let descriptors = protox::compile([EVENTS, USER_EVENTS, PAYMENT_EVENTS, FX_EVENTS], ["proto"])?;
@@ -31,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let descriptors = protox::compile(
-        [EVENTS, USER_EVENTS, PAYMENT_EVENTS, FX_EVENTS, API, USERS_API, PAYMENTS_API, FX_API, RAILS],
+        [EVENTS, USER_EVENTS, PAYMENT_EVENTS, FX_EVENTS, API, USERS_API, PAYMENTS_API, FX_API, ADMIN_API, RAILS],
         ["proto"],
     )?;
     // Server reflection serves this file descriptor set.

@@ -22,6 +22,9 @@ pub enum Role {
     Auditor,
     /// Reads only.
     ReadOnly,
+    /// Customer support: the admin views of users, instruments and payments (personal
+    /// data included) and ledger reads; never writes.
+    Support,
 }
 
 /// What a call needs.
@@ -39,6 +42,7 @@ impl Role {
             "service" => Some(Role::Service),
             "auditor" => Some(Role::Auditor),
             "read-only" | "readonly" => Some(Role::ReadOnly),
+            "support" => Some(Role::Support),
             _ => None,
         }
     }
@@ -48,8 +52,8 @@ impl Role {
             (Role::Admin, _) | (Role::Service, _) => true,
             (Role::Auditor, Permission::Read | Permission::Stream) => true,
             (Role::Auditor, Permission::Write) => false,
-            (Role::ReadOnly, Permission::Read) => true,
-            (Role::ReadOnly, Permission::Write | Permission::Stream) => false,
+            (Role::ReadOnly | Role::Support, Permission::Read) => true,
+            (Role::ReadOnly | Role::Support, Permission::Write | Permission::Stream) => false,
         }
     }
 }
@@ -109,8 +113,8 @@ impl Tokens {
             let (Some(role), Some(token), None) = (parts.next(), parts.next(), parts.next()) else {
                 return Err(line_error("expected: ROLE TOKEN"));
             };
-            let role =
-                Role::parse(role).ok_or_else(|| line_error("role must be admin, service, auditor or read-only"))?;
+            let role = Role::parse(role)
+                .ok_or_else(|| line_error("role must be admin, service, auditor, read-only or support"))?;
             self.insert(token, role).map_err(|e| line_error(&e.to_string()))?;
         }
         Ok(())
@@ -179,6 +183,8 @@ mod tests {
         assert!(Role::Admin.allows(Write) && Role::Service.allows(Write));
         assert!(!Role::Auditor.allows(Write) && Role::Auditor.allows(Read) && Role::Auditor.allows(Stream));
         assert!(!Role::ReadOnly.allows(Write) && Role::ReadOnly.allows(Read) && !Role::ReadOnly.allows(Stream));
+        assert!(!Role::Support.allows(Write) && Role::Support.allows(Read) && !Role::Support.allows(Stream));
+        assert_eq!(Role::parse("support"), Some(Role::Support));
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub struct Args {
     /// Prometheus metrics listen address (GET /metrics) [default: 127.0.0.1:9464].
     #[arg(long, env = "LEDGERD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
-    /// Tokens file: lines `ROLE TOKEN` (roles: admin, service, auditor, read-only).
+    /// Tokens file: lines `ROLE TOKEN` (roles: admin, service, auditor, read-only, support).
     #[arg(long, env = "LEDGERD_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
     /// TLS certificate (PEM); TLS is on when both certificate and key are given.
@@ -132,6 +132,8 @@ pub struct Config {
 
 /// Longest session, review or quote lifetime a setting may ask for: a year.
 const SECS_MAX: u64 = 365 * 24 * 3600;
+/// Most payments per hour or day a velocity limit may allow a user.
+const RISK_COUNT_MAX: usize = 10_000_000;
 
 /// Every setting but `config`, by its config file key, over the defaults README.md lists.
 #[derive(Deserialize, Debug)]
@@ -290,9 +292,9 @@ impl Config {
         };
         let review_timeout = in_range!(layers, s.review_timeout_secs, 1..=SECS_MAX)?;
         payments.risk.review_timeout = Duration::from_secs(review_timeout);
-        payments.risk.user_per_hour = s.risk_user_per_hour;
-        payments.risk.user_per_day = s.risk_user_per_day;
-        payments.risk.user_amount_per_day = s.risk_user_amount_per_day;
+        payments.risk.user_per_hour = in_range!(layers, s.risk_user_per_hour, 1..=RISK_COUNT_MAX)?;
+        payments.risk.user_per_day = in_range!(layers, s.risk_user_per_day, 1..=RISK_COUNT_MAX)?;
+        payments.risk.user_amount_per_day = in_range!(layers, s.risk_user_amount_per_day, 1..=u64::MAX)?;
         payments.risk.currency =
             Currency::parse(&s.risk_currency).map_err(|e| format!("{}: {e}", layers.name("risk_currency")))?;
         let fx = FxConfig {
@@ -432,6 +434,49 @@ mod tests {
         assert!(error.contains("fx_fee_bps"), "{error}");
         let missing = Args { config: Some(dir.path().join("absent.toml")), ..Args::default() };
         assert!(Config::resolve(missing).expect_err("no file").starts_with("config file "));
+    }
+
+    #[test]
+    fn every_setting_is_accepted_from_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key_file = dir.path().join("master.key");
+        std::fs::write(&key_file, "11".repeat(32)).expect("key");
+        let text = format!(
+            "data_dir = \"/srv/ledger\"\nlisten = \"127.0.0.1:7000\"\nmetrics_listen = \"127.0.0.1:7001\"\n\
+             tokens_file = \"/etc/ledger/tokens\"\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n\
+             master_key_file = {key_file:?}\nsession_idle_secs = 600\nsession_max_secs = 7200\n\
+             rails = \"http://127.0.0.1:50061\"\nrail_timeout_ms = 1500\nreview_timeout_secs = 3600\n\
+             risk_user_per_hour = 7\nrisk_user_per_day = 70\nrisk_user_amount_per_day = 12345\n\
+             payment_partition = \"1/3\"\nfx_spread_bps = 25\nfx_fee_bps = 10\nfx_quote_ttl_secs = 45\n\
+             snapshot_interval_events = 1000\nstore = \"kurrentdb://localhost:2113?tls=false\"\n"
+        );
+        // Every key of `Settings` is in the file: a key added there and not here fails.
+        let keys: Vec<&str> = text.lines().filter_map(|line| line.split(" = ").next()).collect();
+        assert_eq!(keys.len(), 21, "{keys:?}");
+        let path = file(&dir, &text);
+        let _environment = ENVIRONMENT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let c = Config::resolve(Args { config: Some(path), ..Args::default() }).expect("every key accepted");
+        assert_eq!(c.data_dir, PathBuf::from("/srv/ledger"));
+        assert_eq!((c.listen.port(), c.metrics_listen.port()), (7000, 7001));
+        assert_eq!(c.tokens_file, Some(PathBuf::from("/etc/ledger/tokens")));
+        assert_eq!(c.tls, Some((PathBuf::from("cert.pem"), PathBuf::from("key.pem"))));
+        assert!(c.master_key.is_some(), "master key read from master_key_file");
+        assert_eq!((c.users.session_idle.as_secs(), c.users.session_max.as_secs()), (600, 7200));
+        assert_eq!(c.rails.as_deref(), Some("http://127.0.0.1:50061"));
+        assert_eq!(c.payments.rail_timeout, Duration::from_millis(1500));
+        assert_eq!(c.payments.risk.review_timeout.as_secs(), 3600);
+        let risk = &c.payments.risk;
+        assert_eq!((risk.user_per_hour, risk.user_per_day, risk.user_amount_per_day), (7, 70, 12345));
+        assert_eq!(c.payments.partition, (1, 3));
+        assert_eq!((c.fx.spread_bps, c.fx.fee_bps, c.fx.quote_ttl.as_secs()), (25, 10, 45));
+        assert_eq!(c.snapshot_interval_events, 1000);
+        assert_eq!(c.store.as_deref(), Some("kurrentdb://localhost:2113?tls=false"));
+        for (key, value) in [("risk_user_per_hour", "0"), ("risk_user_per_day", "0"), ("risk_user_amount_per_day", "0")]
+        {
+            let path = file(&dir, &format!("{key} = {value}\n"));
+            let error = Config::resolve(Args { config: Some(path), ..Args::default() }).expect_err(key);
+            assert!(error.starts_with(&format!("`{key}` in config file ")), "{error}");
+        }
     }
 
     #[test]

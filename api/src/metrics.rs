@@ -5,17 +5,25 @@
 //! services report are a fixed, sorted table found by binary search. A name outside it
 //! takes one of `OTHER_METHODS_MAX` fallback slots (claimed once, then read without a
 //! lock); past those, its requests count under `method="other"`, so the set of series
-//! stays bounded whatever names reach `record`.
+//! stays bounded whatever names reach `record`. Sign-ins are counted by outcome, and
+//! every call answered RESOURCE_EXHAUSTED (throttled or overloaded) by service; the
+//! payments platform's series are in `platform`.
 
 pub mod endpoint;
+pub mod platform;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use ledger_engine::writer::WriterMetrics;
+use ledger_platform::users::sessions::SignInOutcome;
 
 /// The gRPC methods counted, as the services name them; sorted (`binary_search`).
-pub const KNOWN_METHODS: [&str; 47] = [
+pub const KNOWN_METHODS: [&str; 51] = [
+    "Admin/GetUser",
+    "Admin/ListAccounts",
+    "Admin/ListReviewQueue",
+    "Admin/ListUsers",
     "CreateAccounts",
     "CreateTransfers",
     "CreateTransfersPacked",
@@ -91,6 +99,9 @@ const CODE_NAMES: [&str; 17] = [
     "UNAUTHENTICATED",
 ];
 
+/// The services calls are throttled by: a method's prefix, `Ledger` for none.
+const SERVICES: [&str; 6] = ["Admin", "Fx", "Ledger", "Payments", "Users", "other"];
+
 /// One method's requests by status code.
 type Counts = [AtomicU64; CODE_NAMES.len()];
 
@@ -98,6 +109,8 @@ pub struct Metrics {
     known: Box<[Counts]>,
     others: Box<[(OnceLock<&'static str>, Counts)]>,
     overflow: Counts,
+    sign_ins: [AtomicU64; SignInOutcome::ALL.len()],
+    throttled: [AtomicU64; SERVICES.len()],
 }
 
 impl Default for Metrics {
@@ -106,6 +119,8 @@ impl Default for Metrics {
             known: KNOWN_METHODS.iter().map(|_| Counts::default()).collect(),
             others: (0..OTHER_METHODS_MAX).map(|_| (OnceLock::new(), Counts::default())).collect(),
             overflow: Counts::default(),
+            sign_ins: Default::default(),
+            throttled: Default::default(),
         }
     }
 }
@@ -114,6 +129,18 @@ impl Metrics {
     pub fn record(&self, method: &'static str, code: tonic::Code) {
         // `Code` is a fieldless enum numbered 0..=16, the indices of CODE_NAMES.
         self.counts(method)[code as usize].fetch_add(1, Ordering::Relaxed);
+        if code == tonic::Code::ResourceExhausted {
+            let service = method.split_once('/').map_or("Ledger", |(service, _)| service);
+            let index = SERVICES.iter().position(|s| *s == service).unwrap_or(SERVICES.len() - 1);
+            self.throttled[index].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a sign-in by what it came to.
+    pub fn sign_in(&self, outcome: SignInOutcome) {
+        if let Some(index) = SignInOutcome::ALL.iter().position(|o| *o == outcome) {
+            self.sign_ins[index].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Counts a call's outcome and passes it on, answered.
@@ -167,6 +194,19 @@ impl Metrics {
         out.push_str("# HELP ledger_requests_total gRPC requests by method and status code.\n# TYPE ledger_requests_total counter\n");
         for (method, code, count) in self.requests() {
             out.push_str(&format!("ledger_requests_total{{method=\"{method}\",code=\"{code}\"}} {count}\n"));
+        }
+        out.push_str("# HELP ledger_sign_ins_total Sign-ins by outcome.\n# TYPE ledger_sign_ins_total counter\n");
+        for (outcome, count) in SignInOutcome::ALL.iter().zip(&self.sign_ins) {
+            let count = count.load(Ordering::Relaxed);
+            out.push_str(&format!("ledger_sign_ins_total{{outcome=\"{}\"}} {count}\n", outcome.as_str()));
+        }
+        out.push_str(
+            "# HELP ledger_throttled_requests_total Calls refused with RESOURCE_EXHAUSTED (throttled or overloaded), by service.\n\
+             # TYPE ledger_throttled_requests_total counter\n",
+        );
+        for (service, count) in SERVICES.iter().zip(&self.throttled) {
+            let count = count.load(Ordering::Relaxed);
+            out.push_str(&format!("ledger_throttled_requests_total{{service=\"{service}\"}} {count}\n"));
         }
         out.push_str(&writer.render());
         out

@@ -4,8 +4,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use ledger_engine::audit::data_dir_layout;
 use ledger_engine::clock::SystemClock;
@@ -26,11 +26,12 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::auth::{self, Role, Tokens};
 use crate::config::Config;
+use crate::grpc::admin::AdminService;
 use crate::grpc::fx::FxService;
 use crate::grpc::payments::PaymentsService;
 use crate::grpc::rails::RemoteRails;
 use crate::grpc::users::UsersService;
-use crate::metrics::{endpoint, Metrics};
+use crate::metrics::{endpoint, platform as endpoint_platform, Metrics};
 use crate::service::LedgerService;
 use ledger_proto::transport::{incoming, tuned as transport_tuned, MESSAGE_BYTES_MAX};
 
@@ -100,6 +101,7 @@ fn open_log(
 struct Platform {
     users: Arc<Users>,
     fx: Arc<Fx>,
+    payments: Arc<Payments>,
     users_service: UsersService,
     payments_service: PaymentsService,
     fx_service: FxService,
@@ -128,6 +130,7 @@ async fn open_platform(
             .map_err(|e| e.to_string())?
     };
     let fx = Arc::new(fx);
+    tracing::info!(pairs = fx.rates().len(), "exchange rates rebuilt from the log");
     let payments = {
         let (store, ledger, users, payments_config) = (store.clone(), ledger.clone(), users.clone(), config.payments);
         let fx = fx.clone();
@@ -141,7 +144,7 @@ async fn open_platform(
     let payments = Arc::new(payments);
     payments.start();
     let payments_service = PaymentsService {
-        payments,
+        payments: payments.clone(),
         fx: fx.clone(),
         users: users.clone(),
         tokens: tokens.clone(),
@@ -149,7 +152,7 @@ async fn open_platform(
     };
     let fx_service =
         FxService { fx: fx.clone(), users: users.clone(), tokens: tokens.clone(), metrics: metrics.clone() };
-    Ok(Platform { users, fx, users_service, payments_service, fx_service })
+    Ok(Platform { users, fx, payments, users_service, payments_service, fx_service })
 }
 
 /// The transport, tuned, with TLS when configured.
@@ -168,22 +171,46 @@ fn server_builder(config: &Config) -> Result<Server, String> {
 /// Runs the server until `shutdown` completes, then finishes in-flight calls and
 /// batches and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
+    let started = Instant::now();
     ledger_proto::transport::tls_provider();
+    // The store's connection string is not logged: it may carry credentials.
+    let store_kind = if config.store.is_some() { "kurrentdb" } else { "embedded" };
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %config.data_dir.display(), store = store_kind, "ledgerd starting");
     let tokens = Arc::new(load_tokens(&config)?);
     let (log_dir, snapshot_dir) = data_dir_layout(&config.data_dir);
+    tracing::info!(log_dir = %log_dir.display(), snapshot_dir = %snapshot_dir.display(), "opening the event log");
     let (store, ledger_config) = open_log(&config, &log_dir, snapshot_dir)?;
     let ledger = Ledger::open(store.clone(), ledger_config).map_err(|e| e.to_string())?;
-    let models = ReadModels::open(&read_models_path(&config.data_dir)).map_err(|e| e.to_string())?;
+    let models_path = read_models_path(&config.data_dir);
+    tracing::info!(path = %models_path.display(), "opening the read models");
+    let models = ReadModels::open(&models_path).map_err(|e| e.to_string())?;
     models.set_dense_positions(store.dense_positions());
     let projector = Projector::new(models).map_err(|e| e.to_string())?;
-    tracing::info!(applied = projector.applied(), "read models opened");
+    tracing::info!(applied = projector.applied(), head = *store.watch_head().borrow(), "read models opened");
     let follower = projector.spawn(store.clone()).map_err(|e| format!("projector thread: {e}"))?;
+    report_catch_up(projector.clone(), store.clone());
     let metrics = Arc::new(Metrics::default());
-    let metrics_endpoint =
-        MetricsEndpoint::start(config.metrics_listen, metrics.clone(), &ledger, projector.clone(), store.clone())
-            .await?;
-    let Platform { users, fx, users_service, payments_service, fx_service } =
+    let payments_slot = Arc::new(OnceLock::new());
+    let metrics_endpoint = MetricsEndpoint::start(
+        config.metrics_listen,
+        metrics.clone(),
+        &ledger,
+        projector.clone(),
+        store.clone(),
+        payments_slot.clone(),
+    )
+    .await?;
+    let Platform { users, fx, payments, users_service, payments_service, fx_service } =
         open_platform(&config, &store, &ledger, &tokens, &metrics).await?;
+    let _ = payments_slot.set(payments.clone());
+    let admin_service = AdminService {
+        users: users.clone(),
+        payments,
+        projector: projector.clone(),
+        store: store.clone(),
+        tokens: tokens.clone(),
+        metrics: metrics.clone(),
+    };
     let service = LedgerService {
         ledger: ledger.clone(),
         store: store.clone(),
@@ -203,6 +230,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let listener = TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| format!("listen on {}: {e}", config.listen))?;
     tracing::info!(%addr, tls = config.tls.is_some(), "ledgerd listening on {addr}");
+    let startup_ms = started.elapsed().as_millis();
+    tracing::info!(
+        grpc = %addr,
+        metrics = %metrics_endpoint.addr,
+        startup_ms,
+        "ready in {startup_ms} ms: gRPC on {addr}, metrics on http://{}/metrics",
+        metrics_endpoint.addr
+    );
     let ledger_server = wire::ledger_server::LedgerServer::new(service)
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(MESSAGE_BYTES_MAX);
@@ -211,6 +246,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .add_service(wire::users_server::UsersServer::new(users_service))
         .add_service(wire::payments_server::PaymentsServer::new(payments_service))
         .add_service(wire::fx_server::FxServer::new(fx_service))
+        .add_service(wire::admin_server::AdminServer::new(admin_service))
         .add_service(health_service)
         .add_service(reflection)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
@@ -227,6 +263,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 /// The metrics endpoint, serving until `stop` (or until dropped, as on an early error
 /// return from `run`).
 struct MetricsEndpoint {
+    addr: SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -238,6 +275,7 @@ impl MetricsEndpoint {
         ledger: &Ledger,
         projector: Arc<Projector>,
         store: Arc<dyn EventStore>,
+        payments: Arc<OnceLock<Arc<Payments>>>,
     ) -> Result<MetricsEndpoint, String> {
         let listener = TcpListener::bind(listen).await.map_err(|e| format!("metrics listen: {e}"))?;
         // The bound address is how callers find a port chosen by the system (`:0`): an
@@ -248,13 +286,17 @@ impl MetricsEndpoint {
         let render = move || {
             let mut text = metrics.render(&writer_metrics);
             text.push_str(&projection_metrics(&projector, *store.watch_head().borrow()));
+            // The platform's series appear once it is open (start-up replays it first).
+            if let Some(payments) = payments.get() {
+                text.push_str(&endpoint_platform::render(payments.ops(), ledger_engine::clock::now_ns()));
+            }
             text
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(endpoint::serve(listener, render, endpoint::Limits::default(), async {
             let _ = stopped.await;
         }));
-        Ok(MetricsEndpoint { stop, task })
+        Ok(MetricsEndpoint { addr, stop, task })
     }
 
     async fn stop(self) {
@@ -308,6 +350,7 @@ async fn health_service(
     health_reporter.set_serving::<wire::users_server::UsersServer<UsersService>>().await;
     health_reporter.set_serving::<wire::payments_server::PaymentsServer<PaymentsService>>().await;
     health_reporter.set_serving::<wire::fx_server::FxServer<FxService>>().await;
+    health_reporter.set_serving::<wire::admin_server::AdminServer<AdminService>>().await;
     let mut alarmed = projector.alarmed();
     tokio::spawn(async move {
         loop {
@@ -360,6 +403,37 @@ async fn catch_up_at_stop(
         Ok(Err(error)) => tracing::warn!(%error, "read models not caught up at shutdown; they re-apply on start"),
         Err(error) => tracing::warn!(%error, "read models not caught up at shutdown; they re-apply on start"),
     }
+}
+
+/// Logs the read models' progress towards the log's end every `PROGRESS_EVERY` while
+/// they are behind it at start-up, then once when they reach it.
+fn report_catch_up(projector: Arc<Projector>, store: Arc<dyn EventStore>) {
+    let (started, head) = (Instant::now(), *store.watch_head().borrow());
+    let from = projector.applied();
+    if from >= head {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(ledger_engine::writer::PROGRESS_EVERY);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let applied = projector.applied();
+            if applied >= head {
+                let secs = started.elapsed().as_secs_f64();
+                tracing::info!(applied, head, secs = format!("{secs:.3}"), "read models caught up");
+                return;
+            }
+            let per_sec = (applied.saturating_sub(from) as f64 / started.elapsed().as_secs_f64().max(1e-9)) as u64;
+            tracing::info!(
+                applied,
+                head,
+                lag_events = head - applied,
+                events_per_sec = per_sec,
+                "read models catching up"
+            );
+        }
+    });
 }
 
 /// The health service name whose status is the chain verifier's verdict.

@@ -25,7 +25,7 @@ use ledger_platform::users::Users;
 pub const PAGE_MOVEMENTS_MAX: u32 = 1_000;
 const PAGE_MOVEMENTS_DEFAULT: u32 = 100;
 /// How long a read waits for the history read model to reach the log's head.
-const READ_MODEL_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const READ_MODEL_WAIT: Duration = Duration::from_secs(5);
 /// Events per message batch of an event stream.
 const STREAM_BATCH_EVENTS: usize = 1_024;
 
@@ -522,7 +522,7 @@ impl Converted {
     }
 }
 
-fn model_status(error: ProjectionError) -> Status {
+pub(crate) fn model_status(error: ProjectionError) -> Status {
     match error {
         ProjectionError::Invalid(message) => Status::invalid_argument(message),
         ProjectionError::Gap { .. } | ProjectionError::Db(_) | ProjectionError::Io(_) => {

@@ -43,7 +43,7 @@ use tokio::sync::watch;
 
 use apply::Batch;
 pub use apply::Decoded;
-pub use balances::net;
+pub use balances::{net, ACCOUNTS_PAGE_MAX};
 pub use error::{ProjectionError, ReadModelError};
 pub use model::{
     AccountView, Alarm, Balances, Cursor, HistoryFilter, HistoryPage, Movement, MovementKind, Report, ReportDay, Side,

@@ -2,6 +2,7 @@
 //! from nothing; `bench` runs TigerBeetle's canonical workload in process against the
 //! embedded store.
 
+mod admin_cmd;
 mod bench;
 mod client;
 mod echo;
@@ -82,6 +83,11 @@ enum Command {
     /// The payments API: pay, request, answer, topup, withdraw, payments, refund, review.
     #[command(flatten)]
     Payments(payments_cmd::PaymentsCommand),
+    /// Admin and support views: users, one user, ledger accounts, the review queue.
+    Admin {
+        #[command(subcommand)]
+        command: admin_cmd::AdminCommand,
+    },
     /// Serve the do-nothing echo service (the transport baseline for `load --target echo`).
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:50052")]
@@ -149,6 +155,7 @@ fn main() -> ExitCode {
             Command::Users(command) => users_cmd::run(&connection, command).await,
             Command::Payments(command) => payments_cmd::run(&connection, command).await,
             Command::Fx { command } => fx_cmd::run(&connection, command).await,
+            Command::Admin { command } => admin_cmd::run(&connection, command).await,
             Command::EchoServer { listen } => echo::run(listen).await.map(|()| true),
             Command::Audit { .. } | Command::Bench(_) | Command::Projections { .. } => Ok(true),
         }

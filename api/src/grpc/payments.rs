@@ -28,7 +28,7 @@ fn amount(text: &str, currency: Currency) -> Result<u64, Status> {
     u64::try_from(minor).map_err(|_| Status::invalid_argument("amount: too large"))
 }
 
-fn payment_wire(p: PaymentView) -> wire::Payment {
+pub(crate) fn payment_wire(p: PaymentView) -> wire::Payment {
     let currency = p.currency;
     // Only a stream with no created event has no currency; its amounts show empty.
     let show = |minor: u64| currency.map_or(String::new(), |c| format_amount(u128::from(minor), c));

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use ledger_core::money::{format_amount, Currency};
+use ledger_platform::users::sessions::SignInOutcome;
 use ledger_platform::users::{
     Caller, InstrumentDetails, InstrumentStatus, PaymentInstrument, ProfileChanges, Reauth, SessionInfo, UserProfile,
     Users, Wallet, SESSION_TOKEN_PREFIX,
@@ -93,7 +94,7 @@ impl UsersService {
     }
 }
 
-fn profile_wire(p: UserProfile) -> wire::UserProfile {
+pub(crate) fn profile_wire(p: UserProfile) -> wire::UserProfile {
     wire::UserProfile {
         user_id: p.user_id.to_string(),
         name: p.name,
@@ -117,7 +118,7 @@ fn session_wire(s: SessionInfo) -> wire::Session {
     }
 }
 
-fn instrument_wire(i: PaymentInstrument) -> wire::PaymentInstrument {
+pub(crate) fn instrument_wire(i: PaymentInstrument) -> wire::PaymentInstrument {
     let status = match i.status {
         InstrumentStatus::PendingVerification => wire::InstrumentStatus::PendingVerification,
         InstrumentStatus::Verified => wire::InstrumentStatus::Verified,
@@ -165,7 +166,7 @@ fn signed_amount(minor: i128, currency: Currency) -> String {
     }
 }
 
-fn wallet_wire(w: Wallet) -> wire::Wallet {
+pub(crate) fn wallet_wire(w: Wallet) -> wire::Wallet {
     wire::Wallet {
         currency: w.currency.code().to_string(),
         account_id: w.account_id.to_string(),
@@ -202,11 +203,9 @@ impl wire::users_server::Users for UsersService {
             let r = request.get_ref();
             bounded("totp_code", &r.totp_code, 16)?;
             bounded("recovery_code", &r.recovery_code, 32)?;
-            let signed_in = self
-                .users
-                .login(&r.email, &r.password, &r.totp_code, &r.recovery_code, &source)
-                .await
-                .map_err(status::users)?;
+            let signed_in = self.users.login(&r.email, &r.password, &r.totp_code, &r.recovery_code, &source).await;
+            self.metrics.sign_in(SignInOutcome::of(&signed_in));
+            let signed_in = signed_in.map_err(status::users)?;
             Ok(wire::LoginResponse {
                 user_id: signed_in.caller.user_id.to_string(),
                 session_token: signed_in.session_token,

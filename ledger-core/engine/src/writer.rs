@@ -329,11 +329,17 @@ pub fn recover_state(
         None => LedgerState::new(),
     };
     let mut next = state.events_applied();
+    let (from, started) = (next, Instant::now());
+    let mut progress = Progress::new(started);
+    tracing::info!(stream, from_snapshot = from, "replaying the ledger's events");
     loop {
         let events = store.read_stream(stream, next, Direction::Forwards, REPLAY_CHUNK_EVENTS)?;
         if events.is_empty() {
             break;
         }
+        progress.tick(next - from, |done, per_sec| {
+            tracing::info!(stream, replayed = done, events_per_sec = per_sec, "replaying the ledger's events");
+        });
         for recorded in &events {
             let replay_error = |reason: String| LedgerError::Replay {
                 stream: stream.to_string(),
@@ -345,14 +351,45 @@ pub fn recover_state(
         }
         next += events.len() as u64;
     }
+    let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         stream,
         events = next,
+        replayed = next - from,
+        events_per_sec = ((next - from) as f64 / secs.max(1e-9)) as u64,
+        secs = format!("{secs:.3}"),
         accounts = state.account_count(),
         transfers = state.transfer_count(),
         "ledger state recovered"
     );
     Ok(state)
+}
+
+/// How often a long replay reports its progress.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Periodic progress of a long start-up step: at most one report per `PROGRESS_EVERY`.
+pub struct Progress {
+    started: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    pub fn new(started: Instant) -> Progress {
+        Progress { started, last: started }
+    }
+
+    /// Calls `report(done, done per second so far)` if `PROGRESS_EVERY` has passed
+    /// since the last report.
+    pub fn tick(&mut self, done: u64, report: impl FnOnce(u64, u64)) {
+        let now = Instant::now();
+        if now.duration_since(self.last) < PROGRESS_EVERY {
+            return;
+        }
+        self.last = now;
+        let secs = now.duration_since(self.started).as_secs_f64().max(1e-9);
+        report(done, (done as f64 / secs) as u64);
+    }
 }
 
 /// Where a slice of `transfers` that starts at `start` ends: after about `room` items,

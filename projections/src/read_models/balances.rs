@@ -8,6 +8,9 @@ use super::model::{AccountView, Balances};
 use super::rows::{decode_account, ACCOUNTS, MOVEMENTS};
 use super::{ProjectionError, ReadModels};
 
+/// Most accounts one page of `accounts_page` holds.
+pub const ACCOUNTS_PAGE_MAX: usize = 1_000;
+
 impl ReadModels {
     pub fn account(&self, id: u128) -> Result<Option<AccountView>, ProjectionError> {
         self.guarded(|| {
@@ -15,6 +18,34 @@ impl ReadModels {
             let accounts = txn.open_table(ACCOUNTS)?;
             let Some(row) = accounts.get(id)? else { return Ok(None) };
             Ok(Some(decode_account(id, row.value())?))
+        })
+    }
+
+    /// Accounts with ids above `after`, in id order, at most `limit` (capped at
+    /// `ACCOUNTS_PAGE_MAX`), and whether more follow.
+    pub fn accounts_page(
+        &self,
+        after: Option<u128>,
+        limit: usize,
+    ) -> Result<(Vec<AccountView>, bool), ProjectionError> {
+        let limit = limit.clamp(1, ACCOUNTS_PAGE_MAX);
+        self.guarded(|| {
+            let txn = self.db.begin_read()?;
+            let accounts = txn.open_table(ACCOUNTS)?;
+            let rows = match after {
+                Some(after) if after == u128::MAX => return Ok((Vec::new(), false)),
+                Some(after) => accounts.range(after + 1..)?,
+                None => accounts.range(0..)?,
+            };
+            let mut page = Vec::with_capacity(limit);
+            for row in rows {
+                let (id, value) = row?;
+                if page.len() == limit {
+                    return Ok((page, true));
+                }
+                page.push(decode_account(id.value(), value.value())?);
+            }
+            Ok((page, false))
         })
     }
 

@@ -80,6 +80,7 @@ impl Payments {
         for (at, kind) in stamped {
             payment.evolve(at, kind)?;
         }
+        self.ops.track(payment);
         Ok(())
     }
 
@@ -131,6 +132,7 @@ impl Payments {
             Action::Finish(status, reason) => {
                 let finished = ev::PaymentFinished { status: status.as_str().into(), reason };
                 self.append(&mut payment, vec![EventKind::Finished(finished)]).await?;
+                self.ops.finished(payment.kind, status);
                 if status == FinishStatus::Completed {
                     let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
                     activity.payees.insert((payment.sender(), payment.receiver()));
@@ -167,8 +169,11 @@ impl Payments {
         let started = ev::StepStarted { step: step.as_str().into(), idempotency_key: key, deadline_ns };
         self.append(&mut payment, vec![EventKind::StepStarted(started)]).await?;
         let operation = self.rail_operation(&payment, step)?;
+        let rail = payment.rail();
         drop(payment);
+        let called = std::time::Instant::now();
         let reply = tokio::time::timeout(self.config.rail_timeout, self.rail.execute(operation)).await;
+        self.ops.rail_call(rail, Some(step), &reply, called.elapsed());
         let mut payment = entry.payment.lock().await;
         match reply {
             Ok(Ok(status)) => self.rail_answered(entry, &mut payment, step, status).await?,
@@ -199,8 +204,11 @@ impl Payments {
             return Ok(true);
         }
         let key = format!("{}:{step}", payment.id);
+        let rail = payment.rail();
         drop(payment);
+        let called = std::time::Instant::now();
         let reply = tokio::time::timeout(self.config.rail_timeout, self.rail.status(&key)).await;
+        self.ops.rail_call(rail, None, &reply, called.elapsed());
         let mut payment = entry.payment.lock().await;
         if payment.next_action(self.clock.now_ns()) != Action::Query(step) {
             return Ok(true);

@@ -14,6 +14,7 @@
 mod driver;
 mod error;
 mod kinds;
+pub mod ops;
 pub mod rails;
 pub mod risk;
 mod saga;
@@ -144,6 +145,8 @@ pub struct Payments {
     activity: std::sync::Mutex<Activity>,
     /// Where the time is read: event stamps, reviews, risk windows, polling.
     clock: Arc<dyn Clock>,
+    /// Counters for operators and the review queue's index.
+    ops: ops::PaymentOps,
 }
 
 impl Payments {
@@ -169,6 +172,7 @@ impl Payments {
             accounts: PlatformAccounts::payments(),
             activity: std::sync::Mutex::new(Activity::default()),
             clock,
+            ops: ops::PaymentOps::default(),
         };
         for stream in payments.store.stream_names("payment-")? {
             let mut payment = Payment::default();
@@ -187,6 +191,7 @@ impl Payments {
                 }
             })?;
             payments.index(&payment);
+            payments.ops.track(&payment);
             payments.payments.insert(payment.id, Arc::new(Entry::new(payment)));
         }
         tracing::info!(payments = payments.payments.len(), "payments rebuilt from the log");

@@ -9,13 +9,14 @@
 //! once the append is durable.
 
 mod account;
+pub mod admin;
 pub mod crypto;
 mod error;
 pub mod instruments;
 mod methods;
 pub mod password;
 pub mod profile;
-mod sessions;
+pub mod sessions;
 mod state;
 pub mod throttle;
 pub mod totp;

@@ -12,7 +12,54 @@ use super::{
 use crate::FieldError;
 
 const RECOVERY_CODES: usize = 10;
-const INVALID_CREDENTIALS: &str = "invalid email or password";
+pub const INVALID_CREDENTIALS: &str = "invalid email or password";
+pub const SECOND_FACTOR_REQUIRED: &str = "second factor required: give totp_code or recovery_code";
+pub const SECOND_FACTOR_INVALID: &str = "invalid second factor";
+
+/// What a sign-in came to, as operators count it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignInOutcome {
+    Success,
+    BadCredentials,
+    Throttled,
+    TotpRequired,
+    TotpFailed,
+    /// Refused for another reason (a malformed request, a store failure).
+    Error,
+}
+
+impl SignInOutcome {
+    pub const ALL: [SignInOutcome; 6] = [
+        SignInOutcome::Success,
+        SignInOutcome::BadCredentials,
+        SignInOutcome::Throttled,
+        SignInOutcome::TotpRequired,
+        SignInOutcome::TotpFailed,
+        SignInOutcome::Error,
+    ];
+
+    pub fn of<T>(result: &Result<T, UsersError>) -> SignInOutcome {
+        match result {
+            Ok(_) => SignInOutcome::Success,
+            Err(UsersError::Throttled { .. }) => SignInOutcome::Throttled,
+            Err(UsersError::Unauthenticated(INVALID_CREDENTIALS)) => SignInOutcome::BadCredentials,
+            Err(UsersError::Unauthenticated(SECOND_FACTOR_REQUIRED)) => SignInOutcome::TotpRequired,
+            Err(UsersError::Unauthenticated(SECOND_FACTOR_INVALID)) => SignInOutcome::TotpFailed,
+            Err(_) => SignInOutcome::Error,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignInOutcome::Success => "success",
+            SignInOutcome::BadCredentials => "bad_credentials",
+            SignInOutcome::Throttled => "throttled",
+            SignInOutcome::TotpRequired => "totp_required",
+            SignInOutcome::TotpFailed => "totp_failed",
+            SignInOutcome::Error => "error",
+        }
+    }
+}
 
 impl Users {
     /// Signs in. Every failure that could tell whether the email exists answers the
@@ -78,9 +125,9 @@ impl Users {
                     let failed = ev::SignInFailed { source: source.to_string(), reason: "second factor".into() };
                     self.append(&mut state, vec![Detail::SignInFailed(failed)]).await?;
                     return Err(if totp_code.is_empty() && recovery_code.is_empty() {
-                        UsersError::Unauthenticated("second factor required: give totp_code or recovery_code")
+                        UsersError::Unauthenticated(SECOND_FACTOR_REQUIRED)
                     } else {
-                        UsersError::Unauthenticated("invalid second factor")
+                        UsersError::Unauthenticated(SECOND_FACTOR_INVALID)
                     });
                 }
             }

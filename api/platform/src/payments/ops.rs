@@ -1,0 +1,261 @@
+//! What operators and support see of payments: counters of finished payments by kind
+//! and status, rail calls by rail, operation and outcome with a latency histogram,
+//! the review queue (each payment in review and since when), and pages of a user's
+//! payments. Every label is a closed set (the enums of `kinds`), never an id, so the
+//! number of series is fixed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+use super::kinds::{FinishStatus, Funding, PaymentKind, Step};
+use super::rails::{RailError, RailStatus};
+use super::saga::{Payment, PaymentView};
+use super::{Entry, Payments};
+
+/// The rails calls are counted for (a wallet payment calls none).
+pub const RAILS: [Funding; 3] = [Funding::BankAccount, Funding::Card, Funding::DigitalWallet];
+/// The operations on a rail: each rail step, and `status` (asking what became of one).
+pub const RAIL_OPERATIONS: [&str; 7] =
+    ["authorize", "capture", "void_auth", "collect", "payout", "rail_refund", "status"];
+/// What a rail call came to.
+pub const RAIL_OUTCOMES: [&str; 6] = ["succeeded", "pending", "failed", "not_found", "error", "timeout"];
+/// Upper bounds of the rail latency histogram's buckets, in seconds (then `+Inf`).
+pub const RAIL_LATENCY_BUCKETS_SECS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Most payments one page of a list holds.
+pub const PAGE_PAYMENTS_MAX: usize = 200;
+
+/// A payment in the review queue.
+#[derive(Clone, Debug)]
+pub struct ReviewEntry {
+    pub payment: PaymentView,
+    pub since_ns: u64,
+    pub times_out_ns: u64,
+}
+
+/// One rail operation's latency histogram: cumulative bucket counts (the last is
+/// `+Inf`, equal to `count`) and the sum of latencies.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RailLatency {
+    pub rail: &'static str,
+    pub operation: &'static str,
+    pub cumulative: Vec<u64>,
+    pub sum_secs: f64,
+    pub count: u64,
+}
+
+/// Lock-free counters of payments and rail calls, and the review queue's index.
+pub struct PaymentOps {
+    finished: Box<[AtomicU64]>,
+    rail_calls: Box<[AtomicU64]>,
+    /// Per (rail, operation): the buckets then `+Inf`, then the sum in microseconds.
+    rail_latency: Box<[AtomicU64]>,
+    /// Payment id → when it entered review (ns).
+    reviews: DashMap<u128, u64>,
+}
+
+impl Default for PaymentOps {
+    fn default() -> PaymentOps {
+        let zeros = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
+        let pairs = RAILS.len() * RAIL_OPERATIONS.len();
+        PaymentOps {
+            finished: zeros(PaymentKind::ALL.len() * FinishStatus::ALL.len()),
+            rail_calls: zeros(pairs * RAIL_OUTCOMES.len()),
+            rail_latency: zeros(pairs * Self::LATENCY_SLOTS),
+            reviews: DashMap::new(),
+        }
+    }
+}
+
+fn index_of<T: PartialEq>(all: &[T], value: &T) -> Option<usize> {
+    all.iter().position(|v| v == value)
+}
+
+/// The label of a rail step (`None` for a ledger step).
+fn operation_label(step: Step) -> Option<&'static str> {
+    step.is_rail().then(|| step.as_str())
+}
+
+impl PaymentOps {
+    /// Buckets, `+Inf`, sum.
+    const LATENCY_SLOTS: usize = RAIL_LATENCY_BUCKETS_SECS.len() + 2;
+
+    pub(super) fn finished(&self, kind: Option<PaymentKind>, status: FinishStatus) {
+        let Some(kind) = kind.and_then(|k| index_of(PaymentKind::ALL, &k)) else { return };
+        let Some(status) = index_of(FinishStatus::ALL, &status) else { return };
+        self.finished[kind * FinishStatus::ALL.len() + status].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one rail call of `operation` (`None`: a status query) on `rail`.
+    pub(super) fn rail_call(
+        &self,
+        rail: &str,
+        operation: Option<Step>,
+        reply: &Result<Result<RailStatus, RailError>, tokio::time::error::Elapsed>,
+        took: Duration,
+    ) {
+        let Some(rail) = Funding::parse(rail).and_then(|f| index_of(&RAILS, &f)) else { return };
+        let label = operation.map_or(Some("status"), operation_label);
+        let Some(operation) = label.and_then(|o| index_of(&RAIL_OPERATIONS, &o)) else { return };
+        let outcome = match reply {
+            Ok(Ok(RailStatus::Succeeded(_))) => "succeeded",
+            Ok(Ok(RailStatus::Pending)) => "pending",
+            Ok(Ok(RailStatus::Failed(_))) => "failed",
+            Ok(Ok(RailStatus::NotFound)) => "not_found",
+            Ok(Err(_)) => "error",
+            Err(_) => "timeout",
+        };
+        let Some(outcome) = index_of(&RAIL_OUTCOMES, &outcome) else { return };
+        let pair = rail * RAIL_OPERATIONS.len() + operation;
+        self.rail_calls[pair * RAIL_OUTCOMES.len() + outcome].fetch_add(1, Ordering::Relaxed);
+        let secs = took.as_secs_f64();
+        let bucket = RAIL_LATENCY_BUCKETS_SECS
+            .iter()
+            .position(|bound| secs <= *bound)
+            .unwrap_or(RAIL_LATENCY_BUCKETS_SECS.len());
+        let slots = &self.rail_latency[pair * Self::LATENCY_SLOTS..(pair + 1) * Self::LATENCY_SLOTS];
+        slots[bucket].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        slots[Self::LATENCY_SLOTS - 1].fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Keeps the review queue's index in step with a payment just folded.
+    pub(super) fn track(&self, payment: &Payment) {
+        if payment.public_status().0 == "requires_review" {
+            let since = payment.history.iter().rev().find(|s| s.step == "risk").map_or(payment.last_ns, |s| s.at_ns);
+            self.reviews.entry(payment.id).or_insert(since);
+        } else {
+            self.reviews.remove(&payment.id);
+        }
+    }
+
+    /// Every non-zero (kind, status, count).
+    pub fn finished_counts(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut out = Vec::new();
+        for (k, kind) in PaymentKind::ALL.iter().enumerate() {
+            for (s, status) in FinishStatus::ALL.iter().enumerate() {
+                let count = self.finished[k * FinishStatus::ALL.len() + s].load(Ordering::Relaxed);
+                if count > 0 {
+                    out.push((kind.as_str(), status.as_str(), count));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every non-zero (rail, operation, outcome, count).
+    pub fn rail_call_counts(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
+        let mut out = Vec::new();
+        for (r, rail) in RAILS.iter().enumerate() {
+            for (o, operation) in RAIL_OPERATIONS.iter().enumerate() {
+                for (x, outcome) in RAIL_OUTCOMES.iter().enumerate() {
+                    let index = ((r * RAIL_OPERATIONS.len()) + o) * RAIL_OUTCOMES.len() + x;
+                    let count = self.rail_calls[index].load(Ordering::Relaxed);
+                    if count > 0 {
+                        out.push((rail.as_str(), *operation, *outcome, count));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The histogram of every (rail, operation) called at least once.
+    pub fn rail_latencies(&self) -> Vec<RailLatency> {
+        let mut out = Vec::new();
+        for (r, rail) in RAILS.iter().enumerate() {
+            for (o, operation) in RAIL_OPERATIONS.iter().enumerate() {
+                let pair = r * RAIL_OPERATIONS.len() + o;
+                let slots = &self.rail_latency[pair * Self::LATENCY_SLOTS..(pair + 1) * Self::LATENCY_SLOTS];
+                let mut running = 0;
+                let cumulative: Vec<u64> = slots[..Self::LATENCY_SLOTS - 1]
+                    .iter()
+                    .map(|slot| {
+                        running += slot.load(Ordering::Relaxed);
+                        running
+                    })
+                    .collect();
+                if running == 0 {
+                    continue;
+                }
+                let sum_micros = slots[Self::LATENCY_SLOTS - 1].load(Ordering::Relaxed);
+                out.push(RailLatency {
+                    rail: rail.as_str(),
+                    operation,
+                    cumulative,
+                    sum_secs: sum_micros as f64 / 1e6,
+                    count: running,
+                });
+            }
+        }
+        out
+    }
+
+    /// Payments in review, and when the oldest of them entered it.
+    pub fn review_queue(&self) -> (usize, Option<u64>) {
+        let oldest = self.reviews.iter().map(|e| *e.value()).min();
+        (self.reviews.len(), oldest)
+    }
+}
+
+/// A position in a list of payments, newest first: (created ns, id).
+pub type PaymentCursor = (u64, u128);
+
+impl Payments {
+    /// The counters and the review queue's index, for the metrics endpoint.
+    pub fn ops(&self) -> &PaymentOps {
+        &self.ops
+    }
+
+    /// A page of `user`'s payments (as sender or receiver), newest first, after
+    /// `after`; and the cursor of the next page if there is one.
+    pub async fn page_of_user(
+        &self,
+        user: u128,
+        after: Option<PaymentCursor>,
+        limit: usize,
+    ) -> (Vec<PaymentView>, Option<PaymentCursor>) {
+        let limit = limit.clamp(1, PAGE_PAYMENTS_MAX);
+        let entries: Vec<std::sync::Arc<Entry>> = self.payments.iter().map(|e| e.value().clone()).collect();
+        let now = self.clock.now_ns();
+        // Newest first is the order of (Reverse(created), Reverse(id)); the map keeps
+        // at most limit + 1, so memory stays bounded by the page.
+        let mut page = std::collections::BTreeMap::new();
+        for entry in entries {
+            let payment = entry.payment.lock().await;
+            if payment.sender() != user && payment.receiver() != user {
+                continue;
+            }
+            let key = (std::cmp::Reverse(payment.created_ns), std::cmp::Reverse(payment.id));
+            if after.is_some_and(|(ns, id)| key <= (std::cmp::Reverse(ns), std::cmp::Reverse(id))) {
+                continue;
+            }
+            page.insert(key, payment.view(now));
+            if page.len() > limit + 1 {
+                page.pop_last();
+            }
+        }
+        let more = page.len() > limit;
+        let views: Vec<PaymentView> = page.into_values().take(limit).collect();
+        let next = if more { views.last().map(|v| (v.created_at_ns, v.id)) } else { None };
+        (views, next)
+    }
+
+    /// The review queue, oldest first, at most `limit` of it, and its whole length.
+    pub async fn review_entries(&self, limit: usize) -> (Vec<ReviewEntry>, usize) {
+        let limit = limit.clamp(1, PAGE_PAYMENTS_MAX);
+        let mut queued: Vec<(u64, u128)> = self.ops.reviews.iter().map(|e| (*e.value(), *e.key())).collect();
+        let total = queued.len();
+        queued.sort_unstable();
+        let now = self.clock.now_ns();
+        let mut out = Vec::new();
+        for (since_ns, id) in queued.into_iter().take(limit) {
+            let Some(entry) = self.payments.get(&id).map(|e| e.clone()) else { continue };
+            let payment = entry.payment.lock().await;
+            let times_out_ns = payment.risk.as_ref().map_or(0, |r| r.review_deadline_ns);
+            out.push(ReviewEntry { payment: payment.view(now), since_ns, times_out_ns });
+        }
+        (out, total)
+    }
+}

@@ -1,0 +1,297 @@
+//! `ledgerctl admin`: the admin and support views (`ledger.v1.Admin`), with an
+//! `admin` or `support` token. `users` lists or finds people, `user` shows one person
+//! (profile, wallets with balances, instruments with their verification state, recent
+//! payments), `accounts` the ledger's accounts, `reviews` the review queue.
+
+use clap::Subcommand;
+use ledger_core::calendar::civil_from_days;
+use ledger_proto::api::v1 as wire;
+use serde_json::json;
+
+use crate::client::{status_text, Connection};
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Users in id order, a page at a time, or the one user an email or id names.
+    Users {
+        #[arg(long, conflicts_with = "id")]
+        email: Option<String>,
+        #[arg(long)]
+        id: Option<String>,
+        /// Users per page (0: the server's default of 50; at most 200).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+        /// The cursor printed at the end of the previous page.
+        #[arg(long, default_value = "")]
+        after: String,
+    },
+    /// One user: profile, wallets with balances, instruments with their verification
+    /// state (micro-deposits of a bank account awaiting it), recent payments.
+    User {
+        user_id: String,
+        /// Payments shown (0: the server's default of 50; at most 200).
+        #[arg(long, default_value_t = 0)]
+        payments: u32,
+        /// The payments cursor printed by the previous call.
+        #[arg(long, default_value = "")]
+        after: String,
+    },
+    /// Ledger accounts in id order, a page at a time (amounts in minor units).
+    Accounts {
+        /// Accounts per page (0: the server's default of 50; at most 1000).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+        #[arg(long, default_value = "")]
+        after: String,
+    },
+    /// Payments waiting for a review, oldest first, with the risk reasons and their age.
+    Reviews {
+        /// Items shown (0: the server's default of 50; at most 200).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
+}
+
+/// `YYYY-MM-DD HH:MM:SS` UTC of an instant in nanoseconds since 1970; `-` for 0.
+fn utc(ns: u64) -> String {
+    if ns == 0 {
+        return "-".into();
+    }
+    let secs = (ns / 1_000_000_000) as i64;
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// `3d 4h`, `5h 6m`, `7m 8s` or `9s`.
+fn age(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m {}s", secs / 60, secs % 60),
+        3600..=86_399 => format!("{}h {}m", secs / 3600, secs / 60 % 60),
+        _ => format!("{}d {}h", secs / 86_400, secs / 3600 % 24),
+    }
+}
+
+fn next_page(cursor: &str, flag: &str) {
+    if !cursor.is_empty() {
+        println!("more: {flag} {cursor}");
+    }
+}
+
+fn user_json(u: &wire::UserSummary) -> serde_json::Value {
+    json!({"user_id": u.user_id, "name": u.name, "email": u.email, "registered_at_ns": u.registered_at_ns,
+           "totp_enabled": u.totp_enabled, "erased": u.erased})
+}
+
+fn payment_json(p: &wire::Payment) -> serde_json::Value {
+    json!({"payment_id": p.payment_id, "kind": p.kind, "status": p.status, "reason": p.reason,
+           "amount": p.amount, "fee": p.fee, "currency": p.currency, "funding": p.funding,
+           "sender_id": p.sender_id, "receiver_id": p.receiver_id, "created_at_ns": p.created_at_ns,
+           "risk_score": p.risk_score, "risk_decision": p.risk_decision, "risk_reasons": p.risk_reasons})
+}
+
+fn instrument_json(i: &wire::SupportInstrument) -> serde_json::Value {
+    let shown = i.instrument.clone().unwrap_or_default();
+    let status = wire::InstrumentStatus::try_from(shown.status).map_or("UNKNOWN", |s| s.as_str_name());
+    json!({"instrument_id": shown.instrument_id, "display": shown.display, "status": status,
+           "is_default": shown.is_default, "micro_deposits": i.micro_deposits,
+           "failed_attempts": i.failed_attempts, "added_at_ns": i.added_at_ns})
+}
+
+fn print_users(response: &wire::ListUsersResponse, json: bool) {
+    if json {
+        let users: Vec<_> = response.users.iter().map(user_json).collect();
+        println!("{}", json!({"users": users, "next_cursor": response.next_cursor}));
+        return;
+    }
+    println!("{:<40} {:<24} {:<32} {:<20} FLAGS", "USER", "NAME", "EMAIL", "REGISTERED (UTC)");
+    for u in &response.users {
+        let flags = [(u.totp_enabled, "totp"), (u.erased, "erased")];
+        let flags: Vec<&str> = flags.iter().filter(|(on, _)| *on).map(|(_, name)| *name).collect();
+        println!(
+            "{:<40} {:<24} {:<32} {:<20} {}",
+            u.user_id,
+            u.name,
+            u.email,
+            utc(u.registered_at_ns),
+            flags.join(",")
+        );
+    }
+    if response.users.is_empty() {
+        println!("(no users)");
+    }
+    next_page(&response.next_cursor, "--after");
+}
+
+fn print_payment_rows(payments: &[wire::Payment]) {
+    println!(
+        "  {:<40} {:<10} {:<18} {:>12} {:<4} {:<20} REASON",
+        "PAYMENT", "KIND", "STATUS", "AMOUNT", "CUR", "CREATED (UTC)"
+    );
+    for p in payments {
+        println!(
+            "  {:<40} {:<10} {:<18} {:>12} {:<4} {:<20} {}",
+            p.payment_id,
+            p.kind,
+            p.status,
+            p.amount,
+            p.currency,
+            utc(p.created_at_ns),
+            p.reason
+        );
+    }
+}
+
+fn print_user(user: &wire::AdminUser, json: bool) {
+    let profile = user.profile.clone().unwrap_or_default();
+    if json {
+        let wallets: Vec<_> = user
+            .wallets
+            .iter()
+            .map(|w| json!({"currency": w.currency, "account_id": w.account_id, "balance": w.balance, "available": w.available}))
+            .collect();
+        let out = json!({
+            "profile": {"user_id": profile.user_id, "name": profile.name, "email": profile.email, "phone": profile.phone,
+                        "address": profile.address, "date_of_birth": profile.date_of_birth,
+                        "totp_enabled": profile.totp_enabled, "registered_at_ns": profile.registered_at_ns},
+            "wallets": wallets,
+            "instruments": user.instruments.iter().map(instrument_json).collect::<Vec<_>>(),
+            "payments": user.payments.iter().map(payment_json).collect::<Vec<_>>(),
+            "next_payments_cursor": user.next_payments_cursor,
+        });
+        println!("{out}");
+        return;
+    }
+    println!("user       {}", profile.user_id);
+    println!("name       {}", profile.name);
+    println!("email      {}", profile.email);
+    println!("phone      {}", profile.phone);
+    println!("address    {}", profile.address);
+    println!("born       {}", profile.date_of_birth);
+    println!("totp       {}", if profile.totp_enabled { "enabled" } else { "off" });
+    println!("registered {}", utc(profile.registered_at_ns));
+    println!("wallets:");
+    for w in &user.wallets {
+        println!("  {:<4} {:>16} available {:>16}  account {}", w.currency, w.balance, w.available, w.account_id);
+    }
+    println!("instruments:");
+    for i in &user.instruments {
+        let shown = i.instrument.clone().unwrap_or_default();
+        let status = wire::InstrumentStatus::try_from(shown.status).map_or("UNKNOWN", |s| s.as_str_name());
+        let mut line = format!("  {:<22} {:<36} {status}", shown.instrument_id, shown.display);
+        if shown.is_default {
+            line.push_str(" (default)");
+        }
+        if !i.micro_deposits.is_empty() {
+            let amounts: Vec<String> = i.micro_deposits.iter().map(u32::to_string).collect();
+            line.push_str(&format!("; micro-deposits {} (minor units)", amounts.join(" and ")));
+        }
+        if i.failed_attempts > 0 {
+            line.push_str(&format!("; {} wrong answers", i.failed_attempts));
+        }
+        println!("{line}");
+    }
+    println!("payments (newest first):");
+    print_payment_rows(&user.payments);
+    next_page(&user.next_payments_cursor, "--after");
+}
+
+fn print_accounts(response: &wire::ListAccountsResponse, json: bool) {
+    if json {
+        let accounts: Vec<_> = response
+            .accounts
+            .iter()
+            .map(|a| {
+                json!({"account_id": a.account_id, "currency": a.currency, "owner_id": a.owner_id,
+                       "opened_at_ns": a.opened_at_ns, "debits_posted": a.debits_posted,
+                       "credits_posted": a.credits_posted, "debits_pending": a.debits_pending,
+                       "credits_pending": a.credits_pending})
+            })
+            .collect();
+        let out = json!({"accounts": accounts, "next_cursor": response.next_cursor,
+                         "applied_position": response.applied_position});
+        println!("{out}");
+        return;
+    }
+    println!(
+        "{:<40} {:<4} {:<40} {:>20} {:>20} {:>14} {:>14}",
+        "ACCOUNT", "CUR", "OWNER", "DEBITS_POSTED", "CREDITS_POSTED", "DEBITS_PEND", "CREDITS_PEND"
+    );
+    for a in &response.accounts {
+        println!(
+            "{:<40} {:<4} {:<40} {:>20} {:>20} {:>14} {:>14}",
+            a.account_id,
+            a.currency,
+            a.owner_id,
+            a.debits_posted,
+            a.credits_posted,
+            a.debits_pending,
+            a.credits_pending
+        );
+    }
+    next_page(&response.next_cursor, "--after");
+}
+
+fn print_reviews(response: &wire::ListReviewQueueResponse, json: bool) {
+    if json {
+        let items: Vec<_> = response
+            .items
+            .iter()
+            .map(|i| {
+                json!({"payment": i.payment.as_ref().map(payment_json), "waiting_secs": i.waiting_secs,
+                       "in_review_since_ns": i.in_review_since_ns, "times_out_at_ns": i.times_out_at_ns})
+            })
+            .collect();
+        println!("{}", json!({"items": items, "queue_length": response.queue_length}));
+        return;
+    }
+    println!("{} payments in review (oldest first)", response.queue_length);
+    println!("{:<40} {:>12} {:<4} {:<10} {:<20} REASONS", "PAYMENT", "AMOUNT", "CUR", "WAITING", "TIMES OUT (UTC)");
+    for item in &response.items {
+        let p = item.payment.clone().unwrap_or_default();
+        println!(
+            "{:<40} {:>12} {:<4} {:<10} {:<20} {}",
+            p.payment_id,
+            p.amount,
+            p.currency,
+            age(item.waiting_secs),
+            utc(item.times_out_at_ns),
+            p.risk_reasons.join("; ")
+        );
+    }
+}
+
+pub async fn run(connection: &Connection, command: AdminCommand) -> Result<bool, String> {
+    let mut admin = wire::admin_client::AdminClient::new(connection.channel().await?);
+    let json = connection.json;
+    match command {
+        AdminCommand::Users { email, id, limit, after } => {
+            let request = wire::ListUsersRequest {
+                email: email.unwrap_or_default(),
+                user_id: id.unwrap_or_default(),
+                limit,
+                after,
+            };
+            let response = admin.list_users(connection.request(request)?).await.map_err(status_text)?.into_inner();
+            print_users(&response, json);
+        }
+        AdminCommand::User { user_id, payments, after } => {
+            let request = wire::GetUserRequest { user_id, payments_limit: payments, payments_after: after };
+            let response = admin.get_user(connection.request(request)?).await.map_err(status_text)?.into_inner();
+            print_user(&response, json);
+        }
+        AdminCommand::Accounts { limit, after } => {
+            let request = wire::ListAccountsRequest { limit, after };
+            let response = admin.list_accounts(connection.request(request)?).await.map_err(status_text)?.into_inner();
+            print_accounts(&response, json);
+        }
+        AdminCommand::Reviews { limit } => {
+            let request = wire::ListReviewQueueRequest { limit };
+            let response =
+                admin.list_review_queue(connection.request(request)?).await.map_err(status_text)?.into_inner();
+            print_reviews(&response, json);
+        }
+    }
+    Ok(true)
+}
