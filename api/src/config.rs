@@ -447,12 +447,12 @@ mod tests {
              master_key_file = {key_file:?}\nsession_idle_secs = 600\nsession_max_secs = 7200\n\
              rails = \"http://127.0.0.1:50061\"\nrail_timeout_ms = 1500\nreview_timeout_secs = 3600\n\
              risk_user_per_hour = 7\nrisk_user_per_day = 70\nrisk_user_amount_per_day = 12345\n\
-             payment_partition = \"1/3\"\nfx_spread_bps = 25\nfx_fee_bps = 10\nfx_quote_ttl_secs = 45\n\
+             risk_currency = \"EUR\"\npayment_partition = \"1/3\"\nfx_spread_bps = 25\nfx_fee_bps = 10\nfx_quote_ttl_secs = 45\n\
              snapshot_interval_events = 1000\nstore = \"kurrentdb://localhost:2113?tls=false\"\n"
         );
         // Every key of `Settings` is in the file: a key added there and not here fails.
         let keys: Vec<&str> = text.lines().filter_map(|line| line.split(" = ").next()).collect();
-        assert_eq!(keys.len(), 21, "{keys:?}");
+        assert_eq!(keys.len(), 22, "{keys:?}");
         let path = file(&dir, &text);
         let _environment = ENVIRONMENT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let c = Config::resolve(Args { config: Some(path), ..Args::default() }).expect("every key accepted");
@@ -467,6 +467,7 @@ mod tests {
         assert_eq!(c.payments.risk.review_timeout.as_secs(), 3600);
         let risk = &c.payments.risk;
         assert_eq!((risk.user_per_hour, risk.user_per_day, risk.user_amount_per_day), (7, 70, 12345));
+        assert_eq!(risk.currency.code(), "EUR");
         assert_eq!(c.payments.partition, (1, 3));
         assert_eq!((c.fx.spread_bps, c.fx.fee_bps, c.fx.quote_ttl.as_secs()), (25, 10, 45));
         assert_eq!(c.snapshot_interval_events, 1000);
