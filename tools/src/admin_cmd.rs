@@ -75,7 +75,7 @@ fn age(secs: u64) -> String {
 
 fn next_page(cursor: &str, flag: &str) {
     if !cursor.is_empty() {
-        println!("more: {flag} {cursor}");
+        outln!("more: {flag} {cursor}");
     }
 }
 
@@ -102,14 +102,14 @@ fn instrument_json(i: &wire::SupportInstrument) -> serde_json::Value {
 fn print_users(response: &wire::ListUsersResponse, json: bool) {
     if json {
         let users: Vec<_> = response.users.iter().map(user_json).collect();
-        println!("{}", json!({"users": users, "next_cursor": response.next_cursor}));
+        outln!("{}", json!({"users": users, "next_cursor": response.next_cursor}));
         return;
     }
-    println!("{:<40} {:<24} {:<32} {:<20} FLAGS", "USER", "NAME", "EMAIL", "REGISTERED (UTC)");
+    outln!("{:<40} {:<24} {:<32} {:<20} FLAGS", "USER", "NAME", "EMAIL", "REGISTERED (UTC)");
     for u in &response.users {
         let flags = [(u.totp_enabled, "totp"), (u.erased, "erased")];
         let flags: Vec<&str> = flags.iter().filter(|(on, _)| *on).map(|(_, name)| *name).collect();
-        println!(
+        outln!(
             "{:<40} {:<24} {:<32} {:<20} {}",
             u.user_id,
             u.name,
@@ -119,18 +119,18 @@ fn print_users(response: &wire::ListUsersResponse, json: bool) {
         );
     }
     if response.users.is_empty() {
-        println!("(no users)");
+        outln!("(no users)");
     }
     next_page(&response.next_cursor, "--after");
 }
 
 fn print_payment_rows(payments: &[wire::Payment]) {
-    println!(
+    outln!(
         "  {:<40} {:<10} {:<18} {:>12} {:<4} {:<20} REASON",
         "PAYMENT", "KIND", "STATUS", "AMOUNT", "CUR", "CREATED (UTC)"
     );
     for p in payments {
-        println!(
+        outln!(
             "  {:<40} {:<10} {:<18} {:>12} {:<4} {:<20} {}",
             p.payment_id,
             p.kind,
@@ -160,22 +160,22 @@ fn print_user(user: &wire::AdminUser, json: bool) {
             "payments": user.payments.iter().map(payment_json).collect::<Vec<_>>(),
             "next_payments_cursor": user.next_payments_cursor,
         });
-        println!("{out}");
+        outln!("{out}");
         return;
     }
-    println!("user       {}", profile.user_id);
-    println!("name       {}", profile.name);
-    println!("email      {}", profile.email);
-    println!("phone      {}", profile.phone);
-    println!("address    {}", profile.address);
-    println!("born       {}", profile.date_of_birth);
-    println!("totp       {}", if profile.totp_enabled { "enabled" } else { "off" });
-    println!("registered {}", utc(profile.registered_at_ns));
-    println!("wallets:");
+    outln!("user       {}", profile.user_id);
+    outln!("name       {}", profile.name);
+    outln!("email      {}", profile.email);
+    outln!("phone      {}", profile.phone);
+    outln!("address    {}", profile.address);
+    outln!("born       {}", profile.date_of_birth);
+    outln!("totp       {}", if profile.totp_enabled { "enabled" } else { "off" });
+    outln!("registered {}", utc(profile.registered_at_ns));
+    outln!("wallets:");
     for w in &user.wallets {
-        println!("  {:<4} {:>16} available {:>16}  account {}", w.currency, w.balance, w.available, w.account_id);
+        outln!("  {:<4} {:>16} available {:>16}  account {}", w.currency, w.balance, w.available, w.account_id);
     }
-    println!("instruments:");
+    outln!("instruments:");
     for i in &user.instruments {
         let shown = i.instrument.clone().unwrap_or_default();
         let status = wire::InstrumentStatus::try_from(shown.status).map_or("UNKNOWN", |s| s.as_str_name());
@@ -190,9 +190,9 @@ fn print_user(user: &wire::AdminUser, json: bool) {
         if i.failed_attempts > 0 {
             line.push_str(&format!("; {} wrong answers", i.failed_attempts));
         }
-        println!("{line}");
+        outln!("{line}");
     }
-    println!("payments (newest first):");
+    outln!("payments (newest first):");
     print_payment_rows(&user.payments);
     next_page(&user.next_payments_cursor, "--after");
 }
@@ -211,15 +211,15 @@ fn print_accounts(response: &wire::ListAccountsResponse, json: bool) {
             .collect();
         let out = json!({"accounts": accounts, "next_cursor": response.next_cursor,
                          "applied_position": response.applied_position});
-        println!("{out}");
+        outln!("{out}");
         return;
     }
-    println!(
+    outln!(
         "{:<40} {:<4} {:<40} {:>20} {:>20} {:>14} {:>14}",
         "ACCOUNT", "CUR", "OWNER", "DEBITS_POSTED", "CREDITS_POSTED", "DEBITS_PEND", "CREDITS_PEND"
     );
     for a in &response.accounts {
-        println!(
+        outln!(
             "{:<40} {:<4} {:<40} {:>20} {:>20} {:>14} {:>14}",
             a.account_id,
             a.currency,
@@ -243,14 +243,14 @@ fn print_reviews(response: &wire::ListReviewQueueResponse, json: bool) {
                        "in_review_since_ns": i.in_review_since_ns, "times_out_at_ns": i.times_out_at_ns})
             })
             .collect();
-        println!("{}", json!({"items": items, "queue_length": response.queue_length}));
+        outln!("{}", json!({"items": items, "queue_length": response.queue_length}));
         return;
     }
-    println!("{} payments in review (oldest first)", response.queue_length);
-    println!("{:<40} {:>12} {:<4} {:<10} {:<20} REASONS", "PAYMENT", "AMOUNT", "CUR", "WAITING", "TIMES OUT (UTC)");
+    outln!("{} payments in review (oldest first)", response.queue_length);
+    outln!("{:<40} {:>12} {:<4} {:<10} {:<20} REASONS", "PAYMENT", "AMOUNT", "CUR", "WAITING", "TIMES OUT (UTC)");
     for item in &response.items {
         let p = item.payment.clone().unwrap_or_default();
-        println!(
+        outln!(
             "{:<40} {:>12} {:<4} {:<10} {:<20} {}",
             p.payment_id,
             p.amount,

@@ -188,7 +188,7 @@ fn report(args: &BenchArgs, json: bool, elapsed: Duration, latencies: &[Duration
     let (p50, p99, p100) =
         (percentile_ms(latencies, 0.50), percentile_ms(latencies, 0.99), percentile_ms(latencies, 1.0));
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "transfers_per_sec": transfers_per_sec.round(),
@@ -197,14 +197,14 @@ fn report(args: &BenchArgs, json: bool, elapsed: Duration, latencies: &[Duration
             })
         );
     } else {
-        println!(
+        outln!(
             "{} transfers in batches of {} over {} accounts: {:.2} s",
             args.transfers,
             args.batch,
             args.accounts,
             elapsed.as_secs_f64()
         );
-        println!("throughput: {transfers_per_sec:.0} durable transfers/s");
-        println!("batch latency: p50 {p50:.2} ms, p99 {p99:.2} ms, max {p100:.2} ms");
+        outln!("throughput: {transfers_per_sec:.0} durable transfers/s");
+        outln!("batch latency: p50 {p50:.2} ms, p99 {p99:.2} ms, max {p100:.2} ms");
     }
 }

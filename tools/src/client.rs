@@ -12,52 +12,76 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::Request;
 
-use ledger_core::calendar::{civil_from_days, days_from_civil};
+use crate::errors;
+use crate::present;
+use ledger_core::money::Currency;
 use ledger_proto::transport::{CONNECTION_WINDOW_BYTES, MESSAGE_BYTES_MAX, STREAM_WINDOW_BYTES};
 
+/// The options every command takes: where the server is, who calls, and how output
+/// looks. Flags win over the environment.
 #[derive(Args, Clone)]
 pub struct Connection {
-    /// Server address.
+    /// Server address: host:port or http(s)://host:port [env: LEDGER_ADDR].
     #[arg(long, env = "LEDGER_ADDR", default_value = "http://127.0.0.1:50051", global = true)]
+    #[arg(help_heading = "Connection", hide_env = true)]
     pub addr: String,
-    /// Bearer token.
-    #[arg(long, env = "LEDGER_TOKEN", global = true, hide_env_values = true)]
+    /// Bearer token: an admin token, or a user's session token from `ledgerctl login`
+    /// [env: LEDGER_TOKEN, used only when neither --token nor --token-file is given].
+    #[arg(long, global = true, conflicts_with = "token_file", help_heading = "Connection")]
     pub token: Option<String>,
-    /// File holding the bearer token (for example <data-dir>/admin.token).
-    #[arg(long, global = true)]
+    /// File holding the bearer token, e.g. data/admin.token [env: LEDGER_TOKEN_FILE].
+    #[arg(long, global = true, help_heading = "Connection")]
     pub token_file: Option<PathBuf>,
-    /// Print JSON instead of tables.
-    #[arg(long, global = true)]
+    /// Print JSON instead of tables (amounts in major units; minor units in *_minor fields).
+    #[arg(long, global = true, help_heading = "Output")]
     pub json: bool,
+    /// Show and take amounts as integer minor units (84950 USD = 849.50 USD).
+    #[arg(long, global = true, help_heading = "Output")]
+    pub minor: bool,
+    /// Times are shown, and dates without an offset read, at this UTC offset (+HH:MM,
+    /// -HH:MM or Z); report days run midnight to midnight there.
+    #[arg(long, global = true, default_value = "+00:00", allow_hyphen_values = true, help_heading = "Output")]
+    pub utc_offset: String,
 }
 
 #[derive(Subcommand)]
 pub enum AccountsCommand {
     /// Open an account.
     Create {
+        /// The new account's id (an unsigned 128-bit integer, decimal).
         #[arg(long)]
         id: String,
+        /// Its currency, an ISO 4217 code such as USD.
         #[arg(long)]
         currency: String,
+        /// A code of your chart of accounts (0 to 65535).
         #[arg(long, default_value_t = 0)]
         code: u32,
         /// 1: debits must not exceed credits (no overdraft); 2: credits must not exceed debits.
         #[arg(long, default_value_t = 0)]
         flags: u32,
-        #[arg(long, default_value = "")]
+        /// The owner's id (a user id), so that history and reports find it by owner.
+        #[arg(long, default_value = "", hide_default_value = true)]
         owner: String,
     },
+    /// Freeze an account: no transfer moves its money until it is unfrozen.
     Freeze {
+        /// The account's id.
         id: String,
     },
+    /// Unfreeze a frozen account.
     Unfreeze {
+        /// The account's id.
         id: String,
     },
+    /// Close an account for good (its balances must be zero).
     Close {
+        /// The account's id.
         id: String,
     },
-    /// Look accounts up.
+    /// Look accounts up: state and balances.
     Get {
+        /// One or more account ids.
         ids: Vec<String>,
     },
 }
@@ -66,21 +90,28 @@ pub enum AccountsCommand {
 pub enum TransfersCommand {
     /// Create a posted (or, with --pending, a pending) transfer.
     Create {
+        /// The transfer's id (an unsigned 128-bit integer): the same id again is a no-op.
         #[arg(long)]
         id: String,
+        /// The account money leaves.
         #[arg(long)]
         debit: String,
+        /// The account money goes to.
         #[arg(long)]
         credit: String,
-        /// Minor units.
+        /// How much, in major units of --currency ("2.50"); an integer of minor units with --minor.
         #[arg(long)]
         amount: String,
+        /// ISO 4217 code of both accounts' currency.
         #[arg(long)]
         currency: String,
+        /// A code of your chart of transfers (0 to 65535).
         #[arg(long, default_value_t = 0)]
         code: u32,
-        #[arg(long, default_value = "")]
+        /// Free text kept with the transfer (at most 256 bytes).
+        #[arg(long, default_value = "", hide_default_value = true)]
         metadata: String,
+        /// Hold the money (a pending transfer) instead of moving it; post or void it later.
         #[arg(long)]
         pending: bool,
         /// Pending only: expire after this many nanoseconds (0: never).
@@ -89,90 +120,35 @@ pub enum TransfersCommand {
     },
     /// Post a pending transfer (all of it unless --amount).
     Post {
+        /// The id of this posting transfer.
         #[arg(long)]
         id: String,
+        /// The pending transfer to post.
         #[arg(long)]
         pending_id: String,
-        #[arg(long, default_value = "")]
+        /// Post only this much, in major units of the pending transfer's currency.
+        #[arg(long, default_value = "", hide_default_value = true)]
         amount: String,
     },
-    /// Void a pending transfer.
+    /// Void a pending transfer: the held money goes back.
     Void {
+        /// The id of this voiding transfer.
         #[arg(long)]
         id: String,
+        /// The pending transfer to void.
         #[arg(long)]
         pending_id: String,
     },
     /// Look transfers up.
-    Get { ids: Vec<String> },
-}
-
-#[derive(Args)]
-pub struct HistoryArgs {
-    /// One account's movements ...
-    #[arg(long, default_value = "", required_unless_present = "owner")]
-    account: String,
-    /// ... or every account of an owner.
-    #[arg(long, default_value = "")]
-    owner: String,
-    /// From this time (nanoseconds since the epoch, or YYYY-MM-DD in --utc-offset).
-    #[arg(long, default_value = "0")]
-    from: String,
-    /// Until this time, exclusive (as --from; 0: no bound).
-    #[arg(long, default_value = "0")]
-    to: String,
-    #[arg(long, default_value = "+00:00", allow_hyphen_values = true)]
-    utc_offset: String,
-    /// debit or credit.
-    #[arg(long)]
-    direction: Option<String>,
-    /// pending, posted, voided or expired.
-    #[arg(long)]
-    status: Option<String>,
-    #[arg(long, default_value = "")]
-    currency: String,
-    #[arg(long, default_value_t = 100)]
-    limit: u32,
-    #[arg(long, default_value = "")]
-    cursor: String,
-}
-
-#[derive(Args)]
-pub struct ReportArgs {
-    /// One account's report ...
-    #[arg(long, default_value = "", required_unless_present = "owner")]
-    account: String,
-    /// ... or one per account of an owner.
-    #[arg(long, default_value = "")]
-    owner: String,
-    /// First day (YYYY-MM-DD, local to --utc-offset) or nanoseconds since the epoch.
-    #[arg(long)]
-    from: String,
-    /// Day after the last (YYYY-MM-DD) or nanoseconds since the epoch, exclusive.
-    #[arg(long)]
-    to: String,
-    /// Days run midnight to midnight at this offset, like +02:00 or -05:30.
-    #[arg(long, default_value = "+00:00", allow_hyphen_values = true)]
-    utc_offset: String,
-    /// Print CSV: one row per account and day.
-    #[arg(long, conflicts_with = "json")]
-    csv: bool,
-    /// Also total every account in this currency at the period's rates.
-    #[arg(long, default_value = "")]
-    convert_to: String,
-}
-
-#[derive(Args)]
-pub struct BalanceArgs {
-    #[arg(long)]
-    account: String,
-    /// Nanoseconds since the Unix epoch; 0 is now.
-    #[arg(long, default_value_t = 0)]
-    as_of_ns: u64,
+    Get {
+        /// One or more transfer ids.
+        ids: Vec<String>,
+    },
 }
 
 #[derive(Args)]
 pub struct EventsArgs {
+    /// The first log position to print.
     #[arg(long, default_value_t = 0)]
     from: u64,
     /// Keep following new events.
@@ -182,16 +158,53 @@ pub struct EventsArgs {
 
 pub type Client = wire::ledger_client::LedgerClient<Channel>;
 
+/// Where the token comes from when no flag gives one.
+const TOKEN_ENV: &str = "LEDGER_TOKEN";
+const TOKEN_FILE_ENV: &str = "LEDGER_TOKEN_FILE";
+
 impl Connection {
+    /// The token, in this order: --token, --token-file, LEDGER_TOKEN, LEDGER_TOKEN_FILE.
+    /// A flag always wins: `--token-file data/admin.token` acts as the admin even with a
+    /// user's session exported in LEDGER_TOKEN.
     pub fn token(&self) -> Result<String, String> {
+        let from_file = |flag: &str, path: &std::path::Path| -> Result<String, String> {
+            let token = std::fs::read_to_string(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+            Ok(token.trim().to_string())
+        };
         if let Some(token) = &self.token {
             return Ok(token.clone());
         }
         if let Some(path) = &self.token_file {
-            let token = std::fs::read_to_string(path).map_err(|e| format!("token file {}: {e}", path.display()))?;
-            return Ok(token.trim().to_string());
+            return from_file("--token-file", path);
         }
-        Err("no token: give --token, --token-file or LEDGER_TOKEN".into())
+        if let Some(token) = std::env::var_os(TOKEN_ENV) {
+            return token.into_string().map_err(|_| format!("{TOKEN_ENV} is not text"));
+        }
+        if let Some(path) = std::env::var_os(TOKEN_FILE_ENV) {
+            return from_file(TOKEN_FILE_ENV, std::path::Path::new(&path));
+        }
+        Err("this command needs a token: --token-file data/admin.token (an admin), or a user's session \
+             from `ledgerctl login` in --token or LEDGER_TOKEN"
+            .into())
+    }
+
+    /// `--addr` with `http://` in front when it names no scheme (`127.0.0.1:50051`).
+    pub fn url(&self) -> String {
+        if self.addr.contains("://") {
+            self.addr.clone()
+        } else {
+            format!("http://{}", self.addr)
+        }
+    }
+
+    /// `--utc-offset` in minutes east of UTC.
+    pub fn offset(&self) -> Result<i32, String> {
+        present::parse_offset(&self.utc_offset)
+    }
+
+    /// An amount as people read it (see `present::money`).
+    pub fn money(&self, minor: &str, currency: &str) -> Result<String, String> {
+        present::money(minor, currency, self.minor)
     }
 
     pub async fn connect(&self) -> Result<Client, String> {
@@ -202,65 +215,103 @@ impl Connection {
 
     /// A new HTTP/2 connection to `--addr`, with Nagle off and the server's window sizes.
     pub async fn channel(&self) -> Result<Channel, String> {
-        Channel::from_shared(self.addr.clone())
-            .map_err(|e| format!("--addr {}: {e}", self.addr))?
+        let url = self.url();
+        Channel::from_shared(url.clone())
+            .map_err(|e| format!("--addr {}: {e} (expected host:port or http://host:port)", self.addr))?
             .tcp_nodelay(true)
             .initial_stream_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .connect()
             .await
-            .map_err(|e| format!("cannot connect to {}: {e}", self.addr))
+            .map_err(|e| errors::unreachable(&url, &error_chain(&e)))
     }
 
     pub fn request<T>(&self, message: T) -> Result<Request<T>, String> {
         let mut request = Request::new(message);
-        let value: MetadataValue<_> =
-            format!("Bearer {}", self.token()?).parse().map_err(|_| "token is not valid header text".to_string())?;
+        let value: MetadataValue<_> = format!("Bearer {}", self.token()?)
+            .parse()
+            .map_err(|_| "the token is not valid header text".to_string())?;
         request.metadata_mut().insert("authorization", value);
         Ok(request)
     }
 }
 
-/// A gRPC error as the commands print it.
-pub fn status_text(status: tonic::Status) -> String {
-    format!("{:?}: {}", status.code(), status.message())
+/// An error and its causes, innermost last ("transport error: tcp connect error: Connection refused").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
-fn print_results(results: &[wire::ItemResult], json: bool) -> bool {
+pub use crate::errors::status_text;
+
+fn print_results(connection: &Connection, results: &[wire::ItemResult]) -> Result<bool, String> {
     let ok = results.iter().all(|r| r.ok);
-    if json {
+    let offset = connection.offset()?;
+    let time = |ns: u64| if ns == 0 { String::new() } else { present::time_text(ns, offset) };
+    if connection.json {
         let items: Vec<_> = results
             .iter()
-            .map(|r| json!({"index": r.index, "code": r.code, "ok": r.ok, "timestamp_ns": r.timestamp_ns, "message": r.message}))
+            .map(|r| json!({"index": r.index, "code": r.code, "ok": r.ok, "time": time(r.timestamp_ns), "timestamp_ns": r.timestamp_ns, "message": r.message}))
             .collect();
-        println!("{}", json!({ "results": items }));
+        outln!("{}", json!({ "results": items }));
     } else {
-        println!("{:<6} {:<40} {:<20}", "INDEX", "RESULT", "TIMESTAMP_NS");
+        outln!("{:<6} {:<40} {:<25} MESSAGE", "INDEX", "RESULT", "TIME");
         for r in results {
-            println!("{:<6} {:<40} {:<20}", r.index, r.code, r.timestamp_ns);
+            outln!("{:<6} {:<40} {:<25} {}", r.index, r.code, time(r.timestamp_ns), r.message);
         }
     }
-    ok
+    Ok(ok)
 }
 
-fn account_json(a: &wire::Account) -> serde_json::Value {
-    json!({
+/// Adds `name` (major units) and `name_minor` for each amount field of an object.
+fn with_amounts(
+    mut value: serde_json::Value,
+    currency: &str,
+    fields: &[(&str, &str)],
+) -> Result<serde_json::Value, String> {
+    let Some(object) = value.as_object_mut() else { return Ok(value) };
+    let Ok(currency) = present::currency("currency", currency) else { return Ok(value) };
+    for (name, minor) in fields {
+        if minor.is_empty() {
+            continue;
+        }
+        object.insert((*name).into(), json!(present::major(minor, currency)?));
+        object.insert(format!("{name}_minor"), json!(minor));
+    }
+    Ok(value)
+}
+
+fn account_json(a: &wire::Account, offset: i32) -> Result<serde_json::Value, String> {
+    let value = json!({
         "id": a.id, "currency": a.currency, "code": a.code, "flags": a.flags, "owner_id": a.owner_id,
         "state": wire::AccountState::try_from(a.state).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),
-        "debits_pending": a.debits_pending, "debits_posted": a.debits_posted,
-        "credits_pending": a.credits_pending, "credits_posted": a.credits_posted, "timestamp_ns": a.timestamp_ns,
-    })
+        "time": present::time_text(a.timestamp_ns, offset), "timestamp_ns": a.timestamp_ns,
+    });
+    let fields = [
+        ("debits_pending", a.debits_pending.as_str()),
+        ("debits_posted", &a.debits_posted),
+        ("credits_pending", &a.credits_pending),
+        ("credits_posted", &a.credits_posted),
+    ];
+    with_amounts(value, &a.currency, &fields)
 }
 
-fn transfer_json(t: &wire::Transfer) -> serde_json::Value {
-    json!({
+fn transfer_json(t: &wire::Transfer, offset: i32) -> Result<serde_json::Value, String> {
+    let value = json!({
         "id": t.id, "debit_account_id": t.debit_account_id, "credit_account_id": t.credit_account_id,
-        "amount": t.amount, "currency": t.currency, "code": t.code, "metadata": t.metadata,
+        "currency": t.currency, "code": t.code, "metadata": t.metadata,
         "kind": wire::TransferKind::try_from(t.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN"),
-        "pending_id": t.pending_id, "timestamp_ns": t.timestamp_ns,
+        "pending_id": t.pending_id, "time": present::time_text(t.timestamp_ns, offset), "timestamp_ns": t.timestamp_ns,
         "pending_status": wire::PendingStatus::try_from(t.pending_status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),
         "expires_at_ns": t.expires_at_ns, "resolved_by_id": t.resolved_by_id,
-    })
+    });
+    with_amounts(value, &t.currency, &[("amount", &t.amount)])
 }
 
 pub async fn accounts(connection: &Connection, command: AccountsCommand) -> Result<bool, String> {
@@ -279,32 +330,79 @@ pub async fn accounts(connection: &Connection, command: AccountsCommand) -> Resu
                 .await
                 .map_err(status_text)?
                 .into_inner();
-            if connection.json {
-                let accounts: Vec<_> = response.accounts.iter().map(account_json).collect();
-                println!("{}", json!({"accounts": accounts, "not_found": response.not_found}));
-            } else {
-                println!(
-                    "{:<40} {:<4} {:<8} {:>16} {:>16} {:>16} {:>16}",
-                    "ID", "CUR", "STATE", "DEBITS_PENDING", "DEBITS_POSTED", "CREDITS_PENDING", "CREDITS_POSTED"
-                );
-                for a in &response.accounts {
-                    let state = wire::AccountState::try_from(a.state).map(|s| s.as_str_name()).unwrap_or("?");
-                    let state = state.trim_start_matches("ACCOUNT_STATE_");
-                    println!(
-                        "{:<40} {:<4} {:<8} {:>16} {:>16} {:>16} {:>16}",
-                        a.id, a.currency, state, a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted
-                    );
-                }
-                for id in &response.not_found {
-                    println!("{id:<40} not found");
-                }
-            }
+            print_accounts(connection, &response)?;
             return Ok(response.not_found.is_empty());
         }
     };
     let request = wire::CreateAccountsRequest { commands: vec![wire::AccountCommand { command: Some(command) }] };
     let response = client.create_accounts(connection.request(request)?).await.map_err(status_text)?.into_inner();
-    Ok(print_results(&response.results, connection.json))
+    print_results(connection, &response.results)
+}
+
+fn print_accounts(connection: &Connection, response: &wire::LookupAccountsResponse) -> Result<(), String> {
+    if connection.json {
+        let offset = connection.offset()?;
+        let accounts = response.accounts.iter().map(|a| account_json(a, offset)).collect::<Result<Vec<_>, _>>()?;
+        outln!("{}", json!({"accounts": accounts, "not_found": response.not_found}));
+        return Ok(());
+    }
+    let row = |id: &str, state: &str, dpe: &str, dpo: &str, cpe: &str, cpo: &str| {
+        outln!("{id:<40} {state:<7} {dpe:>20} {dpo:>20} {cpe:>20} {cpo:>20}")
+    };
+    row("ID", "STATE", "DEBITS_PENDING", "DEBITS_POSTED", "CREDITS_PENDING", "CREDITS_POSTED");
+    for a in &response.accounts {
+        let state = wire::AccountState::try_from(a.state).map(|s| s.as_str_name()).unwrap_or("?");
+        let state = state.trim_start_matches("ACCOUNT_STATE_").to_lowercase();
+        let money = |minor: &str| connection.money(minor, &a.currency);
+        let (dpe, dpo) = (money(&a.debits_pending)?, money(&a.debits_posted)?);
+        row(&a.id, &state, &dpe, &dpo, &money(&a.credits_pending)?, &money(&a.credits_posted)?);
+    }
+    for id in &response.not_found {
+        outln!("{id:<40} not found");
+    }
+    Ok(())
+}
+
+fn print_transfers(connection: &Connection, response: &wire::LookupTransfersResponse) -> Result<(), String> {
+    let offset = connection.offset()?;
+    if connection.json {
+        let transfers = response.transfers.iter().map(|t| transfer_json(t, offset)).collect::<Result<Vec<_>, _>>()?;
+        outln!("{}", json!({"transfers": transfers, "not_found": response.not_found}));
+        return Ok(());
+    }
+    let row = |id: &str, kind: &str, debit: &str, credit: &str, amount: &str, time: &str| {
+        outln!("{id:<40} {kind:<12} {debit:<24} {credit:<24} {amount:>20} {time}")
+    };
+    row("ID", "KIND", "DEBIT", "CREDIT", "AMOUNT", "TIME");
+    for t in &response.transfers {
+        let kind = wire::TransferKind::try_from(t.kind).map(|k| k.as_str_name()).unwrap_or("?");
+        let kind = kind.trim_start_matches("TRANSFER_KIND_").to_lowercase();
+        // A hold shows how it stands or ended, and what ended it.
+        let status = wire::PendingStatus::try_from(t.pending_status)
+            .map(|s| s.as_str_name().trim_start_matches("PENDING_STATUS_").to_lowercase())
+            .unwrap_or_else(|_| "?".into());
+        let kind = match (t.kind == wire::TransferKind::Pending as i32, t.resolved_by_id.as_str()) {
+            (false, _) => kind,
+            (true, "") => format!("hold:{status}"),
+            (true, by) => format!("hold:{status} by {by}"),
+        };
+        let time = present::time_text(t.timestamp_ns, offset);
+        row(&t.id, &kind, &t.debit_account_id, &t.credit_account_id, &connection.money(&t.amount, &t.currency)?, &time);
+    }
+    for id in &response.not_found {
+        outln!("{id:<40} not found");
+    }
+    Ok(())
+}
+
+/// The currency of a pending transfer, to read a partial --amount in its major units.
+async fn pending_currency(connection: &Connection, client: &mut Client, pending_id: &str) -> Result<Currency, String> {
+    let request = wire::LookupTransfersRequest { ids: vec![pending_id.to_string()] };
+    let found = client.lookup_transfers(connection.request(request)?).await.map_err(status_text)?.into_inner();
+    match found.transfers.first() {
+        Some(t) => present::currency("currency", &t.currency),
+        None => Err(format!("--pending-id {pending_id}: no such transfer")),
+    }
 }
 
 pub async fn transfers(connection: &Connection, command: TransfersCommand, packed: bool) -> Result<bool, String> {
@@ -312,6 +410,12 @@ pub async fn transfers(connection: &Connection, command: TransfersCommand, packe
     let transfer = match command {
         TransfersCommand::Create { id, debit, credit, amount, currency, code, metadata, pending, timeout_ns } => {
             let kind = if pending { wire::TransferKind::Pending } else { wire::TransferKind::Posted };
+            let amount = present::amount_flag(
+                "--amount",
+                &amount,
+                present::currency("--currency", &currency)?,
+                connection.minor,
+            )?;
             wire::NewTransfer {
                 id,
                 debit_account_id: debit,
@@ -325,13 +429,22 @@ pub async fn transfers(connection: &Connection, command: TransfersCommand, packe
                 ..Default::default()
             }
         }
-        TransfersCommand::Post { id, pending_id, amount } => wire::NewTransfer {
-            id,
-            pending_id,
-            amount,
-            kind: wire::TransferKind::PostPending as i32,
-            ..Default::default()
-        },
+        TransfersCommand::Post { id, pending_id, amount } => {
+            let amount = match amount.as_str() {
+                "" => amount,
+                text => {
+                    let currency = pending_currency(connection, &mut client, &pending_id).await?;
+                    present::amount_flag("--amount", text, currency, connection.minor)?
+                }
+            };
+            wire::NewTransfer {
+                id,
+                pending_id,
+                amount,
+                kind: wire::TransferKind::PostPending as i32,
+                ..Default::default()
+            }
+        }
         TransfersCommand::Void { id, pending_id } => {
             wire::NewTransfer { id, pending_id, kind: wire::TransferKind::VoidPending as i32, ..Default::default() }
         }
@@ -341,32 +454,7 @@ pub async fn transfers(connection: &Connection, command: TransfersCommand, packe
                 .await
                 .map_err(status_text)?
                 .into_inner();
-            if connection.json {
-                let transfers: Vec<_> = response.transfers.iter().map(transfer_json).collect();
-                println!("{}", json!({"transfers": transfers, "not_found": response.not_found}));
-            } else {
-                println!("{:<40} {:<12} {:<24} {:<24} {:>14} {:<4}", "ID", "KIND", "DEBIT", "CREDIT", "AMOUNT", "CUR");
-                for t in &response.transfers {
-                    let kind = wire::TransferKind::try_from(t.kind).map(|k| k.as_str_name()).unwrap_or("?");
-                    let kind = kind.trim_start_matches("TRANSFER_KIND_");
-                    // A hold shows how it stands or ended, and what ended it.
-                    let status = wire::PendingStatus::try_from(t.pending_status)
-                        .map(|s| s.as_str_name().trim_start_matches("PENDING_STATUS_"))
-                        .unwrap_or("?");
-                    let kind = match (t.kind == wire::TransferKind::Pending as i32, t.resolved_by_id.as_str()) {
-                        (false, _) => kind.to_string(),
-                        (true, "") => format!("HOLD:{status}"),
-                        (true, by) => format!("HOLD:{status} by {by}"),
-                    };
-                    println!(
-                        "{:<40} {:<12} {:<24} {:<24} {:>14} {:<4}",
-                        t.id, kind, t.debit_account_id, t.credit_account_id, t.amount, t.currency
-                    );
-                }
-                for id in &response.not_found {
-                    println!("{id:<40} not found");
-                }
-            }
+            print_transfers(connection, &response)?;
             return Ok(response.not_found.is_empty());
         }
     };
@@ -378,11 +466,11 @@ pub async fn transfers(connection: &Connection, command: TransfersCommand, packe
         let request = wire::PackedTransfers { records, metadata };
         let response =
             client.create_transfers_packed(connection.request(request)?).await.map_err(status_text)?.into_inner();
-        return Ok(print_results(&unpacked_results(response), connection.json));
+        return print_results(connection, &unpacked_results(response));
     }
     let request = wire::CreateTransfersRequest { transfers: vec![transfer] };
     let response = client.create_transfers(connection.request(request)?).await.map_err(status_text)?.into_inner();
-    Ok(print_results(&response.results, connection.json))
+    print_results(connection, &response.results)
 }
 
 /// A transfer of the string form as a packed record and its metadata.
@@ -436,226 +524,6 @@ fn unpacked_results(response: wire::PackedTransferResults) -> Vec<wire::ItemResu
         .collect()
 }
 
-/// Minutes east of UTC from `+HH:MM`, `-HH:MM` or `Z`.
-pub fn parse_offset(text: &str) -> Result<i32, String> {
-    if text == "Z" {
-        return Ok(0);
-    }
-    let bad = || format!("--utc-offset {text}: expected +HH:MM or -HH:MM");
-    let (sign, rest) = match text.as_bytes().first() {
-        Some(b'+') => (1, &text[1..]),
-        Some(b'-') => (-1, &text[1..]),
-        _ => return Err(bad()),
-    };
-    let (hours, minutes) = rest.split_once(':').ok_or_else(bad)?;
-    let hours: i32 = hours.parse().map_err(|_| bad())?;
-    let minutes: i32 = minutes.parse().map_err(|_| bad())?;
-    if !(0..60).contains(&minutes) || hours > 18 {
-        return Err(bad());
-    }
-    Ok(sign * (hours * 60 + minutes))
-}
-
-/// Nanoseconds since the epoch from a number, or from `YYYY-MM-DD` (midnight at the
-/// offset).
-pub fn parse_time(flag: &str, text: &str, offset_minutes: i32) -> Result<u64, String> {
-    if let Ok(ns) = text.parse::<u64>() {
-        return Ok(ns);
-    }
-    let bad = || format!("{flag} {text}: expected YYYY-MM-DD or nanoseconds since the epoch");
-    let parts: Vec<&str> = text.split('-').collect();
-    let [year, month, day] = parts.as_slice() else { return Err(bad()) };
-    let (year, month, day): (i64, i64, i64) =
-        (year.parse().map_err(|_| bad())?, month.parse().map_err(|_| bad())?, day.parse().map_err(|_| bad())?);
-    let days = days_from_civil(year, month, day);
-    // The round trip rejects 2026-02-30 and the like.
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || civil_from_days(days) != (year, month, day) {
-        return Err(bad());
-    }
-    let seconds = days * 86_400 - i64::from(offset_minutes) * 60;
-    u64::try_from(seconds).ok().and_then(|s| s.checked_mul(1_000_000_000)).ok_or_else(bad)
-}
-
-/// `YYYY-MM-DD` of an instant, in the offset's calendar.
-pub fn date_of(ns: u64, offset_minutes: i32) -> String {
-    let seconds = (ns / 1_000_000_000) as i64 + i64::from(offset_minutes) * 60;
-    let (y, m, d) = civil_from_days(seconds.div_euclid(86_400));
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-fn movement_json(m: &wire::AccountMovement) -> serde_json::Value {
-    json!({
-        "account_id": m.account_id, "transfer_id": m.transfer_id, "event_type": m.event_type,
-        "direction": wire::Direction::try_from(m.direction).map(|d| d.as_str_name()).unwrap_or("?"),
-        "status": wire::MovementStatus::try_from(m.status).map(|d| d.as_str_name()).unwrap_or("?"),
-        "counterparty_account_id": m.counterparty_account_id, "amount": m.amount, "currency": m.currency,
-        "timestamp_ns": m.timestamp_ns, "metadata": m.metadata, "position": m.position,
-        "debits_posted": m.debits_posted, "credits_posted": m.credits_posted,
-        "debits_pending": m.debits_pending, "credits_pending": m.credits_pending,
-    })
-}
-
-pub async fn history(connection: &Connection, args: HistoryArgs) -> Result<bool, String> {
-    let mut client = connection.connect().await?;
-    let offset = parse_offset(&args.utc_offset)?;
-    let direction = match args.direction.as_deref() {
-        None => wire::Direction::Unspecified,
-        Some("debit") => wire::Direction::Debit,
-        Some("credit") => wire::Direction::Credit,
-        Some(other) => return Err(format!("--direction {other}: expected debit or credit")),
-    };
-    let status = match args.status.as_deref() {
-        None => wire::MovementStatus::Unspecified,
-        Some("pending") => wire::MovementStatus::Pending,
-        Some("posted") => wire::MovementStatus::Posted,
-        Some("voided") => wire::MovementStatus::Voided,
-        Some("expired") => wire::MovementStatus::Expired,
-        Some(other) => return Err(format!("--status {other}: expected pending, posted, voided or expired")),
-    };
-    let request = wire::GetHistoryRequest {
-        account_id: args.account,
-        owner_id: args.owner,
-        from_ns: parse_time("--from", &args.from, offset)?,
-        to_ns: parse_time("--to", &args.to, offset)?,
-        direction: direction as i32,
-        status: status as i32,
-        currency: args.currency,
-        limit: args.limit,
-        cursor: args.cursor,
-        min_position: 0,
-    };
-    let response = client.get_history(connection.request(request)?).await.map_err(status_text)?.into_inner();
-    if connection.json {
-        let movements: Vec<_> = response.movements.iter().map(movement_json).collect();
-        println!("{}", json!({"movements": movements, "next_cursor": response.next_cursor}));
-    } else {
-        println!(
-            "{:<20} {:<20} {:<16} {:<7} {:<8} {:<20} {:>14} {:<4}",
-            "TIMESTAMP_NS", "ACCOUNT", "EVENT", "SIDE", "STATUS", "COUNTERPARTY", "AMOUNT", "CUR"
-        );
-        for m in &response.movements {
-            let side = if m.direction == wire::Direction::Debit as i32 { "debit" } else { "credit" };
-            let status = wire::MovementStatus::try_from(m.status).map(|s| s.as_str_name()).unwrap_or("?");
-            let status = status.trim_start_matches("MOVEMENT_STATUS_").to_lowercase();
-            println!(
-                "{:<20} {:<20} {:<16} {:<7} {:<8} {:<20} {:>14} {:<4}",
-                m.timestamp_ns,
-                m.account_id,
-                m.event_type,
-                side,
-                status,
-                m.counterparty_account_id,
-                m.amount,
-                m.currency
-            );
-        }
-        if !response.next_cursor.is_empty() {
-            println!("more: --cursor {}", response.next_cursor);
-        }
-    }
-    Ok(true)
-}
-
-pub async fn report(connection: &Connection, args: ReportArgs) -> Result<bool, String> {
-    let mut client = connection.connect().await?;
-    let offset = parse_offset(&args.utc_offset)?;
-    let request = wire::GetReportRequest {
-        account_id: args.account,
-        owner_id: args.owner,
-        from_ns: parse_time("--from", &args.from, offset)?,
-        to_ns: parse_time("--to", &args.to, offset)?,
-        utc_offset_minutes: offset,
-        min_position: 0,
-        convert_to: args.convert_to.clone(),
-    };
-    let response = client.get_report(connection.request(request)?).await.map_err(status_text)?.into_inner();
-    if connection.json {
-        let reports: Vec<_> = response
-            .reports
-            .iter()
-            .map(|r| {
-                let days: Vec<_> = r
-                    .days
-                    .iter()
-                    .map(|d| {
-                        json!({"date": date_of(d.start_ns, offset), "start_ns": d.start_ns, "opening": d.opening,
-                            "credits": d.credits, "debits": d.debits, "count": d.count, "closing": d.closing})
-                    })
-                    .collect();
-                json!({"account_id": r.account_id, "currency": r.currency, "opening": r.opening, "credits": r.credits,
-                    "debits": r.debits, "count": r.count, "closing": r.closing, "days": days})
-            })
-            .collect();
-        let converted = response.converted.as_ref().map(|c| {
-            json!({"currency": c.currency, "opening": c.opening, "credits": c.credits, "debits": c.debits,
-                "closing": c.closing, "rates_used": c.rates_used})
-        });
-        println!("{}", json!({"utc_offset_minutes": offset, "reports": reports, "converted": converted}));
-    } else if args.csv {
-        println!("account_id,currency,date,opening,credits,debits,count,closing");
-        for r in &response.reports {
-            for d in &r.days {
-                println!(
-                    "{},{},{},{},{},{},{},{}",
-                    r.account_id,
-                    r.currency,
-                    date_of(d.start_ns, offset),
-                    d.opening,
-                    d.credits,
-                    d.debits,
-                    d.count,
-                    d.closing
-                );
-            }
-        }
-    } else {
-        for r in &response.reports {
-            println!("account {} ({}), UTC offset {}", r.account_id, r.currency, args.utc_offset);
-            let row = |date: &str, opening: &str, credits: &str, debits: &str, count: &str, closing: &str| {
-                println!("{date:<10} {opening:>16} {credits:>16} {debits:>16} {count:>8} {closing:>16}")
-            };
-            row("DATE", "OPENING", "IN", "OUT", "COUNT", "CLOSING");
-            for d in &r.days {
-                let date = date_of(d.start_ns, offset);
-                row(&date, &d.opening, &d.credits, &d.debits, &d.count.to_string(), &d.closing);
-            }
-            row("TOTAL", &r.opening, &r.credits, &r.debits, &r.count.to_string(), &r.closing);
-        }
-        if let Some(c) = &response.converted {
-            println!("all accounts in {} (minor units) at the period's rates: {}", c.currency, c.rates_used.join("; "));
-            println!(
-                "{:<10} {:>16} {:>16} {:>16} {:>8} {:>16}",
-                "TOTAL", c.opening, c.credits, c.debits, "", c.closing
-            );
-        }
-    }
-    Ok(true)
-}
-
-pub async fn balance(connection: &Connection, args: BalanceArgs) -> Result<bool, String> {
-    let mut client = connection.connect().await?;
-    let request = wire::GetBalanceRequest { account_id: args.account, as_of_ns: args.as_of_ns, min_position: 0 };
-    let b = client.get_balance(connection.request(request)?).await.map_err(status_text)?.into_inner();
-    if connection.json {
-        println!(
-            "{}",
-            json!({"account_id": b.account_id, "currency": b.currency, "as_of_ns": b.as_of_ns,
-                "debits_pending": b.debits_pending, "debits_posted": b.debits_posted,
-                "credits_pending": b.credits_pending, "credits_posted": b.credits_posted})
-        );
-    } else {
-        println!(
-            "account {} ({}) as of {}",
-            b.account_id,
-            b.currency,
-            if b.as_of_ns == 0 { "now".to_string() } else { b.as_of_ns.to_string() }
-        );
-        println!("  debits  posted {:>20}  pending {:>20}", b.debits_posted, b.debits_pending);
-        println!("  credits posted {:>20}  pending {:>20}", b.credits_posted, b.credits_pending);
-    }
-    Ok(true)
-}
-
 pub async fn events(connection: &Connection, args: EventsArgs) -> Result<bool, String> {
     let mut client = connection.connect().await?;
     let head = if args.follow { None } else { Some(()) };
@@ -678,13 +546,13 @@ pub async fn events(connection: &Connection, args: EventsArgs) -> Result<bool, S
         if connection.json {
             // ok: display only (an event the server could not decode prints as empty).
             let decoded = event.event.as_ref().map(|e| format!("{e:?}")).unwrap_or_default();
-            println!(
+            outln!(
                 "{}",
                 json!({"position": event.position, "stream": event.stream, "revision": event.revision,
                     "event_type": event.event_type, "hash": hash, "event": decoded})
             );
         } else {
-            println!(
+            outln!(
                 "{:>10} {:<12} {:>8} {:<16} {}",
                 event.position,
                 event.stream,
@@ -715,23 +583,5 @@ pub fn progress_of(what: &str, done: u64, total: Option<u64>, started: Instant) 
             eprint!("\r[{bar}] {done}/{total} {what}, {rate:.0}/s   ")
         }
         None => eprint!("\r{done} {what}, {rate:.0}/s   "),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates_and_offsets() {
-        assert_eq!(parse_offset("+02:00"), Ok(120));
-        assert_eq!(parse_offset("-05:30"), Ok(-330));
-        assert!(parse_offset("02:00").is_err());
-        assert_eq!(parse_time("--from", "1970-01-02", 0), Ok(86_400_000_000_000));
-        assert_eq!(parse_time("--from", "2026-03-01", 60), Ok(1_772_319_600_000_000_000));
-        assert!(parse_time("--from", "2026-02-30", 0).is_err());
-        assert_eq!(parse_time("--from", "123", 0), Ok(123));
-        assert_eq!(date_of(1_772_319_600_000_000_000, 60), "2026-03-01");
-        assert_eq!(date_of(1_772_319_600_000_000_000, 0), "2026-02-28");
     }
 }

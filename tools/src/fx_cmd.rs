@@ -6,6 +6,7 @@ use ledger_proto::api::v1 as wire;
 use serde_json::json;
 
 use crate::client::{status_text, Connection};
+use crate::present;
 
 #[derive(Subcommand)]
 pub enum FxCommand {
@@ -14,32 +15,43 @@ pub enum FxCommand {
     /// Set mid rates (admin): `--rate EUR/USD=1.085` (repeatable) and/or `--file` with
     /// lines `base,quote,rate,source` (`#` comments).
     SetRates {
+        /// One rate, BASE/QUOTE=RATE (repeatable).
         #[arg(long)]
         rate: Vec<String>,
+        /// A CSV file of rates: base,quote,rate[,source] per line.
         #[arg(long)]
         file: Option<std::path::PathBuf>,
+        /// Where the rates come from, for the record.
         #[arg(long, default_value = "manual")]
         source: String,
     },
     /// A quote: sell --amount of FROM, or receive --receive of TO.
     Quote {
+        /// The currency you sell (ISO 4217 code).
         from: String,
+        /// The currency you get.
         to: String,
-        #[arg(long, default_value = "")]
+        /// How much FROM to sell, in major units ("100").
+        #[arg(long, default_value = "", hide_default_value = true)]
         amount: String,
-        #[arg(long, default_value = "")]
+        /// Or how much TO to receive, in major units.
+        #[arg(long, default_value = "", hide_default_value = true)]
         receive: String,
     },
     /// Execute a quote into your own wallet, or to --to-user / --to-email.
     Execute {
+        /// The quote's id (from `fx quote`).
         quote_id: String,
-        #[arg(long, default_value = "")]
+        /// Pay the converted money to this user id.
+        #[arg(long, default_value = "", hide_default_value = true)]
         to_user: String,
-        #[arg(long, default_value = "")]
+        /// Pay the converted money to this email address.
+        #[arg(long, default_value = "", hide_default_value = true)]
         to_email: String,
     },
     /// The platform's position per currency and the spread earned (admin).
     Position {
+        /// Value the revenue in this currency.
         #[arg(long, default_value = "USD")]
         value_in: String,
     },
@@ -58,32 +70,33 @@ fn parse_rate(text: &str, source: &str) -> Result<wire::Rate, String> {
     })
 }
 
-fn print_rates(rates: &[wire::Rate], json: bool) {
+fn print_rates(rates: &[wire::Rate], json: bool, offset: i32) {
     if json {
         let items: Vec<_> = rates
             .iter()
             .map(|r| json!({"base": r.base, "quote": r.quote, "rate": r.rate, "source": r.source, "as_of_ns": r.as_of_ns}))
             .collect();
-        println!("{}", json!({ "rates": items }));
+        outln!("{}", json!({ "rates": items }));
         return;
     }
-    println!("{:<9} {:>16} {:<12} AS_OF_NS", "PAIR", "RATE", "SOURCE");
+    outln!("{:<9} {:>16} {:<12} AS_OF", "PAIR", "RATE", "SOURCE");
     for r in rates {
-        println!("{:<9} {:>16} {:<12} {}", format!("{}/{}", r.base, r.quote), r.rate, r.source, r.as_of_ns);
+        let as_of = present::time_text(r.as_of_ns, offset);
+        outln!("{:<9} {:>16} {:<12} {as_of}", format!("{}/{}", r.base, r.quote), r.rate, r.source);
     }
 }
 
-fn print_quote(q: &wire::Quote, json: bool) {
+fn print_quote(q: &wire::Quote, json: bool, offset: i32) {
     if json {
-        println!(
+        outln!(
             "{}",
             json!({"quote_id": q.quote_id, "from_currency": q.from_currency, "to_currency": q.to_currency,
                 "from_amount": q.from_amount, "to_amount": q.to_amount, "fee": q.fee, "mid_rate": q.mid_rate,
                 "rate": q.rate, "spread_bps": q.spread_bps, "expires_at_ns": q.expires_at_ns, "rates_used": q.rates_used})
         );
     } else {
-        println!(
-            "quote {}: {} {} -> {} {} at {} (mid {}, spread {} bps), fee {} {}, expires at {} ns",
+        outln!(
+            "quote {}: {} {} -> {} {} at {} (mid {}, spread {} bps), fee {} {}, expires at {}",
             q.quote_id,
             q.from_amount,
             q.from_currency,
@@ -94,7 +107,7 @@ fn print_quote(q: &wire::Quote, json: bool) {
             q.spread_bps,
             q.fee,
             q.from_currency,
-            q.expires_at_ns
+            present::time_text(q.expires_at_ns, offset)
         );
     }
 }
@@ -102,10 +115,11 @@ fn print_quote(q: &wire::Quote, json: bool) {
 pub async fn run(connection: &Connection, command: FxCommand) -> Result<bool, String> {
     let mut fx = wire::fx_client::FxClient::new(connection.channel().await?);
     let json = connection.json;
+    let offset = connection.offset()?;
     match command {
         FxCommand::Rates => {
             let rates = fx.list_rates(connection.request(wire::ListRatesRequest {})?).await.map_err(status_text)?;
-            print_rates(&rates.into_inner().rates, json);
+            print_rates(&rates.into_inner().rates, json, offset);
         }
         FxCommand::SetRates { rate, file, source } => {
             let mut rates = rate.iter().map(|r| parse_rate(r, &source)).collect::<Result<Vec<_>, _>>()?;
@@ -131,22 +145,22 @@ pub async fn run(connection: &Connection, command: FxCommand) -> Result<bool, St
                 }
             }
             let set = fx.set_rates(connection.request(wire::SetRatesRequest { rates })?).await.map_err(status_text)?;
-            print_rates(&set.into_inner().rates, json);
+            print_rates(&set.into_inner().rates, json, offset);
         }
         FxCommand::Quote { from, to, amount, receive } => {
             let request =
                 wire::GetQuoteRequest { from_currency: from, to_currency: to, from_amount: amount, to_amount: receive };
             let quote = fx.get_quote(connection.request(request)?).await.map_err(status_text)?.into_inner();
-            print_quote(&quote, json);
+            print_quote(&quote, json, offset);
         }
         FxCommand::Execute { quote_id, to_user, to_email } => {
             let request = wire::ExecuteQuoteRequest { quote_id, receiver_user_id: to_user, receiver_email: to_email };
             let done = fx.execute_quote(connection.request(request)?).await.map_err(status_text)?.into_inner();
             if let Some(quote) = &done.quote {
-                print_quote(quote, json);
+                print_quote(quote, json, offset);
             }
             if !json {
-                println!("paid to user {}; ledger transfers {}", done.receiver_id, done.transfer_ids.join(", "));
+                outln!("paid to user {}; ledger transfers {}", done.receiver_id, done.transfer_ids.join(", "));
             }
         }
         FxCommand::Position { value_in } => {
@@ -161,16 +175,23 @@ pub async fn run(connection: &Connection, command: FxCommand) -> Result<bool, St
                     .iter()
                     .map(|c| json!({"currency": c.currency, "position": c.position, "fees": c.fees}))
                     .collect();
-                println!(
+                outln!(
                     "{}",
                     json!({"currencies": items, "revenue": p.revenue, "revenue_currency": p.revenue_currency, "rates_used": p.rates_used})
                 );
             } else {
-                println!("{:<9} {:>20} {:>16} {:>16}", "CURRENCY", "POSITION", "SPREAD", "FEES");
+                outln!("{:<9} {:>24} {:>20} {:>20}", "CURRENCY", "POSITION", "SPREAD", "FEES");
                 for c in &p.currencies {
-                    println!("{:<9} {:>20} {:>16} {:>16}", c.currency, c.position, c.revenue, c.fees);
+                    let money = |amount: &str| format!("{amount} {}", c.currency);
+                    outln!(
+                        "{:<9} {:>24} {:>20} {:>20}",
+                        c.currency,
+                        money(&c.position),
+                        money(&c.revenue),
+                        money(&c.fees)
+                    );
                 }
-                println!("spread earned: {} {} (at {})", p.revenue, p.revenue_currency, p.rates_used.join("; "));
+                outln!("spread earned: {} {} (at {})", p.revenue, p.revenue_currency, p.rates_used.join("; "));
             }
         }
     }

@@ -318,7 +318,7 @@ fn report(json: bool, args: &LoadArgs, transfers: u64, elapsed: Duration, latenc
     let (p50, p99, p999) =
         (percentile_ms(latencies, 0.5), percentile_ms(latencies, 0.99), percentile_ms(latencies, 0.999));
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "transfers_per_sec": transfers_per_sec.round(), "p50_ms": p50, "p99_ms": p99, "p999_ms": p999,
@@ -326,15 +326,15 @@ fn report(json: bool, args: &LoadArgs, transfers: u64, elapsed: Duration, latenc
             })
         );
     } else {
-        println!(
+        outln!(
             "{transfers} transfers in {} requests of {} from {} clients: {:.2} s",
             latencies.len(),
             args.batch,
             args.clients,
             elapsed.as_secs_f64()
         );
-        println!("throughput: {transfers_per_sec:.0} transfers/s");
-        println!("request latency: p50 {p50:.2} ms, p99 {p99:.2} ms, p999 {p999:.2} ms");
+        outln!("throughput: {transfers_per_sec:.0} transfers/s");
+        outln!("request latency: p50 {p50:.2} ms, p99 {p99:.2} ms, p999 {p999:.2} ms");
     }
 }
 

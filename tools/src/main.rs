@@ -2,15 +2,23 @@
 //! from nothing; `bench` runs TigerBeetle's canonical workload in process against the
 //! embedded store.
 
+// First: its `outln!` is used by every module after it.
+#[macro_use]
+mod present;
+
 mod admin_cmd;
 mod bench;
 mod client;
 mod echo;
+mod errors;
 mod fx_cmd;
 mod load;
 mod payments_cmd;
 mod read_models_cmd;
+mod reads;
+mod secret;
 mod users_cmd;
+mod wait;
 
 /// mimalloc: the gRPC path allocates per request from several threads, where glibc's
 /// allocator spends a measurable share of the CPU (see the commit that added it).
@@ -26,7 +34,14 @@ use ledger_core::money::format_amount;
 use ledger_engine::audit;
 
 #[derive(Parser)]
-#[command(name = "ledgerctl", version, about = "Ledger client, auditor and benchmark")]
+#[command(
+    name = "ledgerctl",
+    version,
+    about = "Ledger client, auditor and benchmark",
+    after_help = "Exit status: 0 done; 1 failed (refused by the server, a payment failed or was cancelled, \
+                  not found); 2 usage error; 3 a payment still pending after --wait-secs; 4 a payment held \
+                  for review. A closed standard output (`ledgerctl … | head`) ends the program quietly with 0."
+)]
 struct Cli {
     #[command(flatten)]
     connection: client::Connection,
@@ -56,17 +71,17 @@ enum Command {
         #[command(subcommand)]
         command: client::TransfersCommand,
     },
-    /// An account's or an owner's movements, newest first, with filters.
-    History(client::HistoryArgs),
-    /// Posted totals per day over a period (table, --csv or --json).
-    Report(client::ReportArgs),
+    /// An account's or an owner's movements (default: your wallets'), newest first.
+    History(reads::HistoryArgs),
+    /// Posted totals per day over a period (table, --csv or --json; default: your wallets).
+    Report(reads::ReportArgs),
     /// Rebuild, catch up or inspect the read models of a stopped server's data directory.
     Projections {
         #[command(subcommand)]
         command: read_models_cmd::ProjectionsCommand,
     },
-    /// An account's balances as of a time.
-    Balance(client::BalanceArgs),
+    /// An account's balances (default: each of your wallets), now or --as-of a time.
+    Balance(reads::BalanceArgs),
     /// Committed events of the log from a position.
     Events(client::EventsArgs),
     /// Drive a running server with many concurrent clients.
@@ -90,6 +105,7 @@ enum Command {
     },
     /// Serve the do-nothing echo service (the transport baseline for `load --target echo`).
     EchoServer {
+        /// The address to listen on.
         #[arg(long, default_value = "127.0.0.1:50052")]
         listen: std::net::SocketAddr,
     },
@@ -143,29 +159,31 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match remote {
+    errors::set_context(&connection.url(), connection.token().ok().as_deref());
+    let result: Result<u8, String> = runtime.block_on(async {
+        let done = match remote {
             Command::Accounts { command } => client::accounts(&connection, command).await,
             Command::Transfers { packed, command } => client::transfers(&connection, command, packed).await,
-            Command::History(args) => client::history(&connection, args).await,
-            Command::Report(args) => client::report(&connection, args).await,
-            Command::Balance(args) => client::balance(&connection, args).await,
+            Command::History(args) => reads::history(&connection, args).await,
+            Command::Report(args) => reads::report(&connection, args).await,
+            Command::Balance(args) => reads::balance(&connection, args).await,
             Command::Events(args) => client::events(&connection, args).await,
             Command::Load(args) => load::run(&connection, args).await,
             Command::Users(command) => users_cmd::run(&connection, command).await,
-            Command::Payments(command) => payments_cmd::run(&connection, command).await,
+            Command::Payments(command) => return payments_cmd::run(&connection, command).await,
             Command::Fx { command } => fx_cmd::run(&connection, command).await,
             Command::Admin { command } => admin_cmd::run(&connection, command).await,
             Command::EchoServer { listen } => echo::run(listen).await.map(|()| true),
             Command::Audit { .. } | Command::Bench(_) | Command::Projections { .. } => Ok(true),
-        }
+        };
+        done.map(|ok| if ok { 0 } else { present::EXIT_FAILED })
     });
     match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
+        Ok(status) => ExitCode::from(status),
         Err(error) => {
             eprintln!("error: {error}");
-            ExitCode::FAILURE
+            // A message that starts with a flag is about what was typed.
+            ExitCode::from(if error.starts_with("--") { present::EXIT_USAGE } else { present::EXIT_FAILED })
         }
     }
 }
@@ -234,14 +252,17 @@ fn audit_verify(data_dir: &std::path::Path, store: Option<&str>, json: bool) -> 
                     "totals": totals,
                     "heads": heads,
                 });
-                println!("{out}");
+                outln!("{out}");
             } else {
-                println!(
+                outln!(
                     "OK: {} events checked in {} streams; {} accounts, {} transfers",
-                    report.events_checked, report.streams, report.accounts, report.transfers
+                    report.events_checked,
+                    report.streams,
+                    report.accounts,
+                    report.transfers
                 );
                 for (currency, t) in &report.totals {
-                    println!(
+                    outln!(
                         "  {currency}: debits posted {} = credits posted {}; pending {} = {}",
                         format_amount(t.debits_posted, *currency),
                         format_amount(t.credits_posted, *currency),
@@ -250,7 +271,7 @@ fn audit_verify(data_dir: &std::path::Path, store: Option<&str>, json: bool) -> 
                     );
                 }
                 for (stream, (revision, hash)) in &report.heads {
-                    println!("  head {stream} revision {revision} hash {}", to_hex(hash));
+                    outln!("  head {stream} revision {revision} hash {}", to_hex(hash));
                 }
             }
             ExitCode::SUCCESS
@@ -264,11 +285,11 @@ fn audit_verify(data_dir: &std::path::Path, store: Option<&str>, json: bool) -> 
                     "stream": place.as_ref().map(|p| p.0.clone()),
                     "revision": place.as_ref().map(|p| p.1),
                 });
-                println!("{out}");
+                outln!("{out}");
             } else {
-                println!("FAILED: {failure}");
+                outln!("FAILED: {failure}");
                 if let Some((stream, revision)) = place {
-                    println!("first bad stream {stream} revision {revision}");
+                    outln!("first bad stream {stream} revision {revision}");
                 }
             }
             ExitCode::from(1)

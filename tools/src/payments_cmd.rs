@@ -1,164 +1,314 @@
 //! `ledgerctl` commands of the payments API: pay, request, answer, topup, withdraw,
 //! payments, refund, review. Users call with their session token (`ledgerctl login`);
-//! `review` needs an admin token. Every command that creates a payment takes
-//! `--key`, the idempotency key: running it again returns the same payment.
+//! `review` needs an admin token.
+//!
+//! A command that creates a payment takes `--key`, the idempotency key: running it
+//! again with the same key returns the same payment. Without `--key` a random one is
+//! made and printed on standard error, so a retry can reuse it. Such a command waits
+//! for the outcome (`--no-wait` returns at once) and exits with its status: 0
+//! completed (or created, with `--no-wait`), 1 failed or cancelled, 3 still pending
+//! after `--wait-secs`, 4 held for review.
 
 use clap::Subcommand;
+use ledger_core::money::format_amount;
 use ledger_proto::api::v1 as wire;
 use serde_json::json;
 
 use crate::client::{status_text, Connection};
+use crate::present;
+use crate::wait::{self, Outcome, WaitArgs};
 
 #[derive(Subcommand)]
 pub enum PaymentsCommand {
-    /// Send money to another user (by --to-user or --to-email).
+    /// Send money to another user (by --to-user or --to-email); waits for the outcome.
     Pay {
+        /// Idempotency key: the same key again returns the same payment (default: a new random key).
         #[arg(long)]
-        key: String,
-        #[arg(long, default_value = "")]
+        key: Option<String>,
+        /// The receiver's user id.
+        #[arg(long, default_value = "", hide_default_value = true)]
         to_user: String,
-        #[arg(long, default_value = "")]
+        /// The receiver's email address.
+        #[arg(long, default_value = "", hide_default_value = true)]
         to_email: String,
-        /// Decimal, in the currency's major unit ("12.50").
-        #[arg(long, default_value = "")]
+        /// How much, in major units of --currency ("12.50").
+        #[arg(long, default_value = "", hide_default_value = true)]
         amount: String,
-        #[arg(long, default_value = "")]
+        /// ISO 4217 code such as USD.
+        #[arg(long, default_value = "", hide_default_value = true)]
         currency: String,
-        /// wallet, bank_account, card or digital_wallet.
+        /// Pay from: wallet, bank_account, card or digital_wallet.
         #[arg(long, default_value = "wallet")]
         funding: String,
-        #[arg(long, default_value = "")]
+        /// The linked instrument to pay from (with --funding other than wallet; default: your default one).
+        #[arg(long, default_value = "", hide_default_value = true)]
         instrument: String,
-        #[arg(long, default_value = "")]
+        /// A note the receiver sees.
+        #[arg(long, default_value = "", hide_default_value = true)]
         note: String,
         /// Pay in another currency: a quote from `ledgerctl fx quote` (amount and
         /// currency may then be left out: the quote's are used).
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         quote: String,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
-    /// Ask another user for money.
+    /// Ask another user for money; waits until the request is delivered.
     Request {
+        /// Idempotency key (default: a new random key, printed on standard error).
         #[arg(long)]
-        key: String,
-        #[arg(long, default_value = "")]
+        key: Option<String>,
+        /// The payer's user id.
+        #[arg(long, default_value = "", hide_default_value = true)]
         from_user: String,
-        #[arg(long, default_value = "")]
+        /// The payer's email address.
+        #[arg(long, default_value = "", hide_default_value = true)]
         from_email: String,
+        /// How much, in major units of --currency ("7.00").
         #[arg(long)]
         amount: String,
+        /// ISO 4217 code such as USD.
         #[arg(long)]
         currency: String,
-        #[arg(long, default_value = "")]
+        /// A note the payer sees.
+        #[arg(long, default_value = "", hide_default_value = true)]
         note: String,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Approve (paying with --funding/--instrument) or --decline a request made to you.
     Answer {
+        /// The request's payment id.
         payment_id: String,
+        /// Decline instead of paying.
         #[arg(long)]
         decline: bool,
+        /// Pay from: wallet, bank_account, card or digital_wallet.
         #[arg(long, default_value = "wallet")]
         funding: String,
-        #[arg(long, default_value = "")]
+        /// The linked instrument to pay from.
+        #[arg(long, default_value = "", hide_default_value = true)]
         instrument: String,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Move money into your wallet from a linked bank account, card or digital wallet.
     Topup {
+        /// Idempotency key (default: a new random key, printed on standard error).
         #[arg(long)]
-        key: String,
+        key: Option<String>,
+        /// How much, in major units of --currency ("100").
         #[arg(long)]
         amount: String,
+        /// ISO 4217 code of the wallet to fill.
         #[arg(long)]
         currency: String,
+        /// The linked instrument the money comes from.
         #[arg(long)]
         instrument: String,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Move money from your wallet to a linked bank account.
     Withdraw {
+        /// Idempotency key (default: a new random key, printed on standard error).
         #[arg(long)]
-        key: String,
+        key: Option<String>,
+        /// How much, in major units of --currency ("20").
         #[arg(long)]
         amount: String,
+        /// ISO 4217 code of the wallet to take it from.
         #[arg(long)]
         currency: String,
+        /// The linked bank account the money goes to.
         #[arg(long)]
         instrument: String,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Your payments (an admin: every payment), or one payment with its steps.
-    Payments { payment_id: Option<String> },
+    Payments {
+        /// One payment, shown with its steps and ledger transfers.
+        payment_id: Option<String>,
+    },
     /// Refund a payment you received (or, as an admin, any), fully or by --amount.
     Refund {
+        /// The payment to refund.
         payment_id: String,
+        /// The refund's idempotency key (default: a new random key, printed on standard error).
         #[arg(long)]
-        refund_id: String,
-        #[arg(long, default_value = "")]
+        refund_id: Option<String>,
+        /// Refund only this much, in major units (default: all that is left).
+        #[arg(long, default_value = "", hide_default_value = true)]
         amount: String,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// The review queue (admin): list, or --approve / --reject one payment.
     Review {
+        /// The payment to decide on (without it: list the queue).
         payment_id: Option<String>,
+        /// Let the payment go on.
         #[arg(long, conflicts_with = "reject")]
         approve: bool,
+        /// Stop the payment: it is cancelled and held money goes back.
         #[arg(long)]
         reject: bool,
     },
 }
 
-fn payment_json(p: &wire::Payment) -> serde_json::Value {
+fn payment_json(p: &wire::Payment, offset: i32) -> serde_json::Value {
+    let time = |ns: u64| present::time_text(ns, offset);
     json!({
         "payment_id": p.payment_id, "kind": p.kind, "status": p.status, "reason": p.reason, "state": p.state,
         "funding": p.funding, "sender_id": p.sender_id, "receiver_id": p.receiver_id, "amount": p.amount,
-        "fee": p.fee, "currency": p.currency, "refunded": p.refunded, "created_at_ns": p.created_at_ns,
+        "fee": p.fee, "currency": p.currency, "refunded": p.refunded, "created_at": time(p.created_at_ns),
+        "created_at_ns": p.created_at_ns,
         "risk_score": p.risk_score, "risk_decision": p.risk_decision, "risk_reasons": p.risk_reasons,
         "transfer_ids": p.transfer_ids,
-        "steps": p.steps.iter().map(|s| json!({"at_ns": s.at_ns, "step": s.step, "outcome": s.outcome, "detail": s.detail})).collect::<Vec<_>>(),
+        "steps": p.steps.iter().map(|s| json!({"at": time(s.at_ns), "at_ns": s.at_ns, "step": s.step, "outcome": s.outcome, "detail": s.detail})).collect::<Vec<_>>(),
     })
 }
 
-fn print_payments(payments: &[wire::Payment], json: bool) {
+fn amount_text(amount: &str, currency: &str) -> String {
+    format!("{amount} {currency}").trim().to_string()
+}
+
+fn print_payments(payments: &[wire::Payment], json: bool, offset: i32) {
     if json {
-        println!("{}", json!({ "payments": payments.iter().map(payment_json).collect::<Vec<_>>() }));
+        let items: Vec<_> = payments.iter().map(|p| payment_json(p, offset)).collect();
+        outln!("{}", json!({ "payments": items }));
         return;
     }
-    println!(
-        "{:<40} {:<10} {:<18} {:>12} {:<4} {:<14} REASON",
-        "PAYMENT", "KIND", "STATUS", "AMOUNT", "CUR", "FUNDING"
+    outln!(
+        "{:<40} {:<10} {:<18} {:>16} {:<14} {:<25} REASON",
+        "PAYMENT",
+        "KIND",
+        "STATUS",
+        "AMOUNT",
+        "FUNDING",
+        "CREATED"
     );
     for p in payments {
-        println!(
-            "{:<40} {:<10} {:<18} {:>12} {:<4} {:<14} {}",
-            p.payment_id, p.kind, p.status, p.amount, p.currency, p.funding, p.reason
+        outln!(
+            "{:<40} {:<10} {:<18} {:>16} {:<14} {:<25} {}",
+            p.payment_id,
+            p.kind,
+            p.status,
+            amount_text(&p.amount, &p.currency),
+            p.funding,
+            present::time_text(p.created_at_ns, offset),
+            wait::words(&p.reason)
         );
     }
 }
 
-fn print_payment(p: &wire::Payment, json: bool) {
+fn print_payment(p: &wire::Payment, json: bool, offset: i32) {
     if json {
-        println!("{}", payment_json(p));
+        outln!("{}", payment_json(p, offset));
         return;
     }
-    print_payments(std::slice::from_ref(p), false);
-    println!(
-        "fee {} {}, refunded {}, risk {} ({}) {}",
-        p.fee,
-        p.currency,
-        p.refunded,
+    print_payments(std::slice::from_ref(p), false, offset);
+    outln!(
+        "fee {}, refunded {}, risk {} ({}) {}",
+        amount_text(&p.fee, &p.currency),
+        amount_text(&p.refunded, &p.currency),
         p.risk_decision,
         p.risk_score,
         p.risk_reasons.join(", ")
     );
-    println!("state {}; ledger transfers: {}", p.state, p.transfer_ids.join(", "));
+    outln!("state {}; ledger transfers: {}", p.state, p.transfer_ids.join(", "));
     for s in &p.steps {
-        println!("  {:<22} {:<22} {:<16} {}", s.at_ns, s.step, s.outcome, s.detail);
+        outln!("  {:<25} {:<22} {:<16} {}", present::time_text(s.at_ns, offset), s.step, s.outcome, s.detail);
     }
 }
 
-pub async fn run(connection: &Connection, command: PaymentsCommand) -> Result<bool, String> {
+/// The key given, or a new random 128-bit one (hex) printed on standard error.
+fn key_or_new(flag: &str, key: Option<String>) -> Result<String, String> {
+    if let Some(key) = key {
+        return Ok(key);
+    }
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no random bytes for {flag}: {e}"))?;
+    let key = ledger_core::chain::to_hex(&bytes);
+    eprintln!("{flag} {key} (give it again to retry without paying twice)");
+    Ok(key)
+}
+
+/// With `--minor`, an amount flag is an integer of minor units: the server takes major.
+fn amount_flag(connection: &Connection, amount: String, currency: &str) -> Result<String, String> {
+    if !connection.minor || amount.is_empty() {
+        return Ok(amount);
+    }
+    let currency = present::currency("--currency", currency)?;
+    let minor: u128 =
+        amount.parse().map_err(|_| format!("--amount {amount:?}: with --minor, an integer count of minor units"))?;
+    Ok(format_amount(minor, currency))
+}
+
+/// What a payment is about, in words: "12.50 USD to bob@example.com".
+fn what(p: &wire::Payment, counterparty: &str) -> String {
+    let amount = amount_text(&p.amount, &p.currency);
+    match p.kind.as_str() {
+        "top_up" => format!("{amount} into your wallet"),
+        "withdrawal" => format!("{amount} from your wallet to your bank account"),
+        "request" if !counterparty.is_empty() => format!("{amount} from {counterparty}"),
+        "request" => format!("{amount} from user {}", p.sender_id),
+        _ if !counterparty.is_empty() => format!("{amount} to {counterparty}"),
+        _ => format!("{amount} to user {}", p.receiver_id),
+    }
+}
+
+/// Waits (unless `--no-wait`) and prints the outcome; the exit status.
+async fn settle(
+    connection: &Connection,
+    payments: &mut wire::payments_client::PaymentsClient<tonic::transport::Channel>,
+    payment: wire::Payment,
+    wait: &WaitArgs,
+    counterparty: &str,
+) -> Result<u8, String> {
+    let offset = connection.offset()?;
+    if wait.no_wait {
+        print_payment(&payment, connection.json, offset);
+        return Ok(0);
+    }
+    let p = wait::until_settled(connection, payments, payment, wait).await?;
+    let outcome = Outcome::of(&p);
+    if connection.json {
+        let mut value = payment_json(&p, offset);
+        value["outcome"] = json!(outcome.word());
+        outln!("{value}");
+        return Ok(outcome.exit_status());
+    }
+    let what = what(&p, counterparty);
+    let id = &p.payment_id;
+    match outcome {
+        Outcome::Completed => outln!("{}: {what} (payment {id})", p.status.replace('_', " ")),
+        Outcome::Requested => outln!("requested: {what}; waiting for their answer (payment {id})"),
+        Outcome::Failed => outln!("{}: {what}: {} (payment {id})", p.status, wait::words(&p.reason)),
+        Outcome::InReview => {
+            outln!("in review: {what} is held for a risk review; see `ledgerctl payments {id}`")
+        }
+        Outcome::Pending => outln!(
+            "still {} after {} s: {what} ({}); see `ledgerctl payments {id}`",
+            p.status,
+            wait.wait_secs,
+            wait::words(&p.state)
+        ),
+    }
+    Ok(outcome.exit_status())
+}
+
+pub async fn run(connection: &Connection, command: PaymentsCommand) -> Result<u8, String> {
     let mut payments = wire::payments_client::PaymentsClient::new(connection.channel().await?);
     let json = connection.json;
-    let payment = match command {
-        PaymentsCommand::Pay { key, to_user, to_email, amount, currency, funding, instrument, note, quote } => {
+    let offset = connection.offset()?;
+    let (payment, wait, counterparty) = match command {
+        PaymentsCommand::Pay { key, to_user, to_email, amount, currency, funding, instrument, note, quote, wait } => {
+            let amount = amount_flag(connection, amount, &currency)?;
+            let counterparty = if to_email.is_empty() { String::new() } else { to_email.clone() };
             let request = wire::SendRequest {
-                idempotency_key: key,
+                idempotency_key: key_or_new("--key", key)?,
                 receiver_user_id: to_user,
                 receiver_email: to_email,
                 amount,
@@ -168,55 +318,68 @@ pub async fn run(connection: &Connection, command: PaymentsCommand) -> Result<bo
                 note,
                 quote_id: quote,
             };
-            payments.send(connection.request(request)?).await
+            (payments.send(connection.request(request)?).await, wait, counterparty)
         }
-        PaymentsCommand::Request { key, from_user, from_email, amount, currency, note } => {
+        PaymentsCommand::Request { key, from_user, from_email, amount, currency, note, wait } => {
+            let amount = amount_flag(connection, amount, &currency)?;
+            let counterparty = from_email.clone();
             let request = wire::RequestMoneyRequest {
-                idempotency_key: key,
+                idempotency_key: key_or_new("--key", key)?,
                 payer_user_id: from_user,
                 payer_email: from_email,
                 amount,
                 currency,
                 note,
             };
-            payments.request_money(connection.request(request)?).await
+            (payments.request_money(connection.request(request)?).await, wait, counterparty)
         }
-        PaymentsCommand::Answer { payment_id, decline, funding, instrument } => {
+        PaymentsCommand::Answer { payment_id, decline, funding, instrument, wait } => {
             let request =
                 wire::AnswerRequestRequest { payment_id, approve: !decline, funding, instrument_id: instrument };
-            payments.answer_request(connection.request(request)?).await
+            (payments.answer_request(connection.request(request)?).await, wait, String::new())
         }
-        PaymentsCommand::Topup { key, amount, currency, instrument } => {
-            let request = wire::TopUpRequest { idempotency_key: key, amount, currency, instrument_id: instrument };
-            payments.top_up(connection.request(request)?).await
+        PaymentsCommand::Topup { key, amount, currency, instrument, wait } => {
+            let amount = amount_flag(connection, amount, &currency)?;
+            let idempotency_key = key_or_new("--key", key)?;
+            let request = wire::TopUpRequest { idempotency_key, amount, currency, instrument_id: instrument };
+            (payments.top_up(connection.request(request)?).await, wait, String::new())
         }
-        PaymentsCommand::Withdraw { key, amount, currency, instrument } => {
-            let request = wire::WithdrawRequest { idempotency_key: key, amount, currency, instrument_id: instrument };
-            payments.withdraw(connection.request(request)?).await
+        PaymentsCommand::Withdraw { key, amount, currency, instrument, wait } => {
+            let amount = amount_flag(connection, amount, &currency)?;
+            let idempotency_key = key_or_new("--key", key)?;
+            let request = wire::WithdrawRequest { idempotency_key, amount, currency, instrument_id: instrument };
+            (payments.withdraw(connection.request(request)?).await, wait, String::new())
+        }
+        PaymentsCommand::Refund { payment_id, refund_id, amount, wait } => {
+            let refund_id = key_or_new("--refund-id", refund_id)?;
+            let request = wire::RefundRequest { payment_id, amount, refund_id };
+            (payments.refund(connection.request(request)?).await, wait, String::new())
         }
         PaymentsCommand::Payments { payment_id: Some(payment_id) } => {
-            payments.get_payment(connection.request(wire::GetPaymentRequest { payment_id })?).await
+            let p = payments.get_payment(connection.request(wire::GetPaymentRequest { payment_id })?).await;
+            print_payment(&p.map_err(status_text)?.into_inner(), json, offset);
+            return Ok(0);
         }
         PaymentsCommand::Payments { payment_id: None } => {
             let list = payments.list_payments(connection.request(wire::ListPaymentsRequest {})?).await;
-            print_payments(&list.map_err(status_text)?.into_inner().payments, json);
-            return Ok(true);
-        }
-        PaymentsCommand::Refund { payment_id, refund_id, amount } => {
-            payments.refund(connection.request(wire::RefundRequest { payment_id, amount, refund_id })?).await
+            print_payments(&list.map_err(status_text)?.into_inner().payments, json, offset);
+            return Ok(0);
         }
         PaymentsCommand::Review { payment_id: Some(payment_id), approve, reject } => {
             if approve == reject {
-                return Err("give --approve or --reject".into());
+                return Err("--approve or --reject: give one".into());
             }
-            payments.review_payment(connection.request(wire::ReviewPaymentRequest { payment_id, approve })?).await
+            let p =
+                payments.review_payment(connection.request(wire::ReviewPaymentRequest { payment_id, approve })?).await;
+            print_payment(&p.map_err(status_text)?.into_inner(), json, offset);
+            return Ok(0);
         }
         PaymentsCommand::Review { payment_id: None, .. } => {
             let list = payments.list_reviews(connection.request(wire::ListReviewsRequest {})?).await;
-            print_payments(&list.map_err(status_text)?.into_inner().payments, json);
-            return Ok(true);
+            print_payments(&list.map_err(status_text)?.into_inner().payments, json, offset);
+            return Ok(0);
         }
     };
-    print_payment(&payment.map_err(status_text)?.into_inner(), json);
-    Ok(true)
+    let payment = payment.map_err(status_text)?.into_inner();
+    settle(connection, &mut payments, payment, &wait, &counterparty).await
 }

@@ -126,20 +126,20 @@ fn report(
     let rate = seconds.map(|s| applied as f64 / s.max(1e-9));
     if json_output {
         let alarm = alarm.as_ref().map(|a| json!({"position": a.position, "reason": a.reason}));
-        println!(
+        outln!(
             "{}",
             json!({"applied_position": applied, "log_head": head, "seconds": seconds,
                 "events_per_sec": rate.map(f64::round), "digest": digest, "audit_alarm": alarm})
         );
     } else {
-        println!("read models at position {applied} of {head}");
+        outln!("read models at position {applied} of {head}");
         if let (Some(seconds), Some(rate)) = (seconds, rate) {
-            println!("took {seconds:.2} s ({rate:.0} events/s)");
+            outln!("took {seconds:.2} s ({rate:.0} events/s)");
         }
-        println!("digest {digest}");
+        outln!("digest {digest}");
         match &alarm {
-            Some(alarm) => println!("AUDIT ALARM at position {}: {}", alarm.position, alarm.reason),
-            None => println!("chain verified up to position {applied}"),
+            Some(alarm) => outln!("AUDIT ALARM at position {}: {}", alarm.position, alarm.reason),
+            None => outln!("chain verified up to position {applied}"),
         }
     }
     Ok(alarm.is_none() && applied == head)
@@ -176,14 +176,14 @@ fn history_bench(data_dir: &Path, pages: usize, limit: usize, json_output: bool)
     times.sort_by(f64::total_cmp);
     let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     if json_output {
-        println!(
+        outln!(
             "{}",
             json!({"account_movements": movements, "pages": pages, "page_size": limit,
                 "p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": at(1.0)})
         );
     } else {
-        println!("account with {movements} movements, {pages} pages of {limit}");
-        println!("p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms", at(0.5), at(0.99), at(1.0));
+        outln!("account with {movements} movements, {pages} pages of {limit}");
+        outln!("p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms", at(0.5), at(0.99), at(1.0));
     }
     Ok(true)
 }

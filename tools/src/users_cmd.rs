@@ -1,12 +1,8 @@
 //! `ledgerctl` commands of the users API: signup, login, profile, password, totp,
 //! instruments, sessions, security events, wallets, delete.
 //!
-//! Secrets (passwords, card number and CVV, bank account number) are read from
-//! standard input, one per line, never from flags: flags show in process lists and
-//! shell history. Calls after `login` use its session token (`--token` or
-//! `LEDGER_TOKEN`).
-
-use std::io::BufRead;
+//! Secrets (passwords, card number and CVV, bank account number) are never flags (see
+//! `secret`). Calls after `login` use its session token (`--token` or `LEDGER_TOKEN`).
 
 use clap::Subcommand;
 use ledger_proto::api::v1 as wire;
@@ -14,24 +10,30 @@ use serde_json::json;
 use tonic::transport::Channel;
 
 use crate::client::{status_text, Connection};
+use crate::present;
+use crate::secret::Secrets;
 
 #[derive(Subcommand)]
 pub enum UsersCommand {
-    /// Register a user (the password is read from standard input).
+    /// Register a user (the password at a hidden prompt, or from standard input).
     Signup {
+        /// Your full name.
         #[arg(long)]
         name: String,
+        /// Your email address: you sign in with it.
         #[arg(long)]
         email: String,
     },
-    /// Sign in (the password from standard input); prints the session token.
+    /// Sign in (the password at a prompt or from standard input); prints the session token.
     Login {
+        /// The email address you signed up with.
         #[arg(long)]
         email: String,
         /// The authenticator's current code, once TOTP is on.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         totp: String,
-        #[arg(long, default_value = "")]
+        /// A single-use recovery code instead of --totp.
+        #[arg(long, default_value = "", hide_default_value = true)]
         recovery_code: String,
     },
     /// End this session.
@@ -41,9 +43,11 @@ pub enum UsersCommand {
         #[command(subcommand)]
         command: ProfileCommand,
     },
-    /// Change the password (current, then new, from standard input); ends the other sessions.
+    /// Change the password (current, then new, at prompts or from standard input); ends
+    /// the other sessions.
     Password {
-        #[arg(long, default_value = "")]
+        /// The authenticator's current code, once TOTP is on.
+        #[arg(long, default_value = "", hide_default_value = true)]
         totp: String,
     },
     /// Enable or disable the TOTP second factor.
@@ -63,48 +67,59 @@ pub enum UsersCommand {
     },
     /// Sign-ins, failures and security changes, newest first.
     SecurityEvents,
-    /// The user's wallet accounts.
+    /// Your wallets with their balances (`wallets open USD` opens one).
     Wallets {
         #[command(subcommand)]
-        command: WalletsCommand,
+        command: Option<WalletsCommand>,
     },
-    /// Erase the signed-in user (the password from standard input): their personal data
-    /// becomes unreadable everywhere; the money trail stays.
+    /// Erase the signed-in user (the password at a prompt or from standard input): their
+    /// personal data becomes unreadable everywhere; the money trail stays.
     DeleteUser {
-        #[arg(long, default_value = "")]
+        /// The authenticator's current code, once TOTP is on.
+        #[arg(long, default_value = "", hide_default_value = true)]
         totp: String,
     },
 }
 
 #[derive(Subcommand)]
 pub enum ProfileCommand {
+    /// Your personal information.
     Show,
-    /// Change fields; changing --email reads the current password from standard input.
+    /// Change fields; changing --email asks for the current password.
     Update {
+        /// Your full name.
         #[arg(long)]
         name: Option<String>,
+        /// A new email address (asks for the current password).
         #[arg(long)]
         email: Option<String>,
+        /// Phone number in international form, e.g. +442079460958.
         #[arg(long)]
         phone: Option<String>,
+        /// Postal address.
         #[arg(long)]
         address: Option<String>,
-        /// YYYY-MM-DD.
+        /// Date of birth, YYYY-MM-DD.
         #[arg(long)]
         date_of_birth: Option<String>,
-        #[arg(long, default_value = "")]
+        /// The authenticator's current code, once TOTP is on.
+        #[arg(long, default_value = "", hide_default_value = true)]
         totp: String,
     },
 }
 
 #[derive(Subcommand)]
 pub enum TotpCommand {
-    /// Start enrolment (the password from standard input): prints the secret and URI.
+    /// Start enrolment (asks for the password): prints the secret and URI.
     Enroll,
     /// Finish enrolment with a code from the authenticator: prints the recovery codes.
-    Confirm { code: String },
-    /// Turn TOTP off (the password from standard input).
+    Confirm {
+        /// The authenticator's current six-digit code.
+        code: String,
+    },
+    /// Turn TOTP off (asks for the password).
     Disable {
+        /// The authenticator's current code.
         #[arg(long)]
         code: String,
     },
@@ -112,66 +127,80 @@ pub enum TotpCommand {
 
 #[derive(Subcommand)]
 pub enum InstrumentsCommand {
+    /// Your linked instruments.
     List,
-    /// Link a bank account (the account number from standard input).
+    /// Link a bank account (the account number at a prompt or from standard input).
     AddBank {
+        /// The bank's name.
         #[arg(long)]
         bank_name: String,
+        /// The bank's routing number (nine digits).
         #[arg(long)]
         routing_number: String,
-        #[arg(long, default_value = "")]
+        /// The account holder's name (default: yours).
+        #[arg(long, default_value = "", hide_default_value = true)]
         holder_name: String,
     },
-    /// Link a card (the number, then the CVV, from standard input).
+    /// Link a card (the number, then the CVV, at prompts or from standard input).
     AddCard {
+        /// Expiry month, 1 to 12.
         #[arg(long)]
         exp_month: u32,
+        /// Expiry year, e.g. 2031.
         #[arg(long)]
         exp_year: u32,
-        #[arg(long, default_value = "")]
+        /// The name on the card (default: yours).
+        #[arg(long, default_value = "", hide_default_value = true)]
         holder_name: String,
     },
     /// Link a digital wallet.
     AddWallet {
+        /// The wallet's provider, e.g. applepay.
         #[arg(long)]
         provider: String,
+        /// Your handle at the provider.
         #[arg(long)]
         handle: String,
     },
-    /// Confirm a bank account's two micro-deposits (minor units).
+    /// Confirm a bank account's two micro-deposits (in cents: 12 34 for 0.12 and 0.34).
     Verify {
+        /// The bank account's instrument id.
         id: String,
+        /// The two deposits, in minor units.
         amounts: Vec<u32>,
     },
+    /// Make an instrument the default one.
     Default {
+        /// The instrument id.
         id: String,
     },
+    /// Unlink an instrument.
     Remove {
+        /// The instrument id.
         id: String,
     },
 }
 
 #[derive(Subcommand)]
 pub enum SessionsCommand {
+    /// Your sessions, this one marked.
     List,
-    Revoke { id: String },
+    /// End one of your sessions.
+    Revoke {
+        /// The session id (from `sessions list`).
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum WalletsCommand {
+    /// Every wallet with its balance (the same as `wallets` alone).
     List,
     /// Open (or show) the wallet in a currency.
     Open {
+        /// ISO 4217 code such as USD.
         currency: String,
     },
-}
-
-fn read_secret(lines: &mut impl Iterator<Item = std::io::Result<String>>, what: &str) -> Result<String, String> {
-    match lines.next() {
-        Some(Ok(line)) => Ok(line.trim_end_matches(['\r', '\n']).to_string()),
-        Some(Err(e)) => Err(format!("reading the {what} from standard input: {e}")),
-        None => Err(format!("the {what} is read from standard input; none was given")),
-    }
 }
 
 fn instrument_json(i: &wire::PaymentInstrument) -> serde_json::Value {
@@ -186,13 +215,13 @@ fn instrument_json(i: &wire::PaymentInstrument) -> serde_json::Value {
 
 fn print_instruments(instruments: &[wire::PaymentInstrument], json: bool) {
     if json {
-        println!("{}", json!({ "instruments": instruments.iter().map(instrument_json).collect::<Vec<_>>() }));
+        outln!("{}", json!({ "instruments": instruments.iter().map(instrument_json).collect::<Vec<_>>() }));
         return;
     }
-    println!("{:<22} {:<15} {:<21} {:<8} DISPLAY", "ID", "KIND", "STATUS", "DEFAULT");
+    outln!("{:<22} {:<15} {:<21} {:<8} DISPLAY", "ID", "KIND", "STATUS", "DEFAULT");
     for i in instruments {
         let v = instrument_json(i);
-        println!(
+        outln!(
             "{:<22} {:<15} {:<21} {:<8} {}",
             i.instrument_id,
             v["kind"].as_str().unwrap_or(""),
@@ -205,7 +234,7 @@ fn print_instruments(instruments: &[wire::PaymentInstrument], json: bool) {
 
 fn print_profile(p: &wire::UserProfile, json: bool) {
     if json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "user_id": p.user_id, "name": p.name, "email": p.email, "phone": p.phone,
@@ -223,7 +252,7 @@ fn print_profile(p: &wire::UserProfile, json: bool) {
             ("date of birth", &p.date_of_birth),
             ("second factor", if p.totp_enabled { "authenticator app" } else { "off" }),
         ] {
-            println!("{label:<14} {value}");
+            outln!("{label:<14} {value}");
         }
     }
 }
@@ -234,43 +263,44 @@ fn print_wallets(wallets: &[wire::Wallet], json: bool) {
             .iter()
             .map(|w| json!({"currency": w.currency, "account_id": w.account_id, "balance": w.balance, "available": w.available}))
             .collect();
-        println!("{}", json!({ "wallets": items }));
+        outln!("{}", json!({ "wallets": items }));
         return;
     }
-    println!("{:<9} {:>20} {:>20} ACCOUNT", "CURRENCY", "BALANCE", "AVAILABLE");
+    // The server sends wallet balances in major units already.
+    outln!("{:<9} {:>24} {:>24} ACCOUNT", "CURRENCY", "BALANCE", "AVAILABLE");
     for w in wallets {
-        println!("{:<9} {:>20} {:>20} {}", w.currency, w.balance, w.available, w.account_id);
+        let (balance, available) = (format!("{} {}", w.balance, w.currency), format!("{} {}", w.available, w.currency));
+        outln!("{:<9} {balance:>24} {available:>24} {}", w.currency, w.account_id);
     }
 }
 
 pub async fn run(connection: &Connection, command: UsersCommand) -> Result<bool, String> {
     let mut users = wire::users_client::UsersClient::new(connection.channel().await?);
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
+    let mut secrets = Secrets::new();
     let json = connection.json;
     match command {
         UsersCommand::Signup { name, email } => {
-            let password = read_secret(&mut lines, "password")?;
+            let password = secrets.read("password")?;
             let response = users
                 .register(wire::RegisterRequest { name, email, password })
                 .await
                 .map_err(status_text)?
                 .into_inner();
             if json {
-                println!("{}", json!({ "user_id": response.user_id }));
+                outln!("{}", json!({ "user_id": response.user_id }));
             } else {
-                println!("registered user {}", response.user_id);
+                outln!("registered user {}", response.user_id);
             }
         }
         UsersCommand::Login { email, totp, recovery_code } => {
-            let password = read_secret(&mut lines, "password")?;
+            let password = secrets.read("password")?;
             let request = wire::LoginRequest { email, password, totp_code: totp, recovery_code };
             login(&mut users, request, json).await?;
         }
         UsersCommand::Logout => {
             users.logout(connection.request(wire::LogoutRequest {})?).await.map_err(status_text)?;
             if !json {
-                println!("signed out");
+                outln!("signed out");
             }
         }
         UsersCommand::Profile { command: ProfileCommand::Show } => {
@@ -280,8 +310,7 @@ pub async fn run(connection: &Connection, command: UsersCommand) -> Result<bool,
         UsersCommand::Profile {
             command: ProfileCommand::Update { name, email, phone, address, date_of_birth, totp },
         } => {
-            let current_password =
-                if email.is_some() { read_secret(&mut lines, "current password")? } else { String::new() };
+            let current_password = if email.is_some() { secrets.read("current password")? } else { String::new() };
             let request = wire::UpdateProfileRequest {
                 user_id: String::new(),
                 name,
@@ -296,22 +325,22 @@ pub async fn run(connection: &Connection, command: UsersCommand) -> Result<bool,
             print_profile(p.get_ref(), json);
         }
         UsersCommand::Password { totp } => {
-            let current_password = read_secret(&mut lines, "current password")?;
-            let new_password = read_secret(&mut lines, "new password")?;
+            let current_password = secrets.read("current password")?;
+            let new_password = secrets.read("new password")?;
             let request =
                 wire::ChangePasswordRequest { user_id: String::new(), current_password, totp_code: totp, new_password };
             let r = users.change_password(connection.request(request)?).await.map_err(status_text)?.into_inner();
             if json {
-                println!("{}", json!({ "sessions_ended": r.sessions_ended }));
+                outln!("{}", json!({ "sessions_ended": r.sessions_ended }));
             } else {
-                println!("password changed; {} other sessions ended", r.sessions_ended);
+                outln!("password changed; {} other sessions ended", r.sessions_ended);
             }
         }
-        UsersCommand::Totp { command } => totp(&mut users, connection, command, &mut lines).await?,
-        UsersCommand::Instruments { command } => instruments(&mut users, connection, command, &mut lines).await?,
+        UsersCommand::Totp { command } => totp(&mut users, connection, command, &mut secrets).await?,
+        UsersCommand::Instruments { command } => instruments(&mut users, connection, command, &mut secrets).await?,
         UsersCommand::Sessions { command } => sessions(&mut users, connection, command).await?,
         UsersCommand::SecurityEvents => security_events(&mut users, connection).await?,
-        UsersCommand::Wallets { command: WalletsCommand::List } => {
+        UsersCommand::Wallets { command: None | Some(WalletsCommand::List) } => {
             let wallets = users
                 .list_wallets(connection.request(wire::UserRequest::default())?)
                 .await
@@ -320,17 +349,17 @@ pub async fn run(connection: &Connection, command: UsersCommand) -> Result<bool,
                 .wallets;
             print_wallets(&wallets, json);
         }
-        UsersCommand::Wallets { command: WalletsCommand::Open { currency } } => {
+        UsersCommand::Wallets { command: Some(WalletsCommand::Open { currency }) } => {
             let request = wire::OpenWalletRequest { user_id: String::new(), currency };
             let wallet = users.open_wallet(connection.request(request)?).await.map_err(status_text)?.into_inner();
             print_wallets(&[wallet], json);
         }
         UsersCommand::DeleteUser { totp } => {
-            let current_password = read_secret(&mut lines, "current password")?;
+            let current_password = secrets.read("current password")?;
             let request = wire::ReauthRequest { user_id: String::new(), current_password, totp_code: totp };
             users.delete_user(connection.request(request)?).await.map_err(status_text)?;
             if !json {
-                println!("user deleted: their personal data is erased");
+                outln!("user deleted: their personal data is erased");
             }
         }
     }
@@ -344,7 +373,7 @@ async fn login(
 ) -> Result<(), String> {
     let r = users.login(request).await.map_err(status_text)?.into_inner();
     if json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "user_id": r.user_id, "session_token": r.session_token, "session_id": r.session_id,
@@ -353,7 +382,7 @@ async fn login(
         );
     } else {
         // The token alone on standard output, so `export LEDGER_TOKEN=$(ledgerctl login ...)` works.
-        println!("{}", r.session_token);
+        outln!("{}", r.session_token);
         eprintln!("signed in as user {} (session {})", r.user_id, r.session_id);
     }
     Ok(())
@@ -378,15 +407,15 @@ async fn sessions(
                     .iter()
                     .map(|s| json!({"session_id": s.session_id, "started_at_ns": s.started_at_ns, "last_seen_at_ns": s.last_seen_at_ns, "expires_at_ns": s.expires_at_ns, "source": s.source, "current": s.current}))
                     .collect();
-                println!("{}", json!({ "sessions": items }));
+                outln!("{}", json!({ "sessions": items }));
             } else {
-                println!("{:<18} {:<22} {:<22} {:<16} CURRENT", "ID", "STARTED_NS", "LAST_SEEN_NS", "SOURCE");
+                let offset = connection.offset()?;
+                let time = |ns: u64| present::time_text(ns, offset);
+                outln!("{:<18} {:<25} {:<25} {:<16} CURRENT", "ID", "STARTED", "LAST_SEEN", "SOURCE");
                 for s in &sessions {
                     let current = if s.current { "yes" } else { "" };
-                    println!(
-                        "{:<18} {:<22} {:<22} {:<16} {current}",
-                        s.session_id, s.started_at_ns, s.last_seen_at_ns, s.source
-                    );
+                    let (started, seen) = (time(s.started_at_ns), time(s.last_seen_at_ns));
+                    outln!("{:<18} {started:<25} {seen:<25} {:<16} {current}", s.session_id, s.source);
                 }
             }
         }
@@ -394,7 +423,7 @@ async fn sessions(
             let request = wire::RevokeSessionRequest { user_id: String::new(), session_id: id };
             users.revoke_session(connection.request(request)?).await.map_err(status_text)?;
             if !json {
-                println!("session revoked");
+                outln!("session revoked");
             }
         }
     }
@@ -415,53 +444,52 @@ async fn security_events(
     if json {
         let items: Vec<_> =
             events.iter().map(|e| json!({"kind": e.kind, "at_ns": e.at_ns, "detail": e.detail})).collect();
-        println!("{}", json!({ "events": items }));
+        outln!("{}", json!({ "events": items }));
     } else {
-        println!("{:<22} {:<24} DETAIL", "AT_NS", "KIND");
+        let offset = connection.offset()?;
+        outln!("{:<25} {:<24} DETAIL", "AT", "KIND");
         for e in &events {
-            println!("{:<22} {:<24} {}", e.at_ns, e.kind, e.detail);
+            outln!("{:<25} {:<24} {}", present::time_text(e.at_ns, offset), e.kind, e.detail);
         }
     }
     Ok(())
 }
 
-type Lines<'a> = std::io::Lines<std::io::StdinLock<'a>>;
-
 async fn totp(
     users: &mut wire::users_client::UsersClient<Channel>,
     connection: &Connection,
     command: TotpCommand,
-    lines: &mut Lines<'_>,
+    secrets: &mut Secrets,
 ) -> Result<(), String> {
     match command {
         TotpCommand::Enroll => {
-            let current_password = read_secret(lines, "current password")?;
+            let current_password = secrets.read("current password")?;
             let request = wire::ReauthRequest { current_password, ..Default::default() };
             let r = users.enroll_totp(connection.request(request)?).await.map_err(status_text)?.into_inner();
             if connection.json {
-                println!("{}", json!({ "secret": r.secret, "otpauth_uri": r.otpauth_uri }));
+                outln!("{}", json!({ "secret": r.secret, "otpauth_uri": r.otpauth_uri }));
             } else {
-                println!("secret {}\nuri    {}\nthen: ledgerctl totp confirm <code>", r.secret, r.otpauth_uri);
+                outln!("secret {}\nuri    {}\nthen: ledgerctl totp confirm <code>", r.secret, r.otpauth_uri);
             }
         }
         TotpCommand::Confirm { code } => {
             let request = wire::ConfirmTotpRequest { user_id: String::new(), code };
             let codes = users.confirm_totp(connection.request(request)?).await.map_err(status_text)?.into_inner();
             if connection.json {
-                println!("{}", json!({ "recovery_codes": codes.recovery_codes }));
+                outln!("{}", json!({ "recovery_codes": codes.recovery_codes }));
             } else {
-                println!("second factor on; single-use recovery codes (keep them safe, shown once):");
+                outln!("second factor on; single-use recovery codes (keep them safe, shown once):");
                 for code in &codes.recovery_codes {
-                    println!("  {code}");
+                    outln!("  {code}");
                 }
             }
         }
         TotpCommand::Disable { code } => {
-            let current_password = read_secret(lines, "current password")?;
+            let current_password = secrets.read("current password")?;
             let request = wire::ReauthRequest { user_id: String::new(), current_password, totp_code: code };
             users.disable_totp(connection.request(request)?).await.map_err(status_text)?;
             if !connection.json {
-                println!("second factor off");
+                outln!("second factor off");
             }
         }
     }
@@ -472,7 +500,7 @@ async fn instruments(
     users: &mut wire::users_client::UsersClient<Channel>,
     connection: &Connection,
     command: InstrumentsCommand,
-    lines: &mut Lines<'_>,
+    secrets: &mut Secrets,
 ) -> Result<(), String> {
     let json = connection.json;
     let added = |r: wire::AddInstrumentResponse| {
@@ -480,7 +508,7 @@ async fn instruments(
             print_instruments(std::slice::from_ref(i), json);
         }
         if !r.sandbox_micro_deposits.is_empty() && !json {
-            println!(
+            outln!(
                 "sandbox micro-deposits: {:?} (confirm with: ledgerctl instruments verify ID A B)",
                 r.sandbox_micro_deposits
             );
@@ -496,7 +524,7 @@ async fn instruments(
             print_instruments(&list.instruments, json);
         }
         InstrumentsCommand::AddBank { bank_name, routing_number, holder_name } => {
-            let account_number = read_secret(lines, "account number")?;
+            let account_number = secrets.read("account number")?;
             let request = wire::AddBankAccountRequest {
                 user_id: String::new(),
                 bank_name,
@@ -507,8 +535,8 @@ async fn instruments(
             added(users.add_bank_account(connection.request(request)?).await.map_err(status_text)?.into_inner());
         }
         InstrumentsCommand::AddCard { exp_month, exp_year, holder_name } => {
-            let number = read_secret(lines, "card number")?;
-            let cvv = read_secret(lines, "CVV")?;
+            let number = secrets.read("card number")?;
+            let cvv = secrets.read("CVV")?;
             let request =
                 wire::AddCardRequest { user_id: String::new(), number, exp_month, exp_year, cvv, holder_name };
             added(users.add_card(connection.request(request)?).await.map_err(status_text)?.into_inner());
@@ -531,7 +559,7 @@ async fn instruments(
             let request = wire::InstrumentRequest { user_id: String::new(), instrument_id: id };
             users.remove_instrument(connection.request(request)?).await.map_err(status_text)?;
             if !json {
-                println!("instrument removed");
+                outln!("instrument removed");
             }
         }
     }
