@@ -206,6 +206,16 @@ fn amounts_and_dates_as_people_write_them() {
     let transfer = &json(&run)["transfers"][0];
     assert_eq!((transfer["amount"].as_str(), transfer["amount_minor"].as_str()), (Some("2.50"), Some("250")));
 
+    // A partial post reads --amount in the pending transfer's currency.
+    let hold = ["transfers", "create", "--id", "11", "--debit", "1", "--credit", "2", "--currency", "USD", "--pending"];
+    let run = ledgerctl(&[], &[&admin[..], &hold[..], &["--amount", "5"]].concat(), "");
+    assert!(run.ok(), "{run:?}");
+    let post = ["transfers", "post", "--id", "12", "--pending-id", "11", "--amount", "1.25"];
+    let run = ledgerctl(&[], &[&admin[..], &post[..]].concat(), "");
+    assert!(run.ok(), "{run:?}");
+    let run = ledgerctl(&[], &[&admin[..], &["accounts", "get", "2"]].concat(), "");
+    assert!(run.ok() && run.out.contains("3.75 USD"), "2.50 + 1.25 posted: {run:?}");
+
     let run = ledgerctl(&[], &[&admin[..], &["history", "--account", "2"]].concat(), "");
     assert!(run.ok() && run.out.contains("2.50 USD") && !run.out.contains("TIMESTAMP_NS"), "{run:?}");
     // Times in RFC 3339 at the chosen offset: "…T…+05:30".
@@ -216,7 +226,7 @@ fn amounts_and_dates_as_people_write_them() {
     assert!(run.ok() && run.out.lines().count() == 1, "nothing before 2000: {run:?}");
     let run =
         ledgerctl(&[], &[&admin[..], &["balance", "--account", "2", "--as-of", "2100-01-01T00:00Z"]].concat(), "");
-    assert!(run.ok() && run.out.contains("balance 2.50 USD") && run.out.contains("2100-01-01T00:00:00Z"), "{run:?}");
+    assert!(run.ok() && run.out.contains("balance 3.75 USD") && run.out.contains("2100-01-01T00:00:00Z"), "{run:?}");
     server.stop();
 }
 
@@ -231,6 +241,8 @@ fn a_signed_in_user_reads_their_own_wallets_and_payments_wait_for_their_outcome(
         &["--addr", &addr, "signup", "--name", "B", "--email", "b@example.com"],
         "pw-long-enough-2031\n",
     );
+    assert!(friend.ok(), "{friend:?}");
+    let friend = ledgerctl(&[], &["--addr", &addr, "login", "--email", "b@example.com"], "pw-long-enough-2031\n");
     assert!(friend.ok(), "{friend:?}");
     let me = [("LEDGER_TOKEN", session.as_str())];
     let at = ["--addr", addr.as_str()];
@@ -276,6 +288,14 @@ fn a_signed_in_user_reads_their_own_wallets_and_payments_wait_for_their_outcome(
         "",
     );
     assert!(run.ok() && json(&run)["outcome"].is_null() && json(&run)["payment_id"].is_string(), "{run:?}");
+
+    // A request waits until it is delivered; the payer declines it: what they asked for.
+    let request = ["request", "--from-email", "b@example.com", "--amount", "7", "--currency", "USD"];
+    let run = ledgerctl(&me, &[&at[..], &["--json"], &request[..]].concat(), "");
+    assert!(run.ok() && json(&run)["outcome"] == "requested", "{run:?}");
+    let id = json(&run)["payment_id"].as_str().expect("payment id").to_string();
+    let run = ledgerctl(&[], &[&at[..], &["--token", friend.out.trim(), "answer", &id, "--decline"]].concat(), "");
+    assert!(run.ok() && run.out.starts_with("declined: 7.00 USD"), "{run:?}");
     server.stop();
 }
 
