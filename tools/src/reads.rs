@@ -299,7 +299,7 @@ fn report_table(connection: &Connection, response: &wire::GetReportResponse, off
         outln!("{date:<10} {opening:>20} {credits:>20} {debits:>20} {count:>7} {closing:>20}")
     };
     for r in &response.reports {
-        outln!("account {} ({}), days at UTC offset {}", r.account_id, r.currency, present::offset_text(offset));
+        outln!("account {} ({}), days at UTC offset {}", r.account_id, r.currency, connection.utc_offset);
         row("DATE", "OPENING", "IN", "OUT", "COUNT", "CLOSING");
         let money = |minor: &str| connection.money(minor, &r.currency);
         for d in &r.days {
