@@ -289,6 +289,14 @@ fn a_signed_in_user_reads_their_own_wallets_and_payments_wait_for_their_outcome(
     );
     assert!(run.ok() && json(&run)["outcome"].is_null() && json(&run)["payment_id"].is_string(), "{run:?}");
 
+    // Over 500.00 from a card added today: the risk checks hold it for review (exit 4).
+    let run = ledgerctl(&me, &[&at[..], &["--json", "instruments", "list"]].concat(), "");
+    let card = json(&run)["instruments"][0]["instrument_id"].as_str().expect("card").to_string();
+    let topup = ["topup", "--amount", "600", "--currency", "USD", "--instrument", &card];
+    let run = ledgerctl(&me, &[&at[..], &topup[..]].concat(), "");
+    assert_eq!(run.status, Some(4), "{run:?}");
+    assert!(run.out.starts_with("in review: 600.00 USD into your wallet is held for a risk review"), "{run:?}");
+
     // A request waits until it is delivered; the payer declines it: what they asked for.
     let request = ["request", "--from-email", "b@example.com", "--amount", "7", "--currency", "USD"];
     let run = ledgerctl(&me, &[&at[..], &["--json"], &request[..]].concat(), "");
