@@ -23,10 +23,10 @@ admin=("$ctl" --addr http://127.0.0.1:50091 --token "$token")
 "${admin[@]}" accounts create --id 2 --currency USD
 "${admin[@]}" accounts create --id 3 --currency EUR
 "${admin[@]}" accounts create --id 4 --currency EUR
-"${admin[@]}" transfers create --id 10 --debit 1 --credit 2 --amount 250 --currency USD
-"${admin[@]}" transfers create --id 11 --debit 1 --credit 2 --amount 40 --currency USD --pending
-"${admin[@]}" transfers post --id 12 --pending-id 11 --amount 30
-"${admin[@]}" transfers create --id 13 --debit 3 --credit 4 --amount 750 --currency EUR --pending
+"${admin[@]}" --minor transfers create --id 10 --debit 1 --credit 2 --amount 250 --currency USD
+"${admin[@]}" --minor transfers create --id 11 --debit 1 --credit 2 --amount 40 --currency USD --pending
+"${admin[@]}" --minor transfers post --id 12 --pending-id 11 --amount 30
+"${admin[@]}" --minor transfers create --id 13 --debit 3 --credit 4 --amount 750 --currency EUR --pending
 "${admin[@]}" transfers void --id 14 --pending-id 13
 "${admin[@]}" fx set-rates --rate EUR/USD=1.085
 user() { "$ctl" --addr http://127.0.0.1:50091 --token "$1" "${@:2}"; }

@@ -21,10 +21,13 @@ const IN_FLIGHT_BATCHES_MIN: usize = 3;
 
 #[derive(Args)]
 pub struct BenchArgs {
+    /// Accounts to open and pick from at random.
     #[arg(long, default_value_t = 10_000)]
     accounts: u64,
+    /// Transfers in all.
     #[arg(long, default_value_t = 1_000_000)]
     transfers: u64,
+    /// Transfers per request.
     #[arg(long, default_value_t = 8189)]
     batch: usize,
     /// Where to put the store; by default a fresh directory under `target/`,

@@ -58,16 +58,39 @@ const FIELD_FLAGS: &[(&str, &str)] = &[
     ("email", "--email"),
     ("name", "--name"),
     ("password", "the password"),
+    ("current_password", "the current password"),
+    ("new_password", "the new password"),
+    ("totp_code", "--totp"),
+    ("recovery_code", "--recovery-code"),
+    ("date_of_birth", "--date-of-birth"),
+    ("routing_number", "--routing-number"),
+    ("exp_month", "--exp-month"),
+    ("exp_year", "--exp-year"),
+    ("session_id", "the session id"),
+    ("pending_id", "--pending-id"),
 ];
 
-/// "amount: too many decimals" → "--amount: too many decimals".
+/// "amount: too many decimals" → "--amount: too many decimals"; a wire name with an
+/// underscore is replaced anywhere ("give totp_code" → "give --totp"), a plain word only
+/// where it leads the message (elsewhere it may be prose).
 fn with_flag(message: &str) -> String {
+    let mut text = message.to_string();
     for (field, flag) in FIELD_FLAGS {
-        if let Some(rest) = message.strip_prefix(field).and_then(|r| r.strip_prefix(':')) {
-            return format!("{flag}:{rest}");
+        if let Some(rest) = text.strip_prefix(field).and_then(|r| r.strip_prefix(':')) {
+            text = format!("{flag}:{rest}");
         }
     }
-    message.to_string()
+    for (field, flag) in FIELD_FLAGS.iter().filter(|(field, _)| field.contains('_')) {
+        text = text
+            .split(' ')
+            .map(|word| match word.strip_prefix(field) {
+                Some(rest) if rest.is_empty() || rest.starts_with([',', '.', ';', ')']) => format!("{flag}{rest}"),
+                _ => word.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
+    text
 }
 
 /// A gRPC error as the commands print it: the code in words, the server's message, and
@@ -86,7 +109,7 @@ pub fn status_text(status: tonic::Status) -> String {
         Code::Unauthenticated if about_token(message) => {
             format!("the server does not know this token (from --token, --token-file or LEDGER_TOKEN): {ADMIN_HINT}")
         }
-        Code::Unauthenticated => format!("not signed in: {message}"),
+        Code::Unauthenticated => format!("not signed in: {}", with_flag(message)),
         Code::PermissionDenied if message.contains("role token") || session() == Some(true) => {
             format!("not allowed with a user's session: {message}; this command needs an admin token: {ADMIN_HINT}")
         }
@@ -132,6 +155,11 @@ mod tests {
             "a user session may read only its own history and reports; this call needs a role token",
         ));
         assert!(text.contains("--token-file data/admin.token"), "{text}");
+        let text =
+            status_text(tonic::Status::unauthenticated("second factor required: give totp_code or recovery_code"));
+        assert_eq!(text, "not signed in: second factor required: give --totp or --recovery-code");
+        let text = status_text(tonic::Status::invalid_argument("receiver_email: no such user"));
+        assert_eq!(text, "invalid input: --to-email: no such user");
         let text = status_text(tonic::Status::unauthenticated("missing authorization: Bearer <token>"));
         assert!(text.contains("needs a token"), "{text}");
     }

@@ -39,8 +39,10 @@ enum Body {
 
 #[derive(Args)]
 pub struct LoadArgs {
+    /// Accounts to open and pick from at random.
     #[arg(long, default_value_t = 10_000)]
     accounts: u64,
+    /// Concurrent clients, each with one request in flight.
     #[arg(long, default_value_t = 64)]
     clients: usize,
     /// Transfers per request.
@@ -52,6 +54,7 @@ pub struct LoadArgs {
     /// Send this many transfers in all.
     #[arg(long)]
     count: Option<u64>,
+    /// The service to drive: the ledger, or the do-nothing echo service.
     #[arg(long, value_enum, default_value_t = Target::Ledger)]
     target: Target,
     /// The request form: decimal strings (the CreateTransfers call) or packed records

@@ -296,3 +296,37 @@ fn audit_verify(data_dir: &std::path::Path, store: Option<&str>, json: bool) -> 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command and flag says what it is for in `--help`.
+    fn undocumented(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if arg.is_hide_set() || id == "help" || id == "version" {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(format!("{path} {id}"));
+            }
+        }
+        for sub in command.get_subcommands() {
+            let here = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() && sub.get_long_about().is_none() && sub.get_name() != "help" {
+                missing.push(here.clone());
+            }
+            undocumented(sub, &here, missing);
+        }
+    }
+
+    #[test]
+    fn every_command_and_flag_has_help() {
+        let command = super::Cli::command();
+        command.clone().debug_assert();
+        let mut missing = Vec::new();
+        undocumented(&command, "ledgerctl", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
+    }
+}

@@ -266,6 +266,7 @@ async fn settle(
     payment: wire::Payment,
     wait: &WaitArgs,
     counterparty: &str,
+    declining: bool,
 ) -> Result<u8, String> {
     let offset = connection.offset()?;
     if wait.no_wait {
@@ -273,7 +274,8 @@ async fn settle(
         return Ok(0);
     }
     let p = wait::until_settled(connection, payments, payment, wait).await?;
-    let outcome = Outcome::of(&p);
+    let declined = declining && p.status == "cancelled";
+    let outcome = if declined { Outcome::Completed } else { Outcome::of(&p) };
     if connection.json {
         let mut value = payment_json(&p, offset);
         value["outcome"] = json!(outcome.word());
@@ -283,6 +285,7 @@ async fn settle(
     let what = what(&p, counterparty);
     let id = &p.payment_id;
     match outcome {
+        Outcome::Completed if declined => outln!("declined: {what} (payment {id})"),
         Outcome::Completed => outln!("{}: {what} (payment {id})", p.status.replace('_', " ")),
         Outcome::Requested => outln!("requested: {what}; waiting for their answer (payment {id})"),
         Outcome::Failed => outln!("{}: {what}: {} (payment {id})", p.status, wait::words(&p.reason)),
@@ -303,6 +306,8 @@ pub async fn run(connection: &Connection, command: PaymentsCommand) -> Result<u8
     let mut payments = wire::payments_client::PaymentsClient::new(connection.channel().await?);
     let json = connection.json;
     let offset = connection.offset()?;
+    // Declining a request cancels it: the outcome asked for, not a failure.
+    let mut declining = false;
     let (payment, wait, counterparty) = match command {
         PaymentsCommand::Pay { key, to_user, to_email, amount, currency, funding, instrument, note, quote, wait } => {
             let amount = amount_flag(connection, amount, &currency)?;
@@ -334,6 +339,7 @@ pub async fn run(connection: &Connection, command: PaymentsCommand) -> Result<u8
             (payments.request_money(connection.request(request)?).await, wait, counterparty)
         }
         PaymentsCommand::Answer { payment_id, decline, funding, instrument, wait } => {
+            declining = decline;
             let request =
                 wire::AnswerRequestRequest { payment_id, approve: !decline, funding, instrument_id: instrument };
             (payments.answer_request(connection.request(request)?).await, wait, String::new())
@@ -381,5 +387,5 @@ pub async fn run(connection: &Connection, command: PaymentsCommand) -> Result<u8
         }
     };
     let payment = payment.map_err(status_text)?.into_inner();
-    settle(connection, &mut payments, payment, &wait, &counterparty).await
+    settle(connection, &mut payments, payment, &wait, &counterparty, declining).await
 }

@@ -19,6 +19,7 @@ use crate::client::progress_of;
 pub enum ProjectionsCommand {
     /// Drop every read model and rebuild it from the log.
     Rebuild {
+        /// The stopped server's data directory.
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
         /// Events per transaction.
@@ -31,24 +32,30 @@ pub enum ProjectionsCommand {
     /// Apply the log from the read models' checkpoint to its end, each batch in one
     /// durable transaction with the checkpoint.
     CatchUp {
+        /// The stopped server's data directory.
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+        /// Events per transaction.
         #[arg(long, default_value_t = 16_384)]
         batch: usize,
     },
     /// Time history pages on the busiest account: the newest page and pages from random
     /// points in its history. Prints p50/p99 in milliseconds.
     HistoryBench {
+        /// The stopped server's data directory.
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+        /// Pages to time.
         #[arg(long, default_value_t = 1000)]
         pages: usize,
+        /// Movements per page.
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
     /// The checkpoint, the log's end, the chain verifier's verdict and a digest of all
     /// read models (equal digests: equal read models).
     Status {
+        /// The stopped server's data directory.
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
     },

@@ -17,39 +17,39 @@ const HISTORY_PAGE_MOVEMENTS: u32 = 100;
 #[derive(Args)]
 pub struct HistoryArgs {
     /// One account's movements (default with a user's session: all your wallets).
-    #[arg(long, default_value = "", conflicts_with = "owner")]
+    #[arg(long, default_value = "", hide_default_value = true, conflicts_with = "owner")]
     account: String,
     /// Every account of this owner (a user id).
     #[arg(long, default_value = "", hide_default_value = true)]
     owner: String,
     /// From this time: a date (midnight at --utc-offset) or an RFC 3339 time such as
     /// 2026-11-01T09:30Z.
-    #[arg(long)]
+    #[arg(long, help_heading = "Filters")]
     from: Option<String>,
     /// Until this time, exclusive (a date or an RFC 3339 time, as --from).
-    #[arg(long)]
+    #[arg(long, help_heading = "Filters")]
     to: Option<String>,
     /// Only money out (debit) or only money in (credit).
-    #[arg(long, value_parser = ["debit", "credit"])]
+    #[arg(long, value_parser = ["debit", "credit"], help_heading = "Filters")]
     direction: Option<String>,
     /// Only movements with this status.
-    #[arg(long, value_parser = ["pending", "posted", "voided", "expired"])]
+    #[arg(long, value_parser = ["pending", "posted", "voided", "expired"], help_heading = "Filters")]
     status: Option<String>,
     /// Only this currency (an ISO 4217 code such as USD).
-    #[arg(long, default_value = "", hide_default_value = true)]
+    #[arg(long, default_value = "", hide_default_value = true, help_heading = "Filters")]
     currency: String,
     /// Movements per page, newest first (at most 1000).
-    #[arg(long, default_value_t = HISTORY_PAGE_MOVEMENTS)]
+    #[arg(long, default_value_t = HISTORY_PAGE_MOVEMENTS, help_heading = "Paging")]
     limit: u32,
     /// The next page: the cursor the previous page printed.
-    #[arg(long, default_value = "", hide_default_value = true)]
+    #[arg(long, default_value = "", hide_default_value = true, help_heading = "Paging")]
     cursor: String,
 }
 
 #[derive(Args)]
 pub struct ReportArgs {
     /// One account's report (default with a user's session: one per wallet of yours).
-    #[arg(long, default_value = "", conflicts_with = "owner")]
+    #[arg(long, default_value = "", hide_default_value = true, conflicts_with = "owner")]
     account: String,
     /// One report per account of this owner (a user id).
     #[arg(long, default_value = "", hide_default_value = true)]
@@ -299,7 +299,7 @@ fn report_table(connection: &Connection, response: &wire::GetReportResponse, off
         outln!("{date:<10} {opening:>20} {credits:>20} {debits:>20} {count:>7} {closing:>20}")
     };
     for r in &response.reports {
-        outln!("account {} ({}), days at UTC offset {}", r.account_id, r.currency, present::offset_text(offset));
+        outln!("account {} ({}), days at UTC offset {}", r.account_id, r.currency, connection.utc_offset);
         row("DATE", "OPENING", "IN", "OUT", "COUNT", "CLOSING");
         let money = |minor: &str| connection.money(minor, &r.currency);
         for d in &r.days {

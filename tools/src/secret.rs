@@ -26,4 +26,14 @@ impl Secrets {
             None => Err(format!("the {what} is read from standard input (or a prompt on a terminal); none was given")),
         }
     }
+
+    /// A secret being chosen (a new password): on a terminal it is typed twice, so a
+    /// typing mistake nobody saw does not lock its owner out.
+    pub fn read_new(&mut self, what: &str) -> Result<String, String> {
+        let secret = self.read(what)?;
+        if self.terminal && self.read(&format!("{what} again"))? != secret {
+            return Err(format!("the two {what}s differ; nothing was changed"));
+        }
+        Ok(secret)
+    }
 }

@@ -280,7 +280,7 @@ pub async fn run(connection: &Connection, command: UsersCommand) -> Result<bool,
     let json = connection.json;
     match command {
         UsersCommand::Signup { name, email } => {
-            let password = secrets.read("password")?;
+            let password = secrets.read_new("password")?;
             let response = users
                 .register(wire::RegisterRequest { name, email, password })
                 .await
@@ -326,7 +326,7 @@ pub async fn run(connection: &Connection, command: UsersCommand) -> Result<bool,
         }
         UsersCommand::Password { totp } => {
             let current_password = secrets.read("current password")?;
-            let new_password = secrets.read("new password")?;
+            let new_password = secrets.read_new("new password")?;
             let request =
                 wire::ChangePasswordRequest { user_id: String::new(), current_password, totp_code: totp, new_password };
             let r = users.change_password(connection.request(request)?).await.map_err(status_text)?.into_inner();

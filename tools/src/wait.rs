@@ -102,9 +102,14 @@ pub async fn until_settled(
     Ok(payment)
 }
 
-/// "insufficient_funds" → "insufficient funds".
+/// A reason or state in words: "insufficient_funds" → "insufficient funds"; the ledger's
+/// refusal of an overdraft on the payer's wallet is said the same way.
 pub fn words(reason: &str) -> String {
-    reason.replace(['_', ':'], " ")
+    let plain = reason.replace(['_', ':'], " ");
+    if reason.contains("debits would exceed credits") {
+        return format!("insufficient funds ({plain})");
+    }
+    plain
 }
 
 #[cfg(test)]
@@ -125,5 +130,7 @@ mod tests {
         assert_eq!(Outcome::of(&payment("send", "processing", "next:capture")).exit_status(), EXIT_PENDING);
         assert_eq!(Outcome::of(&payment("request", "created", "awaiting_payer")), Outcome::Requested);
         assert_eq!(Outcome::of(&payment("send", "created", "assessing_risk")), Outcome::Pending);
+        assert_eq!(words("insufficient_funds"), "insufficient funds");
+        assert!(words("debits would exceed credits on the debit account").starts_with("insufficient funds ("));
     }
 }

@@ -42,7 +42,12 @@ fn history_balance_and_reports_from_the_command_line() {
     let (ok, out) = ledgerctl(listen, &["--json", "balance", "--account", "2"]);
     assert!(ok, "{out}");
     let balance: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
-    assert_eq!((balance["credits_posted"].as_str(), balance["debits_posted"].as_str()), (Some("250"), Some("40")));
+    // --amount is in major units: 250 and 40 EUR.
+    assert_eq!(
+        (balance["credits_posted"].as_str(), balance["debits_posted"].as_str()),
+        (Some("250.00"), Some("40.00"))
+    );
+    assert_eq!(balance["credits_posted_minor"].as_str(), Some("25000"), "{out}");
 
     // Yesterday to the day after tomorrow (UTC): the transfers' day is inside even if
     // midnight passed since they were made.
@@ -52,10 +57,12 @@ fn history_balance_and_reports_from_the_command_line() {
     let rows: Vec<&str> = out.lines().collect();
     assert_eq!(rows[0], "account_id,currency,date,opening,credits,debits,count,closing");
     assert_eq!(rows.len(), 4, "three days: {out}");
-    assert_eq!(rows[1], format!("1,EUR,{from},0,0,0,0,0"));
-    let active = rows.iter().filter(|row| row.ends_with(",0,40,250,2,-210")).count();
+    assert_eq!(rows[1], format!("1,EUR,{from},0.00,0.00,0.00,0,0.00"));
+    let active = rows.iter().filter(|row| row.ends_with(",0.00,40.00,250.00,2,-210.00")).count();
     assert_eq!(active, 1, "one day with both transfers: {out}");
-    assert!(rows[3].ends_with(",-210"), "the last day closes at the balance: {out}");
+    assert!(rows[3].ends_with(",-210.00"), "the last day closes at the balance: {out}");
+    let (ok, out) = ledgerctl(listen, &["--minor", "report", "--account", "1", "--from", &from, "--to", &to, "--csv"]);
+    assert!(ok && out.lines().any(|row| row.ends_with(",0,4000,25000,2,-21000")), "--minor: {out}");
     let (ok, out) = ledgerctl(listen, &["--json", "report", "--owner", "7", "--from", &from, "--to", &to]);
     assert!(ok, "{out}");
     let report: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
