@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use ledger_engine::writer::WriterMetrics;
 
 /// The gRPC methods counted, as the services name them; sorted (`binary_search`).
-pub const KNOWN_METHODS: [&str; 47] = [
+pub const KNOWN_METHODS: [&str; 48] = [
     "CreateAccounts",
     "CreateTransfers",
     "CreateTransfersPacked",
@@ -32,6 +32,7 @@ pub const KNOWN_METHODS: [&str; 47] = [
     "LookupTransfers",
     "Payments/AnswerRequest",
     "Payments/GetPayment",
+    "Payments/GetStatement",
     "Payments/ListPayments",
     "Payments/ListReviews",
     "Payments/Refund",

@@ -100,6 +100,7 @@ fn open_log(
 struct Platform {
     users: Arc<Users>,
     fx: Arc<Fx>,
+    payments: Arc<Payments>,
     users_service: UsersService,
     payments_service: PaymentsService,
     fx_service: FxService,
@@ -113,6 +114,7 @@ async fn open_platform(
     ledger: &Ledger,
     tokens: &Arc<Tokens>,
     metrics: &Arc<Metrics>,
+    projector: &Arc<Projector>,
 ) -> Result<Platform, String> {
     let users = open_users(config, store, ledger).await?;
     let users_service = UsersService { users: users.clone(), metrics: metrics.clone() };
@@ -141,15 +143,17 @@ async fn open_platform(
     let payments = Arc::new(payments);
     payments.start();
     let payments_service = PaymentsService {
-        payments,
+        payments: payments.clone(),
         fx: fx.clone(),
         users: users.clone(),
         tokens: tokens.clone(),
         metrics: metrics.clone(),
+        projector: projector.clone(),
+        store: store.clone(),
     };
     let fx_service =
         FxService { fx: fx.clone(), users: users.clone(), tokens: tokens.clone(), metrics: metrics.clone() };
-    Ok(Platform { users, fx, users_service, payments_service, fx_service })
+    Ok(Platform { users, fx, payments, users_service, payments_service, fx_service })
 }
 
 /// The transport, tuned, with TLS when configured.
@@ -182,14 +186,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let metrics_endpoint =
         MetricsEndpoint::start(config.metrics_listen, metrics.clone(), &ledger, projector.clone(), store.clone())
             .await?;
-    let Platform { users, fx, users_service, payments_service, fx_service } =
-        open_platform(&config, &store, &ledger, &tokens, &metrics).await?;
+    let Platform { users, fx, payments, users_service, payments_service, fx_service } =
+        open_platform(&config, &store, &ledger, &tokens, &metrics, &projector).await?;
     let service = LedgerService {
         ledger: ledger.clone(),
         store: store.clone(),
         tokens,
         users,
         fx,
+        payments,
         projector: projector.clone(),
         metrics,
     };

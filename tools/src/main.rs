@@ -9,6 +9,7 @@ mod fx_cmd;
 mod load;
 mod payments_cmd;
 mod read_models_cmd;
+mod statement_cmd;
 mod users_cmd;
 
 /// mimalloc: the gRPC path allocates per request from several threads, where glibc's
@@ -82,6 +83,8 @@ enum Command {
     /// The payments API: pay, request, answer, topup, withdraw, payments, refund, review.
     #[command(flatten)]
     Payments(payments_cmd::PaymentsCommand),
+    /// Your monthly statement per wallet (table, csv, json or a self-contained html page).
+    Statement(statement_cmd::StatementArgs),
     /// Serve the do-nothing echo service (the transport baseline for `load --target echo`).
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:50052")]
@@ -149,6 +152,7 @@ fn main() -> ExitCode {
             Command::Users(command) => users_cmd::run(&connection, command).await,
             Command::Payments(command) => payments_cmd::run(&connection, command).await,
             Command::Fx { command } => fx_cmd::run(&connection, command).await,
+            Command::Statement(args) => statement_cmd::run(&connection, args).await,
             Command::EchoServer { listen } => echo::run(listen).await.map(|()| true),
             Command::Audit { .. } | Command::Bench(_) | Command::Projections { .. } => Ok(true),
         }

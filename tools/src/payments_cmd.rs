@@ -110,8 +110,29 @@ fn payment_json(p: &wire::Payment) -> serde_json::Value {
         "fee": p.fee, "currency": p.currency, "refunded": p.refunded, "created_at_ns": p.created_at_ns,
         "risk_score": p.risk_score, "risk_decision": p.risk_decision, "risk_reasons": p.risk_reasons,
         "transfer_ids": p.transfer_ids,
+        "from_name": p.from_name, "from_email": p.from_email, "to_name": p.to_name, "to_email": p.to_email,
+        "note": p.note,
         "steps": p.steps.iter().map(|s| json!({"at_ns": s.at_ns, "step": s.step, "outcome": s.outcome, "detail": s.detail})).collect::<Vec<_>>(),
     })
+}
+
+/// A party as a column shows it: the name, cut to `width` characters.
+fn party_cell(name: &str, width: usize) -> String {
+    if name.chars().count() <= width {
+        return name.to_string();
+    }
+    let mut cut: String = name.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// A party with their email when the server showed it ("Ana Silva <ana@example.com>").
+fn party_full(name: &str, email: &str) -> String {
+    if email.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name} <{email}>")
+    }
 }
 
 fn print_payments(payments: &[wire::Payment], json: bool) {
@@ -120,13 +141,22 @@ fn print_payments(payments: &[wire::Payment], json: bool) {
         return;
     }
     println!(
-        "{:<40} {:<10} {:<18} {:>12} {:<4} {:<14} REASON",
-        "PAYMENT", "KIND", "STATUS", "AMOUNT", "CUR", "FUNDING"
+        "{:<40} {:<10} {:<18} {:>12} {:<4} {:<14} {:<20} {:<20} {:<24} REASON",
+        "PAYMENT", "KIND", "STATUS", "AMOUNT", "CUR", "FUNDING", "FROM", "TO", "NOTE"
     );
     for p in payments {
         println!(
-            "{:<40} {:<10} {:<18} {:>12} {:<4} {:<14} {}",
-            p.payment_id, p.kind, p.status, p.amount, p.currency, p.funding, p.reason
+            "{:<40} {:<10} {:<18} {:>12} {:<4} {:<14} {:<20} {:<20} {:<24} {}",
+            p.payment_id,
+            p.kind,
+            p.status,
+            p.amount,
+            p.currency,
+            p.funding,
+            party_cell(&p.from_name, 20),
+            party_cell(&p.to_name, 20),
+            party_cell(&p.note, 24),
+            p.reason
         );
     }
 }
@@ -137,6 +167,11 @@ fn print_payment(p: &wire::Payment, json: bool) {
         return;
     }
     print_payments(std::slice::from_ref(p), false);
+    println!("from {}", party_full(&p.from_name, &p.from_email));
+    println!("to   {}", party_full(&p.to_name, &p.to_email));
+    if !p.note.is_empty() {
+        println!("note {}", p.note);
+    }
     println!(
         "fee {} {}, refunded {}, risk {} ({}) {}",
         p.fee,

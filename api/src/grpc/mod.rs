@@ -6,5 +6,6 @@
 pub mod fx;
 pub mod payments;
 pub mod rails;
+pub mod statement;
 pub mod status;
 pub mod users;
