@@ -22,7 +22,7 @@ fn this_month() -> String {
 }
 
 fn signup(addr: std::net::SocketAddr, name: &str, email: &str) -> String {
-    let password = format!("{}-quartz-lantern-58", name.split(' ').next().unwrap_or("x").to_lowercase());
+    let password = "violet-quartz-lantern-58";
     let (ok, out, err) =
         ledgerctl_as(addr, "", &["signup", "--name", name, "--email", email], &format!("{password}\n"));
     assert!(ok, "{out}{err}");
