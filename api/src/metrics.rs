@@ -19,7 +19,7 @@ use ledger_engine::writer::WriterMetrics;
 use ledger_platform::users::sessions::SignInOutcome;
 
 /// The gRPC methods counted, as the services name them; sorted (`binary_search`).
-pub const KNOWN_METHODS: [&str; 51] = [
+pub const KNOWN_METHODS: [&str; 52] = [
     "Admin/GetUser",
     "Admin/ListAccounts",
     "Admin/ListReviewQueue",
@@ -40,6 +40,7 @@ pub const KNOWN_METHODS: [&str; 51] = [
     "LookupTransfers",
     "Payments/AnswerRequest",
     "Payments/GetPayment",
+    "Payments/GetStatement",
     "Payments/ListPayments",
     "Payments/ListReviews",
     "Payments/Refund",

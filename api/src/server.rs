@@ -115,6 +115,7 @@ async fn open_platform(
     ledger: &Ledger,
     tokens: &Arc<Tokens>,
     metrics: &Arc<Metrics>,
+    projector: &Arc<Projector>,
 ) -> Result<Platform, String> {
     let users = open_users(config, store, ledger).await?;
     let users_service = UsersService { users: users.clone(), metrics: metrics.clone() };
@@ -149,6 +150,8 @@ async fn open_platform(
         users: users.clone(),
         tokens: tokens.clone(),
         metrics: metrics.clone(),
+        projector: projector.clone(),
+        store: store.clone(),
     };
     let fx_service =
         FxService { fx: fx.clone(), users: users.clone(), tokens: tokens.clone(), metrics: metrics.clone() };
@@ -201,11 +204,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     )
     .await?;
     let Platform { users, fx, payments, users_service, payments_service, fx_service } =
-        open_platform(&config, &store, &ledger, &tokens, &metrics).await?;
+        open_platform(&config, &store, &ledger, &tokens, &metrics, &projector).await?;
     let _ = payments_slot.set(payments.clone());
     let admin_service = AdminService {
         users: users.clone(),
-        payments,
+        payments: payments.clone(),
         projector: projector.clone(),
         store: store.clone(),
         tokens: tokens.clone(),
@@ -217,6 +220,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         tokens,
         users,
         fx,
+        payments,
         projector: projector.clone(),
         metrics,
     };

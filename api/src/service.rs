@@ -19,6 +19,7 @@ use crate::auth::{Permission, Tokens};
 use crate::convert;
 use crate::metrics::Metrics;
 use ledger_platform::fx::Fx;
+use ledger_platform::payments::Payments;
 use ledger_platform::users::Users;
 
 /// Most movements in one page of history.
@@ -37,6 +38,8 @@ pub struct LedgerService {
     pub users: Arc<Users>,
     /// Rates for reports converted into one currency.
     pub fx: Arc<Fx>,
+    /// A user's own history rows name the payment and the other party.
+    pub payments: Arc<Payments>,
     pub projector: Arc<Projector>,
     pub metrics: Arc<Metrics>,
 }
@@ -133,6 +136,26 @@ impl LedgerService {
             }
             _ => Err(Status::invalid_argument("give exactly one of account_id and owner_id")),
         }
+    }
+
+    /// Fills a user's history rows with the payment each transfer belongs to, the
+    /// other party's name and the note (one look-up per distinct metadata).
+    async fn name_movements(&self, user: u128, movements: &mut [wire::AccountMovement]) -> Result<(), Status> {
+        let mut known: std::collections::HashMap<String, Option<ledger_platform::payments::TransferContext>> =
+            std::collections::HashMap::new();
+        for row in movements.iter_mut() {
+            if !known.contains_key(&row.metadata) {
+                let found =
+                    self.payments.transfer_context(user, &row.metadata).await.map_err(crate::grpc::status::payments)?;
+                known.insert(row.metadata.clone(), found);
+            }
+            if let Some(Some(context)) = known.get(&row.metadata) {
+                row.payment_id = context.payment_id.map_or(String::new(), |id| id.to_string());
+                row.counterparty_name = context.counterparty.clone();
+                row.note = context.note.clone();
+            }
+        }
+        Ok(())
     }
 
     fn parse_ids(ids: &[String]) -> Result<Vec<u128>, Status> {
@@ -390,8 +413,12 @@ impl wire::ledger_server::Ledger for LedgerService {
             let accounts = self.subject(&request.account_id, &request.owner_id)?;
             let filter = HistoryFilter { from_ns: request.from_ns, to_ns: request.to_ns, side, status, currency };
             let page = self.projector.models().history(&accounts, &filter, cursor, limit).map_err(model_status)?;
+            let mut movements: Vec<wire::AccountMovement> = page.movements.iter().map(movement).collect();
+            if let Some(user) = user {
+                self.name_movements(user, &mut movements).await?;
+            }
             Ok(Response::new(wire::GetHistoryResponse {
-                movements: page.movements.iter().map(movement).collect(),
+                movements,
                 // ok: not a swallowed error: the wire's empty cursor is "no next page".
                 next_cursor: page.next.map(Cursor::encode).unwrap_or_default(),
                 applied_position: applied,
@@ -567,5 +594,9 @@ fn movement(m: &Movement) -> wire::AccountMovement {
             MovementStatus::Voided => wire::MovementStatus::Voided as i32,
             MovementStatus::Expired => wire::MovementStatus::Expired as i32,
         },
+        // Filled for a user's own rows (`name_movements`).
+        counterparty_name: String::new(),
+        payment_id: String::new(),
+        note: String::new(),
     }
 }

@@ -109,14 +109,7 @@ fn print_users(response: &wire::ListUsersResponse, json: bool) {
     for u in &response.users {
         let flags = [(u.totp_enabled, "totp"), (u.erased, "erased")];
         let flags: Vec<&str> = flags.iter().filter(|(on, _)| *on).map(|(_, name)| *name).collect();
-        outln!(
-            "{:<40} {:<24} {:<32} {:<20} {}",
-            u.user_id,
-            u.name,
-            u.email,
-            utc(u.registered_at_ns),
-            flags.join(",")
-        );
+        outln!("{:<40} {:<24} {:<32} {:<20} {}", u.user_id, u.name, u.email, utc(u.registered_at_ns), flags.join(","));
     }
     if response.users.is_empty() {
         outln!("(no users)");
@@ -127,7 +120,12 @@ fn print_users(response: &wire::ListUsersResponse, json: bool) {
 fn print_payment_rows(payments: &[wire::Payment]) {
     outln!(
         "  {:<40} {:<10} {:<18} {:>12} {:<4} {:<20} REASON",
-        "PAYMENT", "KIND", "STATUS", "AMOUNT", "CUR", "CREATED (UTC)"
+        "PAYMENT",
+        "KIND",
+        "STATUS",
+        "AMOUNT",
+        "CUR",
+        "CREATED (UTC)"
     );
     for p in payments {
         outln!(
@@ -216,7 +214,13 @@ fn print_accounts(response: &wire::ListAccountsResponse, json: bool) {
     }
     outln!(
         "{:<40} {:<4} {:<40} {:>20} {:>20} {:>14} {:>14}",
-        "ACCOUNT", "CUR", "OWNER", "DEBITS_POSTED", "CREDITS_POSTED", "DEBITS_PEND", "CREDITS_PEND"
+        "ACCOUNT",
+        "CUR",
+        "OWNER",
+        "DEBITS_POSTED",
+        "CREDITS_POSTED",
+        "DEBITS_PEND",
+        "CREDITS_PEND"
     );
     for a in &response.accounts {
         outln!(

@@ -17,6 +17,7 @@ mod payments_cmd;
 mod read_models_cmd;
 mod reads;
 mod secret;
+mod statement_cmd;
 mod users_cmd;
 mod wait;
 
@@ -103,6 +104,8 @@ enum Command {
         #[command(subcommand)]
         command: admin_cmd::AdminCommand,
     },
+    /// Your monthly statement per wallet (table, csv, json or a self-contained html page).
+    Statement(statement_cmd::StatementArgs),
     /// Serve the do-nothing echo service (the transport baseline for `load --target echo`).
     EchoServer {
         /// The address to listen on.
@@ -173,6 +176,7 @@ fn main() -> ExitCode {
             Command::Payments(command) => return payments_cmd::run(&connection, command).await,
             Command::Fx { command } => fx_cmd::run(&connection, command).await,
             Command::Admin { command } => admin_cmd::run(&connection, command).await,
+            Command::Statement(args) => statement_cmd::run(&connection, args).await,
             Command::EchoServer { listen } => echo::run(listen).await.map(|()| true),
             Command::Audit { .. } | Command::Bench(_) | Command::Projections { .. } => Ok(true),
         };

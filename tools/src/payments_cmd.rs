@@ -166,12 +166,33 @@ fn payment_json(p: &wire::Payment, offset: i32) -> serde_json::Value {
         "created_at_ns": p.created_at_ns,
         "risk_score": p.risk_score, "risk_decision": p.risk_decision, "risk_reasons": p.risk_reasons,
         "transfer_ids": p.transfer_ids,
+        "from_name": p.from_name, "from_email": p.from_email, "to_name": p.to_name, "to_email": p.to_email,
+        "note": p.note,
         "steps": p.steps.iter().map(|s| json!({"at": time(s.at_ns), "at_ns": s.at_ns, "step": s.step, "outcome": s.outcome, "detail": s.detail})).collect::<Vec<_>>(),
     })
 }
 
 fn amount_text(amount: &str, currency: &str) -> String {
     format!("{amount} {currency}").trim().to_string()
+}
+
+/// A party as a column shows it: the name, cut to `width` characters.
+fn party_cell(name: &str, width: usize) -> String {
+    if name.chars().count() <= width {
+        return name.to_string();
+    }
+    let mut cut: String = name.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// A party with their email when the server showed it ("Ana Silva <ana@example.com>").
+fn party_full(name: &str, email: &str) -> String {
+    if email.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name} <{email}>")
+    }
 }
 
 fn print_payments(payments: &[wire::Payment], json: bool, offset: i32) {
@@ -181,23 +202,29 @@ fn print_payments(payments: &[wire::Payment], json: bool, offset: i32) {
         return;
     }
     outln!(
-        "{:<40} {:<10} {:<18} {:>16} {:<14} {:<25} REASON",
+        "{:<40} {:<10} {:<18} {:>16} {:<14} {:<25} {:<20} {:<20} {:<24} REASON",
         "PAYMENT",
         "KIND",
         "STATUS",
         "AMOUNT",
         "FUNDING",
-        "CREATED"
+        "CREATED",
+        "FROM",
+        "TO",
+        "NOTE"
     );
     for p in payments {
         outln!(
-            "{:<40} {:<10} {:<18} {:>16} {:<14} {:<25} {}",
+            "{:<40} {:<10} {:<18} {:>16} {:<14} {:<25} {:<20} {:<20} {:<24} {}",
             p.payment_id,
             p.kind,
             p.status,
             amount_text(&p.amount, &p.currency),
             p.funding,
             present::time_text(p.created_at_ns, offset),
+            party_cell(&p.from_name, 20),
+            party_cell(&p.to_name, 20),
+            party_cell(&p.note, 24),
             wait::words(&p.reason)
         );
     }
@@ -209,6 +236,11 @@ fn print_payment(p: &wire::Payment, json: bool, offset: i32) {
         return;
     }
     print_payments(std::slice::from_ref(p), false, offset);
+    outln!("from {}", party_full(&p.from_name, &p.from_email));
+    outln!("to   {}", party_full(&p.to_name, &p.to_email));
+    if !p.note.is_empty() {
+        outln!("note {}", p.note);
+    }
     outln!(
         "fee {}, refunded {}, risk {} ({}) {}",
         amount_text(&p.fee, &p.currency),

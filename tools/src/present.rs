@@ -177,6 +177,14 @@ pub fn time_text(ns: u64, offset_minutes: i32) -> String {
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}{fraction}{}", offset_text(offset_minutes))
 }
 
+/// Now, in nanoseconds since the Unix epoch.
+pub fn now_ns() -> Result<u64, String> {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| "the system clock is before 1970".to_string())?;
+    u64::try_from(since.as_nanos()).map_err(|_| "the system clock is past 2554".to_string())
+}
+
 /// `YYYY-MM-DD` of an instant, in the offset's calendar.
 pub fn date_of(ns: u64, offset_minutes: i32) -> String {
     let seconds = (ns / 1_000_000_000) as i64 + i64::from(offset_minutes) * 60;

@@ -7,5 +7,6 @@ pub mod admin;
 pub mod fx;
 pub mod payments;
 pub mod rails;
+pub mod statement;
 pub mod status;
 pub mod users;

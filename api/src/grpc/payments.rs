@@ -7,6 +7,7 @@ use ledger_platform::fx::Fx;
 use ledger_platform::payments::{NewPayment, PaymentView, Payments};
 use ledger_platform::users::Users;
 use ledger_proto::api::v1 as wire;
+use projections::worker::Projector;
 use tonic::{Request, Response, Status};
 
 use super::status;
@@ -21,6 +22,9 @@ pub struct PaymentsService {
     pub users: Arc<Users>,
     pub tokens: Arc<Tokens>,
     pub metrics: Arc<Metrics>,
+    /// Statements read the wallets' balances and movements from the read models.
+    pub projector: Arc<Projector>,
+    pub store: Arc<dyn ledger_engine::store::EventStore>,
 }
 
 fn amount(text: &str, currency: Currency) -> Result<u64, Status> {
@@ -62,6 +66,11 @@ pub(crate) fn payment_wire(p: PaymentView) -> wire::Payment {
             .collect(),
         receive_amount: p.receive.map_or(String::new(), |(c, minor)| format_amount(u128::from(minor), c)),
         receive_currency: p.receive.map_or(String::new(), |(c, _)| c.code().to_string()),
+        from_name: p.from_name,
+        from_email: p.from_email,
+        to_name: p.to_name,
+        to_email: p.to_email,
+        note: p.note,
     }
 }
 
@@ -287,7 +296,7 @@ impl wire::payments_server::Payments for PaymentsService {
     ) -> Result<Response<wire::ListPaymentsResponse>, Status> {
         let result = async {
             let viewer = self.viewer(&request).await?;
-            let payments = self.payments.list(viewer, false).await;
+            let payments = self.payments.list(viewer, false).await.map_err(status::payments)?;
             Ok(wire::ListPaymentsResponse { payments: payments.into_iter().map(payment_wire).collect() })
         }
         .await;
@@ -335,10 +344,18 @@ impl wire::payments_server::Payments for PaymentsService {
     ) -> Result<Response<wire::ListPaymentsResponse>, Status> {
         let result = async {
             self.admin(&request).await?;
-            let payments = self.payments.list(None, true).await;
+            let payments = self.payments.list(None, true).await.map_err(status::payments)?;
             Ok(wire::ListPaymentsResponse { payments: payments.into_iter().map(payment_wire).collect() })
         }
         .await;
         self.metrics.answer("Payments/ListReviews", result)
+    }
+
+    async fn get_statement(
+        &self,
+        request: Request<wire::GetStatementRequest>,
+    ) -> Result<Response<wire::GetStatementResponse>, Status> {
+        let result = self.statement(request).await;
+        self.metrics.answer("Payments/GetStatement", result)
     }
 }

@@ -223,6 +223,9 @@ pub struct Fx {
     /// Serializes appends to the rate and conversion streams (exact expected revisions).
     streams: tokio::sync::Mutex<(Option<Revision>, Option<Revision>)>,
     quotes: DashMap<String, Arc<tokio::sync::Mutex<QuoteState>>>,
+    /// Every conversion booked, by quote id: what a statement shows of a conversion's
+    /// transfers (as many as the log holds, like the payments).
+    conversions: DashMap<String, ev::ConversionBooked>,
     /// The FX, FX revenue and fee accounts of each currency converted.
     accounts: PlatformAccounts,
     /// Where the time is read: quotes, their expiry, rates in force.
@@ -249,9 +252,13 @@ impl Fx {
             Ok(())
         })?;
         // Conversions are only appended to; replay checks that each decodes.
+        let conversions = DashMap::new();
         let conversions_head = crate::stream::load::<FxError>(store.as_ref(), CONVERSIONS_STREAM, 4_096, |record| {
-            ev::FxEvent::decode(record.payload.as_slice())
+            let event = ev::FxEvent::decode(record.payload.as_slice())
                 .map_err(|e| FxError::Corrupt(format!("{CONVERSIONS_STREAM}: {e}")))?;
+            if let Some(FxKind::ConversionBooked(booked)) = event.kind {
+                conversions.insert(booked.quote_id.clone(), booked);
+            }
             Ok(())
         })?;
         let heads = (rates_head, conversions_head);
@@ -263,6 +270,7 @@ impl Fx {
             book: RwLock::new(book),
             streams: tokio::sync::Mutex::new(heads),
             quotes: DashMap::new(),
+            conversions,
             accounts: PlatformAccounts::fx(),
             clock,
         })
@@ -405,6 +413,11 @@ impl Fx {
         })
     }
 
+    /// The conversion booked for `quote_id`, if it was executed outside a payment.
+    pub fn conversion(&self, quote_id: &str) -> Option<ev::ConversionBooked> {
+        self.conversions.get(quote_id).map(|c| c.clone())
+    }
+
     /// Executes a live quote of `user` into `receiver`'s wallet: one linked batch
     /// (user's wallet A → FX A, FX B → receiver's wallet B, user's wallet A → fee A).
     /// Executing it again returns the same conversion.
@@ -465,6 +478,7 @@ impl Fx {
             let mut heads = self.streams.lock().await;
             self.append(CONVERSIONS_STREAM, &mut heads.1, vec![FxKind::ConversionBooked(booked.clone())]).await?;
         }
+        self.conversions.insert(booked.quote_id.clone(), booked.clone());
         quote.executed = Some(booked.clone());
         Ok((quote.clone(), booked))
     }

@@ -15,6 +15,7 @@ mod driver;
 mod error;
 mod kinds;
 pub mod ops;
+mod present;
 pub mod rails;
 pub mod risk;
 mod saga;
@@ -47,9 +48,12 @@ use saga::Payment;
 pub use crate::chart::{platform_account, PAYMENT_TRANSFER_CODE, PLATFORM_ACCOUNT_CODE};
 pub use error::PaymentsError;
 pub use kinds::{Decision, FinishStatus, Funding, PaymentKind, Step};
+pub use present::{FxDetail, TransferContext, NOTE_DELETED};
 pub use saga::{PaymentStep, PaymentView, RiskView};
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 64;
 pub const NOTE_BYTES_MAX: usize = 140;
+/// Payments in a user's list (their latest).
+pub const USER_LIST_PAYMENTS_MAX: usize = 1_000;
 
 #[derive(Clone, Copy, Debug)]
 pub struct PaymentsConfig {
@@ -141,6 +145,9 @@ pub struct Payments {
     config: PaymentsConfig,
     payments: DashMap<u128, Arc<Entry>>,
     keys: DashMap<(u128, String), u128>,
+    /// Quote id → the cross-currency payment that executed it (a transfer's metadata
+    /// names the quote).
+    quotes: DashMap<String, u128>,
     accounts: PlatformAccounts,
     activity: std::sync::Mutex<Activity>,
     /// Where the time is read: event stamps, reviews, risk windows, polling.
@@ -169,6 +176,7 @@ impl Payments {
             config,
             payments: DashMap::new(),
             keys: DashMap::new(),
+            quotes: DashMap::new(),
             accounts: PlatformAccounts::payments(),
             activity: std::sync::Mutex::new(Activity::default()),
             clock,
@@ -200,6 +208,9 @@ impl Payments {
 
     fn index(&self, payment: &Payment) {
         self.keys.insert((payment.created_by(), payment.created.idempotency_key.clone()), payment.id);
+        if !payment.created.quote_id.is_empty() {
+            self.quotes.insert(payment.created.quote_id.clone(), payment.id);
+        }
         let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
         // A blocked payment counts as an attempt, but moved no money.
         let blocked = payment.decision == Some(Decision::Block);
@@ -232,21 +243,32 @@ impl Payments {
                 FieldError::new("note", format!("at most {NOTE_BYTES_MAX} bytes, no control characters")).into()
             );
         }
-        let request_hash = blake3::hash(
-            format!(
-                "{}|{}|{}|{}|{}|{}|{}|{}|{}",
-                new.kind,
-                new.sender,
-                new.receiver,
-                new.currency.code(),
-                new.amount,
-                new.funding,
-                new.instrument_id,
-                new.note,
-                new.quote_id
+        // The note enters the hash only as a digest keyed with its author's data key:
+        // nothing in the log tells the note once the author is erased. A payment of a
+        // build that hashed the note in clear is still matched by a retry (`legacy`).
+        let note_digest = if new.note.is_empty() {
+            String::new()
+        } else {
+            ledger_core::chain::to_hex(&self.users.keyed_digest(created_by, new.note.as_bytes()).await?)
+        };
+        let hash_of = |note: &str| {
+            blake3::hash(
+                format!(
+                    "{}|{}|{}|{}|{}|{}|{}|{}|{}",
+                    new.kind,
+                    new.sender,
+                    new.receiver,
+                    new.currency.code(),
+                    new.amount,
+                    new.funding,
+                    new.instrument_id,
+                    note,
+                    new.quote_id
+                )
+                .as_bytes(),
             )
-            .as_bytes(),
-        );
+        };
+        let (request_hash, legacy) = (hash_of(&note_digest), hash_of(&new.note));
         let key = (created_by, idempotency_key.to_string());
         let id = match self.keys.entry(key.clone()) {
             dashmap::Entry::Occupied(existing) => {
@@ -257,10 +279,11 @@ impl Payments {
                     return Err(PaymentsError::Conflict("a request with this idempotency key is in progress; retry"));
                 };
                 let payment = entry.payment.lock().await;
-                if payment.created.request_hash != request_hash.as_bytes() {
+                let stored = payment.created.request_hash.as_slice();
+                if stored != request_hash.as_bytes() && stored != legacy.as_bytes() {
                     return Err(PaymentsError::AlreadyExists("idempotency_key was used for a different request"));
                 }
-                return Ok(payment.view(self.clock.now_ns()));
+                return self.shown(&payment).await;
             }
             dashmap::Entry::Vacant(vacant) => {
                 let id = loop {
@@ -327,6 +350,12 @@ impl Payments {
         if new.amount.checked_add(fee).is_none() {
             return Err(FieldError::new("amount", "too large with its fee").into());
         }
+        // Personal data: sealed under its author's key, never written in clear.
+        let sealed_note = if new.note.is_empty() {
+            Vec::new()
+        } else {
+            self.users.seal_personal(created_by, new.note.as_bytes(), &present::note_aad(id)).await?
+        };
         let created = ev::PaymentCreated {
             kind: new.kind.into(),
             funding: new.funding,
@@ -339,7 +368,8 @@ impl Payments {
             created_by: created_by.to_string(),
             idempotency_key: idempotency_key.to_string(),
             request_hash: request_hash.as_bytes().to_vec(),
-            note: new.note,
+            note: String::new(),
+            sealed_note,
             quote_id: new.quote_id,
             // Without a quote the event schema's FX fields are empty (and 0).
             to_currency: quote.map_or(String::new(), |q| q.to.code().to_string()),
@@ -351,10 +381,10 @@ impl Payments {
         let mut payment = Payment { id, ..Payment::default() };
         self.append(&mut payment, vec![EventKind::Created(created)]).await?;
         self.index(&payment);
-        let shown = payment.view(self.clock.now_ns());
+        let shown = self.shown(&payment).await;
         self.payments.insert(id, Arc::new(Entry::new(payment)));
         self.drive(id);
-        Ok(shown)
+        shown
     }
 
     /// The sender's fee for `amount` paid with `funding`: none from the wallet, nor for
@@ -382,24 +412,28 @@ impl Payments {
                 return Err(PaymentsError::NotFound("payment"));
             }
         }
-        Ok(payment.view(self.clock.now_ns()))
+        self.shown(&payment).await
     }
 
     /// The user's payments (as sender or receiver), newest first.
-    pub async fn list(&self, user: Option<u128>, only_in_review: bool) -> Vec<PaymentView> {
+    pub async fn list(&self, user: Option<u128>, only_in_review: bool) -> Result<Vec<PaymentView>, PaymentsError> {
         let entries: Vec<Arc<Entry>> = self.payments.iter().map(|e| e.value().clone()).collect();
-        let mut out = BTreeMap::new();
+        let mut found = BTreeMap::new();
         for entry in entries {
             let payment = entry.payment.lock().await;
             let visible = user.is_none_or(|u| payment.sender() == u || payment.receiver() == u);
             let in_review = payment.public_status().0 == "requires_review";
             if visible && (!only_in_review || in_review) {
-                out.insert((std::cmp::Reverse(payment.created_ns), payment.id), payment.view(self.clock.now_ns()));
+                found.insert((std::cmp::Reverse(payment.created_ns), payment.id), entry.clone());
             }
         }
         // A user's list is their latest 1,000; an admin sees every payment.
-        let limit = if user.is_some() { 1_000 } else { usize::MAX };
-        out.into_values().take(limit).collect()
+        let limit = if user.is_some() { USER_LIST_PAYMENTS_MAX } else { usize::MAX };
+        let mut out = Vec::new();
+        for entry in found.into_values().take(limit) {
+            out.push(self.shown(&*entry.payment.lock().await).await?);
+        }
+        Ok(out)
     }
 
     /// The payer of a money request approves (with a funding source) or declines it.
@@ -432,7 +466,7 @@ impl Payments {
         };
         let answered = ev::RequestAnswered { approved: approve, funding, instrument_id, fee };
         self.append(&mut payment, vec![EventKind::RequestAnswered(answered)]).await?;
-        let shown = payment.view(self.clock.now_ns());
+        let shown = self.shown(&payment).await?;
         drop(payment);
         self.drive(id);
         entry.wake.notify_one();
@@ -468,7 +502,7 @@ impl Payments {
         }
         let decided = ev::ReviewDecided { approved: approve, by: "admin".into() };
         self.append(&mut payment, vec![EventKind::ReviewDecided(decided)]).await?;
-        let shown = payment.view(self.clock.now_ns());
+        let shown = self.shown(&payment).await?;
         drop(payment);
         entry.wake.notify_one();
         self.drive(id);
@@ -511,7 +545,7 @@ impl Payments {
             if !same {
                 return Err(PaymentsError::AlreadyExists("refund_id was used for a refund of another amount"));
             }
-            return Ok(payment.view(self.clock.now_ns()));
+            return self.shown(&payment).await;
         }
         if !matches!(payment.kind, Some(PaymentKind::Send | PaymentKind::Request)) {
             return Err(PaymentsError::FailedPrecondition("only payments between users are refunded".into()));
@@ -568,7 +602,7 @@ impl Payments {
             transfer_id,
         };
         self.append(&mut payment, vec![EventKind::RefundBooked(booked)]).await?;
-        Ok(payment.view(self.clock.now_ns()))
+        self.shown(&payment).await
     }
 }
 

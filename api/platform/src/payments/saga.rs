@@ -58,6 +58,13 @@ pub struct PaymentView {
     pub steps: Vec<PaymentStep>,
     /// The currency and amount the receiver gets, for a cross-currency payment.
     pub receive: Option<(Currency, u64)>,
+    /// Who pays (`from`) and who is paid (`to`), and the note: filled by
+    /// `Payments::shown` (empty in a bare `view`).
+    pub from_name: String,
+    pub from_email: String,
+    pub to_name: String,
+    pub to_email: String,
+    pub note: String,
 }
 
 /// The fields of a created event that must parse.
@@ -553,6 +560,11 @@ impl Payment {
             transfer_ids: self.transfer_ids.clone(),
             steps: self.history.clone(),
             receive: self.to_currency.map(|c| (c, self.created.to_amount)),
+            from_name: String::new(),
+            from_email: String::new(),
+            to_name: String::new(),
+            to_email: String::new(),
+            note: String::new(),
         }
     }
 }

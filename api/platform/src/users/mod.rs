@@ -15,6 +15,7 @@ mod error;
 pub mod instruments;
 mod methods;
 pub mod password;
+mod personal;
 pub mod profile;
 pub mod sessions;
 mod state;
@@ -44,6 +45,7 @@ use throttle::Throttle;
 pub use crate::chart::{wallet_account_id, WALLET_ACCOUNT_CODE};
 pub use error::UsersError;
 pub use methods::{INSTRUMENTS_MAX, VERIFY_ATTEMPTS_MAX};
+pub use personal::{Party, DELETED_USER};
 pub use view::{
     InstrumentDetails, InstrumentStatus, PaymentInstrument, SecurityEvent, SessionInfo, SignIn, UserProfile, Wallet,
 };
