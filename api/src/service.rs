@@ -10,7 +10,9 @@ use ledger_core::money::Currency;
 use ledger_engine::store::{EventStore, Subscription};
 use ledger_engine::writer::Ledger;
 use ledger_proto::api::v1 as wire;
-use projections::read_models::{Cursor, HistoryFilter, Movement, ProjectionError, Side, Status as MovementStatus};
+use projections::read_models::{
+    Cursor, HistoryFilter, Movement, MovementKind, ProjectionError, Side, Status as MovementStatus,
+};
 use projections::worker::Projector;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -296,7 +298,7 @@ impl wire::ledger_server::Ledger for LedgerService {
             }
             let filter = HistoryFilter { from_ns: request.from_ns, to_ns: request.to_ns, ..HistoryFilter::default() };
             let page = models.movements_oldest_first(account, &filter, cursor, limit).map_err(model_status)?;
-            let movements = page.movements.iter().map(movement).collect();
+            let movements = self.movements(&page.movements).await?;
             // ok: not a swallowed error: the wire's empty cursor is "no next page".
             let next_cursor = page.next.map(|c| c.timestamp_ns.to_string()).unwrap_or_default();
             Ok(Response::new(wire::ListAccountTransfersResponse {
@@ -413,7 +415,7 @@ impl wire::ledger_server::Ledger for LedgerService {
             let accounts = self.subject(&request.account_id, &request.owner_id)?;
             let filter = HistoryFilter { from_ns: request.from_ns, to_ns: request.to_ns, side, status, currency };
             let page = self.projector.models().history(&accounts, &filter, cursor, limit).map_err(model_status)?;
-            let mut movements: Vec<wire::AccountMovement> = page.movements.iter().map(movement).collect();
+            let mut movements = self.movements(&page.movements).await?;
             if let Some(user) = user {
                 self.name_movements(user, &mut movements).await?;
             }
@@ -569,6 +571,42 @@ pub(crate) fn model_status(error: ProjectionError) -> Status {
     }
 }
 
+impl LedgerService {
+    /// A page of movements on the wire, each posted or voided hold with the id of the
+    /// transfer that resolved it. The read model's row keeps how a hold ended; the
+    /// ledger's state knows what ended it (a page is at most `Self::limit`'s maximum,
+    /// so one lookup).
+    async fn movements(&self, movements: &[Movement]) -> Result<Vec<wire::AccountMovement>, Status> {
+        let resolved = |m: &&Movement| {
+            m.kind == MovementKind::TransferPending
+                && matches!(m.status, MovementStatus::Posted | MovementStatus::Voided)
+        };
+        let mut holds: Vec<TransferId> = movements.iter().filter(resolved).map(|m| TransferId(m.transfer_id)).collect();
+        holds.sort_unstable();
+        holds.dedup();
+        let found = if holds.is_empty() {
+            Vec::new()
+        } else {
+            self.ledger.lookup_transfers(holds.clone()).await.map_err(convert::status)?
+        };
+        let by: std::collections::HashMap<u128, u128> = holds
+            .iter()
+            .zip(found)
+            .filter_map(|(hold, transfer)| Some((hold.0, transfer?.pending_status?.resolved_by()?.0)))
+            .collect();
+        Ok(movements
+            .iter()
+            .map(|m| {
+                let mut shown = movement(m);
+                if resolved(&m) {
+                    shown.resolved_by_id = by.get(&m.transfer_id).map_or(String::new(), u128::to_string);
+                }
+                shown
+            })
+            .collect())
+    }
+}
+
 fn movement(m: &Movement) -> wire::AccountMovement {
     wire::AccountMovement {
         account_id: m.account.to_string(),
@@ -598,5 +636,6 @@ fn movement(m: &Movement) -> wire::AccountMovement {
         counterparty_name: String::new(),
         payment_id: String::new(),
         note: String::new(),
+        resolved_by_id: String::new(),
     }
 }

@@ -302,36 +302,60 @@ async fn a_resolved_hold_shows_how_it_ended_and_is_not_posted_money_twice() {
         status: status as i32,
         ..Default::default()
     };
-    let rows = |response: wire::GetHistoryResponse| -> Vec<(String, String, wire::MovementStatus)> {
+    type Row = (String, String, wire::MovementStatus, String);
+    let rows = |response: wire::GetHistoryResponse| -> Vec<Row> {
         let mut rows: Vec<_> = response
             .movements
             .into_iter()
-            .map(|m| (m.transfer_id, m.event_type, wire::MovementStatus::try_from(m.status).expect("status")))
+            .map(|m| {
+                let status = wire::MovementStatus::try_from(m.status).expect("status");
+                (m.transfer_id, m.event_type, status, m.resolved_by_id)
+            })
             .collect();
         rows.sort();
         rows
     };
     let all = ledger.get_history(authed(history(wire::MovementStatus::Unspecified), ADMIN)).await.expect("all");
-    let row = |id: &str, event: &str, status| (id.to_string(), event.to_string(), status);
+    let row = |id: &str, event: &str, status, by: &str| (id.to_string(), event.to_string(), status, by.to_string());
     use wire::MovementStatus as S;
     assert_eq!(
         rows(all.into_inner()),
         [
-            row("10", "TransferPosted", S::Posted),
-            row("11", "TransferPending", S::Posted),
-            row("12", "PendingPosted", S::Posted),
-            row("13", "TransferPending", S::Voided),
-            row("14", "PendingVoided", S::Voided),
-            row("15", "TransferPending", S::Pending),
+            row("10", "TransferPosted", S::Posted, ""),
+            row("11", "TransferPending", S::Posted, "12"),
+            row("12", "PendingPosted", S::Posted, ""),
+            row("13", "TransferPending", S::Voided, "14"),
+            row("14", "PendingVoided", S::Voided, ""),
+            row("15", "TransferPending", S::Pending, ""),
         ]
     );
     let posted = ledger.get_history(authed(history(S::Posted), ADMIN)).await.expect("posted");
-    assert_eq!(
-        rows(posted.into_inner()),
-        [row("10", "TransferPosted", S::Posted), row("12", "PendingPosted", S::Posted)]
-    );
+    let expected = [row("10", "TransferPosted", S::Posted, ""), row("12", "PendingPosted", S::Posted, "")];
+    assert_eq!(rows(posted.into_inner()), expected, "a posted hold is not posted money twice");
     let voided = ledger.get_history(authed(history(S::Voided), ADMIN)).await.expect("voided");
-    assert_eq!(rows(voided.into_inner()), [row("14", "PendingVoided", S::Voided)]);
+    assert_eq!(rows(voided.into_inner()), [row("14", "PendingVoided", S::Voided, "")]);
     let pending = ledger.get_history(authed(history(S::Pending), ADMIN)).await.expect("pending");
-    assert_eq!(rows(pending.into_inner()), [row("15", "TransferPending", S::Pending)]);
+    assert_eq!(rows(pending.into_inner()), [row("15", "TransferPending", S::Pending, "")]);
+    // The owner's history (both accounts) and an account's transfers say the same.
+    let owner = wire::GetHistoryRequest { owner_id: "7".into(), ..Default::default() };
+    let owner = ledger.get_history(authed(owner, ADMIN)).await.expect("owner").into_inner();
+    let holds: Vec<_> = owner
+        .movements
+        .iter()
+        .filter(|m| m.event_type == "TransferPending")
+        .map(|m| (m.account_id.as_str(), m.transfer_id.as_str(), m.resolved_by_id.as_str()))
+        .collect();
+    assert_eq!(holds.len(), 6, "{holds:?}");
+    assert!(holds.iter().all(|(_, id, by)| *by
+        == if *id == "15" {
+            ""
+        } else if *id == "11" {
+            "12"
+        } else {
+            "14"
+        }));
+    let listed = wire::ListAccountTransfersRequest { account_id: "2".into(), ..Default::default() };
+    let listed = ledger.list_account_transfers(authed(listed, ADMIN)).await.expect("list").into_inner();
+    let hold = listed.movements.iter().find(|m| m.transfer_id == "11").expect("the hold");
+    assert_eq!(hold.resolved_by_id, "12");
 }

@@ -20,6 +20,7 @@ use super::saga::{Action, Payment};
 use super::{event_type, owns, stream_name, Entry, Payments, PaymentsError, Recent};
 use crate::chart::{first_refusal, refusal_reason, wallet_account_id, OpenError};
 use crate::engine::EventData;
+use crate::fx::RateError;
 
 impl Payments {
     /// Starts a driver for every open payment of this worker's partition.
@@ -294,10 +295,13 @@ impl Payments {
         };
         let reference = self.config.risk.currency;
         // Every amount in the risk currency at the mid rate in force now; `None` where
-        // no rate values it (the rules then send the payment to review).
-        let value = |currency: Currency, minor: u64| match minor {
-            0 => Some(0),
-            _ => self.fx.value_up(minor, currency, reference, now).ok(),
+        // no rate values it (the rules then send the payment to review). A value past
+        // u64 is at least u64::MAX minor units: over any limit.
+        let value = |currency: Currency, minor: u64| match (minor, self.fx.value_up(minor, currency, reference, now)) {
+            (0, _) => Some(0),
+            (_, Ok(value)) => Some(value),
+            (_, Err(RateError::Overflow)) => Some(u64::MAX),
+            (_, Err(RateError::NoRate(..) | RateError::BadRate | RateError::TooSmall)) => None,
         };
         let currency = payment.currency();
         let input = {

