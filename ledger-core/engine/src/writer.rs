@@ -707,3 +707,22 @@ impl WriterMetrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_reports_at_most_once_per_interval_with_the_rate_so_far() {
+        let started = Instant::now().checked_sub(PROGRESS_EVERY * 2).expect("up for more than two seconds");
+        let mut progress = Progress::new(started);
+        let mut reports = Vec::new();
+        progress.tick(1_000, |done, per_sec| reports.push((done, per_sec)));
+        progress.tick(2_000, |done, per_sec| reports.push((done, per_sec)));
+        assert_eq!(reports.len(), 1, "the second tick comes too soon: {reports:?}");
+        let (done, per_sec) = reports[0];
+        assert_eq!(done, 1_000);
+        // 1,000 events in a little over two intervals (2 s).
+        assert!((400..=500).contains(&per_sec), "{per_sec}");
+    }
+}

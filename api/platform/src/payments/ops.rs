@@ -259,3 +259,53 @@ impl Payments {
         (out, total)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(status: RailStatus) -> Result<Result<RailStatus, RailError>, tokio::time::error::Elapsed> {
+        Ok(Ok(status))
+    }
+
+    #[test]
+    fn finished_payments_are_counted_by_kind_and_status() {
+        let ops = PaymentOps::default();
+        ops.finished(Some(PaymentKind::Send), FinishStatus::Completed);
+        ops.finished(Some(PaymentKind::Send), FinishStatus::Completed);
+        ops.finished(Some(PaymentKind::Withdrawal), FinishStatus::Failed);
+        ops.finished(None, FinishStatus::Failed);
+        assert_eq!(ops.finished_counts(), [("send", "completed", 2), ("withdrawal", "failed", 1)]);
+    }
+
+    #[test]
+    fn rail_calls_are_counted_by_rail_operation_and_outcome_with_a_cumulative_histogram() {
+        let ops = PaymentOps::default();
+        let ms = Duration::from_millis;
+        ops.rail_call("card", Some(Step::Authorize), &answered(RailStatus::Succeeded("r".into())), ms(3));
+        ops.rail_call("card", Some(Step::Authorize), &answered(RailStatus::Failed("declined".into())), ms(30));
+        ops.rail_call("bank_account", None, &answered(RailStatus::Pending), ms(20_000));
+        ops.rail_call("bank_account", Some(Step::Payout), &Ok(Err(RailError("down".into()))), ms(1));
+        // Not rails, or not rail steps: not counted.
+        ops.rail_call("wallet", Some(Step::Authorize), &answered(RailStatus::Pending), ms(1));
+        ops.rail_call("card", Some(Step::Hold), &answered(RailStatus::Pending), ms(1));
+        assert_eq!(
+            ops.rail_call_counts(),
+            [
+                ("bank_account", "payout", "error", 1),
+                ("bank_account", "status", "pending", 1),
+                ("card", "authorize", "succeeded", 1),
+                ("card", "authorize", "failed", 1),
+            ]
+        );
+        let latencies = ops.rail_latencies();
+        let authorize = latencies.iter().find(|l| l.rail == "card" && l.operation == "authorize").expect("card");
+        // Buckets 0.005 0.01 0.025 0.05 …: one call in the first, one more by 0.05.
+        assert_eq!(authorize.cumulative[..4], [1, 1, 1, 2]);
+        assert_eq!((authorize.count, *authorize.cumulative.last().expect("+Inf")), (2, 2));
+        assert!((authorize.sum_secs - 0.033).abs() < 1e-9, "{}", authorize.sum_secs);
+        let status = latencies.iter().find(|l| l.operation == "status").expect("status");
+        assert_eq!(status.cumulative[RAIL_LATENCY_BUCKETS_SECS.len() - 1], 0, "20 s is above every bound");
+        assert_eq!(status.cumulative[RAIL_LATENCY_BUCKETS_SECS.len()], 1, "+Inf holds it");
+    }
+}

@@ -338,3 +338,19 @@ enum SecondFactor {
 fn normalize_recovery(code: &str) -> String {
     code.trim().to_lowercase().replace(['-', ' '], "")
 }
+
+#[cfg(test)]
+mod sign_in_outcome_tests {
+    use super::*;
+
+    #[test]
+    fn each_sign_in_answer_has_its_outcome() {
+        let of = |result: Result<(), UsersError>| SignInOutcome::of(&result).as_str();
+        assert_eq!(of(Ok(())), "success");
+        assert_eq!(of(Err(UsersError::Unauthenticated(INVALID_CREDENTIALS))), "bad_credentials");
+        assert_eq!(of(Err(UsersError::Throttled { retry_after_secs: 9 })), "throttled");
+        assert_eq!(of(Err(UsersError::Unauthenticated(SECOND_FACTOR_REQUIRED))), "totp_required");
+        assert_eq!(of(Err(UsersError::Unauthenticated(SECOND_FACTOR_INVALID))), "totp_failed");
+        assert_eq!(of(Err(UsersError::InvalidRequest("email or password too long"))), "error");
+    }
+}
