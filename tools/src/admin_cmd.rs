@@ -4,18 +4,20 @@
 //! payments), `accounts` the ledger's accounts, `reviews` the review queue.
 
 use clap::Subcommand;
-use ledger_core::calendar::civil_from_days;
 use ledger_proto::api::v1 as wire;
 use serde_json::json;
 
 use crate::client::{status_text, Connection};
+use crate::present;
 
 #[derive(Subcommand)]
 pub enum AdminCommand {
     /// Users in id order, a page at a time, or the one user an email or id names.
     Users {
+        /// The one user with this email address.
         #[arg(long, conflicts_with = "id")]
         email: Option<String>,
+        /// The one user with this id.
         #[arg(long)]
         id: Option<String>,
         /// Users per page (0: the server's default of 50; at most 200).
@@ -28,6 +30,7 @@ pub enum AdminCommand {
     /// One user: profile, wallets with balances, instruments with their verification
     /// state (micro-deposits of a bank account awaiting it), recent payments.
     User {
+        /// The user's id (`ledgerctl admin users --email …` finds it).
         user_id: String,
         /// Payments shown (0: the server's default of 50; at most 200).
         #[arg(long, default_value_t = 0)]
@@ -36,11 +39,12 @@ pub enum AdminCommand {
         #[arg(long, default_value = "")]
         after: String,
     },
-    /// Ledger accounts in id order, a page at a time (amounts in minor units).
+    /// Ledger accounts in id order, a page at a time.
     Accounts {
         /// Accounts per page (0: the server's default of 50; at most 1000).
         #[arg(long, default_value_t = 0)]
         limit: u32,
+        /// The cursor printed at the end of the previous page.
         #[arg(long, default_value = "")]
         after: String,
     },
@@ -52,18 +56,14 @@ pub enum AdminCommand {
     },
 }
 
-/// `YYYY-MM-DD HH:MM:SS` UTC of an instant in nanoseconds since 1970; `-` for 0.
-fn utc(ns: u64) -> String {
+/// An instant as RFC 3339 at `--utc-offset`; `-` for 0 (never).
+fn when(ns: u64, offset: i32) -> String {
     if ns == 0 {
         return "-".into();
     }
-    let secs = (ns / 1_000_000_000) as i64;
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    present::time_text(ns, offset)
 }
 
-/// `3d 4h`, `5h 6m`, `7m 8s` or `9s`.
 fn age(secs: u64) -> String {
     match secs {
         0..=59 => format!("{secs}s"),
@@ -99,17 +99,24 @@ fn instrument_json(i: &wire::SupportInstrument) -> serde_json::Value {
            "failed_attempts": i.failed_attempts, "added_at_ns": i.added_at_ns})
 }
 
-fn print_users(response: &wire::ListUsersResponse, json: bool) {
+fn print_users(response: &wire::ListUsersResponse, json: bool, offset: i32) {
     if json {
         let users: Vec<_> = response.users.iter().map(user_json).collect();
         outln!("{}", json!({"users": users, "next_cursor": response.next_cursor}));
         return;
     }
-    outln!("{:<40} {:<24} {:<32} {:<20} FLAGS", "USER", "NAME", "EMAIL", "REGISTERED (UTC)");
+    outln!("{:<40} {:<24} {:<32} {:<25} FLAGS", "USER", "NAME", "EMAIL", "REGISTERED");
     for u in &response.users {
         let flags = [(u.totp_enabled, "totp"), (u.erased, "erased")];
         let flags: Vec<&str> = flags.iter().filter(|(on, _)| *on).map(|(_, name)| *name).collect();
-        outln!("{:<40} {:<24} {:<32} {:<20} {}", u.user_id, u.name, u.email, utc(u.registered_at_ns), flags.join(","));
+        outln!(
+            "{:<40} {:<24} {:<32} {:<25} {}",
+            u.user_id,
+            u.name,
+            u.email,
+            when(u.registered_at_ns, offset),
+            flags.join(",")
+        );
     }
     if response.users.is_empty() {
         outln!("(no users)");
@@ -117,31 +124,31 @@ fn print_users(response: &wire::ListUsersResponse, json: bool) {
     next_page(&response.next_cursor, "--after");
 }
 
-fn print_payment_rows(payments: &[wire::Payment]) {
+fn print_payment_rows(payments: &[wire::Payment], offset: i32) {
     outln!(
-        "  {:<40} {:<10} {:<18} {:>12} {:<4} {:<20} REASON",
+        "  {:<40} {:<10} {:<18} {:>12} {:<4} {:<25} REASON",
         "PAYMENT",
         "KIND",
         "STATUS",
         "AMOUNT",
         "CUR",
-        "CREATED (UTC)"
+        "CREATED"
     );
     for p in payments {
         outln!(
-            "  {:<40} {:<10} {:<18} {:>12} {:<4} {:<20} {}",
+            "  {:<40} {:<10} {:<18} {:>12} {:<4} {:<25} {}",
             p.payment_id,
             p.kind,
             p.status,
             p.amount,
             p.currency,
-            utc(p.created_at_ns),
+            when(p.created_at_ns, offset),
             p.reason
         );
     }
 }
 
-fn print_user(user: &wire::AdminUser, json: bool) {
+fn print_user(user: &wire::AdminUser, json: bool, offset: i32) {
     let profile = user.profile.clone().unwrap_or_default();
     if json {
         let wallets: Vec<_> = user
@@ -168,7 +175,7 @@ fn print_user(user: &wire::AdminUser, json: bool) {
     outln!("address    {}", profile.address);
     outln!("born       {}", profile.date_of_birth);
     outln!("totp       {}", if profile.totp_enabled { "enabled" } else { "off" });
-    outln!("registered {}", utc(profile.registered_at_ns));
+    outln!("registered {}", when(profile.registered_at_ns, offset));
     outln!("wallets:");
     for w in &user.wallets {
         outln!("  {:<4} {:>16} available {:>16}  account {}", w.currency, w.balance, w.available, w.account_id);
@@ -191,12 +198,12 @@ fn print_user(user: &wire::AdminUser, json: bool) {
         outln!("{line}");
     }
     outln!("payments (newest first):");
-    print_payment_rows(&user.payments);
+    print_payment_rows(&user.payments, offset);
     next_page(&user.next_payments_cursor, "--after");
 }
 
-fn print_accounts(response: &wire::ListAccountsResponse, json: bool) {
-    if json {
+fn print_accounts(response: &wire::ListAccountsResponse, connection: &Connection) -> Result<(), String> {
+    if connection.json {
         let accounts: Vec<_> = response
             .accounts
             .iter()
@@ -210,10 +217,10 @@ fn print_accounts(response: &wire::ListAccountsResponse, json: bool) {
         let out = json!({"accounts": accounts, "next_cursor": response.next_cursor,
                          "applied_position": response.applied_position});
         outln!("{out}");
-        return;
+        return Ok(());
     }
     outln!(
-        "{:<40} {:<4} {:<40} {:>20} {:>20} {:>14} {:>14}",
+        "{:<40} {:<4} {:<40} {:>20} {:>20} {:>20} {:>20}",
         "ACCOUNT",
         "CUR",
         "OWNER",
@@ -224,20 +231,21 @@ fn print_accounts(response: &wire::ListAccountsResponse, json: bool) {
     );
     for a in &response.accounts {
         outln!(
-            "{:<40} {:<4} {:<40} {:>20} {:>20} {:>14} {:>14}",
+            "{:<40} {:<4} {:<40} {:>20} {:>20} {:>20} {:>20}",
             a.account_id,
             a.currency,
             a.owner_id,
-            a.debits_posted,
-            a.credits_posted,
-            a.debits_pending,
-            a.credits_pending
+            connection.money(&a.debits_posted, &a.currency)?,
+            connection.money(&a.credits_posted, &a.currency)?,
+            connection.money(&a.debits_pending, &a.currency)?,
+            connection.money(&a.credits_pending, &a.currency)?
         );
     }
     next_page(&response.next_cursor, "--after");
+    Ok(())
 }
 
-fn print_reviews(response: &wire::ListReviewQueueResponse, json: bool) {
+fn print_reviews(response: &wire::ListReviewQueueResponse, json: bool, offset: i32) {
     if json {
         let items: Vec<_> = response
             .items
@@ -251,16 +259,16 @@ fn print_reviews(response: &wire::ListReviewQueueResponse, json: bool) {
         return;
     }
     outln!("{} payments in review (oldest first)", response.queue_length);
-    outln!("{:<40} {:>12} {:<4} {:<10} {:<20} REASONS", "PAYMENT", "AMOUNT", "CUR", "WAITING", "TIMES OUT (UTC)");
+    outln!("{:<40} {:>12} {:<4} {:<10} {:<25} REASONS", "PAYMENT", "AMOUNT", "CUR", "WAITING", "TIMES OUT");
     for item in &response.items {
         let p = item.payment.clone().unwrap_or_default();
         outln!(
-            "{:<40} {:>12} {:<4} {:<10} {:<20} {}",
+            "{:<40} {:>12} {:<4} {:<10} {:<25} {}",
             p.payment_id,
             p.amount,
             p.currency,
             age(item.waiting_secs),
-            utc(item.times_out_at_ns),
+            when(item.times_out_at_ns, offset),
             p.risk_reasons.join("; ")
         );
     }
@@ -268,7 +276,7 @@ fn print_reviews(response: &wire::ListReviewQueueResponse, json: bool) {
 
 pub async fn run(connection: &Connection, command: AdminCommand) -> Result<bool, String> {
     let mut admin = wire::admin_client::AdminClient::new(connection.channel().await?);
-    let json = connection.json;
+    let (json, offset) = (connection.json, connection.offset()?);
     match command {
         AdminCommand::Users { email, id, limit, after } => {
             let request = wire::ListUsersRequest {
@@ -278,23 +286,23 @@ pub async fn run(connection: &Connection, command: AdminCommand) -> Result<bool,
                 after,
             };
             let response = admin.list_users(connection.request(request)?).await.map_err(status_text)?.into_inner();
-            print_users(&response, json);
+            print_users(&response, json, offset);
         }
         AdminCommand::User { user_id, payments, after } => {
             let request = wire::GetUserRequest { user_id, payments_limit: payments, payments_after: after };
             let response = admin.get_user(connection.request(request)?).await.map_err(status_text)?.into_inner();
-            print_user(&response, json);
+            print_user(&response, json, offset);
         }
         AdminCommand::Accounts { limit, after } => {
             let request = wire::ListAccountsRequest { limit, after };
             let response = admin.list_accounts(connection.request(request)?).await.map_err(status_text)?.into_inner();
-            print_accounts(&response, json);
+            print_accounts(&response, connection)?;
         }
         AdminCommand::Reviews { limit } => {
             let request = wire::ListReviewQueueRequest { limit };
             let response =
                 admin.list_review_queue(connection.request(request)?).await.map_err(status_text)?.into_inner();
-            print_reviews(&response, json);
+            print_reviews(&response, json, offset);
         }
     }
     Ok(true)

@@ -42,6 +42,10 @@ pub struct Connection {
     /// -HH:MM or Z); report days run midnight to midnight there.
     #[arg(long, global = true, default_value = "+00:00", allow_hyphen_values = true, help_heading = "Output")]
     pub utc_offset: String,
+    /// Print only the id of what the command made (a user, an instrument, a payment, a
+    /// quote), to keep it in a shell variable: PAYMENT=$(ledgerctl pay … -q).
+    #[arg(short, long, global = true, help_heading = "Output")]
+    pub quiet: bool,
 }
 
 #[derive(Subcommand)]

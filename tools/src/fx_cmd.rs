@@ -151,7 +151,11 @@ pub async fn run(connection: &Connection, command: FxCommand) -> Result<bool, St
             let request =
                 wire::GetQuoteRequest { from_currency: from, to_currency: to, from_amount: amount, to_amount: receive };
             let quote = fx.get_quote(connection.request(request)?).await.map_err(status_text)?.into_inner();
-            print_quote(&quote, json, offset);
+            if connection.quiet {
+                outln!("{}", quote.quote_id);
+            } else {
+                print_quote(&quote, json, offset);
+            }
         }
         FxCommand::Execute { quote_id, to_user, to_email } => {
             let request = wire::ExecuteQuoteRequest { quote_id, receiver_user_id: to_user, receiver_email: to_email };

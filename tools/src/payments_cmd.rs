@@ -103,9 +103,9 @@ pub enum PaymentsCommand {
         /// ISO 4217 code of the wallet to fill.
         #[arg(long)]
         currency: String,
-        /// The linked instrument the money comes from.
+        /// The linked instrument the money comes from (default: your default instrument).
         #[arg(long)]
-        instrument: String,
+        instrument: Option<String>,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -120,9 +120,10 @@ pub enum PaymentsCommand {
         /// ISO 4217 code of the wallet to take it from.
         #[arg(long)]
         currency: String,
-        /// The linked bank account the money goes to.
+        /// The linked bank account the money goes to (default: your verified bank account,
+        /// the default one first).
         #[arg(long)]
-        instrument: String,
+        instrument: Option<String>,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -278,16 +279,64 @@ fn amount_flag(connection: &Connection, amount: String, currency: &str) -> Resul
     Ok(format_amount(minor, currency))
 }
 
-/// What a payment is about, in words: "12.50 USD to bob@example.com".
+/// What a payment is about, in words: "12.50 USD to Bob Smith <bob@example.com>".
 fn what(p: &wire::Payment, counterparty: &str) -> String {
     let amount = amount_text(&p.amount, &p.currency);
+    // The other party by name where the server shows it, else as the command named them.
+    let party = |name: &str, email: &str, id: &str| match (name.is_empty(), counterparty.is_empty()) {
+        (false, _) => party_full(name, email),
+        (true, false) => counterparty.to_string(),
+        (true, true) => format!("user {id}"),
+    };
     match p.kind.as_str() {
         "top_up" => format!("{amount} into your wallet"),
         "withdrawal" => format!("{amount} from your wallet to your bank account"),
-        "request" if !counterparty.is_empty() => format!("{amount} from {counterparty}"),
-        "request" => format!("{amount} from user {}", p.sender_id),
-        _ if !counterparty.is_empty() => format!("{amount} to {counterparty}"),
-        _ => format!("{amount} to user {}", p.receiver_id),
+        "request" => format!("{amount} from {}", party(&p.from_name, &p.from_email, &p.sender_id)),
+        _ => format!("{amount} to {}", party(&p.to_name, &p.to_email, &p.receiver_id)),
+    }
+}
+
+/// The signed-in user's instrument to use when `--instrument` is not given: a verified
+/// one of `kind` (any kind when `None`), the default one first.
+async fn default_instrument(connection: &Connection, kind: Option<wire::InstrumentKind>) -> Result<String, String> {
+    let mut users = wire::users_client::UsersClient::new(connection.channel().await?);
+    let list = users
+        .list_instruments(connection.request(wire::UserRequest::default())?)
+        .await
+        .map_err(status_text)?
+        .into_inner();
+    let verified = |i: &&wire::PaymentInstrument| i.status == wire::InstrumentStatus::Verified as i32;
+    let of_kind = |i: &&wire::PaymentInstrument| kind.is_none_or(|k| i.kind == k as i32);
+    let mut usable: Vec<&wire::PaymentInstrument> = list.instruments.iter().filter(verified).filter(of_kind).collect();
+    usable.sort_by_key(|i| !i.is_default);
+    match (usable.first(), kind) {
+        (Some(i), _) => Ok(i.instrument_id.clone()),
+        (None, Some(kind)) => Err(format!(
+            "--instrument: you have no verified {} (link one with `ledgerctl instruments add-…`)",
+            kind.as_str_name().to_lowercase().replace('_', " ")
+        )),
+        (None, None) => {
+            Err("--instrument: you have no verified instrument (add a card with `ledgerctl instruments add-card`)"
+                .into())
+        }
+    }
+}
+
+/// The instrument kind a `--funding` value pays from (`None` for the wallet).
+fn funding_kind(funding: &str) -> Option<wire::InstrumentKind> {
+    match funding {
+        "bank_account" => Some(wire::InstrumentKind::BankAccount),
+        "card" => Some(wire::InstrumentKind::Card),
+        "digital_wallet" => Some(wire::InstrumentKind::DigitalWallet),
+        _ => None,
+    }
+}
+
+/// `--instrument` as given, or the default one for `--funding` (none for the wallet).
+async fn funding_instrument(connection: &Connection, funding: &str, instrument: String) -> Result<String, String> {
+    match funding_kind(funding) {
+        Some(kind) if instrument.is_empty() => default_instrument(connection, Some(kind)).await,
+        _ => Ok(instrument),
     }
 }
 
@@ -302,12 +351,20 @@ async fn settle(
 ) -> Result<u8, String> {
     let offset = connection.offset()?;
     if wait.no_wait {
-        print_payment(&payment, connection.json, offset);
+        if connection.quiet {
+            outln!("{}", payment.payment_id);
+        } else {
+            print_payment(&payment, connection.json, offset);
+        }
         return Ok(0);
     }
     let p = wait::until_settled(connection, payments, payment, wait).await?;
     let declined = declining && p.status == "cancelled";
     let outcome = if declined { Outcome::Completed } else { Outcome::of(&p) };
+    if connection.quiet {
+        outln!("{}", p.payment_id);
+        return Ok(outcome.exit_status());
+    }
     if connection.json {
         let mut value = payment_json(&p, offset);
         value["outcome"] = json!(outcome.word());
@@ -344,6 +401,7 @@ pub async fn run(connection: &Connection, command: PaymentsCommand) -> Result<u8
         PaymentsCommand::Pay { key, to_user, to_email, amount, currency, funding, instrument, note, quote, wait } => {
             let amount = amount_flag(connection, amount, &currency)?;
             let counterparty = if to_email.is_empty() { String::new() } else { to_email.clone() };
+            let instrument_id = funding_instrument(connection, &funding, instrument).await?;
             let request = wire::SendRequest {
                 idempotency_key: key_or_new("--key", key)?,
                 receiver_user_id: to_user,
@@ -351,7 +409,7 @@ pub async fn run(connection: &Connection, command: PaymentsCommand) -> Result<u8
                 amount,
                 currency,
                 funding,
-                instrument_id: instrument,
+                instrument_id,
                 note,
                 quote_id: quote,
             };
@@ -372,20 +430,28 @@ pub async fn run(connection: &Connection, command: PaymentsCommand) -> Result<u8
         }
         PaymentsCommand::Answer { payment_id, decline, funding, instrument, wait } => {
             declining = decline;
-            let request =
-                wire::AnswerRequestRequest { payment_id, approve: !decline, funding, instrument_id: instrument };
+            let instrument_id = funding_instrument(connection, &funding, instrument).await?;
+            let request = wire::AnswerRequestRequest { payment_id, approve: !decline, funding, instrument_id };
             (payments.answer_request(connection.request(request)?).await, wait, String::new())
         }
         PaymentsCommand::Topup { key, amount, currency, instrument, wait } => {
             let amount = amount_flag(connection, amount, &currency)?;
             let idempotency_key = key_or_new("--key", key)?;
-            let request = wire::TopUpRequest { idempotency_key, amount, currency, instrument_id: instrument };
+            let instrument_id = match instrument {
+                Some(id) => id,
+                None => default_instrument(connection, None).await?,
+            };
+            let request = wire::TopUpRequest { idempotency_key, amount, currency, instrument_id };
             (payments.top_up(connection.request(request)?).await, wait, String::new())
         }
         PaymentsCommand::Withdraw { key, amount, currency, instrument, wait } => {
             let amount = amount_flag(connection, amount, &currency)?;
             let idempotency_key = key_or_new("--key", key)?;
-            let request = wire::WithdrawRequest { idempotency_key, amount, currency, instrument_id: instrument };
+            let instrument_id = match instrument {
+                Some(id) => id,
+                None => default_instrument(connection, Some(wire::InstrumentKind::BankAccount)).await?,
+            };
+            let request = wire::WithdrawRequest { idempotency_key, amount, currency, instrument_id };
             (payments.withdraw(connection.request(request)?).await, wait, String::new())
         }
         PaymentsCommand::Refund { payment_id, refund_id, amount, wait } => {

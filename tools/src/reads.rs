@@ -142,6 +142,10 @@ fn movement_json(m: &wire::AccountMovement, offset: i32) -> Result<Value, String
         ("timestamp_ns", json!(m.timestamp_ns)),
         ("metadata", json!(m.metadata)),
         ("position", json!(m.position)),
+        ("counterparty_name", json!(m.counterparty_name)),
+        ("payment_id", json!(m.payment_id)),
+        ("note", json!(m.note)),
+        ("resolved_by_id", json!(m.resolved_by_id)),
     ] {
         object.insert(key.into(), value);
     }
@@ -196,16 +200,24 @@ pub async fn history(connection: &Connection, args: HistoryArgs) -> Result<bool,
         outln!("{}", json!({"movements": movements, "next_cursor": response.next_cursor}));
         return Ok(true);
     }
-    let row = |time: &str, account: &str, event: &str, side: &str, status: &str, other: &str, amount: &str| {
-        outln!("{time:<25} {account:<20} {event:<16} {side:<6} {status:<8} {other:<20} {amount:>20}")
+    // A person's view: the other party by name where the server knows it (a user's own
+    // payments), else its account; the payment (or the bare transfer) the row belongs to.
+    let row = |time: &str, side: &str, status: &str, amount: &str, other: &str, reference: &str, note: &str| {
+        outln!("{time:<25} {side:<4} {status:<8} {amount:>18}  {other:<40} {reference:<48} {note}")
     };
-    row("TIME", "ACCOUNT", "EVENT", "SIDE", "STATUS", "COUNTERPARTY", "AMOUNT");
+    row("TIME", "SIDE", "STATUS", "AMOUNT", "COUNTERPARTY", "REFERENCE", "NOTE");
     for m in &response.movements {
         let side = if m.direction == wire::Direction::Debit as i32 { "out" } else { "in" };
         let status = enum_name(wire::MovementStatus::try_from(m.status).map(|s| s.as_str_name()), "MOVEMENT_STATUS_");
         let time = time_text(m.timestamp_ns, offset);
         let amount = connection.money(&m.amount, &m.currency)?;
-        row(&time, &m.account_id, &m.event_type, side, &status, &m.counterparty_account_id, &amount);
+        let other = if m.counterparty_name.is_empty() { &m.counterparty_account_id } else { &m.counterparty_name };
+        let reference = if m.payment_id.is_empty() {
+            format!("transfer {}", m.transfer_id)
+        } else {
+            format!("payment {}", m.payment_id)
+        };
+        row(&time, side, &status, &amount, other, &reference, &m.note);
     }
     if !response.next_cursor.is_empty() {
         outln!("more: --cursor {}", response.next_cursor);

@@ -31,8 +31,9 @@ pub struct StatementArgs {
     #[arg(long)]
     month: Option<String>,
     /// One wallet's currency; without it, every wallet of the user.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     currency: String,
+    /// table (the default), csv, json, or html: a page with a balance chart to open in a browser.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
     /// Write to this file instead of standard output.

@@ -288,6 +288,8 @@ pub async fn run(connection: &Connection, command: UsersCommand) -> Result<bool,
                 .into_inner();
             if json {
                 outln!("{}", json!({ "user_id": response.user_id }));
+            } else if connection.quiet {
+                outln!("{}", response.user_id);
             } else {
                 outln!("registered user {}", response.user_id);
             }
@@ -504,6 +506,12 @@ async fn instruments(
 ) -> Result<(), String> {
     let json = connection.json;
     let added = |r: wire::AddInstrumentResponse| {
+        if connection.quiet {
+            if let Some(i) = &r.instrument {
+                outln!("{}", i.instrument_id);
+            }
+            return;
+        }
         if let Some(i) = &r.instrument {
             print_instruments(std::slice::from_ref(i), json);
         }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ledgerctl_as, InProcessServer};
+use common::{ledgerctl, ledgerctl_as, InProcessServer};
 
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out.lines().next().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {out}"))
@@ -72,6 +72,9 @@ fn a_user_signs_up_links_instruments_and_manages_sessions_from_the_command_line(
     assert!(ok && out.contains("EUR") && out.contains("0.00"), "{out}{err}");
 
     // Payments from the command line: a top-up from the card, then a payment to a friend.
+    // The fraud controls value EUR in USD, so the admin sets the rate first.
+    let (ok, out) = ledgerctl(addr, &["fx", "set-rates", "--rate", "EUR/USD=1.085"]);
+    assert!(ok, "{out}");
     let card_id =
         instruments.iter().find(|i| i["kind"] == "CARD").and_then(|i| i["instrument_id"].as_str()).expect("card");
     let (ok, _, err) = ledgerctl_as(
