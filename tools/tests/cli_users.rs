@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ledgerctl_as, InProcessServer};
+use common::{ledgerctl_as, InProcessServer, TOKEN};
 
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out.lines().next().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {out}"))
@@ -81,6 +81,10 @@ fn a_user_signs_up_links_instruments_and_manages_sessions_from_the_command_line(
         &format!("{password}\n"),
     );
     assert!(ok, "{err}");
+    // Risk limits are in USD: a EUR payment is valued at the EUR/USD mid rate (without
+    // one it would wait for a review).
+    let (ok, out, err) = ledgerctl_as(addr, TOKEN, &["fx", "set-rates", "--rate", "EUR/USD=1.085"], "");
+    assert!(ok, "{out}{err}");
     let topup = ["--json", "topup", "--key", "t1", "--amount", "20.00", "--currency", "EUR", "--instrument", card_id];
     let pay =
         ["--json", "pay", "--key", "p1", "--to-email", "friend@example.com", "--amount", "5.00", "--currency", "EUR"];
