@@ -155,6 +155,8 @@ pub enum PaymentsCommand {
         /// Stop the payment: it is cancelled and held money goes back.
         #[arg(long)]
         reject: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
 }
 
@@ -469,14 +471,14 @@ pub async fn run(connection: &Connection, command: PaymentsCommand) -> Result<u8
             print_payments(&list.map_err(status_text)?.into_inner().payments, json, offset);
             return Ok(0);
         }
-        PaymentsCommand::Review { payment_id: Some(payment_id), approve, reject } => {
+        PaymentsCommand::Review { payment_id: Some(payment_id), approve, reject, wait } => {
             if approve == reject {
                 return Err("--approve or --reject: give one".into());
             }
-            let p =
-                payments.review_payment(connection.request(wire::ReviewPaymentRequest { payment_id, approve })?).await;
-            print_payment(&p.map_err(status_text)?.into_inner(), json, offset);
-            return Ok(0);
+            // A rejected payment ends cancelled: the outcome asked for, not a failure.
+            declining = reject;
+            let request = wire::ReviewPaymentRequest { payment_id, approve };
+            (payments.review_payment(connection.request(request)?).await, wait, String::new())
         }
         PaymentsCommand::Review { payment_id: None, .. } => {
             let list = payments.list_reviews(connection.request(wire::ListReviewsRequest {})?).await;
