@@ -108,6 +108,23 @@ async fn notes_are_sealed_shown_to_the_parties_and_unreadable_after_the_author_i
     let row = rows.iter().find(|m| m.payment_id == created.payment_id).expect("a row of the payment");
     assert_eq!((row.counterparty_name.as_str(), row.note.as_str()), ("Ada Quillfeather", NOTE));
 
+    // An incoming request shows who asks, and the asker's note.
+    let ask = wire::RequestMoneyRequest {
+        idempotency_key: "taxi".into(),
+        payer_user_id: ada.id.clone(),
+        amount: "3.00".into(),
+        currency: "USD".into(),
+        note: "the taxi home".into(),
+        ..Default::default()
+    };
+    let asked = pay.request_money(authed(ask, &bob.token)).await.expect("request").into_inner();
+    let seen = pay.get_payment(authed(wire::GetPaymentRequest { payment_id: asked.payment_id.clone() }, &ada.token));
+    let seen = seen.await.expect("Ada sees the request").into_inner();
+    assert_eq!(
+        (seen.kind.as_str(), seen.to_name.as_str(), seen.note.as_str()),
+        ("request", "Bob Marchetti", "the taxi home")
+    );
+
     // The note never reaches the data directory in clear, even while Ada exists.
     let data = dir.path().join("data");
     assert_eq!(files_holding(&data, NOTE.as_bytes()), Vec::<String>::new());
@@ -132,6 +149,10 @@ async fn notes_are_sealed_shown_to_the_parties_and_unreadable_after_the_author_i
         assert_eq!((p.to_name.as_str(), p.to_email.as_str()), ("Bob Marchetti", "bob.marchetti@example.com"));
     };
     after(&completed(&mut pay, &bob.token, &created.payment_id).await);
+    // Bob's own note on his request to Ada stays his to read.
+    let request = wire::GetPaymentRequest { payment_id: asked.payment_id.clone() };
+    let asked = pay.get_payment(authed(request, &bob.token)).await.expect("Bob's request").into_inner();
+    assert_eq!((asked.note.as_str(), asked.from_name.as_str()), ("the taxi home", "(deleted user)"));
     let rows = bob_history(&server, &bob).await;
     let row = rows.iter().find(|m| m.payment_id == created.payment_id).expect("a row of the payment");
     assert_eq!((row.counterparty_name.as_str(), row.note.as_str()), ("(deleted user)", "(deleted)"));

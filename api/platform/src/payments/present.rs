@@ -3,6 +3,7 @@
 //! the payment (or conversion) it belongs to, read from the transfer's metadata.
 
 use ledger_core::money::Currency;
+use ledger_proto::events::v1 as ev;
 
 use super::kinds::PaymentKind;
 use super::saga::{Payment, PaymentView};
@@ -46,6 +47,20 @@ pub struct TransferContext {
     pub fx: Option<FxDetail>,
 }
 
+/// How a created event's note shows: a note of a build that wrote it in clear (`note`)
+/// as written; a sealed one as `opened` under its author's key (`None`: the author was
+/// erased, the note is unreadable).
+fn shown_note(payment: u128, created: &ev::PaymentCreated, opened: Option<Vec<u8>>) -> Result<String, PaymentsError> {
+    if created.sealed_note.is_empty() {
+        return Ok(created.note.clone());
+    }
+    match opened {
+        None => Ok(NOTE_DELETED.into()),
+        Some(bytes) => String::from_utf8(bytes)
+            .map_err(|_| PaymentsError::Corrupt(format!("payment {payment}: the note is not UTF-8"))),
+    }
+}
+
 impl Payments {
     /// The payment as shown to its parties: the view with names, emails and the note.
     pub(super) async fn shown(&self, payment: &Payment) -> Result<PaymentView, PaymentsError> {
@@ -58,20 +73,15 @@ impl Payments {
         Ok(view)
     }
 
-    /// The note in clear while its author exists, [`NOTE_DELETED`] after. A note from a
-    /// build that wrote it in clear (`note` of the created event) shows as written.
+    /// The note in clear while its author exists, [`NOTE_DELETED`] after.
     async fn note_of(&self, payment: &Payment) -> Result<String, PaymentsError> {
         let created = &payment.created;
-        if created.sealed_note.is_empty() {
-            return Ok(created.note.clone());
-        }
-        let opened =
-            self.users.open_personal(payment.created_by(), &created.sealed_note, &note_aad(payment.id)).await?;
-        match opened {
-            None => Ok(NOTE_DELETED.into()),
-            Some(bytes) => String::from_utf8(bytes)
-                .map_err(|_| PaymentsError::Corrupt(format!("payment {}: the note is not UTF-8", payment.id))),
-        }
+        let opened = if created.sealed_note.is_empty() {
+            None
+        } else {
+            self.users.open_personal(payment.created_by(), &created.sealed_note, &note_aad(payment.id)).await?
+        };
+        shown_note(payment.id, created, opened)
     }
 
     /// What the transfer with `metadata` belongs to, seen by `viewer`: `None` when the
@@ -154,5 +164,21 @@ impl Payments {
                 to_amount: booked.to_amount,
             }),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_clear_notes_show_as_written_and_sealed_ones_only_while_their_author_exists() {
+        let old = ev::PaymentCreated { note: "lunch".into(), ..Default::default() };
+        assert_eq!(shown_note(1, &old, None).expect("old"), "lunch");
+        let sealed = ev::PaymentCreated { sealed_note: vec![1, 2, 3], ..Default::default() };
+        assert_eq!(shown_note(1, &sealed, Some(b"rent".to_vec())).expect("opened"), "rent");
+        assert_eq!(shown_note(1, &sealed, None).expect("erased"), NOTE_DELETED);
+        assert!(matches!(shown_note(1, &sealed, Some(vec![0xff])), Err(PaymentsError::Corrupt(_))));
+        assert_ne!(note_aad(1), note_aad(2), "a note opens only as its own payment's");
     }
 }
