@@ -23,6 +23,7 @@ pub enum Format {
     Csv,
     Json,
     Html,
+    Pdf,
 }
 
 #[derive(Args)]
@@ -33,7 +34,8 @@ pub struct StatementArgs {
     /// One wallet's currency; without it, every wallet of the user.
     #[arg(long, default_value = "", hide_default_value = true)]
     currency: String,
-    /// table (the default), csv, json, or html: a page with a balance chart to open in a browser.
+    /// table (the default), csv, json, html (a page with a balance chart to open in a
+    /// browser) or pdf (the same, to print or file; use --out).
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
     /// Write to this file instead of standard output.
@@ -62,6 +64,7 @@ pub async fn run(connection: &Connection, args: StatementArgs) -> Result<bool, S
         Format::Csv => csv(&statements),
         Format::Json => json_text(&statements)?,
         Format::Html => html(&statements),
+        Format::Pdf => pdf::pdf(&statements),
     };
     match args.out {
         Some(path) => {
@@ -72,6 +75,9 @@ pub async fn run(connection: &Connection, args: StatementArgs) -> Result<bool, S
     }
     Ok(true)
 }
+
+#[path = "statement_pdf.rs"]
+mod pdf;
 
 /// A statement with its figures parsed: the server's minor-unit strings must be numbers.
 struct Shown<'a> {

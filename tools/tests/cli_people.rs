@@ -262,7 +262,7 @@ fn a_signed_in_user_reads_their_own_wallets_and_payments_wait_for_their_outcome(
     // A payment waits for its outcome; the key it made up is printed for a retry.
     let pay = ["pay", "--to-email", "b@example.com", "--amount", "12.50", "--currency", "USD"];
     let run = ledgerctl(&me, &[&at[..], &pay[..]].concat(), "");
-    assert!(run.ok() && run.out.contains("completed: 12.50 USD to b@example.com"), "{run:?}");
+    assert!(run.ok() && run.out.contains("completed: 12.50 USD to B <b@example.com>"), "{run:?}");
     let key = run.err.split_whitespace().skip_while(|w| *w != "--key").nth(1).expect("the key on stderr").to_string();
     assert_eq!(key.len(), 32, "128 bits in hex: {run:?}");
     let first = run.out.clone();
@@ -277,7 +277,7 @@ fn a_signed_in_user_reads_their_own_wallets_and_payments_wait_for_their_outcome(
         "",
     );
     assert_eq!(run.status, Some(1), "{run:?}");
-    assert!(run.out.contains("failed: 100.00 USD to b@example.com: insufficient funds"), "{run:?}");
+    assert!(run.out.contains("failed: 100.00 USD to B <b@example.com>: insufficient funds"), "{run:?}");
     let run = ledgerctl(
         &me,
         &[

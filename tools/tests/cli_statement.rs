@@ -93,6 +93,38 @@ fn render_in_browser(page: &Path, dir: &Path) {
     assert!(png.len() > 1_000 && png.starts_with(b"\x89PNG"), "{browser} rendered the page");
 }
 
+/// The PDF's structure: header, trailer, every cross-reference offset at its object;
+/// rendered with poppler's `pdftoppm` where it is installed.
+fn check_pdf(pdf: &Path, dir: &Path) {
+    let document = std::fs::read_to_string(pdf).expect("the PDF (plain ASCII)");
+    assert!(document.starts_with("%PDF-1.4\n") && document.ends_with("%%EOF\n"), "header and trailer");
+    let start: usize = document
+        .rsplit("startxref\n")
+        .next()
+        .and_then(|tail| tail.lines().next())
+        .and_then(|n| n.parse().ok())
+        .expect("startxref");
+    let table = &document[start..];
+    let count: usize =
+        table.lines().nth(1).and_then(|l| l.split(' ').nth(1)).and_then(|n| n.parse().ok()).expect("count");
+    for (i, line) in table.lines().skip(3).take(count - 1).enumerate() {
+        let offset: usize = line[..10].parse().expect("an offset");
+        assert!(document[offset..].starts_with(&format!("{} 0 obj\n", i + 1)), "object {} at {offset}", i + 1);
+    }
+    assert!(
+        document.contains("(41.75 USD) Tj") && document.contains("(Alan Kay) Tj"),
+        "the closing and the counterparty"
+    );
+    let found = Command::new("sh").args(["-c", "command -v pdftoppm"]).output().is_ok_and(|o| o.status.success());
+    if !found {
+        println!("skipped: pdftoppm not installed (the PDF was checked structurally)");
+        return;
+    }
+    let output =
+        Command::new("pdftoppm").args(["-png", "-r", "50"]).arg(pdf).arg(dir.join("page")).output().expect("pdftoppm");
+    assert!(output.status.success(), "pdftoppm: {}", String::from_utf8_lossy(&output.stderr));
+}
+
 #[test]
 fn a_statement_prints_as_json_csv_a_table_and_a_page_a_browser_renders() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -162,6 +194,13 @@ fn a_statement_prints_as_json_csv_a_table_and_a_page_a_browser_renders() {
     assert!(!html.contains("src=") && !html.contains("href=") && !html.contains("url("), "no external assets");
     assert_eq!(html.matches("http").count(), html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count());
     render_in_browser(&page, dir.path());
+
+    let pdf = dir.path().join("statement.pdf");
+    let pdf_arg = pdf.display().to_string();
+    let (ok, out, err) =
+        ledgerctl_as(addr, &token, &["statement", "--month", &month, "--format", "pdf", "--out", &pdf_arg], "");
+    assert!(ok, "{out}{err}");
+    check_pdf(&pdf, dir.path());
 
     let (ok, _, err) = ledgerctl_as(addr, &token, &["statement", "--month", "2026-13"], "");
     assert!(!ok && err.contains("month"), "{err}");
