@@ -14,12 +14,11 @@ use tonic::Code;
 
 mod common;
 
-use common::{authed, fund, person, Person, Server, ADMIN, PASSWORD, READ_ONLY};
+use common::{authed, fund, person, settled, Person, Server, ADMIN, PASSWORD, READ_ONLY};
 
 const SUPPORT: &str = "support-token-0123456789abcdef";
 
 type Users = wire::users_client::UsersClient<Channel>;
-type Payments = wire::payments_client::PaymentsClient<Channel>;
 type Admin = wire::admin_client::AdminClient<Channel>;
 
 /// `ledgerd` on free ports with admin, read-only and support tokens; every line it
@@ -80,19 +79,6 @@ fn series(text: &str, name: &str) -> Option<f64> {
 
 async fn channel(server: &Server) -> Channel {
     Channel::from_shared(server.addr.clone()).expect("uri").connect().await.expect("connect")
-}
-
-async fn settled(payments: &mut Payments, token: &str, id: &str, until: &[&str]) -> wire::Payment {
-    let started = Instant::now();
-    loop {
-        let request = wire::GetPaymentRequest { payment_id: id.into() };
-        let payment = payments.get_payment(authed(request, token)).await.expect("get").into_inner();
-        if until.contains(&payment.status.as_str()) {
-            return payment;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "payment stuck: {payment:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn send(key: &str, to: &Person, amount: &str) -> wire::SendRequest {

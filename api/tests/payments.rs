@@ -13,7 +13,7 @@ use tonic::Code;
 
 mod common;
 
-use common::{authed, fund, person, Person, Server, ADMIN};
+use common::{authed, fund, person, settled, Person, Server, ADMIN};
 
 type Users = wire::users_client::UsersClient<Channel>;
 type Payments = wire::payments_client::PaymentsClient<Channel>;
@@ -74,20 +74,6 @@ fn send(key: &str, to: &Person, amount: &str, funding: &str, instrument: &str) -
         funding: funding.into(),
         instrument_id: instrument.into(),
         ..Default::default()
-    }
-}
-
-/// Polls until the payment reaches `status` (or any terminal status), then returns it.
-async fn settled(payments: &mut Payments, token: &str, id: &str, until: &[&str]) -> wire::Payment {
-    let started = Instant::now();
-    loop {
-        let request = wire::GetPaymentRequest { payment_id: id.into() };
-        let payment = payments.get_payment(authed(request, token)).await.expect("get").into_inner();
-        if until.contains(&payment.status.as_str()) {
-            return payment;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "payment stuck: {payment:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

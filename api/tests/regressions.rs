@@ -2,15 +2,13 @@
 //! risk rules that only review, risk valued in money, a reused refund id, amounts in a
 //! strict grammar, failure reasons in plain words, and holds shown with how they ended.
 
-use std::time::{Duration, Instant};
-
 use ledger_proto::api::v1 as wire;
 use tonic::transport::Channel;
 use tonic::Code;
 
 mod common;
 
-use common::{authed, fund, person, Person, Server, ADMIN};
+use common::{authed, fund, person, settled, Person, Server, ADMIN};
 
 type Users = wire::users_client::UsersClient<Channel>;
 type Payments = wire::payments_client::PaymentsClient<Channel>;
@@ -34,20 +32,6 @@ fn send(key: &str, to: &Person, amount: &str, currency: &str) -> wire::SendReque
         currency: currency.into(),
         funding: "wallet".into(),
         ..Default::default()
-    }
-}
-
-/// Polls until the payment reaches one of `until`, then returns it.
-async fn settled(payments: &mut Payments, token: &str, id: &str, until: &[&str]) -> wire::Payment {
-    let started = Instant::now();
-    loop {
-        let request = wire::GetPaymentRequest { payment_id: id.into() };
-        let payment = payments.get_payment(authed(request, token)).await.expect("get").into_inner();
-        if until.contains(&payment.status.as_str()) {
-            return payment;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "payment stuck: {payment:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -144,6 +144,18 @@ impl<'a> Shown<'a> {
     fn money(&self, minor: i128) -> String {
         money(minor, self.currency)
     }
+
+    /// The balance over the month for a chart: the opening at the month's start, each
+    /// line's balance from its time on, the closing at its end; and the scale's low
+    /// (zero or below) and high (above the low) ends.
+    fn balance_points(&self) -> (Vec<(u64, i128)>, i128, i128) {
+        let mut points: Vec<(u64, i128)> = vec![(self.s.from_ns, self.opening)];
+        points.extend(self.lines.iter().map(|l| (l.l.at_ns, l.balance)));
+        points.push((self.s.to_ns, self.closing));
+        let low = points.iter().map(|p| p.1).min().unwrap_or(0).min(0);
+        let high = points.iter().map(|p| p.1).max().unwrap_or(0).max(low + 1);
+        (points, low, high)
+    }
 }
 
 /// "849.50 USD", "-3.00 USD".
@@ -358,11 +370,7 @@ const CHART_MARGIN: f64 = 10.0;
 /// line's balance from its time on, the closing at the month's end.
 fn chart(shown: &Shown<'_>) -> String {
     let s = shown.s;
-    let mut points: Vec<(u64, i128)> = vec![(s.from_ns, shown.opening)];
-    points.extend(shown.lines.iter().map(|l| (l.l.at_ns, l.balance)));
-    points.push((s.to_ns, shown.closing));
-    let low = points.iter().map(|p| p.1).min().unwrap_or(0).min(0);
-    let high = points.iter().map(|p| p.1).max().unwrap_or(0).max(low + 1);
+    let (points, low, high) = shown.balance_points();
     let span = s.to_ns.saturating_sub(s.from_ns).max(1) as f64;
     let x = |at: u64| CHART_MARGIN + (at.saturating_sub(s.from_ns) as f64 / span) * (CHART_WIDTH - 2.0 * CHART_MARGIN);
     let y = |v: i128| {

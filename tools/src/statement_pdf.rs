@@ -119,11 +119,7 @@ impl Page {
 /// The balance over the month as a step line in a box `CHART_HEIGHT` high.
 fn chart(page: &mut Page, shown: &Shown<'_>) {
     let s = shown.s;
-    let mut points: Vec<(u64, i128)> = vec![(s.from_ns, shown.opening)];
-    points.extend(shown.lines.iter().map(|l| (l.l.at_ns, l.balance)));
-    points.push((s.to_ns, shown.closing));
-    let low = points.iter().map(|p| p.1).min().unwrap_or(0).min(0);
-    let high = points.iter().map(|p| p.1).max().unwrap_or(0).max(low + 1);
+    let (points, low, high) = shown.balance_points();
     let (top, bottom) = (page.y - 6.0, page.y - 6.0 - CHART_HEIGHT);
     let span = s.to_ns.saturating_sub(s.from_ns).max(1) as f64;
     let x = |at: u64| MARGIN + at.saturating_sub(s.from_ns) as f64 / span * (PAGE_WIDTH - 2.0 * MARGIN);

@@ -97,6 +97,25 @@ impl Drop for Server {
     }
 }
 
+/// Polls a payment until its status is one of `until` (30 s at most), then returns it.
+pub async fn settled(
+    payments: &mut wire::payments_client::PaymentsClient<Channel>,
+    token: &str,
+    id: &str,
+    until: &[&str],
+) -> wire::Payment {
+    let started = std::time::Instant::now();
+    loop {
+        let request = wire::GetPaymentRequest { payment_id: id.into() };
+        let payment = payments.get_payment(authed(request, token)).await.expect("get").into_inner();
+        if until.contains(&payment.status.as_str()) {
+            return payment;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "payment stuck: {payment:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn authed<T>(message: T, token: &str) -> Request<T> {
     let mut request = Request::new(message);
     request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
