@@ -7,5 +7,7 @@ pub mod config;
 pub mod convert;
 pub mod grpc;
 pub mod metrics;
+pub mod read_models_check;
 pub mod server;
 pub mod service;
+pub mod wire_errors;

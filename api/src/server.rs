@@ -19,7 +19,7 @@ use ledger_platform::users::crypto::{self, KeyStore};
 use ledger_platform::users::instruments::SandboxVault;
 use ledger_platform::users::Users;
 use ledger_proto::api::v1 as wire;
-use projections::read_models::{read_models_path, ReadModels};
+use projections::read_models::{open_over_log, read_models_path, CACHE_BYTES_DEFAULT};
 use projections::worker::{Projector, APPLY_BATCH_EVENTS};
 use tokio::net::TcpListener;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -186,7 +186,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let ledger = Ledger::open(store.clone(), ledger_config).map_err(|e| e.to_string())?;
     let models_path = read_models_path(&config.data_dir);
     tracing::info!(path = %models_path.display(), "opening the read models");
-    let models = ReadModels::open(&models_path).map_err(|e| e.to_string())?;
+    crate::read_models_check::check_read_models(models_path.clone()).await?;
+    let models = open_over_log(&models_path, CACHE_BYTES_DEFAULT, store.as_ref()).map_err(|e| e.to_string())?;
     models.set_dense_positions(store.dense_positions());
     let projector = Projector::new(models).map_err(|e| e.to_string())?;
     tracing::info!(applied = projector.applied(), head = *store.watch_head().borrow(), "read models opened");
@@ -230,7 +231,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| format!("reflection: {e}"))?;
-    let mut builder = server_builder(&config)?;
+    let builder = server_builder(&config)?;
     let listener = TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| format!("listen on {}: {e}", config.listen))?;
     tracing::info!(%addr, tls = config.tls.is_some(), "ledgerd listening on {addr}");
@@ -246,6 +247,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(MESSAGE_BYTES_MAX);
     builder
+        .layer(crate::wire_errors::layer())
         .add_service(ledger_server)
         .add_service(wire::users_server::UsersServer::new(users_service))
         .add_service(wire::payments_server::PaymentsServer::new(payments_service))

@@ -14,10 +14,24 @@ pub enum ProjectionError {
     Invalid(String),
     #[error("read model files: {0}")]
     Io(std::io::Error),
+    /// The database file itself is damaged (a page whose checksum fails, a file cut
+    /// short): nothing in it can be read. Rebuild the read models from the log.
+    #[error("the read-model database {path} is damaged: {reason}; rebuild the read models from the log")]
+    Damaged { path: String, reason: String },
     /// Stored data that does not decode, an event the read models contradict, or a
     /// figure that does not fit its type: never a value made up in its place.
     #[error(transparent)]
     ReadModel(#[from] ReadModelError),
+}
+
+impl ProjectionError {
+    /// `Damaged` for redb's verdict that the file at `path` is corrupt, `Db` otherwise.
+    pub(super) fn damaged_or_db(path: &std::path::Path, error: redb::Error) -> ProjectionError {
+        match error {
+            redb::Error::Corrupted(reason) => ProjectionError::Damaged { path: path.display().to_string(), reason },
+            other => ProjectionError::Db(other),
+        }
+    }
 }
 
 impl<E: Into<redb::Error>> From<E> for ProjectionError {

@@ -1,0 +1,229 @@
+//! Recovery through the real `ledgerd`: a log shortened by recovery, a damaged
+//! read-model database, undecodable messages, a poisoned log and health; each test
+//! stops the server, damages files as a crash or a bad disk would, and starts it again.
+
+use std::path::{Path, PathBuf};
+
+use ledger_proto::api::v1 as wire;
+use tonic::transport::Channel;
+
+mod common;
+
+use common::{authed, Server, ADMIN, READ_ONLY};
+
+type Client = wire::ledger_client::LedgerClient<Channel>;
+
+fn open(id: &str) -> wire::AccountCommand {
+    wire::AccountCommand {
+        command: Some(wire::account_command::Command::Open(wire::NewAccount {
+            id: id.into(),
+            currency: "USD".into(),
+            code: 1,
+            flags: 0,
+            owner_id: "7".into(),
+        })),
+    }
+}
+
+async fn transfer(client: &mut Client, id: &str, amount: &str) {
+    let transfer = wire::NewTransfer {
+        id: id.into(),
+        debit_account_id: "1".into(),
+        credit_account_id: "2".into(),
+        amount: amount.into(),
+        currency: "USD".into(),
+        code: 1,
+        kind: wire::TransferKind::Posted as i32,
+        ..Default::default()
+    };
+    let request = wire::CreateTransfersRequest { transfers: vec![transfer] };
+    let results = client.create_transfers(authed(request, ADMIN)).await.expect("transfer").into_inner().results;
+    assert!(results[0].ok, "{results:?}");
+}
+
+/// Two accounts and five transfers of 100 from 1 to 2, then a clean stop.
+async fn five_transfers(dir: &Path) {
+    let mut server = Server::start(dir);
+    let mut client = server.client().await;
+    let accounts = wire::CreateAccountsRequest { commands: vec![open("1"), open("2")] };
+    client.create_accounts(authed(accounts, ADMIN)).await.expect("accounts");
+    for id in 10..15 {
+        transfer(&mut client, &id.to_string(), "100").await;
+    }
+    assert_eq!(read_model_credits(&mut client).await, "500");
+    assert!(server.terminate().success());
+}
+
+/// Account 2's posted credits as the writer's state has them.
+async fn ledger_credits(client: &mut Client) -> String {
+    let request = wire::LookupAccountsRequest { ids: vec!["2".into()] };
+    let found = client.lookup_accounts(authed(request, READ_ONLY)).await.expect("lookup").into_inner();
+    found.accounts[0].credits_posted.clone()
+}
+
+/// Account 2's posted credits as the read models have them.
+async fn read_model_credits(client: &mut Client) -> String {
+    let request = wire::GetBalanceRequest { account_id: "2".into(), ..Default::default() };
+    client.get_balance(authed(request, READ_ONLY)).await.expect("balance").into_inner().credits_posted
+}
+
+fn last_segment(data: &Path) -> PathBuf {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(data.join("log"))
+        .expect("log dir")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    segments.pop().expect("a segment")
+}
+
+fn read_models_file(data: &Path) -> PathBuf {
+    data.join("projections").join("read-models.redb")
+}
+
+fn damaged_copies(data: &Path) -> Vec<String> {
+    std::fs::read_dir(data.join("projections"))
+        .expect("projections dir")
+        .filter_map(|entry| entry.expect("entry").file_name().into_string().ok())
+        .filter(|name| name.starts_with("read-models.redb.damaged-"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_models_follow_a_log_that_recovery_shortened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    five_transfers(dir.path()).await;
+    // A torn last frame: the segment ends inside its last record (the fifth transfer).
+    let segment = last_segment(&dir.path().join("data"));
+    let length = std::fs::metadata(&segment).expect("segment").len();
+    let file = std::fs::OpenOptions::new().write(true).open(&segment).expect("open segment");
+    file.set_len(length - 10).expect("truncate");
+    drop(file);
+
+    let mut server = Server::start(dir.path());
+    let mut client = server.client().await;
+    assert_eq!(ledger_credits(&mut client).await, "400", "recovery cut the fifth transfer");
+    assert_eq!(read_model_credits(&mut client).await, "400", "the read models no longer show it");
+    transfer(&mut client, "16", "7").await;
+    assert_eq!(ledger_credits(&mut client).await, "407");
+    assert_eq!(read_model_credits(&mut client).await, "407", "the new event at the reused position is applied");
+    assert!(server.terminate().success());
+
+    // And after another restart, with nothing cut, they are used as they are.
+    let server = Server::start(dir.path());
+    let mut client = server.client().await;
+    assert_eq!(read_model_credits(&mut client).await, "407");
+}
+
+/// Starts on the damaged read models, checks they were moved aside and rebuilt, and
+/// that a clean restart then uses the rebuilt ones.
+async fn rebuilt_after_damage(dir: &Path) {
+    let data = dir.join("data");
+    let mut server = Server::start(dir);
+    let mut client = server.client().await;
+    assert_eq!(read_model_credits(&mut client).await, "500", "rebuilt from the log");
+    assert_eq!(damaged_copies(&data).len(), 1, "the damaged file is kept aside");
+    transfer(&mut client, "20", "1").await;
+    assert_eq!(read_model_credits(&mut client).await, "501");
+    assert!(server.terminate().success());
+    let server = Server::start(dir);
+    let mut client = server.client().await;
+    assert_eq!(read_model_credits(&mut client).await, "501");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_model_file_with_a_byte_flipped_in_every_page_is_rebuilt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    five_transfers(dir.path()).await;
+    let path = read_models_file(&dir.path().join("data"));
+    let mut bytes = std::fs::read(&path).expect("read models");
+    // One byte in the middle of every 4 KiB page, past redb's file header.
+    for at in (4096 + 2048..bytes.len()).step_by(4096) {
+        bytes[at] ^= 0x5a;
+    }
+    std::fs::write(&path, &bytes).expect("damage");
+    rebuilt_after_damage(dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_model_file_cut_to_half_is_rebuilt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    five_transfers(dir.path()).await;
+    let path = read_models_file(&dir.path().join("data"));
+    let length = std::fs::metadata(&path).expect("read models").len();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+    file.set_len(length / 2).expect("truncate");
+    drop(file);
+    rebuilt_after_damage(dir.path()).await;
+}
+
+/// A codec that sends the given bytes as the request message, whatever they are.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        prost::bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let bytes = prost::bytes::Buf::chunk(src).to_vec();
+        prost::bytes::Buf::advance(src, bytes.len());
+        Ok(Some(bytes))
+    }
+}
+
+/// Sends `bytes` as the message of `method` of `ledger.v1.Ledger` in gRPC framing.
+async fn send_raw(server: &Server, method: &str, bytes: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
+    let channel = Channel::from_shared(server.addr.clone()).expect("uri").connect().await.expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let path = format!("/ledger.v1.Ledger/{method}").parse().expect("path");
+    grpc.unary(authed(bytes, ADMIN), path, RawCodec).await.map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_and_oversized_messages_get_typed_statuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    // transfers (field 1) holding a NewTransfer whose id (field 1, a string) is not UTF-8.
+    let not_utf8 = vec![0x0a, 0x04, 0x0a, 0x02, 0xff, 0xfe];
+    // transfers announcing 16 bytes and carrying 2.
+    let truncated = vec![0x0a, 0x10, 0x0a, 0x00];
+    let garbage = vec![0xff; 16];
+    for (what, bytes) in [("not UTF-8", not_utf8), ("truncated", truncated), ("garbage", garbage)] {
+        let status = send_raw(&server, "CreateTransfers", bytes).await.expect_err(what);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{what}: {status:?}");
+    }
+    let huge = vec![0u8; 20 << 20];
+    let status = send_raw(&server, "CreateTransfers", huge).await.expect_err("20 MiB");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    // An OUT_OF_RANGE of the service itself keeps its code.
+    let mut client = server.client().await;
+    let beyond = wire::GetBalanceRequest { account_id: "1".into(), min_position: 1 << 40, ..Default::default() };
+    let status = client.get_balance(authed(beyond, READ_ONLY)).await.expect_err("beyond the log");
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    // And the server goes on answering well-formed calls.
+    let accounts = wire::CreateAccountsRequest { commands: vec![open("1")] };
+    client.create_accounts(authed(accounts, ADMIN)).await.expect("accounts");
+}
