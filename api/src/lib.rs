@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod grpc;
+pub mod health;
 pub mod metrics;
 pub mod read_models_check;
 pub mod server;

@@ -35,6 +35,11 @@ use crate::metrics::{endpoint, platform as endpoint_platform, Metrics};
 use crate::service::LedgerService;
 use ledger_proto::transport::{incoming, tuned as transport_tuned, MESSAGE_BYTES_MAX};
 
+/// Fault injection for process-level tests of a failing disk: when set, every sync of
+/// the embedded log fails with EIO once a file exists at the path it names. Unset in
+/// any real deployment.
+pub const FAIL_SYNCS_ENV: &str = "LEDGERD_TEST_FAIL_SYNCS_ONCE_EXISTS";
+
 /// Longest a call may run before it is cancelled with DEADLINE_EXCEEDED.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a stop spends bringing the read models to the log's end.
@@ -75,6 +80,10 @@ fn open_log(
         None => {
             let (store, recovery) =
                 EmbeddedStore::open(log_dir, EmbeddedOptions::default()).map_err(|e| e.to_string())?;
+            if let Some(trigger) = std::env::var_os(FAIL_SYNCS_ENV) {
+                tracing::warn!(trigger = ?trigger, "fault injection: syncs of the log fail once this file exists");
+                store.fail_syncs_once_exists(trigger.into());
+            }
             tracing::info!(
                 data_dir = %config.data_dir.display(),
                 segments = recovery.segments,
@@ -225,7 +234,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         projector: projector.clone(),
         metrics,
     };
-    let health_service = health_service(&projector).await;
+    let watched = crate::health::Watched::new(store.clone(), ledger.clone(), projector.clone());
+    let health_service = crate::health::health_service(watched.clone()).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ledger_proto::api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -262,6 +272,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     tokio::task::spawn_blocking(move || ledger.close()).await.map_err(|e| e.to_string())?;
     catch_up_at_stop(&projector, store, follower).await;
     metrics_endpoint.stop().await;
+    if let Some(failure) = watched.failure() {
+        return Err(format!("stopped in a failed state: {failure}"));
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -343,35 +356,6 @@ async fn open_users(config: &Config, store: &Arc<dyn EventStore>, ledger: &Ledge
         });
     }
     Ok(users)
-}
-
-/// gRPC health: every service SERVING, and `ledger.audit` SERVING while the continuous
-/// chain verifier finds every record good, NOT_SERVING once it raises its alarm or the
-/// read models meet damaged data.
-async fn health_service(
-    projector: &Projector,
-) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<wire::ledger_server::LedgerServer<LedgerService>>().await;
-    health_reporter.set_serving::<wire::users_server::UsersServer<UsersService>>().await;
-    health_reporter.set_serving::<wire::payments_server::PaymentsServer<PaymentsService>>().await;
-    health_reporter.set_serving::<wire::fx_server::FxServer<FxService>>().await;
-    health_reporter.set_serving::<wire::admin_server::AdminServer<AdminService>>().await;
-    let mut alarmed = projector.alarmed();
-    tokio::spawn(async move {
-        loop {
-            let status = if *alarmed.borrow_and_update() {
-                tonic_health::ServingStatus::NotServing
-            } else {
-                tonic_health::ServingStatus::Serving
-            };
-            health_reporter.set_service_status(AUDIT_HEALTH_SERVICE, status).await;
-            if alarmed.changed().await.is_err() {
-                return;
-            }
-        }
-    });
-    health_service
 }
 
 /// Brings the read models to the log's end and makes that durable, so a restart has

@@ -227,3 +227,66 @@ async fn undecodable_and_oversized_messages_get_typed_statuses() {
     let accounts = wire::CreateAccountsRequest { commands: vec![open("1")] };
     client.create_accounts(authed(accounts, ADMIN)).await.expect("accounts");
 }
+
+async fn health_of(server: &Server) -> Vec<(&'static str, i32)> {
+    let channel = Channel::from_shared(server.addr.clone()).expect("uri").connect().await.expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut statuses = Vec::new();
+    for service in ["", "ledger.v1.Ledger", "ledger.v1.Users", "ledger.audit"] {
+        let check = tonic_health::pb::HealthCheckRequest { service: service.into() };
+        statuses.push((service, health.check(check).await.expect("health").into_inner().status));
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_log_turns_health_not_serving_and_the_exit_status_non_zero() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trigger = dir.path().join("disk-fails");
+    let env = [("LEDGERD_TEST_FAIL_SYNCS_ONCE_EXISTS", trigger.as_os_str())];
+    let mut server = Server::start_with_env(dir.path(), &[], &env);
+    let mut client = server.client().await;
+    let accounts = wire::CreateAccountsRequest { commands: vec![open("1"), open("2")] };
+    client.create_accounts(authed(accounts, ADMIN)).await.expect("accounts");
+    transfer(&mut client, "10", "100").await;
+    let serving = ServingStatus::Serving as i32;
+    assert!(health_of(&server).await.iter().all(|(_, status)| *status == serving));
+
+    // The disk fails the next fdatasync (EIO).
+    std::fs::write(&trigger, b"").expect("trigger");
+    let failed = wire::NewTransfer {
+        id: "11".into(),
+        debit_account_id: "1".into(),
+        credit_account_id: "2".into(),
+        amount: "100".into(),
+        currency: "USD".into(),
+        code: 1,
+        kind: wire::TransferKind::Posted as i32,
+        ..Default::default()
+    };
+    let request = wire::CreateTransfersRequest { transfers: vec![failed] };
+    assert!(client.create_transfers(authed(request, ADMIN)).await.is_err(), "the append failed");
+    let not_serving = ServingStatus::NotServing as i32;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let statuses = health_of(&server).await;
+        if statuses.iter().all(|(_, status)| *status == not_serving) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "health still says {statuses:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!server.terminate().success(), "a stop in a failed state exits non-zero");
+
+    // A restart recovers from the disk: what was acknowledged is there (the failed
+    // transfer was written before its sync failed, so it may be there too: it was never
+    // acknowledged either way), the read models agree, and health is back.
+    std::fs::remove_file(&trigger).expect("disk replaced");
+    let server = Server::start_with_env(dir.path(), &[], &env);
+    let mut client = server.client().await;
+    let credits = ledger_credits(&mut client).await;
+    assert!(credits == "100" || credits == "200", "{credits}");
+    assert_eq!(read_model_credits(&mut client).await, credits);
+    assert!(health_of(&server).await.iter().all(|(_, status)| *status == serving));
+}

@@ -151,6 +151,8 @@ pub struct Ledger {
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
     metrics: Arc<WriterMetrics>,
     request_items_max: usize,
+    /// Why the writer stopped (an append failed), shared with its thread.
+    failed: Arc<Mutex<Option<String>>>,
 }
 
 impl Ledger {
@@ -178,7 +180,7 @@ impl Ledger {
             stream,
             config,
             state,
-            failed,
+            failed: failed.clone(),
             events_since_snapshot: 0,
             snapshot_slot: snapshot::SnapshotSlot::default(),
             metrics: metrics.clone(),
@@ -196,7 +198,15 @@ impl Ledger {
             thread: Arc::new(Mutex::new(Some(thread))),
             metrics,
             request_items_max,
+            failed,
         })
+    }
+
+    /// Why the writer stopped taking requests (an append failed; a restart recovers
+    /// from disk), or `None` while it works.
+    pub fn failure(&self) -> Option<String> {
+        // ok: a poisoned lock means a thread panicked holding it, which aborts the process.
+        self.failed.lock().ok().and_then(|failed| failed.clone())
     }
 
     /// Batch sizes, commit latency and queue depth of the writer.

@@ -48,9 +48,11 @@ impl ReadModels {
                 .map_err(|e| ProjectionError::Invalid(format!("reading stream {stream} of the log: {e}")))?;
             match found.first() {
                 Some(record) if record.revision == revision && record.hash == hash => {}
-                Some(_) => return Ok(Some(format!(
+                Some(_) => {
+                    return Ok(Some(format!(
                     "stream {stream} at revision {revision} has another chain hash in the log than in the read models"
-                ))),
+                )))
+                }
                 None => {
                     return Ok(Some(format!("stream {stream} ends before revision {revision}, which they applied")));
                 }
