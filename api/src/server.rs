@@ -64,12 +64,12 @@ pub fn load_tokens(config: &Config) -> Result<Tokens, String> {
 }
 
 /// The event log (the embedded store, or EventStoreDB/KurrentDB when `--store` names
-/// one) and the ledger's settings for it.
+/// one), the ledger's settings for it, and whether opening it cut a torn tail.
 fn open_log(
     config: &Config,
     log_dir: &std::path::Path,
     snapshot_dir: std::path::PathBuf,
-) -> Result<(Arc<dyn EventStore>, LedgerConfig), String> {
+) -> Result<(Arc<dyn EventStore>, LedgerConfig, bool), String> {
     let ledger_config = LedgerConfig {
         snapshot_dir: Some(snapshot_dir),
         snapshot_interval_events: config.snapshot_interval_events,
@@ -91,7 +91,7 @@ fn open_log(
                 torn_tail = recovery.torn_tail.is_some(),
                 "event log opened"
             );
-            Ok((Arc::new(store), ledger_config))
+            Ok((Arc::new(store), ledger_config, recovery.torn_tail.is_some()))
         }
         #[cfg(feature = "kurrentdb")]
         Some(spec) if ledger_engine::store::kurrent::is_kurrent(spec) => {
@@ -99,7 +99,7 @@ fn open_log(
             tracing::info!("event log: EventStoreDB/KurrentDB");
             // Its appends are limited to 1 MiB: keep requests and batches well under it.
             let ledger_config = LedgerConfig { request_items_max: 1_000, batch_items_max: 1_000, ..ledger_config };
-            Ok((Arc::new(store), ledger_config))
+            Ok((Arc::new(store), ledger_config, false))
         }
         Some(spec) => Err(format!("--store {spec:?}: expected kurrentdb://… or esdb://… (or no --store)")),
     }
@@ -191,14 +191,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let tokens = Arc::new(load_tokens(&config)?);
     let (log_dir, snapshot_dir) = data_dir_layout(&config.data_dir);
     tracing::info!(log_dir = %log_dir.display(), snapshot_dir = %snapshot_dir.display(), "opening the event log");
-    let (store, ledger_config) = open_log(&config, &log_dir, snapshot_dir)?;
-    let ledger = Ledger::open(store.clone(), ledger_config).map_err(|e| e.to_string())?;
+    let (store, ledger_config, torn_tail_cut) = open_log(&config, &log_dir, snapshot_dir)?;
     let models_path = read_models_path(&config.data_dir);
     tracing::info!(path = %models_path.display(), "opening the read models");
     crate::read_models_check::check_read_models(models_path.clone()).await?;
-    let models = open_over_log(&models_path, CACHE_BYTES_DEFAULT, store.as_ref()).map_err(|e| e.to_string())?;
+    let models =
+        open_over_log(&models_path, CACHE_BYTES_DEFAULT, store.as_ref(), torn_tail_cut).map_err(|e| e.to_string())?;
     models.set_dense_positions(store.dense_positions());
     let projector = Projector::new(models).map_err(|e| e.to_string())?;
+    let ledger = Ledger::open(store.clone(), ledger_config).map_err(|e| e.to_string())?;
     tracing::info!(applied = projector.applied(), head = *store.watch_head().borrow(), "read models opened");
     let follower = projector.spawn(store.clone()).map_err(|e| format!("projector thread: {e}"))?;
     report_catch_up(projector.clone(), store.clone());

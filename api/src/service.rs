@@ -562,7 +562,7 @@ pub(crate) fn model_status(error: ProjectionError) -> Status {
             tracing::error!(%error, "read model damaged");
             Status::data_loss("read model damaged: rebuild the read models from the log")
         }
-        ProjectionError::Damaged { .. } => {
+        ProjectionError::Damaged { .. } | ProjectionError::LogShorter { .. } => {
             tracing::error!(%error, "read-model database damaged");
             Status::data_loss("read model damaged: rebuild the read models from the log")
         }

@@ -290,3 +290,123 @@ async fn a_poisoned_log_turns_health_not_serving_and_the_exit_status_non_zero() 
     assert_eq!(read_model_credits(&mut client).await, credits);
     assert!(health_of(&server).await.iter().all(|(_, status)| *status == serving));
 }
+
+/// Cuts the last segment after its first `keep` frames: a truncation at a frame
+/// boundary, which the scan cannot tell from a shorter log.
+fn keep_frames(data: &Path, keep: usize) {
+    let segment = last_segment(data);
+    let bytes = std::fs::read(&segment).expect("segment");
+    let mut at = 16; // the segment header
+    for _ in 0..keep {
+        let body = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("frame header")) as usize;
+        at += 16 + body;
+    }
+    assert!(at < bytes.len(), "there are frames after the first {keep}");
+    let file = std::fs::OpenOptions::new().write(true).open(&segment).expect("open segment");
+    file.set_len(at as u64).expect("truncate");
+}
+
+/// Runs `ledgerd` on `dir` expecting it to refuse to start: its exit status and what it
+/// said on standard error.
+fn refused_start(dir: &Path, extra: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ledgerd"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("LEDGERD_ADMIN_TOKEN", "admin-token-0123456789abcdef")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ledgerd");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ledgerd started on a log that lost durable events");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("output");
+    (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_shorter_than_a_sound_snapshot_is_refused_and_fails_the_audit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let frequent = ["--snapshot-interval-events", "2"];
+    let mut server = Server::start_with(dir.path(), &frequent);
+    let mut client = server.client().await;
+    let accounts = wire::CreateAccountsRequest { commands: vec![open("1"), open("2")] };
+    client.create_accounts(authed(accounts, ADMIN)).await.expect("accounts");
+    for id in 10..15 {
+        transfer(&mut client, &id.to_string(), "100").await;
+        // A snapshot is skipped while the previous one is still being written.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(server.terminate().success());
+    // Two account events, then one per transfer: the newest snapshot is past the
+    // accounts. Keep the log up to one event short of it; the read models are dropped,
+    // so only the snapshot proves the log had more.
+    let events = newest_snapshot_events(&data);
+    assert!(events >= 3, "a snapshot after a transfer: {events}");
+    keep_frames(&data, frames_before_ledger_revision(&data, events - 1));
+    std::fs::remove_dir_all(data.join("projections")).expect("drop the read models");
+
+    let (status, said) = refused_start(dir.path(), &frequent);
+    assert!(!status.success(), "{said}");
+    assert!(said.contains("lost durable events"), "{said}");
+    let (_, snapshot_dir) = ledger_engine::audit::data_dir_layout(&data);
+    let audit = ledger_engine::audit::verify(&data.join("log"), Some(&snapshot_dir));
+    assert!(
+        matches!(audit, Err(ledger_engine::audit::AuditFailure::LogShorterThanSnapshot { .. })),
+        "the audit fails: {audit:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_shorter_than_the_read_models_checkpoint_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    five_transfers(dir.path()).await;
+    // The two account events and two of the five transfers remain.
+    keep_frames(&data, frames_before_ledger_revision(&data, 4));
+    let (status, said) = refused_start(dir.path(), &[]);
+    assert!(!status.success(), "{said}");
+    assert!(said.contains("lost durable events"), "{said}");
+}
+
+/// How many frames of the last segment come before the first frame holding the
+/// ledger stream's revision `revision` or a later one (each transfer here is one
+/// frame of its own).
+fn frames_before_ledger_revision(data: &Path, revision: u64) -> usize {
+    let bytes = std::fs::read(last_segment(data)).expect("segment");
+    let (mut at, mut frames) = (16, 0);
+    while at < bytes.len() {
+        let body = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("frame header")) as usize;
+        // The frame's first record: u32 length, u32 crc, u64 position, u64 revision,
+        // [32] hash, u8 stream length, u8 type length, stream.
+        let record = at + 16 + 8;
+        let first = u64::from_le_bytes(bytes[record + 8..record + 16].try_into().expect("revision"));
+        let stream_len = bytes[record + 48] as usize;
+        let stream = &bytes[record + 50..record + 50 + stream_len];
+        if stream.starts_with(b"ledger-") && first >= revision {
+            return frames;
+        }
+        frames += 1;
+        at += 16 + body;
+    }
+    panic!("no frame holds ledger revision {revision}");
+}
+
+/// The events of the newest snapshot of `ledger-0`, from its file name.
+fn newest_snapshot_events(data: &Path) -> u64 {
+    std::fs::read_dir(data.join("snapshots"))
+        .expect("snapshots")
+        .filter_map(|entry| entry.expect("entry").file_name().into_string().ok())
+        .filter_map(|name| name.strip_prefix("ledger-0-")?.strip_suffix(".snap")?.parse().ok())
+        .max()
+        .expect("a snapshot was written")
+}

@@ -56,6 +56,12 @@ pub enum LedgerError {
     Failed(String),
     #[error("the ledger is shut down")]
     Closed,
+    /// A sound snapshot proves the log's stream had more events than it has now: the
+    /// log lost durable events, and the ledger refuses to start on it.
+    #[error(
+        "stream {stream}: {reason}; restore the log from a backup (or move the snapshot aside to accept the loss)"
+    )]
+    LogShorterThanSnapshot { stream: String, reason: String },
 }
 
 /// Settings of a ledger partition.

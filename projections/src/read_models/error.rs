@@ -18,6 +18,14 @@ pub enum ProjectionError {
     /// short): nothing in it can be read. Rebuild the read models from the log.
     #[error("the read-model database {path} is damaged: {reason}; rebuild the read models from the log")]
     Damaged { path: String, reason: String },
+    /// The read models applied events up to `checkpoint`, and only durable events are
+    /// ever applied, but the log ends at `head` and recovery cut no torn tail: the log
+    /// lost durable events.
+    #[error(
+        "the read models applied the log up to position {checkpoint} but the log ends at {head}, with no torn tail \
+         cut: the log lost durable events; restore it from a backup (or rebuild the read models to accept the loss)"
+    )]
+    LogShorter { checkpoint: u64, head: u64 },
     /// Stored data that does not decode, an event the read models contradict, or a
     /// figure that does not fit its type: never a value made up in its place.
     #[error(transparent)]

@@ -89,9 +89,23 @@ pub fn move_aside(path: &Path) -> Result<PathBuf, ProjectionError> {
 /// Opens the read models at `path` for `store`'s log: read models that are not a fold
 /// of a prefix of the log (`ReadModels::diverges_from`) are dropped, logged at WARN
 /// with the reason, and start empty: the worker rebuilds them from the log.
-pub fn open_over_log(path: &Path, cache_bytes: usize, store: &dyn EventStore) -> Result<ReadModels, ProjectionError> {
+///
+/// Except one case: a checkpoint past the end of a dense log when opening the log cut
+/// no torn tail (`torn_tail_cut` false). Only durable events are ever applied, so the
+/// log lost durable events (a truncation at a frame boundary): `LogShorter`, and the
+/// server refuses to start rather than serve a ledger with fewer transfers.
+pub fn open_over_log(
+    path: &Path,
+    cache_bytes: usize,
+    store: &dyn EventStore,
+    torn_tail_cut: bool,
+) -> Result<ReadModels, ProjectionError> {
     let models = ReadModels::open_with_cache(path, cache_bytes)?;
     models.set_dense_positions(store.dense_positions());
+    let (checkpoint, head) = (models.next_position()?, *store.watch_head().borrow());
+    if store.dense_positions() && checkpoint > head && !torn_tail_cut {
+        return Err(ProjectionError::LogShorter { checkpoint, head });
+    }
     match models.diverges_from(store)? {
         None => Ok(models),
         Some(reason) => {
