@@ -192,6 +192,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let (log_dir, snapshot_dir) = data_dir_layout(&config.data_dir);
     tracing::info!(log_dir = %log_dir.display(), snapshot_dir = %snapshot_dir.display(), "opening the event log");
     let (store, ledger_config, torn_tail_cut) = open_log(&config, &log_dir, snapshot_dir)?;
+    let ledger = Ledger::open(store.clone(), ledger_config).map_err(|e| e.to_string())?;
     let models_path = read_models_path(&config.data_dir);
     tracing::info!(path = %models_path.display(), "opening the read models");
     crate::read_models_check::check_read_models(models_path.clone()).await?;
@@ -199,7 +200,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         open_over_log(&models_path, CACHE_BYTES_DEFAULT, store.as_ref(), torn_tail_cut).map_err(|e| e.to_string())?;
     models.set_dense_positions(store.dense_positions());
     let projector = Projector::new(models).map_err(|e| e.to_string())?;
-    let ledger = Ledger::open(store.clone(), ledger_config).map_err(|e| e.to_string())?;
     tracing::info!(applied = projector.applied(), head = *store.watch_head().borrow(), "read models opened");
     let follower = projector.spawn(store.clone()).map_err(|e| format!("projector thread: {e}"))?;
     report_catch_up(projector.clone(), store.clone());

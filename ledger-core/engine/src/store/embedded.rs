@@ -188,9 +188,9 @@ impl EmbeddedStore {
     }
 
     /// Fault injection, for tests of what a failing disk does to a whole process: once
-    /// a file exists at `trigger`, the next sync fails with EIO as a failing disk's
-    /// `fdatasync` would (and poisons the store). Off unless called; only the first call
-    /// counts.
+    /// a file exists at `trigger`, every sync fails with EIO as a failing disk's
+    /// `fdatasync` would (the first failure poisons the store). Off unless called; only
+    /// the first call counts.
     pub fn fail_syncs_once_exists(&self, trigger: PathBuf) {
         let _ = self.shared.fail_syncs_once.set(trigger);
     }
