@@ -374,7 +374,7 @@ pub fn status(error: LedgerError) -> Status {
         LedgerError::Overloaded => Status::resource_exhausted(error.to_string()),
         LedgerError::Closed => Status::unavailable(error.to_string()),
         LedgerError::Failed(_) => Status::unavailable(error.to_string()),
-        LedgerError::Replay { .. } => Status::data_loss(error.to_string()),
+        LedgerError::Replay { .. } | LedgerError::LogShorterThanSnapshot { .. } => Status::data_loss(error.to_string()),
         LedgerError::Store(store) => store_status(store),
     }
 }
@@ -498,6 +498,7 @@ mod tests {
             (LedgerError::Closed, Code::Unavailable),
             (LedgerError::Failed("disk".into()), Code::Unavailable),
             (LedgerError::Replay { stream: "s".into(), revision: 1, reason: "r".into() }, Code::DataLoss),
+            (LedgerError::LogShorterThanSnapshot { stream: "s".into(), reason: "r".into() }, Code::DataLoss),
             (LedgerError::Store(StoreError::Poisoned("x".into())), Code::Unavailable),
             (LedgerError::Store(StoreError::Closed), Code::Unavailable),
             (LedgerError::Store(StoreError::Unavailable("no leader".into())), Code::Unavailable),

@@ -9,6 +9,11 @@ use clap::Parser;
 use ledger_api::config::{Args, Config};
 
 fn main() -> std::process::ExitCode {
+    // The server checks its read-model file in a process of its own (see the module).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().take(3).collect();
+    if args.len() == 3 && args[1] == ledger_api::read_models_check::CHECK_ARG {
+        return ledger_api::read_models_check::run_check(std::path::Path::new(&args[2]));
+    }
     ledger_engine::allocator_settings();
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime.block_on(serve()),

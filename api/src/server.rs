@@ -19,7 +19,7 @@ use ledger_platform::users::crypto::{self, KeyStore};
 use ledger_platform::users::instruments::SandboxVault;
 use ledger_platform::users::Users;
 use ledger_proto::api::v1 as wire;
-use projections::read_models::{read_models_path, ReadModels};
+use projections::read_models::{open_over_log, read_models_path, CACHE_BYTES_DEFAULT};
 use projections::worker::{Projector, APPLY_BATCH_EVENTS};
 use tokio::net::TcpListener;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -34,6 +34,11 @@ use crate::grpc::users::UsersService;
 use crate::metrics::{endpoint, platform as endpoint_platform, Metrics};
 use crate::service::LedgerService;
 use ledger_proto::transport::{incoming, tuned as transport_tuned, MESSAGE_BYTES_MAX};
+
+/// Fault injection for process-level tests of a failing disk: when set, every sync of
+/// the embedded log fails with EIO once a file exists at the path it names. Unset in
+/// any real deployment.
+pub const FAIL_SYNCS_ENV: &str = "LEDGERD_TEST_FAIL_SYNCS_ONCE_EXISTS";
 
 /// Longest a call may run before it is cancelled with DEADLINE_EXCEEDED.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -59,12 +64,12 @@ pub fn load_tokens(config: &Config) -> Result<Tokens, String> {
 }
 
 /// The event log (the embedded store, or EventStoreDB/KurrentDB when `--store` names
-/// one) and the ledger's settings for it.
+/// one), the ledger's settings for it, and whether opening it cut a torn tail.
 fn open_log(
     config: &Config,
     log_dir: &std::path::Path,
     snapshot_dir: std::path::PathBuf,
-) -> Result<(Arc<dyn EventStore>, LedgerConfig), String> {
+) -> Result<(Arc<dyn EventStore>, LedgerConfig, bool), String> {
     let ledger_config = LedgerConfig {
         snapshot_dir: Some(snapshot_dir),
         snapshot_interval_events: config.snapshot_interval_events,
@@ -75,6 +80,10 @@ fn open_log(
         None => {
             let (store, recovery) =
                 EmbeddedStore::open(log_dir, EmbeddedOptions::default()).map_err(|e| e.to_string())?;
+            if let Some(trigger) = std::env::var_os(FAIL_SYNCS_ENV) {
+                tracing::warn!(trigger = ?trigger, "fault injection: syncs of the log fail once this file exists");
+                store.fail_syncs_once_exists(trigger.into());
+            }
             tracing::info!(
                 data_dir = %config.data_dir.display(),
                 segments = recovery.segments,
@@ -82,7 +91,7 @@ fn open_log(
                 torn_tail = recovery.torn_tail.is_some(),
                 "event log opened"
             );
-            Ok((Arc::new(store), ledger_config))
+            Ok((Arc::new(store), ledger_config, recovery.torn_tail.is_some()))
         }
         #[cfg(feature = "kurrentdb")]
         Some(spec) if ledger_engine::store::kurrent::is_kurrent(spec) => {
@@ -90,7 +99,7 @@ fn open_log(
             tracing::info!("event log: EventStoreDB/KurrentDB");
             // Its appends are limited to 1 MiB: keep requests and batches well under it.
             let ledger_config = LedgerConfig { request_items_max: 1_000, batch_items_max: 1_000, ..ledger_config };
-            Ok((Arc::new(store), ledger_config))
+            Ok((Arc::new(store), ledger_config, false))
         }
         Some(spec) => Err(format!("--store {spec:?}: expected kurrentdb://… or esdb://… (or no --store)")),
     }
@@ -182,11 +191,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let tokens = Arc::new(load_tokens(&config)?);
     let (log_dir, snapshot_dir) = data_dir_layout(&config.data_dir);
     tracing::info!(log_dir = %log_dir.display(), snapshot_dir = %snapshot_dir.display(), "opening the event log");
-    let (store, ledger_config) = open_log(&config, &log_dir, snapshot_dir)?;
+    let (store, ledger_config, torn_tail_cut) = open_log(&config, &log_dir, snapshot_dir)?;
     let ledger = Ledger::open(store.clone(), ledger_config).map_err(|e| e.to_string())?;
     let models_path = read_models_path(&config.data_dir);
     tracing::info!(path = %models_path.display(), "opening the read models");
-    let models = ReadModels::open(&models_path).map_err(|e| e.to_string())?;
+    crate::read_models_check::check_read_models(models_path.clone()).await?;
+    let models =
+        open_over_log(&models_path, CACHE_BYTES_DEFAULT, store.as_ref(), torn_tail_cut).map_err(|e| e.to_string())?;
     models.set_dense_positions(store.dense_positions());
     let projector = Projector::new(models).map_err(|e| e.to_string())?;
     tracing::info!(applied = projector.applied(), head = *store.watch_head().borrow(), "read models opened");
@@ -224,13 +235,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         projector: projector.clone(),
         metrics,
     };
-    let health_service = health_service(&projector).await;
+    let watched = crate::health::Watched::new(store.clone(), ledger.clone(), projector.clone());
+    let health_service = crate::health::health_service(watched.clone()).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ledger_proto::api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| format!("reflection: {e}"))?;
-    let mut builder = server_builder(&config)?;
+    let builder = server_builder(&config)?;
     let listener = TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| format!("listen on {}: {e}", config.listen))?;
     tracing::info!(%addr, tls = config.tls.is_some(), "ledgerd listening on {addr}");
@@ -246,6 +258,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(MESSAGE_BYTES_MAX);
     builder
+        .layer(crate::wire_errors::layer())
         .add_service(ledger_server)
         .add_service(wire::users_server::UsersServer::new(users_service))
         .add_service(wire::payments_server::PaymentsServer::new(payments_service))
@@ -260,6 +273,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     tokio::task::spawn_blocking(move || ledger.close()).await.map_err(|e| e.to_string())?;
     catch_up_at_stop(&projector, store, follower).await;
     metrics_endpoint.stop().await;
+    if let Some(failure) = watched.failure() {
+        return Err(format!("stopped in a failed state: {failure}"));
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -341,35 +357,6 @@ async fn open_users(config: &Config, store: &Arc<dyn EventStore>, ledger: &Ledge
         });
     }
     Ok(users)
-}
-
-/// gRPC health: every service SERVING, and `ledger.audit` SERVING while the continuous
-/// chain verifier finds every record good, NOT_SERVING once it raises its alarm or the
-/// read models meet damaged data.
-async fn health_service(
-    projector: &Projector,
-) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<wire::ledger_server::LedgerServer<LedgerService>>().await;
-    health_reporter.set_serving::<wire::users_server::UsersServer<UsersService>>().await;
-    health_reporter.set_serving::<wire::payments_server::PaymentsServer<PaymentsService>>().await;
-    health_reporter.set_serving::<wire::fx_server::FxServer<FxService>>().await;
-    health_reporter.set_serving::<wire::admin_server::AdminServer<AdminService>>().await;
-    let mut alarmed = projector.alarmed();
-    tokio::spawn(async move {
-        loop {
-            let status = if *alarmed.borrow_and_update() {
-                tonic_health::ServingStatus::NotServing
-            } else {
-                tonic_health::ServingStatus::Serving
-            };
-            health_reporter.set_service_status(AUDIT_HEALTH_SERVICE, status).await;
-            if alarmed.changed().await.is_err() {
-                return;
-            }
-        }
-    });
-    health_service
 }
 
 /// Brings the read models to the log's end and makes that durable, so a restart has

@@ -564,6 +564,10 @@ pub(crate) fn model_status(error: ProjectionError) -> Status {
             tracing::error!(%error, "read model damaged");
             Status::data_loss("read model damaged: rebuild the read models from the log")
         }
+        ProjectionError::Damaged { .. } | ProjectionError::LogShorter { .. } => {
+            tracing::error!(%error, "read-model database damaged");
+            Status::data_loss("read model damaged: rebuild the read models from the log")
+        }
         ProjectionError::ReadModel(error) => {
             tracing::error!(%error, "read model figure out of range");
             Status::internal("read model failure")

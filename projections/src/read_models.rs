@@ -31,6 +31,7 @@ mod digest;
 mod error;
 mod history;
 mod model;
+mod recovery;
 mod reports;
 mod rows;
 
@@ -49,6 +50,7 @@ pub use model::{
     AccountView, Alarm, Balances, Cursor, HistoryFilter, HistoryPage, Movement, MovementKind, Report, ReportDay, Side,
     Status, Totals,
 };
+pub use recovery::{check_file, damaged_path, move_aside, open_over_log};
 use rows::{ACCOUNTS, ALARMS, BUCKETS, CHAIN, META, MOVEMENTS, NEXT_POSITION, OWNERS, PENDINGS};
 
 /// redb's page cache for a running server.
@@ -86,24 +88,41 @@ impl ReadModels {
     }
 
     /// Opens (or creates) the database at `path` with a page cache of `cache_bytes`.
+    /// A file redb finds damaged on open is `ProjectionError::Damaged`.
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<ReadModels, ProjectionError> {
+        ReadModels::open_db(path, cache_bytes, false)
+    }
+
+    /// `open_with_cache`, and with `verify` every page's checksum is checked first
+    /// (redb's integrity check reads the whole file): a damaged file is
+    /// `ProjectionError::Damaged` instead of a panic or a wrong value later.
+    fn open_db(path: &Path, cache_bytes: usize, verify: bool) -> Result<ReadModels, ProjectionError> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(ProjectionError::Io)?;
         }
-        let db = Database::builder().set_cache_size(cache_bytes).create(path)?;
-        let txn = db.begin_write()?;
+        let damaged = |error: redb::Error| ProjectionError::damaged_or_db(path, error);
+        let mut db = Database::builder().set_cache_size(cache_bytes).create(path).map_err(|e| damaged(e.into()))?;
+        if verify {
+            // Ok(false): redb repaired its own allocation state; the data checksums held.
+            db.check_integrity().map_err(|e| damaged(e.into()))?;
+        }
+        let txn = db.begin_write().map_err(|e| damaged(e.into()))?;
         {
             // Create every table, so readers never meet a missing one.
-            txn.open_table(META)?;
-            txn.open_table(ACCOUNTS)?;
-            txn.open_table(MOVEMENTS)?;
-            txn.open_table(PENDINGS)?;
-            txn.open_table(BUCKETS)?;
-            txn.open_table(OWNERS)?;
-            txn.open_table(CHAIN)?;
-            txn.open_table(ALARMS)?;
+            let tables = || -> Result<(), redb::TableError> {
+                txn.open_table(META)?;
+                txn.open_table(ACCOUNTS)?;
+                txn.open_table(MOVEMENTS)?;
+                txn.open_table(PENDINGS)?;
+                txn.open_table(BUCKETS)?;
+                txn.open_table(OWNERS)?;
+                txn.open_table(CHAIN)?;
+                txn.open_table(ALARMS)?;
+                Ok(())
+            };
+            tables().map_err(|e| damaged(e.into()))?;
         }
-        txn.commit()?;
+        txn.commit().map_err(|e| damaged(e.into()))?;
         let models = ReadModels {
             db,
             path: path.to_path_buf(),

@@ -33,6 +33,9 @@ pub struct Projector {
     store: std::sync::OnceLock<Arc<dyn EventStore>>,
     /// Held by the one read at a time that applies the log itself.
     helping: tokio::sync::Mutex<()>,
+    /// Why the worker stopped following the log (a failed read of the log, a batch it
+    /// could not apply), once it has: the read models then fall behind for good.
+    stopped: std::sync::OnceLock<String>,
 }
 
 impl Projector {
@@ -46,11 +49,17 @@ impl Projector {
             stopping,
             store: std::sync::OnceLock::new(),
             helping: tokio::sync::Mutex::new(()),
+            stopped: std::sync::OnceLock::new(),
         }))
     }
 
     pub fn models(&self) -> &ReadModels {
         &self.models
+    }
+
+    /// Why the worker stopped following the log, if it did (see `spawn`).
+    pub fn stopped(&self) -> Option<&str> {
+        self.stopped.get().map(String::as_str)
     }
 
     /// Everything before this log position is applied.
@@ -149,8 +158,9 @@ impl Projector {
                     return;
                 }
             };
-            if let Err(error) = runtime.block_on(this.follow(store)) {
+            if let Err(error) = runtime.block_on(this.clone().follow(store)) {
                 tracing::error!(%error, "the read models stopped following the log");
+                let _ = this.stopped.set(error.to_string());
             }
         })
     }

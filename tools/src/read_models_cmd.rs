@@ -69,6 +69,23 @@ fn open_log(data_dir: &Path) -> Result<EmbeddedStore, String> {
     EmbeddedStore::open(&log_dir, EmbeddedOptions::default()).map(|(store, _)| store).map_err(|e| e.to_string())
 }
 
+/// An error if another process (a running server) holds the lock redb takes on the
+/// database at `path`; nothing if there is no such file.
+fn refuse_if_in_use(path: &Path) -> Result<(), String> {
+    let file = match std::fs::OpenOptions::new().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(format!("{}: {error}", path.display())),
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(format!("{}: in use by another process (stop the server first)", path.display()))
+        }
+        Err(std::fs::TryLockError::Error(error)) => Err(format!("{}: {error}", path.display())),
+    }
+}
+
 fn open_models(path: &Path) -> Result<ReadModels, String> {
     ReadModels::open(path).map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -78,8 +95,9 @@ pub fn run(command: ProjectionsCommand, json_output: bool) -> Result<bool, Strin
         ProjectionsCommand::Rebuild { data_dir, batch, cache_mib } => {
             let store = open_log(&data_dir)?;
             let path = read_models_path(&data_dir);
-            // Opening first takes the database's lock: a running server keeps it.
-            drop(open_models(&path)?);
+            // The old file is never opened (it may be damaged): only its lock, the one
+            // redb takes, is tried, since a running server holds it.
+            refuse_if_in_use(&path)?;
             let models = ReadModels::recreate(&path, cache_mib << 20).map_err(|e| e.to_string())?;
             apply_log(json_output, &models, &store, batch, false)
         }

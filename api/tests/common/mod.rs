@@ -29,6 +29,11 @@ impl Server {
     }
 
     pub fn start_with(dir: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(dir, extra, &[])
+    }
+
+    /// `start_with`, with extra environment variables for the server.
+    pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Server {
         let tokens = dir.join("tokens");
         let lines = format!("admin {ADMIN}\nservice {SERVICE}\n# comment\nauditor {AUDITOR}\nread-only {READ_ONLY}\n");
         std::fs::write(&tokens, lines).expect("write tokens");
@@ -40,6 +45,7 @@ impl Server {
             .args(extra)
             .env("RUST_LOG", "info")
             .env_remove("LEDGERD_ADMIN_TOKEN")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start ledgerd");

@@ -44,6 +44,9 @@ pub enum AuditFailure {
         "stream {stream}: the state the server would serve (snapshot plus tail) differs from a replay from nothing"
     )]
     ServedStateDiffers { stream: String },
+    /// A sound snapshot proves the stream had more events than the log holds.
+    #[error("stream {stream}: {short}")]
+    LogShorterThanSnapshot { stream: String, short: snapshot::LogShorter },
 }
 
 impl AuditFailure {
@@ -185,7 +188,9 @@ fn compare_served_state(
     let mut served: HashMap<String, LedgerState> = HashMap::new();
     for (stream, stream_hashes) in hashes {
         let hash_at = |revision: u64| Ok(stream_hashes.get(revision as usize).copied());
-        if let Some(state) = snapshot::load_newest_matching(snapshot_dir, stream, hash_at) {
+        let loaded = snapshot::load_newest_matching(snapshot_dir, stream, hash_at)
+            .map_err(|short| AuditFailure::LogShorterThanSnapshot { stream: stream.clone(), short })?;
+        if let Some(state) = loaded {
             served.insert(stream.clone(), state);
         } else {
             served.insert(stream.clone(), LedgerState::new());

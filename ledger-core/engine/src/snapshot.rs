@@ -203,37 +203,72 @@ fn list(dir: &Path, stream: &str) -> Vec<(u64, PathBuf)> {
         .collect()
 }
 
-/// Loads the newest snapshot of `stream` that matches the log.
+/// Loads the newest snapshot of `stream` that matches the log; an error if a sound
+/// snapshot proves the log lost events (see `load_newest_matching`).
 pub fn load_newest(dir: &Path, store: &dyn EventStore, stream: &str) -> Result<Option<LedgerState>, LedgerError> {
-    Ok(load_newest_matching(dir, stream, |revision| hash_at(store, stream, revision).map_err(|e| e.to_string())))
+    load_newest_matching(dir, stream, |revision| hash_at(store, stream, revision).map_err(|e| e.to_string()))
+        .map_err(|short| LedgerError::LogShorterThanSnapshot { stream: stream.to_string(), reason: short.to_string() })
+}
+
+/// A snapshot whose checksum holds, of more events than the log's stream has: it was
+/// written only after those events were durable, so the log lost durable events (a
+/// truncation at a frame boundary, which the scan cannot tell from a shorter log).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("snapshot {} holds {events} events, the log's stream ends before its last one: the log lost durable events", .file.display())]
+pub struct LogShorter {
+    pub file: PathBuf,
+    pub events: u64,
+}
+
+/// Why a snapshot is not used.
+enum Rejected {
+    /// Not a sound snapshot of this log (damaged, another version, another log's
+    /// event at its last revision): discarded with a WARN, the log is replayed.
+    Discard(String),
+    /// Sound, and past the log's end.
+    LogShorter,
+}
+
+impl From<String> for Rejected {
+    fn from(reason: String) -> Rejected {
+        Rejected::Discard(reason)
+    }
+}
+
+impl From<&str> for Rejected {
+    fn from(reason: &str) -> Rejected {
+        Rejected::Discard(reason.to_string())
+    }
 }
 
 /// Loads the newest snapshot of `stream` whose last hash equals what `hash_at` says
-/// the log holds at that revision.
+/// the log holds at that revision. A sound snapshot whose last revision the log does
+/// not have is `LogShorter`: never discarded, since it proves the log lost events.
 pub fn load_newest_matching(
     dir: &Path,
     stream: &str,
     hash_at: impl Fn(u64) -> Result<Option<Hash>, String>,
-) -> Option<LedgerState> {
+) -> Result<Option<LedgerState>, LogShorter> {
     let mut snapshots = list(dir, stream);
     snapshots.sort();
     for (events, path) in snapshots.into_iter().rev() {
         match load(&path, events, &hash_at) {
             Ok(state) => {
                 tracing::info!(file = %path.display(), events, "snapshot loaded");
-                return Some(state);
+                return Ok(Some(state));
             }
-            Err(reason) => tracing::warn!(file = %path.display(), reason, "snapshot discarded"),
+            Err(Rejected::Discard(reason)) => tracing::warn!(file = %path.display(), reason, "snapshot discarded"),
+            Err(Rejected::LogShorter) => return Err(LogShorter { file: path, events }),
         }
     }
-    None
+    Ok(None)
 }
 
 fn load(
     path: &Path,
     events: u64,
     hash_at: &impl Fn(u64) -> Result<Option<Hash>, String>,
-) -> Result<LedgerState, String> {
+) -> Result<LedgerState, Rejected> {
     let bytes = fs::read(path).map_err(|e| e.to_string())?;
     if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
         return Err("not a snapshot of this version".into());
@@ -248,7 +283,8 @@ fn load(
     }
     match hash_at(events - 1)? {
         Some(hash) if hash == last_hash => {}
-        _ => return Err("the log does not have this snapshot's last event".into()),
+        Some(_) => return Err("the log has another event at this snapshot's last revision".into()),
+        None => return Err(Rejected::LogShorter),
     }
     let (state, _): (LedgerState, usize) =
         bincode::serde::decode_from_slice(body, bincode::config::standard()).map_err(|e| e.to_string())?;

@@ -56,6 +56,12 @@ pub enum LedgerError {
     Failed(String),
     #[error("the ledger is shut down")]
     Closed,
+    /// A sound snapshot proves the log's stream had more events than it has now: the
+    /// log lost durable events, and the ledger refuses to start on it.
+    #[error(
+        "stream {stream}: {reason}; restore the log from a backup (or move the snapshot aside to accept the loss)"
+    )]
+    LogShorterThanSnapshot { stream: String, reason: String },
 }
 
 /// Settings of a ledger partition.
@@ -151,6 +157,8 @@ pub struct Ledger {
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
     metrics: Arc<WriterMetrics>,
     request_items_max: usize,
+    /// Why the writer stopped (an append failed), shared with its thread.
+    failed: Arc<Mutex<Option<String>>>,
 }
 
 impl Ledger {
@@ -178,7 +186,7 @@ impl Ledger {
             stream,
             config,
             state,
-            failed,
+            failed: failed.clone(),
             events_since_snapshot: 0,
             snapshot_slot: snapshot::SnapshotSlot::default(),
             metrics: metrics.clone(),
@@ -196,7 +204,15 @@ impl Ledger {
             thread: Arc::new(Mutex::new(Some(thread))),
             metrics,
             request_items_max,
+            failed,
         })
+    }
+
+    /// Why the writer stopped taking requests (an append failed; a restart recovers
+    /// from disk), or `None` while it works.
+    pub fn failure(&self) -> Option<String> {
+        // ok: a poisoned lock means a thread panicked holding it, which aborts the process.
+        self.failed.lock().ok().and_then(|failed| failed.clone())
     }
 
     /// Batch sizes, commit latency and queue depth of the writer.

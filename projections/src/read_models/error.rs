@@ -14,10 +14,32 @@ pub enum ProjectionError {
     Invalid(String),
     #[error("read model files: {0}")]
     Io(std::io::Error),
+    /// The database file itself is damaged (a page whose checksum fails, a file cut
+    /// short): nothing in it can be read. Rebuild the read models from the log.
+    #[error("the read-model database {path} is damaged: {reason}; rebuild the read models from the log")]
+    Damaged { path: String, reason: String },
+    /// The read models applied events up to `checkpoint`, and only durable events are
+    /// ever applied, but the log ends at `head` and recovery cut no torn tail: the log
+    /// lost durable events.
+    #[error(
+        "the read models applied the log up to position {checkpoint} but the log ends at {head}, with no torn tail \
+         cut: the log lost durable events; restore it from a backup (or rebuild the read models to accept the loss)"
+    )]
+    LogShorter { checkpoint: u64, head: u64 },
     /// Stored data that does not decode, an event the read models contradict, or a
     /// figure that does not fit its type: never a value made up in its place.
     #[error(transparent)]
     ReadModel(#[from] ReadModelError),
+}
+
+impl ProjectionError {
+    /// `Damaged` for redb's verdict that the file at `path` is corrupt, `Db` otherwise.
+    pub(super) fn damaged_or_db(path: &std::path::Path, error: redb::Error) -> ProjectionError {
+        match error {
+            redb::Error::Corrupted(reason) => ProjectionError::Damaged { path: path.display().to_string(), reason },
+            other => ProjectionError::Db(other),
+        }
+    }
 }
 
 impl<E: Into<redb::Error>> From<E> for ProjectionError {

@@ -65,9 +65,9 @@ struct Shared {
     poisoned: AtomicBool,
     poison_reason: Mutex<String>,
     head: tokio::sync::watch::Sender<Position>,
-    /// Fault injection for tests: the next sync fails as if the disk had failed it.
-    #[cfg(test)]
-    fail_next_sync: AtomicBool,
+    /// Fault injection for tests: once this file exists, every sync fails as if the
+    /// disk had failed it (see `fail_syncs_once_exists`). None, the default: never.
+    fail_syncs_once: std::sync::OnceLock<PathBuf>,
 }
 
 enum Request {
@@ -152,8 +152,7 @@ impl EmbeddedStore {
             poisoned: AtomicBool::new(false),
             poison_reason: Mutex::new(String::new()),
             head,
-            #[cfg(test)]
-            fail_next_sync: AtomicBool::new(false),
+            fail_syncs_once: std::sync::OnceLock::new(),
         });
         let mut committer = Committer::new(shared.clone(), options, records)?;
         let (sender, receiver) = mpsc::channel();
@@ -186,6 +185,14 @@ impl EmbeddedStore {
                 let _ = thread.join();
             }
         }
+    }
+
+    /// Fault injection, for tests of what a failing disk does to a whole process: once
+    /// a file exists at `trigger`, every sync fails with EIO as a failing disk's
+    /// `fdatasync` would (the first failure poisons the store). Off unless called; only
+    /// the first call counts.
+    pub fn fail_syncs_once_exists(&self, trigger: PathBuf) {
+        let _ = self.shared.fail_syncs_once.set(trigger);
     }
 
     fn check_poisoned(&self) -> Result<(), StoreError> {
@@ -235,6 +242,14 @@ impl Drop for EmbeddedStore {
 }
 
 impl EventStore for EmbeddedStore {
+    fn failure(&self) -> Option<String> {
+        if !self.shared.poisoned.load(Ordering::Acquire) {
+            return None;
+        }
+        // ok: the reason is only the text of the error; the poisoning itself is the flag.
+        Some(self.shared.poison_reason.lock().map(|r| r.clone()).unwrap_or_default())
+    }
+
     fn append_with(&self, stream: &str, expected: ExpectedRevision, events: EventBatch, done: AppendCallback) {
         if let Err(error) = self.check_poisoned() {
             return done(Err(error));
@@ -542,9 +557,9 @@ impl Committer {
 
     fn sync(&mut self) -> Result<(), StoreError> {
         let path = self.shared.dir.join(format::segment_file_name(self.segment));
-        #[cfg(test)]
-        if self.shared.fail_next_sync.swap(false, Ordering::AcqRel) {
-            return Err(io_error("fdatasync", &path, std::io::Error::other("injected failure")));
+        if self.shared.fail_syncs_once.get().is_some_and(|trigger| trigger.exists()) {
+            // EIO, as a failing disk answers.
+            return Err(io_error("fdatasync", &path, std::io::Error::from_raw_os_error(5)));
         }
         self.file.sync_data().map_err(|e| io_error("fdatasync", &path, e))
     }
@@ -653,7 +668,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, _) = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("open");
         append(&store, "acknowledged").expect("first append");
-        store.shared.fail_next_sync.store(true, Ordering::Release);
+        let trigger = dir.path().join("fail-syncs");
+        store.fail_syncs_once_exists(trigger.clone());
+        std::fs::write(&trigger, b"").expect("trigger");
         let failed = append(&store, "failed");
         assert!(matches!(failed, Err(StoreError::Io { operation: "fdatasync", .. })), "{failed:?}");
         // Never retried: every later call fails, reads included.

@@ -197,6 +197,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// durable append, for followers.
     fn watch_head(&self) -> tokio::sync::watch::Receiver<Position>;
 
+    /// Why the store stopped taking appends for good (a failed write or sync poisons
+    /// the embedded store until it is reopened), or `None` while it works.
+    fn failure(&self) -> Option<String> {
+        None
+    }
+
     /// Whether positions are dense (0, 1, 2 …) or only strictly increasing (a
     /// follower then checks order, not gaps).
     fn dense_positions(&self) -> bool {
