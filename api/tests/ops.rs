@@ -14,7 +14,7 @@ use tonic::Code;
 
 mod common;
 
-use common::{authed, fund, person, settled, Person, Server, ADMIN, PASSWORD, READ_ONLY};
+use common::{authed, card, channel, fund, person, settled, Person, Server, ADMIN, PASSWORD, READ_ONLY};
 
 const SUPPORT: &str = "support-token-0123456789abcdef";
 
@@ -75,10 +75,6 @@ fn scrape(addr: &str) -> String {
 /// The value of the series `name{labels}` (exactly), if present.
 fn series(text: &str, name: &str) -> Option<f64> {
     text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
-async fn channel(server: &Server) -> Channel {
-    Channel::from_shared(server.addr.clone()).expect("uri").connect().await.expect("connect")
 }
 
 fn send(key: &str, to: &Person, amount: &str) -> wire::SendRequest {
@@ -168,15 +164,7 @@ async fn make_world(server: &Server) -> World {
     // Above 500.00 to a payee never paid before: held for review.
     let created = payments.send(authed(send("p2", &carol, "600"), &ada.token)).await.expect("send").into_inner();
     let in_review = settled(&mut payments, &ada.token, &created.payment_id, &["requires_review"]).await.payment_id;
-    let card = wire::AddCardRequest {
-        number: "4242424242424242".into(),
-        exp_month: 12,
-        exp_year: 2035,
-        cvv: "123".into(),
-        ..Default::default()
-    };
-    let card = users.add_card(authed(card, &ada.token)).await.expect("card").into_inner();
-    let card = card.instrument.expect("instrument").instrument_id;
+    let card = card(&mut users, &ada).await;
     let topup = wire::TopUpRequest {
         idempotency_key: "t1".into(),
         amount: "10".into(),

@@ -13,23 +13,12 @@ use tonic::Code;
 
 mod common;
 
-use common::{authed, fund, person, settled, Person, Server, ADMIN};
+use common::{authed, card, fund, person, settled, Person, Server, ADMIN};
 
 type Users = wire::users_client::UsersClient<Channel>;
 type Payments = wire::payments_client::PaymentsClient<Channel>;
 
 const TERMINAL: [&str; 5] = ["completed", "failed", "cancelled", "refunded", "partially_refunded"];
-
-async fn card(users: &mut Users, who: &Person) -> String {
-    let card = wire::AddCardRequest {
-        number: "4242424242424242".into(),
-        exp_month: 12,
-        exp_year: 2035,
-        cvv: "123".into(),
-        ..Default::default()
-    };
-    users.add_card(authed(card, &who.token)).await.expect("card").into_inner().instrument.expect("i").instrument_id
-}
 
 async fn bank(users: &mut Users, who: &Person, account_number: &str) -> String {
     let bank = wire::AddBankAccountRequest {

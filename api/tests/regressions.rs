@@ -8,17 +8,13 @@ use tonic::Code;
 
 mod common;
 
-use common::{authed, fund, person, settled, Person, Server, ADMIN};
+use common::{authed, card, channel, fund, person, settled, Person, Server, ADMIN};
 
 type Users = wire::users_client::UsersClient<Channel>;
 type Payments = wire::payments_client::PaymentsClient<Channel>;
 type Fx = wire::fx_client::FxClient<Channel>;
 
 const SETTLED: [&str; 6] = ["requires_review", "completed", "failed", "cancelled", "refunded", "partially_refunded"];
-
-async fn channel(server: &Server) -> Channel {
-    Channel::from_shared(server.addr.clone()).expect("uri").connect().await.expect("connect")
-}
 
 fn code<T>(result: Result<T, tonic::Status>) -> Code {
     result.map(|_| Code::Ok).unwrap_or_else(|s| s.code())
@@ -75,15 +71,7 @@ async fn review_rules_never_add_up_to_a_block_and_limits_are_money_in_usd() {
     let bob = person(&mut users, "Bob", "bob@example.com").await;
 
     // A new card paying 600.00 to a new payee: two review rules, reviewed, approved.
-    let card = wire::AddCardRequest {
-        number: "4242424242424242".into(),
-        exp_month: 12,
-        exp_year: 2035,
-        cvv: "123".into(),
-        ..Default::default()
-    };
-    let card = users.add_card(authed(card, &alice.token)).await.expect("card").into_inner();
-    let card = card.instrument.expect("instrument").instrument_id;
+    let card = card(&mut users, &alice).await;
     let by_card =
         wire::SendRequest { funding: "card".into(), instrument_id: card, ..send("card", &bob, "600.00", "USD") };
     let reviewed = run(&mut payments, &alice.token, by_card).await;

@@ -12,25 +12,9 @@ use tonic::Code;
 
 mod common;
 
-use common::{authed, person, Person, Server, ADMIN};
+use common::{authed, card, channel, person, Person, Server, ADMIN};
 
 type Payments = wire::payments_client::PaymentsClient<Channel>;
-type Users = wire::users_client::UsersClient<Channel>;
-
-async fn channel(server: &Server) -> Channel {
-    Channel::from_shared(server.addr.clone()).expect("uri").connect().await.expect("connect")
-}
-
-async fn card(users: &mut Users, who: &Person) -> String {
-    let card = wire::AddCardRequest {
-        number: "4242424242424242".into(),
-        exp_month: 12,
-        exp_year: 2035,
-        cvv: "123".into(),
-        ..Default::default()
-    };
-    users.add_card(authed(card, &who.token)).await.expect("card").into_inner().instrument.expect("i").instrument_id
-}
 
 async fn completed(payments: &mut Payments, token: &str, created: wire::Payment) -> wire::Payment {
     let started = Instant::now();

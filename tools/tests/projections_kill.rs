@@ -24,17 +24,22 @@ fn json_of(data_dir: &Path, args: &[&str]) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout} {}", String::from_utf8_lossy(&output.stderr)))
 }
 
-#[test]
-fn sigkill_mid_batch_then_restart_equals_a_rebuild() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
+/// A log in `data` written by `ledgerctl bench` (accounts, transfers, batch size).
+fn write_log(data: &std::path::Path, accounts: &str, transfers: &str, batch: &str) {
     let bench = ledgerctl()
-        .args(["bench", "--accounts", "50", "--transfers", "60000", "--batch", "1000", "--data-dir"])
-        .arg(&data)
+        .args(["bench", "--accounts", accounts, "--transfers", transfers, "--batch", batch, "--data-dir"])
+        .arg(data)
         .stdout(Stdio::null())
         .status()
         .expect("bench");
     assert!(bench.success(), "building the log failed");
+}
+
+#[test]
+fn sigkill_mid_batch_then_restart_equals_a_rebuild() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    write_log(&data, "50", "60000", "1000");
 
     let reference = json_of(&data, &["rebuild"]);
     let head = reference["log_head"].as_u64().expect("head");
@@ -93,13 +98,7 @@ fn sigkill_mid_batch_then_restart_equals_a_rebuild() {
 fn rebuild_replaces_a_damaged_database_without_opening_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let bench = ledgerctl()
-        .args(["bench", "--accounts", "10", "--transfers", "2000", "--batch", "100", "--data-dir"])
-        .arg(&data)
-        .stdout(Stdio::null())
-        .status()
-        .expect("bench");
-    assert!(bench.success(), "building the log failed");
+    write_log(&data, "10", "2000", "100");
     let reference = json_of(&data, &["rebuild"]);
     let path = data.join("projections").join("read-models.redb");
     let mut bytes = std::fs::read(&path).expect("read models");

@@ -103,6 +103,23 @@ impl Drop for Server {
     }
 }
 
+/// A new connection to the server.
+pub async fn channel(server: &Server) -> Channel {
+    Channel::from_shared(server.addr.clone()).expect("uri").connect().await.expect("connect")
+}
+
+/// Links the sandbox's good test card to `who`; its instrument id.
+pub async fn card(users: &mut wire::users_client::UsersClient<Channel>, who: &Person) -> String {
+    let card = wire::AddCardRequest {
+        number: "4242424242424242".into(),
+        exp_month: 12,
+        exp_year: 2035,
+        cvv: "123".into(),
+        ..Default::default()
+    };
+    users.add_card(authed(card, &who.token)).await.expect("card").into_inner().instrument.expect("i").instrument_id
+}
+
 /// Polls a payment until its status is one of `until` (30 s at most), then returns it.
 pub async fn settled(
     payments: &mut wire::payments_client::PaymentsClient<Channel>,
