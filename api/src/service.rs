@@ -593,11 +593,19 @@ impl LedgerService {
         } else {
             self.ledger.lookup_transfers(holds.clone()).await.map_err(convert::status)?
         };
+        // The read models follow the ledger: a hold they saw resolved is resolved there,
+        // so a hold missing from the ledger, or standing there, is a broken invariant.
         let by: std::collections::HashMap<u128, u128> = holds
             .iter()
             .zip(found)
-            .filter_map(|(hold, transfer)| Some((hold.0, transfer?.pending_status?.resolved_by()?.0)))
-            .collect();
+            .map(|(hold, transfer)| match transfer.and_then(|t| t.pending_status?.resolved_by()) {
+                Some(by) => Ok((hold.0, by.0)),
+                None => Err(Status::internal(format!(
+                    "hold {} is resolved in the read models but not in the ledger",
+                    hold.0
+                ))),
+            })
+            .collect::<Result<_, Status>>()?;
         Ok(movements
             .iter()
             .map(|m| {
