@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod fx;
 pub mod idempotency;
 pub mod openapi;
 pub mod payments;
@@ -51,7 +52,7 @@ pub type State = Arc<HttpState>;
 
 /// Every route with its OpenAPI description.
 pub fn api() -> OpenApiRouter<State> {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).merge(users::routes()).merge(payments::routes())
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).merge(users::routes()).merge(payments::routes()).merge(fx::routes())
 }
 
 /// The router: the API, `/openapi.json`, `/docs`, and JSON errors for unknown routes
