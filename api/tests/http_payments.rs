@@ -129,8 +129,7 @@ async fn top_ups_requests_withdrawals_and_refunds() {
     assert_eq!((bad.status, field(&bad)), (400, Some("amount")), "{bad:?}");
     let theirs = json!({"amount": "1.00", "currency": "USD", "instrument_id": a_card});
     let theirs = post_keyed(&http, "/user/topups", &eve.token, "t5", theirs).await;
-    assert_eq!(theirs.status / 100, 4, "another user's card is not Eve's to use: {theirs:?}");
-    assert_ne!(theirs.status, 201);
+    assert_eq!(theirs.status, 404, "another user's card is not Eve's to use: {theirs:?}");
 
     // A money request: Bob asks Alice; only Alice (the payer) may answer, and to Bob
     // it does not exist as a request to answer (404, as over gRPC).
@@ -289,7 +288,10 @@ async fn reviews_are_listed_in_pages_and_decided_by_admins_only() {
     let approved = wait_status(&http, &alice.token, &held[0], &TERMINAL).await;
     let rejected = wait_status(&http, &alice.token, &held[1], &TERMINAL).await;
     assert_eq!(approved["status"].as_str(), Some("completed"), "{approved}");
-    assert_eq!((rejected["status"].as_str(), rejected["reason"].as_str()), (Some("failed"), Some("rejected_in_review")));
+    assert_eq!(
+        (rejected["status"].as_str(), rejected["reason"].as_str()),
+        (Some("failed"), Some("rejected_in_review"))
+    );
     // Deciding a decided payment is refused (422, FAILED_PRECONDITION over gRPC); an unknown one is 404.
     let late = http.post(&review(&held[1]), Some(ADMIN), json!({"approve": true})).await;
     assert_eq!(late.status, 422, "{late:?}");
@@ -336,7 +338,10 @@ async fn a_monthly_statement_over_http() {
     let sent_line = &lines[1];
     assert_eq!(sent_line["payment_id"].as_str(), Some(paid_id.as_str()));
     assert_eq!((sent_line["amount_out"].as_str(), sent_line["balance"].as_str()), (Some("12.50"), Some("87.50")));
-    assert_eq!((sent_line["counterparty_name"].as_str(), sent_line["note"].as_str()), (Some("Bob Example"), Some("books")));
+    assert_eq!(
+        (sent_line["counterparty_name"].as_str(), sent_line["note"].as_str()),
+        (Some("Bob Example"), Some("books"))
+    );
     assert!(sent_line["at"].as_str().expect("at").ends_with('Z'));
     assert!(sent_line.get("at_ns").is_none(), "times are RFC 3339 only");
 
@@ -383,7 +388,12 @@ async fn rates_quotes_conversions_and_the_position() {
         {"base": "GBP", "quote": "USD", "rate": "1.27"}]});
     let by_user = put(&http, &alice.token, rates.clone()).await;
     assert_eq!(by_user.status, 403, "{by_user:?}");
-    let bad = put(&http, ADMIN, json!({"rates": [{"base": "EUR", "quote": "CHF", "rate": "1"}, {"base": "USD", "quote": "CHF", "rate": "-1"}]})).await;
+    let bad = put(
+        &http,
+        ADMIN,
+        json!({"rates": [{"base": "EUR", "quote": "CHF", "rate": "1"}, {"base": "USD", "quote": "CHF", "rate": "-1"}]}),
+    )
+    .await;
     assert_eq!((bad.status, field(&bad)), (400, Some("rates[1].rate")), "{bad:?}");
     let none = put(&http, ADMIN, json!({"rates": []})).await;
     assert_eq!((none.status, field(&none)), (400, Some("rates")), "{none:?}");
@@ -398,7 +408,12 @@ async fn rates_quotes_conversions_and_the_position() {
         assert_eq!(page.status, 200, "{page:?}");
         for r in page.json["data"].as_array().expect("data") {
             assert!(r["as_of"].as_str().expect("as_of").ends_with('Z'));
-            pairs.push(format!("{}/{} {}", r["base"].as_str().expect("b"), r["quote"].as_str().expect("q"), r["rate"].as_str().expect("r")));
+            pairs.push(format!(
+                "{}/{} {}",
+                r["base"].as_str().expect("b"),
+                r["quote"].as_str().expect("q"),
+                r["rate"].as_str().expect("r")
+            ));
         }
         match page.json["next_cursor"].as_str() {
             Some(cursor) => path = format!("/fx/rates?limit=2&starting_after={cursor}"),
@@ -429,7 +444,9 @@ async fn rates_quotes_conversions_and_the_position() {
         let answer = http.post("/fx/quotes", Some(&alice.token), body.clone()).await;
         assert_eq!((answer.status, field(&answer)), (status, expected), "{body}: {answer:?}");
     }
-    let by_admin = http.post("/fx/quotes", Some(ADMIN), json!({"from_currency": "USD", "to_currency": "EUR", "from_amount": "1"})).await;
+    let by_admin = http
+        .post("/fx/quotes", Some(ADMIN), json!({"from_currency": "USD", "to_currency": "EUR", "from_amount": "1"}))
+        .await;
     assert_eq!(by_admin.status, 403, "a quote is a user's: {by_admin:?}");
 
     // Execute: not Bob's quote (404); Alice's converts once, however often it is sent.
@@ -444,8 +461,20 @@ async fn rates_quotes_conversions_and_the_position() {
     let twice = http.post(&execute, Some(&alice.token), json!({})).await;
     assert_eq!(twice.json["transfer_ids"], done.json["transfer_ids"], "executing twice converts once");
     // To Bob, in yen.
-    let yen = http.post("/fx/quotes", Some(&alice.token), json!({"from_currency": "USD", "to_currency": "JPY", "from_amount": "10.00"})).await;
-    let to_bob = http.post(&format!("/fx/quotes/{}/execute", id(&yen)), Some(&alice.token), json!({"receiver_email": "bob@example.com"})).await;
+    let yen = http
+        .post(
+            "/fx/quotes",
+            Some(&alice.token),
+            json!({"from_currency": "USD", "to_currency": "JPY", "from_amount": "10.00"}),
+        )
+        .await;
+    let to_bob = http
+        .post(
+            &format!("/fx/quotes/{}/execute", id(&yen)),
+            Some(&alice.token),
+            json!({"receiver_email": "bob@example.com"}),
+        )
+        .await;
     assert_eq!((to_bob.status, to_bob.json["receiver_id"].as_str()), (200, Some(bob.id.as_str())), "{to_bob:?}");
     let both = json!({"receiver_email": "bob@example.com", "receiver_user_id": bob.id});
     let both = http.post(&format!("/fx/quotes/{}/execute", id(&yen)), Some(&alice.token), both).await;
@@ -453,7 +482,13 @@ async fn rates_quotes_conversions_and_the_position() {
     let unknown = http.post("/fx/quotes/q_000000000000000000000000/execute", Some(&alice.token), json!({})).await;
     assert_eq!(unknown.status, 404, "{unknown:?}");
     // More than the wallet holds: refused, nothing moves (422 as FAILED_PRECONDITION).
-    let big = http.post("/fx/quotes", Some(&alice.token), json!({"from_currency": "USD", "to_currency": "EUR", "from_amount": "5000.00"})).await;
+    let big = http
+        .post(
+            "/fx/quotes",
+            Some(&alice.token),
+            json!({"from_currency": "USD", "to_currency": "EUR", "from_amount": "5000.00"}),
+        )
+        .await;
     let big = http.post(&format!("/fx/quotes/{}/execute", id(&big)), Some(&alice.token), json!({})).await;
     assert_eq!(big.status, 422, "{big:?}");
 
@@ -497,10 +532,7 @@ async fn all_pages(http: &Http, token: &str, between: impl AsyncFn()) -> Vec<Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_paged_while_payments_continue_have_no_gap_or_duplicate() {
     let dir = tempfile::tempdir().expect("dir");
-    let server = Server::start_with(
-        dir.path(),
-        &["--risk-user-per-hour", "1000000", "--risk-user-per-day", "1000000"],
-    );
+    let server = Server::start_with(dir.path(), &["--risk-user-per-hour", "1000000", "--risk-user-per-day", "1000000"]);
     let http = Arc::new(Http::of(&server));
     let alice = person(&http, "Alice Example", "alice@example.com").await;
     let _bob = person(&http, "Bob Example", "bob@example.com").await;

@@ -265,7 +265,11 @@ pub async fn execute(
     let request = caller.grpc(wire::ExecuteQuoteRequest { quote_id: id, receiver_user_id, receiver_email });
     let done = call(state.fx.execute_quote(request)).await?;
     let quote = done.quote.ok_or_else(|| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the service answered a conversion without its quote")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the service answered a conversion without its quote",
+        )
     })?;
     Ok(Json(Conversion { quote: quote_json(quote), receiver_id: done.receiver_id, transfer_ids: done.transfer_ids }))
 }

@@ -166,10 +166,9 @@ fn key_of(field: &str, header: Option<String>, body: &str) -> Result<String, Api
         (Some(h), false) if h != body => Err(ApiError::invalid(field, "differs from the Idempotency-Key header")),
         (Some(h), _) => Ok(h),
         (None, false) => Ok(body.to_string()),
-        (None, true) => Err(ApiError::invalid(
-            field,
-            "required (or an Idempotency-Key header), so that a retry cannot pay twice",
-        )),
+        (None, true) => {
+            Err(ApiError::invalid(field, "required (or an Idempotency-Key header), so that a retry cannot pay twice"))
+        }
     }
 }
 
@@ -672,9 +671,9 @@ pub async fn statement(
 ) -> Result<Json<Statements>, ApiError> {
     let utc_offset_minutes = match query.utc_offset_minutes.as_deref() {
         None => 0,
-        Some(text) => text.parse::<i32>().map_err(|_| {
-            ApiError::invalid("utc_offset_minutes", "a whole number of minutes, such as 60 or -300")
-        })?,
+        Some(text) => text
+            .parse::<i32>()
+            .map_err(|_| ApiError::invalid("utc_offset_minutes", "a whole number of minutes, such as 60 or -300"))?,
     };
     let request = caller.grpc(wire::GetStatementRequest {
         month,
