@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod fx;
 pub mod idempotency;
 pub mod methods;
 pub mod openapi;
@@ -52,7 +53,11 @@ pub type State = Arc<HttpState>;
 
 /// Every route with its OpenAPI description.
 pub fn api() -> OpenApiRouter<State> {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).merge(users::routes()).merge(payments::routes()).merge(methods::routes())
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(users::routes())
+        .merge(methods::routes())
+        .merge(payments::routes())
+        .merge(fx::routes())
 }
 
 /// The router: the API, `/openapi.json`, `/docs`, and JSON errors for unknown routes
