@@ -6,9 +6,11 @@
 //! any of them. The OpenAPI 3.1 document is generated from the handlers' annotations
 //! by the same calls that add their routes, so the two cannot drift.
 
+pub mod admin;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod ledger;
 pub mod openapi;
 pub mod payments;
 pub mod time;
@@ -51,7 +53,7 @@ pub type State = Arc<HttpState>;
 
 /// Every route with its OpenAPI description.
 pub fn api() -> OpenApiRouter<State> {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).merge(users::routes()).merge(payments::routes())
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).merge(users::routes()).merge(payments::routes()).merge(ledger::routes()).merge(admin::routes())
 }
 
 /// The router: the API, `/openapi.json`, `/docs`, and JSON errors for unknown routes
