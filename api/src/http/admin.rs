@@ -7,9 +7,9 @@
 use axum::extract::{Path, State as Shared};
 use axum::http::StatusCode;
 use axum::Json;
+use ledger_platform::payments::ops::PAGE_PAYMENTS_MAX;
 use ledger_proto::api::v1 as wire;
 use ledger_proto::api::v1::admin_server::Admin as _;
-use ledger_platform::payments::ops::PAGE_PAYMENTS_MAX;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -203,7 +203,12 @@ pub async fn get_user(
         wallets: u
             .wallets
             .into_iter()
-            .map(|w| AdminWallet { currency: w.currency, account_id: w.account_id, balance: w.balance, available: w.available })
+            .map(|w| AdminWallet {
+                currency: w.currency,
+                account_id: w.account_id,
+                balance: w.balance,
+                available: w.available,
+            })
             .collect(),
         instruments,
         payments: PaymentPage {

@@ -103,11 +103,8 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
         // serde says "unknown field `x`, expected …" and "missing field `x`"; other
         // messages quote a value (`invalid value: integer `-1``), not a field.
         let names_field = text.starts_with("unknown field") || text.starts_with("missing field");
-        let field = text
-            .split('`')
-            .nth(1)
-            .filter(|f| names_field && f.len() <= 64 && !f.contains(' '))
-            .map(str::to_string);
+        let field =
+            text.split('`').nth(1).filter(|f| names_field && f.len() <= 64 && !f.contains(' ')).map(str::to_string);
         let message = match e.classify() {
             serde_json::error::Category::Data => text.clone(),
             _ => format!("the body is not valid JSON: {text}"),

@@ -497,8 +497,7 @@ pub async fn account_transfers(
         cursor: page.after.unwrap_or_default(),
         min_position: 0,
     });
-    let answer =
-        call(state.ledger.list_account_transfers(request)).await.map_err(|e| renamed(e, &RANGE_RENAMES))?;
+    let answer = call(state.ledger.list_account_transfers(request)).await.map_err(|e| renamed(e, &RANGE_RENAMES))?;
     Ok(Json(movement_page(answer.movements, answer.next_cursor)?))
 }
 
@@ -564,9 +563,10 @@ pub struct CreateLedgerTransfers {
 }
 
 fn transfer_wire(index: usize, t: NewLedgerTransfer) -> Result<wire::NewTransfer, ApiError> {
-    let timeout_ns = t.timeout_seconds.checked_mul(1_000_000_000).ok_or_else(|| {
-        ApiError::invalid(&format!("transfers[{index}].timeout_seconds"), "too large")
-    })?;
+    let timeout_ns = t
+        .timeout_seconds
+        .checked_mul(1_000_000_000)
+        .ok_or_else(|| ApiError::invalid(&format!("transfers[{index}].timeout_seconds"), "too large"))?;
     let kind = match t.kind {
         LedgerTransferKind::Posted => wire::TransferKind::Posted,
         LedgerTransferKind::Pending => wire::TransferKind::Pending,
@@ -866,7 +866,9 @@ pub async fn reports(
         min_position: 0,
         convert_to: q.convert_to.unwrap_or_default(),
     });
-    let answer = call(state.ledger.get_report(request)).await.map_err(|e| renamed(e, &[("to_ns", "to"), ("from_ns", "from")]))?;
+    let answer = call(state.ledger.get_report(request))
+        .await
+        .map_err(|e| renamed(e, &[("to_ns", "to"), ("from_ns", "from")]))?;
     Ok(Json(LedgerReport {
         reports: answer
             .reports
@@ -928,7 +930,10 @@ mod tests {
         assert_eq!(snake_word("CREATED"), "created");
         assert_eq!(snake_word("TransferPosted"), "transfer_posted");
         assert_eq!(flag_bits(&[LedgerAccountFlag::CreditsMustNotExceedDebits]), 2);
-        assert_eq!(flag_words(3).ok(), Some(vec![LedgerAccountFlag::DebitsMustNotExceedCredits, LedgerAccountFlag::CreditsMustNotExceedDebits]));
+        assert_eq!(
+            flag_words(3).ok(),
+            Some(vec![LedgerAccountFlag::DebitsMustNotExceedCredits, LedgerAccountFlag::CreditsMustNotExceedDebits])
+        );
         assert!(flag_words(4).is_err());
     }
 }

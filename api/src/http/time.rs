@@ -40,7 +40,11 @@ pub fn parse_rfc3339(field: &str, text: &str) -> Result<u64, ApiError> {
     let (year, month, day) = (digits(0, 4)?, digits(5, 2)?, digits(8, 2)?);
     let (hour, minute, second) = (digits(11, 2)?, digits(14, 2)?, digits(17, 2)?);
     let days = days_from_civil(year, month, day);
-    if !(1..=12).contains(&month) || civil_from_days(days) != (year, month, day) || hour > 23 || minute > 59 || second > 59
+    if !(1..=12).contains(&month)
+        || civil_from_days(days) != (year, month, day)
+        || hour > 23
+        || minute > 59
+        || second > 59
     {
         return Err(bad());
     }
@@ -70,7 +74,8 @@ pub fn parse_rfc3339(field: &str, text: &str) -> Result<u64, ApiError> {
         }
         _ => return Err(bad()),
     };
-    let seconds = i128::from(days) * 86_400 + i128::from(hour * 3600 + minute * 60 + second) - i128::from(offset_seconds);
+    let seconds =
+        i128::from(days) * 86_400 + i128::from(hour * 3600 + minute * 60 + second) - i128::from(offset_seconds);
     let ns = seconds * 1_000_000_000 + i128::from(nanos);
     u64::try_from(ns).map_err(|_| bad())
 }
