@@ -6,10 +6,12 @@
 //! any of them. The OpenAPI 3.1 document is generated from the handlers' annotations
 //! by the same calls that add their routes, so the two cannot drift.
 
+pub mod admin;
 pub mod error;
 pub mod extract;
 pub mod fx;
 pub mod idempotency;
+pub mod ledger;
 pub mod methods;
 pub mod openapi;
 pub mod payments;
@@ -58,6 +60,8 @@ pub fn api() -> OpenApiRouter<State> {
         .merge(methods::routes())
         .merge(payments::routes())
         .merge(fx::routes())
+        .merge(ledger::routes())
+        .merge(admin::routes())
 }
 
 /// The router: the API, `/openapi.json`, `/docs`, and JSON errors for unknown routes
