@@ -33,6 +33,7 @@ use crate::grpc::rails::RemoteRails;
 use crate::grpc::users::UsersService;
 use crate::metrics::{endpoint, platform as endpoint_platform, Metrics};
 use crate::service::LedgerService;
+use crate::webhooks::{Owner, Webhooks};
 use ledger_proto::transport::{incoming, tuned as transport_tuned, MESSAGE_BYTES_MAX};
 
 /// Fault injection for process-level tests of a failing disk: when set, every sync of
@@ -217,6 +218,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let Platform { users, fx, payments, users_service, payments_service, fx_service } =
         open_platform(&config, &store, &ledger, &tokens, &metrics, &projector).await?;
     let _ = payments_slot.set(payments.clone());
+    let webhook_tasks = WebhookTasks::start(&config, &store).await?;
+    tracing::info!(endpoints = webhook_tasks.webhooks.endpoints.list(Owner::Admin).len(), "webhooks started");
     let admin_service = AdminService {
         users: users.clone(),
         payments: payments.clone(),
@@ -269,6 +272,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
         .map_err(|e| format!("server: {e}"))?;
+    webhook_tasks.stop().await;
     tracing::info!("no more calls in flight; closing the ledger");
     tokio::task::spawn_blocking(move || ledger.close()).await.map_err(|e| e.to_string())?;
     catch_up_at_stop(&projector, store, follower).await;
@@ -327,13 +331,54 @@ impl MetricsEndpoint {
     }
 }
 
+/// The master key from the settings, or `<data-dir>/master.key` (generated on first start).
+fn master_key(config: &Config) -> Result<crypto::SecretKey, String> {
+    match &config.master_key {
+        Some(key) => Ok(key.clone()),
+        None => crypto::master_key_file(&config.data_dir).map_err(|e| e.to_string()),
+    }
+}
+
+/// The webhooks' follower and dispatcher, running until `stop`.
+struct WebhookTasks {
+    webhooks: Arc<Webhooks>,
+    stop: tokio::sync::watch::Sender<bool>,
+    follower: tokio::task::JoinHandle<()>,
+    dispatcher: tokio::task::JoinHandle<()>,
+}
+
+impl WebhookTasks {
+    /// Opens the registry and `<data-dir>/webhooks.redb` and starts following the log.
+    async fn start(config: &Config, store: &Arc<dyn EventStore>) -> Result<WebhookTasks, String> {
+        let key = master_key(config)?;
+        let (store_, data_dir, settings) = (store.clone(), config.data_dir.clone(), config.webhooks);
+        let webhooks = tokio::task::spawn_blocking(move || Webhooks::open(store_, &data_dir, &key.0, settings))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("webhooks: {e}"))?;
+        let webhooks = Arc::new(webhooks);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let follower = tokio::spawn(crate::webhooks::follower::run(webhooks.clone(), store.clone(), stopped.clone()));
+        let dispatcher = tokio::spawn(crate::webhooks::delivery::run(webhooks.clone(), stopped));
+        Ok(WebhookTasks { webhooks, stop, follower, dispatcher })
+    }
+
+    /// Stops both; deliveries in flight are retried on the next start.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for (name, task) in [("follower", self.follower), ("dispatcher", self.dispatcher)] {
+            if let Err(error) = task.await {
+                tracing::warn!(%error, "webhook {name} did not stop cleanly");
+            }
+        }
+        tracing::info!("webhooks stopped");
+    }
+}
+
 /// Users over their data keys (the master key from the settings, or
 /// `<data-dir>/master.key`), with the sweep of expired sessions every minute.
 async fn open_users(config: &Config, store: &Arc<dyn EventStore>, ledger: &Ledger) -> Result<Arc<Users>, String> {
-    let master_key = match &config.master_key {
-        Some(key) => key.clone(),
-        None => crypto::master_key_file(&config.data_dir).map_err(|e| e.to_string())?,
-    };
+    let master_key = master_key(config)?;
     let keys =
         KeyStore::open(&config.data_dir.join("keys").join("data-keys.bin"), master_key).map_err(|e| e.to_string())?;
     let users = {

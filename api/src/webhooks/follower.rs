@@ -24,6 +24,10 @@ use super::{Owner, WebhookError, Webhooks, ENDPOINTS_STREAM, EVENT_TYPES};
 
 /// Events read from the log per batch (one transaction of the delivery database).
 pub const FOLLOW_BATCH_EVENTS: usize = 256;
+/// A batch that makes no delivery moves the durable checkpoint only once this many
+/// events passed since the last commit: following them again after a crash makes no
+/// delivery either, and a log with no endpoints costs no sync per batch.
+pub const CHECKPOINT_EVERY_EVENTS: u64 = 4_096;
 /// Wait before following again after an error.
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
 
@@ -176,6 +180,7 @@ async fn follow(
     };
     tracing::info!(from, "webhook follower started");
     let mut subscription = Subscription::new(store.clone(), from);
+    let mut committed = from;
     loop {
         if *stop.borrow() {
             return Ok(());
@@ -187,17 +192,24 @@ async fn follow(
         let Some(last) = batch.last() else { continue };
         let checkpoint = last.position + 1;
         let (webhooks_, store_) = (webhooks.clone(), store.clone());
+        let quiet_since = committed;
         let enqueued = tokio::task::spawn_blocking(move || {
             let mut deliveries = Vec::new();
             for record in &batch {
                 deliveries.extend(deliveries_of(&webhooks_, store_.as_ref(), record)?);
             }
-            webhooks_.db.enqueue(deliveries, checkpoint, now_ms())
+            if deliveries.is_empty() && checkpoint - quiet_since < CHECKPOINT_EVERY_EVENTS {
+                return Ok(None);
+            }
+            webhooks_.db.enqueue(deliveries, checkpoint, now_ms()).map(Some)
         })
         .await
         .map_err(|e| WebhookError::Database(e.to_string()))??;
-        if enqueued > 0 {
-            webhooks.wake.notify_one();
+        if let Some(enqueued) = enqueued {
+            committed = checkpoint;
+            if enqueued > 0 {
+                webhooks.wake.notify_one();
+            }
         }
     }
 }
@@ -205,6 +217,93 @@ async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ledger_proto::events::v1 as ev;
+    use ledger_proto::events::v1::payment_event::Kind;
+    use prost::Message;
+
+    fn record(revision: u64, kind: Kind) -> RecordedEvent {
+        let event = ev::PaymentEvent { payment_id: "7".into(), timestamp_ns: revision + 1, kind: Some(kind) };
+        RecordedEvent {
+            stream: "payment-7".into(),
+            revision,
+            position: 100 + revision,
+            event_type: "PaymentEvent".into(),
+            payload: event.encode_to_vec(),
+            hash: [0; 32],
+        }
+    }
+
+    /// The event types each event of a payment makes, folded one by one.
+    fn types_of(kinds: Vec<Kind>) -> Vec<Vec<&'static str>> {
+        let mut after = PaymentFold::default();
+        let mut out = Vec::new();
+        for (revision, kind) in kinds.into_iter().enumerate() {
+            let before = after.clone();
+            after.apply(&record(revision as u64, kind)).expect("apply");
+            out.push(event_types(revision as u64, &before, &after));
+        }
+        out
+    }
+
+    #[test]
+    fn a_request_reviewed_completed_and_refunded_tells_each_change_once() {
+        let created = Kind::Created(ev::PaymentCreated {
+            kind: "request".into(),
+            sender_id: "1".into(),
+            receiver_id: "2".into(),
+            created_by: "2".into(),
+            currency: "USD".into(),
+            amount: 1_000,
+            ..Default::default()
+        });
+        let answered = Kind::RequestAnswered(ev::RequestAnswered {
+            approved: true,
+            funding: "wallet".into(),
+            ..Default::default()
+        });
+        let risk = Kind::RiskAssessed(ev::RiskAssessed { decision: "review".into(), ..Default::default() });
+        let reviewed = Kind::ReviewDecided(ev::ReviewDecided { approved: true, by: "admin".into() });
+        let finished = Kind::Finished(ev::PaymentFinished { status: "completed".into(), reason: String::new() });
+        let refund = |amount| Kind::RefundBooked(ev::RefundBooked { amount, ..Default::default() });
+        let types = types_of(vec![created, answered, risk, reviewed, finished, refund(300), refund(300), refund(400)]);
+        assert_eq!(
+            types,
+            vec![
+                vec!["payment.created", "request.received"],
+                vec![],
+                vec!["payment.requires_review"],
+                vec![],
+                vec!["payment.completed"],
+                vec!["payment.partially_refunded"],
+                vec!["payment.partially_refunded"],
+                vec!["payment.refunded"],
+            ]
+        );
+    }
+
+    #[test]
+    fn a_request_is_received_by_its_payer_only() {
+        let mut fold = PaymentFold::default();
+        let created = Kind::Created(ev::PaymentCreated {
+            kind: "request".into(),
+            sender_id: "1".into(),
+            receiver_id: "2".into(),
+            created_by: "2".into(),
+            currency: "USD".into(),
+            amount: 1_000,
+            ..Default::default()
+        });
+        fold.apply(&record(0, created)).expect("apply");
+        let view = fold.view();
+        assert!(receives(Owner::User(1), "request.received", &view));
+        assert!(!receives(Owner::User(2), "request.received", &view));
+        assert!(receives(Owner::User(2), "payment.created", &view));
+        assert!(!receives(Owner::User(3), "payment.created", &view));
+        assert!(receives(Owner::Admin, "request.received", &view));
+        let body = payment_json(&view);
+        assert_eq!((body["amount"].as_str(), body["currency"].as_str()), (Some("10.00"), Some("USD")));
+        assert!(body.get("note").is_none() && body.get("to_email").is_none(), "no personal data: {body}");
+    }
 
     #[test]
     fn times_are_rfc_3339_utc() {
