@@ -35,7 +35,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let descriptors = protox::compile(
-        [EVENTS, USER_EVENTS, PAYMENT_EVENTS, FX_EVENTS, WEBHOOK_EVENTS, API, USERS_API, PAYMENTS_API, FX_API, ADMIN_API, RAILS],
+        [
+            EVENTS,
+            USER_EVENTS,
+            PAYMENT_EVENTS,
+            FX_EVENTS,
+            WEBHOOK_EVENTS,
+            API,
+            USERS_API,
+            PAYMENTS_API,
+            FX_API,
+            ADMIN_API,
+            RAILS,
+        ],
         ["proto"],
     )?;
     // Server reflection serves this file descriptor set.

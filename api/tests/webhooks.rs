@@ -123,7 +123,10 @@ async fn receiver(seed: u64) -> Receiver {
 }
 
 fn start(dir: &std::path::Path) -> Server {
-    Server::start_with(dir, &["--webhook-retry-base-ms", RETRY_BASE_MS, "--webhook-timeout-ms", &TIMEOUT_MS.to_string()])
+    Server::start_with(
+        dir,
+        &["--webhook-retry-base-ms", RETRY_BASE_MS, "--webhook-timeout-ms", &TIMEOUT_MS.to_string()],
+    )
 }
 
 async fn http(method: reqwest::Method, url: String, token: &str, body: Option<Value>) -> (u16, Value) {
@@ -153,7 +156,8 @@ async fn register(server: &Server, token: &str, url: &str) -> (String, String) {
 fn verify(secret: &str, header: &str, body: &str) -> bool {
     let Some((t, v1)) = header.split_once(',') else { return false };
     let (Some(t), Some(v1)) = (t.strip_prefix("t="), v1.strip_prefix("v1=")) else { return false };
-    let Ok(tag) = (0..v1.len()).step_by(2).map(|i| u8::from_str_radix(&v1[i..i + 2], 16)).collect::<Result<Vec<u8>, _>>()
+    let Ok(tag) =
+        (0..v1.len()).step_by(2).map(|i| u8::from_str_radix(&v1[i..i + 2], 16)).collect::<Result<Vec<u8>, _>>()
     else {
         return false;
     };
@@ -202,7 +206,8 @@ async fn every_event_arrives_signed_in_order_across_a_sigkill() {
     let (_, admin_secret) = register(&server, ADMIN, &format!("{}/admin", receiver.url)).await;
     let (carol_endpoint, carol_secret) = register(&server, &carol.token, &format!("{}/carol", receiver.url)).await;
     let secrets: HashMap<&str, &str> =
-        [("/alice", alice_secret.as_str()), ("/admin", admin_secret.as_str()), ("/carol", carol_secret.as_str())].into();
+        [("/alice", alice_secret.as_str()), ("/admin", admin_secret.as_str()), ("/carol", carol_secret.as_str())]
+            .into();
 
     let mut payments = Payments::new(common::channel(&server).await);
     let alice_card = card(&mut users, &alice).await;
@@ -243,10 +248,10 @@ async fn every_event_arrives_signed_in_order_across_a_sigkill() {
         let got = accepted(&receiver.received());
         let missing: Vec<(&str, &String, &str)> = ["/alice", "/admin"]
             .into_iter()
-            .flat_map(|path| ids.iter().flat_map(move |id| ["payment.created", "payment.completed"].map(|t| (path, id, t))))
-            .filter(|(path, id, t)| {
-                !got.get(*path).is_some_and(|list| list.iter().any(|(p, ty)| p == *id && ty == t))
+            .flat_map(|path| {
+                ids.iter().flat_map(move |id| ["payment.created", "payment.completed"].map(|t| (path, id, t)))
             })
+            .filter(|(path, id, t)| !got.get(*path).is_some_and(|list| list.iter().any(|(p, ty)| p == *id && ty == t)))
             .collect();
         if missing.is_empty() {
             break;
@@ -316,7 +321,9 @@ async fn every_event_arrives_signed_in_order_across_a_sigkill() {
     assert!(log.len() >= 2 * ids.len(), "{} deliveries logged", log.len());
     let delivered = log.iter().find(|d| d["state"] == "delivered").expect("a delivered one");
     let event_id = delivered["event_id"].as_str().expect("event id").to_string();
-    let arrivals = |event: &str| receiver.received().iter().filter(|r| r.path == "/alice" && r.event_id == event && r.accepted).count();
+    let arrivals = |event: &str| {
+        receiver.received().iter().filter(|r| r.path == "/alice" && r.event_id == event && r.accepted).count()
+    };
     let before = arrivals(&event_id);
     let delivery_id = delivered["id"].as_str().expect("id");
     let url = format!("{base}/webhook_endpoints/{alice_endpoint}/deliveries/{delivery_id}/resend");

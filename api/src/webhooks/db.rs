@@ -53,7 +53,7 @@ const NEXT_ID: &str = "next_id";
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    u64::try_from(ledger_engine::clock::now_ns() / 1_000_000).unwrap_or(u64::MAX)
+    ledger_engine::clock::now_ns() / 1_000_000
 }
 
 /// The delay before attempt `attempts + 1`, after `attempts` (≥ 1) failed ones:
@@ -229,7 +229,10 @@ impl WebhookDb {
         for entry in due.range((0, 0)..=(now_ms, u64::MAX)).map_err(db_error)?.take(limit) {
             let (key, _) = entry.map_err(db_error)?;
             let (_, id) = key.value();
-            let row = rows.get(id).map_err(db_error)?.ok_or_else(|| WebhookError::Corrupt(format!("due delivery {id} has no row")))?;
+            let row = rows
+                .get(id)
+                .map_err(db_error)?
+                .ok_or_else(|| WebhookError::Corrupt(format!("due delivery {id} has no row")))?;
             out.push(decode(id, row.value())?);
         }
         Ok(out)
@@ -298,7 +301,12 @@ impl WebhookDb {
 
     /// The endpoint's deliveries, newest first, with ids below `starting_after`; and
     /// whether there are more.
-    pub fn list(&self, endpoint_id: &str, limit: usize, starting_after: Option<u64>) -> Result<(Vec<Delivery>, bool), WebhookError> {
+    pub fn list(
+        &self,
+        endpoint_id: &str,
+        limit: usize,
+        starting_after: Option<u64>,
+    ) -> Result<(Vec<Delivery>, bool), WebhookError> {
         let limit = limit.clamp(1, LIST_LIMIT_MAX);
         let txn = self.db.begin_read().map_err(db_error)?;
         let log = txn.open_table(BY_ENDPOINT).map_err(db_error)?;
@@ -313,7 +321,10 @@ impl WebhookDb {
                 more = true;
                 break;
             }
-            let row = rows.get(id).map_err(db_error)?.ok_or_else(|| WebhookError::Corrupt(format!("logged delivery {id} has no row")))?;
+            let row = rows
+                .get(id)
+                .map_err(db_error)?
+                .ok_or_else(|| WebhookError::Corrupt(format!("logged delivery {id} has no row")))?;
             out.push(decode(id, row.value())?);
         }
         Ok((out, more))
@@ -399,13 +410,18 @@ fn insert(
     let mut logged = logged + 1;
     if logged > DELIVERY_LOG_MAX {
         let mut prune = Vec::new();
-        for entry in log.range((endpoint.as_str(), 0)..=(endpoint.as_str(), u64::MAX)).map_err(db_error)?.take(PRUNE_SCAN_ROWS) {
+        for entry in
+            log.range((endpoint.as_str(), 0)..=(endpoint.as_str(), u64::MAX)).map_err(db_error)?.take(PRUNE_SCAN_ROWS)
+        {
             let (key, _) = entry.map_err(db_error)?;
             let id = key.value().1;
             if logged - (prune.len() as u64) <= DELIVERY_LOG_MAX {
                 break;
             }
-            let row = rows.get(id).map_err(db_error)?.ok_or_else(|| WebhookError::Corrupt(format!("logged delivery {id} has no row")))?;
+            let row = rows
+                .get(id)
+                .map_err(db_error)?
+                .ok_or_else(|| WebhookError::Corrupt(format!("logged delivery {id} has no row")))?;
             if decode(id, row.value())?.state != DeliveryState::Pending {
                 prune.push(id);
             }
@@ -493,7 +509,8 @@ mod tests {
     #[test]
     fn a_later_event_of_a_payment_waits_for_the_earlier_one() {
         let (_dir, db) = db();
-        let batch = vec![new("we_a", "p1", "e1"), new("we_a", "p1", "e2"), new("we_a", "p2", "e3"), new("we_b", "p1", "e4")];
+        let batch =
+            vec![new("we_a", "p1", "e1"), new("we_a", "p1", "e2"), new("we_a", "p2", "e3"), new("we_b", "p1", "e4")];
         assert_eq!(db.enqueue(batch, 10, 1_000).expect("enqueue"), 4);
         assert_eq!(db.checkpoint().expect("checkpoint"), Some(10));
         // Heads only: e2 waits behind e1 (same endpoint and payment).

@@ -120,8 +120,12 @@ pub async fn run(webhooks: Arc<Webhooks>, mut stop: tokio::sync::watch::Receiver
                                 status = done.last_status,
                                 "webhook attempt"
                             ),
-                            Ok(Err(error)) => tracing::error!(%error, delivery = id, "webhook attempt not recorded; it is retried"),
-                            Err(error) => tracing::error!(%error, delivery = id, "webhook attempt not recorded; it is retried"),
+                            Ok(Err(error)) => {
+                                tracing::error!(%error, delivery = id, "webhook attempt not recorded; it is retried")
+                            }
+                            Err(error) => {
+                                tracing::error!(%error, delivery = id, "webhook attempt not recorded; it is retried")
+                            }
                         }
                         in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                         drop(permit);

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use ledger_engine::store::{Direction, EventData, EventStore, EventStoreExt, ExpectedRevision, RecordedEvent, Revision};
+use ledger_engine::store::{
+    Direction, EventData, EventStore, EventStoreExt, ExpectedRevision, RecordedEvent, Revision,
+};
 use ledger_proto::events::v1 as ev;
 use ledger_proto::events::v1::webhook_endpoint_event::Kind;
 use prost::Message;
@@ -130,7 +132,10 @@ pub fn check_event_types(types: &[String]) -> Result<Vec<&'static str>, WebhookE
             return Ok(Vec::new());
         }
         let Some(found) = EVENT_TYPES.iter().find(|t| **t == name.as_str()) else {
-            return Err(WebhookError::invalid(field, format!("unknown event type {name:?}; known: {}", EVENT_TYPES.join(", "))));
+            return Err(WebhookError::invalid(
+                field,
+                format!("unknown event type {name:?}; known: {}", EVENT_TYPES.join(", ")),
+            ));
         };
         if known.contains(found) {
             return Err(WebhookError::invalid(field, format!("{name:?} twice")));
@@ -150,8 +155,7 @@ fn new_id() -> Result<String, WebhookError> {
 impl Endpoints {
     /// Folds the whole stream.
     pub fn open(store: Arc<dyn EventStore>) -> Result<Endpoints, WebhookError> {
-        let endpoints =
-            Endpoints { store, state: Mutex::new(State::default()), write: tokio::sync::Mutex::new(()) };
+        let endpoints = Endpoints { store, state: Mutex::new(State::default()), write: tokio::sync::Mutex::new(()) };
         endpoints.catch_up()?;
         let count = endpoints.lock().live.len();
         tracing::info!(endpoints = count, "webhook endpoints rebuilt from the log");
@@ -204,7 +208,8 @@ impl Endpoints {
                 )));
             }
         }
-        let corrupt = |what: &str| WebhookError::Corrupt(format!("{ENDPOINTS_STREAM} revision {}: {what}", record.revision));
+        let corrupt =
+            |what: &str| WebhookError::Corrupt(format!("{ENDPOINTS_STREAM} revision {}: {what}", record.revision));
         let event = ev::WebhookEndpointEvent::decode(record.payload.as_slice()).map_err(|e| corrupt(&e.to_string()))?;
         match event.kind {
             Some(Kind::Added(added)) => {
@@ -244,7 +249,13 @@ impl Endpoints {
     }
 
     /// Registers an endpoint and answers it.
-    pub async fn add(&self, owner: Owner, url: &str, event_types: &[String], now_ns: u64) -> Result<Endpoint, WebhookError> {
+    pub async fn add(
+        &self,
+        owner: Owner,
+        url: &str,
+        event_types: &[String],
+        now_ns: u64,
+    ) -> Result<Endpoint, WebhookError> {
         let url = check_url(url)?;
         let types = check_event_types(event_types)?;
         let _write = self.write.lock().await;
@@ -297,7 +308,12 @@ impl Endpoints {
         self.append(head, REMOVED, event).await
     }
 
-    async fn append(&self, head: Option<Revision>, kind: &'static str, event: ev::WebhookEndpointEvent) -> Result<(), WebhookError> {
+    async fn append(
+        &self,
+        head: Option<Revision>,
+        kind: &'static str,
+        event: ev::WebhookEndpointEvent,
+    ) -> Result<(), WebhookError> {
         let expected = head.map_or(ExpectedRevision::NoStream, ExpectedRevision::Exact);
         let data = EventData { event_type: kind.into(), payload: event.encode_to_vec() };
         match self.store.append(ENDPOINTS_STREAM, expected, vec![data]).await {

@@ -38,12 +38,7 @@ pub fn rfc3339(ns: u64) -> String {
     let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX);
     let (year, month, day) = civil_from_days(days);
     let rest = secs % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rest / 3_600,
-        (rest / 60) % 60,
-        rest % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rest / 3_600, (rest / 60) % 60, rest % 60)
 }
 
 /// What a payment event tells its parties: the event types, in order.
@@ -99,7 +94,11 @@ fn payment_json(payment: &PaymentView) -> serde_json::Value {
 }
 
 /// The deliveries one log event makes.
-pub fn deliveries_of(webhooks: &Webhooks, store: &dyn EventStore, record: &RecordedEvent) -> Result<Vec<NewDelivery>, WebhookError> {
+pub fn deliveries_of(
+    webhooks: &Webhooks,
+    store: &dyn EventStore,
+    record: &RecordedEvent,
+) -> Result<Vec<NewDelivery>, WebhookError> {
     if record.stream == ENDPOINTS_STREAM {
         webhooks.endpoints.apply(record)?;
         return Ok(Vec::new());
