@@ -261,6 +261,11 @@ async fn every_event_arrives_signed_in_order_across_a_sigkill() {
     }
 
     let received = receiver.received();
+    let refused = received.iter().filter(|r| !r.accepted).count();
+    eprintln!(
+        "webhooks: {} requests received ({before_kill} before the SIGKILL), {refused} failed or timed out by the receiver",
+        received.len()
+    );
     assert!(received.len() > before_kill, "deliveries went on after the restart");
     assert!(received.iter().any(|r| !r.accepted), "the receiver failed some deliveries (the seed makes it)");
     // Every request is signed with its endpoint's secret, names its event, is JSON.

@@ -54,7 +54,8 @@ pub type State = Arc<HttpState>;
 
 /// Every route with its OpenAPI description.
 pub fn api() -> OpenApiRouter<State> {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).merge(users::routes())
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(users::routes())
         .merge(payments::routes())
         .merge(webhooks::routes())
 }

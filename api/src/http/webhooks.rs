@@ -116,12 +116,20 @@ pub async fn create_endpoint(
 ) -> Result<Response, ApiError> {
     let owner = owner(&state, &caller).await?;
     let NewEndpoint { url, enabled_events } = body.value;
-    once(&state.idempotency, &caller, "POST /webhook_endpoints", key.as_deref(), &body.raw, StatusCode::CREATED, async {
-        let webhooks = &state.webhooks;
-        let endpoint = webhooks.endpoints.add(owner, &url, &enabled_events, ledger_engine::clock::now_ns()).await?;
-        let secret = webhooks.signing.secret(&endpoint.id);
-        Ok(endpoint_json(&endpoint, Some(secret)))
-    })
+    once(
+        &state.idempotency,
+        &caller,
+        "POST /webhook_endpoints",
+        key.as_deref(),
+        &body.raw,
+        StatusCode::CREATED,
+        async {
+            let webhooks = &state.webhooks;
+            let endpoint = webhooks.endpoints.add(owner, &url, &enabled_events, ledger_engine::clock::now_ns()).await?;
+            let secret = webhooks.signing.secret(&endpoint.id);
+            Ok(endpoint_json(&endpoint, Some(secret)))
+        },
+    )
     .await
 }
 
