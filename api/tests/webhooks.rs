@@ -351,3 +351,76 @@ async fn every_event_arrives_signed_in_order_across_a_sigkill() {
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["data"].as_array().map(Vec::len), Some(0), "{list}");
 }
+
+#[tokio::test]
+async fn registrations_are_checked_limited_and_owned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path());
+    let base = server.http_addr.clone().expect("HTTP API on");
+    let mut users = server.users().await;
+    let dora = person(&mut users, "Dora", "dora@example.com").await;
+    let url = format!("{base}/webhook_endpoints");
+    let post = |token: &str, body: Value| {
+        let (url, token) = (url.clone(), token.to_string());
+        async move { http(reqwest::Method::POST, url, &token, Some(body)).await }
+    };
+    let token = dora.token.as_str();
+
+    // Bad input: a clear error naming the field, and nothing registered.
+    for (body, field) in [
+        (json!({ "url": "ftp://example.com/x", "enabled_events": ["*"] }), "url"),
+        (json!({ "url": "https://user:pw@example.com/x", "enabled_events": ["*"] }), "url"),
+        (json!({ "url": format!("https://example.com/{}", "a".repeat(2_100)), "enabled_events": ["*"] }), "url"),
+        (json!({ "url": "https://example.com/x", "enabled_events": [] }), "enabled_events"),
+        (json!({ "url": "https://example.com/x", "enabled_events": ["payment.nope"] }), "enabled_events"),
+        (json!({ "url": "https://example.com/x", "enabled_events": ["*"], "extra": 1 }), "extra"),
+    ] {
+        let (status, answer) = post(token, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_request", "{answer}");
+        assert_eq!(answer["error"]["field"].as_str(), Some(field), "{answer}");
+    }
+    let (status, list) = http(reqwest::Method::GET, url.clone(), token, None).await;
+    assert_eq!((status, list["data"].as_array().map(Vec::len)), (200, Some(0)), "{list}");
+
+    // Who may register: a user's session or an admin token; not another role, not nobody.
+    let body = json!({ "url": "https://example.com/x", "enabled_events": ["payment.completed"] });
+    let (status, answer) = post(common::AUDITOR, body.clone()).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (403, Some("permission_denied")), "{answer}");
+    let (status, _) = post("lus_0000000000000000000000000000000000000000", body.clone()).await;
+    assert_eq!(status, 401);
+
+    // At most 16 per owner; the 17th is refused and nothing changes.
+    for n in 0..16 {
+        let body = json!({ "url": format!("https://example.com/{n}"), "enabled_events": ["payment.completed"] });
+        let (status, answer) = post(token, body).await;
+        assert_eq!(status, 201, "{answer}");
+        assert_eq!(answer["enabled_events"], json!(["payment.completed"]));
+    }
+    let (status, answer) = post(token, body.clone()).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("limit_reached")), "{answer}");
+    let (_, list) = http(reqwest::Method::GET, url.clone(), token, None).await;
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(16));
+    assert!(list["data"].as_array().expect("data").iter().all(|e| e.get("secret").is_none()), "no secret in lists");
+    // The admin sees them all; the registrations survive a restart (they are in the log).
+    let (_, all) = http(reqwest::Method::GET, url.clone(), ADMIN, None).await;
+    assert_eq!(all["data"].as_array().map(Vec::len), Some(16));
+    drop(server);
+    let server = start(dir.path());
+    let base = server.http_addr.clone().expect("HTTP API on");
+    let (_, again) = http(reqwest::Method::GET, format!("{base}/webhook_endpoints"), ADMIN, None).await;
+    assert_eq!(again["data"], all["data"], "the same endpoints after a restart");
+
+    // The OpenAPI document describes the routes.
+    let (status, doc) = http(reqwest::Method::GET, format!("{base}/openapi.json"), ADMIN, None).await;
+    assert_eq!(status, 200);
+    for (path, method) in [
+        ("/webhook_endpoints", "post"),
+        ("/webhook_endpoints", "get"),
+        ("/webhook_endpoints/{id}", "delete"),
+        ("/webhook_endpoints/{id}/deliveries", "get"),
+        ("/webhook_endpoints/{id}/deliveries/{delivery_id}/resend", "post"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from the document");
+    }
+}
