@@ -220,21 +220,26 @@ async fn every_event_arrives_signed_in_order_across_a_sigkill() {
     let top_up = payments.top_up(authed(top_up, &alice.token)).await.expect("top up").into_inner().payment_id;
     settled(&mut payments, &alice.token, &top_up, &["completed"]).await;
     let mut ids = vec![top_up];
-    for n in 0..4 {
+    for n in 0..10 {
         let id = send(&mut payments, &alice, &bob, &format!("s{n}")).await;
         settled(&mut payments, &alice.token, &id, &["completed"]).await;
         ids.push(id);
     }
-    // One more created, then ledgerd is killed while deliveries are pending.
-    ids.push(send(&mut payments, &alice, &bob, "s4").await);
+    // Three more created, then ledgerd is killed while their sagas run and deliveries
+    // are pending.
+    for n in 10..13 {
+        ids.push(send(&mut payments, &alice, &bob, &format!("s{n}")).await);
+    }
     let before_kill = receiver.received().len();
+    let pending_at_kill =
+        4 * ids.len() - accepted(&receiver.received()).values().map(Vec::len).sum::<usize>().min(4 * ids.len());
     server.child.kill().expect("SIGKILL");
     server.child.wait().expect("wait");
     drop(server);
 
     let server = start(dir.path());
     let mut payments = Payments::new(common::channel(&server).await);
-    for n in 5..8 {
+    for n in 13..21 {
         ids.push(send(&mut payments, &alice, &bob, &format!("s{n}")).await);
     }
     for id in &ids {
@@ -263,7 +268,9 @@ async fn every_event_arrives_signed_in_order_across_a_sigkill() {
     let received = receiver.received();
     let refused = received.iter().filter(|r| !r.accepted).count();
     eprintln!(
-        "webhooks: {} requests received ({before_kill} before the SIGKILL), {refused} failed or timed out by the receiver",
+        "webhooks: {} payments, {} requests received ({before_kill} before the SIGKILL, when about \
+         {pending_at_kill} expected deliveries were not yet accepted), {refused} failed or timed out by the receiver",
+        ids.len(),
         received.len()
     );
     assert!(received.len() > before_kill, "deliveries went on after the restart");
