@@ -206,6 +206,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     report_catch_up(projector.clone(), store.clone());
     let metrics = Arc::new(Metrics::default());
     let payments_slot = Arc::new(OnceLock::new());
+    let webhooks_slot = Arc::new(OnceLock::new());
     let metrics_endpoint = MetricsEndpoint::start(
         config.metrics_listen,
         metrics.clone(),
@@ -213,6 +214,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         projector.clone(),
         store.clone(),
         payments_slot.clone(),
+        webhooks_slot.clone(),
     )
     .await?;
     let Platform { users, fx, payments, users_service, payments_service, fx_service } =
@@ -220,6 +222,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let _ = payments_slot.set(payments.clone());
     let webhook_tasks = WebhookTasks::start(&config, &store).await?;
     tracing::info!(endpoints = webhook_tasks.webhooks.endpoints.list(Owner::Admin).len(), "webhooks started");
+    let _ = webhooks_slot.set(webhook_tasks.webhooks.clone());
     let admin_service = AdminService {
         users: users.clone(),
         payments: payments.clone(),
@@ -323,6 +326,7 @@ impl MetricsEndpoint {
         projector: Arc<Projector>,
         store: Arc<dyn EventStore>,
         payments: Arc<OnceLock<Arc<Payments>>>,
+        webhooks: Arc<OnceLock<Arc<Webhooks>>>,
     ) -> Result<MetricsEndpoint, String> {
         let listener = TcpListener::bind(listen).await.map_err(|e| format!("metrics listen: {e}"))?;
         // The bound address is how callers find a port chosen by the system (`:0`): an
@@ -336,6 +340,9 @@ impl MetricsEndpoint {
             // The platform's series appear once it is open (start-up replays it first).
             if let Some(payments) = payments.get() {
                 text.push_str(&endpoint_platform::render(payments.ops(), ledger_engine::clock::now_ns()));
+            }
+            if let Some(webhooks) = webhooks.get() {
+                text.push_str(&webhooks.stats.render(*store.watch_head().borrow()));
             }
             text
         };

@@ -302,6 +302,23 @@ async fn every_event_arrives_signed_in_order_across_a_sigkill() {
             assert_eq!(types, ["payment.created", "payment.completed"], "{path} {payment}");
         }
     }
+    // The counters on /metrics.
+    let metrics = reqwest::get(format!("http://{}/metrics", server.metrics_addr)).await.expect("metrics");
+    let metrics = metrics.text().await.expect("text");
+    let delivered = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ledger_webhook_attempts_total{outcome=\"delivered\"} "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("delivered counter");
+    assert!(delivered > 0, "{metrics}");
+    assert!(metrics.contains("ledger_webhook_follower_lag_events "), "{metrics}");
+    // The secret can be shown again to its owner, not to others.
+    let url = format!("{}/webhook_endpoints/{alice_endpoint}/secret", server.http_addr.clone().expect("HTTP"));
+    let (status, shown) = http(reqwest::Method::GET, url.clone(), &alice.token, None).await;
+    assert_eq!((status, shown["secret"].as_str()), (200, Some(alice_secret.as_str())), "the same after the restart");
+    let (status, _) = http(reqwest::Method::GET, url, &carol.token, None).await;
+    assert_eq!(status, 404);
+
     // Carol is in none of these payments: nothing for her.
     assert!(received.iter().all(|r| r.path != "/carol"), "Carol's endpoint got another user's payment");
     let base = server.http_addr.clone().expect("HTTP API on");
@@ -425,6 +442,7 @@ async fn registrations_are_checked_limited_and_owned() {
         ("/webhook_endpoints", "post"),
         ("/webhook_endpoints", "get"),
         ("/webhook_endpoints/{id}", "delete"),
+        ("/webhook_endpoints/{id}/secret", "get"),
         ("/webhook_endpoints/{id}/deliveries", "get"),
         ("/webhook_endpoints/{id}/deliveries/{delivery_id}/resend", "post"),
     ] {

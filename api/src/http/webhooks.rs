@@ -24,6 +24,7 @@ pub fn routes() -> OpenApiRouter<State> {
     OpenApiRouter::new()
         .routes(routes!(create_endpoint, list_endpoints))
         .routes(routes!(delete_endpoint))
+        .routes(routes!(reveal_secret))
         .routes(routes!(list_deliveries))
         .routes(routes!(resend_delivery))
 }
@@ -162,6 +163,27 @@ pub async fn delete_endpoint(
     let owner = owner(&state, &caller).await?;
     state.webhooks.endpoints.remove(owner, &id, ledger_engine::clock::now_ns()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// An endpoint's signing secret.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct EndpointSecret {
+    /// `whsec_…`.
+    pub secret: String,
+}
+
+/// The endpoint's signing secret again (it is derived, so it never changes).
+#[utoipa::path(get, path = "/webhook_endpoints/{id}/secret", tag = "webhooks", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The endpoint id")),
+    responses((status = 200, body = EndpointSecret), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn reveal_secret(
+    Shared(state): Shared<State>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<EndpointSecret>, ApiError> {
+    let owner = owner(&state, &caller).await?;
+    let endpoint = state.webhooks.visible(owner, &id)?;
+    Ok(Json(EndpointSecret { secret: state.webhooks.signing.secret(&endpoint.id) }))
 }
 
 /// One delivery of an event to an endpoint.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::db::{now_ms, Attempt, Delivery};
+use super::db::{now_ms, Attempt, Delivery, DeliveryState};
 use super::{signing, WebhookError, Webhooks};
 
 /// Deliveries in flight at once.
@@ -112,14 +112,22 @@ pub async fn run(webhooks: Arc<Webhooks>, mut stop: tokio::sync::watch::Receiver
                         let id = delivery.id;
                         let recorded = tokio::task::spawn_blocking(move || db.record(id, outcome, now_ms())).await;
                         match recorded {
-                            Ok(Ok(done)) => tracing::debug!(
-                                delivery = done.id,
-                                endpoint = %done.endpoint_id,
-                                state = done.state.as_str(),
-                                attempts = done.attempts,
-                                status = done.last_status,
-                                "webhook attempt"
-                            ),
+                            Ok(Ok(done)) => {
+                                let counter = match done.state {
+                                    DeliveryState::Delivered => &webhooks.stats.delivered,
+                                    DeliveryState::Pending => &webhooks.stats.retried,
+                                    DeliveryState::Failed => &webhooks.stats.failed,
+                                };
+                                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                tracing::debug!(
+                                    delivery = done.id,
+                                    endpoint = %done.endpoint_id,
+                                    state = done.state.as_str(),
+                                    attempts = done.attempts,
+                                    status = done.last_status,
+                                    "webhook attempt"
+                                );
+                            }
                             Ok(Err(error)) => {
                                 tracing::error!(%error, delivery = id, "webhook attempt not recorded; it is retried")
                             }

@@ -10,6 +10,7 @@
 //! and who subscribed to its type. A batch's deliveries and the checkpoint after it
 //! commit in one transaction.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -180,6 +181,7 @@ async fn follow(
     tracing::info!(from, "webhook follower started");
     let mut subscription = Subscription::new(store.clone(), from);
     let mut committed = from;
+    webhooks.stats.position.store(from, Ordering::Relaxed);
     loop {
         if *stop.borrow() {
             return Ok(());
@@ -207,9 +209,11 @@ async fn follow(
         if let Some(enqueued) = enqueued {
             committed = checkpoint;
             if enqueued > 0 {
+                webhooks.stats.enqueued.fetch_add(enqueued as u64, Ordering::Relaxed);
                 webhooks.wake.notify_one();
             }
         }
+        webhooks.stats.position.store(checkpoint, Ordering::Relaxed);
     }
 }
 

@@ -19,6 +19,7 @@ pub mod endpoints;
 pub mod follower;
 pub mod signing;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -115,6 +116,44 @@ pub struct Webhooks {
     pub config: WebhookConfig,
     /// Wakes the dispatcher when a delivery became due (enqueued, resent, finished).
     pub wake: Arc<tokio::sync::Notify>,
+    pub stats: Stats,
+}
+
+/// Counters for operators (`GET /metrics`), since the start.
+#[derive(Default)]
+pub struct Stats {
+    pub enqueued: AtomicU64,
+    pub delivered: AtomicU64,
+    /// Attempts that failed and will be tried again.
+    pub retried: AtomicU64,
+    /// Deliveries that failed for good (retry window over, or endpoint removed).
+    pub failed: AtomicU64,
+    /// The next log position the follower reads.
+    pub position: AtomicU64,
+}
+
+impl Stats {
+    /// The Prometheus text of the counters; `head` is the log's length.
+    pub fn render(&self, head: u64) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let position = get(&self.position);
+        format!(
+            "# HELP ledger_webhook_enqueued_total Webhook deliveries enqueued.\n\
+             # TYPE ledger_webhook_enqueued_total counter\nledger_webhook_enqueued_total {}\n\
+             # HELP ledger_webhook_attempts_total Webhook delivery attempts by outcome (failed: for good).\n\
+             # TYPE ledger_webhook_attempts_total counter\n\
+             ledger_webhook_attempts_total{{outcome=\"delivered\"}} {}\n\
+             ledger_webhook_attempts_total{{outcome=\"retry\"}} {}\n\
+             ledger_webhook_attempts_total{{outcome=\"failed\"}} {}\n\
+             # HELP ledger_webhook_follower_lag_events How far the webhook follower is behind the log.\n\
+             # TYPE ledger_webhook_follower_lag_events gauge\nledger_webhook_follower_lag_events {}\n",
+            get(&self.enqueued),
+            get(&self.delivered),
+            get(&self.retried),
+            get(&self.failed),
+            head.saturating_sub(position),
+        )
+    }
 }
 
 impl Webhooks {
@@ -133,6 +172,7 @@ impl Webhooks {
             signing: SigningKey::from_master(master_key),
             config,
             wake: Arc::new(tokio::sync::Notify::new()),
+            stats: Stats::default(),
         })
     }
 
