@@ -356,9 +356,14 @@ async fn every_event_arrives_signed_in_order_across_a_sigkill() {
     let before = arrivals(&event_id);
     let delivery_id = delivered["id"].as_str().expect("id");
     let url = format!("{base}/webhook_endpoints/{alice_endpoint}/deliveries/{delivery_id}/resend");
-    let (status, resent) = http(reqwest::Method::POST, url, &alice.token, None).await;
-    assert_eq!(status, 201, "{resent}");
-    assert_eq!(resent["event_id"].as_str(), Some(event_id.as_str()));
+    let resend = || {
+        reqwest::Client::new().post(url.clone()).bearer_auth(&alice.token).header("Idempotency-Key", "resend-1").send()
+    };
+    let resent: Value = resend().await.expect("resend").json().await.expect("JSON");
+    assert_eq!(resent["event_id"].as_str(), Some(event_id.as_str()), "{resent}");
+    assert_ne!(resent["id"], delivered["id"], "a new delivery of the same event");
+    let again: Value = resend().await.expect("resend").json().await.expect("JSON");
+    assert_eq!(again["id"], resent["id"], "the same Idempotency-Key answers the same resend");
     let started = Instant::now();
     while arrivals(&event_id) <= before {
         assert!(started.elapsed() < WAIT_GUARD, "resend never arrived");
@@ -427,8 +432,23 @@ async fn registrations_are_checked_limited_and_owned() {
     assert_eq!(list["data"].as_array().map(Vec::len), Some(16));
     assert!(list["data"].as_array().expect("data").iter().all(|e| e.get("secret").is_none()), "no secret in lists");
     // The admin sees them all; the registrations survive a restart (they are in the log).
-    let (_, all) = http(reqwest::Method::GET, url.clone(), ADMIN, None).await;
+    let (_, all) = http(reqwest::Method::GET, format!("{url}?limit=100"), ADMIN, None).await;
     assert_eq!(all["data"].as_array().map(Vec::len), Some(16));
+    // Paged in id order: 5, 5, 5, 1, each once.
+    let (mut paged, mut cursor) = (Vec::new(), None::<String>);
+    loop {
+        let after = cursor.as_ref().map_or(String::new(), |c| format!("&starting_after={c}"));
+        let (status, page) = http(reqwest::Method::GET, format!("{url}?limit=5{after}"), ADMIN, None).await;
+        assert_eq!(status, 200, "{page}");
+        paged.extend(page["data"].as_array().expect("data").iter().cloned());
+        cursor = page["next_cursor"].as_str().map(str::to_string);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(Value::Array(paged), all["data"]);
+    let (status, answer) = http(reqwest::Method::GET, format!("{url}?limit=0"), ADMIN, None).await;
+    assert_eq!((status, answer["error"]["field"].as_str()), (400, Some("limit")), "{answer}");
     drop(server);
     let server = start(dir.path());
     let base = server.http_addr.clone().expect("HTTP API on");

@@ -134,21 +134,30 @@ pub async fn create_endpoint(
     .await
 }
 
-/// A list of endpoints.
+/// A page of endpoints, in id order.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct EndpointList {
     pub data: Vec<WebhookEndpoint>,
     pub has_more: bool,
+    /// Give it as `starting_after` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
 }
 
-/// The caller's endpoints (an admin: every endpoint), in id order.
+/// The caller's endpoints (an admin: every endpoint), in id order, cursor-paged.
 #[utoipa::path(get, path = "/webhook_endpoints", tag = "webhooks", security(("bearer" = [])),
-    responses((status = 200, body = EndpointList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn list_endpoints(Shared(state): Shared<State>, caller: Caller) -> Result<Json<EndpointList>, ApiError> {
+    params(PageQuery),
+    responses((status = 200, body = EndpointList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+pub async fn list_endpoints(
+    Shared(state): Shared<State>,
+    caller: Caller,
+    Params(query): Params<PageQuery>,
+) -> Result<Json<EndpointList>, ApiError> {
     let owner = owner(&state, &caller).await?;
-    // A user has at most ENDPOINTS_PER_OWNER_MAX; an admin sees at most ENDPOINTS_MAX.
-    let data = state.webhooks.endpoints.list(owner).iter().map(|e| endpoint_json(e, None)).collect();
-    Ok(Json(EndpointList { data, has_more: false }))
+    let page = query.page()?;
+    let (endpoints, has_more) = state.webhooks.endpoints.page(owner, page.after.as_deref(), page.limit);
+    let next_cursor = if has_more { endpoints.last().map(|e| e.id.clone()) } else { None };
+    Ok(Json(EndpointList { data: endpoints.iter().map(|e| endpoint_json(e, None)).collect(), has_more, next_cursor }))
 }
 
 /// Removes an endpoint: nothing more is delivered to it.
@@ -265,15 +274,22 @@ pub async fn list_deliveries(
 /// payment (the event id stays the same, for receivers that deduplicate).
 #[utoipa::path(post, path = "/webhook_endpoints/{id}/deliveries/{delivery_id}/resend", tag = "webhooks",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "The endpoint id"), ("delivery_id" = String, Path, description = "The delivery id")),
-    responses((status = 201, body = WebhookDelivery), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path, description = "The endpoint id"), ("delivery_id" = String, Path, description = "The delivery id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    responses((status = 201, body = WebhookDelivery), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
 pub async fn resend_delivery(
     Shared(state): Shared<State>,
     caller: Caller,
+    IdempotencyKey(key): IdempotencyKey,
     Path((id, delivery_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let owner = owner(&state, &caller).await?;
     let delivery_id = delivery_id.parse::<u64>().map_err(|_| ApiError::not_found("delivery"))?;
-    let delivery = state.webhooks.resend(owner, &id, delivery_id).await?;
-    Ok((StatusCode::CREATED, Json(delivery_json(delivery))).into_response())
+    // The path is the request: the same key on another delivery is another body.
+    let route = format!("/webhook_endpoints/{id}/deliveries/{delivery_id}/resend");
+    once(&state.idempotency, &caller, "POST resend", key.as_deref(), route.as_bytes(), StatusCode::CREATED, async {
+        Ok(delivery_json(state.webhooks.resend(owner, &id, delivery_id).await?))
+    })
+    .await
 }

@@ -243,6 +243,25 @@ impl Endpoints {
         self.lock().live.values().filter(|e| viewer == Owner::Admin || e.owner == viewer).cloned().collect()
     }
 
+    /// A page of the viewer's endpoints in id order, after the id `after`; and whether
+    /// there are more.
+    pub fn page(&self, viewer: Owner, after: Option<&str>, limit: usize) -> (Vec<Endpoint>, bool) {
+        let state = self.lock();
+        let range = match after {
+            Some(after) => state.live.range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => state.live.range::<str, _>(..),
+        };
+        let mut page: Vec<Endpoint> = range
+            .map(|(_, e)| e)
+            .filter(|e| viewer == Owner::Admin || e.owner == viewer)
+            .take(limit.saturating_add(1))
+            .cloned()
+            .collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        (page, more)
+    }
+
     /// The endpoints registered before log position `position`.
     pub fn before(&self, position: u64) -> Vec<Endpoint> {
         self.lock().live.values().filter(|e| e.position < position).cloned().collect()
