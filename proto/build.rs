@@ -15,6 +15,7 @@ const FX_EVENTS: &str = "proto/ledger/events/v1/fx.proto";
 const FX_API: &str = "proto/ledger/v1/fx.proto";
 const ADMIN_API: &str = "proto/ledger/v1/admin.proto";
 const HEADS_EVENTS: &str = "proto/ledger/events/v1/heads.proto";
+const WEBHOOK_EVENTS: &str = "proto/ledger/events/v1/webhooks.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={EVENTS}");
@@ -28,9 +29,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={FX_API}");
     println!("cargo:rerun-if-changed={ADMIN_API}");
     println!("cargo:rerun-if-changed={HEADS_EVENTS}");
+    println!("cargo:rerun-if-changed={WEBHOOK_EVENTS}");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     if std::env::var_os("CARGO_FEATURE_GRPC").is_none() {
-        let descriptors = protox::compile([EVENTS, USER_EVENTS, PAYMENT_EVENTS, FX_EVENTS, HEADS_EVENTS], ["proto"])?;
+        let descriptors = protox::compile([EVENTS, USER_EVENTS, PAYMENT_EVENTS, FX_EVENTS, HEADS_EVENTS, WEBHOOK_EVENTS], ["proto"])?;
         prost_build::Config::new().compile_fds(descriptors)?;
         return Ok(());
     }
@@ -41,6 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             PAYMENT_EVENTS,
             FX_EVENTS,
             HEADS_EVENTS,
+            WEBHOOK_EVENTS,
             API,
             USERS_API,
             PAYMENTS_API,

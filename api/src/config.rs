@@ -25,6 +25,8 @@ use ledger_platform::payments::PaymentsConfig;
 use ledger_platform::users::crypto::SecretKey;
 use ledger_platform::users::UsersConfig;
 
+use crate::webhooks::WebhookConfig;
+
 #[derive(Parser, Serialize, Debug, Default)]
 #[command(name = "ledgerd", version, about = "The ledger server: gRPC over the embedded event store")]
 pub struct Args {
@@ -119,6 +121,13 @@ pub struct Args {
     /// in <data-dir>/log].
     #[arg(long, env = "LEDGERD_STORE")]
     pub store: Option<String>,
+    /// Webhooks: the delay before a failed delivery's first retry, doubling for each
+    /// next one up to an hour, for 72 hours [default: 1000].
+    #[arg(long, env = "LEDGERD_WEBHOOK_RETRY_BASE_MS")]
+    pub webhook_retry_base_ms: Option<u64>,
+    /// Webhooks: a delivery with no 2xx answer by then is a failed attempt [default: 10000].
+    #[arg(long, env = "LEDGERD_WEBHOOK_TIMEOUT_MS")]
+    pub webhook_timeout_ms: Option<u64>,
 }
 
 /// The settings in force.
@@ -144,6 +153,7 @@ pub struct Config {
     /// The chain heads signing key's file.
     pub signing_key_file: PathBuf,
     pub heads_interval: Duration,
+    pub webhooks: WebhookConfig,
 }
 
 /// Longest session, review or quote lifetime a setting may ask for: a year.
@@ -180,11 +190,14 @@ struct Settings {
     store: Option<String>,
     signing_key_file: Option<PathBuf>,
     heads_interval_secs: u64,
+    webhook_retry_base_ms: u64,
+    webhook_timeout_ms: u64,
 }
 
 impl Default for Settings {
     fn default() -> Settings {
         let (users, payments, fx) = (UsersConfig::default(), PaymentsConfig::default(), FxConfig::default());
+        let webhooks = WebhookConfig::default();
         Settings {
             data_dir: PathBuf::from("data"),
             listen: ([127, 0, 0, 1], 50051).into(),
@@ -211,6 +224,8 @@ impl Default for Settings {
             store: None,
             signing_key_file: None,
             heads_interval_secs: 60,
+            webhook_retry_base_ms: u64::try_from(webhooks.retry_base.as_millis()).unwrap_or(u64::MAX),
+            webhook_timeout_ms: u64::try_from(webhooks.timeout.as_millis()).unwrap_or(u64::MAX),
         }
     }
 }
@@ -355,6 +370,10 @@ impl Config {
             heads_interval: Duration::from_secs(in_range!(layers, s.heads_interval_secs, 1..=86_400)?),
             data_dir: s.data_dir,
             store: s.store,
+            webhooks: WebhookConfig {
+                retry_base: Duration::from_millis(in_range!(layers, s.webhook_retry_base_ms, 1..=3_600_000)?),
+                timeout: Duration::from_millis(in_range!(layers, s.webhook_timeout_ms, 100..=60_000)?),
+            },
         })
     }
 }
@@ -395,6 +414,8 @@ mod tests {
         assert_eq!(config.payments.partition, (0, 1));
         assert_eq!((config.fx.spread_bps, config.fx.fee_bps, config.fx.quote_ttl.as_secs()), (50, 0, 60));
         assert_eq!(config.snapshot_interval_events, 4_000_000);
+        assert_eq!(config.webhooks, WebhookConfig::default());
+        assert_eq!((config.webhooks.retry_base.as_millis(), config.webhooks.timeout.as_millis()), (1_000, 10_000));
     }
 
     #[test]
@@ -447,6 +468,10 @@ mod tests {
             ("fx_fee_bps", "10001"),
             ("fx_quote_ttl_secs", "0"),
             ("snapshot_interval_events", "0"),
+            ("webhook_retry_base_ms", "0"),
+            ("webhook_retry_base_ms", "3600001"),
+            ("webhook_timeout_ms", "99"),
+            ("webhook_timeout_ms", "60001"),
         ] {
             let path = file(&dir, &format!("{key} = {value}\n"));
             let error = Config::resolve(Args { config: Some(path), ..Args::default() }).expect_err(key);
@@ -488,11 +513,12 @@ mod tests {
              rails = \"http://127.0.0.1:50061\"\nrail_timeout_ms = 1500\nreview_timeout_secs = 3600\n\
              risk_user_per_hour = 7\nrisk_user_per_day = 70\nrisk_user_amount_per_day = 12345\n\
              risk_currency = \"EUR\"\npayment_partition = \"1/3\"\nfx_spread_bps = 25\nfx_fee_bps = 10\nfx_quote_ttl_secs = 45\n\
-             snapshot_interval_events = 1000\nstore = \"kurrentdb://localhost:2113?tls=false\"\n"
+             snapshot_interval_events = 1000\nstore = \"kurrentdb://localhost:2113?tls=false\"\n\
+             webhook_retry_base_ms = 250\nwebhook_timeout_ms = 2000\n"
         );
         // Every key of `Settings` is in the file: a key added there and not here fails.
         let keys: Vec<&str> = text.lines().filter_map(|line| line.split(" = ").next()).collect();
-        assert_eq!(keys.len(), 22, "{keys:?}");
+        assert_eq!(keys.len(), 24, "{keys:?}");
         let path = file(&dir, &text);
         let _environment = ENVIRONMENT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let c = Config::resolve(Args { config: Some(path), ..Args::default() }).expect("every key accepted");
@@ -512,6 +538,8 @@ mod tests {
         assert_eq!((c.fx.spread_bps, c.fx.fee_bps, c.fx.quote_ttl.as_secs()), (25, 10, 45));
         assert_eq!(c.snapshot_interval_events, 1000);
         assert_eq!(c.store.as_deref(), Some("kurrentdb://localhost:2113?tls=false"));
+        assert_eq!(c.webhooks.retry_base, Duration::from_millis(250));
+        assert_eq!(c.webhooks.timeout, Duration::from_millis(2000));
         for (key, value) in [("risk_user_per_hour", "0"), ("risk_user_per_day", "0"), ("risk_user_amount_per_day", "0")]
         {
             let path = file(&dir, &format!("{key} = {value}\n"));

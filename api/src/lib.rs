@@ -12,4 +12,5 @@ pub mod metrics;
 pub mod read_models_check;
 pub mod server;
 pub mod service;
+pub mod webhooks;
 pub mod wire_errors;

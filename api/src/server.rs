@@ -33,6 +33,7 @@ use crate::grpc::rails::RemoteRails;
 use crate::grpc::users::UsersService;
 use crate::metrics::{endpoint, platform as endpoint_platform, Metrics};
 use crate::service::LedgerService;
+use crate::webhooks::{Owner, Webhooks};
 use ledger_proto::transport::{incoming, tuned as transport_tuned, MESSAGE_BYTES_MAX};
 
 /// Fault injection for process-level tests of a failing disk: when set, every sync of
@@ -205,6 +206,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     report_catch_up(projector.clone(), store.clone());
     let metrics = Arc::new(Metrics::default());
     let payments_slot = Arc::new(OnceLock::new());
+    let webhooks_slot = Arc::new(OnceLock::new());
     let metrics_endpoint = MetricsEndpoint::start(
         config.metrics_listen,
         metrics.clone(),
@@ -212,11 +214,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         projector.clone(),
         store.clone(),
         payments_slot.clone(),
+        webhooks_slot.clone(),
     )
     .await?;
     let Platform { users, fx, payments, users_service, payments_service, fx_service } =
         open_platform(&config, &store, &ledger, &tokens, &metrics, &projector).await?;
     let _ = payments_slot.set(payments.clone());
+    let webhook_tasks = WebhookTasks::start(&config, &store).await?;
+    tracing::info!(endpoints = webhook_tasks.webhooks.endpoints.list(Owner::Admin).len(), "webhooks started");
+    let _ = webhooks_slot.set(webhook_tasks.webhooks.clone());
     let admin_service = AdminService {
         users: users.clone(),
         payments: payments.clone(),
@@ -253,6 +259,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             ledger: ledger_service.clone(),
             admin: admin_service.clone(),
             idempotency: Default::default(),
+            webhooks: webhook_tasks.webhooks.clone(),
         },
     )
     .await?;
@@ -293,6 +300,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .await
         .map_err(|e| format!("server: {e}"))?;
     http.stop().await;
+    webhook_tasks.stop().await;
     tracing::info!("no more calls in flight; closing the ledger");
     tokio::task::spawn_blocking(move || ledger.close()).await.map_err(|e| e.to_string())?;
     heads.stop().await;
@@ -321,6 +329,7 @@ impl MetricsEndpoint {
         projector: Arc<Projector>,
         store: Arc<dyn EventStore>,
         payments: Arc<OnceLock<Arc<Payments>>>,
+        webhooks: Arc<OnceLock<Arc<Webhooks>>>,
     ) -> Result<MetricsEndpoint, String> {
         let listener = TcpListener::bind(listen).await.map_err(|e| format!("metrics listen: {e}"))?;
         // The bound address is how callers find a port chosen by the system (`:0`): an
@@ -334,6 +343,9 @@ impl MetricsEndpoint {
             // The platform's series appear once it is open (start-up replays it first).
             if let Some(payments) = payments.get() {
                 text.push_str(&endpoint_platform::render(payments.ops(), ledger_engine::clock::now_ns()));
+            }
+            if let Some(webhooks) = webhooks.get() {
+                text.push_str(&webhooks.stats.render(*store.watch_head().borrow()));
             }
             text
         };
@@ -349,6 +361,50 @@ impl MetricsEndpoint {
         if let Err(error) = self.task.await {
             tracing::warn!(%error, "metrics endpoint did not stop cleanly");
         }
+    }
+}
+
+/// The master key from the settings, or `<data-dir>/master.key` (generated on first start).
+fn master_key(config: &Config) -> Result<crypto::SecretKey, String> {
+    match &config.master_key {
+        Some(key) => Ok(key.clone()),
+        None => crypto::master_key_file(&config.data_dir).map_err(|e| e.to_string()),
+    }
+}
+
+/// The webhooks' follower and dispatcher, running until `stop`.
+struct WebhookTasks {
+    webhooks: Arc<Webhooks>,
+    stop: tokio::sync::watch::Sender<bool>,
+    follower: tokio::task::JoinHandle<()>,
+    dispatcher: tokio::task::JoinHandle<()>,
+}
+
+impl WebhookTasks {
+    /// Opens the registry and `<data-dir>/webhooks.redb` and starts following the log.
+    async fn start(config: &Config, store: &Arc<dyn EventStore>) -> Result<WebhookTasks, String> {
+        let key = master_key(config)?;
+        let (store_, data_dir, settings) = (store.clone(), config.data_dir.clone(), config.webhooks);
+        let webhooks = tokio::task::spawn_blocking(move || Webhooks::open(store_, &data_dir, &key.0, settings))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("webhooks: {e}"))?;
+        let webhooks = Arc::new(webhooks);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let follower = tokio::spawn(crate::webhooks::follower::run(webhooks.clone(), store.clone(), stopped.clone()));
+        let dispatcher = tokio::spawn(crate::webhooks::delivery::run(webhooks.clone(), stopped));
+        Ok(WebhookTasks { webhooks, stop, follower, dispatcher })
+    }
+
+    /// Stops both; deliveries in flight are retried on the next start.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for (name, task) in [("follower", self.follower), ("dispatcher", self.dispatcher)] {
+            if let Err(error) = task.await {
+                tracing::warn!(%error, "webhook {name} did not stop cleanly");
+            }
+        }
+        tracing::info!("webhooks stopped");
     }
 }
 
@@ -460,10 +516,7 @@ impl HttpEndpoint {
 /// Users over their data keys (the master key from the settings, or
 /// `<data-dir>/master.key`), with the sweep of expired sessions every minute.
 async fn open_users(config: &Config, store: &Arc<dyn EventStore>, ledger: &Ledger) -> Result<Arc<Users>, String> {
-    let master_key = match &config.master_key {
-        Some(key) => key.clone(),
-        None => crypto::master_key_file(&config.data_dir).map_err(|e| e.to_string())?,
-    };
+    let master_key = master_key(config)?;
     let keys =
         KeyStore::open(&config.data_dir.join("keys").join("data-keys.bin"), master_key).map_err(|e| e.to_string())?;
     let users = {

@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod payments;
 pub mod time;
 pub mod users;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -49,6 +50,8 @@ pub struct HttpState {
     pub ledger: Arc<LedgerService>,
     pub admin: Arc<AdminService>,
     pub idempotency: Idempotency,
+    /// Webhook endpoints and their deliveries (not a gRPC service: HTTP only).
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 pub type State = Arc<HttpState>;
@@ -62,6 +65,7 @@ pub fn api() -> OpenApiRouter<State> {
         .merge(fx::routes())
         .merge(ledger::routes())
         .merge(admin::routes())
+        .merge(webhooks::routes())
 }
 
 /// The router: the API, `/openapi.json`, `/docs`, and JSON errors for unknown routes

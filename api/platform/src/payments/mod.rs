@@ -13,6 +13,7 @@
 
 mod driver;
 mod error;
+mod fold;
 mod kinds;
 pub mod ops;
 mod present;
@@ -47,6 +48,7 @@ use saga::Payment;
 
 pub use crate::chart::{platform_account, PAYMENT_TRANSFER_CODE, PLATFORM_ACCOUNT_CODE};
 pub use error::PaymentsError;
+pub use fold::{PaymentFold, FOLD_PAGE_EVENTS};
 pub use kinds::{Decision, FinishStatus, Funding, PaymentKind, Step};
 pub use present::{FxDetail, TransferContext, NOTE_DELETED};
 pub use saga::{PaymentStep, PaymentView, RiskView};
