@@ -108,8 +108,9 @@ impl HttpClient {
             "amount": order.amount,
             "currency": currency,
         });
-        let answer =
-            self.call(Method::POST, "/user/transaction", order.sender, Some(&order.idempotency_key), Some(body)).await?;
+        let answer = self
+            .call(Method::POST, "/user/transaction", order.sender, Some(&order.idempotency_key), Some(body))
+            .await?;
         payment_state(answer)
     }
 
