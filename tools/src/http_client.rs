@@ -130,9 +130,5 @@ fn payment_state((status, value): (u16, serde_json::Value)) -> Result<PaymentSta
     let text = |field: &str| -> Result<String, String> {
         value[field].as_str().map(str::to_string).ok_or_else(|| format!("http {status}: the payment has no {field}"))
     };
-    Ok(PaymentState {
-        payment_id: text("payment_id")?,
-        status: text("status")?,
-        reason: value["reason"].as_str().unwrap_or("").to_string(),
-    })
+    Ok(PaymentState { payment_id: text("id")?, status: text("status")?, reason: text("reason")? })
 }
