@@ -15,6 +15,19 @@ use crate::load_payments::{LoadUser, PaymentState, SendOrder};
 /// Largest response body read, in bytes (a payment is a few hundred).
 const RESPONSE_BYTES_MAX: usize = 1 << 20;
 
+/// `--http` as host:port: `host:port` or `http://host:port` (plain HTTP only).
+pub fn authority(addr: &str) -> Result<String, String> {
+    let authority = match addr.split_once("://") {
+        None => addr,
+        Some(("http", rest)) => rest.trim_end_matches('/'),
+        Some(_) => return Err(format!("--http {addr}: expected host:port or http://host:port")),
+    };
+    if authority.is_empty() || authority.contains(['/', ' ']) || !authority.contains(':') {
+        return Err(format!("--http {addr}: expected host:port or http://host:port"));
+    }
+    Ok(authority.to_string())
+}
+
 pub struct HttpClient {
     /// host:port
     authority: String,
@@ -24,15 +37,7 @@ pub struct HttpClient {
 impl HttpClient {
     /// A client of the API at `addr` (`host:port` or `http://host:port`), connected.
     pub async fn connect(addr: &str) -> Result<HttpClient, String> {
-        let authority = match addr.split_once("://") {
-            None => addr,
-            Some(("http", rest)) => rest.trim_end_matches('/'),
-            Some(_) => return Err(format!("--http {addr}: expected host:port or http://host:port")),
-        };
-        if authority.is_empty() || authority.contains('/') {
-            return Err(format!("--http {addr}: expected host:port or http://host:port"));
-        }
-        let mut client = HttpClient { authority: authority.to_string(), sender: None };
+        let mut client = HttpClient { authority: authority(addr)?, sender: None };
         client.sender = Some(client.open().await?);
         Ok(client)
     }
@@ -131,4 +136,16 @@ fn payment_state((status, value): (u16, serde_json::Value)) -> Result<PaymentSta
         value[field].as_str().map(str::to_string).ok_or_else(|| format!("http {status}: the payment has no {field}"))
     };
     Ok(PaymentState { payment_id: text("id")?, status: text("status")?, reason: text("reason")? })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn http_addresses() {
+        assert_eq!(super::authority("127.0.0.1:8080").as_deref(), Ok("127.0.0.1:8080"));
+        assert_eq!(super::authority("http://localhost:8080/").as_deref(), Ok("localhost:8080"));
+        for bad in ["https://localhost:8080", "localhost", "", "http://a:1/x", "a b:1"] {
+            assert!(super::authority(bad).is_err(), "{bad}");
+        }
+    }
 }

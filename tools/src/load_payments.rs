@@ -303,6 +303,9 @@ fn check_shape(args: &PaymentsLoadArgs, shape: &RunShape) -> Result<(), String> 
     if shape.count == Some(0) {
         return Err("--count: at least 1".into());
     }
+    if args.transport == Transport::Http {
+        crate::http_client::authority(&args.http)?;
+    }
     Ok(())
 }
 
