@@ -42,6 +42,9 @@ pub struct Args {
     /// Prometheus metrics listen address (GET /metrics) [default: 127.0.0.1:9464].
     #[arg(long, env = "LEDGERD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// HTTP/JSON API listen address, or `off` [default: 127.0.0.1:8080].
+    #[arg(long, env = "LEDGERD_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
     /// Tokens file: lines `ROLE TOKEN` (roles: admin, service, auditor, read-only, support).
     #[arg(long, env = "LEDGERD_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
@@ -116,6 +119,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub metrics_listen: SocketAddr,
+    /// `None`: no HTTP/JSON API.
+    pub http_listen: Option<SocketAddr>,
     pub tokens_file: Option<PathBuf>,
     pub tls: Option<(PathBuf, PathBuf)>,
     /// From LEDGERD_MASTER_KEY or the master key file; `None`: `<data-dir>/master.key`.
@@ -142,6 +147,7 @@ struct Settings {
     data_dir: PathBuf,
     listen: SocketAddr,
     metrics_listen: SocketAddr,
+    http_listen: String,
     tokens_file: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -170,6 +176,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("data"),
             listen: ([127, 0, 0, 1], 50051).into(),
             metrics_listen: ([127, 0, 0, 1], 9464).into(),
+            http_listen: "127.0.0.1:8080".into(),
             tokens_file: None,
             tls_cert: None,
             tls_key: None,
@@ -302,10 +309,20 @@ impl Config {
             fee_bps: in_range!(layers, s.fx_fee_bps, 0..=10_000)?,
             quote_ttl: Duration::from_secs(in_range!(layers, s.fx_quote_ttl_secs, 1..=SECS_MAX)?),
         };
+        let http_listen = match s.http_listen.as_str() {
+            "off" => None,
+            text => Some(text.parse::<SocketAddr>().map_err(|e| {
+                format!(
+                    "{}: {text:?} is not an address such as 127.0.0.1:8080, nor `off`: {e}",
+                    layers.name("http_listen")
+                )
+            })?),
+        };
         Ok(Config {
             data_dir: s.data_dir,
             listen: s.listen,
             metrics_listen: s.metrics_listen,
+            http_listen,
             tokens_file: s.tokens_file,
             tls,
             master_key: master_key(s.master_key_file)?,

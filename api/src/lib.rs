@@ -7,6 +7,7 @@ pub mod config;
 pub mod convert;
 pub mod grpc;
 pub mod health;
+pub mod http;
 pub mod metrics;
 pub mod read_models_check;
 pub mod server;

@@ -225,7 +225,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         tokens: tokens.clone(),
         metrics: metrics.clone(),
     };
-    let service = LedgerService {
+    let ledger_service = LedgerService {
         ledger: ledger.clone(),
         store: store.clone(),
         tokens,
@@ -235,6 +235,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         projector: projector.clone(),
         metrics,
     };
+    let (users_service, payments_service, fx_service, admin_service, ledger_service) = (
+        Arc::new(users_service),
+        Arc::new(payments_service),
+        Arc::new(fx_service),
+        Arc::new(admin_service),
+        Arc::new(ledger_service),
+    );
+    let http = HttpEndpoint::start(
+        config.http_listen,
+        crate::http::HttpState {
+            users: users_service.clone(),
+            payments: payments_service.clone(),
+            fx: fx_service.clone(),
+            ledger: ledger_service.clone(),
+            admin: admin_service.clone(),
+            idempotency: Default::default(),
+        },
+    )
+    .await?;
     let watched = crate::health::Watched::new(store.clone(), ledger.clone(), projector.clone());
     let health_service = crate::health::health_service(watched.clone()).await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -247,28 +266,31 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let addr = listener.local_addr().map_err(|e| format!("listen on {}: {e}", config.listen))?;
     tracing::info!(%addr, tls = config.tls.is_some(), "ledgerd listening on {addr}");
     let startup_ms = started.elapsed().as_millis();
+    let http_text = http.addr.map_or_else(|| "off".to_string(), |a| format!("http://{a}"));
     tracing::info!(
         grpc = %addr,
         metrics = %metrics_endpoint.addr,
+        http = %http_text,
         startup_ms,
-        "ready in {startup_ms} ms: gRPC on {addr}, metrics on http://{}/metrics",
+        "ready in {startup_ms} ms: gRPC on {addr}, HTTP/JSON API {http_text}, metrics on http://{}/metrics",
         metrics_endpoint.addr
     );
-    let ledger_server = wire::ledger_server::LedgerServer::new(service)
+    let ledger_server = wire::ledger_server::LedgerServer::from_arc(ledger_service)
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(MESSAGE_BYTES_MAX);
     builder
         .layer(crate::wire_errors::layer())
         .add_service(ledger_server)
-        .add_service(wire::users_server::UsersServer::new(users_service))
-        .add_service(wire::payments_server::PaymentsServer::new(payments_service))
-        .add_service(wire::fx_server::FxServer::new(fx_service))
-        .add_service(wire::admin_server::AdminServer::new(admin_service))
+        .add_service(wire::users_server::UsersServer::from_arc(users_service))
+        .add_service(wire::payments_server::PaymentsServer::from_arc(payments_service))
+        .add_service(wire::fx_server::FxServer::from_arc(fx_service))
+        .add_service(wire::admin_server::AdminServer::from_arc(admin_service))
         .add_service(health_service)
         .add_service(reflection)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
         .map_err(|e| format!("server: {e}"))?;
+    http.stop().await;
     tracing::info!("no more calls in flight; closing the ledger");
     tokio::task::spawn_blocking(move || ledger.close()).await.map_err(|e| e.to_string())?;
     catch_up_at_stop(&projector, store, follower).await;
@@ -323,6 +345,43 @@ impl MetricsEndpoint {
         drop(self.stop);
         if let Err(error) = self.task.await {
             tracing::warn!(%error, "metrics endpoint did not stop cleanly");
+        }
+    }
+}
+
+/// The HTTP/JSON API, serving until `stop`; nothing when it is off.
+struct HttpEndpoint {
+    addr: Option<SocketAddr>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl HttpEndpoint {
+    async fn start(listen: Option<SocketAddr>, state: crate::http::HttpState) -> Result<HttpEndpoint, String> {
+        let Some(listen) = listen else {
+            tracing::info!("HTTP API off");
+            return Ok(HttpEndpoint { addr: None, stop: None, task: None });
+        };
+        let router = crate::http::router(Arc::new(state))?;
+        let listener = TcpListener::bind(listen).await.map_err(|e| format!("HTTP listen on {listen}: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| format!("HTTP listen on {listen}: {e}"))?;
+        tracing::info!(%addr, "HTTP API on http://{addr} (OpenAPI at /openapi.json, docs at /docs)");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(crate::http::serve(listener, router, async {
+            let _ = stopped.await;
+        }));
+        Ok(HttpEndpoint { addr: Some(addr), stop: Some(stop), task: Some(task) })
+    }
+
+    /// Stops taking connections and waits for calls in flight.
+    async fn stop(self) {
+        drop(self.stop);
+        if let Some(task) = self.task {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "HTTP API stopped with an error"),
+                Err(error) => tracing::warn!(%error, "HTTP API did not stop cleanly"),
+            }
         }
     }
 }

@@ -29,7 +29,15 @@ fn start_logged(dir: &Path) -> (Server, Arc<Mutex<Vec<String>>>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ledgerd"))
         .arg("--data-dir")
         .arg(dir.join("data"))
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--tokens-file"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--tokens-file",
+        ])
         .arg(&tokens)
         .env("RUST_LOG", "info")
         .env_remove("LEDGERD_ADMIN_TOKEN")
@@ -60,7 +68,7 @@ fn start_logged(dir: &Path) -> (Server, Arc<Mutex<Vec<String>>>) {
         rest.split([',', ' ', '/']).next().expect("address").to_string()
     };
     let (addr, metrics_addr) = (after("gRPC on "), after("metrics on http://"));
-    (Server { child, addr: format!("http://{addr}"), metrics_addr }, lines)
+    (Server { child, addr: format!("http://{addr}"), metrics_addr, http_addr: None }, lines)
 }
 
 fn scrape(addr: &str) -> String {

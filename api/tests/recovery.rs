@@ -312,7 +312,7 @@ fn refused_start(dir: &Path, extra: &[&str]) -> (std::process::ExitStatus, Strin
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ledgerd"))
         .arg("--data-dir")
         .arg(dir.join("data"))
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
         .args(extra)
         .env("LEDGERD_ADMIN_TOKEN", "admin-token-0123456789abcdef")
         .env("RUST_LOG", "info")

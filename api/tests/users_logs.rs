@@ -68,6 +68,7 @@ async fn no_password_token_card_account_number_or_key_in_any_log_line() {
         data_dir: dir.path().join("data"),
         listen: ([127, 0, 0, 1], 0).into(),
         metrics_listen: ([127, 0, 0, 1], 0).into(),
+        http_listen: Some(([127, 0, 0, 1], 0).into()),
         tokens_file: Some(tokens),
         tls: None,
         master_key: Some(SecretKey::from_hex(&master_hex).expect("hex")),

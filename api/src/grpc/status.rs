@@ -1,6 +1,7 @@
 //! The one mapping of the platform's typed errors to gRPC statuses. Each `match` names
 //! every variant, so a new variant does not compile until it has a code here. The
-//! message is the error's text.
+//! message is the error's text, and the error's stable `code()` rides along in the
+//! status metadata (`ledger-error-code`), where gRPC and HTTP clients both read it.
 
 use ledger_platform::fx::{FxError, RateError};
 use ledger_platform::payments::PaymentsError;
@@ -10,6 +11,11 @@ use tonic::Status;
 use crate::convert;
 
 pub fn users(error: UsersError) -> Status {
+    let code = error.code();
+    with_code(users_status(error), code)
+}
+
+fn users_status(error: UsersError) -> Status {
     let message = error.to_string();
     match error {
         UsersError::InvalidArgument { .. } | UsersError::InvalidRequest(_) | UsersError::WeakPassword(_) => {
@@ -31,6 +37,11 @@ pub fn users(error: UsersError) -> Status {
 }
 
 pub fn payments(error: PaymentsError) -> Status {
+    let code = error.code();
+    with_code(payments_status(error), code)
+}
+
+fn payments_status(error: PaymentsError) -> Status {
     let message = error.to_string();
     match error {
         PaymentsError::InvalidArgument { .. } | PaymentsError::InvalidRequest(_) => Status::invalid_argument(message),
@@ -50,6 +61,11 @@ pub fn payments(error: PaymentsError) -> Status {
 }
 
 pub fn fx(error: FxError) -> Status {
+    let code = error.code();
+    with_code(fx_status(error), code)
+}
+
+fn fx_status(error: FxError) -> Status {
     let message = error.to_string();
     match error {
         FxError::Rate(error) => rate(error),
@@ -64,11 +80,22 @@ pub fn fx(error: FxError) -> Status {
 }
 
 pub fn rate(error: RateError) -> Status {
+    let code = error.code();
+    with_code(rate_status(error), code)
+}
+
+fn rate_status(error: RateError) -> Status {
     let message = error.to_string();
     match error {
         RateError::NoRate(..) => Status::failed_precondition(message),
         RateError::Overflow | RateError::TooSmall | RateError::BadRate => Status::invalid_argument(message),
     }
+}
+
+/// `status` carrying the platform error's `code`.
+fn with_code(mut status: Status, code: &'static str) -> Status {
+    status.metadata_mut().insert(crate::http::error::ERROR_CODE_KEY, tonic::metadata::MetadataValue::from_static(code));
+    status
 }
 
 #[cfg(test)]

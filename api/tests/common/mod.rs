@@ -21,6 +21,8 @@ pub struct Server {
     pub child: Child,
     pub addr: String,
     pub metrics_addr: String,
+    /// The HTTP/JSON API's base URL (`http://127.0.0.1:port`), unless started with it off.
+    pub http_addr: Option<String>,
 }
 
 impl Server {
@@ -40,7 +42,15 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ledgerd"))
             .arg("--data-dir")
             .arg(dir.join("data"))
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--tokens-file"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--tokens-file",
+            ])
             .arg(&tokens)
             .args(extra)
             .env("RUST_LOG", "info")
@@ -59,14 +69,20 @@ impl Server {
         let find = |line: &str, marker: &str| {
             line.split(marker).nth(1).map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
         };
-        let (mut addr, mut metrics_addr) = (None, None);
-        while addr.is_none() || metrics_addr.is_none() {
+        let (mut addr, mut metrics_addr, mut http_addr) = (None, None, None);
+        loop {
             let line = receiver.recv_timeout(Duration::from_secs(30)).expect("ledgerd did not start");
             if let Some(found) = find(&line, "ledgerd listening on ") {
                 addr = Some(found);
             }
             if let Some(found) = find(&line, "metrics on http://") {
                 metrics_addr = Some(found.trim_end_matches("/metrics").to_string());
+            }
+            if let Some(found) = find(&line, "HTTP API on http://") {
+                http_addr = Some(format!("http://{found}"));
+            }
+            if line.contains("ready in ") {
+                break;
             }
         }
         // Keep draining the log so the server never blocks on a full pipe; a failing
@@ -76,7 +92,12 @@ impl Server {
                 eprintln!("ledgerd: {line}");
             }
         });
-        Server { child, addr: format!("http://{}", addr.expect("addr")), metrics_addr: metrics_addr.expect("metrics") }
+        Server {
+            child,
+            addr: format!("http://{}", addr.expect("addr")),
+            metrics_addr: metrics_addr.expect("metrics"),
+            http_addr,
+        }
     }
 
     pub async fn client(&self) -> wire::ledger_client::LedgerClient<Channel> {
@@ -213,5 +234,80 @@ pub fn audit_verify(data_dir: &Path) {
     } else {
         let (_, snapshots) = ledger_engine::audit::data_dir_layout(data_dir);
         ledger_engine::audit::verify(data_dir, Some(&snapshots)).expect("audit verify");
+    }
+}
+
+/// A JSON client of the HTTP API of `server`.
+pub struct Http {
+    base: String,
+    client: reqwest::Client,
+}
+
+/// An HTTP answer: status and JSON body (`Null` when the body is not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub json: serde_json::Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Answer {
+    /// The error object's code, for an error answer.
+    pub fn code(&self) -> &str {
+        self.json["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl Http {
+    pub fn of(server: &Server) -> Http {
+        Http { base: server.http_addr.clone().expect("HTTP API on"), client: reqwest::Client::new() }
+    }
+
+    /// `method path` with an optional bearer token, extra headers and JSON body.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<serde_json::Value>,
+    ) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("HTTP call");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body");
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        Answer { status, json, headers }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Answer {
+        self.call("GET", path, token, &[], None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: serde_json::Value) -> Answer {
+        self.call("POST", path, token, &[], Some(body)).await
+    }
+
+    /// Signs up and signs in over HTTP: (user id, session token).
+    pub async fn person(&self, name: &str, email: &str) -> (String, String) {
+        let created =
+            self.post("/user", None, serde_json::json!({"name": name, "email": email, "password": PASSWORD})).await;
+        assert_eq!(created.status, 201, "{created:?}");
+        let session =
+            self.post("/user/sessions", None, serde_json::json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(session.status, 201, "{session:?}");
+        let token = session.json["session_token"].as_str().expect("token").to_string();
+        (created.json["user_id"].as_str().expect("id").to_string(), token)
     }
 }

@@ -71,6 +71,7 @@ impl InProcessServer {
             data_dir: dir.join("data"),
             listen,
             metrics_listen,
+            http_listen: Some(free_port()),
             tokens_file,
             tls: None,
             master_key: None,
