@@ -1,7 +1,8 @@
 //! `ledgerctl load --payments` against a running server: every payment between the load
 //! users completes (per-user velocity limits raised, risk checks on), a rerun reuses the
-//! users, the JSON report has its keys, and at the default limits the risk checks block
-//! payments, counted as failed with their reason.
+//! users, the JSON report has its keys, the same payments go through the HTTP/JSON API
+//! (`--transport http`), and at the default limits the risk checks block payments,
+//! counted as failed with their reason.
 
 mod common;
 
@@ -65,6 +66,26 @@ fn every_payment_completes_over_grpc_and_a_rerun_reuses_the_users() {
     let (ok, again) = load(server.listen, &args);
     assert!(ok, "{again}");
     assert_eq!((again["completed"].as_u64(), again["failed"].as_u64()), (Some(200), Some(0)), "{again}");
+    server.stop();
+}
+
+#[test]
+fn every_payment_completes_over_http() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http = common::free_port();
+    let server = InProcessServer::start_with_settings(dir.path(), |config| {
+        raised_limits(config);
+        config.http_listen = Some(http);
+    });
+    let http = http.to_string();
+    let (ok, report) = load(
+        server.listen,
+        &["--count", "200", "--clients", "4", "--users", "8", "--transport", "http", "--http", &http],
+    );
+    assert!(ok, "{report}");
+    assert_report_keys(&report);
+    assert_eq!(report["transport"], "http");
+    assert_eq!((report["completed"].as_u64(), report["failed"].as_u64()), (Some(200), Some(0)), "{report}");
     server.stop();
 }
 
