@@ -14,6 +14,7 @@ const RAILS: &str = "proto/ledger/sandbox/v1/rails.proto";
 const FX_EVENTS: &str = "proto/ledger/events/v1/fx.proto";
 const FX_API: &str = "proto/ledger/v1/fx.proto";
 const ADMIN_API: &str = "proto/ledger/v1/admin.proto";
+const HEADS_EVENTS: &str = "proto/ledger/events/v1/heads.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={EVENTS}");
@@ -26,14 +27,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={FX_EVENTS}");
     println!("cargo:rerun-if-changed={FX_API}");
     println!("cargo:rerun-if-changed={ADMIN_API}");
+    println!("cargo:rerun-if-changed={HEADS_EVENTS}");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     if std::env::var_os("CARGO_FEATURE_GRPC").is_none() {
-        let descriptors = protox::compile([EVENTS, USER_EVENTS, PAYMENT_EVENTS, FX_EVENTS], ["proto"])?;
+        let descriptors = protox::compile([EVENTS, USER_EVENTS, PAYMENT_EVENTS, FX_EVENTS, HEADS_EVENTS], ["proto"])?;
         prost_build::Config::new().compile_fds(descriptors)?;
         return Ok(());
     }
     let descriptors = protox::compile(
-        [EVENTS, USER_EVENTS, PAYMENT_EVENTS, FX_EVENTS, API, USERS_API, PAYMENTS_API, FX_API, ADMIN_API, RAILS],
+        [
+            EVENTS,
+            USER_EVENTS,
+            PAYMENT_EVENTS,
+            FX_EVENTS,
+            HEADS_EVENTS,
+            API,
+            USERS_API,
+            PAYMENTS_API,
+            FX_API,
+            ADMIN_API,
+            RAILS,
+        ],
         ["proto"],
     )?;
     // Server reflection serves this file descriptor set.

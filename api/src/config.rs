@@ -106,6 +106,14 @@ pub struct Args {
     /// The ledger writes a snapshot of its state after this many events [default: 4000000].
     #[arg(long, env = "LEDGERD_SNAPSHOT_INTERVAL_EVENTS")]
     pub snapshot_interval_events: Option<u64>,
+    /// The Ed25519 key that signs chain heads (PKCS#8), kept apart from the data
+    /// directory so that a copy of the data cannot forge signatures; generated on first
+    /// start [default: <data-dir>-signing.key, beside the data directory].
+    #[arg(long, env = "LEDGERD_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
+    /// Seconds between two signatures of the changed streams' heads [default: 60].
+    #[arg(long, env = "LEDGERD_HEADS_INTERVAL_SECS")]
+    pub heads_interval_secs: Option<u64>,
     /// The event log: an EventStoreDB/KurrentDB connection string such as
     /// "kurrentdb://host:2113?tls=false" (also esdb://…) [default: the embedded store
     /// in <data-dir>/log].
@@ -133,6 +141,9 @@ pub struct Config {
     pub snapshot_interval_events: u64,
     /// `None`: the embedded store in `<data-dir>/log`.
     pub store: Option<String>,
+    /// The chain heads signing key's file.
+    pub signing_key_file: PathBuf,
+    pub heads_interval: Duration,
 }
 
 /// Longest session, review or quote lifetime a setting may ask for: a year.
@@ -167,6 +178,8 @@ struct Settings {
     fx_quote_ttl_secs: u64,
     snapshot_interval_events: u64,
     store: Option<String>,
+    signing_key_file: Option<PathBuf>,
+    heads_interval_secs: u64,
 }
 
 impl Default for Settings {
@@ -196,6 +209,8 @@ impl Default for Settings {
             fx_quote_ttl_secs: fx.quote_ttl.as_secs(),
             snapshot_interval_events: 4_000_000,
             store: None,
+            signing_key_file: None,
+            heads_interval_secs: 60,
         }
     }
 }
@@ -250,6 +265,12 @@ fn read_file(path: &Path) -> Result<Map<String, Value>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("config file {}: {e}", path.display()))?;
     toml::from_str::<Settings>(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+}
+
+/// `<data-dir>-signing.key` beside the data directory (`data` → `data-signing.key`).
+pub fn signing_key_beside(data_dir: &Path) -> PathBuf {
+    let name = data_dir.file_name().map_or_else(|| "data".into(), |n| n.to_string_lossy().into_owned());
+    data_dir.with_file_name(format!("{name}-signing.key"))
 }
 
 /// "I/N" with 0 <= I < N.
@@ -319,7 +340,6 @@ impl Config {
             })?),
         };
         Ok(Config {
-            data_dir: s.data_dir,
             listen: s.listen,
             metrics_listen: s.metrics_listen,
             http_listen,
@@ -331,6 +351,9 @@ impl Config {
             payments,
             fx,
             snapshot_interval_events: in_range!(layers, s.snapshot_interval_events, 1..=u64::MAX)?,
+            signing_key_file: s.signing_key_file.unwrap_or_else(|| signing_key_beside(&s.data_dir)),
+            heads_interval: Duration::from_secs(in_range!(layers, s.heads_interval_secs, 1..=86_400)?),
+            data_dir: s.data_dir,
             store: s.store,
         })
     }

@@ -19,7 +19,7 @@ use ledger_engine::writer::WriterMetrics;
 use ledger_platform::users::sessions::SignInOutcome;
 
 /// The gRPC methods counted, as the services name them; sorted (`binary_search`).
-pub const KNOWN_METHODS: [&str; 52] = [
+pub const KNOWN_METHODS: [&str; 53] = [
     "Admin/GetUser",
     "Admin/ListAccounts",
     "Admin/ListReviewQueue",
@@ -36,6 +36,7 @@ pub const KNOWN_METHODS: [&str; 52] = [
     "GetHistory",
     "GetReport",
     "ListAccountTransfers",
+    "ListSignedHeads",
     "LookupAccounts",
     "LookupTransfers",
     "Payments/AnswerRequest",

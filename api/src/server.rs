@@ -225,6 +225,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         tokens: tokens.clone(),
         metrics: metrics.clone(),
     };
+    let heads = HeadsSigner::start(&config, store.clone()).await?;
     let ledger_service = LedgerService {
         ledger: ledger.clone(),
         store: store.clone(),
@@ -234,6 +235,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         payments,
         projector: projector.clone(),
         metrics,
+        heads_public_key: Some(heads.public_key.clone()),
     };
     let (users_service, payments_service, fx_service, admin_service, ledger_service) = (
         Arc::new(users_service),
@@ -293,6 +295,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     http.stop().await;
     tracing::info!("no more calls in flight; closing the ledger");
     tokio::task::spawn_blocking(move || ledger.close()).await.map_err(|e| e.to_string())?;
+    heads.stop().await;
     catch_up_at_stop(&projector, store, follower).await;
     metrics_endpoint.stop().await;
     if let Some(failure) = watched.failure() {
@@ -346,6 +349,74 @@ impl MetricsEndpoint {
         if let Err(error) = self.task.await {
             tracing::warn!(%error, "metrics endpoint did not stop cleanly");
         }
+    }
+}
+
+/// Signs the heads of the streams that changed, every `heads_interval` and once more at
+/// a clean stop (`ledger_engine::heads`).
+struct HeadsSigner {
+    public_key: String,
+    state: Arc<tokio::sync::Mutex<(ledger_engine::heads::SigningKey, u64)>>,
+    store: Arc<dyn EventStore>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HeadsSigner {
+    async fn start(config: &Config, store: Arc<dyn EventStore>) -> Result<HeadsSigner, String> {
+        use ledger_engine::heads;
+        let (path, log) = (config.signing_key_file.clone(), store.clone());
+        let (key, from) = tokio::task::spawn_blocking(move || {
+            let key = heads::SigningKey::load_or_generate(&path)?;
+            let from = heads::signed_up_to(log.as_ref())?;
+            Ok::<_, heads::HeadsError>((key, from))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        let public_key = key.public_hex();
+        tracing::info!(
+            public_key = %public_key,
+            path = %config.signing_key_file.display(),
+            signed_up_to = from,
+            "chain heads signed every {} s with this key",
+            config.heads_interval.as_secs()
+        );
+        let state = Arc::new(tokio::sync::Mutex::new((key, from)));
+        let (every, signer, log) = (config.heads_interval, state.clone(), store.clone());
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                HeadsSigner::sign(&signer, &log).await;
+            }
+        });
+        Ok(HeadsSigner { public_key, state, store, task })
+    }
+
+    async fn sign(
+        state: &Arc<tokio::sync::Mutex<(ledger_engine::heads::SigningKey, u64)>>,
+        store: &Arc<dyn EventStore>,
+    ) {
+        let (state, store) = (state.clone(), store.clone());
+        let signed = tokio::task::spawn_blocking(move || {
+            let mut guard = state.blocking_lock();
+            let (key, from) = &mut *guard;
+            let next = ledger_engine::heads::sign_changes(store.as_ref(), key, *from, ledger_engine::clock::now_ns())?;
+            *from = next;
+            Ok::<u64, ledger_engine::heads::HeadsError>(next)
+        })
+        .await;
+        match signed {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "chain heads not signed this time"),
+            Err(error) => tracing::warn!(%error, "chain heads signer failed"),
+        }
+    }
+
+    async fn stop(self) {
+        self.task.abort();
+        HeadsSigner::sign(&self.state, &self.store).await;
     }
 }
 

@@ -44,7 +44,14 @@ pub struct LedgerService {
     pub payments: Arc<Payments>,
     pub projector: Arc<Projector>,
     pub metrics: Arc<Metrics>,
+    /// The public key signed chain heads verify under (hex); `None`: heads are not signed.
+    pub heads_public_key: Option<String>,
 }
+
+/// Signed heads per `ListSignedHeads` answer when the request names no limit.
+pub const SIGNED_HEADS_PAGE_DEFAULT: usize = 100;
+/// Most signed heads per `ListSignedHeads` answer.
+pub const SIGNED_HEADS_PAGE_MAX: usize = 1_000;
 
 impl LedgerService {
     fn observe<T>(&self, method: &'static str, result: Result<T, Status>) -> Result<T, Status> {
@@ -244,6 +251,46 @@ impl wire::ledger_server::Ledger for LedgerService {
         }
         .await;
         self.observe("LookupAccounts", result)
+    }
+
+    async fn list_signed_heads(
+        &self,
+        request: Request<wire::ListSignedHeadsRequest>,
+    ) -> Result<Response<wire::ListSignedHeadsResponse>, Status> {
+        let result = async {
+            self.authorize(&request, Permission::Stream)?;
+            let r = request.into_inner();
+            let limit = match r.limit as usize {
+                0 => SIGNED_HEADS_PAGE_DEFAULT,
+                n if n <= SIGNED_HEADS_PAGE_MAX => n,
+                _ => return Err(Status::invalid_argument(format!("limit: at most {SIGNED_HEADS_PAGE_MAX}"))),
+            };
+            let store = self.store.clone();
+            let records = tokio::task::spawn_blocking(move || {
+                store.read_stream(
+                    ledger_engine::heads::HEADS_STREAM,
+                    r.from_revision,
+                    ledger_engine::store::Direction::Forwards,
+                    limit + 1,
+                )
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| convert::store_status(&e))?;
+            let has_more = records.len() > limit;
+            let entries = records
+                .into_iter()
+                .take(limit)
+                .map(|r| wire::StoredSignedHeads { revision: r.revision, payload: r.payload })
+                .collect();
+            Ok(Response::new(wire::ListSignedHeadsResponse {
+                entries,
+                has_more,
+                public_key: self.heads_public_key.clone().unwrap_or_default(),
+            }))
+        }
+        .await;
+        self.observe("ListSignedHeads", result)
     }
 
     async fn lookup_transfers(

@@ -78,6 +78,8 @@ async fn no_password_token_card_account_number_or_key_in_any_log_line() {
         fx: Default::default(),
         snapshot_interval_events: 4_000_000,
         store: None,
+        signing_key_file: dir.path().join("signing.key"),
+        heads_interval: std::time::Duration::from_secs(60),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(ledger_api::server::run(config, async {

@@ -12,6 +12,7 @@ mod client;
 mod echo;
 mod errors;
 mod fx_cmd;
+mod heads_cmd;
 mod http_client;
 mod load;
 mod load_payments;
@@ -129,6 +130,21 @@ enum AuditCommand {
         /// a connection string such as "kurrentdb://host:2113?tls=false".
         #[arg(long)]
         store: Option<String>,
+        /// Also check the log against signed chain heads saved earlier with
+        /// `audit heads` (a rewrite of history fails at the first signed head after it).
+        #[arg(long)]
+        heads: Option<PathBuf>,
+        /// The public key (64 hex digits) the saved heads must be signed with; without
+        /// it, the key of the first saved signature, which is printed.
+        #[arg(long, requires = "heads")]
+        public_key: Option<String>,
+    },
+    /// Save the server's signed chain heads to a file, appending those not yet in it:
+    /// run it regularly and keep the file apart from the server.
+    Heads {
+        /// The file of saved heads (JSON lines).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -142,8 +158,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let connection = cli.connection;
     let remote = match cli.command {
-        Command::Audit { command: AuditCommand::Verify { data_dir, store } } => {
-            return audit_verify(&data_dir, store.as_deref(), connection.json)
+        Command::Audit { command: AuditCommand::Verify { data_dir, store, heads, public_key } } => {
+            let heads = heads.as_deref().map(|file| (file, public_key.as_deref()));
+            return audit_verify(&data_dir, store.as_deref(), heads, connection.json);
         }
         Command::Bench(args) => return bench::run(args, connection.json),
         Command::Projections { command } => {
@@ -181,6 +198,7 @@ fn main() -> ExitCode {
             Command::Admin { command } => admin_cmd::run(&connection, command).await,
             Command::Statement(args) => statement_cmd::run(&connection, args).await,
             Command::EchoServer { listen } => echo::run(listen).await.map(|()| true),
+            Command::Audit { command: AuditCommand::Heads { out } } => heads_cmd::save(&connection, &out).await,
             Command::Audit { .. } | Command::Bench(_) | Command::Projections { .. } => Ok(true),
         };
         done.map(|ok| if ok { 0 } else { present::EXIT_FAILED })
@@ -216,7 +234,33 @@ fn audit_run(
     audit::verify(&log_dir, Some(&snapshot_dir)).map_err(Ok)
 }
 
-fn audit_verify(data_dir: &std::path::Path, store: Option<&str>, json: bool) -> ExitCode {
+/// The saved signed heads in `file` checked against the audited log: the number of heads
+/// checked and the key they verify under.
+fn heads_run(
+    data_dir: &std::path::Path,
+    store: Option<&str>,
+    file: &std::path::Path,
+    pinned: Option<&str>,
+) -> Result<(usize, Option<String>), Result<String, String>> {
+    let saved = heads_cmd::read_file(file).map_err(Err)?;
+    if let Some(spec) = store {
+        #[cfg(feature = "kurrentdb")]
+        if ledger_engine::store::kurrent::is_kurrent(spec) {
+            let store = ledger_engine::store::kurrent::KurrentStore::connect(spec).map_err(|e| Err(e.to_string()))?;
+            return ledger_engine::heads::verify_log(&store, &saved, pinned).map_err(|e| Ok(e.to_string()));
+        }
+        return Err(Err(format!("--store {spec:?}: expected kurrentdb://… or esdb://…")));
+    }
+    let (log_dir, _) = audit::data_dir_layout(data_dir);
+    ledger_engine::heads::verify_files(&log_dir, &saved, pinned).map_err(|e| Ok(e.to_string()))
+}
+
+fn audit_verify(
+    data_dir: &std::path::Path,
+    store: Option<&str>,
+    heads: Option<(&std::path::Path, Option<&str>)>,
+    json: bool,
+) -> ExitCode {
     let result = match audit_run(data_dir, store) {
         Ok(report) => Ok(report),
         Err(Ok(failure)) => Err(failure),
@@ -224,6 +268,27 @@ fn audit_verify(data_dir: &std::path::Path, store: Option<&str>, json: bool) -> 
             eprintln!("error: {error}");
             return ExitCode::from(2);
         }
+    };
+    let signed = match (&result, heads) {
+        (Ok(_), Some((file, pinned))) => match heads_run(data_dir, store, file, pinned) {
+            Ok(checked) => Some(checked),
+            Err(Ok(failure)) => {
+                if json {
+                    outln!(
+                        "{}",
+                        serde_json::json!({"ok": false, "error": failure, "heads": file.display().to_string()})
+                    );
+                } else {
+                    outln!("FAILED against the signed heads in {}: {failure}", file.display());
+                }
+                return ExitCode::from(1);
+            }
+            Err(Err(error)) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
     };
     match result {
         Ok(report) => {
@@ -258,6 +323,8 @@ fn audit_verify(data_dir: &std::path::Path, store: Option<&str>, json: bool) -> 
                     "transfers": report.transfers,
                     "totals": totals,
                     "heads": heads,
+                    "signed_heads_checked": signed.as_ref().map(|s| s.0),
+                    "signed_heads_key": signed.as_ref().and_then(|s| s.1.clone()),
                 });
                 outln!("{out}");
             } else {
@@ -279,6 +346,10 @@ fn audit_verify(data_dir: &std::path::Path, store: Option<&str>, json: bool) -> 
                 }
                 for (stream, (revision, hash)) in &report.heads {
                     outln!("  head {stream} revision {revision} hash {}", to_hex(hash));
+                }
+                if let Some((checked, key)) = &signed {
+                    let key = key.as_deref().unwrap_or("(no signature saved)");
+                    outln!("  {checked} signed heads match the log (signed by key {key})");
                 }
             }
             ExitCode::SUCCESS

@@ -2,10 +2,13 @@
 //! altered amount, a removed event, two events swapped. Tampering rewrites the log
 //! with valid checksums, as someone who knows the format would.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
+use common::{records, rewrite};
 use ledger_core::codec;
 use ledger_core::domain::*;
 use ledger_core::money::Currency;
@@ -48,34 +51,6 @@ fn populate(data_dir: &Path) {
         assert!(ledger.create_transfers_blocking(vec![transfer]).expect("transfer")[0].is_ok());
     }
     ledger.close();
-}
-
-fn records(data_dir: &Path) -> Vec<RecordedEvent> {
-    let mut records = Vec::new();
-    format::scan(&data_dir.join("log"), |record, _| records.push(record.clone())).expect("scan");
-    records
-}
-
-/// Writes `records` as the whole log, one frame each, with fresh checksums.
-fn rewrite(data_dir: &Path, records: &[RecordedEvent]) {
-    let log = data_dir.join("log");
-    std::fs::remove_dir_all(&log).expect("remove log");
-    std::fs::create_dir_all(&log).expect("create log");
-    let mut bytes = format::segment_header(0).to_vec();
-    for record in records {
-        let start = format::begin_frame(&mut bytes);
-        format::put_record(
-            &mut bytes,
-            record.position,
-            record.revision,
-            &record.hash,
-            &record.stream,
-            &record.event_type,
-            &record.payload,
-        );
-        format::finish_frame(&mut bytes, start, 1);
-    }
-    std::fs::write(log.join(format::segment_file_name(0)), bytes).expect("write segment");
 }
 
 fn verify(data_dir: &Path) -> (i32, String) {

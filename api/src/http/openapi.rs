@@ -39,9 +39,31 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The document as served.
+/// The document as served: every operation also documents a `default` answer, the
+/// error shape, because any call can meet the errors every route shares (a body too
+/// large or not JSON, a throttle, an unavailable log, a timeout) besides its own.
 pub fn finish(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
     document.info.version = env!("CARGO_PKG_VERSION").to_string();
+    let error = ResponseBuilder::new()
+        .description("An error: `{\"error\": {\"code\", \"message\", \"field\"}}`")
+        .content("application/json", Content::new(Some(Ref::from_schema_name("ErrorBody"))))
+        .build();
+    for item in document.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            operation.responses.responses.entry("default".into()).or_insert_with(|| RefOr::T(error.clone()));
+        }
+    }
     document
 }
 

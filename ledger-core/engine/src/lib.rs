@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod clock;
+pub mod heads;
 pub mod snapshot;
 pub mod store;
 pub mod threads;

@@ -3,8 +3,11 @@
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+
+use ledger_engine::store::{format, RecordedEvent};
 
 pub const TOKEN: &str = "cli-test-admin-token-0123456789";
 
@@ -81,6 +84,8 @@ impl InProcessServer {
             fx: Default::default(),
             snapshot_interval_events: 4_000_000,
             store: None,
+            signing_key_file: dir.join("signing.key"),
+            heads_interval: Duration::from_secs(1),
         };
         change(&mut config);
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
@@ -127,4 +132,33 @@ pub fn ledgerctl_as(addr: SocketAddr, token: &str, args: &[&str], stdin: &str) -
     let (out, err) =
         (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned());
     (output.status.success(), out, err)
+}
+
+/// Every record of the log in `data_dir`, in order.
+pub fn records(data_dir: &Path) -> Vec<RecordedEvent> {
+    let mut records = Vec::new();
+    format::scan(&data_dir.join("log"), |record, _| records.push(record.clone())).expect("scan");
+    records
+}
+
+/// Writes `records` as the whole log, one frame each, with fresh checksums.
+pub fn rewrite(data_dir: &Path, records: &[RecordedEvent]) {
+    let log = data_dir.join("log");
+    std::fs::remove_dir_all(&log).expect("remove log");
+    std::fs::create_dir_all(&log).expect("create log");
+    let mut bytes = format::segment_header(0).to_vec();
+    for record in records {
+        let start = format::begin_frame(&mut bytes);
+        format::put_record(
+            &mut bytes,
+            record.position,
+            record.revision,
+            &record.hash,
+            &record.stream,
+            &record.event_type,
+            &record.payload,
+        );
+        format::finish_frame(&mut bytes, start, 1);
+    }
+    std::fs::write(log.join(format::segment_file_name(0)), bytes).expect("write segment");
 }
