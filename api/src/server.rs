@@ -265,40 +265,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     .await?;
     let watched = crate::health::Watched::new(store.clone(), ledger.clone(), projector.clone());
     let health_service = crate::health::health_service(watched.clone()).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(ledger_proto::api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| format!("reflection: {e}"))?;
-    let builder = server_builder(&config)?;
     let listener = TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| format!("listen on {}: {e}", config.listen))?;
     tracing::info!(%addr, tls = config.tls.is_some(), "ledgerd listening on {addr}");
-    let startup_ms = started.elapsed().as_millis();
-    let http_text = http.addr.map_or_else(|| "off".to_string(), |a| format!("http://{a}"));
-    tracing::info!(
-        grpc = %addr,
-        metrics = %metrics_endpoint.addr,
-        http = %http_text,
-        startup_ms,
-        "ready in {startup_ms} ms: gRPC on {addr}, HTTP/JSON API {http_text}, metrics on http://{}/metrics",
-        metrics_endpoint.addr
-    );
-    let ledger_server = wire::ledger_server::LedgerServer::from_arc(ledger_service)
-        .max_decoding_message_size(MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(MESSAGE_BYTES_MAX);
-    builder
-        .layer(crate::wire_errors::layer())
-        .add_service(ledger_server)
-        .add_service(wire::users_server::UsersServer::from_arc(users_service))
-        .add_service(wire::payments_server::PaymentsServer::from_arc(payments_service))
-        .add_service(wire::fx_server::FxServer::from_arc(fx_service))
-        .add_service(wire::admin_server::AdminServer::from_arc(admin_service))
-        .add_service(health_service)
-        .add_service(reflection)
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
-        .await
-        .map_err(|e| format!("server: {e}"))?;
+    log_ready(started, addr, metrics_endpoint.addr, http.addr);
+    let services = Services {
+        ledger: ledger_service,
+        users: users_service,
+        payments: payments_service,
+        fx: fx_service,
+        admin: admin_service,
+    };
+    serve_grpc(&config, services, health_service, listener, shutdown).await?;
     http.stop().await;
     webhook_tasks.stop().await;
     tracing::info!("no more calls in flight; closing the ledger");
@@ -311,6 +289,59 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The gRPC services, shared with the HTTP API.
+struct Services {
+    ledger: Arc<LedgerService>,
+    users: Arc<UsersService>,
+    payments: Arc<PaymentsService>,
+    fx: Arc<FxService>,
+    admin: Arc<AdminService>,
+}
+
+/// Serves the gRPC API (with health and reflection) on `listener` until `shutdown`,
+/// then lets calls in flight finish.
+async fn serve_grpc(
+    config: &Config,
+    services: Services,
+    health_service: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ledger_proto::api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| format!("reflection: {e}"))?;
+    let ledger_server = wire::ledger_server::LedgerServer::from_arc(services.ledger)
+        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(MESSAGE_BYTES_MAX);
+    server_builder(config)?
+        .layer(crate::wire_errors::layer())
+        .add_service(ledger_server)
+        .add_service(wire::users_server::UsersServer::from_arc(services.users))
+        .add_service(wire::payments_server::PaymentsServer::from_arc(services.payments))
+        .add_service(wire::fx_server::FxServer::from_arc(services.fx))
+        .add_service(wire::admin_server::AdminServer::from_arc(services.admin))
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .await
+        .map_err(|e| format!("server: {e}"))
+}
+
+/// The one `ready` line of the start-up log, with every address a client needs.
+fn log_ready(started: Instant, grpc: SocketAddr, metrics: SocketAddr, http: Option<SocketAddr>) {
+    let startup_ms = started.elapsed().as_millis();
+    let http_text = http.map_or_else(|| "off".to_string(), |a| format!("http://{a}"));
+    tracing::info!(
+        grpc = %grpc,
+        metrics = %metrics,
+        http = %http_text,
+        startup_ms,
+        "ready in {startup_ms} ms: gRPC on {grpc}, HTTP/JSON API {http_text}, metrics on http://{metrics}/metrics"
+    );
 }
 
 /// The metrics endpoint, serving until `stop` (or until dropped, as on an early error

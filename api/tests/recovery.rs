@@ -93,11 +93,12 @@ fn damaged_copies(data: &Path) -> Vec<String> {
 async fn read_models_follow_a_log_that_recovery_shortened() {
     let dir = tempfile::tempdir().expect("tempdir");
     five_transfers(dir.path()).await;
-    // A torn last frame: the segment ends inside its last record (the fifth transfer).
-    let segment = last_segment(&dir.path().join("data"));
-    let length = std::fs::metadata(&segment).expect("segment").len();
-    let file = std::fs::OpenOptions::new().write(true).open(&segment).expect("open segment");
-    file.set_len(length - 10).expect("truncate");
+    // A torn last frame: the segment ends inside the frame of the fifth transfer
+    // (ledger-0 revision 6; what a clean stop appended after it goes too).
+    let data = dir.path().join("data");
+    let at = frame_offset(&data, frames_before_ledger_revision(&data, 6));
+    let file = std::fs::OpenOptions::new().write(true).open(last_segment(&data)).expect("open segment");
+    file.set_len(at as u64 + 10).expect("truncate");
     drop(file);
 
     let mut server = Server::start(dir.path());
@@ -294,16 +295,21 @@ async fn a_poisoned_log_turns_health_not_serving_and_the_exit_status_non_zero() 
 /// Cuts the last segment after its first `keep` frames: a truncation at a frame
 /// boundary, which the scan cannot tell from a shorter log.
 fn keep_frames(data: &Path, keep: usize) {
-    let segment = last_segment(data);
-    let bytes = std::fs::read(&segment).expect("segment");
+    let at = frame_offset(data, keep);
+    let file = std::fs::OpenOptions::new().write(true).open(last_segment(data)).expect("open segment");
+    file.set_len(at as u64).expect("truncate");
+}
+
+/// The offset in the last segment of its frame number `index` (0-based), which exists.
+fn frame_offset(data: &Path, index: usize) -> usize {
+    let bytes = std::fs::read(last_segment(data)).expect("segment");
     let mut at = 16; // the segment header
-    for _ in 0..keep {
+    for _ in 0..index {
         let body = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("frame header")) as usize;
         at += 16 + body;
     }
-    assert!(at < bytes.len(), "there are frames after the first {keep}");
-    let file = std::fs::OpenOptions::new().write(true).open(&segment).expect("open segment");
-    file.set_len(at as u64).expect("truncate");
+    assert!(at < bytes.len(), "there are frames after the first {index}");
+    at
 }
 
 /// Runs `ledgerd` on `dir` expecting it to refuse to start: its exit status and what it

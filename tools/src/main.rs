@@ -255,6 +255,70 @@ fn heads_run(
     ledger_engine::heads::verify_files(&log_dir, &saved, pinned).map_err(|e| Ok(e.to_string()))
 }
 
+/// A successful audit's report, as text or one JSON object.
+fn print_report(report: &audit::AuditReport, signed: Option<&(usize, Option<String>)>, json: bool) {
+    if json {
+        let totals: serde_json::Map<String, serde_json::Value> = report
+            .totals
+            .iter()
+            .map(|(currency, t)| {
+                (
+                    currency.code().to_string(),
+                    serde_json::json!({
+                        "debits_posted": t.debits_posted.to_string(),
+                        "credits_posted": t.credits_posted.to_string(),
+                        "debits_pending": t.debits_pending.to_string(),
+                        "credits_pending": t.credits_pending.to_string(),
+                    }),
+                )
+            })
+            .collect();
+        let heads: serde_json::Map<String, serde_json::Value> = report
+            .heads
+            .iter()
+            .map(|(stream, (revision, hash))| {
+                (stream.clone(), serde_json::json!({"revision": revision, "hash": to_hex(hash)}))
+            })
+            .collect();
+        let out = serde_json::json!({
+            "ok": true,
+            "events_checked": report.events_checked,
+            "streams": report.streams,
+            "accounts": report.accounts,
+            "transfers": report.transfers,
+            "totals": totals,
+            "heads": heads,
+            "signed_heads_checked": signed.map(|s| s.0),
+            "signed_heads_key": signed.and_then(|s| s.1.clone()),
+        });
+        outln!("{out}");
+    } else {
+        outln!(
+            "OK: {} events checked in {} streams; {} accounts, {} transfers",
+            report.events_checked,
+            report.streams,
+            report.accounts,
+            report.transfers
+        );
+        for (currency, t) in &report.totals {
+            outln!(
+                "  {currency}: debits posted {} = credits posted {}; pending {} = {}",
+                format_amount(t.debits_posted, *currency),
+                format_amount(t.credits_posted, *currency),
+                format_amount(t.debits_pending, *currency),
+                format_amount(t.credits_pending, *currency)
+            );
+        }
+        for (stream, (revision, hash)) in &report.heads {
+            outln!("  head {stream} revision {revision} hash {}", to_hex(hash));
+        }
+        if let Some((checked, key)) = signed {
+            let key = key.as_deref().unwrap_or("(no signature saved)");
+            outln!("  {checked} signed heads match the log (signed by key {key})");
+        }
+    }
+}
+
 fn audit_verify(
     data_dir: &std::path::Path,
     store: Option<&str>,
@@ -292,66 +356,7 @@ fn audit_verify(
     };
     match result {
         Ok(report) => {
-            if json {
-                let totals: serde_json::Map<String, serde_json::Value> = report
-                    .totals
-                    .iter()
-                    .map(|(currency, t)| {
-                        (
-                            currency.code().to_string(),
-                            serde_json::json!({
-                                "debits_posted": t.debits_posted.to_string(),
-                                "credits_posted": t.credits_posted.to_string(),
-                                "debits_pending": t.debits_pending.to_string(),
-                                "credits_pending": t.credits_pending.to_string(),
-                            }),
-                        )
-                    })
-                    .collect();
-                let heads: serde_json::Map<String, serde_json::Value> = report
-                    .heads
-                    .iter()
-                    .map(|(stream, (revision, hash))| {
-                        (stream.clone(), serde_json::json!({"revision": revision, "hash": to_hex(hash)}))
-                    })
-                    .collect();
-                let out = serde_json::json!({
-                    "ok": true,
-                    "events_checked": report.events_checked,
-                    "streams": report.streams,
-                    "accounts": report.accounts,
-                    "transfers": report.transfers,
-                    "totals": totals,
-                    "heads": heads,
-                    "signed_heads_checked": signed.as_ref().map(|s| s.0),
-                    "signed_heads_key": signed.as_ref().and_then(|s| s.1.clone()),
-                });
-                outln!("{out}");
-            } else {
-                outln!(
-                    "OK: {} events checked in {} streams; {} accounts, {} transfers",
-                    report.events_checked,
-                    report.streams,
-                    report.accounts,
-                    report.transfers
-                );
-                for (currency, t) in &report.totals {
-                    outln!(
-                        "  {currency}: debits posted {} = credits posted {}; pending {} = {}",
-                        format_amount(t.debits_posted, *currency),
-                        format_amount(t.credits_posted, *currency),
-                        format_amount(t.debits_pending, *currency),
-                        format_amount(t.credits_pending, *currency)
-                    );
-                }
-                for (stream, (revision, hash)) in &report.heads {
-                    outln!("  head {stream} revision {revision} hash {}", to_hex(hash));
-                }
-                if let Some((checked, key)) = &signed {
-                    let key = key.as_deref().unwrap_or("(no signature saved)");
-                    outln!("  {checked} signed heads match the log (signed by key {key})");
-                }
-            }
+            print_report(&report, signed.as_ref(), json);
             ExitCode::SUCCESS
         }
         Err(failure) => {

@@ -12,6 +12,7 @@ pub mod extract;
 pub mod fx;
 pub mod idempotency;
 pub mod ledger;
+pub mod ledger_reports;
 pub mod methods;
 pub mod openapi;
 pub mod payments;

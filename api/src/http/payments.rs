@@ -178,8 +178,9 @@ fn header_key(header: Option<String>) -> Result<String, ApiError> {
 }
 
 /// Sends money from the signed-in user to another user (the seed's transaction).
-/// Answers the payment at once; wallet-to-wallet payments are usually `completed`
-/// already, others move on (poll `GET /payments/{id}`).
+/// Answers the payment as soon as it is recorded (usually `created`); it then moves on
+/// by itself (a wallet-to-wallet payment reaches `completed` within milliseconds):
+/// poll `GET /payments/{id}`, or register a webhook.
 #[utoipa::path(post, path = "/user/transaction", tag = "payments", security(("bearer" = [])),
     request_body = SendPayment,
     params(("Idempotency-Key" = Option<String>, Header, description = "Or client_transaction_id in the body")),

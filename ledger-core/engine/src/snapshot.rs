@@ -24,6 +24,11 @@ use ledger_core::state::LedgerState;
 /// log, which holds everything a snapshot does.
 const MAGIC: &[u8; 8] = b"LEDGSNP2";
 const HEADER_BYTES: usize = 8 + 8 + 32 + 32 + 8;
+/// Most bytes a snapshot's decoder may allocate up front for its strings, all told (the
+/// transfers' metadata, at most 256 bytes each): a length prefix beyond it is an error,
+/// never an allocation of that size (found by the snapshot fuzz target: a body whose
+/// checksum holds but whose string length is 2^60 aborted the process).
+const DECODE_CLAIM_BYTES_MAX: usize = 8 << 30;
 /// Snapshots kept per partition; older ones are removed.
 const SNAPSHOTS_KEPT: usize = 2;
 /// The name a snapshot has while it is written.
@@ -293,7 +298,8 @@ fn load(
         None => return Err(Rejected::LogShorter),
     }
     let (state, _): (LedgerState, usize) =
-        bincode::serde::decode_from_slice(&body, bincode::config::standard()).map_err(|e| e.to_string())?;
+        bincode::serde::decode_from_slice(&body, bincode::config::standard().with_limit::<DECODE_CLAIM_BYTES_MAX>())
+            .map_err(|e| e.to_string())?;
     if state.events_applied() != events {
         return Err("state does not match its header".into());
     }
