@@ -70,7 +70,10 @@ async fn profile_password_sessions_events_totp_and_deletion() {
     assert_eq!(updated.status, 200, "{updated:?}");
     assert_eq!(updated.json["phone"], "+442079460958");
     assert_eq!(updated.json["address"], "12 St James Square, London");
-    assert_eq!((updated.json["name"].as_str(), updated.json["user_id"].as_str()), (Some("Alice Example"), Some(alice_id.as_str())));
+    assert_eq!(
+        (updated.json["name"].as_str(), updated.json["user_id"].as_str()),
+        (Some("Alice Example"), Some(alice_id.as_str()))
+    );
     let bad = patch(json!({"phone": "0207"})).await;
     assert_eq!((bad.status, field(&bad)), (400, Some("phone")), "{bad:?}");
     let bad = patch(json!({"nickname": "Al"})).await;
@@ -81,7 +84,10 @@ async fn profile_password_sessions_events_totp_and_deletion() {
     let moved = patch(json!({"email": "alice@new.example.com", "current_password": PASSWORD})).await;
     assert_eq!((moved.status, moved.json["email"].as_str()), (200, Some("alice@new.example.com")), "{moved:?}");
     let me = http.get("/user", Some(&alice)).await;
-    assert_eq!((me.json["email"].as_str(), me.json["phone"].as_str()), (Some("alice@new.example.com"), Some("+442079460958")));
+    assert_eq!(
+        (me.json["email"].as_str(), me.json["phone"].as_str()),
+        (Some("alice@new.example.com"), Some("+442079460958"))
+    );
 
     // GET /user/sessions: both sessions, one per page, the calling one marked current.
     let sessions = all_pages(&http, "/user/sessions", &alice, 1).await;
@@ -111,13 +117,12 @@ async fn profile_password_sessions_events_totp_and_deletion() {
 
     // POST /user/password: the current password is checked, the new one too; other
     // sessions end.
-    let third = http
-        .post("/user/sessions", None, json!({"email": "alice@new.example.com", "password": PASSWORD}))
-        .await
-        .json["session_token"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let third =
+        http.post("/user/sessions", None, json!({"email": "alice@new.example.com", "password": PASSWORD})).await.json
+            ["session_token"]
+            .as_str()
+            .expect("token")
+            .to_string();
     let change = |current: &str, new: &str| {
         http.post("/user/password", Some(&alice), json!({"current_password": current, "new_password": new}))
     };
@@ -152,16 +157,24 @@ async fn profile_password_sessions_events_totp_and_deletion() {
     let no_code = delete(&http, "/user/totp", &alice, Some(json!({"current_password": NEW_PASSWORD}))).await;
     assert_eq!(no_code.status, 401, "{no_code:?}");
     assert_eq!(http.get("/user", Some(&alice)).await.json["totp_enabled"], true);
-    let off = delete(&http, "/user/totp", &alice, Some(json!({"current_password": NEW_PASSWORD, "totp_code": at(step + 1)})))
-        .await;
+    let off =
+        delete(&http, "/user/totp", &alice, Some(json!({"current_password": NEW_PASSWORD, "totp_code": at(step + 1)})))
+            .await;
     assert_eq!((off.status, off.json["deleted"].as_bool()), (200, Some(true)), "{off:?}");
     assert_eq!(http.get("/user", Some(&alice)).await.json["totp_enabled"], false);
 
     // GET /user/security_events: newest first, two per page, each once.
     let events = all_pages(&http, "/user/security_events", &alice, 2).await;
     let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().expect("kind")).collect();
-    for kind in ["sign_in_succeeded", "sign_in_failed", "profile_updated", "password_changed", "session_ended",
-        "second_factor_enabled", "second_factor_disabled"] {
+    for kind in [
+        "sign_in_succeeded",
+        "sign_in_failed",
+        "profile_updated",
+        "password_changed",
+        "session_ended",
+        "second_factor_enabled",
+        "second_factor_disabled",
+    ] {
         assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
     }
     assert_eq!(kinds.first(), Some(&"second_factor_disabled"), "newest first: {kinds:?}");
@@ -233,7 +246,10 @@ async fn payment_methods_and_wallets() {
     assert_eq!(added.json["instrument"]["kind"], "card");
     assert_eq!(added.json["instrument"]["status"], "verified");
     assert_eq!(added.json["instrument"]["card_last4"], "4242");
-    assert_eq!((added.json["instrument"]["card_exp_month"].as_u64(), added.json["instrument"]["card_exp_year"].as_u64()), (Some(8), Some(2035)));
+    assert_eq!(
+        (added.json["instrument"]["card_exp_month"].as_u64(), added.json["instrument"]["card_exp_year"].as_u64()),
+        (Some(8), Some(2035))
+    );
     let replay = http.call("POST", "/user/cards", Some(&alice), &key, Some(card.clone())).await;
     assert_eq!((replay.status, replay.json["instrument"]["instrument_id"].as_str()), (201, Some(card_id.as_str())));
     assert_eq!(replay.headers.get("idempotent-replayed").map(|v| v.to_str().expect("text")), Some("true"));
@@ -244,7 +260,11 @@ async fn payment_methods_and_wallets() {
     // answer repeats the number or the CVV.
     let mut answers = vec![added, replay, reused];
     let as_number = http
-        .post("/user/cards", Some(&alice), json!({"number": 4242424242424242u64, "exp_month": 8, "exp_year": 2035, "cvv": CVV}))
+        .post(
+            "/user/cards",
+            Some(&alice),
+            json!({"number": 4242424242424242u64, "exp_month": 8, "exp_year": 2035, "cvv": CVV}),
+        )
         .await;
     assert_eq!((as_number.status, field(&as_number)), (400, Some("number")), "{as_number:?}");
     let cvv_number = http
@@ -252,11 +272,19 @@ async fn payment_methods_and_wallets() {
         .await;
     assert_eq!((cvv_number.status, field(&cvv_number)), (400, Some("cvv")), "{cvv_number:?}");
     let luhn = http
-        .post("/user/cards", Some(&alice), json!({"number": "4242424242424241", "exp_month": 8, "exp_year": 2035, "cvv": CVV}))
+        .post(
+            "/user/cards",
+            Some(&alice),
+            json!({"number": "4242424242424241", "exp_month": 8, "exp_year": 2035, "cvv": CVV}),
+        )
         .await;
     assert_eq!((luhn.status, field(&luhn)), (400, Some("number")), "{luhn:?}");
     let declined = http
-        .post("/user/cards", Some(&alice), json!({"number": "4000000000000002", "exp_month": 8, "exp_year": 2035, "cvv": CVV}))
+        .post(
+            "/user/cards",
+            Some(&alice),
+            json!({"number": "4000000000000002", "exp_month": 8, "exp_year": 2035, "cvv": CVV}),
+        )
         .await;
     assert_eq!(declined.status, 422, "{declined:?}");
     answers.extend([as_number, cvv_number, luhn, declined]);
@@ -269,30 +297,49 @@ async fn payment_methods_and_wallets() {
 
     // POST /user/digital_wallets.
     let wallet = http
-        .call("POST", "/user/digital_wallets", Some(&alice), &[("Idempotency-Key", "dw-1")],
-            Some(json!({"provider": "paypal", "handle": "alice@example.com"})))
+        .call(
+            "POST",
+            "/user/digital_wallets",
+            Some(&alice),
+            &[("Idempotency-Key", "dw-1")],
+            Some(json!({"provider": "paypal", "handle": "alice@example.com"})),
+        )
         .await;
     assert_eq!(wallet.status, 201, "{wallet:?}");
     assert_eq!(wallet.json["instrument"]["kind"], "digital_wallet");
     assert_eq!(wallet.json["instrument"]["wallet_provider"], "paypal");
     assert!(!wallet.json.to_string().contains("alice@example.com"), "the handle is masked: {wallet:?}");
     let wallet_id = wallet.json["instrument"]["instrument_id"].as_str().expect("id").to_string();
-    let bad = http.post("/user/digital_wallets", Some(&alice), json!({"provider": "bitpouch", "handle": "alice@example.com"})).await;
+    let bad = http
+        .post("/user/digital_wallets", Some(&alice), json!({"provider": "bitpouch", "handle": "alice@example.com"}))
+        .await;
     assert_eq!((bad.status, field(&bad)), (400, Some("provider")), "{bad:?}");
 
     // Lists by kind, and all kinds paged newest first; an instrument added between two
     // pages comes before the cursor, so nothing repeats or is skipped.
     let cards = http.get("/user/cards", Some(&alice)).await;
-    assert_eq!(cards.json["data"].as_array().map(|d| d.iter().map(|i| i["instrument_id"].clone()).collect::<Vec<_>>()), Some(vec![json!(card_id)]));
+    assert_eq!(
+        cards.json["data"].as_array().map(|d| d.iter().map(|i| i["instrument_id"].clone()).collect::<Vec<_>>()),
+        Some(vec![json!(card_id)])
+    );
     let wallets = http.get("/user/digital_wallets", Some(&alice)).await;
-    assert_eq!(wallets.json["data"].as_array().map(|d| d.iter().map(|i| i["instrument_id"].clone()).collect::<Vec<_>>()), Some(vec![json!(wallet_id)]));
+    assert_eq!(
+        wallets.json["data"].as_array().map(|d| d.iter().map(|i| i["instrument_id"].clone()).collect::<Vec<_>>()),
+        Some(vec![json!(wallet_id)])
+    );
     let first = http.get("/user/instruments?limit=2", Some(&alice)).await;
     assert_eq!(first.status, 200, "{first:?}");
     let ids = |page: &Answer| -> Vec<String> {
-        page.json["data"].as_array().expect("data").iter().map(|i| i["instrument_id"].as_str().expect("id").to_string()).collect()
+        page.json["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|i| i["instrument_id"].as_str().expect("id").to_string())
+            .collect()
     };
     assert_eq!(ids(&first), vec![wallet_id.clone(), card_id.clone()], "newest first");
-    let venmo = http.post("/user/digital_wallets", Some(&alice), json!({"provider": "venmo", "handle": "+14155550100"})).await;
+    let venmo =
+        http.post("/user/digital_wallets", Some(&alice), json!({"provider": "venmo", "handle": "+14155550100"})).await;
     assert_eq!(venmo.status, 201, "{venmo:?}");
     let cursor = first.json["next_cursor"].as_str().expect("cursor");
     let rest = http.get(&format!("/user/instruments?limit=2&starting_after={cursor}"), Some(&alice)).await;
@@ -323,7 +370,8 @@ async fn payment_methods_and_wallets() {
 
     // The default: the first verified instrument (the card), then the bank on request.
     let all = all_pages(&http, "/user/instruments", &alice, 100).await;
-    let default: Vec<&str> = all.iter().filter(|i| i["is_default"] == true).map(|i| i["instrument_id"].as_str().expect("id")).collect();
+    let default: Vec<&str> =
+        all.iter().filter(|i| i["is_default"] == true).map(|i| i["instrument_id"].as_str().expect("id")).collect();
     assert_eq!(default, vec![card_id.as_str()]);
     let theirs = http.post(&format!("/user/instruments/{bank_id}/default"), Some(&bob), json!({})).await;
     assert_eq!(theirs.status, 404, "{theirs:?}");
@@ -349,7 +397,10 @@ async fn payment_methods_and_wallets() {
     };
     let usd = open("USD", "w-usd").await;
     assert_eq!(usd.status, 201, "{usd:?}");
-    assert_eq!((usd.json["currency"].as_str(), usd.json["balance"].as_str(), usd.json["available"].as_str()), (Some("USD"), Some("0.00"), Some("0.00")));
+    assert_eq!(
+        (usd.json["currency"].as_str(), usd.json["balance"].as_str(), usd.json["available"].as_str()),
+        (Some("USD"), Some("0.00"), Some("0.00"))
+    );
     let again = open("USD", "w-usd").await;
     assert_eq!((again.status, again.json["account_id"].clone()), (201, usd.json["account_id"].clone()));
     assert_eq!((open("EUR", "w-usd").await.code()), "idempotency_key_reused");
@@ -367,7 +418,8 @@ async fn payment_methods_and_wallets() {
     assert_eq!(http.get("/user/wallets", Some(&bob)).await.json["data"].as_array().map(Vec::len), Some(0));
 
     // Without a user token: 401 without one, 403 with a role token (as over gRPC).
-    for path in ["/user/instruments", "/user/linked_accounts", "/user/cards", "/user/digital_wallets", "/user/wallets"] {
+    for path in ["/user/instruments", "/user/linked_accounts", "/user/cards", "/user/digital_wallets", "/user/wallets"]
+    {
         assert_eq!(http.get(path, None).await.status, 401, "{path}");
         let answer = http.get(path, Some(ADMIN)).await;
         assert_eq!(answer.status, 403, "{path}: {answer:?}");
@@ -378,13 +430,27 @@ async fn payment_methods_and_wallets() {
     // The OpenAPI document lists every route of this part.
     let doc = http.get("/openapi.json", None).await;
     for (path, method) in [
-        ("/user", "patch"), ("/user", "delete"), ("/user/password", "post"), ("/user/sessions", "get"),
-        ("/user/sessions/current", "delete"), ("/user/sessions/{id}", "delete"), ("/user/security_events", "get"),
-        ("/user/totp", "post"), ("/user/totp/confirm", "post"), ("/user/totp", "delete"),
-        ("/user/linked_accounts", "get"), ("/user/cards", "post"), ("/user/cards", "get"),
-        ("/user/digital_wallets", "post"), ("/user/digital_wallets", "get"), ("/user/instruments", "get"),
-        ("/user/instruments/{id}/verify", "post"), ("/user/instruments/{id}/default", "post"),
-        ("/user/instruments/{id}", "delete"), ("/user/wallets", "post"), ("/user/wallets", "get"),
+        ("/user", "patch"),
+        ("/user", "delete"),
+        ("/user/password", "post"),
+        ("/user/sessions", "get"),
+        ("/user/sessions/current", "delete"),
+        ("/user/sessions/{id}", "delete"),
+        ("/user/security_events", "get"),
+        ("/user/totp", "post"),
+        ("/user/totp/confirm", "post"),
+        ("/user/totp", "delete"),
+        ("/user/linked_accounts", "get"),
+        ("/user/cards", "post"),
+        ("/user/cards", "get"),
+        ("/user/digital_wallets", "post"),
+        ("/user/digital_wallets", "get"),
+        ("/user/instruments", "get"),
+        ("/user/instruments/{id}/verify", "post"),
+        ("/user/instruments/{id}/default", "post"),
+        ("/user/instruments/{id}", "delete"),
+        ("/user/wallets", "post"),
+        ("/user/wallets", "get"),
     ] {
         let op = &doc.json["paths"][path][method];
         assert!(op.is_object(), "{method} {path} missing from the document");

@@ -71,12 +71,8 @@ async fn instrument_page(
             ApiError::invalid("starting_after", "no such instrument (removed since?); start from the first page")
         })?),
     };
-    let items = all
-        .instruments
-        .into_iter()
-        .enumerate()
-        .filter(|(_, i)| kind.is_none_or(|k| i.kind == k as i32))
-        .collect();
+    let items =
+        all.instruments.into_iter().enumerate().filter(|(_, i)| kind.is_none_or(|k| i.kind == k as i32)).collect();
     let (data, has_more, _) = page_of(items, after.as_ref(), page.limit);
     let next_cursor = if has_more { data.last().map(|i| i.instrument_id.clone()) } else { None };
     Ok(Json(InstrumentPage { data: data.into_iter().map(instrument_json).collect(), has_more, next_cursor }))
@@ -248,7 +244,10 @@ fn added(answer: wire::AddInstrumentResponse) -> Result<InstrumentAdded, ApiErro
     let instrument = answer.instrument.ok_or_else(|| {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the service answered no instrument")
     })?;
-    Ok(InstrumentAdded { instrument: instrument_json(instrument), sandbox_micro_deposits: answer.sandbox_micro_deposits })
+    Ok(InstrumentAdded {
+        instrument: instrument_json(instrument),
+        sandbox_micro_deposits: answer.sandbox_micro_deposits,
+    })
 }
 
 /// A digital wallet to add.

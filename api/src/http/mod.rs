@@ -52,7 +52,10 @@ pub type State = Arc<HttpState>;
 
 /// Every route with its OpenAPI description.
 pub fn api() -> OpenApiRouter<State> {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).merge(users::routes()).merge(payments::routes()).merge(methods::routes())
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(users::routes())
+        .merge(payments::routes())
+        .merge(methods::routes())
 }
 
 /// The router: the API, `/openapi.json`, `/docs`, and JSON errors for unknown routes
