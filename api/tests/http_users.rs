@@ -463,7 +463,7 @@ async fn payment_methods_and_wallets() {
 fn start_logging_to(dir: &std::path::Path, log: &std::path::Path) -> (std::process::Child, String) {
     let tokens = dir.join("tokens");
     std::fs::write(&tokens, format!("admin {ADMIN}\n")).expect("tokens");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ledgerd"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ledgerd"))
         .arg("--data-dir")
         .arg(dir.join("data"))
         .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
@@ -487,6 +487,8 @@ fn start_logging_to(dir: &std::path::Path, log: &std::path::Path) -> (std::proce
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("ledgerd did not start: {}", std::fs::read_to_string(log).unwrap_or_default());
 }
 
