@@ -686,3 +686,29 @@ pub async fn statement(
     let data = answer.statements.into_iter().map(statement_json).collect::<Result<_, _>>()?;
     Ok(Json(Statements { data }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minor_units_are_shown_in_the_major_unit_with_their_sign() {
+        let currency = |code: &str| Currency::parse(code).expect("known");
+        assert_eq!(major("-1234", currency("USD")).ok(), Some("-12.34".to_string()));
+        assert_eq!(major("5", currency("USD")).ok(), Some("0.05".to_string()));
+        assert_eq!(major("8059", currency("JPY")).ok(), Some("8059".to_string()));
+        assert_eq!(major("20172", currency("BHD")).ok(), Some("20.172".to_string()));
+        assert_eq!(major("12.5", currency("USD")).map_err(|e| e.status), Err(StatusCode::INTERNAL_SERVER_ERROR));
+    }
+
+    #[test]
+    fn a_key_comes_from_the_header_or_the_body_and_both_must_agree() {
+        let field = |r: Result<String, ApiError>| r.map_err(|e| e.field);
+        assert_eq!(field(key_of("refund_id", Some("k".into()), "")), Ok("k".to_string()));
+        assert_eq!(field(key_of("refund_id", None, "k")), Ok("k".to_string()));
+        assert_eq!(field(key_of("refund_id", Some("k".into()), "k")), Ok("k".to_string()));
+        assert_eq!(field(key_of("refund_id", Some("k".into()), "j")), Err(Some("refund_id".to_string())));
+        assert_eq!(field(key_of("refund_id", None, "")), Err(Some("refund_id".to_string())));
+        assert_eq!(field(header_key(None)), Err(Some("Idempotency-Key".to_string())));
+    }
+}
