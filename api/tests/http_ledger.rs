@@ -242,6 +242,13 @@ async fn accounts_transfers_lookups_balances_movements_history_and_reports() {
     ] {
         assert!(doc.json["paths"][path][method].is_object(), "{method} {path} missing from the document");
     }
+    let mut operations = std::collections::BTreeSet::new();
+    for item in doc.json["paths"].as_object().expect("paths").values() {
+        for operation in item.as_object().expect("item").values() {
+            let id = operation["operationId"].as_str().expect("operationId");
+            assert!(operations.insert(id.to_string()), "operationId {id} twice");
+        }
+    }
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, PageQuery, Params};
-use super::ledger::renamed;
+use super::ledger::{or_empty, renamed};
 use super::payments::{payment_json, Payment, PaymentPage};
 use super::time::rfc3339;
 use super::users::{instrument_json, profile_json, Instrument, Profile};
@@ -80,7 +80,7 @@ pub struct AdminUserPage {
 }
 
 /// Users in id order, or the one an email or id names. Admin and support tokens only.
-#[utoipa::path(get, path = "/admin/users", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(get, path = "/admin/users", operation_id = "admin_list_users", tag = "admin", security(("bearer" = [])),
     params(UsersQuery),
     responses((status = 200, body = AdminUserPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody)))]
@@ -92,10 +92,10 @@ pub async fn list_users(
     let page = PageQuery { limit: q.limit, starting_after: q.starting_after, num_entries: q.num_entries, page: q.page }
         .page()?;
     let request = caller.grpc(wire::ListUsersRequest {
-        email: q.email.unwrap_or_default(),
-        user_id: q.user_id.unwrap_or_default(),
+        email: or_empty(q.email),
+        user_id: or_empty(q.user_id),
         limit: page.limit as u32,
-        after: page.after.unwrap_or_default(),
+        after: or_empty(page.after),
     });
     let answer = call(state.admin.list_users(request)).await.map_err(|e| renamed(e, &[("after", "starting_after")]))?;
     let data = answer
@@ -160,7 +160,7 @@ pub struct UserQuery {
 
 /// One user: profile, wallets with balances, instruments with their verification state,
 /// and a page of their payments, newest first. Admin and support tokens only.
-#[utoipa::path(get, path = "/admin/users/{id}", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(get, path = "/admin/users/{id}", operation_id = "admin_get_user", tag = "admin", security(("bearer" = [])),
     params(("id" = String, Path, description = "The user id"), UserQuery),
     responses((status = 200, body = AdminUser), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -174,7 +174,7 @@ pub async fn get_user(
     let request = caller.grpc(wire::GetUserRequest {
         user_id: id,
         payments_limit: page.limit as u32,
-        payments_after: page.after.unwrap_or_default(),
+        payments_after: or_empty(page.after),
     });
     let u = call(state.admin.get_user(request))
         .await
@@ -244,7 +244,7 @@ pub struct AdminAccountPage {
 
 /// Ledger accounts in id order, with posted and pending sums (from the read models,
 /// including everything committed before the call). Admin and support tokens only.
-#[utoipa::path(get, path = "/admin/accounts", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(get, path = "/admin/accounts", operation_id = "admin_list_accounts", tag = "admin", security(("bearer" = [])),
     params(PageQuery),
     responses((status = 200, body = AdminAccountPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody)))]
@@ -254,8 +254,7 @@ pub async fn list_accounts(
     Params(q): Params<PageQuery>,
 ) -> Result<Json<AdminAccountPage>, ApiError> {
     let page = q.page()?;
-    let request =
-        caller.grpc(wire::ListAccountsRequest { limit: page.limit as u32, after: page.after.unwrap_or_default() });
+    let request = caller.grpc(wire::ListAccountsRequest { limit: page.limit as u32, after: or_empty(page.after) });
     let answer =
         call(state.admin.list_accounts(request)).await.map_err(|e| renamed(e, &[("after", "starting_after")]))?;
     let data = answer
@@ -278,7 +277,7 @@ pub async fn list_accounts(
 
 /// A payment waiting for a review.
 #[derive(Serialize, Deserialize, ToSchema)]
-pub struct ReviewItem {
+pub struct AdminReviewItem {
     pub payment: Payment,
     /// Seconds since it entered review.
     pub waiting_secs: u64,
@@ -289,8 +288,8 @@ pub struct ReviewItem {
 
 /// A page of the review queue, oldest first.
 #[derive(Serialize, Deserialize, ToSchema)]
-pub struct ReviewPage {
-    pub data: Vec<ReviewItem>,
+pub struct AdminReviewPage {
+    pub data: Vec<AdminReviewItem>,
     pub has_more: bool,
     /// Give it as `starting_after` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
@@ -316,15 +315,15 @@ fn parse_review_cursor(text: &str) -> Result<(u64, u128), ApiError> {
 /// each has waited. The pages cover the oldest `REVIEW_WINDOW_ITEMS_MAX` (200) items,
 /// what one `ListReviewQueue` call answers; `queue_length` counts every item. Admin and
 /// support tokens only.
-#[utoipa::path(get, path = "/admin/review_queue", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(get, path = "/admin/review_queue", operation_id = "admin_review_queue", tag = "admin", security(("bearer" = [])),
     params(PageQuery),
-    responses((status = 200, body = ReviewPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 200, body = AdminReviewPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody)))]
 pub async fn review_queue(
     Shared(state): Shared<State>,
     caller: Caller,
     Params(q): Params<PageQuery>,
-) -> Result<Json<ReviewPage>, ApiError> {
+) -> Result<Json<AdminReviewPage>, ApiError> {
     let page = q.page()?;
     let after = page.after.as_deref().map(parse_review_cursor).transpose()?;
     let request = caller.grpc(wire::ListReviewQueueRequest { limit: REVIEW_WINDOW_ITEMS_MAX as u32 });
@@ -340,17 +339,21 @@ pub async fn review_queue(
     let has_more = kept.len() > page.limit;
     kept.truncate(page.limit);
     let next_cursor = if has_more { kept.last().map(|((at, id), _)| format!("{at}_{id}")) } else { None };
-    let data = kept
-        .into_iter()
-        .filter_map(|(_, item)| {
-            let payment = item.payment?;
-            Some(ReviewItem {
-                payment: payment_json(payment),
-                waiting_secs: item.waiting_secs,
-                in_review_since: rfc3339(item.in_review_since_ns),
-                times_out_at: rfc3339(item.times_out_at_ns),
-            })
-        })
-        .collect();
-    Ok(Json(ReviewPage { data, has_more, next_cursor, queue_length: answer.queue_length }))
+    let mut data = Vec::with_capacity(kept.len());
+    for (_, item) in kept {
+        let payment = item.payment.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the service answered a review without a payment",
+            )
+        })?;
+        data.push(AdminReviewItem {
+            payment: payment_json(payment),
+            waiting_secs: item.waiting_secs,
+            in_review_since: rfc3339(item.in_review_since_ns),
+            times_out_at: rfc3339(item.times_out_at_ns),
+        });
+    }
+    Ok(Json(AdminReviewPage { data, has_more, next_cursor, queue_length: answer.queue_length }))
 }

@@ -79,6 +79,12 @@ pub fn snake_word(name: &str) -> String {
     out
 }
 
+/// An optional query value for a gRPC string field, where empty means "not given".
+pub fn or_empty(value: Option<String>) -> String {
+    // ok: not a swallowed error: an absent value is the wire's empty "not given".
+    value.unwrap_or_default()
+}
+
 fn internal(message: &str) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message.to_string())
 }
@@ -95,19 +101,26 @@ pub enum LedgerAccountFlag {
     CreditsMustNotExceedDebits,
 }
 
-const FLAGS: [(LedgerAccountFlag, u32); 2] =
-    [(LedgerAccountFlag::DebitsMustNotExceedCredits, 1), (LedgerAccountFlag::CreditsMustNotExceedDebits, 2)];
+const FLAGS: [LedgerAccountFlag; 2] =
+    [LedgerAccountFlag::DebitsMustNotExceedCredits, LedgerAccountFlag::CreditsMustNotExceedDebits];
+
+/// The flag's bit in gRPC's `flags`.
+fn flag_bit(flag: LedgerAccountFlag) -> u32 {
+    match flag {
+        LedgerAccountFlag::DebitsMustNotExceedCredits => 1,
+        LedgerAccountFlag::CreditsMustNotExceedDebits => 2,
+    }
+}
 
 fn flag_bits(flags: &[LedgerAccountFlag]) -> u32 {
-    flags.iter().map(|f| FLAGS.iter().find(|(g, _)| g == f).map_or(0, |(_, bit)| *bit)).fold(0, |a, b| a | b)
+    flags.iter().fold(0, |bits, flag| bits | flag_bit(*flag))
 }
 
 fn flag_words(bits: u32) -> Result<Vec<LedgerAccountFlag>, ApiError> {
-    let known = FLAGS.iter().fold(0, |a, (_, bit)| a | bit);
-    if bits & !known != 0 {
+    if bits & !flag_bits(&FLAGS) != 0 {
         return Err(internal("the service answered an account flag this API does not know"));
     }
-    Ok(FLAGS.iter().filter(|(_, bit)| bits & bit != 0).map(|(f, _)| *f).collect())
+    Ok(FLAGS.into_iter().filter(|flag| bits & flag_bit(*flag) != 0).collect())
 }
 
 /// A new account.
@@ -189,7 +202,7 @@ fn results_json(results: Vec<wire::ItemResult>) -> LedgerBatchResults {
 
 /// Opens, freezes, unfreezes or closes accounts: one result per command (a refused
 /// command does not stop the others). Needs a role token allowed to write.
-#[utoipa::path(post, path = "/ledger/accounts", tag = "ledger", security(("bearer" = [])),
+#[utoipa::path(post, path = "/ledger/accounts", operation_id = "ledger_create_accounts", tag = "ledger", security(("bearer" = [])),
     request_body = CreateLedgerAccounts,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
     responses((status = 200, description = "One result per command", body = LedgerBatchResults),
@@ -281,7 +294,7 @@ fn account_json(a: wire::Account) -> Result<LedgerAccount, ApiError> {
 }
 
 /// One account, as the ledger has it now. Needs a role token allowed to read.
-#[utoipa::path(get, path = "/ledger/accounts/{id}", tag = "ledger", security(("bearer" = [])),
+#[utoipa::path(get, path = "/ledger/accounts/{id}", operation_id = "ledger_get_account", tag = "ledger", security(("bearer" = [])),
     params(("id" = String, Path, description = "The account id (decimal)")),
     responses((status = 200, body = LedgerAccount), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -322,7 +335,7 @@ pub struct LedgerBalance {
 
 /// An account's balances, now or at a time (from the read models, which include
 /// everything committed before the call). Needs a role token allowed to read.
-#[utoipa::path(get, path = "/ledger/accounts/{id}/balance", tag = "ledger", security(("bearer" = [])),
+#[utoipa::path(get, path = "/ledger/accounts/{id}/balance", operation_id = "ledger_get_balance", tag = "ledger", security(("bearer" = [])),
     params(("id" = String, Path, description = "The account id (decimal)"), BalanceQuery),
     responses((status = 200, body = LedgerBalance), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -425,6 +438,9 @@ fn movement_json(m: wire::AccountMovement) -> Result<LedgerMovement, ApiError> {
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct LedgerMovementPage {
     pub data: Vec<LedgerMovement>,
+    /// Movements remain after this page. The read models scan a bounded number of rows
+    /// per call, so with filters a page may hold fewer than `limit` (even none) and
+    /// still have more: follow `next_cursor` until it is absent.
     pub has_more: bool,
     /// Give it as `starting_after` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
@@ -478,7 +494,7 @@ const RANGE_RENAMES: [(&str, &str); 4] =
 /// An account's movements in a time range, OLDEST first (as `ListAccountTransfers`;
 /// `GET /ledger/history?account_id=` gives them newest first), cursor-paged. Needs a
 /// role token allowed to read.
-#[utoipa::path(get, path = "/ledger/accounts/{id}/transfers", tag = "ledger", security(("bearer" = [])),
+#[utoipa::path(get, path = "/ledger/accounts/{id}/transfers", operation_id = "ledger_account_transfers", tag = "ledger", security(("bearer" = [])),
     params(("id" = String, Path, description = "The account id (decimal)"), AccountTransfersQuery),
     responses((status = 200, body = LedgerMovementPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -494,7 +510,7 @@ pub async fn account_transfers(
         from_ns: bound("from", q.from.as_deref())?,
         to_ns: bound("to", q.to.as_deref())?,
         limit: page.limit as u32,
-        cursor: page.after.unwrap_or_default(),
+        cursor: or_empty(page.after),
         min_position: 0,
     });
     let answer = call(state.ledger.list_account_transfers(request)).await.map_err(|e| renamed(e, &RANGE_RENAMES))?;
@@ -592,7 +608,7 @@ fn transfer_wire(index: usize, t: NewLedgerTransfer) -> Result<wire::NewTransfer
 /// transfers (each `linked` to the next) commit all or nothing. One result per
 /// transfer, exactly as gRPC's `CreateTransfers` answers, sent once every committed
 /// transfer is durable. Needs a role token allowed to write.
-#[utoipa::path(post, path = "/ledger/transfers", tag = "ledger", security(("bearer" = [])),
+#[utoipa::path(post, path = "/ledger/transfers", operation_id = "ledger_create_transfers", tag = "ledger", security(("bearer" = [])),
     request_body = CreateLedgerTransfers,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe (transfer ids already are)")),
     responses((status = 200, description = "One result per transfer", body = LedgerBatchResults),
@@ -683,7 +699,7 @@ fn transfer_json(t: wire::Transfer) -> Result<LedgerTransfer, ApiError> {
 }
 
 /// One transfer. Needs a role token allowed to read.
-#[utoipa::path(get, path = "/ledger/transfers/{id}", tag = "ledger", security(("bearer" = [])),
+#[utoipa::path(get, path = "/ledger/transfers/{id}", operation_id = "ledger_get_transfer", tag = "ledger", security(("bearer" = [])),
     params(("id" = String, Path, description = "The transfer id (decimal)")),
     responses((status = 200, body = LedgerTransfer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -734,7 +750,7 @@ pub struct HistoryQuery {
 /// An account's or an owner's movements, newest first, cursor-paged. A role token
 /// allowed to read sees any; a user's session token only the user's own accounts
 /// (with the payment, the other party and the note of each row).
-#[utoipa::path(get, path = "/ledger/history", tag = "ledger", security(("bearer" = [])),
+#[utoipa::path(get, path = "/ledger/history", operation_id = "ledger_history", tag = "ledger", security(("bearer" = [])),
     params(HistoryQuery),
     responses((status = 200, body = LedgerMovementPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -759,15 +775,15 @@ pub async fn history(
         Some(_) => return Err(ApiError::invalid("status", "pending, posted, voided or expired")),
     };
     let request = caller.grpc(wire::GetHistoryRequest {
-        account_id: q.account_id.unwrap_or_default(),
-        owner_id: q.owner_id.unwrap_or_default(),
+        account_id: or_empty(q.account_id),
+        owner_id: or_empty(q.owner_id),
         from_ns: bound("from", q.from.as_deref())?,
         to_ns: bound("to", q.to.as_deref())?,
         direction: direction as i32,
         status: status as i32,
-        currency: q.currency.unwrap_or_default(),
+        currency: or_empty(q.currency),
         limit: page.limit as u32,
-        cursor: page.after.unwrap_or_default(),
+        cursor: or_empty(page.after),
         min_position: 0,
     });
     let answer = call(state.ledger.get_history(request))

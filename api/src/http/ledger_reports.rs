@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, Params};
-use super::ledger::renamed;
+use super::ledger::{or_empty, renamed};
 use super::time::{parse_rfc3339, rfc3339};
 use super::{call, State};
 
@@ -81,7 +81,7 @@ pub struct LedgerReport {
 
 /// Posted totals over a period, day by day in a UTC offset's days, per account. Who
 /// may ask is as for `GET /ledger/history`.
-#[utoipa::path(get, path = "/ledger/reports", tag = "ledger", security(("bearer" = [])),
+#[utoipa::path(get, path = "/ledger/reports", operation_id = "ledger_reports", tag = "ledger", security(("bearer" = [])),
     params(ReportQuery),
     responses((status = 200, body = LedgerReport), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -97,13 +97,13 @@ pub async fn reports(
             .map_err(|_| ApiError::invalid("utc_offset_minutes", "a whole number of minutes, e.g. 60 or -330"))?,
     };
     let request = caller.grpc(wire::GetReportRequest {
-        account_id: q.account_id.unwrap_or_default(),
-        owner_id: q.owner_id.unwrap_or_default(),
+        account_id: or_empty(q.account_id),
+        owner_id: or_empty(q.owner_id),
         from_ns: parse_rfc3339("from", &q.from)?,
         to_ns: parse_rfc3339("to", &q.to)?,
         utc_offset_minutes,
         min_position: 0,
-        convert_to: q.convert_to.unwrap_or_default(),
+        convert_to: or_empty(q.convert_to),
     });
     let answer = call(state.ledger.get_report(request))
         .await
