@@ -68,6 +68,7 @@ impl InProcessServer {
             store: None,
             signing_key_file: dir.join("signing.key"),
             heads_interval: Duration::from_secs(1),
+            webhooks: Default::default(),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
