@@ -32,7 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={WEBHOOK_EVENTS}");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     if std::env::var_os("CARGO_FEATURE_GRPC").is_none() {
-        let descriptors = protox::compile([EVENTS, USER_EVENTS, PAYMENT_EVENTS, FX_EVENTS, HEADS_EVENTS, WEBHOOK_EVENTS], ["proto"])?;
+        let descriptors =
+            protox::compile([EVENTS, USER_EVENTS, PAYMENT_EVENTS, FX_EVENTS, HEADS_EVENTS, WEBHOOK_EVENTS], ["proto"])?;
         prost_build::Config::new().compile_fds(descriptors)?;
         return Ok(());
     }
