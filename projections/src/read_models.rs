@@ -35,6 +35,9 @@ mod recovery;
 mod reports;
 mod rows;
 
+#[doc(hidden)]
+pub use rows::decode_any as decode_any_row;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 

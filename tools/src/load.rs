@@ -1,5 +1,6 @@
 //! `ledgerctl load`: drives a running server over gRPC with many concurrent clients and
-//! prints throughput and latency.
+//! prints throughput and latency; with `--payments`, wallet-to-wallet payments between
+//! users instead of ledger transfers (`load_payments`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -64,6 +65,8 @@ pub struct LoadArgs {
     /// HTTP/2 connections the clients share.
     #[arg(long, default_value_t = 8)]
     connections: usize,
+    #[command(flatten)]
+    payments: crate::load_payments::PaymentsLoadArgs,
 }
 
 struct Random(u64);
@@ -94,6 +97,15 @@ fn authorized<T>(
 }
 
 pub async fn run(connection: &Connection, args: LoadArgs) -> Result<bool, String> {
+    if args.payments.payments {
+        let shape = crate::load_payments::RunShape {
+            clients: args.clients,
+            duration: args.duration,
+            count: args.count,
+            connections: args.connections,
+        };
+        return crate::load_payments::run(connection, &args.payments, shape).await;
+    }
     if args.clients == 0 || args.batch == 0 || args.accounts < 2 || args.connections == 0 {
         return Err("need --clients >= 1, --batch >= 1, --accounts >= 2, --connections >= 1".into());
     }

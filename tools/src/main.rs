@@ -13,7 +13,9 @@ mod echo;
 mod errors;
 mod fx_cmd;
 mod heads_cmd;
+mod http_client;
 mod load;
+mod load_payments;
 mod payments_cmd;
 mod read_models_cmd;
 mod reads;
@@ -86,7 +88,8 @@ enum Command {
     Balance(reads::BalanceArgs),
     /// Committed events of the log from a position.
     Events(client::EventsArgs),
-    /// Drive a running server with many concurrent clients.
+    /// Drive a running server with many concurrent clients: ledger transfers, or with
+    /// --payments wallet-to-wallet payments between users.
     Load(load::LoadArgs),
     /// The users API: signup, login, logout, profile, password, totp, instruments,
     /// sessions, security-events, wallets, delete-user.

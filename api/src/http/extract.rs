@@ -100,8 +100,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(raw).map_err(|e| {
         let text = e.to_string();
-        // serde says "unknown field `x`, expected …" and "missing field `x`".
-        let field = text.split('`').nth(1).filter(|f| f.len() <= 64 && !f.contains(' ')).map(str::to_string);
+        // serde says "unknown field `x`, expected …" and "missing field `x`"; other
+        // messages quote the value in backticks ("invalid type: integer `-1`"), which is
+        // not a field.
+        let names_field =
+            ["unknown field `", "missing field `", "duplicate field `", "`"].iter().any(|p| text.starts_with(p));
+        let field =
+            text.split('`').nth(1).filter(|f| names_field && f.len() <= 64 && !f.contains(' ')).map(str::to_string);
         let message = match e.classify() {
             serde_json::error::Category::Data => text.clone(),
             _ => format!("the body is not valid JSON: {text}"),

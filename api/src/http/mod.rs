@@ -6,9 +6,13 @@
 //! any of them. The OpenAPI 3.1 document is generated from the handlers' annotations
 //! by the same calls that add their routes, so the two cannot drift.
 
+pub mod admin;
 pub mod error;
 pub mod extract;
+pub mod fx;
 pub mod idempotency;
+pub mod ledger;
+pub mod methods;
 pub mod openapi;
 pub mod payments;
 pub mod time;
@@ -56,7 +60,11 @@ pub type State = Arc<HttpState>;
 pub fn api() -> OpenApiRouter<State> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(users::routes())
+        .merge(methods::routes())
         .merge(payments::routes())
+        .merge(fx::routes())
+        .merge(ledger::routes())
+        .merge(admin::routes())
         .merge(webhooks::routes())
 }
 

@@ -1,7 +1,10 @@
-//! Users over HTTP: sign-up, sign-in, the profile, and linked bank accounts. Each
-//! handler calls the `ledger.v1.Users` method a gRPC client would.
+//! Users over HTTP: sign-up, sign-in, the profile, linking a bank account, and the
+//! account's security: password, sessions, security events, the second factor and
+//! deletion. Each handler calls the `ledger.v1.Users` method a gRPC client would.
+//! (Payment methods and wallets are in `methods.rs`.)
 
-use axum::extract::State as Shared;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State as Shared};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
@@ -13,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{Caller, IdempotencyKey, JsonBody};
+use super::extract::{Caller, IdempotencyKey, JsonBody, PageQuery, Params};
 use super::idempotency::once;
 use super::time::{rfc3339, rfc3339_opt};
 use super::{call, State};
@@ -24,6 +27,16 @@ pub fn routes() -> OpenApiRouter<State> {
         .routes(routes!(profile))
         .routes(routes!(sign_in))
         .routes(routes!(link_bank_account))
+        .routes(routes!(update_profile))
+        .routes(routes!(delete_user))
+        .routes(routes!(change_password))
+        .routes(routes!(sign_out))
+        .routes(routes!(sessions))
+        .routes(routes!(revoke_session))
+        .routes(routes!(security_events))
+        .routes(routes!(enroll_totp))
+        .routes(routes!(confirm_totp))
+        .routes(routes!(disable_totp))
 }
 
 /// A new user's details.
@@ -264,4 +277,360 @@ pub async fn link_bank_account(
         },
     )
     .await
+}
+
+/// What a `DELETE` answers: the thing is gone.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Deleted {
+    /// Always `true`.
+    pub deleted: bool,
+    /// The id of what was deleted, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub id: Option<String>,
+}
+
+/// A path segment as an id, or an `invalid_request` naming it (instead of axum's
+/// plain-text rejection).
+pub fn path_id(path: Result<Path<String>, PathRejection>, field: &str) -> Result<String, ApiError> {
+    match path {
+        Ok(Path(id)) if !id.is_empty() => Ok(id),
+        _ => Err(ApiError::invalid(field, "an id from a previous answer")),
+    }
+}
+
+/// A checked page of `items`, each with its place `K` in the list's order (the larger
+/// first): the `limit` items after `after`, whether more follow, and the place of the
+/// last one (the next cursor).
+pub fn page_of<K: Ord + Clone, T>(
+    mut items: Vec<(K, T)>,
+    after: Option<&K>,
+    limit: usize,
+) -> (Vec<T>, bool, Option<K>) {
+    items.retain(|(key, _)| after.is_none_or(|a| key < a));
+    items.sort_by(|a, b| b.0.cmp(&a.0));
+    let has_more = items.len() > limit;
+    items.truncate(limit);
+    let last = if has_more { items.last().map(|(key, _)| key.clone()) } else { None };
+    (items.into_iter().map(|(_, item)| item).collect(), has_more, last)
+}
+
+/// A cursor `{nanoseconds}_{rest}`, or the `starting_after` error.
+pub fn parse_time_cursor(text: &str) -> Result<(u64, &str), ApiError> {
+    let bad = || ApiError::invalid("starting_after", "a next_cursor from a previous page");
+    let (at, rest) = text.split_once('_').ok_or_else(bad)?;
+    let at = at.parse::<u64>().map_err(|_| bad())?;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    Ok((at, rest))
+}
+
+/// Changes to the profile: only the fields given change. Changing the email needs
+/// `current_password` (and `totp_code` once the second factor is on).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileChanges {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    /// E.164, e.g. `+442079460958`.
+    pub phone: Option<String>,
+    pub address: Option<String>,
+    /// `YYYY-MM-DD`.
+    pub date_of_birth: Option<String>,
+    #[serde(default)]
+    pub current_password: String,
+    #[serde(default)]
+    pub totp_code: String,
+}
+
+/// Updates the signed-in user's profile; answers the profile as it is now.
+#[utoipa::path(patch, path = "/user", tag = "users", security(("bearer" = [])), request_body = ProfileChanges,
+    responses((status = 200, body = Profile), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn update_profile(
+    Shared(state): Shared<State>,
+    caller: Caller,
+    body: JsonBody<ProfileChanges>,
+) -> Result<Json<Profile>, ApiError> {
+    let ProfileChanges { name, email, phone, address, date_of_birth, current_password, totp_code } = body.value;
+    let request = caller.grpc(wire::UpdateProfileRequest {
+        user_id: String::new(),
+        name,
+        email,
+        phone,
+        address,
+        date_of_birth,
+        current_password,
+        totp_code,
+    });
+    let profile = call(state.users.update_profile(request)).await?;
+    Ok(Json(profile_json(profile)))
+}
+
+/// The current password (and a TOTP code once the second factor is on), for
+/// sensitive changes.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reauth {
+    pub current_password: String,
+    #[serde(default)]
+    pub totp_code: String,
+}
+
+fn reauth(body: Reauth) -> wire::ReauthRequest {
+    wire::ReauthRequest { user_id: String::new(), current_password: body.current_password, totp_code: body.totp_code }
+}
+
+/// Deletes the signed-in user (refused with 422 while a wallet holds money): their
+/// wallets are closed and their personal data made unreadable everywhere.
+#[utoipa::path(delete, path = "/user", tag = "users", security(("bearer" = [])), request_body = Reauth,
+    responses((status = 200, body = Deleted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn delete_user(
+    Shared(state): Shared<State>,
+    caller: Caller,
+    body: JsonBody<Reauth>,
+) -> Result<Json<Deleted>, ApiError> {
+    let me = call(state.users.get_profile(caller.grpc(wire::UserRequest::default()))).await?;
+    call(state.users.delete_user(caller.grpc(reauth(body.value)))).await?;
+    Ok(Json(Deleted { deleted: true, id: Some(me.user_id) }))
+}
+
+/// A new password, with the current one.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    pub current_password: String,
+    /// Required once the second factor is on.
+    #[serde(default)]
+    pub totp_code: String,
+    /// At least 12 characters, not a common password.
+    pub new_password: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct PasswordChanged {
+    /// Every other session of the user was ended.
+    pub sessions_ended: u32,
+}
+
+/// Changes the signed-in user's password and ends every other session.
+#[utoipa::path(post, path = "/user/password", tag = "users", security(("bearer" = [])),
+    request_body = PasswordChange,
+    responses((status = 200, body = PasswordChanged), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn change_password(
+    Shared(state): Shared<State>,
+    caller: Caller,
+    body: JsonBody<PasswordChange>,
+) -> Result<Json<PasswordChanged>, ApiError> {
+    let PasswordChange { current_password, totp_code, new_password } = body.value;
+    let request =
+        caller.grpc(wire::ChangePasswordRequest { user_id: String::new(), current_password, totp_code, new_password });
+    let changed = call(state.users.change_password(request)).await?;
+    Ok(Json(PasswordChanged { sessions_ended: changed.sessions_ended }))
+}
+
+/// Signs out: ends the session whose token the call carries.
+#[utoipa::path(delete, path = "/user/sessions/current", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = Deleted), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn sign_out(Shared(state): Shared<State>, caller: Caller) -> Result<Json<Deleted>, ApiError> {
+    call(state.users.logout(caller.grpc(wire::LogoutRequest {}))).await?;
+    Ok(Json(Deleted { deleted: true, id: None }))
+}
+
+/// A live session of the user.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct SessionInfo {
+    pub session_id: String,
+    pub started_at: String,
+    pub last_seen_at: String,
+    /// When it ends if not used before.
+    pub expires_at: String,
+    /// The address it was started from.
+    pub source: String,
+    /// The session this call was made with.
+    pub current: bool,
+}
+
+/// A page of sessions, newest first.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct SessionPage {
+    pub data: Vec<SessionInfo>,
+    pub has_more: bool,
+    /// Give it as `starting_after` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The signed-in user's live sessions, newest first (by start, then id), cursor-paged.
+#[utoipa::path(get, path = "/user/sessions", tag = "users", security(("bearer" = [])), params(PageQuery),
+    responses((status = 200, body = SessionPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+pub async fn sessions(
+    Shared(state): Shared<State>,
+    caller: Caller,
+    Params(query): Params<PageQuery>,
+) -> Result<Json<SessionPage>, ApiError> {
+    let page = query.page()?;
+    let after = page.after.as_deref().map(parse_time_cursor).transpose()?.map(|(at, id)| (at, id.to_string()));
+    let all = call(state.users.list_sessions(caller.grpc(wire::UserRequest::default()))).await?;
+    let items = all.sessions.into_iter().map(|s| ((s.started_at_ns, s.session_id.clone()), s)).collect();
+    let (data, has_more, last) = page_of(items, after.as_ref(), page.limit);
+    Ok(Json(SessionPage {
+        data: data
+            .into_iter()
+            .map(|s| SessionInfo {
+                session_id: s.session_id,
+                started_at: rfc3339(s.started_at_ns),
+                last_seen_at: rfc3339(s.last_seen_at_ns),
+                expires_at: rfc3339(s.expires_at_ns),
+                source: s.source,
+                current: s.current,
+            })
+            .collect(),
+        has_more,
+        next_cursor: last.map(|(at, id)| format!("{at}_{id}")),
+    }))
+}
+
+/// Ends one of the signed-in user's sessions (another user's session id is 404, as
+/// one that does not exist).
+#[utoipa::path(delete, path = "/user/sessions/{id}", tag = "users", security(("bearer" = [])),
+    params(("id" = String, Path, description = "A session_id from GET /user/sessions")),
+    responses((status = 200, body = Deleted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn revoke_session(
+    Shared(state): Shared<State>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Deleted>, ApiError> {
+    let session_id = path_id(id, "id")?;
+    let request = caller.grpc(wire::RevokeSessionRequest { user_id: String::new(), session_id: session_id.clone() });
+    call(state.users.revoke_session(request)).await?;
+    Ok(Json(Deleted { deleted: true, id: Some(session_id) }))
+}
+
+/// Something that happened to the account's security.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct SecurityEvent {
+    /// `sign_in_succeeded`, `sign_in_failed`, `password_changed`, `profile_updated`,
+    /// `second_factor_enabled`, `second_factor_disabled`, `recovery_code_used`,
+    /// `session_ended`, `instrument_added`, `instrument_verified`, `instrument_removed`.
+    pub kind: String,
+    pub at: String,
+    pub detail: String,
+}
+
+/// A page of security events, newest first.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct SecurityEventPage {
+    pub data: Vec<SecurityEvent>,
+    pub has_more: bool,
+    /// Give it as `starting_after` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The signed-in user's security events (the latest 1,000), newest first, cursor-paged.
+#[utoipa::path(get, path = "/user/security_events", tag = "users", security(("bearer" = [])), params(PageQuery),
+    responses((status = 200, body = SecurityEventPage), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn security_events(
+    Shared(state): Shared<State>,
+    caller: Caller,
+    Params(query): Params<PageQuery>,
+) -> Result<Json<SecurityEventPage>, ApiError> {
+    let page = query.page()?;
+    let after = match page.after.as_deref().map(parse_time_cursor).transpose()? {
+        None => None,
+        Some((at, n)) => Some((
+            at,
+            n.parse::<u32>().map_err(|_| ApiError::invalid("starting_after", "a next_cursor from a previous page"))?,
+        )),
+    };
+    let all = call(state.users.list_security_events(caller.grpc(wire::UserRequest::default()))).await?;
+    // An event's place: its time, then its rank among the events of the same time in
+    // the order they happened (the service answers newest first). Neither changes as
+    // new events arrive, so a cursor stays valid.
+    let mut same_time: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
+    let mut items = Vec::with_capacity(all.events.len());
+    for event in all.events.into_iter().rev() {
+        let rank = same_time.entry(event.at_ns).or_insert(0);
+        items.push(((event.at_ns, *rank), event));
+        *rank += 1;
+    }
+    let (data, has_more, last) = page_of(items, after.as_ref(), page.limit);
+    Ok(Json(SecurityEventPage {
+        data: data
+            .into_iter()
+            .map(|e| SecurityEvent { kind: e.kind, at: rfc3339(e.at_ns), detail: e.detail })
+            .collect(),
+        has_more,
+        next_cursor: last.map(|(at, rank)| format!("{at}_{rank}")),
+    }))
+}
+
+/// A second factor to confirm: put it in an authenticator app, then confirm a code.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TotpEnrollment {
+    /// base32, for manual entry.
+    pub secret: String,
+    /// `otpauth://totp/...` for an authenticator app's QR code.
+    pub otpauth_uri: String,
+}
+
+/// Starts enrolling a TOTP second factor (the current password, and the current code
+/// when one is already on). Not idempotent by key: the answer holds a secret, which
+/// the server does not keep in answers; enrolling again gives a new secret.
+#[utoipa::path(post, path = "/user/totp", tag = "users", security(("bearer" = [])), request_body = Reauth,
+    responses((status = 201, body = TotpEnrollment), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn enroll_totp(
+    Shared(state): Shared<State>,
+    caller: Caller,
+    body: JsonBody<Reauth>,
+) -> Result<(StatusCode, Json<TotpEnrollment>), ApiError> {
+    let enrolled = call(state.users.enroll_totp(caller.grpc(reauth(body.value)))).await?;
+    Ok((StatusCode::CREATED, Json(TotpEnrollment { secret: enrolled.secret, otpauth_uri: enrolled.otpauth_uri })))
+}
+
+/// A code from the authenticator app.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TotpCode {
+    /// 6 digits.
+    pub code: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RecoveryCodes {
+    /// Single-use; shown once.
+    pub recovery_codes: Vec<String>,
+}
+
+/// Confirms the enrolled second factor with a current code: it is on from now, and
+/// the answer holds ten single-use recovery codes, shown once.
+#[utoipa::path(post, path = "/user/totp/confirm", tag = "users", security(("bearer" = [])), request_body = TotpCode,
+    responses((status = 200, body = RecoveryCodes), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn confirm_totp(
+    Shared(state): Shared<State>,
+    caller: Caller,
+    body: JsonBody<TotpCode>,
+) -> Result<Json<RecoveryCodes>, ApiError> {
+    let request = caller.grpc(wire::ConfirmTotpRequest { user_id: String::new(), code: body.value.code });
+    let confirmed = call(state.users.confirm_totp(request)).await?;
+    Ok(Json(RecoveryCodes { recovery_codes: confirmed.recovery_codes }))
+}
+
+/// Turns the second factor off (the current password and a current code).
+#[utoipa::path(delete, path = "/user/totp", tag = "users", security(("bearer" = [])), request_body = Reauth,
+    responses((status = 200, body = Deleted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn disable_totp(
+    Shared(state): Shared<State>,
+    caller: Caller,
+    body: JsonBody<Reauth>,
+) -> Result<Json<Deleted>, ApiError> {
+    call(state.users.disable_totp(caller.grpc(reauth(body.value)))).await?;
+    Ok(Json(Deleted { deleted: true, id: None }))
 }

@@ -47,6 +47,9 @@ pub enum AuditFailure {
     /// A sound snapshot proves the stream had more events than the log holds.
     #[error("stream {stream}: {short}")]
     LogShorterThanSnapshot { stream: String, short: snapshot::LogShorter },
+    /// A sound snapshot holds another history than the log at its last revision.
+    #[error("stream {stream}: {mismatch}")]
+    SnapshotDiffers { stream: String, mismatch: snapshot::SnapshotMismatch },
 }
 
 impl AuditFailure {
@@ -187,6 +190,14 @@ fn compare_served_state(
 ) -> Result<(), AuditFailure> {
     let mut served: HashMap<String, LedgerState> = HashMap::new();
     for (stream, stream_hashes) in hashes {
+        snapshot::check_sound(snapshot_dir, stream, |revision| stream_hashes.get(revision as usize).copied()).map_err(
+            |mismatch| match mismatch {
+                snapshot::SnapshotMismatch::LogShorter(short) => {
+                    AuditFailure::LogShorterThanSnapshot { stream: stream.clone(), short }
+                }
+                mismatch => AuditFailure::SnapshotDiffers { stream: stream.clone(), mismatch },
+            },
+        )?;
         let hash_at = |revision: u64| Ok(stream_hashes.get(revision as usize).copied());
         let loaded = snapshot::load_newest_matching(snapshot_dir, stream, hash_at)
             .map_err(|short| AuditFailure::LogShorterThanSnapshot { stream: stream.clone(), short })?;

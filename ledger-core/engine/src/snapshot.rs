@@ -264,11 +264,8 @@ pub fn load_newest_matching(
     Ok(None)
 }
 
-fn load(
-    path: &Path,
-    events: u64,
-    hash_at: &impl Fn(u64) -> Result<Option<Hash>, String>,
-) -> Result<LedgerState, Rejected> {
+/// A sound snapshot's header and body: its checksum and lengths hold.
+fn read_sound(path: &Path, events: u64) -> Result<(Hash, Vec<u8>), String> {
     let bytes = fs::read(path).map_err(|e| e.to_string())?;
     if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
         return Err("not a snapshot of this version".into());
@@ -281,17 +278,54 @@ fn load(
     if header_events != events || events == 0 || body.len() != body_len || *blake3::hash(body).as_bytes() != checksum {
         return Err("checksum or length mismatch".into());
     }
+    Ok((last_hash, body.to_vec()))
+}
+
+fn load(
+    path: &Path,
+    events: u64,
+    hash_at: &impl Fn(u64) -> Result<Option<Hash>, String>,
+) -> Result<LedgerState, Rejected> {
+    let (last_hash, body) = read_sound(path, events)?;
     match hash_at(events - 1)? {
         Some(hash) if hash == last_hash => {}
         Some(_) => return Err("the log has another event at this snapshot's last revision".into()),
         None => return Err(Rejected::LogShorter),
     }
     let (state, _): (LedgerState, usize) =
-        bincode::serde::decode_from_slice(body, bincode::config::standard()).map_err(|e| e.to_string())?;
+        bincode::serde::decode_from_slice(&body, bincode::config::standard()).map_err(|e| e.to_string())?;
     if state.events_applied() != events {
         return Err("state does not match its header".into());
     }
     Ok(state)
+}
+
+/// What the audit finds wrong with a sound snapshot (its checksum holds).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotMismatch {
+    #[error(transparent)]
+    LogShorter(#[from] LogShorter),
+    /// The log has another event at the snapshot's last revision: a history rewritten
+    /// after the snapshot was taken (or another log's snapshot put here).
+    #[error("snapshot {} is sound but the log has another event at its last revision {}", .file.display(), .events - 1)]
+    OtherHistory { file: PathBuf, events: u64 },
+}
+
+/// The audit's check of every sound snapshot of `stream` against the log (`hash_at`):
+/// the server skips a snapshot that does not match, the audit fails on it. A snapshot
+/// whose checksum does not hold is damaged, not evidence, and is not checked. Returns
+/// the number of sound snapshots checked.
+pub fn check_sound(dir: &Path, stream: &str, hash_at: impl Fn(u64) -> Option<Hash>) -> Result<usize, SnapshotMismatch> {
+    let mut checked = 0;
+    for (events, path) in list(dir, stream) {
+        let Ok((last_hash, _)) = read_sound(&path, events) else { continue };
+        match hash_at(events - 1) {
+            Some(hash) if hash == last_hash => checked += 1,
+            Some(_) => return Err(SnapshotMismatch::OtherHistory { file: path, events }),
+            None => return Err(LogShorter { file: path, events }.into()),
+        }
+    }
+    Ok(checked)
 }
 
 #[cfg(test)]

@@ -103,6 +103,12 @@ fn a_snapshot_that_does_not_match_the_log_is_discarded() {
     let ledger = open(dir.path(), 1_000_000);
     assert_eq!(balances(&ledger, 1..=2), vec![(5, 0), (0, 5)], "the foreign snapshot must not be used");
     ledger.close();
+    // The server skips it; the audit fails on it: a sound snapshot of another history.
+    let audited = ledger_engine::audit::verify(&dir.path().join("log"), Some(&dir.path().join("snapshots")));
+    assert!(
+        matches!(audited, Err(ledger_engine::audit::AuditFailure::SnapshotDiffers { ref stream, .. }) if stream == "ledger-0"),
+        "{audited:?}"
+    );
     // A damaged snapshot body is discarded too.
     for entry in std::fs::read_dir(dir.path().join("snapshots")).expect("read") {
         let path = entry.expect("entry").path();
@@ -113,6 +119,9 @@ fn a_snapshot_that_does_not_match_the_log_is_discarded() {
     }
     let ledger = open(dir.path(), 1_000_000);
     assert_eq!(balances(&ledger, 1..=2), vec![(5, 0), (0, 5)]);
+    ledger.close();
+    // A damaged snapshot proves nothing: discarded by the server, not an audit failure.
+    ledger_engine::audit::verify(&dir.path().join("log"), Some(&dir.path().join("snapshots"))).expect("audit passes");
 }
 
 fn open_on(dir: &Path, clock: Arc<ManualClock>) -> (Ledger, Arc<dyn EventStore>) {

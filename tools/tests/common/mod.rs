@@ -51,8 +51,26 @@ impl InProcessServer {
     }
 
     fn start_with(dir: &std::path::Path, tokens_file: Option<std::path::PathBuf>) -> InProcessServer {
+        InProcessServer::start_configured(dir, tokens_file, |_| {})
+    }
+
+    /// `start`, with the settings changed by `change` before the server starts.
+    pub fn start_with_settings(
+        dir: &std::path::Path,
+        change: impl FnOnce(&mut ledger_api::config::Config),
+    ) -> InProcessServer {
+        let tokens = dir.join("tokens");
+        std::fs::write(&tokens, format!("admin {TOKEN}\n")).expect("tokens");
+        InProcessServer::start_configured(dir, Some(tokens), change)
+    }
+
+    fn start_configured(
+        dir: &std::path::Path,
+        tokens_file: Option<std::path::PathBuf>,
+        change: impl FnOnce(&mut ledger_api::config::Config),
+    ) -> InProcessServer {
         let (listen, metrics_listen) = (free_port(), free_port());
-        let config = ledger_api::config::Config {
+        let mut config = ledger_api::config::Config {
             data_dir: dir.join("data"),
             listen,
             metrics_listen,
@@ -70,6 +88,7 @@ impl InProcessServer {
             heads_interval: Duration::from_secs(1),
             webhooks: Default::default(),
         };
+        change(&mut config);
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = runtime.spawn(ledger_api::server::run(config, async {
