@@ -2,7 +2,9 @@
 //! answers late at random (fixed seed); payments made over gRPC while `ledgerd` is
 //! killed with SIGKILL and restarted on the same data directory. Every expected event
 //! arrives at least once with a valid signature, none is lost across the kill, and the
-//! events of each payment arrive in log order.
+//! events of each payment arrive in log order. Then the delivery database is deleted:
+//! the events are sent again with the same ids and secrets (the registrations are in
+//! the log). And registration: checks, limits, owners, the OpenAPI document.
 
 mod common;
 
@@ -367,6 +369,36 @@ async fn every_event_arrives_signed_in_order_across_a_sigkill() {
     let started = Instant::now();
     while arrivals(&event_id) <= before {
         assert!(started.elapsed() < WAIT_GUARD, "resend never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The delivery database lost: the endpoints are in the log and the secrets derive
+    // from the master key, so the events are sent again, with the same ids.
+    let known: std::collections::HashSet<String> = receiver.received().iter().map(|r| r.event_id.clone()).collect();
+    drop(server);
+    std::fs::remove_file(dir.path().join("data").join("webhooks.redb")).expect("remove webhooks.redb");
+    let server = start(dir.path());
+    let base = server.http_addr.clone().expect("HTTP API on");
+    let from = receiver.received().len();
+    let started = Instant::now();
+    loop {
+        let again = receiver.received().split_off(from);
+        let missing = ids
+            .iter()
+            .flat_map(|id| ["payment.created", "payment.completed"].map(|t| (id, t)))
+            .filter(|(id, t)| {
+                !again.iter().any(|r| {
+                    let body: Value = serde_json::from_str(&r.body).expect("JSON");
+                    r.path == "/admin" && r.accepted && body["type"] == *t && body["data"]["payment"]["id"] == **id
+                })
+            })
+            .count();
+        if missing == 0 {
+            assert!(again.iter().all(|r| known.contains(&r.event_id)), "the same event ids, no new ones");
+            assert!(again.iter().all(|r| verify(secrets[r.path.as_str()], &r.signature, &r.body)), "the same secrets");
+            break;
+        }
+        assert!(started.elapsed() < WAIT_GUARD, "{missing} events not sent again after the database was lost");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 

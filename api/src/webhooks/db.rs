@@ -151,8 +151,29 @@ fn encode(delivery: &Delivery) -> Result<Vec<u8>, WebhookError> {
 }
 
 impl WebhookDb {
+    /// Opens (or creates) the database. One redb reports corrupt (or not a database:
+    /// invalid data) is moved aside as
+    /// `<name>.damaged-<unix seconds>` and a new one started (with a WARN): it can be
+    /// lost (the endpoints are in the log; the follower starts again at the oldest
+    /// endpoint, so deliveries are sent again, not lost).
     pub fn open(path: &Path, config: WebhookConfig) -> Result<WebhookDb, WebhookError> {
-        let db = Database::create(path).map_err(|e| WebhookError::Database(format!("{}: {e}", path.display())))?;
+        let failed = |e: &dyn std::fmt::Display| WebhookError::Database(format!("{}: {e}", path.display()));
+        let db = match Database::create(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::Storage(damaged)) if is_damage(&damaged) => {
+                let reason = damaged.to_string();
+                let aside = path.with_extension(format!("redb.damaged-{}", now_ms() / 1_000));
+                tracing::warn!(
+                    path = %path.display(),
+                    aside = %aside.display(),
+                    %reason,
+                    "the webhook delivery database is corrupt: moved aside, starting a new one (deliveries since the oldest endpoint are sent again)"
+                );
+                std::fs::rename(path, &aside).map_err(|e| failed(&e))?;
+                Database::create(path).map_err(|e| failed(&e))?
+            }
+            Err(e) => return Err(failed(&e)),
+        };
         let txn = db.begin_write().map_err(db_error)?;
         {
             txn.open_table(META).map_err(db_error)?;
@@ -370,6 +391,15 @@ impl WebhookDb {
     }
 }
 
+/// What redb says of a damaged file, or of one that is not a database at all.
+fn is_damage(error: &redb::StorageError) -> bool {
+    match error {
+        redb::StorageError::Corrupted(_) => true,
+        redb::StorageError::Io(io) => io.kind() == std::io::ErrorKind::InvalidData,
+        _ => false,
+    }
+}
+
 fn truncate(error: &str) -> String {
     let mut end = error.len().min(ERROR_BYTES_MAX);
     while !error.is_char_boundary(end) {
@@ -488,6 +518,20 @@ mod tests {
 
     fn ids(deliveries: &[Delivery]) -> Vec<&str> {
         deliveries.iter().map(|d| d.event_id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_corrupt_file_is_moved_aside_and_a_new_database_started() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("webhooks.redb");
+        std::fs::write(&path, vec![0xab; 8_192]).expect("garbage");
+        let db = WebhookDb::open(&path, WebhookConfig::default()).expect("a new database");
+        assert_eq!(db.checkpoint().expect("checkpoint"), None, "new: the follower starts at the oldest endpoint");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().any(|n| n.starts_with("webhooks.redb.damaged-")), "{names:?}");
     }
 
     #[test]

@@ -119,7 +119,8 @@ pub fn deliveries_of(
     let payment = payment_json(&view);
     let mut out = Vec::new();
     for event_type in types {
-        let index = EVENT_TYPES.iter().position(|t| *t == event_type).unwrap_or(0);
+        let index =
+            EVENT_TYPES.iter().position(|t| *t == event_type).expect("event_types answers names from EVENT_TYPES only");
         let event_id = format!("evt_{}_{index}", record.position);
         let body = json!({
             "id": event_id,
