@@ -292,7 +292,9 @@ struct State {
     rng: SimRng,
 }
 
-type SyncHook = Box<dyn FnMut(Vec<SimDisk>) + Send>;
+/// Called before every sync with every state a crash then may leave, or why they could
+/// not be enumerated (more than [`CRASH_STATES_MAX`]).
+pub type SyncHook = Box<dyn FnMut(Result<Vec<SimDisk>, String>) + Send>;
 
 struct Inner {
     state: Mutex<State>,
@@ -566,10 +568,7 @@ impl SimDisk {
             if state.powered_off {
                 return;
             }
-            match crash_states_of(&state) {
-                Ok(states) => hook(states),
-                Err(reason) => panic!("the sync hook cannot enumerate the crash states: {reason}"),
-            }
+            hook(crash_states_of(&state));
         }
     }
 }
