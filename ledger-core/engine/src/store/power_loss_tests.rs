@@ -235,7 +235,8 @@ fn exhaustive_workload() -> Vec<Vec<Attempt>> {
 
 /// Runs the workload on a fresh disk, recording before every sync every state a crash
 /// then may leave, and at the end the final state.
-fn record_crash_points() -> (Vec<CrashPoint>, Vec<Attempt>) {
+/// Also returns how many segment files the workload made.
+fn record_crash_points() -> (Vec<CrashPoint>, Vec<Attempt>, usize) {
     let disk = SimDisk::new(1);
     let acknowledged: Arc<Mutex<(usize, Vec<(usize, AppendOutcome)>)>> = Arc::default();
     let points: Arc<Mutex<Vec<CrashPoint>>> = Arc::default();
@@ -258,18 +259,21 @@ fn record_crash_points() -> (Vec<CrashPoint>, Vec<Attempt>) {
     }
     drop(store);
     disk.set_sync_hook(None);
+    let segments = disk
+        .list_dir(&log_dir())
+        .map(|names| names.iter().filter(|name| name.ends_with(".seg")).count())
+        .unwrap_or(0);
     let (count, outcomes) = acknowledged.lock().expect("acknowledged").clone();
     let states = disk.crash_states();
     let mut points = std::mem::take(&mut *points.lock().expect("points"));
     points.push(CrashPoint { acknowledged: count, outcomes, states });
-    (points, attempts)
+    (points, attempts, segments)
 }
 
 #[test]
 fn crash_at_every_sync_point_recovers_every_acknowledged_append() {
-    let (points, attempts) = record_crash_points();
+    let (points, attempts, segments) = record_crash_points();
     let expected = expected_log(&[], &attempts);
-    let segments = expected_segments(&points);
     assert!(segments >= 3, "the workload must cross segment boundaries ({segments} segments)");
     let mut states = 0;
     for (number, point) in points.iter().enumerate() {
@@ -293,14 +297,6 @@ fn crash_at_every_sync_point_recovers_every_acknowledged_append() {
     }
     println!("{} crash points, {states} crash states checked, {segments} segments", points.len());
     assert!(states > points.len(), "torn and partial states must be among those checked");
-}
-
-/// How many segment files the last crash point's durable state has.
-fn expected_segments(points: &[CrashPoint]) -> usize {
-    let Some(disk) = points.last().and_then(|point| point.states.as_ref().ok()).and_then(|states| states.first()) else {
-        return 0;
-    };
-    disk.list_dir(&log_dir()).map(|names| names.iter().filter(|name| name.ends_with(".seg")).count()).unwrap_or(0)
 }
 
 /// Runs appends with `faults` until one fails; returns the disk, the attempts and what
