@@ -23,7 +23,7 @@ pub trait DiskFile: Send + Sync + fmt::Debug {
     /// `fsync`: data and metadata (not the file's directory entry).
     fn sync_all(&self) -> io::Result<()>;
     /// The file's length in bytes.
-    fn len(&self) -> io::Result<u64>;
+    fn file_len(&self) -> io::Result<u64>;
 }
 
 /// Held while a directory's store is open; dropping it releases the lock.
@@ -87,7 +87,7 @@ impl DiskFile for RealFile {
         self.0.sync_all()
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn file_len(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
 }
@@ -134,8 +134,7 @@ impl Disk for RealDisk {
     }
 
     fn lock(&self, path: &Path) -> Result<Box<dyn DiskLock>, LockError> {
-        let file =
-            OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(LockError::Open)?;
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(LockError::Open)?;
         match file.try_lock() {
             Ok(()) => Ok(Box::new(RealLock(file))),
             Err(fs::TryLockError::WouldBlock) => Err(LockError::WouldBlock),

@@ -362,7 +362,7 @@ impl Committer {
         let (file, segment, segment_len) = match existing {
             Some(file) => {
                 let path = shared.dir.join(format::segment_file_name(segment_count - 1));
-                let segment_len = file.len().map_err(|e| io_error("stat", &path, e))?;
+                let segment_len = file.file_len().map_err(|e| io_error("stat", &path, e))?;
                 (file, segment_count - 1, segment_len)
             }
             None => (create_segment(&shared, 0)?, 0, SEGMENT_HEADER_BYTES as u64),

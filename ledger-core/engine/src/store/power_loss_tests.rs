@@ -200,7 +200,9 @@ fn seeds() -> Vec<u64> {
 }
 
 fn replay_hint(seed: u64, test: &str) -> String {
-    format!("seed {seed}; replay: LEDGER_SIM_SEED={seed} cargo test -p ledger-engine --no-default-features --lib {test}")
+    format!(
+        "seed {seed}; replay: LEDGER_SIM_SEED={seed} cargo test -p ledger-engine --no-default-features --lib {test}"
+    )
 }
 
 #[test]
@@ -216,6 +218,9 @@ fn power_loss_random_rounds_keep_every_acknowledged_append() {
         assert!(stats.lost_unacknowledged > 0 && stats.kept_unacknowledged > 0, "{stats:?}");
     }
 }
+
+/// Each acknowledged append: the position of its last event and its outcome.
+type Outcomes = Vec<(usize, AppendOutcome)>;
 
 /// What a crash at one moment may leave, and what had been acknowledged by then.
 struct CrashPoint {
@@ -238,7 +243,7 @@ fn exhaustive_workload() -> Vec<Vec<Attempt>> {
 /// Also returns how many segment files the workload made.
 fn record_crash_points() -> (Vec<CrashPoint>, Vec<Attempt>, usize) {
     let disk = SimDisk::new(1);
-    let acknowledged: Arc<Mutex<(usize, Vec<(usize, AppendOutcome)>)>> = Arc::default();
+    let acknowledged: Arc<Mutex<(usize, Outcomes)>> = Arc::default();
     let points: Arc<Mutex<Vec<CrashPoint>>> = Arc::default();
     {
         let acknowledged = acknowledged.clone();
@@ -259,10 +264,8 @@ fn record_crash_points() -> (Vec<CrashPoint>, Vec<Attempt>, usize) {
     }
     drop(store);
     disk.set_sync_hook(None);
-    let segments = disk
-        .list_dir(&log_dir())
-        .map(|names| names.iter().filter(|name| name.ends_with(".seg")).count())
-        .unwrap_or(0);
+    let segments =
+        disk.list_dir(&log_dir()).map(|names| names.iter().filter(|name| name.ends_with(".seg")).count()).unwrap_or(0);
     let (count, outcomes) = acknowledged.lock().expect("acknowledged").clone();
     let states = disk.crash_states();
     let mut points = std::mem::take(&mut *points.lock().expect("points"));
@@ -301,7 +304,7 @@ fn crash_at_every_sync_point_recovers_every_acknowledged_append() {
 
 /// Runs appends with `faults` until one fails; returns the disk, the attempts and what
 /// was acknowledged, after checking that nothing is acknowledged after the failure.
-fn run_until_failure(seed: u64, faults: Faults) -> Result<(SimDisk, Vec<Attempt>, usize, Vec<(usize, AppendOutcome)>), String> {
+fn run_until_failure(seed: u64, faults: Faults) -> Result<(SimDisk, Vec<Attempt>, usize, Outcomes), String> {
     let mut rng = SimRng::new(seed ^ 0xFA17);
     let disk = SimDisk::new(seed);
     let store = open(&disk, 600).map_err(|e| format!("open: {e}"))?;

@@ -152,7 +152,10 @@ impl Inode {
                     let boundaries: Vec<u64> = sector_boundaries(start, end).collect();
                     if !boundaries.is_empty() {
                         let cut = boundaries[rng.below(boundaries.len() as u64) as usize];
-                        apply(&mut content, &Change::Write { offset: start, bytes: bytes[..(cut - start) as usize].to_vec() });
+                        apply(
+                            &mut content,
+                            &Change::Write { offset: start, bytes: bytes[..(cut - start) as usize].to_vec() },
+                        );
                     }
                 } else {
                     let pages = page_ranges(start, end);
@@ -506,7 +509,9 @@ fn crash_states_of(state: &State) -> Result<Vec<SimDisk>, String> {
         let visible: Vec<(PathBuf, String, Vec<u8>)> = dirs
             .iter()
             .flat_map(|(path, entries): (&PathBuf, &BTreeMap<String, u64>)| {
-                entries.iter().map(|(name, inode)| (path.clone(), name.clone(), contents.get(inode).cloned().unwrap_or_default()))
+                entries
+                    .iter()
+                    .map(|(name, inode)| (path.clone(), name.clone(), contents.get(inode).cloned().unwrap_or_default()))
             })
             .collect();
         if !seen.insert(visible) {
@@ -660,7 +665,7 @@ impl DiskFile for SimFile {
         self.sync()
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn file_len(&self) -> io::Result<u64> {
         let state = lock_state(&self.inner);
         state.check_generation(self.generation)?;
         let inode = state.inodes.get(&self.inode).ok_or_else(|| not_found(&self.path))?;
