@@ -808,3 +808,77 @@ impl Disk for SimDisk {
         Ok(Box::new(SimLock { inner: self.inner.clone(), path: path.to_path_buf(), generation: state.generation }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(disk: &SimDisk, dir: &Path) -> Vec<String> {
+        disk.list_dir(dir).expect("list")
+    }
+
+    #[test]
+    fn a_file_whose_directory_was_not_synced_may_vanish_and_synced_bytes_never_do() {
+        let disk = SimDisk::new(1);
+        let dir = Path::new("/d");
+        disk.create_dir_all(dir).expect("dir");
+        let file = disk.create_new(&dir.join("a")).expect("create");
+        file.append_all(b"durable").expect("write");
+        file.sync_all().expect("sync");
+        let states = disk.crash_states().expect("states");
+        assert!(states.iter().any(|state| names(state, dir).is_empty()), "the unsynced entry may vanish");
+        assert!(states.iter().any(|state| names(state, dir) == ["a"]));
+        disk.sync_dir(dir).expect("sync dir");
+        file.append_all(b" and more").expect("write");
+        for state in disk.crash_states().expect("states") {
+            let bytes = state.read(&dir.join("a")).expect("the synced entry stays");
+            assert!(bytes.starts_with(b"durable"), "synced bytes are never lost: {bytes:?}");
+        }
+    }
+
+    #[test]
+    fn a_torn_write_is_cut_at_sectors_or_mixes_its_pages_and_only_the_last_one_tears() {
+        let disk = SimDisk::new(2);
+        let dir = Path::new("/d");
+        disk.create_dir_all(dir).expect("dir");
+        let file = disk.create_new(&dir.join("a")).expect("create");
+        disk.sync_dir(dir).expect("sync dir");
+        file.append_all(&[1u8; 100]).expect("first write");
+        file.append_all(&[2u8; 5000]).expect("second write");
+        let contents: BTreeSet<Vec<u8>> = disk
+            .crash_states()
+            .expect("states")
+            .iter()
+            .map(|state| state.read(&dir.join("a")).expect("read"))
+            .collect();
+        // Prefixes: nothing, the first write, torn forms of the first, torn forms of the second.
+        assert!(contents.contains(&Vec::new()));
+        assert!(contents.contains(&vec![1u8; 100]));
+        assert!(contents.iter().any(|c| c.len() == 512 && c[100..].iter().all(|b| *b == 2)), "cut at a sector");
+        assert!(
+            contents
+                .iter()
+                .any(|c| c.len() == 5100 && c[100..4096].iter().all(|b| *b == 0) && c[4096..].iter().all(|b| *b == 2)),
+            "first page of the second write zeros, second page new"
+        );
+        for content in &contents {
+            if content.len() > 100 {
+                assert_eq!(content[..100], [1u8; 100], "a write after another keeps the earlier one whole");
+            }
+        }
+    }
+
+    #[test]
+    fn power_off_stops_every_later_call() {
+        let disk = SimDisk::new(3);
+        let dir = Path::new("/d");
+        disk.create_dir_all(dir).expect("dir");
+        let file = disk.create_new(&dir.join("a")).expect("create");
+        disk.power_off_after(1);
+        file.append_all(b"x").expect("before the power goes off");
+        assert!(file.sync_data().is_err());
+        assert!(file.append_all(b"y").is_err());
+        disk.crash();
+        assert!(file.file_len().is_err(), "handles of the dead process are gone");
+    }
+}
