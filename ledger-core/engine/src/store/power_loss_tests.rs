@@ -253,11 +253,14 @@ fn power_loss_random_rounds_keep_every_acknowledged_append() {
 /// Each acknowledged append: the position of its last event and its outcome.
 type Outcomes = Vec<(usize, AppendOutcome)>;
 
+/// Every state a crash at one moment may leave, or why they could not be enumerated.
+type CrashStates = Result<Vec<SimDisk>, String>;
+
 /// What a crash at one moment may leave, and what had been acknowledged by then.
 struct CrashPoint {
     acknowledged: usize,
     outcomes: Vec<(usize, AppendOutcome)>,
-    states: Result<Vec<SimDisk>, String>,
+    states: CrashStates,
 }
 
 /// The small workload of the exhaustive test: 3 streams, 20 appends, tiny segments.
@@ -318,7 +321,7 @@ fn crash_at_every_sync_point_recovers_every_acknowledged_append() {
             let context = format!("crash point {number}, state {variant}");
             // Recovery writes too (it cuts a torn tail, removes an empty segment, creates
             // the first one): a crash at any of its syncs must leave a recoverable disk.
-            let during_recovery: Arc<Mutex<Vec<Result<Vec<SimDisk>, String>>>> = Arc::default();
+            let during_recovery: Arc<Mutex<Vec<CrashStates>>> = Arc::default();
             let sink = during_recovery.clone();
             disk.set_sync_hook(Some(Box::new(move |states| sink.lock().expect("sink").push(states))));
             let store = open(disk, EXHAUSTIVE_SEGMENT_BYTES).unwrap_or_else(|e| panic!("{context}: open: {e}"));
