@@ -382,7 +382,8 @@ impl Committer {
 
     /// Creates the next segment, durable with its header and its directory entry.
     fn roll(&mut self) -> Result<(), StoreError> {
-        let segment = self.segment + 1;
+        // Wrapping, as before: segment 0 exists, so the create below fails cleanly.
+        let segment = self.segment.wrapping_add(1);
         self.file = create_segment(&self.shared, segment)?;
         self.segment = segment;
         self.segment_len = SEGMENT_HEADER_BYTES as u64;
