@@ -8,15 +8,13 @@
 //! recovers from what is really on disk.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
+use super::disk::{Disk, DiskFile, DiskLock, LockError, RealDisk};
 use super::format::{self, Location, TornTail, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use super::*;
 use ledger_core::chain::{chain_hash_with, Hash, GENESIS_HASH};
@@ -59,9 +57,10 @@ struct Index {
 }
 
 struct Shared {
+    disk: Arc<dyn Disk>,
     dir: PathBuf,
     index: RwLock<Index>,
-    segments: RwLock<Vec<Arc<File>>>,
+    segments: RwLock<Vec<Arc<dyn DiskFile>>>,
     poisoned: AtomicBool,
     poison_reason: Mutex<String>,
     head: tokio::sync::watch::Sender<Position>,
@@ -82,15 +81,15 @@ pub struct EmbeddedStore {
     committer: Mutex<Option<JoinHandle<()>>>,
     /// Holds an exclusive lock on `LOCK` in the directory for as long as the store is
     /// open: one process writes a log.
-    _lock: File,
+    _lock: Box<dyn DiskLock>,
 }
 
 fn io_error(operation: &'static str, path: &Path, error: std::io::Error) -> StoreError {
     StoreError::Io { operation, path: path.to_path_buf(), message: error.to_string() }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error("fsync directory", dir, e))
+fn sync_dir(disk: &dyn Disk, dir: &Path) -> Result<(), StoreError> {
+    disk.sync_dir(dir).map_err(|e| io_error("fsync directory", dir, e))
 }
 
 impl EmbeddedStore {
@@ -100,22 +99,26 @@ impl EmbeddedStore {
         dir: impl AsRef<Path>,
         options: EmbeddedOptions,
     ) -> Result<(EmbeddedStore, RecoveryReport), StoreError> {
+        EmbeddedStore::open_on(Arc::new(RealDisk), dir, options)
+    }
+
+    /// [`EmbeddedStore::open`] with every file operation going to `disk`.
+    pub fn open_on(
+        disk: Arc<dyn Disk>,
+        dir: impl AsRef<Path>,
+        options: EmbeddedOptions,
+    ) -> Result<(EmbeddedStore, RecoveryReport), StoreError> {
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| io_error("create_dir", &dir, e))?;
+        disk.create_dir_all(&dir).map_err(|e| io_error("create_dir", &dir, e))?;
         let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| io_error("open", &lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(dir.clone())),
-            Err(fs::TryLockError::Error(error)) => return Err(io_error("lock", &lock_path, error)),
-        }
+        let lock = match disk.lock(&lock_path) {
+            Ok(lock) => lock,
+            Err(LockError::WouldBlock) => return Err(StoreError::Locked(dir.clone())),
+            Err(LockError::Open(error)) => return Err(io_error("open", &lock_path, error)),
+            Err(LockError::Lock(error)) => return Err(io_error("lock", &lock_path, error)),
+        };
         let mut index = Index::default();
-        let report = format::scan(&dir, |record, location| {
+        let report = format::scan_on(&*disk, &dir, |record, location| {
             index.all.push(location);
             let stream =
                 index.streams.entry(record.stream.clone()).or_insert_with(|| StreamIndex { locations: Vec::new() });
@@ -128,24 +131,23 @@ impl EmbeddedStore {
         if let Some(torn) = &report.torn_tail {
             tracing::warn!(file = %torn.file.display(), offset = torn.offset, bytes = torn.bytes, reason = %torn.reason, "cutting a torn tail");
             if torn.offset == 0 {
-                fs::remove_file(&torn.file).map_err(|e| io_error("remove", &torn.file, e))?;
+                disk.remove_file(&torn.file).map_err(|e| io_error("remove", &torn.file, e))?;
                 segment_paths.pop();
             } else {
-                let file =
-                    OpenOptions::new().write(true).open(&torn.file).map_err(|e| io_error("open", &torn.file, e))?;
+                let file = disk.open_append(&torn.file).map_err(|e| io_error("open", &torn.file, e))?;
                 file.set_len(torn.offset).map_err(|e| io_error("truncate", &torn.file, e))?;
                 file.sync_all().map_err(|e| io_error("fsync", &torn.file, e))?;
             }
-            sync_dir(&dir)?;
+            sync_dir(&*disk, &dir)?;
         }
         let mut segments = Vec::new();
         for (_, path) in &segment_paths {
-            let file = OpenOptions::new().read(true).append(true).open(path).map_err(|e| io_error("open", path, e))?;
-            segments.push(Arc::new(file));
+            segments.push(disk.open_append(path).map_err(|e| io_error("open", path, e))?);
         }
         let records = index.all.len() as u64;
         let (head, _) = tokio::sync::watch::channel(records);
         let shared = Arc::new(Shared {
+            disk,
             dir: dir.clone(),
             index: RwLock::new(index),
             segments: RwLock::new(segments),
@@ -327,7 +329,7 @@ impl EventStore for EmbeddedStore {
 struct Committer {
     shared: Arc<Shared>,
     options: EmbeddedOptions,
-    file: Arc<File>,
+    file: Arc<dyn DiskFile>,
     segment: u32,
     segment_len: u64,
     next_position: Position,
@@ -353,60 +355,36 @@ enum Completion {
 impl Committer {
     fn new(shared: Arc<Shared>, options: EmbeddedOptions, next_position: Position) -> Result<Committer, StoreError> {
         let heads = shared.index.read().map_err(|_| StoreError::Closed)?.heads.clone();
-        let existing = shared.segments.read().map_err(|_| StoreError::Closed)?.last().cloned();
-        let segment_count = shared.segments.read().map_err(|_| StoreError::Closed)?.len() as u32;
-        let mut committer = match existing {
-            Some(file) => {
-                let segment_len = file.metadata().map_err(|e| io_error("stat", &shared.dir, e))?.len();
-                Committer {
-                    shared,
-                    options,
-                    file,
-                    segment: segment_count - 1,
-                    segment_len,
-                    next_position,
-                    heads,
-                    buffer: Vec::new(),
-                    chain_input: Vec::new(),
-                }
-            }
-            None => {
-                let placeholder = Arc::new(File::open(&shared.dir).map_err(|e| io_error("open", &shared.dir, e))?);
-                Committer {
-                    shared,
-                    options,
-                    file: placeholder,
-                    segment: u32::MAX,
-                    segment_len: 0,
-                    next_position,
-                    heads,
-                    buffer: Vec::new(),
-                    chain_input: Vec::new(),
-                }
-            }
+        let (existing, segment_count) = {
+            let segments = shared.segments.read().map_err(|_| StoreError::Closed)?;
+            (segments.last().cloned(), segments.len() as u32)
         };
-        if committer.segment == u32::MAX {
-            committer.roll()?;
-        }
-        Ok(committer)
+        let (file, segment, segment_len) = match existing {
+            Some(file) => {
+                let path = shared.dir.join(format::segment_file_name(segment_count - 1));
+                let segment_len = file.file_len().map_err(|e| io_error("stat", &path, e))?;
+                (file, segment_count - 1, segment_len)
+            }
+            None => (create_segment(&shared, 0)?, 0, SEGMENT_HEADER_BYTES as u64),
+        };
+        Ok(Committer {
+            shared,
+            options,
+            file,
+            segment,
+            segment_len,
+            next_position,
+            heads,
+            buffer: Vec::new(),
+            chain_input: Vec::new(),
+        })
     }
 
     /// Creates the next segment, durable with its header and its directory entry.
     fn roll(&mut self) -> Result<(), StoreError> {
+        // Wrapping, as before: segment 0 exists, so the create below fails cleanly.
         let segment = self.segment.wrapping_add(1);
-        let path = self.shared.dir.join(format::segment_file_name(segment));
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| io_error("create", &path, e))?;
-        file.write_all(&format::segment_header(segment)).map_err(|e| io_error("write", &path, e))?;
-        file.sync_all().map_err(|e| io_error("fsync", &path, e))?;
-        sync_dir(&self.shared.dir)?;
-        let file = Arc::new(file);
-        self.shared.segments.write().map_err(|_| StoreError::Closed)?.push(file.clone());
-        self.file = file;
+        self.file = create_segment(&self.shared, segment)?;
         self.segment = segment;
         self.segment_len = SEGMENT_HEADER_BYTES as u64;
         Ok(())
@@ -549,7 +527,7 @@ impl Committer {
             return Ok(());
         }
         let path = self.shared.dir.join(format::segment_file_name(self.segment));
-        (&*self.file).write_all(&self.buffer).map_err(|e| io_error("write", &path, e))?;
+        self.file.append_all(&self.buffer).map_err(|e| io_error("write", &path, e))?;
         self.segment_len += self.buffer.len() as u64;
         self.buffer.clear();
         Ok(())
@@ -598,6 +576,18 @@ impl Committer {
             }
         }
     }
+}
+
+/// Creates segment `segment`, durable with its header and its directory entry before
+/// any frame goes in, and adds it to the readers' segments.
+fn create_segment(shared: &Shared, segment: u32) -> Result<Arc<dyn DiskFile>, StoreError> {
+    let path = shared.dir.join(format::segment_file_name(segment));
+    let file = shared.disk.create_new(&path).map_err(|e| io_error("create", &path, e))?;
+    file.append_all(&format::segment_header(segment)).map_err(|e| io_error("write", &path, e))?;
+    file.sync_all().map_err(|e| io_error("fsync", &path, e))?;
+    sync_dir(&*shared.disk, &shared.dir)?;
+    shared.segments.write().map_err(|_| StoreError::Closed)?.push(file.clone());
+    Ok(file)
 }
 
 fn empty_outcome() -> AppendOutcome {

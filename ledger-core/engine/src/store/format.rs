@@ -14,9 +14,9 @@
 //! ```
 
 use std::collections::HashMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::disk::{Disk, RealDisk};
 use super::{RecordedEvent, StoreError};
 use ledger_core::chain::{check_link, Hash};
 
@@ -200,21 +200,23 @@ pub struct ScanReport {
 
 /// Lists the segment files of `dir` in order; a gap in their numbering is corruption.
 pub fn list_segments(dir: &Path) -> Result<Vec<(u32, PathBuf)>, StoreError> {
+    list_segments_on(&RealDisk, dir)
+}
+
+/// [`list_segments`] on `disk`.
+pub fn list_segments_on(disk: &dyn Disk, dir: &Path) -> Result<Vec<(u32, PathBuf)>, StoreError> {
     let io = |operation, error: std::io::Error| StoreError::Io {
         operation,
         path: dir.to_path_buf(),
         message: error.to_string(),
     };
     let mut segments = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| io("read_dir", e))? {
-        let entry = entry.map_err(|e| io("read_dir", e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in disk.list_dir(dir).map_err(|e| io("read_dir", e))? {
         let Some(stem) = name.strip_suffix(".seg") else {
             continue;
         };
         if let Ok(index) = stem.parse::<u32>() {
-            segments.push((index, entry.path()));
+            segments.push((index, dir.join(&name)));
         }
     }
     segments.sort();
@@ -233,12 +235,21 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u32, PathBuf)>, StoreError> {
 /// Reads every record of `dir` in commit order, checking checksums, positions,
 /// revisions and every stream's hash chain, and calls `visit` for each with its
 /// location. Stops at the first problem, except a torn tail, which is reported.
-pub fn scan(dir: &Path, mut visit: impl FnMut(&RecordedEvent, Location)) -> Result<ScanReport, StoreError> {
-    let mut report = ScanReport { segments: list_segments(dir)?, ..ScanReport::default() };
+pub fn scan(dir: &Path, visit: impl FnMut(&RecordedEvent, Location)) -> Result<ScanReport, StoreError> {
+    scan_on(&RealDisk, dir, visit)
+}
+
+/// [`scan`] on `disk`.
+pub fn scan_on(
+    disk: &dyn Disk,
+    dir: &Path,
+    mut visit: impl FnMut(&RecordedEvent, Location),
+) -> Result<ScanReport, StoreError> {
+    let mut report = ScanReport { segments: list_segments_on(disk, dir)?, ..ScanReport::default() };
     let segment_count = report.segments.len();
     for (number, (index, path)) in report.segments.clone().iter().enumerate() {
         let last = number + 1 == segment_count;
-        let bytes = fs::read(path).map_err(|e| StoreError::Io {
+        let bytes = disk.read(path).map_err(|e| StoreError::Io {
             operation: "read",
             path: path.clone(),
             message: e.to_string(),
@@ -246,9 +257,10 @@ pub fn scan(dir: &Path, mut visit: impl FnMut(&RecordedEvent, Location)) -> Resu
         let corrupt =
             |offset: usize, reason: String| StoreError::Corrupt { file: path.clone(), offset: offset as u64, reason };
         if bytes.len() < SEGMENT_HEADER_BYTES || bytes[..SEGMENT_HEADER_BYTES] != segment_header(*index) {
-            if last && bytes.iter().all(|byte| *byte == 0) {
-                // Created but its header never made it to disk: the crash came before
-                // anything was appended to it.
+            if last && (bytes.iter().all(|byte| *byte == 0) || bytes.len() <= SEGMENT_HEADER_BYTES) {
+                // Created but its header never made it to disk whole (a crash, or a
+                // failed or short write of it): nothing was appended to it, since frames
+                // go in only after the header is durable, so no frame is lost with it.
                 report.torn_tail = Some(TornTail {
                     file: path.clone(),
                     offset: 0,

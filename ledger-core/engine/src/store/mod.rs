@@ -1,10 +1,15 @@
 //! The `EventStore` port: append with an expected revision, read a stream, read the
 //! whole log in commit order, follow it live. Backends: [`embedded`] (default).
 
+pub mod disk;
 pub mod embedded;
 pub mod format;
 #[cfg(feature = "kurrentdb")]
 pub mod kurrent;
+#[cfg(test)]
+mod power_loss_tests;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim_disk;
 
 use std::borrow::Cow;
 use std::path::PathBuf;

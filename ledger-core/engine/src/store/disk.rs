@@ -1,0 +1,144 @@
+//! The file layer under the embedded store: exactly the file operations the store and
+//! its recovery scan use, behind an object-safe trait, so that tests can put the store
+//! on a simulated disk (`sim_disk`, feature `sim`) that loses unsynced writes, tears
+//! writes and injects faults. [`RealDisk`] is `std::fs`.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// An open file of a [`Disk`].
+pub trait DiskFile: Send + Sync + fmt::Debug {
+    /// Appends all of `bytes` at the end of the file (the file was opened for append).
+    fn append_all(&self, bytes: &[u8]) -> io::Result<()>;
+    /// Fills `buffer` from `offset`; a short file is `UnexpectedEof`.
+    fn read_exact_at(&self, buffer: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Cuts (or extends with zeros) the file to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// `fdatasync`: the data written before it is durable once it returns.
+    fn sync_data(&self) -> io::Result<()>;
+    /// `fsync`: data and metadata (not the file's directory entry).
+    fn sync_all(&self) -> io::Result<()>;
+    /// The file's length in bytes.
+    fn file_len(&self) -> io::Result<u64>;
+}
+
+/// Held while a directory's store is open; dropping it releases the lock.
+pub trait DiskLock: Send + Sync {}
+
+/// Why [`Disk::lock`] failed.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another holder has the lock.
+    WouldBlock,
+    /// The lock file could not be opened or created.
+    Open(io::Error),
+    /// Taking the lock failed for another reason than another holder.
+    Lock(io::Error),
+}
+
+/// The file operations of the embedded store. Paths are absolute or relative to the
+/// process's directory, as `std::fs` takes them.
+pub trait Disk: Send + Sync {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Names of the entries of `dir` that are valid UTF-8 (others are not ours).
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// The whole content of a file.
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Opens an existing file for reading and appending.
+    fn open_append(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>>;
+    /// Creates a file that must not exist yet, for reading and appending.
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>>;
+    /// Makes the entries of `dir` (files created or removed in it) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Takes the exclusive lock on the file `path` (created if missing) without waiting.
+    fn lock(&self, path: &Path) -> Result<Box<dyn DiskLock>, LockError>;
+}
+
+/// The real file system (`std::fs`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RealDisk;
+
+#[derive(Debug)]
+struct RealFile(File);
+
+impl DiskFile for RealFile {
+    fn append_all(&self, bytes: &[u8]) -> io::Result<()> {
+        (&self.0).write_all(bytes)
+    }
+
+    fn read_exact_at(&self, buffer: &mut [u8], offset: u64) -> io::Result<()> {
+        self.0.read_exact_at(buffer, offset)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        self.0.sync_all()
+    }
+
+    fn file_len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+}
+
+struct RealLock(#[allow(dead_code)] File);
+
+impl DiskLock for RealLock {}
+
+impl Disk for RealDisk {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            if let Ok(name) = entry?.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        fs::read(path)
+    }
+
+    fn open_append(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>> {
+        let file = OpenOptions::new().read(true).append(true).open(path)?;
+        Ok(Arc::new(RealFile(file)))
+    }
+
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>> {
+        let file = OpenOptions::new().read(true).append(true).create_new(true).open(path)?;
+        Ok(Arc::new(RealFile(file)))
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn lock(&self, path: &Path) -> Result<Box<dyn DiskLock>, LockError> {
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(LockError::Open)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Box::new(RealLock(file))),
+            Err(fs::TryLockError::WouldBlock) => Err(LockError::WouldBlock),
+            Err(fs::TryLockError::Error(error)) => Err(LockError::Lock(error)),
+        }
+    }
+}
