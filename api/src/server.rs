@@ -223,59 +223,38 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let webhook_tasks = WebhookTasks::start(&config, &store).await?;
     tracing::info!(endpoints = webhook_tasks.webhooks.endpoints.list(Owner::Admin).len(), "webhooks started");
     let _ = webhooks_slot.set(webhook_tasks.webhooks.clone());
-    let admin_service = AdminService {
-        users: users.clone(),
-        payments: payments.clone(),
-        projector: projector.clone(),
-        store: store.clone(),
-        tokens: tokens.clone(),
-        metrics: metrics.clone(),
-    };
     let heads = HeadsSigner::start(&config, store.clone()).await?;
-    let ledger_service = LedgerService {
-        ledger: ledger.clone(),
-        store: store.clone(),
-        tokens,
-        users,
-        fx,
-        payments,
-        projector: projector.clone(),
-        metrics,
-        heads_public_key: Some(heads.public_key.clone()),
+    let services = Services {
+        admin: Arc::new(AdminService {
+            users: users.clone(),
+            payments: payments.clone(),
+            projector: projector.clone(),
+            store: store.clone(),
+            tokens: tokens.clone(),
+            metrics: metrics.clone(),
+        }),
+        ledger: Arc::new(LedgerService {
+            ledger: ledger.clone(),
+            store: store.clone(),
+            tokens,
+            users,
+            fx,
+            payments,
+            projector: projector.clone(),
+            metrics,
+            heads_public_key: Some(heads.public_key.clone()),
+        }),
+        users: Arc::new(users_service),
+        payments: Arc::new(payments_service),
+        fx: Arc::new(fx_service),
     };
-    let (users_service, payments_service, fx_service, admin_service, ledger_service) = (
-        Arc::new(users_service),
-        Arc::new(payments_service),
-        Arc::new(fx_service),
-        Arc::new(admin_service),
-        Arc::new(ledger_service),
-    );
-    let http = HttpEndpoint::start(
-        config.http_listen,
-        crate::http::HttpState {
-            users: users_service.clone(),
-            payments: payments_service.clone(),
-            fx: fx_service.clone(),
-            ledger: ledger_service.clone(),
-            admin: admin_service.clone(),
-            idempotency: Default::default(),
-            webhooks: webhook_tasks.webhooks.clone(),
-        },
-    )
-    .await?;
+    let http = HttpEndpoint::start(config.http_listen, services.http_state(webhook_tasks.webhooks.clone())).await?;
     let watched = crate::health::Watched::new(store.clone(), ledger.clone(), projector.clone());
     let health_service = crate::health::health_service(watched.clone()).await;
     let listener = TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| format!("listen on {}: {e}", config.listen))?;
     tracing::info!(%addr, tls = config.tls.is_some(), "ledgerd listening on {addr}");
     log_ready(started, addr, metrics_endpoint.addr, http.addr);
-    let services = Services {
-        ledger: ledger_service,
-        users: users_service,
-        payments: payments_service,
-        fx: fx_service,
-        admin: admin_service,
-    };
     serve_grpc(&config, services, health_service, listener, shutdown).await?;
     http.stop().await;
     webhook_tasks.stop().await;
@@ -298,6 +277,21 @@ struct Services {
     payments: Arc<PaymentsService>,
     fx: Arc<FxService>,
     admin: Arc<AdminService>,
+}
+
+impl Services {
+    /// What the HTTP API's handlers share: these services and the webhooks.
+    fn http_state(&self, webhooks: Arc<crate::webhooks::Webhooks>) -> crate::http::HttpState {
+        crate::http::HttpState {
+            users: self.users.clone(),
+            payments: self.payments.clone(),
+            fx: self.fx.clone(),
+            ledger: self.ledger.clone(),
+            admin: self.admin.clone(),
+            idempotency: Default::default(),
+            webhooks,
+        }
+    }
 }
 
 /// Serves the gRPC API (with health and reflection) on `listener` until `shutdown`,
