@@ -197,3 +197,38 @@ async fn errors_have_one_shape_and_change_nothing() {
         .await;
     assert_eq!(dave.status, 401, "Dave was never created: {dave:?}");
 }
+
+/// The document and the routes agree: every documented operation is routed (it never
+/// answers `route_not_found` or `method_not_allowed`), and `/docs` names every path.
+/// (Every route is documented by construction: one `routes!` call adds both.)
+#[tokio::test]
+async fn every_documented_operation_is_served_and_on_the_docs_page() {
+    let dir = tempfile::tempdir().expect("dir");
+    let server = Server::start(dir.path());
+    let http = Http::of(&server);
+    let (_, token) = http.person("Doc Reader", "docs@example.com").await;
+    let doc = http.get("/openapi.json", None).await;
+    let paths = doc.json["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 40, "the whole API is documented: {} paths", paths.len());
+    let mut operations = 0;
+    for (path, item) in paths {
+        let concrete =
+            path.split('/').map(|part| if part.starts_with('{') { "1" } else { part }).collect::<Vec<_>>().join("/");
+        for method in item.as_object().expect("operations").keys() {
+            let body = matches!(method.as_str(), "post" | "put" | "patch").then(|| json!({}));
+            let answer = http.call(&method.to_uppercase(), &concrete, Some(&token), &[], body).await;
+            assert!(
+                !matches!(answer.code(), "route_not_found" | "method_not_allowed"),
+                "{method} {path} is documented but not routed: {answer:?}"
+            );
+            assert!(answer.status < 500, "{method} {path}: {answer:?}");
+            operations += 1;
+        }
+    }
+    assert!(operations >= 50, "{operations} operations");
+    let html = reqwest::get(format!("{}/docs", server.http_addr.as_ref().expect("http"))).await.expect("docs");
+    let html = html.text().await.expect("html");
+    for path in paths.keys() {
+        assert!(html.contains(&format!("<code>{path}</code>")), "/docs lacks {path}");
+    }
+}
