@@ -11,9 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{authed, card, fund, Answer, Http, Person, Server, ADMIN};
+use common::{bank, card, fund, Answer, Http, Person, Server, ADMIN};
 use ledger_core::calendar::civil_from_days;
-use ledger_proto::api::v1 as wire;
 use serde_json::{json, Value};
 
 const TERMINAL: [&str; 5] = ["completed", "failed", "cancelled", "refunded", "partially_refunded"];
@@ -46,26 +45,6 @@ fn field(answer: &Answer) -> Option<&str> {
 
 fn id(answer: &Answer) -> String {
     answer.json["id"].as_str().unwrap_or_else(|| panic!("no id: {answer:?}")).to_string()
-}
-
-/// A verified bank account of `who`, linked over gRPC with the sandbox's micro-deposits.
-async fn bank(server: &Server, who: &Person, account_number: &str) -> String {
-    let mut users = server.users().await;
-    let bank = wire::AddBankAccountRequest {
-        bank_name: "Example Bank".into(),
-        routing_number: "021000021".into(),
-        account_number: account_number.into(),
-        ..Default::default()
-    };
-    let added = users.add_bank_account(authed(bank, &who.token)).await.expect("bank").into_inner();
-    let id = added.instrument.expect("instrument").instrument_id;
-    let verify = wire::VerifyInstrumentRequest {
-        instrument_id: id.clone(),
-        amounts: added.sandbox_micro_deposits,
-        ..Default::default()
-    };
-    users.verify_instrument(authed(verify, &who.token)).await.expect("verify");
-    id
 }
 
 async fn person(http: &Http, name: &str, email: &str) -> Person {
@@ -101,7 +80,7 @@ async fn top_ups_requests_withdrawals_and_refunds() {
     let bob = person(&http, "Bob Example", "bob@example.com").await;
     let eve = person(&http, "Eve Example", "eve@example.com").await;
     let a_card = card(&mut server.users().await, &alice).await;
-    let b_bank = bank(&server, &bob, "4444555566").await;
+    let b_bank = bank(&mut server.users().await, &bob, "4444555566").await;
 
     // A top-up by card: 201, the card's fee on top; the same key and body answer the
     // same top-up, another body is 409 and tops up nothing.

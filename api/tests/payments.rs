@@ -13,30 +13,12 @@ use tonic::Code;
 
 mod common;
 
-use common::{authed, card, fund, person, settled, Person, Server, ADMIN};
+use common::{authed, bank, card, fund, person, settled, Person, Server, ADMIN};
 
 type Users = wire::users_client::UsersClient<Channel>;
 type Payments = wire::payments_client::PaymentsClient<Channel>;
 
 const TERMINAL: [&str; 5] = ["completed", "failed", "cancelled", "refunded", "partially_refunded"];
-
-async fn bank(users: &mut Users, who: &Person, account_number: &str) -> String {
-    let bank = wire::AddBankAccountRequest {
-        bank_name: "Example Bank".into(),
-        routing_number: "021000021".into(),
-        account_number: account_number.into(),
-        ..Default::default()
-    };
-    let added = users.add_bank_account(authed(bank, &who.token)).await.expect("bank").into_inner();
-    let id = added.instrument.expect("instrument").instrument_id;
-    let verify = wire::VerifyInstrumentRequest {
-        instrument_id: id.clone(),
-        amounts: added.sandbox_micro_deposits,
-        ..Default::default()
-    };
-    users.verify_instrument(authed(verify, &who.token)).await.expect("verify");
-    id
-}
 
 async fn digital_wallet(users: &mut Users, who: &Person) -> String {
     let wallet = wire::AddDigitalWalletRequest {

@@ -141,6 +141,25 @@ pub async fn card(users: &mut wire::users_client::UsersClient<Channel>, who: &Pe
     users.add_card(authed(card, &who.token)).await.expect("card").into_inner().instrument.expect("i").instrument_id
 }
 
+/// A verified bank account of `who`, linked with the sandbox's micro-deposits; its instrument id.
+pub async fn bank(users: &mut wire::users_client::UsersClient<Channel>, who: &Person, account_number: &str) -> String {
+    let bank = wire::AddBankAccountRequest {
+        bank_name: "Example Bank".into(),
+        routing_number: "021000021".into(),
+        account_number: account_number.into(),
+        ..Default::default()
+    };
+    let added = users.add_bank_account(authed(bank, &who.token)).await.expect("bank").into_inner();
+    let id = added.instrument.expect("instrument").instrument_id;
+    let verify = wire::VerifyInstrumentRequest {
+        instrument_id: id.clone(),
+        amounts: added.sandbox_micro_deposits,
+        ..Default::default()
+    };
+    users.verify_instrument(authed(verify, &who.token)).await.expect("verify");
+    id
+}
+
 /// Polls a payment until its status is one of `until` (30 s at most), then returns it.
 pub async fn settled(
     payments: &mut wire::payments_client::PaymentsClient<Channel>,
