@@ -249,9 +249,9 @@ mod tests {
         out
     }
 
-    #[test]
-    fn a_request_reviewed_completed_and_refunded_tells_each_change_once() {
-        let created = Kind::Created(ev::PaymentCreated {
+    /// User 2 asks user 1 for 10.00 USD.
+    fn request_created() -> Kind {
+        Kind::Created(ev::PaymentCreated {
             kind: "request".into(),
             sender_id: "1".into(),
             receiver_id: "2".into(),
@@ -259,7 +259,12 @@ mod tests {
             currency: "USD".into(),
             amount: 1_000,
             ..Default::default()
-        });
+        })
+    }
+
+    #[test]
+    fn a_request_reviewed_completed_and_refunded_tells_each_change_once() {
+        let created = request_created();
         let answered = Kind::RequestAnswered(ev::RequestAnswered {
             approved: true,
             funding: "wallet".into(),
@@ -288,15 +293,7 @@ mod tests {
     #[test]
     fn a_request_is_received_by_its_payer_only() {
         let mut fold = PaymentFold::default();
-        let created = Kind::Created(ev::PaymentCreated {
-            kind: "request".into(),
-            sender_id: "1".into(),
-            receiver_id: "2".into(),
-            created_by: "2".into(),
-            currency: "USD".into(),
-            amount: 1_000,
-            ..Default::default()
-        });
+        let created = request_created();
         fold.apply(&record(0, created)).expect("apply");
         let view = fold.view();
         assert!(receives(Owner::User(1), "request.received", &view));
