@@ -107,6 +107,25 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// A delivery of `new` not yet attempted, due at `now_ms`.
+    fn pending(id: u64, new: NewDelivery, now_ms: u64) -> Delivery {
+        Delivery {
+            id,
+            endpoint_id: new.endpoint_id,
+            payment_id: new.payment_id,
+            event_id: new.event_id,
+            event_type: new.event_type,
+            body: new.body,
+            state: DeliveryState::Pending,
+            attempts: 0,
+            created_ms: now_ms,
+            next_attempt_ms: now_ms,
+            last_attempt_ms: None,
+            last_status: None,
+            last_error: String::new(),
+        }
+    }
+
     fn lane(&self) -> String {
         format!("{}/{}", self.endpoint_id, self.payment_id)
     }
@@ -208,21 +227,7 @@ impl WebhookDb {
             let mut counts = txn.open_table(COUNTS).map_err(db_error)?;
             let mut next_id = meta.get(NEXT_ID).map_err(db_error)?.map_or(1, |v| v.value());
             for new in deliveries {
-                let delivery = Delivery {
-                    id: next_id,
-                    endpoint_id: new.endpoint_id,
-                    payment_id: new.payment_id,
-                    event_id: new.event_id,
-                    event_type: new.event_type,
-                    body: new.body,
-                    state: DeliveryState::Pending,
-                    attempts: 0,
-                    created_ms: now_ms,
-                    next_attempt_ms: now_ms,
-                    last_attempt_ms: None,
-                    last_status: None,
-                    last_error: String::new(),
-                };
+                let delivery = Delivery::pending(next_id, new, now_ms);
                 next_id += 1;
                 if insert(&mut rows, &mut lanes, &mut due, &mut log, &mut counts, delivery)? {
                     pending += 1;
@@ -371,17 +376,14 @@ impl WebhookDb {
             }
             let new_id = meta.get(NEXT_ID).map_err(db_error)?.map_or(1, |v| v.value());
             meta.insert(NEXT_ID, new_id + 1).map_err(db_error)?;
-            let delivery = Delivery {
-                id: new_id,
-                state: DeliveryState::Pending,
-                attempts: 0,
-                created_ms: now_ms,
-                next_attempt_ms: now_ms,
-                last_attempt_ms: None,
-                last_status: None,
-                last_error: String::new(),
-                ..original
+            let again = NewDelivery {
+                endpoint_id: original.endpoint_id,
+                payment_id: original.payment_id,
+                event_id: original.event_id,
+                event_type: original.event_type,
+                body: original.body,
             };
+            let delivery = Delivery::pending(new_id, again, now_ms);
             insert(&mut rows, &mut lanes, &mut due, &mut log, &mut counts, delivery.clone())?;
             let row = rows.get(new_id).map_err(db_error)?.ok_or(WebhookError::DeliveryNotFound)?;
             decode(new_id, row.value())?
