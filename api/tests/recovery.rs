@@ -158,6 +158,19 @@ async fn a_read_model_file_cut_to_half_is_rebuilt() {
     rebuilt_after_damage(dir.path()).await;
 }
 
+/// A power loss while the read models' file was being created (found by the
+/// simulator, `vopr`): the file has its length but not yet redb's header. It used to
+/// stop every start ("could not be checked"); it is a damaged file like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_model_file_whose_creation_was_cut_short_is_rebuilt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    five_transfers(dir.path()).await;
+    let path = read_models_file(&dir.path().join("data"));
+    let length = std::fs::metadata(&path).expect("read models").len();
+    std::fs::write(&path, vec![0u8; length as usize]).expect("zeros, as a cut-short creation leaves");
+    rebuilt_after_damage(dir.path()).await;
+}
+
 /// A codec that sends the given bytes as the request message, whatever they are.
 #[derive(Clone, Copy, Default)]
 struct RawCodec;

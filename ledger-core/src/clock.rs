@@ -3,10 +3,19 @@
 //! so expiry of holds, quotes and sessions is tested exactly and without sleeping.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// A source of the current time, in nanoseconds since 1970-01-01 UTC.
 pub trait Clock: Send + Sync {
     fn now_ns(&self) -> u64;
+
+    /// How long, in real time, a thread with nothing else to do should sleep before the
+    /// time `at_ns` may have come; `None`: sleep until woken by work, because this
+    /// clock does not move while the thread sleeps (a simulator's clock moves only
+    /// between the steps it drives, and each step wakes the thread itself).
+    fn real_wait_until(&self, at_ns: u64) -> Option<Duration> {
+        Some(Duration::from_nanos(at_ns.saturating_sub(self.now_ns())))
+    }
 }
 
 /// A clock that moves only when told to. Starts at the time it is given.

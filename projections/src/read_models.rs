@@ -28,6 +28,7 @@
 mod apply;
 mod balances;
 mod digest;
+mod disk_backend;
 mod error;
 mod history;
 mod model;
@@ -40,7 +41,9 @@ pub use rows::decode_any as decode_any_row;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
+use ledger_engine::store::disk::Disk;
 use ledger_engine::store::RecordedEvent;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use tokio::sync::watch;
@@ -53,7 +56,7 @@ pub use model::{
     AccountView, Alarm, Balances, Cursor, HistoryFilter, HistoryPage, Movement, MovementKind, Report, ReportDay, Side,
     Status, Totals,
 };
-pub use recovery::{check_file, damaged_path, move_aside, open_over_log};
+pub use recovery::{check_file, damaged_path, move_aside, open_over_log, open_over_log_on};
 use rows::{ACCOUNTS, ALARMS, BUCKETS, CHAIN, META, MOVEMENTS, NEXT_POSITION, OWNERS, PENDINGS};
 
 /// redb's page cache for a running server.
@@ -103,8 +106,27 @@ impl ReadModels {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(ProjectionError::Io)?;
         }
+        let db = Database::builder().set_cache_size(cache_bytes).create(path);
+        ReadModels::with_db(path, db.map_err(|e| ProjectionError::damaged_or_db(path, e.into()))?, verify)
+    }
+
+    /// Opens (or creates) the database at `path` on `disk` (the file layer of the
+    /// embedded store), checking every page's checksum first: the power-loss simulator
+    /// keeps the read models on its simulated disk with this.
+    pub fn open_on(disk: Arc<dyn Disk>, path: &Path, cache_bytes: usize) -> Result<ReadModels, ProjectionError> {
+        if let Some(parent) = path.parent() {
+            disk.create_dir_all(parent).map_err(ProjectionError::Io)?;
+        }
+        let file = disk.open_read_write(path).map_err(ProjectionError::Io)?;
+        if let Some(parent) = path.parent() {
+            disk.sync_dir(parent).map_err(ProjectionError::Io)?;
+        }
+        let db = Database::builder().set_cache_size(cache_bytes).create_with_backend(disk_backend::DiskBackend(file));
+        ReadModels::with_db(path, db.map_err(|e| ProjectionError::damaged_or_db(path, e.into()))?, true)
+    }
+
+    fn with_db(path: &Path, mut db: Database, verify: bool) -> Result<ReadModels, ProjectionError> {
         let damaged = |error: redb::Error| ProjectionError::damaged_or_db(path, error);
-        let mut db = Database::builder().set_cache_size(cache_bytes).create(path).map_err(|e| damaged(e.into()))?;
         if verify {
             // Ok(false): redb repaired its own allocation state; the data checksums held.
             db.check_integrity().map_err(|e| damaged(e.into()))?;

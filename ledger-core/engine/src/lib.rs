@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod clock;
 pub mod heads;
+pub mod sim_bugs;
 pub mod snapshot;
 pub mod store;
 pub mod threads;

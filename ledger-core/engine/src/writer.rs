@@ -497,9 +497,9 @@ impl Writer {
             }
             // The wait is computed from the configured clock: on a manual clock that
             // was moved past the expiry while the writer slept, the next wake-up (or
-            // any request) finds the hold due.
-            let now = self.config.clock.now_ns();
-            let timeout = self.state.next_expiry_ns().map(|at| Duration::from_nanos(at.saturating_sub(now)));
+            // any request) finds the hold due. A clock that does not move on its own
+            // (a simulator's) gives no wait: holds then expire at the next request.
+            let timeout = self.state.next_expiry_ns().and_then(|at| self.config.clock.real_wait_until(at));
             let first = match (ready, timeout) {
                 (Some(request), _) => Some(request),
                 (None, Some(timeout)) => match receiver.recv_timeout(timeout) {

@@ -304,7 +304,9 @@ impl<'t> Batch<'t> {
                 self.pendings.insert(m.id.0, (m.debit_account_id.0, m.credit_account_id.0, at))?;
             }
             EventKind::PendingPosted { movement: m, pending_id, pending_amount } => {
-                let change = Change { pending_sub: *pending_amount, posted_add: m.amount, ..none };
+                let planted = ledger_engine::sim_bugs::injected(ledger_engine::sim_bugs::Bug::ReadModelPostTwice);
+                let posted_add = if planted { m.amount.saturating_mul(2) } else { m.amount };
+                let change = Change { pending_sub: *pending_amount, posted_add, ..none };
                 let kind = MovementKind::PendingPosted;
                 self.movement(position, at, kind, parts(m), &m.metadata, change, Status::Posted)?;
                 self.resolve(position, pending_id.0, Status::Posted)?;

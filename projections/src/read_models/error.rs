@@ -37,6 +37,13 @@ impl ProjectionError {
     pub(super) fn damaged_or_db(path: &std::path::Path, error: redb::Error) -> ProjectionError {
         match error {
             redb::Error::Corrupted(reason) => ProjectionError::Damaged { path: path.display().to_string(), reason },
+            // redb's answer for a file that has bytes but not its magic number: a
+            // power loss while the file was being created leaves exactly that.
+            redb::Error::Io(error) if error.kind() == std::io::ErrorKind::InvalidData => ProjectionError::Damaged {
+                path: path.display().to_string(),
+                reason: "not a redb database (no magic number: its creation was cut short, or it is another file)"
+                    .into(),
+            },
             other => ProjectionError::Db(other),
         }
     }

@@ -17,7 +17,9 @@
 //! seconds>` (`move_aside`), and the read models are rebuilt from the log.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use ledger_engine::store::disk::Disk;
 use ledger_engine::store::{Direction, EventStore};
 use redb::{ReadableDatabase, ReadableTable};
 
@@ -101,6 +103,32 @@ pub fn open_over_log(
     torn_tail_cut: bool,
 ) -> Result<ReadModels, ProjectionError> {
     let models = ReadModels::open_with_cache(path, cache_bytes)?;
+    check_over_log(path, models, store, torn_tail_cut, || ReadModels::recreate(path, cache_bytes))
+}
+
+/// `open_over_log` with the database on `disk` (the engine's file layer): the
+/// simulator's read models, on its simulated disk.
+pub fn open_over_log_on(
+    disk: Arc<dyn Disk>,
+    path: &Path,
+    cache_bytes: usize,
+    store: &dyn EventStore,
+    torn_tail_cut: bool,
+) -> Result<ReadModels, ProjectionError> {
+    let models = ReadModels::open_on(disk.clone(), path, cache_bytes)?;
+    check_over_log(path, models, store, torn_tail_cut, || {
+        disk.remove_file(path).map_err(ProjectionError::Io)?;
+        ReadModels::open_on(disk.clone(), path, cache_bytes)
+    })
+}
+
+fn check_over_log(
+    path: &Path,
+    models: ReadModels,
+    store: &dyn EventStore,
+    torn_tail_cut: bool,
+    recreate: impl FnOnce() -> Result<ReadModels, ProjectionError>,
+) -> Result<ReadModels, ProjectionError> {
     models.set_dense_positions(store.dense_positions());
     let (checkpoint, head) = (models.next_position()?, *store.watch_head().borrow());
     if store.dense_positions() && checkpoint > head && !torn_tail_cut {
@@ -115,7 +143,9 @@ pub fn open_over_log(
                 "the read models do not match the event log: rebuilding them from the log"
             );
             drop(models);
-            ReadModels::recreate(path, cache_bytes)
+            let models = recreate()?;
+            models.set_dense_positions(store.dense_positions());
+            Ok(models)
         }
     }
 }

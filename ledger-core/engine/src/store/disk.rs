@@ -1,5 +1,5 @@
-//! The file layer under the embedded store: exactly the file operations the store and
-//! its recovery scan use, behind an object-safe trait, so that tests can put the store
+//! The file layer under the embedded store and the read models: exactly the file
+//! operations the store, its recovery scan and the read models' database use, behind an object-safe trait, so that tests can put the store
 //! on a simulated disk (`sim_disk`, feature `sim`) that loses unsynced writes, tears
 //! writes and injects faults. [`RealDisk`] is `std::fs`.
 
@@ -14,6 +14,8 @@ use std::sync::Arc;
 pub trait DiskFile: Send + Sync + fmt::Debug {
     /// Appends all of `bytes` at the end of the file (the file was opened for append).
     fn append_all(&self, bytes: &[u8]) -> io::Result<()>;
+    /// Writes all of `bytes` at `offset` (a file opened by [`Disk::open_read_write`]).
+    fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()>;
     /// Fills `buffer` from `offset`; a short file is `UnexpectedEof`.
     fn read_exact_at(&self, buffer: &mut [u8], offset: u64) -> io::Result<()>;
     /// Cuts (or extends with zeros) the file to `len` bytes.
@@ -52,6 +54,9 @@ pub trait Disk: Send + Sync {
     fn open_append(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>>;
     /// Creates a file that must not exist yet, for reading and appending.
     fn create_new(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>>;
+    /// Opens `path` for reading and writing at any offset, created empty if missing
+    /// (the read models' database file).
+    fn open_read_write(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>>;
     /// Makes the entries of `dir` (files created or removed in it) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     fn remove_file(&self, path: &Path) -> io::Result<()>;
@@ -69,6 +74,10 @@ struct RealFile(File);
 impl DiskFile for RealFile {
     fn append_all(&self, bytes: &[u8]) -> io::Result<()> {
         (&self.0).write_all(bytes)
+    }
+
+    fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(bytes, offset)
     }
 
     fn read_exact_at(&self, buffer: &mut [u8], offset: u64) -> io::Result<()> {
@@ -122,6 +131,11 @@ impl Disk for RealDisk {
 
     fn create_new(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>> {
         let file = OpenOptions::new().read(true).append(true).create_new(true).open(path)?;
+        Ok(Arc::new(RealFile(file)))
+    }
+
+    fn open_read_write(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>> {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         Ok(Arc::new(RealFile(file)))
     }
 

@@ -539,6 +539,9 @@ impl Committer {
             // EIO, as a failing disk answers.
             return Err(io_error("fdatasync", &path, std::io::Error::from_raw_os_error(5)));
         }
+        if crate::sim_bugs::injected(crate::sim_bugs::Bug::LogSyncSkipped) {
+            return Ok(());
+        }
         self.file.sync_data().map_err(|e| io_error("fdatasync", &path, e))
     }
 

@@ -435,6 +435,11 @@ impl SimDisk {
         self.state().power_off_after = Some(calls);
     }
 
+    /// Whether the power is off (after [`SimDisk::power_off_after`], until a crash).
+    pub fn powered_off(&self) -> bool {
+        self.state().powered_off
+    }
+
     /// Every read of `path` returns the bit `bit` of the byte at `offset` flipped.
     pub fn flip_on_read(&self, path: &Path, offset: u64, bit: u8) {
         self.state().read_flips.push((path.to_path_buf(), offset, bit % 8));
@@ -578,8 +583,9 @@ impl SimDisk {
     }
 }
 
-impl DiskFile for SimFile {
-    fn append_all(&self, bytes: &[u8]) -> io::Result<()> {
+impl SimFile {
+    /// A write of `bytes` at `offset` (`None`: at the end), with the write faults.
+    fn write(&self, offset: Option<u64>, bytes: &[u8]) -> io::Result<()> {
         let mut state = lock_state(&self.inner);
         state.check_generation(self.generation)?;
         if !state.powered() {
@@ -600,14 +606,15 @@ impl DiskFile for SimFile {
         };
         let offset_shift = 1 + state.rng.below(8);
         let inode = state.inodes.get_mut(&self.inode).ok_or_else(|| not_found(&self.path))?;
-        let offset = inode.current.len() as u64;
+        let offset = offset.unwrap_or(inode.current.len() as u64);
         let mut changes = Vec::new();
         if misdirect {
-            // The size grows as asked, but the bytes land elsewhere: before the end when
-            // there is room, else after it.
+            // The size grows as asked, but the bytes land elsewhere: before the offset
+            // when there is room, else after it.
             let shift = offset_shift * SECTOR_BYTES;
             let target = if offset >= shift { offset - shift } else { offset + shift };
-            changes.push(Change::SetLen(offset + bytes.len() as u64));
+            let end = (offset + bytes.len() as u64).max(inode.current.len() as u64);
+            changes.push(Change::SetLen(end));
             changes.push(Change::Write { offset: target, bytes: bytes.to_vec() });
         } else if kept > 0 {
             changes.push(Change::Write { offset, bytes: bytes[..kept].to_vec() });
@@ -628,6 +635,16 @@ impl DiskFile for SimFile {
                 Ok(())
             }
         }
+    }
+}
+
+impl DiskFile for SimFile {
+    fn append_all(&self, bytes: &[u8]) -> io::Result<()> {
+        self.write(None, bytes)
+    }
+
+    fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        self.write(Some(offset), bytes)
     }
 
     fn read_exact_at(&self, buffer: &mut [u8], offset: u64) -> io::Result<()> {
@@ -760,6 +777,19 @@ impl Disk for SimDisk {
             return Err(error(EIO));
         }
         let id = self.create(&mut state, path)?;
+        Ok(self.open_file(&state, path, id))
+    }
+
+    fn open_read_write(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>> {
+        let mut state = self.state();
+        if state.powered_off {
+            return Err(error(EIO));
+        }
+        let id = match state.inode_of(path) {
+            Ok(id) => id,
+            Err(_) if state.powered() => self.create(&mut state, path)?,
+            Err(_) => return Err(error(EIO)),
+        };
         Ok(self.open_file(&state, path, id))
     }
 
