@@ -76,8 +76,15 @@ pub fn snapshot(data: &[u8]) {
     }
     let name = format!("ledger-0-{events:020}.snap");
     std::fs::write(dir.path().join(name), &file).expect("write the snapshot");
-    let _ = ledger_engine::snapshot::load_newest_matching(dir.path(), "ledger-0", |_| Ok(Some(last_hash)));
-    let _ = ledger_engine::snapshot::check_sound(dir.path(), "ledger-0", |_| Some(last_hash));
+    let _ = ledger_engine::snapshot::load_newest_matching(
+        &ledger_engine::store::disk::RealDisk,
+        dir.path(),
+        "ledger-0",
+        |_| Ok(Some(last_hash)),
+    );
+    let _ = ledger_engine::snapshot::check_sound(&ledger_engine::store::disk::RealDisk, dir.path(), "ledger-0", |_| {
+        Some(last_hash)
+    });
 }
 
 /// The read models' stored rows: movements, accounts, report buckets, history blocks.

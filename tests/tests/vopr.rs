@@ -33,6 +33,7 @@ fn a_bounded_number_of_seeds_pass_through_power_losses_disk_errors_and_restarts(
     assert!(totals.power_losses > 0 && totals.clean_stops > 0, "{totals:?}");
     assert!(totals.unanswered_landed > 0 && totals.unanswered_lost > 0, "{totals:?}");
     assert!(totals.expiries > 0 && totals.disk_errors > 0 && totals.transfers_created > 0, "{totals:?}");
+    assert!(totals.starts_with_snapshots > 0, "{totals:?}");
 }
 
 #[test]

@@ -30,6 +30,15 @@ pub struct BenchArgs {
     /// Transfers per request.
     #[arg(long, default_value_t = 8189)]
     batch: usize,
+    /// Requests kept in flight (default: enough for 16,384 transfers, at least 3).
+    /// `--batch 1 --in-flight 1` makes every transfer a commit of its own.
+    #[arg(long)]
+    in_flight: Option<usize>,
+    /// Streams of one event each written to the log before the run, as users and
+    /// payments make (a stream each): with `--batch 1 --in-flight 1`, whether the
+    /// cost of a commit grows with the number of streams.
+    #[arg(long, default_value_t = 0)]
+    other_streams: u64,
     /// Where to put the store; by default a fresh directory under `target/`,
     /// removed afterwards (not /tmp, which may be memory and make syncs free).
     #[arg(long)]
@@ -53,9 +62,12 @@ pub fn run(args: BenchArgs, json: bool) -> ExitCode {
         || args.batch == 0
         || args.batch > ledger_engine::writer::REQUEST_ITEMS_MAX
         || args.transfers == 0
+        || args.in_flight == Some(0)
+        || args.other_streams > OTHER_STREAMS_MAX
     {
         eprintln!(
-            "error: need --accounts >= 2, --transfers >= 1 and 1 <= --batch <= {}",
+            "error: need --accounts >= 2, --transfers >= 1, 1 <= --batch <= {}, --in-flight >= 1 and \
+             --other-streams <= {OTHER_STREAMS_MAX}",
             ledger_engine::writer::REQUEST_ITEMS_MAX
         );
         return ExitCode::from(2);
@@ -78,11 +90,51 @@ pub fn run(args: BenchArgs, json: bool) -> ExitCode {
     }
 }
 
+/// Most `--other-streams`: their heads are in the store's memory (about 150 B each).
+const OTHER_STREAMS_MAX: u64 = 10_000_000;
+/// Appends of `--other-streams` kept in flight while they are written.
+const OTHER_STREAMS_IN_FLIGHT: u64 = 8_192;
+
+/// Writes one event to each of `count` streams of their own, many appends in flight.
+fn write_other_streams(store: &EmbeddedStore, count: u64) -> Result<(), String> {
+    use ledger_engine::store::{EventBatch, EventStore, ExpectedRevision};
+    let (sender, receiver) = mpsc::channel::<Result<(), String>>();
+    let mut in_flight = 0u64;
+    for n in 0..count {
+        if in_flight == OTHER_STREAMS_IN_FLIGHT {
+            receiver.recv().map_err(|e| e.to_string())??;
+            in_flight -= 1;
+        }
+        let mut batch = EventBatch::default();
+        batch.push(std::borrow::Cow::Borrowed("BenchStreamOpened"), &n.to_le_bytes());
+        let sender = sender.clone();
+        let stream = format!("bench-other-{n}");
+        store.append_with(
+            &stream,
+            ExpectedRevision::NoStream,
+            batch,
+            Box::new(move |result| drop(sender.send(result.map(drop).map_err(|e| e.to_string())))),
+        );
+        in_flight += 1;
+    }
+    for _ in 0..in_flight {
+        receiver.recv().map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
 /// The id of the bench's `n`th account.
 const ACCOUNT_BASE: u128 = 1 << 64;
 
 fn run_in(args: &BenchArgs, dir: &std::path::Path, json: bool) -> Result<(), String> {
     let (store, _) = EmbeddedStore::open(dir.join("log"), EmbeddedOptions::default()).map_err(|e| e.to_string())?;
+    if args.other_streams > 0 {
+        let started = Instant::now();
+        write_other_streams(&store, args.other_streams)?;
+        if !json {
+            outln!("{} other streams written in {:.2} s", args.other_streams, started.elapsed().as_secs_f64());
+        }
+    }
     let config = LedgerConfig { snapshot_dir: Some(dir.join("snapshots")), ..LedgerConfig::default() };
     let ledger = Ledger::open(Arc::new(store), config).map_err(|e| e.to_string())?;
     let usd = Currency::parse("USD").map_err(|e| e.to_string())?;
@@ -90,7 +142,8 @@ fn run_in(args: &BenchArgs, dir: &std::path::Path, json: bool) -> Result<(), Str
     // Every batch is made before the clock starts: the figure is the engine's alone.
     let batches = make_batches(args, usd);
     let start = Instant::now();
-    let submitted = submit_all(&ledger, batches, args.batch);
+    let in_flight_max = args.in_flight.unwrap_or((IN_FLIGHT_TRANSFERS / args.batch).max(IN_FLIGHT_BATCHES_MIN));
+    let submitted = submit_all(&ledger, batches, in_flight_max);
     let elapsed = start.elapsed();
     ledger.close();
     let (failures, mut latencies) = submitted?;
@@ -156,10 +209,13 @@ fn make_batches(args: &BenchArgs, currency: Currency) -> Vec<Vec<NewTransfer>> {
 
 /// Submits every batch, keeping several in flight; (rejected transfers, each batch's
 /// latency from submission to durable acknowledgement).
-fn submit_all(ledger: &Ledger, batches: Vec<Vec<NewTransfer>>, batch: usize) -> Result<(usize, Vec<Duration>), String> {
+fn submit_all(
+    ledger: &Ledger,
+    batches: Vec<Vec<NewTransfer>>,
+    in_flight_max: usize,
+) -> Result<(usize, Vec<Duration>), String> {
     let (done_sender, done_receiver) = mpsc::channel::<(Duration, Result<usize, String>)>();
     let mut latencies = Vec::with_capacity(batches.len());
-    let in_flight_max = (IN_FLIGHT_TRANSFERS / batch).max(IN_FLIGHT_BATCHES_MIN);
     let mut in_flight = 0usize;
     let mut pending = batches.into_iter();
     let mut failures = 0usize;
@@ -197,6 +253,7 @@ fn report(args: &BenchArgs, json: bool, elapsed: Duration, latencies: &[Duration
                 "transfers_per_sec": transfers_per_sec.round(),
                 "p50_ms": p50, "p99_ms": p99, "p100_ms": p100,
                 "batch_size": args.batch, "transfers": args.transfers,
+                "other_streams": args.other_streams,
             })
         );
     } else {

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::snapshot;
+use crate::store::disk::RealDisk;
 use crate::store::format::{self, TornTail};
 use crate::store::{EventStore, RecordedEvent, StoreError};
 use ledger_core::chain::{check_link, Hash};
@@ -190,16 +191,17 @@ fn compare_served_state(
 ) -> Result<(), AuditFailure> {
     let mut served: HashMap<String, LedgerState> = HashMap::new();
     for (stream, stream_hashes) in hashes {
-        snapshot::check_sound(snapshot_dir, stream, |revision| stream_hashes.get(revision as usize).copied()).map_err(
-            |mismatch| match mismatch {
-                snapshot::SnapshotMismatch::LogShorter(short) => {
-                    AuditFailure::LogShorterThanSnapshot { stream: stream.clone(), short }
-                }
-                mismatch => AuditFailure::SnapshotDiffers { stream: stream.clone(), mismatch },
-            },
-        )?;
+        snapshot::check_sound(&RealDisk, snapshot_dir, stream, |revision| {
+            stream_hashes.get(revision as usize).copied()
+        })
+        .map_err(|mismatch| match mismatch {
+            snapshot::SnapshotMismatch::LogShorter(short) => {
+                AuditFailure::LogShorterThanSnapshot { stream: stream.clone(), short }
+            }
+            mismatch => AuditFailure::SnapshotDiffers { stream: stream.clone(), mismatch },
+        })?;
         let hash_at = |revision: u64| Ok(stream_hashes.get(revision as usize).copied());
-        let loaded = snapshot::load_newest_matching(snapshot_dir, stream, hash_at)
+        let loaded = snapshot::load_newest_matching(&RealDisk, snapshot_dir, stream, hash_at)
             .map_err(|short| AuditFailure::LogShorterThanSnapshot { stream: stream.clone(), short })?;
         if let Some(state) = loaded {
             served.insert(stream.clone(), state);

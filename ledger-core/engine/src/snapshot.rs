@@ -6,13 +6,12 @@
 //! checksum holds and the log has the same chain hash at the same revision; otherwise
 //! it is discarded and an older one (or a full replay) is used.
 
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use crate::store::disk::Disk;
 use crate::store::embedded::hash_at;
 use crate::store::EventStore;
 use crate::writer::LedgerError;
@@ -40,6 +39,7 @@ fn file_name(stream: &str, events: u64) -> String {
 
 /// A state waiting for its last event to become durable, to be serialized.
 pub struct PendingSnapshot {
+    disk: Arc<dyn Disk>,
     dir: PathBuf,
     stream: String,
     events: u64,
@@ -105,11 +105,18 @@ impl SnapshotSlot {
 
 impl PendingSnapshot {
     /// Captures `state`, or `None` if `slot` still has a snapshot in progress.
-    pub fn capture(dir: PathBuf, stream: &str, state: &LedgerState, slot: &SnapshotSlot) -> Option<PendingSnapshot> {
+    pub fn capture(
+        disk: Arc<dyn Disk>,
+        dir: PathBuf,
+        stream: &str,
+        state: &LedgerState,
+        slot: &SnapshotSlot,
+    ) -> Option<PendingSnapshot> {
         if slot.busy.swap(true, Ordering::AcqRel) {
             return None;
         }
         Some(PendingSnapshot {
+            disk,
             dir,
             stream: stream.to_string(),
             events: state.events_applied(),
@@ -138,6 +145,14 @@ impl PendingSnapshot {
         }
     }
 
+    /// Writes the file on the calling thread (the simulator's choice: its runs must not
+    /// depend on thread timing); a failure only costs a longer replay.
+    pub fn write_now(self, last_hash: Hash) {
+        if let Err(error) = self.write(last_hash) {
+            tracing::warn!(%error, "snapshot not written");
+        }
+    }
+
     fn write(self, last_hash: Hash) -> std::io::Result<()> {
         let body = bincode::serde::encode_to_vec(&self.state, bincode::config::standard())
             .map_err(|e| std::io::Error::other(format!("state did not serialize: {e}")))?;
@@ -146,72 +161,75 @@ impl PendingSnapshot {
         // removed it, and the snapshot is not wanted.
         let name = file_name(&self.stream, self.events);
         let temporary = self.dir.join(format!("{name}{TEMPORARY_SUFFIX}"));
-        let written = write_file(&temporary, self.events, last_hash, &body);
+        let disk = self.disk.as_ref();
+        let written = write_file(disk, &temporary, self.events, last_hash, &body);
         if written.is_err() {
-            let _ = fs::remove_file(&temporary);
+            let _ = disk.remove_file(&temporary);
         }
         written?;
-        fs::rename(&temporary, self.dir.join(&name))?;
-        fs::File::open(&self.dir)?.sync_all()?;
-        let mut existing = list(&self.dir, &self.stream);
+        disk.rename(&temporary, &self.dir.join(&name))?;
+        disk.sync_dir(&self.dir)?;
+        let mut existing = list(disk, &self.dir, &self.stream);
         existing.sort();
         let excess = existing.len().saturating_sub(SNAPSHOTS_KEPT);
         for (_, path) in existing.into_iter().take(excess) {
-            let _ = fs::remove_file(path);
+            let _ = disk.remove_file(&path);
         }
         tracing::info!(events = self.events, file = name, "snapshot written");
         Ok(())
     }
 }
 
-fn write_file(path: &Path, events: u64, last_hash: Hash, body: &[u8]) -> std::io::Result<()> {
-    let mut file = fs::File::create_new(path)?;
-    file.write_all(MAGIC)?;
-    file.write_all(&events.to_le_bytes())?;
-    file.write_all(&last_hash)?;
-    file.write_all(blake3::hash(body).as_bytes())?;
-    file.write_all(&(body.len() as u64).to_le_bytes())?;
-    file.write_all(body)?;
+fn write_file(disk: &dyn Disk, path: &Path, events: u64, last_hash: Hash, body: &[u8]) -> std::io::Result<()> {
+    let file = disk.create_new(path)?;
+    let mut header = Vec::with_capacity(HEADER_BYTES);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&events.to_le_bytes());
+    header.extend_from_slice(&last_hash);
+    header.extend_from_slice(blake3::hash(body).as_bytes());
+    header.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    file.append_all(&header)?;
+    file.append_all(body)?;
     file.sync_all()
 }
 
 /// Makes the snapshot directory of `stream` ready: creates it, and removes the
 /// temporary files of snapshots a crash or a stop interrupted (a snapshot is renamed to
 /// its final name only once written and synced, so a temporary file is never needed).
-pub fn prepare_dir(dir: &Path, stream: &str) -> std::io::Result<()> {
-    fs::create_dir_all(dir)?;
+pub fn prepare_dir(disk: &dyn Disk, dir: &Path, stream: &str) -> std::io::Result<()> {
+    disk.create_dir_all(dir)?;
     let prefix = format!("{stream}-");
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in disk.list_dir(dir)? {
         if name.starts_with(&prefix) && name.ends_with(TEMPORARY_SUFFIX) {
-            fs::remove_file(entry.path())?;
+            disk.remove_file(&dir.join(&name))?;
             tracing::info!(file = name, "unfinished snapshot removed");
         }
     }
     Ok(())
 }
 
-fn list(dir: &Path, stream: &str) -> Vec<(u64, PathBuf)> {
+fn list(disk: &dyn Disk, dir: &Path, stream: &str) -> Vec<(u64, PathBuf)> {
     let prefix = format!("{stream}-");
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let name = entry.file_name().to_str()?.to_string();
+    // ok: a missing or unreadable directory holds no snapshot to use (the log is replayed).
+    let names = disk.list_dir(dir).unwrap_or_default();
+    names
+        .into_iter()
+        .filter_map(|name| {
             let events = name.strip_prefix(&prefix)?.strip_suffix(".snap")?.parse().ok()?;
-            Some((events, entry.path()))
+            Some((events, dir.join(&name)))
         })
         .collect()
 }
 
 /// Loads the newest snapshot of `stream` that matches the log; an error if a sound
 /// snapshot proves the log lost events (see `load_newest_matching`).
-pub fn load_newest(dir: &Path, store: &dyn EventStore, stream: &str) -> Result<Option<LedgerState>, LedgerError> {
-    load_newest_matching(dir, stream, |revision| hash_at(store, stream, revision).map_err(|e| e.to_string()))
+pub fn load_newest(
+    disk: &dyn Disk,
+    dir: &Path,
+    store: &dyn EventStore,
+    stream: &str,
+) -> Result<Option<LedgerState>, LedgerError> {
+    load_newest_matching(disk, dir, stream, |revision| hash_at(store, stream, revision).map_err(|e| e.to_string()))
         .map_err(|short| LedgerError::LogShorterThanSnapshot { stream: stream.to_string(), reason: short.to_string() })
 }
 
@@ -250,14 +268,15 @@ impl From<&str> for Rejected {
 /// the log holds at that revision. A sound snapshot whose last revision the log does
 /// not have is `LogShorter`: never discarded, since it proves the log lost events.
 pub fn load_newest_matching(
+    disk: &dyn Disk,
     dir: &Path,
     stream: &str,
     hash_at: impl Fn(u64) -> Result<Option<Hash>, String>,
 ) -> Result<Option<LedgerState>, LogShorter> {
-    let mut snapshots = list(dir, stream);
+    let mut snapshots = list(disk, dir, stream);
     snapshots.sort();
     for (events, path) in snapshots.into_iter().rev() {
-        match load(&path, events, &hash_at) {
+        match load(disk, &path, events, &hash_at) {
             Ok(state) => {
                 tracing::info!(file = %path.display(), events, "snapshot loaded");
                 return Ok(Some(state));
@@ -270,8 +289,8 @@ pub fn load_newest_matching(
 }
 
 /// A sound snapshot's header and body: its checksum and lengths hold.
-fn read_sound(path: &Path, events: u64) -> Result<(Hash, Vec<u8>), String> {
-    let bytes = fs::read(path).map_err(|e| e.to_string())?;
+fn read_sound(disk: &dyn Disk, path: &Path, events: u64) -> Result<(Hash, Vec<u8>), String> {
+    let bytes = disk.read(path).map_err(|e| e.to_string())?;
     if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
         return Err("not a snapshot of this version".into());
     }
@@ -287,11 +306,12 @@ fn read_sound(path: &Path, events: u64) -> Result<(Hash, Vec<u8>), String> {
 }
 
 fn load(
+    disk: &dyn Disk,
     path: &Path,
     events: u64,
     hash_at: &impl Fn(u64) -> Result<Option<Hash>, String>,
 ) -> Result<LedgerState, Rejected> {
-    let (last_hash, body) = read_sound(path, events)?;
+    let (last_hash, body) = read_sound(disk, path, events)?;
     match hash_at(events - 1)? {
         Some(hash) if hash == last_hash => {}
         Some(_) => return Err("the log has another event at this snapshot's last revision".into()),
@@ -321,10 +341,15 @@ pub enum SnapshotMismatch {
 /// the server skips a snapshot that does not match, the audit fails on it. A snapshot
 /// whose checksum does not hold is damaged, not evidence, and is not checked. Returns
 /// the number of sound snapshots checked.
-pub fn check_sound(dir: &Path, stream: &str, hash_at: impl Fn(u64) -> Option<Hash>) -> Result<usize, SnapshotMismatch> {
+pub fn check_sound(
+    disk: &dyn Disk,
+    dir: &Path,
+    stream: &str,
+    hash_at: impl Fn(u64) -> Option<Hash>,
+) -> Result<usize, SnapshotMismatch> {
     let mut checked = 0;
-    for (events, path) in list(dir, stream) {
-        let Ok((last_hash, _)) = read_sound(&path, events) else { continue };
+    for (events, path) in list(disk, dir, stream) {
+        let Ok((last_hash, _)) = read_sound(disk, &path, events) else { continue };
         match hash_at(events - 1) {
             Some(hash) if hash == last_hash => checked += 1,
             Some(_) => return Err(SnapshotMismatch::OtherHistory { file: path, events }),
@@ -337,21 +362,27 @@ pub fn check_sound(dir: &Path, stream: &str, hash_at: impl Fn(u64) -> Option<Has
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::disk::RealDisk;
+    use std::fs;
+
+    fn real() -> Arc<dyn Disk> {
+        Arc::new(RealDisk)
+    }
 
     #[test]
     fn one_snapshot_at_a_time_until_it_is_written_or_dropped() {
         let dir = tempfile::tempdir().expect("tempdir");
         let slot = SnapshotSlot::default();
         let state = LedgerState::default();
-        let first = PendingSnapshot::capture(dir.path().into(), "ledger-0", &state, &slot).expect("first");
+        let first = PendingSnapshot::capture(real(), dir.path().into(), "ledger-0", &state, &slot).expect("first");
         assert!(slot.busy());
-        assert!(PendingSnapshot::capture(dir.path().into(), "ledger-0", &state, &slot).is_none());
+        assert!(PendingSnapshot::capture(real(), dir.path().into(), "ledger-0", &state, &slot).is_none());
         drop(first); // an append that failed: the snapshot is given up
         assert!(!slot.busy());
-        let second = PendingSnapshot::capture(dir.path().into(), "ledger-0", &state, &slot).expect("second");
+        let second = PendingSnapshot::capture(real(), dir.path().into(), "ledger-0", &state, &slot).expect("second");
         second.write(ledger_core::chain::GENESIS_HASH).expect("write");
         assert!(!slot.busy(), "free again once written");
-        assert_eq!(list(dir.path(), "ledger-0").len(), 1);
+        assert_eq!(list(&RealDisk, dir.path(), "ledger-0").len(), 1);
     }
 
     #[test]
@@ -363,7 +394,7 @@ mod tests {
         for path in [&unfinished, &other, &finished] {
             fs::write(path, b"x").expect("write");
         }
-        prepare_dir(dir.path(), "ledger-0").expect("prepare");
+        prepare_dir(&RealDisk, dir.path(), "ledger-0").expect("prepare");
         assert!(!unfinished.exists());
         assert!(other.exists(), "another partition's file is not ours to remove");
         assert!(finished.exists());
@@ -374,7 +405,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let slot = SnapshotSlot::default();
         let state = LedgerState::default();
-        let pending = PendingSnapshot::capture(dir.path().into(), "ledger-0", &state, &slot).expect("capture");
+        let pending = PendingSnapshot::capture(real(), dir.path().into(), "ledger-0", &state, &slot).expect("capture");
         pending.write_in_background(ledger_core::chain::GENESIS_HASH);
         slot.join();
         assert!(!slot.busy());
@@ -389,7 +420,7 @@ mod tests {
         let dir = parent.path().join("snapshots");
         let slot = SnapshotSlot::default();
         let state = LedgerState::default();
-        let pending = PendingSnapshot::capture(dir.clone(), "ledger-0", &state, &slot).expect("capture");
+        let pending = PendingSnapshot::capture(real(), dir.clone(), "ledger-0", &state, &slot).expect("capture");
         assert!(pending.write(ledger_core::chain::GENESIS_HASH).is_err());
         assert!(!dir.exists());
     }

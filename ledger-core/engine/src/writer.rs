@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::SystemClock;
 use crate::snapshot;
+use crate::store::disk::{Disk, RealDisk};
 use crate::store::{Direction, EventBatch, EventStore, ExpectedRevision, StoreError};
 use ledger_core::clock::Clock;
 use ledger_core::codec;
@@ -80,6 +81,13 @@ pub struct LedgerConfig {
     /// Where the writer reads the time: stamps of events and expiry of holds. The
     /// system clock in production; a manual clock in tests.
     pub clock: Arc<dyn Clock>,
+    /// The file layer snapshots are read and written through: the real file system in
+    /// production, the simulated disk in the simulator.
+    pub disk: Arc<dyn Disk>,
+    /// Snapshots are written by a thread of their own (true, the default), or on the
+    /// thread that learns their last event is durable, before the append is answered
+    /// (the simulator: its runs must not depend on thread timing).
+    pub snapshots_in_background: bool,
 }
 
 impl std::fmt::Debug for LedgerConfig {
@@ -103,6 +111,8 @@ impl Default for LedgerConfig {
             request_items_max: REQUEST_ITEMS_MAX,
             batch_items_max: BATCH_ITEMS_MAX,
             clock: Arc::new(SystemClock),
+            disk: Arc::new(RealDisk),
+            snapshots_in_background: true,
         }
     }
 }
@@ -167,7 +177,7 @@ impl Ledger {
     pub fn open(store: Arc<dyn EventStore>, config: LedgerConfig) -> Result<Ledger, LedgerError> {
         let stream = stream_name(config.partition);
         if let Some(dir) = &config.snapshot_dir {
-            snapshot::prepare_dir(dir, &stream).map_err(|e| {
+            snapshot::prepare_dir(config.disk.as_ref(), dir, &stream).map_err(|e| {
                 LedgerError::Store(StoreError::Io {
                     operation: "prepare snapshots",
                     path: dir.clone(),
@@ -175,7 +185,8 @@ impl Ledger {
                 })
             })?;
         }
-        let state = recover_state(store.as_ref(), &stream, config.snapshot_dir.as_deref())?;
+        let snapshots = config.snapshot_dir.as_deref().map(|dir| (config.disk.as_ref(), dir));
+        let state = recover_state(store.as_ref(), &stream, snapshots)?;
         let (sender, receiver) = mpsc::sync_channel(QUEUE_REQUESTS_MAX);
         let metrics = Arc::new(WriterMetrics::default());
         let failed = Arc::new(Mutex::new(None));
@@ -337,11 +348,11 @@ impl Ledger {
 pub fn recover_state(
     store: &dyn EventStore,
     stream: &str,
-    snapshot_dir: Option<&std::path::Path>,
+    snapshots: Option<(&dyn Disk, &std::path::Path)>,
 ) -> Result<LedgerState, LedgerError> {
-    let mut state = match snapshot_dir {
+    let mut state = match snapshots {
         // ok: no snapshot that matches the log means replaying from the empty state.
-        Some(dir) => snapshot::load_newest(dir, store, stream)?.unwrap_or_default(),
+        Some((disk, dir)) => snapshot::load_newest(disk, dir, store, stream)?.unwrap_or_default(),
         None => LedgerState::new(),
     };
     let mut next = state.events_applied();
@@ -628,6 +639,7 @@ impl Writer {
             count => ExpectedRevision::Exact(count - 1),
         };
         let snapshot = self.snapshot_due(events.len() as u64);
+        let in_background = self.config.snapshots_in_background;
         events.clear();
         self.store.append_with(
             &self.stream,
@@ -635,7 +647,11 @@ impl Writer {
             data,
             Box::new(move |result| {
                 if let (Ok(outcome), Some(snapshot)) = (&result, snapshot) {
-                    snapshot.write_in_background(outcome.last_hash);
+                    if in_background {
+                        snapshot.write_in_background(outcome.last_hash);
+                    } else {
+                        snapshot.write_now(outcome.last_hash);
+                    }
                 }
                 answer(result.map(|_| ()).map_err(LedgerError::from))
             }),
@@ -651,7 +667,8 @@ impl Writer {
             return None;
         }
         // While the previous snapshot is still being written, the next append asks again.
-        let pending = snapshot::PendingSnapshot::capture(dir, &self.stream, &self.state, &self.snapshot_slot)?;
+        let disk = self.config.disk.clone();
+        let pending = snapshot::PendingSnapshot::capture(disk, dir, &self.stream, &self.state, &self.snapshot_slot)?;
         self.events_since_snapshot = 0;
         Some(pending)
     }

@@ -110,8 +110,8 @@ fn main() -> ExitCode {
     );
     println!(
         "  steps {}, requests {}, transfers created {}, power losses {}, clean stops {}, unanswered requests \
-         landed {} / lost {}, holds expired {}, disk errors {}, damaged read models rebuilt {}, events in the final \
-         logs {}",
+         landed {} / lost {}, holds expired {}, disk errors {}, starts with snapshots {}, damaged read models rebuilt {}, \
+         events in the final logs {}",
         totals.steps,
         totals.requests,
         totals.transfers_created,
@@ -121,6 +121,7 @@ fn main() -> ExitCode {
         totals.unanswered_lost,
         totals.expiries,
         totals.disk_errors,
+        totals.starts_with_snapshots,
         totals.read_models_damaged,
         totals.events_in_log
     );

@@ -1,6 +1,7 @@
 //! A seeded, deterministic simulator of the ledger engine, in the spirit of
-//! TigerBeetle's VOPR: one process, a simulated clock, and the real writer, embedded
-//! store and read models on the simulated disk (`ledger_engine::store::sim_disk`).
+//! TigerBeetle's VOPR: one process, a simulated clock, and the real writer (with its
+//! snapshots), embedded store and read models on the simulated disk
+//! (`ledger_engine::store::sim_disk`).
 //! A random workload runs through several lives; each life ends in a power loss (at a
 //! random mutating disk call, or at its end), in disk faults (EIO or ENOSPC on writes
 //! and syncs), or in a clean stop. After every start the engine is checked against the
@@ -49,6 +50,10 @@ const CATCH_UP_BATCH_EVENTS: usize = 64;
 
 fn log_dir() -> PathBuf {
     PathBuf::from("/sim/data/log")
+}
+
+fn snapshot_dir() -> PathBuf {
+    PathBuf::from("/sim/data/snapshots")
 }
 
 fn read_models_path() -> PathBuf {
@@ -102,6 +107,9 @@ pub struct Stats {
     pub expiries: u64,
     /// Write and sync errors the disk injected.
     pub disk_errors: u64,
+    /// Starts that found a snapshot on disk (the ledger's state loads from the newest
+    /// one that matches the log, then replays the rest).
+    pub starts_with_snapshots: u64,
     /// Starts that found the read models' file damaged (and rebuilt them from the log).
     pub read_models_damaged: u64,
     pub events_in_log: u64,
@@ -119,6 +127,7 @@ impl Stats {
         self.expiries += other.expiries;
         self.disk_errors += other.disk_errors;
         self.read_models_damaged += other.read_models_damaged;
+        self.starts_with_snapshots += other.starts_with_snapshots;
         self.events_in_log += other.events_in_log;
     }
 }
@@ -188,6 +197,9 @@ struct Sim {
     sent: Vec<Request>,
     unanswered: Option<Unanswered>,
     segment_bytes_max: u64,
+    /// Events between snapshots of the ledger's state (written on the committer's
+    /// thread, through the simulated disk).
+    snapshot_interval_events: u64,
     trace: blake3::Hasher,
     stats: Stats,
     life: usize,
@@ -198,6 +210,7 @@ struct Sim {
 pub fn run(seed: u64, config: Config) -> Result<Finished, Failure> {
     let mut workload = Workload::new(seed);
     let segment_bytes_max = 512 + workload.rng().below(16 << 10);
+    let snapshot_interval_events = 5 + workload.rng().below(60);
     let mut sim = Sim {
         config,
         disk: SimDisk::new(seed),
@@ -207,6 +220,7 @@ pub fn run(seed: u64, config: Config) -> Result<Finished, Failure> {
         sent: Vec::new(),
         unanswered: None,
         segment_bytes_max,
+        snapshot_interval_events,
         trace: blake3::Hasher::new(),
         stats: Stats::default(),
         life: 0,
@@ -295,8 +309,18 @@ impl Sim {
         let (store, report) =
             EmbeddedStore::open_on(disk.clone(), log_dir(), options).map_err(|e| format!("open the store: {e}"))?;
         self.record(("opened", report.records, report.segments, report.torn_tail.is_some()));
+        // ok: no snapshot directory yet (a first start) holds no snapshot.
+        let snapshots = disk.list_dir(&snapshot_dir()).unwrap_or_default();
+        self.stats.starts_with_snapshots += u64::from(snapshots.iter().any(|name| name.ends_with(".snap")));
         let store = Arc::new(store);
-        let config = LedgerConfig { clock: self.clock.clone(), snapshot_dir: None, ..LedgerConfig::default() };
+        let config = LedgerConfig {
+            clock: self.clock.clone(),
+            disk: disk.clone(),
+            snapshot_dir: Some(snapshot_dir()),
+            snapshot_interval_events: self.snapshot_interval_events,
+            snapshots_in_background: false,
+            ..LedgerConfig::default()
+        };
         let ledger = Ledger::open(store.clone(), config).map_err(|e| format!("open the ledger: {e}"))?;
         let torn_tail_cut = report.torn_tail.is_some();
         let open =

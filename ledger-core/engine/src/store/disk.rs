@@ -1,5 +1,6 @@
-//! The file layer under the embedded store and the read models: exactly the file
-//! operations the store, its recovery scan and the read models' database use, behind an object-safe trait, so that tests can put the store
+//! The file layer under the embedded store, snapshots and the read models: exactly the
+//! file operations the store, its recovery scan, snapshots and the read models' database
+//! use, behind an object-safe trait, so that tests can put the store
 //! on a simulated disk (`sim_disk`, feature `sim`) that loses unsynced writes, tears
 //! writes and injects faults. [`RealDisk`] is `std::fs`.
 
@@ -60,6 +61,9 @@ pub trait Disk: Send + Sync {
     /// Makes the entries of `dir` (files created or removed in it) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Renames `from` to `to` in the same directory, replacing `to` (atomic; durable
+    /// once the directory is synced).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Takes the exclusive lock on the file `path` (created if missing) without waiting.
     fn lock(&self, path: &Path) -> Result<Box<dyn DiskLock>, LockError>;
 }
@@ -145,6 +149,10 @@ impl Disk for RealDisk {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         fs::remove_file(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
     }
 
     fn lock(&self, path: &Path) -> Result<Box<dyn DiskLock>, LockError> {

@@ -416,7 +416,10 @@ impl Committer {
             let reason = self.shared.poison_reason.lock().map(|r| r.clone()).unwrap_or_default();
             return fail_all(group.into_iter().map(completion_of).collect(), StoreError::Poisoned(reason));
         }
-        let committed_heads = self.heads.clone();
+        // The heads before this group of the streams it touches, to restore if it
+        // fails: the work per commit depends on the group, not on how many streams
+        // the log holds.
+        let mut heads_before: HashMap<String, Option<StreamHead>> = HashMap::new();
         let committed_position = self.next_position;
         let mut pending = Vec::with_capacity(group.len());
         let mut result = Ok(());
@@ -444,6 +447,7 @@ impl Committer {
                         continue;
                     }
                     let head = self.heads.get(&stream).copied();
+                    heads_before.entry(stream.clone()).or_insert(head);
                     if !expected_matches(expected, head) {
                         let actual = head.map(|h| h.revision);
                         done(Err(StoreError::WrongExpectedRevision { stream, expected, actual }));
@@ -472,7 +476,12 @@ impl Committer {
         match result {
             Ok(()) => self.publish(pending),
             Err(error) => {
-                self.heads = committed_heads;
+                for (stream, head) in heads_before {
+                    match head {
+                        Some(head) => self.heads.insert(stream, head),
+                        None => self.heads.remove(&stream),
+                    };
+                }
                 self.next_position = committed_position;
                 self.poison(&error);
                 fail_all(pending.into_iter().map(|p| p.done).collect(), error);

@@ -244,6 +244,8 @@ fn torn_writes(before: &[u8], offset: u64, bytes: &[u8]) -> Vec<Vec<u8>> {
 enum EntryChange {
     Create(String, u64),
     Remove(String),
+    /// From, to: one atomic change (`to` is replaced if it exists).
+    Rename(String, String),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -260,6 +262,11 @@ fn apply_entry(entries: &mut BTreeMap<String, u64>, change: &EntryChange) {
         }
         EntryChange::Remove(name) => {
             entries.remove(name);
+        }
+        EntryChange::Rename(from, to) => {
+            if let Some(inode) = entries.remove(from) {
+                entries.insert(to.clone(), inode);
+            }
         }
     }
 }
@@ -819,6 +826,23 @@ impl Disk for SimDisk {
         let (parent, name) = split(path)?;
         let dir = state.dirs.get_mut(&parent).ok_or_else(|| not_found(&parent))?;
         let change = EntryChange::Remove(name);
+        apply_entry(&mut dir.current, &change);
+        dir.unsynced.push(change);
+        Ok(())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = self.state();
+        if !state.powered() {
+            return Err(error(EIO));
+        }
+        state.inode_of(from)?;
+        let ((parent, from_name), (to_parent, to_name)) = (split(from)?, split(to)?);
+        if parent != to_parent {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "rename across directories"));
+        }
+        let dir = state.dirs.get_mut(&parent).ok_or_else(|| not_found(&parent))?;
+        let change = EntryChange::Rename(from_name, to_name);
         apply_entry(&mut dir.current, &change);
         dir.unsynced.push(change);
         Ok(())
