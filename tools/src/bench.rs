@@ -143,16 +143,72 @@ fn run_in(args: &BenchArgs, dir: &std::path::Path, json: bool) -> Result<(), Str
     let batches = make_batches(args, usd);
     let start = Instant::now();
     let in_flight_max = args.in_flight.unwrap_or((IN_FLIGHT_TRANSFERS / args.batch).max(IN_FLIGHT_BATCHES_MIN));
-    let submitted = submit_all(&ledger, batches, in_flight_max);
+    let submitted = submit_all(&ledger, batches, in_flight_max, start);
     let elapsed = start.elapsed();
     ledger.close();
-    let (failures, mut latencies) = submitted?;
+    let Submitted { failures, mut latencies, progress } = submitted?;
     if failures > 0 {
         return Err(format!("{failures} transfers were rejected"));
     }
     latencies.sort();
-    report(args, json, elapsed, &latencies);
+    let (first_tenth_per_sec, last_tenth_per_sec) = tenth_rates(&progress, args.transfers);
+    let figures = Figures {
+        elapsed,
+        latencies,
+        first_tenth_per_sec,
+        last_tenth_per_sec,
+        rss_peak_bytes: rss_peak_bytes(),
+        disk_bytes: disk_bytes(dir),
+    };
+    report(args, json, &figures);
     Ok(())
+}
+
+/// What a run measured.
+struct Figures {
+    elapsed: Duration,
+    /// Each batch's, sorted.
+    latencies: Vec<Duration>,
+    first_tenth_per_sec: Option<f64>,
+    last_tenth_per_sec: Option<f64>,
+    rss_peak_bytes: Option<u64>,
+    disk_bytes: u64,
+}
+
+/// The rates of the first and the last tenth of the run's transfers, from the times
+/// batches completed (`progress`: time since the start, transfers done by then).
+fn tenth_rates(progress: &[(Duration, u64)], total: u64) -> (Option<f64>, Option<f64>) {
+    let tenth = (total / 10).max(1);
+    let rate = |transfers: u64, secs: f64| (secs > 0.0).then(|| transfers as f64 / secs);
+    let first = progress.iter().find(|(_, done)| *done >= tenth).and_then(|(at, done)| rate(*done, at.as_secs_f64()));
+    let end = progress.last().map_or(0.0, |(at, _)| at.as_secs_f64());
+    let last = progress
+        .iter()
+        .find(|(_, done)| *done >= total.saturating_sub(tenth))
+        .and_then(|(at, done)| rate(total - done, end - at.as_secs_f64()));
+    (first, last)
+}
+
+/// The process's peak resident memory (`VmHWM` of /proc/self/status), where Linux tells it.
+fn rss_peak_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Bytes of every file under `dir`.
+fn disk_bytes(dir: &std::path::Path) -> u64 {
+    // ok: an unreadable entry is left out of a figure that is only reported.
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => disk_bytes(&entry.path()),
+            Ok(_) => entry.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 fn open_accounts(ledger: &Ledger, count: u64, currency: Currency) -> Result<(), String> {
@@ -207,45 +263,63 @@ fn make_batches(args: &BenchArgs, currency: Currency) -> Vec<Vec<NewTransfer>> {
     batches
 }
 
-/// Submits every batch, keeping several in flight; (rejected transfers, each batch's
-/// latency from submission to durable acknowledgement).
+/// What submitting every batch gave.
+struct Submitted {
+    /// Transfers rejected.
+    failures: usize,
+    /// Each batch's latency from submission to durable acknowledgement.
+    latencies: Vec<Duration>,
+    /// When each batch completed (since the start) and the transfers done by then.
+    progress: Vec<(Duration, u64)>,
+}
+
+/// Submits every batch, keeping several in flight.
 fn submit_all(
     ledger: &Ledger,
     batches: Vec<Vec<NewTransfer>>,
     in_flight_max: usize,
-) -> Result<(usize, Vec<Duration>), String> {
-    let (done_sender, done_receiver) = mpsc::channel::<(Duration, Result<usize, String>)>();
-    let mut latencies = Vec::with_capacity(batches.len());
+    start: Instant,
+) -> Result<Submitted, String> {
+    let (done_sender, done_receiver) = mpsc::channel::<(Duration, u64, Result<usize, String>)>();
+    let mut submitted = Submitted {
+        failures: 0,
+        latencies: Vec::with_capacity(batches.len()),
+        progress: Vec::with_capacity(batches.len()),
+    };
     let mut in_flight = 0usize;
+    let mut done = 0u64;
     let mut pending = batches.into_iter();
-    let mut failures = 0usize;
     loop {
         while in_flight < in_flight_max {
             let Some(batch) = pending.next() else { break };
             let sender = done_sender.clone();
-            let submitted = Instant::now();
+            let (sent, size) = (Instant::now(), batch.len() as u64);
             ledger.submit_transfers(batch, move |result| {
                 let result = result.map(|r| r.iter().filter(|r| r.is_err()).count()).map_err(|e| e.to_string());
-                let _ = sender.send((submitted.elapsed(), result));
+                let _ = sender.send((sent.elapsed(), size, result));
             });
             in_flight += 1;
         }
         if in_flight == 0 {
             break;
         }
-        let (latency, result) = done_receiver.recv().map_err(|e| e.to_string())?;
+        let (latency, size, result) = done_receiver.recv().map_err(|e| e.to_string())?;
         in_flight -= 1;
-        failures += result?;
-        latencies.push(latency);
+        submitted.failures += result?;
+        submitted.latencies.push(latency);
+        done += size;
+        submitted.progress.push((start.elapsed(), done));
     }
-    Ok((failures, latencies))
+    Ok(submitted)
 }
 
-/// Prints the figures; `latencies` sorted.
-fn report(args: &BenchArgs, json: bool, elapsed: Duration, latencies: &[Duration]) {
+/// Prints the figures.
+fn report(args: &BenchArgs, json: bool, figures: &Figures) {
+    let (elapsed, latencies) = (figures.elapsed, &figures.latencies);
     let transfers_per_sec = args.transfers as f64 / elapsed.as_secs_f64();
     let (p50, p99, p100) =
         (percentile_ms(latencies, 0.50), percentile_ms(latencies, 0.99), percentile_ms(latencies, 1.0));
+    let round = |rate: Option<f64>| rate.map(f64::round);
     if json {
         outln!(
             "{}",
@@ -253,7 +327,11 @@ fn report(args: &BenchArgs, json: bool, elapsed: Duration, latencies: &[Duration
                 "transfers_per_sec": transfers_per_sec.round(),
                 "p50_ms": p50, "p99_ms": p99, "p100_ms": p100,
                 "batch_size": args.batch, "transfers": args.transfers,
-                "other_streams": args.other_streams,
+                "accounts": args.accounts, "other_streams": args.other_streams,
+                "first_tenth_per_sec": round(figures.first_tenth_per_sec),
+                "last_tenth_per_sec": round(figures.last_tenth_per_sec),
+                "rss_peak_bytes": figures.rss_peak_bytes,
+                "disk_bytes": figures.disk_bytes,
             })
         );
     } else {
@@ -265,6 +343,14 @@ fn report(args: &BenchArgs, json: bool, elapsed: Duration, latencies: &[Duration
             elapsed.as_secs_f64()
         );
         outln!("throughput: {transfers_per_sec:.0} durable transfers/s");
+        let tenth = |rate: Option<f64>| rate.map_or("-".to_string(), |r| format!("{r:.0}"));
+        outln!(
+            "first tenth: {} transfers/s, last tenth: {} transfers/s",
+            tenth(figures.first_tenth_per_sec),
+            tenth(figures.last_tenth_per_sec)
+        );
         outln!("batch latency: p50 {p50:.2} ms, p99 {p99:.2} ms, max {p100:.2} ms");
+        let rss = figures.rss_peak_bytes.map_or("-".to_string(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
+        outln!("peak RSS: {rss}, on disk: {:.1} MiB", figures.disk_bytes as f64 / 1048576.0);
     }
 }
