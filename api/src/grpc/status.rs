@@ -25,7 +25,7 @@ fn users_status(error: UsersError) -> Status {
         UsersError::AlreadyExists(_) => Status::already_exists(message),
         UsersError::Unauthenticated(_) => Status::unauthenticated(message),
         UsersError::PermissionDenied(_) => Status::permission_denied(message),
-        UsersError::Throttled { .. } => Status::resource_exhausted(message),
+        UsersError::Throttled { .. } | UsersError::Busy => Status::resource_exhausted(message),
         UsersError::FailedPrecondition(_) => Status::failed_precondition(message),
         UsersError::KeyStore(_) => Status::unavailable(message),
         UsersError::Store(error) => convert::store_status(&error),

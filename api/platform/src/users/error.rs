@@ -31,6 +31,10 @@ pub enum UsersError {
     /// Too many failed sign-ins for the email or from the source address.
     #[error("too many failed sign-ins; try again in {retry_after_secs} s")]
     Throttled { retry_after_secs: u64 },
+    /// Too many password hashes at once (each holds `password::ARGON2_MEMORY_KIB` of
+    /// memory): the request waited `PASSWORD_HASH_WAIT_MAX` for a turn. Retrying is safe.
+    #[error("too many password checks at once; retry in a moment")]
+    Busy,
     /// The user's state does not allow this now; the text says what would.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -66,6 +70,7 @@ impl UsersError {
             UsersError::Unauthenticated(_) => "USERS_UNAUTHENTICATED",
             UsersError::PermissionDenied(_) => "USERS_PERMISSION_DENIED",
             UsersError::Throttled { .. } => "USERS_THROTTLED",
+            UsersError::Busy => "USERS_BUSY",
             UsersError::FailedPrecondition(_) => "USERS_FAILED_PRECONDITION",
             UsersError::KeyStore(_) => "USERS_KEY_STORE_UNAVAILABLE",
             UsersError::Store(_) => "USERS_STORE",

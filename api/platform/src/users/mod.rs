@@ -356,17 +356,73 @@ pub struct ProfileChanges {
     pub date_of_birth: Option<String>,
 }
 
+/// Password hashes (argon2id, `password::ARGON2_MEMORY_KIB` of memory each) running at
+/// once in this process; more wait for a turn. 4 × 19 MiB bounds their memory at 76 MiB.
+pub const PASSWORD_HASHES_CONCURRENT_MAX: usize = 4;
+/// Longest a password hash waits for a turn before the call is refused with
+/// `UsersError::Busy` (RESOURCE_EXHAUSTED), in seconds: a flood of sign-ins queues
+/// briefly, then is turned away instead of holding memory and connections.
+pub const PASSWORD_HASH_WAIT_MAX: Duration = Duration::from_secs(2);
+
+static PASSWORD_HASHES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PASSWORD_HASHES_CONCURRENT_MAX);
+
+/// Runs `work` (a password hash or check) when one of the `PASSWORD_HASHES_CONCURRENT_MAX`
+/// turns is free, waiting at most `wait_max`.
+async fn with_hash_turn<T: Send + 'static>(
+    wait_max: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, UsersError> {
+    let turn = tokio::time::timeout(wait_max, PASSWORD_HASHES.acquire()).await.map_err(|_| UsersError::Busy)?;
+    let turn = turn.map_err(|e| UsersError::Internal(e.to_string()))?;
+    let done = tokio::task::spawn_blocking(work).await.map_err(|e| UsersError::Internal(e.to_string()));
+    drop(turn);
+    done
+}
+
 async fn hash_password(password: &str) -> Result<String, UsersError> {
     let password = password.to_string();
-    tokio::task::spawn_blocking(move || password::hash(&password))
-        .await
-        .map_err(|e| UsersError::Internal(e.to_string()))?
+    with_hash_turn(PASSWORD_HASH_WAIT_MAX, move || password::hash(&password))
+        .await?
         .map_err(|e| UsersError::Internal(e.to_string()))
 }
 
 async fn verify_password(password: &str, hash: &str) -> Result<bool, UsersError> {
     let (password, hash) = (password.to_string(), hash.to_string());
-    tokio::task::spawn_blocking(move || password::verify(&password, &hash))
-        .await
-        .map_err(|e| UsersError::Internal(e.to_string()))
+    with_hash_turn(PASSWORD_HASH_WAIT_MAX, move || password::verify(&password, &hash)).await
+}
+
+#[cfg(test)]
+mod hash_turn_tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hashes_beyond_the_limit_wait_then_are_refused_busy() {
+        // Every turn taken by work that holds it until released.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let held = Arc::new(std::sync::Mutex::new(held));
+        let mut holders = Vec::new();
+        for _ in 0..PASSWORD_HASHES_CONCURRENT_MAX {
+            let held = held.clone();
+            holders.push(tokio::spawn(with_hash_turn(Duration::from_secs(5), move || {
+                let _ = held.lock().map(|held| held.recv());
+            })));
+        }
+        while PASSWORD_HASHES.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let refused = with_hash_turn(Duration::from_millis(50), || ()).await;
+        assert!(matches!(refused, Err(UsersError::Busy)), "{refused:?}");
+        assert_eq!(UsersError::Busy.code(), "USERS_BUSY");
+        // A waiter gets a turn as soon as one frees.
+        let waiter = tokio::spawn(with_hash_turn(Duration::from_secs(5), || 7));
+        release.send(()).expect("release one");
+        assert_eq!(waiter.await.expect("join").expect("a turn"), 7);
+        for _ in 1..PASSWORD_HASHES_CONCURRENT_MAX {
+            release.send(()).expect("release");
+        }
+        for holder in holders {
+            holder.await.expect("join").expect("ran");
+        }
+        assert_eq!(PASSWORD_HASHES.available_permits(), PASSWORD_HASHES_CONCURRENT_MAX);
+    }
 }

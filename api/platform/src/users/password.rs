@@ -14,10 +14,13 @@ pub const PASSWORD_BYTES_MAX: usize = 256;
 /// and the stems that people pad to reach it. Compared case-insensitively.
 const COMMON: &str = include_str!("common_passwords.txt");
 
+/// Memory of one argon2id hash or check, in KiB (19 MiB).
+pub const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
+
 fn argon2() -> Result<Argon2<'static>, PasswordError> {
     // OWASP Password Storage Cheat Sheet: m = 19 MiB, t = 2, p = 1. Never other
     // parameters silently: a refusal of these is an error.
-    let params = Params::new(19 * 1024, 2, 1, None).map_err(|_| PasswordError::Hash)?;
+    let params = Params::new(ARGON2_MEMORY_KIB, 2, 1, None).map_err(|_| PasswordError::Hash)?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
