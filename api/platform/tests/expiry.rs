@@ -1,5 +1,6 @@
 //! What depends on the time, on a manual clock: expiry of sessions and FX quotes, and
-//! the window of TOTP codes. Users and FX run over an embedded store in a temporary
+//! the window of TOTP codes; and the bound on sessions per user (the oldest ends, by
+//! the time it started). Users and FX run over an embedded store in a temporary
 //! directory, with time moved by the test instead of waited for. (Through `ledgerd`,
 //! the gRPC layer maps these errors: an expired session or a refused second factor is
 //! UNAUTHENTICATED, an expired quote FAILED_PRECONDITION.)
@@ -128,6 +129,31 @@ async fn a_session_in_use_ends_at_its_absolute_expiry() {
     // A new sign-in starts a new session.
     let again = p.sign_in("erin@example.com").await;
     p.users.authenticate(&again).await.expect("a new session");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_beyond_the_session_limit_ends_the_oldest_session_also_after_a_restart() {
+    use ledger_platform::users::SESSIONS_PER_USER_MAX;
+    let mut p = platform().await;
+    p.users.register("Erin", "erin@example.com", PASSWORD).await.expect("erin");
+    let mut tokens = Vec::new();
+    for _ in 0..SESSIONS_PER_USER_MAX {
+        tokens.push(p.sign_in("erin@example.com").await);
+        p.clock.advance_ns(1_000);
+    }
+    let newest = p.sign_in("erin@example.com").await;
+    let refused = p.users.authenticate(&tokens[0]).await.expect_err("the oldest session ended");
+    assert_eq!(refused.code(), "USERS_UNAUTHENTICATED", "{refused:?}");
+    for token in tokens[1..].iter().chain([&newest]) {
+        p.users.authenticate(token).await.expect("the others stay");
+    }
+    // The same after a rebuild from the log: the limit's ending is an event.
+    p.reopen_users().await;
+    assert!(p.users.authenticate(&tokens[0]).await.is_err(), "still ended after a restart");
+    p.users.authenticate(&tokens[1]).await.expect("kept across the restart");
+    let caller = p.users.authenticate(&newest).await.expect("kept across the restart");
+    let sessions = p.users.sessions(&caller).await.expect("sessions");
+    assert_eq!(sessions.len(), SESSIONS_PER_USER_MAX);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

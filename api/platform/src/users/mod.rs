@@ -356,6 +356,10 @@ pub struct ProfileChanges {
     pub date_of_birth: Option<String>,
 }
 
+/// Sessions one user may hold; a sign-in beyond it ends the oldest (in the same append
+/// as the new one), as a user who signs in on one more device expects.
+pub const SESSIONS_PER_USER_MAX: usize = 32;
+
 /// Password hashes (argon2id, `password::ARGON2_MEMORY_KIB` of memory each) running at
 /// once in this process; more wait for a turn. 4 × 19 MiB bounds their memory at 76 MiB.
 pub const PASSWORD_HASHES_CONCURRENT_MAX: usize = 4;

@@ -7,7 +7,7 @@ use ledger_proto::events::v1::user_event_details::Detail;
 use super::state::{Totp, UserState};
 use super::{
     append_details, password, profile, random, totp, verify_password, Caller, Reauth, SecurityEvent, SessionInfo,
-    SignIn, Users, UsersError, SESSION_TOKEN_PREFIX,
+    SignIn, Users, UsersError, SESSIONS_PER_USER_MAX, SESSION_TOKEN_PREFIX,
 };
 use crate::FieldError;
 
@@ -138,6 +138,16 @@ impl Users {
         let session_id = hex(&random::<8>()?);
         let now = self.clock.now_ns();
         let expires = now + self.config.session_max.as_nanos() as u64;
+        // At most SESSIONS_PER_USER_MAX: the oldest end with this sign-in, in its append.
+        let mut by_age: Vec<(u64, &String, [u8; 32])> =
+            state.sessions.iter().map(|(id, session)| (session.started_ns, id, session.token_hash)).collect();
+        by_age.sort();
+        let excess = (by_age.len() + 1).saturating_sub(SESSIONS_PER_USER_MAX);
+        let ended: Vec<[u8; 32]> = by_age[..excess].iter().map(|(_, _, hash)| *hash).collect();
+        for (_, id, _) in &by_age[..excess] {
+            let reason = "session limit: the oldest session ends at a new sign-in".into();
+            details.push(Detail::SessionEnded(ev::SessionEnded { session_id: (*id).clone(), reason }));
+        }
         details.push(Detail::SessionStarted(ev::SessionStarted {
             session_id: session_id.clone(),
             token_hash: token_hash.to_vec(),
@@ -147,6 +157,9 @@ impl Users {
             totp_step,
         }));
         self.append(&mut state, details).await?;
+        for hash in &ended {
+            self.sessions.remove(hash);
+        }
         self.sessions.insert(token_hash, (state.id, session_id.clone(), expires));
         let idle = now + self.config.session_idle.as_nanos() as u64;
         Ok(SignIn {
