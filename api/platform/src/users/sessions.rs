@@ -61,6 +61,20 @@ impl SignInOutcome {
     }
 }
 
+/// At most `SESSIONS_PER_USER_MAX` sessions: the oldest end with a new sign-in, in its
+/// append (pushed to `details`). Returns their token hashes, to forget once appended.
+fn oldest_beyond_the_limit(state: &UserState, details: &mut Vec<Detail>) -> Vec<[u8; 32]> {
+    let mut by_age: Vec<(u64, &String, [u8; 32])> =
+        state.sessions.iter().map(|(id, session)| (session.started_ns, id, session.token_hash)).collect();
+    by_age.sort();
+    let excess = (by_age.len() + 1).saturating_sub(SESSIONS_PER_USER_MAX);
+    for (_, id, _) in &by_age[..excess] {
+        let reason = "session limit: the oldest session ends at a new sign-in".into();
+        details.push(Detail::SessionEnded(ev::SessionEnded { session_id: (*id).clone(), reason }));
+    }
+    by_age[..excess].iter().map(|(_, _, hash)| *hash).collect()
+}
+
 impl Users {
     /// Signs in. Every failure that could tell whether the email exists answers the
     /// same UNAUTHENTICATED after the same work.
@@ -138,16 +152,7 @@ impl Users {
         let session_id = hex(&random::<8>()?);
         let now = self.clock.now_ns();
         let expires = now + self.config.session_max.as_nanos() as u64;
-        // At most SESSIONS_PER_USER_MAX: the oldest end with this sign-in, in its append.
-        let mut by_age: Vec<(u64, &String, [u8; 32])> =
-            state.sessions.iter().map(|(id, session)| (session.started_ns, id, session.token_hash)).collect();
-        by_age.sort();
-        let excess = (by_age.len() + 1).saturating_sub(SESSIONS_PER_USER_MAX);
-        let ended: Vec<[u8; 32]> = by_age[..excess].iter().map(|(_, _, hash)| *hash).collect();
-        for (_, id, _) in &by_age[..excess] {
-            let reason = "session limit: the oldest session ends at a new sign-in".into();
-            details.push(Detail::SessionEnded(ev::SessionEnded { session_id: (*id).clone(), reason }));
-        }
+        let ended = oldest_beyond_the_limit(&state, &mut details);
         details.push(Detail::SessionStarted(ev::SessionStarted {
             session_id: session_id.clone(),
             token_hash: token_hash.to_vec(),
