@@ -28,6 +28,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::disk::{Disk, DiskFile, DiskLock, LockError};
 
+mod torn;
+use torn::{page_mix, page_ranges, sector_boundaries, torn_writes};
+
 /// A write may be cut at a multiple of this, counted from the start of the file.
 pub const SECTOR_BYTES: u64 = 512;
 /// The unit of the page mix of a torn write.
@@ -168,78 +171,6 @@ impl Inode {
     }
 }
 
-fn sector_boundaries(start: u64, end: u64) -> impl Iterator<Item = u64> {
-    let first = (start / SECTOR_BYTES + 1) * SECTOR_BYTES;
-    (first..end).step_by(SECTOR_BYTES as usize)
-}
-
-/// The parts of `start..end` in each 4 KiB page of the file.
-fn page_ranges(start: u64, end: u64) -> Vec<(u64, u64)> {
-    let mut ranges = Vec::new();
-    let mut at = start;
-    while at < end {
-        let page_end = ((at / PAGE_BYTES + 1) * PAGE_BYTES).min(end);
-        ranges.push((at, page_end));
-        at = page_end;
-    }
-    ranges
-}
-
-/// `before` with the write of `bytes` at `start` applied page by page: choice 0 keeps
-/// the old bytes (zeros past the old end), 1 the new, 2 zeros. The length is the new one.
-fn page_mix(before: &[u8], start: u64, bytes: &[u8], pages: &[(u64, u64)], choices: &[u8]) -> Vec<u8> {
-    let mut content = before.to_vec();
-    let end = (start as usize + bytes.len()).max(content.len());
-    content.resize(end, 0);
-    for ((page_start, page_end), choice) in pages.iter().zip(choices) {
-        let (from, to) = (*page_start as usize, *page_end as usize);
-        match choice {
-            1 => content[from..to].copy_from_slice(&bytes[from - start as usize..to - start as usize]),
-            2 => content[from..to].fill(0),
-            _ => {}
-        }
-    }
-    content
-}
-
-/// Most pages whose every old/new/zero mix is enumerated; beyond, only the mixes where
-/// all pages but one are new.
-const PAGE_MIX_PAGES_MAX: usize = 5;
-
-/// Every torn form of the write of `bytes` at `offset` over `before`.
-fn torn_writes(before: &[u8], offset: u64, bytes: &[u8]) -> Vec<Vec<u8>> {
-    let end = offset + bytes.len() as u64;
-    let mut torn = Vec::new();
-    for cut in sector_boundaries(offset, end) {
-        let mut content = before.to_vec();
-        apply(&mut content, &Change::Write { offset, bytes: bytes[..(cut - offset) as usize].to_vec() });
-        torn.push(content);
-    }
-    let pages = page_ranges(offset, end);
-    if pages.len() <= PAGE_MIX_PAGES_MAX {
-        let combinations = 3usize.pow(pages.len() as u32);
-        for mut number in 0..combinations {
-            let choices: Vec<u8> = pages
-                .iter()
-                .map(|_| {
-                    let choice = (number % 3) as u8;
-                    number /= 3;
-                    choice
-                })
-                .collect();
-            torn.push(page_mix(before, offset, bytes, &pages, &choices));
-        }
-    } else {
-        for odd in 0..pages.len() {
-            for choice in [0u8, 2] {
-                let choices: Vec<u8> = (0..pages.len()).map(|page| if page == odd { choice } else { 1 }).collect();
-                torn.push(page_mix(before, offset, bytes, &pages, &choices));
-            }
-        }
-    }
-    torn
-}
-
 #[derive(Clone, Debug)]
 enum EntryChange {
     Create(String, u64),
@@ -357,6 +288,19 @@ impl State {
             }
             None => true,
         }
+    }
+
+    /// What every sync goes through: the power budget, then an injected EIO (nothing
+    /// made durable).
+    fn sync_allowed(&mut self) -> io::Result<()> {
+        if !self.powered() {
+            return Err(error(EIO));
+        }
+        if self.rng.chance(self.faults.sync_eio_ppm) {
+            self.counts.sync_errors += 1;
+            return Err(error(EIO));
+        }
+        Ok(())
     }
 
     fn check_generation(&self, generation: u64) -> io::Result<()> {
@@ -553,44 +497,6 @@ impl std::fmt::Debug for Inner {
 }
 
 impl SimFile {
-    fn disk(&self) -> SimDisk {
-        SimDisk { inner: self.inner.clone() }
-    }
-
-    fn sync(&self) -> io::Result<()> {
-        let disk = self.disk();
-        disk.run_sync_hook();
-        let mut state = disk.state();
-        state.check_generation(self.generation)?;
-        if !state.powered() {
-            return Err(error(EIO));
-        }
-        let faults = state.faults;
-        if state.rng.chance(faults.sync_eio_ppm) {
-            state.counts.sync_errors += 1;
-            return Err(error(EIO));
-        }
-        let inode = state.inodes.get_mut(&self.inode).ok_or_else(|| not_found(&self.path))?;
-        inode.durable = inode.current.clone();
-        inode.unsynced.clear();
-        Ok(())
-    }
-}
-
-impl SimDisk {
-    fn run_sync_hook(&self) {
-        let mut hook = self.inner.sync_hook.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(hook) = hook.as_mut() {
-            let state = self.state().clone();
-            if state.powered_off {
-                return;
-            }
-            hook(crash_states_of(&state));
-        }
-    }
-}
-
-impl SimFile {
     /// A write of `bytes` at `offset` (`None`: at the end), with the write faults.
     fn write(&self, offset: Option<u64>, bytes: &[u8]) -> io::Result<()> {
         let mut state = lock_state(&self.inner);
@@ -641,6 +547,35 @@ impl SimFile {
                 }
                 Ok(())
             }
+        }
+    }
+
+    fn disk(&self) -> SimDisk {
+        SimDisk { inner: self.inner.clone() }
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        let disk = self.disk();
+        disk.run_sync_hook();
+        let mut state = disk.state();
+        state.check_generation(self.generation)?;
+        state.sync_allowed()?;
+        let inode = state.inodes.get_mut(&self.inode).ok_or_else(|| not_found(&self.path))?;
+        inode.durable = inode.current.clone();
+        inode.unsynced.clear();
+        Ok(())
+    }
+}
+
+impl SimDisk {
+    fn run_sync_hook(&self) {
+        let mut hook = self.inner.sync_hook.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(hook) = hook.as_mut() {
+            let state = self.state().clone();
+            if state.powered_off {
+                return;
+            }
+            hook(crash_states_of(&state));
         }
     }
 }
@@ -803,14 +738,7 @@ impl Disk for SimDisk {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.run_sync_hook();
         let mut state = self.state();
-        if !state.powered() {
-            return Err(error(EIO));
-        }
-        let faults = state.faults;
-        if state.rng.chance(faults.sync_eio_ppm) {
-            state.counts.sync_errors += 1;
-            return Err(error(EIO));
-        }
+        state.sync_allowed()?;
         let entries = state.dirs.get_mut(dir).ok_or_else(|| not_found(dir))?;
         entries.durable = entries.current.clone();
         entries.unsynced.clear();
