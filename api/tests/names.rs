@@ -97,7 +97,7 @@ async fn notes_are_sealed_shown_to_the_parties_and_unreadable_after_the_author_i
             ("ada.quillfeather@example.com", "bob.marchetti@example.com")
         );
         assert_eq!(shown.note, NOTE);
-        let list = pay.list_payments(authed(wire::ListPaymentsRequest {}, &viewer.token)).await.expect("list");
+        let list = pay.list_payments(authed(wire::ListPaymentsRequest::default(), &viewer.token)).await.expect("list");
         let listed = list.into_inner().payments;
         assert!(listed
             .iter()

@@ -204,8 +204,40 @@ async fn every_kind_with_every_funding_method_and_refunds() {
     assert_clearing_is_zero(&server).await;
     let fees = balance(&server, platform_account("fee", usd())).await.0;
     assert_eq!(fees, 290 + 20 + 18 + 5 + 21 + 7, "card and digital wallet fees");
-    let mine = payments.list_payments(authed(wire::ListPaymentsRequest {}, &bob.token)).await.expect("list");
-    assert!(mine.into_inner().payments.iter().all(|p| p.sender_id == bob.id || p.receiver_id == bob.id));
+    let mine = payments.list_payments(authed(wire::ListPaymentsRequest::default(), &bob.token)).await.expect("list");
+    let mine = mine.into_inner();
+    assert!(mine.payments.iter().all(|p| p.sender_id == bob.id || p.receiver_id == bob.id));
+    assert!(mine.payments.len() >= 8 && mine.next_cursor.is_empty(), "one default page holds them all: {mine:?}");
+    // Pages of two walk the same list, newest first, each payment once.
+    let mut paged = Vec::new();
+    let mut after = String::new();
+    loop {
+        let request = wire::ListPaymentsRequest { limit: 2, after, ..Default::default() };
+        let page = payments.list_payments(authed(request, &bob.token)).await.expect("page").into_inner();
+        assert!(page.payments.len() <= 2);
+        paged.extend(page.payments.into_iter().map(|p| p.payment_id));
+        if page.next_cursor.is_empty() {
+            break;
+        }
+        after = page.next_cursor;
+    }
+    assert_eq!(paged, mine.payments.iter().map(|p| p.payment_id.clone()).collect::<Vec<_>>());
+    let order: Vec<(u64, u128)> =
+        mine.payments.iter().map(|p| (p.created_at_ns, p.payment_id.parse().expect("id"))).collect();
+    assert!(order.windows(2).all(|w| w[0] > w[1]), "newest first: {order:?}");
+    // Filters, and what is refused.
+    let completed = wire::ListPaymentsRequest { status: "completed".into(), kind: "send".into(), ..Default::default() };
+    let completed = payments.list_payments(authed(completed, &bob.token)).await.expect("filtered").into_inner();
+    let expected = mine.payments.iter().filter(|p| p.status == "completed" && p.kind == "send").count();
+    assert!(expected > 0 && completed.payments.len() == expected, "{completed:?}");
+    for bad in [
+        wire::ListPaymentsRequest { limit: 201, ..Default::default() },
+        wire::ListPaymentsRequest { after: "yesterday".into(), ..Default::default() },
+        wire::ListPaymentsRequest { currency: "XYZ".into(), ..Default::default() },
+    ] {
+        let refused = payments.list_payments(authed(bad.clone(), &bob.token)).await;
+        assert_eq!(refused.map(|_| ()).map_err(|s| s.code()), Err(Code::InvalidArgument), "{bad:?}");
+    }
     let strangers = person(&mut users, "Eve", "eve@example.com").await;
     let peek = payments
         .get_payment(authed(wire::GetPaymentRequest { payment_id: first.payment_id.clone() }, &strangers.token))
@@ -305,7 +337,8 @@ async fn reviews_are_approved_rejected_or_time_out_with_the_funds_on_hold() {
         assert!(started.elapsed() < Duration::from_secs(10), "holds not placed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let queue = payments.list_reviews(authed(wire::ListReviewsRequest {}, ADMIN)).await.expect("queue").into_inner();
+    let queue =
+        payments.list_reviews(authed(wire::ListReviewsRequest::default(), ADMIN)).await.expect("queue").into_inner();
     assert_eq!(queue.payments.len(), 3);
     let review = |id: &str, approve: bool| wire::ReviewPaymentRequest { payment_id: id.into(), approve };
     let by_user = payments.review_payment(authed(review(&ids[0], true), &alice.token)).await;

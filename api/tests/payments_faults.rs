@@ -378,8 +378,7 @@ async fn thousands_of_payments_survive_faulty_rails_and_killed_workers() {
     let payments = loop {
         let current = addr.lock().expect("addr").clone();
         let mut client = wire::payments_client::PaymentsClient::new(channel(&current).await.expect("connect"));
-        let listed =
-            client.list_payments(authed(wire::ListPaymentsRequest {}, ADMIN)).await.expect("list").into_inner();
+        let listed = wire::ListPaymentsResponse { payments: every_payment(&mut client).await, ..Default::default() };
         let open = listed.payments.iter().filter(|p| !TERMINAL.contains(&p.status.as_str())).count();
         // Payments held for review (the rules see a busy instrument): an admin decides.
         for p in listed.payments.iter().filter(|p| p.status == "requires_review") {
@@ -454,4 +453,21 @@ async fn thousands_of_payments_survive_faulty_rails_and_killed_workers() {
     assert!(server.terminate().success());
     let data_dir = dir.path().join("data");
     audit_verify(&data_dir);
+}
+
+/// Every payment, page by page (an admin's list).
+async fn every_payment(
+    client: &mut wire::payments_client::PaymentsClient<tonic::transport::Channel>,
+) -> Vec<wire::Payment> {
+    let mut all = Vec::new();
+    let mut after = String::new();
+    loop {
+        let request = wire::ListPaymentsRequest { limit: 200, after, ..Default::default() };
+        let page = client.list_payments(authed(request, ADMIN)).await.expect("list").into_inner();
+        all.extend(page.payments);
+        if page.next_cursor.is_empty() {
+            return all;
+        }
+        after = page.next_cursor;
+    }
 }

@@ -127,7 +127,8 @@ async fn refund_ids_amounts_and_failure_reasons_say_what_they_mean() {
         assert_eq!(refused.code(), Code::InvalidArgument, "{bad:?}: {refused:?}");
         assert!(refused.message().starts_with("amount: "), "{bad:?}: {}", refused.message());
     }
-    let listed = payments.list_payments(authed(wire::ListPaymentsRequest {}, &alice.token)).await.expect("list");
+    let listed =
+        payments.list_payments(authed(wire::ListPaymentsRequest::default(), &alice.token)).await.expect("list");
     assert!(listed.into_inner().payments.is_empty(), "a refused amount created a payment");
     let quote = wire::GetQuoteRequest {
         from_currency: "USD".into(),

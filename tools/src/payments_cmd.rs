@@ -131,6 +131,8 @@ pub enum PaymentsCommand {
     Payments {
         /// One payment, shown with its steps and ledger transfers.
         payment_id: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
     },
     /// Refund a payment you received (or, as an admin, any), fully or by --amount.
     Refund {
@@ -157,7 +159,29 @@ pub enum PaymentsCommand {
         reject: bool,
         #[command(flatten)]
         wait: WaitArgs,
+        #[command(flatten)]
+        page: PageArgs,
     },
+}
+
+/// Which page of a list: the server answers at most 200 payments a call.
+#[derive(clap::Args, Debug)]
+pub struct PageArgs {
+    /// Payments on the page, 1 to 200 (default 50).
+    #[arg(long, default_value_t = 0)]
+    limit: u32,
+    /// The cursor printed after the previous page (on standard error).
+    #[arg(long, default_value = "")]
+    after: String,
+}
+
+/// Prints a page, then where the next one starts (on standard error, so the page on
+/// standard output stays one JSON array or table).
+fn print_page(list: wire::ListPaymentsResponse, json: bool, offset: i32) {
+    print_payments(&list.payments, json, offset);
+    if !list.next_cursor.is_empty() {
+        eprintln!("more: --after {}", list.next_cursor);
+    }
 }
 
 fn payment_json(p: &wire::Payment, offset: i32) -> serde_json::Value {
@@ -461,17 +485,18 @@ pub async fn run(connection: &Connection, command: PaymentsCommand) -> Result<u8
             let request = wire::RefundRequest { payment_id, amount, refund_id };
             (payments.refund(connection.request(request)?).await, wait, String::new())
         }
-        PaymentsCommand::Payments { payment_id: Some(payment_id) } => {
+        PaymentsCommand::Payments { payment_id: Some(payment_id), .. } => {
             let p = payments.get_payment(connection.request(wire::GetPaymentRequest { payment_id })?).await;
             print_payment(&p.map_err(status_text)?.into_inner(), json, offset);
             return Ok(0);
         }
-        PaymentsCommand::Payments { payment_id: None } => {
-            let list = payments.list_payments(connection.request(wire::ListPaymentsRequest {})?).await;
-            print_payments(&list.map_err(status_text)?.into_inner().payments, json, offset);
+        PaymentsCommand::Payments { payment_id: None, page } => {
+            let request = wire::ListPaymentsRequest { limit: page.limit, after: page.after, ..Default::default() };
+            let list = payments.list_payments(connection.request(request)?).await;
+            print_page(list.map_err(status_text)?.into_inner(), json, offset);
             return Ok(0);
         }
-        PaymentsCommand::Review { payment_id: Some(payment_id), approve, reject, wait } => {
+        PaymentsCommand::Review { payment_id: Some(payment_id), approve, reject, wait, .. } => {
             if approve == reject {
                 return Err("--approve or --reject: give one".into());
             }
@@ -480,9 +505,10 @@ pub async fn run(connection: &Connection, command: PaymentsCommand) -> Result<u8
             let request = wire::ReviewPaymentRequest { payment_id, approve };
             (payments.review_payment(connection.request(request)?).await, wait, String::new())
         }
-        PaymentsCommand::Review { payment_id: None, .. } => {
-            let list = payments.list_reviews(connection.request(wire::ListReviewsRequest {})?).await;
-            print_payments(&list.map_err(status_text)?.into_inner().payments, json, offset);
+        PaymentsCommand::Review { payment_id: None, page, .. } => {
+            let request = wire::ListReviewsRequest { limit: page.limit, after: page.after };
+            let list = payments.list_reviews(connection.request(request)?).await;
+            print_page(list.map_err(status_text)?.into_inner(), json, offset);
             return Ok(0);
         }
     };

@@ -139,7 +139,7 @@ impl AdminService {
         let profile = self.users.profile(id).await.map_err(status::users)?;
         let wallets = self.users.wallets(id).await.map_err(status::users)?;
         let instruments = self.users.instruments_for_support(id).await.map_err(status::users)?;
-        let (payments, next) = self.payments.page_of_user(id, after, limit).await;
+        let (payments, next) = self.payments.page_of_user(id, after, limit).await.map_err(status::payments)?;
         Ok(wire::AdminUser {
             profile: Some(profile_wire(profile)),
             wallets: wallets.into_iter().map(wallet_wire).collect(),

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use ledger_core::money::{format_amount, parse_amount, Currency};
 use ledger_platform::fx::Fx;
+use ledger_platform::payments::list::{Listing, PaymentFilter};
 use ledger_platform::payments::{NewPayment, PaymentView, Payments};
 use ledger_platform::users::Users;
 use ledger_proto::api::v1 as wire;
@@ -101,6 +102,23 @@ impl PaymentsService {
 
     async fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
         self.principal(request).await?.admin()
+    }
+
+    /// A page of `listing`, with the cursor of the next.
+    async fn page(
+        &self,
+        listing: Listing,
+        filter: &PaymentFilter,
+        limit: u32,
+        after: &str,
+    ) -> Result<wire::ListPaymentsResponse, Status> {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let (payments, next) =
+            self.payments.list(listing, filter, list_cursor(after)?, limit).await.map_err(status::payments)?;
+        Ok(wire::ListPaymentsResponse {
+            payments: payments.into_iter().map(payment_wire).collect(),
+            next_cursor: next.map_or(String::new(), |(ns, id)| list_cursor_text(ns, id)),
+        })
     }
 
     /// A top-up of the user's wallet from one of their instruments, or a withdrawal
@@ -295,9 +313,23 @@ impl wire::payments_server::Payments for PaymentsService {
         request: Request<wire::ListPaymentsRequest>,
     ) -> Result<Response<wire::ListPaymentsResponse>, Status> {
         let result = async {
-            let viewer = self.viewer(&request).await?;
-            let payments = self.payments.list(viewer, false).await.map_err(status::payments)?;
-            Ok(wire::ListPaymentsResponse { payments: payments.into_iter().map(payment_wire).collect() })
+            let listing = self.viewer(&request).await?.map_or(Listing::All, Listing::OfUser);
+            let r = request.get_ref();
+            let word = |field: &str, text: &str| match text.len() {
+                0 => Ok(None),
+                1..=32 => Ok(Some(text.to_string())),
+                _ => Err(Status::invalid_argument(format!("{field}: at most 32 bytes"))),
+            };
+            let filter = PaymentFilter {
+                status: word("status", &r.status)?,
+                kind: word("kind", &r.kind)?,
+                currency: if r.currency.is_empty() {
+                    None
+                } else {
+                    Some(convert::parse_currency("currency", &r.currency)?)
+                },
+            };
+            self.page(listing, &filter, r.limit, &r.after).await
         }
         .await;
         self.metrics.answer("Payments/ListPayments", result)
@@ -344,8 +376,8 @@ impl wire::payments_server::Payments for PaymentsService {
     ) -> Result<Response<wire::ListPaymentsResponse>, Status> {
         let result = async {
             self.admin(&request).await?;
-            let payments = self.payments.list(None, true).await.map_err(status::payments)?;
-            Ok(wire::ListPaymentsResponse { payments: payments.into_iter().map(payment_wire).collect() })
+            let r = request.get_ref();
+            self.page(Listing::InReview, &PaymentFilter::default(), r.limit, &r.after).await
         }
         .await;
         self.metrics.answer("Payments/ListReviews", result)
@@ -358,4 +390,20 @@ impl wire::payments_server::Payments for PaymentsService {
         let result = self.statement(request).await;
         self.metrics.answer("Payments/GetStatement", result)
     }
+}
+
+/// The cursor of a list of payments: `{created_ns}_{payment id}` of the last payment
+/// of the previous page (the HTTP API's `next_cursor` is the same text).
+pub fn list_cursor_text(created_ns: u64, id: u128) -> String {
+    format!("{created_ns}_{id}")
+}
+
+/// Reads a cursor of [`list_cursor_text`]; empty is the first page.
+pub fn list_cursor(text: &str) -> Result<Option<(u64, u128)>, Status> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let bad = || Status::invalid_argument("after: the next_cursor of an earlier page");
+    let (ns, id) = text.split_once('_').ok_or_else(bad)?;
+    Ok(Some((ns.parse().map_err(|_| bad())?, id.parse().map_err(|_| bad())?)))
 }

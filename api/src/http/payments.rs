@@ -19,6 +19,7 @@ use super::extract::{Caller, IdempotencyKey, JsonBody, Page, PageQuery, Params};
 use super::idempotency::platform_reused;
 use super::time::rfc3339;
 use super::{call, State};
+use crate::grpc::payments::list_cursor_text;
 
 pub fn routes() -> OpenApiRouter<State> {
     OpenApiRouter::new()
@@ -218,11 +219,6 @@ pub struct PaymentPage {
     pub next_cursor: Option<String>,
 }
 
-/// The cursor of a payment in newest-first order: its creation time and id.
-fn cursor(p: &wire::Payment) -> String {
-    format!("{}_{}", p.created_at_ns, p.payment_id)
-}
-
 fn parse_cursor(text: &str) -> Result<(u64, u128), ApiError> {
     let bad = || ApiError::invalid("starting_after", "a next_cursor from a previous page");
     let (at, id) = text.split_once('_').ok_or_else(bad)?;
@@ -250,18 +246,6 @@ pub struct TransactionsQuery {
     pub currency: Option<String>,
 }
 
-/// A payment's place in newest-first order.
-fn order_key(p: &wire::Payment) -> Result<(u64, u128), ApiError> {
-    let id = p.payment_id.parse::<u128>().map_err(|_| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the service answered a payment id that is not a number",
-        )
-    })?;
-    Ok((p.created_at_ns, id))
-}
-
 /// The signed-in user's payments, newest first, cursor-paged: a page after a cursor
 /// never repeats or skips a payment, also while new ones are made.
 #[utoipa::path(get, path = "/user/transactions", tag = "payments", security(("bearer" = [])),
@@ -279,36 +263,29 @@ pub async fn transactions(
         page: query.page,
     }
     .page()?;
-    let all = call(state.payments.list_payments(caller.grpc(wire::ListPaymentsRequest {}))).await?;
-    let wanted = |p: &wire::Payment| {
-        query.status.as_ref().is_none_or(|s| &p.status == s)
-            && query.kind.as_ref().is_none_or(|k| &p.kind == k)
-            && query.currency.as_ref().is_none_or(|c| p.currency.eq_ignore_ascii_case(c))
+    let request = wire::ListPaymentsRequest {
+        limit: page.limit as u32,
+        after: grpc_cursor(&page)?,
+        status: query.status.unwrap_or_default(),
+        kind: query.kind.unwrap_or_default(),
+        currency: query.currency.map(|c| c.to_ascii_uppercase()).unwrap_or_default(),
     };
-    Ok(Json(page_of(all.payments, &page, wanted)?))
+    let listed = call(state.payments.list_payments(caller.grpc(request))).await?;
+    Ok(Json(payment_page(listed)))
 }
 
-/// One page of `all` (those `wanted`), newest first by (creation time, id), after the
-/// page's cursor: a payment made while a client pages is newer than every cursor it
-/// holds, so it never shifts the pages after them.
-fn page_of(
-    all: Vec<wire::Payment>,
-    page: &Page,
-    wanted: impl Fn(&wire::Payment) -> bool,
-) -> Result<PaymentPage, ApiError> {
-    let after = page.after.as_deref().map(parse_cursor).transpose()?;
-    let mut kept = Vec::new();
-    for p in all {
-        let key = order_key(&p)?;
-        if wanted(&p) && after.is_none_or(|a| key < a) {
-            kept.push((key, p));
-        }
+/// The page's `starting_after`, checked here so an error names the HTTP parameter.
+fn grpc_cursor(page: &Page) -> Result<String, ApiError> {
+    Ok(page.after.as_deref().map(parse_cursor).transpose()?.map_or(String::new(), |(ns, id)| list_cursor_text(ns, id)))
+}
+
+fn payment_page(listed: wire::ListPaymentsResponse) -> PaymentPage {
+    let next_cursor = Some(listed.next_cursor).filter(|c| !c.is_empty());
+    PaymentPage {
+        data: listed.payments.into_iter().map(payment_json).collect(),
+        has_more: next_cursor.is_some(),
+        next_cursor,
     }
-    kept.sort_by_key(|(key, _)| std::cmp::Reverse(*key));
-    let has_more = kept.len() > page.limit;
-    kept.truncate(page.limit);
-    let next_cursor = if has_more { kept.last().map(|(_, p)| cursor(p)) } else { None };
-    Ok(PaymentPage { data: kept.into_iter().map(|(_, p)| payment_json(p)).collect(), has_more, next_cursor })
 }
 
 /// One payment the caller is a party of (or any, for an admin).
@@ -526,8 +503,8 @@ pub async fn reviews(
     Params(query): Params<PageQuery>,
 ) -> Result<Json<PaymentPage>, ApiError> {
     let page = query.page()?;
-    let all = call(state.payments.list_reviews(caller.grpc(wire::ListReviewsRequest {}))).await?;
-    Ok(Json(page_of(all.payments, &page, |_| true)?))
+    let request = wire::ListReviewsRequest { limit: page.limit as u32, after: grpc_cursor(&page)? };
+    Ok(Json(payment_page(call(state.payments.list_reviews(caller.grpc(request))).await?)))
 }
 
 /// Which statement: the month is in the path.

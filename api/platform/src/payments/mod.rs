@@ -15,6 +15,7 @@ mod driver;
 mod error;
 mod fold;
 mod kinds;
+pub mod list;
 pub mod ops;
 mod present;
 pub mod rails;
@@ -23,7 +24,7 @@ mod saga;
 #[cfg(test)]
 mod saga_model;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +56,6 @@ pub use saga::{PaymentStep, PaymentView, RiskView};
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 64;
 pub const NOTE_BYTES_MAX: usize = 140;
 /// Payments in a user's list (their latest).
-pub const USER_LIST_PAYMENTS_MAX: usize = 1_000;
 
 #[derive(Clone, Copy, Debug)]
 pub struct PaymentsConfig {
@@ -156,6 +156,8 @@ pub struct Payments {
     clock: Arc<dyn Clock>,
     /// Counters for operators and the review queue's index.
     ops: ops::PaymentOps,
+    /// What lists walk: each user's payments and all payments, newest first.
+    index: list::PaymentIndex,
 }
 
 impl Payments {
@@ -183,6 +185,7 @@ impl Payments {
             activity: std::sync::Mutex::new(Activity::default()),
             clock,
             ops: ops::PaymentOps::default(),
+            index: list::PaymentIndex::default(),
         };
         for stream in payments.store.stream_names("payment-")? {
             let mut payment = Payment::default();
@@ -209,6 +212,7 @@ impl Payments {
     }
 
     fn index(&self, payment: &Payment) {
+        self.index.add(payment);
         self.keys.insert((payment.created_by(), payment.created.idempotency_key.clone()), payment.id);
         if !payment.created.quote_id.is_empty() {
             self.quotes.insert(payment.created.quote_id.clone(), payment.id);
@@ -415,27 +419,6 @@ impl Payments {
             }
         }
         self.shown(&payment).await
-    }
-
-    /// The user's payments (as sender or receiver), newest first.
-    pub async fn list(&self, user: Option<u128>, only_in_review: bool) -> Result<Vec<PaymentView>, PaymentsError> {
-        let entries: Vec<Arc<Entry>> = self.payments.iter().map(|e| e.value().clone()).collect();
-        let mut found = BTreeMap::new();
-        for entry in entries {
-            let payment = entry.payment.lock().await;
-            let visible = user.is_none_or(|u| payment.sender() == u || payment.receiver() == u);
-            let in_review = payment.public_status().0 == "requires_review";
-            if visible && (!only_in_review || in_review) {
-                found.insert((std::cmp::Reverse(payment.created_ns), payment.id), entry.clone());
-            }
-        }
-        // A user's list is their latest 1,000; an admin sees every payment.
-        let limit = if user.is_some() { USER_LIST_PAYMENTS_MAX } else { usize::MAX };
-        let mut out = Vec::new();
-        for entry in found.into_values().take(limit) {
-            out.push(self.shown(&*entry.payment.lock().await).await?);
-        }
-        Ok(out)
     }
 
     /// The payer of a money request approves (with a funding source) or declines it.

@@ -10,9 +10,10 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use super::kinds::{FinishStatus, Funding, PaymentKind, Step};
+use super::list::{Listing, PaymentFilter, Presented};
 use super::rails::{RailError, RailStatus};
 use super::saga::{Payment, PaymentView};
-use super::{Entry, Payments};
+use super::{Payments, PaymentsError};
 
 /// The rails calls are counted for (a wallet payment calls none).
 pub const RAILS: [Funding; 3] = [Funding::BankAccount, Funding::Card, Funding::DigitalWallet];
@@ -51,8 +52,8 @@ pub struct PaymentOps {
     rail_calls: Box<[AtomicU64]>,
     /// Per (rail, operation): the buckets then `+Inf`, then the sum in microseconds.
     rail_latency: Box<[AtomicU64]>,
-    /// Payment id → when it entered review (ns).
-    reviews: DashMap<u128, u64>,
+    /// Payment id → when it entered review and when it was created (ns).
+    reviews: DashMap<u128, (u64, u64)>,
 }
 
 impl Default for PaymentOps {
@@ -124,7 +125,7 @@ impl PaymentOps {
     pub(super) fn track(&self, payment: &Payment) {
         if payment.public_status().0 == "requires_review" {
             let since = payment.history.iter().rev().find(|s| s.step == "risk").map_or(payment.last_ns, |s| s.at_ns);
-            self.reviews.entry(payment.id).or_insert(since);
+            self.reviews.entry(payment.id).or_insert((since, payment.created_ns));
         } else {
             self.reviews.remove(&payment.id);
         }
@@ -194,8 +195,13 @@ impl PaymentOps {
 
     /// Payments in review, and when the oldest of them entered it.
     pub fn review_queue(&self) -> (usize, Option<u64>) {
-        let oldest = self.reviews.iter().map(|e| *e.value()).min();
+        let oldest = self.reviews.iter().map(|e| e.value().0).min();
         (self.reviews.len(), oldest)
+    }
+
+    /// (created ns, id) of every payment in review.
+    pub(super) fn reviews_created(&self) -> Vec<(u64, u128)> {
+        self.reviews.iter().map(|e| (e.value().1, *e.key())).collect()
     }
 }
 
@@ -208,44 +214,22 @@ impl Payments {
         &self.ops
     }
 
-    /// A page of `user`'s payments (as sender or receiver), newest first, after
-    /// `after`; and the cursor of the next page if there is one.
+    /// A page of `user`'s payments (as sender or receiver) for support, newest first,
+    /// after `after` (notes stay sealed); and the cursor of the next page if there is one.
     pub async fn page_of_user(
         &self,
         user: u128,
         after: Option<PaymentCursor>,
         limit: usize,
-    ) -> (Vec<PaymentView>, Option<PaymentCursor>) {
+    ) -> Result<(Vec<PaymentView>, Option<PaymentCursor>), PaymentsError> {
         let limit = limit.clamp(1, PAGE_PAYMENTS_MAX);
-        let entries: Vec<std::sync::Arc<Entry>> = self.payments.iter().map(|e| e.value().clone()).collect();
-        let now = self.clock.now_ns();
-        // Newest first is the order of (Reverse(created), Reverse(id)); the map keeps
-        // at most limit + 1, so memory stays bounded by the page.
-        let mut page = std::collections::BTreeMap::new();
-        for entry in entries {
-            let payment = entry.payment.lock().await;
-            if payment.sender() != user && payment.receiver() != user {
-                continue;
-            }
-            let key = (std::cmp::Reverse(payment.created_ns), std::cmp::Reverse(payment.id));
-            if after.is_some_and(|(ns, id)| key <= (std::cmp::Reverse(ns), std::cmp::Reverse(id))) {
-                continue;
-            }
-            page.insert(key, payment.view(now));
-            if page.len() > limit + 1 {
-                page.pop_last();
-            }
-        }
-        let more = page.len() > limit;
-        let views: Vec<PaymentView> = page.into_values().take(limit).collect();
-        let next = if more { views.last().map(|v| (v.created_at_ns, v.id)) } else { None };
-        (views, next)
+        self.page(Listing::OfUser(user), &PaymentFilter::default(), after, limit, Presented::Bare).await
     }
 
     /// The review queue, oldest first, at most `limit` of it, and its whole length.
     pub async fn review_entries(&self, limit: usize) -> (Vec<ReviewEntry>, usize) {
         let limit = limit.clamp(1, PAGE_PAYMENTS_MAX);
-        let mut queued: Vec<(u64, u128)> = self.ops.reviews.iter().map(|e| (*e.value(), *e.key())).collect();
+        let mut queued: Vec<(u64, u128)> = self.ops.reviews.iter().map(|e| (e.value().0, *e.key())).collect();
         let total = queued.len();
         queued.sort_unstable();
         let now = self.clock.now_ns();

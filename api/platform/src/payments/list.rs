@@ -1,0 +1,173 @@
+//! Lists of payments, a page at a time, newest first by (creation time, id).
+//!
+//! A user's list walks that user's own index, so a page costs what the page holds
+//! (plus the entries its filters skip), never a scan of every payment; the admin list
+//! walks the index of all payments, and the review queue its own index. A page holds
+//! at most [`PAGE_PAYMENTS_MAX`] payments; a cursor is the (creation time, id) of the
+//! last payment of the previous page, so a payment made while a client pages is newer
+//! than every cursor it holds and never shifts the pages after them.
+
+use std::cmp::Reverse;
+use std::collections::BTreeSet;
+use std::ops::Bound;
+use std::sync::{Arc, RwLock};
+
+use dashmap::DashMap;
+use ledger_core::money::Currency;
+
+use super::ops::{PaymentCursor, PAGE_PAYMENTS_MAX};
+use super::saga::{Payment, PaymentView};
+use super::{Payments, PaymentsError};
+
+/// Payments on a page when the caller names no size.
+pub const PAGE_PAYMENTS_DEFAULT: usize = 50;
+/// Index entries read at a time while a page is filled (the index's lock is not held
+/// while payments are read).
+const INDEX_CHUNK_ENTRIES: usize = 256;
+
+/// A payment's place in newest-first order: ascending on (Reverse(created), Reverse(id)).
+type Key = (Reverse<u64>, Reverse<u128>);
+
+fn key(created_ns: u64, id: u128) -> Key {
+    (Reverse(created_ns), Reverse(id))
+}
+
+/// Which payments a list walks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listing {
+    /// Those the user sent or received.
+    OfUser(u128),
+    /// Every payment (admins).
+    All,
+    /// Payments waiting for a review decision (admins).
+    InReview,
+}
+
+/// What a list keeps of the payments it walks: each filter given must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PaymentFilter {
+    /// A public status: `completed`, `pending`, `requires_review`, ...
+    pub status: Option<String>,
+    /// A kind: `send`, `request`, `top_up`, ...
+    pub kind: Option<String>,
+    pub currency: Option<Currency>,
+}
+
+impl PaymentFilter {
+    fn matches(&self, payment: &Payment) -> bool {
+        self.status.as_deref().is_none_or(|s| payment.public_status().0 == s)
+            && self.kind.as_deref().is_none_or(|k| payment.created.kind == k)
+            && self.currency.is_none_or(|c| payment.currency() == Some(c))
+    }
+}
+
+/// How a payment is presented on a page.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Presented {
+    /// To its parties: names, emails and the note opened.
+    Shown,
+    /// To support: the bare view, notes stay sealed.
+    Bare,
+}
+
+/// The indexes lists walk. Entries are added when a payment is created or replayed;
+/// a payment's creation time never changes, so nothing is moved later.
+#[derive(Default)]
+pub(super) struct PaymentIndex {
+    by_user: DashMap<u128, BTreeSet<Key>>,
+    all: RwLock<BTreeSet<Key>>,
+}
+
+impl PaymentIndex {
+    pub(super) fn add(&self, payment: &Payment) {
+        let at = key(payment.created_ns, payment.id);
+        self.by_user.entry(payment.sender()).or_default().insert(at);
+        if payment.receiver() != payment.sender() {
+            self.by_user.entry(payment.receiver()).or_default().insert(at);
+        }
+        self.all.write().unwrap_or_else(|p| p.into_inner()).insert(at);
+    }
+
+    /// Up to `n` keys of `listing` after `after`, in order.
+    fn after(&self, payments: &Payments, listing: Listing, after: Option<Key>, n: usize) -> Vec<Key> {
+        let range = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let take = |set: &BTreeSet<Key>| set.range((range, Bound::Unbounded)).take(n).copied().collect();
+        match listing {
+            Listing::OfUser(user) => self.by_user.get(&user).map_or_else(Vec::new, |set| take(&set)),
+            Listing::All => take(&self.all.read().unwrap_or_else(|p| p.into_inner())),
+            Listing::InReview => {
+                let mut keys: Vec<Key> = payments
+                    .ops
+                    .reviews_created()
+                    .into_iter()
+                    .map(|(created, id)| key(created, id))
+                    .filter(|k| after.is_none_or(|a| *k > a))
+                    .collect();
+                keys.sort_unstable();
+                keys.truncate(n);
+                keys
+            }
+        }
+    }
+}
+
+/// Checks a page size from outside: 0 is the default, above the maximum is an error.
+pub fn page_size(limit: usize) -> Result<usize, PaymentsError> {
+    match limit {
+        0 => Ok(PAGE_PAYMENTS_DEFAULT),
+        1..=PAGE_PAYMENTS_MAX => Ok(limit),
+        _ => Err(crate::FieldError::new("limit", format!("at most {PAGE_PAYMENTS_MAX} payments a page")).into()),
+    }
+}
+
+impl Payments {
+    /// A page of `listing` (those `filter` keeps), newest first, after `after`, at most
+    /// `limit` (see [`page_size`]); and the cursor of the next page if there is one.
+    pub async fn list(
+        &self,
+        listing: Listing,
+        filter: &PaymentFilter,
+        after: Option<PaymentCursor>,
+        limit: usize,
+    ) -> Result<(Vec<PaymentView>, Option<PaymentCursor>), PaymentsError> {
+        self.page(listing, filter, after, page_size(limit)?, Presented::Shown).await
+    }
+
+    pub(super) async fn page(
+        &self,
+        listing: Listing,
+        filter: &PaymentFilter,
+        after: Option<PaymentCursor>,
+        limit: usize,
+        presented: Presented,
+    ) -> Result<(Vec<PaymentView>, Option<PaymentCursor>), PaymentsError> {
+        let mut cursor = after.map(|(ns, id)| key(ns, id));
+        let mut page = Vec::new();
+        loop {
+            let keys = self.index.after(self, listing, cursor, INDEX_CHUNK_ENTRIES);
+            if keys.is_empty() {
+                return Ok((page, None));
+            }
+            for at in keys {
+                cursor = Some(at);
+                let Some(entry) = self.payments.get(&at.1 .0).map(|e| Arc::clone(e.value())) else { continue };
+                let payment = entry.payment.lock().await;
+                if !filter.matches(&payment) || (listing == Listing::InReview && !in_review(&payment)) {
+                    continue;
+                }
+                if page.len() == limit {
+                    let next = page.last().map(|v: &PaymentView| (v.created_at_ns, v.id));
+                    return Ok((page, next));
+                }
+                page.push(match presented {
+                    Presented::Shown => self.shown(&payment).await?,
+                    Presented::Bare => payment.view(self.clock.now_ns()),
+                });
+            }
+        }
+    }
+}
+
+fn in_review(payment: &Payment) -> bool {
+    payment.public_status().0 == "requires_review"
+}
