@@ -243,6 +243,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             projector: projector.clone(),
             metrics,
             heads_public_key: Some(heads.public_key.clone()),
+            stream_subscribers: crate::service::stream_subscribers(),
         }),
         users: Arc::new(users_service),
         payments: Arc::new(payments_service),

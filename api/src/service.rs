@@ -31,6 +31,14 @@ const PAGE_MOVEMENTS_DEFAULT: u32 = 100;
 pub(crate) const READ_MODEL_WAIT: Duration = Duration::from_secs(5);
 /// Events per message batch of an event stream.
 const STREAM_BATCH_EVENTS: usize = 1_024;
+/// Most `StreamEvents` calls open at once; one more is RESOURCE_EXHAUSTED. Each holds
+/// a task and up to `STREAM_BATCH_EVENTS` events queued for its client.
+pub const STREAM_SUBSCRIBERS_MAX: usize = 64;
+
+/// Permits for open `StreamEvents` calls (see [`STREAM_SUBSCRIBERS_MAX`]).
+pub fn stream_subscribers() -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(STREAM_SUBSCRIBERS_MAX))
+}
 
 pub struct LedgerService {
     pub ledger: Ledger,
@@ -46,6 +54,8 @@ pub struct LedgerService {
     pub metrics: Arc<Metrics>,
     /// The public key signed chain heads verify under (hex); `None`: heads are not signed.
     pub heads_public_key: Option<String>,
+    /// A permit per open `StreamEvents` call: [`stream_subscribers`].
+    pub stream_subscribers: Arc<tokio::sync::Semaphore>,
 }
 
 /// Signed heads per `ListSignedHeads` answer when the request names no limit.
@@ -395,13 +405,25 @@ impl wire::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<wire::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
-        let result = self.authorize(&request, Permission::Stream).map(|_| {
+        let result = self.authorize(&request, Permission::Stream).and_then(|_| {
+            let permit = Arc::clone(&self.stream_subscribers).try_acquire_owned().map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "{STREAM_SUBSCRIBERS_MAX} event streams are open, the most at once; retry later"
+                ))
+            })?;
             let from = request.into_inner().from_position;
             let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_BATCH_EVENTS);
             let mut subscription = Subscription::new(self.store.clone(), from);
             tokio::spawn(async move {
+                // Held until the stream ends, also when the client goes away while the
+                // log is quiet.
+                let _permit = permit;
                 loop {
-                    let events = match subscription.next_batch(STREAM_BATCH_EVENTS).await {
+                    let events = tokio::select! {
+                        events = subscription.next_batch(STREAM_BATCH_EVENTS) => events,
+                        () = sender.closed() => return,
+                    };
+                    let events = match events {
                         Ok(events) => events,
                         Err(error) => {
                             let _ = sender.send(Err(convert::store_status(&error))).await;
@@ -416,7 +438,7 @@ impl wire::ledger_server::Ledger for LedgerService {
                 }
             });
             let stream: EventStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver));
-            Response::new(stream)
+            Ok(Response::new(stream))
         });
         self.observe("StreamEvents", result)
     }

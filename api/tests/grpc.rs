@@ -363,6 +363,32 @@ async fn a_retry_over_a_new_connection_returns_the_original_result() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_event_streams_are_bounded_and_a_closed_one_frees_its_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let mut client = server.client().await;
+    let stream = || authed(wire::StreamEventsRequest { from_position: 0 }, AUDITOR);
+    let mut open = Vec::new();
+    for _ in 0..ledger_api::service::STREAM_SUBSCRIBERS_MAX {
+        open.push(client.stream_events(stream()).await.expect("a stream within the limit").into_inner());
+    }
+    let refused = client.stream_events(stream()).await.expect_err("one stream past the limit");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    // A client that goes away frees its place, though the log stays quiet.
+    drop(open.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.stream_events(stream()).await {
+            Ok(_) => break,
+            Err(status) if status.code() == Code::ResourceExhausted && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("the freed place was not given again: {status:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reflection_and_metrics() {
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
