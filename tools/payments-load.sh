@@ -31,7 +31,8 @@ run() { # run TRANSPORT -> JSON line
     rm -rf "$DATA"
     mkdir -p "$DATA"
     "$BIN/ledgerd" --data-dir "$DATA" --listen "$GRPC_ADDR" --http-listen "$HTTP_ADDR" \
-        --metrics-listen 127.0.0.1:50083 --risk-user-per-hour 10000000 --risk-user-per-day 10000000 \
+        --metrics-listen 127.0.0.1:50083 --registrations-per-source-hour 1000000 \
+        --risk-user-per-hour 10000000 --risk-user-per-day 10000000 \
         --risk-user-amount-per-day 100000000000 2>"$DATA.log" &
     local pid=$!
     for _ in $(seq 100); do

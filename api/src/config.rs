@@ -68,6 +68,10 @@ pub struct Args {
     /// A user session ends this many seconds after sign-in [default: 43200].
     #[arg(long, env = "LEDGERD_SESSION_MAX_SECS")]
     pub session_max_secs: Option<u64>,
+    /// Sign-ups (with valid input) one source address may make per hour; one more is
+    /// RESOURCE_EXHAUSTED with a retry time [default: 100].
+    #[arg(long, env = "LEDGERD_REGISTRATIONS_PER_SOURCE_HOUR")]
+    pub registrations_per_source_hour: Option<u64>,
     /// Payment rails: the gRPC address of a rails service (for example a
     /// `rails-sandbox` process); without it, the sandbox rails run inside ledgerd.
     #[arg(long, env = "LEDGERD_RAILS")]
@@ -175,6 +179,7 @@ struct Settings {
     master_key_file: Option<PathBuf>,
     session_idle_secs: u64,
     session_max_secs: u64,
+    registrations_per_source_hour: u64,
     rails: Option<String>,
     rail_timeout_ms: u64,
     review_timeout_secs: u64,
@@ -209,6 +214,7 @@ impl Default for Settings {
             master_key_file: None,
             session_idle_secs: users.session_idle.as_secs(),
             session_max_secs: users.session_max.as_secs(),
+            registrations_per_source_hour: users.registrations_per_source_hour,
             rails: None,
             rail_timeout_ms: u64::try_from(payments.rail_timeout.as_millis()).unwrap_or(u64::MAX),
             review_timeout_secs: payments.risk.review_timeout.as_secs(),
@@ -326,6 +332,7 @@ impl Config {
         let users = UsersConfig {
             session_idle: Duration::from_secs(in_range!(layers, s.session_idle_secs, 1..=SECS_MAX)?),
             session_max: Duration::from_secs(in_range!(layers, s.session_max_secs, 1..=SECS_MAX)?),
+            registrations_per_source_hour: in_range!(layers, s.registrations_per_source_hour, 1..=1_000_000_000)?,
             ..UsersConfig::default()
         };
         let mut payments = PaymentsConfig {
@@ -461,6 +468,7 @@ mod tests {
         for (key, value) in [
             ("session_idle_secs", "0"),
             ("session_max_secs", "0"),
+            ("registrations_per_source_hour", "0"),
             ("rail_timeout_ms", "0"),
             ("rail_timeout_ms", "600001"),
             ("review_timeout_secs", "0"),
@@ -509,7 +517,7 @@ mod tests {
         let text = format!(
             "data_dir = \"/srv/ledger\"\nlisten = \"127.0.0.1:7000\"\nmetrics_listen = \"127.0.0.1:7001\"\n\
              tokens_file = \"/etc/ledger/tokens\"\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n\
-             master_key_file = {key_file:?}\nsession_idle_secs = 600\nsession_max_secs = 7200\n\
+             master_key_file = {key_file:?}\nsession_idle_secs = 600\nsession_max_secs = 7200\nregistrations_per_source_hour = 5\n\
              rails = \"http://127.0.0.1:50061\"\nrail_timeout_ms = 1500\nreview_timeout_secs = 3600\n\
              risk_user_per_hour = 7\nrisk_user_per_day = 70\nrisk_user_amount_per_day = 12345\n\
              risk_currency = \"EUR\"\npayment_partition = \"1/3\"\nfx_spread_bps = 25\nfx_fee_bps = 10\nfx_quote_ttl_secs = 45\n\
@@ -518,7 +526,7 @@ mod tests {
         );
         // Every key of `Settings` is in the file: a key added there and not here fails.
         let keys: Vec<&str> = text.lines().filter_map(|line| line.split(" = ").next()).collect();
-        assert_eq!(keys.len(), 24, "{keys:?}");
+        assert_eq!(keys.len(), 25, "{keys:?}");
         let path = file(&dir, &text);
         let _environment = ENVIRONMENT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let c = Config::resolve(Args { config: Some(path), ..Args::default() }).expect("every key accepted");
@@ -528,6 +536,7 @@ mod tests {
         assert_eq!(c.tls, Some((PathBuf::from("cert.pem"), PathBuf::from("key.pem"))));
         assert!(c.master_key.is_some(), "master key read from master_key_file");
         assert_eq!((c.users.session_idle.as_secs(), c.users.session_max.as_secs()), (600, 7200));
+        assert_eq!(c.users.registrations_per_source_hour, 5);
         assert_eq!(c.rails.as_deref(), Some("http://127.0.0.1:50061"));
         assert_eq!(c.payments.rail_timeout, Duration::from_millis(1500));
         assert_eq!(c.payments.risk.review_timeout.as_secs(), 3600);

@@ -455,6 +455,28 @@ async fn repeated_failures_are_throttled_per_account_and_per_source() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ups_per_source_address_are_limited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(dir.path(), &["--registrations-per-source-hour", "3"]);
+    let mut users = server.users().await;
+    // Input that is refused anyway does not count.
+    for _ in 0..5 {
+        assert_eq!(code(register(&mut users, "Ed", "not-an-email", PASSWORD).await), Code::InvalidArgument);
+    }
+    for n in 0..3 {
+        register(&mut users, "Ed", &format!("ed{n}@example.com"), PASSWORD).await.expect("within the limit");
+    }
+    let refused = register(&mut users, "Ed", "ed3@example.com", PASSWORD).await.expect_err("one past the limit");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(refused.message().contains("try again in"), "{}", refused.message());
+    let code_of = refused.metadata().get("ledger-error-code").and_then(|v| v.to_str().ok());
+    assert_eq!(code_of, Some("USERS_THROTTLED"));
+    // Nothing was created for the refused one: the email is still free to sign in as nobody.
+    assert_eq!(code(login(&mut users, "ed3@example.com", PASSWORD).await), Code::Unauthenticated);
+    login(&mut users, "ed2@example.com", PASSWORD).await.expect("the accepted ones exist");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_and_logged_out_sessions_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start_with(dir.path(), &["--session-idle-secs", "2", "--session-max-secs", "4"]);

@@ -102,7 +102,7 @@ fn expired(result: Result<impl std::fmt::Debug, UsersError>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_expires_after_its_idle_time() {
     let p = platform().await;
-    p.users.register("Erin", "erin@example.com", PASSWORD).await.expect("erin");
+    p.users.register("Erin", "erin@example.com", PASSWORD, "192.0.2.1").await.expect("erin");
     let idle = p.sign_in("erin@example.com").await;
     p.users.authenticate(&idle).await.expect("fresh session");
     p.clock.advance_ns(2 * SECOND_NS);
@@ -116,7 +116,7 @@ async fn a_session_expires_after_its_idle_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_in_use_ends_at_its_absolute_expiry() {
     let p = platform().await;
-    p.users.register("Erin", "erin@example.com", PASSWORD).await.expect("erin");
+    p.users.register("Erin", "erin@example.com", PASSWORD, "192.0.2.1").await.expect("erin");
     let busy = p.sign_in("erin@example.com").await;
     // In use every half second, never idle: live for 4 s after sign-in, then refused.
     for _ in 0..8 {
@@ -135,7 +135,7 @@ async fn a_session_in_use_ends_at_its_absolute_expiry() {
 async fn a_sign_in_beyond_the_session_limit_ends_the_oldest_session_also_after_a_restart() {
     use ledger_platform::users::SESSIONS_PER_USER_MAX;
     let mut p = platform().await;
-    p.users.register("Erin", "erin@example.com", PASSWORD).await.expect("erin");
+    p.users.register("Erin", "erin@example.com", PASSWORD, "192.0.2.1").await.expect("erin");
     let mut tokens = Vec::new();
     for _ in 0..SESSIONS_PER_USER_MAX {
         tokens.push(p.sign_in("erin@example.com").await);
@@ -160,7 +160,7 @@ async fn a_sign_in_beyond_the_session_limit_ends_the_oldest_session_also_after_a
 async fn an_expired_quote_fails_clearly_and_moves_nothing() {
     let p = platform().await;
     let fx = p.fx(Duration::from_secs(2)).await;
-    let alice = p.users.register("Alice", "alice@example.com", PASSWORD).await.expect("alice");
+    let alice = p.users.register("Alice", "alice@example.com", PASSWORD, "192.0.2.1").await.expect("alice");
     let (usd, eur) = (Currency::parse("USD").expect("USD"), Currency::parse("EUR").expect("EUR"));
     let rate: Decimal = "1.08".parse().expect("rate");
     fx.set_rates(vec![(eur, usd, rate, "test".into())]).await.expect("rates");
@@ -193,7 +193,7 @@ fn refused(result: Result<impl std::fmt::Debug, UsersError>, why: &str) -> Users
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn totp_codes_are_checked_against_the_clock_and_used_once() {
     let mut p = platform().await;
-    let frank = p.users.register("Frank", "frank@example.com", PASSWORD).await.expect("frank");
+    let frank = p.users.register("Frank", "frank@example.com", PASSWORD, "192.0.2.1").await.expect("frank");
     let caller = p.users.authenticate(&p.sign_in("frank@example.com").await).await.expect("session");
     let wrong = p.users.enroll_totp(frank, Reauth { password: "wrong-password-123", totp_code: "" }).await;
     refused(wrong, "wrong password");

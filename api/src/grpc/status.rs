@@ -125,7 +125,7 @@ mod tests {
             (
                 super::users(UsersError::Throttled { retry_after_secs: 7 }),
                 Code::ResourceExhausted,
-                "too many failed sign-ins; try again in 7 s",
+                "too many attempts; try again in 7 s",
             ),
             (
                 super::users(UsersError::Randomness(ledger_platform::random::RandomError)),

@@ -189,8 +189,9 @@ impl wire::users_server::Users for UsersService {
         request: Request<wire::RegisterRequest>,
     ) -> Result<Response<wire::RegisterResponse>, Status> {
         let result = async {
+            let source = source(&request);
             let r = request.get_ref();
-            let id = self.users.register(&r.name, &r.email, &r.password).await.map_err(status::users)?;
+            let id = self.users.register(&r.name, &r.email, &r.password, &source).await.map_err(status::users)?;
             Ok(wire::RegisterResponse { user_id: id.to_string() })
         }
         .await;

@@ -57,7 +57,8 @@ pub struct UserCreated {
 /// Signs up a user (no token needed). Sign in next with `POST /user/sessions`.
 #[utoipa::path(post, path = "/user", tag = "users", request_body = SignUp,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
-    responses((status = 201, body = UserCreated), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = UserCreated), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "Too many sign-ups from this address in the last hour")))]
 pub async fn sign_up(
     Shared(state): Shared<State>,
     caller: Caller,

@@ -28,12 +28,14 @@ pub enum UsersError {
     Unauthenticated(&'static str),
     #[error("{0}")]
     PermissionDenied(&'static str),
-    /// Too many failed sign-ins for the email or from the source address.
-    #[error("too many failed sign-ins; try again in {retry_after_secs} s")]
+    /// Too many failed sign-ins for the email or from the source address, or too many
+    /// sign-ups from the source address.
+    #[error("too many attempts; try again in {retry_after_secs} s")]
     Throttled { retry_after_secs: u64 },
     /// Too many password hashes at once (each holds `password::ARGON2_MEMORY_KIB` of
-    /// memory): the request waited `PASSWORD_HASH_WAIT_MAX` for a turn. Retrying is safe.
-    #[error("too many password checks at once; retry in a moment")]
+    /// memory): the request waited `PASSWORD_HASH_WAIT_MAX` for a turn; or sign-ups
+    /// from `REGISTRATION_SOURCES_MAX` addresses within the hour. Retrying is safe.
+    #[error("too busy to take this now; retry in a moment")]
     Busy,
     /// The user's state does not allow this now; the text says what would.
     #[error("{0}")]

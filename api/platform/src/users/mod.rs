@@ -22,6 +22,7 @@ mod state;
 pub mod throttle;
 pub mod totp;
 mod view;
+pub mod window;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -60,6 +61,9 @@ pub struct UsersConfig {
     /// A session ends this long after sign-in, whatever its use.
     pub session_max: Duration,
     pub limits: throttle::Limits,
+    /// Sign-ups with valid input per source address within an hour; one more is
+    /// throttled (RESOURCE_EXHAUSTED with a retry time).
+    pub registrations_per_source_hour: u64,
 }
 
 impl Default for UsersConfig {
@@ -68,9 +72,14 @@ impl Default for UsersConfig {
             session_idle: Duration::from_secs(30 * 60),
             session_max: Duration::from_secs(12 * 3600),
             limits: throttle::Limits::default(),
+            registrations_per_source_hour: 100,
         }
     }
 }
+
+/// Source addresses whose sign-ups are counted at once (about 100 bytes each); when all
+/// of them signed up within the hour, sign-ups from a new address are refused as busy.
+pub const REGISTRATION_SOURCES_MAX: usize = 1_000_000;
 
 /// The authenticated user behind a session token.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,6 +103,8 @@ pub struct Users {
     keys: Arc<KeyStore>,
     vault: Box<dyn CardVault>,
     throttle: Throttle,
+    /// Sign-ups per source address in the last hour.
+    registrations: window::WindowCounts<String>,
     config: UsersConfig,
     users: DashMap<u128, Arc<Mutex<UserState>>>,
     /// Normalized email → user. An entry is reserved before its registration or
@@ -136,6 +147,11 @@ impl Users {
             keys: Arc::new(keys),
             vault,
             throttle: Throttle::new(config.limits),
+            registrations: window::WindowCounts::new(
+                config.registrations_per_source_hour,
+                Duration::from_secs(3_600),
+                REGISTRATION_SOURCES_MAX,
+            ),
             config,
             users: DashMap::new(),
             emails: DashMap::new(),
@@ -261,10 +277,19 @@ impl Users {
         }
     }
 
-    pub async fn register(&self, name: &str, email: &str, password: &str) -> Result<u128, UsersError> {
+    /// Signs up a new user from the address `source` (see
+    /// [`UsersConfig::registrations_per_source_hour`]).
+    pub async fn register(&self, name: &str, email: &str, password: &str, source: &str) -> Result<u128, UsersError> {
         profile::check_name("name", name, true)?;
         profile::check_email(email)?;
         password::check_policy(password, email)?;
+        match self.registrations.take(&source.to_string()) {
+            Ok(()) => {}
+            Err(window::Refused::Limit(wait)) => {
+                return Err(UsersError::Throttled { retry_after_secs: wait.as_secs().max(1) })
+            }
+            Err(window::Refused::Full) => return Err(UsersError::Busy),
+        }
         let normalized = profile::normalize_email(email);
         let id = loop {
             let id = u128::from_le_bytes(random()?) >> 1;
