@@ -111,17 +111,8 @@ impl Payments {
                 let blocked = Decision::parse(&assessed.decision) == Some(Decision::Block);
                 self.append(&mut payment, vec![EventKind::RiskAssessed(assessed)]).await?;
                 if blocked {
-                    let mut guard = self.activity.lock().unwrap_or_else(|p| p.into_inner());
-                    let activity = &mut *guard;
-                    let lists = [
-                        activity.by_user.get_mut(&payment.sender()),
-                        activity.by_instrument.get_mut(&payment.instrument_id),
-                    ];
-                    for list in lists.into_iter().flatten() {
-                        for entry in list.iter_mut().filter(|r| r.at == payment.created_ns) {
-                            entry.amount = 0;
-                        }
-                    }
+                    let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+                    activity.blocked(payment.sender(), &payment.instrument_id, payment.created_ns);
                 }
                 Ok(true)
             }
@@ -136,7 +127,7 @@ impl Payments {
                 self.ops.finished(payment.kind, status);
                 if status == FinishStatus::Completed {
                     let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
-                    activity.payees.insert((payment.sender(), payment.receiver()));
+                    activity.completed(payment.sender(), payment.receiver());
                 }
                 Ok(true)
             }
@@ -306,24 +297,23 @@ impl Payments {
         let currency = payment.currency();
         let input = {
             let activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
-            let earlier = |list: Option<&Vec<Recent>>| {
-                // No entry: no earlier payments.
-                list.map_or_else(Vec::new, |l| {
-                    l.iter()
-                        .filter(|r| r.at < payment.created_ns)
-                        .map(|r| (r.at, value(r.currency, r.amount)))
-                        .collect()
-                })
+            let earlier = |r: &&Recent| r.at < payment.created_ns;
+            let valued = |r: &Recent| (r.at, value(r.currency, r.amount));
+            let user_recent = activity.by_user(payment.sender()).filter(earlier).map(valued).collect();
+            let instrument_recent = if payment.instrument_id.is_empty() {
+                Vec::new()
+            } else {
+                activity.by_instrument(&payment.instrument_id).filter(earlier).map(valued).collect()
             };
             RiskInput {
                 amount: currency.and_then(|c| value(c, payment.created.amount)),
                 currency,
-                user_recent: earlier(activity.by_user.get(&payment.sender())),
-                instrument_recent: earlier(activity.by_instrument.get(&payment.instrument_id)),
+                user_recent,
+                instrument_recent,
                 instrument_added_ns,
                 known_payee: payment.sender() == payment.receiver()
                     || payment.is(PaymentKind::Withdrawal)
-                    || activity.payees.contains(&(payment.sender(), payment.receiver())),
+                    || activity.known_payee(payment.sender(), payment.receiver()),
                 now_ns: now,
             }
         };

@@ -11,6 +11,7 @@
 //! the clock: a restarted worker rebuilds each open payment and re-arms its timers
 //! from the deadlines in its events.
 
+mod activity;
 mod driver;
 mod error;
 mod fold;
@@ -24,7 +25,6 @@ mod saga;
 #[cfg(test)]
 mod saga_model;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +43,7 @@ use crate::engine::{EventStore, Ledger};
 use crate::fx::{Fx, QuoteState};
 use crate::users::Users;
 use crate::FieldError;
+use activity::{Activity, Recent};
 use rails::PaymentRail;
 use risk::RiskConfig;
 use saga::Payment;
@@ -94,33 +95,6 @@ struct Entry {
     /// When to ask the rail again about a pending step (in memory: after a restart the
     /// rail is asked at once).
     poll: std::sync::Mutex<(u64, u64)>,
-}
-
-/// An earlier payment as the risk rules see it: when, in what currency and how much
-/// (0 for a blocked payment, which moved no money). Valued in the risk currency when
-/// assessed, at the rate in force then.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Recent {
-    at: u64,
-    currency: Currency,
-    amount: u64,
-}
-
-/// What the risk rules need to know of earlier payments. Only the last day counts
-/// (`risk::DAY_NS`, the longest window of a rule), so older entries are dropped as new
-/// ones arrive.
-#[derive(Default)]
-struct Activity {
-    by_user: HashMap<u128, Vec<Recent>>,
-    by_instrument: HashMap<String, Vec<Recent>>,
-    payees: HashSet<(u128, u128)>,
-}
-
-impl Activity {
-    fn push(list: &mut Vec<Recent>, recent: Recent, now_ns: u64) {
-        list.retain(|r| r.at.saturating_add(risk::DAY_NS) >= now_ns);
-        list.push(recent);
-    }
 }
 
 /// What a new payment asks for.
@@ -182,7 +156,7 @@ impl Payments {
             keys: DashMap::new(),
             quotes: DashMap::new(),
             accounts: PlatformAccounts::payments(),
-            activity: std::sync::Mutex::new(Activity::default()),
+            activity: std::sync::Mutex::new(Activity::new(&config.risk)),
             clock,
             ops: ops::PaymentOps::default(),
             index: list::PaymentIndex::default(),
@@ -224,13 +198,10 @@ impl Payments {
         let now = self.clock.now_ns();
         if let Some(currency) = payment.currency() {
             let recent = Recent { at: payment.created_ns, currency, amount };
-            Activity::push(activity.by_user.entry(payment.sender()).or_default(), recent, now);
-            if !payment.instrument_id.is_empty() {
-                Activity::push(activity.by_instrument.entry(payment.instrument_id.clone()).or_default(), recent, now);
-            }
+            activity.made(payment.sender(), &payment.instrument_id, recent, now);
         }
         if payment.finished.as_ref().is_some_and(|f| f.status == FinishStatus::Completed) {
-            activity.payees.insert((payment.sender(), payment.receiver()));
+            activity.completed(payment.sender(), payment.receiver());
         }
     }
 

@@ -1,0 +1,215 @@
+//! What the risk rules need to know of earlier payments, bounded in memory whatever
+//! the history:
+//!
+//! - per user and per instrument, the payments of the last day (`risk::DAY_NS`, the
+//!   longest window of a rule), at most as many as the largest count limit of the rules
+//!   that read the list (older ones are dropped first; a list that long already trips
+//!   its count rule, so dropping more cannot change a decision from block or review to
+//!   allow); a key whose payments all left the day is swept away;
+//! - the pairs (sender, receiver) that completed a payment, at most [`PAYEES_MAX`],
+//!   the oldest forgotten first: a forgotten payee is new again, which only sends a
+//!   large payment to review.
+//!
+//! All of it is rebuilt from the payments' streams at start, so a restart changes no
+//! decision a rule would make (up to those bounds).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::Hash;
+
+use ledger_core::money::Currency;
+
+use super::risk::{RiskConfig, DAY_NS};
+
+/// Payee pairs remembered (about 80 bytes each, with their order).
+pub const PAYEES_MAX: usize = 1_000_000;
+
+/// An earlier payment as the risk rules see it: when, in what currency and how much
+/// (0 for a blocked payment, which moved no money). Valued in the risk currency when
+/// assessed, at the rate in force then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Recent {
+    pub at: u64,
+    pub currency: Currency,
+    pub amount: u64,
+}
+
+/// Recent payments per key, a day long and at most `per_key_max` per key.
+struct Windows<K> {
+    lists: HashMap<K, VecDeque<Recent>>,
+    per_key_max: usize,
+    /// Keys when the last sweep ended: the next sweep runs when there are twice as many.
+    swept_at: usize,
+}
+
+impl<K: Hash + Eq> Windows<K> {
+    fn new(per_key_max: usize) -> Windows<K> {
+        Windows { lists: HashMap::new(), per_key_max: per_key_max.max(1), swept_at: 0 }
+    }
+
+    fn push(&mut self, key: K, recent: Recent, now_ns: u64) {
+        let within_day = |r: &Recent| r.at.saturating_add(DAY_NS) >= now_ns;
+        let list = self.lists.entry(key).or_default();
+        list.retain(within_day);
+        // Kept in time order, so the oldest go first.
+        let at = list.partition_point(|r| r.at <= recent.at);
+        list.insert(at, recent);
+        while list.len() > self.per_key_max {
+            list.pop_front();
+        }
+        if self.lists.len() >= 2 * self.swept_at.max(1_024) {
+            self.lists.retain(|_, list| list.back().is_some_and(within_day));
+            self.swept_at = self.lists.len();
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<&VecDeque<Recent>> {
+        self.lists.get(key)
+    }
+
+    fn get_mut(&mut self, key: &K) -> Option<&mut VecDeque<Recent>> {
+        self.lists.get_mut(key)
+    }
+}
+
+/// Pairs in a set, the oldest forgotten past `max`.
+struct BoundedSet<T> {
+    set: HashSet<T>,
+    order: VecDeque<T>,
+    max: usize,
+}
+
+impl<T: Hash + Eq + Copy> BoundedSet<T> {
+    fn new(max: usize) -> BoundedSet<T> {
+        BoundedSet { set: HashSet::new(), order: VecDeque::new(), max: max.max(1) }
+    }
+
+    fn insert(&mut self, value: T) {
+        if self.set.insert(value) {
+            self.order.push_back(value);
+            while self.order.len() > self.max {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.set.remove(&oldest);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, value: &T) -> bool {
+        self.set.contains(value)
+    }
+}
+
+pub(super) struct Activity {
+    by_user: Windows<u128>,
+    by_instrument: Windows<String>,
+    payees: BoundedSet<(u128, u128)>,
+}
+
+impl Activity {
+    pub(super) fn new(config: &RiskConfig) -> Activity {
+        Activity::with_payees_max(config, PAYEES_MAX)
+    }
+
+    fn with_payees_max(config: &RiskConfig, payees_max: usize) -> Activity {
+        Activity {
+            by_user: Windows::new(config.user_per_day.max(config.user_per_hour)),
+            by_instrument: Windows::new(config.instrument_per_day.max(config.instrument_per_hour)),
+            payees: BoundedSet::new(payees_max),
+        }
+    }
+
+    /// A payment made by `sender` (with `instrument`, unless empty).
+    pub(super) fn made(&mut self, sender: u128, instrument: &str, recent: Recent, now_ns: u64) {
+        self.by_user.push(sender, recent, now_ns);
+        if !instrument.is_empty() {
+            self.by_instrument.push(instrument.to_string(), recent, now_ns);
+        }
+    }
+
+    /// The payment made at `created_ns` was blocked: it moved no money.
+    pub(super) fn blocked(&mut self, sender: u128, instrument: &str, created_ns: u64) {
+        let instrument = instrument.to_string();
+        let lists = [self.by_user.get_mut(&sender), self.by_instrument.get_mut(&instrument)];
+        for list in lists.into_iter().flatten() {
+            for entry in list.iter_mut().filter(|r| r.at == created_ns) {
+                entry.amount = 0;
+            }
+        }
+    }
+
+    pub(super) fn completed(&mut self, sender: u128, receiver: u128) {
+        self.payees.insert((sender, receiver));
+    }
+
+    pub(super) fn by_user(&self, user: u128) -> impl Iterator<Item = &Recent> {
+        self.by_user.get(&user).into_iter().flatten()
+    }
+
+    pub(super) fn by_instrument(&self, instrument: &str) -> impl Iterator<Item = &Recent> {
+        self.by_instrument.get(&instrument.to_string()).into_iter().flatten()
+    }
+
+    pub(super) fn known_payee(&self, sender: u128, receiver: u128) -> bool {
+        self.payees.contains(&(sender, receiver))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: u64 = DAY_NS / 24;
+
+    fn recent(at: u64) -> Recent {
+        Recent { at, currency: Currency::USD, amount: 100 }
+    }
+
+    #[test]
+    fn lists_keep_a_day_and_at_most_the_largest_count_limit() {
+        let config = RiskConfig { user_per_hour: 3, user_per_day: 5, ..RiskConfig::default() };
+        let mut activity = Activity::new(&config);
+        for n in 0..50 {
+            activity.made(1, "", recent(n), n);
+        }
+        let kept: Vec<u64> = activity.by_user(1).map(|r| r.at).collect();
+        assert_eq!(kept, [45, 46, 47, 48, 49], "the newest, up to the day limit");
+        activity.made(1, "", recent(DAY_NS + 100), DAY_NS + 100);
+        assert_eq!(activity.by_user(1).count(), 1, "older than a day is gone");
+    }
+
+    #[test]
+    fn users_with_nothing_in_the_last_day_are_swept() {
+        let mut activity = Activity::new(&RiskConfig::default());
+        for user in 0..5_000u128 {
+            activity.made(user, "card", recent(0), 0);
+        }
+        let later = 2 * DAY_NS;
+        for user in 10_000..14_000u128 {
+            activity.made(user, "", recent(later), later);
+        }
+        assert!(activity.by_user.lists.len() < 5_000, "stale users were swept: {}", activity.by_user.lists.len());
+        assert_eq!(activity.by_user(4_999).count(), 0);
+        assert_eq!(activity.by_user(13_999).count(), 1);
+    }
+
+    #[test]
+    fn payees_are_bounded_and_the_oldest_is_forgotten() {
+        let mut activity = Activity::with_payees_max(&RiskConfig::default(), 3);
+        for receiver in 1..=4 {
+            activity.completed(7, receiver);
+            activity.completed(7, receiver);
+        }
+        assert!(!activity.known_payee(7, 1), "the oldest was forgotten");
+        assert!((2..=4).all(|r| activity.known_payee(7, r)));
+        assert_eq!(activity.payees.order.len(), 3);
+    }
+
+    #[test]
+    fn a_blocked_payment_counts_as_an_attempt_with_no_amount() {
+        let mut activity = Activity::new(&RiskConfig::default());
+        activity.made(1, "card", recent(5 * HOUR), 5 * HOUR);
+        activity.blocked(1, "card", 5 * HOUR);
+        assert_eq!(activity.by_user(1).map(|r| r.amount).collect::<Vec<_>>(), [0]);
+        assert_eq!(activity.by_instrument("card").map(|r| r.amount).collect::<Vec<_>>(), [0]);
+    }
+}
