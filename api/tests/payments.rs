@@ -246,6 +246,46 @@ async fn every_kind_with_every_funding_method_and_refunds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn velocity_limits_count_payments_sent_at_once_and_hold_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flags = ["--risk-user-per-hour", "3", "--risk-user-per-day", "4"];
+    let mut server = Server::start_with(dir.path(), &flags);
+    let mut users = server.users().await;
+    let connect = |addr: String| async move {
+        wire::payments_client::PaymentsClient::new(
+            Channel::from_shared(addr).expect("uri").connect().await.expect("connect"),
+        )
+    };
+    let payments = connect(server.addr.clone()).await;
+    let alice = person(&mut users, "Alice", "alice@example.com").await;
+    let bob = person(&mut users, "Bob", "bob@example.com").await;
+    fund(&server, &alice, "USD", "5000", "1").await;
+    let sends: Vec<_> = (0..4)
+        .map(|n| {
+            let (mut payments, token) = (payments.clone(), alice.token.clone());
+            let request = send(&format!("v{n}"), &bob, "1.00", "wallet", "");
+            tokio::spawn(async move { run(&mut payments, &token, request).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for sent in sends {
+        let done = sent.await.expect("task");
+        let velocity = done.reason.contains("velocity_user_hour");
+        outcomes.push((done.status.clone(), if velocity { "velocity_user_hour".to_string() } else { done.reason }));
+    }
+    outcomes.sort();
+    let expected = [("completed", ""), ("completed", ""), ("completed", ""), ("failed", "velocity_user_hour")];
+    assert_eq!(outcomes, expected.map(|(s, r)| (s.to_string(), r.to_string())), "three per hour, sent at once");
+    // What the rules remember is rebuilt from the log: after a restart the hour is still full.
+    server.terminate();
+    let server = Server::start_with(dir.path(), &flags);
+    let mut payments = connect(server.addr.clone()).await;
+    let after = run(&mut payments, &alice.token, send("v4", &bob, "1.00", "wallet", "")).await;
+    assert!(after.status == "failed" && after.reason.contains("velocity_user_hour"), "{after:?}");
+    assert_eq!(balance(&server, wallet(&alice)).await.0, 5_000 - 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declines_failures_blocks_and_compensation_leave_nothing_half_done() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(dir.path());

@@ -1,11 +1,13 @@
 //! What the risk rules need to know of earlier payments, bounded in memory whatever
 //! the history:
 //!
-//! - per user and per instrument, the payments of the last day (`risk::DAY_NS`, the
-//!   longest window of a rule), at most as many as the largest count limit of the rules
-//!   that read the list (older ones are dropped first; a list that long already trips
-//!   its count rule, so dropping more cannot change a decision from block or review to
-//!   allow); a key whose payments all left the day is swept away;
+//! - per user and per instrument, the payments assessed in the last day
+//!   (`risk::DAY_NS`, the longest window of a rule), at most as many as the largest
+//!   count limit of the rules that read the list (the oldest are dropped first). A
+//!   payment is counted when it is assessed, under the same lock as the reading, so
+//!   each assessment sees every earlier one: a list that long already trips its count
+//!   rule, and dropping more cannot change a decision. A key whose payments all left
+//!   the day is swept away;
 //! - the pairs (sender, receiver) that completed a payment, at most [`PAYEES_MAX`],
 //!   the oldest forgotten first: a forgotten payee is new again, which only sends a
 //!   large payment to review.
@@ -23,11 +25,12 @@ use super::risk::{RiskConfig, DAY_NS};
 /// Payee pairs remembered (about 80 bytes each, with their order).
 pub const PAYEES_MAX: usize = 1_000_000;
 
-/// An earlier payment as the risk rules see it: when, in what currency and how much
-/// (0 for a blocked payment, which moved no money). Valued in the risk currency when
-/// assessed, at the rate in force then.
+/// An earlier payment as the risk rules see it: which, when (created), in what currency
+/// and how much (0 for a blocked payment, which moved no money). Valued in the risk
+/// currency when assessed, at the rate in force then.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Recent {
+    pub payment: u128,
     pub at: u64,
     pub currency: Currency,
     pub amount: u64,
@@ -49,7 +52,8 @@ impl<K: Hash + Eq> Windows<K> {
     fn push(&mut self, key: K, recent: Recent, now_ns: u64) {
         let within_day = |r: &Recent| r.at.saturating_add(DAY_NS) >= now_ns;
         let list = self.lists.entry(key).or_default();
-        list.retain(within_day);
+        // A payment assessed again (its event was not written the first time) once.
+        list.retain(|r| within_day(r) && r.payment != recent.payment);
         // Kept in time order, so the oldest go first.
         let at = list.partition_point(|r| r.at <= recent.at);
         list.insert(at, recent);
@@ -64,10 +68,6 @@ impl<K: Hash + Eq> Windows<K> {
 
     fn get(&self, key: &K) -> Option<&VecDeque<Recent>> {
         self.lists.get(key)
-    }
-
-    fn get_mut(&mut self, key: &K) -> Option<&mut VecDeque<Recent>> {
-        self.lists.get_mut(key)
     }
 }
 
@@ -118,22 +118,11 @@ impl Activity {
         }
     }
 
-    /// A payment made by `sender` (with `instrument`, unless empty).
-    pub(super) fn made(&mut self, sender: u128, instrument: &str, recent: Recent, now_ns: u64) {
+    /// A payment of `sender` (with `instrument`, unless empty) was assessed.
+    pub(super) fn assessed(&mut self, sender: u128, instrument: &str, recent: Recent, now_ns: u64) {
         self.by_user.push(sender, recent, now_ns);
         if !instrument.is_empty() {
             self.by_instrument.push(instrument.to_string(), recent, now_ns);
-        }
-    }
-
-    /// The payment made at `created_ns` was blocked: it moved no money.
-    pub(super) fn blocked(&mut self, sender: u128, instrument: &str, created_ns: u64) {
-        let instrument = instrument.to_string();
-        let lists = [self.by_user.get_mut(&sender), self.by_instrument.get_mut(&instrument)];
-        for list in lists.into_iter().flatten() {
-            for entry in list.iter_mut().filter(|r| r.at == created_ns) {
-                entry.amount = 0;
-            }
         }
     }
 
@@ -161,7 +150,7 @@ mod tests {
     const HOUR: u64 = DAY_NS / 24;
 
     fn recent(at: u64) -> Recent {
-        Recent { at, currency: Currency::USD, amount: 100 }
+        Recent { payment: u128::from(at) + 1_000_000, at, currency: Currency::USD, amount: 100 }
     }
 
     #[test]
@@ -169,11 +158,11 @@ mod tests {
         let config = RiskConfig { user_per_hour: 3, user_per_day: 5, ..RiskConfig::default() };
         let mut activity = Activity::new(&config);
         for n in 0..50 {
-            activity.made(1, "", recent(n), n);
+            activity.assessed(1, "", recent(n), n);
         }
         let kept: Vec<u64> = activity.by_user(1).map(|r| r.at).collect();
         assert_eq!(kept, [45, 46, 47, 48, 49], "the newest, up to the day limit");
-        activity.made(1, "", recent(DAY_NS + 100), DAY_NS + 100);
+        activity.assessed(1, "", recent(DAY_NS + 100), DAY_NS + 100);
         assert_eq!(activity.by_user(1).count(), 1, "older than a day is gone");
     }
 
@@ -181,11 +170,11 @@ mod tests {
     fn users_with_nothing_in_the_last_day_are_swept() {
         let mut activity = Activity::new(&RiskConfig::default());
         for user in 0..5_000u128 {
-            activity.made(user, "card", recent(0), 0);
+            activity.assessed(user, "card", recent(0), 0);
         }
         let later = 2 * DAY_NS;
         for user in 10_000..14_000u128 {
-            activity.made(user, "", recent(later), later);
+            activity.assessed(user, "", recent(later), later);
         }
         assert!(activity.by_user.lists.len() < 5_000, "stale users were swept: {}", activity.by_user.lists.len());
         assert_eq!(activity.by_user(4_999).count(), 0);
@@ -205,10 +194,10 @@ mod tests {
     }
 
     #[test]
-    fn a_blocked_payment_counts_as_an_attempt_with_no_amount() {
+    fn a_payment_assessed_again_counts_once() {
         let mut activity = Activity::new(&RiskConfig::default());
-        activity.made(1, "card", recent(5 * HOUR), 5 * HOUR);
-        activity.blocked(1, "card", 5 * HOUR);
+        activity.assessed(1, "card", recent(5 * HOUR), 5 * HOUR);
+        activity.assessed(1, "card", Recent { amount: 0, ..recent(5 * HOUR) }, 5 * HOUR + 1);
         assert_eq!(activity.by_user(1).map(|r| r.amount).collect::<Vec<_>>(), [0]);
         assert_eq!(activity.by_instrument("card").map(|r| r.amount).collect::<Vec<_>>(), [0]);
     }

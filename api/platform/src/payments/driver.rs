@@ -108,12 +108,7 @@ impl Payments {
             }
             Action::Assess => {
                 let assessed = self.assess(&payment, now).await;
-                let blocked = Decision::parse(&assessed.decision) == Some(Decision::Block);
                 self.append(&mut payment, vec![EventKind::RiskAssessed(assessed)]).await?;
-                if blocked {
-                    let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
-                    activity.blocked(payment.sender(), &payment.instrument_id, payment.created_ns);
-                }
                 Ok(true)
             }
             Action::ReviewTimedOut => {
@@ -295,17 +290,19 @@ impl Payments {
             (_, Err(RateError::NoRate(..) | RateError::BadRate | RateError::TooSmall)) => None,
         };
         let currency = payment.currency();
-        let input = {
-            let activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
-            let earlier = |r: &&Recent| r.at < payment.created_ns;
+        // Read the earlier payments, decide and count this one under one lock, so two
+        // payments assessed at once each see the other in one order.
+        let assessed = {
+            let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+            let others = |r: &&Recent| r.payment != payment.id;
             let valued = |r: &Recent| (r.at, value(r.currency, r.amount));
-            let user_recent = activity.by_user(payment.sender()).filter(earlier).map(valued).collect();
+            let user_recent = activity.by_user(payment.sender()).filter(others).map(valued).collect();
             let instrument_recent = if payment.instrument_id.is_empty() {
                 Vec::new()
             } else {
-                activity.by_instrument(&payment.instrument_id).filter(earlier).map(valued).collect()
+                activity.by_instrument(&payment.instrument_id).filter(others).map(valued).collect()
             };
-            RiskInput {
+            let input = RiskInput {
                 amount: currency.and_then(|c| value(c, payment.created.amount)),
                 currency,
                 user_recent,
@@ -315,9 +312,16 @@ impl Payments {
                     || payment.is(PaymentKind::Withdrawal)
                     || activity.known_payee(payment.sender(), payment.receiver()),
                 now_ns: now,
+            };
+            let assessed = risk::assess(&self.config.risk, &input);
+            if let Some(currency) = currency {
+                // A blocked payment counts as an attempt, but moves no money.
+                let amount = if assessed.decision == Decision::Block { 0 } else { payment.created.amount };
+                let recent = Recent { payment: payment.id, at: payment.created_ns, currency, amount };
+                activity.assessed(payment.sender(), &payment.instrument_id, recent, now);
             }
+            assessed
         };
-        let assessed = risk::assess(&self.config.risk, &input);
         ev::RiskAssessed {
             score: assessed.score,
             decision: assessed.decision.as_str().into(),

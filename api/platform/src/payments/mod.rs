@@ -192,13 +192,13 @@ impl Payments {
             self.quotes.insert(payment.created.quote_id.clone(), payment.id);
         }
         let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
-        // A blocked payment counts as an attempt, but moved no money.
-        let blocked = payment.decision == Some(Decision::Block);
-        let amount = if blocked { 0 } else { payment.created.amount };
-        let now = self.clock.now_ns();
-        if let Some(currency) = payment.currency() {
-            let recent = Recent { at: payment.created_ns, currency, amount };
-            activity.made(payment.sender(), &payment.instrument_id, recent, now);
+        // Assessed payments count for the risk rules (see `activity`); one not assessed
+        // yet is counted when it is. A blocked payment counts as an attempt, but moved
+        // no money.
+        if let (Some(currency), Some(decision)) = (payment.currency(), payment.decision) {
+            let amount = if decision == Decision::Block { 0 } else { payment.created.amount };
+            let recent = Recent { payment: payment.id, at: payment.created_ns, currency, amount };
+            activity.assessed(payment.sender(), &payment.instrument_id, recent, self.clock.now_ns());
         }
         if payment.finished.as_ref().is_some_and(|f| f.status == FinishStatus::Completed) {
             activity.completed(payment.sender(), payment.receiver());
