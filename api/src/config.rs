@@ -106,7 +106,7 @@ pub struct Args {
     /// An FX fee in basis points of the amount sold [default: 0].
     #[arg(long, env = "LEDGERD_FX_FEE_BPS")]
     pub fx_fee_bps: Option<u32>,
-    /// How long a quote can be executed [default: 60].
+    /// How long a quote can be executed, at most 3600 [default: 60].
     #[arg(long, env = "LEDGERD_FX_QUOTE_TTL_SECS")]
     pub fx_quote_ttl_secs: Option<u64>,
     /// The ledger writes a snapshot of its state after this many events [default: 4000000].
@@ -350,7 +350,11 @@ impl Config {
         let fx = FxConfig {
             spread_bps: in_range!(layers, s.fx_spread_bps, 0..=9_999)?,
             fee_bps: in_range!(layers, s.fx_fee_bps, 0..=10_000)?,
-            quote_ttl: Duration::from_secs(in_range!(layers, s.fx_quote_ttl_secs, 1..=SECS_MAX)?),
+            quote_ttl: Duration::from_secs(in_range!(
+                layers,
+                s.fx_quote_ttl_secs,
+                1..=ledger_platform::fx::quotes::QUOTE_TTL_MAX_SECS
+            )?),
         };
         let http_listen = match s.http_listen.as_str() {
             "off" => None,
@@ -475,6 +479,7 @@ mod tests {
             ("fx_spread_bps", "10000"),
             ("fx_fee_bps", "10001"),
             ("fx_quote_ttl_secs", "0"),
+            ("fx_quote_ttl_secs", "3601"),
             ("snapshot_interval_events", "0"),
             ("webhook_retry_base_ms", "0"),
             ("webhook_retry_base_ms", "3600001"),

@@ -9,10 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ledger_core::clock::{Clock, ManualClock};
+use ledger_core::domain::{AccountCommand, AccountFlags, AccountId, NewAccount, NewTransfer, TransferId, TransferKind};
 use ledger_core::money::Currency;
 use ledger_engine::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use ledger_engine::store::EventStore;
 use ledger_engine::writer::{Ledger, LedgerConfig};
+use ledger_platform::chart::wallet_account_id;
 use ledger_platform::fx::{Fixed, Fx, FxConfig, FxError};
 use ledger_platform::users::crypto::{KeyStore, SecretKey};
 use ledger_platform::users::instruments::SandboxVault;
@@ -164,7 +166,7 @@ async fn an_expired_quote_fails_clearly_and_moves_nothing() {
     let (usd, eur) = (Currency::parse("USD").expect("USD"), Currency::parse("EUR").expect("EUR"));
     let rate: Decimal = "1.08".parse().expect("rate");
     fx.set_rates(vec![(eur, usd, rate, "test".into())]).await.expect("rates");
-    let stale = fx.quote(alice, usd, eur, Fixed::Sell(100)).expect("quote");
+    let stale = fx.quote(alice, usd, eur, Fixed::Sell(100)).await.expect("quote");
     assert_eq!(stale.expires_at, p.clock.now_ns() + 2 * SECOND_NS);
     p.users.open_wallet(alice, usd).await.expect("USD wallet");
     let wallets = p.users.wallets(alice).await.expect("wallets");
@@ -180,8 +182,66 @@ async fn an_expired_quote_fails_clearly_and_moves_nothing() {
     assert!(matches!(fx.take_quote(alice, &stale.id, 2).await, Err(FxError::QuoteExpired { .. })));
     assert_eq!(p.users.wallets(alice).await.expect("wallets"), wallets, "nothing moved");
     // A new quote at the new time is live.
-    let fresh = fx.quote(alice, usd, eur, Fixed::Sell(100)).expect("quote");
+    let fresh = fx.quote(alice, usd, eur, Fixed::Sell(100)).await.expect("quote");
     assert_eq!(fresh.expires_at, p.clock.now_ns() + 2 * SECOND_NS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_quote_survives_a_restart_and_converts_once() {
+    let p = platform().await;
+    let fx = p.fx(Duration::from_secs(60)).await;
+    let alice = p.users.register("Alice", "alice@example.com", PASSWORD, "192.0.2.1").await.expect("alice");
+    let (usd, eur) = (Currency::parse("USD").expect("USD"), Currency::parse("EUR").expect("EUR"));
+    fx.set_rates(vec![(eur, usd, "1.08".parse().expect("rate"), "test".into())]).await.expect("rates");
+    p.users.open_wallet(alice, usd).await.expect("USD wallet");
+    // 10.00 USD into Alice's wallet from an operator's account.
+    let operator = AccountId(9_840);
+    let open = NewAccount { id: operator, currency: usd, code: 1, flags: AccountFlags(0), owner_id: 0 };
+    p.ledger.create_accounts(vec![AccountCommand::Open(open)]).await.expect("operator account");
+    let fund = NewTransfer {
+        id: TransferId(1),
+        debit_account_id: operator,
+        credit_account_id: AccountId(wallet_account_id(alice, usd)),
+        amount: 1_000,
+        currency: Some(usd),
+        code: 1,
+        metadata: String::new(),
+        linked: false,
+        kind: TransferKind::Posted,
+    };
+    assert!(p.ledger.create_transfers(vec![fund]).await.expect("fund")[0].is_ok());
+    let kept = fx.quote(alice, usd, eur, Fixed::Sell(500)).await.expect("quote");
+    let short = fx.quote(alice, usd, eur, Fixed::Sell(100)).await.expect("quote");
+    drop(fx);
+
+    // A restart: the quotes given are read back from the log, as they were.
+    p.clock.advance_ns(30 * SECOND_NS);
+    let fx = p.fx(Duration::from_secs(60)).await;
+    let back = fx.peek(alice, &kept.id).await.expect("the quote survived the restart");
+    assert_eq!(
+        (back.amounts.from, back.amounts.to, back.expires_at),
+        (kept.amounts.from, kept.amounts.to, kept.expires_at)
+    );
+    assert!(matches!(fx.peek(alice + 1, &kept.id).await, Err(FxError::NotFound(_))), "another user's is unknown");
+    let (_, booked) = fx.execute(alice, &kept.id, alice).await.expect("converts after the restart");
+    let eur_wallet = wallet_account_id(alice, eur);
+    drop(fx);
+
+    // Another restart: executed stays executed; again it answers the same conversion.
+    let fx = p.fx(Duration::from_secs(60)).await;
+    let (_, again) = fx.execute(alice, &kept.id, alice).await.expect("the same conversion");
+    assert_eq!(again.transfer_ids, booked.transfer_ids);
+    let taken = fx.take_quote(alice, &kept.id, 7).await.expect_err("an executed quote is not taken by a payment");
+    assert!(matches!(taken, FxError::FailedPrecondition(_)), "{taken:?}");
+    let balances = p.ledger.lookup_accounts(vec![AccountId(eur_wallet)]).await.expect("lookup");
+    let credited = balances[0].as_ref().expect("EUR wallet").credits_posted;
+    assert_eq!(credited, u128::from(kept.amounts.to), "converted once");
+    drop(fx);
+
+    // Past its expiry, a quote is not loaded again: it is as unknown as any.
+    p.clock.advance_ns(31 * SECOND_NS);
+    let fx = p.fx(Duration::from_secs(60)).await;
+    assert!(matches!(fx.execute(alice, &short.id, alice).await, Err(FxError::NotFound(_))));
 }
 
 fn refused(result: Result<impl std::fmt::Debug, UsersError>, why: &str) -> UsersError {

@@ -129,7 +129,7 @@ impl wire::fx_server::Fx for FxService {
                 (true, false) => Fixed::Receive(minor("to_amount", &r.to_amount, to)?),
                 _ => return Err(Status::invalid_argument("give exactly one of from_amount and to_amount")),
             };
-            Ok(quote_wire(&self.fx.quote(user, from, to, fixed).map_err(status::fx)?))
+            Ok(quote_wire(&self.fx.quote(user, from, to, fixed).await.map_err(status::fx)?))
         }
         .await;
         self.metrics.answer("Fx/GetQuote", result)

@@ -76,6 +76,7 @@ fn fx_status(error: FxError) -> Status {
         FxError::Store(error) => convert::store_status(&error),
         FxError::Ledger(error) => convert::status(error),
         FxError::Randomness(_) | FxError::Corrupt(_) | FxError::Internal(_) => Status::internal(message),
+        FxError::Busy => Status::resource_exhausted(message),
     }
 }
 

@@ -64,6 +64,9 @@ pub enum FxError {
     /// A fault of this process or a refusal the ledger should never give.
     #[error("{0}")]
     Internal(String),
+    /// `QUOTES_LIVE_MAX` quotes are live at once: retry when some have expired.
+    #[error("too many live quotes; retry in a moment")]
+    Busy,
 }
 
 impl FxError {
@@ -82,6 +85,7 @@ impl FxError {
             FxError::Randomness(_) => "FX_NO_RANDOMNESS",
             FxError::Corrupt(_) => "FX_CORRUPT",
             FxError::Internal(_) => "FX_INTERNAL",
+            FxError::Busy => "FX_BUSY",
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Many currencies: mid rates (every change an event on `fx-rates`), quotes that fix a
 //! rate with the spread, both amounts, the fee and an expiry, and conversions booked
 //! atomically through the platform's FX account of each currency (every conversion an
-//! event on `fx-conversions`).
+//! event on `fx-conversions`). Quotes are durable (`quotes`: events on `fx-quotes`).
 //!
 //! Rounding rule (one rule, platform-favourable by less than one minor unit): the side
 //! the user fixes is exact; the other side is rounded down when the platform pays it
@@ -26,11 +26,12 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use crate::chart::{
     derive_id, first_refusal, platform_account, refusal_reason, wallet_account_id, OpenError, PlatformAccounts,
 };
-use crate::engine::{EventData, EventStore, Ledger, Revision};
+use crate::engine::{EventData, EventStore, EventStoreExt, ExpectedRevision, Ledger, Revision};
 use crate::users::Users;
 use crate::FieldError;
 
 mod error;
+pub mod quotes;
 pub use crate::chart::FX_TRANSFER_CODE;
 pub use error::{FxError, RateError};
 
@@ -262,6 +263,12 @@ impl Fx {
             Ok(())
         })?;
         let heads = (rates_head, conversions_head);
+        let live = DashMap::new();
+        for mut quote in quotes::load_live(store.as_ref(), clock.now_ns())? {
+            quote.executed = conversions.get(&quote.id).map(|c| c.clone());
+            live.insert(quote.id.clone(), Arc::new(tokio::sync::Mutex::new(quote)));
+        }
+        tracing::info!(live_quotes = live.len(), "quotes given and still live loaded");
         Ok(Fx {
             store,
             ledger,
@@ -269,7 +276,7 @@ impl Fx {
             config,
             book: RwLock::new(book),
             streams: tokio::sync::Mutex::new(heads),
-            quotes: DashMap::new(),
+            quotes: live,
             conversions,
             accounts: PlatformAccounts::fx(),
             clock,
@@ -284,6 +291,7 @@ impl Fx {
                 let event_type = match kind {
                     FxKind::RateSet(_) => "FxRateSet",
                     FxKind::ConversionBooked(_) => "FxConversionBooked",
+                    FxKind::QuoteGiven(_) => "FxQuoteGiven",
                 };
                 EventData {
                     event_type: event_type.into(),
@@ -338,7 +346,8 @@ impl Fx {
         self.book.read().unwrap_or_else(|p| p.into_inner()).mid(a.code(), b.code(), at)
     }
 
-    pub fn quote(&self, user: u128, from: Currency, to: Currency, fixed: Fixed) -> Result<QuoteState, FxError> {
+    /// A quote for `user`, durable (on `fx-quotes`) before it is answered.
+    pub async fn quote(&self, user: u128, from: Currency, to: Currency, fixed: Fixed) -> Result<QuoteState, FxError> {
         if from == to {
             return Err(FxError::InvalidRequest("from_currency and to_currency are the same"));
         }
@@ -361,12 +370,28 @@ impl Fx {
             executed: None,
             used_by: None,
         };
-        // Forget expired quotes now and then.
-        if self.quotes.len() > 100_000 {
-            self.quotes.retain(|_, q| q.try_lock().map_or(true, |q| q.expires_at > now || q.executed.is_some()));
+        if self.quotes.len() >= quotes::QUOTES_LIVE_MAX {
+            // Forget expired quotes (a locked one is in use: kept).
+            self.quotes.retain(|_, q| q.try_lock().map_or(true, |q| q.expires_at >= now));
+            if self.quotes.len() >= quotes::QUOTES_LIVE_MAX {
+                return Err(FxError::Busy);
+            }
         }
+        let event = ev::FxEvent { timestamp_ns: now, kind: Some(FxKind::QuoteGiven(quote.given())) };
+        let data = EventData { event_type: "FxQuoteGiven".into(), payload: event.encode_to_vec() };
+        // Any revision: quotes of many users land in one stream without waiting on each other.
+        self.store.append(quotes::QUOTES_STREAM, ExpectedRevision::Any, vec![data]).await?;
         self.quotes.insert(id, Arc::new(tokio::sync::Mutex::new(quote.clone())));
         Ok(quote)
+    }
+
+    /// Marks a live quote as taken by `payment` (a payment rebuilt at start).
+    pub fn taken_by(&self, quote_id: &str, payment: u128) {
+        if let Some(quote) = self.quotes.get(quote_id).map(|q| q.clone()) {
+            if let Ok(mut quote) = quote.try_lock() {
+                quote.used_by = Some(payment);
+            }
+        }
     }
 
     /// `user`'s quote, locked; another user's is as unknown as a missing one.

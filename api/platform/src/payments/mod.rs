@@ -179,6 +179,9 @@ impl Payments {
             })?;
             payments.index(&payment);
             payments.ops.track(&payment);
+            if !payment.created.quote_id.is_empty() {
+                payments.fx.taken_by(&payment.created.quote_id, payment.id);
+            }
             payments.payments.insert(payment.id, Arc::new(Entry::new(payment)));
         }
         tracing::info!(payments = payments.payments.len(), "payments rebuilt from the log");
