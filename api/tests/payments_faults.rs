@@ -6,9 +6,7 @@
 //! payments say), every clearing account is back at zero and the audit passes.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,7 +18,7 @@ use tonic::transport::Channel;
 
 mod common;
 
-use common::{audit_verify, authed, Server, ADMIN};
+use common::{audit_verify, authed, Rails, Server, ADMIN};
 
 const PAYMENTS: usize = 2_000;
 const USERS: usize = 8;
@@ -28,51 +26,29 @@ const FUNDING: u64 = 5_000_000;
 const PASSWORD: &str = "violet-anchor-tram-47";
 const TERMINAL: [&str; 5] = ["completed", "failed", "cancelled", "refunded", "partially_refunded"];
 
-struct Rails {
-    child: Child,
-    addr: String,
-}
-
-impl Rails {
-    fn start() -> Rails {
-        // The rails' fault draws are seeded, so a failing run can be replayed with
-        // LEDGER_FAULT_SEED=N (kill points and requests come from fixed seeds already).
-        let seed = std::env::var("LEDGER_FAULT_SEED").unwrap_or_else(|_| "7".to_string());
-        eprintln!("rails fault seed {seed} (replay with LEDGER_FAULT_SEED={seed})");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rails-sandbox"))
-            .args(["--listen", "127.0.0.1:0", "--latency-ms", "1", "--settle-ms", "100", "--late-ms", "700"])
-            .args(["--seed", &seed])
-            .args([
-                "--decline-rate",
-                "0.05",
-                "--timeout-rate",
-                "0.05",
-                "--drop-rate",
-                "0.03",
-                "--duplicate-rate",
-                "0.1",
-            ])
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start rails-sandbox");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
-            let line = lines.next().expect("rails-sandbox output").expect("line");
-            if let Some(addr) = line.strip_prefix("rails-sandbox listening on ") {
-                break format!("http://{}", addr.trim());
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Rails { child, addr }
-    }
-}
-
-impl Drop for Rails {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The rails' fault draws are seeded, so a failing run can be replayed with
+/// LEDGER_FAULT_SEED=N (kill points and requests come from fixed seeds already).
+fn start_rails() -> Rails {
+    let seed = std::env::var("LEDGER_FAULT_SEED").unwrap_or_else(|_| "7".to_string());
+    eprintln!("rails fault seed {seed} (replay with LEDGER_FAULT_SEED={seed})");
+    Rails::start(&[
+        "--latency-ms",
+        "1",
+        "--settle-ms",
+        "100",
+        "--late-ms",
+        "700",
+        "--seed",
+        &seed,
+        "--decline-rate",
+        "0.05",
+        "--timeout-rate",
+        "0.05",
+        "--drop-rate",
+        "0.03",
+        "--duplicate-rate",
+        "0.1",
+    ])
 }
 
 fn start_ledgerd(dir: &Path, rails: &str) -> Server {
@@ -214,7 +190,7 @@ fn spawn_killer(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_payments_survive_faulty_rails_and_killed_workers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let rails = Rails::start();
+    let rails = start_rails();
     let server = Arc::new(Mutex::new(start_ledgerd(dir.path(), &rails.addr)));
     let addr = Arc::new(Mutex::new(server.lock().expect("server").addr.clone()));
     let usd = Currency::parse("USD").expect("usd");

@@ -330,3 +330,39 @@ impl Http {
         (created.json["user_id"].as_str().expect("id").to_string(), token)
     }
 }
+
+/// A `rails-sandbox` process on a free port, killed when dropped.
+pub struct Rails {
+    pub child: Child,
+    /// Its gRPC address, for `ledgerd --rails`.
+    pub addr: String,
+}
+
+impl Rails {
+    /// Starts `rails-sandbox` with `args` (beside its listen address).
+    pub fn start(args: &[&str]) -> Rails {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rails-sandbox"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start rails-sandbox");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines.next().expect("rails-sandbox output").expect("line");
+            if let Some(addr) = line.strip_prefix("rails-sandbox listening on ") {
+                break format!("http://{}", addr.trim());
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Rails { child, addr }
+    }
+}
+
+impl Drop for Rails {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
