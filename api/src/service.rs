@@ -623,6 +623,7 @@ impl Converted {
 pub(crate) fn model_status(error: ProjectionError) -> Status {
     match error {
         ProjectionError::Invalid(message) => Status::invalid_argument(message),
+        ProjectionError::TooMany { .. } => Status::resource_exhausted(error.to_string()),
         ProjectionError::Gap { .. } | ProjectionError::Db(_) | ProjectionError::Io(_) => {
             tracing::error!(%error, "read model failure");
             Status::internal("read model failure")

@@ -619,6 +619,28 @@ async fn history_reports_and_read_models_over_grpc() {
         Code::Unauthenticated
     );
 
+    // An owner-wide history or report covers at most OWNER_ACCOUNTS_MAX accounts.
+    let max = projections::read_models::OWNER_ACCOUNTS_MAX;
+    let many: Vec<wire::AccountCommand> = (0..=max)
+        .map(|n| {
+            let mut command = open(&(100_000 + n).to_string(), 0);
+            if let Some(wire::account_command::Command::Open(account)) = &mut command.command {
+                account.owner_id = "9".into();
+            }
+            command
+        })
+        .collect();
+    client.create_accounts(authed(wire::CreateAccountsRequest { commands: many }, ADMIN)).await.expect("accounts");
+    let request = wire::GetHistoryRequest { owner_id: "9".into(), ..Default::default() };
+    let status = client.get_history(authed(request, ADMIN)).await.expect_err("too many accounts");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let request =
+        wire::GetReportRequest { owner_id: "9".into(), from_ns: from, to_ns: from + day, ..Default::default() };
+    let status = client.get_report(authed(request, ADMIN)).await.expect_err("too many accounts");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let request = wire::GetHistoryRequest { account_id: "100000".into(), ..Default::default() };
+    client.get_history(authed(request, ADMIN)).await.expect("one of them, alone");
+
     // The chain verifier reports through health and metrics; the lag is exported.
     let channel = Channel::from_shared(server.addr.clone()).expect("uri").connect().await.expect("connect");
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);

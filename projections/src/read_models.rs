@@ -52,6 +52,7 @@ use apply::Batch;
 pub use apply::Decoded;
 pub use balances::{net, ACCOUNTS_PAGE_MAX};
 pub use error::{ProjectionError, ReadModelError};
+pub use history::OWNER_ACCOUNTS_MAX;
 pub use model::{
     AccountView, Alarm, Balances, Cursor, HistoryFilter, HistoryPage, Movement, MovementKind, Report, ReportDay, Side,
     Status, Totals,

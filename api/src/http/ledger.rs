@@ -753,7 +753,8 @@ pub struct HistoryQuery {
 #[utoipa::path(get, path = "/ledger/history", operation_id = "ledger_history", tag = "ledger", security(("bearer" = [])),
     params(HistoryQuery),
     responses((status = 200, body = LedgerMovementPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "An owner with more than 1,000 accounts: ask per account")))]
 pub async fn history(
     Shared(state): Shared<State>,
     caller: Caller,

@@ -84,7 +84,8 @@ pub struct LedgerReport {
 #[utoipa::path(get, path = "/ledger/reports", operation_id = "ledger_reports", tag = "ledger", security(("bearer" = [])),
     params(ReportQuery),
     responses((status = 200, body = LedgerReport), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "An owner with more than 1,000 accounts: ask per account"), (status = 422, body = ErrorBody)))]
 pub async fn reports(
     Shared(state): Shared<State>,
     caller: Caller,

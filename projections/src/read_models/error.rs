@@ -12,6 +12,9 @@ pub enum ProjectionError {
     Gap { expected: u64, found: u64 },
     #[error("{0}")]
     Invalid(String),
+    /// The request would cover more than a limit allows; it names the limit.
+    #[error("{what}: more than {max}; ask for fewer (one account at a time)")]
+    TooMany { what: &'static str, max: usize },
     #[error("read model files: {0}")]
     Io(std::io::Error),
     /// The database file itself is damaged (a page whose checksum fails, a file cut

@@ -138,16 +138,24 @@ impl ReadModels {
     }
 
     /// The accounts of an owner, by id.
+    /// The owner's accounts, in id order; more than [`OWNER_ACCOUNTS_MAX`] is
+    /// [`ProjectionError::TooMany`] (an owner-wide history or report covers at most that).
     pub fn owner_accounts(&self, owner: u128) -> Result<Vec<u128>, ProjectionError> {
         let txn = self.db.begin_read()?;
         let owners = txn.open_table(OWNERS)?;
         let mut accounts = Vec::new();
         for row in owners.range((owner, 0)..=(owner, u128::MAX))? {
+            if accounts.len() == OWNER_ACCOUNTS_MAX {
+                return Err(ProjectionError::TooMany { what: "the owner's accounts", max: OWNER_ACCOUNTS_MAX });
+            }
             accounts.push(row?.0.value().1);
         }
         Ok(accounts)
     }
 }
+
+/// Most accounts an owner-wide history or report covers.
+pub const OWNER_ACCOUNTS_MAX: usize = 1_000;
 
 /// The account's last movement at or before `at_ns`.
 pub(super) fn last_at_or_before(
