@@ -233,3 +233,29 @@ async fn quotes_conversions_chains_positions_and_converted_reports() {
     let rates = fx.list_rates(authed(wire::ListRatesRequest {}, ADMIN)).await.expect("rates").into_inner().rates;
     assert!(rates.iter().any(|r| r.base == "EUR" && r.quote == "USD" && r.rate == "1.25"), "{rates:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_book_holds_a_bounded_number_of_pairs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let mut fx: Fx = wire::fx_client::FxClient::new(
+        Channel::from_shared(server.addr.clone()).expect("uri").connect().await.expect("connect"),
+    );
+    let max = ledger_platform::fx::RATE_PAIRS_MAX;
+    let codes: Vec<&str> = ledger_core::money::Currency::all().map(|c| c.code()).collect();
+    let pairs: Vec<(&str, &str)> =
+        codes.iter().flat_map(|b| codes.iter().filter(move |q| q != &b).map(move |q| (*b, *q))).take(max + 1).collect();
+    let rates: Vec<wire::Rate> = pairs[..max].iter().map(|(b, q)| rate(b, q, "1.5")).collect();
+    fx.set_rates(authed(wire::SetRatesRequest { rates }, ADMIN)).await.expect("up to the limit");
+    let (b, q) = pairs[max];
+    let one_more = fx.set_rates(authed(wire::SetRatesRequest { rates: vec![rate(b, q, "2")] }, ADMIN)).await;
+    let refused = one_more.expect_err("a pair past the limit");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().starts_with("rates:"), "{}", refused.message());
+    let (b, q) = pairs[0];
+    fx.set_rates(authed(wire::SetRatesRequest { rates: vec![rate(b, q, "2")] }, ADMIN))
+        .await
+        .expect("a new rate, old pair");
+    let listed = fx.list_rates(authed(wire::ListRatesRequest {}, ADMIN)).await.expect("rates").into_inner();
+    assert_eq!(listed.rates.len(), max);
+}

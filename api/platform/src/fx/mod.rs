@@ -37,6 +37,8 @@ pub use error::{FxError, RateError};
 
 pub const RATES_STREAM: &str = "fx-rates";
 pub const CONVERSIONS_STREAM: &str = "fx-conversions";
+/// Currency pairs with a rate, at most: `ListRates` answers one rate per pair.
+pub const RATE_PAIRS_MAX: usize = 1_000;
 /// Rates are given through this currency when no direct pair is set.
 pub const PIVOT: &str = "USD";
 
@@ -327,6 +329,18 @@ impl Fx {
             }));
         }
         let mut heads = self.streams.lock().await;
+        {
+            // Checked under the streams' lock: no other change of rates runs meanwhile.
+            let book = self.book.read().unwrap_or_else(|p| p.into_inner());
+            let new_pairs: std::collections::BTreeSet<(&str, &str)> = rates
+                .iter()
+                .map(|(base, quote, ..)| (base.code(), quote.code()))
+                .filter(|(b, q)| !book.pairs.contains_key(&(b.to_string(), q.to_string())))
+                .collect();
+            if book.pairs.len() + new_pairs.len() > RATE_PAIRS_MAX {
+                return Err(FieldError::new("rates", format!("at most {RATE_PAIRS_MAX} currency pairs in all")).into());
+            }
+        }
         let at = self.append(RATES_STREAM, &mut heads.0, kinds).await?;
         let mut book = self.book.write().unwrap_or_else(|p| p.into_inner());
         for (base, quote, rate, source) in rates {
