@@ -13,6 +13,7 @@ pub mod fx;
 pub mod payments;
 pub mod random;
 mod stream;
+mod sweep;
 pub mod users;
 
 /// A field of a request that is not acceptable, and why. Its text is `field: reason`,

@@ -21,9 +21,12 @@ use std::hash::Hash;
 use ledger_core::money::Currency;
 
 use super::risk::{RiskConfig, DAY_NS};
+use crate::sweep::Sweep;
 
 /// Payee pairs remembered (about 80 bytes each, with their order).
 pub const PAYEES_MAX: usize = 1_000_000;
+/// No sweep of idle users or instruments below this many.
+const SWEEP_KEYS_MIN: usize = 1_024;
 
 /// An earlier payment as the risk rules see it: which, when (created), in what currency
 /// and how much (0 for a blocked payment, which moved no money). Valued in the risk
@@ -40,13 +43,13 @@ pub(super) struct Recent {
 struct Windows<K> {
     lists: HashMap<K, VecDeque<Recent>>,
     per_key_max: usize,
-    /// Keys when the last sweep ended: the next sweep runs when there are twice as many.
-    swept_at: usize,
+    /// When to drop the keys with nothing in the last day.
+    sweep: Sweep,
 }
 
 impl<K: Hash + Eq> Windows<K> {
     fn new(per_key_max: usize) -> Windows<K> {
-        Windows { lists: HashMap::new(), per_key_max: per_key_max.max(1), swept_at: 0 }
+        Windows { lists: HashMap::new(), per_key_max: per_key_max.max(1), sweep: Sweep::new(SWEEP_KEYS_MIN) }
     }
 
     fn push(&mut self, key: K, recent: Recent, now_ns: u64) {
@@ -60,9 +63,9 @@ impl<K: Hash + Eq> Windows<K> {
         while list.len() > self.per_key_max {
             list.pop_front();
         }
-        if self.lists.len() >= 2 * self.swept_at.max(1_024) {
+        if self.sweep.due(self.lists.len()) {
             self.lists.retain(|_, list| list.back().is_some_and(within_day));
-            self.swept_at = self.lists.len();
+            self.sweep.swept(self.lists.len());
         }
     }
 

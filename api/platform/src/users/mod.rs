@@ -77,6 +77,9 @@ impl Default for UsersConfig {
     }
 }
 
+/// No sweep of ended sessions' tokens below this many held.
+const SESSIONS_SWEEP_MIN: usize = 4_096;
+
 /// Source addresses whose sign-ups are counted at once (about 100 bytes each); when all
 /// of them signed up within the hour, sign-ups from a new address are refused as busy.
 pub const REGISTRATION_SOURCES_MAX: usize = 1_000_000;
@@ -110,12 +113,21 @@ pub struct Users {
     /// Normalized email → user. An entry is reserved before its registration or
     /// change is appended and released if that fails.
     emails: DashMap<String, u128>,
-    /// blake3 of a session token → (user, session id).
+    /// blake3 of a session token → (user, session id, absolute expiry ns). Entries past
+    /// their absolute expiry are swept as sign-ins add new ones (`sessions_sweep`).
     sessions: DashMap<[u8; 32], (u128, String, u64)>,
+    sessions_sweep: crate::sweep::Sweep,
     /// Verified when the email is unknown, so that answer takes as long as a wrong password.
     dummy_hash: String,
     /// Where the time is read: session expiry, TOTP steps, event stamps.
     clock: Arc<dyn Clock>,
+}
+
+impl Users {
+    /// Session tokens held in memory (live ones, and ended ones not swept yet).
+    pub fn sessions_held(&self) -> usize {
+        self.sessions.len()
+    }
 }
 
 impl std::fmt::Debug for Users {
@@ -156,6 +168,7 @@ impl Users {
             users: DashMap::new(),
             emails: DashMap::new(),
             sessions: DashMap::new(),
+            sessions_sweep: crate::sweep::Sweep::new(SESSIONS_SWEEP_MIN),
             dummy_hash: password::hash("an unguessable placeholder for unknown emails")
                 .map_err(|e| UsersError::Internal(e.to_string()))?,
             clock,

@@ -1,12 +1,12 @@
 //! Throttling of failed sign-ins per account key (the normalized email, whether or not
 //! an account has it, so the answer never tells an attacker which emails exist) and
-//! per source address. In memory: a restart forgets the counts, which only ever lets
-//! an attacker try again as often as the limit allows per restart.
+//! per source address. Counts are kept in buckets per key (`window`: fixed memory per
+//! key, at most [`KEYS_MAX`] keys per map). In memory: a restart forgets the counts,
+//! which only ever lets an attacker try again as often as the limit allows per restart.
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dashmap::DashMap;
+use super::window::WindowCounts;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -23,71 +23,53 @@ impl Default for Limits {
     }
 }
 
-/// Keys tracked at most per map; the oldest-looking entries go first when full.
-const KEYS_MAX: usize = 1_000_000;
+/// Keys counted at most per map. A failure is counted after a password check, and at
+/// most `PASSWORD_HASHES_CONCURRENT_MAX` run at once (tens a second), so a window of
+/// 15 minutes sees far fewer keys than this; a failure that finds the map full of live
+/// keys is not counted.
+pub const KEYS_MAX: usize = 1_000_000;
 
-#[derive(Default)]
 pub struct Throttle {
-    limits: Limits,
-    accounts: DashMap<[u8; 32], VecDeque<Instant>>,
-    sources: DashMap<String, VecDeque<Instant>>,
+    accounts: WindowCounts<[u8; 32]>,
+    sources: WindowCounts<String>,
+}
+
+impl Default for Throttle {
+    fn default() -> Throttle {
+        Throttle::new(Limits::default())
+    }
 }
 
 impl Throttle {
     pub fn new(limits: Limits) -> Throttle {
-        Throttle { limits, ..Throttle::default() }
+        Throttle {
+            accounts: WindowCounts::new(limits.per_account as u64, limits.window, KEYS_MAX),
+            sources: WindowCounts::new(limits.per_source as u64, limits.window, KEYS_MAX),
+        }
     }
 
     fn account_key(email: &str) -> [u8; 32] {
         *blake3::hash(super::profile::normalize_email(email).as_bytes()).as_bytes()
     }
 
-    fn wait(window: Duration, failures: Option<&VecDeque<Instant>>, limit: usize, now: Instant) -> Option<Duration> {
-        let failures = failures?;
-        let recent: Vec<&Instant> = failures.iter().filter(|t| now.duration_since(**t) < window).collect();
-        if recent.len() < limit {
-            return None;
-        }
-        // Allowed again when enough of the recent failures have aged out.
-        let oldest_blocking = recent[recent.len() - limit];
-        Some(window.saturating_sub(now.duration_since(*oldest_blocking)))
-    }
-
     /// How long a sign-in for `email` from `source` must wait, if it must.
     pub fn check(&self, email: &str, source: &str) -> Option<Duration> {
-        let now = Instant::now();
-        let account = Self::wait(
-            self.limits.window,
-            self.accounts.get(&Self::account_key(email)).as_deref(),
-            self.limits.per_account,
-            now,
-        );
-        let source = Self::wait(self.limits.window, self.sources.get(source).as_deref(), self.limits.per_source, now);
+        let account = self.accounts.wait(&Self::account_key(email));
+        let source = self.sources.wait(&source.to_string());
         account.max(source)
     }
 
     pub fn failed(&self, email: &str, source: &str) {
-        let now = Instant::now();
-        let window = self.limits.window;
-        let push = |q: &mut VecDeque<Instant>, keep: usize| {
-            while q.front().is_some_and(|t| now.duration_since(*t) >= window) || q.len() > keep {
-                q.pop_front();
-            }
-            q.push_back(now);
-        };
-        if self.accounts.len() >= KEYS_MAX {
-            self.accounts.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
+        // Refused only when full of live keys: see `KEYS_MAX`.
+        let counted = [self.accounts.add(&Self::account_key(email)), self.sources.add(&source.to_string())];
+        if counted.iter().any(Result::is_err) {
+            tracing::warn!(keys_max = KEYS_MAX, "a failed sign-in was not counted: the throttle's keys are full");
         }
-        if self.sources.len() >= KEYS_MAX {
-            self.sources.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
-        }
-        push(&mut self.accounts.entry(Self::account_key(email)).or_default(), self.limits.per_account);
-        push(&mut self.sources.entry(source.to_string()).or_default(), self.limits.per_source);
     }
 
     /// A successful sign-in clears the email's failures (not the source's).
     pub fn succeeded(&self, email: &str) {
-        self.accounts.remove(&Self::account_key(email));
+        self.accounts.clear(&Self::account_key(email));
     }
 }
 

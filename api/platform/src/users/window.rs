@@ -72,7 +72,46 @@ impl<K: std::hash::Hash + Eq + Clone> WindowCounts<K> {
         self.take_at(key, Instant::now())
     }
 
+    /// Counts one event for `key` now, whatever the limit (refused only when full).
+    pub fn add(&self, key: &K) -> Result<(), Refused> {
+        self.count_at(key, Instant::now(), false)
+    }
+
+    /// How long until `key` is under its limit again; `None`: it is under it now.
+    pub fn wait(&self, key: &K) -> Option<Duration> {
+        self.wait_at(key, Instant::now())
+    }
+
+    /// Forgets `key`'s counts.
+    pub fn clear(&self, key: &K) {
+        self.keys.remove(key);
+    }
+
     fn take_at(&self, key: &K, now: Instant) -> Result<(), Refused> {
+        self.count_at(key, now, true)
+    }
+
+    fn wait_at(&self, key: &K, now: Instant) -> Option<Duration> {
+        let now_bucket = self.bucket_at(now);
+        let mut ring = *self.keys.get(key)?;
+        ring.advance(now_bucket);
+        (ring.total() >= self.limit).then(|| self.until_under(&ring, now_bucket, now))
+    }
+
+    /// When `ring` (at the limit) is allowed again: when its oldest bucket with a count
+    /// leaves the window. Bucket b is counted until bucket b + BUCKETS begins.
+    fn until_under(&self, ring: &Ring, now_bucket: u64, now: Instant) -> Duration {
+        let oldest = (now_bucket.saturating_sub(BUCKETS as u64 - 1)..=now_bucket)
+            .find(|b| ring.counts[(b % BUCKETS as u64) as usize] > 0)
+            .unwrap_or(now_bucket);
+        let leaves_at = u32::try_from(oldest + BUCKETS as u64)
+            .ok()
+            .and_then(|n| self.bucket.checked_mul(n))
+            .unwrap_or(Duration::MAX);
+        leaves_at.saturating_sub(now.saturating_duration_since(self.start))
+    }
+
+    fn count_at(&self, key: &K, now: Instant, limited: bool) -> Result<(), Refused> {
         let now_bucket = self.bucket_at(now);
         if !self.keys.contains_key(key) && self.keys.len() >= self.keys_max {
             self.keys.retain(|_, ring| now_bucket.saturating_sub(ring.newest) < BUCKETS as u64);
@@ -82,17 +121,8 @@ impl<K: std::hash::Hash + Eq + Clone> WindowCounts<K> {
         }
         let mut ring = self.keys.entry(key.clone()).or_default();
         ring.advance(now_bucket);
-        if ring.total() >= self.limit {
-            // Allowed again when the oldest bucket with a count leaves the window: bucket
-            // b is counted until bucket b + BUCKETS begins.
-            let oldest = (now_bucket.saturating_sub(BUCKETS as u64 - 1)..=now_bucket)
-                .find(|b| ring.counts[(b % BUCKETS as u64) as usize] > 0)
-                .unwrap_or(now_bucket);
-            let leaves_at = u32::try_from(oldest + BUCKETS as u64)
-                .ok()
-                .and_then(|n| self.bucket.checked_mul(n))
-                .unwrap_or(Duration::MAX);
-            return Err(Refused::Limit(leaves_at.saturating_sub(now.saturating_duration_since(self.start))));
+        if limited && ring.total() >= self.limit {
+            return Err(Refused::Limit(self.until_under(&ring, now_bucket, now)));
         }
         let slot = (now_bucket % BUCKETS as u64) as usize;
         ring.counts[slot] = ring.counts[slot].saturating_add(1);
@@ -125,6 +155,20 @@ mod tests {
         assert_eq!(counts.take_at(&"a", t0 + Duration::from_secs(61)), Ok(()), "the first one aged out");
         assert!(counts.take_at(&"a", t0 + Duration::from_secs(62)).is_err(), "three within the last minute");
         assert_eq!(counts.take_at(&"a", t0 + Duration::from_secs(200)), Ok(()), "all aged out");
+    }
+
+    #[test]
+    fn counts_added_past_the_limit_wait_and_clear() {
+        let counts: WindowCounts<&str> = WindowCounts::new(2, Duration::from_secs(60), 10);
+        let t0 = counts.start;
+        assert_eq!(counts.wait_at(&"a", t0), None, "never counted");
+        for _ in 0..3 {
+            counts.count_at(&"a", t0, false).expect("added whatever the limit");
+        }
+        assert_eq!(counts.wait_at(&"a", t0 + Duration::from_secs(10)), Some(Duration::from_secs(50)));
+        assert_eq!(counts.wait_at(&"a", t0 + Duration::from_secs(60)), None, "aged out");
+        counts.clear(&"a");
+        assert_eq!(counts.keys(), 0);
     }
 
     #[test]
