@@ -12,6 +12,7 @@ mod client;
 mod echo;
 mod errors;
 mod fx_cmd;
+mod gen_cmd;
 mod heads_cmd;
 mod http_client;
 mod load;
@@ -110,6 +111,11 @@ enum Command {
     },
     /// Your monthly statement per wallet (table, csv, json or a self-contained html page).
     Statement(statement_cmd::StatementArgs),
+    /// Test data for scale tests, written offline into a stopped server's data directory.
+    Gen {
+        #[command(subcommand)]
+        command: gen_cmd::GenCommand,
+    },
     /// Serve the do-nothing echo service (the transport baseline for `load --target echo`).
     EchoServer {
         /// The address to listen on.
@@ -163,6 +169,15 @@ fn main() -> ExitCode {
             return audit_verify(&data_dir, store.as_deref(), heads, connection.json);
         }
         Command::Bench(args) => return bench::run(args, connection.json),
+        Command::Gen { command } => {
+            return match gen_cmd::run(command, connection.json) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::from(if error.starts_with("--") { present::EXIT_USAGE } else { present::EXIT_FAILED })
+                }
+            }
+        }
         Command::Projections { command } => {
             return match read_models_cmd::run(command, connection.json) {
                 Ok(true) => ExitCode::SUCCESS,
@@ -199,7 +214,7 @@ fn main() -> ExitCode {
             Command::Statement(args) => statement_cmd::run(&connection, args).await,
             Command::EchoServer { listen } => echo::run(listen).await.map(|()| true),
             Command::Audit { command: AuditCommand::Heads { out } } => heads_cmd::save(&connection, &out).await,
-            Command::Audit { .. } | Command::Bench(_) | Command::Projections { .. } => Ok(true),
+            Command::Audit { .. } | Command::Bench(_) | Command::Projections { .. } | Command::Gen { .. } => Ok(true),
         };
         done.map(|ok| if ok { 0 } else { present::EXIT_FAILED })
     });

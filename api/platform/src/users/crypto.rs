@@ -193,16 +193,24 @@ impl KeyStore {
 
     /// Stores a new data key for `user_id` durably; returns its slot.
     pub fn add(&self, user_id: u128, key: &SecretKey) -> Result<u64, CryptoError> {
-        let wrapped = self.master.seal(&key.0, &slot_aad(user_id))?;
-        let mut slot_bytes = [0u8; SLOT_BYTES];
-        slot_bytes[..16].copy_from_slice(&user_id.to_le_bytes());
-        slot_bytes[16..16 + wrapped.len()].copy_from_slice(&wrapped);
+        self.add_many(&[(user_id, key.clone())])
+    }
+
+    /// Stores new data keys durably with one write and one sync; returns the first's
+    /// slot (the others follow it in order).
+    pub fn add_many(&self, keys: &[(u128, SecretKey)]) -> Result<u64, CryptoError> {
+        let mut bytes = vec![0u8; keys.len() * SLOT_BYTES];
+        for ((user_id, key), slot_bytes) in keys.iter().zip(bytes.chunks_exact_mut(SLOT_BYTES)) {
+            let wrapped = self.master.seal(&key.0, &slot_aad(*user_id))?;
+            slot_bytes[..16].copy_from_slice(&user_id.to_le_bytes());
+            slot_bytes[16..16 + wrapped.len()].copy_from_slice(&wrapped);
+        }
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = *slots;
-        self.file.write_all_at(&slot_bytes, Self::offset(slot)).map_err(|e| self.io(e))?;
+        let first = *slots;
+        self.file.write_all_at(&bytes, Self::offset(first)).map_err(|e| self.io(e))?;
         self.file.sync_data().map_err(|e| self.io(e))?;
-        *slots += 1;
-        Ok(slot)
+        *slots += keys.len() as u64;
+        Ok(first)
     }
 
     /// The data key in `slot`, if it is `user_id`'s and not erased.

@@ -12,6 +12,7 @@ mod account;
 pub mod admin;
 pub mod crypto;
 mod error;
+pub mod generate;
 pub mod instruments;
 mod methods;
 pub mod password;
@@ -337,7 +338,8 @@ impl Users {
         state.key_slot = slot;
         let profile =
             ev::Profile { name: name.trim().to_string(), email: email.trim().to_string(), ..Default::default() };
-        let registered = Detail::Registered(ev::Registered { profile: Some(profile), password_hash: hash });
+        let registered =
+            Detail::Registered(ev::Registered { profile: Some(profile), password_hash: hash, generated: false });
         if let Err(status) = self.append(&mut state, vec![registered]).await {
             let _ = self.keys.erase(slot);
             return Err(status);
