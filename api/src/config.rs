@@ -100,6 +100,10 @@ pub struct Args {
     /// [default: 0/1, all of them].
     #[arg(long, env = "LEDGERD_PAYMENT_PARTITION")]
     pub payment_partition: Option<String>,
+    /// Finished payments kept in memory besides the open ones; any other is read from
+    /// its stream when a call needs it [default: 10000].
+    #[arg(long, env = "LEDGERD_PAYMENTS_FINISHED_CACHED")]
+    pub payments_finished_cached: Option<usize>,
     /// The FX spread below mid, in basis points [default: 50].
     #[arg(long, env = "LEDGERD_FX_SPREAD_BPS")]
     pub fx_spread_bps: Option<u32>,
@@ -188,6 +192,7 @@ struct Settings {
     risk_user_amount_per_day: u64,
     risk_currency: String,
     payment_partition: String,
+    payments_finished_cached: usize,
     fx_spread_bps: u32,
     fx_fee_bps: u32,
     fx_quote_ttl_secs: u64,
@@ -223,6 +228,7 @@ impl Default for Settings {
             risk_user_amount_per_day: payments.risk.user_amount_per_day,
             risk_currency: payments.risk.currency.code().to_string(),
             payment_partition: format!("{}/{}", payments.partition.0, payments.partition.1),
+            payments_finished_cached: payments.finished_cached_max,
             fx_spread_bps: fx.spread_bps,
             fx_fee_bps: fx.fee_bps,
             fx_quote_ttl_secs: fx.quote_ttl.as_secs(),
@@ -338,6 +344,7 @@ impl Config {
         let mut payments = PaymentsConfig {
             rail_timeout: Duration::from_millis(in_range!(layers, s.rail_timeout_ms, 1..=600_000)?),
             partition: partition(&layers, &s.payment_partition)?,
+            finished_cached_max: in_range!(layers, s.payments_finished_cached, 0..=10_000_000)?,
             ..PaymentsConfig::default()
         };
         let review_timeout = in_range!(layers, s.review_timeout_secs, 1..=SECS_MAX)?;
@@ -476,6 +483,7 @@ mod tests {
             ("rail_timeout_ms", "0"),
             ("rail_timeout_ms", "600001"),
             ("review_timeout_secs", "0"),
+            ("payments_finished_cached", "10000001"),
             ("fx_spread_bps", "10000"),
             ("fx_fee_bps", "10001"),
             ("fx_quote_ttl_secs", "0"),
@@ -525,13 +533,13 @@ mod tests {
              master_key_file = {key_file:?}\nsession_idle_secs = 600\nsession_max_secs = 7200\nregistrations_per_source_hour = 5\n\
              rails = \"http://127.0.0.1:50061\"\nrail_timeout_ms = 1500\nreview_timeout_secs = 3600\n\
              risk_user_per_hour = 7\nrisk_user_per_day = 70\nrisk_user_amount_per_day = 12345\n\
-             risk_currency = \"EUR\"\npayment_partition = \"1/3\"\nfx_spread_bps = 25\nfx_fee_bps = 10\nfx_quote_ttl_secs = 45\n\
+             risk_currency = \"EUR\"\npayment_partition = \"1/3\"\npayments_finished_cached = 3\nfx_spread_bps = 25\nfx_fee_bps = 10\nfx_quote_ttl_secs = 45\n\
              snapshot_interval_events = 1000\nstore = \"kurrentdb://localhost:2113?tls=false\"\n\
              webhook_retry_base_ms = 250\nwebhook_timeout_ms = 2000\n"
         );
         // Every key of `Settings` is in the file: a key added there and not here fails.
         let keys: Vec<&str> = text.lines().filter_map(|line| line.split(" = ").next()).collect();
-        assert_eq!(keys.len(), 25, "{keys:?}");
+        assert_eq!(keys.len(), 26, "{keys:?}");
         let path = file(&dir, &text);
         let _environment = ENVIRONMENT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let c = Config::resolve(Args { config: Some(path), ..Args::default() }).expect("every key accepted");
@@ -549,6 +557,7 @@ mod tests {
         assert_eq!((risk.user_per_hour, risk.user_per_day, risk.user_amount_per_day), (7, 70, 12345));
         assert_eq!(risk.currency.code(), "EUR");
         assert_eq!(c.payments.partition, (1, 3));
+        assert_eq!(c.payments.finished_cached_max, 3);
         assert_eq!((c.fx.spread_bps, c.fx.fee_bps, c.fx.quote_ttl.as_secs()), (25, 10, 45));
         assert_eq!(c.snapshot_interval_events, 1000);
         assert_eq!(c.store.as_deref(), Some("kurrentdb://localhost:2113?tls=false"));

@@ -60,9 +60,18 @@ async fn open_payments_live_quotes_and_sessions_outlive_a_sigkill() {
         open.push(created.payment_id);
     }
     // Wait until each is waiting on the rail, then kill.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     for id in &open {
-        let waiting = settled(&mut payments, &alice.token, id, &["pending", "processing"]).await;
-        assert!(waiting.steps.iter().any(|s| s.step == "collect"), "{waiting:?}");
+        loop {
+            let request = authed(wire::GetPaymentRequest { payment_id: id.clone() }, &alice.token);
+            let payment = payments.get_payment(request).await.expect("get").into_inner();
+            if payment.steps.iter().any(|s| s.step == "collect") {
+                assert_ne!(payment.status, "completed", "the kill must land while it waits: {payment:?}");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no collection started: {payment:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
     drop(payments);
     drop(fx);

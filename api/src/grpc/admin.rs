@@ -222,7 +222,7 @@ impl wire::admin_server::Admin for AdminService {
         let result = async {
             self.staff(&request).await?;
             let limit = page_limit(request.get_ref().limit, PAGE_PAYMENTS_MAX)?;
-            let (entries, total) = self.payments.review_entries(limit).await;
+            let (entries, total) = self.payments.review_entries(limit).await.map_err(status::payments)?;
             let now = ledger_engine::clock::now_ns();
             Ok(wire::ListReviewQueueResponse {
                 items: entries.into_iter().map(|e| review_wire(e, now)).collect(),

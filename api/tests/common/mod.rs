@@ -49,6 +49,10 @@ impl Server {
                 "127.0.0.1:0",
                 "--http-listen",
                 "127.0.0.1:0",
+                // Two finished payments in memory at most: nearly every call on a
+                // finished payment reads it again from its stream.
+                "--payments-finished-cached",
+                "2",
                 "--tokens-file",
             ])
             .arg(&tokens)

@@ -62,6 +62,9 @@ impl Payments {
                 }
             }
             entry.driving.store(false, Ordering::Release);
+            if entry.payment.lock().await.finished.is_some() {
+                this.retire(id);
+            }
         });
     }
 

@@ -10,7 +10,7 @@
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 use std::ops::Bound;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
 use dashmap::DashMap;
 use ledger_core::money::Currency;
@@ -150,7 +150,12 @@ impl Payments {
             }
             for at in keys {
                 cursor = Some(at);
-                let Some(entry) = self.payments.get(&at.1 .0).map(|e| Arc::clone(e.value())) else { continue };
+                let entry = match self.entry(at.1 .0) {
+                    Ok(entry) => entry,
+                    // Indexed as its creation was appended, which then failed.
+                    Err(PaymentsError::NotFound(_)) => continue,
+                    Err(error) => return Err(error),
+                };
                 let payment = entry.payment.lock().await;
                 if !filter.matches(&payment) || (listing == Listing::InReview && !in_review(&payment)) {
                     continue;

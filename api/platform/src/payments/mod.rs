@@ -69,6 +69,9 @@ pub struct PaymentsConfig {
     pub bank_fee_bps: u64,
     /// This worker drives the payments whose id hashes to `partition.0` of `partition.1`.
     pub partition: (u32, u32),
+    /// Finished payments kept in memory besides the open ones (the most recently
+    /// finished or read); any other is read from its stream when a call needs it.
+    pub finished_cached_max: usize,
 }
 
 impl Default for PaymentsConfig {
@@ -80,6 +83,7 @@ impl Default for PaymentsConfig {
             digital_wallet_fee_bps: 100,
             bank_fee_bps: 0,
             partition: (0, 1),
+            finished_cached_max: 10_000,
         }
     }
 }
@@ -132,6 +136,10 @@ pub struct Payments {
     ops: ops::PaymentOps,
     /// What lists walk: each user's payments and all payments, newest first.
     index: list::PaymentIndex,
+    /// Finished payments kept in `payments`, oldest first: past
+    /// `config.finished_cached_max` the oldest are dropped from memory and read from
+    /// their stream when asked for.
+    finished: std::sync::Mutex<std::collections::VecDeque<u128>>,
 }
 
 impl Payments {
@@ -160,32 +168,55 @@ impl Payments {
             clock,
             ops: ops::PaymentOps::default(),
             index: list::PaymentIndex::default(),
+            finished: std::sync::Mutex::new(std::collections::VecDeque::new()),
         };
+        let mut replayed = 0usize;
         for stream in payments.store.stream_names("payment-")? {
-            let mut payment = Payment::default();
-            crate::stream::load(payments.store.as_ref(), &stream, 1_024, |record| {
-                let event = ev::PaymentEvent::decode(record.payload.as_slice()).map_err(|e| {
-                    PaymentsError::Corrupt(format!("{} revision {}: {e}", record.stream, record.revision))
-                })?;
-                payment.id = event
-                    .payment_id
-                    .parse()
-                    .map_err(|_| PaymentsError::Corrupt(format!("{}: bad payment id", record.stream)))?;
-                payment.revision = Some(record.revision);
-                match event.kind {
-                    Some(kind) => payment.evolve(event.timestamp_ns, kind),
-                    None => Ok(()),
-                }
-            })?;
+            let payment = load_payment(payments.store.as_ref(), &stream)?;
             payments.index(&payment);
             payments.ops.track(&payment);
             if !payment.created.quote_id.is_empty() {
                 payments.fx.taken_by(&payment.created.quote_id, payment.id);
             }
-            payments.payments.insert(payment.id, Arc::new(Entry::new(payment)));
+            replayed += 1;
+            // Open payments stay in memory (their drivers start); finished ones are read
+            // again when a call needs them.
+            if payment.finished.is_none() {
+                payments.payments.insert(payment.id, Arc::new(Entry::new(payment)));
+            }
         }
-        tracing::info!(payments = payments.payments.len(), "payments rebuilt from the log");
+        tracing::info!(payments = replayed, open = payments.payments.len(), "payments rebuilt from the log");
         Ok(payments)
+    }
+
+    /// The payment's entry: in memory, or read from its stream (and kept among the
+    /// recently used finished ones).
+    fn entry(&self, id: u128) -> Result<Arc<Entry>, PaymentsError> {
+        if let Some(entry) = self.payments.get(&id) {
+            return Ok(Arc::clone(entry.value()));
+        }
+        let stream = stream_name(id);
+        if self.store.stream_head(&stream)?.is_none() {
+            return Err(PaymentsError::NotFound("payment"));
+        }
+        let payment = load_payment(self.store.as_ref(), &stream)?;
+        let entry = Arc::clone(self.payments.entry(id).or_insert_with(|| Arc::new(Entry::new(payment))).value());
+        self.retire(id);
+        Ok(entry)
+    }
+
+    /// Counts `id` among the finished payments kept in memory, and drops the oldest past
+    /// `finished_cached_max` (only one that is finished, not driven and not in use).
+    pub(super) fn retire(&self, id: u128) {
+        let mut finished = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+        finished.push_back(id);
+        while finished.len() > self.config.finished_cached_max {
+            let Some(oldest) = finished.pop_front() else { break };
+            self.payments.remove_if(&oldest, |_, entry| {
+                !entry.driving.load(std::sync::atomic::Ordering::Acquire)
+                    && entry.payment.try_lock().is_ok_and(|p| p.finished.is_some())
+            });
+        }
     }
 
     fn index(&self, payment: &Payment) {
@@ -254,9 +285,15 @@ impl Payments {
             dashmap::Entry::Occupied(existing) => {
                 let id = *existing.get();
                 drop(existing);
-                let entry = self.payments.get(&id).map(|e| e.clone());
-                let Some(entry) = entry else {
-                    return Err(PaymentsError::Conflict("a request with this idempotency key is in progress; retry"));
+                let entry = match self.entry(id) {
+                    Ok(entry) => entry,
+                    // Reserved, not created yet.
+                    Err(PaymentsError::NotFound(_)) => {
+                        return Err(PaymentsError::Conflict(
+                            "a request with this idempotency key is in progress; retry",
+                        ))
+                    }
+                    Err(error) => return Err(error),
                 };
                 let payment = entry.payment.lock().await;
                 let stored = payment.created.request_hash.as_slice();
@@ -377,10 +414,6 @@ impl Payments {
             Some(Funding::Wallet) | None => 0,
         };
         (u128::from(amount) * u128::from(bps)).div_ceil(10_000) as u64
-    }
-
-    fn entry(&self, id: u128) -> Result<Arc<Entry>, PaymentsError> {
-        self.payments.get(&id).map(|e| e.clone()).ok_or(PaymentsError::NotFound("payment"))
     }
 
     /// The payment, if `viewer` may see it (`None`: an admin).
@@ -606,4 +639,23 @@ fn event_type(kind: &EventKind) -> &'static str {
         EventKind::Finished(_) => "PaymentFinished",
         EventKind::RefundBooked(_) => "PaymentRefundBooked",
     }
+}
+
+/// A payment folded from its whole stream.
+fn load_payment(store: &dyn EventStore, stream: &str) -> Result<Payment, PaymentsError> {
+    let mut payment = Payment::default();
+    crate::stream::load(store, stream, 1_024, |record| {
+        let event = ev::PaymentEvent::decode(record.payload.as_slice())
+            .map_err(|e| PaymentsError::Corrupt(format!("{} revision {}: {e}", record.stream, record.revision)))?;
+        payment.id = event
+            .payment_id
+            .parse()
+            .map_err(|_| PaymentsError::Corrupt(format!("{}: bad payment id", record.stream)))?;
+        payment.revision = Some(record.revision);
+        match event.kind {
+            Some(kind) => payment.evolve(event.timestamp_ns, kind),
+            None => Ok(()),
+        }
+    })?;
+    Ok(payment)
 }

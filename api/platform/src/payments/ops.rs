@@ -227,7 +227,7 @@ impl Payments {
     }
 
     /// The review queue, oldest first, at most `limit` of it, and its whole length.
-    pub async fn review_entries(&self, limit: usize) -> (Vec<ReviewEntry>, usize) {
+    pub async fn review_entries(&self, limit: usize) -> Result<(Vec<ReviewEntry>, usize), PaymentsError> {
         let limit = limit.clamp(1, PAGE_PAYMENTS_MAX);
         let mut queued: Vec<(u64, u128)> = self.ops.reviews.iter().map(|e| (e.value().0, *e.key())).collect();
         let total = queued.len();
@@ -235,12 +235,17 @@ impl Payments {
         let now = self.clock.now_ns();
         let mut out = Vec::new();
         for (since_ns, id) in queued.into_iter().take(limit) {
-            let Some(entry) = self.payments.get(&id).map(|e| e.clone()) else { continue };
+            let entry = match self.entry(id) {
+                Ok(entry) => entry,
+                // Left the queue (decided) and its stream was never written: not listed.
+                Err(PaymentsError::NotFound(_)) => continue,
+                Err(error) => return Err(error),
+            };
             let payment = entry.payment.lock().await;
             let times_out_ns = payment.risk.as_ref().map_or(0, |r| r.review_deadline_ns);
             out.push(ReviewEntry { payment: payment.view(now), since_ns, times_out_ns });
         }
-        (out, total)
+        Ok((out, total))
     }
 }
 

@@ -103,7 +103,11 @@ impl Payments {
         } else {
             (None, false)
         };
-        let Some(entry) = payment_id.and_then(|id| self.payments.get(&id).map(|e| e.clone())) else { return Ok(None) };
+        let entry = match payment_id.map(|id| self.entry(id)) {
+            Some(Ok(entry)) => entry,
+            None | Some(Err(PaymentsError::NotFound(_))) => return Ok(None),
+            Some(Err(error)) => return Err(error),
+        };
         let payment = entry.payment.lock().await;
         let (sender, receiver) = (payment.sender(), payment.receiver());
         let counterparty = if sender == receiver {
