@@ -78,9 +78,6 @@ impl Default for UsersConfig {
     }
 }
 
-/// No sweep of ended sessions' tokens below this many held.
-const SESSIONS_SWEEP_MIN: usize = 4_096;
-
 /// Source addresses whose sign-ups are counted at once (about 100 bytes each); when all
 /// of them signed up within the hour, sign-ups from a new address are refused as busy.
 pub const REGISTRATION_SOURCES_MAX: usize = 1_000_000;
@@ -115,9 +112,8 @@ pub struct Users {
     /// change is appended and released if that fails.
     emails: DashMap<String, u128>,
     /// blake3 of a session token → (user, session id, absolute expiry ns). Entries past
-    /// their absolute expiry are swept as sign-ins add new ones (`sessions_sweep`).
+    /// their absolute expiry are dropped by `sweep_sessions` (every minute in `ledgerd`).
     sessions: DashMap<[u8; 32], (u128, String, u64)>,
-    sessions_sweep: crate::sweep::Sweep,
     /// Verified when the email is unknown, so that answer takes as long as a wrong password.
     dummy_hash: String,
     /// Where the time is read: session expiry, TOTP steps, event stamps.
@@ -169,7 +165,6 @@ impl Users {
             users: DashMap::new(),
             emails: DashMap::new(),
             sessions: DashMap::new(),
-            sessions_sweep: crate::sweep::Sweep::new(SESSIONS_SWEEP_MIN),
             dummy_hash: password::hash("an unguessable placeholder for unknown emails")
                 .map_err(|e| UsersError::Internal(e.to_string()))?,
             clock,

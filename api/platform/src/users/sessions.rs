@@ -166,11 +166,6 @@ impl Users {
             self.sessions.remove(hash);
         }
         self.sessions.insert(token_hash, (state.id, session_id.clone(), expires));
-        if self.sessions_sweep.due(self.sessions.len()) {
-            // Tokens past their absolute expiry; one only idle ends when next used.
-            self.sessions.retain(|_, (_, _, expires_ns)| *expires_ns > now);
-            self.sessions_sweep.swept(self.sessions.len());
-        }
         let idle = now + self.config.session_idle.as_nanos() as u64;
         Ok(SignIn {
             caller: Caller { user_id: state.id, session_id },
