@@ -134,7 +134,7 @@ async fn quotes_conversions_chains_positions_and_converted_reports() {
     assert_eq!(code(payments.send(authed(reuse, &alice.token)).await), Code::FailedPrecondition, "a quote pays once");
     let started = std::time::Instant::now();
     loop {
-        let get = wire::GetPaymentRequest { payment_id: created.payment_id.clone() };
+        let get = wire::GetPaymentRequest { payment_id: created.payment_id.clone(), ..Default::default() };
         let p = payments.get_payment(authed(get, &alice.token)).await.expect("get").into_inner();
         if p.status == "completed" {
             assert_eq!(p.transfer_ids.len(), 3, "{p:?}");

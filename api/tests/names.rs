@@ -25,7 +25,7 @@ async fn payments(server: &Server) -> Payments {
 async fn completed(payments: &mut Payments, token: &str, id: &str) -> wire::Payment {
     let started = Instant::now();
     loop {
-        let request = wire::GetPaymentRequest { payment_id: id.into() };
+        let request = wire::GetPaymentRequest { payment_id: id.into(), ..Default::default() };
         let payment = payments.get_payment(authed(request, token)).await.expect("get").into_inner();
         if payment.status == "completed" {
             return payment;
@@ -118,7 +118,10 @@ async fn notes_are_sealed_shown_to_the_parties_and_unreadable_after_the_author_i
         ..Default::default()
     };
     let asked = pay.request_money(authed(ask, &bob.token)).await.expect("request").into_inner();
-    let seen = pay.get_payment(authed(wire::GetPaymentRequest { payment_id: asked.payment_id.clone() }, &ada.token));
+    let seen = pay.get_payment(authed(
+        wire::GetPaymentRequest { payment_id: asked.payment_id.clone(), ..Default::default() },
+        &ada.token,
+    ));
     let seen = seen.await.expect("Ada sees the request").into_inner();
     assert_eq!(
         (seen.kind.as_str(), seen.to_name.as_str(), seen.note.as_str()),
@@ -150,7 +153,7 @@ async fn notes_are_sealed_shown_to_the_parties_and_unreadable_after_the_author_i
     };
     after(&completed(&mut pay, &bob.token, &created.payment_id).await);
     // Bob's own note on his request to Ada stays his to read.
-    let request = wire::GetPaymentRequest { payment_id: asked.payment_id.clone() };
+    let request = wire::GetPaymentRequest { payment_id: asked.payment_id.clone(), ..Default::default() };
     let asked = pay.get_payment(authed(request, &bob.token)).await.expect("Bob's request").into_inner();
     assert_eq!((asked.note.as_str(), asked.from_name.as_str()), ("the taxi home", "(deleted user)"));
     let rows = bob_history(&server, &bob).await;

@@ -240,7 +240,10 @@ async fn every_kind_with_every_funding_method_and_refunds() {
     }
     let strangers = person(&mut users, "Eve", "eve@example.com").await;
     let peek = payments
-        .get_payment(authed(wire::GetPaymentRequest { payment_id: first.payment_id.clone() }, &strangers.token))
+        .get_payment(authed(
+            wire::GetPaymentRequest { payment_id: first.payment_id.clone(), ..Default::default() },
+            &strangers.token,
+        ))
         .await;
     assert_eq!(peek.map(|_| ()).map_err(|s| s.code()), Err(Code::NotFound));
 }
@@ -283,6 +286,36 @@ async fn velocity_limits_count_payments_sent_at_once_and_hold_after_a_restart() 
     let after = run(&mut payments, &alice.token, send("v4", &bob, "1.00", "wallet", "")).await;
     assert!(after.status == "failed" && after.reason.contains("velocity_user_hour"), "{after:?}");
     assert_eq!(balance(&server, wallet(&alice)).await.0, 5_000 - 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_payment_waits_for_the_payment_to_settle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let mut users = server.users().await;
+    let mut payments = wire::payments_client::PaymentsClient::new(
+        Channel::from_shared(server.addr.clone()).expect("uri").connect().await.expect("connect"),
+    );
+    let alice = person(&mut users, "Alice", "alice@example.com").await;
+    let bob = person(&mut users, "Bob", "bob@example.com").await;
+    let a_bank = bank(&mut users, &alice, "1111222233").await;
+    fund(&server, &alice, "USD", "5000", "1").await;
+    // A bank-funded payment waits on the rail's settlement; one call waits with it.
+    let sent = payments.send(authed(send("w1", &bob, "2.00", "bank_account", &a_bank), &alice.token)).await;
+    let id = sent.expect("send").into_inner().payment_id;
+    let asked = std::time::Instant::now();
+    let request = wire::GetPaymentRequest { payment_id: id.clone(), wait_ms: 8_000 };
+    let waited = payments.get_payment(authed(request, &alice.token)).await.expect("wait").into_inner();
+    assert_eq!(waited.status, "completed", "{waited:?}");
+    assert!(asked.elapsed() < std::time::Duration::from_secs(6), "answered when settled: {:?}", asked.elapsed());
+    // A wait is bounded, and someone else's payment is as unknown as ever.
+    let request = wire::GetPaymentRequest { payment_id: id.clone(), wait_ms: 10_001 };
+    let refused = payments.get_payment(authed(request, &alice.token)).await.expect_err("over the limit");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let eve = person(&mut users, "Eve", "eve@example.com").await;
+    let request = wire::GetPaymentRequest { payment_id: id, wait_ms: 100 };
+    let hidden = payments.get_payment(authed(request, &eve.token)).await.expect_err("not eve's");
+    assert_eq!(hidden.code(), Code::NotFound);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

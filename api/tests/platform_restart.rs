@@ -63,7 +63,8 @@ async fn open_payments_live_quotes_and_sessions_outlive_a_sigkill() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     for id in &open {
         loop {
-            let request = authed(wire::GetPaymentRequest { payment_id: id.clone() }, &alice.token);
+            let request =
+                authed(wire::GetPaymentRequest { payment_id: id.clone(), ..Default::default() }, &alice.token);
             let payment = payments.get_payment(request).await.expect("get").into_inner();
             if payment.steps.iter().any(|s| s.step == "collect") {
                 assert_ne!(payment.status, "completed", "the kill must land while it waits: {payment:?}");

@@ -19,7 +19,7 @@ type Payments = wire::payments_client::PaymentsClient<Channel>;
 async fn completed(payments: &mut Payments, token: &str, created: wire::Payment) -> wire::Payment {
     let started = Instant::now();
     loop {
-        let request = wire::GetPaymentRequest { payment_id: created.payment_id.clone() };
+        let request = wire::GetPaymentRequest { payment_id: created.payment_id.clone(), ..Default::default() };
         let payment = payments.get_payment(authed(request, token)).await.expect("get").into_inner();
         if payment.status == "completed" || payment.status == "partially_refunded" {
             return payment;

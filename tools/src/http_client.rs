@@ -119,8 +119,15 @@ impl HttpClient {
         payment_state(answer)
     }
 
-    pub async fn get_payment(&mut self, user: &LoadUser, payment_id: &str) -> Result<PaymentState, String> {
-        let answer = self.call(Method::GET, &format!("/payments/{payment_id}"), user, None, None).await?;
+    /// The payment once it settles, or after `wait_ms` (`GET /payments/{id}?wait_ms=`).
+    pub async fn get_payment(
+        &mut self,
+        user: &LoadUser,
+        payment_id: &str,
+        wait_ms: u32,
+    ) -> Result<PaymentState, String> {
+        let path = format!("/payments/{payment_id}?wait_ms={wait_ms}");
+        let answer = self.call(Method::GET, &path, user, None, None).await?;
         payment_state(answer)
     }
 }

@@ -6,8 +6,9 @@
 //! good test card and, when its USD wallet holds less than `TOPUP_FLOOR_MINOR`, a top-up
 //! of `TOPUP_MINOR` that is waited for. Timed: `--clients` tasks each send one payment
 //! at a time between a random pair of users (seeded by `--seed`), with a new
-//! idempotency key, and poll it until it reaches a terminal status; the latency is the
-//! time from the send call to that status. Over gRPC (`Payments.Send`, `GetPayment`) or
+//! idempotency key, and wait for it to reach a terminal status (`GetPayment` with
+//! `wait_ms`: the server answers when it gets there); the latency is the time from the
+//! send call to that answer. Over gRPC (`Payments.Send`, `GetPayment`) or
 //! over the HTTP/JSON API (`--transport http`; the set-up still runs over gRPC).
 //!
 //! The server's per-user velocity limits (`--risk-user-per-hour`, `--risk-user-per-day`,
@@ -50,7 +51,9 @@ const CLIENTS_MAX: usize = 4_096;
 const DURATION_SECS_MAX: f64 = 3_600.0;
 /// Users set up at the same time (sign-up and sign-in hash passwords on the server).
 const SETUP_PARALLEL: usize = 8;
-/// The first pause before looking at a payment again; it doubles up to `POLL_PAUSE_MAX`.
+/// The longest one `GetPayment` waits for a payment to settle (the server's limit).
+const WAIT_MAX: Duration = Duration::from_secs(10);
+/// The first pause before looking at a top-up again; it doubles up to `POLL_PAUSE_MAX`.
 const POLL_PAUSE_FIRST: Duration = Duration::from_millis(1);
 const POLL_PAUSE_MAX: Duration = Duration::from_millis(8);
 /// A payment not terminal this long after it was sent counts as failed ("timed_out").
@@ -407,14 +410,16 @@ impl PaymentsClient {
         }
     }
 
-    async fn get(&mut self, user: &LoadUser, payment_id: &str) -> Result<PaymentState, String> {
+    /// The payment once it settles, or as it stands after `wait` (at most `WAIT_MAX`).
+    async fn get(&mut self, user: &LoadUser, payment_id: &str, wait: Duration) -> Result<PaymentState, String> {
+        let wait_ms = u32::try_from(wait.min(WAIT_MAX).as_millis()).unwrap_or(0).max(1);
         match self {
             PaymentsClient::Grpc(client) => {
-                let request = wire::GetPaymentRequest { payment_id: payment_id.into() };
+                let request = wire::GetPaymentRequest { payment_id: payment_id.into(), wait_ms };
                 let payment = client.get_payment(as_user(request, user)).await.map_err(|s| call_reason(&s))?;
                 Ok(PaymentState::of(payment.get_ref()))
             }
-            PaymentsClient::Http(client) => client.get_payment(user, payment_id).await,
+            PaymentsClient::Http(client) => client.get_payment(user, payment_id, wait_ms).await,
         }
     }
 }
@@ -490,18 +495,16 @@ async fn drive(
     tally
 }
 
-/// Sends the order and polls its payment until it settles (or `PAYMENT_WAIT_MAX` passes:
-/// `Err("timed_out")`).
+/// Sends the order and waits for its payment to settle (`GetPayment` with `wait_ms`: the
+/// server answers as soon as it has), or until `PAYMENT_WAIT_MAX` passes:
+/// `Err("timed_out")`.
 async fn settle(client: &mut PaymentsClient, order: &SendOrder<'_>, begun: Instant) -> Result<PaymentState, String> {
     let mut state = client.send(order).await?;
-    let mut pause = POLL_PAUSE_FIRST;
     while !state.settled() {
-        if begun.elapsed() >= PAYMENT_WAIT_MAX {
+        let Some(left) = PAYMENT_WAIT_MAX.checked_sub(begun.elapsed()).filter(|left| !left.is_zero()) else {
             return Err("timed_out".into());
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(POLL_PAUSE_MAX);
-        state = client.get(order.sender, &state.payment_id).await?;
+        };
+        state = client.get(order.sender, &state.payment_id, left).await?;
     }
     Ok(state)
 }
@@ -606,7 +609,7 @@ async fn set_up_user(channel: Channel, index: u64, currency: Currency) -> Result
         while !state.settled() && begun.elapsed() < PAYMENT_WAIT_MAX {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(POLL_PAUSE_MAX * 4);
-            let request = wire::GetPaymentRequest { payment_id: state.payment_id.clone() };
+            let request = wire::GetPaymentRequest { payment_id: state.payment_id.clone(), ..Default::default() };
             state =
                 PaymentState::of(payments.get_payment(as_user(request, &user)).await.map_err(status_text)?.get_ref());
         }

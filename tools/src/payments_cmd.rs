@@ -486,7 +486,9 @@ pub async fn run(connection: &Connection, command: PaymentsCommand) -> Result<u8
             (payments.refund(connection.request(request)?).await, wait, String::new())
         }
         PaymentsCommand::Payments { payment_id: Some(payment_id), .. } => {
-            let p = payments.get_payment(connection.request(wire::GetPaymentRequest { payment_id })?).await;
+            let p = payments
+                .get_payment(connection.request(wire::GetPaymentRequest { payment_id, ..Default::default() })?)
+                .await;
             print_payment(&p.map_err(status_text)?.into_inner(), json, offset);
             return Ok(0);
         }

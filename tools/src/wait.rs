@@ -93,7 +93,7 @@ pub async fn until_settled(
         }
         tokio::time::sleep(pause.min(left)).await;
         pause = (pause * 2).min(POLL_MAX);
-        let request = wire::GetPaymentRequest { payment_id: payment.payment_id.clone() };
+        let request = wire::GetPaymentRequest { payment_id: payment.payment_id.clone(), ..Default::default() };
         payment = payments.get_payment(connection.request(request)?).await.map_err(status_text)?.into_inner();
     }
     if spinner && turn > 0 {

@@ -298,11 +298,16 @@ impl wire::payments_server::Payments for PaymentsService {
     async fn get_payment(&self, request: Request<wire::GetPaymentRequest>) -> Result<Response<wire::Payment>, Status> {
         let result = async {
             let viewer = self.viewer(&request).await?;
-            self.payments
-                .get(payment_id(&request.get_ref().payment_id)?, viewer)
-                .await
-                .map(payment_wire)
-                .map_err(status::payments)
+            let r = request.get_ref();
+            let id = payment_id(&r.payment_id)?;
+            let payment = match r.wait_ms {
+                0 => self.payments.get(id, viewer).await,
+                wait @ 1..=WAIT_MS_MAX => {
+                    self.payments.get_settled(id, viewer, std::time::Duration::from_millis(u64::from(wait))).await
+                }
+                _ => return Err(Status::invalid_argument(format!("wait_ms: at most {WAIT_MS_MAX}"))),
+            };
+            payment.map(payment_wire).map_err(status::payments)
         }
         .await;
         self.metrics.answer("Payments/GetPayment", result)
@@ -391,6 +396,9 @@ impl wire::payments_server::Payments for PaymentsService {
         self.metrics.answer("Payments/GetStatement", result)
     }
 }
+
+/// The longest `GetPayment` waits for a payment to settle, in milliseconds.
+pub const WAIT_MS_MAX: u32 = 10_000;
 
 /// The cursor of a list of payments: `{created_ns}_{payment id}` of the last payment
 /// of the previous page (the HTTP API's `next_cursor` is the same text).

@@ -288,16 +288,38 @@ fn payment_page(listed: wire::ListPaymentsResponse) -> PaymentPage {
     }
 }
 
+/// How long to wait for a payment to settle.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PaymentWait {
+    /// Wait up to this many milliseconds (0 to 10000) for the payment to settle: to
+    /// finish, or to wait on a person (a review, a request's payer). Absent or 0: answer
+    /// at once.
+    pub wait_ms: Option<String>,
+}
+
 /// One payment the caller is a party of (or any, for an admin).
 #[utoipa::path(get, path = "/payments/{id}", tag = "payments", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The payment id")),
-    responses((status = 200, body = Payment), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path, description = "The payment id"), PaymentWait),
+    responses((status = 200, body = Payment), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 pub async fn get_payment(
     Shared(state): Shared<State>,
     caller: Caller,
     Path(id): Path<String>,
+    Params(query): Params<PaymentWait>,
 ) -> Result<Json<Payment>, ApiError> {
-    let payment = call(state.payments.get_payment(caller.grpc(wire::GetPaymentRequest { payment_id: id }))).await?;
+    let wait_ms = match query.wait_ms.as_deref() {
+        None => 0,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|ms| *ms <= crate::grpc::payments::WAIT_MS_MAX)
+            .ok_or_else(|| ApiError::invalid("wait_ms", "a whole number of milliseconds from 0 to 10000"))?,
+    };
+    let request = wire::GetPaymentRequest { payment_id: id, wait_ms };
+    let payment = call(state.payments.get_payment(caller.grpc(request))).await?;
     Ok(Json(payment_json(payment)))
 }
 

@@ -173,7 +173,7 @@ pub async fn settled(
 ) -> wire::Payment {
     let started = std::time::Instant::now();
     loop {
-        let request = wire::GetPaymentRequest { payment_id: id.into() };
+        let request = wire::GetPaymentRequest { payment_id: id.into(), ..Default::default() };
         let payment = payments.get_payment(authed(request, token)).await.expect("get").into_inner();
         if until.contains(&payment.status.as_str()) {
             return payment;

@@ -129,6 +129,16 @@ impl Activity {
         }
     }
 
+    /// A payment counted by its assessment that was then not made after all.
+    pub(super) fn forget(&mut self, sender: u128, instrument: &str, payment: u128) {
+        if let Some(list) = self.by_user.lists.get_mut(&sender) {
+            list.retain(|r| r.payment != payment);
+        }
+        if let Some(list) = self.by_instrument.lists.get_mut(instrument) {
+            list.retain(|r| r.payment != payment);
+        }
+    }
+
     pub(super) fn completed(&mut self, sender: u128, receiver: u128) {
         self.payees.insert((sender, receiver));
     }
@@ -194,6 +204,16 @@ mod tests {
         assert!(!activity.known_payee(7, 1), "the oldest was forgotten");
         assert!((2..=4).all(|r| activity.known_payee(7, r)));
         assert_eq!(activity.payees.order.len(), 3);
+    }
+
+    #[test]
+    fn a_payment_not_made_after_its_assessment_is_forgotten() {
+        let mut activity = Activity::new(&RiskConfig::default());
+        activity.assessed(1, "card", recent(HOUR), HOUR);
+        activity.assessed(1, "card", recent(2 * HOUR), 2 * HOUR);
+        activity.forget(1, "card", recent(HOUR).payment);
+        assert_eq!(activity.by_user(1).map(|r| r.at).collect::<Vec<_>>(), [2 * HOUR]);
+        assert_eq!(activity.by_instrument("card").map(|r| r.at).collect::<Vec<_>>(), [2 * HOUR]);
     }
 
     #[test]

@@ -48,7 +48,9 @@ impl Payments {
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             loop {
-                match this.step(&entry).await {
+                let stepped = this.step(&entry).await;
+                entry.changed.notify_waiters();
+                match stepped {
                     Ok(true) => backoff = Duration::from_millis(50),
                     Ok(false) => break,
                     Err(error) => {
@@ -122,11 +124,7 @@ impl Payments {
             Action::Finish(status, reason) => {
                 let finished = ev::PaymentFinished { status: status.as_str().into(), reason };
                 self.append(&mut payment, vec![EventKind::Finished(finished)]).await?;
-                self.ops.finished(payment.kind, status);
-                if status == FinishStatus::Completed {
-                    let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
-                    activity.completed(payment.sender(), payment.receiver());
-                }
+                self.finished(&payment, status);
                 Ok(true)
             }
             Action::Ledger(step) => {
@@ -137,11 +135,35 @@ impl Payments {
                     }
                     Err(reason) => EventKind::StepFailed(ev::StepFailed { step: step.as_str().into(), reason }),
                 };
-                self.append(&mut payment, vec![kind]).await?;
+                // When the payment ends with this step, its end goes in the same append:
+                // one durable write fewer, and the same events as two appends would give.
+                let mut after = (*payment).clone();
+                after.evolve(now.max(after.last_ns + 1), kind.clone())?;
+                let mut kinds = vec![kind];
+                let ends = match after.next_action(now) {
+                    Action::Finish(status, reason) => {
+                        kinds.push(EventKind::Finished(ev::PaymentFinished { status: status.as_str().into(), reason }));
+                        Some(status)
+                    }
+                    _ => None,
+                };
+                self.append(&mut payment, kinds).await?;
+                if let Some(status) = ends {
+                    self.finished(&payment, status);
+                }
                 Ok(true)
             }
             Action::Rail(step) => self.run_rail(entry, payment, step, now).await,
             Action::Query(step) => self.query_rail(entry, payment, step, now).await,
+        }
+    }
+
+    /// What follows a payment's end: the operators' count, and a known payee.
+    fn finished(&self, payment: &Payment, status: FinishStatus) {
+        self.ops.finished(payment.kind, status);
+        if status == FinishStatus::Completed {
+            let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+            activity.completed(payment.sender(), payment.receiver());
         }
     }
 
@@ -276,7 +298,7 @@ impl Payments {
         })
     }
 
-    async fn assess(&self, payment: &Payment, now: u64) -> ev::RiskAssessed {
+    pub(super) async fn assess(&self, payment: &Payment, now: u64) -> ev::RiskAssessed {
         let instrument_added_ns = if payment.instrument_id.is_empty() {
             None
         } else {

@@ -95,6 +95,8 @@ pub fn stream_name(id: u128) -> String {
 struct Entry {
     payment: Mutex<Payment>,
     wake: Notify,
+    /// Notified after each step of its driver: callers waiting for the payment to settle.
+    changed: Notify,
     driving: AtomicBool,
     /// When to ask the rail again about a pending step (in memory: after a restart the
     /// rail is asked at once).
@@ -396,7 +398,24 @@ impl Payments {
             mid_rate: quote.map_or(String::new(), |q| q.mid.normalize().to_string()),
         };
         let mut payment = Payment { id, ..Payment::default() };
-        self.append(&mut payment, vec![EventKind::Created(created)]).await?;
+        // A payment assessed as soon as it exists is assessed here, and both events go
+        // in one append: one durable write fewer than the driver's separate step.
+        let mut kinds = vec![EventKind::Created(created)];
+        let now = self.clock.now_ns();
+        let mut created_now = payment.clone();
+        created_now.evolve(now, kinds[0].clone())?;
+        let assessed = matches!(created_now.next_action(now), saga::Action::Assess);
+        if assessed {
+            kinds.push(EventKind::RiskAssessed(self.assess(&created_now, now).await));
+        }
+        if let Err(error) = self.append(&mut payment, kinds).await {
+            if assessed {
+                // Counted by the assessment, but never made.
+                let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+                activity.forget(created_now.sender(), &created_now.instrument_id, id);
+            }
+            return Err(error);
+        }
         self.index(&payment);
         let shown = self.shown(&payment).await;
         self.payments.insert(id, Arc::new(Entry::new(payment)));
@@ -426,6 +445,42 @@ impl Payments {
             }
         }
         self.shown(&payment).await
+    }
+
+    /// [`Payments::get`], after waiting up to `wait` for the payment to settle: to finish,
+    /// or to wait on a person (a review, a request's payer).
+    pub async fn get_settled(
+        &self,
+        id: u128,
+        viewer: Option<u128>,
+        wait: Duration,
+    ) -> Result<PaymentView, PaymentsError> {
+        let entry = self.entry(id)?;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before the look, so a step that ends meanwhile still wakes us.
+            let changed = entry.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let payment = entry.payment.lock().await;
+                if let Some(user) = viewer {
+                    if payment.sender() != user && payment.receiver() != user {
+                        return Err(PaymentsError::NotFound("payment"));
+                    }
+                }
+                let settled = payment.finished.is_some()
+                    || matches!(
+                        payment.next_action(self.clock.now_ns()),
+                        saga::Action::Idle | saga::Action::WaitUntil(_)
+                    );
+                if settled || tokio::time::Instant::now() >= deadline {
+                    return self.shown(&payment).await;
+                }
+            }
+            // A missed wake-up costs at most the rest of the wait, never a wrong answer.
+            let _ = tokio::time::timeout_at(deadline, changed).await;
+        }
     }
 
     /// The payer of a money request approves (with a funding source) or declines it.
@@ -603,6 +658,7 @@ impl Entry {
         Entry {
             payment: Mutex::new(payment),
             wake: Notify::new(),
+            changed: Notify::new(),
             driving: AtomicBool::new(false),
             poll: std::sync::Mutex::new((0, 0)),
         }
