@@ -319,6 +319,67 @@ async fn get_payment_waits_for_the_payment_to_settle() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_of_a_payment_reloaded_from_its_stream_never_refund_twice() {
+    // The server keeps 2 finished payments in memory (see common): the first payment is
+    // read again from its stream by the refunds below, at the same time.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let mut users = server.users().await;
+    let connect = || async {
+        wire::payments_client::PaymentsClient::new(
+            Channel::from_shared(server.addr.clone()).expect("uri").connect().await.expect("connect"),
+        )
+    };
+    let mut payments = connect().await;
+    let alice = person(&mut users, "Alice", "alice@example.com").await;
+    let bob = person(&mut users, "Bob", "bob@example.com").await;
+    fund(&server, &alice, "USD", "5000", "1").await;
+    let first = run(&mut payments, &alice.token, send("r0", &bob, "10.00", "wallet", "")).await;
+    assert_eq!(first.status, "completed");
+    let mut others = Vec::new();
+    for n in 1..=4 {
+        let later = run(&mut payments, &alice.token, send(&format!("r{n}"), &bob, "1.00", "wallet", "")).await;
+        assert_eq!(later.status, "completed");
+        others.push(later.payment_id);
+    }
+    // Reads of the other payments load them and push the first out of memory, again
+    // and again, while its refunds run.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (stop, mut reader, token) = (stop.clone(), connect().await, alice.token.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for id in &others {
+                    let request = wire::GetPaymentRequest { payment_id: id.clone(), ..Default::default() };
+                    reader.get_payment(authed(request, &token)).await.expect("get");
+                }
+            }
+        })
+    };
+    for round in 0..20 {
+        let refund = |id: String| wire::RefundRequest {
+            payment_id: first.payment_id.clone(),
+            amount: "2.00".into(),
+            refund_id: id,
+        };
+        let (mut one, mut two) = (connect().await, connect().await);
+        let (a, b) = tokio::join!(
+            one.refund(authed(refund(format!("a{round}")), &bob.token)),
+            two.refund(authed(refund(format!("b{round}")), &bob.token)),
+        );
+        // Each is decided alone: both succeed while money is left, never more than it.
+        let _ = (a, b);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.await.expect("churn");
+    let done = settled(&mut payments, &alice.token, &first.payment_id, &TERMINAL).await;
+    assert_eq!(done.refunded, "10.00", "{done:?}");
+    // 50.00 funded, 14.00 sent, 10.00 refunded: nothing refunded twice.
+    assert_eq!(balance(&server, wallet(&alice)).await.0, 5_000 - 1_400 + 1_000);
+    assert_eq!(balance(&server, wallet(&bob)).await.0, 1_400 - 1_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declines_failures_blocks_and_compensation_leave_nothing_half_done() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(dir.path());

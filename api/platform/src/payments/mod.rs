@@ -208,16 +208,23 @@ impl Payments {
     }
 
     /// Counts `id` among the finished payments kept in memory, and drops the oldest past
-    /// `finished_cached_max` (only one that is finished, not driven and not in use).
+    /// `finished_cached_max`: only one that is finished and that nobody holds. The map's
+    /// is then the only reference (a clone is only made under the map's lock, which
+    /// `remove_if` holds), so a payment never has two entries at once: two refunds of
+    /// one payment are still decided one after the other, under one lock.
     pub(super) fn retire(&self, id: u128) {
         let mut finished = self.finished.lock().unwrap_or_else(|p| p.into_inner());
         finished.push_back(id);
-        while finished.len() > self.config.finished_cached_max {
+        // One look at each of the oldest past the bound; one still held goes to the back
+        // and is looked at again later.
+        for _ in 0..finished.len().saturating_sub(self.config.finished_cached_max) {
             let Some(oldest) = finished.pop_front() else { break };
-            self.payments.remove_if(&oldest, |_, entry| {
-                !entry.driving.load(std::sync::atomic::Ordering::Acquire)
-                    && entry.payment.try_lock().is_ok_and(|p| p.finished.is_some())
+            let dropped = self.payments.remove_if(&oldest, |_, entry| {
+                Arc::strong_count(entry) == 1 && entry.payment.try_lock().is_ok_and(|p| p.finished.is_some())
             });
+            if dropped.is_none() && self.payments.contains_key(&oldest) {
+                finished.push_back(oldest);
+            }
         }
     }
 
