@@ -201,8 +201,15 @@ impl Payments {
         if self.store.stream_head(&stream)?.is_none() {
             return Err(PaymentsError::NotFound("payment"));
         }
-        let payment = load_payment(self.store.as_ref(), &stream)?;
-        let entry = Arc::clone(self.payments.entry(id).or_insert_with(|| Arc::new(Entry::new(payment))).value());
+        // Read under the map's lock for this id: while no entry exists nobody appends to
+        // the stream (every append goes through the one entry), so what is read is current.
+        let entry = match self.payments.entry(id) {
+            dashmap::Entry::Occupied(held) => Arc::clone(held.get()),
+            dashmap::Entry::Vacant(vacant) => {
+                let payment = load_payment(self.store.as_ref(), &stream)?;
+                Arc::clone(vacant.insert(Arc::new(Entry::new(payment))).value())
+            }
+        };
         self.retire(id);
         Ok(entry)
     }
