@@ -18,6 +18,18 @@ use common::{authed, bank, card, fund, person, settled, Person, Server, ADMIN};
 type Users = wire::users_client::UsersClient<Channel>;
 type Payments = wire::payments_client::PaymentsClient<Channel>;
 
+/// A fresh server on `dir`, its users and payments clients, and Alice and Bob signed up.
+async fn alice_and_bob(dir: &std::path::Path) -> (Server, Users, Payments, Person, Person) {
+    let server = Server::start(dir);
+    let mut users = server.users().await;
+    let payments = wire::payments_client::PaymentsClient::new(
+        Channel::from_shared(server.addr.clone()).expect("uri").connect().await.expect("connect"),
+    );
+    let alice = person(&mut users, "Alice", "alice@example.com").await;
+    let bob = person(&mut users, "Bob", "bob@example.com").await;
+    (server, users, payments, alice, bob)
+}
+
 const TERMINAL: [&str; 5] = ["completed", "failed", "cancelled", "refunded", "partially_refunded"];
 
 async fn digital_wallet(users: &mut Users, who: &Person) -> String {
@@ -81,13 +93,7 @@ async fn assert_clearing_is_zero(server: &Server) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_with_every_funding_method_and_refunds() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path());
-    let mut users = server.users().await;
-    let mut payments = wire::payments_client::PaymentsClient::new(
-        Channel::from_shared(server.addr.clone()).expect("uri").connect().await.expect("connect"),
-    );
-    let alice = person(&mut users, "Alice", "alice@example.com").await;
-    let bob = person(&mut users, "Bob", "bob@example.com").await;
+    let (server, mut users, mut payments, alice, bob) = alice_and_bob(dir.path()).await;
     let (a_card, a_bank, a_wallet) = (
         card(&mut users, &alice).await,
         bank(&mut users, &alice, "1111222233").await,
@@ -291,13 +297,7 @@ async fn velocity_limits_count_payments_sent_at_once_and_hold_after_a_restart() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_payment_waits_for_the_payment_to_settle() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path());
-    let mut users = server.users().await;
-    let mut payments = wire::payments_client::PaymentsClient::new(
-        Channel::from_shared(server.addr.clone()).expect("uri").connect().await.expect("connect"),
-    );
-    let alice = person(&mut users, "Alice", "alice@example.com").await;
-    let bob = person(&mut users, "Bob", "bob@example.com").await;
+    let (server, mut users, mut payments, alice, bob) = alice_and_bob(dir.path()).await;
     let a_bank = bank(&mut users, &alice, "1111222233").await;
     fund(&server, &alice, "USD", "5000", "1").await;
     // A bank-funded payment waits on the rail's settlement; one call waits with it.
@@ -382,13 +382,7 @@ async fn refunds_of_a_payment_reloaded_from_its_stream_never_refund_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declines_failures_blocks_and_compensation_leave_nothing_half_done() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path());
-    let mut users = server.users().await;
-    let mut payments = wire::payments_client::PaymentsClient::new(
-        Channel::from_shared(server.addr.clone()).expect("uri").connect().await.expect("connect"),
-    );
-    let alice = person(&mut users, "Alice", "alice@example.com").await;
-    let bob = person(&mut users, "Bob", "bob@example.com").await;
+    let (server, mut users, mut payments, alice, bob) = alice_and_bob(dir.path()).await;
     let (a_card, a_bank) = (card(&mut users, &alice).await, bank(&mut users, &alice, "1111222233").await);
     fund(&server, &alice, "USD", "5000", "1").await;
 
