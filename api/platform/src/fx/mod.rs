@@ -226,6 +226,8 @@ pub struct Fx {
     /// Serializes appends to the rate and conversion streams (exact expected revisions).
     streams: tokio::sync::Mutex<(Option<Revision>, Option<Revision>)>,
     quotes: DashMap<String, Arc<tokio::sync::Mutex<QuoteState>>>,
+    /// When to forget the expired quotes (see `crate::sweep`).
+    quotes_sweep: crate::sweep::Sweep,
     /// Every conversion booked, by quote id: what a statement shows of a conversion's
     /// transfers (as many as the log holds, like the payments).
     conversions: DashMap<String, ev::ConversionBooked>,
@@ -279,6 +281,7 @@ impl Fx {
             book: RwLock::new(book),
             streams: tokio::sync::Mutex::new(heads),
             quotes: live,
+            quotes_sweep: crate::sweep::Sweep::new(quotes::QUOTES_SWEEP_MIN),
             conversions,
             accounts: PlatformAccounts::fx(),
             clock,
@@ -384,9 +387,12 @@ impl Fx {
             executed: None,
             used_by: None,
         };
-        if self.quotes.len() >= quotes::QUOTES_LIVE_MAX {
-            // Forget expired quotes (a locked one is in use: kept).
+        // Forget expired quotes each time the map has doubled, and when it is full (a
+        // locked one is in use: kept).
+        let full = self.quotes.len() >= quotes::QUOTES_LIVE_MAX;
+        if full || self.quotes_sweep.due(self.quotes.len()) {
             self.quotes.retain(|_, q| q.try_lock().map_or(true, |q| q.expires_at >= now));
+            self.quotes_sweep.swept(self.quotes.len());
             if self.quotes.len() >= quotes::QUOTES_LIVE_MAX {
                 return Err(FxError::Busy);
             }

@@ -11,8 +11,10 @@
 //! - Converting at most once does not rest on that memory alone: the conversion's ledger
 //!   transfers have ids derived from the quote (`booking`), so a second booking of one
 //!   quote, from a payment or an execution, is answered by the ledger as existing.
-//! - In memory, quotes are forgotten once expired: at most [`QUOTES_LIVE_MAX`] are kept,
-//!   and a new quote past that is refused as busy until older ones expire.
+//! - In memory, quotes are forgotten once expired (swept each time the map has doubled,
+//!   from [`QUOTES_SWEEP_MIN`]): at most [`QUOTES_LIVE_MAX`] are kept, and a new quote
+//!   past that is refused as busy until older ones expire. Executing a quote again
+//!   answers the same conversion while the quote is live; after, it is unknown.
 
 use std::str::FromStr;
 
@@ -30,6 +32,8 @@ pub const QUOTE_TTL_MAX_SECS: u64 = 3_600;
 const QUOTE_TTL_MAX_NS: u64 = QUOTE_TTL_MAX_SECS * 1_000_000_000;
 /// Live quotes kept in memory at once (a few hundred bytes each).
 pub const QUOTES_LIVE_MAX: usize = 1_000_000;
+/// Quotes in memory below which expired ones are not swept.
+pub const QUOTES_SWEEP_MIN: usize = 10_000;
 /// How far out of time order concurrent appends may land in the stream.
 const ORDER_SLACK_NS: u64 = 60 * 1_000_000_000;
 /// Events read at a time at start.
