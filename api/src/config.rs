@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use ledger_core::money::Currency;
 use ledger_platform::fx::FxConfig;
 use ledger_platform::payments::PaymentsConfig;
-use ledger_platform::users::crypto::SecretKey;
+use ledger_platform::users::crypto::{self, SecretKey};
 use ledger_platform::users::UsersConfig;
 
 use crate::webhooks::WebhookConfig;
@@ -309,16 +309,6 @@ fn partition(layers: &Layers, text: &str) -> Result<(u32, u32), String> {
     }
 }
 
-/// The master key: LEDGERD_MASTER_KEY, else the master key file, else none (generated).
-fn master_key(file: Option<PathBuf>) -> Result<Option<SecretKey>, String> {
-    if let Ok(hex) = std::env::var("LEDGERD_MASTER_KEY") {
-        return Ok(Some(SecretKey::from_hex(&hex).map_err(|e| format!("LEDGERD_MASTER_KEY: {e}"))?));
-    }
-    let Some(path) = file else { return Ok(None) };
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("master key file {}: {e}", path.display()))?;
-    Ok(Some(SecretKey::from_hex(&text).map_err(|e| format!("master key file {}: {e}", path.display()))?))
-}
-
 /// `$settings.$key` if `$range` holds it, else an error naming the setting: its key is
 /// the field's name, so the two cannot drift apart.
 macro_rules! in_range {
@@ -378,7 +368,7 @@ impl Config {
             http_listen,
             tokens_file: s.tokens_file,
             tls,
-            master_key: master_key(s.master_key_file)?,
+            master_key: crypto::configured_master_key(s.master_key_file.as_deref())?,
             users,
             rails: s.rails,
             payments,

@@ -73,16 +73,10 @@ pub fn run(command: GenCommand, json: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// The master key as `ledgerd` finds it.
 fn master_key(args: &GenUsersArgs) -> Result<SecretKey, String> {
-    if let Ok(hex) = std::env::var("LEDGERD_MASTER_KEY") {
-        return SecretKey::from_hex(&hex).map_err(|e| format!("LEDGERD_MASTER_KEY: {e}"));
-    }
-    match &args.master_key_file {
-        Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("--master-key-file {}: {e}", path.display()))?;
-            SecretKey::from_hex(&text).map_err(|e| format!("--master-key-file {}: {e}", path.display()))
-        }
+    match crypto::configured_master_key(args.master_key_file.as_deref())? {
+        Some(key) => Ok(key),
         None => crypto::master_key_file(&args.data_dir).map_err(|e| e.to_string()),
     }
 }

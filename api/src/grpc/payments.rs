@@ -402,16 +402,22 @@ pub const WAIT_MS_MAX: u32 = 10_000;
 
 /// The cursor of a list of payments: `{created_ns}_{payment id}` of the last payment
 /// of the previous page (the HTTP API's `next_cursor` is the same text).
-pub fn list_cursor_text(created_ns: u64, id: u128) -> String {
+fn list_cursor_text(created_ns: u64, id: u128) -> String {
     format!("{created_ns}_{id}")
 }
 
+/// The (created ns, id) a cursor of [`list_cursor_text`] names; `None` if it is not one.
+pub fn parse_list_cursor(text: &str) -> Option<(u64, u128)> {
+    let (ns, id) = text.split_once('_')?;
+    Some((ns.parse().ok()?, id.parse().ok()?))
+}
+
 /// Reads a cursor of [`list_cursor_text`]; empty is the first page.
-pub fn list_cursor(text: &str) -> Result<Option<(u64, u128)>, Status> {
+fn list_cursor(text: &str) -> Result<Option<(u64, u128)>, Status> {
     if text.is_empty() {
         return Ok(None);
     }
-    let bad = || Status::invalid_argument("after: the next_cursor of an earlier page");
-    let (ns, id) = text.split_once('_').ok_or_else(bad)?;
-    Ok(Some((ns.parse().map_err(|_| bad())?, id.parse().map_err(|_| bad())?)))
+    parse_list_cursor(text)
+        .map(Some)
+        .ok_or_else(|| Status::invalid_argument("after: the next_cursor of an earlier page"))
 }

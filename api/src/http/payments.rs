@@ -19,7 +19,7 @@ use super::extract::{Caller, IdempotencyKey, JsonBody, Page, PageQuery, Params};
 use super::idempotency::platform_reused;
 use super::time::rfc3339;
 use super::{call, State};
-use crate::grpc::payments::list_cursor_text;
+use crate::grpc::payments::parse_list_cursor;
 
 pub fn routes() -> OpenApiRouter<State> {
     OpenApiRouter::new()
@@ -219,12 +219,6 @@ pub struct PaymentPage {
     pub next_cursor: Option<String>,
 }
 
-fn parse_cursor(text: &str) -> Result<(u64, u128), ApiError> {
-    let bad = || ApiError::invalid("starting_after", "a next_cursor from a previous page");
-    let (at, id) = text.split_once('_').ok_or_else(bad)?;
-    Ok((at.parse().map_err(|_| bad())?, id.parse().map_err(|_| bad())?))
-}
-
 /// Paging and filters of the transaction list.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -274,9 +268,14 @@ pub async fn transactions(
     Ok(Json(payment_page(listed)))
 }
 
-/// The page's `starting_after`, checked here so an error names the HTTP parameter.
+/// The page's `starting_after`, the same text as the gRPC cursor: checked here so an
+/// error names the HTTP parameter, then passed on as it is.
 fn grpc_cursor(page: &Page) -> Result<String, ApiError> {
-    Ok(page.after.as_deref().map(parse_cursor).transpose()?.map_or(String::new(), |(ns, id)| list_cursor_text(ns, id)))
+    match page.after.as_deref() {
+        None => Ok(String::new()),
+        Some(text) if parse_list_cursor(text).is_some() => Ok(text.to_string()),
+        Some(_) => Err(ApiError::invalid("starting_after", "a next_cursor from a previous page")),
+    }
 }
 
 fn payment_page(listed: wire::ListPaymentsResponse) -> PaymentPage {

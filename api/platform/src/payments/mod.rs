@@ -453,11 +453,7 @@ impl Payments {
     pub async fn get(&self, id: u128, viewer: Option<u128>) -> Result<PaymentView, PaymentsError> {
         let entry = self.entry(id)?;
         let payment = entry.payment.lock().await;
-        if let Some(user) = viewer {
-            if payment.sender() != user && payment.receiver() != user {
-                return Err(PaymentsError::NotFound("payment"));
-            }
-        }
+        visible(&payment, viewer)?;
         self.shown(&payment).await
     }
 
@@ -478,11 +474,7 @@ impl Payments {
             changed.as_mut().enable();
             {
                 let payment = entry.payment.lock().await;
-                if let Some(user) = viewer {
-                    if payment.sender() != user && payment.receiver() != user {
-                        return Err(PaymentsError::NotFound("payment"));
-                    }
-                }
+                visible(&payment, viewer)?;
                 let settled = payment.finished.is_some()
                     || matches!(
                         payment.next_action(self.clock.now_ns()),
@@ -728,4 +720,13 @@ fn load_payment(store: &dyn EventStore, stream: &str) -> Result<Payment, Payment
         }
     })?;
     Ok(payment)
+}
+
+/// A payment is seen by its parties and by admins (`viewer` `None`); to anyone else it
+/// is as unknown as a missing one.
+fn visible(payment: &Payment, viewer: Option<u128>) -> Result<(), PaymentsError> {
+    match viewer {
+        Some(user) if payment.sender() != user && payment.receiver() != user => Err(PaymentsError::NotFound("payment")),
+        _ => Ok(()),
+    }
 }

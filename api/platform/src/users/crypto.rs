@@ -110,6 +110,22 @@ impl SecretKey {
     }
 }
 
+/// The environment variable a master key may be given in (64 hex digits): never a
+/// flag, since flags show in process lists.
+pub const MASTER_KEY_ENV: &str = "LEDGERD_MASTER_KEY";
+
+/// The master key as configured: [`MASTER_KEY_ENV`], else the key file `file`; `None`
+/// when neither is given (then [`master_key_file`] of the data directory). The error
+/// names where the bad key came from.
+pub fn configured_master_key(file: Option<&Path>) -> Result<Option<SecretKey>, String> {
+    if let Ok(hex) = std::env::var(MASTER_KEY_ENV) {
+        return SecretKey::from_hex(&hex).map(Some).map_err(|e| format!("{MASTER_KEY_ENV}: {e}"));
+    }
+    let Some(path) = file else { return Ok(None) };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("master key file {}: {e}", path.display()))?;
+    SecretKey::from_hex(&text).map(Some).map_err(|e| format!("master key file {}: {e}", path.display()))
+}
+
 /// The master key: 64 hex digits from configuration, or, on a data directory with
 /// none, `<data-dir>/master.key` generated on first start (mode 0600).
 pub fn master_key_file(data_dir: &Path) -> Result<SecretKey, CryptoError> {
