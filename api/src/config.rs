@@ -104,6 +104,10 @@ pub struct Args {
     /// its stream when a call needs it [default: 10000].
     #[arg(long, env = "LEDGERD_PAYMENTS_FINISHED_CACHED")]
     pub payments_finished_cached: Option<usize>,
+    /// Users kept in memory, at least 1; any other is read from their stream when a
+    /// call needs them [default: 100000].
+    #[arg(long, env = "LEDGERD_USERS_CACHED")]
+    pub users_cached: Option<usize>,
     /// The FX spread below mid, in basis points [default: 50].
     #[arg(long, env = "LEDGERD_FX_SPREAD_BPS")]
     pub fx_spread_bps: Option<u32>,
@@ -193,6 +197,7 @@ struct Settings {
     risk_currency: String,
     payment_partition: String,
     payments_finished_cached: usize,
+    users_cached: usize,
     fx_spread_bps: u32,
     fx_fee_bps: u32,
     fx_quote_ttl_secs: u64,
@@ -229,6 +234,7 @@ impl Default for Settings {
             risk_currency: payments.risk.currency.code().to_string(),
             payment_partition: format!("{}/{}", payments.partition.0, payments.partition.1),
             payments_finished_cached: payments.finished_cached_max,
+            users_cached: users.cached_max,
             fx_spread_bps: fx.spread_bps,
             fx_fee_bps: fx.fee_bps,
             fx_quote_ttl_secs: fx.quote_ttl.as_secs(),
@@ -329,6 +335,7 @@ impl Config {
             session_idle: Duration::from_secs(in_range!(layers, s.session_idle_secs, 1..=SECS_MAX)?),
             session_max: Duration::from_secs(in_range!(layers, s.session_max_secs, 1..=SECS_MAX)?),
             registrations_per_source_hour: in_range!(layers, s.registrations_per_source_hour, 1..=1_000_000_000)?,
+            cached_max: in_range!(layers, s.users_cached, 1..=100_000_000)?,
             ..UsersConfig::default()
         };
         let mut payments = PaymentsConfig {
@@ -474,6 +481,7 @@ mod tests {
             ("rail_timeout_ms", "600001"),
             ("review_timeout_secs", "0"),
             ("payments_finished_cached", "10000001"),
+            ("users_cached", "0"),
             ("fx_spread_bps", "10000"),
             ("fx_fee_bps", "10001"),
             ("fx_quote_ttl_secs", "0"),

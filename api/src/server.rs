@@ -220,6 +220,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let Platform { users, fx, payments, users_service, payments_service, fx_service } =
         open_platform(&config, &store, &ledger, &tokens, &metrics, &projector).await?;
     let _ = payments_slot.set(payments.clone());
+    let users_at_stop = users.clone();
     let webhook_tasks = WebhookTasks::start(&config, &store).await?;
     tracing::info!(endpoints = webhook_tasks.webhooks.endpoints.list(Owner::Admin).len(), "webhooks started");
     let _ = webhooks_slot.set(webhook_tasks.webhooks.clone());
@@ -262,6 +263,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     tracing::info!("no more calls in flight; closing the ledger");
     tokio::task::spawn_blocking(move || ledger.close()).await.map_err(|e| e.to_string())?;
     heads.stop().await;
+    let checkpoint = tokio::task::spawn_blocking(move || users_at_stop.checkpoint()).await;
+    if let Ok(Err(error)) = checkpoint {
+        tracing::warn!(%error, "users index checkpoint not written at stop; the start re-applies the log after the last one");
+    }
     catch_up_at_stop(&projector, store, follower).await;
     metrics_endpoint.stop().await;
     if let Some(failure) = watched.failure() {
@@ -547,8 +552,9 @@ async fn open_users(config: &Config, store: &Arc<dyn EventStore>, ledger: &Ledge
         KeyStore::open(&config.data_dir.join("keys").join("data-keys.bin"), master_key).map_err(|e| e.to_string())?;
     let users = {
         let (store, ledger, users_config) = (store.clone(), ledger.clone(), config.users);
+        let index = ledger_platform::users::index_path(&config.data_dir);
         tokio::task::spawn_blocking(move || {
-            Users::open(store, ledger, keys, Box::new(SandboxVault), users_config, Arc::new(SystemClock))
+            Users::open(store, ledger, keys, Box::new(SandboxVault), users_config, Arc::new(SystemClock), &index)
         })
         .await
         .map_err(|e| e.to_string())?
@@ -558,15 +564,42 @@ async fn open_users(config: &Config, store: &Arc<dyn EventStore>, ledger: &Ledge
     {
         let users = users.clone();
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(60));
+            let mut every = tokio::time::interval(USERS_CHECKPOINT_EVERY);
+            let mut swept = std::time::Instant::now();
             loop {
                 every.tick().await;
-                users.sweep_sessions();
+                let users = users.clone();
+                let sweep = swept.elapsed() >= SESSION_SWEEP_EVERY;
+                if sweep {
+                    swept = std::time::Instant::now();
+                }
+                let done = tokio::task::spawn_blocking(move || {
+                    if sweep {
+                        if let Err(error) = users.sweep_sessions() {
+                            tracing::warn!(%error, "expired sessions not swept; trying again in a minute");
+                        }
+                    }
+                    users.checkpoint()
+                })
+                .await;
+                match done {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "users index checkpoint not written; a start re-applies more")
+                    }
+                    Err(error) => tracing::warn!(%error, "users index checkpoint task failed"),
+                }
             }
         });
     }
     Ok(users)
 }
+
+/// How often the users' index records a durable checkpoint (a start re-applies the log
+/// after it), in seconds.
+const USERS_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// How often sessions past their absolute expiry leave the index.
+const SESSION_SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Brings the read models to the log's end and makes that durable, so a restart has
 /// nothing to re-apply; for at most SHUTDOWN_CATCH_UP, so that a stop after heavy load

@@ -123,7 +123,7 @@ async fn start_up_logs_what_it_opens_what_it_replays_and_when_it_is_ready() {
         "ledger state recovered",
         "opening the read models",
         "read models opened",
-        "users rebuilt from the log",
+        "users index open",
         "exchange rates rebuilt from the log",
         "payments rebuilt from the log",
         "ledgerd listening on",
@@ -134,7 +134,7 @@ async fn start_up_logs_what_it_opens_what_it_replays_and_when_it_is_ready() {
     let line = |marker: &str| &log[position(marker)];
     assert!(line("ledgerd starting").contains(&dir.path().join("data").display().to_string()));
     assert!(line("ledger state recovered").contains("events_per_sec="), "{}", line("ledger state recovered"));
-    assert!(line("users rebuilt from the log").contains("users=1"), "{}", line("users rebuilt from the log"));
+    assert!(line("users index open").contains("users=1"), "{}", line("users index open"));
     let ready = line(" ready in ");
     assert!(ready.contains("startup_ms=") && ready.contains("metrics on http://"), "{ready}");
     // No personal data in the log.

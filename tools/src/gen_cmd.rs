@@ -55,7 +55,13 @@ pub fn run(command: GenCommand, json: bool) -> Result<(), String> {
     let started = Instant::now();
     let (store, ledger, users) = open(&args.data_dir, master)?;
     let opened_secs = started.elapsed().as_secs_f64();
-    let result = runtime.block_on(generate(&users, &args, &hash));
+    let mut result = runtime.block_on(generate(&users, &args, &hash));
+    if result.is_ok() {
+        // The users' index durable at the log's end: the server's start re-applies nothing.
+        if let Err(error) = users.checkpoint() {
+            result = Err(format!("users index: {error}"));
+        }
+    }
     ledger.close();
     store.close();
     let made = result?;
@@ -94,9 +100,17 @@ fn open(data_dir: &Path, master: SecretKey) -> Result<(Arc<EmbeddedStore>, Ledge
     };
     let ledger = Ledger::open(log.clone(), config).map_err(|e| e.to_string())?;
     let keys = KeyStore::open(&data_dir.join("keys").join("data-keys.bin"), master).map_err(|e| e.to_string())?;
-    let users =
-        Users::open(log, ledger.clone(), keys, Box::new(SandboxVault), UsersConfig::default(), Arc::new(SystemClock))
-            .map_err(|e| e.to_string())?;
+    let index = ledger_platform::users::index_path(data_dir);
+    let users = Users::open(
+        log,
+        ledger.clone(),
+        keys,
+        Box::new(SandboxVault),
+        UsersConfig::default(),
+        Arc::new(SystemClock),
+        &index,
+    )
+    .map_err(|e| e.to_string())?;
     Ok((store, ledger, Arc::new(users)))
 }
 

@@ -43,9 +43,16 @@ fn open_users(p: (Arc<dyn EventStore>, Ledger, SecretKey, std::path::PathBuf, Ar
     let config = UsersConfig {
         session_idle: Duration::from_secs(2),
         session_max: Duration::from_secs(4),
+        // One user in memory: every other call reads its user from the stream again.
+        cached_max: 1,
         ..UsersConfig::default()
     };
-    Users::open(store, ledger, keys, Box::new(SandboxVault), config, clock).expect("open users")
+    // A fresh index each time: the one of the users this replaces may still be open
+    // (services hold them), so each reopening rebuilds its index from the log.
+    static OPENED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let opened = OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let index = ledger_platform::users::index_path(&path.join(format!("open-{opened}")));
+    Users::open(store, ledger, keys, Box::new(SandboxVault), config, clock, &index).expect("open users")
 }
 
 /// A fresh store in a temporary directory, its ledger and users, on a manual clock.

@@ -109,7 +109,7 @@ impl AdminService {
                 if r.email.len() > ledger_platform::users::profile::EMAIL_BYTES_MAX {
                     return Err(Status::invalid_argument("email: too long"));
                 }
-                Some(self.users.find_by_email(&r.email))
+                Some(self.users.find_by_email(&r.email).await.map_err(status::users)?)
             }
             (true, false) => Some(Some(convert::parse_u128("user_id", &r.user_id)?)),
             (false, false) => return Err(Status::invalid_argument("give at most one of email and user_id")),
@@ -125,7 +125,7 @@ impl AdminService {
             };
             return Ok(wire::ListUsersResponse { users, next_cursor: String::new() });
         }
-        let (users, next) = self.users.page(id_cursor("after", &r.after)?, limit).await;
+        let (users, next) = self.users.page(id_cursor("after", &r.after)?, limit).await.map_err(status::users)?;
         Ok(wire::ListUsersResponse {
             users: users.into_iter().map(summary_wire).collect(),
             next_cursor: next.map_or(String::new(), |id| id.to_string()),

@@ -151,10 +151,12 @@ impl wire::fx_server::Fx for FxService {
                 (true, false) => self
                     .users
                     .find_by_email(&r.receiver_email)
+                    .await
+                    .map_err(status::users)?
                     .ok_or_else(|| Status::not_found("no user with that receiver_email"))?,
                 _ => return Err(Status::invalid_argument("give at most one of receiver_user_id and receiver_email")),
             };
-            if !self.users.exists(receiver).await {
+            if !self.users.exists(receiver).await.map_err(status::users)? {
                 return Err(Status::not_found("receiver not found"));
             }
             let (quote, booked) = self.fx.execute(user, &r.quote_id, receiver).await.map_err(status::fx)?;

@@ -167,6 +167,8 @@ impl PaymentsService {
                 }
                 self.users
                     .find_by_email(email)
+                    .await
+                    .map_err(status::users)?
                     .ok_or_else(|| Status::not_found(format!("no user with that {field}_email")))?
             }
             _ => {
@@ -176,7 +178,7 @@ impl PaymentsService {
         if id == caller {
             return Err(Status::invalid_argument(format!("the {field} is yourself")));
         }
-        if !self.users.exists(id).await {
+        if !self.users.exists(id).await.map_err(status::users)? {
             return Err(Status::not_found(format!("{field} not found")));
         }
         Ok(id)

@@ -53,6 +53,10 @@ impl Server {
                 // finished payment reads it again from its stream.
                 "--payments-finished-cached",
                 "2",
+                // Two users in memory at most: nearly every call reads its user again
+                // from their stream.
+                "--users-cached",
+                "2",
                 "--tokens-file",
             ])
             .arg(&tokens)

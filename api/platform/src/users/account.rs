@@ -49,14 +49,6 @@ impl Users {
         if changes.email.is_some() && changes.email.as_deref().map(str::trim) != Some(next.email.as_str()) {
             self.reauthenticate(&mut state, &reauth).await?;
         }
-        if let Some(email) = &new_email {
-            match self.emails.entry(email.clone()) {
-                dashmap::Entry::Occupied(_) => return Err(UsersError::AlreadyExists("email: already registered")),
-                dashmap::Entry::Vacant(v) => {
-                    v.insert(user_id);
-                }
-            }
-        }
         if let Some(v) = changes.name {
             next.name = v.trim().to_string();
         }
@@ -75,20 +67,15 @@ impl Users {
         if next == state.profile {
             return Ok(profile_of(&state));
         }
-        match self.append(&mut state, vec![Detail::ProfileUpdated(next)]).await {
-            Ok(()) => {
-                if new_email.is_some() {
-                    self.emails.remove(&old_email);
-                }
-                Ok(profile_of(&state))
-            }
-            Err(status) => {
-                if let Some(email) = new_email {
-                    self.emails.remove(&email);
-                }
-                Err(status)
+        let claim = new_email.as_deref().map(|email| self.claim_email(email, user_id)).transpose()?;
+        let appended = self.append(&mut state, vec![Detail::ProfileUpdated(next)]).await;
+        if let Some(claim) = claim {
+            self.end_claim(&claim, user_id, appended.is_ok());
+            if appended.is_ok() {
+                self.forget_email(&self.index.email_hash(&old_email), user_id);
             }
         }
+        appended.map(|()| profile_of(&state))
     }
 
     /// Changes the password and ends every other session of the user.
@@ -150,10 +137,8 @@ impl Users {
             .await
             .map_err(|e| UsersError::Internal(e.to_string()))?
             .map_err(UsersError::KeyStore)?;
-        for session in state.sessions.values() {
-            self.sessions.remove(&session.token_hash);
-        }
-        self.emails.remove(&profile::normalize_email(&state.profile.email));
+        let sessions: Vec<[u8; 32]> = state.sessions.values().map(|s| s.token_hash).collect();
+        let email = self.index.email_hash(&profile::normalize_email(&state.profile.email));
         let at = self.clock.now_ns().max(state.last_ns + 1);
         let envelope = ev::UserEvent {
             user_id: state.id.to_string(),
@@ -167,6 +152,8 @@ impl Users {
         // The key is gone already: the person's data is unreadable whatever happens next.
         self.append_raw(&mut state, vec![erased]).await?;
         state.last_ns = at;
+        self.forget_sessions(&sessions);
+        self.forget_email(&email, caller.user_id);
         tracing::info!(user_id = %caller.user_id, "user erased");
         Ok(())
     }

@@ -3,8 +3,6 @@
 //! amounts of a bank account still awaiting verification (kept sealed in the user's
 //! stream; shown to these roles only, never logged).
 
-use std::collections::BTreeSet;
-
 use ledger_proto::events::v1 as ev;
 
 use super::state::UserState;
@@ -49,30 +47,27 @@ fn summary_of(state: &UserState) -> UserSummary {
 
 impl Users {
     /// Users with ids above `after`, in id order, at most `limit` (capped at
-    /// `PAGE_USERS_MAX`); and the cursor of the next page if there is one.
-    pub async fn page(&self, after: Option<u128>, limit: usize) -> (Vec<UserSummary>, Option<u128>) {
+    /// `PAGE_USERS_MAX`); and the cursor of the next page if there is one. Read from the
+    /// index, one page at a time.
+    pub async fn page(
+        &self,
+        after: Option<u128>,
+        limit: usize,
+    ) -> Result<(Vec<UserSummary>, Option<u128>), UsersError> {
         let limit = limit.clamp(1, PAGE_USERS_MAX);
-        // The smallest limit + 1 ids above the cursor, so memory stays bounded by the page.
-        let mut ids = BTreeSet::new();
-        for entry in self.users.iter() {
-            let id = *entry.key();
-            if after.is_some_and(|after| id <= after) {
-                continue;
-            }
-            ids.insert(id);
-            if ids.len() > limit + 1 {
-                ids.pop_last();
-            }
-        }
+        let ids = self.index.users_after(after, limit + 1)?;
         let more = ids.len() > limit;
         let mut out = Vec::with_capacity(limit);
         for id in ids.into_iter().take(limit) {
-            if let Ok(user) = self.user(id) {
-                out.push(summary_of(&*user.lock().await));
+            match self.user(id) {
+                Ok(user) => out.push(summary_of(&*user.lock().await)),
+                // An id whose sign-up never reached the log (a crash in between).
+                Err(UsersError::NotFound(_)) => {}
+                Err(error) => return Err(error),
             }
         }
         let next = if more { out.last().map(|u| u.user_id) } else { None };
-        (out, next)
+        Ok((out, next))
     }
 
     /// One user's summary (erased users too: support may be asked about one).

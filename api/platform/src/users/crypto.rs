@@ -207,6 +207,12 @@ impl KeyStore {
         HEADER.len() as u64 + slot * SLOT_BYTES as u64
     }
 
+    /// A key for `context` (a fixed text naming its one use) derived from the master
+    /// key: it changes when the master key does, and tells nothing of it.
+    pub fn derive_key(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, &self.master.0)
+    }
+
     /// Stores a new data key for `user_id` durably; returns its slot.
     pub fn add(&self, user_id: u128, key: &SecretKey) -> Result<u64, CryptoError> {
         self.add_many(&[(user_id, key.clone())])

@@ -16,11 +16,10 @@ use std::sync::Arc;
 
 use ledger_proto::events::v1 as ev;
 use ledger_proto::events::v1::user_event_details::Detail;
-use tokio::sync::Mutex;
 
 use super::crypto::SecretKey;
 use super::state::UserState;
-use super::{profile, random, Users, UsersError};
+use super::{profile, Users, UsersError};
 
 /// Users signed up per call of [`Users::generate`], at most.
 pub const GENERATE_BATCH_MAX: usize = 10_000;
@@ -40,20 +39,22 @@ impl Users {
         if !password_hash.starts_with("$argon2id$") {
             return Err(UsersError::InvalidRequest("the shared password hash must be an argon2id PHC string"));
         }
-        let mut reserved: Vec<(u128, String)> = Vec::with_capacity(people.len());
+        // Each email is claimed as a sign-up claims it, but written to the index in one
+        // transaction with the batch's user ids, once their key slots are known.
+        let mut reserved: Vec<(u128, [u8; 32])> = Vec::with_capacity(people.len());
         for (name, email) in people {
             let checked = profile::check_name("name", name, true).and_then(|()| profile::check_email(email));
             if let Err(error) = checked {
                 return Err(self.release(&reserved, &[], error.into()));
             }
-            let id = u128::from_le_bytes(random()?) >> 1;
-            if id == 0 || self.users.contains_key(&id) {
-                let error = UsersError::Internal("a drawn user id is taken; generate again".into());
-                return Err(self.release(&reserved, &[], error));
-            }
+            let id = match self.new_user_id() {
+                Ok(id) => id,
+                Err(error) => return Err(self.release(&reserved, &[], error)),
+            };
             let normalized = profile::normalize_email(email);
+            let hash = self.index.email_hash(&normalized);
             // The entry's guard ends with this statement, before anything else is touched.
-            let free = match self.emails.entry(normalized.clone()) {
+            let free = match self.claims.entry(hash) {
                 dashmap::Entry::Vacant(v) => {
                     v.insert(id);
                     true
@@ -63,7 +64,19 @@ impl Users {
             if !free {
                 return Err(self.release(&reserved, &[], UsersError::AlreadyExists("email: already registered")));
             }
-            reserved.push((id, normalized));
+            reserved.push((id, hash));
+            let taken = match self.index.email(&hash) {
+                Ok(Some(holder)) => self.holds_email(holder, &normalized),
+                Ok(None) => Ok(false),
+                Err(error) => Err(error),
+            };
+            match taken {
+                Ok(false) => {}
+                Ok(true) => {
+                    return Err(self.release(&reserved, &[], UsersError::AlreadyExists("email: already registered")))
+                }
+                Err(error) => return Err(self.release(&reserved, &[], error)),
+            }
         }
         self.generate_reserved(people, &reserved, password_hash).await
     }
@@ -72,7 +85,7 @@ impl Users {
     async fn generate_reserved(
         self: &Arc<Self>,
         people: &[(String, String)],
-        reserved: &[(u128, String)],
+        reserved: &[(u128, [u8; 32])],
         password_hash: &str,
     ) -> Result<Vec<u128>, UsersError> {
         let keys: Vec<(u128, SecretKey)> =
@@ -85,6 +98,17 @@ impl Users {
             Ok(Err(error)) => return Err(self.release(reserved, &[], UsersError::KeyStore(error))),
             Err(error) => return Err(self.release(reserved, &[], UsersError::Internal(error.to_string()))),
         };
+        // In the index before the appends (see `index`).
+        let indexed = self.index.edit(false, |edit| {
+            for (n, (id, hash)) in reserved.iter().enumerate() {
+                edit.put_user(*id, first_slot + n as u64)?;
+                edit.put_email(hash, *id)?;
+            }
+            Ok(())
+        });
+        if let Err(error) = indexed {
+            return Err(self.release(reserved, &[], error));
+        }
         let mut appends = tokio::task::JoinSet::new();
         for (n, ((name, email), (id, key))) in people.iter().zip(keys).enumerate() {
             let mut state = UserState::new(id);
@@ -98,9 +122,9 @@ impl Users {
                 generated: true,
             });
             let users = Arc::clone(self);
+            // Not cached: a generated user is read from their stream when first used.
             appends.spawn(async move {
                 users.append(&mut state, vec![registered]).await?;
-                users.users.insert(id, Arc::new(Mutex::new(state)));
                 Ok::<u128, UsersError>(id)
             });
         }
@@ -112,19 +136,26 @@ impl Users {
                 Err(error) => failed = failed.or(Some(UsersError::Internal(error.to_string()))),
             }
         }
-        match failed {
-            // Users whose event was appended exist; the others' keys are orphaned slots
-            // that no user names (as after a crash in a sign-up).
-            Some(error) => Err(self.release(reserved, &written, error)),
+        let error = failed.map(|error| self.release(reserved, &written, error));
+        // Users whose event was appended exist; the others' keys are orphaned slots that
+        // no user names (as after a crash in a sign-up).
+        for (_, hash) in reserved {
+            self.claims.remove(hash);
+        }
+        match error {
+            Some(error) => Err(error),
             None => Ok(reserved.iter().map(|(id, _)| *id).collect()),
         }
     }
 
-    /// Frees the emails reserved for users not `written`; answers `error`.
-    fn release(&self, reserved: &[(u128, String)], written: &[u128], error: UsersError) -> UsersError {
-        for (id, email) in reserved {
+    /// Ends the claims of the users not `written` (their index entries go); answers `error`.
+    fn release(&self, reserved: &[(u128, [u8; 32])], written: &[u128], error: UsersError) -> UsersError {
+        for (id, hash) in reserved {
             if !written.contains(id) {
-                self.emails.remove(email);
+                self.end_claim(hash, *id, false);
+                if let Err(index) = self.index.edit(false, |e| e.remove_user(*id)) {
+                    tracing::warn!(%index, "a user id not generated stays in the index (pages skip it)");
+                }
             }
         }
         error

@@ -3,17 +3,21 @@
 //! key (see `crypto`), sign-in with argon2id passwords, sessions, TOTP, throttling,
 //! linked payment instruments and wallet accounts in the ledger.
 //!
-//! State is a fold of the user streams, rebuilt at start by reading the log; every
-//! change is decided against it under the user's lock, appended with the stream's
-//! exact expected revision, and applied by the same `evolve` that replay uses only
-//! once the append is durable.
+//! A user is folded from their stream when a call needs them and kept in a bounded
+//! cache (`load`); an index on disk finds a user by email and a session by its token
+//! (`index`). A start brings the index up to the log and reads no user. Every change
+//! is decided against the user's state under their lock, appended with the stream's
+//! exact expected revision, and applied by the same `evolve` a fold uses only once the
+//! append is durable.
 
 mod account;
 pub mod admin;
 pub mod crypto;
 mod error;
 pub mod generate;
+pub mod index;
 pub mod instruments;
+mod load;
 mod methods;
 pub mod password;
 mod personal;
@@ -25,7 +29,8 @@ pub mod totp;
 mod view;
 pub mod window;
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,9 +42,10 @@ use ledger_proto::events::v1::UserEventKind as Kind;
 use prost::Message;
 use tokio::sync::Mutex;
 
-use crate::engine::{EventData, EventStore, Ledger, RecordedEvent};
+use crate::engine::{EventData, EventStore, Ledger};
 use crate::FieldError;
 use crypto::{KeyStore, SecretKey};
+use index::UserIndex;
 use instruments::CardVault;
 use state::{aad, event_type, kind_of, UserState};
 use throttle::Throttle;
@@ -65,7 +71,13 @@ pub struct UsersConfig {
     /// Sign-ups with valid input per source address within an hour; one more is
     /// throttled (RESOURCE_EXHAUSTED with a retry time).
     pub registrations_per_source_hour: u64,
+    /// Users kept in memory at most (see `load`); more are folded from their streams
+    /// again when needed.
+    pub cached_max: usize,
 }
+
+/// Users kept in memory by default: about 2 KB each for a typical user, so about 200 MB.
+pub const USERS_CACHED_DEFAULT: usize = 100_000;
 
 impl Default for UsersConfig {
     fn default() -> UsersConfig {
@@ -74,6 +86,7 @@ impl Default for UsersConfig {
             session_max: Duration::from_secs(12 * 3600),
             limits: throttle::Limits::default(),
             registrations_per_source_hour: 100,
+            cached_max: USERS_CACHED_DEFAULT,
         }
     }
 }
@@ -107,13 +120,15 @@ pub struct Users {
     /// Sign-ups per source address in the last hour.
     registrations: window::WindowCounts<String>,
     config: UsersConfig,
+    /// The users in memory, at most about `config.cached_max` (see `load`).
     users: DashMap<u128, Arc<Mutex<UserState>>>,
-    /// Normalized email → user. An entry is reserved before its registration or
-    /// change is appended and released if that fails.
-    emails: DashMap<String, u128>,
-    /// blake3 of a session token → (user, session id, absolute expiry ns). Entries past
-    /// their absolute expiry are dropped by `sweep_sessions` (every minute in `ledgerd`).
-    sessions: DashMap<[u8; 32], (u128, String, u64)>,
+    /// The cached users in the order they came in, oldest first.
+    order: std::sync::Mutex<VecDeque<u128>>,
+    /// Emails, sessions and user ids on disk (see `index`).
+    index: UserIndex,
+    /// Keyed hashes of emails that a sign-up or a change is claiming, while its append
+    /// is in flight: a second claim of the same email is refused at once.
+    claims: DashMap<[u8; 32], u128>,
     /// Verified when the email is unknown, so that answer takes as long as a wrong password.
     dummy_hash: String,
     /// Where the time is read: session expiry, TOTP steps, event stamps.
@@ -121,15 +136,20 @@ pub struct Users {
 }
 
 impl Users {
-    /// Session tokens held in memory (live ones, and ended ones not swept yet).
-    pub fn sessions_held(&self) -> usize {
-        self.sessions.len()
+    /// Session tokens in the index (live ones, and ended ones not swept yet).
+    pub fn sessions_held(&self) -> Result<u64, UsersError> {
+        self.index.sessions_held()
     }
+}
+
+/// Where the users' index of a data directory lives.
+pub fn index_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("users").join("index.redb")
 }
 
 impl std::fmt::Debug for Users {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Users").field("users", &self.users.len()).finish_non_exhaustive()
+        f.debug_struct("Users").field("cached", &self.users.len()).finish_non_exhaustive()
     }
 }
 
@@ -140,8 +160,11 @@ pub struct Reauth<'a> {
 }
 
 impl Users {
-    /// Rebuilds every user from their streams. Keys come from `keys`; a user whose key is
-    /// gone was erased (even if the crash came before the erasure event).
+    /// Opens the users over the index at `index_path` (see [`index_path`]), brought up
+    /// to the log: the events after its checkpoint are re-applied, or it is rebuilt
+    /// from the user streams if it does not match the log. No user is read otherwise.
+    /// Keys come from `keys`; a user whose key is gone was erased (even if the crash
+    /// came before the erasure event).
     pub fn open(
         store: Arc<dyn EventStore>,
         ledger: Ledger,
@@ -149,7 +172,9 @@ impl Users {
         vault: Box<dyn CardVault>,
         config: UsersConfig,
         clock: Arc<dyn Clock>,
+        index_path: &Path,
     ) -> Result<Users, UsersError> {
+        let index = UserIndex::open(index_path, keys.derive_key("ledger users index: email v1"))?;
         let users = Users {
             store,
             ledger,
@@ -163,60 +188,16 @@ impl Users {
             ),
             config,
             users: DashMap::new(),
-            emails: DashMap::new(),
-            sessions: DashMap::new(),
+            order: std::sync::Mutex::new(VecDeque::new()),
+            index,
+            claims: DashMap::new(),
             dummy_hash: password::hash("an unguessable placeholder for unknown emails")
                 .map_err(|e| UsersError::Internal(e.to_string()))?,
             clock,
         };
-        let mut states: BTreeMap<u128, UserState> = BTreeMap::new();
-        for stream in users.store.stream_names("user-")? {
-            crate::stream::load(users.store.as_ref(), &stream, 1_024, |record| users.replay(&mut states, record))?;
-        }
-        let now = users.clock.now_ns();
-        for (id, mut state) in states {
-            if !state.erased {
-                users.emails.insert(profile::normalize_email(&state.profile.email), id);
-                state.sessions.retain(|_, s| s.live(now, config.session_idle));
-                for (session_id, session) in &state.sessions {
-                    users.sessions.insert(session.token_hash, (id, session_id.clone(), session.expires_ns));
-                }
-            }
-            users.users.insert(id, Arc::new(Mutex::new(state)));
-        }
-        tracing::info!(users = users.users.len(), "users rebuilt from the log");
+        users.catch_up_index()?;
+        tracing::info!(users = users.index.users_held()?, "users index open");
         Ok(users)
-    }
-
-    /// Folds one recorded event of a user stream into `states`.
-    fn replay(&self, states: &mut BTreeMap<u128, UserState>, record: &RecordedEvent) -> Result<(), UsersError> {
-        let at = |e: &dyn std::fmt::Display| {
-            UsersError::Corrupt(format!("{} revision {}: {e}", record.stream, record.revision))
-        };
-        let event = ev::UserEvent::decode(record.payload.as_slice()).map_err(|e| at(&e))?;
-        let id: u128 = event.user_id.parse().map_err(|_| at(&"bad user id"))?;
-        let state = states.entry(id).or_insert_with(|| UserState::new(id));
-        state.revision = Some(record.revision);
-        state.last_ns = state.last_ns.max(event.timestamp_ns);
-        let kind = event.kind();
-        if kind == Kind::UserRegistered {
-            state.key_slot = event.key_slot;
-            state.key = self.keys.get(event.key_slot, id).map_err(|e| at(&e))?;
-            if state.key.is_none() {
-                state.erase();
-            }
-        }
-        if kind == Kind::UserErased {
-            state.erase();
-            return Ok(());
-        }
-        let Some(key) = state.key.clone() else { return Ok(()) };
-        let plain = key.open(&event.sealed, &aad(id, kind)).map_err(|e| at(&e))?;
-        let details = ev::UserEventDetails::decode(plain.as_slice()).map_err(|e| at(&e))?;
-        if let Some(detail) = details.detail {
-            state.evolve(event.timestamp_ns, detail)?;
-        }
-        Ok(())
     }
 
     /// Appends `details` to the user's stream durably, then folds them into `state`.
@@ -270,10 +251,6 @@ async fn append_events(
 }
 
 impl Users {
-    fn user(&self, id: u128) -> Result<Arc<Mutex<UserState>>, UsersError> {
-        self.users.get(&id).map(|u| u.clone()).ok_or(UsersError::NotFound("user"))
-    }
-
     /// The user a request names: empty means the caller; anyone else is refused.
     pub fn subject(caller: &Caller, user_id: &str) -> Result<u128, UsersError> {
         if user_id.is_empty() {
@@ -299,24 +276,21 @@ impl Users {
             }
             Err(window::Refused::Full) => return Err(UsersError::Busy),
         }
-        let normalized = profile::normalize_email(email);
-        let id = loop {
-            let id = u128::from_le_bytes(random()?) >> 1;
-            if id != 0 && !self.users.contains_key(&id) {
-                break id;
-            }
-        };
-        match self.emails.entry(normalized.clone()) {
-            dashmap::Entry::Occupied(_) => return Err(UsersError::AlreadyExists("email: already registered")),
-            dashmap::Entry::Vacant(v) => {
-                v.insert(id);
-            }
-        }
+        let id = self.new_user_id()?;
+        let claim = self.claim_email(&profile::normalize_email(email), id)?;
         let result = self.register_reserved(id, name, email, password).await;
-        if result.is_err() {
-            self.emails.remove(&normalized);
-        }
+        self.end_claim(&claim, id, result.is_ok());
         result.map(|()| id)
+    }
+
+    /// A random user id no user has.
+    fn new_user_id(&self) -> Result<u128, UsersError> {
+        loop {
+            let id = u128::from_le_bytes(random()?) >> 1;
+            if id != 0 && !self.users.contains_key(&id) && self.index.user_slot(id)?.is_none() {
+                return Ok(id);
+            }
+        }
     }
 
     async fn register_reserved(&self, id: u128, name: &str, email: &str, password: &str) -> Result<(), UsersError> {
@@ -335,39 +309,122 @@ impl Users {
             ev::Profile { name: name.trim().to_string(), email: email.trim().to_string(), ..Default::default() };
         let registered =
             Detail::Registered(ev::Registered { profile: Some(profile), password_hash: hash, generated: false });
-        if let Err(status) = self.append(&mut state, vec![registered]).await {
+        // In the index before the append (see `index`); taken out again if it fails.
+        let appended = match self.index.edit(false, |e| e.put_user(id, slot)) {
+            Ok(()) => self.append(&mut state, vec![registered]).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = appended {
             let _ = self.keys.erase(slot);
-            return Err(status);
+            if let Err(index) = self.index.edit(false, |e| e.remove_user(id)) {
+                tracing::warn!(%index, "a failed sign-up's user id stays in the index (pages skip it)");
+            }
+            return Err(error);
         }
-        self.users.insert(id, Arc::new(Mutex::new(state)));
+        self.insert_new(state);
         Ok(())
     }
 
-    /// Forgets sessions past their absolute expiry that were never presented again
-    /// (one presented after its expiry is dropped then). Run now and then.
-    pub fn sweep_sessions(&self) {
-        let now = self.clock.now_ns();
-        self.sessions.retain(|_, (_, _, expires)| *expires >= now);
+    /// Claims `normalized` for user `id` ahead of the append that makes it theirs:
+    /// refused while another claim of it is in flight or another user has it; its index
+    /// entry is written before the append. End with [`Users::end_claim`].
+    fn claim_email(&self, normalized: &str, id: u128) -> Result<[u8; 32], UsersError> {
+        let hash = self.index.email_hash(normalized);
+        match self.claims.entry(hash) {
+            dashmap::Entry::Occupied(_) => return Err(UsersError::AlreadyExists("email: already registered")),
+            dashmap::Entry::Vacant(v) => {
+                v.insert(id);
+            }
+        }
+        let claimed = match self.index.email(&hash) {
+            Ok(Some(holder)) if holder != id => match self.holds_email(holder, normalized) {
+                Ok(true) => Err(UsersError::AlreadyExists("email: already registered")),
+                Ok(false) => Ok(()),
+                Err(error) => Err(error),
+            },
+            Ok(_) => Ok(()),
+            Err(error) => Err(error),
+        };
+        let written = claimed.and_then(|()| self.index.edit(false, |e| e.put_email(&hash, id)));
+        if written.is_err() {
+            self.claims.remove(&hash);
+        }
+        written.map(|()| hash)
+    }
+
+    /// Ends a claim: the index entry stays if the append was durable, else it goes.
+    fn end_claim(&self, hash: &[u8; 32], id: u128, appended: bool) {
+        if !appended {
+            self.forget_email(hash, id);
+        }
+        self.claims.remove(hash);
+    }
+
+    /// Takes an email's entry out of the index if it still names `id`. A failure leaves
+    /// an entry that every use checks against the user, so it is logged, not answered.
+    fn forget_email(&self, hash: &[u8; 32], id: u128) {
+        if let Err(error) = self.index.edit(false, |e| e.remove_email(hash, id)) {
+            tracing::warn!(%error, "an email's index entry could not be removed; it is checked at each use");
+        }
+    }
+
+    /// Takes sessions out of the index after the append that ended them (see `forget_email`).
+    fn forget_sessions(&self, hashes: &[[u8; 32]]) {
+        let removed = self.index.edit(false, |e| hashes.iter().try_for_each(|hash| e.remove_session(hash)));
+        if let Err(error) = removed {
+            tracing::warn!(%error, "ended sessions stay in the index until they expire; each use checks the user");
+        }
+    }
+
+    /// Whether user `holder` has the email `normalized` now, read from their stream
+    /// without their lock (so two changes that swap emails cannot wait on each other).
+    fn holds_email(&self, holder: u128, normalized: &str) -> Result<bool, UsersError> {
+        if self.store.stream_head(&stream_name(holder))?.is_none() {
+            return Ok(false);
+        }
+        let state = self.fold(holder)?;
+        Ok(state.has_email(normalized))
+    }
+
+    /// Forgets sessions past their absolute expiry (run every minute by `ledgerd`);
+    /// answers how many.
+    pub fn sweep_sessions(&self) -> Result<usize, UsersError> {
+        self.index.sweep_sessions(self.clock.now_ns())
     }
 
     /// The user behind an email, if one is registered (and not erased).
-    pub fn find_by_email(&self, email: &str) -> Option<u128> {
-        self.emails.get(&profile::normalize_email(email)).map(|id| *id)
+    pub async fn find_by_email(&self, email: &str) -> Result<Option<u128>, UsersError> {
+        let normalized = profile::normalize_email(email);
+        let Some(user) = self.user_by_email(&normalized)? else { return Ok(None) };
+        let state = user.lock().await;
+        Ok(state.has_email(&normalized).then_some(state.id))
+    }
+
+    /// The user the index names for an email (check `has_email` under their lock).
+    fn user_by_email(&self, normalized: &str) -> Result<Option<Arc<Mutex<UserState>>>, UsersError> {
+        let Some(id) = self.index.email(&self.index.email_hash(normalized))? else { return Ok(None) };
+        match self.user(id) {
+            Ok(user) => Ok(Some(user)),
+            Err(UsersError::NotFound(_)) => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     /// Whether `user_id` is a registered, not erased user.
-    pub async fn exists(&self, user_id: u128) -> bool {
-        match self.users.get(&user_id).map(|u| u.clone()) {
-            Some(user) => !user.lock().await.erased,
-            None => false,
+    pub async fn exists(&self, user_id: u128) -> Result<bool, UsersError> {
+        match self.user(user_id) {
+            Ok(user) => Ok(!user.lock().await.erased),
+            Err(UsersError::NotFound(_)) => Ok(false),
+            Err(error) => Err(error),
         }
     }
 
     /// Whether the user owns ledger account `account` (a wallet of theirs).
-    pub async fn owns_account(&self, user_id: u128, account: u128) -> bool {
-        match self.users.get(&user_id).map(|u| u.clone()) {
-            Some(user) => user.lock().await.wallets.values().any(|&a| a == account),
-            None => false,
+    pub async fn owns_account(&self, user_id: u128, account: u128) -> Result<bool, UsersError> {
+        match self.user(user_id) {
+            Ok(user) => Ok(user.lock().await.wallets.values().any(|&a| a == account)),
+            Err(UsersError::NotFound(_)) => Ok(false),
+            Err(error) => Err(error),
         }
     }
 }

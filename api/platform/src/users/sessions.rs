@@ -4,6 +4,8 @@ use ledger_core::chain::to_hex as hex;
 use ledger_proto::events::v1 as ev;
 use ledger_proto::events::v1::user_event_details::Detail;
 
+use super::index::IndexedSession;
+use super::load::SEEN_SAVE_EVERY_NS;
 use super::state::{Totp, UserState};
 use super::{
     append_details, password, profile, random, totp, verify_password, Caller, Reauth, SecurityEvent, SessionInfo,
@@ -92,31 +94,19 @@ impl Users {
         if let Some(wait) = self.throttle.check(email, source) {
             return Err(UsersError::Throttled { retry_after_secs: wait.as_secs().max(1) });
         }
-        let user = self.emails.get(&profile::normalize_email(email)).map(|e| *e);
-        let Some(user) = user.and_then(|id| self.users.get(&id).map(|u| u.clone())) else {
-            verify_password(password, &self.dummy_hash).await?;
-            self.throttle.failed(email, source);
-            return Err(UsersError::Unauthenticated(INVALID_CREDENTIALS));
+        let normalized = profile::normalize_email(email);
+        let Some(user) = self.user_by_email(&normalized)? else {
+            return self.unknown_email(email, password, source).await;
         };
         let mut state = user.lock_owned().await;
-        if state.erased || !verify_password(password, &state.password_hash).await? {
+        if !state.has_email(&normalized) {
+            // An index entry left over from a change of email, or from an erased user.
+            drop(state);
+            return self.unknown_email(email, password, source).await;
+        }
+        if !verify_password(password, &state.password_hash).await? {
             self.throttle.failed(email, source);
-            if !state.erased {
-                // Recorded after answering: waiting for it would make a wrong password
-                // answer slower than an unknown email and so tell that the email exists.
-                let failed = ev::SignInFailed { source: source.to_string(), reason: "password".into() };
-                let store = self.store.clone();
-                let clock = self.clock.clone();
-                tokio::spawn(async move {
-                    let mut state = state;
-                    if let Err(error) =
-                        append_details(store.as_ref(), clock.as_ref(), &mut state, vec![Detail::SignInFailed(failed)])
-                            .await
-                    {
-                        tracing::warn!(%error, "a failed sign-in could not be recorded");
-                    }
-                });
-            }
+            self.record_wrong_password(state, source);
             return Err(UsersError::Unauthenticated(INVALID_CREDENTIALS));
         }
         let mut details = Vec::new();
@@ -161,11 +151,19 @@ impl Users {
             used_recovery_code,
             totp_step,
         }));
-        self.append(&mut state, details).await?;
-        for hash in &ended {
-            self.sessions.remove(hash);
+        // In the index before the append (see `index`); taken out again if it fails.
+        let indexed = IndexedSession {
+            user_id: state.id,
+            session_id: session_id.clone(),
+            expires_ns: expires,
+            last_seen_ns: now,
+        };
+        self.index.edit(false, |e| e.put_session(&token_hash, &indexed))?;
+        if let Err(error) = self.append(&mut state, details).await {
+            self.forget_sessions(&[token_hash]);
+            return Err(error);
         }
-        self.sessions.insert(token_hash, (state.id, session_id.clone(), expires));
+        self.forget_sessions(&ended);
         let idle = now + self.config.session_idle.as_nanos() as u64;
         Ok(SignIn {
             caller: Caller { user_id: state.id, session_id },
@@ -173,6 +171,27 @@ impl Users {
             idle_expires_at_ns: idle.min(expires),
             expires_at_ns: expires,
         })
+    }
+
+    /// Records a wrong password in the user's stream after answering: waiting for it
+    /// would make a wrong password answer slower than an unknown email and so tell that
+    /// the email exists.
+    fn record_wrong_password(&self, mut state: tokio::sync::OwnedMutexGuard<UserState>, source: &str) {
+        let failed = ev::SignInFailed { source: source.to_string(), reason: "password".into() };
+        let (store, clock) = (self.store.clone(), self.clock.clone());
+        tokio::spawn(async move {
+            let failed = vec![Detail::SignInFailed(failed)];
+            if let Err(error) = append_details(store.as_ref(), clock.as_ref(), &mut state, failed).await {
+                tracing::warn!(%error, "a failed sign-in could not be recorded");
+            }
+        });
+    }
+
+    /// The answer to an email no user has, after the same work as a wrong password.
+    async fn unknown_email(&self, email: &str, password: &str, source: &str) -> Result<SignIn, UsersError> {
+        verify_password(password, &self.dummy_hash).await?;
+        self.throttle.failed(email, source);
+        Err(UsersError::Unauthenticated(INVALID_CREDENTIALS))
     }
 
     fn second_factor(&self, totp: &Totp, code: &str, recovery_code: &str) -> Option<SecondFactor> {
@@ -187,28 +206,38 @@ impl Users {
         (step > totp.last_step).then_some(SecondFactor::Code(step))
     }
 
-    /// The caller behind a session token, if the session is live; refreshes its idle timer.
+    /// The caller behind a session token, if the session is live; refreshes its idle
+    /// timer (in the index at most once per `SEEN_SAVE_EVERY_NS`).
     pub async fn authenticate(&self, token: &str) -> Result<Caller, UsersError> {
         let hash = *blake3::hash(token.as_bytes()).as_bytes();
-        let (user_id, session_id, _) =
-            self.sessions.get(&hash).map(|s| s.clone()).ok_or(UsersError::Unauthenticated("unknown token"))?;
-        let user = self.user(user_id).map_err(|_| UsersError::Unauthenticated("unknown token"))?;
+        let indexed = self.index.session(&hash)?.ok_or(UsersError::Unauthenticated("unknown token"))?;
+        let user = match self.user(indexed.user_id) {
+            Ok(user) => user,
+            Err(UsersError::NotFound(_)) => return Err(UsersError::Unauthenticated("unknown token")),
+            Err(error) => return Err(error),
+        };
         let mut state = user.lock().await;
         let now = self.clock.now_ns();
-        let live = match state.sessions.get_mut(&session_id) {
-            Some(s) if s.live(now, self.config.session_idle) => {
-                s.last_seen_ns = now;
-                true
-            }
-            _ => false,
+        let Some(session) = state.sessions.get_mut(&indexed.session_id).filter(|s| s.token_hash == hash) else {
+            // Ended (its entry is left over) or expired while the user was out of memory.
+            drop(state);
+            self.forget_sessions(&[hash]);
+            return Err(UsersError::Unauthenticated("unknown token"));
         };
-        if !live {
+        if !session.live(now, self.config.session_idle) {
             // Expiry needs no event: the deadline is in the session's start event.
-            state.sessions.remove(&session_id);
-            self.sessions.remove(&hash);
+            state.sessions.remove(&indexed.session_id);
+            drop(state);
+            self.forget_sessions(&[hash]);
             return Err(UsersError::Unauthenticated("session expired; sign in again"));
         }
-        Ok(Caller { user_id, session_id })
+        session.last_seen_ns = now;
+        if now.saturating_sub(session.seen_saved_ns) >= SEEN_SAVE_EVERY_NS {
+            session.seen_saved_ns = now;
+            let seen = IndexedSession { last_seen_ns: now, ..indexed.clone() };
+            self.index.edit(false, |e| e.put_session(&hash, &seen))?;
+        }
+        Ok(Caller { user_id: indexed.user_id, session_id: indexed.session_id })
     }
 
     /// Checks the password (and the second factor when enabled) before a sensitive change.
@@ -259,9 +288,7 @@ impl Users {
             .map(|(id, _)| Detail::SessionEnded(ev::SessionEnded { session_id: id.clone(), reason: reason.into() }))
             .collect();
         self.append(state, details).await?;
-        for (_, hash) in &ending {
-            self.sessions.remove(hash);
-        }
+        self.forget_sessions(&ending.iter().map(|(_, hash)| *hash).collect::<Vec<_>>());
         Ok(ending.len() as u32)
     }
 
@@ -275,14 +302,16 @@ impl Users {
         let secret = random::<{ totp::SECRET_BYTES }>()?.to_vec();
         let uri = totp::otpauth_uri("Ledger", &state.profile.email, &secret);
         let shown = totp::base32(&secret);
-        state.pending_totp = Some(secret);
+        state.pending_totp = Some((secret, self.clock.now_ns()));
         Ok((shown, uri))
     }
 
     pub async fn confirm_totp(&self, user_id: u128, code: &str) -> Result<Vec<String>, UsersError> {
         let user = self.user(user_id)?;
         let mut state = user.lock().await;
-        let secret = state.pending_totp.clone().ok_or_else(|| UsersError::FailedPrecondition("enroll first".into()))?;
+        state.drop_stale_enrolment(self.clock.now_ns());
+        let (secret, _) =
+            state.pending_totp.clone().ok_or_else(|| UsersError::FailedPrecondition("enroll first".into()))?;
         let step = totp::matching_step(&secret, code, self.clock.now_ns() / 1_000_000_000)
             .ok_or_else(|| FieldError::new("code", "does not match; check the authenticator's clock"))?;
         let mut codes = Vec::with_capacity(RECOVERY_CODES);

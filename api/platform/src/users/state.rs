@@ -14,6 +14,9 @@ use crate::engine::Revision;
 
 /// Security events kept per user in memory (the log keeps all).
 const SECURITY_EVENTS_MAX: usize = 1_000;
+/// How long an enrolment of a second factor waits for its confirming code, in
+/// nanoseconds (ten minutes); after it, enrol again.
+pub(super) const ENROLL_TTL_NS: u64 = 600_000_000_000;
 
 pub(super) struct Session {
     pub(super) token_hash: [u8; 32],
@@ -21,6 +24,8 @@ pub(super) struct Session {
     pub(super) last_seen_ns: u64,
     pub(super) expires_ns: u64,
     pub(super) source: String,
+    /// The last use as the index holds it (see `load::SEEN_SAVE_EVERY_NS`).
+    pub(super) seen_saved_ns: u64,
 }
 
 impl Session {
@@ -54,7 +59,9 @@ pub(super) struct UserState {
     pub(super) profile: ev::Profile,
     pub(super) password_hash: String,
     pub(super) totp: Option<Totp>,
-    pub(super) pending_totp: Option<Vec<u8>>,
+    /// A second factor being enrolled: its secret and when the enrolment began. Kept in
+    /// memory only (it is confirmed within minutes, or enrolled again).
+    pub(super) pending_totp: Option<(Vec<u8>, u64)>,
     pub(super) sessions: BTreeMap<String, Session>,
     pub(super) instruments: Vec<InstrumentState>,
     pub(super) default_instrument: Option<String>,
@@ -124,6 +131,11 @@ pub(super) fn instrument_display(instrument: &ev::Instrument) -> String {
 impl UserState {
     pub(super) fn new(id: u128) -> UserState {
         UserState { id, ..UserState::default() }
+    }
+
+    /// Whether this user, not erased, has the email `normalized` (normalized).
+    pub(super) fn has_email(&self, normalized: &str) -> bool {
+        !self.erased && super::profile::normalize_email(&self.profile.email) == normalized
     }
 
     pub(super) fn note(&mut self, kind: &str, at: u64, detail: String) {
@@ -238,7 +250,14 @@ impl UserState {
         }
         self.sessions.insert(
             s.session_id,
-            Session { token_hash, started_ns: at, last_seen_ns: at, expires_ns: s.expires_at_ns, source: s.source },
+            Session {
+                token_hash,
+                started_ns: at,
+                last_seen_ns: at,
+                expires_ns: s.expires_at_ns,
+                source: s.source,
+                seen_saved_ns: at,
+            },
         );
         self.note("sign_in_succeeded", at, detail);
         Ok(())
@@ -251,6 +270,13 @@ impl UserState {
         }
         if self.default_instrument.as_deref() == Some(instrument_id) {
             self.default_instrument = None;
+        }
+    }
+
+    /// Forgets a second-factor enrolment older than `ENROLL_TTL_NS`.
+    pub(super) fn drop_stale_enrolment(&mut self, now_ns: u64) {
+        if self.pending_totp.as_ref().is_some_and(|(_, since)| now_ns.saturating_sub(*since) > ENROLL_TTL_NS) {
+            self.pending_totp = None;
         }
     }
 
