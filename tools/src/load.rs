@@ -67,6 +67,8 @@ pub struct LoadArgs {
     connections: usize,
     #[command(flatten)]
     payments: crate::load_payments::PaymentsLoadArgs,
+    #[command(flatten)]
+    sign_ins: crate::load_sign_ins::SignInLoadArgs,
 }
 
 struct Random(u64);
@@ -97,14 +99,17 @@ fn authorized<T>(
 }
 
 pub async fn run(connection: &Connection, args: LoadArgs) -> Result<bool, String> {
+    let shape = || crate::load_payments::RunShape {
+        clients: args.clients,
+        duration: args.duration,
+        count: args.count,
+        connections: args.connections,
+    };
+    if args.sign_ins.sign_ins {
+        return crate::load_sign_ins::run(connection, &args.sign_ins, shape()).await;
+    }
     if args.payments.payments {
-        let shape = crate::load_payments::RunShape {
-            clients: args.clients,
-            duration: args.duration,
-            count: args.count,
-            connections: args.connections,
-        };
-        return crate::load_payments::run(connection, &args.payments, shape).await;
+        return crate::load_payments::run(connection, &args.payments, shape()).await;
     }
     if args.clients == 0 || args.batch == 0 || args.accounts < 2 || args.connections == 0 {
         return Err("need --clients >= 1, --batch >= 1, --accounts >= 2, --connections >= 1".into());

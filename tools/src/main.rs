@@ -17,6 +17,7 @@ mod heads_cmd;
 mod http_client;
 mod load;
 mod load_payments;
+mod load_sign_ins;
 mod payments_cmd;
 mod read_models_cmd;
 mod reads;
