@@ -10,6 +10,7 @@
 
 pub mod chart;
 pub mod fx;
+pub mod log_checkpoint;
 pub mod payments;
 pub mod random;
 mod stream;

@@ -30,10 +30,6 @@ const EMAILS: TableDefinition<&[u8; 32], u128> = TableDefinition::new("emails");
 const SESSIONS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("sessions");
 const SESSION_EXPIRY: TableDefinition<(u64, &[u8; 32]), ()> = TableDefinition::new("session_expiry");
 const USERS: TableDefinition<u128, u64> = TableDefinition::new("users");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-/// The checkpoint: the next log position (8 bytes LE) and the chain hash of the event
-/// before it (32 bytes; absent for position 0).
-const CHECKPOINT: &str = "checkpoint";
 
 /// redb's page cache for the index, in bytes.
 pub const INDEX_CACHE_BYTES: usize = 64 << 20;
@@ -72,13 +68,16 @@ impl IndexedSession {
     }
 }
 
-/// Where the index is and what it covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Checkpoint {
-    /// The next log position: every event before it is in the index.
-    pub next: u64,
-    /// The chain hash of the event at `next - 1`.
-    pub hash: Option<[u8; 32]>,
+pub use crate::log_checkpoint::Checkpoint;
+
+/// A checkpoint that could not be read or written, as a users' error.
+pub(super) fn checkpoint_error(error: crate::log_checkpoint::CheckpointError) -> UsersError {
+    use crate::log_checkpoint::CheckpointError;
+    match error {
+        CheckpointError::Store(error) => UsersError::Store(error),
+        CheckpointError::Corrupt(_) => UsersError::Corrupt(format!("users index: {error}")),
+        CheckpointError::Db(_) => UsersError::Internal(format!("users index: {error}")),
+    }
 }
 
 fn err(error: impl std::fmt::Display) -> UsersError {
@@ -268,37 +267,12 @@ impl UserIndex {
 
     /// What the index covers (`None`: nothing yet).
     pub fn checkpoint(&self) -> Result<Option<Checkpoint>, UsersError> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let meta = match txn.open_table(META) {
-            Ok(meta) => meta,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(err(e)),
-        };
-        let Some(row) = meta.get(CHECKPOINT).map_err(err)? else { return Ok(None) };
-        let bytes = row.value();
-        let corrupt = || UsersError::Corrupt(format!("users index: a checkpoint of {} bytes", bytes.len()));
-        let next = u64::from_le_bytes(bytes.get(..8).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?);
-        let hash = match bytes.len() {
-            8 => None,
-            40 => Some(bytes[8..].try_into().map_err(|_| corrupt())?),
-            _ => return Err(corrupt()),
-        };
-        Ok(Some(Checkpoint { next, hash }))
+        crate::log_checkpoint::read(&self.db).map_err(checkpoint_error)
     }
 
     /// Records `checkpoint` in a durable commit, which makes every earlier commit durable.
     pub fn set_checkpoint(&self, checkpoint: Checkpoint) -> Result<(), UsersError> {
-        let mut txn = self.db.begin_write().map_err(err)?;
-        txn.set_durability(Durability::Immediate).map_err(err)?;
-        {
-            let mut meta = txn.open_table(META).map_err(err)?;
-            let mut bytes = checkpoint.next.to_le_bytes().to_vec();
-            if let Some(hash) = checkpoint.hash {
-                bytes.extend_from_slice(&hash);
-            }
-            meta.insert(CHECKPOINT, bytes.as_slice()).map_err(err)?;
-        }
-        txn.commit().map_err(err)
+        crate::log_checkpoint::write(&self.db, checkpoint).map_err(checkpoint_error)
     }
 
     /// Empties every table (before a rebuild from the log).

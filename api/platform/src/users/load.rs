@@ -10,10 +10,11 @@ use ledger_proto::events::v1::UserEventKind as Kind;
 use prost::Message;
 use tokio::sync::Mutex;
 
-use super::index::{Checkpoint, Edit, IndexedSession};
+use super::index::{checkpoint_error, Checkpoint, Edit, IndexedSession};
 use super::state::{aad, UserState};
 use super::{profile, stream_name, Users, UsersError};
 use crate::engine::RecordedEvent;
+use crate::log_checkpoint;
 
 /// Events read from the log per page while the index catches up.
 const CATCH_UP_PAGE: usize = 4_096;
@@ -169,55 +170,34 @@ impl Users {
     /// or rebuilds it from every user stream when the checkpoint does not match the log.
     /// Then records a durable checkpoint.
     pub(super) fn catch_up_index(&self) -> Result<(), UsersError> {
-        let head = *self.store.watch_head().borrow();
+        let at_start = log_checkpoint::at_head(self.store.as_ref()).map_err(checkpoint_error)?;
         let checkpoint = self.index.checkpoint()?;
-        let trusted = match checkpoint {
-            Some(checkpoint) if checkpoint.next <= head => self.hash_before(checkpoint.next)? == checkpoint.hash,
-            Some(_) => false,
-            None => head == 0,
-        };
         let started = std::time::Instant::now();
-        if trusted {
+        if log_checkpoint::matches(self.store.as_ref(), checkpoint).map_err(checkpoint_error)? {
             let from = checkpoint.map_or(0, |c| c.next);
             let applied = self.apply_log_after(from)?;
             tracing::info!(from, applied, ms = started.elapsed().as_millis() as u64, "users index caught up");
         } else {
             tracing::warn!(
                 ?checkpoint,
-                head,
+                head = at_start.next,
                 "the users index does not match the log; rebuilding it from the user streams"
             );
             self.index.clear()?;
             let rebuilt = self.rebuild_index()?;
             tracing::info!(users = rebuilt, ms = started.elapsed().as_millis() as u64, "users index rebuilt");
         }
-        // `rebuild_index` and `apply_log_after` read up to the head read here or later.
-        self.checkpoint_at(head)?;
-        Ok(())
+        // Both read the log up to the head read before them, or further.
+        self.index.set_checkpoint(at_start)
     }
 
     /// Records a durable checkpoint of the index at the log's durable head (every
     /// second in `ledgerd`, and at a clean stop), so a start re-applies at most the
     /// events after it.
     pub fn checkpoint(&self) -> Result<Checkpoint, UsersError> {
-        let head = *self.store.watch_head().borrow();
-        self.checkpoint_at(head)
-    }
-
-    fn checkpoint_at(&self, next: u64) -> Result<Checkpoint, UsersError> {
-        let checkpoint = Checkpoint { next, hash: self.hash_before(next)? };
+        let checkpoint = log_checkpoint::at_head(self.store.as_ref()).map_err(checkpoint_error)?;
         self.index.set_checkpoint(checkpoint)?;
         Ok(checkpoint)
-    }
-
-    /// The chain hash of the event at `next - 1`; `None` at 0 or when no event has that
-    /// position (a log with sparse positions: such a checkpoint is never trusted).
-    fn hash_before(&self, next: u64) -> Result<Option<[u8; 32]>, UsersError> {
-        if next == 0 {
-            return Ok(None);
-        }
-        let found = self.store.read_all(next - 1, 1)?;
-        Ok(found.first().filter(|e| e.position == next - 1).map(|e| e.hash))
     }
 
     /// Applies to the index what the user events from `from` on make true; answers how

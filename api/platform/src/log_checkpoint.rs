@@ -1,0 +1,102 @@
+//! The checkpoint of an index on disk that follows the log (the users' index, the
+//! payments' index): the next log position it covers and the chain hash of the event
+//! before it, in the index's own `meta` table, written by a durable commit.
+//!
+//! Such an index writes its new entries before the append that makes them true. So a
+//! log position read before a durable commit began is covered by that commit: every
+//! event before it was durable before the commit, hence its entries were written
+//! before it. A start trusts the checkpoint only if the log has the event before it
+//! with the same chain hash; otherwise the index is rebuilt from the log.
+
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+
+use crate::engine::{EventStore, StoreError};
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const CHECKPOINT: &str = "checkpoint";
+
+/// Where an index is and what it covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The next log position: every event before it is in the index.
+    pub next: u64,
+    /// The chain hash of the event at `next - 1`.
+    pub hash: Option<[u8; 32]>,
+}
+
+/// What can go wrong reading or writing a checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("index database: {0}")]
+    Db(String),
+    #[error("a checkpoint of {0} bytes")]
+    Corrupt(usize),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn db(error: impl std::fmt::Display) -> CheckpointError {
+    CheckpointError::Db(error.to_string())
+}
+
+/// The checkpoint recorded in `database` (`None`: nothing yet).
+pub fn read(database: &Database) -> Result<Option<Checkpoint>, CheckpointError> {
+    let txn = database.begin_read().map_err(db)?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(db(e)),
+    };
+    let Some(row) = meta.get(CHECKPOINT).map_err(db)? else { return Ok(None) };
+    let bytes = row.value();
+    let next = bytes.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+    let next = next.ok_or(CheckpointError::Corrupt(bytes.len()))?;
+    let hash = match bytes.len() {
+        8 => None,
+        40 => Some(bytes[8..].try_into().map_err(|_| CheckpointError::Corrupt(bytes.len()))?),
+        other => return Err(CheckpointError::Corrupt(other)),
+    };
+    Ok(Some(Checkpoint { next, hash }))
+}
+
+/// Records `checkpoint` in a durable commit, which makes every earlier commit durable.
+pub fn write(database: &Database, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
+    let mut txn = database.begin_write().map_err(db)?;
+    txn.set_durability(Durability::Immediate).map_err(db)?;
+    {
+        let mut meta = txn.open_table(META).map_err(db)?;
+        let mut bytes = checkpoint.next.to_le_bytes().to_vec();
+        if let Some(hash) = checkpoint.hash {
+            bytes.extend_from_slice(&hash);
+        }
+        meta.insert(CHECKPOINT, bytes.as_slice()).map_err(db)?;
+    }
+    txn.commit().map_err(db)
+}
+
+/// The checkpoint at the log's durable head now: read the head before the commit.
+pub fn at_head(store: &dyn EventStore) -> Result<Checkpoint, CheckpointError> {
+    let next = *store.watch_head().borrow();
+    Ok(Checkpoint { next, hash: hash_before(store, next)? })
+}
+
+/// Whether `checkpoint` can be trusted over `store`: the log has the event before it,
+/// with its hash (a log with sparse positions never matches: rebuild).
+pub fn matches(store: &dyn EventStore, checkpoint: Option<Checkpoint>) -> Result<bool, CheckpointError> {
+    let head = *store.watch_head().borrow();
+    Ok(match checkpoint {
+        Some(checkpoint) if checkpoint.next <= head => hash_before(store, checkpoint.next)? == checkpoint.hash,
+        Some(_) => false,
+        None => head == 0,
+    })
+}
+
+/// The chain hash of the event at `next - 1`; `None` at 0 or when no event has that
+/// position.
+fn hash_before(store: &dyn EventStore, next: u64) -> Result<Option<[u8; 32]>, CheckpointError> {
+    if next == 0 {
+        return Ok(None);
+    }
+    let found = store.read_all(next - 1, 1)?;
+    Ok(found.first().filter(|e| e.position == next - 1).map(|e| e.hash))
+}
