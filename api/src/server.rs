@@ -117,8 +117,9 @@ struct Platform {
     fx_service: FxService,
 }
 
-/// Rebuilds users, FX and payments from the log (each on a blocking thread), starts
-/// the drivers of open payments and the session sweeper, and builds their services.
+/// Opens users, FX and payments over the log and their indexes (each on a blocking
+/// thread), starts the drivers of open payments, the indexes' checkpoints and the
+/// session sweeper, and builds their services.
 async fn open_platform(
     config: &Config,
     store: &Arc<dyn EventStore>,
@@ -144,9 +145,10 @@ async fn open_platform(
     tracing::info!(pairs = fx.rates().len(), "exchange rates rebuilt from the log");
     let payments = {
         let (store, ledger, users, payments_config) = (store.clone(), ledger.clone(), users.clone(), config.payments);
-        let fx = fx.clone();
+        let (fx, data_dir) = (fx.clone(), config.data_dir.clone());
         tokio::task::spawn_blocking(move || {
-            Payments::open(store, ledger, users, rail, fx, payments_config, Arc::new(SystemClock))
+            let index = ledger_platform::payments::index_path(&data_dir);
+            Payments::open(store, ledger, users, rail, fx, payments_config, Arc::new(SystemClock), &index)
         })
         .await
         .map_err(|e| e.to_string())?
@@ -154,6 +156,7 @@ async fn open_platform(
     };
     let payments = Arc::new(payments);
     payments.start();
+    spawn_index_checkpoints(users.clone(), payments.clone());
     let payments_service = PaymentsService {
         payments: payments.clone(),
         fx: fx.clone(),
@@ -220,7 +223,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let Platform { users, fx, payments, users_service, payments_service, fx_service } =
         open_platform(&config, &store, &ledger, &tokens, &metrics, &projector).await?;
     let _ = payments_slot.set(payments.clone());
-    let users_at_stop = users.clone();
+    let (users_at_stop, payments_at_stop) = (users.clone(), payments.clone());
     let webhook_tasks = WebhookTasks::start(&config, &store).await?;
     tracing::info!(endpoints = webhook_tasks.webhooks.endpoints.list(Owner::Admin).len(), "webhooks started");
     let _ = webhooks_slot.set(webhook_tasks.webhooks.clone());
@@ -263,9 +266,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     tracing::info!("no more calls in flight; closing the ledger");
     tokio::task::spawn_blocking(move || ledger.close()).await.map_err(|e| e.to_string())?;
     heads.stop().await;
-    let checkpoint = tokio::task::spawn_blocking(move || users_at_stop.checkpoint()).await;
-    if let Ok(Err(error)) = checkpoint {
-        tracing::warn!(%error, "users index checkpoint not written at stop; the start re-applies the log after the last one");
+    let checkpoints = tokio::task::spawn_blocking(move || checkpoint_indexes(&users_at_stop, &payments_at_stop));
+    if let Err(error) = checkpoints.await {
+        tracing::warn!(%error, "index checkpoints at stop failed; the start re-applies the log after the last ones");
     }
     catch_up_at_stop(&projector, store, follower).await;
     metrics_endpoint.stop().await;
@@ -560,44 +563,53 @@ async fn open_users(config: &Config, store: &Arc<dyn EventStore>, ledger: &Ledge
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?
     };
-    let users = Arc::new(users);
-    {
-        let users = users.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(USERS_CHECKPOINT_EVERY);
-            let mut swept = std::time::Instant::now();
-            loop {
-                every.tick().await;
-                let users = users.clone();
-                let sweep = swept.elapsed() >= SESSION_SWEEP_EVERY;
-                if sweep {
-                    swept = std::time::Instant::now();
-                }
-                let done = tokio::task::spawn_blocking(move || {
-                    if sweep {
-                        if let Err(error) = users.sweep_sessions() {
-                            tracing::warn!(%error, "expired sessions not swept; trying again in a minute");
-                        }
-                    }
-                    users.checkpoint()
-                })
-                .await;
-                match done {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(error)) => {
-                        tracing::warn!(%error, "users index checkpoint not written; a start re-applies more")
-                    }
-                    Err(error) => tracing::warn!(%error, "users index checkpoint task failed"),
-                }
-            }
-        });
-    }
-    Ok(users)
+    Ok(Arc::new(users))
 }
 
-/// How often the users' index records a durable checkpoint (a start re-applies the log
-/// after it), in seconds.
-const USERS_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// Every `INDEX_CHECKPOINT_EVERY`, a durable checkpoint of the users' and the payments'
+/// indexes (a start re-applies the log after them); every `SESSION_SWEEP_EVERY`, the
+/// sweep of expired sessions.
+fn spawn_index_checkpoints(users: Arc<Users>, payments: Arc<Payments>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(INDEX_CHECKPOINT_EVERY);
+        let mut swept = std::time::Instant::now();
+        loop {
+            every.tick().await;
+            let sweep = swept.elapsed() >= SESSION_SWEEP_EVERY;
+            if sweep {
+                swept = std::time::Instant::now();
+            }
+            let (users, payments) = (users.clone(), payments.clone());
+            let done = tokio::task::spawn_blocking(move || {
+                if sweep {
+                    if let Err(error) = users.sweep_sessions() {
+                        tracing::warn!(%error, "expired sessions not swept; trying again in a minute");
+                    }
+                }
+                checkpoint_indexes(&users, &payments);
+            })
+            .await;
+            if let Err(error) = done {
+                tracing::warn!(%error, "the index checkpoint task failed");
+            }
+        }
+    });
+}
+
+/// Durable checkpoints of the users' and the payments' indexes; a failure is logged
+/// (the next start re-applies more of the log, nothing is lost).
+fn checkpoint_indexes(users: &Users, payments: &Payments) {
+    if let Err(error) = users.checkpoint() {
+        tracing::warn!(%error, "users index checkpoint not written; a start re-applies more of the log");
+    }
+    if let Err(error) = payments.checkpoint() {
+        tracing::warn!(%error, "payments index checkpoint not written; a start re-applies more of the log");
+    }
+}
+
+/// How often the users' and payments' indexes record a durable checkpoint (a start
+/// re-applies the log after it).
+const INDEX_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// How often sessions past their absolute expiry leave the index.
 const SESSION_SWEEP_EVERY: Duration = Duration::from_secs(60);
 

@@ -125,7 +125,7 @@ async fn start_up_logs_what_it_opens_what_it_replays_and_when_it_is_ready() {
         "read models opened",
         "users index open",
         "exchange rates rebuilt from the log",
-        "payments rebuilt from the log",
+        "payments open",
         "ledgerd listening on",
         " ready in ",
     ];

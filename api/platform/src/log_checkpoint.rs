@@ -91,6 +91,43 @@ pub fn matches(store: &dyn EventStore, checkpoint: Option<Checkpoint>) -> Result
     })
 }
 
+/// How an index was brought up to the log at a start.
+pub enum BroughtUp {
+    /// The checkpoint matched: the log from `from` was re-applied (`applied`: what the
+    /// index counts, events or aggregates).
+    CaughtUp { from: u64, applied: u64 },
+    /// The checkpoint did not match the log: the index was rebuilt (`aggregates` read).
+    Rebuilt { aggregates: u64 },
+}
+
+/// Brings an index named `what` up to the log: `apply_after(from)` when `checkpoint`
+/// matches the log, else `rebuild()` (which empties the index first); answers the
+/// checkpoint to record, the log's head as read before either began (both read the log
+/// up to it or further).
+pub fn bring_up<E: From<CheckpointError>>(
+    store: &dyn EventStore,
+    what: &str,
+    checkpoint: Option<Checkpoint>,
+    apply_after: impl FnOnce(u64) -> Result<u64, E>,
+    rebuild: impl FnOnce() -> Result<u64, E>,
+) -> Result<Checkpoint, E> {
+    let at_start = at_head(store)?;
+    let started = std::time::Instant::now();
+    let outcome = if matches(store, checkpoint)? {
+        let from = checkpoint.map_or(0, |c| c.next);
+        BroughtUp::CaughtUp { from, applied: apply_after(from)? }
+    } else {
+        tracing::warn!(what, ?checkpoint, head = at_start.next, "an index does not match the log; rebuilding it");
+        BroughtUp::Rebuilt { aggregates: rebuild()? }
+    };
+    let ms = started.elapsed().as_millis() as u64;
+    match outcome {
+        BroughtUp::CaughtUp { from, applied } => tracing::info!(what, from, applied, ms, "index caught up"),
+        BroughtUp::Rebuilt { aggregates } => tracing::info!(what, aggregates, ms, "index rebuilt from the log"),
+    }
+    Ok(at_start)
+}
+
 /// The chain hash of the event at `next - 1`; `None` at 0 or when no event has that
 /// position.
 fn hash_before(store: &dyn EventStore, next: u64) -> Result<Option<[u8; 32]>, CheckpointError> {

@@ -406,6 +406,12 @@ impl Fx {
     }
 
     /// Marks a live quote as taken by `payment` (a payment rebuilt at start).
+    /// The ids of the quotes held (live, or expired and not forgotten yet): at most
+    /// `QUOTES_LIVE_MAX`.
+    pub fn live_quote_ids(&self) -> Vec<String> {
+        self.quotes.iter().map(|q| q.key().clone()).collect()
+    }
+
     pub fn taken_by(&self, quote_id: &str, payment: u128) {
         if let Some(quote) = self.quotes.get(quote_id).map(|q| q.clone()) {
             if let Ok(mut quote) = quote.try_lock() {

@@ -12,8 +12,11 @@
 //!   the oldest forgotten first: a forgotten payee is new again, which only sends a
 //!   large payment to review.
 //!
-//! All of it is rebuilt from the payments' streams at start, so a restart changes no
-//! decision a rule would make (up to those bounds).
+//! All of it is a cache of the payments' index on disk (`store`): a user's or an
+//! instrument's list is read from it the first time the rules need it (the last day,
+//! as many as the largest count limit), and a payee unknown in memory is looked up
+//! there. So a restart changes no decision a rule would make (up to those bounds),
+//! without reading any payment at start.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
@@ -72,6 +75,20 @@ impl<K: Hash + Eq> Windows<K> {
     fn get(&self, key: &K) -> Option<&VecDeque<Recent>> {
         self.lists.get(key)
     }
+
+    /// Whether `key`'s list is in memory (possibly empty).
+    fn has(&self, key: &K) -> bool {
+        self.lists.contains_key(key)
+    }
+
+    /// Puts `key`'s list, read from the index (oldest first), in memory.
+    fn load(&mut self, key: K, recent: Vec<Recent>) {
+        let mut list: VecDeque<Recent> = recent.into();
+        while list.len() > self.per_key_max {
+            list.pop_front();
+        }
+        self.lists.insert(key, list);
+    }
 }
 
 /// Pairs in a set, the oldest forgotten past `max`.
@@ -119,6 +136,23 @@ impl Activity {
             by_instrument: Windows::new(config.instrument_per_day.max(config.instrument_per_hour)),
             payees: BoundedSet::new(payees_max),
         }
+    }
+
+    pub(super) fn has_user(&self, user: u128) -> bool {
+        self.by_user.has(&user)
+    }
+
+    pub(super) fn has_instrument(&self, instrument: &str) -> bool {
+        self.by_instrument.has(&instrument.to_string())
+    }
+
+    /// The user's last day, read from the index, as memory's list of them.
+    pub(super) fn load_user(&mut self, user: u128, recent: Vec<Recent>) {
+        self.by_user.load(user, recent);
+    }
+
+    pub(super) fn load_instrument(&mut self, instrument: &str, recent: Vec<Recent>) {
+        self.by_instrument.load(instrument.to_string(), recent);
     }
 
     /// A payment of `sender` (with `instrument`, unless empty) was assessed.

@@ -13,11 +13,12 @@ use ledger_proto::events::v1::payment_event::Kind as EventKind;
 use prost::Message;
 use tokio::sync::MutexGuard;
 
+use super::activity::Activity;
 use super::kinds::{Decision, FinishStatus, Funding, PaymentKind, Step};
 use super::rails::{RailOperation, RailStatus};
 use super::risk::{self, RiskInput};
 use super::saga::{Action, Payment};
-use super::{event_type, owns, stream_name, Entry, Payments, PaymentsError, Recent};
+use super::{event_type, load_payment, owns, stream_name, Entry, Payments, PaymentsError, Recent};
 use crate::chart::{first_refusal, refusal_reason, wallet_account_id, OpenError};
 use crate::engine::EventData;
 use crate::fx::RateError;
@@ -82,9 +83,23 @@ impl Payments {
             events.push(EventData { event_type: event_type(&kind).into(), payload: event.encode_to_vec() });
             stamped.push((at, kind));
         }
+        // The index's rows for what this append makes true go first (see `store`).
+        let indexed = stamped.iter().any(|(_, kind)| {
+            matches!(kind, EventKind::Created(_) | EventKind::RiskAssessed(_) | EventKind::Finished(_))
+        });
+        if indexed {
+            let mut after = payment.clone();
+            for (at, kind) in &stamped {
+                after.evolve(*at, kind.clone())?;
+            }
+            self.write_rows(Some(&after))?;
+        }
         crate::stream::append(self.store.as_ref(), &stream_name(payment.id), &mut payment.revision, events).await?;
         for (at, kind) in stamped {
             payment.evolve(at, kind)?;
+        }
+        if payment.finished.is_some() {
+            self.closed.lock().unwrap_or_else(|p| p.into_inner()).push(payment.id);
         }
         self.ops.track(payment);
         Ok(())
@@ -112,7 +127,7 @@ impl Payments {
                 Ok(true)
             }
             Action::Assess => {
-                let assessed = self.assess(&payment, now).await;
+                let assessed = self.assess(&payment, now).await?;
                 self.append(&mut payment, vec![EventKind::RiskAssessed(assessed)]).await?;
                 Ok(true)
             }
@@ -298,7 +313,7 @@ impl Payments {
         })
     }
 
-    pub(super) async fn assess(&self, payment: &Payment, now: u64) -> ev::RiskAssessed {
+    pub(super) async fn assess(&self, payment: &Payment, now: u64) -> Result<ev::RiskAssessed, PaymentsError> {
         let instrument_added_ns = if payment.instrument_id.is_empty() {
             None
         } else {
@@ -319,6 +334,7 @@ impl Payments {
         // payments assessed at once each see the other in one order.
         let assessed = {
             let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+            self.warm(&mut activity, payment, now)?;
             let others = |r: &&Recent| r.payment != payment.id;
             let valued = |r: &Recent| (r.at, value(r.currency, r.amount));
             let user_recent = activity.by_user(payment.sender()).filter(others).map(valued).collect();
@@ -347,12 +363,39 @@ impl Payments {
             }
             assessed
         };
-        ev::RiskAssessed {
+        Ok(ev::RiskAssessed {
             score: assessed.score,
             decision: assessed.decision.as_str().into(),
             reasons: assessed.reasons,
             review_deadline_ns: now + self.config.risk.review_timeout.as_nanos() as u64,
+        })
+    }
+
+    /// Reads from the index what the rules need of earlier payments and memory lacks:
+    /// the sender's and the instrument's last day, and whether the payee is known (a
+    /// payee row is checked against its payment, which must have completed).
+    fn warm(&self, activity: &mut Activity, payment: &Payment, now: u64) -> Result<(), PaymentsError> {
+        let since = now.saturating_sub(risk::DAY_NS);
+        let sender = payment.sender();
+        if !activity.has_user(sender) {
+            let max = self.config.risk.user_per_day.max(self.config.risk.user_per_hour);
+            activity.load_user(sender, self.disk.sent_since(sender, since, max)?);
         }
+        let instrument = payment.instrument_id.as_str();
+        if !instrument.is_empty() && !activity.has_instrument(instrument) {
+            let max = self.config.risk.instrument_per_day.max(self.config.risk.instrument_per_hour);
+            activity.load_instrument(instrument, self.disk.instrument_since(instrument, since, max)?);
+        }
+        let receiver = payment.receiver();
+        if !activity.known_payee(sender, receiver) {
+            if let Some(earlier) = self.disk.payee(sender, receiver)? {
+                let earlier = load_payment(self.store.as_ref(), &stream_name(earlier))?;
+                if earlier.finished.as_ref().is_some_and(|f| f.status == FinishStatus::Completed) {
+                    activity.completed(sender, receiver);
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn ensure_platform_accounts(&self, currency: Currency) -> Result<(), PaymentsError> {

@@ -71,6 +71,12 @@ impl PaymentsError {
     }
 }
 
+impl From<crate::log_checkpoint::CheckpointError> for PaymentsError {
+    fn from(error: crate::log_checkpoint::CheckpointError) -> PaymentsError {
+        super::store::checkpoint_error(error)
+    }
+}
+
 impl From<FieldError> for PaymentsError {
     fn from(error: FieldError) -> PaymentsError {
         PaymentsError::InvalidArgument { field: error.field, reason: error.reason }

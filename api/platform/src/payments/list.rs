@@ -7,12 +7,6 @@
 //! last payment of the previous page, so a payment made while a client pages is newer
 //! than every cursor it holds and never shifts the pages after them.
 
-use std::cmp::Reverse;
-use std::collections::BTreeSet;
-use std::ops::Bound;
-use std::sync::RwLock;
-
-use dashmap::DashMap;
 use ledger_core::money::Currency;
 
 use super::ops::{PaymentCursor, PAGE_PAYMENTS_MAX};
@@ -25,11 +19,11 @@ pub const PAGE_PAYMENTS_DEFAULT: usize = 50;
 /// while payments are read).
 const INDEX_CHUNK_ENTRIES: usize = 256;
 
-/// A payment's place in newest-first order: ascending on (Reverse(created), Reverse(id)).
-type Key = (Reverse<u64>, Reverse<u128>);
+/// A payment's place in newest-first order (see `store::newest`).
+type Key = (u64, u128);
 
 fn key(created_ns: u64, id: u128) -> Key {
-    (Reverse(created_ns), Reverse(id))
+    super::store::newest(created_ns, id)
 }
 
 /// Which payments a list walks.
@@ -70,33 +64,14 @@ pub(super) enum Presented {
     Bare,
 }
 
-/// The indexes lists walk. Entries are added when a payment is created or replayed;
-/// a payment's creation time never changes, so nothing is moved later.
-#[derive(Default)]
-pub(super) struct PaymentIndex {
-    by_user: DashMap<u128, BTreeSet<Key>>,
-    all: RwLock<BTreeSet<Key>>,
-}
-
-impl PaymentIndex {
-    pub(super) fn add(&self, payment: &Payment) {
-        let at = key(payment.created_ns, payment.id);
-        self.by_user.entry(payment.sender()).or_default().insert(at);
-        if payment.receiver() != payment.sender() {
-            self.by_user.entry(payment.receiver()).or_default().insert(at);
-        }
-        self.all.write().unwrap_or_else(|p| p.into_inner()).insert(at);
-    }
-
+impl Payments {
     /// Up to `n` keys of `listing` after `after`, in order.
-    fn after(&self, payments: &Payments, listing: Listing, after: Option<Key>, n: usize) -> Vec<Key> {
-        let range = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let take = |set: &BTreeSet<Key>| set.range((range, Bound::Unbounded)).take(n).copied().collect();
+    fn index_after(&self, listing: Listing, after: Option<Key>, n: usize) -> Result<Vec<Key>, PaymentsError> {
         match listing {
-            Listing::OfUser(user) => self.by_user.get(&user).map_or_else(Vec::new, |set| take(&set)),
-            Listing::All => take(&self.all.read().unwrap_or_else(|p| p.into_inner())),
+            Listing::OfUser(user) => self.disk.user_after(user, after, n),
+            Listing::All => self.disk.all_after(after, n),
             Listing::InReview => {
-                let mut keys: Vec<Key> = payments
+                let mut keys: Vec<Key> = self
                     .ops
                     .reviews_created()
                     .into_iter()
@@ -105,7 +80,7 @@ impl PaymentIndex {
                     .collect();
                 keys.sort_unstable();
                 keys.truncate(n);
-                keys
+                Ok(keys)
             }
         }
     }
@@ -144,13 +119,13 @@ impl Payments {
         let mut cursor = after.map(|(ns, id)| key(ns, id));
         let mut page = Vec::new();
         loop {
-            let keys = self.index.after(self, listing, cursor, INDEX_CHUNK_ENTRIES);
+            let keys = self.index_after(listing, cursor, INDEX_CHUNK_ENTRIES)?;
             if keys.is_empty() {
                 return Ok((page, None));
             }
             for at in keys {
                 cursor = Some(at);
-                let entry = match self.entry(at.1 .0) {
+                let entry = match self.entry(super::store::of_newest(at).1) {
                     Ok(entry) => entry,
                     // Indexed as its creation was appended, which then failed.
                     Err(PaymentsError::NotFound(_)) => continue,

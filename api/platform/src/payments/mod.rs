@@ -24,6 +24,8 @@ pub mod risk;
 mod saga;
 #[cfg(test)]
 mod saga_model;
+mod start;
+mod store;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -92,6 +94,11 @@ pub fn stream_name(id: u128) -> String {
     format!("payment-{id}")
 }
 
+/// Where the payments' index of a data directory lives.
+pub fn index_path(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("payments").join("index.redb")
+}
+
 struct Entry {
     payment: Mutex<Payment>,
     wake: Notify,
@@ -126,18 +133,21 @@ pub struct Payments {
     fx: Arc<Fx>,
     config: PaymentsConfig,
     payments: DashMap<u128, Arc<Entry>>,
-    keys: DashMap<(u128, String), u128>,
-    /// Quote id → the cross-currency payment that executed it (a transfer's metadata
-    /// names the quote).
-    quotes: DashMap<String, u128>,
+    /// (creator, idempotency key) of the payments being created now: a second request
+    /// with the key while the first is in flight is refused at once.
+    claims: DashMap<(u128, String), u128>,
+    /// The index on disk (see `store`): lists, idempotency keys, quotes, open payments,
+    /// the risk rules' history.
+    disk: store::PaymentStore,
+    /// Payments finished since the last index write, whose `open` row goes with the
+    /// next one (a stale `open` row is harmless: a start skips a finished payment).
+    closed: std::sync::Mutex<Vec<u128>>,
     accounts: PlatformAccounts,
     activity: std::sync::Mutex<Activity>,
     /// Where the time is read: event stamps, reviews, risk windows, polling.
     clock: Arc<dyn Clock>,
     /// Counters for operators and the review queue's index.
     ops: ops::PaymentOps,
-    /// What lists walk: each user's payments and all payments, newest first.
-    index: list::PaymentIndex,
     /// Finished payments kept in `payments`, oldest first: past
     /// `config.finished_cached_max` the oldest are dropped from memory and read from
     /// their stream when asked for.
@@ -145,7 +155,9 @@ pub struct Payments {
 }
 
 impl Payments {
-    /// Rebuilds every payment from its stream. Call [`Payments::start`] to drive them.
+    /// Opens the payments over the index at `index_path` (see [`index_path`]), brought
+    /// up to the log, and loads the open ones. Call [`Payments::start`] to drive them.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         store: Arc<dyn EventStore>,
         ledger: Ledger,
@@ -154,6 +166,7 @@ impl Payments {
         fx: Arc<Fx>,
         config: PaymentsConfig,
         clock: Arc<dyn Clock>,
+        index_path: &std::path::Path,
     ) -> Result<Payments, PaymentsError> {
         let payments = Payments {
             store,
@@ -163,31 +176,17 @@ impl Payments {
             fx,
             config,
             payments: DashMap::new(),
-            keys: DashMap::new(),
-            quotes: DashMap::new(),
+            claims: DashMap::new(),
+            disk: store::PaymentStore::open(index_path)?,
+            closed: std::sync::Mutex::new(Vec::new()),
             accounts: PlatformAccounts::payments(),
             activity: std::sync::Mutex::new(Activity::new(&config.risk)),
             clock,
             ops: ops::PaymentOps::default(),
-            index: list::PaymentIndex::default(),
             finished: std::sync::Mutex::new(std::collections::VecDeque::new()),
         };
-        let mut replayed = 0usize;
-        for stream in payments.store.stream_names("payment-")? {
-            let payment = load_payment(payments.store.as_ref(), &stream)?;
-            payments.index(&payment);
-            payments.ops.track(&payment);
-            if !payment.created.quote_id.is_empty() {
-                payments.fx.taken_by(&payment.created.quote_id, payment.id);
-            }
-            replayed += 1;
-            // Open payments stay in memory (their drivers start); finished ones are read
-            // again when a call needs them.
-            if payment.finished.is_none() {
-                payments.payments.insert(payment.id, Arc::new(Entry::new(payment)));
-            }
-        }
-        tracing::info!(payments = replayed, open = payments.payments.len(), "payments rebuilt from the log");
+        payments.catch_up_index()?;
+        payments.load_open()?;
         Ok(payments)
     }
 
@@ -235,26 +234,6 @@ impl Payments {
         }
     }
 
-    fn index(&self, payment: &Payment) {
-        self.index.add(payment);
-        self.keys.insert((payment.created_by(), payment.created.idempotency_key.clone()), payment.id);
-        if !payment.created.quote_id.is_empty() {
-            self.quotes.insert(payment.created.quote_id.clone(), payment.id);
-        }
-        let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
-        // Assessed payments count for the risk rules (see `activity`); one not assessed
-        // yet is counted when it is. A blocked payment counts as an attempt, but moved
-        // no money.
-        if let (Some(currency), Some(decision)) = (payment.currency(), payment.decision) {
-            let amount = if decision == Decision::Block { 0 } else { payment.created.amount };
-            let recent = Recent { payment: payment.id, at: payment.created_ns, currency, amount };
-            activity.assessed(payment.sender(), &payment.instrument_id, recent, self.clock.now_ns());
-        }
-        if payment.finished.as_ref().is_some_and(|f| f.status == FinishStatus::Completed) {
-            activity.completed(payment.sender(), payment.receiver());
-        }
-    }
-
     /// Creates a payment (or returns the one this idempotency key already made).
     pub async fn create(
         self: &Arc<Self>,
@@ -297,44 +276,51 @@ impl Payments {
         };
         let (request_hash, legacy) = (hash_of(&note_digest), hash_of(&new.note));
         let key = (created_by, idempotency_key.to_string());
-        let id = match self.keys.entry(key.clone()) {
-            dashmap::Entry::Occupied(existing) => {
-                let id = *existing.get();
-                drop(existing);
-                let entry = match self.entry(id) {
-                    Ok(entry) => entry,
-                    // Reserved, not created yet.
-                    Err(PaymentsError::NotFound(_)) => {
-                        return Err(PaymentsError::Conflict(
-                            "a request with this idempotency key is in progress; retry",
-                        ))
-                    }
-                    Err(error) => return Err(error),
-                };
-                let payment = entry.payment.lock().await;
-                let stored = payment.created.request_hash.as_slice();
-                if stored != request_hash.as_bytes() && stored != legacy.as_bytes() {
-                    return Err(PaymentsError::AlreadyExists("idempotency_key was used for a different request"));
-                }
-                return self.shown(&payment).await;
+        match self.claims.entry(key.clone()) {
+            dashmap::Entry::Occupied(_) => {
+                return Err(PaymentsError::Conflict("a request with this idempotency key is in progress; retry"))
             }
             dashmap::Entry::Vacant(vacant) => {
-                let id = loop {
-                    let bytes: [u8; 16] = crate::random::bytes()?;
-                    let id = u128::from_le_bytes(bytes) >> 1;
-                    if id != 0 && !self.payments.contains_key(&id) {
-                        break id;
+                vacant.insert(0);
+            }
+        }
+        let result = self.create_claimed(created_by, idempotency_key, (request_hash, legacy), new).await;
+        self.claims.remove(&key);
+        result
+    }
+
+    /// `create` while it holds the claim of its idempotency key: the payment the key
+    /// made already (as the index names it, checked against the payment), or a new one.
+    async fn create_claimed(
+        self: &Arc<Self>,
+        created_by: u128,
+        idempotency_key: &str,
+        (request_hash, legacy): (blake3::Hash, blake3::Hash),
+        new: NewPayment,
+    ) -> Result<PaymentView, PaymentsError> {
+        if let Some(id) = self.disk.key(created_by, idempotency_key)? {
+            match self.entry(id) {
+                Ok(entry) => {
+                    let payment = entry.payment.lock().await;
+                    let stored = payment.created.request_hash.as_slice();
+                    if stored != request_hash.as_bytes() && stored != legacy.as_bytes() {
+                        return Err(PaymentsError::AlreadyExists("idempotency_key was used for a different request"));
                     }
-                };
-                vacant.insert(id);
-                id
+                    return self.shown(&payment).await;
+                }
+                // Indexed before an append that then failed: the key is free.
+                Err(PaymentsError::NotFound(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let id = loop {
+            let bytes: [u8; 16] = crate::random::bytes()?;
+            let id = u128::from_le_bytes(bytes) >> 1;
+            if id != 0 && !self.payments.contains_key(&id) && self.store.stream_head(&stream_name(id))?.is_none() {
+                break id;
             }
         };
-        let result = self.create_reserved(id, created_by, idempotency_key, request_hash, new).await;
-        if result.is_err() {
-            self.keys.remove(&key);
-        }
-        result
+        self.create_reserved(id, created_by, idempotency_key, request_hash, new).await
     }
 
     async fn create_reserved(
@@ -420,7 +406,7 @@ impl Payments {
         created_now.evolve(now, kinds[0].clone())?;
         let assessed = matches!(created_now.next_action(now), saga::Action::Assess);
         if assessed {
-            kinds.push(EventKind::RiskAssessed(self.assess(&created_now, now).await));
+            kinds.push(EventKind::RiskAssessed(self.assess(&created_now, now).await?));
         }
         if let Err(error) = self.append(&mut payment, kinds).await {
             if assessed {
@@ -430,7 +416,6 @@ impl Payments {
             }
             return Err(error);
         }
-        self.index(&payment);
         let shown = self.shown(&payment).await;
         self.payments.insert(id, Arc::new(Entry::new(payment)));
         self.drive(id);

@@ -85,6 +85,12 @@ impl UsersError {
     }
 }
 
+impl From<crate::log_checkpoint::CheckpointError> for UsersError {
+    fn from(error: crate::log_checkpoint::CheckpointError) -> UsersError {
+        super::index::checkpoint_error(error)
+    }
+}
+
 impl From<FieldError> for UsersError {
     fn from(error: FieldError) -> UsersError {
         UsersError::InvalidArgument { field: error.field, reason: error.reason }

@@ -170,25 +170,17 @@ impl Users {
     /// or rebuilds it from every user stream when the checkpoint does not match the log.
     /// Then records a durable checkpoint.
     pub(super) fn catch_up_index(&self) -> Result<(), UsersError> {
-        let at_start = log_checkpoint::at_head(self.store.as_ref()).map_err(checkpoint_error)?;
-        let checkpoint = self.index.checkpoint()?;
-        let started = std::time::Instant::now();
-        if log_checkpoint::matches(self.store.as_ref(), checkpoint).map_err(checkpoint_error)? {
-            let from = checkpoint.map_or(0, |c| c.next);
-            let applied = self.apply_log_after(from)?;
-            tracing::info!(from, applied, ms = started.elapsed().as_millis() as u64, "users index caught up");
-        } else {
-            tracing::warn!(
-                ?checkpoint,
-                head = at_start.next,
-                "the users index does not match the log; rebuilding it from the user streams"
-            );
-            self.index.clear()?;
-            let rebuilt = self.rebuild_index()?;
-            tracing::info!(users = rebuilt, ms = started.elapsed().as_millis() as u64, "users index rebuilt");
-        }
-        // Both read the log up to the head read before them, or further.
-        self.index.set_checkpoint(at_start)
+        let checkpoint = log_checkpoint::bring_up(
+            self.store.as_ref(),
+            "users",
+            self.index.checkpoint()?,
+            |from| self.apply_log_after(from),
+            || {
+                self.index.clear()?;
+                self.rebuild_index().map(|users| users as u64)
+            },
+        )?;
+        self.index.set_checkpoint(checkpoint)
     }
 
     /// Records a durable checkpoint of the index at the log's durable head (every

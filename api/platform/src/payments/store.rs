@@ -1,0 +1,302 @@
+//! The payments' index on disk (`<data-dir>/payments/index.redb`): what must be found
+//! without knowing a payment's stream, so that a start reads no finished payment.
+//!
+//! - `all` and `by_user`: every payment, and each user's (sent or received), newest
+//!   first, for the lists;
+//! - `keys`: (creator, idempotency key) → payment; `quotes`: quote → the payment that
+//!   executed it;
+//! - `open`: the payments not finished, which a start loads and drives;
+//! - `sent` and `by_instrument`: (sender or instrument, creation time, payment) → the
+//!   amount the risk rules count (0 for a blocked payment), for the last day's
+//!   activity of a user or an instrument, loaded when the rules first need it;
+//! - `payees`: (sender, receiver) → a payment that completed between them.
+//!
+//! Like the users' index, it is a locator checked against the payment it names, and its
+//! rows are written before the append that makes them true (see `Payments::append`),
+//! with a checkpoint of the log position every second (`crate::log_checkpoint`); what
+//! an append makes untrue (a payment no longer open) is removed after it. A start
+//! re-applies the payment events after the checkpoint, by folding each payment they
+//! belong to, or rebuilds the index from every payment stream when the checkpoint does
+//! not match the log.
+
+use std::path::Path;
+
+use ledger_core::money::Currency;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use super::activity::Recent;
+use super::kinds::{Decision, FinishStatus};
+use super::saga::Payment;
+use super::PaymentsError;
+use crate::log_checkpoint::{self, Checkpoint, CheckpointError};
+
+/// Newest first: creation time and id stored inverted, so ascending order is newest first.
+type Newest = (u64, u128);
+
+const ALL: TableDefinition<Newest, ()> = TableDefinition::new("all");
+const BY_USER: TableDefinition<(u128, u64, u128), ()> = TableDefinition::new("by_user");
+const KEYS: TableDefinition<(u128, &str), u128> = TableDefinition::new("keys");
+const QUOTES: TableDefinition<&str, u128> = TableDefinition::new("quotes");
+const OPEN: TableDefinition<u128, ()> = TableDefinition::new("open");
+const SENT: TableDefinition<(u128, u64, u128), &[u8]> = TableDefinition::new("sent");
+const BY_INSTRUMENT: TableDefinition<(&str, u64, u128), &[u8]> = TableDefinition::new("by_instrument");
+const PAYEES: TableDefinition<(u128, u128), u128> = TableDefinition::new("payees");
+
+/// redb's page cache for the index, in bytes.
+pub const INDEX_CACHE_BYTES: usize = 64 << 20;
+
+/// A payment's place in newest-first order.
+pub(super) fn newest(created_ns: u64, id: u128) -> Newest {
+    (u64::MAX - created_ns, u128::MAX - id)
+}
+
+/// (creation time, id) of a place in newest-first order.
+pub(super) fn of_newest(at: Newest) -> (u64, u128) {
+    (u64::MAX - at.0, u128::MAX - at.1)
+}
+
+fn err(error: impl std::fmt::Display) -> PaymentsError {
+    PaymentsError::Internal(format!("payments index: {error}"))
+}
+
+pub(super) fn checkpoint_error(error: CheckpointError) -> PaymentsError {
+    match error {
+        CheckpointError::Store(error) => PaymentsError::Store(error),
+        CheckpointError::Corrupt(_) => PaymentsError::Corrupt(format!("payments index: {error}")),
+        CheckpointError::Db(_) => err(error),
+    }
+}
+
+fn encode_amount(currency: Currency, amount: u64) -> [u8; 11] {
+    let mut bytes = [0u8; 11];
+    bytes[..3].copy_from_slice(currency.code().as_bytes());
+    bytes[3..].copy_from_slice(&amount.to_le_bytes());
+    bytes
+}
+
+fn decode_recent(payment: u128, at: u64, bytes: &[u8]) -> Result<Recent, PaymentsError> {
+    let corrupt = || PaymentsError::Corrupt(format!("payments index: an activity row of {} bytes", bytes.len()));
+    if bytes.len() != 11 {
+        return Err(corrupt());
+    }
+    let code = std::str::from_utf8(&bytes[..3]).map_err(|_| corrupt())?;
+    let currency = Currency::parse(code).map_err(|_| corrupt())?;
+    let amount = u64::from_le_bytes(bytes[3..].try_into().map_err(|_| corrupt())?);
+    Ok(Recent { payment, at, currency, amount })
+}
+
+/// The index over one redb file.
+pub(super) struct PaymentStore {
+    db: Database,
+}
+
+impl PaymentStore {
+    pub(super) fn open(path: &Path) -> Result<PaymentStore, PaymentsError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(err)?;
+        }
+        let db = Database::builder().set_cache_size(INDEX_CACHE_BYTES).create(path).map_err(err)?;
+        let store = PaymentStore { db };
+        // Every table exists from the first commit, so reads never meet a missing one.
+        store.write(true, |_| Ok(()))?;
+        Ok(store)
+    }
+
+    /// Runs `change` in one write transaction (durable or not: see `log_checkpoint`).
+    pub(super) fn write<T>(
+        &self,
+        durable: bool,
+        change: impl FnOnce(&mut Rows) -> Result<T, PaymentsError>,
+    ) -> Result<T, PaymentsError> {
+        let mut txn = self.db.begin_write().map_err(err)?;
+        txn.set_durability(if durable { Durability::Immediate } else { Durability::None }).map_err(err)?;
+        let out = {
+            let mut rows = Rows {
+                all: txn.open_table(ALL).map_err(err)?,
+                by_user: txn.open_table(BY_USER).map_err(err)?,
+                keys: txn.open_table(KEYS).map_err(err)?,
+                quotes: txn.open_table(QUOTES).map_err(err)?,
+                open: txn.open_table(OPEN).map_err(err)?,
+                sent: txn.open_table(SENT).map_err(err)?,
+                by_instrument: txn.open_table(BY_INSTRUMENT).map_err(err)?,
+                payees: txn.open_table(PAYEES).map_err(err)?,
+            };
+            change(&mut rows)?
+        };
+        txn.commit().map_err(err)?;
+        Ok(out)
+    }
+
+    pub(super) fn key(&self, creator: u128, key: &str) -> Result<Option<u128>, PaymentsError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        Ok(txn.open_table(KEYS).map_err(err)?.get((creator, key)).map_err(err)?.map(|v| v.value()))
+    }
+
+    pub(super) fn quote(&self, quote_id: &str) -> Result<Option<u128>, PaymentsError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        Ok(txn.open_table(QUOTES).map_err(err)?.get(quote_id).map_err(err)?.map(|v| v.value()))
+    }
+
+    pub(super) fn payee(&self, sender: u128, receiver: u128) -> Result<Option<u128>, PaymentsError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        Ok(txn.open_table(PAYEES).map_err(err)?.get((sender, receiver)).map_err(err)?.map(|v| v.value()))
+    }
+
+    /// The payments not finished (as far as the index knows).
+    pub(super) fn open_payments(&self) -> Result<Vec<u128>, PaymentsError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(OPEN).map_err(err)?;
+        let mut ids = Vec::with_capacity(table.len().map_err(err)? as usize);
+        for row in table.iter().map_err(err)? {
+            ids.push(row.map_err(err)?.0.value());
+        }
+        Ok(ids)
+    }
+
+    /// Up to `n` places of every payment after `after`, newest first.
+    pub(super) fn all_after(&self, after: Option<Newest>, n: usize) -> Result<Vec<Newest>, PaymentsError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(ALL).map_err(err)?;
+        let range = match after {
+            Some(after) => table.range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => table.range::<Newest>(..),
+        };
+        let mut out = Vec::with_capacity(n.min(1_024));
+        for row in range.map_err(err)?.take(n) {
+            out.push(row.map_err(err)?.0.value());
+        }
+        Ok(out)
+    }
+
+    /// Up to `n` places of `user`'s payments after `after`, newest first.
+    pub(super) fn user_after(&self, user: u128, after: Option<Newest>, n: usize) -> Result<Vec<Newest>, PaymentsError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(BY_USER).map_err(err)?;
+        let from = match after {
+            Some((created, id)) => std::ops::Bound::Excluded((user, created, id)),
+            None => std::ops::Bound::Included((user, 0, 0)),
+        };
+        let mut out = Vec::with_capacity(n.min(1_024));
+        for row in table.range((from, std::ops::Bound::Included((user, u64::MAX, u128::MAX)))).map_err(err)?.take(n) {
+            let (_, created, id) = row.map_err(err)?.0.value();
+            out.push((created, id));
+        }
+        Ok(out)
+    }
+
+    /// The last `max` payments `sender` made since `since_ns`, oldest first.
+    pub(super) fn sent_since(&self, sender: u128, since_ns: u64, max: usize) -> Result<Vec<Recent>, PaymentsError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(SENT).map_err(err)?;
+        let mut out = Vec::new();
+        for row in table.range((sender, since_ns, 0)..=(sender, u64::MAX, u128::MAX)).map_err(err)?.rev().take(max) {
+            let (key, value) = row.map_err(err)?;
+            let (_, at, payment) = key.value();
+            out.push(decode_recent(payment, at, value.value())?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// The last `max` payments with `instrument` since `since_ns`, oldest first.
+    pub(super) fn instrument_since(
+        &self,
+        instrument: &str,
+        since_ns: u64,
+        max: usize,
+    ) -> Result<Vec<Recent>, PaymentsError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(BY_INSTRUMENT).map_err(err)?;
+        let mut out = Vec::new();
+        let range = table.range((instrument, since_ns, 0)..=(instrument, u64::MAX, u128::MAX)).map_err(err)?;
+        for row in range.rev().take(max) {
+            let (key, value) = row.map_err(err)?;
+            let (_, at, payment) = key.value();
+            out.push(decode_recent(payment, at, value.value())?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Payments in the index.
+    pub(super) fn payments_held(&self) -> Result<u64, PaymentsError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        txn.open_table(ALL).map_err(err)?.len().map_err(err)
+    }
+
+    pub(super) fn checkpoint(&self) -> Result<Option<Checkpoint>, PaymentsError> {
+        log_checkpoint::read(&self.db).map_err(checkpoint_error)
+    }
+
+    pub(super) fn set_checkpoint(&self, checkpoint: Checkpoint) -> Result<(), PaymentsError> {
+        log_checkpoint::write(&self.db, checkpoint).map_err(checkpoint_error)
+    }
+
+    /// Empties every table (before a rebuild from the log).
+    pub(super) fn clear(&self) -> Result<(), PaymentsError> {
+        let txn = self.db.begin_write().map_err(err)?;
+        for name in ["all", "by_user", "keys", "quotes", "open", "sent", "by_instrument", "payees", "meta"] {
+            let definition: TableDefinition<&[u8], &[u8]> = TableDefinition::new(name);
+            txn.delete_table(definition).map_err(err)?;
+        }
+        txn.commit().map_err(err)?;
+        self.write(true, |_| Ok(()))
+    }
+}
+
+/// The index's tables in one write transaction.
+pub(super) struct Rows<'t> {
+    all: redb::Table<'t, Newest, ()>,
+    by_user: redb::Table<'t, (u128, u64, u128), ()>,
+    keys: redb::Table<'t, (u128, &'static str), u128>,
+    quotes: redb::Table<'t, &'static str, u128>,
+    open: redb::Table<'t, u128, ()>,
+    sent: redb::Table<'t, (u128, u64, u128), &'static [u8]>,
+    by_instrument: redb::Table<'t, (&'static str, u64, u128), &'static [u8]>,
+    payees: redb::Table<'t, (u128, u128), u128>,
+}
+
+impl Rows<'_> {
+    /// Every row `payment` makes true (rewriting a row is harmless), and its `open` row
+    /// taken out once it is finished.
+    pub(super) fn put(&mut self, payment: &Payment) -> Result<(), PaymentsError> {
+        let id = payment.id;
+        let (created, inverted) = newest(payment.created_ns, id);
+        self.all.insert((created, inverted), ()).map_err(err)?;
+        for user in [payment.sender(), payment.receiver()] {
+            self.by_user.insert((user, created, inverted), ()).map_err(err)?;
+        }
+        self.keys.insert((payment.created_by(), payment.created.idempotency_key.as_str()), id).map_err(err)?;
+        if !payment.created.quote_id.is_empty() {
+            self.quotes.insert(payment.created.quote_id.as_str(), id).map_err(err)?;
+        }
+        match &payment.finished {
+            None => {
+                self.open.insert(id, ()).map_err(err)?;
+            }
+            Some(finished) => {
+                self.open.remove(id).map_err(err)?;
+                if finished.status == FinishStatus::Completed {
+                    self.payees.insert((payment.sender(), payment.receiver()), id).map_err(err)?;
+                }
+            }
+        }
+        if let (Some(currency), Some(decision)) = (payment.currency(), payment.decision) {
+            // A blocked payment counts as an attempt, but moved no money.
+            let amount = if decision == Decision::Block { 0 } else { payment.created.amount };
+            let value = encode_amount(currency, amount);
+            self.sent.insert((payment.sender(), payment.created_ns, id), value.as_slice()).map_err(err)?;
+            if !payment.instrument_id.is_empty() {
+                let key = (payment.instrument_id.as_str(), payment.created_ns, id);
+                self.by_instrument.insert(key, value.as_slice()).map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a finished payment's `open` row out.
+    pub(super) fn closed(&mut self, id: u128) -> Result<(), PaymentsError> {
+        self.open.remove(id).map_err(err)?;
+        Ok(())
+    }
+}
