@@ -18,6 +18,7 @@ use super::kinds::{Decision, FinishStatus, Funding, PaymentKind, Step};
 use super::rails::{RailOperation, RailStatus};
 use super::risk::{self, RiskInput};
 use super::saga::{Action, Payment};
+use super::store::Change;
 use super::{event_type, load_payment, owns, stream_name, Entry, Payments, PaymentsError, Recent};
 use crate::chart::{first_refusal, refusal_reason, wallet_account_id, OpenError};
 use crate::engine::EventData;
@@ -83,26 +84,52 @@ impl Payments {
             events.push(EventData { event_type: event_type(&kind).into(), payload: event.encode_to_vec() });
             stamped.push((at, kind));
         }
-        // The index's rows for what this append makes true go first (see `store`).
-        let indexed = stamped.iter().any(|(_, kind)| {
-            matches!(kind, EventKind::Created(_) | EventKind::RiskAssessed(_) | EventKind::Finished(_))
-        });
-        if indexed {
-            let mut after = payment.clone();
-            for (at, kind) in &stamped {
-                after.evolve(*at, kind.clone())?;
-            }
-            self.write_rows(Some(&after))?;
+        let changes = self.index_changes(payment, &stamped)?;
+        if !changes.is_empty() {
+            // The index's rows for what this append makes true go first (see `store`).
+            self.rows.put(changes).await?;
         }
         crate::stream::append(self.store.as_ref(), &stream_name(payment.id), &mut payment.revision, events).await?;
         for (at, kind) in stamped {
             payment.evolve(at, kind)?;
         }
         if payment.finished.is_some() {
-            self.closed.lock().unwrap_or_else(|p| p.into_inner()).push(payment.id);
+            // A stale `open` row is harmless (a start skips a finished payment).
+            self.rows.closed(payment.id);
         }
         self.ops.track(payment);
         Ok(())
+    }
+
+    /// The index rows the events `stamped` make true for `payment`: a creation's, an
+    /// assessment's, a completion's payee unless the risk rules know it already.
+    fn index_changes(&self, payment: &Payment, stamped: &[(u64, EventKind)]) -> Result<Vec<Change>, PaymentsError> {
+        let has = |f: fn(&EventKind) -> bool| stamped.iter().any(|(_, kind)| f(kind));
+        let created = has(|k| matches!(k, EventKind::Created(_)));
+        let assessed = has(|k| matches!(k, EventKind::RiskAssessed(_)));
+        let finished = has(|k| matches!(k, EventKind::Finished(_)));
+        if !(created || assessed || finished) {
+            return Ok(Vec::new());
+        }
+        let mut after = payment.clone();
+        for (at, kind) in stamped {
+            after.evolve(*at, kind.clone())?;
+        }
+        let completed = after.finished.as_ref().is_some_and(|f| f.status == FinishStatus::Completed);
+        let (sender, receiver) = (after.sender(), after.receiver());
+        let mut changes = Vec::new();
+        if completed {
+            let known = self.activity.lock().unwrap_or_else(|p| p.into_inner()).known_payee(sender, receiver);
+            if !known {
+                changes.push(Change::Completed { sender, receiver, payment: after.id });
+            }
+        }
+        if created {
+            changes.push(Change::Created(Box::new(after)));
+        } else if assessed {
+            changes.push(Change::Assessed(Box::new(after)));
+        }
+        Ok(changes)
     }
 
     /// One step of a payment's saga. `Ok(false)`: nothing to do until woken.

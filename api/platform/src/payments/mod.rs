@@ -138,10 +138,9 @@ pub struct Payments {
     claims: DashMap<(u128, String), u128>,
     /// The index on disk (see `store`): lists, idempotency keys, quotes, open payments,
     /// the risk rules' history.
-    disk: store::PaymentStore,
-    /// Payments finished since the last index write, whose `open` row goes with the
-    /// next one (a stale `open` row is harmless: a start skips a finished payment).
-    closed: std::sync::Mutex<Vec<u128>>,
+    disk: Arc<store::PaymentStore>,
+    /// Writes the rows of many appends in one index transaction.
+    rows: store::RowWriter,
     accounts: PlatformAccounts,
     activity: std::sync::Mutex<Activity>,
     /// Where the time is read: event stamps, reviews, risk windows, polling.
@@ -168,6 +167,7 @@ impl Payments {
         clock: Arc<dyn Clock>,
         index_path: &std::path::Path,
     ) -> Result<Payments, PaymentsError> {
+        let disk = Arc::new(store::PaymentStore::open(index_path)?);
         let payments = Payments {
             store,
             ledger,
@@ -177,8 +177,8 @@ impl Payments {
             config,
             payments: DashMap::new(),
             claims: DashMap::new(),
-            disk: store::PaymentStore::open(index_path)?,
-            closed: std::sync::Mutex::new(Vec::new()),
+            rows: store::RowWriter::start(disk.clone())?,
+            disk,
             accounts: PlatformAccounts::payments(),
             activity: std::sync::Mutex::new(Activity::new(&config.risk)),
             clock,

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::store::checkpoint_error;
-use super::{load_payment, stream_name, Entry, Payment, Payments, PaymentsError};
+use super::{load_payment, stream_name, Entry, Payments, PaymentsError};
 use crate::log_checkpoint::{self, Checkpoint};
 
 /// Events read from the log per page while the index catches up.
@@ -97,28 +97,11 @@ impl Payments {
 
     /// Records a durable checkpoint of the index at the log's durable head (every second
     /// in `ledgerd`, and at a clean stop), taking out the `open` rows of payments
-    /// finished since the last write.
+    /// finished since the last write. Call it from a thread outside the async runtime.
     pub fn checkpoint(&self) -> Result<Checkpoint, PaymentsError> {
         let checkpoint = log_checkpoint::at_head(self.store.as_ref()).map_err(checkpoint_error)?;
-        self.write_rows(None)?;
+        self.rows.flush_blocking()?;
         self.disk.set_checkpoint(checkpoint)?;
         Ok(checkpoint)
-    }
-
-    /// Writes `payment`'s rows (if given) with the pending clean-up of finished ones.
-    pub(super) fn write_rows(&self, payment: Option<&Payment>) -> Result<(), PaymentsError> {
-        let closed = std::mem::take(&mut *self.closed.lock().unwrap_or_else(|p| p.into_inner()));
-        if payment.is_none() && closed.is_empty() {
-            return Ok(());
-        }
-        let written = self.disk.write(false, |rows| {
-            closed.iter().try_for_each(|id| rows.closed(*id))?;
-            payment.map_or(Ok(()), |p| rows.put(p))
-        });
-        if written.is_err() {
-            // Tried again with the next write.
-            self.closed.lock().unwrap_or_else(|p| p.into_inner()).extend(closed);
-        }
-        written
     }
 }

@@ -260,6 +260,22 @@ impl Rows<'_> {
     /// Every row `payment` makes true (rewriting a row is harmless), and its `open` row
     /// taken out once it is finished.
     pub(super) fn put(&mut self, payment: &Payment) -> Result<(), PaymentsError> {
+        self.put_created(payment)?;
+        match &payment.finished {
+            None => {}
+            Some(finished) => {
+                self.open.remove(payment.id).map_err(err)?;
+                if finished.status == FinishStatus::Completed {
+                    self.put_payee(payment.sender(), payment.receiver(), payment.id)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What a payment's creation makes true: its places in the lists, its idempotency
+    /// key and quote, its `open` row, and its assessment if it has one.
+    fn put_created(&mut self, payment: &Payment) -> Result<(), PaymentsError> {
         let id = payment.id;
         let (created, inverted) = newest(payment.created_ns, id);
         self.all.insert((created, inverted), ()).map_err(err)?;
@@ -270,33 +286,131 @@ impl Rows<'_> {
         if !payment.created.quote_id.is_empty() {
             self.quotes.insert(payment.created.quote_id.as_str(), id).map_err(err)?;
         }
-        match &payment.finished {
-            None => {
-                self.open.insert(id, ()).map_err(err)?;
-            }
-            Some(finished) => {
-                self.open.remove(id).map_err(err)?;
-                if finished.status == FinishStatus::Completed {
-                    self.payees.insert((payment.sender(), payment.receiver()), id).map_err(err)?;
-                }
-            }
+        if payment.finished.is_none() {
+            self.open.insert(id, ()).map_err(err)?;
         }
-        if let (Some(currency), Some(decision)) = (payment.currency(), payment.decision) {
-            // A blocked payment counts as an attempt, but moved no money.
-            let amount = if decision == Decision::Block { 0 } else { payment.created.amount };
-            let value = encode_amount(currency, amount);
-            self.sent.insert((payment.sender(), payment.created_ns, id), value.as_slice()).map_err(err)?;
-            if !payment.instrument_id.is_empty() {
-                let key = (payment.instrument_id.as_str(), payment.created_ns, id);
-                self.by_instrument.insert(key, value.as_slice()).map_err(err)?;
-            }
+        self.put_assessed(payment)
+    }
+
+    /// What the rules count of an assessed payment.
+    fn put_assessed(&mut self, payment: &Payment) -> Result<(), PaymentsError> {
+        let (Some(currency), Some(decision)) = (payment.currency(), payment.decision) else { return Ok(()) };
+        // A blocked payment counts as an attempt, but moved no money.
+        let amount = if decision == Decision::Block { 0 } else { payment.created.amount };
+        let value = encode_amount(currency, amount);
+        self.sent.insert((payment.sender(), payment.created_ns, payment.id), value.as_slice()).map_err(err)?;
+        if !payment.instrument_id.is_empty() {
+            let key = (payment.instrument_id.as_str(), payment.created_ns, payment.id);
+            self.by_instrument.insert(key, value.as_slice()).map_err(err)?;
         }
         Ok(())
+    }
+
+    fn put_payee(&mut self, sender: u128, receiver: u128, payment: u128) -> Result<(), PaymentsError> {
+        self.payees.insert((sender, receiver), payment).map_err(err)?;
+        Ok(())
+    }
+
+    fn apply(&mut self, change: &Change) -> Result<(), PaymentsError> {
+        match change {
+            Change::Created(payment) => self.put_created(payment),
+            Change::Assessed(payment) => self.put_assessed(payment),
+            Change::Completed { sender, receiver, payment } => self.put_payee(*sender, *receiver, *payment),
+        }
     }
 
     /// Takes a finished payment's `open` row out.
     pub(super) fn closed(&mut self, id: u128) -> Result<(), PaymentsError> {
         self.open.remove(id).map_err(err)?;
         Ok(())
+    }
+}
+
+/// Most payments' rows one index transaction writes.
+const ROWS_BATCH_MAX: usize = 1_024;
+/// Row writes waiting for the writer thread at most; more wait to be queued.
+const ROWS_QUEUE_MAX: usize = 4_096;
+
+/// The rows an append makes true, written before it.
+pub(super) enum Change {
+    /// A payment created (and perhaps assessed in the same append).
+    Created(Box<Payment>),
+    /// A payment assessed after its creation.
+    Assessed(Box<Payment>),
+    /// A payment that completed between these two.
+    Completed { sender: u128, receiver: u128, payment: u128 },
+}
+
+/// One request to the row writer: the changes of one append (none, to flush the
+/// `open` rows of finished payments), and where to answer once they are committed.
+struct Job {
+    changes: Vec<Change>,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+/// Writes rows from many concurrent appends in one transaction each time (a group
+/// commit, on a thread of its own): a redb commit costs far more than the rows in it.
+pub(super) struct RowWriter {
+    jobs: tokio::sync::mpsc::Sender<Job>,
+    /// Payments finished since the last batch, whose `open` rows go with the next one.
+    closed: std::sync::Arc<std::sync::Mutex<Vec<u128>>>,
+}
+
+impl RowWriter {
+    pub(super) fn start(store: std::sync::Arc<PaymentStore>) -> Result<RowWriter, PaymentsError> {
+        let (jobs, mut queue) = tokio::sync::mpsc::channel::<Job>(ROWS_QUEUE_MAX);
+        let closed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let pending = closed.clone();
+        std::thread::Builder::new()
+            .name("payments-index".into())
+            .spawn(move || {
+                while let Some(first) = queue.blocking_recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < ROWS_BATCH_MAX {
+                        match queue.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    let ended = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
+                    let written = store.write(false, |rows| {
+                        ended.iter().try_for_each(|id| rows.closed(*id))?;
+                        batch.iter().flat_map(|job| &job.changes).try_for_each(|change| rows.apply(change))
+                    });
+                    let answer = written.as_ref().map(|_| ()).map_err(|e| e.to_string());
+                    if answer.is_err() {
+                        // Tried again with the next batch.
+                        pending.lock().unwrap_or_else(|p| p.into_inner()).extend(ended);
+                    }
+                    for job in batch {
+                        let _ = job.done.send(answer.clone());
+                    }
+                }
+            })
+            .map_err(err)?;
+        Ok(RowWriter { jobs, closed })
+    }
+
+    /// Writes the rows of `changes` (and the pending `open` clean-up); answers once
+    /// committed.
+    pub(super) async fn put(&self, changes: Vec<Change>) -> Result<(), PaymentsError> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let job = Job { changes, done };
+        self.jobs.send(job).await.map_err(|_| err("the row writer stopped"))?;
+        answer.await.map_err(|_| err("the row writer stopped"))?.map_err(err)
+    }
+
+    /// Commits what is pending, from a thread outside the async runtime (the
+    /// checkpoint's).
+    pub(super) fn flush_blocking(&self) -> Result<(), PaymentsError> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let job = Job { changes: Vec::new(), done };
+        self.jobs.blocking_send(job).map_err(|_| err("the row writer stopped"))?;
+        answer.blocking_recv().map_err(|_| err("the row writer stopped"))?.map_err(err)
+    }
+
+    /// A finished payment whose `open` row goes with the next batch.
+    pub(super) fn closed(&self, id: u128) {
+        self.closed.lock().unwrap_or_else(|p| p.into_inner()).push(id);
     }
 }
