@@ -581,6 +581,11 @@ impl Fx {
     /// `minor` units of `from` in minor units of `to` at the mid rate at `at`, rounded
     /// up (limits compare what a payment is worth: never less than it is).
     pub fn value_up(&self, minor: u64, from: Currency, to: Currency, at: u64) -> Result<u64, RateError> {
+        if from == to {
+            // A currency in itself: the rate is 1 and nothing rounds (the risk rules value
+            // every earlier payment of a user this way, most in the risk currency).
+            return Ok(minor);
+        }
         let (mid, _) = self.mid_at(from, to, at)?;
         whole(exact(minor, mid, from, to)?, RoundingStrategy::AwayFromZero)
     }
@@ -657,6 +662,17 @@ mod tests {
 
     fn cur(code: &str) -> Currency {
         Currency::parse(code).expect("currency")
+    }
+
+    proptest! {
+        /// `value_up`'s shortcut for a currency in itself answers what the general path
+        /// answers at a mid rate of 1.
+        #[test]
+        fn a_currency_valued_in_itself_is_unchanged(minor in any::<u64>(), code in prop::sample::select(vec!["USD", "JPY", "BHD", "EUR"])) {
+            let c = cur(code);
+            let general = exact(minor, Decimal::ONE, c, c).and_then(|v| whole(v, RoundingStrategy::AwayFromZero));
+            prop_assert_eq!(general, Ok(minor));
+        }
     }
 
     #[test]
