@@ -62,6 +62,37 @@ impl ReadModels {
         }
         Ok(None)
     }
+
+    /// `diverges_from` in one read: whether the last event these read models applied
+    /// (the log's event at their checkpoint - 1) is, in the log, the head they hold for
+    /// its stream, with the same chain hash. Over a log that only grew since they
+    /// applied it (no tail cut at open), a prefix that differed anywhere would differ
+    /// there too: the chain hash at that event covers its stream's history, and a log
+    /// of other events puts another event at that position.
+    pub fn tip_diverges_from(&self, store: &dyn EventStore) -> Result<Option<String>, ProjectionError> {
+        let next = self.next_position()?;
+        let head = *store.watch_head().borrow();
+        if store.dense_positions() && next > head {
+            return Ok(Some(format!("their checkpoint (position {next}) is past the log's end (position {head})")));
+        }
+        let Some(last) = next.checked_sub(1) else { return Ok(None) };
+        let found = store
+            .read_all(last, 1)
+            .map_err(|e| ProjectionError::Invalid(format!("reading position {last} of the log: {e}")))?;
+        let Some(record) = found.first().filter(|r| r.position == last) else {
+            return Ok(Some(format!("the log has no event at position {last}, which they applied")));
+        };
+        let txn = self.db.begin_read()?;
+        let chain = txn.open_table(CHAIN)?;
+        let held = chain.get(record.stream.as_str())?.map(|v| v.value());
+        match held {
+            Some((next_revision, hash)) if next_revision == record.revision + 1 && hash == record.hash => Ok(None),
+            _ => Ok(Some(format!(
+                "the log's event at position {last} (stream {} revision {}) is not the last one they applied",
+                record.stream, record.revision
+            ))),
+        }
+    }
 }
 
 /// Where a damaged database at `path` is moved aside: `<path>.damaged-<unix seconds>`.
@@ -134,7 +165,15 @@ fn check_over_log(
     if store.dense_positions() && checkpoint > head && !torn_tail_cut {
         return Err(ProjectionError::LogShorter { checkpoint, head });
     }
-    match models.diverges_from(store)? {
+    // After a tail cut, or over a log with sparse positions, every stream's head is
+    // checked; otherwise the last event applied is enough (see `tip_diverges_from`),
+    // which keeps a start's cost independent of how many streams there are.
+    let diverged = if torn_tail_cut || !store.dense_positions() {
+        models.diverges_from(store)?
+    } else {
+        models.tip_diverges_from(store)?
+    };
+    match diverged {
         None => Ok(models),
         Some(reason) => {
             tracing::warn!(
