@@ -58,9 +58,16 @@ impl<K: Hash + Eq> Windows<K> {
     fn push(&mut self, key: K, recent: Recent, now_ns: u64) {
         let within_day = |r: &Recent| r.at.saturating_add(DAY_NS) >= now_ns;
         let list = self.lists.entry(key).or_default();
-        // A payment assessed again (its event was not written the first time) once.
-        list.retain(|r| within_day(r) && r.payment != recent.payment);
-        // Kept in time order, so the oldest go first.
+        // Kept in time order, so what left the day is at the front.
+        while list.front().is_some_and(|r| !within_day(r)) {
+            list.pop_front();
+        }
+        // A payment assessed again (its event was not written the first time) once: it
+        // has the same time, so it is among the entries of that time.
+        let (from, to) = (list.partition_point(|r| r.at < recent.at), list.partition_point(|r| r.at <= recent.at));
+        if let Some(again) = (from..to).find(|&i| list[i].payment == recent.payment) {
+            list.remove(again);
+        }
         let at = list.partition_point(|r| r.at <= recent.at);
         list.insert(at, recent);
         while list.len() > self.per_key_max {

@@ -95,7 +95,7 @@ impl Payments {
         }
         if payment.finished.is_some() {
             // A stale `open` row is harmless (a start skips a finished payment).
-            self.rows.closed(payment.id);
+            self.rows.closed(payment.created_ns, payment.id);
         }
         self.ops.track(payment);
         Ok(())

@@ -68,18 +68,18 @@ impl Payments {
     /// the live quotes that payments took.
     pub(super) fn load_open(&self) -> Result<(), PaymentsError> {
         let mut finished = Vec::new();
-        for id in self.disk.open_payments()? {
+        for (created_ns, id) in self.disk.open_payments()? {
             let payment = load_payment(self.store.as_ref(), &stream_name(id))?;
             // A row left by an append that failed, or by a finish whose clean-up a crash cut off.
             if payment.revision.is_none() || payment.finished.is_some() {
-                finished.push(id);
+                finished.push((created_ns, id));
                 continue;
             }
             self.ops.track(&payment);
             self.payments.insert(id, Arc::new(Entry::new(payment)));
         }
         if !finished.is_empty() {
-            self.disk.write(false, |rows| finished.iter().try_for_each(|id| rows.closed(*id)))?;
+            self.disk.write(false, |rows| finished.iter().try_for_each(|open| rows.closed(*open)))?;
         }
         let mut taken = 0usize;
         for quote_id in self.fx.live_quote_ids() {

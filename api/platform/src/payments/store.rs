@@ -37,7 +37,9 @@ const ALL: TableDefinition<Newest, ()> = TableDefinition::new("all");
 const BY_USER: TableDefinition<(u128, u64, u128), ()> = TableDefinition::new("by_user");
 const KEYS: TableDefinition<(u128, &str), u128> = TableDefinition::new("keys");
 const QUOTES: TableDefinition<&str, u128> = TableDefinition::new("quotes");
-const OPEN: TableDefinition<u128, ()> = TableDefinition::new("open");
+/// Keyed by (creation time, id): new rows go at the end of the tree and most leave
+/// from near it (a payment ends soon after it began), so a commit rewrites few pages.
+const OPEN: TableDefinition<(u64, u128), ()> = TableDefinition::new("open");
 const SENT: TableDefinition<(u128, u64, u128), &[u8]> = TableDefinition::new("sent");
 const BY_INSTRUMENT: TableDefinition<(&str, u64, u128), &[u8]> = TableDefinition::new("by_instrument");
 const PAYEES: TableDefinition<(u128, u128), u128> = TableDefinition::new("payees");
@@ -85,6 +87,31 @@ fn decode_recent(payment: u128, at: u64, bytes: &[u8]) -> Result<Recent, Payment
     Ok(Recent { payment, at, currency, amount })
 }
 
+/// Whether every table that exists in `db` has this build's key and value types.
+fn tables_fit(db: &Database) -> Result<bool, PaymentsError> {
+    let txn = db.begin_write().map_err(err)?;
+    let opened = [
+        txn.open_table(ALL).map(drop),
+        txn.open_table(BY_USER).map(drop),
+        txn.open_table(KEYS).map(drop),
+        txn.open_table(QUOTES).map(drop),
+        txn.open_table(OPEN).map(drop),
+        txn.open_table(SENT).map(drop),
+        txn.open_table(BY_INSTRUMENT).map(drop),
+        txn.open_table(PAYEES).map(drop),
+    ];
+    let mut fit = true;
+    for result in opened {
+        match result {
+            Ok(()) => {}
+            Err(redb::TableError::TableTypeMismatch { .. }) => fit = false,
+            Err(error) => return Err(err(error)),
+        }
+    }
+    txn.abort().map_err(err)?;
+    Ok(fit)
+}
+
 /// The index over one redb file.
 pub(super) struct PaymentStore {
     db: Database,
@@ -95,7 +122,14 @@ impl PaymentStore {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(err)?;
         }
-        let db = Database::builder().set_cache_size(INDEX_CACHE_BYTES).create(path).map_err(err)?;
+        let mut db = Database::builder().set_cache_size(INDEX_CACHE_BYTES).create(path).map_err(err)?;
+        if !tables_fit(&db)? {
+            // An index of another layout (an earlier build's): it is rebuilt from the log.
+            tracing::warn!(path = %path.display(), "the payments index has another layout; rebuilding it");
+            drop(db);
+            std::fs::remove_file(path).map_err(err)?;
+            db = Database::builder().set_cache_size(INDEX_CACHE_BYTES).create(path).map_err(err)?;
+        }
         let store = PaymentStore { db };
         // Every table exists from the first commit, so reads never meet a missing one.
         store.write(true, |_| Ok(()))?;
@@ -142,8 +176,8 @@ impl PaymentStore {
         Ok(txn.open_table(PAYEES).map_err(err)?.get((sender, receiver)).map_err(err)?.map(|v| v.value()))
     }
 
-    /// The payments not finished (as far as the index knows).
-    pub(super) fn open_payments(&self) -> Result<Vec<u128>, PaymentsError> {
+    /// (creation time, id) of the payments not finished (as far as the index knows).
+    pub(super) fn open_payments(&self) -> Result<Vec<(u64, u128)>, PaymentsError> {
         let txn = self.db.begin_read().map_err(err)?;
         let table = txn.open_table(OPEN).map_err(err)?;
         let mut ids = Vec::with_capacity(table.len().map_err(err)? as usize);
@@ -250,7 +284,7 @@ pub(super) struct Rows<'t> {
     by_user: redb::Table<'t, (u128, u64, u128), ()>,
     keys: redb::Table<'t, (u128, &'static str), u128>,
     quotes: redb::Table<'t, &'static str, u128>,
-    open: redb::Table<'t, u128, ()>,
+    open: redb::Table<'t, (u64, u128), ()>,
     sent: redb::Table<'t, (u128, u64, u128), &'static [u8]>,
     by_instrument: redb::Table<'t, (&'static str, u64, u128), &'static [u8]>,
     payees: redb::Table<'t, (u128, u128), u128>,
@@ -264,7 +298,7 @@ impl Rows<'_> {
         match &payment.finished {
             None => {}
             Some(finished) => {
-                self.open.remove(payment.id).map_err(err)?;
+                self.open.remove((payment.created_ns, payment.id)).map_err(err)?;
                 if finished.status == FinishStatus::Completed {
                     self.put_payee(payment.sender(), payment.receiver(), payment.id)?;
                 }
@@ -287,7 +321,7 @@ impl Rows<'_> {
             self.quotes.insert(payment.created.quote_id.as_str(), id).map_err(err)?;
         }
         if payment.finished.is_none() {
-            self.open.insert(id, ()).map_err(err)?;
+            self.open.insert((payment.created_ns, id), ()).map_err(err)?;
         }
         self.put_assessed(payment)
     }
@@ -319,9 +353,9 @@ impl Rows<'_> {
         }
     }
 
-    /// Takes a finished payment's `open` row out.
-    pub(super) fn closed(&mut self, id: u128) -> Result<(), PaymentsError> {
-        self.open.remove(id).map_err(err)?;
+    /// Takes a finished payment's `open` row out (its creation time and id).
+    pub(super) fn closed(&mut self, open: (u64, u128)) -> Result<(), PaymentsError> {
+        self.open.remove(open).map_err(err)?;
         Ok(())
     }
 }
@@ -353,7 +387,7 @@ struct Job {
 pub(super) struct RowWriter {
     jobs: tokio::sync::mpsc::Sender<Job>,
     /// Payments finished since the last batch, whose `open` rows go with the next one.
-    closed: std::sync::Arc<std::sync::Mutex<Vec<u128>>>,
+    closed: std::sync::Arc<std::sync::Mutex<Vec<(u64, u128)>>>,
 }
 
 impl RowWriter {
@@ -374,7 +408,7 @@ impl RowWriter {
                     }
                     let ended = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
                     let written = store.write(false, |rows| {
-                        ended.iter().try_for_each(|id| rows.closed(*id))?;
+                        ended.iter().try_for_each(|open| rows.closed(*open))?;
                         batch.iter().flat_map(|job| &job.changes).try_for_each(|change| rows.apply(change))
                     });
                     let answer = written.as_ref().map(|_| ()).map_err(|e| e.to_string());
@@ -409,8 +443,31 @@ impl RowWriter {
         answer.blocking_recv().map_err(|_| err("the row writer stopped"))?.map_err(err)
     }
 
-    /// A finished payment whose `open` row goes with the next batch.
-    pub(super) fn closed(&self, id: u128) {
-        self.closed.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+    /// A finished payment (creation time, id) whose `open` row goes with the next batch.
+    pub(super) fn closed(&self, created_ns: u64, id: u128) {
+        self.closed.lock().unwrap_or_else(|p| p.into_inner()).push((created_ns, id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_of_another_layout_is_replaced_by_an_empty_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("payments").join("index.redb");
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+        {
+            // The `open` table as an earlier build keyed it (by id alone), with a row.
+            let db = Database::create(&path).expect("create");
+            let txn = db.begin_write().expect("txn");
+            txn.open_table(TableDefinition::<u128, ()>::new("open")).expect("table").insert(7, ()).expect("row");
+            txn.commit().expect("commit");
+        }
+        let store = PaymentStore::open(&path).expect("open replaces it");
+        assert_eq!(store.open_payments().expect("read"), Vec::<(u64, u128)>::new());
+        assert_eq!(store.checkpoint().expect("read"), None, "so the start rebuilds it from the log");
+        store.write(false, |rows| rows.closed((1, 2))).expect("the tables have this build's types");
     }
 }
