@@ -551,7 +551,7 @@ impl HttpEndpoint {
 }
 
 /// Users over their data keys (the master key from the settings, or
-/// `<data-dir>/master.key`), with the sweep of expired sessions every minute.
+/// `<data-dir>/master.key`) and their index (`<data-dir>/users/index.redb`).
 async fn open_users(config: &Config, store: &Arc<dyn EventStore>, ledger: &Ledger) -> Result<Arc<Users>, String> {
     let master_key = master_key(config)?;
     let keys =

@@ -8,11 +8,10 @@ use tonic::transport::Channel;
 
 mod common;
 
-use common::{authed, fund, person, settled, Person, Server, PASSWORD};
+use common::{authed, channel, fund, person, settled, Person, Server, PASSWORD};
 
 async fn payments_client(server: &Server) -> wire::payments_client::PaymentsClient<Channel> {
-    let channel = Channel::from_shared(server.addr.clone()).expect("uri").connect().await.expect("connect");
-    wire::payments_client::PaymentsClient::new(channel)
+    wire::payments_client::PaymentsClient::new(channel(server).await)
 }
 
 /// Sends `amount` USD from `from`'s wallet to `to` with `key`, waits for it to complete.

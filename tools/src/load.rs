@@ -125,16 +125,8 @@ pub async fn run(connection: &Connection, args: LoadArgs) -> Result<bool, String
     }
     let transfer_base = (u128::from(seed.next()) << 64) | (1u128 << 63);
     let next_id = Arc::new(AtomicU64::new(1));
-    let run = Run {
-        sent: Arc::new(AtomicU64::new(0)),
-        started: Instant::now(),
-        duration: match (args.duration, args.count) {
-            (Some(seconds), _) => Some(Duration::from_secs_f64(seconds)),
-            (None, None) => Some(Duration::from_secs(10)),
-            (None, Some(_)) => None,
-        },
-        count: args.count,
-    };
+    // The count is of transfers, taken from the shared id counter (see `RequestMaker`).
+    let run = Run { sent: Arc::new(AtomicU64::new(0)), budget: shape().budget() };
     let mut tasks = Vec::new();
     for client_index in 0..args.clients {
         let channel = channels[client_index % channels.len()].clone();
@@ -160,7 +152,7 @@ pub async fn run(connection: &Connection, args: LoadArgs) -> Result<bool, String
     for task in tasks {
         latencies.extend(task.await.map_err(|e| e.to_string())??);
     }
-    let elapsed = run.started.elapsed();
+    let elapsed = run.budget.started.elapsed();
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!();
     }
@@ -178,9 +170,7 @@ pub async fn run(connection: &Connection, args: LoadArgs) -> Result<bool, String
 struct Run {
     /// Transfers acknowledged so far, over all clients.
     sent: Arc<AtomicU64>,
-    started: Instant,
-    duration: Option<Duration>,
-    count: Option<u64>,
+    budget: crate::load_payments::Budget,
 }
 
 /// Makes one client's requests: the next ids from the shared counter, random accounts.
@@ -307,7 +297,7 @@ async fn drive(
     let mut latencies = Vec::new();
     let mut next = maker.next();
     loop {
-        if run.duration.is_some_and(|d| run.started.elapsed() >= d) {
+        if run.budget.expired() {
             break;
         }
         let Some((size, body)) = next.take() else { break };
@@ -320,7 +310,7 @@ async fn drive(
         }
         let total = run.sent.fetch_add(size, Ordering::Relaxed) + size;
         if client_index == 0 && latencies.len() % 64 == 0 {
-            progress(total, run.count, run.started);
+            progress(total, run.budget.count, run.budget.started);
         }
     }
     Ok(latencies)

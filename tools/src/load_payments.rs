@@ -112,6 +112,51 @@ pub struct RunShape {
     pub connections: usize,
 }
 
+impl RunShape {
+    /// The run's budget, starting now: `--duration` seconds, or `--count` operations,
+    /// or 10 s when neither is given.
+    pub fn budget(&self) -> Budget {
+        Budget {
+            started: Instant::now(),
+            duration: match (self.duration, self.count) {
+                (Some(seconds), _) => Some(Duration::from_secs_f64(seconds)),
+                (None, None) => Some(Duration::from_secs(10)),
+                (None, Some(_)) => None,
+            },
+            count: self.count,
+            tickets: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+/// How long a run goes on, shared by its clients.
+#[derive(Clone)]
+pub struct Budget {
+    pub started: Instant,
+    duration: Option<Duration>,
+    pub count: Option<u64>,
+    /// Operations started so far (with --count).
+    tickets: Arc<AtomicU64>,
+}
+
+impl Budget {
+    /// Whether the run's duration is over.
+    pub fn expired(&self) -> bool {
+        self.duration.is_some_and(|d| self.started.elapsed() >= d)
+    }
+
+    /// Whether another operation may start (one ticket of `--count` taken).
+    pub fn go_on(&self) -> bool {
+        if self.expired() {
+            return false;
+        }
+        match self.count {
+            Some(count) => self.tickets.fetch_add(1, Ordering::Relaxed) < count,
+            None => true,
+        }
+    }
+}
+
 /// A signed-in load user.
 pub struct LoadUser {
     pub user_id: String,
@@ -230,6 +275,11 @@ impl Histogram {
         self.max_micros = self.max_micros.max(other.max_micros);
     }
 
+    /// The median, 99th and 99.9th percentiles in ms, as every load run reports them.
+    pub fn p50_p99_p999_ms(&self) -> (f64, f64, f64) {
+        (self.percentile_ms(0.5), self.percentile_ms(0.99), self.percentile_ms(0.999))
+    }
+
     /// The `p`-quantile (0 < p <= 1, nearest rank) in ms: the top of its bucket, at most
     /// the largest latency seen; 0 when empty.
     pub fn percentile_ms(&self, p: f64) -> f64 {
@@ -326,14 +376,7 @@ pub async fn run(connection: &Connection, args: &PaymentsLoadArgs, shape: RunSha
     getrandom::fill(&mut nonce).map_err(|e| format!("no random bytes for the run's keys: {e}"))?;
     let run = Run {
         nonce: ledger_core::chain::to_hex(&nonce),
-        started: Instant::now(),
-        duration: match (shape.duration, shape.count) {
-            (Some(seconds), _) => Some(Duration::from_secs_f64(seconds)),
-            (None, None) => Some(Duration::from_secs(10)),
-            (None, Some(_)) => None,
-        },
-        count: shape.count,
-        tickets: Arc::new(AtomicU64::new(0)),
+        budget: shape.budget(),
         finished: Arc::new(AtomicU64::new(0)),
     };
     let mut seeds = Random::new(args.seed);
@@ -352,7 +395,7 @@ pub async fn run(connection: &Connection, args: &PaymentsLoadArgs, shape: RunSha
     for task in tasks {
         tally.merge(task.await.map_err(|e| e.to_string())?);
     }
-    let elapsed = run.started.elapsed();
+    let elapsed = run.budget.started.elapsed();
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!();
     }
@@ -364,26 +407,9 @@ pub async fn run(connection: &Connection, args: &PaymentsLoadArgs, shape: RunSha
 #[derive(Clone)]
 struct Run {
     nonce: String,
-    started: Instant,
-    duration: Option<Duration>,
-    count: Option<u64>,
-    /// Payments started so far (with --count).
-    tickets: Arc<AtomicU64>,
+    budget: Budget,
     /// Payments settled so far, for the progress line.
     finished: Arc<AtomicU64>,
-}
-
-impl Run {
-    /// Whether another payment may start.
-    fn go_on(&self) -> bool {
-        if self.duration.is_some_and(|d| self.started.elapsed() >= d) {
-            return false;
-        }
-        match self.count {
-            Some(count) => self.tickets.fetch_add(1, Ordering::Relaxed) < count,
-            None => true,
-        }
-    }
 }
 
 /// One client's connection in the chosen transport.
@@ -467,7 +493,7 @@ async fn drive(
     let mut tally = Tally::new();
     let count = users.len() as u64;
     let mut sequence = 0u64;
-    while run.go_on() {
+    while run.budget.go_on() {
         let sender = random.next() % count;
         let receiver = (sender + 1 + random.next() % (count - 1)) % count;
         let amount = format_amount(u128::from(1 + random.next() % PAYMENT_MINOR_MAX), currency);
@@ -490,7 +516,7 @@ async fn drive(
         }
         let finished = run.finished.fetch_add(1, Ordering::Relaxed) + 1;
         if client_index == 0 && finished.is_multiple_of(64) {
-            progress_of("payments", finished, run.count, run.started);
+            progress_of("payments", finished, run.budget.count, run.budget.started);
         }
     }
     tally
@@ -636,8 +662,7 @@ fn wallet_minor(text: &str, currency: Currency) -> Result<u128, String> {
 fn report(json: bool, args: &PaymentsLoadArgs, shape: &RunShape, tally: &Tally, elapsed: Duration) {
     let seconds = elapsed.as_secs_f64();
     let per_sec = tally.completed as f64 / seconds.max(1e-9);
-    let h = &tally.latencies;
-    let (p50, p99, p999) = (h.percentile_ms(0.5), h.percentile_ms(0.99), h.percentile_ms(0.999));
+    let (p50, p99, p999) = tally.latencies.p50_p99_p999_ms();
     if json {
         outln!(
             "{}",

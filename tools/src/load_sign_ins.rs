@@ -9,7 +9,6 @@
 //! waits for. The server hashes `PASSWORD_HASHES_CONCURRENT_MAX` passwords at once, so
 //! more clients than that measure its queue as well.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,28 +54,16 @@ pub async fn run(connection: &Connection, args: &SignInLoadArgs, shape: RunShape
     for _ in 0..shape.connections.min(shape.clients) {
         channels.push(connection.channel().await?);
     }
-    let started = Instant::now();
-    let duration = match (shape.duration, shape.count) {
-        (Some(seconds), _) => Some(Duration::from_secs_f64(seconds)),
-        (None, None) => Some(Duration::from_secs(10)),
-        (None, Some(_)) => None,
-    };
-    let tickets = Arc::new(AtomicU64::new(0));
+    let budget = shape.budget();
     let mut tasks = Vec::new();
     for client in 0..shape.clients {
         let mut users = wire::users_client::UsersClient::new(channels[client % channels.len()].clone());
-        let (password, tickets, count) = (password.clone(), tickets.clone(), shape.count);
+        let (password, budget) = (password.clone(), budget.clone());
         let (generated, first) = (args.generated, args.generated_first);
         let mut random = Random::new(args.sign_in_seed.wrapping_mul(1_000_003).wrapping_add(client as u64));
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally { latencies: Histogram::new(), ok: 0, failed: 0, first_failure: None };
-            loop {
-                if duration.is_some_and(|d| started.elapsed() >= d) {
-                    break;
-                }
-                if count.is_some_and(|count| tickets.fetch_add(1, Ordering::Relaxed) >= count) {
-                    break;
-                }
+            while budget.go_on() {
                 let email = format!("gen-{}@users.test", first + random.next() % generated);
                 let login = wire::LoginRequest { email, password: password.to_string(), ..Default::default() };
                 let begun = Instant::now();
@@ -102,15 +89,14 @@ pub async fn run(connection: &Connection, args: &SignInLoadArgs, shape: RunShape
         all.failed += tally.failed;
         all.first_failure = all.first_failure.or(tally.first_failure);
     }
-    report(connection.json, &shape, &all, started.elapsed());
+    report(connection.json, &shape, &all, budget.started.elapsed());
     Ok(all.failed == 0)
 }
 
 fn report(json: bool, shape: &RunShape, tally: &Tally, elapsed: Duration) {
     let seconds = elapsed.as_secs_f64();
     let per_sec = tally.ok as f64 / seconds.max(1e-9);
-    let h = &tally.latencies;
-    let (p50, p99, p999) = (h.percentile_ms(0.5), h.percentile_ms(0.99), h.percentile_ms(0.999));
+    let (p50, p99, p999) = tally.latencies.p50_p99_p999_ms();
     if json {
         outln!(
             "{}",

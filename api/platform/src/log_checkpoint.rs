@@ -77,6 +77,17 @@ pub fn write(database: &Database, checkpoint: Checkpoint) -> Result<(), Checkpoi
     txn.commit().map_err(db)
 }
 
+/// Deletes every table of `database`, its checkpoint too (before a rebuild from the
+/// log); the index recreates its tables.
+pub fn clear(database: &Database) -> Result<(), CheckpointError> {
+    let txn = database.begin_write().map_err(db)?;
+    let tables: Vec<_> = txn.list_tables().map_err(db)?.collect();
+    for table in tables {
+        txn.delete_table(table).map_err(db)?;
+    }
+    txn.commit().map_err(db)
+}
+
 /// The checkpoint at the log's durable head now: read the head before the commit.
 pub fn at_head(store: &dyn EventStore) -> Result<Checkpoint, CheckpointError> {
     let next = *store.watch_head().borrow();

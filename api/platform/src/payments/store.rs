@@ -122,13 +122,12 @@ impl PaymentStore {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(err)?;
         }
-        let mut db = Database::builder().set_cache_size(INDEX_CACHE_BYTES).create(path).map_err(err)?;
+        let db = Database::builder().set_cache_size(INDEX_CACHE_BYTES).create(path).map_err(err)?;
         if !tables_fit(&db)? {
-            // An index of another layout (an earlier build's): it is rebuilt from the log.
+            // An index of another layout (an earlier build's): emptied, so the start
+            // rebuilds it from the log.
             tracing::warn!(path = %path.display(), "the payments index has another layout; rebuilding it");
-            drop(db);
-            std::fs::remove_file(path).map_err(err)?;
-            db = Database::builder().set_cache_size(INDEX_CACHE_BYTES).create(path).map_err(err)?;
+            log_checkpoint::clear(&db).map_err(checkpoint_error)?;
         }
         let store = PaymentStore { db };
         // Every table exists from the first commit, so reads never meet a missing one.
@@ -268,12 +267,7 @@ impl PaymentStore {
 
     /// Empties every table (before a rebuild from the log).
     pub(super) fn clear(&self) -> Result<(), PaymentsError> {
-        let txn = self.db.begin_write().map_err(err)?;
-        for name in ["all", "by_user", "keys", "quotes", "open", "sent", "by_instrument", "payees", "meta"] {
-            let definition: TableDefinition<&[u8], &[u8]> = TableDefinition::new(name);
-            txn.delete_table(definition).map_err(err)?;
-        }
-        txn.commit().map_err(err)?;
+        log_checkpoint::clear(&self.db).map_err(checkpoint_error)?;
         self.write(true, |_| Ok(()))
     }
 }
@@ -454,7 +448,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_index_of_another_layout_is_replaced_by_an_empty_one() {
+    fn an_index_of_another_layout_is_emptied() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("payments").join("index.redb");
         std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");

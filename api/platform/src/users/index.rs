@@ -277,12 +277,7 @@ impl UserIndex {
 
     /// Empties every table (before a rebuild from the log).
     pub fn clear(&self) -> Result<(), UsersError> {
-        let txn = self.db.begin_write().map_err(err)?;
-        for name in ["emails", "sessions", "session_expiry", "users", "meta"] {
-            let definition: TableDefinition<&[u8], &[u8]> = TableDefinition::new(name);
-            txn.delete_table(definition).map_err(err)?;
-        }
-        txn.commit().map_err(err)?;
+        crate::log_checkpoint::clear(&self.db).map_err(checkpoint_error)?;
         self.edit(true, |_| Ok(()))
     }
 }
