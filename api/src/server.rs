@@ -88,7 +88,9 @@ fn open_log(
             tracing::info!(
                 data_dir = %config.data_dir.display(),
                 segments = recovery.segments,
+                sealed = recovery.sealed,
                 events = recovery.records,
+                events_read = recovery.scanned,
                 torn_tail = recovery.torn_tail.is_some(),
                 "event log opened"
             );

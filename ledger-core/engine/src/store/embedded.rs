@@ -16,6 +16,8 @@ use std::thread::JoinHandle;
 
 use super::disk::{Disk, DiskFile, DiskLock, LockError, RealDisk};
 use super::format::{self, Location, TornTail, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use super::log_index::{Expected, LogIndex};
+use super::seal::{Sealed, SegmentTable};
 use super::*;
 use ledger_core::chain::{chain_hash_with, Hash, GENESIS_HASH};
 
@@ -40,26 +42,21 @@ impl Default for EmbeddedOptions {
 #[derive(Clone, Debug)]
 pub struct RecoveryReport {
     pub segments: usize,
+    /// Records in the log.
     pub records: u64,
+    /// Sealed segments opened through their seal, without reading their records.
+    pub sealed: usize,
+    /// Records read and checked while opening: the unsealed last segment's, and those
+    /// of any sealed segment whose seal was missing or did not check (written again).
+    pub scanned: u64,
     /// A torn tail that was cut off.
     pub torn_tail: Option<TornTail>,
-}
-
-struct StreamIndex {
-    locations: Vec<Location>,
-}
-
-#[derive(Default)]
-struct Index {
-    all: Vec<Location>,
-    streams: HashMap<String, StreamIndex>,
-    heads: HashMap<String, StreamHead>,
 }
 
 struct Shared {
     disk: Arc<dyn Disk>,
     dir: PathBuf,
-    index: RwLock<Index>,
+    index: RwLock<LogIndex>,
     segments: RwLock<Vec<Arc<dyn DiskFile>>>,
     poisoned: AtomicBool,
     poison_reason: Mutex<String>,
@@ -92,9 +89,107 @@ fn sync_dir(disk: &dyn Disk, dir: &Path) -> Result<(), StoreError> {
     disk.sync_dir(dir).map_err(|e| io_error("fsync directory", dir, e))
 }
 
+/// The index, the segment files in order, and what opening found.
+type OpenedLog = (LogIndex, Vec<Arc<dyn DiskFile>>, RecoveryReport);
+
+/// Finds the log in `dir`: each sealed segment through its seal, the last segment (and
+/// any sealed one whose seal is missing or does not check, whose seal is then written
+/// again) by reading and checking every record; a torn tail is cut.
+fn open_index(disk: &dyn Disk, dir: &Path) -> Result<OpenedLog, StoreError> {
+    let mut listed = format::list_segments_on(disk, dir)?;
+    let mut report = RecoveryReport { segments: 0, records: 0, sealed: 0, scanned: 0, torn_tail: None };
+    // An empty last segment (its header never whole) goes first, so that the one before
+    // it, which takes appends again, is read rather than trusted through its seal.
+    if let Some((segment, path)) = listed.last() {
+        let file = disk.open_append(path).map_err(|e| io_error("open", path, e))?;
+        let len = file.file_len().map_err(|e| io_error("stat", path, e))?;
+        let mut header = [0u8; SEGMENT_HEADER_BYTES];
+        let whole = len >= SEGMENT_HEADER_BYTES as u64
+            && file.read_exact_at(&mut header, 0).is_ok()
+            && header == format::segment_header(*segment);
+        if !whole && format::is_empty_segment(&disk.read(path).map_err(|e| io_error("read", path, e))?) {
+            tracing::warn!(file = %path.display(), bytes = len, "removing an empty last segment");
+            disk.remove_file(path).map_err(|e| io_error("remove", path, e))?;
+            sync_dir(disk, dir)?;
+            report.torn_tail =
+                Some(TornTail { file: path.clone(), offset: 0, bytes: len, reason: "empty segment".into() });
+            listed.pop();
+        }
+    }
+    remove_stray_seals(disk, dir, listed.len())?;
+    let mut index = LogIndex::default();
+    let mut files = Vec::with_capacity(listed.len());
+    for (number, (segment, path)) in listed.iter().enumerate() {
+        let last = number + 1 == listed.len();
+        let file = disk.open_append(path).map_err(|e| io_error("open", path, e))?;
+        let first_position = index.next_position();
+        if !last {
+            let len = file.file_len().map_err(|e| io_error("stat", path, e))?;
+            if let Some(sealed) = Sealed::open(disk, dir, *segment, first_position, len)? {
+                index.sealed.push(sealed);
+                report.sealed += 1;
+                files.push(file);
+                continue;
+            }
+        }
+        let mut table = SegmentTable::new(*segment, first_position);
+        let scan = format::scan_segment(
+            disk,
+            *segment,
+            path,
+            last,
+            first_position,
+            &mut |stream| Ok(index.head(stream)?.map(|head| (head.revision, head.hash))),
+            &mut |record, location| table.push(&record.stream, record.revision, &[location.offset], record.hash),
+        )?;
+        report.scanned += scan.records;
+        if let Some(torn) = scan.torn_tail {
+            tracing::warn!(file = %torn.file.display(), offset = torn.offset, bytes = torn.bytes, reason = %torn.reason, "cutting a torn tail");
+            file.set_len(torn.offset).map_err(|e| io_error("truncate", &torn.file, e))?;
+            file.sync_all().map_err(|e| io_error("fsync", &torn.file, e))?;
+            sync_dir(disk, dir)?;
+            report.torn_tail = Some(torn);
+        }
+        if last {
+            index.tables.push(table);
+        } else {
+            tracing::info!(segment, "sealing a segment that had no valid seal");
+            index.sealed.push(Sealed::write(disk, dir, &table, scan.len)?);
+        }
+        files.push(file);
+    }
+    report.segments = listed.len();
+    report.records = index.next_position();
+    Ok((index, files, report))
+}
+
+/// Removes unfinished seals, and seals of the last segment or of none: the last
+/// segment takes appends, so it is always read at open.
+fn remove_stray_seals(disk: &dyn Disk, dir: &Path, segments: usize) -> Result<(), StoreError> {
+    let mut removed = false;
+    for name in disk.list_dir(dir).map_err(|e| io_error("read_dir", dir, e))? {
+        let stray = match name.strip_suffix(".idx") {
+            Some(stem) => stem.parse::<usize>().is_ok_and(|segment| segment + 1 >= segments),
+            None => name.ends_with(".idx.tmp"),
+        };
+        if stray {
+            let path = dir.join(&name);
+            disk.remove_file(&path).map_err(|e| io_error("remove", &path, e))?;
+            removed = true;
+        }
+    }
+    if removed {
+        sync_dir(disk, dir)?;
+    }
+    Ok(())
+}
+
 impl EmbeddedStore {
-    /// Opens (or creates) the store in `dir`: scans every segment, checks every record
-    /// and hash link, cuts a torn tail, and refuses to open on corruption elsewhere.
+    /// Opens (or creates) the store in `dir`: opens each sealed segment through its seal
+    /// (`seal.rs`), scans the last segment checking every record and hash link, cuts a
+    /// torn tail, and refuses to open on corruption elsewhere. Damage in a sealed
+    /// segment is found when a record is read (each is checked) and by
+    /// `ledgerctl audit verify`, which reads everything.
     pub fn open(
         dir: impl AsRef<Path>,
         options: EmbeddedOptions,
@@ -117,34 +212,8 @@ impl EmbeddedStore {
             Err(LockError::Open(error)) => return Err(io_error("open", &lock_path, error)),
             Err(LockError::Lock(error)) => return Err(io_error("lock", &lock_path, error)),
         };
-        let mut index = Index::default();
-        let report = format::scan_on(&*disk, &dir, |record, location| {
-            index.all.push(location);
-            let stream =
-                index.streams.entry(record.stream.clone()).or_insert_with(|| StreamIndex { locations: Vec::new() });
-            stream.locations.push(location);
-        })?;
-        for (stream, (revision, hash)) in &report.heads {
-            index.heads.insert(stream.clone(), StreamHead { revision: *revision, hash: *hash });
-        }
-        let mut segment_paths = report.segments.clone();
-        if let Some(torn) = &report.torn_tail {
-            tracing::warn!(file = %torn.file.display(), offset = torn.offset, bytes = torn.bytes, reason = %torn.reason, "cutting a torn tail");
-            if torn.offset == 0 {
-                disk.remove_file(&torn.file).map_err(|e| io_error("remove", &torn.file, e))?;
-                segment_paths.pop();
-            } else {
-                let file = disk.open_append(&torn.file).map_err(|e| io_error("open", &torn.file, e))?;
-                file.set_len(torn.offset).map_err(|e| io_error("truncate", &torn.file, e))?;
-                file.sync_all().map_err(|e| io_error("fsync", &torn.file, e))?;
-            }
-            sync_dir(&*disk, &dir)?;
-        }
-        let mut segments = Vec::new();
-        for (_, path) in &segment_paths {
-            segments.push(disk.open_append(path).map_err(|e| io_error("open", path, e))?);
-        }
-        let records = index.all.len() as u64;
+        let (index, segments, recovery) = open_index(&*disk, &dir)?;
+        let records = recovery.records;
         let (head, _) = tokio::sync::watch::channel(records);
         let shared = Arc::new(Shared {
             disk,
@@ -165,7 +234,6 @@ impl EmbeddedStore {
                 committer.run(receiver)
             })
             .map_err(|e| io_error("spawn committer", &dir, e))?;
-        let recovery = RecoveryReport { segments: segment_paths.len(), records, torn_tail: report.torn_tail };
         let store = EmbeddedStore {
             shared,
             sender: Mutex::new(Some(sender)),
@@ -217,7 +285,9 @@ impl EmbeddedStore {
         }
     }
 
-    fn read_at(&self, location: Location) -> Result<RecordedEvent, StoreError> {
+    /// The record at `location`, which must be the one the index says is there: at
+    /// that position, or of `stream` at that revision.
+    fn read_at(&self, location: Location, stream: &str, expected: Expected) -> Result<RecordedEvent, StoreError> {
         let file = {
             let segments = self.shared.segments.read().map_err(|_| StoreError::Closed)?;
             segments.get(location.segment as usize).cloned().ok_or(StoreError::Closed)?
@@ -226,14 +296,29 @@ impl EmbeddedStore {
         let mut header = [0u8; RECORD_HEADER_BYTES];
         file.read_exact_at(&mut header, u64::from(location.offset)).map_err(|e| io_error("read", &path(), e))?;
         let body_len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let mut bytes = vec![0u8; RECORD_HEADER_BYTES + body_len];
-        file.read_exact_at(&mut bytes, u64::from(location.offset)).map_err(|e| io_error("read", &path(), e))?;
-        let (event, _) = format::parse_record(&bytes).map_err(|reason| StoreError::Corrupt {
+        let corrupt = |reason: &str| StoreError::Corrupt {
             file: path(),
             offset: u64::from(location.offset),
             reason: reason.to_string(),
-        })?;
+        };
+        if body_len > APPEND_BYTES_MAX {
+            return Err(corrupt("record length is larger than any append"));
+        }
+        let mut bytes = vec![0u8; RECORD_HEADER_BYTES + body_len];
+        file.read_exact_at(&mut bytes, u64::from(location.offset)).map_err(|e| io_error("read", &path(), e))?;
+        let (event, _) = format::parse_record(&bytes).map_err(corrupt)?;
+        let found = match expected {
+            Expected::Position(position) => event.position == position,
+            Expected::Revision(revision) => event.revision == revision && event.stream == stream,
+        };
+        if !found {
+            return Err(corrupt("the record here is not the one the index names"));
+        }
         Ok(event)
+    }
+
+    fn read_located(&self, stream: &str, located: Vec<(Location, Expected)>) -> Result<Vec<RecordedEvent>, StoreError> {
+        located.into_iter().map(|(location, expected)| self.read_at(location, stream, expected)).collect()
     }
 }
 
@@ -280,44 +365,25 @@ impl EventStore for EmbeddedStore {
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         self.check_poisoned()?;
-        let locations: Vec<Location> = {
-            let index = self.shared.index.read().map_err(|_| StoreError::Closed)?;
-            let Some(stream) = index.streams.get(stream) else {
-                return Ok(Vec::new());
-            };
-            let all = &stream.locations;
-            match direction {
-                Direction::Forwards => {
-                    all.iter().skip(from.min(all.len() as u64) as usize).take(max_count).copied().collect()
-                }
-                Direction::Backwards => {
-                    let end = (from.saturating_add(1)).min(all.len() as u64) as usize;
-                    all[..end].iter().rev().take(max_count).copied().collect()
-                }
-            }
-        };
-        locations.into_iter().map(|location| self.read_at(location)).collect()
+        let located =
+            self.shared.index.read().map_err(|_| StoreError::Closed)?.stream(stream, from, direction, max_count)?;
+        self.read_located(stream, located)
     }
 
     fn read_all(&self, from: Position, max_count: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         self.check_poisoned()?;
-        let locations: Vec<Location> = {
-            let index = self.shared.index.read().map_err(|_| StoreError::Closed)?;
-            index.all.iter().skip(from.min(index.all.len() as u64) as usize).take(max_count).copied().collect()
-        };
-        locations.into_iter().map(|location| self.read_at(location)).collect()
+        let located = self.shared.index.read().map_err(|_| StoreError::Closed)?.positions(from, max_count)?;
+        self.read_located("", located)
     }
 
     fn stream_head(&self, stream: &str) -> Result<Option<StreamHead>, StoreError> {
         self.check_poisoned()?;
-        let index = self.shared.index.read().map_err(|_| StoreError::Closed)?;
-        Ok(index.heads.get(stream).copied())
+        self.shared.index.read().map_err(|_| StoreError::Closed)?.head(stream)
     }
 
     fn stream_names(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         self.check_poisoned()?;
-        let index = self.shared.index.read().map_err(|_| StoreError::Closed)?;
-        Ok(index.heads.keys().filter(|name| name.starts_with(prefix)).cloned().collect())
+        self.shared.index.read().map_err(|_| StoreError::Closed)?.names(prefix)
     }
 
     fn watch_head(&self) -> tokio::sync::watch::Receiver<Position> {
@@ -333,8 +399,11 @@ struct Committer {
     segment: u32,
     segment_len: u64,
     next_position: Position,
-    /// Heads including appends written but not yet synced in the current group.
-    heads: HashMap<String, StreamHead>,
+    /// Heads of the streams appended to in the group being committed (written, not yet
+    /// durable nor in the index); every other head is the index's.
+    group_heads: HashMap<String, StreamHead>,
+    /// Segments moved past, with their length, whose seal is not written yet.
+    to_seal: Vec<(u32, u64)>,
     buffer: Vec<u8>,
     /// Reused input of the chain hash.
     chain_input: Vec<u8>,
@@ -354,7 +423,6 @@ enum Completion {
 
 impl Committer {
     fn new(shared: Arc<Shared>, options: EmbeddedOptions, next_position: Position) -> Result<Committer, StoreError> {
-        let heads = shared.index.read().map_err(|_| StoreError::Closed)?.heads.clone();
         let (existing, segment_count) = {
             let segments = shared.segments.read().map_err(|_| StoreError::Closed)?;
             (segments.last().cloned(), segments.len() as u32)
@@ -365,7 +433,7 @@ impl Committer {
                 let segment_len = file.file_len().map_err(|e| io_error("stat", &path, e))?;
                 (file, segment_count - 1, segment_len)
             }
-            None => (create_segment(&shared, 0)?, 0, SEGMENT_HEADER_BYTES as u64),
+            None => (create_segment(&shared, 0, next_position)?, 0, SEGMENT_HEADER_BYTES as u64),
         };
         Ok(Committer {
             shared,
@@ -374,7 +442,8 @@ impl Committer {
             segment,
             segment_len,
             next_position,
-            heads,
+            group_heads: HashMap::new(),
+            to_seal: Vec::new(),
             buffer: Vec::new(),
             chain_input: Vec::new(),
         })
@@ -384,9 +453,36 @@ impl Committer {
     fn roll(&mut self) -> Result<(), StoreError> {
         // Wrapping, as before: segment 0 exists, so the create below fails cleanly.
         let segment = self.segment.wrapping_add(1);
-        self.file = create_segment(&self.shared, segment)?;
+        self.file = create_segment(&self.shared, segment, self.next_position)?;
+        self.to_seal.push((self.segment, self.segment_len));
         self.segment = segment;
         self.segment_len = SEGMENT_HEADER_BYTES as u64;
+        Ok(())
+    }
+
+    /// The head of `stream` as this group sees it.
+    fn head(&self, stream: &str) -> Result<Option<StreamHead>, StoreError> {
+        if let Some(head) = self.group_heads.get(stream) {
+            return Ok(Some(*head));
+        }
+        self.shared.index.read().map_err(|_| StoreError::Closed)?.head(stream)
+    }
+
+    /// Writes the seal of each segment moved past, once all of its records are in its
+    /// table (after the group that moved past it is published), and swaps the table
+    /// for the seal. Readers go on reading the table meanwhile.
+    fn seal_moved_past(&mut self) -> Result<(), StoreError> {
+        while let Some(&(segment, segment_len)) = self.to_seal.first() {
+            let sealed = {
+                let index = self.shared.index.read().map_err(|_| StoreError::Closed)?;
+                let table = index.tables.iter().find(|table| table.segment == segment).ok_or(StoreError::Closed)?;
+                Sealed::write(&*self.shared.disk, &self.shared.dir, table, segment_len)?
+            };
+            let mut index = self.shared.index.write().map_err(|_| StoreError::Closed)?;
+            index.tables.retain(|table| table.segment != segment);
+            index.sealed.push(sealed);
+            self.to_seal.remove(0);
+        }
         Ok(())
     }
 
@@ -416,10 +512,10 @@ impl Committer {
             let reason = self.shared.poison_reason.lock().map(|r| r.clone()).unwrap_or_default();
             return fail_all(group.into_iter().map(completion_of).collect(), StoreError::Poisoned(reason));
         }
-        // The heads before this group of the streams it touches, to restore if it
-        // fails: the work per commit depends on the group, not on how many streams
-        // the log holds.
-        let mut heads_before: HashMap<String, Option<StreamHead>> = HashMap::new();
+        // The work per commit depends on the group, not on how many streams the log
+        // holds: heads come from the index, and those this group moves are kept
+        // beside it until the group is durable.
+        self.group_heads.clear();
         let committed_position = self.next_position;
         let mut pending = Vec::with_capacity(group.len());
         let mut result = Ok(());
@@ -446,8 +542,13 @@ impl Committer {
                         });
                         continue;
                     }
-                    let head = self.heads.get(&stream).copied();
-                    heads_before.entry(stream.clone()).or_insert(head);
+                    let head = match self.head(&stream) {
+                        Ok(head) => head,
+                        Err(error) => {
+                            done(Err(error));
+                            continue;
+                        }
+                    };
                     if !expected_matches(expected, head) {
                         let actual = head.map(|h| h.revision);
                         done(Err(StoreError::WrongExpectedRevision { stream, expected, actual }));
@@ -474,14 +575,14 @@ impl Committer {
             result = self.write_buffer().and_then(|()| self.sync());
         }
         match result {
-            Ok(()) => self.publish(pending),
-            Err(error) => {
-                for (stream, head) in heads_before {
-                    match head {
-                        Some(head) => self.heads.insert(stream, head),
-                        None => self.heads.remove(&stream),
-                    };
+            Ok(()) => {
+                self.publish(pending);
+                if let Err(error) = self.seal_moved_past() {
+                    self.poison(&error);
                 }
+            }
+            Err(error) => {
+                self.group_heads.clear();
                 self.next_position = committed_position;
                 self.poison(&error);
                 fail_all(pending.into_iter().map(|p| p.done).collect(), error);
@@ -525,7 +626,7 @@ impl Committer {
         format::finish_frame(&mut self.buffer, frame_start, events.len() as u32);
         let last_revision = if events.is_empty() { head.map(|h| h.revision) } else { Some(revision - 1) };
         if let Some(last) = last_revision {
-            self.heads.insert(stream.to_string(), StreamHead { revision: last, hash });
+            self.group_heads.insert(stream.to_string(), StreamHead { revision: last, hash });
         }
         let first_revision = (!events.is_empty()).then_some(first_revision);
         Ok((locations, AppendOutcome { first_revision, last_revision, first_position, last_hash: hash }))
@@ -569,15 +670,13 @@ impl Committer {
                 if p.locations.is_empty() {
                     continue;
                 }
-                index.all.extend_from_slice(&p.locations);
-                let stream =
-                    index.streams.entry(p.stream.clone()).or_insert_with(|| StreamIndex { locations: Vec::new() });
-                stream.locations.extend_from_slice(&p.locations);
-                if let Some(last_revision) = p.outcome.last_revision {
-                    index
-                        .heads
-                        .insert(p.stream.clone(), StreamHead { revision: last_revision, hash: p.outcome.last_hash });
-                }
+                let (Some(first_revision), Some(table)) =
+                    (p.outcome.first_revision, index.table_mut(p.locations[0].segment))
+                else {
+                    unreachable!("an append with records has a first revision and an open segment");
+                };
+                let offsets: Vec<u32> = p.locations.iter().map(|location| location.offset).collect();
+                table.push(&p.stream, first_revision, &offsets, p.outcome.last_hash);
             }
         }
         self.shared.head.send_replace(self.next_position);
@@ -590,15 +689,17 @@ impl Committer {
     }
 }
 
-/// Creates segment `segment`, durable with its header and its directory entry before
-/// any frame goes in, and adds it to the readers' segments.
-fn create_segment(shared: &Shared, segment: u32) -> Result<Arc<dyn DiskFile>, StoreError> {
+/// Creates segment `segment`, its first record at `first_position`, durable with its
+/// header and its directory entry before any frame goes in, and adds it to the
+/// readers' segments and its (empty) table to the index.
+fn create_segment(shared: &Shared, segment: u32, first_position: Position) -> Result<Arc<dyn DiskFile>, StoreError> {
     let path = shared.dir.join(format::segment_file_name(segment));
     let file = shared.disk.create_new(&path).map_err(|e| io_error("create", &path, e))?;
     file.append_all(&format::segment_header(segment)).map_err(|e| io_error("write", &path, e))?;
     file.sync_all().map_err(|e| io_error("fsync", &path, e))?;
     sync_dir(&*shared.disk, &shared.dir)?;
     shared.segments.write().map_err(|_| StoreError::Closed)?.push(file.clone());
+    shared.index.write().map_err(|_| StoreError::Closed)?.tables.push(SegmentTable::new(segment, first_position));
     Ok(file)
 }
 

@@ -249,61 +249,111 @@ pub fn scan_on(
     let segment_count = report.segments.len();
     for (number, (index, path)) in report.segments.clone().iter().enumerate() {
         let last = number + 1 == segment_count;
-        let bytes = disk.read(path).map_err(|e| StoreError::Io {
-            operation: "read",
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        let corrupt =
-            |offset: usize, reason: String| StoreError::Corrupt { file: path.clone(), offset: offset as u64, reason };
-        if bytes.len() < SEGMENT_HEADER_BYTES || bytes[..SEGMENT_HEADER_BYTES] != segment_header(*index) {
-            if last && (bytes.iter().all(|byte| *byte == 0) || bytes.len() <= SEGMENT_HEADER_BYTES) {
-                // Created but its header never made it to disk whole (a crash, or a
-                // failed or short write of it): nothing was appended to it, since frames
-                // go in only after the header is durable, so no frame is lost with it.
-                report.torn_tail = Some(TornTail {
-                    file: path.clone(),
-                    offset: 0,
-                    bytes: bytes.len() as u64,
-                    reason: "empty segment".into(),
-                });
-                report.last_segment_len = 0;
-                return Ok(report);
-            }
-            return Err(corrupt(0, "bad segment header".into()));
-        }
-        let mut at = SEGMENT_HEADER_BYTES;
-        while at < bytes.len() {
-            match parse_frame(&bytes[at..]) {
-                Ok((records, len)) => {
-                    for (record, offset) in &records {
-                        check_record(&mut report, record)
-                            .map_err(|reason| chain_error(path, (at + offset) as u64, record, reason))?;
-                        visit(record, Location { segment: *index, offset: (at + offset) as u32 });
-                        report.records += 1;
-                    }
-                    at += len;
-                }
-                Err(reason) => {
-                    if last && is_tail(&bytes, at) {
-                        let bytes_cut = (bytes.len() - at) as u64;
-                        report.torn_tail = Some(TornTail {
-                            file: path.clone(),
-                            offset: at as u64,
-                            bytes: bytes_cut,
-                            reason: reason.to_string(),
-                        });
-                        break;
-                    }
-                    return Err(corrupt(at, reason.to_string()));
-                }
-            }
-        }
+        let heads = &report.heads;
+        let scan = scan_segment(
+            disk,
+            *index,
+            path,
+            last,
+            report.records,
+            &mut |stream| Ok(heads.get(stream).copied()),
+            &mut visit,
+        )?;
+        report.records += scan.records;
+        report.heads.extend(scan.heads);
         if last {
-            report.last_segment_len = at as u64;
+            report.last_segment_len = scan.len;
+            report.torn_tail = scan.torn_tail;
         }
     }
     Ok(report)
+}
+
+/// What scanning one segment found.
+#[derive(Debug, Default)]
+pub struct SegmentScan {
+    pub records: u64,
+    /// The last (revision, hash) of each stream with records in the segment.
+    pub heads: HashMap<String, (u64, Hash)>,
+    /// Length of the valid part of the segment.
+    pub len: u64,
+    pub torn_tail: Option<TornTail>,
+}
+
+/// The head of a stream before the segment being scanned.
+pub type PriorHead<'a> = dyn FnMut(&str) -> Result<Option<(u64, Hash)>, StoreError> + 'a;
+
+/// Reads every record of segment `index` at `path`, checking checksums, that positions
+/// run on from `first_position`, revisions and hash links (a stream's link before the
+/// segment comes from `prior`), and calls `visit` for each with its location. A torn
+/// tail is reported if `last`; anywhere else a bad frame is corruption.
+pub fn scan_segment(
+    disk: &dyn Disk,
+    index: u32,
+    path: &Path,
+    last: bool,
+    first_position: u64,
+    prior: &mut PriorHead<'_>,
+    visit: &mut dyn FnMut(&RecordedEvent, Location),
+) -> Result<SegmentScan, StoreError> {
+    let mut scan = SegmentScan::default();
+    let bytes = disk.read(path).map_err(|e| StoreError::Io {
+        operation: "read",
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let corrupt =
+        |offset: usize, reason: String| StoreError::Corrupt { file: path.to_path_buf(), offset: offset as u64, reason };
+    if bytes.len() < SEGMENT_HEADER_BYTES || bytes[..SEGMENT_HEADER_BYTES] != segment_header(index) {
+        if last && is_empty_segment(&bytes) {
+            // Created but its header never made it to disk whole (a crash, or a
+            // failed or short write of it): nothing was appended to it, since frames
+            // go in only after the header is durable, so no frame is lost with it.
+            scan.torn_tail = Some(TornTail {
+                file: path.to_path_buf(),
+                offset: 0,
+                bytes: bytes.len() as u64,
+                reason: "empty segment".into(),
+            });
+            return Ok(scan);
+        }
+        return Err(corrupt(0, "bad segment header".into()));
+    }
+    let mut at = SEGMENT_HEADER_BYTES;
+    while at < bytes.len() {
+        match parse_frame(&bytes[at..]) {
+            Ok((records, len)) => {
+                for (record, offset) in &records {
+                    check_record(&mut scan, first_position, prior, record)
+                        .map_err(|reason| chain_error(path, (at + offset) as u64, record, reason))?;
+                    visit(record, Location { segment: index, offset: (at + offset) as u32 });
+                    scan.records += 1;
+                }
+                at += len;
+            }
+            Err(reason) => {
+                if last && is_tail(&bytes, at) {
+                    let bytes_cut = (bytes.len() - at) as u64;
+                    scan.torn_tail = Some(TornTail {
+                        file: path.to_path_buf(),
+                        offset: at as u64,
+                        bytes: bytes_cut,
+                        reason: reason.to_string(),
+                    });
+                    break;
+                }
+                return Err(corrupt(at, reason.to_string()));
+            }
+        }
+    }
+    scan.len = at as u64;
+    Ok(scan)
+}
+
+/// Whether a segment whose header is not whole was never written to: it is all zeros
+/// or no longer than a header.
+pub fn is_empty_segment(bytes: &[u8]) -> bool {
+    bytes.len() <= SEGMENT_HEADER_BYTES || bytes.iter().all(|byte| *byte == 0)
 }
 
 /// Whether the bad frame at `at` is the last thing in the file: either its header is
@@ -316,13 +366,22 @@ fn is_tail(bytes: &[u8], at: usize) -> bool {
     }
 }
 
-fn check_record(report: &mut ScanReport, record: &RecordedEvent) -> Result<(), String> {
-    if record.position != report.records {
-        return Err(format!("position {} where {} was expected", record.position, report.records));
+fn check_record(
+    scan: &mut SegmentScan,
+    first_position: u64,
+    prior: &mut PriorHead<'_>,
+    record: &RecordedEvent,
+) -> Result<(), String> {
+    let due = first_position + scan.records;
+    if record.position != due {
+        return Err(format!("position {} where {due} was expected", record.position));
     }
-    check_link(report.heads.get(&record.stream).copied(), record.revision, &record.payload, &record.hash)
-        .map_err(|broken| broken.to_string())?;
-    report.heads.insert(record.stream.clone(), (record.revision, record.hash));
+    let last = match scan.heads.get(&record.stream) {
+        Some(head) => Some(*head),
+        None => prior(&record.stream).map_err(|error| error.to_string())?,
+    };
+    check_link(last, record.revision, &record.payload, &record.hash).map_err(|broken| broken.to_string())?;
+    scan.heads.insert(record.stream.clone(), (record.revision, record.hash));
     Ok(())
 }
 

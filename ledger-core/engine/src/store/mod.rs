@@ -6,8 +6,10 @@ pub mod embedded;
 pub mod format;
 #[cfg(feature = "kurrentdb")]
 pub mod kurrent;
+mod log_index;
 #[cfg(test)]
 mod power_loss_tests;
+pub mod seal;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim_disk;
 

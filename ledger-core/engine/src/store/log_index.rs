@@ -1,0 +1,211 @@
+//! Where the embedded store finds a record: the sealed segments' seals and the tables of
+//! the segments still open (normally one: the segment taking appends; two for the
+//! moment between moving to a new segment and sealing the last).
+
+use super::format::Location;
+use super::seal::{Sealed, SealedRun, SegmentTable};
+use super::{Direction, Revision, StoreError, StreamHead};
+
+/// What a record found through the index must be: the index is checked against every
+/// record read through it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expected {
+    Position(u64),
+    Revision(Revision),
+}
+
+#[derive(Default, Debug)]
+pub struct LogIndex {
+    pub sealed: Vec<Sealed>,
+    pub tables: Vec<SegmentTable>,
+}
+
+/// A stream's run in one segment, sealed or not.
+enum RunIn<'a> {
+    Table(u32, &'a super::seal::Run),
+    Sealed(&'a Sealed, SealedRun),
+}
+
+impl RunIn<'_> {
+    fn first_revision(&self) -> u64 {
+        match self {
+            RunIn::Table(_, run) => run.first_revision,
+            RunIn::Sealed(_, run) => run.first_revision,
+        }
+    }
+
+    fn count(&self) -> u64 {
+        match self {
+            RunIn::Table(_, run) => run.offsets.len() as u64,
+            RunIn::Sealed(_, run) => u64::from(run.count),
+        }
+    }
+
+    /// Locations of the run's revisions `first ..= last` (absolute revisions).
+    fn locations(&self, first: u64, last: u64) -> Result<Vec<Location>, StoreError> {
+        let skip = first - self.first_revision();
+        let take = last + 1 - first;
+        Ok(match self {
+            RunIn::Table(segment, run) => run.offsets[skip as usize..(skip + take) as usize]
+                .iter()
+                .map(|&offset| Location { segment: *segment, offset })
+                .collect(),
+            RunIn::Sealed(sealed, run) => sealed
+                .run_offsets(run, skip as u32, take as u32)?
+                .into_iter()
+                .map(|offset| Location { segment: sealed.segment, offset })
+                .collect(),
+        })
+    }
+}
+
+impl LogIndex {
+    pub fn next_position(&self) -> u64 {
+        match (self.tables.last(), self.sealed.last()) {
+            (Some(table), _) => table.next_position(),
+            (None, Some(sealed)) => sealed.next_position(),
+            (None, None) => 0,
+        }
+    }
+
+    pub fn head(&self, stream: &str) -> Result<Option<StreamHead>, StoreError> {
+        for table in self.tables.iter().rev() {
+            if let Some(head) = table.head(stream) {
+                return Ok(Some(head));
+            }
+        }
+        for sealed in self.sealed.iter().rev() {
+            if let Some(run) = sealed.run(stream)? {
+                return Ok(Some(run.head()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The table of `segment` (a segment still open).
+    pub fn table_mut(&mut self, segment: u32) -> Option<&mut SegmentTable> {
+        self.tables.iter_mut().find(|table| table.segment == segment)
+    }
+
+    /// Locations of up to `max_count` records from `from`, in commit order.
+    pub fn positions(&self, from: u64, max_count: usize) -> Result<Vec<(Location, Expected)>, StoreError> {
+        let end = self.next_position();
+        let mut out = Vec::new();
+        let mut at = from;
+        while out.len() < max_count && at < end {
+            let want = max_count - out.len();
+            let before = out.len();
+            let sealed = self.sealed.partition_point(|sealed| sealed.next_position() <= at);
+            if let Some(sealed) = self.sealed.get(sealed) {
+                for offset in sealed.offsets(at, want)? {
+                    out.push((Location { segment: sealed.segment, offset }, Expected::Position(at)));
+                    at += 1;
+                }
+            } else {
+                let table = self.tables.partition_point(|table| table.next_position() <= at);
+                let Some(table) = self.tables.get(table) else { break };
+                for &offset in table.offsets(at, want) {
+                    out.push((Location { segment: table.segment, offset }, Expected::Position(at)));
+                    at += 1;
+                }
+            }
+            if out.len() == before {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// `stream`'s runs from the newest segment back, until `enough` says so.
+    fn runs(&self, stream: &str, mut enough: impl FnMut(&RunIn<'_>) -> bool) -> Result<Vec<RunIn<'_>>, StoreError> {
+        let mut runs = Vec::new();
+        for table in self.tables.iter().rev() {
+            if let Some(run) = table.run(stream) {
+                runs.push(RunIn::Table(table.segment, run));
+                if enough(runs.last().expect("just pushed")) {
+                    return Ok(runs);
+                }
+            }
+        }
+        for sealed in self.sealed.iter().rev() {
+            if let Some(run) = sealed.run(stream)? {
+                runs.push(RunIn::Sealed(sealed, run));
+                if enough(runs.last().expect("just pushed")) {
+                    return Ok(runs);
+                }
+            }
+        }
+        Ok(runs)
+    }
+
+    /// Locations of up to `max_count` events of `stream` from revision `from`.
+    pub fn stream(
+        &self,
+        stream: &str,
+        from: Revision,
+        direction: Direction,
+        max_count: usize,
+    ) -> Result<Vec<(Location, Expected)>, StoreError> {
+        let mut out = Vec::new();
+        if max_count == 0 {
+            return Ok(out);
+        }
+        let max = max_count as u64;
+        match direction {
+            Direction::Forwards => {
+                let mut runs = self.runs(stream, |run| run.first_revision() <= from)?;
+                runs.reverse();
+                for run in runs {
+                    let end = run.first_revision() + run.count();
+                    let first = from.max(run.first_revision());
+                    if end <= first {
+                        continue;
+                    }
+                    let last = (end - 1).min(first + (max - out.len() as u64) - 1);
+                    let locations = run.locations(first, last)?;
+                    out.extend(locations.into_iter().zip(first..).map(|(at, r)| (at, Expected::Revision(r))));
+                    if out.len() as u64 >= max {
+                        break;
+                    }
+                }
+            }
+            Direction::Backwards => {
+                let mut taken = 0u64;
+                let runs = self.runs(stream, |run| {
+                    if run.first_revision() <= from {
+                        taken += (from.min(run.first_revision() + run.count() - 1) + 1) - run.first_revision();
+                    }
+                    taken >= max
+                })?;
+                for run in runs {
+                    if run.first_revision() > from {
+                        continue;
+                    }
+                    let last = from.min(run.first_revision() + run.count() - 1);
+                    let first = run.first_revision().max((last + 1).saturating_sub(max - out.len() as u64));
+                    let locations = run.locations(first, last)?;
+                    let revisions: Vec<u64> = (first..=last).collect();
+                    out.extend(locations.into_iter().zip(revisions).rev().map(|(at, r)| (at, Expected::Revision(r))));
+                    if out.len() as u64 >= max {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Names of the streams starting with `prefix`, each once.
+    pub fn names(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut names = Vec::new();
+        for sealed in &self.sealed {
+            sealed.names(prefix, &mut names)?;
+        }
+        for table in &self.tables {
+            names.extend(table.names().filter(|name| name.starts_with(prefix)).map(str::to_string));
+        }
+        names.sort_unstable();
+        names.dedup();
+        Ok(names)
+    }
+}

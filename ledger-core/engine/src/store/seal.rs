@@ -1,0 +1,549 @@
+//! The index of a segment: in memory while the segment takes appends
+//! ([`SegmentTable`]), and in a seal file once the store has moved on to the next
+//! segment ([`Sealed`]). Opening reads each sealed segment's header, block fences and
+//! bloom filter (a few bytes per stream of the segment) instead of every record, and
+//! scans only the unsealed last segment; a lookup probes the bloom filters in memory
+//! and reads one block of one seal. So neither the time to open nor the memory of the
+//! index grows with the number of records, only (by about 1.3 bytes per stream and
+//! segment) with the streams of sealed segments.
+//!
+//! ```text
+//! seal file  {segment:010}.idx, all integers little-endian
+//!   header    64 bytes: magic "LEDGIDX1" | u32 segment | u32 block count |
+//!             u64 first position | u64 record count | u64 segment length |
+//!             u32 stream count | u32 bloom bytes | u32 offsets at | u32 blocks at |
+//!             u32 locations at | u32 crc32c(previous 60 bytes)
+//!   fences    block count × 24 bytes: u64 first key | u32 block at | u32 block length |
+//!             u32 crc32c(block) | u32 zero; then u32 crc32c(fences)
+//!   bloom     bloom bytes (10 bits a stream, 7 probes); then u32 crc32c(bloom)
+//!   offsets   record count × u32: each record's offset in the segment, by position
+//!   blocks    the segment's streams sorted by (key, name), BLOCK_STREAMS a block:
+//!             u64 key | u64 first revision | u32 count | u32 first location |
+//!             [32] last chain hash | u8 name length | name
+//!   locations record count × u32: the offsets of each stream's records, one run per
+//!             stream in revision order
+//! ```
+//!
+//! A stream's key is the first 8 bytes of blake3(name). What a wrong header, fence,
+//! bloom or block would make the store believe is covered by a checksum; offsets and
+//! locations are not, because every record read through them is checked to be the one
+//! expected (its position, or its stream and revision) besides its own checksum.
+//! A seal is written once, whole, to a temporary file that is synced and renamed; a
+//! seal that is missing or does not check is ignored, and opening scans its segment
+//! and writes it again.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::disk::{Disk, DiskFile};
+use super::{StoreError, StreamHead};
+use ledger_core::chain::Hash;
+
+const MAGIC: &[u8; 8] = b"LEDGIDX1";
+const HEADER_BYTES: usize = 64;
+const FENCE_BYTES: usize = 24;
+/// Streams in one block of a seal: a lookup reads and checks one block.
+const BLOCK_STREAMS: usize = 64;
+const ENTRY_FIXED_BYTES: usize = 8 + 8 + 4 + 4 + 32 + 1;
+const BLOOM_BITS_PER_STREAM: usize = 10;
+const BLOOM_PROBES: u64 = 7;
+
+pub fn seal_file_name(segment: u32) -> String {
+    format!("{segment:010}.idx")
+}
+
+/// The key of a stream name in a seal (stable across builds: it is on disk).
+pub fn key(stream: &str) -> u64 {
+    let hash = blake3::hash(stream.as_bytes());
+    u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("slice of 4"))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("slice of 8"))
+}
+
+fn bloom_probes(key: u64, bits: u64) -> impl Iterator<Item = u64> {
+    let (low, step) = (key & 0xFFFF_FFFF, (key >> 32) | 1);
+    (0..BLOOM_PROBES).map(move |i| low.wrapping_add(i.wrapping_mul(step)) % bits)
+}
+
+/// The records of one stream in one segment: consecutive revisions.
+#[derive(Debug)]
+pub struct Run {
+    pub first_revision: u64,
+    pub offsets: Vec<u32>,
+    pub last_hash: Hash,
+}
+
+impl Run {
+    fn head(&self) -> StreamHead {
+        StreamHead { revision: self.first_revision + self.offsets.len() as u64 - 1, hash: self.last_hash }
+    }
+}
+
+/// The index of a segment that still takes appends (or was just scanned): every
+/// record's offset by position, and each stream's run. Its size is bounded by the
+/// segment's (at most `segment_bytes_max`).
+#[derive(Debug)]
+pub struct SegmentTable {
+    pub segment: u32,
+    pub first_position: u64,
+    offsets: Vec<u32>,
+    streams: HashMap<String, Run>,
+}
+
+impl SegmentTable {
+    pub fn new(segment: u32, first_position: u64) -> SegmentTable {
+        SegmentTable { segment, first_position, offsets: Vec::new(), streams: HashMap::new() }
+    }
+
+    pub fn next_position(&self) -> u64 {
+        self.first_position + self.offsets.len() as u64
+    }
+
+    /// Adds one append's records: consecutive revisions of `stream` from
+    /// `first_revision`, at consecutive positions from the table's next one.
+    pub fn push(&mut self, stream: &str, first_revision: u64, offsets: &[u32], last_hash: Hash) {
+        if offsets.is_empty() {
+            return;
+        }
+        self.offsets.extend_from_slice(offsets);
+        match self.streams.get_mut(stream) {
+            Some(run) => {
+                assert_eq!(run.first_revision + run.offsets.len() as u64, first_revision, "revisions of {stream}");
+                run.offsets.extend_from_slice(offsets);
+                run.last_hash = last_hash;
+            }
+            None => {
+                self.streams.insert(stream.to_string(), Run { first_revision, offsets: offsets.to_vec(), last_hash });
+            }
+        }
+    }
+
+    pub fn run(&self, stream: &str) -> Option<&Run> {
+        self.streams.get(stream)
+    }
+
+    pub fn head(&self, stream: &str) -> Option<StreamHead> {
+        self.streams.get(stream).map(Run::head)
+    }
+
+    /// Offsets of up to `take` records from `position`.
+    pub fn offsets(&self, position: u64, take: usize) -> &[u32] {
+        let start = (position.saturating_sub(self.first_position) as usize).min(self.offsets.len());
+        &self.offsets[start..(start + take).min(self.offsets.len())]
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.streams.keys().map(String::as_str)
+    }
+
+    /// The seal file of this table, for a segment of `segment_len` bytes.
+    pub fn encode(&self, segment_len: u64) -> Vec<u8> {
+        let mut streams: Vec<(u64, &str, &Run)> =
+            self.streams.iter().map(|(name, run)| (key(name), name.as_str(), run)).collect();
+        streams.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let bloom_bits = (streams.len() * BLOOM_BITS_PER_STREAM).max(64);
+        let mut bloom = vec![0u8; bloom_bits.div_ceil(8)];
+        let bits = (bloom.len() * 8) as u64;
+        let mut blocks = Vec::new();
+        let mut block_spans = Vec::new();
+        let mut locations: Vec<u32> = Vec::with_capacity(self.offsets.len());
+        for chunk in streams.chunks(BLOCK_STREAMS) {
+            let start = blocks.len();
+            for (key, name, run) in chunk {
+                for bit in bloom_probes(*key, bits) {
+                    bloom[(bit / 8) as usize] |= 1 << (bit % 8);
+                }
+                blocks.extend_from_slice(&key.to_le_bytes());
+                blocks.extend_from_slice(&run.first_revision.to_le_bytes());
+                blocks.extend_from_slice(&(run.offsets.len() as u32).to_le_bytes());
+                blocks.extend_from_slice(&(locations.len() as u32).to_le_bytes());
+                blocks.extend_from_slice(&run.last_hash);
+                blocks.push(name.len() as u8);
+                blocks.extend_from_slice(name.as_bytes());
+                locations.extend_from_slice(&run.offsets);
+            }
+            block_spans.push((chunk[0].0, start, blocks.len() - start));
+        }
+        let fences_len = block_spans.len() * FENCE_BYTES + 4;
+        let offsets_at = HEADER_BYTES + fences_len + bloom.len() + 4;
+        let blocks_at = offsets_at + self.offsets.len() * 4;
+        let locations_at = blocks_at + blocks.len();
+        let mut out = Vec::with_capacity(locations_at + locations.len() * 4);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.segment.to_le_bytes());
+        out.extend_from_slice(&(block_spans.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.first_position.to_le_bytes());
+        out.extend_from_slice(&(self.offsets.len() as u64).to_le_bytes());
+        out.extend_from_slice(&segment_len.to_le_bytes());
+        for value in [streams.len(), bloom.len(), offsets_at, blocks_at, locations_at] {
+            out.extend_from_slice(&(value as u32).to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        let fences_start = out.len();
+        for (first_key, start, len) in &block_spans {
+            out.extend_from_slice(&first_key.to_le_bytes());
+            out.extend_from_slice(&((blocks_at + start) as u32).to_le_bytes());
+            out.extend_from_slice(&(*len as u32).to_le_bytes());
+            out.extend_from_slice(&crc32c::crc32c(&blocks[*start..start + len]).to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&out[fences_start..]);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(&bloom);
+        out.extend_from_slice(&crc32c::crc32c(&bloom).to_le_bytes());
+        for offset in &self.offsets {
+            out.extend_from_slice(&offset.to_le_bytes());
+        }
+        out.extend_from_slice(&blocks);
+        for location in &locations {
+            out.extend_from_slice(&location.to_le_bytes());
+        }
+        out
+    }
+}
+
+/// One stream's run in a sealed segment.
+#[derive(Clone, Copy, Debug)]
+pub struct SealedRun {
+    pub first_revision: u64,
+    pub count: u32,
+    first_location: u32,
+    pub last_hash: Hash,
+}
+
+impl SealedRun {
+    pub fn head(&self) -> StreamHead {
+        StreamHead { revision: self.first_revision + u64::from(self.count) - 1, hash: self.last_hash }
+    }
+}
+
+#[derive(Debug)]
+struct Fence {
+    first_key: u64,
+    at: u32,
+    len: u32,
+    crc: u32,
+}
+
+/// What the header of a seal says.
+#[derive(Debug)]
+struct Header {
+    segment: u32,
+    blocks: usize,
+    first_position: u64,
+    records: u64,
+    segment_len: u64,
+    bloom_bytes: usize,
+    offsets_at: u32,
+    locations_at: u32,
+}
+
+fn parse_header(bytes: &[u8]) -> Option<Header> {
+    if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC || crc32c::crc32c(&bytes[..60]) != u32_at(bytes, 60) {
+        return None;
+    }
+    Some(Header {
+        segment: u32_at(bytes, 8),
+        blocks: u32_at(bytes, 12) as usize,
+        first_position: u64_at(bytes, 16),
+        records: u64_at(bytes, 24),
+        segment_len: u64_at(bytes, 32),
+        bloom_bytes: u32_at(bytes, 44) as usize,
+        offsets_at: u32_at(bytes, 48),
+        locations_at: u32_at(bytes, 56),
+    })
+}
+
+/// A sealed segment's index: its header, block fences and bloom filter in memory, the
+/// rest read from its seal file when a lookup needs it.
+#[derive(Debug)]
+pub struct Sealed {
+    pub segment: u32,
+    pub first_position: u64,
+    pub records: u64,
+    path: PathBuf,
+    file: Arc<dyn DiskFile>,
+    fences: Vec<Fence>,
+    bloom: Vec<u8>,
+    offsets_at: u32,
+    locations_at: u32,
+}
+
+impl Sealed {
+    /// The seal of `segment` in `dir` if it exists, checks, and describes that segment
+    /// as found: starting at `first_position`, `segment_len` bytes long. `None` means
+    /// "scan the segment"; an error is an I/O error reading a file that exists.
+    pub fn open(
+        disk: &dyn Disk,
+        dir: &Path,
+        segment: u32,
+        first_position: u64,
+        segment_len: u64,
+    ) -> Result<Option<Sealed>, StoreError> {
+        let path = dir.join(seal_file_name(segment));
+        let file = match disk.open_append(&path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(io_error("open", &path, error)),
+        };
+        let file_len = file.file_len().map_err(|e| io_error("stat", &path, e))?;
+        let mut header = [0u8; HEADER_BYTES];
+        if file_len < HEADER_BYTES as u64 {
+            return Ok(None);
+        }
+        file.read_exact_at(&mut header, 0).map_err(|e| io_error("read", &path, e))?;
+        let Some(header) = parse_header(&header) else { return Ok(None) };
+        let described = header.segment == segment
+            && header.first_position == first_position
+            && header.segment_len == segment_len
+            && file_len == u64::from(header.locations_at) + header.records * 4
+            && (HEADER_BYTES + header.blocks * FENCE_BYTES + 4 + header.bloom_bytes + 4) as u64
+                == u64::from(header.offsets_at);
+        if !described {
+            return Ok(None);
+        }
+        let mut front = vec![0u8; header.offsets_at as usize - HEADER_BYTES];
+        file.read_exact_at(&mut front, HEADER_BYTES as u64).map_err(|e| io_error("read", &path, e))?;
+        Ok(Sealed::from_front(path, file, &header, &front))
+    }
+
+    /// The seal from its header and the bytes after it up to its offsets (fences and
+    /// bloom), if their checksums hold.
+    fn from_front(path: PathBuf, file: Arc<dyn DiskFile>, header: &Header, front: &[u8]) -> Option<Sealed> {
+        let fences_len = header.blocks * FENCE_BYTES;
+        if crc32c::crc32c(&front[..fences_len]) != u32_at(front, fences_len) {
+            return None;
+        }
+        let bloom = &front[fences_len + 4..fences_len + 4 + header.bloom_bytes];
+        if bloom.is_empty() || crc32c::crc32c(bloom) != u32_at(front, fences_len + 4 + header.bloom_bytes) {
+            return None;
+        }
+        let fences = front[..fences_len]
+            .chunks_exact(FENCE_BYTES)
+            .map(|f| Fence { first_key: u64_at(f, 0), at: u32_at(f, 8), len: u32_at(f, 12), crc: u32_at(f, 16) })
+            .collect();
+        Some(Sealed {
+            segment: header.segment,
+            first_position: header.first_position,
+            records: header.records,
+            path,
+            file,
+            fences,
+            bloom: bloom.to_vec(),
+            offsets_at: header.offsets_at,
+            locations_at: header.locations_at,
+        })
+    }
+
+    /// Writes `table`'s seal (its segment is `segment_len` bytes and takes no more
+    /// appends), durable and renamed into place, and opens it.
+    pub fn write(disk: &dyn Disk, dir: &Path, table: &SegmentTable, segment_len: u64) -> Result<Sealed, StoreError> {
+        let bytes = table.encode(segment_len);
+        let path = dir.join(seal_file_name(table.segment));
+        let temporary = dir.join(format!("{}.tmp", seal_file_name(table.segment)));
+        match disk.remove_file(&temporary) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io_error("remove", &temporary, error)),
+        }
+        let file = disk.create_new(&temporary).map_err(|e| io_error("create", &temporary, e))?;
+        file.append_all(&bytes).map_err(|e| io_error("write", &temporary, e))?;
+        file.sync_all().map_err(|e| io_error("fsync", &temporary, e))?;
+        drop(file);
+        disk.rename(&temporary, &path).map_err(|e| io_error("rename", &temporary, e))?;
+        disk.sync_dir(dir).map_err(|e| io_error("fsync directory", dir, e))?;
+        let file = disk.open_append(&path).map_err(|e| io_error("open", &path, e))?;
+        let header = parse_header(&bytes).expect("a header just encoded");
+        Sealed::from_front(path.clone(), file, &header, &bytes[HEADER_BYTES..header.offsets_at as usize])
+            .ok_or_else(|| corrupt(&path, 0, "a seal just encoded does not check"))
+    }
+
+    pub fn next_position(&self) -> u64 {
+        self.first_position + self.records
+    }
+
+    fn might_hold(&self, key: u64) -> bool {
+        let bits = (self.bloom.len() * 8) as u64;
+        bloom_probes(key, bits).all(|bit| self.bloom[(bit / 8) as usize] & (1 << (bit % 8)) != 0)
+    }
+
+    fn read(&self, at: u64, len: usize) -> Result<Vec<u8>, StoreError> {
+        let mut bytes = vec![0u8; len];
+        self.file.read_exact_at(&mut bytes, at).map_err(|e| io_error("read", &self.path, e))?;
+        Ok(bytes)
+    }
+
+    fn block(&self, fence: &Fence) -> Result<Vec<u8>, StoreError> {
+        let block = self.read(u64::from(fence.at), fence.len as usize)?;
+        if crc32c::crc32c(&block) != fence.crc {
+            return Err(corrupt(&self.path, u64::from(fence.at), "seal block checksum mismatch"));
+        }
+        Ok(block)
+    }
+
+    /// Calls `each` with every entry of a checked block until it answers `Some`.
+    fn entries<T>(
+        &self,
+        fence: &Fence,
+        mut each: impl FnMut(&str, SealedRun) -> Option<T>,
+    ) -> Result<Option<T>, StoreError> {
+        let block = self.block(fence)?;
+        let bad = || corrupt(&self.path, u64::from(fence.at), "seal block entries run past the block");
+        let mut at = 0;
+        while at < block.len() {
+            let fixed = block.get(at..at + ENTRY_FIXED_BYTES).ok_or_else(bad)?;
+            let name_len = fixed[ENTRY_FIXED_BYTES - 1] as usize;
+            let name = block.get(at + ENTRY_FIXED_BYTES..at + ENTRY_FIXED_BYTES + name_len).ok_or_else(bad)?;
+            let name = std::str::from_utf8(name).map_err(|_| bad())?;
+            let run = SealedRun {
+                first_revision: u64_at(fixed, 8),
+                count: u32_at(fixed, 16),
+                first_location: u32_at(fixed, 20),
+                last_hash: fixed[24..56].try_into().expect("32 bytes"),
+            };
+            if run.count == 0 || u64::from(run.first_location) + u64::from(run.count) > self.records {
+                return Err(bad());
+            }
+            if let Some(found) = each(name, run) {
+                return Ok(Some(found));
+            }
+            at += ENTRY_FIXED_BYTES + name_len;
+        }
+        Ok(None)
+    }
+
+    /// `stream`'s run in this segment, if it has one.
+    pub fn run(&self, stream: &str) -> Result<Option<SealedRun>, StoreError> {
+        let key = key(stream);
+        if !self.might_hold(key) {
+            return Ok(None);
+        }
+        let start = self.fences.partition_point(|fence| fence.first_key < key).saturating_sub(1);
+        for fence in self.fences[start..].iter().take_while(|fence| fence.first_key <= key) {
+            if let Some(run) = self.entries(fence, |name, run| (name == stream).then_some(run))? {
+                return Ok(Some(run));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Offsets of the records `skip .. skip + take` of `run`.
+    pub fn run_offsets(&self, run: &SealedRun, skip: u32, take: u32) -> Result<Vec<u32>, StoreError> {
+        let first = u64::from(run.first_location) + u64::from(skip);
+        self.u32s(u64::from(self.locations_at) + first * 4, take.min(run.count.saturating_sub(skip)) as usize)
+    }
+
+    /// Offsets of up to `take` records from `position`.
+    pub fn offsets(&self, position: u64, take: usize) -> Result<Vec<u32>, StoreError> {
+        let index = position.saturating_sub(self.first_position).min(self.records);
+        let take = take.min((self.records - index) as usize);
+        self.u32s(u64::from(self.offsets_at) + index * 4, take)
+    }
+
+    fn u32s(&self, at: u64, count: usize) -> Result<Vec<u32>, StoreError> {
+        Ok(self.read(at, count * 4)?.chunks_exact(4).map(|bytes| u32_at(bytes, 0)).collect())
+    }
+
+    /// Adds the names of this segment's streams that start with `prefix` to `out`.
+    pub fn names(&self, prefix: &str, out: &mut Vec<String>) -> Result<(), StoreError> {
+        for fence in &self.fences {
+            self.entries(fence, |name, _| {
+                if name.starts_with(prefix) {
+                    out.push(name.to_string());
+                }
+                None::<()>
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn io_error(operation: &'static str, path: &Path, error: std::io::Error) -> StoreError {
+    StoreError::Io { operation, path: path.to_path_buf(), message: error.to_string() }
+}
+
+fn corrupt(path: &Path, offset: u64, reason: &str) -> StoreError {
+    StoreError::Corrupt { file: path.to_path_buf(), offset, reason: reason.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::disk::RealDisk;
+
+    fn table(streams: usize, per_stream: u32) -> SegmentTable {
+        let mut table = SegmentTable::new(3, 1_000);
+        let mut offset = 16u32;
+        for round in 0..per_stream {
+            for stream in 0..streams {
+                table.push(&format!("s-{stream}"), u64::from(round) + 5, &[offset], [stream as u8; 32]);
+                offset += 100;
+            }
+        }
+        table
+    }
+
+    #[test]
+    fn a_seal_answers_what_its_table_answered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let table = table(300, 3);
+        let written = Sealed::write(&RealDisk, dir.path(), &table, 90_016).expect("write");
+        let sealed = Sealed::open(&RealDisk, dir.path(), 3, 1_000, 90_016).expect("open").expect("a valid seal");
+        for seal in [&written, &sealed] {
+            assert_eq!((seal.first_position, seal.records, seal.next_position()), (1_000, 900, 1_900));
+            assert_eq!(seal.offsets(1_000, 900).expect("offsets"), table.offsets(1_000, 900));
+            assert_eq!(seal.offsets(1_899, 10).expect("offsets"), table.offsets(1_899, 10));
+            for stream in 0..300 {
+                let name = format!("s-{stream}");
+                let run = seal.run(&name).expect("lookup").expect("every stream is found");
+                let expected = table.run(&name).expect("in the table");
+                assert_eq!(run.head(), table.head(&name).expect("head"));
+                assert_eq!(run.first_revision, 5);
+                assert_eq!(seal.run_offsets(&run, 0, 3).expect("offsets"), expected.offsets);
+                assert_eq!(seal.run_offsets(&run, 1, 10).expect("offsets"), expected.offsets[1..]);
+            }
+            let misses = (0..10_000).filter(|n| seal.run(&format!("other-{n}")).expect("lookup").is_some()).count();
+            assert_eq!(misses, 0, "no stream of another name is found");
+            let mut names = Vec::new();
+            seal.names("s-1", &mut names).expect("names");
+            assert_eq!(names.len(), 1 + 10 + 100, "s-1, s-10..s-19, s-100..s-199");
+        }
+    }
+
+    #[test]
+    fn a_seal_that_does_not_describe_the_segment_or_does_not_check_is_not_used() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let table = table(100, 2);
+        Sealed::write(&RealDisk, dir.path(), &table, 20_016).expect("write");
+        let path = dir.path().join(seal_file_name(3));
+        assert!(Sealed::open(&RealDisk, dir.path(), 3, 1_000, 20_017).expect("open").is_none(), "other length");
+        assert!(Sealed::open(&RealDisk, dir.path(), 3, 999, 20_016).expect("open").is_none(), "other position");
+        assert!(Sealed::open(&RealDisk, dir.path(), 4, 1_000, 20_016).expect("open").is_none(), "missing");
+        let bytes = std::fs::read(&path).expect("read");
+        let offsets_at = u32_at(&bytes, 48) as usize;
+        // Any bit of the header, fences or bloom: not used.
+        for bit in (0..offsets_at * 8).step_by(5) {
+            let mut damaged = bytes.clone();
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            std::fs::write(&path, &damaged).expect("write");
+            assert!(Sealed::open(&RealDisk, dir.path(), 3, 1_000, 20_016).expect("open").is_none(), "bit {bit}");
+        }
+        // A bit of a block: the lookup that reads it fails, it never answers wrongly.
+        let blocks_at = u32_at(&bytes, 52) as usize;
+        let mut damaged = bytes.clone();
+        damaged[blocks_at + 3] ^= 0x10;
+        std::fs::write(&path, &damaged).expect("write");
+        let sealed = Sealed::open(&RealDisk, dir.path(), 3, 1_000, 20_016).expect("open").expect("front checks");
+        let results: Vec<_> = (0..100).map(|n| sealed.run(&format!("s-{n}"))).collect();
+        assert!(results.iter().any(|r| matches!(r, Err(StoreError::Corrupt { .. }))));
+        assert!(results.iter().all(|r| matches!(r, Ok(Some(_)) | Err(StoreError::Corrupt { .. }))));
+    }
+}
