@@ -16,7 +16,7 @@ use tokio::sync::MutexGuard;
 use super::activity::Activity;
 use super::kinds::{Decision, FinishStatus, Funding, PaymentKind, Step};
 use super::rails::{RailOperation, RailStatus};
-use super::risk::{self, RiskInput};
+use super::risk::{self, Earlier, RiskInput};
 use super::saga::{Action, Payment};
 use super::store::Change;
 use super::{event_type, load_payment, owns, stream_name, Entry, Payments, PaymentsError, Recent};
@@ -364,17 +364,17 @@ impl Payments {
             self.warm(&mut activity, payment, now)?;
             let others = |r: &&Recent| r.payment != payment.id;
             let valued = |r: &Recent| (r.at, value(r.currency, r.amount));
-            let user_recent = activity.by_user(payment.sender()).filter(others).map(valued).collect();
-            let instrument_recent = if payment.instrument_id.is_empty() {
-                Vec::new()
+            let user = Earlier::of(now, activity.by_user(payment.sender()).filter(others).map(valued));
+            let instrument = if payment.instrument_id.is_empty() {
+                Earlier::default()
             } else {
-                activity.by_instrument(&payment.instrument_id).filter(others).map(valued).collect()
+                Earlier::of(now, activity.by_instrument(&payment.instrument_id).filter(others).map(valued))
             };
             let input = RiskInput {
                 amount: currency.and_then(|c| value(c, payment.created.amount)),
                 currency,
-                user_recent,
-                instrument_recent,
+                user,
+                instrument,
                 instrument_added_ns,
                 known_payee: payment.sender() == payment.receiver()
                     || payment.is(PaymentKind::Withdrawal)

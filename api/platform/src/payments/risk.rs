@@ -66,16 +66,67 @@ pub struct RiskInput {
     pub amount: Option<u64>,
     /// The currency of the payment, named in the reason when it cannot be valued.
     pub currency: Option<Currency>,
-    /// (time, value) of the user's earlier payments.
-    pub user_recent: Vec<(u64, Option<u64>)>,
-    /// (time, value) of the instrument's earlier payments (empty for wallet funding).
-    pub instrument_recent: Vec<(u64, Option<u64>)>,
+    /// The user's earlier payments.
+    pub user: Earlier,
+    /// The instrument's earlier payments (none for wallet funding).
+    pub instrument: Earlier,
     /// When the funding instrument was added, if one is used.
     pub instrument_added_ns: Option<u64>,
     /// Whether the sender has completed a payment to this receiver before (true for
     /// payments to oneself).
     pub known_payee: bool,
     pub now_ns: u64,
+}
+
+/// Earlier payments in one window: how many, and their total value (`None` if one of
+/// them has no value).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub count: usize,
+    pub total: Option<u64>,
+}
+
+impl Default for Window {
+    fn default() -> Window {
+        Window { count: 0, total: Some(0) }
+    }
+}
+
+impl Window {
+    fn add(&mut self, value: Option<u64>) {
+        self.count += 1;
+        self.total = match (self.total, value) {
+            (Some(sum), Some(value)) => Some(sum.saturating_add(value)),
+            _ => None,
+        };
+    }
+}
+
+/// What the rules know of earlier payments: whether there is any, and the last hour
+/// and the last day of them, summed in one pass (no list is copied per assessment).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Earlier {
+    pub any: bool,
+    pub hour: Window,
+    pub day: Window,
+}
+
+impl Earlier {
+    /// Sums (time, value) of earlier payments into the windows that end at `now_ns`.
+    pub fn of(now_ns: u64, payments: impl IntoIterator<Item = (u64, Option<u64>)>) -> Earlier {
+        let (hour, day) = (now_ns.saturating_sub(HOUR_NS), now_ns.saturating_sub(DAY_NS));
+        let mut earlier = Earlier::default();
+        for (at, value) in payments {
+            earlier.any = true;
+            if at >= day {
+                earlier.day.add(value);
+            }
+            if at >= hour {
+                earlier.hour.add(value);
+            }
+        }
+        earlier
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,23 +163,16 @@ impl Findings {
 }
 
 /// The sum of `amount` and the values in `window`; `None` if one of them has no value.
-fn total(window: &[(u64, Option<u64>)], amount: Option<u64>) -> Option<u64> {
-    window.iter().try_fold(amount?, |sum, (_, value)| Some(sum.saturating_add((*value)?)))
-}
-
-/// The entries of `list` at or after `since`.
-fn within(list: &[(u64, Option<u64>)], since: u64) -> Vec<(u64, Option<u64>)> {
-    list.iter().copied().filter(|(t, _)| *t >= since).collect()
+fn total(window: &Window, amount: Option<u64>) -> Option<u64> {
+    Some(amount?.saturating_add(window.total?))
 }
 
 pub fn assess(config: &RiskConfig, input: &RiskInput) -> Assessment {
     let mut found = Findings::default();
     let reference = config.currency;
     let money = |minor: u64| format!("{} {}", format_amount(u128::from(minor), reference), reference.code());
-    let since = |window: u64| input.now_ns.saturating_sub(window);
-    let (hour, day) = (within(&input.user_recent, since(HOUR_NS)), within(&input.user_recent, since(DAY_NS)));
-    let (instrument_hour, instrument_day) =
-        (within(&input.instrument_recent, since(HOUR_NS)), within(&input.instrument_recent, since(DAY_NS)));
+    let (hour, day) = (&input.user.hour, &input.user.day);
+    let (instrument_hour, instrument_day) = (&input.instrument.hour, &input.instrument.day);
     match input.amount {
         Some(amount) if amount > config.amount_max => found.add(
             Effect::Block,
@@ -141,21 +185,21 @@ pub fn assess(config: &RiskConfig, input: &RiskInput) -> Assessment {
             found.add(Effect::Review, 50, format!("no_rate: no rate values {code} in {}", reference.code()));
         }
     }
-    if hour.len() >= config.user_per_hour {
-        found.add(Effect::Block, 100, format!("velocity_user_hour: {} payments in the last hour", hour.len()));
+    if hour.count >= config.user_per_hour {
+        found.add(Effect::Block, 100, format!("velocity_user_hour: {} payments in the last hour", hour.count));
     }
-    if day.len() >= config.user_per_day {
-        found.add(Effect::Block, 100, format!("velocity_user_day: {} payments in the last day", day.len()));
+    if day.count >= config.user_per_day {
+        found.add(Effect::Block, 100, format!("velocity_user_day: {} payments in the last day", day.count));
     }
     let sums = [
-        ("velocity_amount_hour", "by this user in an hour", &hour, config.user_amount_per_hour, true),
-        ("velocity_amount_day", "by this user in a day", &day, config.user_amount_per_day, true),
+        ("velocity_amount_hour", "by this user in an hour", hour, config.user_amount_per_hour, true),
+        ("velocity_amount_day", "by this user in a day", day, config.user_amount_per_day, true),
         (
             "velocity_instrument_amount_day",
             "with this instrument in a day",
-            &instrument_day,
+            instrument_day,
             config.instrument_amount_per_day,
-            !input.instrument_recent.is_empty(),
+            input.instrument.any,
         ),
     ];
     for (rule, what, window, limit, applies) in sums {
@@ -174,12 +218,12 @@ pub fn assess(config: &RiskConfig, input: &RiskInput) -> Assessment {
             ),
         }
     }
-    if instrument_hour.len() >= config.instrument_per_hour {
-        let count = instrument_hour.len();
+    if instrument_hour.count >= config.instrument_per_hour {
+        let count = instrument_hour.count;
         found.add(Effect::Review, 60, format!("velocity_instrument_hour: {count} payments in the last hour"));
     }
-    if instrument_day.len() >= config.instrument_per_day {
-        let count = instrument_day.len();
+    if instrument_day.count >= config.instrument_per_day {
+        let count = instrument_day.count;
         found.add(Effect::Review, 60, format!("velocity_instrument_day: {count} payments in the last day"));
     }
     let large = input.amount.is_some_and(|amount| amount > config.new_threshold);
@@ -227,15 +271,16 @@ mod tests {
         assert_eq!(decide(&new_payee), (Decision::Review, vec!["new_payee".to_string()]));
         let new_instrument = RiskInput { amount: Some(60_000), instrument_added_ns: Some(NOW - HOUR_NS), ..base() };
         assert_eq!(decide(&new_instrument).0, Decision::Review);
-        let busy = RiskInput { user_recent: vec![(NOW - 60_000_000_000, Some(10)); 30], ..base() };
+        let busy = RiskInput { user: Earlier::of(NOW, vec![(NOW - 60_000_000_000, Some(10)); 30]), ..base() };
         assert_eq!(decide(&busy).0, Decision::Block);
-        let card = RiskInput { instrument_recent: vec![(NOW - 60_000_000_000, Some(10)); 10], ..base() };
+        let card = RiskInput { instrument: Earlier::of(NOW, vec![(NOW - 60_000_000_000, Some(10)); 10]), ..base() };
         assert_eq!(decide(&card).1, ["velocity_instrument_hour: 10 payments in the last hour"]);
-        let heavy = RiskInput { amount: Some(600_000), user_recent: vec![(NOW - 1_000, Some(500_000))], ..base() };
+        let heavy =
+            RiskInput { amount: Some(600_000), user: Earlier::of(NOW, [(NOW - 1_000, Some(500_000))]), ..base() };
         let (decision, reasons) = decide(&heavy);
         assert_eq!(decision, Decision::Review);
         assert_eq!(reasons[0], "velocity_amount_hour: 11000.00 USD by this user in an hour, over 10000.00 USD");
-        let yesterday = RiskInput { user_recent: vec![(NOW - 2 * DAY_NS, Some(10)); 300], ..base() };
+        let yesterday = RiskInput { user: Earlier::of(NOW, vec![(NOW - 2 * DAY_NS, Some(10)); 300]), ..base() };
         assert_eq!(decide(&yesterday).0, Decision::Allow, "old payments do not count");
     }
 
@@ -246,8 +291,8 @@ mod tests {
             amount: Some(60_000),
             known_payee: false,
             instrument_added_ns: Some(NOW - HOUR_NS),
-            instrument_recent: vec![(NOW - 1_000, Some(995_000)); 10],
-            user_recent: vec![(NOW - 1_000, Some(995_000)); 2],
+            instrument: Earlier::of(NOW, vec![(NOW - 1_000, Some(995_000)); 10]),
+            user: Earlier::of(NOW, vec![(NOW - 1_000, Some(995_000)); 2]),
             ..base()
         };
         let assessed = assess(&RiskConfig::default(), &input);
@@ -261,13 +306,29 @@ mod tests {
         let jpy = Currency::parse("JPY").expect("JPY");
         let unvalued = RiskInput { amount: None, currency: Some(jpy), known_payee: false, ..base() };
         assert_eq!(decide(&unvalued), (Decision::Review, vec!["no_rate: no rate values JPY in USD".to_string()]));
-        let after_unvalued = RiskInput { user_recent: vec![(NOW - 1_000, None)], ..base() };
+        let after_unvalued = RiskInput { user: Earlier::of(NOW, [(NOW - 1_000, None)]), ..base() };
         let (decision, reasons) = decide(&after_unvalued);
         assert_eq!(decision, Decision::Review);
         assert!(reasons[0].starts_with("velocity_amount_hour: an earlier payment"), "{reasons:?}");
     }
 
     proptest::proptest! {
+        /// The windows count and sum exactly the payments a filter of the list by time
+        /// would keep (the rules read only these figures).
+        #[test]
+        fn windows_hold_what_the_list_filtered_by_time_holds(
+            earlier in proptest::collection::vec((0u64..2 * DAY_NS, proptest::option::of(0u64..u64::MAX / 4)), 0..50),
+        ) {
+            let list: Vec<(u64, Option<u64>)> = earlier.iter().map(|(t, v)| (NOW - t, *v)).collect();
+            let windows = Earlier::of(NOW, list.iter().copied());
+            for (window, since) in [(windows.hour, NOW - HOUR_NS), (windows.day, NOW - DAY_NS)] {
+                let kept: Vec<_> = list.iter().filter(|(t, _)| *t >= since).collect();
+                let sum = kept.iter().try_fold(0u64, |sum, (_, value)| Some(sum.saturating_add((*value)?)));
+                proptest::prop_assert_eq!(window, Window { count: kept.len(), total: sum });
+            }
+            proptest::prop_assert_eq!(windows.any, !list.is_empty());
+        }
+
         /// Only a blocking rule blocks: without the per-payment limit and the counts
         /// per user, any mix of the other rules is at most a review.
         #[test]
@@ -281,8 +342,8 @@ mod tests {
             let input = RiskInput {
                 amount: Some(amount),
                 currency: None,
-                user_recent: earlier.iter().map(|(t, v)| (NOW - t, *v)).collect(),
-                instrument_recent: instrument.iter().map(|(t, v)| (NOW - t, *v)).collect(),
+                user: Earlier::of(NOW, earlier.iter().map(|(t, v)| (NOW - t, *v))),
+                instrument: Earlier::of(NOW, instrument.iter().map(|(t, v)| (NOW - t, *v))),
                 instrument_added_ns: added.map(|a| NOW - a),
                 known_payee,
                 now_ns: NOW,
