@@ -347,7 +347,8 @@ impl Payments {
             self.users.funding_instrument(payment.sender(), &payment.instrument_id).await.ok().map(|i| i.added_ns)
         };
         let reference = self.config.risk.currency;
-        // Every amount in the risk currency at the mid rate in force now; `None` where
+        // Every amount (a payment's, or a currency's total in a window) in the risk
+        // currency at the mid rate in force now; `None` where
         // no rate values it (the rules then send the payment to review). A value past
         // u64 is at least u64::MAX minor units: over any limit.
         let value = |currency: Currency, minor: u64| match (minor, self.fx.value_up(minor, currency, reference, now)) {
@@ -362,13 +363,12 @@ impl Payments {
         let assessed = {
             let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
             self.warm(&mut activity, payment, now)?;
-            let others = |r: &&Recent| r.payment != payment.id;
-            let valued = |r: &Recent| (r.at, value(r.currency, r.amount));
-            let user = Earlier::of(now, activity.by_user(payment.sender()).filter(others).map(valued));
+            let (id, at) = (payment.id, payment.created_ns);
+            let user = activity.user_earlier(payment.sender(), id, at, now, &value);
             let instrument = if payment.instrument_id.is_empty() {
                 Earlier::default()
             } else {
-                Earlier::of(now, activity.by_instrument(&payment.instrument_id).filter(others).map(valued))
+                activity.instrument_earlier(&payment.instrument_id, id, at, now, &value)
             };
             let input = RiskInput {
                 amount: currency.and_then(|c| value(c, payment.created.amount)),
