@@ -77,7 +77,7 @@ fn killed_writer_loses_nothing_acknowledged_and_leaves_nothing_partial() {
         // (never synced, never acknowledged). The auditor reports such a tail without
         // repairing it; recovery on open cuts it. So recover first, as a restart does,
         // then audit.
-        let options = EmbeddedOptions { segment_bytes_max: 1 << 20 };
+        let options = EmbeddedOptions { segment_bytes_max: 1 << 20, ..EmbeddedOptions::default() };
         drop(EmbeddedStore::open(&log_dir, options.clone()).expect("recover after kill"));
         let report =
             audit::verify(&log_dir, Some(&snapshot_dir)).unwrap_or_else(|e| panic!("round {round}: audit failed: {e}"));

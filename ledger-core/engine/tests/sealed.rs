@@ -10,7 +10,7 @@ use ledger_engine::store::embedded::{EmbeddedOptions, EmbeddedStore, RecoveryRep
 use ledger_engine::store::seal::seal_file_name;
 use ledger_engine::store::*;
 
-const OPTIONS: EmbeddedOptions = EmbeddedOptions { segment_bytes_max: 1024 };
+const OPTIONS: EmbeddedOptions = EmbeddedOptions { segment_bytes_max: 1024, seal_in_background: true };
 
 fn open(dir: &Path) -> (EmbeddedStore, RecoveryReport) {
     EmbeddedStore::open(dir, OPTIONS).expect("open")

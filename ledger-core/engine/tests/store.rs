@@ -107,7 +107,7 @@ fn reopen_keeps_everything_and_continues_the_chain() {
 #[test]
 fn segments_roll_and_read_back() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = EmbeddedOptions { segment_bytes_max: 4096 };
+    let options = EmbeddedOptions { segment_bytes_max: 4096, ..EmbeddedOptions::default() };
     {
         let (store, _) = EmbeddedStore::open(dir.path(), options.clone()).expect("open");
         for n in 0..200 {
@@ -264,7 +264,7 @@ fn every_flipped_bit_in_a_committed_frame_is_detected() {
 #[test]
 fn a_missing_segment_refuses_to_open() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = EmbeddedOptions { segment_bytes_max: 1024 };
+    let options = EmbeddedOptions { segment_bytes_max: 1024, ..EmbeddedOptions::default() };
     {
         let (store, _) = EmbeddedStore::open(dir.path(), options.clone()).expect("open");
         for n in 0..50 {

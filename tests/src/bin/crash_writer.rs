@@ -25,8 +25,11 @@ fn main() -> Result<(), String> {
     };
     let base: u128 = base.parse().map_err(|_| "ID_BASE must be a number")?;
     let dir = std::path::PathBuf::from(dir);
-    let (store, _) = EmbeddedStore::open(dir.join("log"), EmbeddedOptions { segment_bytes_max: 1 << 20 })
-        .map_err(|e| e.to_string())?;
+    let (store, _) = EmbeddedStore::open(
+        dir.join("log"),
+        EmbeddedOptions { segment_bytes_max: 1 << 20, ..EmbeddedOptions::default() },
+    )
+    .map_err(|e| e.to_string())?;
     let config = LedgerConfig {
         snapshot_dir: Some(dir.join("snapshots")),
         snapshot_interval_events: 3_000,

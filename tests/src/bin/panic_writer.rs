@@ -68,8 +68,11 @@ fn main() -> Result<(), String> {
     };
     let panic_at: u64 = panic_at.parse().map_err(|_| "PANIC_AT must be a number")?;
     let dir = std::path::PathBuf::from(dir);
-    let (inner, _) = EmbeddedStore::open(dir.join("log"), EmbeddedOptions { segment_bytes_max: 1 << 20 })
-        .map_err(|e| e.to_string())?;
+    let (inner, _) = EmbeddedStore::open(
+        dir.join("log"),
+        EmbeddedOptions { segment_bytes_max: 1 << 20, ..EmbeddedOptions::default() },
+    )
+    .map_err(|e| e.to_string())?;
     let store = PanicOnAppend { inner, appends: AtomicU64::new(0), panic_at };
     let ledger = Ledger::open(Arc::new(store), LedgerConfig::default()).map_err(|e| e.to_string())?;
     let usd = Currency::parse("USD").map_err(|e| e.to_string())?;

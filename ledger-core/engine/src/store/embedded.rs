@@ -30,11 +30,15 @@ const GROUP_BYTES_MAX: usize = 64 << 20;
 #[derive(Clone, Debug)]
 pub struct EmbeddedOptions {
     pub segment_bytes_max: u64,
+    /// Whether a segment's seal is written by a thread of its own while appends go on
+    /// (the default), or by the committer before its next group (the simulator and
+    /// the power-loss tests, whose runs must not depend on thread timing).
+    pub seal_in_background: bool,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions { segment_bytes_max: SEGMENT_BYTES_MAX }
+        EmbeddedOptions { segment_bytes_max: SEGMENT_BYTES_MAX, seal_in_background: true }
     }
 }
 
@@ -151,10 +155,10 @@ fn open_index(disk: &dyn Disk, dir: &Path) -> Result<OpenedLog, StoreError> {
             report.torn_tail = Some(torn);
         }
         if last {
-            index.tables.push(table);
+            index.tables.push(Arc::new(table));
         } else {
             tracing::info!(segment, "sealing a segment that had no valid seal");
-            index.sealed.push(Sealed::write(disk, dir, &table, scan.len)?);
+            index.seal(Sealed::write(disk, dir, &table, scan.len)?);
         }
         files.push(file);
     }
@@ -402,8 +406,10 @@ struct Committer {
     /// Heads of the streams appended to in the group being committed (written, not yet
     /// durable nor in the index); every other head is the index's.
     group_heads: HashMap<String, StreamHead>,
-    /// Segments moved past, with their length, whose seal is not written yet.
+    /// Segments moved past, with their length, whose seal is not started yet.
     to_seal: Vec<(u32, u64)>,
+    /// The thread writing a seal, if one is.
+    sealer: Option<JoinHandle<()>>,
     buffer: Vec<u8>,
     /// Reused input of the chain hash.
     chain_input: Vec<u8>,
@@ -444,6 +450,7 @@ impl Committer {
             next_position,
             group_heads: HashMap::new(),
             to_seal: Vec::new(),
+            sealer: None,
             buffer: Vec::new(),
             chain_input: Vec::new(),
         })
@@ -468,22 +475,40 @@ impl Committer {
         self.shared.index.read().map_err(|_| StoreError::Closed)?.head(stream)
     }
 
-    /// Writes the seal of each segment moved past, once all of its records are in its
-    /// table (after the group that moved past it is published), and swaps the table
-    /// for the seal. Readers go on reading the table meanwhile.
-    fn seal_moved_past(&mut self) -> Result<(), StoreError> {
-        while let Some(&(segment, segment_len)) = self.to_seal.first() {
-            let sealed = {
-                let index = self.shared.index.read().map_err(|_| StoreError::Closed)?;
-                let table = index.tables.iter().find(|table| table.segment == segment).ok_or(StoreError::Closed)?;
-                Sealed::write(&*self.shared.disk, &self.shared.dir, table, segment_len)?
-            };
-            let mut index = self.shared.index.write().map_err(|_| StoreError::Closed)?;
-            index.tables.retain(|table| table.segment != segment);
-            index.sealed.push(sealed);
-            self.to_seal.remove(0);
+    /// Starts writing the seal of the oldest segment moved past, once all of its records
+    /// are in its table (after the group that moved past it is published), on a thread
+    /// of its own, one at a time in order: appends go on meanwhile, and readers read the
+    /// table until the seal takes its place.
+    fn seal_moved_past(&mut self) {
+        if self.sealer.as_ref().is_some_and(|sealer| !sealer.is_finished()) {
+            return;
         }
-        Ok(())
+        self.join_sealer();
+        let Some((segment, segment_len)) = (!self.to_seal.is_empty()).then(|| self.to_seal.remove(0)) else {
+            return;
+        };
+        if !self.options.seal_in_background {
+            if let Err(error) = write_seal(&self.shared, segment, segment_len) {
+                self.poison(&error);
+            }
+            return self.seal_moved_past();
+        }
+        let shared = self.shared.clone();
+        let spawned = std::thread::Builder::new().name("store-sealer".into()).spawn(move || {
+            if let Err(error) = write_seal(&shared, segment, segment_len) {
+                poison(&shared, &error);
+            }
+        });
+        match spawned {
+            Ok(sealer) => self.sealer = Some(sealer),
+            Err(error) => poison(&self.shared, &io_error("spawn sealer", &self.shared.dir, error)),
+        }
+    }
+
+    fn join_sealer(&mut self) {
+        if let Some(sealer) = self.sealer.take() {
+            let _ = sealer.join();
+        }
     }
 
     fn run(&mut self, receiver: Receiver<Request>) {
@@ -502,6 +527,14 @@ impl Committer {
                 }
             }
             self.commit_group(group);
+        }
+        // Closing: the seals still to write are written before the store closes.
+        self.join_sealer();
+        for (segment, segment_len) in std::mem::take(&mut self.to_seal) {
+            if let Err(error) = write_seal(&self.shared, segment, segment_len) {
+                self.poison(&error);
+                break;
+            }
         }
     }
 
@@ -577,9 +610,7 @@ impl Committer {
         match result {
             Ok(()) => {
                 self.publish(pending);
-                if let Err(error) = self.seal_moved_past() {
-                    self.poison(&error);
-                }
+                self.seal_moved_past();
             }
             Err(error) => {
                 self.group_heads.clear();
@@ -656,11 +687,7 @@ impl Committer {
     }
 
     fn poison(&self, error: &StoreError) {
-        tracing::error!(%error, "event store poisoned; reopen to recover");
-        if let Ok(mut reason) = self.shared.poison_reason.lock() {
-            *reason = error.to_string();
-        }
-        self.shared.poisoned.store(true, Ordering::Release);
+        poison(&self.shared, error);
     }
 
     /// Makes a durable group visible to readers, then answers its requests in order.
@@ -689,6 +716,26 @@ impl Committer {
     }
 }
 
+fn poison(shared: &Shared, error: &StoreError) {
+    tracing::error!(%error, "event store poisoned; reopen to recover");
+    if let Ok(mut reason) = shared.poison_reason.lock() {
+        *reason = error.to_string();
+    }
+    shared.poisoned.store(true, Ordering::Release);
+}
+
+/// Writes the seal of `segment` (`segment_len` bytes, all its records published) from
+/// its table, then puts it in the table's place.
+fn write_seal(shared: &Shared, segment: u32, segment_len: u64) -> Result<(), StoreError> {
+    let table = {
+        let index = shared.index.read().map_err(|_| StoreError::Closed)?;
+        index.tables.iter().find(|table| table.segment == segment).cloned().ok_or(StoreError::Closed)?
+    };
+    let sealed = Sealed::write(&*shared.disk, &shared.dir, &table, segment_len)?;
+    shared.index.write().map_err(|_| StoreError::Closed)?.seal(sealed);
+    Ok(())
+}
+
 /// Creates segment `segment`, its first record at `first_position`, durable with its
 /// header and its directory entry before any frame goes in, and adds it to the
 /// readers' segments and its (empty) table to the index.
@@ -699,7 +746,12 @@ fn create_segment(shared: &Shared, segment: u32, first_position: Position) -> Re
     file.sync_all().map_err(|e| io_error("fsync", &path, e))?;
     sync_dir(&*shared.disk, &shared.dir)?;
     shared.segments.write().map_err(|_| StoreError::Closed)?.push(file.clone());
-    shared.index.write().map_err(|_| StoreError::Closed)?.tables.push(SegmentTable::new(segment, first_position));
+    shared
+        .index
+        .write()
+        .map_err(|_| StoreError::Closed)?
+        .tables
+        .push(Arc::new(SegmentTable::new(segment, first_position)));
     Ok(file)
 }
 

@@ -2,6 +2,9 @@
 //! the segments still open (normally one: the segment taking appends; two for the
 //! moment between moving to a new segment and sealing the last).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use super::format::Location;
 use super::seal::{Sealed, SealedRun, SegmentTable};
 use super::{Direction, Revision, StoreError, StreamHead};
@@ -14,10 +17,18 @@ pub enum Expected {
     Revision(Revision),
 }
 
+/// Heads found in the seals kept for the next lookup (a stream's head in the sealed
+/// segments changes only when a segment is sealed, which empties it).
+const SEALED_HEADS_CACHED: usize = 65_536;
+
 #[derive(Default, Debug)]
 pub struct LogIndex {
     pub sealed: Vec<Sealed>,
-    pub tables: Vec<SegmentTable>,
+    /// The segments not sealed yet, in order: the one taking appends last; before it,
+    /// any whose seal is being written (shared with the thread writing it).
+    pub tables: Vec<Arc<SegmentTable>>,
+    /// Heads (or their absence) in the sealed segments, of streams looked up lately.
+    sealed_heads: Mutex<HashMap<String, Option<StreamHead>>>,
 }
 
 /// A stream's run in one segment, sealed or not.
@@ -74,17 +85,38 @@ impl LogIndex {
                 return Ok(Some(head));
             }
         }
+        // ok: a poisoned cache is only a cache; the lookup below is the truth.
+        if let Some(head) = self.sealed_heads.lock().ok().and_then(|cache| cache.get(stream).copied()) {
+            return Ok(head);
+        }
+        let mut head = None;
         for sealed in self.sealed.iter().rev() {
             if let Some(run) = sealed.run(stream)? {
-                return Ok(Some(run.head()));
+                head = Some(run.head());
+                break;
             }
         }
-        Ok(None)
+        if let Ok(mut cache) = self.sealed_heads.lock() {
+            if cache.len() >= SEALED_HEADS_CACHED {
+                cache.clear();
+            }
+            cache.insert(stream.to_string(), head);
+        }
+        Ok(head)
     }
 
-    /// The table of `segment` (a segment still open).
+    /// Adds a sealed segment (the oldest not sealed yet) in place of its table.
+    pub fn seal(&mut self, sealed: Sealed) {
+        self.tables.retain(|table| table.segment != sealed.segment);
+        self.sealed.push(sealed);
+        if let Ok(mut cache) = self.sealed_heads.lock() {
+            cache.clear();
+        }
+    }
+
+    /// The table of `segment`, a segment taking appends (not shared with a sealer).
     pub fn table_mut(&mut self, segment: u32) -> Option<&mut SegmentTable> {
-        self.tables.iter_mut().find(|table| table.segment == segment)
+        self.tables.iter_mut().find(|table| table.segment == segment).and_then(Arc::get_mut)
     }
 
     /// Locations of up to `max_count` records from `from`, in commit order.

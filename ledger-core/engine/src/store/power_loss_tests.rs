@@ -29,7 +29,8 @@ fn log_dir() -> PathBuf {
 
 fn open(disk: &SimDisk, segment_bytes_max: u64) -> Result<EmbeddedStore, StoreError> {
     let disk: Arc<dyn Disk> = Arc::new(disk.clone());
-    EmbeddedStore::open_on(disk, log_dir(), EmbeddedOptions { segment_bytes_max }).map(|(store, _)| store)
+    EmbeddedStore::open_on(disk, log_dir(), EmbeddedOptions { segment_bytes_max, seal_in_background: false })
+        .map(|(store, _)| store)
 }
 
 /// One event we asked to append, with where it must land if it lands.
