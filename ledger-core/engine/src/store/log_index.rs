@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::format::Location;
-use super::seal::{Sealed, SealedRun, SegmentTable};
+use super::seal::{self, Sealed, SealedRun, SegmentTable};
 use super::{Direction, Revision, StoreError, StreamHead};
 
 /// What a record found through the index must be: the index is checked against every
@@ -89,9 +89,9 @@ impl LogIndex {
         if let Some(head) = self.sealed_heads.lock().ok().and_then(|cache| cache.get(stream).copied()) {
             return Ok(head);
         }
-        let mut head = None;
+        let (key, mut head) = (seal::key(stream), None);
         for sealed in self.sealed.iter().rev() {
-            if let Some(run) = sealed.run(stream)? {
+            if let Some(run) = sealed.run_keyed(stream, key)? {
                 head = Some(run.head());
                 break;
             }
@@ -159,8 +159,9 @@ impl LogIndex {
                 }
             }
         }
+        let key = seal::key(stream);
         for sealed in self.sealed.iter().rev() {
-            if let Some(run) = sealed.run(stream)? {
+            if let Some(run) = sealed.run_keyed(stream, key)? {
                 runs.push(RunIn::Sealed(sealed, run));
                 if enough(runs.last().expect("just pushed")) {
                     return Ok(runs);

@@ -422,7 +422,11 @@ impl Sealed {
 
     /// `stream`'s run in this segment, if it has one.
     pub fn run(&self, stream: &str) -> Result<Option<SealedRun>, StoreError> {
-        let key = key(stream);
+        self.run_keyed(stream, key(stream))
+    }
+
+    /// [`Sealed::run`] with the stream's [`key`] computed once for many segments.
+    pub fn run_keyed(&self, stream: &str, key: u64) -> Result<Option<SealedRun>, StoreError> {
         if !self.might_hold(key) {
             return Ok(None);
         }
