@@ -25,6 +25,10 @@ use ledger_core::chain::{chain_hash_with, Hash, GENESIS_HASH};
 pub const SEGMENT_BYTES_MAX: u64 = 256 << 20;
 /// Largest group the committer writes with one sync.
 const GROUP_BYTES_MAX: usize = 64 << 20;
+/// Records read with one `pread` of their span: at most this far apart...
+const READ_GAP_BYTES_MAX: u32 = 64 << 10;
+/// ...and this long in all (plus the last record).
+const READ_SPAN_BYTES_MAX: u32 = 4 << 20;
 
 /// Options of [`EmbeddedStore::open`].
 #[derive(Clone, Debug)]
@@ -289,28 +293,79 @@ impl EmbeddedStore {
         }
     }
 
-    /// The record at `location`, which must be the one the index says is there: at
-    /// that position, or of `stream` at that revision.
-    fn read_at(&self, location: Location, stream: &str, expected: Expected) -> Result<RecordedEvent, StoreError> {
-        let file = {
-            let segments = self.shared.segments.read().map_err(|_| StoreError::Closed)?;
-            segments.get(location.segment as usize).cloned().ok_or(StoreError::Closed)?
-        };
-        let path = || self.shared.dir.join(format::segment_file_name(location.segment));
-        let mut header = [0u8; RECORD_HEADER_BYTES];
-        file.read_exact_at(&mut header, u64::from(location.offset)).map_err(|e| io_error("read", &path(), e))?;
-        let body_len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    fn segment_file(&self, segment: u32) -> Result<Arc<dyn DiskFile>, StoreError> {
+        let segments = self.shared.segments.read().map_err(|_| StoreError::Closed)?;
+        segments.get(segment as usize).cloned().ok_or(StoreError::Closed)
+    }
+
+    /// The records at `located`, each of which must be the one the index says is there:
+    /// at that position, or of `stream` at that revision. Records close together in one
+    /// segment (a page of the log, a run of a stream) are read with one `pread` of
+    /// their span rather than two each.
+    fn read_located(&self, stream: &str, located: Vec<(Location, Expected)>) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut out = Vec::with_capacity(located.len());
+        let mut first = 0;
+        while first < located.len() {
+            let start = located[first].0;
+            let mut end = first + 1;
+            while let Some((next, _)) = located.get(end) {
+                let previous = located[end - 1].0;
+                let close = next.segment == start.segment
+                    && next.offset > previous.offset
+                    && next.offset - previous.offset <= READ_GAP_BYTES_MAX
+                    && next.offset - start.offset <= READ_SPAN_BYTES_MAX;
+                if !close {
+                    break;
+                }
+                end += 1;
+            }
+            let span = self.read_span(start.segment, start.offset, located[end - 1].0.offset)?;
+            for (location, expected) in &located[first..end] {
+                let at = (location.offset - start.offset) as usize;
+                out.push(self.checked_record(&span[at..], *location, stream, *expected)?);
+            }
+            first = end;
+        }
+        Ok(out)
+    }
+
+    /// The bytes of `segment` from `from` to the end of the record at `last`.
+    fn read_span(&self, segment: u32, from: u32, last: u32) -> Result<Vec<u8>, StoreError> {
+        let file = self.segment_file(segment)?;
+        let path = || self.shared.dir.join(format::segment_file_name(segment));
+        let head_len = (last - from) as usize + RECORD_HEADER_BYTES;
+        let mut bytes = vec![0u8; head_len];
+        file.read_exact_at(&mut bytes, u64::from(from)).map_err(|e| io_error("read", &path(), e))?;
+        let last_at = head_len - RECORD_HEADER_BYTES;
+        let body_len = u32::from_le_bytes(bytes[last_at..last_at + 4].try_into().expect("4 bytes")) as usize;
+        if body_len > APPEND_BYTES_MAX {
+            return Err(StoreError::Corrupt {
+                file: path(),
+                offset: u64::from(last),
+                reason: "record length is larger than any append".into(),
+            });
+        }
+        bytes.resize(head_len + body_len, 0);
+        let body_at = u64::from(last) + RECORD_HEADER_BYTES as u64;
+        file.read_exact_at(&mut bytes[head_len..], body_at).map_err(|e| io_error("read", &path(), e))?;
+        Ok(bytes)
+    }
+
+    /// The record at the start of `bytes` (read from `location`), checked to be the one
+    /// the index names.
+    fn checked_record(
+        &self,
+        bytes: &[u8],
+        location: Location,
+        stream: &str,
+        expected: Expected,
+    ) -> Result<RecordedEvent, StoreError> {
         let corrupt = |reason: &str| StoreError::Corrupt {
-            file: path(),
+            file: self.shared.dir.join(format::segment_file_name(location.segment)),
             offset: u64::from(location.offset),
             reason: reason.to_string(),
         };
-        if body_len > APPEND_BYTES_MAX {
-            return Err(corrupt("record length is larger than any append"));
-        }
-        let mut bytes = vec![0u8; RECORD_HEADER_BYTES + body_len];
-        file.read_exact_at(&mut bytes, u64::from(location.offset)).map_err(|e| io_error("read", &path(), e))?;
-        let (event, _) = format::parse_record(&bytes).map_err(corrupt)?;
+        let (event, _) = format::parse_record(bytes).map_err(corrupt)?;
         let found = match expected {
             Expected::Position(position) => event.position == position,
             Expected::Revision(revision) => event.revision == revision && event.stream == stream,
@@ -319,10 +374,6 @@ impl EmbeddedStore {
             return Err(corrupt("the record here is not the one the index names"));
         }
         Ok(event)
-    }
-
-    fn read_located(&self, stream: &str, located: Vec<(Location, Expected)>) -> Result<Vec<RecordedEvent>, StoreError> {
-        located.into_iter().map(|(location, expected)| self.read_at(location, stream, expected)).collect()
     }
 }
 
