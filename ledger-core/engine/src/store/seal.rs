@@ -393,7 +393,7 @@ impl Sealed {
     fn entries<T>(
         &self,
         fence: &Fence,
-        mut each: impl FnMut(&str, SealedRun) -> Option<T>,
+        mut each: impl FnMut(u64, &[u8], SealedRun) -> Option<T>,
     ) -> Result<Option<T>, StoreError> {
         let block = self.block(fence)?;
         let bad = || corrupt(&self.path, u64::from(fence.at), "seal block entries run past the block");
@@ -402,7 +402,6 @@ impl Sealed {
             let fixed = block.get(at..at + ENTRY_FIXED_BYTES).ok_or_else(bad)?;
             let name_len = fixed[ENTRY_FIXED_BYTES - 1] as usize;
             let name = block.get(at + ENTRY_FIXED_BYTES..at + ENTRY_FIXED_BYTES + name_len).ok_or_else(bad)?;
-            let name = std::str::from_utf8(name).map_err(|_| bad())?;
             let run = SealedRun {
                 first_revision: u64_at(fixed, 8),
                 count: u32_at(fixed, 16),
@@ -412,7 +411,7 @@ impl Sealed {
             if run.count == 0 || u64::from(run.first_location) + u64::from(run.count) > self.records {
                 return Err(bad());
             }
-            if let Some(found) = each(name, run) {
+            if let Some(found) = each(u64_at(fixed, 0), name, run) {
                 return Ok(Some(found));
             }
             at += ENTRY_FIXED_BYTES + name_len;
@@ -432,7 +431,9 @@ impl Sealed {
         }
         let start = self.fences.partition_point(|fence| fence.first_key < key).saturating_sub(1);
         for fence in self.fences[start..].iter().take_while(|fence| fence.first_key <= key) {
-            if let Some(run) = self.entries(fence, |name, run| (name == stream).then_some(run))? {
+            // The key first: a lookup compares names only where the keys are equal.
+            let found = self.entries(fence, |at, name, run| (at == key && name == stream.as_bytes()).then_some(run))?;
+            if let Some(run) = found {
                 return Ok(Some(run));
             }
         }
@@ -459,12 +460,18 @@ impl Sealed {
     /// Adds the names of this segment's streams that start with `prefix` to `out`.
     pub fn names(&self, prefix: &str, out: &mut Vec<String>) -> Result<(), StoreError> {
         for fence in &self.fences {
-            self.entries(fence, |name, _| {
-                if name.starts_with(prefix) {
-                    out.push(name.to_string());
+            let mut bad_name = false;
+            self.entries(fence, |_, name, _| {
+                match std::str::from_utf8(name) {
+                    Ok(name) if name.starts_with(prefix) => out.push(name.to_string()),
+                    Ok(_) => {}
+                    Err(_) => bad_name = true,
                 }
-                None::<()>
+                bad_name.then_some(())
             })?;
+            if bad_name {
+                return Err(corrupt(&self.path, u64::from(fence.at), "a stream name in a seal block is not UTF-8"));
+            }
         }
         Ok(())
     }
