@@ -92,41 +92,14 @@ impl Default for Window {
     }
 }
 
-impl Window {
-    fn add(&mut self, value: Option<u64>) {
-        self.count += 1;
-        self.total = match (self.total, value) {
-            (Some(sum), Some(value)) => Some(sum.saturating_add(value)),
-            _ => None,
-        };
-    }
-}
-
 /// What the rules know of earlier payments: whether there is any, and the last hour
-/// and the last day of them, summed in one pass (no list is copied per assessment).
+/// and the last day of them (kept as sums by `activity`, so no list is walked per
+/// assessment).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Earlier {
     pub any: bool,
     pub hour: Window,
     pub day: Window,
-}
-
-impl Earlier {
-    /// Sums (time, value) of earlier payments into the windows that end at `now_ns`.
-    pub fn of(now_ns: u64, payments: impl IntoIterator<Item = (u64, Option<u64>)>) -> Earlier {
-        let (hour, day) = (now_ns.saturating_sub(HOUR_NS), now_ns.saturating_sub(DAY_NS));
-        let mut earlier = Earlier::default();
-        for (at, value) in payments {
-            earlier.any = true;
-            if at >= day {
-                earlier.day.add(value);
-            }
-            if at >= hour {
-                earlier.hour.add(value);
-            }
-        }
-        earlier
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -247,6 +220,32 @@ pub fn assess(config: &RiskConfig, input: &RiskInput) -> Assessment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Earlier {
+        /// The windows ending at `now_ns` of (time, value) of earlier payments, from a
+        /// plain list.
+        pub(crate) fn of(now_ns: u64, payments: impl IntoIterator<Item = (u64, Option<u64>)>) -> Earlier {
+            let (hour, day) = (now_ns.saturating_sub(HOUR_NS), now_ns.saturating_sub(DAY_NS));
+            let add = |window: &mut Window, value: Option<u64>| {
+                window.count += 1;
+                window.total = match (window.total, value) {
+                    (Some(sum), Some(value)) => Some(sum.saturating_add(value)),
+                    _ => None,
+                };
+            };
+            let mut earlier = Earlier::default();
+            for (at, value) in payments {
+                earlier.any = true;
+                if at >= day {
+                    add(&mut earlier.day, value);
+                }
+                if at >= hour {
+                    add(&mut earlier.hour, value);
+                }
+            }
+            earlier
+        }
+    }
 
     const NOW: u64 = 100 * DAY_NS;
 

@@ -469,8 +469,18 @@ struct Committer {
 struct Pending {
     done: Completion,
     stream: String,
-    locations: Vec<Location>,
+    /// The segment of the append's frame (a frame never spans two) and its records'
+    /// offsets in it.
+    segment: u32,
+    offsets: Vec<u32>,
     outcome: AppendOutcome,
+}
+
+impl Pending {
+    /// A request that wrote nothing (a flush, or an append after a failure in its group).
+    fn unwritten(done: Completion, stream: String) -> Pending {
+        Pending { done, stream, segment: 0, offsets: Vec::new(), outcome: empty_outcome() }
+    }
 }
 
 enum Completion {
@@ -535,15 +545,12 @@ impl Committer {
             return;
         }
         self.join_sealer();
+        if !self.options.seal_in_background {
+            return self.seal_now();
+        }
         let Some((segment, segment_len)) = (!self.to_seal.is_empty()).then(|| self.to_seal.remove(0)) else {
             return;
         };
-        if !self.options.seal_in_background {
-            if let Err(error) = write_seal(&self.shared, segment, segment_len) {
-                self.poison(&error);
-            }
-            return self.seal_moved_past();
-        }
         let shared = self.shared.clone();
         let spawned = std::thread::Builder::new().name("store-sealer".into()).spawn(move || {
             if let Err(error) = write_seal(&shared, segment, segment_len) {
@@ -553,6 +560,17 @@ impl Committer {
         match spawned {
             Ok(sealer) => self.sealer = Some(sealer),
             Err(error) => poison(&self.shared, &io_error("spawn sealer", &self.shared.dir, error)),
+        }
+    }
+
+    /// Writes every seal due on this thread, in order (without a background sealer,
+    /// and when the store closes).
+    fn seal_now(&mut self) {
+        for (segment, segment_len) in std::mem::take(&mut self.to_seal) {
+            if let Err(error) = write_seal(&self.shared, segment, segment_len) {
+                self.poison(&error);
+                return;
+            }
         }
     }
 
@@ -581,12 +599,7 @@ impl Committer {
         }
         // Closing: the seals still to write are written before the store closes.
         self.join_sealer();
-        for (segment, segment_len) in std::mem::take(&mut self.to_seal) {
-            if let Err(error) = write_seal(&self.shared, segment, segment_len) {
-                self.poison(&error);
-                break;
-            }
-        }
+        self.seal_now();
     }
 
     fn commit_group(&mut self, group: Vec<Request>) {
@@ -605,25 +618,10 @@ impl Committer {
         let mut result = Ok(());
         for request in group {
             match request {
-                Request::Flush { done } => pending.push(Pending {
-                    done: Completion::Flush(done),
-                    stream: String::new(),
-                    locations: Vec::new(),
-                    outcome: AppendOutcome {
-                        first_revision: None,
-                        last_revision: None,
-                        first_position: 0,
-                        last_hash: GENESIS_HASH,
-                    },
-                }),
+                Request::Flush { done } => pending.push(Pending::unwritten(Completion::Flush(done), String::new())),
                 Request::Append { stream, expected, events, bytes, done } => {
                     if result.is_err() {
-                        pending.push(Pending {
-                            done: Completion::Append(done),
-                            stream,
-                            locations: Vec::new(),
-                            outcome: empty_outcome(),
-                        });
+                        pending.push(Pending::unwritten(Completion::Append(done), stream));
                         continue;
                     }
                     let head = match self.head(&stream) {
@@ -639,17 +637,16 @@ impl Committer {
                         continue;
                     }
                     match self.encode(&stream, head, &events, bytes) {
-                        Ok((locations, outcome)) => {
-                            pending.push(Pending { done: Completion::Append(done), stream, locations, outcome })
-                        }
+                        Ok((offsets, outcome)) => pending.push(Pending {
+                            done: Completion::Append(done),
+                            stream,
+                            segment: self.segment,
+                            offsets,
+                            outcome,
+                        }),
                         Err(error) => {
                             result = Err(error);
-                            pending.push(Pending {
-                                done: Completion::Append(done),
-                                stream,
-                                locations: Vec::new(),
-                                outcome: empty_outcome(),
-                            });
+                            pending.push(Pending::unwritten(Completion::Append(done), stream));
                         }
                     }
                 }
@@ -680,7 +677,7 @@ impl Committer {
         head: Option<StreamHead>,
         events: &EventBatch,
         bytes: usize,
-    ) -> Result<(Vec<Location>, AppendOutcome), StoreError> {
+    ) -> Result<(Vec<u32>, AppendOutcome), StoreError> {
         let frame_bytes = (format::FRAME_HEADER_BYTES + bytes) as u64;
         let used = self.segment_len + self.buffer.len() as u64;
         if used + frame_bytes > self.options.segment_bytes_max && used > SEGMENT_HEADER_BYTES as u64 {
@@ -694,13 +691,13 @@ impl Committer {
             None => (0, GENESIS_HASH),
         };
         let first_revision = revision;
-        let mut locations = Vec::with_capacity(events.len());
+        let mut offsets = Vec::with_capacity(events.len());
         let frame_start = format::begin_frame(&mut self.buffer);
         self.buffer.reserve(bytes);
         for (event_type, payload) in events.iter() {
             hash = chain_hash_with(&mut self.chain_input, &hash, revision, payload);
             let offset = self.segment_len + self.buffer.len() as u64;
-            locations.push(Location { segment: self.segment, offset: offset as u32 });
+            offsets.push(offset as u32);
             format::put_record(&mut self.buffer, self.next_position, revision, &hash, stream, event_type, payload);
             self.next_position += 1;
             revision += 1;
@@ -711,7 +708,7 @@ impl Committer {
             self.group_heads.insert(stream.to_string(), StreamHead { revision: last, hash });
         }
         let first_revision = (!events.is_empty()).then_some(first_revision);
-        Ok((locations, AppendOutcome { first_revision, last_revision, first_position, last_hash: hash }))
+        Ok((offsets, AppendOutcome { first_revision, last_revision, first_position, last_hash: hash }))
     }
 
     fn write_buffer(&mut self) -> Result<(), StoreError> {
@@ -745,16 +742,13 @@ impl Committer {
     fn publish(&mut self, pending: Vec<Pending>) {
         if let Ok(mut index) = self.shared.index.write() {
             for p in &pending {
-                if p.locations.is_empty() {
+                if p.offsets.is_empty() {
                     continue;
                 }
-                let (Some(first_revision), Some(table)) =
-                    (p.outcome.first_revision, index.table_mut(p.locations[0].segment))
-                else {
+                let (Some(first_revision), Some(table)) = (p.outcome.first_revision, index.table_mut(p.segment)) else {
                     unreachable!("an append with records has a first revision and an open segment");
                 };
-                let offsets: Vec<u32> = p.locations.iter().map(|location| location.offset).collect();
-                table.push(&p.stream, first_revision, &offsets, p.outcome.last_hash);
+                table.push(&p.stream, first_revision, &p.offsets, p.outcome.last_hash);
             }
         }
         self.shared.head.send_replace(self.next_position);

@@ -149,12 +149,20 @@ impl LogIndex {
     }
 
     /// `stream`'s runs from the newest segment back, until `enough` says so.
-    fn runs(&self, stream: &str, mut enough: impl FnMut(&RunIn<'_>) -> bool) -> Result<Vec<RunIn<'_>>, StoreError> {
+    fn runs<'a>(
+        &'a self,
+        stream: &str,
+        mut enough: impl FnMut(&RunIn<'a>) -> bool,
+    ) -> Result<Vec<RunIn<'a>>, StoreError> {
         let mut runs = Vec::new();
+        let mut take = |run: RunIn<'a>| {
+            let done = enough(&run);
+            runs.push(run);
+            done
+        };
         for table in self.tables.iter().rev() {
             if let Some(run) = table.run(stream) {
-                runs.push(RunIn::Table(table.segment, run));
-                if enough(runs.last().expect("just pushed")) {
+                if take(RunIn::Table(table.segment, run)) {
                     return Ok(runs);
                 }
             }
@@ -162,8 +170,7 @@ impl LogIndex {
         let key = seal::key(stream);
         for sealed in self.sealed.iter().rev() {
             if let Some(run) = sealed.run_keyed(stream, key)? {
-                runs.push(RunIn::Sealed(sealed, run));
-                if enough(runs.last().expect("just pushed")) {
+                if take(RunIn::Sealed(sealed, run)) {
                     return Ok(runs);
                 }
             }
