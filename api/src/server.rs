@@ -74,6 +74,7 @@ fn open_log(
     let ledger_config = LedgerConfig {
         snapshot_dir: Some(snapshot_dir),
         snapshot_interval_events: config.snapshot_interval_events,
+        transfers_dir: Some(config.data_dir.join("transfers")),
         clock: Arc::new(SystemClock),
         ..LedgerConfig::default()
     };

@@ -3,11 +3,13 @@
 //! into the state. Replay is a fold of `evolve`. `execute_*` run a batch: decide,
 //! evolve, and undo a linked chain whose member fails.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::collections::{touched_chunk, touched_table, ChunkedVec, Shard, ShardedMap};
+use crate::collections::{Shard, ShardedMap};
 use crate::domain::*;
 use crate::money::Currency;
 
@@ -32,14 +34,26 @@ impl CurrencyTotals {
 pub const TOTAL_MAX: u128 = i128::MAX as u128;
 
 /// The in-memory state of one ledger partition.
-#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+///
+/// Transfers live in three tiers. `transfers` holds those made or changed since they
+/// were last handed off; with a transfer store attached ([`LedgerState::with_store`])
+/// the writer hands them off ([`LedgerState::hand_off`]) to be written there, keeps
+/// them readable in `frozen` until the store confirms them
+/// ([`LedgerState::stored_up_to`]), and reads them from the store after that. Without
+/// a store every transfer stays in `transfers`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LedgerState {
     accounts: ShardedMap<AccountId, Account>,
-    /// Committed transfers in commit order, found through `transfer_index`. Kept apart
-    /// so that growing the index moves 32-byte slots, not whole transfers; neither
-    /// container copies everything it holds when it grows (see `collections`).
-    transfers: ChunkedVec<Transfer>,
-    transfer_index: ShardedMap<TransferId, u64>,
+    transfers: TransferMap,
+    #[serde(skip)]
+    frozen: VecDeque<Frozen>,
+    #[serde(skip)]
+    store: Option<StoreHandle>,
+    /// The number of the last hand-off.
+    #[serde(skip)]
+    handed_off: u64,
+    /// Transfers committed so far, in every tier.
+    transfers_total: u64,
     /// Holds with a timeout, by expiry time.
     expiries: BTreeSet<(u64, TransferId)>,
     totals: BTreeMap<Currency, CurrencyTotals>,
@@ -52,10 +66,85 @@ pub struct LedgerState {
     journal: Option<Vec<Undo>>,
 }
 
+/// Two states are equal when they hold the same accounts, totals, holds and clock, and
+/// every transfer either keeps in memory reads the same from the other (transfers only
+/// in stores are not read here).
+impl PartialEq for LedgerState {
+    fn eq(&self, other: &Self) -> bool {
+        self.accounts == other.accounts
+            && self.transfers_total == other.transfers_total
+            && self.expiries == other.expiries
+            && self.totals == other.totals
+            && self.last_timestamp_ns == other.last_timestamp_ns
+            && self.events_applied == other.events_applied
+            && self.journal == other.journal
+            && self.transfers_read_the_same_in(other)
+            && other.transfers_read_the_same_in(self)
+    }
+}
+
+impl Eq for LedgerState {}
+
+/// A transfer as the state keeps it, with the revisions (positions in the partition's
+/// stream) of the event that made it and of the event that last changed it (the one
+/// that resolved a hold; else the same).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct StoredTransfer {
+    pub transfer: Transfer,
+    pub created: u64,
+    pub changed: u64,
+}
+
+pub type TransferMap = Shard<TransferId, StoredTransfer>;
+
+/// Where transfers handed off are kept: an on-disk store in the engine, a map in tests.
+/// It may hold versions newer than the state reading it (a store written further than
+/// the snapshot a replay starts from); the state hides what it has not reached yet.
+pub trait TransferStore: Send + Sync {
+    /// The newest version written of `id`. An error means the store cannot be trusted:
+    /// the state stops the process (a broken invariant), and the store is expected to
+    /// have marked itself for a rebuild from the log first.
+    fn get(&self, id: TransferId) -> Result<Option<StoredTransfer>, String>;
+}
+
+/// A transfer store attached to a state. Two states are equal when they hold the same
+/// transfers, wherever they keep them, so the handle itself never makes them differ.
+#[derive(Clone)]
+struct StoreHandle(Arc<dyn TransferStore>);
+
+impl PartialEq for StoreHandle {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for StoreHandle {}
+
+impl std::fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TransferStore")
+    }
+}
+
+/// Transfers handed off and not yet confirmed written.
+#[derive(Clone, PartialEq, Eq, Debug)]
+struct Frozen {
+    number: u64,
+    transfers: Arc<TransferMap>,
+}
+
+/// What [`LedgerState::hand_off`] gives the store to write: the transfers made or
+/// changed after the previous hand-off, through event `events_applied - 1`.
+pub struct HandOff {
+    pub number: u64,
+    pub transfers: Arc<TransferMap>,
+    pub events_applied: u64,
+}
+
 #[derive(Clone, PartialEq, Eq, Debug)]
 enum Undo {
     Account(AccountId, Option<Account>),
-    Transfer(TransferId, Option<Transfer>),
+    Transfer(TransferId, Option<StoredTransfer>),
     ExpiryInserted(u64, TransferId),
     ExpiryRemoved(u64, TransferId),
     Totals(Currency, Option<CurrencyTotals>),
@@ -78,82 +167,90 @@ pub enum ReplayError {
     BadExpiry(TransferId),
 }
 
-/// Memory the state will soon grow into, to be made ready off the writer's thread
-/// (see `collections`): `prepare` it anywhere, hand the result to `give_room`.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub enum RoomWanted {
-    /// The next chunk of the transfer list.
-    TransferChunk,
-    /// A larger table for one shard of the transfer index.
-    TransferIndex { shard: usize, capacity: usize },
-}
-
-/// Prepared memory, for [`LedgerState::give_room`].
-pub enum Room {
-    TransferChunk(Vec<Transfer>),
-    TransferIndex { shard: usize, table: Shard<TransferId, u64> },
-}
-
-impl RoomWanted {
-    /// Allocates and writes the memory once. Slow (megabytes): run it on another thread.
-    pub fn prepare(self) -> Room {
-        match self {
-            RoomWanted::TransferChunk => Room::TransferChunk(touched_chunk(Transfer {
-                movement: Movement {
-                    id: TransferId(0),
-                    debit_account_id: AccountId(0),
-                    credit_account_id: AccountId(0),
-                    amount: 0,
-                    currency: Currency::FIRST,
-                    code: 0,
-                    metadata: String::new(),
-                    linked: false,
-                },
-                kind: TransferKind::Posted,
-                timestamp_ns: 0,
-                expires_at_ns: 0,
-                pending_status: None,
-            })),
-            RoomWanted::TransferIndex { shard, capacity } => {
-                Room::TransferIndex { shard, table: touched_table(capacity, |i| (TransferId(i as u128), 0)) }
-            }
-        }
-    }
-}
-
 impl LedgerState {
     pub fn new() -> LedgerState {
         LedgerState::default()
-    }
-
-    /// What memory the state will grow into soon and has not got ready.
-    pub fn room_wanted(&self) -> impl Iterator<Item = RoomWanted> + '_ {
-        let chunk = self.transfers.wants_spare().then_some(RoomWanted::TransferChunk);
-        let index = self
-            .transfer_index
-            .shards_wanting_room()
-            .map(|(shard, capacity)| RoomWanted::TransferIndex { shard, capacity });
-        chunk.into_iter().chain(index)
-    }
-
-    /// Keeps prepared memory for the state's next growth. Never changes the state.
-    pub fn give_room(&mut self, room: Room) {
-        match room {
-            Room::TransferChunk(chunk) => self.transfers.give_spare(chunk),
-            Room::TransferIndex { shard, table } => self.transfer_index.give_room(shard, table),
-        }
     }
 
     pub fn account(&self, id: AccountId) -> Option<&Account> {
         self.accounts.get(&id)
     }
 
-    pub fn transfer(&self, id: TransferId) -> Option<&Transfer> {
-        self.transfer_index.get(&id).and_then(|index| self.transfers.get(*index as usize))
+    /// Attaches the store transfers are handed off to and read back from.
+    pub fn with_store(mut self, store: Arc<dyn TransferStore>) -> LedgerState {
+        self.store = Some(StoreHandle(store));
+        self
     }
 
-    fn transfer_mut(&mut self, id: TransferId) -> Option<&mut Transfer> {
-        self.transfer_index.get(&id).and_then(|index| self.transfers.get_mut(*index as usize))
+    pub fn transfer(&self, id: TransferId) -> Option<Cow<'_, Transfer>> {
+        Some(match self.stored(id)? {
+            Cow::Borrowed(stored) => Cow::Borrowed(&stored.transfer),
+            Cow::Owned(stored) => Cow::Owned(stored.transfer),
+        })
+    }
+
+    /// A transfer with the revisions that made and last changed it, as of this state.
+    pub fn stored_transfer(&self, id: TransferId) -> Option<StoredTransfer> {
+        self.stored(id).map(Cow::into_owned)
+    }
+
+    fn transfers_read_the_same_in(&self, other: &LedgerState) -> bool {
+        let in_memory = self.frozen.iter().flat_map(|frozen| frozen.transfers.keys());
+        self.transfers.keys().chain(in_memory).all(|id| self.transfer(*id) == other.transfer(*id))
+    }
+
+    /// A transfer as of this state: the newest tier that holds it wins.
+    fn stored(&self, id: TransferId) -> Option<Cow<'_, StoredTransfer>> {
+        self.stored_before(id, self.events_applied)
+    }
+
+    /// A transfer as it was before event `revision`.
+    fn stored_before(&self, id: TransferId, revision: u64) -> Option<Cow<'_, StoredTransfer>> {
+        if let Some(stored) = self.transfers.get(&id) {
+            return Some(Cow::Borrowed(stored));
+        }
+        for frozen in self.frozen.iter().rev() {
+            if let Some(stored) = frozen.transfers.get(&id) {
+                return before(revision, Cow::Borrowed(stored));
+            }
+        }
+        let store = self.store.as_ref()?;
+        match store.0.get(id) {
+            Ok(stored) => before(revision, Cow::Owned(stored?)),
+            // The writer cannot decide without it; see `TransferStore::get`.
+            Err(error) => panic!("the transfer store failed reading {id:?}: {error}"),
+        }
+    }
+
+    /// Moves the transfers made or changed since the last hand-off out of the first
+    /// tier, for the store to write; `None` without a store or with nothing new. They
+    /// stay readable until [`LedgerState::stored_up_to`] names them. Between batches.
+    pub fn hand_off(&mut self) -> Option<HandOff> {
+        assert!(self.journal.is_none(), "hand-off inside a linked chain");
+        if self.store.is_none() || self.transfers.is_empty() {
+            return None;
+        }
+        self.handed_off += 1;
+        let transfers = Arc::new(std::mem::take(&mut self.transfers));
+        self.frozen.push_back(Frozen { number: self.handed_off, transfers: transfers.clone() });
+        Some(HandOff { number: self.handed_off, transfers, events_applied: self.events_applied })
+    }
+
+    /// The store has written every hand-off up to `number`: read them from it now.
+    pub fn stored_up_to(&mut self, number: u64) {
+        while self.frozen.front().is_some_and(|frozen| frozen.number <= number) {
+            self.frozen.pop_front();
+        }
+    }
+
+    /// Transfers in the first tier (made or changed since the last hand-off).
+    pub fn transfers_in_memory(&self) -> usize {
+        self.transfers.len()
+    }
+
+    /// Hand-offs not yet confirmed written.
+    pub fn hand_offs_pending(&self) -> usize {
+        self.frozen.len()
     }
 
     pub fn accounts(&self) -> impl Iterator<Item = &Account> {
@@ -164,8 +261,8 @@ impl LedgerState {
         self.accounts.len()
     }
 
-    pub fn transfer_count(&self) -> usize {
-        self.transfers.len()
+    pub fn transfer_count(&self) -> u64 {
+        self.transfers_total
     }
 
     pub fn totals(&self) -> &BTreeMap<Currency, CurrencyTotals> {
@@ -260,7 +357,7 @@ impl LedgerState {
             return Err(TransferError::IdMustNotBeMax);
         }
         if let Some(existing) = self.transfer(command.id) {
-            return if same_transfer(existing, command) {
+            return if same_transfer(&existing, command) {
                 Ok(None)
             } else {
                 Err(TransferError::ExistsWithDifferentFields)
@@ -510,26 +607,31 @@ impl LedgerState {
     ) {
         self.record(Undo::Transfer(movement.id, None));
         let transfer = Transfer { movement: movement.clone(), kind, timestamp_ns, expires_at_ns, pending_status };
-        let previous = self.transfer_index.insert(movement.id, self.transfers.len() as u64);
+        // `evolve` has counted the event: its revision is one less.
+        let revision = self.events_applied - 1;
+        let stored = StoredTransfer { transfer, created: revision, changed: revision };
+        let previous = self.transfers.insert(movement.id, stored);
         assert!(previous.is_none(), "transfer id committed twice");
-        self.transfers.push(transfer);
+        self.transfers_total += 1;
     }
 
     fn resolve_pending(&mut self, pending_id: TransferId, status: PendingStatus) {
-        let Some(previous) = self.transfer(pending_id) else { panic!("resolution of a missing pending transfer") };
-        assert_eq!(previous.pending_status, Some(PendingStatus::Pending), "pending resolved twice");
-        let expires_at_ns = previous.expires_at_ns;
-        if self.journaling() {
-            let previous = previous.clone();
-            self.record(Undo::Transfer(pending_id, Some(previous)));
-        }
+        // `evolve` has counted the event: the hold as it was before it.
+        let Some(previous) = self.stored_before(pending_id, self.events_applied - 1) else {
+            panic!("resolution of a missing pending transfer")
+        };
+        let previous = previous.into_owned();
+        assert_eq!(previous.transfer.pending_status, Some(PendingStatus::Pending), "pending resolved twice");
+        let expires_at_ns = previous.transfer.expires_at_ns;
         if expires_at_ns != 0 {
             self.record(Undo::ExpiryRemoved(expires_at_ns, pending_id));
             self.expiries.remove(&(expires_at_ns, pending_id));
         }
-        if let Some(transfer) = self.transfer_mut(pending_id) {
-            transfer.pending_status = Some(status);
-        }
+        let mut resolved = previous.clone();
+        resolved.transfer.pending_status = Some(status);
+        resolved.changed = self.events_applied - 1;
+        self.record(Undo::Transfer(pending_id, Some(previous)));
+        self.transfers.insert(pending_id, resolved);
     }
 
     /// Applies the same change to the debit side of one account and the credit side of
@@ -575,16 +677,13 @@ impl LedgerState {
                 Undo::Account(id, None) => {
                     self.accounts.remove(&id);
                 }
-                Undo::Transfer(id, Some(transfer)) => {
-                    if let Some(slot) = self.transfer_mut(id) {
-                        *slot = transfer;
-                    }
+                Undo::Transfer(id, Some(stored)) => {
+                    self.transfers.insert(id, stored);
                 }
                 Undo::Transfer(id, None) => {
-                    // Undo runs newest first, so the transfer inserted is the last one.
-                    self.transfer_index.remove(&id);
-                    let removed = self.transfers.pop();
-                    assert_eq!(removed.map(|t| t.movement.id), Some(id), "undo out of order");
+                    let removed = self.transfers.remove(&id);
+                    assert!(removed.is_some(), "undo of a transfer not made");
+                    self.transfers_total -= 1;
                 }
                 Undo::ExpiryInserted(at, id) => {
                     self.expiries.remove(&(at, id));
@@ -614,7 +713,7 @@ impl LedgerState {
             if expires_at_ns > now_ns {
                 break;
             }
-            let held = &self.transfer(pending_id).expect("every expiry names a held transfer").movement;
+            let held = self.transfer(pending_id).expect("every expiry names a held transfer").into_owned().movement;
             let kind = EventKind::PendingExpired {
                 pending_id,
                 debit_account_id: held.debit_account_id,
@@ -829,6 +928,21 @@ fn apply_delta(value: u128, delta: &BalanceChange, side: Side) -> u128 {
         Side::Pending => value.checked_add(delta.pending_add).and_then(|v| v.checked_sub(delta.pending_sub)),
     };
     result.expect("decide rules out overflow and releasing more than is pending")
+}
+
+/// A version read from a store or a hand-off, as it was before event `revision`: absent
+/// if made by that event or a later one, still pending if resolved by one.
+fn before(revision: u64, stored: Cow<'_, StoredTransfer>) -> Option<Cow<'_, StoredTransfer>> {
+    if stored.created >= revision {
+        return None;
+    }
+    if stored.changed < revision {
+        return Some(stored);
+    }
+    let mut earlier = stored.into_owned();
+    earlier.transfer.pending_status = Some(PendingStatus::Pending);
+    earlier.changed = earlier.created;
+    Some(Cow::Owned(earlier))
 }
 
 fn check_account_id(id: AccountId) -> Result<(), AccountError> {

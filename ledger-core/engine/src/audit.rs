@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::snapshot;
 use crate::store::disk::RealDisk;
@@ -14,8 +15,9 @@ use crate::store::format::{self, TornTail};
 use crate::store::{EventStore, RecordedEvent, StoreError};
 use ledger_core::chain::{check_link, Hash};
 use ledger_core::codec;
+use ledger_core::domain::TransferId;
 use ledger_core::money::Currency;
-use ledger_core::state::{CurrencyTotals, LedgerState};
+use ledger_core::state::{CurrencyTotals, LedgerState, StoredTransfer, TransferStore};
 
 /// What a successful audit checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,7 +126,7 @@ impl Replay {
             streams: heads.len(),
             ledger_partitions: self.states.len(),
             accounts: self.states.values().map(LedgerState::account_count).sum(),
-            transfers: self.states.values().map(LedgerState::transfer_count).sum(),
+            transfers: self.states.values().map(|state| state.transfer_count() as usize).sum(),
             totals,
             heads: heads.into_iter().collect(),
         }
@@ -203,11 +205,12 @@ fn compare_served_state(
         let hash_at = |revision: u64| Ok(stream_hashes.get(revision as usize).copied());
         let loaded = snapshot::load_newest_matching(&RealDisk, snapshot_dir, stream, hash_at)
             .map_err(|short| AuditFailure::LogShorterThanSnapshot { stream: stream.clone(), short })?;
-        if let Some(state) = loaded {
-            served.insert(stream.clone(), state);
-        } else {
-            served.insert(stream.clone(), LedgerState::new());
+        // ok: no snapshot that matches the log means the server replays from nothing.
+        let mut state = loaded.unwrap_or_default();
+        if let Some(replayed) = replayed.get(stream) {
+            state = state.with_store(Arc::new(Replayed(replayed.clone())));
         }
+        served.insert(stream.clone(), state);
     }
     let mut failure = None;
     format::scan(data_dir, |record, _| {
@@ -237,6 +240,18 @@ fn compare_served_state(
         }
     }
     Ok(())
+}
+
+/// The replay's transfers, as the transfer store of the state the server would serve:
+/// a snapshot written beside a transfer store holds no transfer, and the server reads
+/// them from its store. The auditor does not trust that store; it reads the transfers
+/// of its own replay from nothing instead, each seen only from its own revision on.
+struct Replayed(LedgerState);
+
+impl TransferStore for Replayed {
+    fn get(&self, id: TransferId) -> Result<Option<StoredTransfer>, String> {
+        Ok(self.0.stored_transfer(id))
+    }
 }
 
 /// The default layout of a data directory: the log in `log/`, snapshots in

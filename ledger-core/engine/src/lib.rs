@@ -15,6 +15,7 @@ pub mod sim_bugs;
 pub mod snapshot;
 pub mod store;
 pub mod threads;
+pub mod transfers;
 pub mod writer;
 
 /// mimalloc (the allocator of `ledgerd` and `ledgerctl`) returns freed memory to the OS

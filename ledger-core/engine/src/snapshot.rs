@@ -18,10 +18,11 @@ use crate::writer::LedgerError;
 use ledger_core::chain::Hash;
 use ledger_core::state::LedgerState;
 
-/// Version 2: a resolved hold names the transfer that posted or voided it. A snapshot
+/// Version 3: transfers carry the revisions that made and last changed them (version 2:
+/// a resolved hold names the transfer that posted or voided it). A snapshot
 /// of another version is discarded like a damaged one: the state is replayed from the
 /// log, which holds everything a snapshot does.
-const MAGIC: &[u8; 8] = b"LEDGSNP2";
+const MAGIC: &[u8; 8] = b"LEDGSNP3";
 const HEADER_BYTES: usize = 8 + 8 + 32 + 32 + 8;
 /// Most bytes a snapshot's decoder may allocate up front for its strings, all told (the
 /// transfers' metadata, at most 256 bytes each): a length prefix beyond it is an error,

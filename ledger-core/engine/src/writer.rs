@@ -21,11 +21,12 @@ use crate::clock::SystemClock;
 use crate::snapshot;
 use crate::store::disk::{Disk, RealDisk};
 use crate::store::{Direction, EventBatch, EventStore, ExpectedRevision, StoreError};
+use crate::transfers::{Covered, DiskTransfers, StoreJob, StoreThread};
 use ledger_core::clock::Clock;
 use ledger_core::codec;
 use ledger_core::domain::*;
 use ledger_core::money::Currency;
-use ledger_core::state::{CurrencyTotals, LedgerState, ReplayError, Room, RoomWanted};
+use ledger_core::state::{CurrencyTotals, LedgerState, ReplayError};
 
 /// Most items (transfers or account commands) in one request.
 pub const REQUEST_ITEMS_MAX: usize = 10_000;
@@ -39,6 +40,12 @@ const YIELDS_BEFORE_SLEEP: usize = 3;
 const ENCODED_EVENT_BYTES_TYPICAL: usize = 96;
 /// Events read per step when replaying the log at start-up.
 const REPLAY_CHUNK_EVENTS: usize = 8_192;
+/// Transfers the writer keeps in memory's first tier before handing them off to the
+/// transfer store (`LedgerConfig::hand_off_transfers`, the default).
+pub const HAND_OFF_TRANSFERS: usize = 65_536;
+/// Hand-offs waiting to be written before the writer waits for the store: with the
+/// first tier, at most about `(1 + this) * hand_off_transfers` transfers in memory.
+const HAND_OFFS_PENDING_MAX: usize = 4;
 
 /// Errors of the ledger as a whole (not of one item in a batch).
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
@@ -88,6 +95,12 @@ pub struct LedgerConfig {
     /// thread that learns their last event is durable, before the append is answered
     /// (the simulator: its runs must not depend on thread timing).
     pub snapshots_in_background: bool,
+    /// Where the writer keeps its transfers on disk (`transfers`); `None` keeps every
+    /// transfer in memory (the simulator's disk cannot hold the store).
+    pub transfers_dir: Option<PathBuf>,
+    /// Transfers made or changed that the writer keeps in memory before it hands them
+    /// to the store (`HAND_OFF_TRANSFERS`).
+    pub hand_off_transfers: usize,
 }
 
 impl std::fmt::Debug for LedgerConfig {
@@ -98,6 +111,8 @@ impl std::fmt::Debug for LedgerConfig {
             .field("snapshot_interval_events", &self.snapshot_interval_events)
             .field("request_items_max", &self.request_items_max)
             .field("batch_items_max", &self.batch_items_max)
+            .field("transfers_dir", &self.transfers_dir)
+            .field("hand_off_transfers", &self.hand_off_transfers)
             .finish_non_exhaustive()
     }
 }
@@ -113,6 +128,8 @@ impl Default for LedgerConfig {
             clock: Arc::new(SystemClock),
             disk: Arc::new(RealDisk),
             snapshots_in_background: true,
+            transfers_dir: None,
+            hand_off_transfers: HAND_OFF_TRANSFERS,
         }
     }
 }
@@ -186,12 +203,22 @@ impl Ledger {
             })?;
         }
         let snapshots = config.snapshot_dir.as_deref().map(|dir| (config.disk.as_ref(), dir));
-        let state = recover_state(store.as_ref(), &stream, snapshots)?;
+        let transfers = match &config.transfers_dir {
+            Some(dir) => Some(Arc::new(open_transfers(store.as_ref(), &stream, dir)?)),
+            None => None,
+        };
+        let state = recover_state(store.as_ref(), &stream, snapshots, transfers.as_ref())?;
         let (sender, receiver) = mpsc::sync_channel(QUEUE_REQUESTS_MAX);
         let metrics = Arc::new(WriterMetrics::default());
         let failed = Arc::new(Mutex::new(None));
         let request_items_max = config.request_items_max;
-        let room = RoomMaker::start()?;
+        let transfers = match transfers {
+            Some(store) => Some(
+                StoreThread::start(store, failed.clone())
+                    .map_err(|e| LedgerError::Failed(format!("cannot start the transfer store's thread: {e}")))?,
+            ),
+            None => None,
+        };
         let writer = Writer {
             store,
             stream,
@@ -201,7 +228,7 @@ impl Ledger {
             events_since_snapshot: 0,
             snapshot_slot: snapshot::SnapshotSlot::default(),
             metrics: metrics.clone(),
-            room,
+            transfers,
         };
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -344,17 +371,61 @@ impl Ledger {
     }
 }
 
+/// Opens the writer's transfer store in `dir`, and checks it against the log: a store
+/// that covers an event the log has with another hash, or more events than the log
+/// has, is not a fold of this log, and is rebuilt from it. (A log that lost durable
+/// events is refused by its snapshots and the read models' checkpoint; the store is a
+/// cache of the log, and after a torn tail was cut it may be past the log's end.)
+fn open_transfers(store: &dyn EventStore, stream: &str, dir: &std::path::Path) -> Result<DiskTransfers, LedgerError> {
+    let failed = |reason: String| LedgerError::Failed(reason);
+    let transfers = DiskTransfers::open(dir).map_err(failed)?;
+    let Some(Covered { events, hash }) = transfers.covered().map_err(failed)? else {
+        return Ok(transfers);
+    };
+    let Some(last) = events.checked_sub(1) else {
+        // A row of no event is never written: such a store is not of this log.
+        tracing::warn!(stream, "the transfer store's row covers no event: rebuilding it from the log");
+        drop(transfers);
+        return DiskTransfers::recreate(dir).map_err(failed);
+    };
+    match crate::store::embedded::hash_at(store, stream, last)? {
+        Some(logged) if logged == hash => Ok(transfers),
+        found => {
+            let reason = if found.is_some() { "another event at its last revision" } else { "past the log's end" };
+            tracing::warn!(stream, events, reason, "the transfer store is not of this log: rebuilding it from the log");
+            drop(transfers);
+            DiskTransfers::recreate(dir).map_err(failed)
+        }
+    }
+}
+
 /// Rebuilds the partition state: newest snapshot that matches the log, then replay.
+/// With a transfer store, a snapshot the store does not cover is not used, and the
+/// replay hands its transfers to the store as it goes.
 pub fn recover_state(
     store: &dyn EventStore,
     stream: &str,
     snapshots: Option<(&dyn Disk, &std::path::Path)>,
+    transfers: Option<&Arc<DiskTransfers>>,
 ) -> Result<LedgerState, LedgerError> {
     let mut state = match snapshots {
         // ok: no snapshot that matches the log means replaying from the empty state.
         Some((disk, dir)) => snapshot::load_newest(disk, dir, store, stream)?.unwrap_or_default(),
         None => LedgerState::new(),
     };
+    if let Some(transfers) = transfers {
+        let covered = transfers.covered().map_err(LedgerError::Failed)?.map_or(0, |covered| covered.events);
+        if state.events_applied() > covered {
+            tracing::warn!(
+                stream,
+                snapshot = state.events_applied(),
+                covered,
+                "the snapshot is ahead of the transfer store: replaying from the start"
+            );
+            state = LedgerState::new();
+        }
+        state = state.with_store(transfers.clone());
+    }
     let mut next = state.events_applied();
     let (from, started) = (next, Instant::now());
     let mut progress = Progress::new(started);
@@ -377,6 +448,14 @@ pub fn recover_state(
             state.check_and_evolve(&event).map_err(|e: ReplayError| replay_error(e.to_string()))?;
         }
         next += events.len() as u64;
+        if let (Some(transfers), Some(last)) = (transfers, events.last()) {
+            if state.transfers_in_memory() >= HAND_OFF_TRANSFERS {
+                if let Some(hand_off) = state.hand_off() {
+                    transfers.write(&hand_off, &last.hash).map_err(LedgerError::Failed)?;
+                    state.stored_up_to(hand_off.number);
+                }
+            }
+        }
     }
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
@@ -438,53 +517,8 @@ struct Writer {
     events_since_snapshot: u64,
     snapshot_slot: snapshot::SnapshotSlot,
     metrics: Arc<WriterMetrics>,
-    room: RoomMaker,
-}
-
-/// A thread (`ledger-room`) that prepares the memory the state grows into (see
-/// `collections`), so page faults and the kernel's zeroing happen there, not on the
-/// writer's thread between a request and its answer.
-struct RoomMaker {
-    requests: mpsc::Sender<RoomWanted>,
-    prepared: Receiver<(RoomWanted, Room)>,
-    asked: std::collections::HashSet<RoomWanted>,
-}
-
-impl RoomMaker {
-    fn start() -> Result<RoomMaker, LedgerError> {
-        let (requests, wanted) = mpsc::channel::<RoomWanted>();
-        let (ready, prepared) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("ledger-room".into())
-            .spawn(move || {
-                // Only on idle CPU: without room the state grows in place, as it would
-                // anyway; with it at normal priority a burst of preparation (all shards
-                // of the index grow at about the same time) delays requests.
-                if let Err(error) = crate::threads::lower_current_thread_priority() {
-                    tracing::warn!(%error, "the ledger-room thread runs at normal priority");
-                }
-                for wanted in wanted {
-                    if ready.send((wanted, wanted.prepare())).is_err() {
-                        return;
-                    }
-                }
-            })
-            .map_err(|e| LedgerError::Failed(format!("cannot start the ledger-room thread: {e}")))?;
-        Ok(RoomMaker { requests, prepared, asked: Default::default() })
-    }
-
-    /// Hands what is prepared to the state, then asks for what it wants next.
-    fn tend(&mut self, state: &mut LedgerState) {
-        while let Ok((wanted, room)) = self.prepared.try_recv() {
-            self.asked.remove(&wanted);
-            state.give_room(room);
-        }
-        for wanted in state.room_wanted() {
-            if self.asked.insert(wanted) && self.requests.send(wanted).is_err() {
-                return;
-            }
-        }
-    }
+    /// The thread that writes hand-offs to the transfer store, if the writer has one.
+    transfers: Option<StoreThread>,
 }
 
 impl Writer {
@@ -544,6 +578,18 @@ impl Writer {
             let _ = sender.send(());
         }));
         let _ = receiver.recv();
+        if let Some(transfers) = self.transfers.take() {
+            // Everything is durable now: the last hand-off's hash is the stream's head.
+            let hand_off = self.state.hand_off();
+            match self.store.stream_head(&self.stream) {
+                Ok(Some(head)) => transfers.finish(StoreJob { hand_off, hash: head.hash, snapshot: None }),
+                Ok(None) => transfers.finish(StoreJob { hand_off: None, hash: [0; 32], snapshot: None }),
+                Err(error) => {
+                    tracing::warn!(%error, "the last hand-off is not written; the next start replays it");
+                    transfers.finish(StoreJob { hand_off: None, hash: [0; 32], snapshot: None });
+                }
+            }
+        }
         self.snapshot_slot.join();
     }
 
@@ -556,6 +602,7 @@ impl Writer {
             return;
         }
         let _span = tracing::debug_span!("ledger_batch", requests = batch.len()).entered();
+        self.tend_transfers();
         self.metrics.record_batch(batch.iter().map(Request::items).sum());
         let mut started = Instant::now();
         let now = self.config.clock.now_ns();
@@ -598,15 +645,25 @@ impl Writer {
                     defer(reply, ids.iter().map(|id| self.state.account(*id).cloned()).collect())
                 }
                 Request::LookupTransfers(ids, reply) => {
-                    defer(reply, ids.iter().map(|id| self.state.transfer(*id).cloned()).collect())
+                    defer(reply, ids.iter().map(|id| self.state.transfer(*id).map(Cow::into_owned)).collect())
                 }
                 Request::Totals(reply) => defer(reply, self.state.totals().clone()),
             };
             deferred.push(reply);
         }
         self.append(events, deferred, started);
-        // While the store commits.
-        self.room.tend(&mut self.state);
+    }
+
+    /// Takes note of the hand-offs the store has written; while too many wait, waits.
+    fn tend_transfers(&mut self) {
+        let Some(transfers) = &self.transfers else { return };
+        if let Some(number) = transfers.written(false) {
+            self.state.stored_up_to(number);
+        }
+        while self.state.hand_offs_pending() >= HAND_OFFS_PENDING_MAX {
+            let Some(number) = transfers.written(true) else { return };
+            self.state.stored_up_to(number);
+        }
     }
 
     /// Hands `events` (then cleared) to the store as one append, and `deferred` the
@@ -638,19 +695,30 @@ impl Writer {
             0 => ExpectedRevision::NoStream,
             count => ExpectedRevision::Exact(count - 1),
         };
-        let snapshot = self.snapshot_due(events.len() as u64);
+        let snapshot_wanted = self.snapshot_wanted(events.len() as u64);
+        // A snapshot with a transfer store holds no transfer: everything goes first.
+        let hand_off_due = self.state.transfers_in_memory() >= self.config.hand_off_transfers || snapshot_wanted;
+        let hand_off = if hand_off_due { self.state.hand_off() } else { None };
+        let snapshot = if snapshot_wanted { self.snapshot_capture() } else { None };
         let in_background = self.config.snapshots_in_background;
+        let jobs = self.transfers.as_ref().map(StoreThread::jobs);
         events.clear();
         self.store.append_with(
             &self.stream,
             expected,
             data,
             Box::new(move |result| {
-                if let (Ok(outcome), Some(snapshot)) = (&result, snapshot) {
-                    if in_background {
-                        snapshot.write_in_background(outcome.last_hash);
-                    } else {
-                        snapshot.write_now(outcome.last_hash);
+                if let Ok(outcome) = &result {
+                    let hash = outcome.last_hash;
+                    match (jobs, snapshot) {
+                        // The store's thread writes the hand-off, then the snapshot once
+                        // the store is synced.
+                        (Some(jobs), snapshot) if hand_off.is_some() || snapshot.is_some() => {
+                            let _ = jobs.send(StoreJob { hand_off, hash, snapshot });
+                        }
+                        (_, Some(snapshot)) if in_background => snapshot.write_in_background(hash),
+                        (_, Some(snapshot)) => snapshot.write_now(hash),
+                        _ => {}
                     }
                 }
                 answer(result.map(|_| ()).map_err(LedgerError::from))
@@ -658,14 +726,18 @@ impl Writer {
         );
     }
 
-    /// Takes a (shared, copy-on-write) clone of the state if a snapshot is due after
-    /// this batch.
-    fn snapshot_due(&mut self, appended: u64) -> Option<snapshot::PendingSnapshot> {
-        let dir = self.config.snapshot_dir.clone()?;
-        self.events_since_snapshot += appended;
-        if self.events_since_snapshot < self.config.snapshot_interval_events {
-            return None;
+    /// Whether a snapshot is due after this batch (and none is being written).
+    fn snapshot_wanted(&mut self, appended: u64) -> bool {
+        if self.config.snapshot_dir.is_none() {
+            return false;
         }
+        self.events_since_snapshot += appended;
+        self.events_since_snapshot >= self.config.snapshot_interval_events && !self.snapshot_slot.busy()
+    }
+
+    /// Takes a (shared, copy-on-write) clone of the state for a snapshot.
+    fn snapshot_capture(&mut self) -> Option<snapshot::PendingSnapshot> {
+        let dir = self.config.snapshot_dir.clone()?;
         // While the previous snapshot is still being written, the next append asks again.
         let disk = self.config.disk.clone();
         let pending = snapshot::PendingSnapshot::capture(disk, dir, &self.stream, &self.state, &self.snapshot_slot)?;

@@ -33,6 +33,10 @@ fn main() -> Result<(), String> {
     let config = LedgerConfig {
         snapshot_dir: Some(dir.join("snapshots")),
         snapshot_interval_events: 3_000,
+        // The transfer store takes hand-offs of a few hundred transfers, so kills land
+        // while hand-offs are written, synced and confirmed.
+        transfers_dir: Some(dir.join("transfers")),
+        hand_off_transfers: 500,
         ..LedgerConfig::default()
     };
     let ledger = Ledger::open(Arc::new(store), config).map_err(|e| e.to_string())?;
