@@ -4,13 +4,17 @@
 //! `DiskTransfers` is an LSM tree (fjall) in `{data}/transfers/` of the newest version of
 //! every transfer the writer handed off, keyed by id (16 bytes, big-endian), each value
 //! the bincode of a `StoredTransfer` (the transfer and the revisions that made and last
-//! changed it). Beside them, one row says how far the store covers the partition's
-//! stream: the count of events and the chain hash of the last.
+//! changed it). A hand-off is sorted and ingested as new tables: no journal and no
+//! memtable (a skip list that took most of the store's CPU). Two rows in the keyspace
+//! `meta` say how far the store reaches in the partition's stream (a count of events
+//! and the chain hash of the last): `claimed`, written and synced before a hand-off is
+//! ingested, so nothing in the store is past it; and `covered`, written after, so
+//! everything up to it is in the store.
 //!
 //! Rules (ARCHITECTURE.md, "The writer's transfers on disk"):
-//! - A hand-off is written only once its events are durable in the log, as one atomic
-//!   batch with the row of what it covers: after a crash the store holds a prefix of the
-//!   hand-offs, consistent with that row, never an event the log lacks.
+//! - A hand-off is written only once its events are durable in the log, between its
+//!   `claimed` and `covered` rows: after a crash the store holds every transfer up to
+//!   `covered` and none past `claimed`, never an event the log lacks.
 //! - The store may be ahead of the snapshot a start loads (a snapshot is written after
 //!   the store is synced, and never later): the state hides versions it has not replayed.
 //! - A store whose row does not match the log's chain at that revision, that fails to
@@ -30,14 +34,13 @@ use crate::snapshot::PendingSnapshot;
 
 /// The block cache of the store, in bytes.
 pub const CACHE_BYTES: u64 = 64 << 20;
-/// Most bytes of one memtable before it is written out as a table.
-const MEMTABLE_BYTES_MAX: u64 = 32 << 20;
-/// Most bytes of the store's journals (fjall's minimum).
+/// Most bytes of the store's journals (fjall's minimum; hand-offs bypass the journal).
 const JOURNAL_BYTES_MAX: u64 = 64 << 20;
 /// Most bytes a stored transfer may decode to (its metadata is at most 256 bytes).
 const VALUE_BYTES_MAX: usize = 4_096;
 /// Left in the directory by a failed read: the next open removes the store.
 const REBUILD_MARKER: &str = "REBUILD";
+const CLAIMED_KEY: &[u8] = b"claimed";
 const COVERED_KEY: &[u8] = b"covered";
 
 /// How far a store covers the stream: its first `events` events, the last with `hash`.
@@ -92,17 +95,28 @@ impl DiskTransfers {
             .worker_threads(1)
             .open()
             .map_err(|e| error("open", e))?;
-        let options = || fjall::KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES_MAX);
+        let options = fjall::KeyspaceCreateOptions::default;
         let transfers = db.keyspace("transfers", options).map_err(|e| error("open", e))?;
         let meta = db.keyspace("meta", options).map_err(|e| error("open", e))?;
         let store = DiskTransfers { db, transfers, meta, dir: dir.to_path_buf() };
+        store.claimed()?;
         store.covered()?;
         Ok(store)
     }
 
-    /// How far the store covers the stream; `None` when it is empty.
+    /// How far the store covers the stream: every transfer made or changed before it
+    /// is in the store. `None` when nothing is.
     pub fn covered(&self) -> Result<Option<Covered>, String> {
-        let Some(row) = self.meta.get(COVERED_KEY).map_err(|e| error("read", e))? else {
+        self.row(COVERED_KEY)
+    }
+
+    /// How far the store may reach: nothing in it is past this.
+    pub fn claimed(&self) -> Result<Option<Covered>, String> {
+        self.row(CLAIMED_KEY)
+    }
+
+    fn row(&self, key: &[u8]) -> Result<Option<Covered>, String> {
+        let Some(row) = self.meta.get(key).map_err(|e| error("read", e))? else {
             return Ok(None);
         };
         let row: &[u8] = &row;
@@ -114,16 +128,20 @@ impl DiskTransfers {
 
     /// Writes a hand-off whose last event is durable with chain hash `hash`.
     pub fn write(&self, hand_off: &HandOff, hash: &Hash) -> Result<(), String> {
-        let mut batch = self.db.batch();
-        let config = bincode::config::standard();
-        for (id, stored) in hand_off.transfers.iter() {
-            let value = bincode::serde::encode_to_vec(stored, config).map_err(|e| error("encode", e))?;
-            batch.insert(&self.transfers, id.0.to_be_bytes(), value);
-        }
+        let mut rows: Vec<_> = hand_off.transfers.iter().collect();
+        rows.sort_unstable_by_key(|(id, _)| id.0);
         let mut row = hand_off.events_applied.to_be_bytes().to_vec();
         row.extend_from_slice(hash);
-        batch.insert(&self.meta, COVERED_KEY, row);
-        batch.commit().map_err(|e| error("write", e))
+        self.meta.insert(CLAIMED_KEY, &row).map_err(|e| error("write", e))?;
+        self.sync()?;
+        let config = bincode::config::standard();
+        let mut ingestion = self.transfers.start_ingestion().map_err(|e| error("write", e))?;
+        for (id, stored) in rows {
+            let value = bincode::serde::encode_to_vec(stored, config).map_err(|e| error("encode", e))?;
+            ingestion.write(&id.0.to_be_bytes()[..], value).map_err(|e| error("write", e))?;
+        }
+        ingestion.finish().map_err(|e| error("write", e))?;
+        self.meta.insert(COVERED_KEY, row).map_err(|e| error("write", e))
     }
 
     /// Makes everything written so far durable.

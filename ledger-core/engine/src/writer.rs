@@ -379,7 +379,9 @@ impl Ledger {
 fn open_transfers(store: &dyn EventStore, stream: &str, dir: &std::path::Path) -> Result<DiskTransfers, LedgerError> {
     let failed = |reason: String| LedgerError::Failed(reason);
     let transfers = DiskTransfers::open(dir).map_err(failed)?;
-    let Some(Covered { events, hash }) = transfers.covered().map_err(failed)? else {
+    // Checked against the row nothing in the store is past: the last hand-off may be
+    // in it even if the row of what it covers was not written.
+    let Some(Covered { events, hash }) = transfers.claimed().map_err(failed)? else {
         return Ok(transfers);
     };
     let Some(last) = events.checked_sub(1) else {
