@@ -5,14 +5,16 @@
 //! event; and the state the server would serve (newest valid snapshot plus the tail)
 //! equals the state rebuilt from nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::snapshot;
 use crate::store::disk::RealDisk;
 use crate::store::format::{self, TornTail};
 use crate::store::{EventStore, RecordedEvent, StoreError};
+use crate::transfers::{DiskTransfers, StoreJob, StoreThread};
+use crate::writer::{HAND_OFFS_PENDING_MAX, HAND_OFF_TRANSFERS};
 use ledger_core::chain::{check_link, Hash};
 use ledger_core::codec;
 use ledger_core::domain::TransferId;
@@ -53,6 +55,9 @@ pub enum AuditFailure {
     /// A sound snapshot holds another history than the log at its last revision.
     #[error("stream {stream}: {mismatch}")]
     SnapshotDiffers { stream: String, mismatch: snapshot::SnapshotMismatch },
+    /// The auditor's own scratch store of transfers failed (not a finding about the log).
+    #[error("the auditor's scratch store failed: {0}")]
+    Scratch(String),
 }
 
 impl AuditFailure {
@@ -73,23 +78,111 @@ fn is_ledger_stream(stream: &str) -> bool {
 }
 
 /// The replay of the ledger streams shared by both audits: every event decoded,
-/// re-decided by the engine's rules, and the books balanced after it.
-#[derive(Default)]
+/// re-decided by the engine's rules, and the books balanced after it. Each partition's
+/// transfers are handed off, as the writer does, to a transfer store of the auditor's
+/// own in a scratch directory (removed at the end), so its memory does not grow with
+/// the transfers.
 struct Replay {
     states: HashMap<String, LedgerState>,
-    hashes: HashMap<String, Vec<Hash>>,
+    /// Each ledger stream's length, and the chain hashes of the revisions snapshots name.
+    hashes: HashMap<String, StreamHashes>,
+    /// The revisions whose hashes are kept, by stream (those snapshots name).
+    wanted: HashMap<String, BTreeSet<u64>>,
+    stores: HashMap<String, StoreThread>,
+    hand_off_transfers: usize,
+    /// Why a scratch store failed, if one did.
+    store_failed: Arc<Mutex<Option<String>>>,
     failure: Option<AuditFailure>,
+    scratch: Scratch,
+}
+
+#[derive(Default)]
+struct StreamHashes {
+    len: u64,
+    kept: HashMap<u64, Hash>,
+}
+
+impl StreamHashes {
+    /// The hash at `revision`; `None` past the stream's end.
+    fn at(&self, revision: u64) -> Option<Hash> {
+        if revision >= self.len {
+            return None;
+        }
+        self.kept.get(&revision).copied()
+    }
+}
+
+/// A directory removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_dir_all(&self.0) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %self.0.display(), %error, "the auditor's scratch directory was not removed");
+            }
+        }
+    }
 }
 
 impl Replay {
+    fn new(scratch: PathBuf, wanted: HashMap<String, BTreeSet<u64>>) -> Replay {
+        Replay {
+            states: HashMap::new(),
+            hashes: HashMap::new(),
+            wanted,
+            stores: HashMap::new(),
+            hand_off_transfers: HAND_OFF_TRANSFERS,
+            store_failed: Arc::new(Mutex::new(None)),
+            failure: None,
+            scratch: Scratch(scratch),
+        }
+    }
+
+    /// The state of `stream`, with its scratch store, made on first use.
+    fn state(&mut self, stream: &str) -> Result<&mut LedgerState, String> {
+        if !self.states.contains_key(stream) {
+            let store = Arc::new(DiskTransfers::recreate(&self.scratch.0.join(stream))?);
+            let thread = StoreThread::start(store.clone(), self.store_failed.clone()).map_err(|e| e.to_string())?;
+            self.stores.insert(stream.to_string(), thread);
+            self.states.insert(stream.to_string(), LedgerState::new().with_store(store));
+        }
+        self.states.get_mut(stream).ok_or_else(|| "no state".to_string())
+    }
+
+    /// Hands off the transfers of `stream`'s state if enough are in memory, and takes
+    /// note of those written; waits while too many are not.
+    fn tend_store(&mut self, stream: &str, hash: Hash) {
+        let (Some(state), Some(thread)) = (self.states.get_mut(stream), self.stores.get(stream)) else { return };
+        if state.transfers_in_memory() >= self.hand_off_transfers {
+            if let Some(hand_off) = state.hand_off() {
+                let _ = thread.jobs().send(StoreJob { hand_off: Some(hand_off), hash, snapshot: None });
+            }
+        }
+        if let Some(number) = thread.written(false) {
+            state.stored_up_to(number);
+        }
+        while state.hand_offs_pending() >= HAND_OFFS_PENDING_MAX {
+            let Some(number) = thread.written(true) else { break };
+            state.stored_up_to(number);
+        }
+    }
+
     fn visit(&mut self, record: &RecordedEvent) {
         if self.failure.is_some() || !is_ledger_stream(&record.stream) {
             return;
         }
         let fail =
             |reason: String| AuditFailure::Event { stream: record.stream.clone(), revision: record.revision, reason };
-        let state = self.states.entry(record.stream.clone()).or_default();
-        self.hashes.entry(record.stream.clone()).or_default().push(record.hash);
+        let hashes = self.hashes.entry(record.stream.clone()).or_default();
+        hashes.len = record.revision + 1;
+        if self.wanted.get(&record.stream).is_some_and(|wanted| wanted.contains(&record.revision)) {
+            hashes.kept.insert(record.revision, record.hash);
+        }
+        let state = match self.state(&record.stream) {
+            Ok(state) => state,
+            Err(reason) => return self.failure = Some(AuditFailure::Scratch(reason)),
+        };
         let event = match codec::decode_event(&record.payload) {
             Ok(event) => event,
             Err(error) => return self.failure = Some(fail(error.to_string())),
@@ -102,11 +195,15 @@ impl Replay {
             return self.failure = Some(fail(error.to_string()));
         }
         if let Some((currency, _)) = state.totals().iter().find(|(_, totals)| !totals.is_balanced()) {
-            self.failure = Some(AuditFailure::Unbalanced {
+            return self.failure = Some(AuditFailure::Unbalanced {
                 stream: record.stream.clone(),
                 revision: record.revision,
                 currency: *currency,
             });
+        }
+        self.tend_store(&record.stream, record.hash);
+        if let Some(reason) = self.store_failed.lock().ok().and_then(|failed| failed.clone()) {
+            self.failure = Some(AuditFailure::Scratch(reason));
         }
     }
 
@@ -135,7 +232,19 @@ impl Replay {
 
 /// Audits the store in `data_dir`; snapshots are looked for in `snapshot_dir`.
 pub fn verify(data_dir: &Path, snapshot_dir: Option<&Path>) -> Result<AuditReport, AuditFailure> {
-    let mut replay = Replay::default();
+    verify_handing_off(data_dir, snapshot_dir, HAND_OFF_TRANSFERS)
+}
+
+/// `verify`, handing each partition's transfers to the scratch store every
+/// `hand_off_transfers` (tests make it small, so the replay reads from the store).
+pub fn verify_handing_off(
+    data_dir: &Path,
+    snapshot_dir: Option<&Path>,
+    hand_off_transfers: usize,
+) -> Result<AuditReport, AuditFailure> {
+    let wanted = snapshot_dir.map(|dir| snapshot::named_revisions(&RealDisk, dir)).unwrap_or_default();
+    let mut replay = Replay::new(scratch_dir(data_dir), wanted);
+    replay.hand_off_transfers = hand_off_transfers.max(1);
     let report = format::scan(data_dir, |record, _| replay.visit(record)).map_err(AuditFailure::Store)?;
     if let Some(failure) = replay.failure.take() {
         return Err(failure);
@@ -154,7 +263,7 @@ pub fn verify(data_dir: &Path, snapshot_dir: Option<&Path>) -> Result<AuditRepor
 /// recomputed from the payloads read (what the embedded store's scan checks in its
 /// files), then the same replay of the ledger streams.
 pub fn verify_store(store: &dyn EventStore) -> Result<AuditReport, AuditFailure> {
-    let mut replay = Replay::default();
+    let mut replay = Replay::new(std::env::temp_dir().join(scratch_name()), HashMap::new());
     let mut heads: HashMap<String, (u64, Hash)> = HashMap::new();
     let (mut from, mut count) = (0, 0u64);
     loop {
@@ -189,20 +298,19 @@ fn compare_served_state(
     data_dir: &Path,
     snapshot_dir: &Path,
     replayed: &HashMap<String, LedgerState>,
-    hashes: &HashMap<String, Vec<Hash>>,
+    hashes: &HashMap<String, StreamHashes>,
 ) -> Result<(), AuditFailure> {
     let mut served: HashMap<String, LedgerState> = HashMap::new();
     for (stream, stream_hashes) in hashes {
-        snapshot::check_sound(&RealDisk, snapshot_dir, stream, |revision| {
-            stream_hashes.get(revision as usize).copied()
-        })
-        .map_err(|mismatch| match mismatch {
-            snapshot::SnapshotMismatch::LogShorter(short) => {
-                AuditFailure::LogShorterThanSnapshot { stream: stream.clone(), short }
-            }
-            mismatch => AuditFailure::SnapshotDiffers { stream: stream.clone(), mismatch },
-        })?;
-        let hash_at = |revision: u64| Ok(stream_hashes.get(revision as usize).copied());
+        snapshot::check_sound(&RealDisk, snapshot_dir, stream, |revision| stream_hashes.at(revision)).map_err(
+            |mismatch| match mismatch {
+                snapshot::SnapshotMismatch::LogShorter(short) => {
+                    AuditFailure::LogShorterThanSnapshot { stream: stream.clone(), short }
+                }
+                mismatch => AuditFailure::SnapshotDiffers { stream: stream.clone(), mismatch },
+            },
+        )?;
+        let hash_at = |revision: u64| Ok(stream_hashes.at(revision));
         let loaded = snapshot::load_newest_matching(&RealDisk, snapshot_dir, stream, hash_at)
             .map_err(|short| AuditFailure::LogShorterThanSnapshot { stream: stream.clone(), short })?;
         // ok: no snapshot that matches the log means the server replays from nothing.
@@ -240,6 +348,17 @@ fn compare_served_state(
         }
     }
     Ok(())
+}
+
+/// Where the auditor keeps its scratch stores for a log in `log_dir`: beside it (on the
+/// same disk, not in a temporary directory that may be memory).
+fn scratch_dir(log_dir: &Path) -> PathBuf {
+    let parent = log_dir.parent().unwrap_or(log_dir);
+    parent.join(scratch_name())
+}
+
+fn scratch_name() -> String {
+    format!("audit-scratch-{}", std::process::id())
 }
 
 /// The replay's transfers, as the transfer store of the state the server would serve:

@@ -6,6 +6,7 @@
 //! checksum holds and the log has the same chain hash at the same revision; otherwise
 //! it is discarded and an older one (or a full replay) is used.
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -220,6 +221,22 @@ fn list(disk: &dyn Disk, dir: &Path, stream: &str) -> Vec<(u64, PathBuf)> {
             Some((events, dir.join(&name)))
         })
         .collect()
+}
+
+/// The last revision (events - 1) of every snapshot file in `dir`, by stream: the
+/// revisions whose chain hashes an audit needs to check them.
+pub fn named_revisions(disk: &dyn Disk, dir: &Path) -> HashMap<String, BTreeSet<u64>> {
+    let mut named: HashMap<String, BTreeSet<u64>> = HashMap::new();
+    // ok: a missing or unreadable directory names no snapshot (and holds none to check).
+    for name in disk.list_dir(dir).unwrap_or_default() {
+        let Some((stream, events)) = name.strip_suffix(".snap").and_then(|rest| rest.rsplit_once('-')) else {
+            continue;
+        };
+        if let Some(last) = events.parse::<u64>().ok().and_then(|events| events.checked_sub(1)) {
+            named.entry(stream.to_string()).or_default().insert(last);
+        }
+    }
+    named
 }
 
 /// Loads the newest snapshot of `stream` that matches the log; an error if a sound

@@ -264,8 +264,15 @@ impl StoreThread {
     }
 
     /// Sends the last job, then waits until everything is written and synced.
-    pub fn finish(mut self, last: StoreJob) {
+    pub fn finish(self, last: StoreJob) {
         let _ = self.jobs.send(last);
+    }
+}
+
+impl Drop for StoreThread {
+    /// Waits until every job sent is written and the store synced (the thread ends
+    /// once no sender is left: callbacks of appends hold some until they run).
+    fn drop(&mut self) {
         let (jobs, _) = mpsc::channel();
         drop(std::mem::replace(&mut self.jobs, jobs));
         if let Some(thread) = self.thread.take() {

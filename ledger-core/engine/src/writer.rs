@@ -45,7 +45,7 @@ const REPLAY_CHUNK_EVENTS: usize = 8_192;
 pub const HAND_OFF_TRANSFERS: usize = 65_536;
 /// Hand-offs waiting to be written before the writer waits for the store: with the
 /// first tier, at most about `(1 + this) * hand_off_transfers` transfers in memory.
-const HAND_OFFS_PENDING_MAX: usize = 4;
+pub const HAND_OFFS_PENDING_MAX: usize = 4;
 
 /// Errors of the ledger as a whole (not of one item in a batch).
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
