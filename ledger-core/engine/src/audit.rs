@@ -245,7 +245,21 @@ pub fn verify_handing_off(
     let wanted = snapshot_dir.map(|dir| snapshot::named_revisions(&RealDisk, dir)).unwrap_or_default();
     let mut replay = Replay::new(scratch_dir(data_dir), wanted);
     replay.hand_off_transfers = hand_off_transfers.max(1);
-    let report = format::scan(data_dir, |record, _| replay.visit(record)).map_err(AuditFailure::Store)?;
+    let mut first_segment_of_a_tail = u32::MAX;
+    let report = format::scan(data_dir, |record, location| {
+        if is_ledger_stream(&record.stream) {
+            let named = replay.wanted.get(&record.stream);
+            // A stream with no snapshot is served from its first event; one with
+            // snapshots from the oldest (at the latest) one's last event.
+            if record.revision == 0 && named.is_none_or(BTreeSet::is_empty)
+                || named.is_some_and(|named| named.first() == Some(&record.revision))
+            {
+                first_segment_of_a_tail = first_segment_of_a_tail.min(location.segment);
+            }
+        }
+        replay.visit(record)
+    })
+    .map_err(AuditFailure::Store)?;
     if let Some(failure) = replay.failure.take() {
         return Err(failure);
     }
@@ -253,7 +267,7 @@ pub fn verify_handing_off(
         return Err(AuditFailure::TornTail(torn));
     }
     if let Some(dir) = snapshot_dir {
-        compare_served_state(data_dir, dir, &replay.states, &replay.hashes)?;
+        compare_served_state(data_dir, dir, first_segment_of_a_tail, &replay.states, &replay.hashes)?;
     }
     Ok(replay.report(report.records, report.heads))
 }
@@ -297,6 +311,7 @@ pub fn verify_store(store: &dyn EventStore) -> Result<AuditReport, AuditFailure>
 fn compare_served_state(
     data_dir: &Path,
     snapshot_dir: &Path,
+    first_segment: u32,
     replayed: &HashMap<String, LedgerState>,
     hashes: &HashMap<String, StreamHashes>,
 ) -> Result<(), AuditFailure> {
@@ -321,7 +336,8 @@ fn compare_served_state(
         served.insert(stream.clone(), state);
     }
     let mut failure = None;
-    format::scan(data_dir, |record, _| {
+    // Every record was checked by the scan: only the segments holding the tails are read.
+    format::read_from_segment(data_dir, first_segment, |record| {
         let Some(state) = served.get_mut(&record.stream) else {
             return;
         };

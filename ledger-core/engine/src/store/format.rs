@@ -269,6 +269,30 @@ pub fn scan_on(
     Ok(report)
 }
 
+/// Reads the records of the segments from number `first` on, in order, checking each
+/// frame's and record's checksum but not positions nor hash links: for a second pass
+/// over records [`scan`] already checked (the auditor's replay of a snapshot's tail).
+/// Stops at the first frame that does not parse (the torn tail the scan reported).
+pub fn read_from_segment(dir: &Path, first: u32, mut visit: impl FnMut(&RecordedEvent)) -> Result<(), StoreError> {
+    for (index, path) in list_segments_on(&RealDisk, dir)? {
+        if index < first {
+            continue;
+        }
+        let bytes = RealDisk.read(&path).map_err(|e| StoreError::Io {
+            operation: "read",
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let mut at = SEGMENT_HEADER_BYTES;
+        while at < bytes.len() {
+            let Ok((records, len)) = parse_frame(&bytes[at..]) else { break };
+            records.iter().for_each(|(record, _)| visit(record));
+            at += len;
+        }
+    }
+    Ok(())
+}
+
 /// What scanning one segment found.
 #[derive(Debug, Default)]
 pub struct SegmentScan {
