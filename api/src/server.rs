@@ -74,7 +74,7 @@ fn open_log(
     let ledger_config = LedgerConfig {
         snapshot_dir: Some(snapshot_dir),
         snapshot_interval_events: config.snapshot_interval_events,
-        transfers_dir: Some(config.data_dir.join("transfers")),
+        state_dir: Some(config.data_dir.join("state")),
         clock: Arc::new(SystemClock),
         ..LedgerConfig::default()
     };
@@ -95,6 +95,7 @@ fn open_log(
                 torn_tail = recovery.torn_tail.is_some(),
                 "event log opened"
             );
+            let ledger_config = LedgerConfig { log_torn_tail_cut: recovery.torn_tail.is_some(), ..ledger_config };
             Ok((Arc::new(store), ledger_config, recovery.torn_tail.is_some()))
         }
         #[cfg(feature = "kurrentdb")]

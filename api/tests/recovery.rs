@@ -352,29 +352,28 @@ fn refused_start(dir: &Path, extra: &[&str]) -> (std::process::ExitStatus, Strin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_log_shorter_than_a_sound_snapshot_is_refused_and_fails_the_audit() {
+async fn a_log_shorter_than_the_state_store_claims_is_refused_and_fails_the_audit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let frequent = ["--snapshot-interval-events", "2"];
-    let mut server = Server::start_with(dir.path(), &frequent);
+    let mut server = Server::start(dir.path());
     let mut client = server.client().await;
     let accounts = wire::CreateAccountsRequest { commands: vec![open("1"), open("2")] };
     client.create_accounts(authed(accounts, ADMIN)).await.expect("accounts");
     for id in 10..15 {
         transfer(&mut client, &id.to_string(), "100").await;
-        // A snapshot is skipped while the previous one is still being written.
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert!(server.terminate().success());
-    // Two account events, then one per transfer: the newest snapshot is past the
-    // accounts. Keep the log up to one event short of it; the read models are dropped,
-    // so only the snapshot proves the log had more.
-    let events = newest_snapshot_events(&data);
-    assert!(events >= 3, "a snapshot after a transfer: {events}");
+    // Two account events, then one per transfer: a clean stop hands everything to the
+    // state store, which claims them all. Keep the log up to one event short of it;
+    // the read models are dropped, so only the state store's claim proves the log had
+    // more.
+    let claimed = ledger_engine::state_store::read_claimed(&data.join("state"), "ledger-0").expect("sound");
+    let events = claimed.expect("the stop's hand-off claims its events").events;
+    assert_eq!(events, 7, "two accounts and five transfers");
     keep_frames(&data, frames_before_ledger_revision(&data, events - 1));
     std::fs::remove_dir_all(data.join("projections")).expect("drop the read models");
 
-    let (status, said) = refused_start(dir.path(), &frequent);
+    let (status, said) = refused_start(dir.path(), &[]);
     assert!(!status.success(), "{said}");
     assert!(said.contains("lost durable events"), "{said}");
     let (_, snapshot_dir) = ledger_engine::audit::data_dir_layout(&data);
@@ -418,14 +417,4 @@ fn frames_before_ledger_revision(data: &Path, revision: u64) -> usize {
         at += 16 + body;
     }
     panic!("no frame holds ledger revision {revision}");
-}
-
-/// The events of the newest snapshot of `ledger-0`, from its file name.
-fn newest_snapshot_events(data: &Path) -> u64 {
-    std::fs::read_dir(data.join("snapshots"))
-        .expect("snapshots")
-        .filter_map(|entry| entry.expect("entry").file_name().into_string().ok())
-        .filter_map(|name| name.strip_prefix("ledger-0-")?.strip_suffix(".snap")?.parse().ok())
-        .max()
-        .expect("a snapshot was written")
 }

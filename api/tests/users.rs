@@ -319,7 +319,7 @@ async fn the_whole_life_cycle_ends_in_an_erasure_that_leaves_no_personal_data() 
     every_file(&data_dir, &mut files);
     assert!(files.iter().any(|f| f.starts_with(data_dir.join("log"))), "{files:?}");
     assert!(files.iter().any(|f| f.starts_with(data_dir.join("projections"))), "{files:?}");
-    assert!(files.iter().any(|f| f.starts_with(data_dir.join("snapshots"))), "{files:?}");
+    assert!(files.iter().any(|f| f.starts_with(data_dir.join("state"))), "{files:?}");
     // The scan reads what is really there: the erased user's stream name is in the log.
     let stream = format!("user-{user_id}");
     let in_log = files

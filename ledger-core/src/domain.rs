@@ -333,15 +333,3 @@ pub enum TransferError {
 
 pub type AccountResult = Result<Outcome, AccountError>;
 pub type TransferResult = Result<Outcome, TransferError>;
-
-impl crate::collections::ShardKey for AccountId {
-    fn shard(&self) -> usize {
-        self.0.shard()
-    }
-}
-
-impl crate::collections::ShardKey for TransferId {
-    fn shard(&self) -> usize {
-        self.0.shard()
-    }
-}

@@ -1,7 +1,6 @@
 //! The ledger core, pure: money (`money`), accounts, transfers and their invariants
 //! (`domain`, and the decider `state`), the durable event encoding (`codec`), the hash
-//! chain (`chain`), the state's containers (`collections`), dates (`calendar`) and time
-//! as an input (`clock`).
+//! chain (`chain`), dates (`calendar`) and time as an input (`clock`).
 //!
 //! Architecture invariant: nothing here touches files, threads, sockets, an async
 //! runtime or the wall clock. Everything with I/O is in the `ledger-engine` crate
@@ -12,7 +11,6 @@ pub mod calendar;
 pub mod chain;
 pub mod clock;
 pub mod codec;
-pub mod collections;
 pub mod domain;
 pub mod money;
 pub mod state;

@@ -5,13 +5,15 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::collections::{Shard, ShardedMap};
 use crate::domain::*;
 use crate::money::Currency;
+
+mod tiers;
+pub use tiers::{AccountMap, Checkpoint, HandOff, StateStore, StoredTransfer, TransferMap};
+use tiers::{Frozen, StoreHandle};
 
 /// Debit and credit totals of one currency across the whole ledger. Double entry means
 /// debits equal credits, posted and pending, after every event.
@@ -35,15 +37,15 @@ pub const TOTAL_MAX: u128 = i128::MAX as u128;
 
 /// The in-memory state of one ledger partition.
 ///
-/// Transfers live in three tiers. `transfers` holds those made or changed since they
-/// were last handed off; with a transfer store attached ([`LedgerState::with_store`])
-/// the writer hands them off ([`LedgerState::hand_off`]) to be written there, keeps
-/// them readable in `frozen` until the store confirms them
+/// Accounts and transfers live in three tiers. `accounts` and `transfers` hold those
+/// made or changed since they were last handed off; with a state store attached
+/// ([`LedgerState::with_store`]) the writer hands them off ([`LedgerState::hand_off`])
+/// to be written there, keeps them readable in `frozen` until the store confirms them
 /// ([`LedgerState::stored_up_to`]), and reads them from the store after that. Without
-/// a store every transfer stays in `transfers`.
+/// a store everything stays in the first tier.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LedgerState {
-    accounts: ShardedMap<AccountId, Account>,
+    accounts: AccountMap,
     transfers: TransferMap,
     #[serde(skip)]
     frozen: VecDeque<Frozen>,
@@ -54,6 +56,8 @@ pub struct LedgerState {
     handed_off: u64,
     /// Transfers committed so far, in every tier.
     transfers_total: u64,
+    /// Accounts opened so far, in every tier.
+    accounts_total: u64,
     /// Holds with a timeout, by expiry time.
     expiries: BTreeSet<(u64, TransferId)>,
     totals: BTreeMap<Currency, CurrencyTotals>,
@@ -71,7 +75,9 @@ pub struct LedgerState {
 /// in stores are not read here).
 impl PartialEq for LedgerState {
     fn eq(&self, other: &Self) -> bool {
-        self.accounts == other.accounts
+        self.accounts_total == other.accounts_total
+            && self.accounts_read_the_same_in(other)
+            && other.accounts_read_the_same_in(self)
             && self.transfers_total == other.transfers_total
             && self.expiries == other.expiries
             && self.totals == other.totals
@@ -84,62 +90,6 @@ impl PartialEq for LedgerState {
 }
 
 impl Eq for LedgerState {}
-
-/// A transfer as the state keeps it, with the revisions (positions in the partition's
-/// stream) of the event that made it and of the event that last changed it (the one
-/// that resolved a hold; else the same).
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-pub struct StoredTransfer {
-    pub transfer: Transfer,
-    pub created: u64,
-    pub changed: u64,
-}
-
-pub type TransferMap = Shard<TransferId, StoredTransfer>;
-
-/// Where transfers handed off are kept: an on-disk store in the engine, a map in tests.
-/// It may hold versions newer than the state reading it (a store written further than
-/// the snapshot a replay starts from); the state hides what it has not reached yet.
-pub trait TransferStore: Send + Sync {
-    /// The newest version written of `id`. An error means the store cannot be trusted:
-    /// the state stops the process (a broken invariant), and the store is expected to
-    /// have marked itself for a rebuild from the log first.
-    fn get(&self, id: TransferId) -> Result<Option<StoredTransfer>, String>;
-}
-
-/// A transfer store attached to a state. Two states are equal when they hold the same
-/// transfers, wherever they keep them, so the handle itself never makes them differ.
-#[derive(Clone)]
-struct StoreHandle(Arc<dyn TransferStore>);
-
-impl PartialEq for StoreHandle {
-    fn eq(&self, _other: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for StoreHandle {}
-
-impl std::fmt::Debug for StoreHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TransferStore")
-    }
-}
-
-/// Transfers handed off and not yet confirmed written.
-#[derive(Clone, PartialEq, Eq, Debug)]
-struct Frozen {
-    number: u64,
-    transfers: Arc<TransferMap>,
-}
-
-/// What [`LedgerState::hand_off`] gives the store to write: the transfers made or
-/// changed after the previous hand-off, through event `events_applied - 1`.
-pub struct HandOff {
-    pub number: u64,
-    pub transfers: Arc<TransferMap>,
-    pub events_applied: u64,
-}
 
 #[derive(Clone, PartialEq, Eq, Debug)]
 enum Undo {
@@ -172,93 +122,8 @@ impl LedgerState {
         LedgerState::default()
     }
 
-    pub fn account(&self, id: AccountId) -> Option<&Account> {
-        self.accounts.get(&id)
-    }
-
-    /// Attaches the store transfers are handed off to and read back from.
-    pub fn with_store(mut self, store: Arc<dyn TransferStore>) -> LedgerState {
-        self.store = Some(StoreHandle(store));
-        self
-    }
-
-    pub fn transfer(&self, id: TransferId) -> Option<Cow<'_, Transfer>> {
-        Some(match self.stored(id)? {
-            Cow::Borrowed(stored) => Cow::Borrowed(&stored.transfer),
-            Cow::Owned(stored) => Cow::Owned(stored.transfer),
-        })
-    }
-
-    /// A transfer with the revisions that made and last changed it, as of this state.
-    pub fn stored_transfer(&self, id: TransferId) -> Option<StoredTransfer> {
-        self.stored(id).map(Cow::into_owned)
-    }
-
-    fn transfers_read_the_same_in(&self, other: &LedgerState) -> bool {
-        let in_memory = self.frozen.iter().flat_map(|frozen| frozen.transfers.keys());
-        self.transfers.keys().chain(in_memory).all(|id| self.transfer(*id) == other.transfer(*id))
-    }
-
-    /// A transfer as of this state: the newest tier that holds it wins.
-    fn stored(&self, id: TransferId) -> Option<Cow<'_, StoredTransfer>> {
-        self.stored_before(id, self.events_applied)
-    }
-
-    /// A transfer as it was before event `revision`.
-    fn stored_before(&self, id: TransferId, revision: u64) -> Option<Cow<'_, StoredTransfer>> {
-        if let Some(stored) = self.transfers.get(&id) {
-            return Some(Cow::Borrowed(stored));
-        }
-        for frozen in self.frozen.iter().rev() {
-            if let Some(stored) = frozen.transfers.get(&id) {
-                return before(revision, Cow::Borrowed(stored));
-            }
-        }
-        let store = self.store.as_ref()?;
-        match store.0.get(id) {
-            Ok(stored) => before(revision, Cow::Owned(stored?)),
-            // The writer cannot decide without it; see `TransferStore::get`.
-            Err(error) => panic!("the transfer store failed reading {id:?}: {error}"),
-        }
-    }
-
-    /// Moves the transfers made or changed since the last hand-off out of the first
-    /// tier, for the store to write; `None` without a store or with nothing new. They
-    /// stay readable until [`LedgerState::stored_up_to`] names them. Between batches.
-    pub fn hand_off(&mut self) -> Option<HandOff> {
-        assert!(self.journal.is_none(), "hand-off inside a linked chain");
-        if self.store.is_none() || self.transfers.is_empty() {
-            return None;
-        }
-        self.handed_off += 1;
-        let transfers = Arc::new(std::mem::take(&mut self.transfers));
-        self.frozen.push_back(Frozen { number: self.handed_off, transfers: transfers.clone() });
-        Some(HandOff { number: self.handed_off, transfers, events_applied: self.events_applied })
-    }
-
-    /// The store has written every hand-off up to `number`: read them from it now.
-    pub fn stored_up_to(&mut self, number: u64) {
-        while self.frozen.front().is_some_and(|frozen| frozen.number <= number) {
-            self.frozen.pop_front();
-        }
-    }
-
-    /// Transfers in the first tier (made or changed since the last hand-off).
-    pub fn transfers_in_memory(&self) -> usize {
-        self.transfers.len()
-    }
-
-    /// Hand-offs not yet confirmed written.
-    pub fn hand_offs_pending(&self) -> usize {
-        self.frozen.len()
-    }
-
-    pub fn accounts(&self) -> impl Iterator<Item = &Account> {
-        self.accounts.values()
-    }
-
-    pub fn account_count(&self) -> usize {
-        self.accounts.len()
+    pub fn account_count(&self) -> u64 {
+        self.accounts_total
     }
 
     pub fn transfer_count(&self) -> u64 {
@@ -301,7 +166,7 @@ impl LedgerState {
                 {
                     return Err(AccountError::FlagsAreMutuallyExclusive);
                 }
-                if let Some(existing) = self.accounts.get(&new.id) {
+                if let Some(existing) = self.account(new.id) {
                     let same = existing.currency == new.currency
                         && existing.code == new.code
                         && existing.flags == new.flags
@@ -343,9 +208,9 @@ impl LedgerState {
         Ok(Some(Event { timestamp_ns, kind }))
     }
 
-    fn existing_account(&self, id: AccountId) -> Result<&Account, AccountError> {
+    fn existing_account(&self, id: AccountId) -> Result<Cow<'_, Account>, AccountError> {
         check_account_id(id)?;
-        self.accounts.get(&id).ok_or(AccountError::NotFound)
+        self.account(id).ok_or(AccountError::NotFound)
     }
 
     /// Decides one transfer. `Ok(None)` is an idempotent replay of a committed transfer.
@@ -394,8 +259,8 @@ impl LedgerState {
             return Err(TransferError::AmountMustNotBeZero);
         }
         let currency = command.currency.ok_or(TransferError::CurrencyRequired)?;
-        let debit = self.accounts.get(&command.debit_account_id).ok_or(TransferError::DebitAccountNotFound)?;
-        let credit = self.accounts.get(&command.credit_account_id).ok_or(TransferError::CreditAccountNotFound)?;
+        let debit = self.account(command.debit_account_id).ok_or(TransferError::DebitAccountNotFound)?;
+        let credit = self.account(command.credit_account_id).ok_or(TransferError::CreditAccountNotFound)?;
         if debit.currency != currency {
             return Err(TransferError::CurrencyMismatchDebitAccount);
         }
@@ -491,7 +356,7 @@ impl LedgerState {
         if command.amount > held.amount {
             return Err(TransferError::ExceedsPendingAmount);
         }
-        let state_of = |id| self.accounts.get(&id).map(|account: &Account| account.state);
+        let state_of = |id| self.account(id).map(|account| account.state);
         if state_of(held.debit_account_id) != Some(AccountState::Open) {
             return Err(TransferError::DebitAccountNotOpen);
         }
@@ -528,8 +393,9 @@ impl LedgerState {
                     credits_posted: 0,
                     timestamp_ns: event.timestamp_ns,
                 };
-                let previous = self.accounts.insert(new.id, account);
-                assert!(previous.is_none(), "account opened twice");
+                assert!(self.account(new.id).is_none(), "account opened twice");
+                self.accounts.insert(new.id, account);
+                self.accounts_total += 1;
             }
             EventKind::AccountFrozen(id) => self.set_account_state(*id, AccountState::Frozen),
             EventKind::AccountUnfrozen(id) => self.set_account_state(*id, AccountState::Open),
@@ -589,10 +455,10 @@ impl LedgerState {
     }
 
     fn set_account_state(&mut self, id: AccountId, state: AccountState) {
-        let previous = self.accounts.get(&id).cloned();
+        let previous = self.account(id).map(Cow::into_owned);
         assert!(previous.is_some(), "state change of a missing account");
         self.record(Undo::Account(id, previous));
-        if let Some(account) = self.accounts.get_mut(&id) {
+        if let Some(account) = self.account_mut(id) {
             account.state = state;
         }
     }
@@ -646,16 +512,16 @@ impl LedgerState {
         let mut delta = BalanceChange::default();
         change(&mut delta);
         if self.journaling() {
-            let debit_before = self.accounts.get(&debit_id).cloned();
-            let credit_before = self.accounts.get(&credit_id).cloned();
+            let debit_before = self.account(debit_id).map(Cow::into_owned);
+            let credit_before = self.account(credit_id).map(Cow::into_owned);
             self.record(Undo::Account(debit_id, debit_before));
             self.record(Undo::Account(credit_id, credit_before));
             self.record(Undo::Totals(currency, self.totals.get(&currency).copied()));
         }
-        let debit = self.accounts.get_mut(&debit_id).expect("decided transfers name existing accounts");
+        let debit = self.account_mut(debit_id).expect("decided transfers name existing accounts");
         debit.debits_pending = apply_delta(debit.debits_pending, &delta, Side::Pending);
         debit.debits_posted = apply_delta(debit.debits_posted, &delta, Side::Posted);
-        let credit = self.accounts.get_mut(&credit_id).expect("decided transfers name existing accounts");
+        let credit = self.account_mut(credit_id).expect("decided transfers name existing accounts");
         credit.credits_pending = apply_delta(credit.credits_pending, &delta, Side::Pending);
         credit.credits_posted = apply_delta(credit.credits_posted, &delta, Side::Posted);
         let totals = self.totals.entry(currency).or_default();
@@ -675,7 +541,10 @@ impl LedgerState {
                     self.accounts.insert(id, account);
                 }
                 Undo::Account(id, None) => {
-                    self.accounts.remove(&id);
+                    // Only an opening records it: the account was not there before.
+                    if self.accounts.remove(&id).is_some() && self.account(id).is_none() {
+                        self.accounts_total -= 1;
+                    }
                 }
                 Undo::Transfer(id, Some(stored)) => {
                     self.transfers.insert(id, stored);
@@ -752,7 +621,7 @@ impl LedgerState {
 
     fn existing_account_timestamp(&self, command: &AccountCommand) -> u64 {
         match command {
-            AccountCommand::Open(new) => self.accounts.get(&new.id).map_or(0, |account| account.timestamp_ns),
+            AccountCommand::Open(new) => self.account(new.id).map_or(0, |account| account.timestamp_ns),
             _ => 0,
         }
     }
@@ -928,21 +797,6 @@ fn apply_delta(value: u128, delta: &BalanceChange, side: Side) -> u128 {
         Side::Pending => value.checked_add(delta.pending_add).and_then(|v| v.checked_sub(delta.pending_sub)),
     };
     result.expect("decide rules out overflow and releasing more than is pending")
-}
-
-/// A version read from a store or a hand-off, as it was before event `revision`: absent
-/// if made by that event or a later one, still pending if resolved by one.
-fn before(revision: u64, stored: Cow<'_, StoredTransfer>) -> Option<Cow<'_, StoredTransfer>> {
-    if stored.created >= revision {
-        return None;
-    }
-    if stored.changed < revision {
-        return Some(stored);
-    }
-    let mut earlier = stored.into_owned();
-    earlier.transfer.pending_status = Some(PendingStatus::Pending);
-    earlier.changed = earlier.created;
-    Some(Cow::Owned(earlier))
 }
 
 fn check_account_id(id: AccountId) -> Result<(), AccountError> {

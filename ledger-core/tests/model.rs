@@ -10,7 +10,7 @@ use ledger_core::money::Currency;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use ledger_core::state::{HandOff, LedgerState, StoredTransfer, TransferStore};
+use ledger_core::state::{HandOff, LedgerState, StateStore, StoredTransfer};
 use proptest::prelude::*;
 
 const TICK_NS: u64 = 1_000;
@@ -106,6 +106,7 @@ fn check_engine(engine: &LedgerState, model: &Model) -> Result<(), TestCaseError
         let ours = engine
             .account(id)
             .map(|a| (a.state, a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted));
+        prop_assert_eq!(engine.account(id).is_some(), model.accounts.contains_key(&id));
         let theirs = model.accounts.get(&id).map(|a| (a.state, a.dp, a.dpost, a.cp, a.cpost));
         prop_assert_eq!(ours, theirs, "account {:?}", id);
         if let Some(a) = engine.account(id) {
@@ -119,7 +120,9 @@ fn check_engine(engine: &LedgerState, model: &Model) -> Result<(), TestCaseError
     }
     for (currency, totals) in engine.totals() {
         prop_assert!(totals.is_balanced(), "debits differ from credits in {}: {:?}", currency, totals);
-        let sum = |f: fn(&Account) -> u128| engine.accounts().filter(|a| a.currency == *currency).map(f).sum::<u128>();
+        let accounts: Vec<Account> =
+            (0..=ACCOUNT_IDS + 1).filter_map(|id| engine.account(AccountId(id)).map(|a| a.into_owned())).collect();
+        let sum = |f: fn(&Account) -> u128| accounts.iter().filter(|a| a.currency == *currency).map(f).sum::<u128>();
         prop_assert_eq!(sum(|a| a.debits_posted), totals.debits_posted);
         prop_assert_eq!(sum(|a| a.credits_posted), totals.credits_posted);
         prop_assert_eq!(sum(|a| a.debits_pending), totals.debits_pending);
@@ -127,33 +130,49 @@ fn check_engine(engine: &LedgerState, model: &Model) -> Result<(), TestCaseError
     Ok(())
 }
 
-/// A transfer store in memory, as the engine's on-disk one behaves: it keeps the newest
-/// version written of each transfer.
+/// A state store in memory, as the engine's on-disk one behaves: it keeps the newest
+/// version written of each transfer and account.
 #[derive(Default)]
-struct MapStore(Mutex<HashMap<TransferId, StoredTransfer>>);
+struct MapStore {
+    transfers: Mutex<HashMap<TransferId, StoredTransfer>>,
+    accounts: Mutex<HashMap<AccountId, Account>>,
+}
 
-impl TransferStore for MapStore {
-    fn get(&self, id: TransferId) -> Result<Option<StoredTransfer>, String> {
-        Ok(self.0.lock().map_err(|e| e.to_string())?.get(&id).cloned())
+impl StateStore for MapStore {
+    fn transfer(&self, id: TransferId) -> Result<Option<StoredTransfer>, String> {
+        Ok(self.transfers.lock().map_err(|e| e.to_string())?.get(&id).cloned())
+    }
+
+    fn account(&self, id: AccountId) -> Result<Option<Account>, String> {
+        Ok(self.accounts.lock().map_err(|e| e.to_string())?.get(&id).cloned())
     }
 }
 
 impl MapStore {
     fn write(&self, hand_off: &HandOff) {
-        let mut map = self.0.lock().expect("not poisoned");
-        map.extend(hand_off.transfers.iter().map(|(id, stored)| (*id, stored.clone())));
+        let mut transfers = self.transfers.lock().expect("not poisoned");
+        transfers.extend(hand_off.transfers.iter().map(|(id, stored)| (*id, stored.clone())));
+        let mut accounts = self.accounts.lock().expect("not poisoned");
+        accounts.extend(hand_off.accounts.iter().map(|(id, account)| (*id, account.clone())));
+    }
+
+    fn accounts(&self) -> HashMap<AccountId, Account> {
+        self.accounts.lock().expect("not poisoned").clone()
     }
 }
 
 /// How the test moves transfers to the store after each step: `None` keeps them all in
 /// memory; `Some(lag)` hands off after every step and confirms all but the last `lag`
 /// hand-offs, so lookups go to the store or to hand-offs not yet confirmed.
-/// Also returns the state after each step that left nothing to write: the snapshots a
-/// start could load.
+/// A state with nothing left to write, and its store's accounts then.
+type Checkpointed = (LedgerState, HashMap<AccountId, Account>);
+
+/// Also returns the state after each step that left nothing to write, with the store's
+/// accounts then: the checkpoints a start could go on from.
 fn run(
     steps: &[Step],
     store: Option<(Arc<MapStore>, usize)>,
-) -> Result<(LedgerState, Vec<Event>, Vec<LedgerState>), TestCaseError> {
+) -> Result<(LedgerState, Vec<Event>, Vec<Checkpointed>), TestCaseError> {
     let mut engine = LedgerState::new();
     if let Some((store, _)) = &store {
         engine = engine.with_store(store.clone());
@@ -204,8 +223,10 @@ fn run(
             }
             prop_assert_eq!(engine.hand_offs_pending(), written.len());
         }
-        if store.is_some() && engine.transfers_in_memory() == 0 && written.is_empty() {
-            snapshots.push(engine.clone());
+        if let Some((store, _)) = &store {
+            if engine.in_memory() == 0 && written.is_empty() {
+                snapshots.push((engine.clone(), store.accounts()));
+            }
         }
     }
     Ok((engine, log, snapshots))
@@ -277,6 +298,7 @@ proptest! {
         let (in_memory, same_log, _) = run(&steps, None)?;
         prop_assert_eq!(&log, &same_log);
         prop_assert_eq!(transfers(&engine), transfers(&in_memory));
+        prop_assert_eq!(&engine, &in_memory);
         prop_assert_eq!(engine.transfer_count(), in_memory.transfer_count());
         // A replay over a store that already holds the whole run (a store written
         // further than the snapshot a start replays from) sees each transfer only once
@@ -290,14 +312,15 @@ proptest! {
                 all.insert(TransferId(id), StoredTransfer { transfer: transfer.into_owned(), created, changed });
             }
         }
-        let ahead = Arc::new(MapStore(Mutex::new(all)));
-        let replayed = replay(&log, LedgerState::new().with_store(ahead.clone()))?;
+        let ahead = |accounts| Arc::new(MapStore { transfers: Mutex::new(all.clone()), accounts: Mutex::new(accounts) });
+        let replayed = replay(&log, LedgerState::new().with_store(ahead(HashMap::new())))?;
         prop_assert_eq!(transfers(&replayed), transfers(&in_memory));
-        for snapshot in snapshots {
+        for (snapshot, accounts) in snapshots {
             let from = snapshot.events_applied() as usize;
-            let replayed = replay(&log[from..], snapshot.with_store(ahead.clone()))?;
+            let replayed = replay(&log[from..], snapshot.with_store(ahead(accounts)))?;
             prop_assert_eq!(transfers(&replayed), transfers(&in_memory));
             prop_assert_eq!(replayed.totals(), in_memory.totals());
+            prop_assert_eq!(&replayed, &engine);
         }
     }
 }

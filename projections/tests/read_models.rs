@@ -188,7 +188,7 @@ fn oracle(events: &[Event]) -> Expected {
             status.insert(pending.0, resolved);
         }
         for (account, side) in [(debit, Side::Debit), (credit, Side::Credit)] {
-            let after = balances(replay.account(account).expect("open account"));
+            let after = balances(&replay.account(account).expect("open account"));
             expected.entry(account.0).or_default().push((
                 event.timestamp_ns,
                 transfer.0,
@@ -255,7 +255,7 @@ proptest! {
         let mut at_times = Vec::new();
         for event in &events {
             replay.evolve(event);
-            at_times.push((event.timestamp_ns, (1..=6u128).map(|id| replay.account(AccountId(id)).map(balances)).collect::<Vec<_>>()));
+            at_times.push((event.timestamp_ns, (1..=6u128).map(|id| replay.account(AccountId(id)).map(|a| balances(&a))).collect::<Vec<_>>()));
         }
         for id in 1..=6u128 {
             let rows = expected.get(&id).cloned().unwrap_or_default();

@@ -87,8 +87,8 @@ fn killed_writer_loses_nothing_acknowledged_and_leaves_nothing_partial() {
         let config = LedgerConfig {
             snapshot_dir: Some(snapshot_dir.clone()),
             snapshot_interval_events: 3_000,
-            transfers_dir: Some(dir.path().join("transfers")),
-            hand_off_transfers: 500,
+            state_dir: Some(dir.path().join("state")),
+            hand_off_items: 500,
             ..LedgerConfig::default()
         };
         let ledger = Ledger::open(Arc::new(store), config).expect("recover ledger");

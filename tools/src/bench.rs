@@ -137,7 +137,7 @@ fn run_in(args: &BenchArgs, dir: &std::path::Path, json: bool) -> Result<(), Str
     }
     let config = LedgerConfig {
         snapshot_dir: Some(dir.join("snapshots")),
-        transfers_dir: Some(dir.join("transfers")),
+        state_dir: Some(dir.join("state")),
         ..LedgerConfig::default()
     };
     let ledger = Ledger::open(Arc::new(store), config).map_err(|e| e.to_string())?;

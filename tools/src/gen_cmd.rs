@@ -95,7 +95,7 @@ fn open(data_dir: &Path, master: SecretKey) -> Result<(Arc<EmbeddedStore>, Ledge
     let log: Arc<dyn EventStore> = store.clone();
     let config = LedgerConfig {
         snapshot_dir: Some(data_dir.join("snapshots")),
-        transfers_dir: Some(data_dir.join("transfers")),
+        state_dir: Some(data_dir.join("state")),
         clock: Arc::new(SystemClock),
         ..LedgerConfig::default()
     };

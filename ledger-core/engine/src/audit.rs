@@ -10,16 +10,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::snapshot;
+use crate::state_store::{self, DiskState, StoreJob, StoreThread};
 use crate::store::disk::RealDisk;
 use crate::store::format::{self, TornTail};
 use crate::store::{EventStore, RecordedEvent, StoreError};
-use crate::transfers::{DiskTransfers, StoreJob, StoreThread};
-use crate::writer::{HAND_OFFS_PENDING_MAX, HAND_OFF_TRANSFERS};
+use crate::writer::{HAND_OFFS_PENDING_MAX, HAND_OFF_ITEMS};
 use ledger_core::chain::{check_link, Hash};
 use ledger_core::codec;
-use ledger_core::domain::TransferId;
+use ledger_core::domain::{Account, AccountId, TransferId};
 use ledger_core::money::Currency;
-use ledger_core::state::{CurrencyTotals, LedgerState, StoredTransfer, TransferStore};
+use ledger_core::state::{CurrencyTotals, LedgerState, StateStore, StoredTransfer};
 
 /// What a successful audit checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,7 +89,7 @@ struct Replay {
     /// The revisions whose hashes are kept, by stream (those snapshots name).
     wanted: HashMap<String, BTreeSet<u64>>,
     stores: HashMap<String, StoreThread>,
-    hand_off_transfers: usize,
+    hand_off_items: usize,
     /// Why a scratch store failed, if one did.
     store_failed: Arc<Mutex<Option<String>>>,
     failure: Option<AuditFailure>,
@@ -132,7 +132,7 @@ impl Replay {
             hashes: HashMap::new(),
             wanted,
             stores: HashMap::new(),
-            hand_off_transfers: HAND_OFF_TRANSFERS,
+            hand_off_items: HAND_OFF_ITEMS,
             store_failed: Arc::new(Mutex::new(None)),
             failure: None,
             scratch: Scratch(scratch),
@@ -142,7 +142,7 @@ impl Replay {
     /// The state of `stream`, with its scratch store, made on first use.
     fn state(&mut self, stream: &str) -> Result<&mut LedgerState, String> {
         if !self.states.contains_key(stream) {
-            let store = Arc::new(DiskTransfers::recreate(&self.scratch.0.join(stream))?);
+            let store = Arc::new(DiskState::recreate(&self.scratch.0.join(stream), stream)?);
             let thread = StoreThread::start(store.clone(), self.store_failed.clone()).map_err(|e| e.to_string())?;
             self.stores.insert(stream.to_string(), thread);
             self.states.insert(stream.to_string(), LedgerState::new().with_store(store));
@@ -154,9 +154,9 @@ impl Replay {
     /// note of those written; waits while too many are not.
     fn tend_store(&mut self, stream: &str, hash: Hash) {
         let (Some(state), Some(thread)) = (self.states.get_mut(stream), self.stores.get(stream)) else { return };
-        if state.transfers_in_memory() >= self.hand_off_transfers {
+        if state.in_memory() >= self.hand_off_items {
             if let Some(hand_off) = state.hand_off() {
-                let _ = thread.jobs().send(StoreJob { hand_off: Some(hand_off), hash, snapshot: None });
+                let _ = thread.jobs().send(StoreJob { hand_off, hash });
             }
         }
         if let Some(number) = thread.written(false) {
@@ -222,7 +222,7 @@ impl Replay {
             events_checked,
             streams: heads.len(),
             ledger_partitions: self.states.len(),
-            accounts: self.states.values().map(LedgerState::account_count).sum(),
+            accounts: self.states.values().map(|state| state.account_count() as usize).sum(),
             transfers: self.states.values().map(|state| state.transfer_count() as usize).sum(),
             totals,
             heads: heads.into_iter().collect(),
@@ -232,23 +232,37 @@ impl Replay {
 
 /// Audits the store in `data_dir`; snapshots are looked for in `snapshot_dir`.
 pub fn verify(data_dir: &Path, snapshot_dir: Option<&Path>) -> Result<AuditReport, AuditFailure> {
-    verify_handing_off(data_dir, snapshot_dir, HAND_OFF_TRANSFERS)
+    verify_handing_off(data_dir, snapshot_dir, HAND_OFF_ITEMS)
 }
 
 /// `verify`, handing each partition's transfers to the scratch store every
-/// `hand_off_transfers` (tests make it small, so the replay reads from the store).
+/// `hand_off_items` (tests make it small, so the replay reads from the store).
 pub fn verify_handing_off(
     data_dir: &Path,
     snapshot_dir: Option<&Path>,
-    hand_off_transfers: usize,
+    hand_off_items: usize,
 ) -> Result<AuditReport, AuditFailure> {
-    let wanted = snapshot_dir.map(|dir| snapshot::named_revisions(&RealDisk, dir)).unwrap_or_default();
+    let snapshots = snapshot_dir.map(|dir| snapshot::named_revisions(&RealDisk, dir)).unwrap_or_default();
+    let mut wanted = snapshots.clone();
+    // The server's state store is not read, but the row it claims is checked like a
+    // snapshot's last event: it was written only once its events were durable.
+    let state_dir = data_dir.parent().unwrap_or(data_dir).join("state");
+    let claimed = state_store::read_claimed_file(&state_dir).unwrap_or_else(|reason| {
+        // A damaged claimed file proves nothing (the server rebuilds such a store).
+        tracing::warn!(reason, "the state store's claimed file is not sound; not checked");
+        None
+    });
+    if let Some((stream, claimed)) = &claimed {
+        if let Some(last) = claimed.events.checked_sub(1) {
+            wanted.entry(stream.clone()).or_default().insert(last);
+        }
+    }
     let mut replay = Replay::new(scratch_dir(data_dir), wanted);
-    replay.hand_off_transfers = hand_off_transfers.max(1);
+    replay.hand_off_items = hand_off_items.max(1);
     let mut first_segment_of_a_tail = u32::MAX;
     let report = format::scan(data_dir, |record, location| {
         if is_ledger_stream(&record.stream) {
-            let named = replay.wanted.get(&record.stream);
+            let named = snapshots.get(&record.stream);
             // A stream with no snapshot is served from its first event; one with
             // snapshots from the oldest (at the latest) one's last event.
             if record.revision == 0 && named.is_none_or(BTreeSet::is_empty)
@@ -265,6 +279,9 @@ pub fn verify_handing_off(
     }
     if let Some(torn) = report.torn_tail {
         return Err(AuditFailure::TornTail(torn));
+    }
+    if let Some((stream, claimed)) = claimed {
+        check_claimed(&state_dir, &stream, claimed, replay.hashes.get(&stream))?;
     }
     if let Some(dir) = snapshot_dir {
         compare_served_state(data_dir, dir, first_segment_of_a_tail, &replay.states, &replay.hashes)?;
@@ -366,6 +383,29 @@ fn compare_served_state(
     Ok(())
 }
 
+/// The server's state store claims `claimed` of `stream`: the log must hold that event
+/// with that hash (failures as for a snapshot).
+fn check_claimed(
+    state_dir: &Path,
+    stream: &str,
+    claimed: state_store::Covered,
+    hashes: Option<&StreamHashes>,
+) -> Result<(), AuditFailure> {
+    let Some(last) = claimed.events.checked_sub(1) else { return Ok(()) };
+    let file = state_dir.join(state_store::CLAIMED_FILE);
+    match hashes.and_then(|hashes| hashes.at(last)) {
+        Some(hash) if hash == claimed.hash => Ok(()),
+        Some(_) => Err(AuditFailure::SnapshotDiffers {
+            stream: stream.to_string(),
+            mismatch: snapshot::SnapshotMismatch::OtherHistory { file, events: claimed.events },
+        }),
+        None => Err(AuditFailure::LogShorterThanSnapshot {
+            stream: stream.to_string(),
+            short: snapshot::LogShorter { file, events: claimed.events },
+        }),
+    }
+}
+
 /// Where the auditor keeps its scratch stores for a log in `log_dir`: beside it (on the
 /// same disk, not in a temporary directory that may be memory).
 fn scratch_dir(log_dir: &Path) -> PathBuf {
@@ -373,8 +413,11 @@ fn scratch_dir(log_dir: &Path) -> PathBuf {
     parent.join(scratch_name())
 }
 
+/// A name no other audit running now uses (several may run in one process).
 fn scratch_name() -> String {
-    format!("audit-scratch-{}", std::process::id())
+    static AUDITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let audit = AUDITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("audit-scratch-{}-{audit}", std::process::id())
 }
 
 /// The replay's transfers, as the transfer store of the state the server would serve:
@@ -383,9 +426,15 @@ fn scratch_name() -> String {
 /// of its own replay from nothing instead, each seen only from its own revision on.
 struct Replayed(LedgerState);
 
-impl TransferStore for Replayed {
-    fn get(&self, id: TransferId) -> Result<Option<StoredTransfer>, String> {
+impl StateStore for Replayed {
+    fn transfer(&self, id: TransferId) -> Result<Option<StoredTransfer>, String> {
         Ok(self.0.stored_transfer(id))
+    }
+
+    /// A snapshot holds every account (snapshots are written only without a state
+    /// store); the tail opens the rest. So none is read from here.
+    fn account(&self, _id: AccountId) -> Result<Option<Account>, String> {
+        Ok(None)
     }
 }
 

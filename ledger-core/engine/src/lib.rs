@@ -13,9 +13,9 @@ pub mod clock;
 pub mod heads;
 pub mod sim_bugs;
 pub mod snapshot;
+pub mod state_store;
 pub mod store;
 pub mod threads;
-pub mod transfers;
 pub mod writer;
 
 /// mimalloc (the allocator of `ledgerd` and `ledgerctl`) returns freed memory to the OS

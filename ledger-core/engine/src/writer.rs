@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use crate::clock::SystemClock;
 use crate::snapshot;
+use crate::state_store::{Covered, DiskState, StoreJob, StoreThread};
 use crate::store::disk::{Disk, RealDisk};
 use crate::store::{Direction, EventBatch, EventStore, ExpectedRevision, StoreError};
-use crate::transfers::{Covered, DiskTransfers, StoreJob, StoreThread};
 use ledger_core::clock::Clock;
 use ledger_core::codec;
 use ledger_core::domain::*;
@@ -41,10 +41,10 @@ const ENCODED_EVENT_BYTES_TYPICAL: usize = 96;
 /// Events read per step when replaying the log at start-up.
 const REPLAY_CHUNK_EVENTS: usize = 8_192;
 /// Transfers the writer keeps in memory's first tier before handing them off to the
-/// transfer store (`LedgerConfig::hand_off_transfers`, the default).
-pub const HAND_OFF_TRANSFERS: usize = 65_536;
+/// state store (`LedgerConfig::hand_off_items`, the default).
+pub const HAND_OFF_ITEMS: usize = 131_072;
 /// Hand-offs waiting to be written before the writer waits for the store: with the
-/// first tier, at most about `(1 + this) * hand_off_transfers` transfers in memory.
+/// first tier, at most about `(1 + this) * hand_off_items` transfers in memory.
 pub const HAND_OFFS_PENDING_MAX: usize = 4;
 
 /// Errors of the ledger as a whole (not of one item in a batch).
@@ -97,10 +97,13 @@ pub struct LedgerConfig {
     pub snapshots_in_background: bool,
     /// Where the writer keeps its transfers on disk (`transfers`); `None` keeps every
     /// transfer in memory (the simulator's disk cannot hold the store).
-    pub transfers_dir: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
     /// Transfers made or changed that the writer keeps in memory before it hands them
-    /// to the store (`HAND_OFF_TRANSFERS`).
-    pub hand_off_transfers: usize,
+    /// to the store (`HAND_OFF_ITEMS`).
+    pub hand_off_items: usize,
+    /// Whether opening the log cut a torn tail: then a state store past the log's end
+    /// is rebuilt rather than refused (see `open_state_store`).
+    pub log_torn_tail_cut: bool,
 }
 
 impl std::fmt::Debug for LedgerConfig {
@@ -111,8 +114,8 @@ impl std::fmt::Debug for LedgerConfig {
             .field("snapshot_interval_events", &self.snapshot_interval_events)
             .field("request_items_max", &self.request_items_max)
             .field("batch_items_max", &self.batch_items_max)
-            .field("transfers_dir", &self.transfers_dir)
-            .field("hand_off_transfers", &self.hand_off_transfers)
+            .field("state_dir", &self.state_dir)
+            .field("hand_off_items", &self.hand_off_items)
             .finish_non_exhaustive()
     }
 }
@@ -128,8 +131,9 @@ impl Default for LedgerConfig {
             clock: Arc::new(SystemClock),
             disk: Arc::new(RealDisk),
             snapshots_in_background: true,
-            transfers_dir: None,
-            hand_off_transfers: HAND_OFF_TRANSFERS,
+            state_dir: None,
+            hand_off_items: HAND_OFF_ITEMS,
+            log_torn_tail_cut: false,
         }
     }
 }
@@ -203,8 +207,8 @@ impl Ledger {
             })?;
         }
         let snapshots = config.snapshot_dir.as_deref().map(|dir| (config.disk.as_ref(), dir));
-        let transfers = match &config.transfers_dir {
-            Some(dir) => Some(Arc::new(open_transfers(store.as_ref(), &stream, dir)?)),
+        let transfers = match &config.state_dir {
+            Some(dir) => Some(Arc::new(open_state_store(store.as_ref(), &stream, dir, config.log_torn_tail_cut)?)),
             None => None,
         };
         let state = recover_state(store.as_ref(), &stream, snapshots, transfers.as_ref())?;
@@ -215,7 +219,7 @@ impl Ledger {
         let transfers = match transfers {
             Some(store) => Some(
                 StoreThread::start(store, failed.clone())
-                    .map_err(|e| LedgerError::Failed(format!("cannot start the transfer store's thread: {e}")))?,
+                    .map_err(|e| LedgerError::Failed(format!("cannot start the state store's thread: {e}")))?,
             ),
             None => None,
         };
@@ -371,14 +375,20 @@ impl Ledger {
     }
 }
 
-/// Opens the writer's transfer store in `dir`, and checks it against the log: a store
-/// that covers an event the log has with another hash, or more events than the log
-/// has, is not a fold of this log, and is rebuilt from it. (A log that lost durable
-/// events is refused by its snapshots and the read models' checkpoint; the store is a
-/// cache of the log, and after a torn tail was cut it may be past the log's end.)
-fn open_transfers(store: &dyn EventStore, stream: &str, dir: &std::path::Path) -> Result<DiskTransfers, LedgerError> {
+/// Opens the writer's state store in `dir`, and checks it against the log: a store
+/// that claims an event the log has with another hash is not a fold of this log, and
+/// is rebuilt from it. One that claims more events than the log has proves the log
+/// lost durable events (the store is written only after they are durable): the
+/// ledger refuses to start, as for such a snapshot; unless the log's open cut a torn
+/// tail (`torn_tail_cut`), after which the store is rebuilt, like the read models.
+fn open_state_store(
+    store: &dyn EventStore,
+    stream: &str,
+    dir: &std::path::Path,
+    torn_tail_cut: bool,
+) -> Result<DiskState, LedgerError> {
     let failed = |reason: String| LedgerError::Failed(reason);
-    let transfers = DiskTransfers::open(dir).map_err(failed)?;
+    let transfers = DiskState::open(dir, stream).map_err(failed)?;
     // Checked against the row nothing in the store is past: the last hand-off may be
     // in it even if the row of what it covers was not written.
     let Some(Covered { events, hash }) = transfers.claimed().map_err(failed)? else {
@@ -386,52 +396,51 @@ fn open_transfers(store: &dyn EventStore, stream: &str, dir: &std::path::Path) -
     };
     let Some(last) = events.checked_sub(1) else {
         // A row of no event is never written: such a store is not of this log.
-        tracing::warn!(stream, "the transfer store's row covers no event: rebuilding it from the log");
+        tracing::warn!(stream, "the state store's row covers no event: rebuilding it from the log");
         drop(transfers);
-        return DiskTransfers::recreate(dir).map_err(failed);
+        return DiskState::recreate(dir, stream).map_err(failed);
     };
     match crate::store::embedded::hash_at(store, stream, last)? {
         Some(logged) if logged == hash => Ok(transfers),
+        None if !torn_tail_cut => Err(LedgerError::LogShorterThanSnapshot {
+            stream: stream.to_string(),
+            reason: format!(
+                "the state store in {} claims {events} events, the log's stream ends before its last one: the log lost durable events",
+                dir.display()
+            ),
+        }),
         found => {
             let reason = if found.is_some() { "another event at its last revision" } else { "past the log's end" };
-            tracing::warn!(stream, events, reason, "the transfer store is not of this log: rebuilding it from the log");
+            tracing::warn!(stream, events, reason, "the state store is not of this log: rebuilding it from the log");
             drop(transfers);
-            DiskTransfers::recreate(dir).map_err(failed)
+            DiskState::recreate(dir, stream).map_err(failed)
         }
     }
 }
 
-/// Rebuilds the partition state: newest snapshot that matches the log, then replay.
-/// With a transfer store, a snapshot the store does not cover is not used, and the
-/// replay hands its transfers to the store as it goes.
+/// Rebuilds the partition state. With a state store: its checkpoint (or nothing), then
+/// the log after it, handing accounts and transfers to the store as the replay goes
+/// (snapshots are not used). Without: the newest snapshot that matches the log, then
+/// the log after it.
 pub fn recover_state(
     store: &dyn EventStore,
     stream: &str,
     snapshots: Option<(&dyn Disk, &std::path::Path)>,
-    transfers: Option<&Arc<DiskTransfers>>,
+    transfers: Option<&Arc<DiskState>>,
 ) -> Result<LedgerState, LedgerError> {
-    let mut state = match snapshots {
+    let mut state = match (transfers, snapshots) {
+        (Some(disk_state), _) => match disk_state.checkpoint().map_err(LedgerError::Failed)? {
+            Some(checkpoint) => LedgerState::from_checkpoint(checkpoint, disk_state.clone()),
+            None => LedgerState::new().with_store(disk_state.clone()),
+        },
         // ok: no snapshot that matches the log means replaying from the empty state.
-        Some((disk, dir)) => snapshot::load_newest(disk, dir, store, stream)?.unwrap_or_default(),
-        None => LedgerState::new(),
+        (None, Some((disk, dir))) => snapshot::load_newest(disk, dir, store, stream)?.unwrap_or_default(),
+        (None, None) => LedgerState::new(),
     };
-    if let Some(transfers) = transfers {
-        let covered = transfers.covered().map_err(LedgerError::Failed)?.map_or(0, |covered| covered.events);
-        if state.events_applied() > covered {
-            tracing::warn!(
-                stream,
-                snapshot = state.events_applied(),
-                covered,
-                "the snapshot is ahead of the transfer store: replaying from the start"
-            );
-            state = LedgerState::new();
-        }
-        state = state.with_store(transfers.clone());
-    }
     let mut next = state.events_applied();
     let (from, started) = (next, Instant::now());
     let mut progress = Progress::new(started);
-    tracing::info!(stream, from_snapshot = from, "replaying the ledger's events");
+    tracing::info!(stream, from, "replaying the ledger's events");
     loop {
         let events = store.read_stream(stream, next, Direction::Forwards, REPLAY_CHUNK_EVENTS)?;
         if events.is_empty() {
@@ -451,7 +460,7 @@ pub fn recover_state(
         }
         next += events.len() as u64;
         if let (Some(transfers), Some(last)) = (transfers, events.last()) {
-            if state.transfers_in_memory() >= HAND_OFF_TRANSFERS {
+            if state.in_memory() >= HAND_OFF_ITEMS {
                 if let Some(hand_off) = state.hand_off() {
                     transfers.write(&hand_off, &last.hash).map_err(LedgerError::Failed)?;
                     state.stored_up_to(hand_off.number);
@@ -519,7 +528,7 @@ struct Writer {
     events_since_snapshot: u64,
     snapshot_slot: snapshot::SnapshotSlot,
     metrics: Arc<WriterMetrics>,
-    /// The thread that writes hand-offs to the transfer store, if the writer has one.
+    /// The thread that writes hand-offs to the state store, if the writer has one.
     transfers: Option<StoreThread>,
 }
 
@@ -582,15 +591,15 @@ impl Writer {
         let _ = receiver.recv();
         if let Some(transfers) = self.transfers.take() {
             // Everything is durable now: the last hand-off's hash is the stream's head.
-            let hand_off = self.state.hand_off();
-            match self.store.stream_head(&self.stream) {
-                Ok(Some(head)) => transfers.finish(StoreJob { hand_off, hash: head.hash, snapshot: None }),
-                Ok(None) => transfers.finish(StoreJob { hand_off: None, hash: [0; 32], snapshot: None }),
-                Err(error) => {
+            let last = match (self.state.hand_off(), self.store.stream_head(&self.stream)) {
+                (Some(hand_off), Ok(Some(head))) => Some(StoreJob { hand_off, hash: head.hash }),
+                (Some(_), Err(error)) => {
                     tracing::warn!(%error, "the last hand-off is not written; the next start replays it");
-                    transfers.finish(StoreJob { hand_off: None, hash: [0; 32], snapshot: None });
+                    None
                 }
-            }
+                _ => None,
+            };
+            transfers.finish(last);
         }
         self.snapshot_slot.join();
     }
@@ -644,7 +653,7 @@ impl Writer {
                     defer(reply, results)
                 }
                 Request::LookupAccounts(ids, reply) => {
-                    defer(reply, ids.iter().map(|id| self.state.account(*id).cloned()).collect())
+                    defer(reply, ids.iter().map(|id| self.state.account(*id).map(Cow::into_owned)).collect())
                 }
                 Request::LookupTransfers(ids, reply) => {
                     defer(reply, ids.iter().map(|id| self.state.transfer(*id).map(Cow::into_owned)).collect())
@@ -697,13 +706,15 @@ impl Writer {
             0 => ExpectedRevision::NoStream,
             count => ExpectedRevision::Exact(count - 1),
         };
-        let snapshot_wanted = self.snapshot_wanted(events.len() as u64);
-        // A snapshot with a transfer store holds no transfer: everything goes first.
-        let hand_off_due = self.state.transfers_in_memory() >= self.config.hand_off_transfers || snapshot_wanted;
-        let hand_off = if hand_off_due { self.state.hand_off() } else { None };
-        let snapshot = if snapshot_wanted { self.snapshot_capture() } else { None };
+        // With a state store, its checkpoints replace snapshots.
+        let hand_off = match &self.transfers {
+            Some(transfers) if self.state.in_memory() >= self.config.hand_off_items => {
+                self.state.hand_off().map(|hand_off| (transfers.jobs(), hand_off))
+            }
+            _ => None,
+        };
+        let snapshot = if self.snapshot_wanted(events.len() as u64) { self.snapshot_capture() } else { None };
         let in_background = self.config.snapshots_in_background;
-        let jobs = self.transfers.as_ref().map(StoreThread::jobs);
         events.clear();
         self.store.append_with(
             &self.stream,
@@ -712,15 +723,13 @@ impl Writer {
             Box::new(move |result| {
                 if let Ok(outcome) = &result {
                     let hash = outcome.last_hash;
-                    match (jobs, snapshot) {
-                        // The store's thread writes the hand-off, then the snapshot once
-                        // the store is synced.
-                        (Some(jobs), snapshot) if hand_off.is_some() || snapshot.is_some() => {
-                            let _ = jobs.send(StoreJob { hand_off, hash, snapshot });
-                        }
-                        (_, Some(snapshot)) if in_background => snapshot.write_in_background(hash),
-                        (_, Some(snapshot)) => snapshot.write_now(hash),
-                        _ => {}
+                    if let Some((jobs, hand_off)) = hand_off {
+                        let _ = jobs.send(StoreJob { hand_off, hash });
+                    }
+                    match snapshot {
+                        Some(snapshot) if in_background => snapshot.write_in_background(hash),
+                        Some(snapshot) => snapshot.write_now(hash),
+                        None => {}
                     }
                 }
                 answer(result.map(|_| ()).map_err(LedgerError::from))
@@ -728,9 +737,10 @@ impl Writer {
         );
     }
 
-    /// Whether a snapshot is due after this batch (and none is being written).
+    /// Whether a snapshot is due after this batch (and none is being written). Not
+    /// with a state store: its checkpoints replace snapshots.
     fn snapshot_wanted(&mut self, appended: u64) -> bool {
-        if self.config.snapshot_dir.is_none() {
+        if self.config.snapshot_dir.is_none() || self.transfers.is_some() {
             return false;
         }
         self.events_since_snapshot += appended;

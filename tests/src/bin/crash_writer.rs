@@ -35,8 +35,8 @@ fn main() -> Result<(), String> {
         snapshot_interval_events: 3_000,
         // The transfer store takes hand-offs of a few hundred transfers, so kills land
         // while hand-offs are written, synced and confirmed.
-        transfers_dir: Some(dir.join("transfers")),
-        hand_off_transfers: 500,
+        state_dir: Some(dir.join("state")),
+        hand_off_items: 500,
         ..LedgerConfig::default()
     };
     let ledger = Ledger::open(Arc::new(store), config).map_err(|e| e.to_string())?;

@@ -1,4 +1,4 @@
-//! The writer with its transfers on disk (`LedgerConfig::transfers_dir`): hand-offs of
+//! The writer with its transfers on disk (`LedgerConfig::state_dir`): hand-offs of
 //! a few transfers, so nearly every lookup of an earlier transfer reads the store;
 //! reopening with and without snapshots; and stores that must not be trusted.
 
@@ -15,12 +15,18 @@ fn usd() -> Currency {
 }
 
 fn try_open(dir: &Path, snapshot_interval_events: u64) -> Result<Ledger, LedgerError> {
+    try_open_after(dir, snapshot_interval_events, false)
+}
+
+/// `torn_tail_cut`: whether opening the log cut a torn tail (as `ledgerd` tells it).
+fn try_open_after(dir: &Path, snapshot_interval_events: u64, torn_tail_cut: bool) -> Result<Ledger, LedgerError> {
     let (store, _) = EmbeddedStore::open(dir.join("log"), EmbeddedOptions::default()).expect("open store");
     let config = LedgerConfig {
         snapshot_dir: Some(dir.join("snapshots")),
         snapshot_interval_events,
-        transfers_dir: Some(dir.join("transfers")),
-        hand_off_transfers: 4,
+        state_dir: Some(dir.join("state")),
+        hand_off_items: 4,
+        log_torn_tail_cut: torn_tail_cut,
         ..LedgerConfig::default()
     };
     Ledger::open(Arc::new(store), config)
@@ -100,7 +106,7 @@ fn without_times((mut accounts, mut transfers): Seen) -> Seen {
 }
 
 #[test]
-fn transfers_on_disk_read_the_same_across_restarts_with_and_without_snapshots() {
+fn state_on_disk_reads_the_same_across_restarts_from_its_checkpoint_and_from_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let reference = tempfile::tempdir().expect("tempdir");
     let ledger = open(dir.path(), 25);
@@ -116,12 +122,10 @@ fn transfers_on_disk_read_the_same_across_restarts_with_and_without_snapshots() 
     in_memory.close();
 
     let snapshots = std::fs::read_dir(dir.path().join("snapshots")).map(|d| d.count()).unwrap_or(0);
-    assert!(snapshots > 0, "a snapshot should have been written");
-    for reopen in ["with snapshots", "without snapshots", "without the transfer store"] {
-        match reopen {
-            "without snapshots" => std::fs::remove_dir_all(dir.path().join("snapshots")).expect("rm snapshots"),
-            "without the transfer store" => std::fs::remove_dir_all(dir.path().join("transfers")).expect("rm store"),
-            _ => {}
+    assert_eq!(snapshots, 0, "the state store's checkpoints replace snapshots");
+    for reopen in ["from the store's checkpoint", "again", "without the state store"] {
+        if reopen == "without the state store" {
+            std::fs::remove_dir_all(dir.path().join("state")).expect("rm store");
         }
         let ledger = open(dir.path(), 25);
         assert!(seen(&ledger, &ids) == before, "{reopen}: the transfers read differently");
@@ -165,7 +169,7 @@ fn transfers_on_disk_read_the_same_across_restarts_with_and_without_snapshots() 
 }
 
 #[test]
-fn a_transfer_store_of_another_log_or_past_its_end_is_rebuilt() {
+fn a_state_store_of_another_log_is_rebuilt_and_one_past_its_end_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let other = tempfile::tempdir().expect("tempdir");
     let longer = tempfile::tempdir().expect("tempdir");
@@ -187,9 +191,9 @@ fn a_transfer_store_of_another_log_or_past_its_end_is_rebuilt() {
     ledger.close();
 
     let copy_store = |from: &Path| {
-        let to = dir.path().join("transfers");
+        let to = dir.path().join("state");
         std::fs::remove_dir_all(&to).expect("rm store");
-        copy_dir(&from.join("transfers"), &to);
+        copy_dir(&from.join("state"), &to);
     };
     copy_store(other.path());
     let ledger = open(dir.path(), 1_000_000);
@@ -198,9 +202,13 @@ fn a_transfer_store_of_another_log_or_past_its_end_is_rebuilt() {
     assert_eq!(fake, vec![None]);
     ledger.close();
 
-    // A store past the log's end (a longer history, or a log whose torn tail was cut).
+    // A store that claims more than the log holds: the log lost durable events, and
+    // the start is refused; unless opening the log cut a torn tail, after which the
+    // store is rebuilt (as the read models are).
     copy_store(longer.path());
-    let ledger = open(dir.path(), 1_000_000);
+    let refused = try_open(dir.path(), 1_000_000).err();
+    assert!(matches!(refused, Some(LedgerError::LogShorterThanSnapshot { .. })), "{refused:?}");
+    let ledger = try_open_after(dir.path(), 1_000_000, true).expect("rebuilt after a torn tail");
     assert!(seen(&ledger, &ids) == before, "a store past the log's end must not be used");
     ledger.close();
 }

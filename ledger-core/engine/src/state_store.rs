@@ -1,0 +1,376 @@
+//! The ledger writer's state on disk, so the writer's memory does not grow with its
+//! history: its accounts and transfers, and the checkpoint a start goes on from.
+//!
+//! `DiskState` is an LSM tree (fjall) in `{data}/state/` with three keyspaces:
+//! - `transfers`: the newest version of every transfer handed off, by id (16 bytes,
+//!   big-endian), each value the bincode of a `StoredTransfer` (the transfer and the
+//!   revisions that made and last changed it). A hand-off's transfers are sorted and
+//!   ingested as new tables: no journal and no memtable (a skip list that took most of
+//!   the store's CPU).
+//! - `accounts`: every account as of the last hand-off written, by id.
+//! - `meta`: in one atomic batch with the hand-off's accounts, `covered` (a count of
+//!   events and the chain hash of the last: everything up to it is in the store) and
+//!   `checkpoint` (the rest of the state at that point: totals, holds' expiries,
+//!   counters, clock).
+//!
+//! Beside the database, the file `claimed` says how far the store may reach (nothing
+//! in it is past it): written, synced and renamed into place before a hand-off's
+//! transfers are ingested. A small checksummed file, so that `ledgerctl audit verify`
+//! reads it without opening the database: one whose event the log lacks proves the
+//! log lost durable events, like a snapshot. Layout: "LEDGCLM1" | u8 stream length |
+//! stream | u64 events | [32] chain hash of the last | u32 crc32c of all before.
+//!
+//! Rules (ARCHITECTURE.md, "The writer's state on disk"):
+//! - A hand-off is written only once its events are durable in the log. After a crash
+//!   the store's accounts and checkpoint are those of one hand-off, its transfers are
+//!   all up to it and none past `claimed`, never an event the log lacks.
+//! - A start goes on from the checkpoint (no snapshot); the transfers may be ahead of
+//!   it: the state hides versions it has not replayed.
+//! - A store whose `claimed` row does not match the log's chain at that revision, that
+//!   fails to open, or that failed a read (it then leaves `REBUILD` in its directory
+//!   before the process stops) is removed and rebuilt from the log.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use ledger_core::chain::Hash;
+use ledger_core::domain::{Account, AccountId, TransferId};
+use ledger_core::state::{Checkpoint, HandOff, StateStore, StoredTransfer};
+
+/// The block cache of the store, in bytes.
+pub const CACHE_BYTES: u64 = 64 << 20;
+/// Most bytes of the store's journals (fjall's minimum; hand-offs bypass the journal).
+const JOURNAL_BYTES_MAX: u64 = 64 << 20;
+/// Most bytes a stored transfer or account may decode to (a transfer's metadata is at
+/// most 256 bytes).
+const VALUE_BYTES_MAX: usize = 4_096;
+/// Most bytes the checkpoint row may decode to (it holds every hold's expiry).
+const CHECKPOINT_BYTES_MAX: usize = 1 << 30;
+/// Left in the directory by a failed read: the next open removes the store.
+const REBUILD_MARKER: &str = "REBUILD";
+/// The file of the claimed row, in the store's directory.
+pub const CLAIMED_FILE: &str = "claimed";
+const CLAIMED_MAGIC: &[u8; 8] = b"LEDGCLM1";
+const COVERED_KEY: &[u8] = b"covered";
+const CHECKPOINT_KEY: &[u8] = b"checkpoint";
+
+/// How far a store covers the stream: its first `events` events, the last with `hash`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Covered {
+    pub events: u64,
+    pub hash: Hash,
+}
+
+pub struct DiskState {
+    /// The partition's stream, named in the claimed file.
+    stream: String,
+    db: fjall::Database,
+    transfers: fjall::Keyspace,
+    accounts: fjall::Keyspace,
+    meta: fjall::Keyspace,
+    dir: PathBuf,
+}
+
+fn error(context: &str, error: impl std::fmt::Display) -> String {
+    format!("state store: {context}: {error}")
+}
+
+impl DiskState {
+    /// Opens the store in `dir`, or makes an empty one: in place of a store marked for a
+    /// rebuild, and of one that does not open.
+    pub fn open(dir: &Path, stream: &str) -> Result<DiskState, String> {
+        if dir.join(REBUILD_MARKER).exists() {
+            tracing::warn!(dir = %dir.display(), "the state store failed a read: rebuilding it from the log");
+            std::fs::remove_dir_all(dir).map_err(|e| error("remove", e))?;
+        }
+        match DiskState::open_existing(dir, stream) {
+            Ok(store) => Ok(store),
+            Err(reason) => {
+                tracing::warn!(dir = %dir.display(), reason, "the state store does not open: rebuilding it from the log");
+                DiskState::recreate(dir, stream)
+            }
+        }
+    }
+
+    /// Removes the store in `dir` and makes an empty one.
+    pub fn recreate(dir: &Path, stream: &str) -> Result<DiskState, String> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| error("remove", e))?;
+        }
+        DiskState::open_existing(dir, stream)
+    }
+
+    fn open_existing(dir: &Path, stream: &str) -> Result<DiskState, String> {
+        std::fs::create_dir_all(dir).map_err(|e| error("create", e))?;
+        let db = fjall::Database::builder(dir.join("db"))
+            .cache_size(CACHE_BYTES)
+            .max_journaling_size(JOURNAL_BYTES_MAX)
+            // Each batch reaches the operating system when committed (a killed process
+            // loses none); syncs are explicit.
+            .manual_journal_persist(false)
+            .worker_threads(1)
+            .open()
+            .map_err(|e| error("open", e))?;
+        let options = fjall::KeyspaceCreateOptions::default;
+        let transfers = db.keyspace("transfers", options).map_err(|e| error("open", e))?;
+        let accounts = db.keyspace("accounts", options).map_err(|e| error("open", e))?;
+        let meta = db.keyspace("meta", options).map_err(|e| error("open", e))?;
+        let store = DiskState { stream: stream.to_string(), db, transfers, accounts, meta, dir: dir.to_path_buf() };
+        let (claimed, covered) = (store.claimed()?, store.covered()?);
+        if covered.is_some() && claimed.is_none_or(|claimed| claimed.events < covered.map_or(0, |c| c.events)) {
+            return Err(error("open", "what the store holds is not claimed"));
+        }
+        store.checkpoint()?;
+        store.covered()?;
+        Ok(store)
+    }
+
+    /// How far the store covers the stream: every transfer made or changed before it
+    /// is in the store. `None` when nothing is.
+    pub fn covered(&self) -> Result<Option<Covered>, String> {
+        self.row(COVERED_KEY)
+    }
+
+    /// How far the store may reach: nothing in it is past this.
+    pub fn claimed(&self) -> Result<Option<Covered>, String> {
+        read_claimed(&self.dir, &self.stream)
+    }
+
+    /// The state as of `covered`, but its accounts and transfers.
+    pub fn checkpoint(&self) -> Result<Option<Checkpoint>, String> {
+        let Some(row) = self.meta.get(CHECKPOINT_KEY).map_err(|e| error("read", e))? else {
+            return Ok(None);
+        };
+        let config = bincode::config::standard().with_limit::<CHECKPOINT_BYTES_MAX>();
+        let (checkpoint, used): (Checkpoint, usize) =
+            bincode::serde::decode_from_slice(&row, config).map_err(|e| error("checkpoint row", e))?;
+        if used != row.len() {
+            return Err(error("checkpoint row", "bytes after its end"));
+        }
+        Ok(Some(checkpoint))
+    }
+
+    fn row(&self, key: &[u8]) -> Result<Option<Covered>, String> {
+        let Some(row) = self.meta.get(key).map_err(|e| error("read", e))? else {
+            return Ok(None);
+        };
+        let row: &[u8] = &row;
+        let (events, hash) = row.split_at_checked(8).ok_or_else(|| error("covered row", "too short"))?;
+        let events = u64::from_be_bytes(events.try_into().map_err(|e| error("covered row", e))?);
+        let hash: Hash = hash.try_into().map_err(|e| error("covered row", e))?;
+        Ok(Some(Covered { events, hash }))
+    }
+
+    /// Writes a hand-off whose last event is durable with chain hash `hash`.
+    pub fn write(&self, hand_off: &HandOff, hash: &Hash) -> Result<(), String> {
+        let mut rows: Vec<_> = hand_off.transfers.iter().collect();
+        rows.sort_unstable_by_key(|(id, _)| id.0);
+        let mut row = hand_off.checkpoint.events_applied.to_be_bytes().to_vec();
+        row.extend_from_slice(hash);
+        write_claimed(&self.dir, &self.stream, hand_off.checkpoint.events_applied, hash)?;
+        let config = bincode::config::standard();
+        let mut ingestion = self.transfers.start_ingestion().map_err(|e| error("write", e))?;
+        for (id, stored) in rows {
+            let value = bincode::serde::encode_to_vec(stored, config).map_err(|e| error("encode", e))?;
+            ingestion.write(&id.0.to_be_bytes()[..], value).map_err(|e| error("write", e))?;
+        }
+        ingestion.finish().map_err(|e| error("write", e))?;
+        let mut batch = self.db.batch();
+        for (id, account) in hand_off.accounts.iter() {
+            let value = bincode::serde::encode_to_vec(account, config).map_err(|e| error("encode", e))?;
+            batch.insert(&self.accounts, id.0.to_be_bytes(), value);
+        }
+        let checkpoint = bincode::serde::encode_to_vec(&hand_off.checkpoint, config).map_err(|e| error("encode", e))?;
+        batch.insert(&self.meta, CHECKPOINT_KEY, checkpoint);
+        batch.insert(&self.meta, COVERED_KEY, row);
+        batch.commit().map_err(|e| error("write", e))
+    }
+
+    /// Makes everything written so far durable.
+    pub fn sync(&self) -> Result<(), String> {
+        self.db.persist(fjall::PersistMode::SyncAll).map_err(|e| error("sync", e))
+    }
+
+    /// Bytes of the store's files.
+    pub fn disk_bytes(&self) -> u64 {
+        fn walk(path: &Path) -> u64 {
+            let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+            entries
+                .flatten()
+                .map(|entry| match entry.metadata() {
+                    Ok(meta) if meta.is_dir() => walk(&entry.path()),
+                    Ok(meta) => meta.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&self.dir)
+    }
+
+    fn mark_for_rebuild(&self) {
+        let marker = self.dir.join(REBUILD_MARKER);
+        let written = std::fs::File::create(&marker).and_then(|file| file.sync_all());
+        if let Err(e) = written {
+            tracing::error!(error = %e, "the state store could not be marked for a rebuild");
+        }
+    }
+}
+
+/// The claimed file of `stream` in `dir`, if there is one; an error if it is not sound
+/// or names another stream.
+pub fn read_claimed(dir: &Path, stream: &str) -> Result<Option<Covered>, String> {
+    match read_claimed_file(dir)? {
+        Some((named, claimed)) if named == stream => Ok(Some(claimed)),
+        Some((named, _)) => Err(error("claimed", format!("the file names stream {named}"))),
+        None => Ok(None),
+    }
+}
+
+/// The claimed file in `dir` (the stream it names, and the row), if there is one; an
+/// error if it is not sound (its checksum or length).
+pub fn read_claimed_file(dir: &Path) -> Result<Option<(String, Covered)>, String> {
+    let bytes = match std::fs::read(dir.join(CLAIMED_FILE)) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(error("read claimed", e)),
+    };
+    let name_len = bytes.get(8).map_or(0, |len| *len as usize);
+    let len = 8 + 1 + name_len + 8 + 32 + 4;
+    let sound = bytes.len() == len
+        && &bytes[..8] == CLAIMED_MAGIC
+        && bytes[len - 4..] == crc32c::crc32c(&bytes[..len - 4]).to_le_bytes();
+    if !sound {
+        return Err(error("claimed", "not a sound claimed file"));
+    }
+    let stream = String::from_utf8(bytes[9..9 + name_len].to_vec()).map_err(|e| error("claimed", e))?;
+    let at = 9 + name_len;
+    let events = u64::from_le_bytes(bytes[at..at + 8].try_into().map_err(|e| error("claimed", e))?);
+    let hash: Hash = bytes[at + 8..at + 40].try_into().map_err(|e| error("claimed", e))?;
+    Ok(Some((stream, Covered { events, hash })))
+}
+
+/// Writes the claimed file: to a temporary file, synced, renamed, directory synced.
+fn write_claimed(dir: &Path, stream: &str, events: u64, hash: &Hash) -> Result<(), String> {
+    use std::io::Write;
+    let name = stream.as_bytes();
+    let mut bytes = Vec::with_capacity(8 + 1 + name.len() + 8 + 32 + 4);
+    bytes.extend_from_slice(CLAIMED_MAGIC);
+    bytes.push(u8::try_from(name.len()).map_err(|e| error("claimed", e))?);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(&events.to_le_bytes());
+    bytes.extend_from_slice(hash);
+    bytes.extend_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
+    let temporary = dir.join(format!("{CLAIMED_FILE}.tmp"));
+    let mut file = std::fs::File::create(&temporary).map_err(|e| error("write claimed", e))?;
+    file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(|e| error("write claimed", e))?;
+    std::fs::rename(&temporary, dir.join(CLAIMED_FILE)).map_err(|e| error("write claimed", e))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| error("write claimed", e))
+}
+
+/// Reads the value under `key` in `keyspace` and decodes it; `id_of` must give back the
+/// id it is filed under.
+fn read_row<T: serde::de::DeserializeOwned>(
+    keyspace: &fjall::Keyspace,
+    key: u128,
+    id_of: impl Fn(&T) -> u128,
+) -> Result<Option<T>, String> {
+    let Some(value) = keyspace.get(key.to_be_bytes()).map_err(|e| error("read", e))? else {
+        return Ok(None);
+    };
+    let config = bincode::config::standard().with_limit::<VALUE_BYTES_MAX>();
+    let (row, used): (T, usize) = bincode::serde::decode_from_slice(&value, config).map_err(|e| error("decode", e))?;
+    if used != value.len() || id_of(&row) != key {
+        return Err(error("decode", format!("the row of {key} holds something else")));
+    }
+    Ok(Some(row))
+}
+
+impl StateStore for DiskState {
+    fn transfer(&self, id: TransferId) -> Result<Option<StoredTransfer>, String> {
+        read_row(&self.transfers, id.0, |stored: &StoredTransfer| stored.transfer.movement.id.0)
+            .inspect_err(|_| self.mark_for_rebuild())
+    }
+
+    fn account(&self, id: AccountId) -> Result<Option<Account>, String> {
+        read_row(&self.accounts, id.0, |account: &Account| account.id.0).inspect_err(|_| self.mark_for_rebuild())
+    }
+}
+
+/// What the store's thread does next: write a hand-off whose last event is durable
+/// with chain hash `hash`.
+pub struct StoreJob {
+    pub hand_off: HandOff,
+    pub hash: Hash,
+}
+
+/// The thread (`ledger-state`) that writes hand-offs to the store in order, and
+/// says which it has written.
+pub struct StoreThread {
+    jobs: Sender<StoreJob>,
+    written: Receiver<u64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StoreThread {
+    /// `failed` receives the reason if a write fails (the writer then stops).
+    pub fn start(store: Arc<DiskState>, failed: Arc<Mutex<Option<String>>>) -> std::io::Result<StoreThread> {
+        let (jobs, incoming) = mpsc::channel::<StoreJob>();
+        let (done, written) = mpsc::channel();
+        let thread = std::thread::Builder::new().name("ledger-state".into()).spawn(move || {
+            let fail = |reason: String| {
+                tracing::error!(reason, "the state store failed; the ledger writer stops");
+                if let Ok(mut failed) = failed.lock() {
+                    failed.get_or_insert(reason);
+                }
+            };
+            for job in incoming {
+                if let Err(reason) = store.write(&job.hand_off, &job.hash) {
+                    return fail(reason);
+                }
+                if done.send(job.hand_off.number).is_err() {
+                    return;
+                }
+            }
+            if let Err(reason) = store.sync() {
+                fail(reason);
+            }
+        })?;
+        Ok(StoreThread { jobs, written, thread: Some(thread) })
+    }
+
+    /// A sender of jobs, for the callbacks of appends.
+    pub fn jobs(&self) -> Sender<StoreJob> {
+        self.jobs.clone()
+    }
+
+    /// The number of the newest hand-off written, if any was since the last call;
+    /// with `wait`, blocks until one is.
+    pub fn written(&self, wait: bool) -> Option<u64> {
+        let mut newest = if wait { self.written.recv().ok() } else { None };
+        while let Ok(number) = self.written.try_recv() {
+            newest = Some(number);
+        }
+        newest
+    }
+
+    /// Sends the last job, if any, then waits until everything is written and synced.
+    pub fn finish(self, last: Option<StoreJob>) {
+        if let Some(job) = last {
+            let _ = self.jobs.send(job);
+        }
+    }
+}
+
+impl Drop for StoreThread {
+    /// Waits until every job sent is written and the store synced (the thread ends
+    /// once no sender is left: callbacks of appends hold some until they run).
+    fn drop(&mut self) {
+        let (jobs, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.jobs, jobs));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
