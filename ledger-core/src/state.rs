@@ -12,7 +12,8 @@ use crate::domain::*;
 use crate::money::Currency;
 
 mod tiers;
-pub use tiers::{AccountMap, Checkpoint, HandOff, StateStore, StoredTransfer, TransferMap};
+use tiers::AccountIds;
+pub use tiers::{AccountMap, Checkpoint, HandOff, StateStore, StoredTransfer, TransferMap, ACCOUNTS_CACHED};
 use tiers::{Frozen, StoreHandle};
 
 /// Debit and credit totals of one currency across the whole ledger. Double entry means
@@ -47,6 +48,13 @@ pub const TOTAL_MAX: u128 = i128::MAX as u128;
 pub struct LedgerState {
     accounts: AccountMap,
     transfers: TransferMap,
+    /// Accounts of the first tier changed since the last hand-off; the others there are
+    /// a cache of what the store holds (at most `ACCOUNTS_CACHED` after a hand-off).
+    #[serde(skip)]
+    dirty_accounts: AccountIds,
+    /// At most this many accounts stay in the first tier after a hand-off.
+    #[serde(skip)]
+    accounts_cached: usize,
     #[serde(skip)]
     frozen: VecDeque<Frozen>,
     #[serde(skip)]
@@ -395,6 +403,7 @@ impl LedgerState {
                 };
                 assert!(self.account(new.id).is_none(), "account opened twice");
                 self.accounts.insert(new.id, account);
+                self.dirty_accounts.insert(new.id);
                 self.accounts_total += 1;
             }
             EventKind::AccountFrozen(id) => self.set_account_state(*id, AccountState::Frozen),
@@ -539,9 +548,11 @@ impl LedgerState {
             match undo {
                 Undo::Account(id, Some(account)) => {
                     self.accounts.insert(id, account);
+                    self.dirty_accounts.insert(id);
                 }
                 Undo::Account(id, None) => {
                     // Only an opening records it: the account was not there before.
+                    self.dirty_accounts.remove(&id);
                     if self.accounts.remove(&id).is_some() && self.account(id).is_none() {
                         self.accounts_total -= 1;
                     }

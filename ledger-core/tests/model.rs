@@ -175,7 +175,9 @@ fn run(
 ) -> Result<(LedgerState, Vec<Event>, Vec<Checkpointed>), TestCaseError> {
     let mut engine = LedgerState::new();
     if let Some((store, _)) = &store {
-        engine = engine.with_store(store.clone());
+        // No account cached after a hand-off: every account is read back from the
+        // hand-offs or the store.
+        engine = engine.with_store(store.clone()).with_accounts_cached(0);
     }
     let mut written: Vec<HandOff> = Vec::new();
     let mut model = Model::default();

@@ -25,6 +25,11 @@ pub struct StoredTransfer {
 /// The state's maps: hashbrown with foldhash, randomly seeded (ids come from outside).
 pub type TransferMap = std::collections::HashMap<TransferId, StoredTransfer, foldhash::fast::RandomState>;
 pub type AccountMap = std::collections::HashMap<AccountId, Account, foldhash::fast::RandomState>;
+pub(super) type AccountIds = std::collections::HashSet<AccountId, foldhash::fast::RandomState>;
+
+/// Accounts kept in memory after a hand-off, unchanged, as a cache of the store (about
+/// 150 bytes each: some 160 MB); past it the cache is emptied at the next hand-off.
+pub const ACCOUNTS_CACHED: usize = 1 << 20;
 
 /// Where accounts and transfers handed off are kept: an on-disk store in the engine, a
 /// map in tests. Its accounts are as of the state reading it (a start replays from the
@@ -94,6 +99,14 @@ impl LedgerState {
     /// Attaches the store accounts and transfers are handed off to and read back from.
     pub fn with_store(mut self, store: Arc<dyn StateStore>) -> LedgerState {
         self.store = Some(StoreHandle(store));
+        self.accounts_cached = ACCOUNTS_CACHED;
+        self
+    }
+
+    /// Keeps at most `accounts` unchanged accounts in memory after a hand-off (tests set
+    /// 0, so that every account is read back from the store).
+    pub fn with_accounts_cached(mut self, accounts: usize) -> LedgerState {
+        self.accounts_cached = accounts;
         self
     }
 
@@ -147,6 +160,7 @@ impl LedgerState {
             let account = self.account(id)?.into_owned();
             self.accounts.insert(id, account);
         }
+        self.dirty_accounts.insert(id);
         self.accounts.get_mut(&id)
     }
 
@@ -200,12 +214,17 @@ impl LedgerState {
     /// stay readable until [`LedgerState::stored_up_to`] names them. Between batches.
     pub fn hand_off(&mut self) -> Option<HandOff> {
         assert!(self.journal.is_none(), "hand-off inside a linked chain");
-        if self.store.is_none() || (self.transfers.is_empty() && self.accounts.is_empty()) {
+        if self.store.is_none() || (self.transfers.is_empty() && self.dirty_accounts.is_empty()) {
             return None;
         }
         self.handed_off += 1;
         let transfers = Arc::new(std::mem::take(&mut self.transfers));
-        let accounts = Arc::new(std::mem::take(&mut self.accounts));
+        let changed = std::mem::take(&mut self.dirty_accounts).into_iter();
+        let accounts: AccountMap = changed.filter_map(|id| Some((id, self.accounts.get(&id)?.clone()))).collect();
+        let accounts = Arc::new(accounts);
+        if self.accounts.len() > self.accounts_cached {
+            self.accounts.clear();
+        }
         let frozen = Frozen { number: self.handed_off, transfers: transfers.clone(), accounts: accounts.clone() };
         self.frozen.push_back(frozen);
         Some(HandOff { number: self.handed_off, transfers, accounts, checkpoint: self.checkpoint() })
@@ -221,7 +240,7 @@ impl LedgerState {
     /// Transfers and accounts in the first tier (made or changed since the last
     /// hand-off).
     pub fn in_memory(&self) -> usize {
-        self.transfers.len() + self.accounts.len()
+        self.transfers.len() + self.dirty_accounts.len()
     }
 
     /// Hand-offs not yet confirmed written.
