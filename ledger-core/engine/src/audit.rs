@@ -14,7 +14,7 @@ use crate::state_store::{self, DiskState, StoreJob, StoreThread};
 use crate::store::disk::RealDisk;
 use crate::store::format::{self, TornTail};
 use crate::store::{EventStore, RecordedEvent, StoreError};
-use crate::writer::{HAND_OFFS_PENDING_MAX, HAND_OFF_ITEMS};
+use crate::writer::HAND_OFF_ITEMS;
 use ledger_core::chain::{check_link, Hash};
 use ledger_core::codec;
 use ledger_core::domain::{Account, AccountId, TransferId};
@@ -159,13 +159,7 @@ impl Replay {
                 let _ = thread.jobs().send(StoreJob { hand_off, hash });
             }
         }
-        if let Some(number) = thread.written(false) {
-            state.stored_up_to(number);
-        }
-        while state.hand_offs_pending() >= HAND_OFFS_PENDING_MAX {
-            let Some(number) = thread.written(true) else { break };
-            state.stored_up_to(number);
-        }
+        thread.settle(state);
     }
 
     fn visit(&mut self, record: &RecordedEvent) {

@@ -37,7 +37,11 @@ use std::thread::JoinHandle;
 
 use ledger_core::chain::Hash;
 use ledger_core::domain::{Account, AccountId, TransferId};
-use ledger_core::state::{Checkpoint, HandOff, StateStore, StoredTransfer};
+use ledger_core::state::{Checkpoint, HandOff, LedgerState, StateStore, StoredTransfer};
+
+/// Hand-offs waiting to be written before the writer waits for the store: with the
+/// first tier, at most about `(1 + this) * hand_off_items` items in memory.
+pub const HAND_OFFS_PENDING_MAX: usize = 4;
 
 /// The block cache of the store, in bytes.
 pub const CACHE_BYTES: u64 = 64 << 20;
@@ -193,22 +197,6 @@ impl DiskState {
         self.db.persist(fjall::PersistMode::SyncAll).map_err(|e| error("sync", e))
     }
 
-    /// Bytes of the store's files.
-    pub fn disk_bytes(&self) -> u64 {
-        fn walk(path: &Path) -> u64 {
-            let Ok(entries) = std::fs::read_dir(path) else { return 0 };
-            entries
-                .flatten()
-                .map(|entry| match entry.metadata() {
-                    Ok(meta) if meta.is_dir() => walk(&entry.path()),
-                    Ok(meta) => meta.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        }
-        walk(&self.dir)
-    }
-
     fn mark_for_rebuild(&self) {
         let marker = self.dir.join(REBUILD_MARKER);
         let written = std::fs::File::create(&marker).and_then(|file| file.sync_all());
@@ -353,6 +341,18 @@ impl StoreThread {
             newest = Some(number);
         }
         newest
+    }
+
+    /// Takes note in `state` of the hand-offs written; while `HAND_OFFS_PENDING_MAX`
+    /// still wait, waits for the store.
+    pub fn settle(&self, state: &mut LedgerState) {
+        if let Some(number) = self.written(false) {
+            state.stored_up_to(number);
+        }
+        while state.hand_offs_pending() >= HAND_OFFS_PENDING_MAX {
+            let Some(number) = self.written(true) else { return };
+            state.stored_up_to(number);
+        }
     }
 
     /// Sends the last job, if any, then waits until everything is written and synced.

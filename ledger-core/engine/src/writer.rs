@@ -43,9 +43,6 @@ const REPLAY_CHUNK_EVENTS: usize = 8_192;
 /// Transfers the writer keeps in memory's first tier before handing them off to the
 /// state store (`LedgerConfig::hand_off_items`, the default).
 pub const HAND_OFF_ITEMS: usize = 131_072;
-/// Hand-offs waiting to be written before the writer waits for the store: with the
-/// first tier, at most about `(1 + this) * hand_off_items` transfers in memory.
-pub const HAND_OFFS_PENDING_MAX: usize = 4;
 
 /// Errors of the ledger as a whole (not of one item in a batch).
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
@@ -667,13 +664,8 @@ impl Writer {
 
     /// Takes note of the hand-offs the store has written; while too many wait, waits.
     fn tend_transfers(&mut self) {
-        let Some(transfers) = &self.transfers else { return };
-        if let Some(number) = transfers.written(false) {
-            self.state.stored_up_to(number);
-        }
-        while self.state.hand_offs_pending() >= HAND_OFFS_PENDING_MAX {
-            let Some(number) = transfers.written(true) else { return };
-            self.state.stored_up_to(number);
+        if let Some(transfers) = &self.transfers {
+            transfers.settle(&mut self.state);
         }
     }
 
