@@ -75,6 +75,9 @@ pub struct DiskState {
     accounts: fjall::Keyspace,
     meta: fjall::Keyspace,
     dir: PathBuf,
+    /// Fault injection for tests: once a file exists at this path, every write and
+    /// sync fails as a disk's failed fsync would (see `fail_writes_once_exists`).
+    fail_writes_once: std::sync::OnceLock<PathBuf>,
 }
 
 fn error(context: &str, error: impl std::fmt::Display) -> String {
@@ -121,7 +124,15 @@ impl DiskState {
         let transfers = db.keyspace("transfers", options).map_err(|e| error("open", e))?;
         let accounts = db.keyspace("accounts", options).map_err(|e| error("open", e))?;
         let meta = db.keyspace("meta", options).map_err(|e| error("open", e))?;
-        let store = DiskState { stream: stream.to_string(), db, transfers, accounts, meta, dir: dir.to_path_buf() };
+        let store = DiskState {
+            stream: stream.to_string(),
+            db,
+            transfers,
+            accounts,
+            meta,
+            dir: dir.to_path_buf(),
+            fail_writes_once: std::sync::OnceLock::new(),
+        };
         let (claimed, covered) = (store.claimed()?, store.covered()?);
         if covered.is_some() && claimed.is_none_or(|claimed| claimed.events < covered.map_or(0, |c| c.events)) {
             return Err(error("open", "what the store holds is not claimed"));
@@ -167,8 +178,25 @@ impl DiskState {
         Ok(Some(Covered { events, hash }))
     }
 
+    /// Fault injection for process-level tests of a failing disk: once a file exists at
+    /// `trigger`, every write and sync of the store fails (EIO, as from fsync). Never
+    /// set in a real deployment.
+    pub fn fail_writes_once_exists(&self, trigger: PathBuf) {
+        let _ = self.fail_writes_once.set(trigger);
+    }
+
+    fn injected_failure(&self) -> Result<(), String> {
+        match self.fail_writes_once.get() {
+            Some(trigger) if trigger.exists() => {
+                Err(error("sync", std::io::Error::from_raw_os_error(5 /* EIO */)))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Writes a hand-off whose last event is durable with chain hash `hash`.
     pub fn write(&self, hand_off: &HandOff, hash: &Hash) -> Result<(), String> {
+        self.injected_failure()?;
         let mut rows: Vec<_> = hand_off.transfers.iter().collect();
         rows.sort_unstable_by_key(|(id, _)| id.0);
         let mut row = hand_off.checkpoint.events_applied.to_be_bytes().to_vec();
@@ -194,6 +222,7 @@ impl DiskState {
 
     /// Makes everything written so far durable.
     pub fn sync(&self) -> Result<(), String> {
+        self.injected_failure()?;
         self.db.persist(fjall::PersistMode::SyncAll).map_err(|e| error("sync", e))
     }
 
@@ -302,13 +331,16 @@ pub struct StoreThread {
 }
 
 impl StoreThread {
-    /// `failed` receives the reason if a write fails (the writer then stops).
+    /// `failed` receives the reason if a write fails: the writer then stops, and the
+    /// store is marked for a rebuild (after a failed write or fsync, what its files
+    /// hold is not known: the kernel may have dropped pages it could not write).
     pub fn start(store: Arc<DiskState>, failed: Arc<Mutex<Option<String>>>) -> std::io::Result<StoreThread> {
         let (jobs, incoming) = mpsc::channel::<StoreJob>();
         let (done, written) = mpsc::channel();
         let thread = std::thread::Builder::new().name("ledger-state".into()).spawn(move || {
             let fail = |reason: String| {
                 tracing::error!(reason, "the state store failed; the ledger writer stops");
+                store.mark_for_rebuild();
                 if let Ok(mut failed) = failed.lock() {
                     failed.get_or_insert(reason);
                 }

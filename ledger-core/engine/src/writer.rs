@@ -101,6 +101,10 @@ pub struct LedgerConfig {
     /// Whether opening the log cut a torn tail: then a state store past the log's end
     /// is rebuilt rather than refused (see `open_state_store`).
     pub log_torn_tail_cut: bool,
+    /// Fault injection for tests: once a file exists at this path, every write of the
+    /// state store fails as after a failed fsync (`DiskState::fail_writes_once_exists`).
+    /// `None`, the default: never.
+    pub state_fault_trigger: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for LedgerConfig {
@@ -131,6 +135,7 @@ impl Default for LedgerConfig {
             state_dir: None,
             hand_off_items: HAND_OFF_ITEMS,
             log_torn_tail_cut: false,
+            state_fault_trigger: None,
         }
     }
 }
@@ -205,7 +210,13 @@ impl Ledger {
         }
         let snapshots = config.snapshot_dir.as_deref().map(|dir| (config.disk.as_ref(), dir));
         let transfers = match &config.state_dir {
-            Some(dir) => Some(Arc::new(open_state_store(store.as_ref(), &stream, dir, config.log_torn_tail_cut)?)),
+            Some(dir) => {
+                let state_store = open_state_store(store.as_ref(), &stream, dir, config.log_torn_tail_cut)?;
+                if let Some(trigger) = &config.state_fault_trigger {
+                    state_store.fail_writes_once_exists(trigger.clone());
+                }
+                Some(Arc::new(state_store))
+            }
             None => None,
         };
         let state = recover_state(store.as_ref(), &stream, snapshots, transfers.as_ref())?;

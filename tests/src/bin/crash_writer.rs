@@ -4,6 +4,12 @@
 //! `ACK first last`. The test kills it with SIGKILL and checks the log against these.
 //!
 //! Usage: crash-writer DATA_DIR ID_BASE
+//!        crash-writer DATA_DIR lookup FIRST LAST
+//!
+//! The second form opens the ledger, looks up transfers FIRST..=LAST (reading them from
+//! its state store), prints `FOUND id` for each one present and exits. With
+//! `CRASH_WRITER_FAIL_STATE_WRITES_ONCE_EXISTS` set to a path, every write of the state
+//! store fails once a file exists there (a disk whose fsync fails).
 
 use std::io::Write;
 use std::sync::mpsc;
@@ -20,26 +26,18 @@ const IN_FLIGHT_BATCHES: usize = 4;
 
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, dir, base] = args.as_slice() else {
-        return Err("usage: crash-writer DATA_DIR ID_BASE".into());
+    let usage = "usage: crash-writer DATA_DIR ID_BASE | crash-writer DATA_DIR lookup FIRST LAST";
+    let (dir, base) = match args.as_slice() {
+        [_, dir, base] => (dir, base),
+        [_, dir, lookup, first, last] if lookup == "lookup" => {
+            let number = |text: &str| text.parse::<u128>().map_err(|_| format!("{text}: not a number"));
+            let ledger = open(std::path::Path::new(dir))?;
+            return look_up(&ledger, number(first)?..=number(last)?);
+        }
+        _ => return Err(usage.into()),
     };
     let base: u128 = base.parse().map_err(|_| "ID_BASE must be a number")?;
-    let dir = std::path::PathBuf::from(dir);
-    let (store, _) = EmbeddedStore::open(
-        dir.join("log"),
-        EmbeddedOptions { segment_bytes_max: 1 << 20, ..EmbeddedOptions::default() },
-    )
-    .map_err(|e| e.to_string())?;
-    let config = LedgerConfig {
-        snapshot_dir: Some(dir.join("snapshots")),
-        snapshot_interval_events: 3_000,
-        // The transfer store takes hand-offs of a few hundred transfers, so kills land
-        // while hand-offs are written, synced and confirmed.
-        state_dir: Some(dir.join("state")),
-        hand_off_items: 500,
-        ..LedgerConfig::default()
-    };
-    let ledger = Ledger::open(Arc::new(store), config).map_err(|e| e.to_string())?;
+    let ledger = open(std::path::Path::new(dir))?;
     let usd = Currency::parse("USD").map_err(|e| e.to_string())?;
     let accounts = (1..=ACCOUNTS)
         .map(|id| {
@@ -112,4 +110,37 @@ fn main() -> Result<(), String> {
         done_receiver.recv().map_err(|e| e.to_string())??;
         in_flight -= 1;
     }
+}
+
+fn open(dir: &std::path::Path) -> Result<Ledger, String> {
+    let (store, _) = EmbeddedStore::open(
+        dir.join("log"),
+        EmbeddedOptions { segment_bytes_max: 1 << 20, ..EmbeddedOptions::default() },
+    )
+    .map_err(|e| e.to_string())?;
+    let config = LedgerConfig {
+        snapshot_dir: Some(dir.join("snapshots")),
+        snapshot_interval_events: 3_000,
+        // The transfer store takes hand-offs of a few hundred transfers, so kills land
+        // while hand-offs are written, synced and confirmed.
+        state_dir: Some(dir.join("state")),
+        hand_off_items: 500,
+        state_fault_trigger: std::env::var_os("CRASH_WRITER_FAIL_STATE_WRITES_ONCE_EXISTS").map(Into::into),
+        ..LedgerConfig::default()
+    };
+    Ledger::open(Arc::new(store), config).map_err(|e| e.to_string())
+}
+
+/// Prints `FOUND id` for each transfer of `ids` the ledger holds.
+fn look_up(ledger: &Ledger, ids: std::ops::RangeInclusive<u128>) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    let ids: Vec<u128> = ids.collect();
+    for chunk in ids.chunks(1_000) {
+        let found = ledger.lookup_transfers_blocking(chunk.iter().copied().map(TransferId).collect());
+        for transfer in found.map_err(|e| e.to_string())?.into_iter().flatten() {
+            writeln!(out, "FOUND {}", transfer.movement.id.0).map_err(|e| e.to_string())?;
+        }
+    }
+    ledger.close();
+    Ok(())
 }
