@@ -85,7 +85,7 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         let mut out = Vec::new();
         let dir = tempfile::tempdir().expect("dir");
         std::fs::write(dir.path().join(format::segment_file_name(0)), &segment).expect("write");
-        format::scan(dir.path(), |record, _| out.push(record.payload.clone())).expect("scan");
+        format::scan(dir.path(), |record, _| out.push(record.payload)).expect("scan");
         out
     };
     let with_flag = |flag: u8, bytes: &[u8]| [&[flag][..], bytes].concat();

@@ -15,8 +15,10 @@ fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out.lines().next().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
-fn this_month() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
+/// The month it is now at `offset_secs` east of UTC (on the last day of a month, a
+/// statement in +05:30 is already of the next one from 18:30 UTC).
+fn this_month(offset_secs: u64) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() + offset_secs;
     let (year, month, _) = ledger_core::calendar::civil_from_days((now / 86_400) as i64);
     format!("{year:04}-{month:02}")
 }
@@ -156,7 +158,7 @@ fn a_statement_prints_as_json_csv_a_table_and_a_page_a_browser_renders() {
     let (ok, out, err) = ledgerctl_as(addr, &token, &["payments"], "");
     assert!(ok && out.contains("Alan Kay") && out.contains("Grace Hopper") && out.contains("books"), "{out}{err}");
 
-    let month = this_month();
+    let month = this_month(0);
     let (ok, out, err) = ledgerctl_as(addr, &token, &["statement", "--month", &month, "--format", "json"], "");
     assert!(ok, "{out}{err}");
     let statement = &json(&out)["statements"][0];
@@ -177,7 +179,9 @@ fn a_statement_prints_as_json_csv_a_table_and_a_page_a_browser_renders() {
     assert!(rows[3].contains("\"<b>books</b> & \"\"tea\"\"\"") && rows[3].contains("8.25 USD"), "{out}");
     assert!(rows[4].contains("closing_balance") && rows[4].ends_with("41.75 USD,,"), "{out}");
 
-    let (ok, out, err) = ledgerctl_as(addr, &token, &["statement", "--month", &month, "--utc-offset", "+05:30"], "");
+    let month_east = this_month(5 * 3_600 + 30 * 60);
+    let (ok, out, err) =
+        ledgerctl_as(addr, &token, &["statement", "--month", &month_east, "--utc-offset", "+05:30"], "");
     assert!(ok && out.contains("Closing balance 41.75 USD") && out.contains("+05:30"), "{out}{err}");
 
     let page = dir.path().join("statement.html");

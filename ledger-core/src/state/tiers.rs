@@ -218,7 +218,10 @@ impl LedgerState {
             return None;
         }
         self.handed_off += 1;
-        let transfers = Arc::new(std::mem::take(&mut self.transfers));
+        // The next hand-off is likely as big: sized for it at once, the first tier is
+        // not rehashed (and fresh memory not touched twice) as it fills.
+        let next = TransferMap::with_capacity_and_hasher(self.transfers.len(), self.transfers.hasher().clone());
+        let transfers = Arc::new(std::mem::replace(&mut self.transfers, next));
         let changed = std::mem::take(&mut self.dirty_accounts).into_iter();
         let accounts: AccountMap = changed.filter_map(|id| Some((id, self.accounts.get(&id)?.clone()))).collect();
         let accounts = Arc::new(accounts);

@@ -138,7 +138,7 @@ pub fn ledgerctl_as(addr: SocketAddr, token: &str, args: &[&str], stdin: &str) -
 /// Every record of the log in `data_dir`, in order.
 pub fn records(data_dir: &Path) -> Vec<RecordedEvent> {
     let mut records = Vec::new();
-    format::scan(&data_dir.join("log"), |record, _| records.push(record.clone())).expect("scan");
+    format::scan(&data_dir.join("log"), |record, _| records.push(record)).expect("scan");
     records
 }
 

@@ -235,7 +235,7 @@ pub fn list_segments_on(disk: &dyn Disk, dir: &Path) -> Result<Vec<(u32, PathBuf
 /// Reads every record of `dir` in commit order, checking checksums, positions,
 /// revisions and every stream's hash chain, and calls `visit` for each with its
 /// location. Stops at the first problem, except a torn tail, which is reported.
-pub fn scan(dir: &Path, visit: impl FnMut(&RecordedEvent, Location)) -> Result<ScanReport, StoreError> {
+pub fn scan(dir: &Path, visit: impl FnMut(RecordedEvent, Location)) -> Result<ScanReport, StoreError> {
     scan_on(&RealDisk, dir, visit)
 }
 
@@ -243,7 +243,7 @@ pub fn scan(dir: &Path, visit: impl FnMut(&RecordedEvent, Location)) -> Result<S
 pub fn scan_on(
     disk: &dyn Disk,
     dir: &Path,
-    mut visit: impl FnMut(&RecordedEvent, Location),
+    mut visit: impl FnMut(RecordedEvent, Location),
 ) -> Result<ScanReport, StoreError> {
     let mut report = ScanReport { segments: list_segments_on(disk, dir)?, ..ScanReport::default() };
     let segment_count = report.segments.len();
@@ -318,7 +318,7 @@ pub fn scan_segment(
     last: bool,
     first_position: u64,
     prior: &mut PriorHead<'_>,
-    visit: &mut dyn FnMut(&RecordedEvent, Location),
+    visit: &mut dyn FnMut(RecordedEvent, Location),
 ) -> Result<SegmentScan, StoreError> {
     let mut scan = SegmentScan::default();
     let bytes = disk.read(path).map_err(|e| StoreError::Io {
@@ -347,9 +347,9 @@ pub fn scan_segment(
     while at < bytes.len() {
         match parse_frame(&bytes[at..]) {
             Ok((records, len)) => {
-                for (record, offset) in &records {
-                    check_record(&mut scan, first_position, prior, record)
-                        .map_err(|reason| chain_error(path, (at + offset) as u64, record, reason))?;
+                for (record, offset) in records {
+                    check_record(&mut scan, first_position, prior, &record)
+                        .map_err(|reason| chain_error(path, (at + offset) as u64, &record, reason))?;
                     visit(record, Location { segment: index, offset: (at + offset) as u32 });
                     scan.records += 1;
                 }
@@ -405,7 +405,12 @@ fn check_record(
         None => prior(&record.stream).map_err(|error| error.to_string())?,
     };
     check_link(last, record.revision, &record.payload, &record.hash).map_err(|broken| broken.to_string())?;
-    scan.heads.insert(record.stream.clone(), (record.revision, record.hash));
+    match scan.heads.get_mut(&record.stream) {
+        Some(head) => *head = (record.revision, record.hash),
+        None => {
+            scan.heads.insert(record.stream.clone(), (record.revision, record.hash));
+        }
+    }
     Ok(())
 }
 
