@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 use crate::snapshot;
 use crate::state_store::{self, DiskState, StoreJob, StoreThread};
 use crate::store::disk::RealDisk;
-use crate::store::format::{self, Location, TornTail};
+use crate::store::format::{self, TornTail};
 use crate::store::{EventStore, RecordedEvent, StoreError};
 use crate::writer::HAND_OFF_ITEMS;
 use ledger_core::chain::{check_link, Hash};
 use ledger_core::codec;
-use ledger_core::domain::{Account, AccountId, TransferId};
+use ledger_core::domain::{Account, AccountId, Event, TransferId};
 use ledger_core::money::Currency;
 use ledger_core::state::{CurrencyTotals, LedgerState, StateStore, StoredTransfer};
 
@@ -183,42 +183,41 @@ impl Replay {
     }
 
     fn visit(&mut self, record: &RecordedEvent) {
-        if self.failure.is_some() || !is_ledger_stream(&record.stream) {
+        self.visit_decoded(&record.stream, record.revision, record.hash, decoded(record));
+    }
+
+    /// [`Replay::visit`] of a record of `stream` at `revision` with chain hash `hash`,
+    /// its event already decoded ([`decoded`]).
+    fn visit_decoded(&mut self, stream: &str, revision: u64, hash: Hash, event: Option<Result<Event, String>>) {
+        let Some(event) = event else { return };
+        if self.failure.is_some() {
             return;
         }
-        let fail =
-            |reason: String| AuditFailure::Event { stream: record.stream.clone(), revision: record.revision, reason };
-        if !self.hashes.contains_key(&record.stream) {
-            self.hashes.insert(record.stream.clone(), StreamHashes::default());
+        let fail = |reason: String| AuditFailure::Event { stream: stream.to_string(), revision, reason };
+        if !self.hashes.contains_key(stream) {
+            self.hashes.insert(stream.to_string(), StreamHashes::default());
         }
-        let Some(hashes) = self.hashes.get_mut(&record.stream) else { return };
-        hashes.len = record.revision + 1;
-        if self.wanted.get(&record.stream).is_some_and(|wanted| wanted.contains(&record.revision)) {
-            hashes.kept.insert(record.revision, record.hash);
+        let Some(hashes) = self.hashes.get_mut(stream) else { return };
+        hashes.len = revision + 1;
+        if self.wanted.get(stream).is_some_and(|wanted| wanted.contains(&revision)) {
+            hashes.kept.insert(revision, hash);
         }
-        let state = match self.state(&record.stream) {
+        let state = match self.state(stream) {
             Ok(state) => state,
             Err(reason) => return self.failure = Some(AuditFailure::Scratch(reason)),
         };
-        let event = match codec::decode_event(&record.payload) {
+        let event = match event {
             Ok(event) => event,
-            Err(error) => return self.failure = Some(fail(error.to_string())),
+            Err(error) => return self.failure = Some(fail(error)),
         };
-        if event.kind.type_name() != record.event_type {
-            return self.failure =
-                Some(fail(format!("stored type {} but the event is {}", record.event_type, event.kind.type_name())));
-        }
         if let Err(error) = state.check_and_evolve(&event) {
             return self.failure = Some(fail(error.to_string()));
         }
         if let Some((currency, _)) = state.totals().iter().find(|(_, totals)| !totals.is_balanced()) {
-            return self.failure = Some(AuditFailure::Unbalanced {
-                stream: record.stream.clone(),
-                revision: record.revision,
-                currency: *currency,
-            });
+            return self.failure =
+                Some(AuditFailure::Unbalanced { stream: stream.to_string(), revision, currency: *currency });
         }
-        self.tend_store(&record.stream, record.hash);
+        self.tend_store(stream, hash);
     }
 
     fn report(&self, events_checked: u64, heads: HashMap<String, (u64, Hash)>) -> AuditReport {
@@ -242,6 +241,39 @@ impl Replay {
             heads: heads.into_iter().collect(),
         }
     }
+}
+
+/// The event of a ledger stream's record, decoded, of the type the record names;
+/// `None` for other streams.
+fn decoded(record: &RecordedEvent) -> Option<Result<Event, String>> {
+    if !is_ledger_stream(&record.stream) {
+        return None;
+    }
+    Some(codec::decode_event(&record.payload).map_err(|e| e.to_string()).and_then(|event| {
+        if event.kind.type_name() == record.event_type {
+            Ok(event)
+        } else {
+            Err(format!("stored type {} but the event is {}", record.event_type, event.kind.type_name()))
+        }
+    }))
+}
+
+/// What the scan thread hands the replay of a record: its stream by number (the
+/// record itself is dropped where it was made), its place, and its event decoded.
+struct Scanned {
+    stream: usize,
+    revision: u64,
+    hash: Hash,
+    segment: u32,
+    event: Option<Result<Event, String>>,
+}
+
+/// Records from the scan thread, and the names of the streams first seen in them
+/// (numbered in the order seen).
+#[derive(Default)]
+struct Batch {
+    new_streams: Vec<String>,
+    records: Vec<Scanned>,
 }
 
 /// Audits the store in `data_dir`; snapshots are looked for in `snapshot_dir`.
@@ -276,31 +308,50 @@ pub fn verify_handing_off(
     let mut first_segment_of_a_tail = u32::MAX;
     // Two threads: this one replays while `audit-scan` reads the segments and checks
     // their checksums and hash links, a bounded queue of batches between them.
-    let (batches, scanned) = std::sync::mpsc::sync_channel::<Vec<(RecordedEvent, Location)>>(SCAN_BATCHES_AHEAD);
+    let (batches, scanned) = std::sync::mpsc::sync_channel::<Batch>(SCAN_BATCHES_AHEAD);
     let report = std::thread::scope(|scope| {
         let scanner = std::thread::Builder::new()
             .name("audit-scan".into())
             .spawn_scoped(scope, move || {
-                let mut batch = Vec::with_capacity(SCAN_BATCH_RECORDS);
+                let mut batch = Batch::default();
+                let mut numbers: HashMap<String, usize> = HashMap::new();
                 let report = format::scan(data_dir, |record, location| {
-                    batch.push((record, location));
-                    if batch.len() == SCAN_BATCH_RECORDS {
+                    // Decoded here, to share the work between the two threads.
+                    let stream = match numbers.get(&record.stream) {
+                        Some(number) => *number,
+                        None => {
+                            batch.new_streams.push(record.stream.clone());
+                            let number = numbers.len();
+                            numbers.insert(record.stream.clone(), number);
+                            number
+                        }
+                    };
+                    let event = decoded(&record);
+                    let (revision, hash, segment) = (record.revision, record.hash, location.segment);
+                    batch.records.push(Scanned { stream, revision, hash, segment, event });
+                    if batch.records.len() == SCAN_BATCH_RECORDS {
                         // A replay that failed stops receiving: the scan still checks
                         // the rest of the log.
-                        let _ = batches.send(std::mem::replace(&mut batch, Vec::with_capacity(SCAN_BATCH_RECORDS)));
+                        let next = Batch { new_streams: Vec::new(), records: Vec::with_capacity(SCAN_BATCH_RECORDS) };
+                        let _ = batches.send(std::mem::replace(&mut batch, next));
                     }
                 });
                 let _ = batches.send(batch);
                 report
             })
             .map_err(|e| AuditFailure::Scratch(format!("start the scan thread: {e}")))?;
-        for (record, location) in scanned.iter().flatten() {
-            // A stream with snapshots is served from the oldest (at the latest) one's
-            // last event on.
-            if snapshots.get(&record.stream).is_some_and(|named| named.first() == Some(&record.revision)) {
-                first_segment_of_a_tail = first_segment_of_a_tail.min(location.segment);
+        let mut streams: Vec<String> = Vec::new();
+        for batch in scanned.iter() {
+            streams.extend(batch.new_streams);
+            for scanned in batch.records {
+                let stream = streams[scanned.stream].as_str();
+                // A stream with snapshots is served from the oldest (at the latest)
+                // one's last event on.
+                if snapshots.get(stream).is_some_and(|named| named.first() == Some(&scanned.revision)) {
+                    first_segment_of_a_tail = first_segment_of_a_tail.min(scanned.segment);
+                }
+                replay.visit_decoded(stream, scanned.revision, scanned.hash, scanned.event);
             }
-            replay.visit(&record);
         }
         match scanner.join() {
             Ok(report) => report.map_err(AuditFailure::Store),
