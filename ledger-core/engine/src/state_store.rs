@@ -202,19 +202,20 @@ impl DiskState {
         let mut row = hand_off.checkpoint.events_applied.to_be_bytes().to_vec();
         row.extend_from_slice(hash);
         write_claimed(&self.dir, &self.stream, hand_off.checkpoint.events_applied, hash)?;
-        let config = bincode::config::standard();
+        // One buffer for every row: encoding each into a fresh vector grew it several
+        // times a row.
+        let mut value = Vec::with_capacity(VALUE_BYTES_MAX);
         let mut ingestion = self.transfers.start_ingestion().map_err(|e| error("write", e))?;
         for (id, stored) in rows {
-            let value = bincode::serde::encode_to_vec(stored, config).map_err(|e| error("encode", e))?;
-            ingestion.write(&id.0.to_be_bytes()[..], value).map_err(|e| error("write", e))?;
+            ingestion.write(&id.0.to_be_bytes()[..], encode_row(stored, &mut value)?).map_err(|e| error("write", e))?;
         }
         ingestion.finish().map_err(|e| error("write", e))?;
         let mut batch = self.db.batch();
         for (id, account) in hand_off.accounts.iter() {
-            let value = bincode::serde::encode_to_vec(account, config).map_err(|e| error("encode", e))?;
-            batch.insert(&self.accounts, id.0.to_be_bytes(), value);
+            batch.insert(&self.accounts, id.0.to_be_bytes(), encode_row(account, &mut value)?);
         }
-        let checkpoint = bincode::serde::encode_to_vec(&hand_off.checkpoint, config).map_err(|e| error("encode", e))?;
+        let checkpoint = bincode::serde::encode_to_vec(&hand_off.checkpoint, bincode::config::standard())
+            .map_err(|e| error("encode", e))?;
         batch.insert(&self.meta, CHECKPOINT_KEY, checkpoint);
         batch.insert(&self.meta, COVERED_KEY, row);
         batch.commit().map_err(|e| error("write", e))
@@ -284,6 +285,13 @@ fn write_claimed(dir: &Path, stream: &str, events: u64, hash: &Hash) -> Result<(
     file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(|e| error("write claimed", e))?;
     std::fs::rename(&temporary, dir.join(CLAIMED_FILE)).map_err(|e| error("write claimed", e))?;
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| error("write claimed", e))
+}
+
+/// `row` in bincode, in `buffer` (emptied first).
+fn encode_row<'b, T: serde::Serialize>(row: &T, buffer: &'b mut Vec<u8>) -> Result<&'b [u8], String> {
+    buffer.clear();
+    bincode::serde::encode_into_std_write(row, buffer, bincode::config::standard()).map_err(|e| error("encode", e))?;
+    Ok(buffer)
 }
 
 /// Reads the value under `key` in `keyspace` and decodes it; `id_of` must give back the
