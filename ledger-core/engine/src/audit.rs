@@ -19,7 +19,7 @@ use ledger_core::chain::{check_link, Hash};
 use ledger_core::codec;
 use ledger_core::domain::{Account, AccountId, Event, TransferId};
 use ledger_core::money::Currency;
-use ledger_core::state::{CurrencyTotals, LedgerState, StateStore, StoredTransfer};
+use ledger_core::state::{CurrencyTotals, LedgerState, StateStore, StoredTransfer, ACCOUNTS_CACHED};
 
 /// What a successful audit checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +99,8 @@ struct Replay {
     wanted: HashMap<String, BTreeSet<u64>>,
     stores: HashMap<String, StoreThread>,
     hand_off_items: usize,
+    /// Accounts each state keeps in memory after a hand-off (`ACCOUNTS_CACHED`).
+    accounts_cached: usize,
     /// Why a scratch store failed, if one did.
     store_failed: Arc<Mutex<Option<String>>>,
     failure: Option<AuditFailure>,
@@ -142,6 +144,7 @@ impl Replay {
             wanted,
             stores: HashMap::new(),
             hand_off_items: HAND_OFF_ITEMS,
+            accounts_cached: ACCOUNTS_CACHED,
             store_failed: Arc::new(Mutex::new(None)),
             failure: None,
             scratch: Scratch(scratch),
@@ -151,10 +154,13 @@ impl Replay {
     /// The state of `stream`, with its scratch store, made on first use.
     fn state(&mut self, stream: &str) -> Result<&mut LedgerState, String> {
         if !self.states.contains_key(stream) {
-            let store = Arc::new(DiskState::recreate(&self.scratch.0.join(stream), stream)?);
+            let store = Arc::new(DiskState::scratch(&self.scratch.0.join(stream), stream)?);
             let thread = StoreThread::start(store.clone(), self.store_failed.clone()).map_err(|e| e.to_string())?;
             self.stores.insert(stream.to_string(), thread);
-            self.states.insert(stream.to_string(), LedgerState::new().with_store(store));
+            self.states.insert(
+                stream.to_string(),
+                LedgerState::new().with_store(store).with_accounts_cached(self.accounts_cached),
+            );
         }
         self.states.get_mut(stream).ok_or_else(|| "no state".to_string())
     }
@@ -278,15 +284,25 @@ struct Batch {
 
 /// Audits the store in `data_dir`; snapshots are looked for in `snapshot_dir`.
 pub fn verify(data_dir: &Path, snapshot_dir: Option<&Path>) -> Result<AuditReport, AuditFailure> {
-    verify_handing_off(data_dir, snapshot_dir, HAND_OFF_ITEMS)
+    verify_with(data_dir, snapshot_dir, HAND_OFF_ITEMS, ACCOUNTS_CACHED)
 }
 
 /// `verify`, handing each partition's transfers to the scratch store every
-/// `hand_off_items` (tests make it small, so the replay reads from the store).
+/// `hand_off_items` and keeping no account in memory after a hand-off (tests make it
+/// small, so the replay reads from the store).
 pub fn verify_handing_off(
     data_dir: &Path,
     snapshot_dir: Option<&Path>,
     hand_off_items: usize,
+) -> Result<AuditReport, AuditFailure> {
+    verify_with(data_dir, snapshot_dir, hand_off_items, 0)
+}
+
+fn verify_with(
+    data_dir: &Path,
+    snapshot_dir: Option<&Path>,
+    hand_off_items: usize,
+    accounts_cached: usize,
 ) -> Result<AuditReport, AuditFailure> {
     let snapshots = snapshot_dir.map(|dir| snapshot::named_revisions(&RealDisk, dir)).unwrap_or_default();
     let mut wanted = snapshots.clone();
@@ -305,6 +321,7 @@ pub fn verify_handing_off(
     }
     let mut replay = Replay::new(scratch_dir(data_dir), wanted);
     replay.hand_off_items = hand_off_items.max(1);
+    replay.accounts_cached = accounts_cached;
     let mut first_segment_of_a_tail = u32::MAX;
     // Two threads: this one replays while `audit-scan` reads the segments and checks
     // their checksums and hash links, a bounded queue of batches between them.

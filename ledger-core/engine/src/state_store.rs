@@ -78,6 +78,9 @@ pub struct DiskState {
     /// Fault injection for tests: once a file exists at this path, every write and
     /// sync fails as a disk's failed fsync would (see `fail_writes_once_exists`).
     fail_writes_once: std::sync::OnceLock<PathBuf>,
+    /// A scratch store ([`DiskState::scratch`]): never reopened, so no claimed file,
+    /// no checkpoint, and its accounts ingested as tables like its transfers.
+    scratch: bool,
 }
 
 fn error(context: &str, error: impl std::fmt::Display) -> String {
@@ -109,6 +112,15 @@ impl DiskState {
         DiskState::open_existing(dir, stream)
     }
 
+    /// An empty store in `dir` (replacing what is there) for a replay that reads it
+    /// back and never reopens it (the auditor's): a hand-off is written without the
+    /// claimed file, the checkpoint or the covered row (nothing would read them), its
+    /// accounts sorted and ingested as a table instead of going through the journal
+    /// and the memtable (which must commit them with the checkpoint in one batch).
+    pub fn scratch(dir: &Path, stream: &str) -> Result<DiskState, String> {
+        Ok(DiskState { scratch: true, ..DiskState::recreate(dir, stream)? })
+    }
+
     fn open_existing(dir: &Path, stream: &str) -> Result<DiskState, String> {
         std::fs::create_dir_all(dir).map_err(|e| error("create", e))?;
         let db = fjall::Database::builder(dir.join("db"))
@@ -132,6 +144,7 @@ impl DiskState {
             meta,
             dir: dir.to_path_buf(),
             fail_writes_once: std::sync::OnceLock::new(),
+            scratch: false,
         };
         let (claimed, covered) = (store.claimed()?, store.covered()?);
         if covered.is_some() && claimed.is_none_or(|claimed| claimed.events < covered.map_or(0, |c| c.events)) {
@@ -199,9 +212,9 @@ impl DiskState {
         self.injected_failure()?;
         let mut rows: Vec<_> = hand_off.transfers.iter().collect();
         rows.sort_unstable_by_key(|(id, _)| id.0);
-        let mut row = hand_off.checkpoint.events_applied.to_be_bytes().to_vec();
-        row.extend_from_slice(hash);
-        write_claimed(&self.dir, &self.stream, hand_off.checkpoint.events_applied, hash)?;
+        if !self.scratch {
+            write_claimed(&self.dir, &self.stream, hand_off.checkpoint.events_applied, hash)?;
+        }
         // One buffer for every row: encoding each into a fresh vector grew it several
         // times a row.
         let mut value = Vec::with_capacity(VALUE_BYTES_MAX);
@@ -210,6 +223,19 @@ impl DiskState {
             ingestion.write(&id.0.to_be_bytes()[..], encode_row(stored, &mut value)?).map_err(|e| error("write", e))?;
         }
         ingestion.finish().map_err(|e| error("write", e))?;
+        if self.scratch {
+            let mut accounts: Vec<_> = hand_off.accounts.iter().collect();
+            accounts.sort_unstable_by_key(|(id, _)| id.0);
+            let mut ingestion = self.accounts.start_ingestion().map_err(|e| error("write", e))?;
+            for (id, account) in accounts {
+                ingestion
+                    .write(&id.0.to_be_bytes()[..], encode_row(account, &mut value)?)
+                    .map_err(|e| error("write", e))?;
+            }
+            return ingestion.finish().map_err(|e| error("write", e));
+        }
+        let mut row = hand_off.checkpoint.events_applied.to_be_bytes().to_vec();
+        row.extend_from_slice(hash);
         let mut batch = self.db.batch();
         for (id, account) in hand_off.accounts.iter() {
             batch.insert(&self.accounts, id.0.to_be_bytes(), encode_row(account, &mut value)?);
