@@ -16,7 +16,16 @@ fn main() -> std::process::ExitCode {
     }
     ledger_engine::allocator_settings();
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime.block_on(serve()),
+        Ok(runtime) => {
+            let (code, closed_cleanly) = runtime.block_on(serve());
+            // Every task dropped, so the read models' database is closed: its seal
+            // may be written (see `read_models_check`).
+            runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+            if let Some(path) = closed_cleanly {
+                ledger_api::read_models_check::seal_after_clean_stop(&path);
+            }
+            code
+        }
         Err(error) => {
             eprintln!("error: cannot start the runtime: {error}");
             std::process::ExitCode::FAILURE
@@ -24,7 +33,8 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn serve() -> std::process::ExitCode {
+/// Serves until asked to stop; with the read models' path if it stopped cleanly.
+async fn serve() -> (std::process::ExitCode, Option<std::path::PathBuf>) {
     // RUST_LOG, or `info` when it is unset; a RUST_LOG that does not parse is said, not
     // silently replaced.
     let filter = match tracing_subscriber::EnvFilter::try_from_default_env() {
@@ -45,14 +55,15 @@ async fn serve() -> std::process::ExitCode {
         Ok(config) => config,
         Err(error) => {
             eprintln!("error: {error}");
-            return std::process::ExitCode::from(2);
+            return (std::process::ExitCode::from(2), None);
         }
     };
+    let models = projections::read_models::read_models_path(&config.data_dir);
     match ledger_api::server::run(config, wait_for_shutdown()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => (std::process::ExitCode::SUCCESS, Some(models)),
         Err(error) => {
             tracing::error!(%error, "ledgerd failed");
-            std::process::ExitCode::FAILURE
+            (std::process::ExitCode::FAILURE, None)
         }
     }
 }

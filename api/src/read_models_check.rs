@@ -4,6 +4,16 @@
 //! its exit status. A damaged file (the check says so, or the checking process dies) is
 //! moved aside as `read-models.redb.damaged-<unix seconds>` and the read models are
 //! rebuilt from the log; the server never opens it.
+//!
+//! The check reads the whole file (some 15 s for 13 GB), so it is skipped when the last
+//! run stopped cleanly and nothing wrote the file since: a clean stop leaves
+//! `read-models.redb.closed` with the file's length and modification time once the
+//! database is closed (`seal_after_clean_stop`), and a start removes it before it
+//! opens the file, so a run that does not stop cleanly leaves none. A crash does not
+//! damage redb's pages (its commits are copy-on-write, and it repairs its allocator
+//! state itself after an unclean close); the check is for damage the disk did, which a
+//! file untouched since a clean close can still hold: then a read that panics stops the
+//! process, and the next start, finding no seal, checks the file.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -36,10 +46,79 @@ pub fn run_check(path: &Path) -> ExitCode {
     }
 }
 
+/// The seal a clean stop leaves beside the database at `path`.
+fn seal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".closed");
+    PathBuf::from(name)
+}
+
+/// Bytes read at each end of the file for the seal's digest.
+const SEAL_SAMPLE_BYTES: u64 = 64 << 10;
+
+/// What the seal records of the file: its length in bytes, its modification time in
+/// nanoseconds since the Unix epoch (which the kernel moves in ticks of a few
+/// milliseconds), and a blake3 digest of its first and last `SEAL_SAMPLE_BYTES` (redb's
+/// header and its last commit's pages, for a write within the same tick).
+fn seal_of(path: &Path) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let metadata = std::fs::metadata(path)?;
+    let modified = metadata.modified()?.duration_since(std::time::UNIX_EPOCH).map_err(std::io::Error::other)?;
+    let mut file = std::fs::File::open(path)?;
+    let mut digest = blake3::Hasher::new();
+    let mut sample = Vec::new();
+    (&mut file).take(SEAL_SAMPLE_BYTES).read_to_end(&mut sample)?;
+    digest.update(&sample);
+    sample.clear();
+    file.seek(SeekFrom::Start(metadata.len().saturating_sub(SEAL_SAMPLE_BYTES)))?;
+    file.take(SEAL_SAMPLE_BYTES).read_to_end(&mut sample)?;
+    digest.update(&sample);
+    Ok(format!("LEDGRMC1 {} {} {}\n", metadata.len(), modified.as_nanos(), digest.finalize().to_hex()))
+}
+
+/// After a clean stop, once the database at `path` is closed: leaves its seal (written
+/// to a temporary file, synced, renamed), so the next start need not check the file.
+/// A failure only costs the next start the check.
+pub fn seal_after_clean_stop(path: &Path) {
+    use std::io::Write;
+    let sealed = seal_of(path).and_then(|seal| {
+        let temporary = seal_path(path).with_extension("closed.tmp");
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(seal.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, seal_path(path))
+    });
+    if let Err(error) = sealed {
+        tracing::warn!(%error, "the read models' seal was not written; the next start checks the whole file");
+    }
+}
+
+/// Removes the seal beside the database at `path`; true if there was one and the file
+/// is as it recorded (untouched since a clean stop).
+fn take_seal(path: &Path) -> Result<bool, String> {
+    let seal = seal_path(path);
+    let recorded = match std::fs::read_to_string(&seal) {
+        Ok(recorded) => recorded,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        // Unreadable: as if there were none.
+        Err(_) => String::new(),
+    };
+    std::fs::remove_file(&seal).map_err(|e| format!("removing {}: {e}", seal.display()))?;
+    if let Some(dir) = seal.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("syncing {}: {e}", dir.display()))?;
+    }
+    Ok(seal_of(path).is_ok_and(|now| now == recorded))
+}
+
 /// Checks the database at `path` in a process of its own (if there is one) and moves
-/// it aside if it is damaged. An error when the check could not tell.
+/// it aside if it is damaged; not when it is untouched since a clean stop. An error
+/// when the check could not tell.
 pub async fn check_read_models(path: PathBuf) -> Result<(), String> {
     if !path.exists() {
+        return Ok(());
+    }
+    if take_seal(&path)? {
+        tracing::info!(path = %path.display(), "read models closed cleanly by the last stop: not checked again");
         return Ok(());
     }
     let checked = path.clone();
@@ -82,4 +161,27 @@ pub async fn check_read_models(path: PathBuf) -> Result<(), String> {
         "the read-model database is damaged: moved aside, rebuilding the read models from the log"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seal_is_trusted_only_for_a_file_untouched_since() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("read-models.redb");
+        std::fs::write(&path, b"pages").expect("file");
+        assert!(!take_seal(&path).expect("no seal"), "no seal: checked");
+        seal_after_clean_stop(&path);
+        assert!(take_seal(&path).expect("seal"), "untouched since the seal");
+        assert!(!seal_path(&path).exists(), "a start takes the seal");
+        assert!(!take_seal(&path).expect("taken"), "a second start checks");
+        seal_after_clean_stop(&path);
+        std::fs::write(&path, b"pagez").expect("written since, same length");
+        assert!(!take_seal(&path).expect("seal"), "written since the seal: checked");
+        seal_after_clean_stop(&path);
+        std::fs::write(seal_path(&path), b"LEDGRMC1 nonsense").expect("damaged seal");
+        assert!(!take_seal(&path).expect("seal"), "a seal that does not match: checked");
+    }
 }

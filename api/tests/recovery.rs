@@ -116,6 +116,31 @@ async fn read_models_follow_a_log_that_recovery_shortened() {
     assert_eq!(read_model_credits(&mut client).await, "407");
 }
 
+/// A clean stop seals the read models (beside them, their length and modification
+/// time once closed); a start takes the seal (skipping the whole-file check if the file
+/// is as sealed), so a run that is killed leaves none and the next start checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_seals_the_read_models_and_a_start_takes_the_seal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    five_transfers(dir.path()).await;
+    let mut seal = read_models_file(&dir.path().join("data")).into_os_string();
+    seal.push(".closed");
+    let seal = std::path::PathBuf::from(seal);
+    assert!(seal.exists(), "a clean stop seals the read models");
+    let mut server = Server::start(dir.path());
+    let mut client = server.client().await;
+    assert_eq!(read_model_credits(&mut client).await, "500");
+    assert!(!seal.exists(), "a running server leaves no seal");
+    server.child.kill().expect("kill");
+    server.child.wait().expect("wait");
+    assert!(!seal.exists(), "a killed server leaves no seal");
+    let mut server = Server::start(dir.path());
+    let mut client = server.client().await;
+    assert_eq!(read_model_credits(&mut client).await, "500");
+    assert!(server.terminate().success());
+    assert!(seal.exists(), "sealed again at the clean stop");
+}
+
 /// Starts on the damaged read models, checks they were moved aside and rebuilt, and
 /// that a clean restart then uses the rebuilt ones.
 async fn rebuilt_after_damage(dir: &Path) {
