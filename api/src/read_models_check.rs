@@ -18,6 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
+use ledger_engine::store::disk::{replace_file, RealDisk};
 use projections::read_models::{check_file, move_aside, ProjectionError};
 
 /// The hidden first argument that makes `ledgerd` check a read-model file and exit.
@@ -77,17 +78,12 @@ fn seal_of(path: &Path) -> std::io::Result<String> {
 }
 
 /// After a clean stop, once the database at `path` is closed: leaves its seal (written
-/// to a temporary file, synced, renamed), so the next start need not check the file.
+/// whole or not at all, `replace_file`), so the next start need not check the file.
 /// A failure only costs the next start the check.
 pub fn seal_after_clean_stop(path: &Path) {
-    use std::io::Write;
-    let sealed = seal_of(path).and_then(|seal| {
-        let temporary = seal_path(path).with_extension("closed.tmp");
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(seal.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, seal_path(path))
-    });
+    let sealed = seal_of(path)
+        .map_err(|e| e.to_string())
+        .and_then(|seal| replace_file(&RealDisk, &seal_path(path), seal.as_bytes()).map_err(|e| e.to_string()));
     if let Err(error) = sealed {
         tracing::warn!(%error, "the read models' seal was not written; the next start checks the whole file");
     }

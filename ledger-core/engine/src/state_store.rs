@@ -35,6 +35,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use crate::store::disk::{replace_file, RealDisk};
 use ledger_core::chain::Hash;
 use ledger_core::domain::{Account, AccountId, TransferId};
 use ledger_core::state::{Checkpoint, HandOff, LedgerState, StateStore, StoredTransfer};
@@ -295,9 +296,8 @@ pub fn read_claimed_file(dir: &Path) -> Result<Option<(String, Covered)>, String
     Ok(Some((stream, Covered { events, hash })))
 }
 
-/// Writes the claimed file: to a temporary file, synced, renamed, directory synced.
+/// Writes the claimed file, whole or not at all (`replace_file`).
 fn write_claimed(dir: &Path, stream: &str, events: u64, hash: &Hash) -> Result<(), String> {
-    use std::io::Write;
     let name = stream.as_bytes();
     let mut bytes = Vec::with_capacity(8 + 1 + name.len() + 8 + 32 + 4);
     bytes.extend_from_slice(CLAIMED_MAGIC);
@@ -306,11 +306,7 @@ fn write_claimed(dir: &Path, stream: &str, events: u64, hash: &Hash) -> Result<(
     bytes.extend_from_slice(&events.to_le_bytes());
     bytes.extend_from_slice(hash);
     bytes.extend_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
-    let temporary = dir.join(format!("{CLAIMED_FILE}.tmp"));
-    let mut file = std::fs::File::create(&temporary).map_err(|e| error("write claimed", e))?;
-    file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(|e| error("write claimed", e))?;
-    std::fs::rename(&temporary, dir.join(CLAIMED_FILE)).map_err(|e| error("write claimed", e))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| error("write claimed", e))
+    replace_file(&RealDisk, &dir.join(CLAIMED_FILE), &bytes).map_err(|e| error("write claimed", e))
 }
 
 /// `row` in bincode, in `buffer` (emptied first).

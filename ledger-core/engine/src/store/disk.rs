@@ -8,7 +8,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// An open file of a [`Disk`].
@@ -66,6 +66,43 @@ pub trait Disk: Send + Sync {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Takes the exclusive lock on the file `path` (created if missing) without waiting.
     fn lock(&self, path: &Path) -> Result<Box<dyn DiskLock>, LockError>;
+}
+
+/// A step of [`replace_file`] that failed: what it did, on which path, and why.
+#[derive(Debug)]
+pub struct ReplaceFailed {
+    pub operation: &'static str,
+    pub path: PathBuf,
+    pub error: io::Error,
+}
+
+impl fmt::Display for ReplaceFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.operation, self.path.display(), self.error)
+    }
+}
+
+/// Writes `bytes` as the file `path`, whole or not at all: into `<path>.tmp` (one a
+/// crash left is removed first), synced, renamed over `path`, and the directory synced.
+pub fn replace_file(disk: &dyn Disk, path: &Path, bytes: &[u8]) -> Result<(), ReplaceFailed> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".tmp");
+    let temporary = PathBuf::from(name);
+    fn failed(operation: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ReplaceFailed {
+        let path = path.to_path_buf();
+        move |error| ReplaceFailed { operation, path, error }
+    }
+    match disk.remove_file(&temporary) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(failed("remove", &temporary)(error)),
+        _ => {}
+    }
+    let file = disk.create_new(&temporary).map_err(failed("create", &temporary))?;
+    file.append_all(bytes).map_err(failed("write", &temporary))?;
+    file.sync_all().map_err(failed("fsync", &temporary))?;
+    drop(file);
+    disk.rename(&temporary, path).map_err(failed("rename", &temporary))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    disk.sync_dir(dir).map_err(failed("fsync directory", dir))
 }
 
 /// The real file system (`std::fs`).

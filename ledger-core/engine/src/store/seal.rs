@@ -36,7 +36,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::disk::{Disk, DiskFile};
+use super::disk::{replace_file, Disk, DiskFile};
 use super::{StoreError, StreamHead};
 use ledger_core::chain::Hash;
 
@@ -348,18 +348,7 @@ impl Sealed {
     pub fn write(disk: &dyn Disk, dir: &Path, table: &SegmentTable, segment_len: u64) -> Result<Sealed, StoreError> {
         let bytes = table.encode(segment_len);
         let path = dir.join(seal_file_name(table.segment));
-        let temporary = dir.join(format!("{}.tmp", seal_file_name(table.segment)));
-        match disk.remove_file(&temporary) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(io_error("remove", &temporary, error)),
-        }
-        let file = disk.create_new(&temporary).map_err(|e| io_error("create", &temporary, e))?;
-        file.append_all(&bytes).map_err(|e| io_error("write", &temporary, e))?;
-        file.sync_all().map_err(|e| io_error("fsync", &temporary, e))?;
-        drop(file);
-        disk.rename(&temporary, &path).map_err(|e| io_error("rename", &temporary, e))?;
-        disk.sync_dir(dir).map_err(|e| io_error("fsync directory", dir, e))?;
+        replace_file(disk, &path, &bytes).map_err(|failed| io_error(failed.operation, &failed.path, failed.error))?;
         let file = disk.open_append(&path).map_err(|e| io_error("open", &path, e))?;
         let header = parse_header(&bytes).expect("a header just encoded");
         Sealed::from_front(path.clone(), file, &header, &bytes[HEADER_BYTES..header.offsets_at as usize])
