@@ -12,9 +12,13 @@ fn main() -> std::process::ExitCode {
     // The server checks its read-model file in a process of its own (see the module).
     let args: Vec<std::ffi::OsString> = std::env::args_os().take(3).collect();
     if args.len() == 3 && args[1] == ledger_api::read_models_check::CHECK_ARG {
-        return ledger_api::read_models_check::run_check(std::path::Path::new(&args[2]));
+        return ledger_api::read_models_check::run_check(std::path::Path::new(&args[2]), true);
+    }
+    if args.len() == 3 && args[1] == ledger_api::read_models_check::OPEN_ARG {
+        return ledger_api::read_models_check::run_check(std::path::Path::new(&args[2]), false);
     }
     ledger_engine::allocator_settings();
+    ledger_api::read_models_check::mark_suspect_on_panic();
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => {
             let (code, closed_cleanly) = runtime.block_on(serve());
@@ -63,6 +67,8 @@ async fn serve() -> (std::process::ExitCode, Option<std::path::PathBuf>) {
         Ok(()) => (std::process::ExitCode::SUCCESS, Some(models)),
         Err(error) => {
             tracing::error!(%error, "ledgerd failed");
+            // What failed may have been the read models' file: the next start checks it.
+            ledger_api::read_models_check::mark_suspect();
             (std::process::ExitCode::FAILURE, None)
         }
     }

@@ -5,24 +5,39 @@
 //! moved aside as `read-models.redb.damaged-<unix seconds>` and the read models are
 //! rebuilt from the log; the server never opens it.
 //!
-//! The check reads the whole file (some 15 s for 13 GB), so it is skipped when the last
-//! run stopped cleanly and nothing wrote the file since: a clean stop leaves
-//! `read-models.redb.closed` with the file's length and modification time once the
-//! database is closed (`seal_after_clean_stop`), and a start removes it before it
-//! opens the file, so a run that does not stop cleanly leaves none. A crash does not
-//! damage redb's pages (its commits are copy-on-write, and it repairs its allocator
-//! state itself after an unclean close); the check is for damage the disk did, which a
-//! file untouched since a clean close can still hold: then a read that panics stops the
-//! process, and the next start, finding no seal, checks the file.
+//! The check reads the whole file (some 15 s for 13 GB), so it runs only when the last
+//! run's end is unknown or suspect. Two markers beside the file tell how it ended, and
+//! every start takes both before it opens the file:
+//! - `read-models.redb.closed`, the seal: a clean stop leaves the file's length and
+//!   modification time, once the database is closed (`seal_after_clean_stop`). A file
+//!   still as sealed is not checked.
+//! - `read-models.redb.open`: a server leaves the file's device and inode once it has
+//!   it open (`mark_open`), until its clean stop replaces this with the seal. Found at
+//!   a start, the last run was killed or lost power with the file open: redb's commits
+//!   are copy-on-write and crash-safe, and a durable commit saves its allocator state
+//!   (quick repair), so the file opens at once. It is not checked page by page, only
+//!   opened once in a process of its own (`ledgerd --open-read-models <path>`), where a
+//!   file damaged since that redb cannot make sense of panics instead of in the
+//!   server. A panic
+//!   (`mark_suspect_on_panic`) or a run that ends in an error marks it suspect: that
+//!   start checks.
+//!
+//! The check is for damage the disk did, which a file untouched since a clean close can
+//! still hold: then a read that panics marks the file suspect and stops the process,
+//! and the next start checks the file. A damaged file that redb refuses to open (an
+//! error, not a panic) is moved aside and rebuilt by the server without a check.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 use ledger_engine::store::disk::{replace_file, RealDisk};
-use projections::read_models::{check_file, move_aside, ProjectionError};
+use projections::read_models::{check_file, move_aside, ProjectionError, ReadModels, CACHE_BYTES_DEFAULT};
 
 /// The hidden first argument that makes `ledgerd` check a read-model file and exit.
 pub const CHECK_ARG: &str = "--check-read-models";
+/// The hidden first argument that makes `ledgerd` only open a read-model file (redb
+/// repairs what a kill left, or panics on a file it cannot make sense of) and exit.
+pub const OPEN_ARG: &str = "--open-read-models";
 /// The checking process's exit status for a damaged file.
 const DAMAGED: u8 = 3;
 /// The checking process's exit status for an error that says nothing of the file
@@ -31,10 +46,13 @@ const FAILED: u8 = 1;
 /// How much of the checking process's last words a WARN quotes, in bytes.
 const REASON_BYTES_MAX: usize = 300;
 
-/// `ledgerd --check-read-models <path>`: 0 if the file is sound, `DAMAGED` if it is
+/// `ledgerd --check-read-models <path>` (`whole`: every page) or `ledgerd
+/// --open-read-models <path>`: 0 if the file is sound (or opens), `DAMAGED` if it is
 /// damaged, `FAILED` otherwise; the reason on standard error.
-pub fn run_check(path: &Path) -> ExitCode {
-    match check_file(path) {
+pub fn run_check(path: &Path, whole: bool) -> ExitCode {
+    let checked =
+        if whole { check_file(path) } else { ReadModels::open_with_cache(path, CACHE_BYTES_DEFAULT).map(drop) };
+    match checked {
         Ok(()) => ExitCode::SUCCESS,
         Err(error @ ProjectionError::Damaged { .. }) => {
             eprintln!("{error}");
@@ -84,44 +102,141 @@ pub fn seal_after_clean_stop(path: &Path) {
     let sealed = seal_of(path)
         .map_err(|e| e.to_string())
         .and_then(|seal| replace_file(&RealDisk, &seal_path(path), seal.as_bytes()).map_err(|e| e.to_string()));
-    if let Err(error) = sealed {
-        tracing::warn!(%error, "the read models' seal was not written; the next start checks the whole file");
+    match sealed {
+        // The seal says more than the open marker: it goes.
+        Ok(()) => {
+            OPEN_MARKER.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            let _ = std::fs::remove_file(open_marker_path(path));
+        }
+        // The open marker stays: the next start trusts the file as after a kill.
+        Err(error) => tracing::warn!(%error, "the read models' seal was not written"),
     }
 }
 
-/// Removes the seal beside the database at `path`; true if there was one and the file
-/// is as it recorded (untouched since a clean stop).
-fn take_seal(path: &Path) -> Result<bool, String> {
-    let seal = seal_path(path);
-    let recorded = match std::fs::read_to_string(&seal) {
-        Ok(recorded) => recorded,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        // Unreadable: as if there were none.
+/// The marker a server keeps beside the database at `path` while it has it open.
+fn open_marker_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".open");
+    PathBuf::from(name)
+}
+
+/// What the open marker records of the file: its device and inode (a file put in its
+/// place since is another one).
+fn identity_of(path: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(path)?;
+    Ok(format!("LEDGRMO1 {} {}\n", metadata.dev(), metadata.ino()))
+}
+
+/// What the open marker says after a panic or a failed run: the file may be damaged.
+const SUSPECT: &str = "LEDGRMO1 suspect\n";
+
+/// The open marker while this process has the read models open, for the panic hook.
+static OPEN_MARKER: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// How the last run that had the database open stopped, as its markers tell.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum LastStop {
+    /// Cleanly, and the file is as it sealed it.
+    Clean,
+    /// Killed or cut off (a power loss) with the file open, without a panic or an
+    /// error, and the file is the one it had open: redb's commits are crash-safe.
+    Killed,
+    /// Unknown (no marker, a marker that does not match), or on a panic or an error.
+    Unknown,
+}
+
+/// Removes the file at `marker`, syncing its directory; what it said, if it was there
+/// (an unreadable marker says nothing).
+fn take(marker: &Path) -> Result<Option<String>, String> {
+    let said = match std::fs::read_to_string(marker) {
+        Ok(said) => said,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(_) => String::new(),
     };
-    std::fs::remove_file(&seal).map_err(|e| format!("removing {}: {e}", seal.display()))?;
-    if let Some(dir) = seal.parent() {
+    std::fs::remove_file(marker).map_err(|e| format!("removing {}: {e}", marker.display()))?;
+    if let Some(dir) = marker.parent() {
         std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("syncing {}: {e}", dir.display()))?;
     }
-    Ok(seal_of(path).is_ok_and(|now| now == recorded))
+    Ok(Some(said))
+}
+
+/// Takes the seal and the open marker beside the database at `path` (so a run that
+/// does not stop cleanly leaves neither) and says how the last run stopped.
+fn take_markers(path: &Path) -> Result<LastStop, String> {
+    let (sealed, open) = (take(&seal_path(path))?, take(&open_marker_path(path))?);
+    if sealed.is_some_and(|recorded| seal_of(path).is_ok_and(|now| now == recorded)) {
+        return Ok(LastStop::Clean);
+    }
+    if open.is_some_and(|recorded| identity_of(path).is_ok_and(|now| now == recorded)) {
+        return Ok(LastStop::Killed);
+    }
+    Ok(LastStop::Unknown)
+}
+
+/// Once the server has the database at `path` open: leaves the open marker beside it
+/// until a clean stop seals it, so that a start after a kill knows the file was open
+/// and need not check it. A failure only costs the next start the check.
+pub fn mark_open(path: &Path) {
+    let marker = open_marker_path(path);
+    let marked = identity_of(path)
+        .map_err(|e| e.to_string())
+        .and_then(|identity| replace_file(&RealDisk, &marker, identity.as_bytes()).map_err(|e| e.to_string()));
+    match marked {
+        Ok(()) => *OPEN_MARKER.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(marker),
+        Err(error) => {
+            tracing::warn!(%error, "the read models' open marker was not written; the next start after a kill checks the whole file")
+        }
+    }
+}
+
+/// Marks the open read models suspect (after a panic, or a run that failed): the next
+/// start checks the whole file. Safe in a panic hook (no lock is held across it).
+pub fn mark_suspect() {
+    let marker = OPEN_MARKER.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    if let Some(marker) = marker {
+        // A write cut short leaves a marker that does not match: also checked.
+        let _ = std::fs::write(&marker, SUSPECT);
+    }
+}
+
+/// Makes every panic of this process mark the open read models suspect first: a panic
+/// may come from a damaged page, and the next start must check the file rather than
+/// open it and panic again.
+pub fn mark_suspect_on_panic() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        mark_suspect();
+        previous(info);
+    }));
 }
 
 /// Checks the database at `path` in a process of its own (if there is one) and moves
-/// it aside if it is damaged; not when it is untouched since a clean stop. An error
-/// when the check could not tell.
+/// it aside if it is damaged; not when the last run stopped cleanly and left it as it
+/// sealed it, nor when the last run was killed (or lost power) with it open and
+/// without a panic. An error when the check could not tell.
 pub async fn check_read_models(path: PathBuf) -> Result<(), String> {
+    let last_stop = take_markers(&path)?;
     if !path.exists() {
         return Ok(());
     }
-    if take_seal(&path)? {
-        tracing::info!(path = %path.display(), "read models closed cleanly by the last stop: not checked again");
-        return Ok(());
+    match last_stop {
+        LastStop::Clean => {
+            tracing::info!(path = %path.display(), "read models closed cleanly by the last stop: not checked again");
+            return Ok(());
+        }
+        LastStop::Killed => tracing::info!(
+            path = %path.display(),
+            "the last run stopped with the read models open, without a panic: redb's commits survive that; opened in a process of its own, not checked page by page"
+        ),
+        LastStop::Unknown => {}
     }
+    let arg = if last_stop == LastStop::Killed { OPEN_ARG } else { CHECK_ARG };
     let checked = path.clone();
     let output = tokio::task::spawn_blocking(move || {
         let exe = std::env::current_exe().map_err(|e| format!("checking the read models: {e}"))?;
         Command::new(exe)
-            .arg(CHECK_ARG)
+            .arg(arg)
             .arg(&checked)
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())
@@ -168,16 +283,44 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("read-models.redb");
         std::fs::write(&path, b"pages").expect("file");
-        assert!(!take_seal(&path).expect("no seal"), "no seal: checked");
+        assert_eq!(take_markers(&path), Ok(LastStop::Unknown), "no seal: checked");
         seal_after_clean_stop(&path);
-        assert!(take_seal(&path).expect("seal"), "untouched since the seal");
+        assert_eq!(take_markers(&path), Ok(LastStop::Clean), "untouched since the seal");
         assert!(!seal_path(&path).exists(), "a start takes the seal");
-        assert!(!take_seal(&path).expect("taken"), "a second start checks");
+        assert_eq!(take_markers(&path), Ok(LastStop::Unknown), "a second start checks");
         seal_after_clean_stop(&path);
         std::fs::write(&path, b"pagez").expect("written since, same length");
-        assert!(!take_seal(&path).expect("seal"), "written since the seal: checked");
+        assert_eq!(take_markers(&path), Ok(LastStop::Unknown), "written since the seal: checked");
         seal_after_clean_stop(&path);
         std::fs::write(seal_path(&path), b"LEDGRMC1 nonsense").expect("damaged seal");
-        assert!(!take_seal(&path).expect("seal"), "a seal that does not match: checked");
+        assert_eq!(take_markers(&path), Ok(LastStop::Unknown), "a seal that does not match: checked");
+    }
+
+    /// One test for everything that uses the process's open marker.
+    #[test]
+    fn an_open_marker_is_trusted_after_a_kill_but_not_after_a_panic_or_a_new_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("read-models.redb");
+        std::fs::write(&path, b"pages").expect("file");
+        mark_open(&path);
+        std::fs::write(&path, b"pages and more, written while open").expect("written while open");
+        assert_eq!(take_markers(&path), Ok(LastStop::Killed), "killed with the file open");
+        assert!(!open_marker_path(&path).exists(), "a start takes the open marker");
+        assert_eq!(take_markers(&path), Ok(LastStop::Unknown), "a second start checks");
+
+        mark_open(&path);
+        mark_suspect();
+        assert_eq!(take_markers(&path), Ok(LastStop::Unknown), "a panic: checked");
+
+        mark_open(&path);
+        let other = dir.path().join("other.redb");
+        std::fs::write(&other, b"pages").expect("another file");
+        std::fs::rename(&other, &path).expect("put in its place");
+        assert_eq!(take_markers(&path), Ok(LastStop::Unknown), "another file: checked");
+
+        mark_open(&path);
+        seal_after_clean_stop(&path);
+        assert!(!open_marker_path(&path).exists(), "the seal replaces the open marker");
+        assert_eq!(take_markers(&path), Ok(LastStop::Clean));
     }
 }

@@ -123,22 +123,46 @@ async fn read_models_follow_a_log_that_recovery_shortened() {
 async fn a_clean_stop_seals_the_read_models_and_a_start_takes_the_seal() {
     let dir = tempfile::tempdir().expect("tempdir");
     five_transfers(dir.path()).await;
-    let mut seal = read_models_file(&dir.path().join("data")).into_os_string();
-    seal.push(".closed");
-    let seal = std::path::PathBuf::from(seal);
+    let beside = |suffix: &str| {
+        let mut name = read_models_file(&dir.path().join("data")).into_os_string();
+        name.push(suffix);
+        std::path::PathBuf::from(name)
+    };
+    let (seal, open) = (beside(".closed"), beside(".open"));
     assert!(seal.exists(), "a clean stop seals the read models");
+    assert!(!open.exists(), "and leaves no open marker");
     let mut server = Server::start(dir.path());
     let mut client = server.client().await;
     assert_eq!(read_model_credits(&mut client).await, "500");
     assert!(!seal.exists(), "a running server leaves no seal");
+    assert!(open.exists(), "a running server marks the read models open");
     server.child.kill().expect("kill");
     server.child.wait().expect("wait");
     assert!(!seal.exists(), "a killed server leaves no seal");
+    assert!(open.exists(), "a killed server leaves the open marker");
     let mut server = Server::start(dir.path());
     let mut client = server.client().await;
     assert_eq!(read_model_credits(&mut client).await, "500");
+    transfer(&mut client, "20", "1").await;
+    assert_eq!(read_model_credits(&mut client).await, "501");
     assert!(server.terminate().success());
     assert!(seal.exists(), "sealed again at the clean stop");
+    assert!(!open.exists());
+}
+
+/// After a kill the file is not checked (the open marker says it was open), but one
+/// damaged since, that redb will not open, is still moved aside and rebuilt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_model_file_damaged_after_a_kill_is_rebuilt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    five_transfers(dir.path()).await;
+    let mut server = Server::start(dir.path());
+    let mut client = server.client().await;
+    assert_eq!(read_model_credits(&mut client).await, "500");
+    server.child.kill().expect("kill");
+    server.child.wait().expect("wait");
+    cut_read_models_to_half(dir.path());
+    rebuilt_after_damage(dir.path()).await;
 }
 
 /// Starts on the damaged read models, checks they were moved aside and rebuilt, and
@@ -171,15 +195,18 @@ async fn a_read_model_file_with_a_byte_flipped_in_every_page_is_rebuilt() {
     rebuilt_after_damage(dir.path()).await;
 }
 
+fn cut_read_models_to_half(dir: &Path) {
+    let path = read_models_file(&dir.join("data"));
+    let length = std::fs::metadata(&path).expect("read models").len();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+    file.set_len(length / 2).expect("truncate");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_model_file_cut_to_half_is_rebuilt() {
     let dir = tempfile::tempdir().expect("tempdir");
     five_transfers(dir.path()).await;
-    let path = read_models_file(&dir.path().join("data"));
-    let length = std::fs::metadata(&path).expect("read models").len();
-    let file = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
-    file.set_len(length / 2).expect("truncate");
-    drop(file);
+    cut_read_models_to_half(dir.path());
     rebuilt_after_damage(dir.path()).await;
 }
 

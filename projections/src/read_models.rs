@@ -132,7 +132,8 @@ impl ReadModels {
             // Ok(false): redb repaired its own allocation state; the data checksums held.
             db.check_integrity().map_err(|e| damaged(e.into()))?;
         }
-        let txn = db.begin_write().map_err(|e| damaged(e.into()))?;
+        let mut txn = db.begin_write().map_err(|e| damaged(e.into()))?;
+        txn.set_quick_repair(true);
         {
             // Create every table, so readers never meet a missing one.
             let tables = || -> Result<(), redb::TableError> {
@@ -237,6 +238,9 @@ impl ReadModels {
             let mut txn = self.db.begin_write()?;
             txn.set_durability(if durable { Durability::Immediate } else { Durability::None })
                 .map_err(|e| ProjectionError::Invalid(e.to_string()))?;
+            // A durable commit saves redb's allocator state with it: a start after a
+            // kill then opens the file at once instead of walking all of it.
+            txn.set_quick_repair(durable);
             let (next, alarm_recorded) = {
                 let mut batch = Batch::open(&txn)?;
                 // No checkpoint yet: a new database, nothing applied.
@@ -266,7 +270,8 @@ impl ReadModels {
     /// Commits an empty durable transaction: makes earlier `durable: false` commits
     /// durable.
     pub fn sync(&self) -> Result<(), ProjectionError> {
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        txn.set_quick_repair(true);
         txn.commit()?;
         Ok(())
     }

@@ -78,8 +78,12 @@ impl Server {
             line.split(marker).nth(1).map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
         };
         let (mut addr, mut metrics_addr, mut http_addr) = (None, None, None);
+        let mut said = Vec::new();
         loop {
-            let line = receiver.recv_timeout(Duration::from_secs(30)).expect("ledgerd did not start");
+            let Ok(line) = receiver.recv_timeout(Duration::from_secs(30)) else {
+                panic!("ledgerd did not start; it said:\n{}", said.join("\n"));
+            };
+            said.push(line.clone());
             if let Some(found) = find(&line, "ledgerd listening on ") {
                 addr = Some(found);
             }
