@@ -57,6 +57,10 @@ pub struct LedgerState {
     accounts_cached: usize,
     #[serde(skip)]
     frozen: VecDeque<Frozen>,
+    /// The transfer map of a hand-off the store has written, emptied, for the next
+    /// hand-off's first tier: its memory is reused, not faulted in afresh. At most one.
+    #[serde(skip)]
+    spare_transfers: Option<TransferMap>,
     #[serde(skip)]
     store: Option<StoreHandle>,
     /// The number of the last hand-off.

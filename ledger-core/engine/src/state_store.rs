@@ -82,6 +82,9 @@ pub struct DiskState {
     /// A scratch store ([`DiskState::scratch`]): never reopened, so no claimed file,
     /// no checkpoint, and its accounts ingested as tables like its transfers.
     scratch: bool,
+    /// The greatest transfer id in the store, if any. A lookup of a greater id (a new
+    /// transfer whose id grows with time, as ids should) answers without a read.
+    transfers_max: Mutex<Option<u128>>,
 }
 
 fn error(context: &str, error: impl std::fmt::Display) -> String {
@@ -146,7 +149,9 @@ impl DiskState {
             dir: dir.to_path_buf(),
             fail_writes_once: std::sync::OnceLock::new(),
             scratch: false,
+            transfers_max: Mutex::new(None),
         };
+        *store.transfers_max.lock().map_err(|e| error("open", e))? = store.last_transfer_id()?;
         let (claimed, covered) = (store.claimed()?, store.covered()?);
         if covered.is_some() && claimed.is_none_or(|claimed| claimed.events < covered.map_or(0, |c| c.events)) {
             return Err(error("open", "what the store holds is not claimed"));
@@ -154,6 +159,16 @@ impl DiskState {
         store.checkpoint()?;
         store.covered()?;
         Ok(store)
+    }
+
+    /// The greatest transfer id in the store, read from it.
+    fn last_transfer_id(&self) -> Result<Option<u128>, String> {
+        let Some(last) = self.transfers.last_key_value() else {
+            return Ok(None);
+        };
+        let key = last.key().map_err(|e| error("read", e))?;
+        let key: [u8; 16] = (*key).try_into().map_err(|_| error("read", "a transfer key is not 16 bytes"))?;
+        Ok(Some(u128::from_be_bytes(key)))
     }
 
     /// How far the store covers the stream: every transfer made or changed before it
@@ -213,6 +228,7 @@ impl DiskState {
         self.injected_failure()?;
         let mut rows: Vec<_> = hand_off.transfers.iter().collect();
         rows.sort_unstable_by_key(|(id, _)| id.0);
+        let written_max = rows.last().map(|(id, _)| id.0);
         if !self.scratch {
             write_claimed(&self.dir, &self.stream, hand_off.checkpoint.events_applied, hash)?;
         }
@@ -224,6 +240,10 @@ impl DiskState {
             ingestion.write(&id.0.to_be_bytes()[..], encode_row(stored, &mut value)?).map_err(|e| error("write", e))?;
         }
         ingestion.finish().map_err(|e| error("write", e))?;
+        if let Some(written) = written_max {
+            let mut max = self.transfers_max.lock().map_err(|e| error("write", e))?;
+            *max = Some(max.map_or(written, |max| max.max(written)));
+        }
         if self.scratch {
             let mut accounts: Vec<_> = hand_off.accounts.iter().collect();
             accounts.sort_unstable_by_key(|(id, _)| id.0);
@@ -336,6 +356,10 @@ fn read_row<T: serde::de::DeserializeOwned>(
 
 impl StateStore for DiskState {
     fn transfer(&self, id: TransferId) -> Result<Option<StoredTransfer>, String> {
+        let max = *self.transfers_max.lock().map_err(|e| error("read", e))?;
+        if max.is_none_or(|max| id.0 > max) {
+            return Ok(None);
+        }
         read_row(&self.transfers, id.0, |stored: &StoredTransfer| stored.transfer.movement.id.0)
             .inspect_err(|_| self.mark_for_rebuild())
     }
@@ -379,7 +403,10 @@ impl StoreThread {
                 if let Err(reason) = store.write(&job.hand_off, &job.hash) {
                     return fail(reason);
                 }
-                if done.send(job.hand_off.number).is_err() {
+                // Let go of the hand-off first: the writer reuses its memory.
+                let number = job.hand_off.number;
+                drop(job);
+                if done.send(number).is_err() {
                     return;
                 }
             }

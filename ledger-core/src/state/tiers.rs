@@ -220,7 +220,10 @@ impl LedgerState {
         self.handed_off += 1;
         // The next hand-off is likely as big: sized for it at once, the first tier is
         // not rehashed (and fresh memory not touched twice) as it fills.
-        let next = TransferMap::with_capacity_and_hasher(self.transfers.len(), self.transfers.hasher().clone());
+        let next = match self.spare_transfers.take() {
+            Some(spare) if spare.capacity() >= self.transfers.len() => spare,
+            _ => TransferMap::with_capacity_and_hasher(self.transfers.len(), self.transfers.hasher().clone()),
+        };
         let transfers = Arc::new(std::mem::replace(&mut self.transfers, next));
         let changed = std::mem::take(&mut self.dirty_accounts).into_iter();
         let accounts: AccountMap = changed.filter_map(|id| Some((id, self.accounts.get(&id)?.clone()))).collect();
@@ -236,7 +239,12 @@ impl LedgerState {
     /// The store has written every hand-off up to `number`: read them from it now.
     pub fn stored_up_to(&mut self, number: u64) {
         while self.frozen.front().is_some_and(|frozen| frozen.number <= number) {
-            self.frozen.pop_front();
+            let Some(frozen) = self.frozen.pop_front() else { break };
+            // The store has let go of it (else it is simply dropped when it has).
+            if let Ok(mut transfers) = Arc::try_unwrap(frozen.transfers) {
+                transfers.clear();
+                self.spare_transfers = Some(transfers);
+            }
         }
     }
 
