@@ -31,7 +31,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 use ledger_engine::store::disk::{replace_file, RealDisk};
-use projections::read_models::{check_file, move_aside, ProjectionError, ReadModels, CACHE_BYTES_DEFAULT};
+use ledger_engine::store::EventStore;
+use projections::read_models::{
+    check_file, move_aside, open_over_log, ProjectionError, ReadModels, CACHE_BYTES_DEFAULT,
+};
 
 /// The hidden first argument that makes `ledgerd` check a read-model file and exit.
 pub const CHECK_ARG: &str = "--check-read-models";
@@ -263,15 +266,36 @@ pub async fn check_read_models(path: PathBuf) -> Result<(), String> {
         }
         _ => {}
     }
-    let aside = move_aside(&path).map_err(|e| format!("moving the damaged read models aside: {e}"))?;
+    set_aside(&path, &format!("{reason} (check: {})", output.status))
+}
+
+/// Moves the damaged database at `path` aside, saying so: the read models start empty
+/// and are rebuilt from the log.
+fn set_aside(path: &Path, reason: &str) -> Result<(), String> {
+    let aside = move_aside(path).map_err(|e| format!("moving the damaged read models aside: {e}"))?;
     tracing::warn!(
         path = %path.display(),
         moved_to = %aside.display(),
-        check = %output.status,
         %reason,
         "the read-model database is damaged: moved aside, rebuilding the read models from the log"
     );
     Ok(())
+}
+
+/// Opens the read models over `store`'s log, and leaves the open marker beside them. A
+/// file that was not checked page by page (the last run stopped cleanly, or was killed)
+/// and that redb finds damaged at open is set aside and rebuilt, as a check would have.
+pub fn open_read_models(path: &Path, store: &dyn EventStore, torn_tail_cut: bool) -> Result<ReadModels, String> {
+    let models = match open_over_log(path, CACHE_BYTES_DEFAULT, store, torn_tail_cut) {
+        Err(error @ ProjectionError::Damaged { .. }) => {
+            set_aside(path, &error.to_string())?;
+            open_over_log(path, CACHE_BYTES_DEFAULT, store, torn_tail_cut)
+        }
+        opened => opened,
+    }
+    .map_err(|e| e.to_string())?;
+    mark_open(path);
+    Ok(models)
 }
 
 #[cfg(test)]

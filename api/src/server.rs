@@ -19,9 +19,7 @@ use ledger_platform::users::crypto::{self, KeyStore};
 use ledger_platform::users::instruments::SandboxVault;
 use ledger_platform::users::Users;
 use ledger_proto::api::v1 as wire;
-use projections::read_models::{
-    move_aside, open_over_log, read_models_path, ProjectionError, ReadModels, CACHE_BYTES_DEFAULT,
-};
+use projections::read_models::read_models_path;
 use projections::worker::{Projector, APPLY_BATCH_EVENTS};
 use tokio::net::TcpListener;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -209,7 +207,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let ledger = Ledger::open(store.clone(), ledger_config).map_err(|e| e.to_string())?;
     tracing::info!(path = %models_path.display(), "opening the read models");
     checking.await.map_err(|e| format!("checking the read models: {e}"))??;
-    let models = open_read_models(&models_path, store.as_ref(), torn_tail_cut)?;
+    let models = crate::read_models_check::open_read_models(&models_path, store.as_ref(), torn_tail_cut)?;
     models.set_dense_positions(store.dense_positions());
     let projector = Projector::new(models).map_err(|e| e.to_string())?;
     tracing::info!(applied = projector.applied(), head = *store.watch_head().borrow(), "read models opened");
@@ -285,23 +283,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Opens the read models over the log, and leaves the open marker beside them. A file
-/// that was not checked (the last run stopped cleanly, or was killed) and turns out
-/// damaged when redb opens it is moved aside and rebuilt, as a check would have done.
-fn open_read_models(path: &std::path::Path, store: &dyn EventStore, torn_tail_cut: bool) -> Result<ReadModels, String> {
-    let models = match open_over_log(path, CACHE_BYTES_DEFAULT, store, torn_tail_cut) {
-        Err(error @ ProjectionError::Damaged { .. }) => {
-            let aside = move_aside(path).map_err(|e| format!("moving the damaged read models aside: {e}"))?;
-            tracing::warn!(%error, moved_to = %aside.display(), "the read-model database is damaged: moved aside, rebuilding the read models from the log");
-            open_over_log(path, CACHE_BYTES_DEFAULT, store, torn_tail_cut)
-        }
-        opened => opened,
-    }
-    .map_err(|e| e.to_string())?;
-    crate::read_models_check::mark_open(path);
-    Ok(models)
 }
 
 /// The gRPC services, shared with the HTTP API.

@@ -140,6 +140,7 @@ impl DiskState {
         let transfers = db.keyspace("transfers", options).map_err(|e| error("open", e))?;
         let accounts = db.keyspace("accounts", options).map_err(|e| error("open", e))?;
         let meta = db.keyspace("meta", options).map_err(|e| error("open", e))?;
+        let transfers_max = Mutex::new(last_transfer_id(&transfers)?);
         let store = DiskState {
             stream: stream.to_string(),
             db,
@@ -149,9 +150,8 @@ impl DiskState {
             dir: dir.to_path_buf(),
             fail_writes_once: std::sync::OnceLock::new(),
             scratch: false,
-            transfers_max: Mutex::new(None),
+            transfers_max,
         };
-        *store.transfers_max.lock().map_err(|e| error("open", e))? = store.last_transfer_id()?;
         let (claimed, covered) = (store.claimed()?, store.covered()?);
         if covered.is_some() && claimed.is_none_or(|claimed| claimed.events < covered.map_or(0, |c| c.events)) {
             return Err(error("open", "what the store holds is not claimed"));
@@ -159,16 +159,6 @@ impl DiskState {
         store.checkpoint()?;
         store.covered()?;
         Ok(store)
-    }
-
-    /// The greatest transfer id in the store, read from it.
-    fn last_transfer_id(&self) -> Result<Option<u128>, String> {
-        let Some(last) = self.transfers.last_key_value() else {
-            return Ok(None);
-        };
-        let key = last.key().map_err(|e| error("read", e))?;
-        let key: [u8; 16] = (*key).try_into().map_err(|_| error("read", "a transfer key is not 16 bytes"))?;
-        Ok(Some(u128::from_be_bytes(key)))
     }
 
     /// How far the store covers the stream: every transfer made or changed before it
@@ -327,6 +317,16 @@ fn write_claimed(dir: &Path, stream: &str, events: u64, hash: &Hash) -> Result<(
     bytes.extend_from_slice(hash);
     bytes.extend_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
     replace_file(&RealDisk, &dir.join(CLAIMED_FILE), &bytes).map_err(|e| error("write claimed", e))
+}
+
+/// The greatest transfer id in the `transfers` keyspace, read from it.
+fn last_transfer_id(transfers: &fjall::Keyspace) -> Result<Option<u128>, String> {
+    let Some(last) = transfers.last_key_value() else {
+        return Ok(None);
+    };
+    let key = last.key().map_err(|e| error("read", e))?;
+    let key: [u8; 16] = (*key).try_into().map_err(|_| error("read", "a transfer key is not 16 bytes"))?;
+    Ok(Some(u128::from_be_bytes(key)))
 }
 
 /// `row` in bincode, in `buffer` (emptied first).
