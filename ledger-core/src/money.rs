@@ -252,6 +252,16 @@ impl Currency {
         CURRENCIES[self.0 as usize].0
     }
 
+    /// The currency's index in the table (for compact in-memory encodings).
+    pub(crate) fn index(self) -> u16 {
+        self.0
+    }
+
+    /// The currency at `index` in the table, if there is one.
+    pub(crate) fn from_index(index: u16) -> Option<Currency> {
+        ((index as usize) < CURRENCIES.len()).then_some(Currency(index))
+    }
+
     /// Number of fraction digits of the minor unit (USD 2, JPY 0, BHD 3).
     pub fn exponent(self) -> u8 {
         CURRENCIES[self.0 as usize].1

@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 use crate::domain::*;
 use crate::money::Currency;
 
+mod account_cache;
 mod tiers;
+pub use account_cache::{AccountCache, ACCOUNT_CACHE_BYTES};
 use tiers::AccountIds;
-pub use tiers::{AccountMap, Checkpoint, HandOff, StateStore, StoredTransfer, TransferMap, ACCOUNTS_CACHED};
+pub use tiers::{AccountMap, Checkpoint, HandOff, StateStore, StoredTransfer, TransferMap};
 use tiers::{Frozen, StoreHandle};
 
 /// Debit and credit totals of one currency across the whole ledger. Double entry means
@@ -48,19 +50,22 @@ pub const TOTAL_MAX: u128 = i128::MAX as u128;
 pub struct LedgerState {
     accounts: AccountMap,
     transfers: TransferMap,
-    /// Accounts of the first tier changed since the last hand-off; the others there are
-    /// a cache of what the store holds (at most `ACCOUNTS_CACHED` after a hand-off).
+    /// Accounts of the first tier changed since the last hand-off (the others there were
+    /// only read, and are dropped at the next hand-off).
     #[serde(skip)]
     dirty_accounts: AccountIds,
-    /// At most this many accounts stay in the first tier after a hand-off.
+    /// Accounts as the store holds them, within a byte budget (`ACCOUNT_CACHE_BYTES`).
     #[serde(skip)]
-    accounts_cached: usize,
+    account_cache: AccountCache,
     #[serde(skip)]
     frozen: VecDeque<Frozen>,
     /// The transfer map of a hand-off the store has written, emptied, for the next
     /// hand-off's first tier: its memory is reused, not faulted in afresh. At most one.
     #[serde(skip)]
     spare_transfers: Option<TransferMap>,
+    /// The same for the accounts' map.
+    #[serde(skip)]
+    spare_accounts: Option<AccountMap>,
     #[serde(skip)]
     store: Option<StoreHandle>,
     /// The number of the last hand-off.
@@ -650,6 +655,7 @@ impl LedgerState {
         now_ns: u64,
         events: &mut Vec<Event>,
     ) -> Vec<TransferResult> {
+        self.load_accounts(commands);
         let mut results = Vec::with_capacity(commands.len());
         let mut chain_start: Option<(usize, usize)> = None; // (first command, first event)
         for (index, command) in commands.iter().enumerate() {

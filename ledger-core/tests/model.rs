@@ -162,8 +162,9 @@ impl MapStore {
 }
 
 /// How the test moves transfers to the store after each step: `None` keeps them all in
-/// memory; `Some(lag)` hands off after every step and confirms all but the last `lag`
-/// hand-offs, so lookups go to the store or to hand-offs not yet confirmed.
+/// memory; `Some((store, lag, cache))` hands off after every step and confirms all but
+/// the last `lag` hand-offs, so lookups go to the store, to hand-offs not yet confirmed,
+/// or to an accounts cache of `cache` bytes.
 /// A state with nothing left to write, and its store's accounts then.
 type Checkpointed = (LedgerState, HashMap<AccountId, Account>);
 
@@ -171,13 +172,13 @@ type Checkpointed = (LedgerState, HashMap<AccountId, Account>);
 /// accounts then: the checkpoints a start could go on from.
 fn run(
     steps: &[Step],
-    store: Option<(Arc<MapStore>, usize)>,
+    store: Option<(Arc<MapStore>, usize, usize)>,
 ) -> Result<(LedgerState, Vec<Event>, Vec<Checkpointed>), TestCaseError> {
     let mut engine = LedgerState::new();
-    if let Some((store, _)) = &store {
-        // No account cached after a hand-off: every account is read back from the
-        // hand-offs or the store.
-        engine = engine.with_store(store.clone()).with_accounts_cached(0);
+    if let Some((store, _, cache_bytes)) = &store {
+        // With no cache, every account not changed since the last hand-off is read back
+        // from the hand-offs or the store.
+        engine = engine.with_store(store.clone()).with_account_cache_bytes(*cache_bytes);
     }
     let mut written: Vec<HandOff> = Vec::new();
     let mut model = Model::default();
@@ -216,7 +217,7 @@ fn run(
         }
         log.extend(events);
         check_engine(&engine, &model)?;
-        if let Some((store, lag)) = &store {
+        if let Some((store, lag, _)) = &store {
             written.extend(engine.hand_off());
             while written.len() > *lag {
                 let hand_off = written.remove(0);
@@ -225,7 +226,7 @@ fn run(
             }
             prop_assert_eq!(engine.hand_offs_pending(), written.len());
         }
-        if let Some((store, _)) = &store {
+        if let Some((store, _, _)) = &store {
             if engine.in_memory() == 0 && written.is_empty() {
                 snapshots.push((engine.clone(), store.accounts()));
             }
@@ -285,10 +286,13 @@ proptest! {
     /// The same with transfers handed off to a store after every step: nearly every
     /// lookup of an earlier transfer goes to the store (or to a hand-off not yet
     /// confirmed), and the results still equal the model's and the in-memory engine's.
+    /// Accounts are read from the store, or from an accounts cache of two slots a shard
+    /// or of the default budget.
     #[test]
     fn engine_with_a_transfer_store_matches_the_reference_model(
         steps in prop::collection::vec(step(), 1..40),
         lag in 0usize..3,
+        cache_bytes in prop_oneof![Just(0), Just(2 * 64 * 64), Just(ledger_core::state::ACCOUNT_CACHE_BYTES)],
     ) {
         // Every account open first, so that most transfers and holds succeed.
         let open = (1..=ACCOUNT_IDS).map(|id| AccountCommand::Open(NewAccount {
@@ -296,7 +300,7 @@ proptest! {
         }));
         let steps: Vec<Step> = std::iter::once(Step::Accounts(open.collect())).chain(steps).collect();
         let store = Arc::new(MapStore::default());
-        let (engine, log, snapshots) = run(&steps, Some((store.clone(), lag)))?;
+        let (engine, log, snapshots) = run(&steps, Some((store.clone(), lag, cache_bytes)))?;
         let (in_memory, same_log, _) = run(&steps, None)?;
         prop_assert_eq!(&log, &same_log);
         prop_assert_eq!(transfers(&engine), transfers(&in_memory));

@@ -19,7 +19,7 @@ use ledger_core::chain::{check_link, Hash};
 use ledger_core::codec;
 use ledger_core::domain::{Account, AccountId, Event, TransferId};
 use ledger_core::money::Currency;
-use ledger_core::state::{CurrencyTotals, LedgerState, StateStore, StoredTransfer, ACCOUNTS_CACHED};
+use ledger_core::state::{CurrencyTotals, LedgerState, StateStore, StoredTransfer, ACCOUNT_CACHE_BYTES};
 
 /// What a successful audit checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,8 +99,8 @@ struct Replay {
     wanted: HashMap<String, BTreeSet<u64>>,
     stores: HashMap<String, StoreThread>,
     hand_off_items: usize,
-    /// Accounts each state keeps in memory after a hand-off (`ACCOUNTS_CACHED`).
-    accounts_cached: usize,
+    /// The budget of each state's accounts cache, in bytes (`ACCOUNT_CACHE_BYTES`).
+    account_cache_bytes: usize,
     /// Why a scratch store failed, if one did.
     store_failed: Arc<Mutex<Option<String>>>,
     failure: Option<AuditFailure>,
@@ -144,7 +144,7 @@ impl Replay {
             wanted,
             stores: HashMap::new(),
             hand_off_items: HAND_OFF_ITEMS,
-            accounts_cached: ACCOUNTS_CACHED,
+            account_cache_bytes: ACCOUNT_CACHE_BYTES,
             store_failed: Arc::new(Mutex::new(None)),
             failure: None,
             scratch: Scratch(scratch),
@@ -159,7 +159,7 @@ impl Replay {
             self.stores.insert(stream.to_string(), thread);
             self.states.insert(
                 stream.to_string(),
-                LedgerState::new().with_store(store).with_accounts_cached(self.accounts_cached),
+                LedgerState::new().with_store(store).with_account_cache_bytes(self.account_cache_bytes),
             );
         }
         self.states.get_mut(stream).ok_or_else(|| "no state".to_string())
@@ -284,11 +284,11 @@ struct Batch {
 
 /// Audits the store in `data_dir`; snapshots are looked for in `snapshot_dir`.
 pub fn verify(data_dir: &Path, snapshot_dir: Option<&Path>) -> Result<AuditReport, AuditFailure> {
-    verify_with(data_dir, snapshot_dir, HAND_OFF_ITEMS, ACCOUNTS_CACHED)
+    verify_with(data_dir, snapshot_dir, HAND_OFF_ITEMS, ACCOUNT_CACHE_BYTES)
 }
 
 /// `verify`, handing each partition's transfers to the scratch store every
-/// `hand_off_items` and keeping no account in memory after a hand-off (tests make it
+/// `hand_off_items` and caching no account (tests make it
 /// small, so the replay reads from the store).
 pub fn verify_handing_off(
     data_dir: &Path,
@@ -302,7 +302,7 @@ fn verify_with(
     data_dir: &Path,
     snapshot_dir: Option<&Path>,
     hand_off_items: usize,
-    accounts_cached: usize,
+    account_cache_bytes: usize,
 ) -> Result<AuditReport, AuditFailure> {
     let snapshots = snapshot_dir.map(|dir| snapshot::named_revisions(&RealDisk, dir)).unwrap_or_default();
     let mut wanted = snapshots.clone();
@@ -321,7 +321,7 @@ fn verify_with(
     }
     let mut replay = Replay::new(scratch_dir(data_dir), wanted);
     replay.hand_off_items = hand_off_items.max(1);
-    replay.accounts_cached = accounts_cached;
+    replay.account_cache_bytes = account_cache_bytes;
     let mut first_segment_of_a_tail = u32::MAX;
     // Two threads: this one replays while `audit-scan` reads the segments and checks
     // their checksums and hash links, a bounded queue of batches between them.

@@ -1,17 +1,20 @@
 //! The ledger writer's state on disk, so the writer's memory does not grow with its
 //! history: its accounts and transfers, and the checkpoint a start goes on from.
 //!
-//! `DiskState` is an LSM tree (fjall) in `{data}/state/` with three keyspaces:
+//! `DiskState` is an LSM tree (fjall) in `{data}/state/` with two keyspaces:
 //! - `transfers`: the newest version of every transfer handed off, by id (16 bytes,
 //!   big-endian), each value the bincode of a `StoredTransfer` (the transfer and the
 //!   revisions that made and last changed it). A hand-off's transfers are sorted and
 //!   ingested as new tables: no journal and no memtable (a skip list that took most of
 //!   the store's CPU).
-//! - `accounts`: every account as of the last hand-off written, by id.
-//! - `meta`: in one atomic batch with the hand-off's accounts, `covered` (a count of
-//!   events and the chain hash of the last: everything up to it is in the store) and
-//!   `checkpoint` (the rest of the state at that point: totals, holds' expiries,
-//!   counters, clock).
+//! - `accounts`: every account as of the last hand-off written, by id (16 bytes), and
+//!   after them, under two 17-byte keys no account id sorts after, `covered` (a count
+//!   of events and the chain hash of the last: everything up to it is in the store)
+//!   and `checkpoint` (the rest of the state at that point: totals, holds' expiries,
+//!   counters, clock). A hand-off's accounts and these two rows are sorted and ingested
+//!   as new tables, registered in one version of the tree: all of them or none, and no
+//!   journal or memtable (whose skip list took most of the store's CPU at 10M
+//!   accounts). A store with the `meta` keyspace of an older layout is rebuilt.
 //!
 //! Beside the database, the file `claimed` says how far the store may reach (nothing
 //! in it is past it): written, synced and renamed into place before a hand-off's
@@ -46,6 +49,9 @@ pub const HAND_OFFS_PENDING_MAX: usize = 4;
 
 /// The block cache of the store, in bytes.
 pub const CACHE_BYTES: u64 = 64 << 20;
+/// Tables of the accounts keyspace's level 0 that start a merge into level 1 (fjall's
+/// default is 4).
+const ACCOUNTS_L0_TABLES: u8 = 32;
 /// Most bytes of the store's journals (fjall's minimum; hand-offs bypass the journal).
 const JOURNAL_BYTES_MAX: u64 = 64 << 20;
 /// Most bytes a stored transfer or account may decode to (a transfer's metadata is at
@@ -58,8 +64,12 @@ const REBUILD_MARKER: &str = "REBUILD";
 /// The file of the claimed row, in the store's directory.
 pub const CLAIMED_FILE: &str = "claimed";
 const CLAIMED_MAGIC: &[u8; 8] = b"LEDGCLM1";
-const COVERED_KEY: &[u8] = b"covered";
-const CHECKPOINT_KEY: &[u8] = b"checkpoint";
+/// The keys of the meta rows in the `accounts` keyspace: longer than an account's, so
+/// after every account, `covered` last.
+const CHECKPOINT_KEY: &[u8; 17] = b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01";
+const COVERED_KEY: &[u8; 17] = b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02";
+/// The keyspace of an older layout, whose meta rows were committed in a batch.
+const OLDER_META_KEYSPACE: &str = "meta";
 
 /// How far a store covers the stream: its first `events` events, the last with `hash`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -74,13 +84,12 @@ pub struct DiskState {
     db: fjall::Database,
     transfers: fjall::Keyspace,
     accounts: fjall::Keyspace,
-    meta: fjall::Keyspace,
     dir: PathBuf,
     /// Fault injection for tests: once a file exists at this path, every write and
     /// sync fails as a disk's failed fsync would (see `fail_writes_once_exists`).
     fail_writes_once: std::sync::OnceLock<PathBuf>,
-    /// A scratch store ([`DiskState::scratch`]): never reopened, so no claimed file,
-    /// no checkpoint, and its accounts ingested as tables like its transfers.
+    /// A scratch store ([`DiskState::scratch`]): never reopened, so no claimed file and
+    /// no meta rows.
     scratch: bool,
     /// The greatest transfer id in the store, if any. A lookup of a greater id (a new
     /// transfer whose id grows with time, as ids should) answers without a read.
@@ -118,9 +127,7 @@ impl DiskState {
 
     /// An empty store in `dir` (replacing what is there) for a replay that reads it
     /// back and never reopens it (the auditor's): a hand-off is written without the
-    /// claimed file, the checkpoint or the covered row (nothing would read them), its
-    /// accounts sorted and ingested as a table instead of going through the journal
-    /// and the memtable (which must commit them with the checkpoint in one batch).
+    /// claimed file, the checkpoint or the covered row (nothing would read them).
     pub fn scratch(dir: &Path, stream: &str) -> Result<DiskState, String> {
         Ok(DiskState { scratch: true, ..DiskState::recreate(dir, stream)? })
     }
@@ -136,17 +143,24 @@ impl DiskState {
             .worker_threads(1)
             .open()
             .map_err(|e| error("open", e))?;
+        if db.keyspace_exists(OLDER_META_KEYSPACE) {
+            return Err(error("open", "a store of an older layout"));
+        }
         let options = fjall::KeyspaceCreateOptions::default;
         let transfers = db.keyspace("transfers", options).map_err(|e| error("open", e))?;
-        let accounts = db.keyspace("accounts", options).map_err(|e| error("open", e))?;
-        let meta = db.keyspace("meta", options).map_err(|e| error("open", e))?;
+        // Accounts are rewritten at random keys, so each table ingested spans the whole
+        // key space: more tables wait in L0 before a merge into L1 (each merge rewrites
+        // all of L1), and reads, rare behind the accounts cache, check more tables.
+        let leveled = fjall::compaction::Leveled::default().with_l0_threshold(ACCOUNTS_L0_TABLES);
+        let accounts_options =
+            || fjall::KeyspaceCreateOptions::default().compaction_strategy(Arc::new(leveled.clone()));
+        let accounts = db.keyspace("accounts", accounts_options).map_err(|e| error("open", e))?;
         let transfers_max = Mutex::new(last_transfer_id(&transfers)?);
         let store = DiskState {
             stream: stream.to_string(),
             db,
             transfers,
             accounts,
-            meta,
             dir: dir.to_path_buf(),
             fail_writes_once: std::sync::OnceLock::new(),
             scratch: false,
@@ -174,7 +188,7 @@ impl DiskState {
 
     /// The state as of `covered`, but its accounts and transfers.
     pub fn checkpoint(&self) -> Result<Option<Checkpoint>, String> {
-        let Some(row) = self.meta.get(CHECKPOINT_KEY).map_err(|e| error("read", e))? else {
+        let Some(row) = self.accounts.get(CHECKPOINT_KEY).map_err(|e| error("read", e))? else {
             return Ok(None);
         };
         let config = bincode::config::standard().with_limit::<CHECKPOINT_BYTES_MAX>();
@@ -186,8 +200,8 @@ impl DiskState {
         Ok(Some(checkpoint))
     }
 
-    fn row(&self, key: &[u8]) -> Result<Option<Covered>, String> {
-        let Some(row) = self.meta.get(key).map_err(|e| error("read", e))? else {
+    fn row(&self, key: &[u8; 17]) -> Result<Option<Covered>, String> {
+        let Some(row) = self.accounts.get(key).map_err(|e| error("read", e))? else {
             return Ok(None);
         };
         let row: &[u8] = &row;
@@ -234,28 +248,23 @@ impl DiskState {
             let mut max = self.transfers_max.lock().map_err(|e| error("write", e))?;
             *max = Some(max.map_or(written, |max| max.max(written)));
         }
-        if self.scratch {
-            let mut accounts: Vec<_> = hand_off.accounts.iter().collect();
-            accounts.sort_unstable_by_key(|(id, _)| id.0);
-            let mut ingestion = self.accounts.start_ingestion().map_err(|e| error("write", e))?;
-            for (id, account) in accounts {
-                ingestion
-                    .write(&id.0.to_be_bytes()[..], encode_row(account, &mut value)?)
-                    .map_err(|e| error("write", e))?;
-            }
-            return ingestion.finish().map_err(|e| error("write", e));
+        let mut accounts: Vec<_> = hand_off.accounts.iter().collect();
+        accounts.sort_unstable_by_key(|(id, _)| id.0);
+        let mut ingestion = self.accounts.start_ingestion().map_err(|e| error("write", e))?;
+        for (id, account) in accounts {
+            ingestion
+                .write(&id.0.to_be_bytes()[..], encode_row(account, &mut value)?)
+                .map_err(|e| error("write", e))?;
         }
-        let mut row = hand_off.checkpoint.events_applied.to_be_bytes().to_vec();
-        row.extend_from_slice(hash);
-        let mut batch = self.db.batch();
-        for (id, account) in hand_off.accounts.iter() {
-            batch.insert(&self.accounts, id.0.to_be_bytes(), encode_row(account, &mut value)?);
+        if !self.scratch {
+            let checkpoint = bincode::serde::encode_to_vec(&hand_off.checkpoint, bincode::config::standard())
+                .map_err(|e| error("encode", e))?;
+            let mut covered = hand_off.checkpoint.events_applied.to_be_bytes().to_vec();
+            covered.extend_from_slice(hash);
+            ingestion.write(&CHECKPOINT_KEY[..], checkpoint).map_err(|e| error("write", e))?;
+            ingestion.write(&COVERED_KEY[..], covered).map_err(|e| error("write", e))?;
         }
-        let checkpoint = bincode::serde::encode_to_vec(&hand_off.checkpoint, bincode::config::standard())
-            .map_err(|e| error("encode", e))?;
-        batch.insert(&self.meta, CHECKPOINT_KEY, checkpoint);
-        batch.insert(&self.meta, COVERED_KEY, row);
-        batch.commit().map_err(|e| error("write", e))
+        ingestion.finish().map_err(|e| error("write", e))
     }
 
     /// Makes everything written so far durable.
@@ -508,6 +517,51 @@ mod tests {
                 found.push(entry.path());
             }
         }
+    }
+
+    /// A hand-off's accounts and checkpoint are read back; a store of the older layout
+    /// (meta rows in a keyspace of their own) is made anew, to be rebuilt from the log.
+    #[test]
+    fn accounts_and_checkpoint_are_one_ingestion_and_an_older_layout_is_rebuilt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let account = |id: u128| Account {
+            id: AccountId(id),
+            currency: Currency::FIRST,
+            code: 1,
+            flags: ledger_core::domain::AccountFlags(0),
+            owner_id: 7,
+            state: ledger_core::domain::AccountState::Open,
+            debits_pending: 0,
+            debits_posted: id,
+            credits_pending: 0,
+            credits_posted: 0,
+            timestamp_ns: 1,
+        };
+        let mut written = hand_off(1..11);
+        // The greatest id sorts next to the meta rows' keys.
+        let ids = [1, 2, u128::MAX - 1, u128::MAX];
+        written.accounts = Arc::new(ids.iter().map(|id| (AccountId(*id), account(*id))).collect());
+        {
+            let store = DiskState::open(dir.path(), STREAM).expect("open");
+            store.write(&written, &[9; 32]).expect("write");
+            store.sync().expect("sync");
+        }
+        let store = DiskState::open(dir.path(), STREAM).expect("reopen");
+        assert_eq!(store.covered().expect("covered"), Some(Covered { events: 11, hash: [9; 32] }));
+        assert_eq!(store.checkpoint().expect("checkpoint"), Some(written.checkpoint.clone()));
+        for id in ids {
+            assert_eq!(store.account(AccountId(id)).expect("read"), Some(account(id)));
+        }
+        assert_eq!(store.account(AccountId(3)).expect("read"), None);
+        drop(store);
+        {
+            let db = fjall::Database::builder(dir.path().join("db")).open().expect("open the database");
+            db.keyspace(OLDER_META_KEYSPACE, fjall::KeyspaceCreateOptions::default).expect("older keyspace");
+            db.persist(fjall::PersistMode::SyncAll).expect("persist");
+        }
+        let store = DiskState::open(dir.path(), STREAM).expect("made anew");
+        assert_eq!(store.covered().expect("covered"), None);
+        assert_eq!(store.account(AccountId(1)).expect("read"), None);
     }
 
     /// A byte flipped anywhere in the store's tables: it does not open (and is made

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::account_cache::{AccountCache, ACCOUNT_CACHE_BYTES};
 use super::{CurrencyTotals, LedgerState};
 use crate::domain::*;
 use crate::money::Currency;
@@ -26,10 +27,6 @@ pub struct StoredTransfer {
 pub type TransferMap = std::collections::HashMap<TransferId, StoredTransfer, foldhash::fast::RandomState>;
 pub type AccountMap = std::collections::HashMap<AccountId, Account, foldhash::fast::RandomState>;
 pub(super) type AccountIds = std::collections::HashSet<AccountId, foldhash::fast::RandomState>;
-
-/// Accounts kept in memory after a hand-off, unchanged, as a cache of the store (about
-/// 150 bytes each: some 160 MB); past it the cache is emptied at the next hand-off.
-pub const ACCOUNTS_CACHED: usize = 1 << 20;
 
 /// Where accounts and transfers handed off are kept: an on-disk store in the engine, a
 /// map in tests. Its accounts are as of the state reading it (a start replays from the
@@ -99,14 +96,14 @@ impl LedgerState {
     /// Attaches the store accounts and transfers are handed off to and read back from.
     pub fn with_store(mut self, store: Arc<dyn StateStore>) -> LedgerState {
         self.store = Some(StoreHandle(store));
-        self.accounts_cached = ACCOUNTS_CACHED;
+        self.account_cache = AccountCache::new(ACCOUNT_CACHE_BYTES);
         self
     }
 
-    /// Keeps at most `accounts` unchanged accounts in memory after a hand-off (tests set
-    /// 0, so that every account is read back from the store).
-    pub fn with_accounts_cached(mut self, accounts: usize) -> LedgerState {
-        self.accounts_cached = accounts;
+    /// Gives the accounts cache a budget of `bytes` (tests set 0, so that every account
+    /// not changed since the last hand-off is read back from the store).
+    pub fn with_account_cache_bytes(mut self, bytes: usize) -> LedgerState {
+        self.account_cache = AccountCache::new(bytes);
         self
     }
 
@@ -136,7 +133,8 @@ impl LedgerState {
         }
     }
 
-    /// An account as of this state: the newest tier that holds it wins.
+    /// An account as of this state: the newest tier that holds it wins, then the cache
+    /// of the store, then the store.
     pub fn account(&self, id: AccountId) -> Option<Cow<'_, Account>> {
         if let Some(account) = self.accounts.get(&id) {
             return Some(Cow::Borrowed(account));
@@ -146,11 +144,32 @@ impl LedgerState {
                 return Some(Cow::Borrowed(account));
             }
         }
+        if let Some(account) = self.account_cache.get(id) {
+            return Some(Cow::Owned(account));
+        }
         let store = self.store.as_ref()?;
         match store.0.account(id) {
             Ok(account) => account.map(Cow::Owned),
             // The writer cannot decide without it; see `StateStore`.
             Err(error) => panic!("the state store failed reading {id:?}: {error}"),
+        }
+    }
+
+    /// Brings the accounts `commands` name into the first tier, unchanged, so that
+    /// deciding and applying each transfer read them there: one lookup in the cache or
+    /// the store per account and batch, instead of one per read.
+    pub(super) fn load_accounts(&mut self, commands: &[NewTransfer]) {
+        if self.store.is_none() {
+            return;
+        }
+        for command in commands {
+            for id in [command.debit_account_id, command.credit_account_id] {
+                if !self.accounts.contains_key(&id) {
+                    if let Some(account) = self.account(id).map(Cow::into_owned) {
+                        self.accounts.insert(id, account);
+                    }
+                }
+            }
         }
     }
 
@@ -225,12 +244,18 @@ impl LedgerState {
             _ => TransferMap::with_capacity_and_hasher(self.transfers.len(), self.transfers.hasher().clone()),
         };
         let transfers = Arc::new(std::mem::replace(&mut self.transfers, next));
-        let changed = std::mem::take(&mut self.dirty_accounts).into_iter();
-        let accounts: AccountMap = changed.filter_map(|id| Some((id, self.accounts.get(&id)?.clone()))).collect();
-        let accounts = Arc::new(accounts);
-        if self.accounts.len() > self.accounts_cached {
-            self.accounts.clear();
+        // The changed accounts go; those only read (`load_accounts`) are in the cache.
+        let next = match self.spare_accounts.take() {
+            Some(spare) if spare.capacity() >= self.accounts.len() => spare,
+            _ => AccountMap::with_capacity_and_hasher(self.accounts.len(), self.accounts.hasher().clone()),
+        };
+        let mut accounts = std::mem::replace(&mut self.accounts, next);
+        let changed = std::mem::take(&mut self.dirty_accounts);
+        accounts.retain(|id, _| changed.contains(id));
+        for account in accounts.values() {
+            self.account_cache.put(account);
         }
+        let accounts = Arc::new(accounts);
         let frozen = Frozen { number: self.handed_off, transfers: transfers.clone(), accounts: accounts.clone() };
         self.frozen.push_back(frozen);
         Some(HandOff { number: self.handed_off, transfers, accounts, checkpoint: self.checkpoint() })
@@ -244,6 +269,10 @@ impl LedgerState {
             if let Ok(mut transfers) = Arc::try_unwrap(frozen.transfers) {
                 transfers.clear();
                 self.spare_transfers = Some(transfers);
+            }
+            if let Ok(mut accounts) = Arc::try_unwrap(frozen.accounts) {
+                accounts.clear();
+                self.spare_accounts = Some(accounts);
             }
         }
     }
