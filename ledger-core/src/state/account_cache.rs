@@ -26,6 +26,8 @@ const SLOT_BYTES: usize = 64;
 const ENCODED_MAX: usize = SLOT_BYTES - 1;
 /// Shards of the cache (a power of two: chosen by the top bits of the hash).
 const SHARDS: usize = 64;
+/// Ids whose slots are touched together before their lookups (see `touch`).
+pub const TOUCH_GROUP: usize = 32;
 /// Slots a shard starts with.
 const SHARD_SLOTS_MIN: usize = 64;
 /// Bytes of the encoding's header: a nibble per variable-length field.
@@ -109,6 +111,32 @@ impl AccountCache {
         let shard = &self.shards[shard_of(hash)];
         let at = shard.find(hash, id)?;
         Some(decode(&shard.slots[at]))
+    }
+
+    /// Reads the first byte of `id`'s home slot, so that a lookup of it soon after finds
+    /// the slot in the CPU's caches. Touching a group of ids before looking them up lets
+    /// their memory loads overlap (a prefetch without `unsafe`): a lookup is a load from
+    /// a random place in hundreds of MB.
+    pub fn touch(&self, id: AccountId) -> u8 {
+        let Some(shard) = self.shards.get(shard_of(self.hash(id))) else { return 0 };
+        match shard.slots.len() {
+            0 => 0,
+            slots => shard.slots[home(self.hash(id), slots)][0],
+        }
+    }
+
+    /// Puts every account of `accounts`, touching each group's slots first.
+    pub fn put_all<'a>(&mut self, accounts: impl Iterator<Item = &'a Account>) {
+        if self.shards.is_empty() {
+            return;
+        }
+        let accounts: Vec<&Account> = accounts.collect();
+        for group in accounts.chunks(TOUCH_GROUP) {
+            std::hint::black_box(group.iter().fold(0u8, |all, account| all ^ self.touch(account.id)));
+            for account in group {
+                self.put(account);
+            }
+        }
     }
 
     /// Caches `account` in place of any copy of it; one whose encoding does not fit a

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::account_cache::{AccountCache, ACCOUNT_CACHE_BYTES};
+use super::account_cache::{AccountCache, ACCOUNT_CACHE_BYTES, TOUCH_GROUP};
 use super::{CurrencyTotals, LedgerState};
 use crate::domain::*;
 use crate::money::Currency;
@@ -162,8 +162,10 @@ impl LedgerState {
         if self.store.is_none() {
             return;
         }
-        for command in commands {
-            for id in [command.debit_account_id, command.credit_account_id] {
+        for group in commands.chunks(TOUCH_GROUP / 2) {
+            let ids = || group.iter().flat_map(|command| [command.debit_account_id, command.credit_account_id]);
+            std::hint::black_box(ids().fold(0u8, |all, id| all ^ self.account_cache.touch(id)));
+            for id in ids() {
                 if !self.accounts.contains_key(&id) {
                     if let Some(account) = self.account(id).map(Cow::into_owned) {
                         self.accounts.insert(id, account);
@@ -252,9 +254,7 @@ impl LedgerState {
         let mut accounts = std::mem::replace(&mut self.accounts, next);
         let changed = std::mem::take(&mut self.dirty_accounts);
         accounts.retain(|id, _| changed.contains(id));
-        for account in accounts.values() {
-            self.account_cache.put(account);
-        }
+        self.account_cache.put_all(accounts.values());
         let accounts = Arc::new(accounts);
         let frozen = Frozen { number: self.handed_off, transfers: transfers.clone(), accounts: accounts.clone() };
         self.frozen.push_back(frozen);
