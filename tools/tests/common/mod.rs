@@ -89,26 +89,37 @@ impl InProcessServer {
             webhooks: Default::default(),
         };
         change(&mut config);
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = runtime.spawn(ledger_api::server::run(config, async {
-            let _ = stopped.await;
-        }));
-        // Wait until the server answers.
-        let mut up = false;
-        for _ in 0..100 {
-            let token = match std::fs::read_to_string(dir.join("data/admin.token")) {
-                Ok(generated) => generated.trim().to_string(),
-                Err(_) => TOKEN.to_string(),
-            };
-            if ledgerctl_with(listen, &token, &["accounts", "get", "1"]).1.contains("not found") {
-                up = true;
+        // A port found free may be taken before the server binds it (by another test's
+        // client connection): a server that ends before it answers is started again on
+        // other ports, and its error is in the panic if it never comes up.
+        let mut ended = String::from("it did not end");
+        for _attempt in 0..3 {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = runtime.spawn(ledger_api::server::run(config.clone(), async {
+                let _ = stopped.await;
+            }));
+            // Wait until the server answers.
+            for _ in 0..100 {
+                if server.is_finished() {
+                    break;
+                }
+                let token = match std::fs::read_to_string(dir.join("data/admin.token")) {
+                    Ok(generated) => generated.trim().to_string(),
+                    Err(_) => TOKEN.to_string(),
+                };
+                if ledgerctl_with(config.listen, &token, &["accounts", "get", "1"]).1.contains("not found") {
+                    return InProcessServer { listen: config.listen, runtime, stop, server };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if !server.is_finished() {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            ended = format!("it ended with {:?}", runtime.block_on(server));
+            (config.listen, config.metrics_listen, config.http_listen) = (free_port(), free_port(), Some(free_port()));
         }
-        assert!(up, "the server did not come up");
-        InProcessServer { listen, runtime, stop, server }
+        panic!("the server did not come up: {ended}");
     }
 
     pub fn stop(self) {
