@@ -13,7 +13,8 @@ use crate::money::Currency;
 
 mod account_cache;
 mod tiers;
-pub use account_cache::{AccountCache, ACCOUNT_CACHE_BYTES};
+use account_cache::AccountCache;
+pub use account_cache::ACCOUNT_CACHE_BYTES;
 use tiers::AccountIds;
 pub use tiers::{AccountMap, Checkpoint, HandOff, StateStore, StoredTransfer, TransferMap};
 use tiers::{Frozen, StoreHandle};

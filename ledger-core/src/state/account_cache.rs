@@ -40,7 +40,7 @@ type Slot = [u8; SLOT_BYTES];
 /// See the module's documentation. A clone is empty, with the same budget: a cache is
 /// never part of a state's value.
 #[derive(Default)]
-pub struct AccountCache {
+pub(crate) struct AccountCache {
     shards: Vec<Shard>,
     /// Most slots a shard may have: its share of the budget.
     shard_slots_max: usize,
@@ -89,12 +89,9 @@ impl AccountCache {
         self.shards.iter().map(|shard| shard.len).sum()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.shards.iter().all(|shard| shard.len == 0)
-    }
-
     /// Bytes of slots held now (at most the budget).
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
         self.shards.iter().map(|shard| shard.slots.len() * SLOT_BYTES).sum()
     }
 
@@ -118,10 +115,11 @@ impl AccountCache {
     /// their memory loads overlap (a prefetch without `unsafe`): a lookup is a load from
     /// a random place in hundreds of MB.
     pub fn touch(&self, id: AccountId) -> u8 {
-        let Some(shard) = self.shards.get(shard_of(self.hash(id))) else { return 0 };
+        let hash = self.hash(id);
+        let Some(shard) = self.shards.get(shard_of(hash)) else { return 0 };
         match shard.slots.len() {
             0 => 0,
-            slots => shard.slots[home(self.hash(id), slots)][0],
+            slots => shard.slots[home(hash, slots)][0],
         }
     }
 

@@ -239,19 +239,9 @@ impl LedgerState {
             return None;
         }
         self.handed_off += 1;
-        // The next hand-off is likely as big: sized for it at once, the first tier is
-        // not rehashed (and fresh memory not touched twice) as it fills.
-        let next = match self.spare_transfers.take() {
-            Some(spare) if spare.capacity() >= self.transfers.len() => spare,
-            _ => TransferMap::with_capacity_and_hasher(self.transfers.len(), self.transfers.hasher().clone()),
-        };
-        let transfers = Arc::new(std::mem::replace(&mut self.transfers, next));
+        let transfers = Arc::new(next_first_tier(&mut self.transfers, &mut self.spare_transfers));
         // The changed accounts go; those only read (`load_accounts`) are in the cache.
-        let next = match self.spare_accounts.take() {
-            Some(spare) if spare.capacity() >= self.accounts.len() => spare,
-            _ => AccountMap::with_capacity_and_hasher(self.accounts.len(), self.accounts.hasher().clone()),
-        };
-        let mut accounts = std::mem::replace(&mut self.accounts, next);
+        let mut accounts = next_first_tier(&mut self.accounts, &mut self.spare_accounts);
         let changed = std::mem::take(&mut self.dirty_accounts);
         accounts.retain(|id, _| changed.contains(id));
         self.account_cache.put_all(accounts.values());
@@ -265,15 +255,8 @@ impl LedgerState {
     pub fn stored_up_to(&mut self, number: u64) {
         while self.frozen.front().is_some_and(|frozen| frozen.number <= number) {
             let Some(frozen) = self.frozen.pop_front() else { break };
-            // The store has let go of it (else it is simply dropped when it has).
-            if let Ok(mut transfers) = Arc::try_unwrap(frozen.transfers) {
-                transfers.clear();
-                self.spare_transfers = Some(transfers);
-            }
-            if let Ok(mut accounts) = Arc::try_unwrap(frozen.accounts) {
-                accounts.clear();
-                self.spare_accounts = Some(accounts);
-            }
+            keep_spare(frozen.transfers, &mut self.spare_transfers);
+            keep_spare(frozen.accounts, &mut self.spare_accounts);
         }
     }
 
@@ -286,6 +269,28 @@ impl LedgerState {
     /// Hand-offs not yet confirmed written.
     pub fn hand_offs_pending(&self) -> usize {
         self.frozen.len()
+    }
+}
+
+type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Takes the first tier's map out of `tier`, leaving in its place the spare map (if it
+/// is large enough) or a new one. The next hand-off is likely as big: sized for it at
+/// once, the first tier is not rehashed (and fresh memory not touched twice) as it fills.
+fn next_first_tier<K, V>(tier: &mut Map<K, V>, spare: &mut Option<Map<K, V>>) -> Map<K, V> {
+    let next = match spare.take() {
+        Some(spare) if spare.capacity() >= tier.len() => spare,
+        _ => Map::with_capacity_and_hasher(tier.len(), tier.hasher().clone()),
+    };
+    std::mem::replace(tier, next)
+}
+
+/// Keeps a written hand-off's map, emptied, as the spare, if the store has let go of it
+/// (else it is simply dropped when it has).
+fn keep_spare<K, V>(map: Arc<Map<K, V>>, spare: &mut Option<Map<K, V>>) {
+    if let Ok(mut map) = Arc::try_unwrap(map) {
+        map.clear();
+        *spare = Some(map);
     }
 }
 
