@@ -295,9 +295,11 @@ impl PaymentStore {
         recent(&self.by_instrument, from, to, max)
     }
 
-    /// Payments in the index.
-    pub(super) fn payments_held(&self) -> Result<u64, PaymentsError> {
-        Ok(self.all.len().map_err(err)? as u64)
+    /// About how many payments the index holds, without reading them (a count read
+    /// every row: 0.5 s at 1M payments): rows written twice (a catch-up writes a
+    /// payment's rows again) count twice until a compaction merges them.
+    pub(super) fn payments_about(&self) -> u64 {
+        self.all.approximate_len() as u64
     }
 
     pub(super) fn checkpoint(&self) -> Result<Option<Checkpoint>, PaymentsError> {
