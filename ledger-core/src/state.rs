@@ -12,6 +12,7 @@ use crate::domain::*;
 use crate::money::Currency;
 
 mod account_cache;
+pub mod rows;
 mod tiers;
 use account_cache::AccountCache;
 pub use account_cache::ACCOUNT_CACHE_BYTES;

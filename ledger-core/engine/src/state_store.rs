@@ -2,19 +2,21 @@
 //! history: its accounts and transfers, and the checkpoint a start goes on from.
 //!
 //! `DiskState` is an LSM tree (fjall) in `{data}/state/` with two keyspaces:
-//! - `transfers`: the newest version of every transfer handed off, by id (16 bytes,
-//!   big-endian), each value the bincode of a `StoredTransfer` (the transfer and the
-//!   revisions that made and last changed it). A hand-off's transfers are sorted and
+//! - `transfers-2`: the newest version of every transfer handed off, by id (16 bytes,
+//!   big-endian), each value a `StoredTransfer` (the transfer and the revisions that
+//!   made and last changed it) as `ledger_core::state::rows` writes it, without its id.
+//!   A hand-off's transfers are sorted and
 //!   ingested as new tables: no journal and no memtable (a skip list that took most of
 //!   the store's CPU).
-//! - `accounts`: every account as of the last hand-off written, by id (16 bytes), and
-//!   after them, under two 17-byte keys no account id sorts after, `covered` (a count
+//! - `accounts-2`: every account as of the last hand-off written, by id (16 bytes,
+//!   each value as `rows` writes it), and after them, under two 17-byte keys no account id sorts after, `covered` (a count
 //!   of events and the chain hash of the last: everything up to it is in the store)
 //!   and `checkpoint` (the rest of the state at that point: totals, holds' expiries,
 //!   counters, clock). A hand-off's accounts and these two rows are sorted and ingested
 //!   as new tables, registered in one version of the tree: all of them or none, and no
 //!   journal or memtable (whose skip list took most of the store's CPU at 10M
-//!   accounts). A store with the `meta` keyspace of an older layout is rebuilt.
+//!   accounts). A store with a keyspace of an older layout (`meta`, or rows in
+//!   bincode: `transfers`, `accounts`) is rebuilt.
 //!
 //! Beside the database, the file `claimed` says how far the store may reach (nothing
 //! in it is past it): written, synced and renamed into place before a hand-off's
@@ -41,7 +43,7 @@ use std::thread::JoinHandle;
 use crate::store::disk::{replace_file, RealDisk};
 use ledger_core::chain::Hash;
 use ledger_core::domain::{Account, AccountId, TransferId};
-use ledger_core::state::{Checkpoint, HandOff, LedgerState, StateStore, StoredTransfer};
+use ledger_core::state::{rows, Checkpoint, HandOff, LedgerState, StateStore, StoredTransfer};
 
 /// Hand-offs waiting to be written before the writer waits for the store: with the
 /// first tier, at most about `(1 + this) * hand_off_items` items in memory.
@@ -54,9 +56,9 @@ pub const CACHE_BYTES: u64 = 64 << 20;
 const ACCOUNTS_L0_TABLES: u8 = 32;
 /// Most bytes of the store's journals (fjall's minimum; hand-offs bypass the journal).
 const JOURNAL_BYTES_MAX: u64 = 64 << 20;
-/// Most bytes a stored transfer or account may decode to (a transfer's metadata is at
-/// most 256 bytes).
-const VALUE_BYTES_MAX: usize = 4_096;
+/// Bytes of the buffer rows are encoded in (a row is at most about 450 bytes: a
+/// transfer's metadata is at most 256 bytes).
+const ROW_BUFFER_BYTES: usize = 1_024;
 /// Most bytes the checkpoint row may decode to (it holds every hold's expiry).
 const CHECKPOINT_BYTES_MAX: usize = 1 << 30;
 /// Left in the directory by a failed read: the next open removes the store.
@@ -68,8 +70,13 @@ const CLAIMED_MAGIC: &[u8; 8] = b"LEDGCLM1";
 /// after every account, `covered` last.
 const CHECKPOINT_KEY: &[u8; 17] = b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01";
 const COVERED_KEY: &[u8; 17] = b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02";
-/// The keyspace of an older layout, whose meta rows were committed in a batch.
-const OLDER_META_KEYSPACE: &str = "meta";
+/// The keyspaces of the transfers and of the accounts (and meta rows). The suffix is the
+/// rows' format: a format change takes new names, so a store of another one is rebuilt.
+const TRANSFERS_KEYSPACE: &str = "transfers-2";
+const ACCOUNTS_KEYSPACE: &str = "accounts-2";
+/// Keyspaces of older layouts (`meta`: meta rows committed in a batch; the others:
+/// rows in bincode): a store that has one is rebuilt.
+const OLDER_KEYSPACES: [&str; 3] = ["meta", "transfers", "accounts"];
 
 /// How far a store covers the stream: its first `events` events, the last with `hash`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -143,18 +150,18 @@ impl DiskState {
             .worker_threads(1)
             .open()
             .map_err(|e| error("open", e))?;
-        if db.keyspace_exists(OLDER_META_KEYSPACE) {
+        if OLDER_KEYSPACES.iter().any(|name| db.keyspace_exists(name)) {
             return Err(error("open", "a store of an older layout"));
         }
         let options = fjall::KeyspaceCreateOptions::default;
-        let transfers = db.keyspace("transfers", options).map_err(|e| error("open", e))?;
+        let transfers = db.keyspace(TRANSFERS_KEYSPACE, options).map_err(|e| error("open", e))?;
         // Accounts are rewritten at random keys, so each table ingested spans the whole
         // key space: more tables wait in L0 before a merge into L1 (each merge rewrites
         // all of L1), and reads, rare behind the accounts cache, check more tables.
         let leveled = fjall::compaction::Leveled::default().with_l0_threshold(ACCOUNTS_L0_TABLES);
         let accounts_options =
             || fjall::KeyspaceCreateOptions::default().compaction_strategy(Arc::new(leveled.clone()));
-        let accounts = db.keyspace("accounts", accounts_options).map_err(|e| error("open", e))?;
+        let accounts = db.keyspace(ACCOUNTS_KEYSPACE, accounts_options).map_err(|e| error("open", e))?;
         let transfers_max = Mutex::new(last_transfer_id(&transfers)?);
         let store = DiskState {
             stream: stream.to_string(),
@@ -238,10 +245,12 @@ impl DiskState {
         }
         // One buffer for every row: encoding each into a fresh vector grew it several
         // times a row.
-        let mut value = Vec::with_capacity(VALUE_BYTES_MAX);
+        let mut value = Vec::with_capacity(ROW_BUFFER_BYTES);
         let mut ingestion = self.transfers.start_ingestion().map_err(|e| error("write", e))?;
         for (id, stored) in rows {
-            ingestion.write(&id.0.to_be_bytes()[..], encode_row(stored, &mut value)?).map_err(|e| error("write", e))?;
+            value.clear();
+            rows::encode_transfer(stored, &mut value);
+            ingestion.write(&id.0.to_be_bytes()[..], &value[..]).map_err(|e| error("write", e))?;
         }
         ingestion.finish().map_err(|e| error("write", e))?;
         if let Some(written) = written_max {
@@ -252,9 +261,9 @@ impl DiskState {
         accounts.sort_unstable_by_key(|(id, _)| id.0);
         let mut ingestion = self.accounts.start_ingestion().map_err(|e| error("write", e))?;
         for (id, account) in accounts {
-            ingestion
-                .write(&id.0.to_be_bytes()[..], encode_row(account, &mut value)?)
-                .map_err(|e| error("write", e))?;
+            value.clear();
+            rows::encode_account(account, &mut value);
+            ingestion.write(&id.0.to_be_bytes()[..], &value[..]).map_err(|e| error("write", e))?;
         }
         if !self.scratch {
             let checkpoint = bincode::serde::encode_to_vec(&hand_off.checkpoint, bincode::config::standard())
@@ -338,29 +347,16 @@ fn last_transfer_id(transfers: &fjall::Keyspace) -> Result<Option<u128>, String>
     Ok(Some(u128::from_be_bytes(key)))
 }
 
-/// `row` in bincode, in `buffer` (emptied first).
-fn encode_row<'b, T: serde::Serialize>(row: &T, buffer: &'b mut Vec<u8>) -> Result<&'b [u8], String> {
-    buffer.clear();
-    bincode::serde::encode_into_std_write(row, buffer, bincode::config::standard()).map_err(|e| error("encode", e))?;
-    Ok(buffer)
-}
-
-/// Reads the value under `key` in `keyspace` and decodes it; `id_of` must give back the
-/// id it is filed under.
-fn read_row<T: serde::de::DeserializeOwned>(
+/// Reads the value under `key` in `keyspace` and decodes it with `decode`.
+fn read_row<T, E: std::fmt::Display>(
     keyspace: &fjall::Keyspace,
     key: u128,
-    id_of: impl Fn(&T) -> u128,
+    decode: impl Fn(&[u8]) -> Result<T, E>,
 ) -> Result<Option<T>, String> {
     let Some(value) = keyspace.get(key.to_be_bytes()).map_err(|e| error("read", e))? else {
         return Ok(None);
     };
-    let config = bincode::config::standard().with_limit::<VALUE_BYTES_MAX>();
-    let (row, used): (T, usize) = bincode::serde::decode_from_slice(&value, config).map_err(|e| error("decode", e))?;
-    if used != value.len() || id_of(&row) != key {
-        return Err(error("decode", format!("the row of {key} holds something else")));
-    }
-    Ok(Some(row))
+    decode(&value).map(Some).map_err(|e| error(&format!("the row of {key}"), e))
 }
 
 impl StateStore for DiskState {
@@ -369,12 +365,11 @@ impl StateStore for DiskState {
         if max.is_none_or(|max| id.0 > max) {
             return Ok(None);
         }
-        read_row(&self.transfers, id.0, |stored: &StoredTransfer| stored.transfer.movement.id.0)
-            .inspect_err(|_| self.mark_for_rebuild())
+        read_row(&self.transfers, id.0, |row| rows::decode_transfer(id, row)).inspect_err(|_| self.mark_for_rebuild())
     }
 
     fn account(&self, id: AccountId) -> Result<Option<Account>, String> {
-        read_row(&self.accounts, id.0, |account: &Account| account.id.0).inspect_err(|_| self.mark_for_rebuild())
+        read_row(&self.accounts, id.0, |row| rows::decode_account(id, row)).inspect_err(|_| self.mark_for_rebuild())
     }
 }
 
@@ -554,14 +549,21 @@ mod tests {
         }
         assert_eq!(store.account(AccountId(3)).expect("read"), None);
         drop(store);
-        {
-            let db = fjall::Database::builder(dir.path().join("db")).open().expect("open the database");
-            db.keyspace(OLDER_META_KEYSPACE, fjall::KeyspaceCreateOptions::default).expect("older keyspace");
-            db.persist(fjall::PersistMode::SyncAll).expect("persist");
+        for older in OLDER_KEYSPACES {
+            {
+                let store = DiskState::open(dir.path(), STREAM).expect("open");
+                store.write(&written, &[9; 32]).expect("write");
+                store.sync().expect("sync");
+            }
+            {
+                let db = fjall::Database::builder(dir.path().join("db")).open().expect("open the database");
+                db.keyspace(older, fjall::KeyspaceCreateOptions::default).expect("older keyspace");
+                db.persist(fjall::PersistMode::SyncAll).expect("persist");
+            }
+            let store = DiskState::open(dir.path(), STREAM).expect("made anew");
+            assert_eq!(store.covered().expect("covered"), None, "a store with keyspace {older}");
+            assert_eq!(store.account(AccountId(1)).expect("read"), None);
         }
-        let store = DiskState::open(dir.path(), STREAM).expect("made anew");
-        assert_eq!(store.covered().expect("covered"), None);
-        assert_eq!(store.account(AccountId(1)).expect("read"), None);
     }
 
     /// A byte flipped anywhere in the store's tables: it does not open (and is made

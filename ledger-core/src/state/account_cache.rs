@@ -15,6 +15,7 @@ use std::hash::BuildHasher;
 
 use crate::domain::{Account, AccountFlags, AccountId, AccountState};
 use crate::money::Currency;
+use crate::state::rows::{account_ints, len_nibble, nibble_len, state_byte, stored_len};
 
 /// The default budget of a state's accounts cache, in bytes (768 MiB): at 64 bytes an
 /// account and at most 7/8 of the slots full, about 11 million accounts.
@@ -271,41 +272,11 @@ impl Shard {
     }
 }
 
-/// Significant bytes of `value` as stored: 0 to 14, or 16 (a nibble's 15).
-fn stored_len(value: u128) -> usize {
-    match 16 - value.leading_zeros() as usize / 8 {
-        15 => 16,
-        len => len,
-    }
-}
-
-fn nibble_len(nibble: u8) -> usize {
-    match nibble {
-        15 => 16,
-        len => len as usize,
-    }
-}
-
-fn state_byte(state: AccountState) -> u8 {
-    match state {
-        AccountState::Open => 0,
-        AccountState::Frozen => 1,
-        AccountState::Closed => 2,
-    }
-}
-
-/// The fields of variable length, in the encoding's order.
+/// The fields of variable length, in the encoding's order: the id, then the store
+/// row's integers.
 fn variable_fields(account: &Account) -> [u128; 8] {
-    [
-        account.id.0,
-        account.owner_id,
-        account.debits_pending,
-        account.debits_posted,
-        account.credits_pending,
-        account.credits_posted,
-        u128::from(account.timestamp_ns),
-        u128::from(account.flags.0),
-    ]
+    let ints = account_ints(account);
+    std::array::from_fn(|field| if field == 0 { account.id.0 } else { ints[field - 1] })
 }
 
 /// `account` in a slot, if its encoding fits.
@@ -319,8 +290,7 @@ fn encode(account: &Account) -> Option<Slot> {
     let mut slot = [0u8; SLOT_BYTES];
     slot[0] = len as u8;
     for (field, pair) in lens.chunks(2).enumerate() {
-        let nibble = |len: usize| if len == 16 { 15 } else { len as u8 };
-        slot[1 + field] = nibble(pair[0]) | nibble(pair[1]) << 4;
+        slot[1 + field] = len_nibble(pair[0]) | len_nibble(pair[1]) << 4;
     }
     let mut at = 1 + HEADER_BYTES;
     slot[at..at + 2].copy_from_slice(&account.currency.index().to_le_bytes());
