@@ -45,30 +45,8 @@ async fn listed(server: &Server, who: &Person) -> Vec<String> {
     }
 }
 
-/// The indexes: the users' a file, the payments' a directory.
 fn index_files(data: &std::path::Path) -> [std::path::PathBuf; 2] {
-    [ledger_platform::users::index_path(data), ledger_platform::payments::index_path(data)]
-}
-
-/// Copies the file or directory `from` to `to` (which must not exist).
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    if from.is_dir() {
-        std::fs::create_dir_all(to).expect("create a directory");
-        for entry in std::fs::read_dir(from).expect("read a directory") {
-            let entry = entry.expect("an entry");
-            copy_tree(&entry.path(), &to.join(entry.file_name()));
-        }
-    } else {
-        std::fs::copy(from, to).expect("copy a file");
-    }
-}
-
-fn remove_tree(path: &std::path::Path) {
-    if path.is_dir() {
-        std::fs::remove_dir_all(path).expect("remove a directory");
-    } else {
-        std::fs::remove_file(path).expect("remove a file");
-    }
+    [data.join("users").join("index.redb"), data.join("payments").join("index.redb")]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,10 +65,7 @@ async fn a_start_catches_the_indexes_up_or_rebuilds_them() {
     drop(users);
     assert!(server.terminate().success());
     // The indexes as of a clean stop: their checkpoint is the log's end then.
-    let saved: Vec<std::path::PathBuf> = (0..2).map(|n| dir.path().join(format!("saved-index-{n}"))).collect();
-    for (index, copy) in index_files(&data).iter().zip(&saved) {
-        copy_tree(index, copy);
-    }
+    let saved: Vec<Vec<u8>> = index_files(&data).iter().map(|f| std::fs::read(f).expect("index file")).collect();
 
     let server = Server::start(dir.path());
     let mut users = server.users().await;
@@ -101,9 +76,8 @@ async fn a_start_catches_the_indexes_up_or_rebuilds_them() {
     drop(users);
     drop(server); // SIGKILL
                   // Back to the older indexes: the start must re-apply everything since.
-    for (index, copy) in index_files(&data).iter().zip(&saved) {
-        remove_tree(index);
-        copy_tree(copy, index);
+    for (file, bytes) in index_files(&data).iter().zip(&saved) {
+        std::fs::write(file, bytes).expect("restore the index");
     }
     let server = Server::start(dir.path());
     let newest_first: Vec<String> = sent.iter().rev().cloned().collect();
@@ -123,8 +97,8 @@ async fn a_start_catches_the_indexes_up_or_rebuilds_them() {
     drop(server);
 
     // No indexes at all: rebuilt from the log.
-    for index in index_files(&data) {
-        remove_tree(&index);
+    for file in index_files(&data) {
+        std::fs::remove_file(file).expect("remove the index");
     }
     let server = Server::start(dir.path());
     assert_eq!(listed(&server, &alice).await, newest_first);

@@ -48,21 +48,7 @@ pub fn read(database: &Database) -> Result<Option<Checkpoint>, CheckpointError> 
         Err(e) => return Err(db(e)),
     };
     let Some(row) = meta.get(CHECKPOINT).map_err(db)? else { return Ok(None) };
-    decode(row.value()).map(Some)
-}
-
-/// A checkpoint's row: the next position (8 bytes, little-endian), then the chain hash
-/// of the event before it, if there is one.
-pub fn encode(checkpoint: Checkpoint) -> Vec<u8> {
-    let mut bytes = checkpoint.next.to_le_bytes().to_vec();
-    if let Some(hash) = checkpoint.hash {
-        bytes.extend_from_slice(&hash);
-    }
-    bytes
-}
-
-/// The checkpoint of a row written by [`encode`]; an error for any other bytes.
-pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
+    let bytes = row.value();
     let next = bytes.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
     let next = next.ok_or(CheckpointError::Corrupt(bytes.len()))?;
     let hash = match bytes.len() {
@@ -70,7 +56,7 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
         40 => Some(bytes[8..].try_into().map_err(|_| CheckpointError::Corrupt(bytes.len()))?),
         other => return Err(CheckpointError::Corrupt(other)),
     };
-    Ok(Checkpoint { next, hash })
+    Ok(Some(Checkpoint { next, hash }))
 }
 
 /// Records `checkpoint` in a durable commit, which makes every earlier commit durable.
@@ -82,7 +68,11 @@ pub fn write(database: &Database, checkpoint: Checkpoint) -> Result<(), Checkpoi
     txn.set_quick_repair(true);
     {
         let mut meta = txn.open_table(META).map_err(db)?;
-        meta.insert(CHECKPOINT, encode(checkpoint).as_slice()).map_err(db)?;
+        let mut bytes = checkpoint.next.to_le_bytes().to_vec();
+        if let Some(hash) = checkpoint.hash {
+            bytes.extend_from_slice(&hash);
+        }
+        meta.insert(CHECKPOINT, bytes.as_slice()).map_err(db)?;
     }
     txn.commit().map_err(db)
 }

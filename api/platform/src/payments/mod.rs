@@ -96,7 +96,7 @@ pub fn stream_name(id: u128) -> String {
 
 /// Where the payments' index of a data directory lives.
 pub fn index_path(data_dir: &std::path::Path) -> std::path::PathBuf {
-    data_dir.join("payments").join("index")
+    data_dir.join("payments").join("index.redb")
 }
 
 struct Entry {

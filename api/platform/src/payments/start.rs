@@ -90,8 +90,8 @@ impl Payments {
                 }
             }
         }
-        let about = self.disk.payments_about();
-        tracing::info!(payments_about = about, open = self.payments.len(), quotes_taken = taken, "payments open");
+        let held = self.disk.payments_held()?;
+        tracing::info!(payments = held, open = self.payments.len(), quotes_taken = taken, "payments open");
         Ok(())
     }
 
