@@ -5,11 +5,11 @@
 //! - `transfers-2`: the newest version of every transfer handed off, by id (16 bytes,
 //!   big-endian), each value a `StoredTransfer` (the transfer and the revisions that
 //!   made and last changed it) as `ledger_core::state::rows` writes it, without its id.
-//!   A hand-off's transfers are sorted and
-//!   ingested as new tables: no journal and no memtable (a skip list that took most of
-//!   the store's CPU).
+//!   A hand-off's transfers are sorted and ingested as new tables: no journal and no
+//!   memtable (a skip list that took most of the store's CPU).
 //! - `accounts-2`: every account as of the last hand-off written, by id (16 bytes,
-//!   each value as `rows` writes it), and after them, under two 17-byte keys no account id sorts after, `covered` (a count
+//!   each value as `rows` writes it), and after them, under two 17-byte keys no account
+//!   id sorts after, `covered` (a count
 //!   of events and the chain hash of the last: everything up to it is in the store)
 //!   and `checkpoint` (the rest of the state at that point: totals, holds' expiries,
 //!   counters, clock). A hand-off's accounts and these two rows are sorted and ingested
@@ -249,7 +249,7 @@ impl DiskState {
         let mut ingestion = self.transfers.start_ingestion().map_err(|e| error("write", e))?;
         for (id, stored) in rows {
             value.clear();
-            rows::encode_transfer(stored, &mut value);
+            rows::encode_transfer(stored, &mut value).map_err(|e| error("encode", e))?;
             ingestion.write(&id.0.to_be_bytes()[..], &value[..]).map_err(|e| error("write", e))?;
         }
         ingestion.finish().map_err(|e| error("write", e))?;

@@ -13,9 +13,9 @@
 
 use std::hash::BuildHasher;
 
-use crate::domain::{Account, AccountFlags, AccountId, AccountState};
+use crate::domain::{Account, AccountFlags, AccountId};
 use crate::money::Currency;
-use crate::state::rows::{account_ints, len_nibble, nibble_len, state_byte, stored_len};
+use crate::state::rows::{account_ints, len_nibble, nibble_len, state_byte, state_of, stored_len};
 
 /// The default budget of a state's accounts cache, in bytes (768 MiB): at 64 bytes an
 /// account and at most 7/8 of the slots full, about 11 million accounts.
@@ -321,12 +321,8 @@ fn decode(slot: &Slot) -> Account {
     let mut at = 1 + HEADER_BYTES;
     let currency = u16::from_le_bytes([slot[at], slot[at + 1]]);
     let code = u16::from_le_bytes([slot[at + 2], slot[at + 3]]);
-    let state = match slot[at + 4] {
-        0 => AccountState::Open,
-        1 => AccountState::Frozen,
-        2 => AccountState::Closed,
-        other => panic!("the accounts cache holds an account state {other} it never wrote"),
-    };
+    let state = state_of(slot[at + 4])
+        .unwrap_or_else(|| panic!("the accounts cache holds an account state {} it never wrote", slot[at + 4]));
     at += FIXED_BYTES;
     let fields = lens.map(|len| {
         let mut bytes = [0u8; 16];
@@ -354,6 +350,7 @@ fn decode(slot: &Slot) -> Account {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::AccountState;
     use proptest::prelude::*;
     use std::collections::HashMap;
 

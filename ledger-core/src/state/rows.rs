@@ -117,6 +117,16 @@ pub(crate) fn state_byte(state: AccountState) -> u8 {
     }
 }
 
+/// The state `state_byte` gave `byte`, if it gave one.
+pub(crate) fn state_of(byte: u8) -> Option<AccountState> {
+    match byte {
+        0 => Some(AccountState::Open),
+        1 => Some(AccountState::Frozen),
+        2 => Some(AccountState::Closed),
+        _ => None,
+    }
+}
+
 /// An account's integers, in the row's order.
 pub(crate) fn account_ints(account: &Account) -> [u128; ACCOUNT_INTS] {
     [
@@ -145,12 +155,7 @@ pub fn decode_account(id: AccountId, mut bytes: &[u8]) -> Result<Account, RowErr
         take_ints::<ACCOUNT_INTS>(bytes)?;
     let currency = currency(take_u16(bytes)?)?;
     let code = take_u16(bytes)?;
-    let state = match take(bytes, 1)?[0] {
-        0 => AccountState::Open,
-        1 => AccountState::Frozen,
-        2 => AccountState::Closed,
-        _ => return Err(RowError("an unknown account state")),
-    };
+    let state = state_of(take(bytes, 1)?[0]).ok_or(RowError("an unknown account state"))?;
     if !bytes.is_empty() {
         return Err(RowError("bytes after the end"));
     }
@@ -169,9 +174,13 @@ pub fn decode_account(id: AccountId, mut bytes: &[u8]) -> Result<Account, RowErr
     })
 }
 
-/// `stored`'s row, appended to `out`.
-pub fn encode_transfer(stored: &StoredTransfer, out: &mut Vec<u8>) {
+/// `stored`'s row, appended to `out`; an error (and nothing appended) for metadata
+/// longer than `METADATA_BYTES_MAX`, which the decider never lets in.
+pub fn encode_transfer(stored: &StoredTransfer, out: &mut Vec<u8>) -> Result<(), RowError> {
     let (transfer, movement) = (&stored.transfer, &stored.transfer.movement);
+    if movement.metadata.len() > METADATA_BYTES_MAX {
+        return Err(RowError("metadata longer than allowed"));
+    }
     let (kind, argument) = match transfer.kind {
         TransferKind::Posted => (0, 0),
         TransferKind::Pending { timeout_ns } => (1, u128::from(timeout_ns)),
@@ -203,9 +212,10 @@ pub fn encode_transfer(stored: &StoredTransfer, out: &mut Vec<u8>) {
     out.extend_from_slice(&movement.currency.index().to_le_bytes());
     out.extend_from_slice(&movement.code.to_le_bytes());
     out.push(kind | status << 2 | u8::from(movement.linked) << 5);
-    // At most METADATA_BYTES_MAX (the decider refuses longer), so it fits.
+    // At most METADATA_BYTES_MAX (checked above), so it fits two bytes.
     out.extend_from_slice(&(movement.metadata.len() as u16).to_le_bytes());
     out.extend_from_slice(movement.metadata.as_bytes());
+    Ok(())
 }
 
 /// The transfer `id` of a row `encode_transfer` wrote.
@@ -341,7 +351,7 @@ mod tests {
         #[test]
         fn a_transfer_decodes_to_itself(stored in any_transfer()) {
             let mut row = Vec::new();
-            encode_transfer(&stored, &mut row);
+            encode_transfer(&stored, &mut row).expect("encode");
             prop_assert_eq!(decode_transfer(stored.transfer.movement.id, &row), Ok(stored));
         }
 
@@ -355,7 +365,7 @@ mod tests {
         ) {
             let (mut a, mut t) = (Vec::new(), Vec::new());
             encode_account(&account, &mut a);
-            encode_transfer(&stored, &mut t);
+            encode_transfer(&stored, &mut t).expect("encode");
             for row in [&mut a, &mut t] {
                 let at = at % row.len();
                 if cut { row.truncate(at) } else { row[at] ^= byte.max(1) }
@@ -367,7 +377,7 @@ mod tests {
             }
             if let Ok(decoded) = decode_transfer(stored.transfer.movement.id, &t) {
                 let mut again = Vec::new();
-                encode_transfer(&decoded, &mut again);
+                encode_transfer(&decoded, &mut again).expect("encode");
                 prop_assert_eq!(again, t);
             }
         }
@@ -393,5 +403,15 @@ mod tests {
         assert_eq!(row.len(), 4 + 3 + 2 + 8 + 5, "header, totals, time, fixed fields");
         row.push(0);
         assert_eq!(decode_account(account.id, &row), Err(RowError("bytes after the end")));
+    }
+
+    proptest! {
+        #[test]
+        fn metadata_too_long_is_an_error_and_writes_nothing(mut stored in any_transfer()) {
+            stored.transfer.movement.metadata = "m".repeat(METADATA_BYTES_MAX + 1);
+            let mut row = vec![7];
+            prop_assert_eq!(encode_transfer(&stored, &mut row), Err(RowError("metadata longer than allowed")));
+            prop_assert_eq!(row, vec![7]);
+        }
     }
 }
