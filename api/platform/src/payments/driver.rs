@@ -154,7 +154,8 @@ impl Payments {
                 Ok(true)
             }
             Action::Assess => {
-                let assessed = self.assess(&payment, now).await?;
+                // A failed append leaves the payment counted: assessed again, it counts once.
+                let (assessed, _) = self.assess(&payment, now).await?;
                 self.append(&mut payment, vec![EventKind::RiskAssessed(assessed)]).await?;
                 Ok(true)
             }
@@ -340,7 +341,13 @@ impl Payments {
         })
     }
 
-    pub(super) async fn assess(&self, payment: &Payment, now: u64) -> Result<ev::RiskAssessed, PaymentsError> {
+    /// Assesses `payment` and counts it in the risk windows: the assessment, and what
+    /// was counted (`None` for a payment in no known currency).
+    pub(super) async fn assess(
+        &self,
+        payment: &Payment,
+        now: u64,
+    ) -> Result<(ev::RiskAssessed, Option<Recent>), PaymentsError> {
         let instrument_added_ns = if payment.instrument_id.is_empty() {
             None
         } else {
@@ -360,7 +367,7 @@ impl Payments {
         let currency = payment.currency();
         // Read the earlier payments, decide and count this one under one lock, so two
         // payments assessed at once each see the other in one order.
-        let assessed = {
+        let (assessed, counted) = {
             let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
             self.warm(&mut activity, payment, now)?;
             let (id, at) = (payment.id, payment.created_ns);
@@ -382,20 +389,22 @@ impl Payments {
                 now_ns: now,
             };
             let assessed = risk::assess(&self.config.risk, &input);
-            if let Some(currency) = currency {
+            let counted = currency.map(|currency| {
                 // A blocked payment counts as an attempt, but moves no money.
                 let amount = if assessed.decision == Decision::Block { 0 } else { payment.created.amount };
                 let recent = Recent { payment: payment.id, at: payment.created_ns, currency, amount };
                 activity.assessed(payment.sender(), &payment.instrument_id, recent, now);
-            }
-            assessed
+                recent
+            });
+            (assessed, counted)
         };
-        Ok(ev::RiskAssessed {
+        let assessed = ev::RiskAssessed {
             score: assessed.score,
             decision: assessed.decision.as_str().into(),
             reasons: assessed.reasons,
             review_deadline_ns: now + self.config.risk.review_timeout.as_nanos() as u64,
-        })
+        };
+        Ok((assessed, counted))
     }
 
     /// Reads from the index what the rules need of earlier payments and memory lacks:
@@ -406,12 +415,13 @@ impl Payments {
         let sender = payment.sender();
         if !activity.has_user(sender) {
             let max = self.config.risk.user_per_day.max(self.config.risk.user_per_hour);
-            activity.load_user(sender, self.disk.sent_since(sender, since, max)?);
+            activity.load_user(sender, now, |visit| self.disk.sent_since(sender, since, max, visit))?;
         }
         let instrument = payment.instrument_id.as_str();
         if !instrument.is_empty() && !activity.has_instrument(instrument) {
             let max = self.config.risk.instrument_per_day.max(self.config.risk.instrument_per_hour);
-            activity.load_instrument(instrument, self.disk.instrument_since(instrument, since, max)?);
+            activity
+                .load_instrument(instrument, now, |visit| self.disk.instrument_since(instrument, since, max, visit))?;
         }
         let receiver = payment.receiver();
         if !activity.known_payee(sender, receiver) {

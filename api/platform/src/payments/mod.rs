@@ -180,7 +180,7 @@ impl Payments {
             rows: store::RowWriter::start(disk.clone())?,
             disk,
             accounts: PlatformAccounts::payments(),
-            activity: std::sync::Mutex::new(Activity::new(&config.risk)),
+            activity: std::sync::Mutex::new(Activity::new()),
             clock,
             ops: ops::PaymentOps::default(),
             finished: std::sync::Mutex::new(std::collections::VecDeque::new()),
@@ -404,15 +404,17 @@ impl Payments {
         let now = self.clock.now_ns();
         let mut created_now = payment.clone();
         created_now.evolve(now, kinds[0].clone())?;
-        let assessed = matches!(created_now.next_action(now), saga::Action::Assess);
-        if assessed {
-            kinds.push(EventKind::RiskAssessed(self.assess(&created_now, now).await?));
+        let mut counted = None;
+        if matches!(created_now.next_action(now), saga::Action::Assess) {
+            let (assessed, recent) = self.assess(&created_now, now).await?;
+            kinds.push(EventKind::RiskAssessed(assessed));
+            counted = recent;
         }
         if let Err(error) = self.append(&mut payment, kinds).await {
-            if assessed {
+            if let Some(recent) = counted {
                 // Counted by the assessment, but never made.
                 let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
-                activity.forget(created_now.sender(), &created_now.instrument_id, id);
+                activity.forget(created_now.sender(), &created_now.instrument_id, &recent, now);
             }
             return Err(error);
         }

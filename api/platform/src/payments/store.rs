@@ -217,38 +217,41 @@ impl PaymentStore {
         Ok(out)
     }
 
-    /// The last `max` payments `sender` made since `since_ns`, oldest first.
-    pub(super) fn sent_since(&self, sender: u128, since_ns: u64, max: usize) -> Result<Vec<Recent>, PaymentsError> {
+    /// The last `max` payments `sender` made since `since_ns`, newest first.
+    pub(super) fn sent_since(
+        &self,
+        sender: u128,
+        since_ns: u64,
+        max: usize,
+        visit: &mut dyn FnMut(Recent),
+    ) -> Result<(), PaymentsError> {
         let txn = self.db.begin_read().map_err(err)?;
         let table = txn.open_table(SENT).map_err(err)?;
-        let mut out = Vec::new();
         for row in table.range((sender, since_ns, 0)..=(sender, u64::MAX, u128::MAX)).map_err(err)?.rev().take(max) {
             let (key, value) = row.map_err(err)?;
             let (_, at, payment) = key.value();
-            out.push(decode_recent(payment, at, value.value())?);
+            visit(decode_recent(payment, at, value.value())?);
         }
-        out.reverse();
-        Ok(out)
+        Ok(())
     }
 
-    /// The last `max` payments with `instrument` since `since_ns`, oldest first.
+    /// The last `max` payments with `instrument` since `since_ns`, newest first.
     pub(super) fn instrument_since(
         &self,
         instrument: &str,
         since_ns: u64,
         max: usize,
-    ) -> Result<Vec<Recent>, PaymentsError> {
+        visit: &mut dyn FnMut(Recent),
+    ) -> Result<(), PaymentsError> {
         let txn = self.db.begin_read().map_err(err)?;
         let table = txn.open_table(BY_INSTRUMENT).map_err(err)?;
-        let mut out = Vec::new();
         let range = table.range((instrument, since_ns, 0)..=(instrument, u64::MAX, u128::MAX)).map_err(err)?;
         for row in range.rev().take(max) {
             let (key, value) = row.map_err(err)?;
             let (_, at, payment) = key.value();
-            out.push(decode_recent(payment, at, value.value())?);
+            visit(decode_recent(payment, at, value.value())?);
         }
-        out.reverse();
-        Ok(out)
+        Ok(())
     }
 
     /// Payments in the index.
