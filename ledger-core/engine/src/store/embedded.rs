@@ -29,6 +29,16 @@ const GROUP_BYTES_MAX: usize = 64 << 20;
 const READ_GAP_BYTES_MAX: u32 = 64 << 10;
 /// ...and this long in all (plus the last record).
 const READ_SPAN_BYTES_MAX: u32 = 4 << 20;
+/// A thread keeps its span buffer between reads up to this many bytes (a span and a
+/// large last record); a larger one, read for a record near `APPEND_BYTES_MAX`, is
+/// freed after its read.
+const SPAN_BUFFER_KEEP_BYTES: usize = 2 * READ_SPAN_BYTES_MAX as usize;
+
+thread_local! {
+    /// The bytes of the spans read on this thread, reused: a fresh buffer of a few MiB
+    /// per read cost the projector page faults and zeroing of new memory each time.
+    static SPAN_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// Options of [`EmbeddedStore::open`].
 #[derive(Clone, Debug)]
@@ -303,6 +313,22 @@ impl EmbeddedStore {
     /// segment (a page of the log, a run of a stream) are read with one `pread` of
     /// their span rather than two each.
     fn read_located(&self, stream: &str, located: Vec<(Location, Expected)>) -> Result<Vec<RecordedEvent>, StoreError> {
+        SPAN_BUFFER.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            let out = self.read_located_with(stream, &located, &mut buffer);
+            if buffer.capacity() > SPAN_BUFFER_KEEP_BYTES {
+                *buffer = Vec::new();
+            }
+            out
+        })
+    }
+
+    fn read_located_with(
+        &self,
+        stream: &str,
+        located: &[(Location, Expected)],
+        buffer: &mut Vec<u8>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let mut out = Vec::with_capacity(located.len());
         let mut first = 0;
         while first < located.len() {
@@ -319,7 +345,7 @@ impl EmbeddedStore {
                 }
                 end += 1;
             }
-            let span = self.read_span(start.segment, start.offset, located[end - 1].0.offset)?;
+            let span = self.read_span(start.segment, start.offset, located[end - 1].0.offset, buffer)?;
             for (location, expected) in &located[first..end] {
                 let at = (location.offset - start.offset) as usize;
                 out.push(self.checked_record(&span[at..], *location, stream, *expected)?);
@@ -329,15 +355,24 @@ impl EmbeddedStore {
         Ok(out)
     }
 
-    /// The bytes of `segment` from `from` to the end of the record at `last`.
-    fn read_span(&self, segment: u32, from: u32, last: u32) -> Result<Vec<u8>, StoreError> {
+    /// The bytes of `segment` from `from` to the end of the record at `last`, read into
+    /// the front of `buffer` (grown as needed; what lies past them is stale).
+    fn read_span<'b>(
+        &self,
+        segment: u32,
+        from: u32,
+        last: u32,
+        buffer: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8], StoreError> {
         let file = self.segment_file(segment)?;
         let path = || self.shared.dir.join(format::segment_file_name(segment));
         let head_len = (last - from) as usize + RECORD_HEADER_BYTES;
-        let mut bytes = vec![0u8; head_len];
-        file.read_exact_at(&mut bytes, u64::from(from)).map_err(|e| io_error("read", &path(), e))?;
+        if buffer.len() < head_len {
+            buffer.resize(head_len, 0);
+        }
+        file.read_exact_at(&mut buffer[..head_len], u64::from(from)).map_err(|e| io_error("read", &path(), e))?;
         let last_at = head_len - RECORD_HEADER_BYTES;
-        let body_len = u32::from_le_bytes(bytes[last_at..last_at + 4].try_into().expect("4 bytes")) as usize;
+        let body_len = u32::from_le_bytes(buffer[last_at..last_at + 4].try_into().expect("4 bytes")) as usize;
         if body_len > APPEND_BYTES_MAX {
             return Err(StoreError::Corrupt {
                 file: path(),
@@ -345,10 +380,13 @@ impl EmbeddedStore {
                 reason: "record length is larger than any append".into(),
             });
         }
-        bytes.resize(head_len + body_len, 0);
+        let len = head_len + body_len;
+        if buffer.len() < len {
+            buffer.resize(len, 0);
+        }
         let body_at = u64::from(last) + RECORD_HEADER_BYTES as u64;
-        file.read_exact_at(&mut bytes[head_len..], body_at).map_err(|e| io_error("read", &path(), e))?;
-        Ok(bytes)
+        file.read_exact_at(&mut buffer[head_len..len], body_at).map_err(|e| io_error("read", &path(), e))?;
+        Ok(&buffer[..len])
     }
 
     /// The record at the start of `bytes` (read from `location`), checked to be the one
@@ -848,6 +886,24 @@ mod tests {
         let (sender, receiver) = mpsc::channel();
         store.append_with("s", ExpectedRevision::Any, event(text), Box::new(move |r| drop(sender.send(r))));
         receiver.recv().unwrap_or(Err(StoreError::Closed))
+    }
+
+    #[test]
+    fn reads_after_a_larger_one_on_the_same_thread_see_only_their_own_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("open");
+        let big = "x".repeat(200_000);
+        append(&store, &big).expect("big");
+        append(&store, "small").expect("small");
+        // A span of both fills the thread's buffer past what the next reads need.
+        let both = store.read_all(0, 10).expect("read both");
+        assert_eq!(both.iter().map(|e| e.payload.len()).collect::<Vec<_>>(), [200_000, 5]);
+        let small = store.read_all(1, 10).expect("read the small one");
+        assert_eq!((small.len(), small[0].payload.as_slice()), (1, b"small".as_slice()));
+        let first = store.read_stream("s", 0, Direction::Forwards, 1).expect("read the first");
+        assert_eq!(first[0].payload, big.as_bytes());
+        let last = store.read_stream("s", 1, Direction::Forwards, 5).expect("read the last");
+        assert_eq!((last.len(), last[0].payload.as_slice()), (1, b"small".as_slice()));
     }
 
     #[test]
