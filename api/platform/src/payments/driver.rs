@@ -365,6 +365,12 @@ impl Payments {
             (_, Err(RateError::NoRate(..) | RateError::BadRate | RateError::TooSmall)) => None,
         };
         let currency = payment.currency();
+        let amount = currency.and_then(|c| value(c, payment.created.amount));
+        // Whether the payee is known matters only to a large payment (`new_payee`), and
+        // finding it out may read an earlier payment: only then, and not under the lock.
+        if risk::is_large(&self.config.risk, amount) {
+            self.warm_payee(payment)?;
+        }
         // Read the earlier payments, decide and count this one under one lock, so two
         // payments assessed at once each see the other in one order.
         let (assessed, counted) = {
@@ -378,14 +384,12 @@ impl Payments {
                 activity.instrument_earlier(&payment.instrument_id, id, at, now, &value)
             };
             let input = RiskInput {
-                amount: currency.and_then(|c| value(c, payment.created.amount)),
+                amount,
                 currency,
                 user,
                 instrument,
                 instrument_added_ns,
-                known_payee: payment.sender() == payment.receiver()
-                    || payment.is(PaymentKind::Withdrawal)
-                    || activity.known_payee(payment.sender(), payment.receiver()),
+                known_payee: no_payee_to_know(payment) || activity.known_payee(payment.sender(), payment.receiver()),
                 now_ns: now,
             };
             let assessed = risk::assess(&self.config.risk, &input);
@@ -407,9 +411,25 @@ impl Payments {
         Ok((assessed, counted))
     }
 
+    /// Reads from the index whether `payment`'s payee is known, when memory does not
+    /// know it: a payee row is checked against its payment, which must have completed.
+    fn warm_payee(&self, payment: &Payment) -> Result<(), PaymentsError> {
+        let (sender, receiver) = (payment.sender(), payment.receiver());
+        let known = || self.activity.lock().unwrap_or_else(|p| p.into_inner()).known_payee(sender, receiver);
+        if no_payee_to_know(payment) || known() {
+            return Ok(());
+        }
+        if let Some(earlier) = self.disk.payee(sender, receiver)? {
+            let earlier = load_payment(self.store.as_ref(), &stream_name(earlier))?;
+            if earlier.finished.as_ref().is_some_and(|f| f.status == FinishStatus::Completed) {
+                self.activity.lock().unwrap_or_else(|p| p.into_inner()).completed(sender, receiver);
+            }
+        }
+        Ok(())
+    }
+
     /// Reads from the index what the rules need of earlier payments and memory lacks:
-    /// the sender's and the instrument's last day, and whether the payee is known (a
-    /// payee row is checked against its payment, which must have completed).
+    /// the sender's and the instrument's last day.
     fn warm(&self, activity: &mut Activity, payment: &Payment, now: u64) -> Result<(), PaymentsError> {
         let since = now.saturating_sub(risk::DAY_NS);
         let sender = payment.sender();
@@ -422,15 +442,6 @@ impl Payments {
             let max = self.config.risk.instrument_per_day.max(self.config.risk.instrument_per_hour);
             activity
                 .load_instrument(instrument, now, |visit| self.disk.instrument_since(instrument, since, max, visit))?;
-        }
-        let receiver = payment.receiver();
-        if !activity.known_payee(sender, receiver) {
-            if let Some(earlier) = self.disk.payee(sender, receiver)? {
-                let earlier = load_payment(self.store.as_ref(), &stream_name(earlier))?;
-                if earlier.finished.as_ref().is_some_and(|f| f.status == FinishStatus::Completed) {
-                    activity.completed(sender, receiver);
-                }
-            }
         }
         Ok(())
     }
@@ -470,4 +481,10 @@ impl Payments {
             Some(reason) => Ok(Err(reason)),
         }
     }
+}
+
+/// A payment to oneself, or a withdrawal (to one's own bank account), has no payee the
+/// rules could find new.
+fn no_payee_to_know(payment: &Payment) -> bool {
+    payment.sender() == payment.receiver() || payment.is(PaymentKind::Withdrawal)
 }

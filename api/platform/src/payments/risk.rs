@@ -140,6 +140,12 @@ fn total(window: &Window, amount: Option<u64>) -> Option<u64> {
     Some(amount?.saturating_add(window.total?))
 }
 
+/// Whether a payment of `amount` (in the risk currency) is large enough for the rules
+/// on new instruments and new payees.
+pub fn is_large(config: &RiskConfig, amount: Option<u64>) -> bool {
+    amount.is_some_and(|amount| amount > config.new_threshold)
+}
+
 pub fn assess(config: &RiskConfig, input: &RiskInput) -> Assessment {
     let mut found = Findings::default();
     let reference = config.currency;
@@ -199,7 +205,7 @@ pub fn assess(config: &RiskConfig, input: &RiskInput) -> Assessment {
         let count = instrument_day.count;
         found.add(Effect::Review, 60, format!("velocity_instrument_day: {count} payments in the last day"));
     }
-    let large = input.amount.is_some_and(|amount| amount > config.new_threshold);
+    let large = is_large(config, input.amount);
     if let Some(added) = input.instrument_added_ns {
         let age = input.now_ns.saturating_sub(added);
         if age < config.new_instrument_age.as_nanos() as u64 && large {
