@@ -31,16 +31,16 @@ fn fixture() -> tempfile::TempDir {
     dir
 }
 
-async fn wallets(server: &Server, email: &str, password: &str) -> Vec<(String, String)> {
+async fn sign_in(server: &Server, email: &str, password: &str) -> String {
     let mut users = server.users().await;
     let login = wire::LoginRequest { email: email.into(), password: password.into(), ..Default::default() };
-    let token = users.login(login).await.expect("the user signs in with the fixture's password").into_inner();
-    let list = users
-        .list_wallets(authed(wire::UserRequest::default(), &token.session_token))
-        .await
-        .expect("wallets")
-        .into_inner()
-        .wallets;
+    users.login(login).await.expect("the user signs in with the fixture's password").into_inner().session_token
+}
+
+async fn wallets(server: &Server, token: &str) -> Vec<(String, String)> {
+    let mut users = server.users().await;
+    let list =
+        users.list_wallets(authed(wire::UserRequest::default(), token)).await.expect("wallets").into_inner().wallets;
     let mut found: Vec<_> = list.into_iter().map(|w| (w.currency, w.balance)).collect();
     found.sort();
     found
@@ -69,10 +69,39 @@ async fn a_data_directory_of_the_previous_build_opens_audits_and_reads_back() {
 
     // Personal data opens with the fixture's master key; the payments and the FX
     // conversion are in the wallets.
-    let ada = wallets(&server, "ada@example.com", "fixture-passphrase-ada").await;
-    assert_eq!(ada, vec![("EUR".to_string(), "18.34".to_string()), ("USD".to_string(), "67.50".to_string())]);
-    let bob = wallets(&server, "bob@example.com", "fixture-passphrase-bob").await;
-    assert_eq!(bob, vec![("USD".to_string(), "12.50".to_string())]);
+    let ada = sign_in(&server, "ada@example.com", "fixture-passphrase-ada").await;
+    let bob = sign_in(&server, "bob@example.com", "fixture-passphrase-bob").await;
+    let ada_wallets = vec![("EUR".to_string(), "18.34".to_string()), ("USD".to_string(), "67.50".to_string())];
+    assert_eq!(wallets(&server, &ada).await, ada_wallets);
+    let bob_wallets = vec![("USD".to_string(), "12.50".to_string())];
+    assert_eq!(wallets(&server, &bob).await, bob_wallets);
+
+    // The fixture's payments have random ids (today's derive theirs from the creator and
+    // the idempotency key): a retry of Ada's payment to Bob is still found by its key,
+    // through the index's row, and pays nothing twice.
+    let mut payments = wire::payments_client::PaymentsClient::new(common::channel(&server).await);
+    let list = |token: &str| authed(wire::ListPaymentsRequest::default(), token);
+    let before = payments.list_payments(list(&ada)).await.expect("list").into_inner().payments;
+    let paid = before
+        .iter()
+        .find(|p| p.kind == "send" && p.amount == "12.50")
+        .expect("the fixture's payment to Bob")
+        .payment_id
+        .clone();
+    let retry = wire::SendRequest {
+        idempotency_key: "fixture-pay".into(),
+        receiver_email: "bob@example.com".into(),
+        amount: "12.50".into(),
+        currency: "USD".into(),
+        funding: "wallet".into(),
+        ..Default::default()
+    };
+    let again = payments.send(authed(retry, &ada)).await.expect("the retry answers").into_inner();
+    assert_eq!(again.payment_id, paid, "the retry returns the payment the key made");
+    let after = payments.list_payments(list(&ada)).await.expect("list").into_inner().payments;
+    assert_eq!(after.len(), before.len());
+    assert_eq!(wallets(&server, &bob).await, bob_wallets, "nothing was paid twice");
+    drop(payments);
 
     drop(ledger);
     // A clean stop waits for open connections to end: keep the runtime free to close them.

@@ -125,14 +125,18 @@ impl Payments {
             }
             for at in keys {
                 cursor = Some(at);
-                let entry = match self.entry(super::store::of_newest(at).1) {
+                let (created_ns, id) = super::store::of_newest(at);
+                let entry = match self.entry(id) {
                     Ok(entry) => entry,
                     // Indexed as its creation was appended, which then failed.
                     Err(PaymentsError::NotFound(_)) => continue,
                     Err(error) => return Err(error),
                 };
                 let payment = entry.payment.lock().await;
-                if !filter.matches(&payment) || (listing == Listing::InReview && !in_review(&payment)) {
+                // A row of a creation whose append failed, then made again by a retry
+                // (the same id, another time): the payment is listed at its own time.
+                let stale = payment.created_ns != created_ns;
+                if stale || !filter.matches(&payment) || (listing == Listing::InReview && !in_review(&payment)) {
                     continue;
                 }
                 if page.len() == limit {

@@ -94,6 +94,19 @@ pub fn stream_name(id: u128) -> String {
     format!("payment-{id}")
 }
 
+/// The id of the payment `creator` makes with `key`: derived from them (keyed blake3,
+/// 127 bits), so a retry finds its payment by its stream, and idempotency over the
+/// whole history needs no row per payment in the index. Payments of earlier builds
+/// have random ids, and rows in the index's `keys` table (see `store`).
+pub(super) fn id_for_key(creator: u128, key: &str) -> u128 {
+    let mut hasher = blake3::Hasher::new_derive_key("ledger payments 2026-12 payment id of (creator, idempotency key)");
+    hasher.update(&creator.to_le_bytes());
+    hasher.update(key.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+    (u128::from_le_bytes(bytes) >> 1).max(1)
+}
+
 /// Where the payments' index of a data directory lives.
 pub fn index_path(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("payments").join("index.redb")
@@ -139,6 +152,9 @@ pub struct Payments {
     /// The index on disk (see `store`): lists, idempotency keys, quotes, open payments,
     /// the risk rules' history.
     disk: Arc<store::PaymentStore>,
+    /// Whether the index holds keys of payments with random ids (made by an earlier
+    /// build), which a retry must look up; a fresh index never does.
+    legacy_keys: bool,
     /// Writes the rows of many appends in one index transaction.
     rows: store::RowWriter,
     accounts: PlatformAccounts,
@@ -168,7 +184,7 @@ impl Payments {
         index_path: &std::path::Path,
     ) -> Result<Payments, PaymentsError> {
         let disk = Arc::new(store::PaymentStore::open(index_path)?);
-        let payments = Payments {
+        let mut payments = Payments {
             store,
             ledger,
             users,
@@ -179,6 +195,7 @@ impl Payments {
             claims: DashMap::new(),
             rows: store::RowWriter::start(disk.clone())?,
             disk,
+            legacy_keys: true,
             accounts: PlatformAccounts::payments(),
             activity: std::sync::Mutex::new(Activity::new()),
             clock,
@@ -186,6 +203,8 @@ impl Payments {
             finished: std::sync::Mutex::new(std::collections::VecDeque::new()),
         };
         payments.catch_up_index()?;
+        // Only a payment with a random id has a `keys` row, and none is made from now on.
+        payments.legacy_keys = payments.disk.keys_held()? > 0;
         payments.load_open()?;
         Ok(payments)
     }
@@ -290,7 +309,9 @@ impl Payments {
     }
 
     /// `create` while it holds the claim of its idempotency key: the payment the key
-    /// made already (as the index names it, checked against the payment), or a new one.
+    /// made already (its stream, at the id the key gives; or, for a payment of an
+    /// earlier build, the one the index's `keys` row names, checked against it), or a
+    /// new one.
     async fn create_claimed(
         self: &Arc<Self>,
         created_by: u128,
@@ -298,10 +319,23 @@ impl Payments {
         (request_hash, legacy): (blake3::Hash, blake3::Hash),
         new: NewPayment,
     ) -> Result<PaymentView, PaymentsError> {
-        if let Some(id) = self.disk.key(created_by, idempotency_key)? {
-            match self.entry(id) {
+        let id = id_for_key(created_by, idempotency_key);
+        let made = if self.payments.contains_key(&id) || self.store.stream_head(&stream_name(id))?.is_some() {
+            Some(id)
+        } else if self.legacy_keys {
+            self.disk.key(created_by, idempotency_key)?
+        } else {
+            None
+        };
+        if let Some(made) = made {
+            match self.entry(made) {
                 Ok(entry) => {
                     let payment = entry.payment.lock().await;
+                    if payment.created_by() != created_by || payment.created.idempotency_key != idempotency_key {
+                        return Err(PaymentsError::Corrupt(format!(
+                            "payment {made} is not the one its creator's idempotency key names"
+                        )));
+                    }
                     let stored = payment.created.request_hash.as_slice();
                     if stored != request_hash.as_bytes() && stored != legacy.as_bytes() {
                         return Err(PaymentsError::AlreadyExists("idempotency_key was used for a different request"));
@@ -313,13 +347,6 @@ impl Payments {
                 Err(error) => return Err(error),
             }
         }
-        let id = loop {
-            let bytes: [u8; 16] = crate::random::bytes()?;
-            let id = u128::from_le_bytes(bytes) >> 1;
-            if id != 0 && !self.payments.contains_key(&id) && self.store.stream_head(&stream_name(id))?.is_none() {
-                break id;
-            }
-        };
         self.create_reserved(id, created_by, idempotency_key, request_hash, new).await
     }
 

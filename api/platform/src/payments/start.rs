@@ -70,8 +70,9 @@ impl Payments {
         let mut finished = Vec::new();
         for (created_ns, id) in self.disk.open_payments()? {
             let payment = load_payment(self.store.as_ref(), &stream_name(id))?;
-            // A row left by an append that failed, or by a finish whose clean-up a crash cut off.
-            if payment.revision.is_none() || payment.finished.is_some() {
+            // A row left by an append that failed (perhaps of a creation a retry then made
+            // at another time), or by a finish whose clean-up a crash cut off.
+            if payment.revision.is_none() || payment.finished.is_some() || payment.created_ns != created_ns {
                 finished.push((created_ns, id));
                 continue;
             }

@@ -3,8 +3,11 @@
 //!
 //! - `all` and `by_user`: every payment, and each user's (sent or received), newest
 //!   first, for the lists;
-//! - `keys`: (creator, idempotency key) → payment; `quotes`: quote → the payment that
-//!   executed it;
+//! - `keys`: (creator, idempotency key) → payment, only for payments of earlier builds,
+//!   whose ids were random: a payment's id is now derived from its creator and key
+//!   (`id_for_key`), so a retry finds it by its stream and the key needs no row (a
+//!   row a payment, inserted at a random place of a tree as large as the history,
+//!   was the index's costliest write); `quotes`: quote → the payment that executed it;
 //! - `open`: the payments not finished, which a start loads and drives;
 //! - `sent` and `by_instrument`: (sender or instrument, creation time, payment) → the
 //!   amount the risk rules count (0 for a blocked payment), for the last day's
@@ -255,6 +258,12 @@ impl PaymentStore {
         Ok(())
     }
 
+    /// Rows in `keys` (payments of earlier builds, with random ids).
+    pub(super) fn keys_held(&self) -> Result<u64, PaymentsError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        txn.open_table(KEYS).map_err(err)?.len().map_err(err)
+    }
+
     /// Payments in the index.
     pub(super) fn payments_held(&self) -> Result<u64, PaymentsError> {
         let txn = self.db.begin_read().map_err(err)?;
@@ -314,7 +323,10 @@ impl Rows<'_> {
         for user in [payment.sender(), payment.receiver()] {
             self.by_user.insert((user, created, inverted), ()).map_err(err)?;
         }
-        self.keys.insert((payment.created_by(), payment.created.idempotency_key.as_str()), id).map_err(err)?;
+        let (creator, key) = (payment.created_by(), payment.created.idempotency_key.as_str());
+        if id != super::id_for_key(creator, key) {
+            self.keys.insert((creator, key), id).map_err(err)?;
+        }
         if !payment.created.quote_id.is_empty() {
             self.quotes.insert(payment.created.quote_id.as_str(), id).map_err(err)?;
         }
@@ -450,6 +462,35 @@ impl RowWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_for_keys_are_stable_and_tell_creators_and_keys_apart() {
+        use super::super::id_for_key;
+        let id = id_for_key(7, "key-1");
+        assert_eq!(id, id_for_key(7, "key-1"));
+        assert!(id > 0 && id < 1 << 127, "127 bits, never 0");
+        assert_ne!(id, id_for_key(8, "key-1"));
+        assert_ne!(id, id_for_key(7, "key-2"));
+        assert_ne!(id_for_key(1, "23"), id_for_key(12, "3"), "the creator is 16 bytes, then the key");
+    }
+
+    #[test]
+    fn only_a_payment_with_a_random_id_has_a_keys_row() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = PaymentStore::open(&dir.path().join("index.redb")).expect("open");
+        let payment = |id: u128| {
+            let mut payment = Payment { id, created_by: 7, sender: 7, receiver: 8, ..Payment::default() };
+            payment.created.idempotency_key = "key-1".into();
+            payment
+        };
+        let derived = super::super::id_for_key(7, "key-1");
+        store.write(false, |rows| rows.put(&payment(derived))).expect("write");
+        assert_eq!((store.key(7, "key-1").expect("read"), store.keys_held().expect("count")), (None, 0));
+        assert_eq!(store.user_after(7, None, 10).expect("read").len(), 1, "its other rows are written");
+        // A payment of an earlier build: its id was random, and only its row finds it.
+        store.write(false, |rows| rows.put(&payment(derived ^ 1))).expect("write");
+        assert_eq!((store.key(7, "key-1").expect("read"), store.keys_held().expect("count")), (Some(derived ^ 1), 1));
+    }
 
     #[test]
     fn an_index_of_another_layout_is_emptied() {
