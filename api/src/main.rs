@@ -39,6 +39,8 @@ fn main() -> std::process::ExitCode {
 
 /// Serves until asked to stop; with the read models' path if it stopped cleanly.
 async fn serve() -> (std::process::ExitCode, Option<std::path::PathBuf>) {
+    // Before anything else: a signal from here on is never lost.
+    let shutdown = shutdown_signal();
     // RUST_LOG, or `info` when it is unset; a RUST_LOG that does not parse is said, not
     // silently replaced.
     let filter = match tracing_subscriber::EnvFilter::try_from_default_env() {
@@ -63,7 +65,7 @@ async fn serve() -> (std::process::ExitCode, Option<std::path::PathBuf>) {
         }
     };
     let models = projections::read_models::read_models_path(&config.data_dir);
-    match ledger_api::server::run(config, wait_for_shutdown()).await {
+    match ledger_api::server::run(config, shutdown).await {
         Ok(()) => (std::process::ExitCode::SUCCESS, Some(models)),
         Err(error) => {
             tracing::error!(%error, "ledgerd failed");
@@ -74,20 +76,30 @@ async fn serve() -> (std::process::ExitCode, Option<std::path::PathBuf>) {
     }
 }
 
-/// SIGINT or SIGTERM.
-async fn wait_for_shutdown() {
-    let interrupt = tokio::signal::ctrl_c();
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(error) => {
-            tracing::warn!(%error, "no SIGTERM handler; stopping on SIGINT only");
-            let _ = interrupt.await;
-            return;
+/// SIGINT or SIGTERM. The handlers are installed when this is called, not when the
+/// server first waits on the future: a signal during the start, or just after it,
+/// would otherwise kill the process (the default action) instead of stopping it
+/// cleanly. One that comes during the start stops the server as soon as it is up.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (interrupt, terminate) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
+    async move {
+        match (interrupt, terminate) {
+            (Ok(mut interrupt), Ok(mut terminate)) => {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            (Ok(mut only), Err(error)) | (Err(error), Ok(mut only)) => {
+                tracing::warn!(%error, "one of SIGINT and SIGTERM has no handler; stopping on the other only");
+                only.recv().await;
+            }
+            (Err(error), Err(_)) => {
+                tracing::error!(%error, "no SIGINT nor SIGTERM handler: stop ledgerd with SIGKILL");
+                std::future::pending::<()>().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = interrupt => {}
-        _ = terminate.recv() => {}
+        tracing::info!("shutdown requested: finishing calls and batches in flight");
     }
-    tracing::info!("shutdown requested: finishing calls and batches in flight");
 }

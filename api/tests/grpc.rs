@@ -442,6 +442,35 @@ fn http_get(addr: &str, path: &str) -> String {
     response
 }
 
+/// A SIGTERM that comes while `ledgerd` starts (here as soon as it logs its first line)
+/// is not lost: the server stops cleanly once it is up, where the signal's default
+/// action would kill it.
+#[test]
+fn a_sigterm_during_the_start_stops_the_server_cleanly_once_it_is_up() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ledgerd"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env_remove("LEDGERD_ADMIN_TOKEN")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ledgerd");
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let first = lines.next().expect("a first line").expect("read");
+    assert!(!first.contains("ready in "), "the signal must come during the start: {first}");
+    let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(kill.success());
+    let said: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().expect("wait");
+    let log = said.join("\n");
+    assert!(status.success(), "{status}; it said:\n{first}\n{log}");
+    assert!(log.contains("ready in "), "it finished its start:\n{log}");
+    assert!(said.last().is_some_and(|line| line.contains("stopped")), "and stopped cleanly:\n{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_loses_nothing_acknowledged_and_leaves_nothing_half_applied() {
     let dir = tempfile::tempdir().expect("tempdir");
