@@ -572,7 +572,9 @@ impl LedgerState {
                     self.transfers.insert(id, stored);
                 }
                 Undo::Transfer(id, None) => {
-                    let removed = self.transfers.remove(&id);
+                    // The newest transfer of the first tier, so the last entry: removed
+                    // without moving another.
+                    let removed = self.transfers.swap_remove(&id);
                     assert!(removed.is_some(), "undo of a transfer not made");
                     self.transfers_total -= 1;
                 }

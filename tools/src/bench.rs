@@ -156,12 +156,10 @@ fn run_in(args: &BenchArgs, dir: &std::path::Path, json: bool) -> Result<(), Str
         return Err(format!("{failures} transfers were rejected"));
     }
     latencies.sort();
-    let (first_tenth_per_sec, last_tenth_per_sec) = tenth_rates(&progress, args.transfers);
     let figures = Figures {
         elapsed,
         latencies,
-        first_tenth_per_sec,
-        last_tenth_per_sec,
+        tenths_per_sec: tenth_rates(&progress, args.transfers),
         rss_peak_bytes: rss_peak_bytes(),
         disk_bytes: disk_bytes(dir),
     };
@@ -174,24 +172,31 @@ struct Figures {
     elapsed: Duration,
     /// Each batch's, sorted.
     latencies: Vec<Duration>,
-    first_tenth_per_sec: Option<f64>,
-    last_tenth_per_sec: Option<f64>,
+    /// The rate of each tenth of the run, in order.
+    tenths_per_sec: Vec<Option<f64>>,
     rss_peak_bytes: Option<u64>,
     disk_bytes: u64,
 }
 
-/// The rates of the first and the last tenth of the run's transfers, from the times
-/// batches completed (`progress`: time since the start, transfers done by then).
-fn tenth_rates(progress: &[(Duration, u64)], total: u64) -> (Option<f64>, Option<f64>) {
+/// The rate of each tenth of the run's transfers, in order, from the times batches
+/// completed (`progress`: time since the start, transfers done by then); `None` for a
+/// tenth that took no measurable time.
+fn tenth_rates(progress: &[(Duration, u64)], total: u64) -> Vec<Option<f64>> {
     let tenth = (total / 10).max(1);
-    let rate = |transfers: u64, secs: f64| (secs > 0.0).then(|| transfers as f64 / secs);
-    let first = progress.iter().find(|(_, done)| *done >= tenth).and_then(|(at, done)| rate(*done, at.as_secs_f64()));
-    let end = progress.last().map_or(0.0, |(at, _)| at.as_secs_f64());
-    let last = progress
-        .iter()
-        .find(|(_, done)| *done >= total.saturating_sub(tenth))
-        .and_then(|(at, done)| rate(total - done, end - at.as_secs_f64()));
-    (first, last)
+    // When the first `transfers` were done, with how many were done then.
+    let done_by = |transfers: u64| {
+        if transfers == 0 {
+            return Some((0.0, 0));
+        }
+        progress.iter().find(|(_, done)| *done >= transfers).map(|(at, done)| (at.as_secs_f64(), *done))
+    };
+    (0..10)
+        .map(|k| {
+            let (from, from_done) = done_by(k * tenth)?;
+            let (to, to_done) = if k == 9 { done_by(total)? } else { done_by((k + 1) * tenth)? };
+            (to > from).then(|| (to_done - from_done) as f64 / (to - from))
+        })
+        .collect()
 }
 
 /// The process's peak resident memory (`VmHWM` of /proc/self/status), where Linux tells it.
@@ -327,6 +332,8 @@ fn report(args: &BenchArgs, json: bool, figures: &Figures) {
     let (p50, p99, p100) =
         (percentile_ms(latencies, 0.50), percentile_ms(latencies, 0.99), percentile_ms(latencies, 1.0));
     let round = |rate: Option<f64>| rate.map(f64::round);
+    let first_tenth = figures.tenths_per_sec.first().copied().flatten();
+    let last_tenth = figures.tenths_per_sec.last().copied().flatten();
     if json {
         outln!(
             "{}",
@@ -335,8 +342,9 @@ fn report(args: &BenchArgs, json: bool, figures: &Figures) {
                 "p50_ms": p50, "p99_ms": p99, "p100_ms": p100,
                 "batch_size": args.batch, "transfers": args.transfers,
                 "accounts": args.accounts, "other_streams": args.other_streams,
-                "first_tenth_per_sec": round(figures.first_tenth_per_sec),
-                "last_tenth_per_sec": round(figures.last_tenth_per_sec),
+                "first_tenth_per_sec": round(first_tenth),
+                "last_tenth_per_sec": round(last_tenth),
+                "tenths_per_sec": figures.tenths_per_sec.iter().map(|rate| round(*rate)).collect::<Vec<_>>(),
                 "rss_peak_bytes": figures.rss_peak_bytes,
                 "disk_bytes": figures.disk_bytes,
             })
@@ -351,13 +359,36 @@ fn report(args: &BenchArgs, json: bool, figures: &Figures) {
         );
         outln!("throughput: {transfers_per_sec:.0} durable transfers/s");
         let tenth = |rate: Option<f64>| rate.map_or("-".to_string(), |r| format!("{r:.0}"));
-        outln!(
-            "first tenth: {} transfers/s, last tenth: {} transfers/s",
-            tenth(figures.first_tenth_per_sec),
-            tenth(figures.last_tenth_per_sec)
-        );
+        outln!("first tenth: {} transfers/s, last tenth: {} transfers/s", tenth(first_tenth), tenth(last_tenth));
+        let tenths: Vec<String> = figures.tenths_per_sec.iter().map(|rate| tenth(*rate)).collect();
+        outln!("each tenth: {} transfers/s", tenths.join(", "));
         outln!("batch latency: p50 {p50:.2} ms, p99 {p99:.2} ms, max {p100:.2} ms");
         let rss = figures.rss_peak_bytes.map_or("-".to_string(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
         outln!("peak RSS: {rss}, on disk: {:.1} MiB", figures.disk_bytes as f64 / 1048576.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_tenth_is_measured_from_the_batches_that_made_it() {
+        // 100 transfers in batches of 10, one a second, then the last five tenths'
+        // batches twice as slow.
+        let mut progress = Vec::new();
+        let mut at = 0;
+        for batch in 1..=10u64 {
+            at += if batch <= 5 { 1 } else { 2 };
+            progress.push((Duration::from_secs(at), batch * 10));
+        }
+        let rates = tenth_rates(&progress, 100);
+        assert_eq!(rates.len(), 10);
+        assert_eq!(rates[..5], [Some(10.0); 5]);
+        assert_eq!(rates[5..], [Some(5.0); 5]);
+        // A tenth done within another's batch took no time of its own.
+        let rates = tenth_rates(&[(Duration::from_secs(4), 100)], 100);
+        assert_eq!(rates[0], Some(25.0));
+        assert_eq!(rates[1..], [None; 9]);
     }
 }

@@ -27,6 +27,13 @@ pub trait DiskFile: Send + Sync + fmt::Debug {
     fn sync_all(&self) -> io::Result<()>;
     /// The file's length in bytes.
     fn file_len(&self) -> io::Result<u64>;
+    /// Tells the OS that the synced bytes from `offset` on (`len` of them, or to the
+    /// end of the file if `None`) will not be read soon, so their pages may leave its
+    /// cache (`posix_fadvise(DONTNEED)`). Only advice: the file's content is unchanged,
+    /// so a disk without a cache does nothing.
+    fn drop_cached(&self, _offset: u64, _len: Option<u64>) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Held while a directory's store is open; dropping it releases the lock.
@@ -51,6 +58,13 @@ pub trait Disk: Send + Sync {
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// The whole content of a file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// The whole content of a file into `buffer` (replacing what it held), for a pass
+    /// that reads each file once (a whole-log scan): the buffer's memory is reused
+    /// from file to file, and the file's pages may leave the page cache after.
+    fn read_once(&self, path: &Path, buffer: &mut Vec<u8>) -> io::Result<()> {
+        *buffer = self.read(path)?;
+        Ok(())
+    }
     /// Opens an existing file for reading and appending.
     fn open_append(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>>;
     /// Creates a file that must not exist yet, for reading and appending.
@@ -140,6 +154,11 @@ impl DiskFile for RealFile {
     fn file_len(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
+
+    fn drop_cached(&self, offset: u64, len: Option<u64>) -> io::Result<()> {
+        let len = len.and_then(std::num::NonZeroU64::new);
+        rustix::fs::fadvise(&self.0, offset, len, rustix::fs::Advice::DontNeed).map_err(io::Error::from)
+    }
 }
 
 struct RealLock(#[allow(dead_code)] File);
@@ -163,6 +182,16 @@ impl Disk for RealDisk {
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         fs::read(path)
+    }
+
+    fn read_once(&self, path: &Path, buffer: &mut Vec<u8>) -> io::Result<()> {
+        use std::io::Read;
+        let mut file = File::open(path)?;
+        buffer.clear();
+        file.read_to_end(buffer)?;
+        // Advice only: the content read is what counts.
+        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+        Ok(())
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>> {

@@ -187,12 +187,16 @@ pub struct Location {
     pub offset: u32,
 }
 
+/// The last (revision, hash) of each stream, by name: looked up for every record a scan
+/// reads, so with foldhash rather than the standard SipHash.
+pub type Heads = HashMap<String, (u64, Hash), foldhash::fast::RandomState>;
+
 /// The result of scanning a whole data directory.
 #[derive(Debug, Default)]
 pub struct ScanReport {
     pub segments: Vec<(u32, PathBuf)>,
     pub records: u64,
-    pub heads: HashMap<String, (u64, Hash)>,
+    pub heads: Heads,
     pub torn_tail: Option<TornTail>,
     /// Length of the valid part of the last segment.
     pub last_segment_len: u64,
@@ -247,13 +251,17 @@ pub fn scan_on(
 ) -> Result<ScanReport, StoreError> {
     let mut report = ScanReport { segments: list_segments_on(disk, dir)?, ..ScanReport::default() };
     let segment_count = report.segments.len();
+    // One buffer for every segment: a fresh one each time is hundreds of MB of new
+    // memory to fault in per segment.
+    let mut bytes = Vec::new();
     for (number, (index, path)) in report.segments.clone().iter().enumerate() {
         let last = number + 1 == segment_count;
+        disk.read_once(path, &mut bytes).map_err(|e| read_error(path, e))?;
         let heads = &report.heads;
         let scan = scan_segment(
-            disk,
             *index,
             path,
+            &bytes,
             last,
             report.records,
             &mut |stream| Ok(heads.get(stream).copied()),
@@ -298,7 +306,7 @@ pub fn read_from_segment(dir: &Path, first: u32, mut visit: impl FnMut(&Recorded
 pub struct SegmentScan {
     pub records: u64,
     /// The last (revision, hash) of each stream with records in the segment.
-    pub heads: HashMap<String, (u64, Hash)>,
+    pub heads: Heads,
     /// Length of the valid part of the segment.
     pub len: u64,
     pub torn_tail: Option<TornTail>,
@@ -307,29 +315,30 @@ pub struct SegmentScan {
 /// The head of a stream before the segment being scanned.
 pub type PriorHead<'a> = dyn FnMut(&str) -> Result<Option<(u64, Hash)>, StoreError> + 'a;
 
-/// Reads every record of segment `index` at `path`, checking checksums, that positions
-/// run on from `first_position`, revisions and hash links (a stream's link before the
-/// segment comes from `prior`), and calls `visit` for each with its location. A torn
-/// tail is reported if `last`; anywhere else a bad frame is corruption.
+/// The error of a segment that could not be read.
+pub fn read_error(path: &Path, error: std::io::Error) -> StoreError {
+    StoreError::Io { operation: "read", path: path.to_path_buf(), message: error.to_string() }
+}
+
+/// Reads every record of segment `index` (`bytes`, read from `path`), checking
+/// checksums, that positions run on from `first_position`, revisions and hash links (a
+/// stream's link before the segment comes from `prior`), and calls `visit` for each
+/// with its location. A torn tail is reported if `last`; anywhere else a bad frame is
+/// corruption.
 pub fn scan_segment(
-    disk: &dyn Disk,
     index: u32,
     path: &Path,
+    bytes: &[u8],
     last: bool,
     first_position: u64,
     prior: &mut PriorHead<'_>,
     visit: &mut dyn FnMut(RecordedEvent, Location),
 ) -> Result<SegmentScan, StoreError> {
     let mut scan = SegmentScan::default();
-    let bytes = disk.read(path).map_err(|e| StoreError::Io {
-        operation: "read",
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
     let corrupt =
         |offset: usize, reason: String| StoreError::Corrupt { file: path.to_path_buf(), offset: offset as u64, reason };
     if bytes.len() < SEGMENT_HEADER_BYTES || bytes[..SEGMENT_HEADER_BYTES] != segment_header(index) {
-        if last && is_empty_segment(&bytes) {
+        if last && is_empty_segment(bytes) {
             // Created but its header never made it to disk whole (a crash, or a
             // failed or short write of it): nothing was appended to it, since frames
             // go in only after the header is durable, so no frame is lost with it.
@@ -356,7 +365,7 @@ pub fn scan_segment(
                 at += len;
             }
             Err(reason) => {
-                if last && is_tail(&bytes, at) {
+                if last && is_tail(bytes, at) {
                     let bytes_cut = (bytes.len() - at) as u64;
                     scan.torn_tail = Some(TornTail {
                         file: path.to_path_buf(),
@@ -400,17 +409,15 @@ fn check_record(
     if record.position != due {
         return Err(format!("position {} where {due} was expected", record.position));
     }
-    let last = match scan.heads.get(&record.stream) {
-        Some(head) => Some(*head),
-        None => prior(&record.stream).map_err(|error| error.to_string())?,
-    };
-    check_link(last, record.revision, &record.payload, &record.hash).map_err(|broken| broken.to_string())?;
-    match scan.heads.get_mut(&record.stream) {
-        Some(head) => *head = (record.revision, record.hash),
-        None => {
-            scan.heads.insert(record.stream.clone(), (record.revision, record.hash));
-        }
+    // One lookup for a stream seen before in the segment (nearly every record).
+    if let Some(head) = scan.heads.get_mut(&record.stream) {
+        check_link(Some(*head), record.revision, &record.payload, &record.hash).map_err(|broken| broken.to_string())?;
+        *head = (record.revision, record.hash);
+        return Ok(());
     }
+    let last = prior(&record.stream).map_err(|error| error.to_string())?;
+    check_link(last, record.revision, &record.payload, &record.hash).map_err(|broken| broken.to_string())?;
+    scan.heads.insert(record.stream.clone(), (record.revision, record.hash));
     Ok(())
 }
 
