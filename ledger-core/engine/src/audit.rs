@@ -86,15 +86,15 @@ const SCAN_BATCH_RECORDS: usize = 4_096;
 /// some 10 MB.
 const SCAN_BATCHES_AHEAD: usize = 8;
 
+/// The replay's maps, looked up by stream name several times an event: foldhash, not
+/// the standard SipHash (some 4% of the replay's thread).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The replay of the ledger streams shared by both audits: every event decoded,
 /// re-decided by the engine's rules, and the books balanced after it. Each partition's
 /// transfers are handed off, as the writer does, to a transfer store of the auditor's
 /// own in a scratch directory (removed at the end), so its memory does not grow with
 /// the transfers.
-/// The replay's maps, looked up by stream name several times an event: foldhash, not
-/// the standard SipHash (some 4% of the replay's thread).
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
 struct Replay {
     states: Map<String, LedgerState>,
     /// Each ledger stream's length, and the chain hashes of the revisions snapshots name.

@@ -285,35 +285,30 @@ trait TierMap: Sized {
     fn clear(&mut self);
 }
 
-impl<K, V> TierMap for std::collections::HashMap<K, V, foldhash::fast::RandomState> {
-    fn len(&self) -> usize {
-        self.len()
-    }
-    fn capacity(&self) -> usize {
-        self.capacity()
-    }
-    fn empty_for(&self, items: usize) -> Self {
-        Self::with_capacity_and_hasher(items, self.hasher().clone())
-    }
-    fn clear(&mut self) {
-        self.clear()
-    }
+/// The same four methods of both kinds of first-tier map, forwarded to their own.
+macro_rules! tier_map {
+    ($map:ident) => {
+        impl<K, V> TierMap for $map<K, V, foldhash::fast::RandomState> {
+            fn len(&self) -> usize {
+                $map::len(self)
+            }
+            fn capacity(&self) -> usize {
+                $map::capacity(self)
+            }
+            fn empty_for(&self, items: usize) -> Self {
+                $map::with_capacity_and_hasher(items, self.hasher().clone())
+            }
+            fn clear(&mut self) {
+                $map::clear(self)
+            }
+        }
+    };
 }
 
-impl<K, V> TierMap for indexmap::IndexMap<K, V, foldhash::fast::RandomState> {
-    fn len(&self) -> usize {
-        self.len()
-    }
-    fn capacity(&self) -> usize {
-        self.capacity()
-    }
-    fn empty_for(&self, items: usize) -> Self {
-        Self::with_capacity_and_hasher(items, self.hasher().clone())
-    }
-    fn clear(&mut self) {
-        self.clear()
-    }
-}
+use indexmap::IndexMap;
+use std::collections::HashMap;
+tier_map!(HashMap);
+tier_map!(IndexMap);
 
 /// Takes the first tier's map out of `tier`, leaving in its place the spare map (if it
 /// is large enough) or a new one. The next hand-off is likely as big: sized for it at
