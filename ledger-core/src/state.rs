@@ -496,8 +496,15 @@ impl LedgerState {
         // `evolve` has counted the event: its revision is one less.
         let revision = self.events_applied - 1;
         let stored = StoredTransfer { transfer, created: revision, changed: revision };
-        let previous = self.transfers.insert(movement.id, stored);
-        assert!(previous.is_none(), "transfer id committed twice");
+        // Through `entry`, so that no copy of a replaced value comes back to be read at
+        // once (see `account_cache::read_le`: such a read waits for the store of the
+        // new entry, to memory not in the CPU's caches).
+        match self.transfers.entry(movement.id) {
+            indexmap::map::Entry::Vacant(vacant) => {
+                vacant.insert(stored);
+            }
+            indexmap::map::Entry::Occupied(_) => panic!("transfer id committed twice"),
+        }
         self.transfers_total += 1;
     }
 
