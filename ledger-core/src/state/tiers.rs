@@ -3,9 +3,10 @@
 //! hand-offs not yet written, and the store.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use super::account_cache::{AccountCache, ACCOUNT_CACHE_BYTES, TOUCH_GROUP};
@@ -28,9 +29,9 @@ pub struct StoredTransfer {
 /// a table of their indexes (`IndexMap`): a new transfer is pushed at the end instead
 /// of written at a random place of a map of tens of MB, and a hand-off's rows come out
 /// nearly sorted when ids grow with time.
-pub type TransferMap = indexmap::IndexMap<TransferId, StoredTransfer, foldhash::fast::RandomState>;
-pub type AccountMap = std::collections::HashMap<AccountId, Account, foldhash::fast::RandomState>;
-pub(super) type AccountIds = std::collections::HashSet<AccountId, foldhash::fast::RandomState>;
+pub type TransferMap = IndexMap<TransferId, StoredTransfer, foldhash::fast::RandomState>;
+pub type AccountMap = HashMap<AccountId, Account, foldhash::fast::RandomState>;
+pub(super) type AccountIds = HashSet<AccountId, foldhash::fast::RandomState>;
 
 /// Where accounts and transfers handed off are kept: an on-disk store in the engine, a
 /// map in tests. Its accounts are as of the state reading it (a start replays from the
@@ -312,8 +313,6 @@ macro_rules! tier_map {
     };
 }
 
-use indexmap::IndexMap;
-use std::collections::HashMap;
 tier_map!(HashMap);
 tier_map!(IndexMap);
 
