@@ -10,7 +10,7 @@ use ledger_core::money::Currency;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use ledger_core::state::{HandOff, LedgerState, StateStore, StoredTransfer};
+use ledger_core::state::{Checkpoint, HandOff, LedgerState, StateStore, StoredTransfer};
 use proptest::prelude::*;
 
 const TICK_NS: u64 = 1_000;
@@ -146,6 +146,13 @@ impl StateStore for MapStore {
     fn account(&self, id: AccountId) -> Result<Option<Account>, String> {
         Ok(self.accounts.lock().map_err(|e| e.to_string())?.get(&id).cloned())
     }
+
+    /// The store's greatest id, so that the state's tiers are skipped for greater ones
+    /// as with the engine's store.
+    fn transfer_id_max(&self) -> Option<u128> {
+        let transfers = self.transfers.lock().ok()?;
+        Some(transfers.keys().map(|id| id.0).max().unwrap_or(0))
+    }
 }
 
 impl MapStore {
@@ -165,8 +172,9 @@ impl MapStore {
 /// memory; `Some((store, lag, cache))` hands off after every step and confirms all but
 /// the last `lag` hand-offs, so lookups go to the store, to hand-offs not yet confirmed,
 /// or to an accounts cache of `cache` bytes.
-/// A state with nothing left to write, and its store's accounts then.
-type Checkpointed = (LedgerState, HashMap<AccountId, Account>);
+/// A state with nothing left to write, its store's accounts then, and the checkpoint of
+/// the last hand-off (none before the first).
+type Checkpointed = (LedgerState, HashMap<AccountId, Account>, Option<Checkpoint>);
 
 /// Also returns the state after each step that left nothing to write, with the store's
 /// accounts then: the checkpoints a start could go on from.
@@ -185,6 +193,7 @@ fn run(
     let mut log = Vec::new();
     let mut now = 1_000_000 * TICK_NS;
     let mut snapshots = Vec::new();
+    let mut checkpoint = None;
     for step in steps {
         let mut events = Vec::new();
         engine.expire_due(now, &mut events);
@@ -218,7 +227,10 @@ fn run(
         log.extend(events);
         check_engine(&engine, &model)?;
         if let Some((store, lag, _)) = &store {
-            written.extend(engine.hand_off());
+            if let Some(hand_off) = engine.hand_off() {
+                checkpoint = Some(hand_off.checkpoint.clone());
+                written.push(hand_off);
+            }
             while written.len() > *lag {
                 let hand_off = written.remove(0);
                 store.write(&hand_off);
@@ -228,7 +240,7 @@ fn run(
         }
         if let Some((store, _, _)) = &store {
             if engine.in_memory() == 0 && written.is_empty() {
-                snapshots.push((engine.clone(), store.accounts()));
+                snapshots.push((engine.clone(), store.accounts(), checkpoint.clone()));
             }
         }
     }
@@ -321,8 +333,17 @@ proptest! {
         let ahead = |accounts| Arc::new(MapStore { transfers: Mutex::new(all.clone()), accounts: Mutex::new(accounts) });
         let replayed = replay(&log, LedgerState::new().with_store(ahead(HashMap::new())))?;
         prop_assert_eq!(transfers(&replayed), transfers(&in_memory));
-        for (snapshot, accounts) in snapshots {
+        for (snapshot, accounts, checkpoint) in snapshots {
             let from = snapshot.events_applied() as usize;
+            // A start as the writer's: from the store's checkpoint, every account and
+            // transfer read from the store.
+            if let Some(checkpoint) = checkpoint.filter(|c| c.events_applied == snapshot.events_applied()) {
+                let started = LedgerState::from_checkpoint(checkpoint, ahead(accounts.clone()));
+                prop_assert_eq!(&started, &snapshot);
+                let replayed = replay(&log[from..], started)?;
+                prop_assert_eq!(transfers(&replayed), transfers(&in_memory));
+                prop_assert_eq!(&replayed, &engine);
+            }
             let replayed = replay(&log[from..], snapshot.with_store(ahead(accounts)))?;
             prop_assert_eq!(transfers(&replayed), transfers(&in_memory));
             prop_assert_eq!(replayed.totals(), in_memory.totals());
