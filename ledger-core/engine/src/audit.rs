@@ -96,19 +96,41 @@ type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// own in a scratch directory (removed at the end), so its memory does not grow with
 /// the transfers.
 struct Replay {
-    states: Map<String, LedgerState>,
-    /// Each ledger stream's length, and the chain hashes of the revisions snapshots name.
-    hashes: Map<String, StreamHashes>,
+    /// The streams named so far, by number (in the order named): a record is replayed
+    /// by its stream's number, found once per stream, not by name several times an
+    /// event (some 5% of the replay's thread).
+    streams: Vec<ReplayStream>,
+    numbers: Map<String, usize>,
     /// The revisions whose hashes are kept, by stream (those snapshots name).
     wanted: Map<String, BTreeSet<u64>>,
-    stores: Map<String, StoreThread>,
     hand_off_items: usize,
     /// The budget of each state's accounts cache, in bytes (`ACCOUNT_CACHE_BYTES`).
     account_cache_bytes: usize,
     /// Why a scratch store failed, if one did.
     store_failed: Arc<Mutex<Option<String>>>,
     failure: Option<AuditFailure>,
+    /// Last: removed once every scratch store's thread has stopped.
     scratch: Scratch,
+}
+
+/// A stream the replay was given, and what it keeps of it once it saw a ledger event.
+struct ReplayStream {
+    name: String,
+    /// The revisions whose hashes are kept.
+    wanted: BTreeSet<u64>,
+    /// The stream's length and the hashes kept, with the partition's state and its
+    /// scratch store, from its first ledger event on.
+    replayed: Option<(StreamHashes, LedgerState, StoreThread)>,
+}
+
+impl ReplayStream {
+    fn state(&self) -> Option<&LedgerState> {
+        self.replayed.as_ref().map(|(_, state, _)| state)
+    }
+
+    fn hashes(&self) -> Option<&StreamHashes> {
+        self.replayed.as_ref().map(|(hashes, _, _)| hashes)
+    }
 }
 
 #[derive(Default)]
@@ -143,10 +165,9 @@ impl Drop for Scratch {
 impl Replay {
     fn new(scratch: PathBuf, wanted: HashMap<String, BTreeSet<u64>>) -> Replay {
         Replay {
-            states: Map::default(),
-            hashes: Map::default(),
+            streams: Vec::new(),
+            numbers: Map::default(),
             wanted: wanted.into_iter().collect(),
-            stores: Map::default(),
             hand_off_items: HAND_OFF_ITEMS,
             account_cache_bytes: ACCOUNT_CACHE_BYTES,
             store_failed: Arc::new(Mutex::new(None)),
@@ -155,35 +176,39 @@ impl Replay {
         }
     }
 
-    /// The state of `stream`, with its scratch store, made on first use.
-    fn state(&mut self, stream: &str) -> Result<&mut LedgerState, String> {
-        if !self.states.contains_key(stream) {
-            let store = Arc::new(DiskState::scratch(&self.scratch.0.join(stream), stream)?);
-            let thread = StoreThread::start(store.clone(), self.store_failed.clone()).map_err(|e| e.to_string())?;
-            self.stores.insert(stream.to_string(), thread);
-            self.states.insert(
-                stream.to_string(),
-                LedgerState::new().with_store(store).with_account_cache_bytes(self.account_cache_bytes),
-            );
+    /// The number of ledger stream `stream`, given on first use.
+    fn number(&mut self, stream: &str) -> usize {
+        if let Some(number) = self.numbers.get(stream) {
+            return *number;
         }
-        self.states.get_mut(stream).ok_or_else(|| "no state".to_string())
+        let number = self.streams.len();
+        let wanted = self.wanted.remove(stream).unwrap_or_default();
+        self.streams.push(ReplayStream { name: stream.to_string(), wanted, replayed: None });
+        self.numbers.insert(stream.to_string(), number);
+        number
     }
 
-    /// Hands off the transfers of `stream`'s state if enough are in memory, and takes
-    /// note of those written; waits while too many are not.
-    fn tend_store(&mut self, stream: &str, hash: Hash) {
-        let (Some(state), Some(thread)) = (self.states.get_mut(stream), self.stores.get(stream)) else { return };
-        if state.in_memory() >= self.hand_off_items {
-            if let Some(hand_off) = state.hand_off() {
-                let _ = thread.jobs().send(StoreJob { hand_off, hash });
-            }
-        } else if state.hand_offs_pending() == 0 || state.events_applied() % SETTLE_EVERY_EVENTS != 0 {
-            return;
+    /// The stream named `stream`, if it had a ledger event.
+    fn stream(&self, stream: &str) -> Option<&ReplayStream> {
+        self.numbers.get(stream).and_then(|number| self.streams.get(*number)).filter(|s| s.replayed.is_some())
+    }
+
+    /// The streams that had a ledger event.
+    fn replayed(&self) -> impl Iterator<Item = &ReplayStream> {
+        self.streams.iter().filter(|stream| stream.replayed.is_some())
+    }
+
+    /// What the replay keeps of stream `number`, with a state and a scratch store made
+    /// on first use.
+    fn replayed_mut(&mut self, number: usize) -> Result<&mut (StreamHashes, LedgerState, StoreThread), String> {
+        let stream = self.streams.get_mut(number).ok_or_else(|| format!("no stream numbered {number}"))?;
+        if stream.replayed.is_none() {
+            let store = Arc::new(DiskState::scratch(&self.scratch.0.join(&stream.name), &stream.name)?);
+            let thread = StoreThread::start(store.clone(), self.store_failed.clone()).map_err(|e| e.to_string())?;
+            let state = LedgerState::new().with_store(store).with_account_cache_bytes(self.account_cache_bytes);
+            stream.replayed = Some((StreamHashes::default(), state, thread));
         }
-        thread.settle(state);
-        if let Some(reason) = self.store_failed.lock().ok().and_then(|failed| failed.clone()) {
-            self.failure = Some(AuditFailure::Scratch(reason));
-        }
+        stream.replayed.as_mut().ok_or_else(|| "no state".to_string())
     }
 
     /// Why the replay failed, if it did: an event, or a scratch store.
@@ -193,46 +218,49 @@ impl Replay {
     }
 
     fn visit(&mut self, record: &RecordedEvent) {
-        self.visit_decoded(&record.stream, record.revision, record.hash, decoded(record));
+        // Only ledger partitions are numbered (there may be millions of other streams).
+        let Some(event) = decoded(record) else { return };
+        let number = self.number(&record.stream);
+        self.visit_decoded(number, record.revision, record.hash, event.as_ref().map_err(String::as_str));
     }
 
-    /// [`Replay::visit`] of a record of `stream` at `revision` with chain hash `hash`,
-    /// its event already decoded ([`decoded`]).
-    fn visit_decoded(&mut self, stream: &str, revision: u64, hash: Hash, event: Option<Result<Event, String>>) {
-        let Some(event) = event else { return };
+    /// [`Replay::visit`] of a record of stream `number` at `revision` with chain hash
+    /// `hash`, its event already decoded ([`decoded`]).
+    fn visit_decoded(&mut self, number: usize, revision: u64, hash: Hash, event: Result<&Event, &str>) {
         if self.failure.is_some() {
             return;
         }
-        let fail = |reason: String| AuditFailure::Event { stream: stream.to_string(), revision, reason };
-        if !self.hashes.contains_key(stream) {
-            self.hashes.insert(stream.to_string(), StreamHashes::default());
+        if let Err(reason) = self.replayed_mut(number) {
+            return self.failure = Some(AuditFailure::Scratch(reason));
         }
-        let Some(hashes) = self.hashes.get_mut(stream) else { return };
+        let Replay { streams, hand_off_items, store_failed, failure, .. } = self;
+        let Some(stream) = streams.get_mut(number) else { return };
+        let Some((hashes, state, thread)) = stream.replayed.as_mut() else { return };
         hashes.len = revision + 1;
-        if self.wanted.get(stream).is_some_and(|wanted| wanted.contains(&revision)) {
+        if stream.wanted.contains(&revision) {
             hashes.kept.insert(revision, hash);
         }
-        let state = match self.state(stream) {
-            Ok(state) => state,
-            Err(reason) => return self.failure = Some(AuditFailure::Scratch(reason)),
-        };
+        let name = &stream.name;
+        let fail = |reason: String| AuditFailure::Event { stream: name.clone(), revision, reason };
         let event = match event {
             Ok(event) => event,
-            Err(error) => return self.failure = Some(fail(error)),
+            Err(error) => return *failure = Some(fail(error.to_string())),
         };
-        if let Err(error) = state.check_and_evolve(&event) {
-            return self.failure = Some(fail(error.to_string()));
+        if let Err(error) = state.check_and_evolve(event) {
+            return *failure = Some(fail(error.to_string()));
         }
         if let Some((currency, _)) = state.totals().iter().find(|(_, totals)| !totals.is_balanced()) {
-            return self.failure =
-                Some(AuditFailure::Unbalanced { stream: stream.to_string(), revision, currency: *currency });
+            return *failure = Some(AuditFailure::Unbalanced { stream: name.clone(), revision, currency: *currency });
         }
-        self.tend_store(stream, hash);
+        if let Some(reason) = tend_store(state, thread, hash, *hand_off_items, store_failed) {
+            *failure = Some(AuditFailure::Scratch(reason));
+        }
     }
 
     fn report(&self, events_checked: u64, heads: impl IntoIterator<Item = (String, (u64, Hash))>) -> AuditReport {
         let mut totals: BTreeMap<Currency, CurrencyTotals> = BTreeMap::new();
-        for state in self.states.values() {
+        let states = || self.replayed().filter_map(ReplayStream::state);
+        for state in states() {
             for (currency, t) in state.totals() {
                 let sum = totals.entry(*currency).or_default();
                 sum.debits_posted += t.debits_posted;
@@ -245,13 +273,34 @@ impl Replay {
         AuditReport {
             events_checked,
             streams: heads.len(),
-            ledger_partitions: self.states.len(),
-            accounts: self.states.values().map(|state| state.account_count() as usize).sum(),
-            transfers: self.states.values().map(|state| state.transfer_count() as usize).sum(),
+            ledger_partitions: states().count(),
+            accounts: states().map(|state| state.account_count() as usize).sum(),
+            transfers: states().map(|state| state.transfer_count() as usize).sum(),
             totals,
             heads,
         }
     }
+}
+
+/// Hands off the transfers of `state` to its scratch store's `thread` if at least
+/// `hand_off_items` are in memory, and takes note of those written; waits while too
+/// many are not. Why a scratch store failed, if one did (in `store_failed`).
+fn tend_store(
+    state: &mut LedgerState,
+    thread: &StoreThread,
+    hash: Hash,
+    hand_off_items: usize,
+    store_failed: &Mutex<Option<String>>,
+) -> Option<String> {
+    if state.in_memory() >= hand_off_items {
+        if let Some(hand_off) = state.hand_off() {
+            let _ = thread.jobs().send(StoreJob { hand_off, hash });
+        }
+    } else if state.hand_offs_pending() == 0 || !state.events_applied().is_multiple_of(SETTLE_EVERY_EVENTS) {
+        return None;
+    }
+    thread.settle(state);
+    store_failed.lock().ok().and_then(|failed| failed.clone())
 }
 
 /// The event of a ledger stream's record, decoded, of the type the record names;
@@ -362,17 +411,24 @@ fn verify_with(
                 report
             })
             .map_err(|e| AuditFailure::Scratch(format!("start the scan thread: {e}")))?;
-        let mut streams: Vec<String> = Vec::new();
+        // By the scan's number of each stream: the replay's number, and the revision
+        // of the oldest snapshot's last event (a stream with snapshots is served from
+        // the oldest, at the latest, one's last event on).
+        // `None` for a stream that is not a ledger partition's.
+        let mut streams: Vec<Option<(usize, Option<u64>)>> = Vec::new();
         for batch in scanned.iter() {
-            streams.extend(batch.new_streams);
-            for scanned in batch.records {
-                let stream = streams[scanned.stream].as_str();
-                // A stream with snapshots is served from the oldest (at the latest)
-                // one's last event on.
-                if snapshots.get(stream).is_some_and(|named| named.first() == Some(&scanned.revision)) {
+            for name in batch.new_streams {
+                let first_named = snapshots.get(&name).and_then(|named| named.first().copied());
+                streams.push(is_ledger_stream(&name).then(|| (replay.number(&name), first_named)));
+            }
+            for scanned in &batch.records {
+                // The scan names each stream in the batch of its first record.
+                let Some((number, first_named)) = streams[scanned.stream] else { continue };
+                let Some(event) = &scanned.event else { continue };
+                if first_named == Some(scanned.revision) {
                     first_segment_of_a_tail = first_segment_of_a_tail.min(scanned.segment);
                 }
-                replay.visit_decoded(stream, scanned.revision, scanned.hash, scanned.event);
+                replay.visit_decoded(number, scanned.revision, scanned.hash, event.as_ref().map_err(String::as_str));
             }
         }
         match scanner.join() {
@@ -387,10 +443,10 @@ fn verify_with(
         return Err(AuditFailure::TornTail(torn));
     }
     if let Some((stream, claimed)) = claimed {
-        check_claimed(&state_dir, &stream, claimed, replay.hashes.get(&stream))?;
+        check_claimed(&state_dir, &stream, claimed, replay.stream(&stream).and_then(ReplayStream::hashes))?;
     }
     if let Some(dir) = snapshot_dir {
-        compare_served_state(data_dir, dir, first_segment_of_a_tail, &replay.states, &replay.hashes)?;
+        compare_served_state(data_dir, dir, first_segment_of_a_tail, &replay)?;
     }
     Ok(replay.report(report.records, report.heads))
 }
@@ -436,11 +492,11 @@ fn compare_served_state(
     data_dir: &Path,
     snapshot_dir: &Path,
     first_segment: u32,
-    replayed: &Map<String, LedgerState>,
-    hashes: &Map<String, StreamHashes>,
+    replay: &Replay,
 ) -> Result<(), AuditFailure> {
     let mut served: HashMap<String, LedgerState> = HashMap::new();
-    for (stream, stream_hashes) in hashes {
+    for replayed in replay.replayed() {
+        let (Some(stream_hashes), stream) = (replayed.hashes(), &replayed.name) else { continue };
         snapshot::check_sound(&RealDisk, snapshot_dir, stream, |revision| stream_hashes.at(revision)).map_err(
             |mismatch| match mismatch {
                 snapshot::SnapshotMismatch::LogShorter(short) => {
@@ -456,7 +512,7 @@ fn compare_served_state(
         // (or goes on from its state store's checkpoint, checked by `check_claimed`),
         // as this audit's own replay did; nothing more to compare.
         let Some(mut state) = loaded else { continue };
-        if let Some(replayed) = replayed.get(stream) {
+        if let Some(replayed) = replayed.state() {
             state = state.with_store(Arc::new(Replayed(replayed.clone())));
         }
         served.insert(stream.clone(), state);
@@ -488,7 +544,7 @@ fn compare_served_state(
         return Err(failure);
     }
     for (stream, state) in &served {
-        if replayed.get(stream) != Some(state) {
+        if replay.stream(stream).and_then(ReplayStream::state) != Some(state) {
             return Err(AuditFailure::ServedStateDiffers { stream: stream.clone() });
         }
     }
