@@ -3,7 +3,8 @@
 //! hand-offs not yet written, and the store.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use indexmap::IndexMap;
@@ -195,20 +196,7 @@ impl LedgerState {
         if let Some(account) = self.accounts.get(&id) {
             return Some(Cow::Borrowed(account));
         }
-        if let Some(account) = self.account_cache.get(id) {
-            return Some(Cow::Owned(account));
-        }
-        for frozen in self.frozen.iter().rev() {
-            if let Some(account) = frozen.accounts.get(&id) {
-                return Some(Cow::Borrowed(account));
-            }
-        }
-        let store = self.store.as_ref()?;
-        match store.0.account(id) {
-            Ok(account) => account.map(Cow::Owned),
-            // The writer cannot decide without it; see `StateStore`.
-            Err(error) => panic!("the state store failed reading {id:?}: {error}"),
-        }
+        account_below_first_tier(&self.account_cache, &self.frozen, self.store.as_ref(), id)
     }
 
     /// Brings the accounts `commands` name into the first tier, unchanged, so that
@@ -233,12 +221,16 @@ impl LedgerState {
 
     /// Account `id` in the first tier, brought there from a lower one if need be.
     pub(super) fn account_mut(&mut self, id: AccountId) -> Option<&mut Account> {
-        if !self.accounts.contains_key(&id) {
-            let account = self.account(id)?.into_owned();
-            self.accounts.insert(id, account);
-        }
+        // One lookup in the first tier, where the account nearly always is.
+        let account = match self.accounts.entry(id) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let below = account_below_first_tier(&self.account_cache, &self.frozen, self.store.as_ref(), id)?;
+                entry.insert(below.into_owned())
+            }
+        };
         self.dirty_accounts.insert(id);
-        self.accounts.get_mut(&id)
+        Some(account)
     }
 
     pub(super) fn accounts_read_the_same_in(&self, other: &LedgerState) -> bool {
@@ -381,6 +373,29 @@ fn keep_spare<M: TierMap>(map: Arc<M>, spare: &mut Option<M>) {
     if let Ok(mut map) = Arc::try_unwrap(map) {
         map.clear();
         *spare = Some(map);
+    }
+}
+
+/// An account as the tiers under the first hold it: the cache's copy, then the newest
+/// hand-off's still in memory, then the store's (see [`LedgerState::account`]).
+fn account_below_first_tier<'a>(
+    cache: &AccountCache,
+    frozen: &'a VecDeque<Frozen>,
+    store: Option<&StoreHandle>,
+    id: AccountId,
+) -> Option<Cow<'a, Account>> {
+    if let Some(account) = cache.get(id) {
+        return Some(Cow::Owned(account));
+    }
+    for frozen in frozen.iter().rev() {
+        if let Some(account) = frozen.accounts.get(&id) {
+            return Some(Cow::Borrowed(account));
+        }
+    }
+    match store?.0.account(id) {
+        Ok(account) => account.map(Cow::Owned),
+        // The writer cannot decide without it; see `StateStore`.
+        Err(error) => panic!("the state store failed reading {id:?}: {error}"),
     }
 }
 
