@@ -18,7 +18,7 @@ use account_cache::AccountCache;
 pub use account_cache::ACCOUNT_CACHE_BYTES;
 use tiers::AccountIds;
 pub use tiers::{AccountMap, Checkpoint, HandOff, StateStore, StoredTransfer, TransferMap};
-use tiers::{Frozen, IdBound, StoreHandle};
+use tiers::{Frozen, StoreHandle};
 
 /// Debit and credit totals of one currency across the whole ledger. Double entry means
 /// debits equal credits, posted and pending, after every event.
@@ -70,9 +70,6 @@ pub struct LedgerState {
     spare_accounts: Option<AccountMap>,
     #[serde(skip)]
     store: Option<StoreHandle>,
-    /// The greatest transfer id any tier or the store may hold.
-    #[serde(skip, default = "IdBound::unknown")]
-    transfer_id_max: IdBound,
     /// The number of the last hand-off.
     #[serde(skip)]
     handed_off: u64,
@@ -502,7 +499,6 @@ impl LedgerState {
         // Through `entry`, so that no copy of a replaced value comes back to be read at
         // once (see `account_cache::read_le`: such a read waits for the store of the
         // new entry, to memory not in the CPU's caches).
-        self.transfer_id_max.include(movement.id);
         match self.transfers.entry(movement.id) {
             indexmap::map::Entry::Vacant(vacant) => {
                 vacant.insert(stored);

@@ -146,13 +146,6 @@ impl StateStore for MapStore {
     fn account(&self, id: AccountId) -> Result<Option<Account>, String> {
         Ok(self.accounts.lock().map_err(|e| e.to_string())?.get(&id).cloned())
     }
-
-    /// The store's greatest id, so that the state's tiers are skipped for greater ones
-    /// as with the engine's store.
-    fn transfer_id_max(&self) -> Option<u128> {
-        let transfers = self.transfers.lock().ok()?;
-        Some(transfers.keys().map(|id| id.0).max().unwrap_or(0))
-    }
 }
 
 impl MapStore {

@@ -96,9 +96,9 @@ type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// own in a scratch directory (removed at the end), so its memory does not grow with
 /// the transfers.
 struct Replay {
-    /// The streams named so far, by number (in the order named): a record is replayed
-    /// by its stream's number, found once per stream, not by name several times an
-    /// event (some 5% of the replay's thread).
+    /// The ledger streams named so far, by number (in the order named): a record is
+    /// replayed by its stream's number, found once per stream, not by name several
+    /// times an event (some 5% of the replay's thread).
     streams: Vec<ReplayStream>,
     numbers: Map<String, usize>,
     /// The revisions whose hashes are kept, by stream (those snapshots name).
@@ -113,24 +113,16 @@ struct Replay {
     scratch: Scratch,
 }
 
-/// A stream the replay was given, and what it keeps of it once it saw a ledger event.
+/// A ledger stream (a partition) the replay was given: numbered at its first event.
 struct ReplayStream {
     name: String,
     /// The revisions whose hashes are kept.
     wanted: BTreeSet<u64>,
-    /// The stream's length and the hashes kept, with the partition's state and its
-    /// scratch store, from its first ledger event on.
-    replayed: Option<(StreamHashes, LedgerState, StoreThread)>,
-}
-
-impl ReplayStream {
-    fn state(&self) -> Option<&LedgerState> {
-        self.replayed.as_ref().map(|(_, state, _)| state)
-    }
-
-    fn hashes(&self) -> Option<&StreamHashes> {
-        self.replayed.as_ref().map(|(hashes, _, _)| hashes)
-    }
+    /// The stream's length and the hashes kept.
+    hashes: StreamHashes,
+    state: LedgerState,
+    /// The thread of the partition's scratch store.
+    store: StoreThread,
 }
 
 #[derive(Default)]
@@ -176,39 +168,42 @@ impl Replay {
         }
     }
 
-    /// The number of ledger stream `stream`, given on first use.
-    fn number(&mut self, stream: &str) -> usize {
+    /// The number of ledger stream `stream`, given with its state and scratch store
+    /// on first use; `None` if those could not be made (the failure is kept).
+    fn number(&mut self, stream: &str) -> Option<usize> {
         if let Some(number) = self.numbers.get(stream) {
-            return *number;
+            return Some(*number);
         }
-        let number = self.streams.len();
-        let wanted = self.wanted.remove(stream).unwrap_or_default();
-        self.streams.push(ReplayStream { name: stream.to_string(), wanted, replayed: None });
-        self.numbers.insert(stream.to_string(), number);
-        number
+        match self.start_stream(stream) {
+            Ok(started) => {
+                let number = self.streams.len();
+                self.streams.push(started);
+                self.numbers.insert(stream.to_string(), number);
+                Some(number)
+            }
+            Err(reason) => {
+                self.failure.get_or_insert(AuditFailure::Scratch(reason));
+                None
+            }
+        }
     }
 
-    /// The stream named `stream`, if it had a ledger event.
+    /// Ledger stream `stream`, with a state and a scratch store of its own.
+    fn start_stream(&mut self, stream: &str) -> Result<ReplayStream, String> {
+        let store = Arc::new(DiskState::scratch(&self.scratch.0.join(stream), stream)?);
+        let thread = StoreThread::start(store.clone(), self.store_failed.clone()).map_err(|e| e.to_string())?;
+        Ok(ReplayStream {
+            name: stream.to_string(),
+            wanted: self.wanted.remove(stream).unwrap_or_default(),
+            hashes: StreamHashes::default(),
+            state: LedgerState::new().with_store(store).with_account_cache_bytes(self.account_cache_bytes),
+            store: thread,
+        })
+    }
+
+    /// Ledger stream `stream`, if it had an event.
     fn stream(&self, stream: &str) -> Option<&ReplayStream> {
-        self.numbers.get(stream).and_then(|number| self.streams.get(*number)).filter(|s| s.replayed.is_some())
-    }
-
-    /// The streams that had a ledger event.
-    fn replayed(&self) -> impl Iterator<Item = &ReplayStream> {
-        self.streams.iter().filter(|stream| stream.replayed.is_some())
-    }
-
-    /// What the replay keeps of stream `number`, with a state and a scratch store made
-    /// on first use.
-    fn replayed_mut(&mut self, number: usize) -> Result<&mut (StreamHashes, LedgerState, StoreThread), String> {
-        let stream = self.streams.get_mut(number).ok_or_else(|| format!("no stream numbered {number}"))?;
-        if stream.replayed.is_none() {
-            let store = Arc::new(DiskState::scratch(&self.scratch.0.join(&stream.name), &stream.name)?);
-            let thread = StoreThread::start(store.clone(), self.store_failed.clone()).map_err(|e| e.to_string())?;
-            let state = LedgerState::new().with_store(store).with_account_cache_bytes(self.account_cache_bytes);
-            stream.replayed = Some((StreamHashes::default(), state, thread));
-        }
-        stream.replayed.as_mut().ok_or_else(|| "no state".to_string())
+        self.numbers.get(stream).and_then(|number| self.streams.get(*number))
     }
 
     /// Why the replay failed, if it did: an event, or a scratch store.
@@ -220,7 +215,7 @@ impl Replay {
     fn visit(&mut self, record: &RecordedEvent) {
         // Only ledger partitions are numbered (there may be millions of other streams).
         let Some(event) = decoded(record) else { return };
-        let number = self.number(&record.stream);
+        let Some(number) = self.number(&record.stream) else { return };
         self.visit_decoded(number, record.revision, record.hash, event.as_ref().map_err(String::as_str));
     }
 
@@ -230,17 +225,12 @@ impl Replay {
         if self.failure.is_some() {
             return;
         }
-        if let Err(reason) = self.replayed_mut(number) {
-            return self.failure = Some(AuditFailure::Scratch(reason));
-        }
         let Replay { streams, hand_off_items, store_failed, failure, .. } = self;
-        let Some(stream) = streams.get_mut(number) else { return };
-        let Some((hashes, state, thread)) = stream.replayed.as_mut() else { return };
+        let Some(ReplayStream { name, wanted, hashes, state, store }) = streams.get_mut(number) else { return };
         hashes.len = revision + 1;
-        if stream.wanted.contains(&revision) {
+        if wanted.contains(&revision) {
             hashes.kept.insert(revision, hash);
         }
-        let name = &stream.name;
         let fail = |reason: String| AuditFailure::Event { stream: name.clone(), revision, reason };
         let event = match event {
             Ok(event) => event,
@@ -252,14 +242,14 @@ impl Replay {
         if let Some((currency, _)) = state.totals().iter().find(|(_, totals)| !totals.is_balanced()) {
             return *failure = Some(AuditFailure::Unbalanced { stream: name.clone(), revision, currency: *currency });
         }
-        if let Some(reason) = tend_store(state, thread, hash, *hand_off_items, store_failed) {
+        if let Some(reason) = tend_store(state, store, hash, *hand_off_items, store_failed) {
             *failure = Some(AuditFailure::Scratch(reason));
         }
     }
 
     fn report(&self, events_checked: u64, heads: impl IntoIterator<Item = (String, (u64, Hash))>) -> AuditReport {
         let mut totals: BTreeMap<Currency, CurrencyTotals> = BTreeMap::new();
-        let states = || self.replayed().filter_map(ReplayStream::state);
+        let states = || self.streams.iter().map(|stream| &stream.state);
         for state in states() {
             for (currency, t) in state.totals() {
                 let sum = totals.entry(*currency).or_default();
@@ -414,12 +404,14 @@ fn verify_with(
         // By the scan's number of each stream: the replay's number, and the revision
         // of the oldest snapshot's last event (a stream with snapshots is served from
         // the oldest, at the latest, one's last event on).
-        // `None` for a stream that is not a ledger partition's.
+        // `None` for a stream that is not a ledger partition's (or whose scratch store
+        // could not be made: the replay reports that failure).
         let mut streams: Vec<Option<(usize, Option<u64>)>> = Vec::new();
         for batch in scanned.iter() {
             for name in batch.new_streams {
                 let first_named = snapshots.get(&name).and_then(|named| named.first().copied());
-                streams.push(is_ledger_stream(&name).then(|| (replay.number(&name), first_named)));
+                let number = if is_ledger_stream(&name) { replay.number(&name) } else { None };
+                streams.push(number.map(|number| (number, first_named)));
             }
             for scanned in &batch.records {
                 // The scan names each stream in the batch of its first record.
@@ -443,7 +435,7 @@ fn verify_with(
         return Err(AuditFailure::TornTail(torn));
     }
     if let Some((stream, claimed)) = claimed {
-        check_claimed(&state_dir, &stream, claimed, replay.stream(&stream).and_then(ReplayStream::hashes))?;
+        check_claimed(&state_dir, &stream, claimed, replay.stream(&stream).map(|stream| &stream.hashes))?;
     }
     if let Some(dir) = snapshot_dir {
         compare_served_state(data_dir, dir, first_segment_of_a_tail, &replay)?;
@@ -495,8 +487,8 @@ fn compare_served_state(
     replay: &Replay,
 ) -> Result<(), AuditFailure> {
     let mut served: HashMap<String, LedgerState> = HashMap::new();
-    for replayed in replay.replayed() {
-        let (Some(stream_hashes), stream) = (replayed.hashes(), &replayed.name) else { continue };
+    for replayed in &replay.streams {
+        let (stream_hashes, stream) = (&replayed.hashes, &replayed.name);
         snapshot::check_sound(&RealDisk, snapshot_dir, stream, |revision| stream_hashes.at(revision)).map_err(
             |mismatch| match mismatch {
                 snapshot::SnapshotMismatch::LogShorter(short) => {
@@ -512,9 +504,7 @@ fn compare_served_state(
         // (or goes on from its state store's checkpoint, checked by `check_claimed`),
         // as this audit's own replay did; nothing more to compare.
         let Some(mut state) = loaded else { continue };
-        if let Some(replayed) = replayed.state() {
-            state = state.with_store(Arc::new(Replayed(replayed.clone())));
-        }
+        state = state.with_store(Arc::new(Replayed(replayed.state.clone())));
         served.insert(stream.clone(), state);
     }
     if served.is_empty() {
@@ -544,7 +534,7 @@ fn compare_served_state(
         return Err(failure);
     }
     for (stream, state) in &served {
-        if replay.stream(stream).and_then(ReplayStream::state) != Some(state) {
+        if replay.stream(stream).map(|replayed| &replayed.state) != Some(state) {
             return Err(AuditFailure::ServedStateDiffers { stream: stream.clone() });
         }
     }

@@ -371,12 +371,6 @@ impl StateStore for DiskState {
     fn account(&self, id: AccountId) -> Result<Option<Account>, String> {
         read_row(&self.accounts, id.0, |row| rows::decode_account(id, row)).inspect_err(|_| self.mark_for_rebuild())
     }
-
-    /// The greatest id in the store, read at open and kept up to date by each write (a
-    /// poisoned lock: no bound known, every lookup reads).
-    fn transfer_id_max(&self) -> Option<u128> {
-        self.transfers_max.lock().ok().map(|max| max.unwrap_or(0))
-    }
 }
 
 /// What the store's thread does next: write a hand-off whose last event is durable

@@ -46,50 +46,6 @@ pub trait StateStore: Send + Sync {
     fn transfer(&self, id: TransferId) -> Result<Option<StoredTransfer>, String>;
     /// Account `id` as of the last hand-off written.
     fn account(&self, id: AccountId) -> Result<Option<Account>, String>;
-    /// An upper bound of the ids of the transfers the store holds (0 when it holds
-    /// none), or `None` when it knows none. A state asks once, when the store is
-    /// attached ([`LedgerState::with_store`]).
-    fn transfer_id_max(&self) -> Option<u128> {
-        None
-    }
-}
-
-/// No tier of a state, and not its store, holds a transfer with an id greater than
-/// this (0 when none is held: ids are never 0); `None` when that is not known (a state
-/// read from a snapshot, or a store that knows no bound). A transfer whose id is
-/// greater, as new ids that grow with time are, is known to be new without a lookup in
-/// each tier: one comparison instead of a cache miss in each hand-off in memory.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(super) struct IdBound(Option<u128>);
-
-impl Default for IdBound {
-    /// An empty state's: it holds no transfer.
-    fn default() -> IdBound {
-        IdBound(Some(0))
-    }
-}
-
-impl IdBound {
-    pub(super) fn unknown() -> IdBound {
-        IdBound(None)
-    }
-
-    /// Whether no transfer with id `id` is held.
-    fn excludes(self, id: TransferId) -> bool {
-        self.0.is_some_and(|max| id.0 > max)
-    }
-
-    /// Counts a transfer with id `id` as held.
-    pub(super) fn include(&mut self, id: TransferId) {
-        if let Some(max) = &mut self.0 {
-            *max = (*max).max(id.0);
-        }
-    }
-
-    /// The bound of this state with a store whose bound is `store`.
-    fn with(self, store: Option<u128>) -> IdBound {
-        IdBound(self.0.zip(store).map(|(state, store)| state.max(store)))
-    }
 }
 
 /// What a state keeps besides its accounts and transfers: small, written with every
@@ -145,7 +101,6 @@ pub struct HandOff {
 impl LedgerState {
     /// Attaches the store accounts and transfers are handed off to and read back from.
     pub fn with_store(mut self, store: Arc<dyn StateStore>) -> LedgerState {
-        self.transfer_id_max = self.transfer_id_max.with(store.transfer_id_max());
         self.store = Some(StoreHandle(store));
         self.account_cache = AccountCache::new(ACCOUNT_CACHE_BYTES);
         self
@@ -262,9 +217,6 @@ impl LedgerState {
 
     /// A transfer as it was before event `revision`.
     pub(super) fn stored_before(&self, id: TransferId, revision: u64) -> Option<Cow<'_, StoredTransfer>> {
-        if self.transfer_id_max.excludes(id) {
-            return None;
-        }
         if let Some(stored) = self.transfers.get(&id) {
             return Some(Cow::Borrowed(stored));
         }

@@ -267,11 +267,11 @@ pub fn scan_on(
         for _ in 0..SCAN_BUFFERS {
             let _ = free.send(Vec::new());
         }
-        let reader = segments.clone();
+        let reader = &segments;
         std::thread::Builder::new()
             .name("log-read".into())
             .spawn_scoped(scope, move || {
-                for (_, path) in &reader {
+                for (_, path) in reader {
                     // The scan stopped (it returned the buffers' sender or the reads'
                     // receiver): nothing more to read.
                     let Ok(mut buffer) = buffers.recv() else { return };
