@@ -14,11 +14,13 @@ use crate::money::Currency;
 mod account_cache;
 pub mod rows;
 mod tiers;
+mod transfer_map;
 use account_cache::AccountCache;
 pub use account_cache::ACCOUNT_CACHE_BYTES;
 use tiers::AccountIds;
-pub use tiers::{AccountMap, Checkpoint, HandOff, StateStore, StoredTransfer, TransferMap};
+pub use tiers::{AccountMap, Checkpoint, HandOff, StateStore, StoredTransfer};
 use tiers::{Frozen, StoreHandle};
+pub use transfer_map::TransferMap;
 
 /// Debit and credit totals of one currency across the whole ledger. Double entry means
 /// debits equal credits, posted and pending, after every event.
@@ -496,15 +498,8 @@ impl LedgerState {
         // `evolve` has counted the event: its revision is one less.
         let revision = self.events_applied - 1;
         let stored = StoredTransfer { transfer, created: revision, changed: revision };
-        // Through `entry`, so that no copy of a replaced value comes back to be read at
-        // once (see `account_cache::read_le`: such a read waits for the store of the
-        // new entry, to memory not in the CPU's caches).
-        match self.transfers.entry(movement.id) {
-            indexmap::map::Entry::Vacant(vacant) => {
-                vacant.insert(stored);
-            }
-            indexmap::map::Entry::Occupied(_) => panic!("transfer id committed twice"),
-        }
+        let inserted = self.transfers.insert_new(movement.id, stored);
+        assert!(inserted, "transfer id committed twice");
         self.transfers_total += 1;
     }
 
@@ -581,7 +576,7 @@ impl LedgerState {
                 Undo::Transfer(id, None) => {
                     // The newest transfer of the first tier, so the last entry: removed
                     // without moving another.
-                    let removed = self.transfers.swap_remove(&id);
+                    let removed = self.transfers.remove(&id);
                     assert!(removed.is_some(), "undo of a transfer not made");
                     self.transfers_total -= 1;
                 }

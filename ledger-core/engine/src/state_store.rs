@@ -36,8 +36,8 @@
 //!   before the process stops) is removed and rebuilt from the log.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -564,7 +564,9 @@ mod tests {
                     let found = store.transfer(TransferId(id)).expect("read").map(|t| t.transfer.movement.id);
                     assert_eq!(found, Some(TransferId(id)), "stored id {id}");
                 }
-                for id in [high.saturating_add(1), high.saturating_add(2), u128::MAX].into_iter().filter(|&id| id > high) {
+                for id in
+                    [high.saturating_add(1), high.saturating_add(2), u128::MAX].into_iter().filter(|&id| id > high)
+                {
                     assert_eq!(store.transfer(TransferId(id)).expect("read"), None, "absent id {id}");
                 }
                 assert_eq!(store.transfer(TransferId(low - 1)).expect("read"), None, "absent id below");

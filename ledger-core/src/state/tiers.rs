@@ -7,10 +7,10 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use super::account_cache::{AccountCache, ACCOUNT_CACHE_BYTES, TOUCH_GROUP};
+use super::transfer_map::TransferMap;
 use super::{CurrencyTotals, LedgerState};
 use crate::domain::*;
 use crate::money::Currency;
@@ -26,11 +26,8 @@ pub struct StoredTransfer {
 }
 
 /// The state's maps: hashbrown with foldhash, randomly seeded (ids come from outside).
-/// The transfers' map keeps its entries in the order they came, in one vector beside
-/// a table of their indexes (`IndexMap`): a new transfer is pushed at the end instead
-/// of written at a random place of a map of tens of MB, and a hand-off's rows come out
-/// nearly sorted when ids grow with time.
-pub type TransferMap = IndexMap<TransferId, StoredTransfer, foldhash::fast::RandomState>;
+/// Transfers are in a [`TransferMap`]: a new transfer whose id is greater than any
+/// before it is pushed at the end of a vector.
 pub type AccountMap = HashMap<AccountId, Account, foldhash::fast::RandomState>;
 pub(super) type AccountIds = HashSet<AccountId, foldhash::fast::RandomState>;
 
@@ -278,43 +275,44 @@ impl LedgerState {
 
 /// A first tier's map, kept for reuse from one hand-off to the next.
 trait TierMap: Sized {
-    fn len(&self) -> usize;
-    fn capacity(&self) -> usize;
-    /// An empty map with room for `items`, hashed as this one.
-    fn empty_for(&self, items: usize) -> Self;
+    /// An empty map with room for what `self` holds, hashed as it.
+    fn empty_like(&self) -> Self;
+    /// Whether this map has room for what `like` holds.
+    fn has_room_for(&self, like: &Self) -> bool;
     fn clear(&mut self);
 }
 
-/// The same four methods of both kinds of first-tier map, forwarded to their own.
-macro_rules! tier_map {
-    ($map:ident) => {
-        impl<K, V> TierMap for $map<K, V, foldhash::fast::RandomState> {
-            fn len(&self) -> usize {
-                $map::len(self)
-            }
-            fn capacity(&self) -> usize {
-                $map::capacity(self)
-            }
-            fn empty_for(&self, items: usize) -> Self {
-                $map::with_capacity_and_hasher(items, self.hasher().clone())
-            }
-            fn clear(&mut self) {
-                $map::clear(self)
-            }
-        }
-    };
+impl<K, V> TierMap for HashMap<K, V, foldhash::fast::RandomState> {
+    fn empty_like(&self) -> Self {
+        HashMap::with_capacity_and_hasher(self.len(), self.hasher().clone())
+    }
+    fn has_room_for(&self, like: &Self) -> bool {
+        self.capacity() >= like.len()
+    }
+    fn clear(&mut self) {
+        HashMap::clear(self)
+    }
 }
 
-tier_map!(HashMap);
-tier_map!(IndexMap);
+impl TierMap for TransferMap {
+    fn empty_like(&self) -> Self {
+        TransferMap::empty_like(self)
+    }
+    fn has_room_for(&self, like: &Self) -> bool {
+        TransferMap::has_room_for(self, like)
+    }
+    fn clear(&mut self) {
+        TransferMap::clear(self)
+    }
+}
 
 /// Takes the first tier's map out of `tier`, leaving in its place the spare map (if it
 /// is large enough) or a new one. The next hand-off is likely as big: sized for it at
 /// once, the first tier is not rehashed (and fresh memory not touched twice) as it fills.
 fn next_first_tier<M: TierMap>(tier: &mut M, spare: &mut Option<M>) -> M {
     let next = match spare.take() {
-        Some(spare) if spare.capacity() >= tier.len() => spare,
-        _ => tier.empty_for(tier.len()),
+        Some(spare) if spare.has_room_for(tier) => spare,
+        _ => tier.empty_like(),
     };
     std::mem::replace(tier, next)
 }
