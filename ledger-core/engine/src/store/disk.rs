@@ -69,6 +69,14 @@ pub trait Disk: Send + Sync {
     }
     /// Opens an existing file for reading and appending.
     fn open_append(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>>;
+    /// Opens the existing file `path` for writes past the page cache (`O_DIRECT`:
+    /// whole blocks of [`DIRECT_ALIGN`] bytes, from memory and at offsets aligned to
+    /// it), or `None` where there are none: a file system that refuses them (tmpfs),
+    /// or a disk without a page cache (the simulated one). The log's committer then
+    /// appends through the file [`Disk::open_append`] gives.
+    fn open_direct(&self, _path: &Path) -> io::Result<Option<Arc<dyn DiskFile>>> {
+        Ok(None)
+    }
     /// Creates a file that must not exist yet, for reading and appending.
     fn create_new(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>>;
     /// Opens `path` for reading and writing at any offset, created empty if missing
@@ -84,9 +92,9 @@ pub trait Disk: Send + Sync {
     fn lock(&self, path: &Path) -> Result<Box<dyn DiskLock>, LockError>;
 }
 
-/// The alignment, in bytes, of the memory, offsets and lengths of reads with
-/// `O_DIRECT` (a multiple of any block size the file system has).
-const DIRECT_ALIGN: usize = 4_096;
+/// The alignment, in bytes, of the memory, offsets and lengths of reads and writes
+/// with `O_DIRECT` (a multiple of any block size the file system has).
+pub const DIRECT_ALIGN: usize = 4_096;
 /// Bytes a direct read's buffer grows by when the file grew while it was read.
 const DIRECT_GROW: usize = 1 << 20;
 
@@ -252,6 +260,16 @@ impl Disk for RealDisk {
     fn open_append(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>> {
         let file = OpenOptions::new().read(true).append(true).open(path)?;
         Ok(Arc::new(RealFile(file)))
+    }
+
+    fn open_direct(&self, path: &Path) -> io::Result<Option<Arc<dyn DiskFile>>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let direct = rustix::fs::OFlags::DIRECT.bits() as i32;
+        match OpenOptions::new().write(true).custom_flags(direct).open(path) {
+            Ok(file) => Ok(Some(Arc::new(RealFile(file)))),
+            Err(error) if error.kind() == io::ErrorKind::InvalidInput => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     fn create_new(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>> {

@@ -21,6 +21,7 @@ use super::seal::{Sealed, SegmentTable};
 use super::*;
 use ledger_core::chain::{chain_hash_with, Hash, GENESIS_HASH};
 
+mod direct;
 mod read;
 
 /// A segment is closed once it would grow past this; one frame never spans two.
@@ -149,6 +150,12 @@ fn open_index(disk: &dyn Disk, dir: &Path) -> Result<OpenedLog, StoreError> {
             &mut |record, location| table.push(&record.stream, record.revision, &[location.offset], record.hash),
         )?;
         report.scanned += scan.records;
+        if scan.padding > 0 {
+            // A direct write's zeros after the last frame (`embedded/direct.rs`): cut,
+            // so that the file ends at its last frame; nothing was lost.
+            file.set_len(scan.len).map_err(|e| io_error("truncate", path, e))?;
+            file.sync_data().map_err(|e| io_error("fdatasync", path, e))?;
+        }
         if let Some(torn) = scan.torn_tail {
             tracing::warn!(file = %torn.file.display(), offset = torn.offset, bytes = torn.bytes, reason = %torn.reason, "cutting a torn tail");
             file.set_len(torn.offset).map_err(|e| io_error("truncate", &torn.file, e))?;
@@ -385,6 +392,8 @@ struct Committer {
     /// The segment before the current one, and the offset from which its pages are
     /// still cached: dropped once the current segment holds the cached window.
     previous: Option<(Arc<dyn DiskFile>, u64)>,
+    /// The current segment opened for direct writes, where the disk has them.
+    direct: Option<direct::DirectLog>,
 }
 
 /// Bytes at the end of the log whose pages stay in the page cache once synced, for
@@ -433,7 +442,9 @@ impl Committer {
             }
             None => (create_segment(&shared, 0, next_position)?, 0, SEGMENT_HEADER_BYTES as u64),
         };
+        let direct = open_direct(&shared, segment, &*file, segment_len)?;
         Ok(Committer {
+            direct,
             shared,
             options,
             file,
@@ -454,13 +465,26 @@ impl Committer {
     fn roll(&mut self) -> Result<(), StoreError> {
         // Wrapping, as before: segment 0 exists, so the create below fails cleanly.
         let segment = self.segment.wrapping_add(1);
+        self.cut_padding()?;
         let previous = std::mem::replace(&mut self.file, create_segment(&self.shared, segment, self.next_position)?);
+        self.direct = open_direct(&self.shared, segment, &*self.file, SEGMENT_HEADER_BYTES as u64)?;
         self.previous = Some((previous, self.dropped_to));
         self.dropped_to = 0;
         self.to_seal.push((self.segment, self.segment_len));
         self.segment = segment;
         self.segment_len = SEGMENT_HEADER_BYTES as u64;
         Ok(())
+    }
+
+    /// Cuts the zeros a direct write left after the segment's last frame, durably: a
+    /// segment the store moves past, or closes, ends at its last frame.
+    fn cut_padding(&mut self) -> Result<(), StoreError> {
+        if self.direct.is_none() {
+            return Ok(());
+        }
+        let path = self.shared.dir.join(format::segment_file_name(self.segment));
+        self.file.set_len(self.segment_len).map_err(|e| io_error("truncate", &path, e))?;
+        self.file.sync_data().map_err(|e| io_error("fdatasync", &path, e))
     }
 
     /// After a sync: lets the synced pages older than the last `LOG_CACHED_BYTES` leave
@@ -551,9 +575,15 @@ impl Committer {
             }
             self.commit_group(group);
         }
-        // Closing: the seals still to write are written before the store closes.
+        // Closing: the seals still to write are written before the store closes, and
+        // the last segment ends at its last frame.
         self.join_sealer();
         self.seal_now();
+        if !self.shared.poisoned.load(Ordering::Acquire) {
+            if let Err(error) = self.cut_padding() {
+                tracing::warn!(%error, "cutting the last segment's padding at close; the next open cuts it");
+            }
+        }
     }
 
     fn commit_group(&mut self, group: Vec<Request>) {
@@ -671,7 +701,11 @@ impl Committer {
             return Ok(());
         }
         let path = self.shared.dir.join(format::segment_file_name(self.segment));
-        self.file.append_all(&self.buffer).map_err(|e| io_error("write", &path, e))?;
+        let written = match &mut self.direct {
+            Some(direct) => direct.append(&self.buffer, self.segment_len),
+            None => self.file.append_all(&self.buffer),
+        };
+        written.map_err(|e| io_error("write", &path, e))?;
         self.segment_len += self.buffer.len() as u64;
         self.buffer.clear();
         Ok(())
@@ -739,6 +773,21 @@ fn write_seal(shared: &Shared, segment: u32, segment_len: u64) -> Result<(), Sto
 /// Creates segment `segment`, its first record at `first_position`, durable with its
 /// header and its directory entry before any frame goes in, and adds it to the
 /// readers' segments and its (empty) table to the index.
+/// Segment `segment` (`file`, `len` bytes long) opened for direct writes, if the disk
+/// has them.
+fn open_direct(
+    shared: &Shared,
+    segment: u32,
+    file: &dyn DiskFile,
+    len: u64,
+) -> Result<Option<direct::DirectLog>, StoreError> {
+    let path = shared.dir.join(format::segment_file_name(segment));
+    let Some(direct) = shared.disk.open_direct(&path).map_err(|e| io_error("open", &path, e))? else {
+        return Ok(None);
+    };
+    direct::DirectLog::new(direct, file, len).map(Some).map_err(|e| io_error("read", &path, e))
+}
+
 fn create_segment(shared: &Shared, segment: u32, first_position: Position) -> Result<Arc<dyn DiskFile>, StoreError> {
     let path = shared.dir.join(format::segment_file_name(segment));
     let file = shared.disk.create_new(&path).map_err(|e| io_error("create", &path, e))?;

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use super::disk::{Disk, RealDisk};
+use super::disk::{Disk, RealDisk, DIRECT_ALIGN};
 use super::{RecordedEvent, StoreError};
 use ledger_core::chain::{check_link, Hash};
 
@@ -344,6 +344,9 @@ pub struct SegmentScan {
     /// Length of the valid part of the segment.
     pub len: u64,
     pub torn_tail: Option<TornTail>,
+    /// Zero bytes after the last frame of the last segment, left by a direct write
+    /// (fewer than a block; the open cuts them).
+    pub padding: u64,
 }
 
 /// The head of a stream before the segment being scanned.
@@ -399,6 +402,12 @@ pub fn scan_segment(
                 at += len;
             }
             Err(reason) => {
+                if last && is_padding(bytes, at) {
+                    // What a direct write leaves after the last frame: see
+                    // `embedded/direct.rs`. Not a torn tail: nothing was lost.
+                    scan.padding = (bytes.len() - at) as u64;
+                    break;
+                }
                 if last && is_tail(bytes, at) {
                     let bytes_cut = (bytes.len() - at) as u64;
                     scan.torn_tail = Some(TornTail {
@@ -415,6 +424,14 @@ pub fn scan_segment(
     }
     scan.len = at as u64;
     Ok(scan)
+}
+
+/// Whether the bytes from `at` (where no frame parses) are the padding a direct write
+/// leaves: zeros to the end of a file whose length is a whole number of blocks, fewer
+/// than a block of them.
+fn is_padding(bytes: &[u8], at: usize) -> bool {
+    let padding = bytes.len() - at;
+    bytes.len().is_multiple_of(DIRECT_ALIGN) && padding < DIRECT_ALIGN && bytes[at..].iter().all(|byte| *byte == 0)
 }
 
 /// Whether a segment whose header is not whole was never written to: it is all zeros
