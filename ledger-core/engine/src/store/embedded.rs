@@ -770,9 +770,6 @@ fn write_seal(shared: &Shared, segment: u32, segment_len: u64) -> Result<(), Sto
     Ok(())
 }
 
-/// Creates segment `segment`, its first record at `first_position`, durable with its
-/// header and its directory entry before any frame goes in, and adds it to the
-/// readers' segments and its (empty) table to the index.
 /// Segment `segment` (`file`, `len` bytes long) opened for direct writes, if the disk
 /// has them.
 fn open_direct(
@@ -788,6 +785,9 @@ fn open_direct(
     direct::DirectLog::new(direct, file, len).map(Some).map_err(|e| io_error("read", &path, e))
 }
 
+/// Creates segment `segment`, its first record at `first_position`, durable with its
+/// header and its directory entry before any frame goes in, and adds it to the
+/// readers' segments and its (empty) table to the index.
 fn create_segment(shared: &Shared, segment: u32, first_position: Position) -> Result<Arc<dyn DiskFile>, StoreError> {
     let path = shared.dir.join(format::segment_file_name(segment));
     let file = shared.disk.create_new(&path).map_err(|e| io_error("create", &path, e))?;
