@@ -393,15 +393,12 @@ fn read_row<T, E: std::fmt::Display>(
 
 impl StateStore for DiskState {
     fn transfer(&self, id: TransferId) -> Result<Option<StoredTransfer>, String> {
-        let bound = self.transfers_bound.load(Ordering::Acquire);
-        if bound != IdBound::UNKNOWN && id.0 >= u128::from(bound) {
+        let absent = match self.transfers_bound.load(Ordering::Acquire) {
+            IdBound::UNKNOWN => self.transfers_max.lock().map_err(|e| error("read", e))?.is_none_or(|max| id.0 > max),
+            bound => id.0 >= u128::from(bound),
+        };
+        if absent {
             return Ok(None);
-        }
-        if bound == IdBound::UNKNOWN {
-            let max = *self.transfers_max.lock().map_err(|e| error("read", e))?;
-            if max.is_none_or(|max| id.0 > max) {
-                return Ok(None);
-            }
         }
         read_row(&self.transfers, id.0, |row| rows::decode_transfer(id, row)).inspect_err(|_| self.mark_for_rebuild())
     }

@@ -274,7 +274,7 @@ impl LedgerState {
 }
 
 /// A first tier's map, kept for reuse from one hand-off to the next.
-trait TierMap: Sized {
+pub(super) trait TierMap: Sized {
     /// An empty map with room for what `self` holds, hashed as it.
     fn empty_like(&self) -> Self;
     /// Whether this map has room for what `like` holds.
@@ -291,18 +291,6 @@ impl<K, V> TierMap for HashMap<K, V, foldhash::fast::RandomState> {
     }
     fn clear(&mut self) {
         HashMap::clear(self)
-    }
-}
-
-impl TierMap for TransferMap {
-    fn empty_like(&self) -> Self {
-        TransferMap::empty_like(self)
-    }
-    fn has_room_for(&self, like: &Self) -> bool {
-        TransferMap::has_room_for(self, like)
-    }
-    fn clear(&mut self) {
-        TransferMap::clear(self)
     }
 }
 

@@ -7,7 +7,7 @@ use indexmap::IndexMap;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::tiers::StoredTransfer;
+use super::tiers::{StoredTransfer, TierMap};
 use crate::domain::TransferId;
 
 type Hashed = IndexMap<TransferId, StoredTransfer, foldhash::fast::RandomState>;
@@ -29,19 +29,6 @@ pub struct TransferMap {
 }
 
 impl TransferMap {
-    /// An empty map with room for as many of each kind as `like` holds, hashed as it.
-    pub(super) fn empty_like(like: &TransferMap) -> TransferMap {
-        TransferMap {
-            ascending: Vec::with_capacity(like.ascending.len()),
-            others: Hashed::with_capacity_and_hasher(like.others.len(), like.others.hasher().clone()),
-        }
-    }
-
-    /// Whether this map has room for as many of each kind as `like` holds.
-    pub(super) fn has_room_for(&self, like: &TransferMap) -> bool {
-        self.ascending.capacity() >= like.ascending.len() && self.others.capacity() >= like.others.len()
-    }
-
     pub fn len(&self) -> usize {
         self.ascending.len() + self.others.len()
     }
@@ -67,21 +54,14 @@ impl TransferMap {
         if let Some(at) = self.position(*id) {
             return Some(&self.ascending[at].1);
         }
-        if self.others.is_empty() {
-            return None;
-        }
         self.others.get(id)
-    }
-
-    pub fn contains_key(&self, id: &TransferId) -> bool {
-        self.get(id).is_some()
     }
 
     /// Adds transfer `id`, which the map does not hold; false (and no change) if it
     /// does.
     pub fn insert_new(&mut self, id: TransferId, stored: StoredTransfer) -> bool {
         if self.ascending.last().is_none_or(|(last, _)| id > *last) {
-            if !self.others.is_empty() && self.others.contains_key(&id) {
+            if self.others.contains_key(&id) {
                 return false;
             }
             self.ascending.push((id, stored));
@@ -121,8 +101,8 @@ impl TransferMap {
     }
 
     /// Every transfer: the ascending ones in order, then the others.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&TransferId, &StoredTransfer)> + Clone {
-        Iter { ascending: self.ascending.iter(), others: self.others.iter() }
+    pub fn iter(&self) -> impl Iterator<Item = (&TransferId, &StoredTransfer)> + Clone {
+        self.ascending.iter().map(|(id, stored)| (id, stored)).chain(self.others.iter())
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &TransferId> {
@@ -130,30 +110,23 @@ impl TransferMap {
     }
 }
 
-/// [`TransferMap::iter`]: a chain that knows its length.
-#[derive(Clone)]
-struct Iter<'a> {
-    ascending: std::slice::Iter<'a, (TransferId, StoredTransfer)>,
-    others: indexmap::map::Iter<'a, TransferId, StoredTransfer>,
-}
-
-impl<'a> Iterator for Iter<'a> {
-    type Item = (&'a TransferId, &'a StoredTransfer);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self.ascending.next() {
-            Some((id, stored)) => Some((id, stored)),
-            None => self.others.next(),
+/// Kept for reuse as the next first tier: sized for as many of each kind as the last.
+impl TierMap for TransferMap {
+    fn empty_like(&self) -> TransferMap {
+        TransferMap {
+            ascending: Vec::with_capacity(self.ascending.len()),
+            others: Hashed::with_capacity_and_hasher(self.others.len(), self.others.hasher().clone()),
         }
     }
 
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let len = self.ascending.len() + self.others.len();
-        (len, Some(len))
+    fn has_room_for(&self, like: &TransferMap) -> bool {
+        self.ascending.capacity() >= like.ascending.len() && self.others.capacity() >= like.others.len()
+    }
+
+    fn clear(&mut self) {
+        TransferMap::clear(self)
     }
 }
-
-impl ExactSizeIterator for Iter<'_> {}
 
 impl FromIterator<(TransferId, StoredTransfer)> for TransferMap {
     /// Later versions of an id replace earlier ones.
@@ -326,7 +299,7 @@ mod tests {
             }
             let listed: BTreeMap<_, _> = map.iter().map(|(id, stored)| (*id, stored.clone())).collect();
             prop_assert_eq!(&listed, &model);
-            prop_assert_eq!(map.iter().len(), model.len());
+            prop_assert_eq!(map.iter().count(), model.len());
             let rebuilt: TransferMap = model.clone().into_iter().collect();
             prop_assert_eq!(&rebuilt, &map);
             let config = bincode::config::standard();

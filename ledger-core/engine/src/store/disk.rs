@@ -131,6 +131,17 @@ fn read_direct(mut file: File, buffer: &mut Vec<u8>, len: u64) -> io::Result<Ran
     }
 }
 
+/// `path` opened with `options` and `O_DIRECT`, or `None` where the file system
+/// refuses `O_DIRECT` (tmpfs).
+fn open_direct(options: &mut OpenOptions, path: &Path) -> io::Result<Option<File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match options.custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32).open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(error) if error.kind() == io::ErrorKind::InvalidInput => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 /// A step of [`replace_file`] that failed: what it did, on which path, and why.
 #[derive(Debug)]
 pub struct ReplaceFailed {
@@ -239,15 +250,11 @@ impl Disk for RealDisk {
     /// scan's time. Elsewhere (tmpfs refuses `O_DIRECT`), a read through the cache.
     fn read_once(&self, path: &Path, buffer: &mut Vec<u8>) -> io::Result<Range<usize>> {
         use std::io::Read;
-        use std::os::unix::fs::OpenOptionsExt;
-        let direct = rustix::fs::OFlags::DIRECT.bits() as i32;
-        match OpenOptions::new().read(true).custom_flags(direct).open(path) {
-            Ok(file) => match file.metadata().and_then(|meta| read_direct(file, buffer, meta.len())) {
+        if let Some(file) = open_direct(OpenOptions::new().read(true), path)? {
+            match file.metadata().and_then(|meta| read_direct(file, buffer, meta.len())) {
                 Err(error) if error.kind() == io::ErrorKind::InvalidInput => {}
                 read => return read,
-            },
-            Err(error) if error.kind() == io::ErrorKind::InvalidInput => {}
-            Err(error) => return Err(error),
+            }
         }
         let mut file = File::open(path)?;
         buffer.clear();
@@ -263,13 +270,8 @@ impl Disk for RealDisk {
     }
 
     fn open_direct(&self, path: &Path) -> io::Result<Option<Arc<dyn DiskFile>>> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let direct = rustix::fs::OFlags::DIRECT.bits() as i32;
-        match OpenOptions::new().write(true).custom_flags(direct).open(path) {
-            Ok(file) => Ok(Some(Arc::new(RealFile(file)))),
-            Err(error) if error.kind() == io::ErrorKind::InvalidInput => Ok(None),
-            Err(error) => Err(error),
-        }
+        let file = open_direct(OpenOptions::new().write(true), path)?;
+        Ok(file.map(|file| Arc::new(RealFile(file)) as Arc<dyn DiskFile>))
     }
 
     fn create_new(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>> {
@@ -307,7 +309,6 @@ impl Disk for RealDisk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::OpenOptionsExt;
 
     /// `len` bytes in which a byte out of place shows.
     fn pattern(len: usize) -> Vec<u8> {
@@ -333,10 +334,9 @@ mod tests {
         let path = dir.path().join("grown.seg");
         let content = pattern(3 * DIRECT_GROW + 12_345);
         fs::write(&path, &content).expect("write");
-        let direct = rustix::fs::OFlags::DIRECT.bits() as i32;
         // A file system that refuses O_DIRECT (tmpfs) has no direct read to check;
         // `read_once` reads through the page cache there (the test above).
-        let Ok(file) = OpenOptions::new().read(true).custom_flags(direct).open(&path) else { return };
+        let Some(file) = open_direct(OpenOptions::new().read(true), &path).expect("open") else { return };
         let mut buffer = vec![7; 5];
         // As if the file had been empty when its length was read.
         let range = read_direct(file, &mut buffer, 0).expect("read");

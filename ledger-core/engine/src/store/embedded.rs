@@ -442,7 +442,7 @@ impl Committer {
             }
             None => (create_segment(&shared, 0, next_position)?, 0, SEGMENT_HEADER_BYTES as u64),
         };
-        let direct = open_direct(&shared, segment, &*file, segment_len)?;
+        let direct = direct::DirectLog::open(&shared, segment, &*file, segment_len)?;
         Ok(Committer {
             direct,
             shared,
@@ -467,7 +467,7 @@ impl Committer {
         let segment = self.segment.wrapping_add(1);
         self.cut_padding()?;
         let previous = std::mem::replace(&mut self.file, create_segment(&self.shared, segment, self.next_position)?);
-        self.direct = open_direct(&self.shared, segment, &*self.file, SEGMENT_HEADER_BYTES as u64)?;
+        self.direct = direct::DirectLog::open(&self.shared, segment, &*self.file, SEGMENT_HEADER_BYTES as u64)?;
         self.previous = Some((previous, self.dropped_to));
         self.dropped_to = 0;
         self.to_seal.push((self.segment, self.segment_len));
@@ -768,21 +768,6 @@ fn write_seal(shared: &Shared, segment: u32, segment_len: u64) -> Result<(), Sto
     let sealed = Sealed::write(&*shared.disk, &shared.dir, &table, segment_len)?;
     shared.index.write().map_err(|_| StoreError::Closed)?.seal(sealed);
     Ok(())
-}
-
-/// Segment `segment` (`file`, `len` bytes long) opened for direct writes, if the disk
-/// has them.
-fn open_direct(
-    shared: &Shared,
-    segment: u32,
-    file: &dyn DiskFile,
-    len: u64,
-) -> Result<Option<direct::DirectLog>, StoreError> {
-    let path = shared.dir.join(format::segment_file_name(segment));
-    let Some(direct) = shared.disk.open_direct(&path).map_err(|e| io_error("open", &path, e))? else {
-        return Ok(None);
-    };
-    direct::DirectLog::new(direct, file, len).map(Some).map_err(|e| io_error("read", &path, e))
 }
 
 /// Creates segment `segment`, its first record at `first_position`, durable with its

@@ -20,7 +20,9 @@
 use std::io;
 use std::sync::Arc;
 
+use super::{io_error, Shared};
 use crate::store::disk::{DiskFile, DIRECT_ALIGN};
+use crate::store::{format, StoreError};
 
 /// The last segment, opened for direct writes.
 pub(super) struct DirectLog {
@@ -37,9 +39,24 @@ fn block_start(offset: u64) -> u64 {
 }
 
 impl DirectLog {
+    /// Segment `segment` (`file`, through the page cache, `len` bytes long) opened for
+    /// direct writes, if the disk has them; its last partial block is read once.
+    pub(super) fn open(
+        shared: &Shared,
+        segment: u32,
+        file: &dyn DiskFile,
+        len: u64,
+    ) -> Result<Option<DirectLog>, StoreError> {
+        let path = shared.dir.join(format::segment_file_name(segment));
+        let Some(direct) = shared.disk.open_direct(&path).map_err(|e| io_error("open", &path, e))? else {
+            return Ok(None);
+        };
+        DirectLog::new(direct, file, len).map(Some).map_err(|e| io_error("read", &path, e))
+    }
+
     /// `direct`: the segment opened for direct writes; `file`: the same through the
     /// page cache, to read its last partial block once; `len`: its length.
-    pub(super) fn new(direct: Arc<dyn DiskFile>, file: &dyn DiskFile, len: u64) -> io::Result<DirectLog> {
+    fn new(direct: Arc<dyn DiskFile>, file: &dyn DiskFile, len: u64) -> io::Result<DirectLog> {
         let start = block_start(len);
         let mut tail = vec![0; (len - start) as usize];
         file.read_exact_at(&mut tail, start)?;
