@@ -160,10 +160,13 @@ async fn top_ups_requests_withdrawals_and_refunds() {
 
     // Refunds of Alice's payment to Bob: by Bob (the receiver) in part, then the rest
     // by an admin; never by Alice (403, as over gRPC); a refund id refunds once.
+    // Sent with a wait, it is answered completed; a wait over 10 s is refused, and sends nothing.
     let pay = json!({"client_transaction_id": "p1", "receiver_email": "bob@example.com", "amount": "10.00", "currency": "USD"});
-    let sent = http.post("/user/transaction", Some(&alice.token), pay).await;
+    let too_long = http.post("/user/transaction?wait_ms=10001", Some(&alice.token), pay.clone()).await;
+    assert_eq!((too_long.status, field(&too_long)), (400, Some("wait_ms")), "{too_long:?}");
+    let sent = http.post("/user/transaction?wait_ms=5000", Some(&alice.token), pay).await;
+    assert_eq!((sent.status, sent.json["status"].as_str()), (201, Some("completed")), "{sent:?}");
     let paid_id = id(&sent);
-    wait_status(&http, &alice.token, &paid_id, &["completed"]).await;
     let refunds = format!("/payments/{paid_id}/refunds");
     let by_sender = post_keyed(&http, &refunds, &alice.token, "x", json!({"amount": "1.00"})).await;
     assert_eq!(by_sender.status, 403, "{by_sender:?}");

@@ -319,6 +319,34 @@ async fn get_payment_waits_for_the_payment_to_settle() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_with_wait_answers_once_the_payment_settles() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, mut users, mut payments, alice, bob) = alice_and_bob(dir.path()).await;
+    let a_bank = bank(&mut users, &alice, "1111222233").await;
+    fund(&server, &alice, "USD", "5000", "1").await;
+    // Over the limit: refused before anything is recorded, so the key is still free.
+    let over = wire::SendRequest { wait_ms: 10_001, ..send("sw1", &bob, "2.00", "bank_account", &a_bank) };
+    let refused = payments.send(authed(over, &alice.token)).await.expect_err("over the limit");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    // A bank-funded payment waits on the rail's settlement; the send waits with it.
+    let asked = std::time::Instant::now();
+    let request = wire::SendRequest { wait_ms: 8_000, ..send("sw1", &bob, "3.00", "bank_account", &a_bank) };
+    let sent = payments.send(authed(request, &alice.token)).await.expect("send").into_inner();
+    assert_eq!((sent.status.as_str(), sent.amount.as_str()), ("completed", "3.00"), "{sent:?}");
+    assert!(asked.elapsed() < std::time::Duration::from_secs(6), "answered when settled: {:?}", asked.elapsed());
+    // A retry with the same key answers the same payment, settled, without paying twice.
+    let request = wire::SendRequest { wait_ms: 100, ..send("sw1", &bob, "3.00", "bank_account", &a_bank) };
+    let again = payments.send(authed(request, &alice.token)).await.expect("retry").into_inner();
+    assert_eq!((again.payment_id, again.status), (sent.payment_id, sent.status));
+    // Without a wait the send answers as soon as the payment is recorded, as before.
+    let request = send("sw2", &bob, "1.00", "bank_account", &a_bank);
+    let at_once = payments.send(authed(request, &alice.token)).await.expect("send").into_inner();
+    assert_ne!(at_once.status, "completed", "the rail takes longer than the answer: {at_once:?}");
+    settled(&mut payments, &alice.token, &at_once.payment_id, &TERMINAL).await;
+    assert_eq!(balance(&server, wallet(&bob)).await.0, 400, "3.00 and 1.00, each once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refunds_of_a_payment_reloaded_from_its_stream_never_refund_twice() {
     // The server keeps 2 finished payments in memory (see common): the first payment is
     // read again from its stream by the refunds below, at the same time.

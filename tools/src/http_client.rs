@@ -107,15 +107,16 @@ impl HttpClient {
         Ok((status, value))
     }
 
-    pub async fn send(&mut self, order: &SendOrder<'_>, currency: &str) -> Result<PaymentState, String> {
+    /// Sends the order (`POST /user/transaction?wait_ms=`: answered once the payment is
+    /// recorded for 0, or once it settles or `wait_ms` passes).
+    pub async fn send(&mut self, order: &SendOrder<'_>, currency: &str, wait_ms: u32) -> Result<PaymentState, String> {
         let body = serde_json::json!({
             "receiver_user_id": order.receiver.user_id,
             "amount": order.amount,
             "currency": currency,
         });
-        let answer = self
-            .call(Method::POST, "/user/transaction", order.sender, Some(&order.idempotency_key), Some(body))
-            .await?;
+        let path = format!("/user/transaction?wait_ms={wait_ms}");
+        let answer = self.call(Method::POST, &path, order.sender, Some(&order.idempotency_key), Some(body)).await?;
         payment_state(answer)
     }
 

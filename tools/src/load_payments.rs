@@ -6,9 +6,10 @@
 //! good test card and, when its USD wallet holds less than `TOPUP_FLOOR_MINOR`, a top-up
 //! of `TOPUP_MINOR` that is waited for. Timed: `--clients` tasks each send one payment
 //! at a time between a random pair of users (seeded by `--seed`), with a new
-//! idempotency key, and wait for it to reach a terminal status (`GetPayment` with
-//! `wait_ms`: the server answers when it gets there); the latency is the time from the
-//! send call to that answer. Over gRPC (`Payments.Send`, `GetPayment`) or
+//! idempotency key, and wait for it to reach a terminal status (`Send` with `wait_ms`:
+//! the server answers when it gets there; `--wait get` sends, then waits with
+//! `GetPayment`); the latency is the time from the send call to that answer. Over gRPC
+//! (`Payments.Send`, `GetPayment`) or
 //! over the HTTP/JSON API (`--transport http`; the set-up still runs over gRPC).
 //!
 //! The server's per-user velocity limits (`--risk-user-per-hour`, `--risk-user-per-day`,
@@ -65,6 +66,25 @@ const OTHER_REASON: &str = "other";
 /// Characters of a failure reason kept (reasons can carry details).
 const FAILURE_REASON_CHARS_MAX: usize = 80;
 
+/// Where a client waits for its payment's outcome.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Wait {
+    /// In the send call (`wait_ms`): one call a payment.
+    Send,
+    /// The send answers once the payment is recorded, then `GetPayment` with `wait_ms`:
+    /// two calls a payment.
+    Get,
+}
+
+impl Wait {
+    fn word(self) -> &'static str {
+        match self {
+            Wait::Send => "send",
+            Wait::Get => "get",
+        }
+    }
+}
+
 /// How the timed payments travel.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Transport {
@@ -102,6 +122,10 @@ pub struct PaymentsLoadArgs {
     /// The HTTP/JSON API's address (host:port), for --transport http.
     #[arg(long, default_value = "127.0.0.1:8080", requires = "payments")]
     pub http: String,
+    /// Where each client waits for its payment's outcome: in the send call (send), or
+    /// with GetPayment after it (get).
+    #[arg(long, value_enum, default_value_t = Wait::Send, requires = "payments")]
+    pub wait: Wait,
 }
 
 /// What `ledgerctl load` gives every kind of run.
@@ -389,7 +413,8 @@ pub async fn run(connection: &Connection, args: &PaymentsLoadArgs, shape: RunSha
             Transport::Http => PaymentsClient::Http(HttpClient::connect(&args.http).await?),
         };
         let random = Random::new(seeds.next());
-        tasks.push(tokio::spawn(drive(client_index, client, users.clone(), random, currency, run.clone())));
+        let waiting = Waiting { client, wait: args.wait };
+        tasks.push(tokio::spawn(drive(client_index, waiting, users.clone(), random, currency, run.clone())));
     }
     let mut tally = Tally::new();
     for task in tasks {
@@ -418,8 +443,21 @@ pub enum PaymentsClient {
     Http(HttpClient),
 }
 
+/// A client and where it waits.
+struct Waiting {
+    client: PaymentsClient,
+    wait: Wait,
+}
+
+/// `wait` in whole milliseconds, 1 to `WAIT_MAX`.
+fn wait_ms(wait: Duration) -> u32 {
+    u32::try_from(wait.min(WAIT_MAX).as_millis()).unwrap_or(0).max(1)
+}
+
 impl PaymentsClient {
-    async fn send(&mut self, order: &SendOrder<'_>) -> Result<PaymentState, String> {
+    /// Sends the order; answers once the payment is recorded (`wait_ms` 0), or once it
+    /// settles or `wait_ms` passes.
+    async fn send(&mut self, order: &SendOrder<'_>, wait_ms: u32) -> Result<PaymentState, String> {
         match self {
             PaymentsClient::Grpc(client) => {
                 let request = wire::SendRequest {
@@ -428,18 +466,19 @@ impl PaymentsClient {
                     amount: order.amount.clone(),
                     currency: LOAD_CURRENCY.into(),
                     funding: "wallet".into(),
+                    wait_ms,
                     ..Default::default()
                 };
                 let payment = client.send(as_user(request, order.sender)).await.map_err(|s| call_reason(&s))?;
                 Ok(PaymentState::of(payment.get_ref()))
             }
-            PaymentsClient::Http(client) => client.send(order, LOAD_CURRENCY).await,
+            PaymentsClient::Http(client) => client.send(order, LOAD_CURRENCY, wait_ms).await,
         }
     }
 
     /// The payment once it settles, or as it stands after `wait` (at most `WAIT_MAX`).
     async fn get(&mut self, user: &LoadUser, payment_id: &str, wait: Duration) -> Result<PaymentState, String> {
-        let wait_ms = u32::try_from(wait.min(WAIT_MAX).as_millis()).unwrap_or(0).max(1);
+        let wait_ms = wait_ms(wait);
         match self {
             PaymentsClient::Grpc(client) => {
                 let request = wire::GetPaymentRequest { payment_id: payment_id.into(), wait_ms };
@@ -484,7 +523,7 @@ fn as_user<T>(message: T, user: &LoadUser) -> tonic::Request<T> {
 /// settles, one payment at a time.
 async fn drive(
     client_index: usize,
-    mut client: PaymentsClient,
+    mut client: Waiting,
     users: Arc<Vec<LoadUser>>,
     mut random: Random,
     currency: Currency,
@@ -522,11 +561,16 @@ async fn drive(
     tally
 }
 
-/// Sends the order and waits for its payment to settle (`GetPayment` with `wait_ms`: the
-/// server answers as soon as it has), or until `PAYMENT_WAIT_MAX` passes:
-/// `Err("timed_out")`.
-async fn settle(client: &mut PaymentsClient, order: &SendOrder<'_>, begun: Instant) -> Result<PaymentState, String> {
-    let mut state = client.send(order).await?;
+/// Sends the order and waits for its payment to settle (`wait_ms` in the send, or in
+/// `GetPayment` after it: the server answers as soon as it has), or until
+/// `PAYMENT_WAIT_MAX` passes: `Err("timed_out")`.
+async fn settle(waiting: &mut Waiting, order: &SendOrder<'_>, begun: Instant) -> Result<PaymentState, String> {
+    let client = &mut waiting.client;
+    let send_wait = match waiting.wait {
+        Wait::Send => wait_ms(PAYMENT_WAIT_MAX),
+        Wait::Get => 0,
+    };
+    let mut state = client.send(order, send_wait).await?;
     while !state.settled() {
         let Some(left) = PAYMENT_WAIT_MAX.checked_sub(begun.elapsed()).filter(|left| !left.is_zero()) else {
             return Err("timed_out".into());
@@ -667,7 +711,7 @@ fn report(json: bool, args: &PaymentsLoadArgs, shape: &RunShape, tally: &Tally, 
         outln!(
             "{}",
             serde_json::json!({
-                "transport": args.transport.word(), "clients": shape.clients, "users": args.users,
+                "transport": args.transport.word(), "wait": args.wait.word(), "clients": shape.clients, "users": args.users,
                 "duration_s": (seconds * 1e3).round() / 1e3, "payments_per_sec": per_sec.round(),
                 "p50_ms": p50, "p99_ms": p99, "p999_ms": p999,
                 "completed": tally.completed, "failed": tally.failed, "failures": tally.reasons, "seed": args.seed,
@@ -676,11 +720,12 @@ fn report(json: bool, args: &PaymentsLoadArgs, shape: &RunShape, tally: &Tally, 
         return;
     }
     outln!(
-        "{} payments completed, {} failed, in {seconds:.2} s: {} clients over {}, {} users",
+        "{} payments completed, {} failed, in {seconds:.2} s: {} clients over {} (waiting in {}), {} users",
         tally.completed,
         tally.failed,
         shape.clients,
         args.transport.word(),
+        args.wait.word(),
         args.users
     );
     outln!("throughput: {per_sec:.0} payments/s (completed)");

@@ -438,6 +438,8 @@ pub async fn run(connection: &Connection, command: PaymentsCommand) -> Result<u8
                 instrument_id,
                 note,
                 quote_id: quote,
+                // Waited for below, as every command's --wait.
+                wait_ms: 0,
             };
             (payments.send(connection.request(request)?).await, wait, counterparty)
         }

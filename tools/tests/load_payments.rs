@@ -37,6 +37,7 @@ fn assert_report_keys(report: &serde_json::Value) {
         "completed",
         "failed",
         "transport",
+        "wait",
         "clients",
         "users",
         "duration_s",
@@ -55,16 +56,18 @@ fn every_payment_completes_over_grpc_and_a_rerun_reuses_the_users() {
     assert_report_keys(&report);
     assert_eq!(report["completed"], 200, "{report}");
     assert_eq!(report["failed"], 0, "{report}");
-    assert_eq!(report["transport"], "grpc");
+    assert_eq!((&report["transport"], &report["wait"]), (&"grpc".into(), &"send".into()));
     assert_eq!((report["clients"].as_u64(), report["users"].as_u64()), (Some(4), Some(8)));
     let p50 = report["p50_ms"].as_f64().expect("p50");
     let p99 = report["p99_ms"].as_f64().expect("p99");
     let p999 = report["p999_ms"].as_f64().expect("p999");
     assert!(0.0 < p50 && p50 <= p99 && p99 <= p999, "{report}");
 
-    // The same users sign in again (their email is taken) and pay from what they hold.
-    let (ok, again) = load(server.listen, &args);
+    // The same users sign in again (their email is taken) and pay from what they hold,
+    // now waiting with GetPayment after each send.
+    let (ok, again) = load(server.listen, &[&args[..], &["--wait", "get"]].concat());
     assert!(ok, "{again}");
+    assert_eq!(again["wait"], "get");
     assert_eq!((again["completed"].as_u64(), again["failed"].as_u64()), (Some(200), Some(0)), "{again}");
     server.stop();
 }

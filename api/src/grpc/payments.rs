@@ -191,6 +191,7 @@ impl wire::payments_server::Payments for PaymentsService {
         let result = async {
             let sender = self.user(&request).await?;
             let r = request.get_ref();
+            let wait = wait_of(r.wait_ms)?;
             let (currency, amount) = if r.quote_id.is_empty() {
                 let currency = convert::parse_currency("currency", &r.currency)?;
                 (currency, amount(&r.amount, currency)?)
@@ -224,7 +225,14 @@ impl wire::payments_server::Payments for PaymentsService {
                 note: r.note.clone(),
                 quote_id: r.quote_id.clone(),
             };
-            self.payments.create(sender, &r.idempotency_key, new).await.map(payment_wire).map_err(status::payments)
+            let created = self.payments.create(sender, &r.idempotency_key, new).await.map_err(status::payments)?;
+            let payment = match wait {
+                None => created,
+                Some(wait) => {
+                    self.payments.get_settled(created.id, Some(sender), wait).await.map_err(status::payments)?
+                }
+            };
+            Ok(payment_wire(payment))
         }
         .await;
         self.metrics.answer("Payments/Send", result)
@@ -302,12 +310,9 @@ impl wire::payments_server::Payments for PaymentsService {
             let viewer = self.viewer(&request).await?;
             let r = request.get_ref();
             let id = payment_id(&r.payment_id)?;
-            let payment = match r.wait_ms {
-                0 => self.payments.get(id, viewer).await,
-                wait @ 1..=WAIT_MS_MAX => {
-                    self.payments.get_settled(id, viewer, std::time::Duration::from_millis(u64::from(wait))).await
-                }
-                _ => return Err(Status::invalid_argument(format!("wait_ms: at most {WAIT_MS_MAX}"))),
+            let payment = match wait_of(r.wait_ms)? {
+                None => self.payments.get(id, viewer).await,
+                Some(wait) => self.payments.get_settled(id, viewer, wait).await,
             };
             payment.map(payment_wire).map_err(status::payments)
         }
@@ -399,8 +404,18 @@ impl wire::payments_server::Payments for PaymentsService {
     }
 }
 
-/// The longest `GetPayment` waits for a payment to settle, in milliseconds.
+/// The longest `GetPayment` and `Send` wait for a payment to settle, in milliseconds.
 pub const WAIT_MS_MAX: u32 = 10_000;
+
+/// A request's `wait_ms`: `None` for 0 (answer at once), INVALID_ARGUMENT above
+/// `WAIT_MS_MAX`.
+fn wait_of(wait_ms: u32) -> Result<Option<std::time::Duration>, Status> {
+    match wait_ms {
+        0 => Ok(None),
+        1..=WAIT_MS_MAX => Ok(Some(std::time::Duration::from_millis(u64::from(wait_ms)))),
+        _ => Err(Status::invalid_argument(format!("wait_ms: at most {WAIT_MS_MAX}"))),
+    }
+}
 
 /// The cursor of a list of payments: `{created_ns}_{payment id}` of the last payment
 /// of the previous page (the HTTP API's `next_cursor` is the same text).

@@ -181,19 +181,23 @@ fn header_key(header: Option<String>) -> Result<String, ApiError> {
 /// Sends money from the signed-in user to another user (the seed's transaction).
 /// Answers the payment as soon as it is recorded (usually `created`); it then moves on
 /// by itself (a wallet-to-wallet payment reaches `completed` within milliseconds):
-/// poll `GET /payments/{id}`, or register a webhook.
+/// give `wait_ms` to be answered once it settles, poll `GET /payments/{id}`, or register
+/// a webhook.
 #[utoipa::path(post, path = "/user/transaction", tag = "payments", security(("bearer" = [])),
     request_body = SendPayment,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Or client_transaction_id in the body")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Or client_transaction_id in the body"),
+        PaymentWait),
     responses((status = 201, body = Payment), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn send(
     Shared(state): Shared<State>,
     caller: Caller,
     IdempotencyKey(key): IdempotencyKey,
+    Params(query): Params<PaymentWait>,
     body: JsonBody<SendPayment>,
 ) -> Result<(StatusCode, Json<Payment>), ApiError> {
     let b = body.value;
+    let wait_ms = query.wait_ms()?;
     let idempotency_key = payment_key(key, &b.client_transaction_id)?;
     let request = caller.grpc(wire::SendRequest {
         idempotency_key,
@@ -205,6 +209,7 @@ pub async fn send(
         instrument_id: b.instrument_id,
         note: b.note,
         quote_id: b.quote_id,
+        wait_ms,
     });
     let payment = call(state.payments.send(request)).await.map_err(platform_reused)?;
     Ok((StatusCode::CREATED, Json(payment_json(payment))))
@@ -298,6 +303,19 @@ pub struct PaymentWait {
     pub wait_ms: Option<String>,
 }
 
+impl PaymentWait {
+    fn wait_ms(&self) -> Result<u32, ApiError> {
+        match self.wait_ms.as_deref() {
+            None => Ok(0),
+            Some(text) => text
+                .parse::<u32>()
+                .ok()
+                .filter(|ms| *ms <= crate::grpc::payments::WAIT_MS_MAX)
+                .ok_or_else(|| ApiError::invalid("wait_ms", "a whole number of milliseconds from 0 to 10000")),
+        }
+    }
+}
+
 /// One payment the caller is a party of (or any, for an admin).
 #[utoipa::path(get, path = "/payments/{id}", tag = "payments", security(("bearer" = [])),
     params(("id" = String, Path, description = "The payment id"), PaymentWait),
@@ -309,15 +327,7 @@ pub async fn get_payment(
     Path(id): Path<String>,
     Params(query): Params<PaymentWait>,
 ) -> Result<Json<Payment>, ApiError> {
-    let wait_ms = match query.wait_ms.as_deref() {
-        None => 0,
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|ms| *ms <= crate::grpc::payments::WAIT_MS_MAX)
-            .ok_or_else(|| ApiError::invalid("wait_ms", "a whole number of milliseconds from 0 to 10000"))?,
-    };
-    let request = wire::GetPaymentRequest { payment_id: id, wait_ms };
+    let request = wire::GetPaymentRequest { payment_id: id, wait_ms: query.wait_ms()? };
     let payment = call(state.payments.get_payment(caller.grpc(request))).await?;
     Ok(Json(payment_json(payment)))
 }
