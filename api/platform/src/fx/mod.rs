@@ -490,7 +490,7 @@ impl Fx {
         }
         quote.check_live(self.clock.now_ns())?;
         self.ensure_fx_accounts([quote.from, quote.to]).await?;
-        self.users.open_wallet(receiver, quote.to).await?;
+        self.users.ensure_wallet(receiver, quote.to).await?;
         let (from, to, a) = (quote.from, quote.to, quote.amounts);
         let transfers = booking(&quote.id, user, receiver, from, to, a);
         let ids: Vec<String> = transfers.iter().map(|t| t.id.0.to_string()).collect();

@@ -387,10 +387,10 @@ impl Payments {
     ) -> Result<PaymentView, PaymentsError> {
         // Both wallets exist before money moves (opening is idempotent).
         if new.kind != "withdrawal" {
-            self.users.open_wallet(new.receiver, quote.map_or(new.currency, |q| q.to)).await?;
+            self.users.ensure_wallet(new.receiver, quote.map_or(new.currency, |q| q.to)).await?;
         }
         if new.funding == "wallet" || new.kind == "withdrawal" {
-            self.users.open_wallet(new.sender, new.currency).await?;
+            self.users.ensure_wallet(new.sender, new.currency).await?;
         }
         let fee = quote.map_or_else(|| self.fee(&new.funding, new.amount), |q| q.amounts.fee);
         if new.amount.checked_add(fee).is_none() {
@@ -524,7 +524,7 @@ impl Payments {
             self.check_funding(payer, &funding, &instrument_id).await?;
             if funding == "wallet" {
                 if let Some(currency) = payment.currency() {
-                    self.users.open_wallet(payer, currency).await?;
+                    self.users.ensure_wallet(payer, currency).await?;
                 }
             }
             self.fee(&funding, payment.created.amount)

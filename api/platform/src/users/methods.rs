@@ -198,6 +198,15 @@ impl Users {
     /// Opens the user's wallet in `currency` (idempotent): a ledger account owned by
     /// the user that cannot be overdrawn.
     pub async fn open_wallet(&self, user_id: u128, currency: Currency) -> Result<Wallet, UsersError> {
+        self.ensure_wallet(user_id, currency).await?;
+        let mut wallets = self.wallets(user_id).await?;
+        wallets.retain(|w| w.currency == currency);
+        wallets.pop().ok_or_else(|| UsersError::Internal("the wallet account is missing".into()))
+    }
+
+    /// Opens the user's wallet in `currency` unless it is open, without reading its
+    /// balance (what a payment needs before it moves money).
+    pub async fn ensure_wallet(&self, user_id: u128, currency: Currency) -> Result<(), UsersError> {
         let user = self.user(user_id)?;
         let mut state = user.lock().await;
         let account = wallet_account_id(user_id, currency);
@@ -216,10 +225,7 @@ impl Users {
             let opened = ev::WalletOpened { currency: currency.code().to_string(), account_id: account.to_string() };
             self.append(&mut state, vec![Detail::WalletOpened(opened)]).await?;
         }
-        drop(state);
-        let mut wallets = self.wallets(user_id).await?;
-        wallets.retain(|w| w.currency == currency);
-        wallets.pop().ok_or_else(|| UsersError::Internal("the wallet account is missing".into()))
+        Ok(())
     }
 
     pub async fn wallets(&self, user_id: u128) -> Result<Vec<Wallet>, UsersError> {
