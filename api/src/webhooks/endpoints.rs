@@ -262,6 +262,11 @@ impl Endpoints {
         (page, more)
     }
 
+    /// Whether no endpoint is registered (as far as the stream is folded).
+    pub fn is_empty(&self) -> bool {
+        self.lock().live.is_empty()
+    }
+
     /// The endpoints registered before log position `position`.
     pub fn before(&self, position: u64) -> Vec<Endpoint> {
         self.lock().live.values().filter(|e| e.position < position).cloned().collect()

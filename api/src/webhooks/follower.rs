@@ -9,6 +9,10 @@
 //! goes to every endpoint registered before the event whose owner may see the payment
 //! and who subscribed to its type. A batch's deliveries and the checkpoint after it
 //! commit in one transaction.
+//!
+//! While no endpoint is registered, no event is for anyone: every `IDLE_SKIP_EVERY` the
+//! follower folds in the registrations durable below the log's head and, finding none,
+//! moves to the head without reading the events in between.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,6 +33,8 @@ pub const FOLLOW_BATCH_EVENTS: usize = 256;
 /// events passed since the last commit: following them again after a crash makes no
 /// delivery either, and a log with no endpoints costs no sync per batch.
 pub const CHECKPOINT_EVERY_EVENTS: u64 = 4_096;
+/// How often a follower with no endpoint registered skips to the log's head.
+pub const IDLE_SKIP_EVERY: Duration = Duration::from_millis(50);
 /// Wait before following again after an error.
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
 
@@ -152,6 +158,18 @@ fn start_position(webhooks: &Webhooks, store: &dyn EventStore) -> Result<u64, We
     Ok(oldest.unwrap_or(*store.watch_head().borrow()))
 }
 
+/// The log's head when no endpoint is registered below it, so that the events from
+/// `next` up to it are for nobody; `None` when an endpoint is registered.
+fn idle_head(webhooks: &Webhooks, store: &dyn EventStore, next: u64) -> Result<Option<u64>, WebhookError> {
+    if !webhooks.endpoints.is_empty() {
+        return Ok(None);
+    }
+    // The head first: a registration below it is durable, so the fold sees it.
+    let head = *store.watch_head().borrow();
+    webhooks.endpoints.catch_up()?;
+    Ok((webhooks.endpoints.is_empty() && head >= next).then_some(head))
+}
+
 /// Follows the log until `stop` turns true.
 pub async fn run(webhooks: Arc<Webhooks>, store: Arc<dyn EventStore>, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
@@ -186,6 +204,21 @@ async fn follow(
     loop {
         if *stop.borrow() {
             return Ok(());
+        }
+        if let Some(head) = idle_head(webhooks, store.as_ref(), subscription.position())? {
+            subscription = Subscription::new(store.clone(), head);
+            if head - committed >= CHECKPOINT_EVERY_EVENTS {
+                let webhooks_ = webhooks.clone();
+                tokio::task::spawn_blocking(move || webhooks_.db.enqueue(Vec::new(), head, now_ms()))
+                    .await
+                    .map_err(|e| WebhookError::Database(e.to_string()))??;
+                committed = head;
+            }
+            webhooks.stats.position.store(head, Ordering::Relaxed);
+            tokio::select! {
+                _ = tokio::time::sleep(IDLE_SKIP_EVERY) => continue,
+                _ = stop.changed() => return Ok(()),
+            }
         }
         let batch = tokio::select! {
             batch = subscription.next_batch(FOLLOW_BATCH_EVENTS) => batch?,
