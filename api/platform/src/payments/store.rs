@@ -1,17 +1,22 @@
 //! The payments' index on disk (`<data-dir>/payments/index.redb`): what must be found
 //! without knowing a payment's stream, so that a start reads no finished payment.
 //!
-//! - `all` and `by_user`: every payment, and each user's (sent or received), newest
-//!   first, for the lists;
+//! - `all`: every payment, newest first, for the admins' list;
+//! - `sent_by` and `received`: (sender, creation time, payment) → what the risk rules
+//!   count of it (empty until it is assessed; 0 for a blocked payment), and (receiver,
+//!   newest first) for a payment to another user. A user's list merges the two, so each
+//!   payment costs one row per party: a row a user, inserted at that user's place in a
+//!   tree as large as the history, is the index's costliest write. Its `sent_by` rows
+//!   of the last day are also what the rules load of a user who is not in memory;
 //! - `keys`: (creator, idempotency key) → payment, only for payments of earlier builds,
 //!   whose ids were random: a payment's id is now derived from its creator and key
 //!   (`id_for_key`), so a retry finds it by its stream and the key needs no row (a
 //!   row a payment, inserted at a random place of a tree as large as the history,
 //!   was the index's costliest write); `quotes`: quote → the payment that executed it;
 //! - `open`: the payments not finished, which a start loads and drives;
-//! - `sent` and `by_instrument`: (sender or instrument, creation time, payment) → the
-//!   amount the risk rules count (0 for a blocked payment), for the last day's
-//!   activity of a user or an instrument, loaded when the rules first need it;
+//! - `by_instrument`: (instrument, creation time, payment) → the amount the risk rules
+//!   count, for the last day's activity of an instrument, loaded when the rules first
+//!   need it;
 //! - `payees`: (sender, receiver) → a payment that completed between them.
 //!
 //! Like the users' index, it is a locator checked against the payment it names, and its
@@ -25,7 +30,9 @@
 use std::path::Path;
 
 use ledger_core::money::Currency;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+};
 
 use super::activity::Recent;
 use super::kinds::{Decision, FinishStatus};
@@ -37,13 +44,18 @@ use crate::log_checkpoint::{self, Checkpoint, CheckpointError};
 type Newest = (u64, u128);
 
 const ALL: TableDefinition<Newest, ()> = TableDefinition::new("all");
-const BY_USER: TableDefinition<(u128, u64, u128), ()> = TableDefinition::new("by_user");
+/// (receiver, newest first) of payments between two users.
+const RECEIVED: TableDefinition<(u128, u64, u128), ()> = TableDefinition::new("received");
 const KEYS: TableDefinition<(u128, &str), u128> = TableDefinition::new("keys");
 const QUOTES: TableDefinition<&str, u128> = TableDefinition::new("quotes");
 /// Keyed by (creation time, id): new rows go at the end of the tree and most leave
 /// from near it (a payment ends soon after it began), so a commit rewrites few pages.
 const OPEN: TableDefinition<(u64, u128), ()> = TableDefinition::new("open");
-const SENT: TableDefinition<(u128, u64, u128), &[u8]> = TableDefinition::new("sent");
+/// (sender, creation time, id) → the amount the rules count, empty until assessed.
+const SENT_BY: TableDefinition<(u128, u64, u128), &[u8]> = TableDefinition::new("sent_by");
+/// Tables of an earlier layout (a row per user and payment in `by_user`, assessed
+/// payments only in `sent`): an index that has one is rebuilt.
+const EARLIER_TABLES: [&str; 2] = ["by_user", "sent"];
 const BY_INSTRUMENT: TableDefinition<(&str, u64, u128), &[u8]> = TableDefinition::new("by_instrument");
 const PAYEES: TableDefinition<(u128, u128), u128> = TableDefinition::new("payees");
 
@@ -96,15 +108,15 @@ fn tables_fit(db: &Database) -> Result<bool, PaymentsError> {
     let txn = db.begin_write().map_err(err)?;
     let opened = [
         txn.open_table(ALL).map(drop),
-        txn.open_table(BY_USER).map(drop),
+        txn.open_table(RECEIVED).map(drop),
         txn.open_table(KEYS).map(drop),
         txn.open_table(QUOTES).map(drop),
         txn.open_table(OPEN).map(drop),
-        txn.open_table(SENT).map(drop),
+        txn.open_table(SENT_BY).map(drop),
         txn.open_table(BY_INSTRUMENT).map(drop),
         txn.open_table(PAYEES).map(drop),
     ];
-    let mut fit = true;
+    let mut fit = !txn.list_tables().map_err(err)?.any(|table| EARLIER_TABLES.contains(&table.name()));
     for result in opened {
         match result {
             Ok(()) => {}
@@ -150,11 +162,11 @@ impl PaymentStore {
         let out = {
             let mut rows = Rows {
                 all: txn.open_table(ALL).map_err(err)?,
-                by_user: txn.open_table(BY_USER).map_err(err)?,
+                received: txn.open_table(RECEIVED).map_err(err)?,
                 keys: txn.open_table(KEYS).map_err(err)?,
                 quotes: txn.open_table(QUOTES).map_err(err)?,
                 open: txn.open_table(OPEN).map_err(err)?,
-                sent: txn.open_table(SENT).map_err(err)?,
+                sent_by: txn.open_table(SENT_BY).map_err(err)?,
                 by_instrument: txn.open_table(BY_INSTRUMENT).map_err(err)?,
                 payees: txn.open_table(PAYEES).map_err(err)?,
             };
@@ -205,23 +217,50 @@ impl PaymentStore {
         Ok(out)
     }
 
-    /// Up to `n` places of `user`'s payments after `after`, newest first.
+    /// Up to `n` places of `user`'s payments (sent or received) after `after`, newest
+    /// first: the user's `received` and `sent_by` rows merged.
     pub(super) fn user_after(&self, user: u128, after: Option<Newest>, n: usize) -> Result<Vec<Newest>, PaymentsError> {
+        use std::ops::Bound::{Excluded, Included};
         let txn = self.db.begin_read().map_err(err)?;
-        let table = txn.open_table(BY_USER).map_err(err)?;
-        let from = match after {
-            Some((created, id)) => std::ops::Bound::Excluded((user, created, id)),
-            None => std::ops::Bound::Included((user, 0, 0)),
+        let received_table = txn.open_table(RECEIVED).map_err(err)?;
+        let sent_table = txn.open_table(SENT_BY).map_err(err)?;
+        let (received_from, sent_to) = match after {
+            Some((created, id)) => {
+                let (created_ns, payment) = of_newest((created, id));
+                (Excluded((user, created, id)), Excluded((user, created_ns, payment)))
+            }
+            None => (Included((user, 0, 0)), Included((user, u64::MAX, u128::MAX))),
         };
+        let received = received_table.range((received_from, Included((user, u64::MAX, u128::MAX)))).map_err(err)?;
+        let mut received = received.map(|row| row.map(|(key, _)| (key.value().1, key.value().2)));
+        let sent = sent_table.range((Included((user, 0, 0)), sent_to)).map_err(err)?.rev();
+        let mut sent = sent.map(|row| row.map(|(key, _)| newest(key.value().1, key.value().2)));
+        let mut next_received = received.next().transpose().map_err(err)?;
+        let mut next_sent = sent.next().transpose().map_err(err)?;
         let mut out = Vec::with_capacity(n.min(1_024));
-        for row in table.range((from, std::ops::Bound::Included((user, u64::MAX, u128::MAX)))).map_err(err)?.take(n) {
-            let (_, created, id) = row.map_err(err)?.0.value();
-            out.push((created, id));
+        while out.len() < n {
+            // Newest first is ascending order of places.
+            match (next_received, next_sent) {
+                (Some(r), Some(s)) if r <= s => {
+                    out.push(r);
+                    next_received = received.next().transpose().map_err(err)?;
+                }
+                (_, Some(s)) => {
+                    out.push(s);
+                    next_sent = sent.next().transpose().map_err(err)?;
+                }
+                (Some(r), None) => {
+                    out.push(r);
+                    next_received = received.next().transpose().map_err(err)?;
+                }
+                (None, None) => break,
+            }
         }
         Ok(out)
     }
 
-    /// The last `max` payments `sender` made since `since_ns`, newest first.
+    /// The last `max` payments `sender` made since `since_ns` and that were assessed,
+    /// newest first.
     pub(super) fn sent_since(
         &self,
         sender: u128,
@@ -230,11 +269,19 @@ impl PaymentStore {
         visit: &mut dyn FnMut(Recent),
     ) -> Result<(), PaymentsError> {
         let txn = self.db.begin_read().map_err(err)?;
-        let table = txn.open_table(SENT).map_err(err)?;
-        for row in table.range((sender, since_ns, 0)..=(sender, u64::MAX, u128::MAX)).map_err(err)?.rev().take(max) {
+        let table = txn.open_table(SENT_BY).map_err(err)?;
+        let mut visited = 0;
+        for row in table.range((sender, since_ns, 0)..=(sender, u64::MAX, u128::MAX)).map_err(err)?.rev() {
+            if visited == max {
+                break;
+            }
             let (key, value) = row.map_err(err)?;
+            if value.value().is_empty() {
+                continue; // not assessed yet: the rules do not count it
+            }
             let (_, at, payment) = key.value();
             visit(decode_recent(payment, at, value.value())?);
+            visited += 1;
         }
         Ok(())
     }
@@ -288,11 +335,11 @@ impl PaymentStore {
 /// The index's tables in one write transaction.
 pub(super) struct Rows<'t> {
     all: redb::Table<'t, Newest, ()>,
-    by_user: redb::Table<'t, (u128, u64, u128), ()>,
+    received: redb::Table<'t, (u128, u64, u128), ()>,
     keys: redb::Table<'t, (u128, &'static str), u128>,
     quotes: redb::Table<'t, &'static str, u128>,
     open: redb::Table<'t, (u64, u128), ()>,
-    sent: redb::Table<'t, (u128, u64, u128), &'static [u8]>,
+    sent_by: redb::Table<'t, (u128, u64, u128), &'static [u8]>,
     by_instrument: redb::Table<'t, (&'static str, u64, u128), &'static [u8]>,
     payees: redb::Table<'t, (u128, u128), u128>,
 }
@@ -314,14 +361,16 @@ impl Rows<'_> {
         Ok(())
     }
 
-    /// What a payment's creation makes true: its places in the lists, its idempotency
-    /// key and quote, its `open` row, and its assessment if it has one.
+    /// What a payment's creation makes true: its places in the lists (the sender's
+    /// with its assessment, if it has one), its idempotency key and quote, its `open`
+    /// row.
     fn put_created(&mut self, payment: &Payment) -> Result<(), PaymentsError> {
         let id = payment.id;
         let (created, inverted) = newest(payment.created_ns, id);
         self.all.insert((created, inverted), ()).map_err(err)?;
-        for user in [payment.sender(), payment.receiver()] {
-            self.by_user.insert((user, created, inverted), ()).map_err(err)?;
+        let (sender, receiver) = (payment.sender(), payment.receiver());
+        if receiver != sender {
+            self.received.insert((receiver, created, inverted), ()).map_err(err)?;
         }
         let (creator, key) = (payment.created_by(), payment.created.idempotency_key.as_str());
         if id != super::id_for_key(creator, key) {
@@ -333,16 +382,20 @@ impl Rows<'_> {
         if payment.finished.is_none() {
             self.open.insert((payment.created_ns, id), ()).map_err(err)?;
         }
-        self.put_assessed(payment)
+        match counted(payment) {
+            None => {
+                self.sent_by.insert((sender, payment.created_ns, id), [].as_slice()).map_err(err)?;
+                Ok(())
+            }
+            Some(_) => self.put_assessed(payment),
+        }
     }
 
-    /// What the rules count of an assessed payment.
+    /// What the rules count of an assessed payment, in the sender's row and the
+    /// instrument's.
     fn put_assessed(&mut self, payment: &Payment) -> Result<(), PaymentsError> {
-        let (Some(currency), Some(decision)) = (payment.currency(), payment.decision) else { return Ok(()) };
-        // A blocked payment counts as an attempt, but moved no money.
-        let amount = if decision == Decision::Block { 0 } else { payment.created.amount };
-        let value = encode_amount(currency, amount);
-        self.sent.insert((payment.sender(), payment.created_ns, payment.id), value.as_slice()).map_err(err)?;
+        let Some(value) = counted(payment) else { return Ok(()) };
+        self.sent_by.insert((payment.sender(), payment.created_ns, payment.id), value.as_slice()).map_err(err)?;
         if !payment.instrument_id.is_empty() {
             let key = (payment.instrument_id.as_str(), payment.created_ns, payment.id);
             self.by_instrument.insert(key, value.as_slice()).map_err(err)?;
@@ -368,6 +421,14 @@ impl Rows<'_> {
         self.open.remove(open).map_err(err)?;
         Ok(())
     }
+}
+
+/// What the risk rules count of an assessed payment (its currency and amount, 0 for a
+/// blocked one: an attempt that moved no money); `None` before its assessment.
+fn counted(payment: &Payment) -> Option<[u8; 11]> {
+    let (Some(currency), Some(decision)) = (payment.currency(), payment.decision) else { return None };
+    let amount = if decision == Decision::Block { 0 } else { payment.created.amount };
+    Some(encode_amount(currency, amount))
 }
 
 /// Most payments' rows one index transaction writes.
@@ -462,6 +523,7 @@ impl RowWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ledger_proto::events::v1 as ev;
 
     #[test]
     fn ids_for_keys_are_stable_and_tell_creators_and_keys_apart() {
@@ -490,6 +552,85 @@ mod tests {
         // A payment of an earlier build: its id was random, and only its row finds it.
         store.write(false, |rows| rows.put(&payment(derived ^ 1))).expect("write");
         assert_eq!((store.key(7, "key-1").expect("read"), store.keys_held().expect("count")), (Some(derived ^ 1), 1));
+    }
+
+    #[test]
+    fn a_users_list_merges_what_they_sent_and_received_newest_first_in_pages() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = PaymentStore::open(&dir.path().join("index.redb")).expect("open");
+        let usd = Currency::parse("USD").expect("usd");
+        // Payments among users 1, 2 and 3 at times 10..42 (two at time 18), two in three
+        // of them assessed, and one of user 1 to itself (a top-up's parties).
+        let parties = [(1, 2), (2, 1), (3, 1), (1, 3), (2, 3), (1, 1), (3, 2), (2, 1), (1, 2)];
+        let payments: Vec<Payment> = parties
+            .iter()
+            .enumerate()
+            .map(|(n, &(sender, receiver))| Payment {
+                id: 100 + n as u128,
+                created_ns: 10 + 4 * n as u64 - u64::from(n == 3) * 4,
+                created_by: sender,
+                sender,
+                receiver,
+                currency: Some(usd),
+                decision: (n % 3 != 2).then_some(Decision::Allow),
+                created: ev::PaymentCreated { amount: 50 + n as u64, ..Default::default() },
+                ..Payment::default()
+            })
+            .collect();
+        store.write(false, |rows| payments.iter().try_for_each(|payment| rows.put(payment))).expect("write");
+        for user in [1u128, 2, 3, 4] {
+            let mut expected: Vec<Newest> = payments
+                .iter()
+                .filter(|p| p.sender == user || p.receiver == user)
+                .map(|p| newest(p.created_ns, p.id))
+                .collect();
+            expected.sort_unstable();
+            for page in [1, 2, 3, 50] {
+                let (mut listed, mut after): (Vec<Newest>, Option<Newest>) = (Vec::new(), None);
+                loop {
+                    let got = store.user_after(user, after, page).expect("read");
+                    listed.extend(&got);
+                    if got.len() < page {
+                        break;
+                    }
+                    after = got.last().copied();
+                }
+                assert_eq!(listed, expected, "user {user}, pages of {page}");
+            }
+        }
+        // The rules load what user 1 sent and was assessed, newest first, at most `max`.
+        let mut sent = Vec::new();
+        store.sent_since(1, 0, 10, &mut |recent| sent.push((recent.payment, recent.amount))).expect("read");
+        assert_eq!(sent, vec![(103, 53), (100, 50)], "105 and 108 are not assessed");
+        let mut last = Vec::new();
+        store.sent_since(1, 0, 1, &mut |recent| last.push(recent.payment)).expect("read");
+        assert_eq!(last, vec![103]);
+        // Assessed later (a request its payer answered): now counted.
+        let mut late = payments[2].clone();
+        late.decision = Some(Decision::Block);
+        store.write(false, |rows| rows.apply(&Change::Assessed(Box::new(late)))).expect("write");
+        let mut blocked = Vec::new();
+        store.sent_since(3, 0, 10, &mut |recent| blocked.push((recent.payment, recent.amount))).expect("read");
+        assert_eq!(blocked, vec![(106, 56), (102, 0)], "a blocked payment counts as an attempt that moved nothing");
+    }
+
+    #[test]
+    fn an_index_with_a_row_per_user_and_payment_is_emptied() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("index.redb");
+        {
+            let db = Database::create(&path).expect("create");
+            let txn = db.begin_write().expect("txn");
+            let by_user = TableDefinition::<(u128, u64, u128), ()>::new("by_user");
+            txn.open_table(by_user).expect("table").insert((7, 1, 2), ()).expect("row");
+            txn.commit().expect("commit");
+            log_checkpoint::write(&db, Checkpoint { next: 1, hash: Some([0; 32]) }).expect("checkpoint");
+        }
+        let store = PaymentStore::open(&path).expect("open replaces it");
+        assert_eq!(store.checkpoint().expect("read"), None, "so the start rebuilds it from the log");
+        let txn = store.db.begin_read().expect("txn");
+        let names: Vec<String> = txn.list_tables().expect("tables").map(|t| t.name().to_string()).collect();
+        assert!(!names.iter().any(|name| EARLIER_TABLES.contains(&name.as_str())), "{names:?}");
     }
 
     #[test]
