@@ -419,7 +419,7 @@ impl Payments {
         if no_payee_to_know(payment) || known() {
             return Ok(());
         }
-        if let Some(earlier) = self.disk.payee(sender, receiver)? {
+        if let Some(earlier) = self.rows.payee(sender, receiver)? {
             let earlier = load_payment(self.store.as_ref(), &stream_name(earlier))?;
             if earlier.finished.as_ref().is_some_and(|f| f.status == FinishStatus::Completed) {
                 self.activity.lock().unwrap_or_else(|p| p.into_inner()).completed(sender, receiver);
@@ -435,13 +435,13 @@ impl Payments {
         let sender = payment.sender();
         if !activity.has_user(sender) {
             let max = self.config.risk.user_per_day.max(self.config.risk.user_per_hour);
-            activity.load_user(sender, now, |visit| self.disk.sent_since(sender, since, max, visit))?;
+            activity.load_user(sender, now, |visit| self.rows.sent_since(sender, since, max, visit))?;
         }
         let instrument = payment.instrument_id.as_str();
         if !instrument.is_empty() && !activity.has_instrument(instrument) {
             let max = self.config.risk.instrument_per_day.max(self.config.risk.instrument_per_hour);
             activity
-                .load_instrument(instrument, now, |visit| self.disk.instrument_since(instrument, since, max, visit))?;
+                .load_instrument(instrument, now, |visit| self.rows.instrument_since(instrument, since, max, visit))?;
         }
         Ok(())
     }

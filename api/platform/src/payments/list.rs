@@ -68,8 +68,8 @@ impl Payments {
     /// Up to `n` keys of `listing` after `after`, in order.
     fn index_after(&self, listing: Listing, after: Option<Key>, n: usize) -> Result<Vec<Key>, PaymentsError> {
         match listing {
-            Listing::OfUser(user) => self.disk.user_after(user, after, n),
-            Listing::All => self.disk.all_after(after, n),
+            Listing::OfUser(user) => self.rows.user_after(user, after, n),
+            Listing::All => self.rows.all_after(after, n),
             Listing::InReview => {
                 let mut keys: Vec<Key> = self
                     .ops

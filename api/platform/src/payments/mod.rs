@@ -18,6 +18,7 @@ mod fold;
 mod kinds;
 pub mod list;
 pub mod ops;
+mod overlay;
 mod present;
 pub mod rails;
 pub mod risk;
@@ -155,8 +156,9 @@ pub struct Payments {
     /// Whether the index holds keys of payments with random ids (made by an earlier
     /// build), which a retry must look up; a fresh index never does.
     legacy_keys: bool,
-    /// Writes the rows of many appends in one index transaction.
-    rows: store::RowWriter,
+    /// The index as it is read and written while the platform runs: the file and the
+    /// rows not yet written to it (see `overlay`).
+    rows: overlay::RowWriter,
     accounts: PlatformAccounts,
     activity: std::sync::Mutex<Activity>,
     /// Where the time is read: event stamps, reviews, risk windows, polling.
@@ -193,7 +195,7 @@ impl Payments {
             config,
             payments: DashMap::new(),
             claims: DashMap::new(),
-            rows: store::RowWriter::start(disk.clone())?,
+            rows: overlay::RowWriter::new(disk.clone()),
             disk,
             legacy_keys: true,
             accounts: PlatformAccounts::payments(),
@@ -323,7 +325,7 @@ impl Payments {
         let made = if self.payments.contains_key(&id) || self.store.stream_head(&stream_name(id))?.is_some() {
             Some(id)
         } else if self.legacy_keys {
-            self.disk.key(created_by, idempotency_key)?
+            self.rows.key(created_by, idempotency_key)?
         } else {
             None
         };

@@ -96,7 +96,7 @@ impl Payments {
         } else if let Some(rest) = metadata.strip_prefix("refund:") {
             (rest.parse::<u128>().ok(), true)
         } else if let Some(quote_id) = metadata.strip_prefix("fx:") {
-            match self.disk.quote(quote_id)? {
+            match self.rows.quote(quote_id)? {
                 Some(id) => (Some(id), false),
                 None => return self.conversion_context(viewer, quote_id).await,
             }

@@ -97,8 +97,9 @@ impl Payments {
     }
 
     /// Records a durable checkpoint of the index at the log's durable head (every second
-    /// in `ledgerd`, and at a clean stop), taking out the `open` rows of payments
-    /// finished since the last write. Call it from a thread outside the async runtime.
+    /// in `ledgerd`, and at a clean stop): the head is read first, then the rows in
+    /// memory (those of every append before it among them) are written, then the
+    /// position. Call it from a thread outside the async runtime.
     pub fn checkpoint(&self) -> Result<Checkpoint, PaymentsError> {
         let checkpoint = log_checkpoint::at_head(self.store.as_ref()).map_err(checkpoint_error)?;
         self.rows.flush_blocking()?;

@@ -19,10 +19,11 @@
 //!   need it;
 //! - `payees`: (sender, receiver) → a payment that completed between them.
 //!
-//! Like the users' index, it is a locator checked against the payment it names, and its
-//! rows are written before the append that makes them true (see `Payments::append`),
-//! with a checkpoint of the log position every second (`crate::log_checkpoint`); what
-//! an append makes untrue (a payment no longer open) is removed after it. A start
+//! Like the users' index, it is a locator checked against the payment it names. The
+//! rows an append makes true are put in memory before it (`super::overlay`, which every
+//! reader merges with this file) and written here by the checkpoint, every second,
+//! before it records the log position (`crate::log_checkpoint`); what an append makes
+//! untrue (a payment no longer open) is taken out after it. A start
 //! re-applies the payment events after the checkpoint, by folding each payment they
 //! belong to, or rebuilds the index from every payment stream when the checkpoint does
 //! not match the log.
@@ -41,7 +42,7 @@ use super::PaymentsError;
 use crate::log_checkpoint::{self, Checkpoint, CheckpointError};
 
 /// Newest first: creation time and id stored inverted, so ascending order is newest first.
-type Newest = (u64, u128);
+pub(super) type Newest = (u64, u128);
 
 const ALL: TableDefinition<Newest, ()> = TableDefinition::new("all");
 /// (receiver, newest first) of payments between two users.
@@ -92,7 +93,7 @@ fn encode_amount(currency: Currency, amount: u64) -> [u8; 11] {
     bytes
 }
 
-fn decode_recent(payment: u128, at: u64, bytes: &[u8]) -> Result<Recent, PaymentsError> {
+pub(super) fn decode_recent(payment: u128, at: u64, bytes: &[u8]) -> Result<Recent, PaymentsError> {
     let corrupt = || PaymentsError::Corrupt(format!("payments index: an activity row of {} bytes", bytes.len()));
     if bytes.len() != 11 {
         return Err(corrupt());
@@ -344,82 +345,127 @@ pub(super) struct Rows<'t> {
     payees: redb::Table<'t, (u128, u128), u128>,
 }
 
+/// Where a payment's rows go: a write transaction's tables, or the rows in memory
+/// not yet written (`super::overlay`).
+pub(super) trait RowSink {
+    fn all(&mut self, at: Newest) -> Result<(), PaymentsError>;
+    fn received(&mut self, row: (u128, u64, u128)) -> Result<(), PaymentsError>;
+    /// `None`: not assessed yet (an empty value).
+    fn sent_by(&mut self, row: (u128, u64, u128), counted: Option<[u8; 11]>) -> Result<(), PaymentsError>;
+    fn by_instrument(&mut self, row: (&str, u64, u128), counted: [u8; 11]) -> Result<(), PaymentsError>;
+    fn key(&mut self, creator: u128, key: &str, payment: u128) -> Result<(), PaymentsError>;
+    fn quote(&mut self, quote_id: &str, payment: u128) -> Result<(), PaymentsError>;
+    /// `present`: the payment is open (a row), or finished (no row).
+    fn open(&mut self, open: (u64, u128), present: bool) -> Result<(), PaymentsError>;
+    fn payee(&mut self, pair: (u128, u128), payment: u128) -> Result<(), PaymentsError>;
+}
+
+/// Every row `payment` makes true (rewriting a row is harmless), and its `open` row
+/// taken out once it is finished.
+pub(super) fn put(sink: &mut impl RowSink, payment: &Payment) -> Result<(), PaymentsError> {
+    put_created(sink, payment)?;
+    if let Some(finished) = &payment.finished {
+        sink.open((payment.created_ns, payment.id), false)?;
+        if finished.status == FinishStatus::Completed {
+            sink.payee((payment.sender(), payment.receiver()), payment.id)?;
+        }
+    }
+    Ok(())
+}
+
+/// What a payment's creation makes true: its places in the lists (the sender's with
+/// its assessment, if it has one), its idempotency key and quote, its `open` row.
+fn put_created(sink: &mut impl RowSink, payment: &Payment) -> Result<(), PaymentsError> {
+    let id = payment.id;
+    let (created, inverted) = newest(payment.created_ns, id);
+    sink.all((created, inverted))?;
+    let (sender, receiver) = (payment.sender(), payment.receiver());
+    if receiver != sender {
+        sink.received((receiver, created, inverted))?;
+    }
+    let (creator, key) = (payment.created_by(), payment.created.idempotency_key.as_str());
+    if id != super::id_for_key(creator, key) {
+        sink.key(creator, key, id)?;
+    }
+    if !payment.created.quote_id.is_empty() {
+        sink.quote(&payment.created.quote_id, id)?;
+    }
+    if payment.finished.is_none() {
+        sink.open((payment.created_ns, id), true)?;
+    }
+    match counted(payment) {
+        None => sink.sent_by((sender, payment.created_ns, id), None),
+        Some(_) => put_assessed(sink, payment),
+    }
+}
+
+/// What the rules count of an assessed payment, in the sender's row and the
+/// instrument's.
+fn put_assessed(sink: &mut impl RowSink, payment: &Payment) -> Result<(), PaymentsError> {
+    let Some(value) = counted(payment) else { return Ok(()) };
+    sink.sent_by((payment.sender(), payment.created_ns, payment.id), Some(value))?;
+    if !payment.instrument_id.is_empty() {
+        sink.by_instrument((payment.instrument_id.as_str(), payment.created_ns, payment.id), value)?;
+    }
+    Ok(())
+}
+
+/// The rows `change` makes true.
+pub(super) fn apply(sink: &mut impl RowSink, change: &Change) -> Result<(), PaymentsError> {
+    match change {
+        Change::Created(payment) => put_created(sink, payment),
+        Change::Assessed(payment) => put_assessed(sink, payment),
+        Change::Completed { sender, receiver, payment } => sink.payee((*sender, *receiver), *payment),
+    }
+}
+
 impl Rows<'_> {
-    /// Every row `payment` makes true (rewriting a row is harmless), and its `open` row
-    /// taken out once it is finished.
+    /// Every row `payment` makes true; see [`put`].
     pub(super) fn put(&mut self, payment: &Payment) -> Result<(), PaymentsError> {
-        self.put_created(payment)?;
-        match &payment.finished {
-            None => {}
-            Some(finished) => {
-                self.open.remove((payment.created_ns, payment.id)).map_err(err)?;
-                if finished.status == FinishStatus::Completed {
-                    self.put_payee(payment.sender(), payment.receiver(), payment.id)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// What a payment's creation makes true: its places in the lists (the sender's
-    /// with its assessment, if it has one), its idempotency key and quote, its `open`
-    /// row.
-    fn put_created(&mut self, payment: &Payment) -> Result<(), PaymentsError> {
-        let id = payment.id;
-        let (created, inverted) = newest(payment.created_ns, id);
-        self.all.insert((created, inverted), ()).map_err(err)?;
-        let (sender, receiver) = (payment.sender(), payment.receiver());
-        if receiver != sender {
-            self.received.insert((receiver, created, inverted), ()).map_err(err)?;
-        }
-        let (creator, key) = (payment.created_by(), payment.created.idempotency_key.as_str());
-        if id != super::id_for_key(creator, key) {
-            self.keys.insert((creator, key), id).map_err(err)?;
-        }
-        if !payment.created.quote_id.is_empty() {
-            self.quotes.insert(payment.created.quote_id.as_str(), id).map_err(err)?;
-        }
-        if payment.finished.is_none() {
-            self.open.insert((payment.created_ns, id), ()).map_err(err)?;
-        }
-        match counted(payment) {
-            None => {
-                self.sent_by.insert((sender, payment.created_ns, id), [].as_slice()).map_err(err)?;
-                Ok(())
-            }
-            Some(_) => self.put_assessed(payment),
-        }
-    }
-
-    /// What the rules count of an assessed payment, in the sender's row and the
-    /// instrument's.
-    fn put_assessed(&mut self, payment: &Payment) -> Result<(), PaymentsError> {
-        let Some(value) = counted(payment) else { return Ok(()) };
-        self.sent_by.insert((payment.sender(), payment.created_ns, payment.id), value.as_slice()).map_err(err)?;
-        if !payment.instrument_id.is_empty() {
-            let key = (payment.instrument_id.as_str(), payment.created_ns, payment.id);
-            self.by_instrument.insert(key, value.as_slice()).map_err(err)?;
-        }
-        Ok(())
-    }
-
-    fn put_payee(&mut self, sender: u128, receiver: u128, payment: u128) -> Result<(), PaymentsError> {
-        self.payees.insert((sender, receiver), payment).map_err(err)?;
-        Ok(())
-    }
-
-    fn apply(&mut self, change: &Change) -> Result<(), PaymentsError> {
-        match change {
-            Change::Created(payment) => self.put_created(payment),
-            Change::Assessed(payment) => self.put_assessed(payment),
-            Change::Completed { sender, receiver, payment } => self.put_payee(*sender, *receiver, *payment),
-        }
+        put(self, payment)
     }
 
     /// Takes a finished payment's `open` row out (its creation time and id).
     pub(super) fn closed(&mut self, open: (u64, u128)) -> Result<(), PaymentsError> {
-        self.open.remove(open).map_err(err)?;
-        Ok(())
+        self.open(open, false)
+    }
+}
+
+impl RowSink for Rows<'_> {
+    fn all(&mut self, at: Newest) -> Result<(), PaymentsError> {
+        self.all.insert(at, ()).map(drop).map_err(err)
+    }
+
+    fn received(&mut self, row: (u128, u64, u128)) -> Result<(), PaymentsError> {
+        self.received.insert(row, ()).map(drop).map_err(err)
+    }
+
+    fn sent_by(&mut self, row: (u128, u64, u128), counted: Option<[u8; 11]>) -> Result<(), PaymentsError> {
+        let value = counted.as_ref().map_or(&[][..], |bytes| bytes.as_slice());
+        self.sent_by.insert(row, value).map(drop).map_err(err)
+    }
+
+    fn by_instrument(&mut self, row: (&str, u64, u128), counted: [u8; 11]) -> Result<(), PaymentsError> {
+        self.by_instrument.insert(row, counted.as_slice()).map(drop).map_err(err)
+    }
+
+    fn key(&mut self, creator: u128, key: &str, payment: u128) -> Result<(), PaymentsError> {
+        self.keys.insert((creator, key), payment).map(drop).map_err(err)
+    }
+
+    fn quote(&mut self, quote_id: &str, payment: u128) -> Result<(), PaymentsError> {
+        self.quotes.insert(quote_id, payment).map(drop).map_err(err)
+    }
+
+    fn open(&mut self, open: (u64, u128), present: bool) -> Result<(), PaymentsError> {
+        match present {
+            true => self.open.insert(open, ()).map(drop).map_err(err),
+            false => self.open.remove(open).map(drop).map_err(err),
+        }
+    }
+
+    fn payee(&mut self, pair: (u128, u128), payment: u128) -> Result<(), PaymentsError> {
+        self.payees.insert(pair, payment).map(drop).map_err(err)
     }
 }
 
@@ -431,12 +477,7 @@ fn counted(payment: &Payment) -> Option<[u8; 11]> {
     Some(encode_amount(currency, amount))
 }
 
-/// Most payments' rows one index transaction writes.
-const ROWS_BATCH_MAX: usize = 1_024;
-/// Row writes waiting for the writer thread at most; more wait to be queued.
-const ROWS_QUEUE_MAX: usize = 4_096;
-
-/// The rows an append makes true, written before it.
+/// The rows an append makes true, put in memory before it (`super::overlay`).
 pub(super) enum Change {
     /// A payment created (and perhaps assessed in the same append).
     Created(Box<Payment>),
@@ -444,80 +485,6 @@ pub(super) enum Change {
     Assessed(Box<Payment>),
     /// A payment that completed between these two.
     Completed { sender: u128, receiver: u128, payment: u128 },
-}
-
-/// One request to the row writer: the changes of one append (none, to flush the
-/// `open` rows of finished payments), and where to answer once they are committed.
-struct Job {
-    changes: Vec<Change>,
-    done: tokio::sync::oneshot::Sender<Result<(), String>>,
-}
-
-/// Writes rows from many concurrent appends in one transaction each time (a group
-/// commit, on a thread of its own): a redb commit costs far more than the rows in it.
-pub(super) struct RowWriter {
-    jobs: tokio::sync::mpsc::Sender<Job>,
-    /// Payments finished since the last batch, whose `open` rows go with the next one.
-    closed: std::sync::Arc<std::sync::Mutex<Vec<(u64, u128)>>>,
-}
-
-impl RowWriter {
-    pub(super) fn start(store: std::sync::Arc<PaymentStore>) -> Result<RowWriter, PaymentsError> {
-        let (jobs, mut queue) = tokio::sync::mpsc::channel::<Job>(ROWS_QUEUE_MAX);
-        let closed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let pending = closed.clone();
-        std::thread::Builder::new()
-            .name("payments-index".into())
-            .spawn(move || {
-                while let Some(first) = queue.blocking_recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < ROWS_BATCH_MAX {
-                        match queue.try_recv() {
-                            Ok(job) => batch.push(job),
-                            Err(_) => break,
-                        }
-                    }
-                    let ended = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
-                    let written = store.write(false, |rows| {
-                        ended.iter().try_for_each(|open| rows.closed(*open))?;
-                        batch.iter().flat_map(|job| &job.changes).try_for_each(|change| rows.apply(change))
-                    });
-                    let answer = written.as_ref().map(|_| ()).map_err(|e| e.to_string());
-                    if answer.is_err() {
-                        // Tried again with the next batch.
-                        pending.lock().unwrap_or_else(|p| p.into_inner()).extend(ended);
-                    }
-                    for job in batch {
-                        let _ = job.done.send(answer.clone());
-                    }
-                }
-            })
-            .map_err(err)?;
-        Ok(RowWriter { jobs, closed })
-    }
-
-    /// Writes the rows of `changes` (and the pending `open` clean-up); answers once
-    /// committed.
-    pub(super) async fn put(&self, changes: Vec<Change>) -> Result<(), PaymentsError> {
-        let (done, answer) = tokio::sync::oneshot::channel();
-        let job = Job { changes, done };
-        self.jobs.send(job).await.map_err(|_| err("the row writer stopped"))?;
-        answer.await.map_err(|_| err("the row writer stopped"))?.map_err(err)
-    }
-
-    /// Commits what is pending, from a thread outside the async runtime (the
-    /// checkpoint's).
-    pub(super) fn flush_blocking(&self) -> Result<(), PaymentsError> {
-        let (done, answer) = tokio::sync::oneshot::channel();
-        let job = Job { changes: Vec::new(), done };
-        self.jobs.blocking_send(job).map_err(|_| err("the row writer stopped"))?;
-        answer.blocking_recv().map_err(|_| err("the row writer stopped"))?.map_err(err)
-    }
-
-    /// A finished payment (creation time, id) whose `open` row goes with the next batch.
-    pub(super) fn closed(&self, created_ns: u64, id: u128) {
-        self.closed.lock().unwrap_or_else(|p| p.into_inner()).push((created_ns, id));
-    }
 }
 
 #[cfg(test)]
@@ -608,7 +575,7 @@ mod tests {
         // Assessed later (a request its payer answered): now counted.
         let mut late = payments[2].clone();
         late.decision = Some(Decision::Block);
-        store.write(false, |rows| rows.apply(&Change::Assessed(Box::new(late)))).expect("write");
+        store.write(false, |rows| apply(rows, &Change::Assessed(Box::new(late)))).expect("write");
         let mut blocked = Vec::new();
         store.sent_since(3, 0, 10, &mut |recent| blocked.push((recent.payment, recent.amount))).expect("read");
         assert_eq!(blocked, vec![(106, 56), (102, 0)], "a blocked payment counts as an attempt that moved nothing");
