@@ -426,22 +426,20 @@ pub async fn run(connection: &Connection, command: PaymentsCommand) -> Result<u8
     let (payment, wait, counterparty) = match command {
         PaymentsCommand::Pay { key, to_user, to_email, amount, currency, funding, instrument, note, quote, wait } => {
             let amount = amount_flag(connection, amount, &currency)?;
-            let counterparty = if to_email.is_empty() { String::new() } else { to_email.clone() };
             let instrument_id = funding_instrument(connection, &funding, instrument).await?;
             let request = wire::SendRequest {
                 idempotency_key: key_or_new("--key", key)?,
                 receiver_user_id: to_user,
-                receiver_email: to_email,
+                receiver_email: to_email.clone(),
                 amount,
                 currency,
                 funding,
                 instrument_id,
                 note,
                 quote_id: quote,
-                // Waited for below, as every command's --wait.
-                wait_ms: 0,
+                ..Default::default() // no wait_ms: --wait waits below, as for every command
             };
-            (payments.send(connection.request(request)?).await, wait, counterparty)
+            (payments.send(connection.request(request)?).await, wait, to_email)
         }
         PaymentsCommand::Request { key, from_user, from_email, amount, currency, note, wait } => {
             let amount = amount_flag(connection, amount, &currency)?;
