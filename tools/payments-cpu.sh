@@ -48,4 +48,4 @@ for _ in $(seq "$RUNS"); do
         -v failed="$(field failed "$line")" -v c="$completed" -v t0="$before" -v t1="$after" -v hz="$TICKS" \
         'BEGIN { printf "payments/s %.0f  p50 %s ms  p99 %s ms  failed %s  ledgerd CPU %.0f us a payment\n", r, p50, p99, failed, (t1 - t0) / hz * 1e6 / (c > 0 ? c : 1) }'
 done
-rm -rf "$DATA" "$DATA.log"
+rm -rf "$DATA" "$DATA.log" "$DATA-signing.key"

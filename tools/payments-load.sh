@@ -72,4 +72,4 @@ echo "|---|---|---|---|---|"
 echo "| grpc | ${grpc_rate[*]} | $g | $(median "${grpc_p50[@]}") | $(median "${grpc_p99[@]}") |"
 echo "| http | ${http_rate[*]} | $h | $(median "${http_p50[@]}") | $(median "${http_p99[@]}") |"
 awk -v h="$h" -v g="$g" 'BEGIN { printf "\nhttp/grpc payments/s: %.2f\n", h / g }'
-rm -rf "$DATA" "$DATA.log"
+rm -rf "$DATA" "$DATA.log" "$DATA-signing.key"
