@@ -6,15 +6,15 @@
 //! payments rewrote a page for nearly every row. A crash loses only rows of appends
 //! after the last checkpoint, which a start re-applies from the log (`start`).
 //!
-//! Memory: the rows of at most `OVERLAY_ROWS_MAX` calls; past it, the append that
-//! adds more writes them first (a second's payments at 10,000 a second make about
+//! Memory: at most `OVERLAY_ROWS_MAX` rows; past it, the append that adds more writes
+//! them first (a second's payments at 10,000 a second make about
 //! 50,000).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::activity::Recent;
-use super::store::{apply, decode_recent, newest, of_newest, Change, Newest, PaymentStore, RowSink};
+use super::store::{apply, decode_recent, first, newest, user_ranges, Change, Newest, PaymentStore, RowSink};
 use super::PaymentsError;
 
 /// Rows the overlay holds at most (each about 100 bytes) before an append writes them.
@@ -32,25 +32,20 @@ struct Overlay {
     /// `false`: the payment finished, its row goes.
     open: BTreeMap<(u64, u128), bool>,
     payees: HashMap<(u128, u128), u128>,
-    /// Rows put (an upper bound of the entries).
-    rows: usize,
 }
 
 impl RowSink for Overlay {
     fn all(&mut self, at: Newest) -> Result<(), PaymentsError> {
-        self.rows += 1;
         self.all.insert(at);
         Ok(())
     }
 
     fn received(&mut self, row: (u128, u64, u128)) -> Result<(), PaymentsError> {
-        self.rows += 1;
         self.received.insert(row);
         Ok(())
     }
 
     fn sent_by(&mut self, row: (u128, u64, u128), counted: Option<[u8; 11]>) -> Result<(), PaymentsError> {
-        self.rows += 1;
         self.sent_by.insert(row, counted);
         Ok(())
     }
@@ -60,19 +55,16 @@ impl RowSink for Overlay {
         (instrument, at, id): (&str, u64, u128),
         counted: [u8; 11],
     ) -> Result<(), PaymentsError> {
-        self.rows += 1;
         self.by_instrument.insert((instrument.to_string(), at, id), counted);
         Ok(())
     }
 
     fn key(&mut self, creator: u128, key: &str, payment: u128) -> Result<(), PaymentsError> {
-        self.rows += 1;
         self.keys.insert((creator, key.to_string()), payment);
         Ok(())
     }
 
     fn quote(&mut self, quote_id: &str, payment: u128) -> Result<(), PaymentsError> {
-        self.rows += 1;
         self.quotes.insert(quote_id.to_string(), payment);
         Ok(())
     }
@@ -82,14 +74,12 @@ impl RowSink for Overlay {
         if !present && self.open.get(&open) == Some(&true) {
             self.open.remove(&open);
         } else {
-            self.rows += 1;
             self.open.insert(open, present);
         }
         Ok(())
     }
 
     fn payee(&mut self, pair: (u128, u128), payment: u128) -> Result<(), PaymentsError> {
-        self.rows += 1;
         self.payees.insert(pair, payment);
         Ok(())
     }
@@ -131,7 +121,18 @@ impl Overlay {
         for (pair, id) in older.payees {
             self.payees.entry(pair).or_insert(id);
         }
-        self.rows += older.rows;
+    }
+
+    /// Rows held.
+    fn rows(&self) -> usize {
+        self.all.len()
+            + self.received.len()
+            + self.sent_by.len()
+            + self.by_instrument.len()
+            + self.keys.len()
+            + self.quotes.len()
+            + self.open.len()
+            + self.payees.len()
     }
 }
 
@@ -198,7 +199,7 @@ impl RowWriter {
         let full = {
             let mut layers = self.shared.layers();
             changes.iter().try_for_each(|change| apply(&mut layers.active, change))?;
-            layers.active.rows >= OVERLAY_ROWS_MAX
+            layers.active.rows() >= OVERLAY_ROWS_MAX
         };
         if full {
             let shared = self.shared.clone();
@@ -251,21 +252,13 @@ impl RowWriter {
     /// Up to `n` places of `user`'s payments (sent or received) after `after`, newest
     /// first.
     pub(super) fn user_after(&self, user: u128, after: Option<Newest>, n: usize) -> Result<Vec<Newest>, PaymentsError> {
-        use std::ops::Bound::{Excluded, Included};
         let mut places: Vec<Newest> = {
             let layers = self.shared.layers();
-            let (received_from, sent_to) = match after {
-                Some(at) => {
-                    let (created_ns, id) = of_newest(at);
-                    (Excluded((user, at.0, at.1)), Excluded((user, created_ns, id)))
-                }
-                None => (Included((user, 0, 0)), Included((user, u64::MAX, u128::MAX))),
-            };
+            let (received, sent) = user_ranges(user, after);
             let mut places = Vec::new();
             for overlay in layers.each() {
-                let received = overlay.received.range((received_from, Included((user, u64::MAX, u128::MAX))));
-                places.extend(received.take(n).map(|row| (row.1, row.2)));
-                let sent = overlay.sent_by.range((Included((user, 0, 0)), sent_to)).rev();
+                places.extend(overlay.received.range(received).take(n).map(|row| (row.1, row.2)));
+                let sent = overlay.sent_by.range(sent).rev();
                 places.extend(sent.take(n).map(|(row, _)| newest(row.1, row.2)));
             }
             places
@@ -316,15 +309,6 @@ impl RowWriter {
     }
 }
 
-/// The first `n` distinct places in order (a row can be in memory and on disk while
-/// it is written).
-fn first(mut places: Vec<Newest>, n: usize) -> Vec<Newest> {
-    places.sort_unstable();
-    places.dedup();
-    places.truncate(n);
-    places
-}
-
 /// The newest `max` distinct payments of `recent`, newest first.
 fn newest_recent(mut recent: Vec<Recent>, max: usize) -> Vec<Recent> {
     recent.sort_unstable_by_key(|r| std::cmp::Reverse((r.at, r.payment)));
@@ -337,6 +321,7 @@ fn newest_recent(mut recent: Vec<Recent>, max: usize) -> Vec<Recent> {
 mod tests {
     use super::super::kinds::Decision;
     use super::super::saga::Payment;
+    use super::super::store::of_newest;
     use super::*;
     use ledger_core::money::Currency;
 

@@ -221,43 +221,20 @@ impl PaymentStore {
     /// Up to `n` places of `user`'s payments (sent or received) after `after`, newest
     /// first: the user's `received` and `sent_by` rows merged.
     pub(super) fn user_after(&self, user: u128, after: Option<Newest>, n: usize) -> Result<Vec<Newest>, PaymentsError> {
-        use std::ops::Bound::{Excluded, Included};
         let txn = self.db.begin_read().map_err(err)?;
         let received_table = txn.open_table(RECEIVED).map_err(err)?;
         let sent_table = txn.open_table(SENT_BY).map_err(err)?;
-        let (received_from, sent_to) = match after {
-            Some((created, id)) => {
-                let (created_ns, payment) = of_newest((created, id));
-                (Excluded((user, created, id)), Excluded((user, created_ns, payment)))
-            }
-            None => (Included((user, 0, 0)), Included((user, u64::MAX, u128::MAX))),
-        };
-        let received = received_table.range((received_from, Included((user, u64::MAX, u128::MAX)))).map_err(err)?;
-        let mut received = received.map(|row| row.map(|(key, _)| (key.value().1, key.value().2)));
-        let sent = sent_table.range((Included((user, 0, 0)), sent_to)).map_err(err)?.rev();
-        let mut sent = sent.map(|row| row.map(|(key, _)| newest(key.value().1, key.value().2)));
-        let mut next_received = received.next().transpose().map_err(err)?;
-        let mut next_sent = sent.next().transpose().map_err(err)?;
-        let mut out = Vec::with_capacity(n.min(1_024));
-        while out.len() < n {
-            // Newest first is ascending order of places.
-            match (next_received, next_sent) {
-                (Some(r), Some(s)) if r <= s => {
-                    out.push(r);
-                    next_received = received.next().transpose().map_err(err)?;
-                }
-                (_, Some(s)) => {
-                    out.push(s);
-                    next_sent = sent.next().transpose().map_err(err)?;
-                }
-                (Some(r), None) => {
-                    out.push(r);
-                    next_received = received.next().transpose().map_err(err)?;
-                }
-                (None, None) => break,
-            }
+        let (received, sent) = user_ranges(user, after);
+        let mut places = Vec::with_capacity(n.min(1_024) * 2);
+        for row in received_table.range(received).map_err(err)?.take(n) {
+            let (_, created, id) = row.map_err(err)?.0.value();
+            places.push((created, id));
         }
-        Ok(out)
+        for row in sent_table.range(sent).map_err(err)?.rev().take(n) {
+            let (_, created_ns, id) = row.map_err(err)?.0.value();
+            places.push(newest(created_ns, id));
+        }
+        Ok(first(places, n))
     }
 
     /// The last `max` payments `sender` made since `since_ns` and that were assessed,
@@ -467,6 +444,32 @@ impl RowSink for Rows<'_> {
     fn payee(&mut self, pair: (u128, u128), payment: u128) -> Result<(), PaymentsError> {
         self.payees.insert(pair, payment).map(drop).map_err(err)
     }
+}
+
+/// A row range of `received` and one of `sent_by` (walked backwards): `user`'s
+/// payments after the place `after`, newest first.
+type RowRange = (std::ops::Bound<(u128, u64, u128)>, std::ops::Bound<(u128, u64, u128)>);
+
+pub(super) fn user_ranges(user: u128, after: Option<Newest>) -> (RowRange, RowRange) {
+    use std::ops::Bound::{Excluded, Included};
+    let (received_from, sent_to) = match after {
+        Some(at) => {
+            let (created_ns, id) = of_newest(at);
+            (Excluded((user, at.0, at.1)), Excluded((user, created_ns, id)))
+        }
+        None => (Included((user, 0, 0)), Included((user, u64::MAX, u128::MAX))),
+    };
+    ((received_from, Included((user, u64::MAX, u128::MAX))), (Included((user, 0, 0)), sent_to))
+}
+
+/// The first `n` distinct places in order (a payment's place can come from two
+/// sources: a user's two tables, or the rows in memory and on disk while they are
+/// written).
+pub(super) fn first(mut places: Vec<Newest>, n: usize) -> Vec<Newest> {
+    places.sort_unstable();
+    places.dedup();
+    places.truncate(n);
+    places
 }
 
 /// What the risk rules count of an assessed payment (its currency and amount, 0 for a
