@@ -225,14 +225,11 @@ impl wire::payments_server::Payments for PaymentsService {
                 note: r.note.clone(),
                 quote_id: r.quote_id.clone(),
             };
-            let created = self.payments.create(sender, &r.idempotency_key, new).await.map_err(status::payments)?;
             let payment = match wait {
-                None => created,
-                Some(wait) => {
-                    self.payments.get_settled(created.id, Some(sender), wait).await.map_err(status::payments)?
-                }
+                None => self.payments.create(sender, &r.idempotency_key, new).await,
+                Some(wait) => self.payments.create_settled(sender, &r.idempotency_key, new, wait).await,
             };
-            Ok(payment_wire(payment))
+            payment.map(payment_wire).map_err(status::payments)
         }
         .await;
         self.metrics.answer("Payments/Send", result)

@@ -171,6 +171,14 @@ pub struct Payments {
     finished: std::sync::Mutex<std::collections::VecDeque<u128>>,
 }
 
+/// How `create` answers: with the payment as recorded, or once it settles (at most
+/// after the wait).
+#[derive(Clone, Copy)]
+enum Answer {
+    Recorded,
+    Settled(Duration),
+}
+
 impl Payments {
     /// Opens the payments over the index at `index_path` (see [`index_path`]), brought
     /// up to the log, and loads the open ones. Call [`Payments::start`] to drive them.
@@ -255,12 +263,35 @@ impl Payments {
         }
     }
 
-    /// Creates a payment (or returns the one this idempotency key already made).
+    /// Creates a payment (or returns the one this idempotency key already made),
+    /// answered as recorded.
     pub async fn create(
         self: &Arc<Self>,
         created_by: u128,
         idempotency_key: &str,
         new: NewPayment,
+    ) -> Result<PaymentView, PaymentsError> {
+        self.create_answered(created_by, idempotency_key, new, Answer::Recorded).await
+    }
+
+    /// [`Payments::create`], answered once the payment settles or `wait` passes (see
+    /// [`Payments::get_settled`]).
+    pub async fn create_settled(
+        self: &Arc<Self>,
+        created_by: u128,
+        idempotency_key: &str,
+        new: NewPayment,
+        wait: Duration,
+    ) -> Result<PaymentView, PaymentsError> {
+        self.create_answered(created_by, idempotency_key, new, Answer::Settled(wait)).await
+    }
+
+    async fn create_answered(
+        self: &Arc<Self>,
+        created_by: u128,
+        idempotency_key: &str,
+        new: NewPayment,
+        answer: Answer,
     ) -> Result<PaymentView, PaymentsError> {
         if idempotency_key.is_empty() || idempotency_key.len() > IDEMPOTENCY_KEY_BYTES_MAX {
             return Err(FieldError::new("idempotency_key", format!("1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes")).into());
@@ -305,7 +336,7 @@ impl Payments {
                 vacant.insert(0);
             }
         }
-        let result = self.create_claimed(created_by, idempotency_key, (request_hash, legacy), new).await;
+        let result = self.create_claimed(created_by, idempotency_key, (request_hash, legacy), new, answer).await;
         self.claims.remove(&key);
         result
     }
@@ -320,6 +351,7 @@ impl Payments {
         idempotency_key: &str,
         (request_hash, legacy): (blake3::Hash, blake3::Hash),
         new: NewPayment,
+        answer: Answer,
     ) -> Result<PaymentView, PaymentsError> {
         let id = id_for_key(created_by, idempotency_key);
         let made = if self.payments.contains_key(&id) || self.store.stream_head(&stream_name(id))?.is_some() {
@@ -342,14 +374,20 @@ impl Payments {
                     if stored != request_hash.as_bytes() && stored != legacy.as_bytes() {
                         return Err(PaymentsError::AlreadyExists("idempotency_key was used for a different request"));
                     }
-                    return self.shown(&payment).await;
+                    return match answer {
+                        Answer::Recorded => self.shown(&payment).await,
+                        Answer::Settled(wait) => {
+                            drop(payment);
+                            self.get_settled(made, None, wait).await
+                        }
+                    };
                 }
                 // Indexed before an append that then failed: the key is free.
                 Err(PaymentsError::NotFound(_)) => {}
                 Err(error) => return Err(error),
             }
         }
-        self.create_reserved(id, created_by, idempotency_key, request_hash, new).await
+        self.create_reserved(id, created_by, idempotency_key, request_hash, new, answer).await
     }
 
     async fn create_reserved(
@@ -359,6 +397,7 @@ impl Payments {
         idempotency_key: &str,
         request_hash: blake3::Hash,
         new: NewPayment,
+        answer: Answer,
     ) -> Result<PaymentView, PaymentsError> {
         let quote = if new.quote_id.is_empty() {
             None
@@ -370,14 +409,16 @@ impl Payments {
             }
             Some(quote)
         };
-        let created =
-            self.create_payment(id, created_by, idempotency_key, request_hash, new.clone(), quote.as_ref()).await;
+        let created = self
+            .create_payment(id, created_by, idempotency_key, request_hash, new.clone(), quote.as_ref(), answer)
+            .await;
         if created.is_err() && quote.is_some() {
             self.fx.release_quote(&new.quote_id, id).await;
         }
         created
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn create_payment(
         self: &Arc<Self>,
         id: u128,
@@ -386,6 +427,7 @@ impl Payments {
         request_hash: blake3::Hash,
         new: NewPayment,
         quote: Option<&QuoteState>,
+        answer: Answer,
     ) -> Result<PaymentView, PaymentsError> {
         // Both wallets exist before money moves (opening is idempotent).
         if new.kind != "withdrawal" {
@@ -447,10 +489,21 @@ impl Payments {
             }
             return Err(error);
         }
-        let shown = self.shown(&payment).await;
-        self.payments.insert(id, Arc::new(Entry::new(payment)));
-        self.drive(id);
-        shown
+        match answer {
+            // Shown as recorded, before its driver moves it on.
+            Answer::Recorded => {
+                let shown = self.shown(&payment).await;
+                self.payments.insert(id, Arc::new(Entry::new(payment)));
+                self.drive(id);
+                shown
+            }
+            // Shown once it settles: no view of the moment that nobody reads.
+            Answer::Settled(wait) => {
+                self.payments.insert(id, Arc::new(Entry::new(payment)));
+                self.drive(id);
+                self.get_settled(id, None, wait).await
+            }
+        }
     }
 
     /// The sender's fee for `amount` paid with `funding`: none from the wallet, nor for
