@@ -30,7 +30,9 @@ for _ in $(seq "$RUNS"); do
     "$LEDGERD" --data-dir "$DATA" --listen 127.0.0.1:50091 --http-listen 127.0.0.1:50092 \
         --metrics-listen 127.0.0.1:50093 --registrations-per-source-hour 1000000 \
         --risk-user-per-hour 10000000 --risk-user-per-day 10000000 \
-        --risk-user-amount-per-day 100000000000 2>"$DATA.log" &
+        --risk-user-amount-per-hour 100000000000 --risk-user-amount-per-day 100000000000 \
+        --risk-instrument-per-hour 10000000 --risk-instrument-per-day 10000000 \
+        --risk-instrument-amount-per-day 100000000000 2>"$DATA.log" &
     pid=$!
     for _ in $(seq 100); do
         grep -q "ready in" "$DATA.log" && break

@@ -33,7 +33,9 @@ run() { # run TRANSPORT -> JSON line
     "$BIN/ledgerd" --data-dir "$DATA" --listen "$GRPC_ADDR" --http-listen "$HTTP_ADDR" \
         --metrics-listen 127.0.0.1:50083 --registrations-per-source-hour 1000000 \
         --risk-user-per-hour 10000000 --risk-user-per-day 10000000 \
-        --risk-user-amount-per-day 100000000000 2>"$DATA.log" &
+        --risk-user-amount-per-hour 100000000000 --risk-user-amount-per-day 100000000000 \
+        --risk-instrument-per-hour 10000000 --risk-instrument-per-day 10000000 \
+        --risk-instrument-amount-per-day 100000000000 2>"$DATA.log" &
     local pid=$!
     for _ in $(seq 100); do
         grep -q "ready in" "$DATA.log" && break

@@ -88,10 +88,24 @@ pub struct Args {
     /// ... and per day [default: 200].
     #[arg(long, env = "LEDGERD_RISK_USER_PER_DAY")]
     pub risk_user_per_day: Option<usize>,
-    /// Amount a user may move per day before review, in minor units of the risk
-    /// currency [default: 2000000, 20,000.00 USD].
+    /// Amount a user may move per hour before review, in minor units of the risk
+    /// currency [default: 1000000, 10,000.00 USD].
+    #[arg(long, env = "LEDGERD_RISK_USER_AMOUNT_PER_HOUR")]
+    pub risk_user_amount_per_hour: Option<u64>,
+    /// ... and per day [default: 2000000, 20,000.00 USD].
     #[arg(long, env = "LEDGERD_RISK_USER_AMOUNT_PER_DAY")]
     pub risk_user_amount_per_day: Option<u64>,
+    /// Payments one instrument (card, bank account) may fund per hour before review
+    /// [default: 10].
+    #[arg(long, env = "LEDGERD_RISK_INSTRUMENT_PER_HOUR")]
+    pub risk_instrument_per_hour: Option<usize>,
+    /// ... and per day [default: 50].
+    #[arg(long, env = "LEDGERD_RISK_INSTRUMENT_PER_DAY")]
+    pub risk_instrument_per_day: Option<usize>,
+    /// Amount one instrument may fund per day before review, in minor units of the risk
+    /// currency [default: 1000000, 10,000.00 USD].
+    #[arg(long, env = "LEDGERD_RISK_INSTRUMENT_AMOUNT_PER_DAY")]
+    pub risk_instrument_amount_per_day: Option<u64>,
     /// The currency the fraud controls' amount limits are set in; payments in other
     /// currencies are valued in it at the FX mid rate in force [default: USD].
     #[arg(long, env = "LEDGERD_RISK_CURRENCY")]
@@ -193,7 +207,11 @@ struct Settings {
     review_timeout_secs: u64,
     risk_user_per_hour: usize,
     risk_user_per_day: usize,
+    risk_user_amount_per_hour: u64,
     risk_user_amount_per_day: u64,
+    risk_instrument_per_hour: usize,
+    risk_instrument_per_day: usize,
+    risk_instrument_amount_per_day: u64,
     risk_currency: String,
     payment_partition: String,
     payments_finished_cached: usize,
@@ -230,7 +248,11 @@ impl Default for Settings {
             review_timeout_secs: payments.risk.review_timeout.as_secs(),
             risk_user_per_hour: payments.risk.user_per_hour,
             risk_user_per_day: payments.risk.user_per_day,
+            risk_user_amount_per_hour: payments.risk.user_amount_per_hour,
             risk_user_amount_per_day: payments.risk.user_amount_per_day,
+            risk_instrument_per_hour: payments.risk.instrument_per_hour,
+            risk_instrument_per_day: payments.risk.instrument_per_day,
+            risk_instrument_amount_per_day: payments.risk.instrument_amount_per_day,
             risk_currency: payments.risk.currency.code().to_string(),
             payment_partition: format!("{}/{}", payments.partition.0, payments.partition.1),
             payments_finished_cached: payments.finished_cached_max,
@@ -348,7 +370,11 @@ impl Config {
         payments.risk.review_timeout = Duration::from_secs(review_timeout);
         payments.risk.user_per_hour = in_range!(layers, s.risk_user_per_hour, 1..=RISK_COUNT_MAX)?;
         payments.risk.user_per_day = in_range!(layers, s.risk_user_per_day, 1..=RISK_COUNT_MAX)?;
+        payments.risk.user_amount_per_hour = in_range!(layers, s.risk_user_amount_per_hour, 1..=u64::MAX)?;
         payments.risk.user_amount_per_day = in_range!(layers, s.risk_user_amount_per_day, 1..=u64::MAX)?;
+        payments.risk.instrument_per_hour = in_range!(layers, s.risk_instrument_per_hour, 1..=RISK_COUNT_MAX)?;
+        payments.risk.instrument_per_day = in_range!(layers, s.risk_instrument_per_day, 1..=RISK_COUNT_MAX)?;
+        payments.risk.instrument_amount_per_day = in_range!(layers, s.risk_instrument_amount_per_day, 1..=u64::MAX)?;
         payments.risk.currency =
             Currency::parse(&s.risk_currency).map_err(|e| format!("{}: {e}", layers.name("risk_currency")))?;
         let fx = FxConfig {
@@ -530,14 +556,15 @@ mod tests {
              tokens_file = \"/etc/ledger/tokens\"\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n\
              master_key_file = {key_file:?}\nsession_idle_secs = 600\nsession_max_secs = 7200\nregistrations_per_source_hour = 5\n\
              rails = \"http://127.0.0.1:50061\"\nrail_timeout_ms = 1500\nreview_timeout_secs = 3600\n\
-             risk_user_per_hour = 7\nrisk_user_per_day = 70\nrisk_user_amount_per_day = 12345\n\
+             risk_user_per_hour = 7\nrisk_user_per_day = 70\nrisk_user_amount_per_hour = 1234\nrisk_user_amount_per_day = 12345\n\
+             risk_instrument_per_hour = 8\nrisk_instrument_per_day = 80\nrisk_instrument_amount_per_day = 23456\n\
              risk_currency = \"EUR\"\npayment_partition = \"1/3\"\npayments_finished_cached = 3\nfx_spread_bps = 25\nfx_fee_bps = 10\nfx_quote_ttl_secs = 45\n\
              snapshot_interval_events = 1000\nstore = \"kurrentdb://localhost:2113?tls=false\"\n\
              webhook_retry_base_ms = 250\nwebhook_timeout_ms = 2000\n"
         );
         // Every key of `Settings` is in the file: a key added there and not here fails.
         let keys: Vec<&str> = text.lines().filter_map(|line| line.split(" = ").next()).collect();
-        assert_eq!(keys.len(), 26, "{keys:?}");
+        assert_eq!(keys.len(), 30, "{keys:?}");
         let path = file(&dir, &text);
         let _environment = ENVIRONMENT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let c = Config::resolve(Args { config: Some(path), ..Args::default() }).expect("every key accepted");
@@ -552,7 +579,9 @@ mod tests {
         assert_eq!(c.payments.rail_timeout, Duration::from_millis(1500));
         assert_eq!(c.payments.risk.review_timeout.as_secs(), 3600);
         let risk = &c.payments.risk;
-        assert_eq!((risk.user_per_hour, risk.user_per_day, risk.user_amount_per_day), (7, 70, 12345));
+        assert_eq!((risk.user_per_hour, risk.user_per_day), (7, 70));
+        assert_eq!((risk.user_amount_per_hour, risk.user_amount_per_day), (1234, 12345));
+        assert_eq!((risk.instrument_per_hour, risk.instrument_per_day, risk.instrument_amount_per_day), (8, 80, 23456));
         assert_eq!(risk.currency.code(), "EUR");
         assert_eq!(c.payments.partition, (1, 3));
         assert_eq!(c.payments.finished_cached_max, 3);
@@ -561,8 +590,12 @@ mod tests {
         assert_eq!(c.store.as_deref(), Some("kurrentdb://localhost:2113?tls=false"));
         assert_eq!(c.webhooks.retry_base, Duration::from_millis(250));
         assert_eq!(c.webhooks.timeout, Duration::from_millis(2000));
-        for (key, value) in [("risk_user_per_hour", "0"), ("risk_user_per_day", "0"), ("risk_user_amount_per_day", "0")]
-        {
+        let limits =
+            ["risk_user_per_hour", "risk_user_per_day", "risk_user_amount_per_hour", "risk_user_amount_per_day"];
+        let instrument_limits =
+            ["risk_instrument_per_hour", "risk_instrument_per_day", "risk_instrument_amount_per_day"];
+        for key in limits.into_iter().chain(instrument_limits) {
+            let value = "0";
             let path = file(&dir, &format!("{key} = {value}\n"));
             let error = Config::resolve(Args { config: Some(path), ..Args::default() }).expect_err(key);
             assert!(error.starts_with(&format!("`{key}` in config file ")), "{error}");

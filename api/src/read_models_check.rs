@@ -259,14 +259,43 @@ pub async fn check_read_models(path: PathBuf) -> Result<(), String> {
         }
         reason.truncate(end);
     }
-    match output.status.code() {
-        Some(0) => return Ok(()),
-        Some(code) if code == i32::from(FAILED) => {
-            return Err(format!("the read models at {} could not be checked: {reason}", path.display()))
-        }
-        _ => {}
+    match verdict(output.status) {
+        Verdict::Sound => Ok(()),
+        Verdict::Failed => Err(format!("the read models at {} could not be checked: {reason}", path.display())),
+        Verdict::Stopped(signal) => Err(format!(
+            "the check of the read models at {} was stopped by signal {signal}; the next start checks them again",
+            path.display()
+        )),
+        Verdict::Damaged => set_aside(&path, &format!("{reason} (check: {})", output.status)),
     }
-    set_aside(&path, &format!("{reason} (check: {})", output.status))
+}
+
+/// What the checking process's end says of the file.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Sound,
+    /// It could not tell (`FAILED`): nothing is said of the file.
+    Failed,
+    /// Killed from outside (SIGTERM or SIGINT to the process group, as Ctrl-C sends,
+    /// SIGKILL, SIGHUP): nothing is said of the file, which must not be set aside and
+    /// rebuilt for that.
+    Stopped(i32),
+    /// It said so (`DAMAGED`), or it died of a fault: redb panics on some damaged
+    /// files, and a panic aborts (SIGABRT).
+    Damaged,
+}
+
+fn verdict(status: std::process::ExitStatus) -> Verdict {
+    use std::os::unix::process::ExitStatusExt;
+    /// Signals a process dies of by itself: a fault or an abort.
+    const FAULTS: [i32; 7] =
+        [libc::SIGABRT, libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGSYS, libc::SIGTRAP];
+    match (status.code(), status.signal()) {
+        (Some(0), _) => Verdict::Sound,
+        (Some(code), _) if code == i32::from(FAILED) => Verdict::Failed,
+        (None, Some(signal)) if !FAULTS.contains(&signal) => Verdict::Stopped(signal),
+        _ => Verdict::Damaged,
+    }
 }
 
 /// Moves the damaged database at `path` aside, saying so: the read models start empty
@@ -301,6 +330,24 @@ pub fn open_read_models(path: &Path, store: &dyn EventStore, torn_tail_cut: bool
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_check_stopped_from_outside_says_nothing_of_the_file() {
+        use std::os::unix::process::ExitStatusExt;
+        use std::process::ExitStatus;
+        // Raw wait statuses: an exit code in the second byte, a signal in the first.
+        let exited = |code: i32| ExitStatus::from_raw(code << 8);
+        assert_eq!(verdict(exited(0)), Verdict::Sound);
+        assert_eq!(verdict(exited(i32::from(FAILED))), Verdict::Failed);
+        assert_eq!(verdict(exited(i32::from(DAMAGED))), Verdict::Damaged);
+        assert_eq!(verdict(exited(101)), Verdict::Damaged, "an unexpected exit code");
+        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGKILL, libc::SIGHUP] {
+            assert_eq!(verdict(ExitStatus::from_raw(signal)), Verdict::Stopped(signal));
+        }
+        for signal in [libc::SIGABRT, libc::SIGSEGV, libc::SIGBUS] {
+            assert_eq!(verdict(ExitStatus::from_raw(signal)), Verdict::Damaged, "signal {signal}");
+        }
+    }
 
     #[test]
     fn a_seal_is_trusted_only_for_a_file_untouched_since() {

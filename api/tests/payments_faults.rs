@@ -63,6 +63,8 @@ fn start_ledgerd(dir: &Path, rails: &str) -> Server {
             "1000000",
             "--risk-user-per-day",
             "1000000",
+            "--risk-user-amount-per-hour",
+            "1000000000000",
             "--risk-user-amount-per-day",
             "1000000000000",
         ],

@@ -13,8 +13,9 @@
 //! over the HTTP/JSON API (`--transport http`; the set-up still runs over gRPC).
 //!
 //! The server's per-user velocity limits (`--risk-user-per-hour`, `--risk-user-per-day`,
-//! `--risk-user-amount-per-day` of `ledgerd`) block a load test at their defaults; the
-//! benchmark runs `ledgerd` with them raised, risk checks on (see the README).
+//! `--risk-user-amount-per-hour`, `--risk-user-amount-per-day` of `ledgerd`) block a
+//! load test at their defaults; the benchmark runs `ledgerd` with them raised, risk
+//! checks on (see the README).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
