@@ -355,3 +355,40 @@ fn a_broken_chain_raises_the_alarm_and_gaps_are_refused() {
     assert_eq!(alarm.position, last as u64);
     assert!(alarm.reason.contains("hash does not chain"), "{}", alarm.reason);
 }
+
+/// A platform event (verified by the chain, not projected) at `position`.
+fn platform_record(stream: &str, revision: u64, position: u64, previous: &[u8; 32]) -> RecordedEvent {
+    let payload = format!("{stream} {revision}").into_bytes();
+    RecordedEvent {
+        stream: stream.into(),
+        revision,
+        position,
+        event_type: "PaymentCreated".into(),
+        hash: chain_hash(previous, revision, &payload),
+        payload,
+    }
+}
+
+#[test]
+fn a_stream_that_begins_again_raises_the_alarm_in_a_later_batch_too() {
+    let (mut records, _) = log_of(&[Op::Posted { debit: 1, credit: 2, amount: 5 }]);
+    let at = records.len() as u64;
+    let first = platform_record("payment-7", 0, at, &GENESIS_HASH);
+    let second = platform_record("payment-7", 1, at + 1, &first.hash);
+    records.extend([first, second, platform_record("payment-8", 0, at + 2, &GENESIS_HASH)]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let models = ReadModels::open(&dir.path().join("m.redb")).expect("open");
+    models.apply(&records, true).expect("apply");
+    assert_eq!(models.alarm().expect("alarm"), None, "new streams, each begun once");
+
+    // A later batch: a new stream, then one whose revision 0 the table already holds.
+    let later = [
+        platform_record("payment-9", 0, at + 3, &GENESIS_HASH),
+        platform_record("payment-7", 0, at + 4, &GENESIS_HASH),
+    ];
+    models.apply(&later, true).expect("apply");
+    let alarm = models.alarm().expect("alarm").expect("an alarm");
+    assert_eq!(alarm.position, at + 4);
+    assert_eq!(alarm.reason, "payment-7 revision 0: revision 0 where 2 was due");
+    assert_eq!(models.next_position().expect("position"), at + 5);
+}

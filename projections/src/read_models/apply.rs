@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use ledger_core::chain::check_link;
+use ledger_core::chain::{check_link, ChainBreak};
 use ledger_core::codec;
 use ledger_core::domain::{Event, EventKind, Movement as MovementEvent};
 use ledger_core::money::Currency;
@@ -72,7 +72,7 @@ pub(super) struct Batch<'t> {
     alarms: redb::Table<'t, u64, &'static str>,
     account_cache: FastMap<u128, AccountView>,
     bucket_cache: FastMap<(u128, u64), Totals>,
-    chain_cache: FastMap<String, (u64, [u8; 32])>,
+    chain_cache: FastMap<String, ChainHead>,
     /// Movement rows of this batch by account, in time order, appended to the
     /// accounts' blocks by `finish`, in account order.
     rows: FastMap<u128, Vec<(u64, Vec<u8>)>>,
@@ -80,6 +80,17 @@ pub(super) struct Batch<'t> {
     hold_rows: FastMap<u128, [(u128, usize); 2]>,
     /// Whether the chain verifier recorded an alarm in this batch.
     pub(super) alarm_recorded: bool,
+}
+
+/// A stream's head as this batch leaves it.
+struct ChainHead {
+    next_revision: u64,
+    hash: [u8; 32],
+    /// The position of the stream's revision 0 when this batch took the stream for a
+    /// new one without reading the `chain` table: `finish`'s insert of the head returns
+    /// what the table held, and a head there means the stream began again (alarm). One
+    /// read fewer per new stream, at a random place of a table as large as the history.
+    began_at: Option<u64>,
 }
 
 /// What a movement does to the balances of its side.
@@ -128,16 +139,19 @@ impl<'t> Batch<'t> {
         event: Option<&Result<Event, String>>,
     ) -> Result<(), ProjectionError> {
         // The chain verifier.
-        let head = match self.chain_cache.get(&record.stream) {
-            Some(head) => Some(*head),
-            None => self.chain.get(record.stream.as_str())?.map(|v| v.value()),
+        let (head, began_at) = match self.chain_cache.get(&record.stream) {
+            Some(head) => (Some((head.next_revision, head.hash)), None),
+            // Checked against the table by `finish` (`ChainHead::began_at`).
+            None if record.revision == 0 => (None, Some(record.position)),
+            None => (self.chain.get(record.stream.as_str())?.map(|v| v.value()), None),
         };
         // The table keeps (next revision, last hash); a stream without a head is new.
         let last = head.and_then(|(next, hash)| next.checked_sub(1).map(|revision| (revision, hash)));
         if let Err(broken) = check_link(last, record.revision, &record.payload, &record.hash) {
-            self.alarm(record.position, format!("{} revision {}: {broken}", record.stream, record.revision))?;
+            self.alarm(record.position, chain_alarm(&record.stream, record.revision, broken))?;
         }
-        self.chain_cache.insert(record.stream.clone(), (record.revision + 1, record.hash));
+        let head = ChainHead { next_revision: record.revision + 1, hash: record.hash, began_at };
+        self.chain_cache.insert(record.stream.clone(), head);
         if !record.stream.starts_with("ledger-") {
             return Ok(());
         }
@@ -372,12 +386,23 @@ impl<'t> Batch<'t> {
             encode_bucket(totals, &mut bytes);
             self.buckets.insert(*key, bytes.as_slice())?;
         }
+        let mut began_again = Vec::new();
         for (stream, head) in self.chain_cache.drain() {
-            self.chain.insert(stream.as_str(), head)?;
+            let held = self.chain.insert(stream.as_str(), (head.next_revision, head.hash))?.map(|v| v.value().0);
+            if let (Some(position), Some(due)) = (head.began_at, held) {
+                began_again.push((position, chain_alarm(&stream, 0, ChainBreak::Revision { found: 0, due })));
+            }
+        }
+        for (position, reason) in began_again {
+            self.alarm(position, reason)?;
         }
         self.meta.insert(NEXT_POSITION, next)?;
         Ok(())
     }
+}
+
+fn chain_alarm(stream: &str, revision: u64, broken: ChainBreak) -> String {
+    format!("{stream} revision {revision}: {broken}")
 }
 
 fn block_error(key: (u128, u64), reason: String) -> ReadModelError {
