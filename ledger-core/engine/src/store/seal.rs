@@ -364,6 +364,16 @@ impl Sealed {
         self.first_position + self.records
     }
 
+    /// Reads the bytes of `key`'s first two probes, to be answered from the cache by
+    /// [`Sealed::run_keyed`] soon after. A new stream is looked up in every sealed
+    /// segment: touching all their filters first lets the memory system fetch the
+    /// bytes of many segments at once (the loads do not depend on one another), where
+    /// probing segment after segment waits for each miss in turn.
+    pub fn touch(&self, key: u64) -> u8 {
+        let bits = (self.bloom.len() * 8) as u64;
+        bloom_probes(key, bits).take(2).fold(0, |acc, bit| acc ^ self.bloom[(bit / 8) as usize])
+    }
+
     fn might_hold(&self, key: u64) -> bool {
         let bits = (self.bloom.len() * 8) as u64;
         bloom_probes(key, bits).all(|bit| self.bloom[(bit / 8) as usize] & (1 << (bit % 8)) != 0)
