@@ -101,26 +101,14 @@ impl Overlay {
 
     /// Puts back rows a failed write took out, under the newer ones.
     fn absorb(&mut self, older: Overlay) {
-        self.all.extend(older.all);
-        self.received.extend(older.received);
-        for (row, counted) in older.sent_by {
-            self.sent_by.entry(row).or_insert(counted);
-        }
-        for (row, counted) in older.by_instrument {
-            self.by_instrument.entry(row).or_insert(counted);
-        }
-        for (key, id) in older.keys {
-            self.keys.entry(key).or_insert(id);
-        }
-        for (quote, id) in older.quotes {
-            self.quotes.entry(quote).or_insert(id);
-        }
-        for (open, present) in older.open {
-            self.open.entry(open).or_insert(present);
-        }
-        for (pair, id) in older.payees {
-            self.payees.entry(pair).or_insert(id);
-        }
+        under(&mut self.all, older.all);
+        under(&mut self.received, older.received);
+        under(&mut self.sent_by, older.sent_by);
+        under(&mut self.by_instrument, older.by_instrument);
+        under(&mut self.keys, older.keys);
+        under(&mut self.quotes, older.quotes);
+        under(&mut self.open, older.open);
+        under(&mut self.payees, older.payees);
     }
 
     /// Rows held.
@@ -134,6 +122,12 @@ impl Overlay {
             + self.open.len()
             + self.payees.len()
     }
+}
+
+/// `older`'s rows put back under `newer`'s: where both hold a key, `newer`'s value stays.
+fn under<T: Default + Extend<R> + IntoIterator<Item = R>, R>(newer: &mut T, mut older: T) {
+    older.extend(std::mem::take(newer));
+    *newer = older;
 }
 
 /// The rows being put (`active`) and, while a checkpoint writes them, the ones it took.
@@ -364,6 +358,24 @@ mod tests {
         let mut ids = Vec::new();
         index.sent_since(user, 0, 100, &mut |r| ids.push(r.payment)).expect("read");
         ids
+    }
+
+    #[test]
+    fn rows_a_failed_write_took_go_back_under_the_newer_ones() {
+        let mut older = Overlay::default();
+        older.sent_by.insert((1, 10, 7), None);
+        older.sent_by.insert((1, 11, 8), None);
+        older.all.insert(newest(10, 7));
+        older.open.insert((10, 7), true);
+        let mut newer = Overlay::default();
+        newer.sent_by.insert((1, 10, 7), Some([3; 11]));
+        newer.open.insert((10, 7), false);
+        newer.absorb(older);
+        assert_eq!(newer.sent_by.get(&(1, 10, 7)), Some(&Some([3; 11])), "the newer row stays");
+        assert_eq!(newer.sent_by.get(&(1, 11, 8)), Some(&None), "an older row comes back");
+        assert!(newer.all.contains(&newest(10, 7)));
+        assert_eq!(newer.open.get(&(10, 7)), Some(&false), "the finish stays over the opening");
+        assert_eq!(newer.rows(), 4);
     }
 
     #[tokio::test]
