@@ -10,7 +10,10 @@ use ledger_engine::store::embedded::{EmbeddedOptions, EmbeddedStore, RecoveryRep
 use ledger_engine::store::seal::seal_file_name;
 use ledger_engine::store::*;
 
-const OPTIONS: EmbeddedOptions = EmbeddedOptions { segment_bytes_max: 1024, seal_in_background: true };
+/// Segments of 1 KiB, and the filters of only the newest 3 sealed segments in memory:
+/// most lookups go through the streams' directory.
+const OPTIONS: EmbeddedOptions =
+    EmbeddedOptions { segment_bytes_max: 1024, seal_in_background: true, seals_in_memory: 3 };
 
 fn open(dir: &Path) -> (EmbeddedStore, RecoveryReport) {
     EmbeddedStore::open(dir, OPTIONS).expect("open")
@@ -90,6 +93,7 @@ fn a_reopened_log_is_found_through_its_seals_and_reads_as_before() {
     assert!(report.segments > 20, "{report:?}");
     assert_eq!(report.sealed, report.segments - 1, "every segment but the last through its seal: {report:?}");
     assert!(report.scanned < 40, "only the last segment is read: {report:?}");
+    assert!(report.covered >= report.sealed - 3, "the older seals through the directory: {report:?}");
     assert_eq!(report.records, log.len() as u64);
     assert_eq!(check_reads(&store), log);
     // Appends go on from the heads the seals give, and the whole log still chains.
@@ -111,6 +115,7 @@ fn a_reopened_log_is_found_through_its_seals_and_reads_as_before() {
     let (store, report) = open(dir.path());
     assert_eq!(report.segments, segments);
     assert_eq!(report.sealed, segments - 3, "{report:?}");
+    assert_eq!(report.covered, 0, "segments scanned before the directory is checked: every filter read: {report:?}");
     assert!(
         dir.path().join(seal_file_name(2)).exists() && !dir.path().join(format!("{}.tmp", seal_file_name(6))).exists()
     );
@@ -118,6 +123,10 @@ fn a_reopened_log_is_found_through_its_seals_and_reads_as_before() {
     drop(store);
     let (_, report) = open(dir.path());
     assert_eq!(report.sealed, segments - 1, "sealed again: {report:?}");
+    assert!(
+        report.covered >= report.sealed - 3,
+        "the seals written again are the ones the directory names: {report:?}"
+    );
 }
 
 #[test]

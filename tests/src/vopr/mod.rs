@@ -305,7 +305,11 @@ impl Sim {
     /// Opens the store, the writer and the read models on the disk as it is.
     fn start(&mut self) -> Result<Node, String> {
         let disk: Arc<dyn Disk> = Arc::new(self.disk.clone());
-        let options = EmbeddedOptions { segment_bytes_max: self.segment_bytes_max, seal_in_background: false };
+        let options = EmbeddedOptions {
+            segment_bytes_max: self.segment_bytes_max,
+            seal_in_background: false,
+            seals_in_memory: 2,
+        };
         let (store, report) =
             EmbeddedStore::open_on(disk.clone(), log_dir(), options).map_err(|e| format!("open the store: {e}"))?;
         self.record(("opened", report.records, report.segments, report.torn_tail.is_some()));

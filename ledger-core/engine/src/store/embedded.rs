@@ -23,6 +23,9 @@ use ledger_core::chain::{chain_hash_with, Hash, GENESIS_HASH};
 
 mod direct;
 mod read;
+mod sealing;
+
+pub use sealing::SEALS_IN_MEMORY;
 
 /// A segment is closed once it would grow past this; one frame never spans two.
 pub const SEGMENT_BYTES_MAX: u64 = 256 << 20;
@@ -36,11 +39,18 @@ pub struct EmbeddedOptions {
     /// (the default), or by the committer before its next group (the simulator and
     /// the power-loss tests, whose runs must not depend on thread timing).
     pub seal_in_background: bool,
+    /// Sealed segments whose filters stay in memory; the older are found through the
+    /// streams' directory ([`SEALS_IN_MEMORY`] by default).
+    pub seals_in_memory: usize,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions { segment_bytes_max: SEGMENT_BYTES_MAX, seal_in_background: true }
+        EmbeddedOptions {
+            segment_bytes_max: SEGMENT_BYTES_MAX,
+            seal_in_background: true,
+            seals_in_memory: SEALS_IN_MEMORY,
+        }
     }
 }
 
@@ -52,6 +62,8 @@ pub struct RecoveryReport {
     pub records: u64,
     /// Sealed segments opened through their seal, without reading their records.
     pub sealed: usize,
+    /// Of those, the segments found through the streams' directory.
+    pub covered: usize,
     /// Records read and checked while opening: the unsealed last segment's, and those
     /// of any sealed segment whose seal was missing or did not check (written again).
     pub scanned: u64,
@@ -63,6 +75,7 @@ struct Shared {
     disk: Arc<dyn Disk>,
     dir: PathBuf,
     index: RwLock<LogIndex>,
+    seals_in_memory: usize,
     segments: RwLock<Vec<Arc<dyn DiskFile>>>,
     poisoned: AtomicBool,
     poison_reason: Mutex<String>,
@@ -103,7 +116,7 @@ type OpenedLog = (LogIndex, Vec<Arc<dyn DiskFile>>, RecoveryReport);
 /// again) by reading and checking every record; a torn tail is cut.
 fn open_index(disk: &dyn Disk, dir: &Path) -> Result<OpenedLog, StoreError> {
     let mut listed = format::list_segments_on(disk, dir)?;
-    let mut report = RecoveryReport { segments: 0, records: 0, sealed: 0, scanned: 0, torn_tail: None };
+    let mut report = RecoveryReport { segments: 0, records: 0, sealed: 0, covered: 0, scanned: 0, torn_tail: None };
     // An empty last segment (its header never whole) goes first, so that the one before
     // it, which takes appends again, is read rather than trusted through its seal.
     if let Some((segment, path)) = listed.last() {
@@ -122,21 +135,40 @@ fn open_index(disk: &dyn Disk, dir: &Path) -> Result<OpenedLog, StoreError> {
             listed.pop();
         }
     }
-    remove_stray_seals(disk, dir, listed.len())?;
+    sealing::remove_stray_seals(disk, dir, listed.len())?;
+    // The seals the newest directory covers drop their filters as they are opened; if
+    // it does not check once they are all open, the filters are read again.
+    let mut covering = sealing::newest_directory(disk, dir, listed.len())?;
     let mut index = LogIndex::default();
     let mut files = Vec::with_capacity(listed.len());
     for (number, (segment, path)) in listed.iter().enumerate() {
         let last = number + 1 == listed.len();
+        if let Some(covered) = covering.filter(|covered| index.sealed.len() as u64 == u64::from(*covered) + 1) {
+            if index.directory.is_none() {
+                covering = sealing::open_directory(disk, dir, &mut index, covered)?;
+                report.covered = if covering.is_some() { report.covered } else { 0 };
+            }
+        }
         let file = disk.open_append(path).map_err(|e| io_error("open", path, e))?;
         let first_position = index.next_position();
         if !last {
             let len = file.file_len().map_err(|e| io_error("stat", path, e))?;
-            if let Some(sealed) = Sealed::open(disk, dir, *segment, first_position, len)? {
+            if let Some(mut sealed) = Sealed::open(disk, dir, *segment, first_position, len)? {
+                if covering.is_some_and(|covered| sealed.segment <= covered) {
+                    sealed.cover();
+                    report.covered += 1;
+                }
                 index.sealed.push(sealed);
                 report.sealed += 1;
                 files.push(file);
                 continue;
             }
+        }
+        if index.directory.is_none() && covering.take().is_some() {
+            // A segment to scan before the directory could be checked: its lookups
+            // need every seal's filter.
+            sealing::uncover(&mut index)?;
+            report.covered = 0;
         }
         let mut table = SegmentTable::new(*segment, first_position);
         let bytes = disk.read(path).map_err(|e| format::read_error(path, e))?;
@@ -171,30 +203,13 @@ fn open_index(disk: &dyn Disk, dir: &Path) -> Result<OpenedLog, StoreError> {
         }
         files.push(file);
     }
+    if index.directory.is_none() && report.covered > 0 {
+        sealing::uncover(&mut index)?;
+        report.covered = 0;
+    }
     report.segments = listed.len();
     report.records = index.next_position();
     Ok((index, files, report))
-}
-
-/// Removes unfinished seals, and seals of the last segment or of none: the last
-/// segment takes appends, so it is always read at open.
-fn remove_stray_seals(disk: &dyn Disk, dir: &Path, segments: usize) -> Result<(), StoreError> {
-    let mut removed = false;
-    for name in disk.list_dir(dir).map_err(|e| io_error("read_dir", dir, e))? {
-        let stray = match name.strip_suffix(".idx") {
-            Some(stem) => stem.parse::<usize>().is_ok_and(|segment| segment + 1 >= segments),
-            None => name.ends_with(".idx.tmp"),
-        };
-        if stray {
-            let path = dir.join(&name);
-            disk.remove_file(&path).map_err(|e| io_error("remove", &path, e))?;
-            removed = true;
-        }
-    }
-    if removed {
-        sync_dir(disk, dir)?;
-    }
-    Ok(())
 }
 
 impl EmbeddedStore {
@@ -232,6 +247,7 @@ impl EmbeddedStore {
             disk,
             dir: dir.clone(),
             index: RwLock::new(index),
+            seals_in_memory: options.seals_in_memory,
             segments: RwLock::new(segments),
             poisoned: AtomicBool::new(false),
             poison_reason: Mutex::new(String::new()),
@@ -531,7 +547,7 @@ impl Committer {
         };
         let shared = self.shared.clone();
         let spawned = std::thread::Builder::new().name("store-sealer".into()).spawn(move || {
-            if let Err(error) = write_seal(&shared, segment, segment_len) {
+            if let Err(error) = sealing::write_seal(&shared, segment, segment_len) {
                 poison(&shared, &error);
             }
         });
@@ -545,7 +561,7 @@ impl Committer {
     /// and when the store closes).
     fn seal_now(&mut self) {
         for (segment, segment_len) in std::mem::take(&mut self.to_seal) {
-            if let Err(error) = write_seal(&self.shared, segment, segment_len) {
+            if let Err(error) = sealing::write_seal(&self.shared, segment, segment_len) {
                 self.poison(&error);
                 return;
             }
@@ -756,18 +772,6 @@ fn poison(shared: &Shared, error: &StoreError) {
         *reason = error.to_string();
     }
     shared.poisoned.store(true, Ordering::Release);
-}
-
-/// Writes the seal of `segment` (`segment_len` bytes, all its records published) from
-/// its table, then puts it in the table's place.
-fn write_seal(shared: &Shared, segment: u32, segment_len: u64) -> Result<(), StoreError> {
-    let table = {
-        let index = shared.index.read().map_err(|_| StoreError::Closed)?;
-        index.tables.iter().find(|table| table.segment == segment).cloned().ok_or(StoreError::Closed)?
-    };
-    let sealed = Sealed::write(&*shared.disk, &shared.dir, &table, segment_len)?;
-    shared.index.write().map_err(|_| StoreError::Closed)?.seal(sealed);
-    Ok(())
 }
 
 /// Creates segment `segment`, its first record at `first_position`, durable with its

@@ -1,10 +1,13 @@
 //! Where the embedded store finds a record: the sealed segments' seals and the tables of
 //! the segments still open (normally one: the segment taking appends; two for the
-//! moment between moving to a new segment and sealing the last).
+//! moment between moving to a new segment and sealing the last). The older sealed
+//! segments are found through the streams' directory (`directory.rs`), the newest
+//! through their seals' filters in memory.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::directory::{self, Directory};
 use super::format::Location;
 use super::seal::{self, Sealed, SealedRun, SegmentTable};
 use super::{Direction, Revision, StoreError, StreamHead};
@@ -23,12 +26,26 @@ const SEALED_HEADS_CACHED: usize = 65_536;
 
 #[derive(Default, Debug)]
 pub struct LogIndex {
+    /// Every sealed segment in order; those the directory covers (a prefix) without
+    /// their filters in memory.
     pub sealed: Vec<Sealed>,
+    /// Which of the sealed segments up to its last hold a stream.
+    pub directory: Option<Arc<Directory>>,
     /// The segments not sealed yet, in order: the one taking appends last; before it,
     /// any whose seal is being written (shared with the thread writing it).
     pub tables: Vec<Arc<SegmentTable>>,
     /// Heads (or their absence) in the sealed segments, of streams looked up lately.
     sealed_heads: Mutex<HashMap<String, Option<StreamHead>>>,
+}
+
+/// What a merge into a new directory takes ([`LogIndex::merge_plan`]).
+pub struct MergePlan {
+    /// The directory now.
+    pub old: Option<Arc<Directory>>,
+    /// The seals to add to it, in order, detached.
+    pub seals: Vec<Sealed>,
+    /// The digest of every seal the new directory covers.
+    pub digest: [u8; 32],
 }
 
 /// A stream's run in one segment, sealed or not.
@@ -90,11 +107,20 @@ impl LogIndex {
             return Ok(head);
         }
         let (key, mut head) = (seal::key(stream), None);
-        std::hint::black_box(self.sealed.iter().fold(0, |acc, sealed| acc ^ sealed.touch(key)));
-        for sealed in self.sealed.iter().rev() {
+        let resident = self.resident();
+        std::hint::black_box(resident.iter().fold(0, |acc, sealed| acc ^ sealed.touch(key)));
+        for sealed in resident.iter().rev() {
             if let Some(run) = sealed.run_keyed(stream, key)? {
                 head = Some(run.head());
                 break;
+            }
+        }
+        if head.is_none() {
+            for (sealed, block) in self.in_directory(key)? {
+                if let Some(run) = sealed.run_in_block(stream, key, block)? {
+                    head = Some(run.head());
+                    break;
+                }
             }
         }
         if let Ok(mut cache) = self.sealed_heads.lock() {
@@ -104,6 +130,58 @@ impl LogIndex {
             cache.insert(stream.to_string(), head);
         }
         Ok(head)
+    }
+
+    /// The sealed segments the directory does not cover, whose seals keep their
+    /// filters in memory.
+    fn resident(&self) -> &[Sealed] {
+        &self.sealed[self.sealed.partition_point(Sealed::covered)..]
+    }
+
+    /// The seals and blocks the directory names for `key`, newest segment first.
+    fn in_directory(&self, key: u64) -> Result<Vec<(&Sealed, u32)>, StoreError> {
+        let Some(directory) = &self.directory else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for (segment, block) in directory.find(key)?.into_iter().rev() {
+            let sealed = self.sealed.binary_search_by_key(&segment, |sealed| sealed.segment).map_err(|_| {
+                StoreError::Corrupt {
+                    file: directory.path().to_path_buf(),
+                    offset: 0,
+                    reason: format!("the streams' directory names segment {segment}, which is not sealed"),
+                }
+            })?;
+            out.push((&self.sealed[sealed], block));
+        }
+        Ok(out)
+    }
+
+    /// What a merge into a new directory takes, if more than `in_memory_max` sealed
+    /// segments keep their filters in memory: the directory now, the seals to add to it
+    /// (all but the newest `in_memory_max / 2`, detached), and the digest of every seal
+    /// the new one covers.
+    pub fn merge_plan(&self, in_memory_max: usize) -> Option<MergePlan> {
+        let first = self.sealed.partition_point(Sealed::covered);
+        if self.sealed.len() - first <= in_memory_max {
+            return None;
+        }
+        let end = self.sealed.len() - in_memory_max / 2;
+        let seals = self.sealed[first..end].iter().map(Sealed::detached).collect();
+        Some(MergePlan { old: self.directory.clone(), seals, digest: directory::digest(&self.sealed[..end]) })
+    }
+
+    /// Every seal up to `last`, detached: what a directory is made again from.
+    pub fn detached_up_to(&self, last: u32) -> Vec<Sealed> {
+        self.sealed.iter().take_while(|sealed| sealed.segment <= last).map(Sealed::detached).collect()
+    }
+
+    /// Puts `directory` in place: the seals it covers drop their filters.
+    pub fn cover(&mut self, directory: Directory) {
+        for sealed in &mut self.sealed {
+            if sealed.segment <= directory.last {
+                sealed.cover();
+            }
+        }
+        self.directory = Some(Arc::new(directory));
     }
 
     /// Adds a sealed segment (the oldest not sealed yet) in place of its table.
@@ -169,8 +247,15 @@ impl LogIndex {
             }
         }
         let key = seal::key(stream);
-        for sealed in self.sealed.iter().rev() {
+        for sealed in self.resident().iter().rev() {
             if let Some(run) = sealed.run_keyed(stream, key)? {
+                if take(RunIn::Sealed(sealed, run)) {
+                    return Ok(runs);
+                }
+            }
+        }
+        for (sealed, block) in self.in_directory(key)? {
+            if let Some(run) = sealed.run_in_block(stream, key, block)? {
                 if take(RunIn::Sealed(sealed, run)) {
                     return Ok(runs);
                 }

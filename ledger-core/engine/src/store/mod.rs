@@ -1,6 +1,7 @@
 //! The `EventStore` port: append with an expected revision, read a stream, read the
 //! whole log in commit order, follow it live. Backends: [`embedded`] (default).
 
+pub mod directory;
 pub mod disk;
 pub mod embedded;
 pub mod format;

@@ -29,8 +29,12 @@ fn log_dir() -> PathBuf {
 
 fn open(disk: &SimDisk, segment_bytes_max: u64) -> Result<EmbeddedStore, StoreError> {
     let disk: Arc<dyn Disk> = Arc::new(disk.clone());
-    EmbeddedStore::open_on(disk, log_dir(), EmbeddedOptions { segment_bytes_max, seal_in_background: false })
-        .map(|(store, _)| store)
+    EmbeddedStore::open_on(
+        disk,
+        log_dir(),
+        EmbeddedOptions { segment_bytes_max, seal_in_background: false, seals_in_memory: 2 },
+    )
+    .map(|(store, _)| store)
 }
 
 /// One event we asked to append, with where it must land if it lands.

@@ -3,9 +3,10 @@
 //! segment ([`Sealed`]). Opening reads each sealed segment's header, block fences and
 //! bloom filter (a few bytes per stream of the segment) instead of every record, and
 //! scans only the unsealed last segment; a lookup probes the bloom filters in memory
-//! and reads one block of one seal. So neither the time to open nor the memory of the
-//! index grows with the number of records, only (by 2 bytes per stream and segment)
-//! with the streams of sealed segments.
+//! and reads one block of one seal. Only the newest sealed segments keep their filters
+//! and fences in memory: the streams' directory (`directory.rs`) finds the streams of
+//! the older ones. So neither the time to open nor the memory of the index grows with
+//! the number of records.
 //!
 //! ```text
 //! seal file  {segment:010}.idx, all integers little-endian
@@ -230,12 +231,20 @@ impl SealedRun {
     }
 }
 
-#[derive(Debug)]
-struct Fence {
+#[derive(Clone, Debug)]
+pub(super) struct Fence {
     first_key: u64,
     at: u32,
     len: u32,
     crc: u32,
+}
+
+/// What a seal keeps in memory while no directory covers it: its block fences and its
+/// bloom filter.
+#[derive(Debug)]
+struct Front {
+    fences: Vec<Fence>,
+    bloom: Vec<u8>,
 }
 
 /// What the header of a seal says.
@@ -246,9 +255,11 @@ struct Header {
     first_position: u64,
     records: u64,
     segment_len: u64,
+    streams: u32,
     bloom_bytes: usize,
     offsets_at: u32,
     locations_at: u32,
+    crc: u32,
 }
 
 fn parse_header(bytes: &[u8]) -> Option<Header> {
@@ -261,23 +272,31 @@ fn parse_header(bytes: &[u8]) -> Option<Header> {
         first_position: u64_at(bytes, 16),
         records: u64_at(bytes, 24),
         segment_len: u64_at(bytes, 32),
+        streams: u32_at(bytes, 40),
         bloom_bytes: u32_at(bytes, 44) as usize,
         offsets_at: u32_at(bytes, 48),
         locations_at: u32_at(bytes, 56),
+        crc: u32_at(bytes, 60),
     })
 }
 
-/// A sealed segment's index: its header, block fences and bloom filter in memory, the
-/// rest read from its seal file when a lookup needs it.
+/// A sealed segment's index: its header in memory, and its block fences and bloom
+/// filter until the streams' directory covers it ([`Sealed::cover`]); the rest read from
+/// its seal file when a lookup needs it.
 #[derive(Debug)]
 pub struct Sealed {
     pub segment: u32,
     pub first_position: u64,
     pub records: u64,
+    /// The segment's streams: one block entry each.
+    pub streams: u32,
+    /// The header's checksum, which a directory records of every seal it covers.
+    pub header_crc: u32,
     path: PathBuf,
     file: Arc<dyn DiskFile>,
-    fences: Vec<Fence>,
-    bloom: Vec<u8>,
+    blocks: usize,
+    bloom_bytes: usize,
+    front: Option<Front>,
     offsets_at: u32,
     locations_at: u32,
 }
@@ -323,29 +342,73 @@ impl Sealed {
     /// The seal from its header and the bytes after it up to its offsets (fences and
     /// bloom), if their checksums hold.
     fn from_front(path: PathBuf, file: Arc<dyn DiskFile>, header: &Header, front: &[u8]) -> Option<Sealed> {
-        let fences_len = header.blocks * FENCE_BYTES;
-        if crc32c::crc32c(&front[..fences_len]) != u32_at(front, fences_len) {
-            return None;
-        }
-        let bloom = &front[fences_len + 4..fences_len + 4 + header.bloom_bytes];
-        if bloom.is_empty() || crc32c::crc32c(bloom) != u32_at(front, fences_len + 4 + header.bloom_bytes) {
-            return None;
-        }
-        let fences = front[..fences_len]
-            .chunks_exact(FENCE_BYTES)
-            .map(|f| Fence { first_key: u64_at(f, 0), at: u32_at(f, 8), len: u32_at(f, 12), crc: u32_at(f, 16) })
-            .collect();
+        let front = parse_front(header.blocks, header.bloom_bytes, front)?;
         Some(Sealed {
             segment: header.segment,
             first_position: header.first_position,
             records: header.records,
+            streams: header.streams,
+            header_crc: header.crc,
             path,
             file,
-            fences,
-            bloom: bloom.to_vec(),
+            blocks: header.blocks,
+            bloom_bytes: header.bloom_bytes,
+            front: Some(front),
             offsets_at: header.offsets_at,
             locations_at: header.locations_at,
         })
+    }
+
+    /// Drops the fences and the bloom filter from memory: the streams' directory covers
+    /// this segment, and finds its streams' blocks ([`Sealed::run_in_block`]).
+    pub fn cover(&mut self) {
+        self.front = None;
+    }
+
+    /// Reads the fences and the bloom filter into memory again (a directory that
+    /// covered this segment did not check).
+    pub fn uncover(&mut self) -> Result<(), StoreError> {
+        if self.front.is_none() {
+            let bytes = self.read(HEADER_BYTES as u64, self.offsets_at as usize - HEADER_BYTES)?;
+            let front = parse_front(self.blocks, self.bloom_bytes, &bytes)
+                .ok_or_else(|| corrupt(&self.path, HEADER_BYTES as u64, "seal fences or bloom checksum mismatch"))?;
+            self.front = Some(front);
+        }
+        Ok(())
+    }
+
+    pub fn covered(&self) -> bool {
+        self.front.is_none()
+    }
+
+    /// This seal without its fences and filter in memory, for a merge into the
+    /// streams' directory that reads it while the index goes on.
+    pub fn detached(&self) -> Sealed {
+        Sealed {
+            segment: self.segment,
+            first_position: self.first_position,
+            records: self.records,
+            streams: self.streams,
+            header_crc: self.header_crc,
+            path: self.path.clone(),
+            file: self.file.clone(),
+            blocks: self.blocks,
+            bloom_bytes: self.bloom_bytes,
+            front: None,
+            offsets_at: self.offsets_at,
+            locations_at: self.locations_at,
+        }
+    }
+
+    /// The block fences: from memory, or read from the file and checked.
+    pub(super) fn fences(&self) -> Result<std::borrow::Cow<'_, [Fence]>, StoreError> {
+        if let Some(front) = &self.front {
+            return Ok(std::borrow::Cow::Borrowed(&front.fences));
+        }
+        let bytes = self.read(HEADER_BYTES as u64, self.blocks * FENCE_BYTES + 4)?;
+        parse_fences(self.blocks, &bytes)
+            .map(std::borrow::Cow::Owned)
+            .ok_or_else(|| corrupt(&self.path, HEADER_BYTES as u64, "seal fences checksum mismatch"))
     }
 
     /// Writes `table`'s seal (its segment is `segment_len` bytes and takes no more
@@ -370,13 +433,17 @@ impl Sealed {
     /// bytes of many segments at once (the loads do not depend on one another), where
     /// probing segment after segment waits for each miss in turn.
     pub fn touch(&self, key: u64) -> u8 {
-        let bits = (self.bloom.len() * 8) as u64;
-        bloom_probes(key, bits).take(2).fold(0, |acc, bit| acc ^ self.bloom[(bit / 8) as usize])
+        let Some(Front { bloom, .. }) = &self.front else { return 0 };
+        let bits = (bloom.len() * 8) as u64;
+        bloom_probes(key, bits).take(2).fold(0, |acc, bit| acc ^ bloom[(bit / 8) as usize])
     }
 
+    /// False when the segment surely lacks the stream; true when it may hold it, and
+    /// always for a covered seal (whose filter is not in memory).
     fn might_hold(&self, key: u64) -> bool {
-        let bits = (self.bloom.len() * 8) as u64;
-        bloom_probes(key, bits).all(|bit| self.bloom[(bit / 8) as usize] & (1 << (bit % 8)) != 0)
+        let Some(Front { bloom, .. }) = &self.front else { return true };
+        let bits = (bloom.len() * 8) as u64;
+        bloom_probes(key, bits).all(|bit| bloom[(bit / 8) as usize] & (1 << (bit % 8)) != 0)
     }
 
     fn read(&self, at: u64, len: usize) -> Result<Vec<u8>, StoreError> {
@@ -433,15 +500,45 @@ impl Sealed {
         if !self.might_hold(key) {
             return Ok(None);
         }
-        let start = self.fences.partition_point(|fence| fence.first_key < key).saturating_sub(1);
-        for fence in self.fences[start..].iter().take_while(|fence| fence.first_key <= key) {
-            // The key first: a lookup compares names only where the keys are equal.
-            let found = self.entries(fence, |at, name, run| (at == key && name == stream.as_bytes()).then_some(run))?;
-            if let Some(run) = found {
+        let fences = self.fences()?;
+        let start = fences.partition_point(|fence| fence.first_key < key).saturating_sub(1);
+        for fence in fences[start..].iter().take_while(|fence| fence.first_key <= key) {
+            if let Some(run) = self.run_in(fence, stream, key)? {
                 return Ok(Some(run));
             }
         }
         Ok(None)
+    }
+
+    /// `stream`'s run in the block `block` (its fence's index), which the streams'
+    /// directory says holds an entry with `key`.
+    pub fn run_in_block(&self, stream: &str, key: u64, block: u32) -> Result<Option<SealedRun>, StoreError> {
+        let block = block as usize;
+        if block >= self.blocks {
+            return Err(corrupt(&self.path, 0, "the streams' directory names a block the seal lacks"));
+        }
+        let fence = match &self.front {
+            Some(front) => front.fences[block].clone(),
+            None => {
+                let at = (HEADER_BYTES + block * FENCE_BYTES) as u64;
+                fence_of(&self.read(at, FENCE_BYTES)?)
+            }
+        };
+        self.run_in(&fence, stream, key)
+    }
+
+    fn run_in(&self, fence: &Fence, stream: &str, key: u64) -> Result<Option<SealedRun>, StoreError> {
+        // The key first: a lookup compares names only where the keys are equal.
+        self.entries(fence, |at, name, run| (at == key && name == stream.as_bytes()).then_some(run))
+    }
+
+    /// The keys of the streams in the block of `fence`, in order.
+    pub(super) fn block_keys(&self, fence: &Fence, out: &mut Vec<u64>) -> Result<(), StoreError> {
+        self.entries(fence, |key, _, _| {
+            out.push(key);
+            None::<()>
+        })?;
+        Ok(())
     }
 
     /// Offsets of the records `skip .. skip + take` of `run`.
@@ -463,7 +560,7 @@ impl Sealed {
 
     /// Adds the names of this segment's streams that start with `prefix` to `out`.
     pub fn names(&self, prefix: &str, out: &mut Vec<String>) -> Result<(), StoreError> {
-        for fence in &self.fences {
+        for fence in self.fences()?.iter() {
             let mut bad_name = false;
             self.entries(fence, |_, name, _| {
                 match std::str::from_utf8(name) {
@@ -481,11 +578,39 @@ impl Sealed {
     }
 }
 
-fn io_error(operation: &'static str, path: &Path, error: std::io::Error) -> StoreError {
+fn fence_of(bytes: &[u8]) -> Fence {
+    Fence { first_key: u64_at(bytes, 0), at: u32_at(bytes, 8), len: u32_at(bytes, 12), crc: u32_at(bytes, 16) }
+}
+
+/// `blocks` fences and their checksum, if it holds.
+fn parse_fences(blocks: usize, bytes: &[u8]) -> Option<Vec<Fence>> {
+    let len = blocks * FENCE_BYTES;
+    if bytes.len() < len + 4 || crc32c::crc32c(&bytes[..len]) != u32_at(bytes, len) {
+        return None;
+    }
+    Some(bytes[..len].chunks_exact(FENCE_BYTES).map(fence_of).collect())
+}
+
+/// A seal's fences and bloom filter (the bytes between its header and its offsets), if
+/// their checksums hold.
+fn parse_front(blocks: usize, bloom_bytes: usize, front: &[u8]) -> Option<Front> {
+    let fences = parse_fences(blocks, front)?;
+    let at = blocks * FENCE_BYTES + 4;
+    let bloom = front.get(at..at + bloom_bytes)?;
+    if bloom.is_empty()
+        || front.len() < at + bloom_bytes + 4
+        || crc32c::crc32c(bloom) != u32_at(front, at + bloom_bytes)
+    {
+        return None;
+    }
+    Some(Front { fences, bloom: bloom.to_vec() })
+}
+
+pub(super) fn io_error(operation: &'static str, path: &Path, error: std::io::Error) -> StoreError {
     StoreError::Io { operation, path: path.to_path_buf(), message: error.to_string() }
 }
 
-fn corrupt(path: &Path, offset: u64, reason: &str) -> StoreError {
+pub(super) fn corrupt(path: &Path, offset: u64, reason: &str) -> StoreError {
     StoreError::Corrupt { file: path.to_path_buf(), offset, reason: reason.to_string() }
 }
 
