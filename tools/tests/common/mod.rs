@@ -92,7 +92,7 @@ impl InProcessServer {
         // A port found free may be taken before the server binds it (by another test's
         // client connection): a server that ends before it answers is started again on
         // other ports, and its error is in the panic if it never comes up.
-        let mut ended = String::from("it did not end");
+        let mut ended = Vec::new();
         for _attempt in 0..3 {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -114,12 +114,16 @@ impl InProcessServer {
                 std::thread::sleep(Duration::from_millis(50));
             }
             if !server.is_finished() {
+                ended.push("it did not answer within 5 s".to_string());
                 break;
             }
-            ended = format!("it ended with {:?}", runtime.block_on(server));
+            ended.push(format!("it ended with {:?}", runtime.block_on(server)));
+            // What the failed try still runs (blocking tasks holding the store, and so
+            // the log's LOCK) ends with its runtime before the next try opens the log.
+            runtime.shutdown_timeout(Duration::from_secs(10));
             (config.listen, config.metrics_listen, config.http_listen) = (free_port(), free_port(), Some(free_port()));
         }
-        panic!("the server did not come up: {ended}");
+        panic!("the server did not come up: {}", ended.join("; then "));
     }
 
     pub fn stop(self) {
