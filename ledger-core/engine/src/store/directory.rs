@@ -181,6 +181,16 @@ impl Directory {
         }))
     }
 
+    /// Asks the OS to read the whole file into its page cache now, in the background:
+    /// after a cold start, every new stream of the log's last segment (scanned at open)
+    /// and every new payment is looked up here, a disk read each where the page is not
+    /// cached yet. Only advice: an error changes nothing but the speed.
+    pub fn read_ahead(&self) {
+        if let Err(error) = self.file.will_need() {
+            tracing::debug!(%error, path = %self.path.display(), "reading the streams' directory ahead");
+        }
+    }
+
     /// The (segment, block) of every entry with `key`, segments ascending.
     pub fn find(&self, key: u64) -> Result<Vec<(u32, u32)>, StoreError> {
         let bucket = bucket_of(key, self.bits);
