@@ -11,7 +11,20 @@ use ledger_engine::store::{format, RecordedEvent};
 
 pub const TOKEN: &str = "cli-test-admin-token-0123456789";
 
+/// A port free now, below Linux's ephemeral range (32768 and up), which the OS hands
+/// to other tests' client connections: a port from that range (port 0) was once
+/// taken by one between this check and the server's bind, and a server that fails
+/// after opening its log leaves it locked for the next try in the same process.
 pub fn free_port() -> SocketAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7_919);
+    for _ in 0..1_000 {
+        let port = 20_000 + (seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed) * 97) % 12_000) as u16;
+        if let Ok(addr) = TcpListener::bind(("127.0.0.1", port)).and_then(|l| l.local_addr()) {
+            return addr;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port")
 }
 
