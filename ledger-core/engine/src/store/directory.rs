@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::disk::{Disk, DiskFile};
-use super::seal::{corrupt, io_error, Fence, Sealed};
+use super::seal::{corrupt, io_error, open_if_exists, u32_at, u64_at, Fence, Sealed};
 use super::StoreError;
 
 const MAGIC: &[u8; 8] = b"LEDGDIR1";
@@ -73,14 +73,6 @@ pub fn digest<'a>(seals: impl IntoIterator<Item = &'a Sealed>) -> [u8; 32] {
         hasher.update(&sealed.header_crc.to_le_bytes());
     }
     *hasher.finalize().as_bytes()
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
 fn bucket_of(key: u64, bits: u32) -> u64 {
@@ -155,12 +147,7 @@ impl Directory {
     /// `None` means "do without it"; an error is an I/O error reading a file that exists.
     pub fn open(disk: &dyn Disk, dir: &Path, last: u32, seals: &[Sealed]) -> Result<Option<Directory>, StoreError> {
         let path = dir.join(file_name(last));
-        let file = match disk.open_append(&path) {
-            Ok(file) => file,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(io_error("open", &path, error)),
-        };
-        let len = file.file_len().map_err(|e| io_error("stat", &path, e))?;
+        let Some((file, len)) = open_if_exists(disk, &path)? else { return Ok(None) };
         if len < HEADER_BYTES {
             return Ok(None);
         }

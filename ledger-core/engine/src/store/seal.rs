@@ -65,11 +65,11 @@ pub fn key(stream: &str) -> u64 {
     u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
+pub(super) fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(bytes[at..at + 4].try_into().expect("slice of 4"))
 }
 
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
+pub(super) fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("slice of 8"))
 }
 
@@ -313,12 +313,7 @@ impl Sealed {
         segment_len: u64,
     ) -> Result<Option<Sealed>, StoreError> {
         let path = dir.join(seal_file_name(segment));
-        let file = match disk.open_append(&path) {
-            Ok(file) => file,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(io_error("open", &path, error)),
-        };
-        let file_len = file.file_len().map_err(|e| io_error("stat", &path, e))?;
+        let Some((file, file_len)) = open_if_exists(disk, &path)? else { return Ok(None) };
         let mut header = [0u8; HEADER_BYTES];
         if file_len < HEADER_BYTES as u64 {
             return Ok(None);
@@ -604,6 +599,20 @@ fn parse_front(blocks: usize, bloom_bytes: usize, front: &[u8]) -> Option<Front>
         return None;
     }
     Some(Front { fences, bloom: bloom.to_vec() })
+}
+
+/// An open file and its length in bytes.
+pub(super) type OpenFile = (Arc<dyn DiskFile>, u64);
+
+/// `path` opened, and its length, if it exists.
+pub(super) fn open_if_exists(disk: &dyn Disk, path: &Path) -> Result<Option<OpenFile>, StoreError> {
+    let file = match disk.open_append(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(io_error("open", path, error)),
+    };
+    let len = file.file_len().map_err(|e| io_error("stat", path, e))?;
+    Ok(Some((file, len)))
 }
 
 pub(super) fn io_error(operation: &'static str, path: &Path, error: std::io::Error) -> StoreError {
