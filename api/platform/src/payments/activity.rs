@@ -26,8 +26,9 @@
 //!
 //! All of it is a cache of the payments' index on disk (`store`), whose rows are written
 //! before the append that makes them true: a user's or an instrument's last day is read
-//! from it the first time the rules need it, and a payee unknown in memory is looked up
-//! there. So a restart changes no decision a rule would make (up to those bounds),
+//! from it the first time the rules need it (outside the lock the assessments share, a
+//! few reads at a time: [`LastDay`], [`Activity::install_user`]), and a payee unknown
+//! in memory is looked up there. So a restart changes no decision a rule would make (up to those bounds),
 //! without reading any payment at start. The keys in memory are bounded by
 //! [`WINDOWS_BYTES_MAX`] per map (users, instruments): past it, the keys not assessed for
 //! [`IDLE_NS`] are dropped, to be read again from the index when next needed. A key with
@@ -313,6 +314,33 @@ impl List {
     }
 }
 
+/// A key's last day as read from the index, not yet in memory.
+pub(super) struct LastDay(List);
+
+impl LastDay {
+    /// Reads a key's last day from `read`, which visits its payments newest first: the
+    /// newest `tail_max` one by one, the others in their buckets.
+    pub(super) fn read<E>(
+        tail_max: usize,
+        now_ns: u64,
+        read: impl FnOnce(&mut dyn FnMut(Recent)) -> Result<(), E>,
+    ) -> Result<LastDay, E> {
+        let mut list = List::new(now_ns);
+        let mut newest = Vec::new();
+        read(&mut |recent| {
+            if newest.len() < tail_max {
+                newest.push(recent);
+            } else {
+                list.seal(recent, now_ns);
+            }
+        })?;
+        newest.reverse();
+        list.tail = newest.into();
+        list.advance(now_ns);
+        Ok(LastDay(list))
+    }
+}
+
 /// Recent payments per key, a day long, within a byte budget.
 struct Windows<K> {
     lists: HashMap<K, List>,
@@ -324,6 +352,9 @@ struct Windows<K> {
     evict_above: usize,
     /// When to drop the keys with nothing in the last day.
     sweep: Sweep,
+    /// How many times keys were dropped: a last day read from the index outside the
+    /// lock is put in only if none was dropped meanwhile ([`Activity::install_user`]).
+    removals: u64,
 }
 
 impl<K: Hash + Eq> Windows<K> {
@@ -335,6 +366,7 @@ impl<K: Hash + Eq> Windows<K> {
             bytes_max,
             evict_above: bytes_max,
             sweep: Sweep::new(SWEEP_KEYS_MIN),
+            removals: 0,
         }
     }
 
@@ -361,7 +393,11 @@ impl<K: Hash + Eq> Windows<K> {
             return;
         }
         let keep_for = if over { IDLE_NS } else { DAY_NS };
+        let held = self.lists.len();
         self.lists.retain(|_, list| list.touched.saturating_add(keep_for) > now_ns);
+        if self.lists.len() < held {
+            self.removals += 1;
+        }
         self.bytes = self.lists.values().map(List::bytes).sum();
         self.sweep.swept(self.lists.len());
         // Keys all busy past the budget: the next eviction when a quarter more is held.
@@ -385,21 +421,26 @@ impl<K: Hash + Eq> Windows<K> {
         now_ns: u64,
         read: impl FnOnce(&mut dyn FnMut(Recent)) -> Result<(), E>,
     ) -> Result<(), E> {
-        let tail_max = self.tail_max;
-        let mut list = List::new(now_ns);
-        let mut newest = Vec::new();
-        read(&mut |recent| {
-            if newest.len() < tail_max {
-                newest.push(recent);
-            } else {
-                list.seal(recent, now_ns);
-            }
-        })?;
-        newest.reverse();
-        list.tail = newest.into();
-        list.advance(now_ns);
+        let LastDay(list) = LastDay::read(self.tail_max, now_ns, read)?;
         self.change(key, now_ns, |slot| *slot = list);
         Ok(())
+    }
+
+    /// Puts `key`'s last day, read outside the lock, in memory unless the key is there
+    /// already (what is there is as new). Refused (false) when the key is missing and
+    /// keys were dropped since the read began (`removals_seen`): a payment of the key
+    /// may have been counted and dropped meanwhile, so the caller reads again under
+    /// the lock. With no key dropped, a payment assessed since the read began found
+    /// the key missing too and is putting its own read in.
+    fn install(&mut self, key: K, LastDay(list): LastDay, now_ns: u64, removals_seen: u64) -> bool {
+        if self.lists.contains_key(&key) {
+            return true;
+        }
+        if self.removals != removals_seen {
+            return false;
+        }
+        self.change(key, now_ns, |slot| *slot = list);
+        true
     }
 
     fn forget(&mut self, key: K, recent: &Recent, now_ns: u64) {
@@ -469,6 +510,39 @@ impl Activity {
             by_instrument: Windows::new(tail_max, bytes_max),
             payees: BoundedSet::new(payees_max),
         }
+    }
+
+    /// How many payments each key keeps one by one (for [`LastDay::read`]).
+    pub(super) fn tail_max(&self) -> usize {
+        self.by_user.tail_max
+    }
+
+    /// A count that changes whenever keys are dropped from memory (for the installs).
+    pub(super) fn removals(&self) -> (u64, u64) {
+        (self.by_user.removals, self.by_instrument.removals)
+    }
+
+    /// Puts `user`'s last day, read by [`LastDay::read`] after [`Activity::removals`]
+    /// gave `removals_seen`, in memory; false when it must be read again under the lock.
+    pub(super) fn install_user(
+        &mut self,
+        user: u128,
+        last_day: LastDay,
+        now_ns: u64,
+        removals_seen: (u64, u64),
+    ) -> bool {
+        self.by_user.install(user, last_day, now_ns, removals_seen.0)
+    }
+
+    /// As [`Activity::install_user`], for a funding instrument.
+    pub(super) fn install_instrument(
+        &mut self,
+        instrument: &str,
+        last_day: LastDay,
+        now_ns: u64,
+        removals_seen: (u64, u64),
+    ) -> bool {
+        self.by_instrument.install(instrument.to_string(), last_day, now_ns, removals_seen.1)
     }
 
     pub(super) fn has_user(&self, user: u128) -> bool {
@@ -620,6 +694,35 @@ mod tests {
         assert_eq!(activity.user_earlier(7, 0, 0, now, &usd).day.count, 20_000, "the busy key kept all it counted");
         let counted: usize = activity.by_user.lists.values().map(List::bytes).sum();
         assert_eq!(activity.by_user.bytes, counted, "bytes kept equal bytes held");
+    }
+
+    #[test]
+    fn a_last_day_read_outside_the_lock_goes_in_only_where_nothing_newer_can_be_missed() {
+        let day = |payments: &[u64]| {
+            LastDay::read(TAIL_MAX, DAY_NS, |visit| {
+                payments.iter().rev().for_each(|at| visit(recent(*at)));
+                Ok::<_, ()>(())
+            })
+            .expect("read")
+        };
+        let mut activity = Activity::new();
+        // Missing, nothing dropped since the read began: it goes in.
+        let seen = activity.removals();
+        assert!(activity.install_user(1, day(&[HOUR, 2 * HOUR]), DAY_NS, seen));
+        assert_eq!(activity.user_earlier(1, 0, 0, DAY_NS, &usd).day.count, 2);
+        // Another read of the same key finished second: what is in memory stays.
+        activity.assessed(1, "", recent(3 * HOUR), DAY_NS);
+        assert!(activity.install_user(1, day(&[HOUR]), DAY_NS, seen));
+        assert_eq!(activity.user_earlier(1, 0, 0, DAY_NS, &usd).day.count, 3);
+        // Keys dropped while a read ran: refused, to be read again under the lock.
+        let seen = activity.removals();
+        for user in 10..5_000u128 {
+            activity.assessed(user, "", recent(0), 3 * DAY_NS);
+        }
+        assert_ne!(activity.removals(), seen, "the sweep dropped keys");
+        assert!(!activity.install_user(2, day(&[HOUR]), 3 * DAY_NS, seen));
+        assert!(!activity.has_user(2));
+        assert!(activity.install_instrument("card", day(&[HOUR]), 3 * DAY_NS, seen), "no instrument was dropped");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use ledger_proto::events::v1::payment_event::Kind as EventKind;
 use prost::Message;
 use tokio::sync::MutexGuard;
 
-use super::activity::Activity;
+use super::activity::{Activity, LastDay};
 use super::kinds::{Decision, FinishStatus, Funding, PaymentKind, Step};
 use super::rails::{RailOperation, RailStatus};
 use super::risk::{self, Earlier, RiskInput};
@@ -371,6 +371,7 @@ impl Payments {
         if risk::is_large(&self.config.risk, amount) {
             self.warm_payee(payment)?;
         }
+        self.read_last_days(payment, now).await?;
         // Read the earlier payments, decide and count this one under one lock, so two
         // payments assessed at once each see the other in one order.
         let (assessed, counted) = {
@@ -424,6 +425,64 @@ impl Payments {
             if earlier.finished.as_ref().is_some_and(|f| f.status == FinishStatus::Completed) {
                 self.activity.lock().unwrap_or_else(|p| p.into_inner()).completed(sender, receiver);
             }
+        }
+        Ok(())
+    }
+
+    /// Reads the sender's and the instrument's last day from the index when memory
+    /// lacks them, before the lock all assessments share is taken and off the async
+    /// workers: a busy user's day is many pages, and read cold (the first minutes after
+    /// a start) under the lock it held every other payment up, one user after another.
+    /// What cannot be put in (keys were dropped meanwhile) `warm` reads again under the
+    /// lock.
+    async fn read_last_days(&self, payment: &Payment, now: u64) -> Result<(), PaymentsError> {
+        let sender = payment.sender();
+        let instrument = payment.instrument_id.clone();
+        let missing = || {
+            let activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+            let instrument_missing = !instrument.is_empty() && !activity.has_instrument(&instrument);
+            (!activity.has_user(sender), instrument_missing, activity.tail_max(), activity.removals())
+        };
+        if let (false, false, ..) = missing() {
+            return Ok(());
+        }
+        // A few reads at a time, so that they keep to a few threads (each thread's
+        // allocations hold memory of their own); one waiting for its turn looks again,
+        // as the read before it may have been of the same key.
+        let _turn = self
+            .last_day_reads
+            .acquire()
+            .await
+            .map_err(|e| PaymentsError::Internal(format!("reading the risk rules' last day: {e}")))?;
+        let (user_missing, instrument_missing, tail_max, removals) = missing();
+        if !user_missing && !instrument_missing {
+            return Ok(());
+        }
+        let since = now.saturating_sub(risk::DAY_NS);
+        let user_max = self.config.risk.user_per_day.max(self.config.risk.user_per_hour);
+        let instrument_max = self.config.risk.instrument_per_day.max(self.config.risk.instrument_per_hour);
+        let rows = self.rows.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let user = user_missing
+                .then(|| LastDay::read(tail_max, now, |visit| rows.sent_since(sender, since, user_max, visit)))
+                .transpose()?;
+            let by_instrument = instrument_missing
+                .then(|| {
+                    LastDay::read(tail_max, now, |visit| {
+                        rows.instrument_since(&instrument, since, instrument_max, visit)
+                    })
+                })
+                .transpose()?;
+            Ok::<_, PaymentsError>((user, by_instrument))
+        });
+        let (user, by_instrument) =
+            read.await.map_err(|e| PaymentsError::Internal(format!("reading the risk rules' last day: {e}")))??;
+        let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(last_day) = user {
+            activity.install_user(sender, last_day, now, removals);
+        }
+        if let Some(last_day) = by_instrument {
+            activity.install_instrument(&payment.instrument_id, last_day, now, removals);
         }
         Ok(())
     }

@@ -59,6 +59,9 @@ pub use present::{FxDetail, TransferContext, NOTE_DELETED};
 pub use saga::{PaymentStep, PaymentView, RiskView};
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 64;
 pub const NOTE_BYTES_MAX: usize = 140;
+/// Reads of a sender's or an instrument's last day from the index (for the risk rules)
+/// running at once; more wait their turn.
+pub const LAST_DAY_READS_MAX: usize = 8;
 /// Payments in a user's list (their latest).
 
 #[derive(Clone, Copy, Debug)]
@@ -161,6 +164,9 @@ pub struct Payments {
     rows: overlay::RowWriter,
     accounts: PlatformAccounts,
     activity: std::sync::Mutex<Activity>,
+    /// Turns to read a key's last day for the risk rules from the index
+    /// (`LAST_DAY_READS_MAX` at a time).
+    last_day_reads: tokio::sync::Semaphore,
     /// Where the time is read: event stamps, reviews, risk windows, polling.
     clock: Arc<dyn Clock>,
     /// Counters for operators and the review queue's index.
@@ -208,6 +214,7 @@ impl Payments {
             legacy_keys: true,
             accounts: PlatformAccounts::payments(),
             activity: std::sync::Mutex::new(Activity::new()),
+            last_day_reads: tokio::sync::Semaphore::new(LAST_DAY_READS_MAX),
             clock,
             ops: ops::PaymentOps::default(),
             finished: std::sync::Mutex::new(std::collections::VecDeque::new()),

@@ -178,7 +178,8 @@ impl Shared {
 }
 
 /// The payments' index as the platform reads and writes it while it runs: the file and
-/// the rows in memory.
+/// the rows in memory. A clone shares them.
+#[derive(Clone)]
 pub(super) struct RowWriter {
     shared: Arc<Shared>,
 }
