@@ -6,8 +6,11 @@
 //! newest sealed segments keep them (at most `seals_in_memory`, an option of the
 //! embedded store): the directory lists, for every stream of all the older segments,
 //! the segments and the blocks of their seals that hold it, bucketed by the stream's
-//! key. A lookup reads one bucket (its two slots and its entries: two reads, from the
-//! page cache, which is not the process's memory). When more segments are sealed, the
+//! key. A lookup first asks the directory's filter, in memory (a blocked bloom filter
+//! over every key, 16 bits a key up to [`FILTER_BYTES_MAX`]): a stream it does not hold,
+//! such as every new payment's, costs no read at all. Otherwise it reads one bucket (its
+//! two slots and its entries: two reads, from the page cache when warm, which is not the
+//! process's memory). When more segments are sealed, the
 //! oldest of those in memory are merged with the directory into a new file, written
 //! beside it, synced and renamed into place; the seals it covers then drop their
 //! filters and fences, and the older file is removed.
@@ -22,6 +25,9 @@
 //!            u32 crc32c(previous 12 bytes)
 //!   entries  entry count × 16 bytes, sorted by (key, segment):
 //!            u64 stream key | u32 segment | u32 block (its fence's index in the seal)
+//!   filter   blocks × 64 bytes: the blocked bloom filter of every entry's key
+//!   trailer  16 bytes: u32 filter blocks | u32 probes | u32 crc32c(filter) |
+//!            u32 crc32c(previous 12 bytes)
 //! ```
 //!
 //! A bucket holds the entries whose key's top `bits` bits are its number, 16 on average.
@@ -29,9 +35,12 @@
 //! checksum: a directory is used only with the seals it was made from (a seal written
 //! again from its segment is the same bytes). Everything a lookup reads is checked (both
 //! slots, the bucket, every key in it), and the block an entry names is read and checked
-//! in the seal, whose names are compared: damage is an error, never a stream missed. A
-//! merge reads the whole directory and checks its entries' checksum; a directory that
-//! does not check is made again from the seals.
+//! in the seal, whose names are compared: damage is an error, never a stream missed. The
+//! filter is read whole at open and checked (a filter that does not check leaves the
+//! directory unused, as a damaged header does). A merge reads the whole directory and
+//! checks its entries' checksum; a directory that does not check is made again from the
+//! seals. A directory of the earlier format (magic `LEDGDIR1`, no filter) does not
+//! check either: the first merge after an upgrade makes the new one from the seals.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -42,7 +51,7 @@ use super::disk::{Disk, DiskFile};
 use super::seal::{corrupt, io_error, open_if_exists, u32_at, u64_at, Fence, Sealed};
 use super::StoreError;
 
-const MAGIC: &[u8; 8] = b"LEDGDIR1";
+const MAGIC: &[u8; 8] = b"LEDGDIR2";
 const HEADER_BYTES: u64 = 64;
 const SLOT_BYTES: u64 = 16;
 const ENTRY_BYTES: u64 = 16;
@@ -51,6 +60,16 @@ const BUCKET_ENTRIES: u64 = 16;
 /// Entries of one bucket a lookup reads at most: more is taken for damage (one stream
 /// in 65,536 segments would be a log of 16 TiB).
 const BUCKET_ENTRIES_MAX: u64 = 1 << 16;
+/// Bits of the filter an entry gets, while the filter is within its budget.
+const FILTER_BITS_PER_ENTRY: u64 = 16;
+/// The most memory a directory's filter takes, in bytes. Up to about 16.8M entries
+/// (streams of the covered segments) each gets 16 bits, one false positive in some
+/// 1,000 lookups; past that the filter keeps this size and lets more through, each a
+/// bucket read as without it.
+pub const FILTER_BYTES_MAX: u64 = 32 << 20;
+/// A filter block: one cache line, which holds all of a key's bits.
+const FILTER_BLOCK_BYTES: u64 = 64;
+const TRAILER_BYTES: u64 = 16;
 /// Bytes a merge reads or writes at a time.
 const CHUNK_BYTES: usize = 1 << 20;
 /// The file a merge writes before renaming it into place.
@@ -90,6 +109,70 @@ fn bits_for(entries: u64) -> u32 {
 
 fn entries_at(bits: u32) -> u64 {
     HEADER_BYTES + ((1u64 << bits) + 1) * SLOT_BYTES
+}
+
+/// A blocked bloom filter over a directory's keys: a key's bits all lie in one 64-byte
+/// block, so a lookup costs one cache miss.
+#[derive(Debug)]
+struct Filter {
+    words: Vec<u64>,
+    probes: u32,
+}
+
+impl Filter {
+    /// An empty filter for `entries` keys, within [`FILTER_BYTES_MAX`].
+    fn for_entries(entries: u64) -> Filter {
+        let blocks = (entries.saturating_mul(FILTER_BITS_PER_ENTRY))
+            .div_ceil(FILTER_BLOCK_BYTES * 8)
+            .clamp(1, FILTER_BYTES_MAX / FILTER_BLOCK_BYTES);
+        // About ln 2 × the bits a key gets, the fewest false positives.
+        let bits_per_entry = blocks * FILTER_BLOCK_BYTES * 8 / entries.max(1);
+        let probes = (bits_per_entry * 69 / 100).clamp(1, 7) as u32;
+        Filter { words: vec![0; (blocks * FILTER_BLOCK_BYTES / 8) as usize], probes }
+    }
+
+    /// The first word of `key`'s block, and its bits in the block (probes × 9 bits of
+    /// the key, mixed).
+    fn place(&self, key: u64) -> (usize, impl Iterator<Item = u64>) {
+        let blocks = (self.words.len() / 8) as u128;
+        let block = ((u128::from(key) * blocks) >> 64) as usize;
+        let mixed = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (key >> 29);
+        (block * 8, (0..self.probes).map(move |i| (mixed >> (9 * i)) & 511))
+    }
+
+    fn insert(&mut self, key: u64) {
+        let (first, bits) = self.place(key);
+        for bit in bits {
+            self.words[first + (bit / 64) as usize] |= 1 << (bit % 64);
+        }
+    }
+
+    fn may_hold(&self, key: u64) -> bool {
+        let (first, mut bits) = self.place(key);
+        bits.all(|bit| self.words[first + (bit / 64) as usize] & (1 << (bit % 64)) != 0)
+    }
+
+    /// The filter and trailer as written after the entries.
+    fn encode(&self) -> Vec<u8> {
+        let mut out: Vec<u8> = self.words.iter().flat_map(|word| word.to_le_bytes()).collect();
+        let crc = crc32c::crc32c(&out);
+        let start = out.len();
+        for value in [(self.words.len() / 8) as u32, self.probes, crc] {
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+        let check = crc32c::crc32c(&out[start..]);
+        out.extend_from_slice(&check.to_le_bytes());
+        out
+    }
+
+    /// The trailer's (blocks, probes, filter checksum), if it checks.
+    fn parse_trailer(bytes: &[u8]) -> Option<(u64, u32, u32)> {
+        let (blocks, probes) = (u64::from(u32_at(bytes, 0)), u32_at(bytes, 4));
+        let fits = crc32c::crc32c(&bytes[..12]) == u32_at(bytes, 12)
+            && (1..=FILTER_BYTES_MAX / FILTER_BLOCK_BYTES).contains(&blocks)
+            && (1..=7).contains(&probes);
+        fits.then_some((blocks, probes, u32_at(bytes, 8)))
+    }
 }
 
 struct Header {
@@ -139,6 +222,7 @@ pub struct Directory {
     entries_crc: u32,
     path: PathBuf,
     file: Arc<dyn DiskFile>,
+    filter: Filter,
 }
 
 impl Directory {
@@ -148,38 +232,44 @@ impl Directory {
     pub fn open(disk: &dyn Disk, dir: &Path, last: u32, seals: &[Sealed]) -> Result<Option<Directory>, StoreError> {
         let path = dir.join(file_name(last));
         let Some((file, len)) = open_if_exists(disk, &path)? else { return Ok(None) };
-        if len < HEADER_BYTES {
+        if len < HEADER_BYTES + TRAILER_BYTES {
             return Ok(None);
         }
+        let read = |bytes: &mut [u8], at: u64| file.read_exact_at(bytes, at).map_err(|e| io_error("read", &path, e));
         let mut bytes = [0u8; HEADER_BYTES as usize];
-        file.read_exact_at(&mut bytes, 0).map_err(|e| io_error("read", &path, e))?;
+        read(&mut bytes, 0)?;
         let Some(header) = Header::parse(&bytes) else { return Ok(None) };
+        let mut trailer = [0u8; TRAILER_BYTES as usize];
+        read(&mut trailer, len - TRAILER_BYTES)?;
+        let Some((blocks, probes, filter_crc)) = Filter::parse_trailer(&trailer) else { return Ok(None) };
+        let filter_at = header.entries.checked_mul(ENTRY_BYTES).map(|bytes| bytes + entries_at(header.bits));
         let described = header.last == last
             && seals.len() as u64 == u64::from(last) + 1
             && header.digest == digest(seals)
-            && Some(len) == header.entries.checked_mul(ENTRY_BYTES).map(|bytes| bytes + entries_at(header.bits));
-        Ok(described.then_some(Directory {
+            && filter_at.map(|at| at + blocks * FILTER_BLOCK_BYTES + TRAILER_BYTES) == Some(len);
+        let Some(filter_at) = filter_at.filter(|_| described) else { return Ok(None) };
+        let mut bytes = vec![0u8; (blocks * FILTER_BLOCK_BYTES) as usize];
+        read(&mut bytes, filter_at)?;
+        if crc32c::crc32c(&bytes) != filter_crc {
+            return Ok(None);
+        }
+        let words = bytes.chunks_exact(8).map(|word| u64_at(word, 0)).collect();
+        Ok(Some(Directory {
             last,
             bits: header.bits,
             entries: header.entries,
             entries_crc: header.entries_crc,
             path,
             file,
+            filter: Filter { words, probes },
         }))
-    }
-
-    /// Asks the OS to read the whole file into its page cache now, in the background:
-    /// after a cold start, every new stream of the log's last segment (scanned at open)
-    /// and every new payment is looked up here, a disk read each where the page is not
-    /// cached yet. Only advice: an error changes nothing but the speed.
-    pub fn read_ahead(&self) {
-        if let Err(error) = self.file.will_need() {
-            tracing::debug!(%error, path = %self.path.display(), "reading the streams' directory ahead");
-        }
     }
 
     /// The (segment, block) of every entry with `key`, segments ascending.
     pub fn find(&self, key: u64) -> Result<Vec<(u32, u32)>, StoreError> {
+        if !self.filter.may_hold(key) {
+            return Ok(Vec::new());
+        }
         let bucket = bucket_of(key, self.bits);
         let mut slots = [0u8; 2 * SLOT_BYTES as usize];
         let slots_at = HEADER_BYTES + bucket * SLOT_BYTES;
@@ -304,6 +394,16 @@ struct Writer<'a> {
     all_crc: u32,
     last_entry: Option<(u64, u32, u32)>,
     duplicates: u64,
+    filter: Filter,
+}
+
+/// What a merge wrote: entries, entries taken as duplicates, the entries' checksum, and
+/// the filter.
+struct Written {
+    count: u64,
+    duplicates: u64,
+    entries_crc: u32,
+    filter: Filter,
 }
 
 impl Writer<'_> {
@@ -318,6 +418,7 @@ impl Writer<'_> {
             return Err(corrupt(self.path, 0, "a merge's entries out of order (a seal's blocks unsorted)"));
         }
         self.last_entry = Some((key, segment, block));
+        self.filter.insert(key);
         let bucket = bucket_of(key, self.bits);
         while self.bucket < bucket {
             self.end_bucket()?;
@@ -373,16 +474,17 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Ends the last buckets and writes what is buffered; the entries written, the
-    /// entries taken as duplicates, and the entries' checksum.
-    fn finish(mut self) -> Result<(u64, u64, u32), StoreError> {
+    /// Ends the last buckets and writes what is buffered, then the filter and trailer.
+    fn finish(mut self) -> Result<Written, StoreError> {
         while self.bucket < 1u64 << self.bits {
             self.end_bucket()?;
         }
         self.slot(self.count, 0)?;
         self.write(HEADER_BYTES + self.slots_written, true)?;
         self.flush_entries()?;
-        Ok((self.count, self.duplicates, self.all_crc))
+        let at = entries_at(self.bits) + self.count * ENTRY_BYTES;
+        self.file.write_all_at(&self.filter.encode(), at).map_err(|e| io_error("write", self.path, e))?;
+        Ok(Written { count: self.count, duplicates: self.duplicates, entries_crc: self.all_crc, filter: self.filter })
     }
 }
 
@@ -431,6 +533,7 @@ pub fn write(
         all_crc: 0,
         last_entry: None,
         duplicates: 0,
+        filter: Filter::for_entries(total),
     };
     let mut heap = BinaryHeap::new();
     for (n, source) in sources.iter_mut().enumerate() {
@@ -444,7 +547,7 @@ pub fn write(
             heap.push(Reverse((entry, n)));
         }
     }
-    let (count, duplicates, entries_crc) = writer.finish()?;
+    let Written { count, duplicates, entries_crc, filter } = writer.finish()?;
     if count + duplicates != total {
         return Err(corrupt(&temporary, 0, "a seal's stream count differs from its blocks' entries"));
     }
@@ -456,7 +559,7 @@ pub fn write(
     disk.rename(&temporary, &path).map_err(|e| io_error("rename", &temporary, e))?;
     disk.sync_dir(dir).map_err(|e| io_error("fsync directory", dir, e))?;
     let file = disk.open_append(&path).map_err(|e| io_error("open", &path, e))?;
-    Ok(Directory { last, bits, entries: count, entries_crc, path, file })
+    Ok(Directory { last, bits, entries: count, entries_crc, path, file, filter })
 }
 
 #[cfg(test)]
@@ -518,6 +621,29 @@ mod tests {
     }
 
     #[test]
+    fn the_filter_holds_every_key_lets_few_others_through_and_keeps_to_its_budget() {
+        let mut random = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            random ^= random << 13;
+            random ^= random >> 7;
+            random ^= random << 17;
+            random
+        };
+        let keys: Vec<u64> = (0..100_000).map(|_| next()).collect();
+        let mut filter = Filter::for_entries(keys.len() as u64);
+        keys.iter().for_each(|key| filter.insert(*key));
+        assert!(keys.iter().all(|key| filter.may_hold(*key)), "no key is ever missed");
+        let passed = (0..100_000).filter(|_| filter.may_hold(next())).count();
+        assert!(passed < 500, "{passed} of 100,000 other keys passed at 16 bits a key");
+        assert_eq!(filter.words.len() * 8, 200_000, "16 bits a key");
+        let huge = Filter::for_entries(1 << 40);
+        assert_eq!((huge.words.len() * 8) as u64, FILTER_BYTES_MAX, "past the budget the filter stays at it");
+        assert_eq!(huge.probes, 1);
+        let decoded = Filter::parse_trailer(&filter.encode()[filter.words.len() * 8..]).expect("trailer");
+        assert_eq!((decoded.0 as usize, decoded.1), (filter.words.len() / 8, filter.probes));
+    }
+
+    #[test]
     fn a_damaged_directory_is_an_error_never_a_stream_missed_and_a_merge_tells() {
         let dir = tempfile::tempdir().expect("tempdir");
         let seals = seals(dir.path(), 4);
@@ -532,10 +658,13 @@ mod tests {
             let mut damaged = bytes.clone();
             damaged[bit / 8] ^= 1 << (bit % 8);
             std::fs::write(&path, &damaged).expect("write");
+            let filter_at = entries_at(written.bits) + written.entries * ENTRY_BYTES;
             let Some(directory) = Directory::open(&RealDisk, dir.path(), 3, &seals).expect("open") else {
-                assert!(bit < HEADER_BYTES as usize * 8, "bit {bit}: a directory past its header is opened");
+                let checked_at_open = bit < HEADER_BYTES as usize * 8 || bit >= filter_at as usize * 8;
+                assert!(checked_at_open, "bit {bit}: only its header, filter and trailer keep a directory unused");
                 continue;
             };
+            assert!(bit < filter_at as usize * 8, "bit {bit}: a damaged filter or trailer is found at open");
             for stream in &streams {
                 match segments_of(&directory, &seals, stream) {
                     Ok(found) => assert_eq!(found, [3, 2], "bit {bit}, {stream}"),

@@ -35,11 +35,6 @@ pub trait DiskFile: Send + Sync + fmt::Debug {
     fn drop_cached(&self, _offset: u64, _len: Option<u64>) -> io::Result<()> {
         Ok(())
     }
-    /// Tells the OS that the whole file will be read soon (`posix_fadvise(WILLNEED)`):
-    /// it starts reading it into its cache. Only advice, like [`DiskFile::drop_cached`].
-    fn will_need(&self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Held while a directory's store is open; dropping it releases the lock.
@@ -223,10 +218,6 @@ impl DiskFile for RealFile {
     fn drop_cached(&self, offset: u64, len: Option<u64>) -> io::Result<()> {
         let len = len.and_then(std::num::NonZeroU64::new);
         rustix::fs::fadvise(&self.0, offset, len, rustix::fs::Advice::DontNeed).map_err(io::Error::from)
-    }
-
-    fn will_need(&self) -> io::Result<()> {
-        rustix::fs::fadvise(&self.0, 0, None, rustix::fs::Advice::WillNeed).map_err(io::Error::from)
     }
 }
 

@@ -114,7 +114,6 @@ pub(super) fn open_directory(
     last: u32,
 ) -> Result<Option<u32>, StoreError> {
     if let Some(directory) = Directory::open(disk, dir, last, &index.sealed)? {
-        directory.read_ahead();
         index.directory = Some(Arc::new(directory));
         return Ok(Some(last));
     }
