@@ -14,7 +14,7 @@ use crate::read_models::{Decoded, ProjectionError, ReadModels};
 /// changes in memory until it commits, and a batch's events touch pages at random places
 /// in the read models' file, so this bounds that memory too: 65,536 held some 280 MB
 /// more on a 10M-payment log with the projector behind, for a rebuild 11 % faster
-/// (BENCHMARKS.md, "The projector's batch").
+/// (BENCHMARKS.md, "The first minute after a start" and "The projector's batch").
 pub const APPLY_BATCH_EVENTS: usize = 8_192;
 /// After a batch smaller than `APPLY_BATCH_EVENTS`, wait up to this long for more
 /// events before reading the next one, unless a read waits or a whole batch is there.
